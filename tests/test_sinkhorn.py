@@ -1,0 +1,133 @@
+"""Log-domain Sinkhorn: marginals, agreement with a plain float64 reference, stability, batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from xmodal.objectives.sinkhorn import TransportResult, sinkhorn_log
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _random_marginal(n: int, g: torch.Generator) -> torch.Tensor:
+    w = torch.rand(n, generator=g, dtype=torch.float64) + 0.1  # uneven but positive
+    return w / w.sum()
+
+
+def _plain_sinkhorn(cost: np.ndarray, eps: float, a: np.ndarray, b: np.ndarray, iters: int) -> np.ndarray:
+    """Textbook scaling form, float64: K = exp(-C/eps), u = a / K v, v = b / K^T u."""
+    kernel = np.exp(-cost / eps)
+    u = np.ones_like(a)
+    v = np.ones_like(b)
+    for _ in range(iters):
+        u = a / (kernel @ v)
+        v = b / (kernel.T @ u)
+    return u[:, None] * kernel * v[None, :]
+
+
+@pytest.mark.parametrize("uneven", [False, True])
+def test_marginals_match(uneven: bool) -> None:
+    g = _gen(0)
+    cost = torch.rand(12, 9, generator=g) * 2
+    a = _random_marginal(12, g) if uneven else None
+    b = _random_marginal(9, g) if uneven else None
+    res = sinkhorn_log(cost, eps=0.05, a=a, b=b, max_iters=2000, tol=1e-6)
+    assert isinstance(res, TransportResult)
+    assert res.plan.shape == (12, 9) and res.plan.dtype == torch.float32
+    want_a = a.float() if uneven else torch.full((12,), 1 / 12)
+    want_b = b.float() if uneven else torch.full((9,), 1 / 9)
+    assert res.marginal_error < 1e-6
+    torch.testing.assert_close(res.plan.sum(1), want_a, atol=1e-6, rtol=0)
+    torch.testing.assert_close(res.plan.sum(0), want_b, atol=1e-6, rtol=0)
+    assert (res.plan >= 0).all()
+    torch.testing.assert_close(res.cost, (res.plan * cost).sum())
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.3])
+def test_matches_plain_float64_reference(eps: float) -> None:
+    g = _gen(1)
+    cost = torch.rand(10, 7, generator=g, dtype=torch.float64)
+    a, b = _random_marginal(10, g), _random_marginal(7, g)
+    ref = _plain_sinkhorn(cost.numpy(), eps, a.numpy(), b.numpy(), iters=3000)
+    res = sinkhorn_log(cost, eps=eps, a=a, b=b, max_iters=3000, tol=1e-7)
+    np.testing.assert_allclose(res.plan.double().numpy(), ref, atol=2e-6, rtol=1e-4)
+
+
+def test_small_eps_is_finite() -> None:
+    g = _gen(2)
+    cost = torch.rand(3, 16, 16, generator=g) * 2  # exponents down to -2000 at eps=1e-3
+    res = sinkhorn_log(cost, eps=1e-3, max_iters=300, tol=1e-6)
+    assert torch.isfinite(res.plan).all() and torch.isfinite(res.cost).all()
+    assert np.isfinite(res.marginal_error)
+    torch.testing.assert_close(res.plan.sum((-2, -1)), torch.ones(3), atol=1e-3, rtol=0)
+
+
+def test_batched_equals_per_item() -> None:
+    g = _gen(3)
+    cost = torch.rand(2, 3, 8, 6, generator=g) * 2
+    # tol=0 runs every problem for exactly max_iters, so batching cannot change the stop point.
+    batched = sinkhorn_log(cost, eps=0.05, max_iters=150, tol=0.0)
+    assert batched.plan.shape == (2, 3, 8, 6) and batched.cost.shape == (2, 3)
+    assert batched.iterations == 150
+    for i in range(2):
+        for j in range(3):
+            single = sinkhorn_log(cost[i, j], eps=0.05, max_iters=150, tol=0.0)
+            torch.testing.assert_close(batched.plan[i, j], single.plan, atol=1e-7, rtol=1e-5)
+            torch.testing.assert_close(batched.cost[i, j], single.cost, atol=1e-6, rtol=1e-5)
+
+
+def test_batched_marginals_per_problem() -> None:
+    g = _gen(4)
+    cost = torch.rand(4, 5, 6, generator=g)
+    a = torch.stack([_random_marginal(5, g) for _ in range(4)])  # [4, 5]: one marginal per problem
+    res = sinkhorn_log(cost, eps=0.1, a=a, max_iters=1000, tol=1e-6)
+    torch.testing.assert_close(res.plan.sum(-1), a.float(), atol=1e-6, rtol=0)
+
+
+def test_float32_under_bf16_autocast_and_no_grad() -> None:
+    g = _gen(5)
+    cost = (torch.rand(8, 8, generator=g) * 2).requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        res = sinkhorn_log(cost.bfloat16(), eps=0.05)
+    assert res.plan.dtype == torch.float32 and res.cost.dtype == torch.float32
+    assert not res.plan.requires_grad
+    ref = sinkhorn_log(cost.detach().bfloat16().float(), eps=0.05)
+    torch.testing.assert_close(res.plan, ref.plan)
+
+
+def test_early_stop() -> None:
+    cost = torch.rand(10, 10, generator=_gen(6))
+    res = sinkhorn_log(cost, eps=0.5, max_iters=1000, tol=1e-5)
+    assert res.iterations < 1000
+    assert res.marginal_error < 1e-5
+    capped = sinkhorn_log(cost, eps=0.01, max_iters=3, tol=1e-12)
+    assert capped.iterations == 3 and capped.marginal_error > 1e-12
+
+
+def test_small_eps_approaches_exact_ot() -> None:
+    n = 8
+    cost = torch.rand(n, n, generator=_gen(7), dtype=torch.float64) * 2
+    rows, cols = linear_sum_assignment(cost.numpy())
+    exact = cost.numpy()[rows, cols].sum() / n  # optimal plan is a permutation scaled by 1/n
+    gaps = []
+    for eps in (0.1, 0.03, 0.003):
+        res = sinkhorn_log(cost, eps=eps, max_iters=5000, tol=1e-7)
+        gaps.append(float(res.cost) - exact)
+    assert all(gap > -1e-4 for gap in gaps)  # no feasible plan beats the exact optimum
+    assert gaps[0] > gaps[-1]
+    assert gaps[-1] < 5e-3
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(eps=0.0), dict(eps=-1.0), dict(eps=0.1, max_iters=0), dict(eps=0.1, tol=-1.0),
+     dict(eps=0.1, a=torch.full((3,), 1 / 3))],
+)
+def test_bad_arguments(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        sinkhorn_log(torch.rand(4, 4), **kwargs)

@@ -1,0 +1,225 @@
+"""Typed, validated configs: YAML -> nested dataclasses, with ``--set a.b=c`` overrides.
+
+Every config section is a dataclass whose field annotations are the schema. Loading checks
+each key against it: an unknown key fails with its full dotted path and a close-match
+suggestion, a value of the wrong type fails with the expected type. Overrides are parsed as
+YAML scalars/lists (``--set distill.methods=[none,wcord]``) and validated the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from xmodal.core.errors import ConfigError
+
+C = TypeVar("C")
+
+
+def from_dict(cls: type[C], data: Any, path: str = "") -> C:
+    """Build dataclass ``cls`` from a plain mapping, validating keys and types recursively."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__} {data!r}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        key_path = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            hint = f"; did you mean '{_join(path, close[0])}'?" if close else ""
+            raise ConfigError(
+                f"unknown config key '{key_path}'{hint} (valid keys here: {', '.join(fields)})"
+            )
+        kwargs[key] = _convert(hints[key], value, key_path)
+    try:
+        obj = cls(**kwargs)
+    except TypeError as exc:  # a required field without a default
+        raise ConfigError(f"{path or 'config'}: {exc}") from None
+    except ValueError as exc:  # __post_init__ validation
+        raise ConfigError(f"{path or 'config'}: {exc}") from None
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain-data view of a config (dataclasses -> dicts), suitable for YAML/JSON."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def fingerprint(obj: Any) -> str:
+    """Stable 16-hex-digit hash of a config (section), used to key cached stage outputs."""
+    text = json.dumps(to_dict(obj), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"a.b=[1, 2]"`` -> (["a", "b"], [1, 2]); values are parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set '{text}': expected KEY=VALUE, e.g. --set distill.optim.epochs=5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set '{text}': value is not valid YAML ({exc.__class__.__name__})") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], schema: type) -> dict[str, Any]:
+    """Return a copy of ``data`` with each ``KEY=VALUE`` override set, checking keys exist."""
+    merged = json.loads(json.dumps(data))  # deep copy of plain data
+    for text in overrides:
+        keys, value = parse_override(text)
+        node, cls, walked = merged, schema, []
+        for i, key in enumerate(keys):
+            walked.append(key)
+            names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+                hint = f"; did you mean '{'.'.join(walked[:-1] + close)}'?" if close else ""
+                raise ConfigError(f"--set '{text}': unknown config key '{'.'.join(walked)}'{hint}")
+            if i == len(keys) - 1:
+                node[key] = value
+            else:
+                cls = _dataclass_of(get_type_hints(cls)[key])
+                if cls is None:
+                    raise ConfigError(f"--set '{text}': '{'.'.join(walked)}' is not a section")
+                node = node.setdefault(key, {})
+                if not isinstance(node, dict):
+                    raise ConfigError(f"--set '{text}': '{'.'.join(walked)}' is not a section")
+    return merged
+
+
+def load_config(schema: type[C], path: str | Path | None = None, overrides: list[str] = (),
+                base: dict[str, Any] | None = None) -> C:
+    """Load ``schema`` from defaults, then ``base`` (a dict), then the YAML at ``path``, then
+    ``overrides``; each later source wins key by key."""
+    data: dict[str, Any] = json.loads(json.dumps(base or {}))
+    if path is not None:
+        data = _deep_merge(data, read_yaml(path))
+    data = apply_overrides(data, list(overrides), schema)
+    return from_dict(schema, data)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with one clear error for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
+    return data
+
+
+def dump_yaml(obj: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _dataclass_of(tp: Any) -> type | None:
+    if dataclasses.is_dataclass(tp):
+        return tp
+    for arg in get_args(tp):
+        if dataclasses.is_dataclass(arg):
+            return arg
+    return None
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(arg, value, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"config key '{path}': expected {' or '.join(_type_name(a) for a in args)}, "
+                          f"got {value!r}")
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"config key '{path}': {value!r} is not one of "
+                              f"{', '.join(repr(a) for a in allowed)}{hint}")
+        return value
+    if origin in (list, tuple, typing.Sequence):
+        (item,) = get_args(tp)[:1] or (Any,)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and item is not Any:
+            value = [value]  # a lone scalar for a list key: --set distill.methods=wcord
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{path}': expected a list, got {value!r}")
+        return [_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        key_t, val_t = get_args(tp) or (str, Any)
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{path}': expected a mapping, got {value!r}")
+        return {k: _convert(val_t, v, f"{path}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{path}': expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{path}': expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{path}': expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{path}': expected a string, got {value!r}")
+        return value
+    raise TypeError(f"config schema at '{path}' uses unsupported type {tp!r}")

@@ -1,0 +1,20 @@
+"""The one exception type for mistakes a user can fix.
+
+The CLI prints an :class:`XmodalError` as a single line and exits with status 2; every other
+exception is a bug and keeps its traceback. Messages say what was wrong, where (file, key,
+sample index) and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class XmodalError(Exception):
+    """A user-fixable error: bad config, unknown name, missing or corrupt file."""
+
+
+class ConfigError(XmodalError):
+    """A config file or ``--set`` override that does not fit the schema."""
+
+
+class DataError(XmodalError):
+    """A data file that is missing, corrupt or not in the expected layout."""

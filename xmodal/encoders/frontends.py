@@ -1,0 +1,97 @@
+"""Modality front ends: raw sensor tensors in physical units -> normalised network input.
+
+Each front end is registered under its modality name and tells the backbone how many input
+channels it produces. Keeping this step inside the encoder means checkpoints carry their own
+normalisation and users feed data in its natural units (uint8 RGB, metres, waveform samples).
+"""
+
+from __future__ import annotations
+
+import torch
+import torchaudio
+from torch import Tensor, nn
+
+from xmodal.core.registries import MODALITIES
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@MODALITIES.register("rgb")
+class RGBFrontend(nn.Module):
+    """RGB image ``[B, H, W, 3]`` (uint8 0..255 or float 0..1) -> ``[B, 3, H, W]``, ImageNet-normalised."""
+
+    out_channels = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, image: Tensor) -> Tensor:
+        if image.ndim != 4 or image.shape[-1] != 3:
+            raise ValueError(f"rgb input must be [B, H, W, 3], got {list(image.shape)}")
+        x = image.permute(0, 3, 1, 2).float()
+        if image.dtype == torch.uint8:
+            x = x / 255.0
+        return (x - self.mean) / self.std
+
+
+@MODALITIES.register("depth")
+class DepthFrontend(nn.Module):
+    """Metric z-depth ``[B, H, W]`` in metres -> ``[B, 1, H, W]`` standardised.
+
+    Missing depth (0, negative or NaN, as in raw sensor maps) becomes 0 after standardisation,
+    i.e. the mean depth, so holes never propagate NaN into the network.
+
+    Args:
+        mean_m, std_m: standardisation constants in metres (defaults fit indoor scenes, 0.5-10 m).
+        max_m: depth is clipped to ``[0, max_m]`` metres before standardising.
+    """
+
+    out_channels = 1
+
+    def __init__(self, mean_m: float = 3.0, std_m: float = 1.5, max_m: float = 10.0) -> None:
+        super().__init__()
+        if std_m <= 0 or max_m <= 0:
+            raise ValueError(f"depth front end needs std_m > 0 and max_m > 0, got {std_m}, {max_m}")
+        self.mean_m, self.std_m, self.max_m = mean_m, std_m, max_m
+
+    def forward(self, depth: Tensor) -> Tensor:
+        if depth.ndim != 3:
+            raise ValueError(f"depth input must be [B, H, W] in metres, got {list(depth.shape)}")
+        d = depth.float()
+        valid = torch.isfinite(d) & (d > 0)
+        x = (d.clamp(0.0, self.max_m) - self.mean_m) / self.std_m
+        return torch.where(valid, x, torch.zeros_like(x)).unsqueeze(1)
+
+
+@MODALITIES.register("audio")
+class LogMelFrontend(nn.Module):
+    """Waveform ``[B, T]`` (samples in [-1, 1]) -> log-mel ``[B, 1, n_mels, frames]``.
+
+    Each clip's log-mel is standardised over all its bins, which removes loudness (clips are
+    peak-normalised anyway) and keeps inputs at unit scale.
+
+    Args:
+        sample_rate: Hz. n_fft, hop_length: samples. n_mels: mel bands.
+    """
+
+    out_channels = 1
+
+    def __init__(self, sample_rate: int = 8000, n_fft: int = 256, hop_length: int = 128,
+                 n_mels: int = 32) -> None:
+        super().__init__()
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
+            f_min=20.0, f_max=sample_rate / 2, power=2.0,
+        )
+
+    def forward(self, wave: Tensor) -> Tensor:
+        if wave.ndim != 2:
+            raise ValueError(f"audio input must be [B, T] samples, got {list(wave.shape)}")
+        with torch.autocast(wave.device.type, enabled=False):  # FFT in float32
+            logmel = torch.log(self.mel(wave.float()) + 1e-6)
+        mean = logmel.mean(dim=(1, 2), keepdim=True)
+        std = logmel.std(dim=(1, 2), keepdim=True).clamp_min(1e-3)
+        return ((logmel - mean) / std).unsqueeze(1)

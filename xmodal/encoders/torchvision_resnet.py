@@ -1,0 +1,109 @@
+"""torchvision ResNet-18/50 as xmodal backbones, for any number of input channels.
+
+For ImageNet weights on a non-RGB input (depth: 1 channel, HHA: 3, audio: 1), the first
+convolution's filters are averaged over the RGB channels and repeated, scaled by
+``3 / in_channels`` so that activations keep their magnitude: the usual cross-modal warm start.
+
+``pretrained`` is ``None`` (random init), ``"imagenet"`` (torchvision's download/cache), or the
+path of a local ``.pth`` state dict (for machines without internet).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from xmodal.core.errors import XmodalError
+from xmodal.core.registries import ENCODERS
+
+_WEIGHTS = {"resnet18": "ResNet18_Weights", "resnet50": "ResNet50_Weights"}
+
+
+class TorchvisionResNet(nn.Module):
+    """A torchvision ResNet without its classifier; stage maps at strides 4, 8, 16, 32."""
+
+    def __init__(self, arch: str, in_channels: int, pretrained: str | None = None,
+                 small_input: bool = False) -> None:
+        super().__init__()
+        net = getattr(torchvision.models, arch)(weights=None)
+        if pretrained:
+            net.load_state_dict(_load_state_dict(arch, pretrained))
+        if in_channels != 3:
+            net.conv1 = _adapt_conv(net.conv1, in_channels)
+        if small_input:  # CIFAR-sized inputs: keep resolution in the stem
+            old = net.conv1
+            net.conv1 = nn.Conv2d(in_channels, old.out_channels, 3, 1, 1, bias=False)
+            net.maxpool = nn.Identity()
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.stages = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
+        self.stage_channels = [self._channels(s) for s in self.stages]
+        self.out_dim = self.stage_channels[-1]
+
+    @staticmethod
+    def _channels(stage: nn.Sequential) -> int:
+        last = stage[-1]
+        bn = getattr(last, "bn3", None) or last.bn2
+        return bn.num_features
+
+    def forward_features(self, x: Tensor) -> list[Tensor]:
+        x = self.stem(x)
+        maps = []
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)
+        return maps
+
+
+def _adapt_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    bias=False)
+    with torch.no_grad():
+        mean = conv.weight.mean(dim=1, keepdim=True)
+        new.weight.copy_(mean.repeat(1, in_channels, 1, 1) * (3.0 / in_channels))
+    return new
+
+
+def _load_state_dict(arch: str, pretrained: str) -> dict[str, Tensor]:
+    if pretrained == "imagenet":
+        weights = getattr(torchvision.models, _WEIGHTS[arch]).IMAGENET1K_V1
+        try:
+            return weights.get_state_dict(progress=False)
+        except Exception as exc:  # no network and nothing in the torch hub cache
+            raise XmodalError(
+                f"could not load ImageNet weights for {arch} ({exc.__class__.__name__}: {exc}); "
+                f"download {weights.url} on a connected machine and set the encoder's "
+                "'pretrained' key to that file's path"
+            ) from None
+    path = Path(pretrained)
+    if not path.is_file():
+        raise XmodalError(f"pretrained weights file '{path}' does not exist; set 'pretrained' to "
+                          "'imagenet', a .pth path, or null")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise XmodalError(f"pretrained weights file '{path}' could not be read ({exc}); "
+                          "it must be a torch state dict saved with torch.save") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    fresh = getattr(torchvision.models, arch)(weights=None).state_dict()
+    missing = [k for k in fresh if not k.startswith("fc.") and k not in state]
+    if missing:
+        raise XmodalError(f"pretrained weights file '{path}' is not a torchvision {arch} state "
+                          f"dict: missing {len(missing)} keys, e.g. '{missing[0]}'")
+    state.update({k: v for k, v in fresh.items() if k.startswith("fc.")})
+    return state
+
+
+def _register(arch: str) -> None:
+    def build(in_channels: int, pretrained: str | None = None, small_input: bool = False) -> TorchvisionResNet:
+        return TorchvisionResNet(arch, in_channels, pretrained, small_input)
+
+    build.__doc__ = f"torchvision {arch} (ImageNet weights optional), any input channels"
+    ENCODERS.add(arch, build, build.__doc__)
+
+
+for _arch in _WEIGHTS:
+    _register(_arch)

@@ -1,0 +1,165 @@
+"""Distillation methods by name: the ``losses`` registry.
+
+A method turns a student's pooled features (and the frozen teacher's, and labels where they
+exist) into a training loss. Each registered entry is a :class:`Method`; its ``build`` returns
+an ``nn.Module`` whose forward is::
+
+    forward(student [B, Ds], teacher [B, Dt] | None, labels [B] long, indices [B] long) -> dict
+
+with at least ``"loss"`` (a scalar). Objectives with memory banks also return detached
+embeddings and expose ``update_memory(indices, teacher_embed, student_embed)``, which the
+training loop calls after each optimiser step with tensors gathered from every process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from xmodal.core.registries import LOSSES
+from xmodal.objectives.wcord import WCoRDLoss
+
+
+@dataclass
+class ObjectiveContext:
+    """Sizes an objective needs: feature dims, training-set size, classes, seed."""
+
+    student_dim: int
+    teacher_dim: int | None
+    num_samples: int
+    num_classes: int
+    seed: int = 0
+
+
+@dataclass
+class WCoRDConfig:
+    """WCoRD hyperparameters (defaults from ``WCORD.md``; every one is written to results).
+
+    Attributes:
+        embed_dim: shared projection size d.
+        num_negatives: K, negatives per batch from the memory bank (capped at N - 1).
+        tau: critic temperature.
+        momentum: memory-bank momentum mu.
+        lambda_global, lambda_local: weights of the dual (global) and primal (local) terms.
+        lipschitz: ``spectral`` (spectrally normalised heads) or ``none`` (InfoNCE/CRD ablation).
+        critic: ``dot``: <u, v> / tau on L2-normalised projections.
+        sinkhorn_eps, sinkhorn_iters, sinkhorn_tol: entropic OT for the local term.
+    """
+
+    embed_dim: int = 128
+    num_negatives: int = 16384
+    tau: float = 0.07
+    momentum: float = 0.5
+    lambda_global: float = 0.8
+    lambda_local: float = 0.1
+    lipschitz: Literal["spectral", "none"] = "spectral"
+    critic: Literal["dot"] = "dot"
+    sinkhorn_eps: float = 0.05
+    sinkhorn_iters: int = 100
+    sinkhorn_tol: float = 1e-4
+
+
+@dataclass
+class Method:
+    """A registered distillation method.
+
+    Attributes:
+        trains: False for ``none`` (the random-init probe floor).
+        uses_teacher: whether the objective reads teacher features.
+        uses_labels: whether it reads labels (then it is not label-free distillation).
+        build: ``(context, method_config) -> objective module``, or None when ``trains`` is False.
+        config_key: which section of the distill config holds its hyperparameters.
+    """
+
+    name: str
+    description: str
+    trains: bool = True
+    uses_teacher: bool = True
+    uses_labels: bool = False
+    build: Callable[[ObjectiveContext, Any], nn.Module] | None = None
+    config_key: str | None = None
+    hparams: Callable[[Any], dict[str, Any]] = field(default=lambda cfg: {})
+
+
+class CrossEntropyObjective(nn.Module):
+    """Supervised training: a linear classifier on the pooled features, cross-entropy loss."""
+
+    def __init__(self, feature_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.classifier = nn.Linear(feature_dim, num_classes)
+
+    def forward(self, student: Tensor, teacher: Tensor | None, labels: Tensor,
+                indices: Tensor) -> dict[str, Tensor]:
+        logits = self.classifier(student)
+        loss = nn.functional.cross_entropy(logits.float(), labels)
+        accuracy = (logits.argmax(1) == labels).float().mean()
+        return {"loss": loss, "accuracy": accuracy.detach()}
+
+
+class WCoRDObjective(nn.Module):
+    """Adapter from the method interface to :class:`~xmodal.objectives.wcord.WCoRDLoss`."""
+
+    def __init__(self, loss: WCoRDLoss) -> None:
+        super().__init__()
+        self.wcord = loss
+
+    def forward(self, student: Tensor, teacher: Tensor | None, labels: Tensor,
+                indices: Tensor) -> dict[str, Tensor]:
+        if teacher is None:
+            raise ValueError("WCoRD needs teacher features")
+        return self.wcord(teacher, student, indices)
+
+    @torch.no_grad()
+    def update_memory(self, indices: Tensor, teacher_embed: Tensor, student_embed: Tensor) -> None:
+        self.wcord.update_memory(indices, teacher_embed, student_embed)
+
+
+def _wcord_builder(lambda_global: float | None, lambda_local: float | None):
+    def build(ctx: ObjectiveContext, cfg: WCoRDConfig) -> nn.Module:
+        kwargs = asdict(cfg)
+        if lambda_global is not None:
+            kwargs["lambda_global"] = lambda_global
+        if lambda_local is not None:
+            kwargs["lambda_local"] = lambda_local
+        assert ctx.teacher_dim is not None
+        return WCoRDObjective(WCoRDLoss(teacher_dim=ctx.teacher_dim, student_dim=ctx.student_dim,
+                                        num_samples=ctx.num_samples, seed=ctx.seed, **kwargs))
+
+    return build
+
+
+def _wcord_hparams(lambda_global: float | None, lambda_local: float | None):
+    def hparams(cfg: WCoRDConfig) -> dict[str, Any]:
+        out = asdict(cfg)
+        if lambda_global is not None:
+            out["lambda_global"] = lambda_global
+        if lambda_local is not None:
+            out["lambda_local"] = lambda_local
+        return out
+
+    return hparams
+
+
+def register_method(method: Method) -> Method:
+    LOSSES.add(method.name, method, method.description)
+    return method
+
+
+register_method(Method("none", "no training: the random-init student (probe floor)",
+                       trains=False, uses_teacher=False))
+register_method(Method("supervised", "student trained with labels (cross-entropy): upper reference",
+                       uses_teacher=False, uses_labels=True,
+                       build=lambda ctx, cfg: CrossEntropyObjective(ctx.student_dim, ctx.num_classes)))
+register_method(Method("wcord", "WCoRD: global (dual) + local (primal) Wasserstein terms",
+                       build=_wcord_builder(None, None), config_key="wcord",
+                       hparams=_wcord_hparams(None, None)))
+register_method(Method("wcord-global", "WCoRD dual (global contrastive) term only",
+                       build=_wcord_builder(None, 0.0), config_key="wcord",
+                       hparams=_wcord_hparams(None, 0.0)))
+register_method(Method("wcord-local", "WCoRD primal (in-batch optimal transport) term only",
+                       build=_wcord_builder(0.0, None), config_key="wcord",
+                       hparams=_wcord_hparams(0.0, None)))

@@ -1,0 +1,114 @@
+"""The run config: every setting of a pipeline run, typed and validated.
+
+Defaults here are the library's; each pipeline ships a YAML under ``configs/`` that overrides
+some of them, and users override further with ``--config FILE`` and ``--set key=value``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from xmodal.data.scenes import ScenesConfig
+from xmodal.evaluation.linear_probe import LinearProbeConfig
+from xmodal.objectives.methods import WCoRDConfig
+from xmodal.training.optim import OptimConfig
+
+
+@dataclass
+class DataConfig:
+    """Attributes:
+        name: registered dataset (``xmodal list datasets``).
+        scenes: options of the embedded ``scenes`` dataset.
+    """
+
+    name: str = "scenes"
+    scenes: ScenesConfig = field(default_factory=ScenesConfig)
+
+    def options(self) -> Any:
+        """The options section of the selected dataset."""
+        return getattr(self, self.name.replace("-", "_"), None)
+
+
+@dataclass
+class EncoderConfig:
+    """Attributes:
+        name: registered backbone (``xmodal list encoders``).
+        kwargs: extra backbone arguments, e.g. ``{pretrained: imagenet}`` for torchvision nets.
+    """
+
+    name: str = "resnet8"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TeacherConfig:
+    """The teacher: trained with labels on ``modality`` (frozen during distillation)."""
+
+    modality: str = "rgb"
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class DistillConfig:
+    """Attributes:
+        students: student modalities, each distilled from the teacher.
+        methods: registered methods (``xmodal list losses``); ``none`` and ``supervised`` are
+            the floor and the upper reference.
+        encoder: the student backbone.
+        optim: student training.
+        wcord: WCoRD hyperparameters (also used by ``wcord-global``/``wcord-local``).
+    """
+
+    students: list[str] = field(default_factory=lambda: ["depth", "audio"])
+    methods: list[str] = field(default_factory=lambda: ["none", "supervised", "wcord"])
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    wcord: WCoRDConfig = field(default_factory=WCoRDConfig)
+
+
+@dataclass
+class ProbeConfig:
+    """Attributes:
+        probes: registered probes to run (``xmodal list probes``).
+        linear: linear-probe settings.
+    """
+
+    probes: list[str] = field(default_factory=lambda: ["linear"])
+    linear: LinearProbeConfig = field(default_factory=LinearProbeConfig)
+
+
+@dataclass
+class RuntimeConfig:
+    """Attributes:
+        mixed_precision: Accelerate's ``no``, ``bf16`` or ``fp16``.
+        cpu: force CPU even where a GPU exists.
+        threads: torch intra-op threads (0 = torch's default).
+    """
+
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    cpu: bool = False
+    threads: int = 0
+
+
+@dataclass
+class RunConfig:
+    """Attributes:
+        pipeline: the pipeline this config belongs to.
+        seeds: training seeds; results report mean and standard deviation over them.
+    """
+
+    pipeline: str = "scenes"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise ValueError("seeds must list at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {self.seeds}")

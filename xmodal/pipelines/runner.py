@@ -1,0 +1,68 @@
+"""Resolve a pipeline's config and run its stages in order inside one run directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from rich.console import Console
+
+from xmodal.core.config import dump_yaml, load_config, read_yaml
+from xmodal.core.registries import PIPELINES, STAGES
+from xmodal.pipelines.config import RunConfig
+from xmodal.pipelines.context import RunContext
+from xmodal.pipelines.spec import PipelineSpec
+
+
+@dataclass
+class RunResult:
+    """Attributes:
+        run_dir: where every stage wrote its outputs.
+        rows: one dict per (model, probe, metric, seed), as in ``results.json``.
+        summary: rows aggregated over seeds, as in ``summary.json``.
+    """
+
+    run_dir: Path
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+
+
+def resolve_config(pipeline: str, config_file: str | Path | None = None,
+                   overrides: list[str] | tuple[str, ...] = ()) -> tuple[PipelineSpec, RunConfig]:
+    """Library defaults <- the pipeline's shipped config <- ``config_file`` <- ``overrides``."""
+    spec: PipelineSpec = PIPELINES.get(pipeline)
+    spec.check_stages()
+    shipped = spec.config_path()
+    base = read_yaml(shipped) if shipped else {}
+    base.setdefault("pipeline", spec.name)
+    return spec, load_config(RunConfig, config_file, list(overrides), base=base)
+
+
+def run_pipeline(pipeline: str, out: str | Path | None = None, config_file: str | Path | None = None,
+                 overrides: list[str] | tuple[str, ...] = (), console: Console | None = None
+                 ) -> RunResult:
+    """Run ``pipeline`` end to end; finished units found in ``out`` are reused.
+
+    Args:
+        out: run directory (default ``runs/<pipeline>``).
+        config_file: YAML overriding the pipeline's defaults.
+        overrides: ``KEY=VALUE`` strings, e.g. ``["distill.optim.epochs=2"]``.
+    """
+    spec, config = resolve_config(pipeline, config_file, overrides)
+    console = console or Console()
+    run_dir = Path(out) if out is not None else Path("runs") / spec.name
+    if config.runtime.threads > 0:
+        torch.set_num_threads(config.runtime.threads)
+    accelerator = Accelerator(cpu=config.runtime.cpu, mixed_precision=config.runtime.mixed_precision)
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_yaml(config, run_dir / "config.yaml")
+    ctx = RunContext(config=config, run_dir=run_dir, accelerator=accelerator, console=console)
+    ctx.say(f"[bold]xmodal run {spec.name}[/bold] -> {run_dir} "
+            f"({accelerator.num_processes} process(es) on {accelerator.device})")
+    for stage in spec.stages:
+        STAGES.get(stage)(ctx)
+    return RunResult(run_dir, ctx.state.get("rows", []), ctx.state.get("summary", []))

@@ -1,0 +1,58 @@
+"""Pipeline specs: the YAML files under ``pipelines/`` that name a pipeline's stages and its
+default config. Each spec found there is registered in the ``pipelines`` registry; packages can
+add more through the ``xmodal.pipelines`` entry-point group (an entry is a :class:`PipelineSpec`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xmodal.core.config import from_dict, read_yaml
+from xmodal.core.errors import ConfigError
+from xmodal.core.registries import PIPELINES, STAGES
+from xmodal.core.resources import resource_path, resource_root
+
+
+@dataclass
+class PipelineSpec:
+    """Attributes:
+        name: what users type after ``xmodal run``.
+        description: one line for ``xmodal list pipelines``.
+        config: default config file, relative to ``configs/`` (or absolute).
+        stages: registered stage names, run in order.
+    """
+
+    name: str
+    description: str = ""
+    config: str = ""
+    stages: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise ValueError(f"pipeline '{self.name}' lists no stages")
+
+    def config_path(self) -> Path | None:
+        if not self.config:
+            return None
+        path = Path(self.config)
+        return path if path.is_absolute() else resource_path("configs", self.config)
+
+    def check_stages(self) -> None:
+        for stage in self.stages:
+            STAGES.get(stage)  # raises with suggestions for a typo
+
+
+def load_spec(path: Path) -> PipelineSpec:
+    try:
+        return from_dict(PipelineSpec, read_yaml(path), path="")
+    except ConfigError as exc:
+        raise ConfigError(f"pipeline spec '{path}': {exc}") from None
+
+
+def register_builtin_pipelines() -> None:
+    """Register every ``pipelines/*.yaml`` shipped with xmodal (once)."""
+    for path in sorted(resource_root("pipelines").glob("*.yaml")):
+        spec = load_spec(path)
+        if spec.name not in PIPELINES._entries:
+            PIPELINES.add(spec.name, spec, spec.description)

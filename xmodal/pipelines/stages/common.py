@@ -1,0 +1,67 @@
+"""Helpers shared by the training stages: build, train and save one encoder as a cached unit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from accelerate.utils import set_seed
+
+from xmodal.core.config import to_dict
+from xmodal.core.errors import ConfigError
+from xmodal.core.registries import LOSSES
+from xmodal.data.source import LoadedDataset
+from xmodal.encoders.base import Encoder, create_encoder
+from xmodal.pipelines.config import EncoderConfig
+from xmodal.pipelines.context import RunContext, write_json_atomic
+from xmodal.training.checkpoint import file_digest, save_encoder
+from xmodal.training.optim import OptimConfig
+from xmodal.training.train import train_encoder
+
+
+def build_encoder(cfg: EncoderConfig, modality: str, dataset: LoadedDataset) -> Encoder:
+    return create_encoder(cfg.name, modality, dataset.frontend_kwargs.get(modality, {}), **cfg.kwargs)
+
+
+def check_modality(ctx: RunContext, modality: str, key: str) -> None:
+    available = ctx.state["dataset_source"].modalities
+    if modality not in available:
+        raise ConfigError(f"{key}: dataset '{ctx.config.data.name}' has no modality '{modality}' "
+                          f"(it has {', '.join(available)})")
+
+
+def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: str,
+                         encoder_cfg: EncoderConfig, optim: OptimConfig, method_name: str,
+                         method_cfg: Any, seed: int, teacher: dict[str, Any] | None,
+                         role: str) -> dict[str, Any]:
+    """Train (or reuse) one encoder; returns its model record for the probe stage."""
+    method = LOSSES.get(method_name)
+    dataset: LoadedDataset = ctx.state["dataset"]
+    uses_teacher = method.uses_teacher and method.trains
+    inputs = {"data": ctx.state["data_key"], "modality": modality, "encoder": to_dict(encoder_cfg),
+              "method": method_name, "seed": seed,
+              "optim": to_dict(optim) if method.trains else None,
+              "hparams": method.hparams(method_cfg),
+              "teacher": teacher["key"] if uses_teacher else None}
+    unit = ctx.unit(*parts, inputs=inputs)
+    checkpoint = unit.directory / "encoder.pt"
+    record = unit.record()
+    if record is None or not checkpoint.is_file():
+        set_seed(seed)
+        encoder = build_encoder(encoder_cfg, modality, dataset)
+        history = train_encoder(
+            encoder, method, method_cfg, optim, dataset, ctx.accelerator, seed,
+            teacher_features=teacher["features"] if uses_teacher else None,
+            description=f"{role} {modality} {method_name} seed {seed}", console=ctx.console)
+        if ctx.accelerator.is_main_process:
+            save_encoder(encoder, checkpoint, encoder_cfg.name, encoder_cfg.kwargs,
+                         dataset.frontend_kwargs.get(modality, {}), extra={"method": method_name})
+            write_json_atomic(unit.directory / "history.json", history)
+        ctx.accelerator.wait_for_everyone()
+        record = unit.finish({"checkpoint": str(checkpoint), "digest": file_digest(checkpoint),
+                              "final": history[-1] if history else {}})
+    else:
+        ctx.say(f"[dim]{role} {modality} {method_name} seed {seed}: cached[/dim]")
+    return {"seed": seed, "modality": modality, "method": method_name, "role": role,
+            "encoder": encoder_cfg.name, "checkpoint": record["checkpoint"],
+            "digest": record["digest"], "key": unit.key, "hparams": inputs["hparams"],
+            "teacher": inputs["teacher"]}

@@ -1,0 +1,34 @@
+"""Stage ``preprocess``: build the dataset cache once (main process), then load it."""
+
+from __future__ import annotations
+
+from xmodal.core.config import to_dict
+from xmodal.core.errors import ConfigError
+from xmodal.core.registries import DATASETS, STAGES
+from xmodal.pipelines.context import RunContext
+from xmodal.training.progress import progress_bar
+
+
+@STAGES.register("preprocess", "generate or convert the dataset into the run's cache")
+def preprocess(ctx: RunContext) -> None:
+    data_cfg = ctx.config.data
+    source = DATASETS.get(data_cfg.name)()
+    options = data_cfg.options()
+    if options is None:
+        raise ConfigError(f"dataset '{data_cfg.name}' has no options section 'data.{data_cfg.name}'")
+    unit = ctx.unit("data", data_cfg.name, inputs={"dataset": data_cfg.name, "options": to_dict(options)})
+    path = unit.directory / "data.h5"
+    if unit.record() is None or not path.is_file():
+        if ctx.accelerator.is_main_process:
+            unit.directory.mkdir(parents=True, exist_ok=True)
+            with progress_bar(True, ctx.console) as bar:
+                job = bar.add_task(f"preprocess {data_cfg.name}", total=None, info="")
+                source.prepare(options, path, progress=lambda done, total: bar.update(
+                    job, completed=done, total=total))
+            unit.finish({"path": str(path)})
+        ctx.accelerator.wait_for_everyone()
+    else:
+        ctx.say(f"[dim]preprocess: cached {path}[/dim]")
+    ctx.state["dataset"] = source.load(path)
+    ctx.state["dataset_source"] = source
+    ctx.state["data_key"] = unit.key

@@ -1,0 +1,66 @@
+"""Stage ``report``: results table on the console, ``results.json``/``results.csv`` (one row
+per model x probe x metric x seed) and ``summary.json``/``summary.csv`` (over seeds)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from xmodal.core.config import to_dict
+from xmodal.core.registries import STAGES
+from xmodal.evaluation.summary import summarise
+from xmodal.pipelines.context import RunContext, write_json_atomic
+
+
+@STAGES.register("report", "write results.json/csv and print the results table")
+def report(ctx: RunContext) -> None:
+    rows: list[dict[str, Any]] = ctx.state.get("rows", [])
+    summary = summarise(rows)
+    ctx.state["summary"] = summary
+    if not ctx.accelerator.is_main_process:
+        return
+    write_json_atomic(ctx.run_dir / "results.json", rows)
+    write_json_atomic(ctx.run_dir / "summary.json", {"config": to_dict(ctx.config), "summary": summary})
+    _write_csv(ctx.run_dir / "results.csv", rows)
+    _write_csv(ctx.run_dir / "summary.csv", summary)
+    ctx.console.print(results_table(summary, ctx.config.pipeline, len(ctx.config.seeds)))
+    ctx.say(f"results: {ctx.run_dir / 'results.json'} (rows), {ctx.run_dir / 'summary.csv'} (summary)")
+
+
+def results_table(summary: list[dict[str, Any]], title: str, seeds: int) -> Table:
+    """Rows (modality, method); a column per probe metric (mean ± std) plus gap closed."""
+    metrics = sorted({(e["probe"], e["metric"]) for e in summary})
+    table = Table(title=f"{title}: test metrics (%), mean ± std over {seeds} seed(s)")
+    table.add_column("modality")
+    table.add_column("method")
+    for probe, metric in metrics:
+        table.add_column(f"{probe} {metric.replace('_', ' ')}", justify="right")
+    table.add_column("gap closed", justify="right")
+    index = {(e["modality"], e["method"], e["probe"], e["metric"]): e for e in summary}
+    for modality, method in dict.fromkeys((e["modality"], e["method"]) for e in summary):
+        cells = []
+        for probe, metric in metrics:
+            e = index.get((modality, method, probe, metric))
+            cells.append("-" if e is None else f"{100 * e['mean']:.1f} ± {100 * e['std']:.1f}")
+        first = index.get((modality, method, *metrics[0])) if metrics else None
+        gap = first.get("gap_closed") if first else None
+        cells.append("-" if gap is None else f"{100 * gap:.0f}%")
+        table.add_row(modality, method, *cells)
+    return table
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        path.write_text("")
+        return
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v
+                             for k, v in row.items()})

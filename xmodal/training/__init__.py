@@ -1,0 +1,8 @@
+"""Layer 4: training through Accelerate (task module, loop, optimiser, checkpoints)."""
+
+from xmodal.training.loop import TrainingDiverged, fit
+from xmodal.training.optim import OptimConfig
+from xmodal.training.task import DistillationTask
+from xmodal.training.train import train_encoder
+
+__all__ = ["DistillationTask", "OptimConfig", "TrainingDiverged", "fit", "train_encoder"]

@@ -1,0 +1,70 @@
+"""Atomic checkpoints: write to a temporary file, then ``os.replace``, so a crash never leaves
+half a file where a finished one is expected."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from xmodal.core.errors import DataError
+
+if TYPE_CHECKING:
+    from xmodal.encoders.base import Encoder
+
+
+def save_atomic(obj: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"checkpoint '{path}' does not exist; rerun the stage that writes it")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(f"checkpoint '{path}' is unreadable ({exc.__class__.__name__}); delete it "
+                        "and rerun the run to recompute it") from None
+
+
+def file_digest(path: str | Path, length: int = 16) -> str:
+    """SHA-256 of a file's bytes (first ``length`` hex digits), to key caches on a checkpoint."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:length]
+
+
+def save_encoder(encoder: "Encoder", path: str | Path, name: str, kwargs: dict[str, Any],
+                 frontend_kwargs: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+    """Save a self-describing encoder checkpoint: weights plus what rebuilds it."""
+    return save_atomic({"format": "xmodal-encoder", "version": 1, "name": name,
+                        "modality": encoder.modality, "kwargs": kwargs,
+                        "frontend_kwargs": frontend_kwargs, "extra": extra or {},
+                        "state_dict": encoder.state_dict()}, path)
+
+
+def load_encoder(path: str | Path) -> "Encoder":
+    """Rebuild an encoder saved by :func:`save_encoder` (in eval mode)."""
+    from xmodal.encoders.base import create_encoder
+
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "xmodal-encoder":
+        raise DataError(f"'{path}' is not an xmodal encoder checkpoint (no 'format' key); "
+                        "save encoders with xmodal.training.checkpoint.save_encoder")
+    encoder = create_encoder(ckpt["name"], ckpt["modality"], ckpt["frontend_kwargs"], **ckpt["kwargs"])
+    encoder.load_state_dict(ckpt["state_dict"])
+    return encoder.eval()

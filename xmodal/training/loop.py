@@ -1,0 +1,63 @@
+"""The training loop, run through Hugging Face Accelerate (one CPU to many GPUs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+
+from xmodal.core.errors import XmodalError
+from xmodal.training.optim import OptimConfig, build_optimizer, build_schedule
+from xmodal.training.progress import progress_bar
+from xmodal.training.task import DistillationTask
+
+
+class TrainingDiverged(XmodalError):
+    """The loss became NaN or infinite."""
+
+
+def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerator: Accelerator,
+        description: str = "train", console: Any = None) -> list[dict[str, float]]:
+    """Train ``task`` in place for ``cfg.epochs`` epochs; returns per-epoch mean metrics.
+
+    Raises:
+        TrainingDiverged: on a non-finite loss, naming the epoch and step.
+    """
+    if cfg.epochs == 0:
+        return []
+    params = [p for p in task.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, cfg)
+    schedule = build_schedule(optimizer, cfg, steps_per_epoch=len(loader))
+    model, optimizer, loader, schedule = accelerator.prepare(task, optimizer, loader, schedule)
+    core = accelerator.unwrap_model(model)
+    history: list[dict[str, float]] = []
+    with progress_bar(accelerator.is_main_process, console) as bar:
+        job = bar.add_task(description, total=cfg.epochs * len(loader), info="")
+        for epoch in range(cfg.epochs):
+            model.train()
+            sums: dict[str, float] = {}
+            for step, batch in enumerate(loader):
+                with accelerator.autocast():
+                    out = model(batch)
+                loss = out["loss"]
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"{description}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                        "lower the learning rate (optim.lr) or enable gradient clipping (optim.grad_clip)")
+                accelerator.backward(loss)
+                if cfg.grad_clip > 0:
+                    accelerator.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                core.after_step(out, batch, accelerator)
+                for key, value in out.items():
+                    if value.ndim == 0:
+                        sums[key] = sums.get(key, 0.0) + float(value.detach())
+                bar.update(job, advance=1, info=f"epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.3f}")
+            history.append({k: v / max(1, len(loader)) for k, v in sums.items()} | {"epoch": epoch + 1})
+    accelerator.wait_for_everyone()
+    accelerator.free_memory()  # drop the accelerator's references; ``task`` stays trained
+    return history

@@ -1,0 +1,58 @@
+"""Optimiser and learning-rate schedule settings, and their construction."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+
+@dataclass
+class OptimConfig:
+    """How one model is trained.
+
+    Attributes:
+        epochs: passes over the training split (0 = no training).
+        batch_size: samples per step per process.
+        lr: peak learning rate; warm-up over the first ``warmup_epochs``, then cosine to 0.
+        weight_decay: decoupled (AdamW) or L2 (SGD) weight decay.
+        optimizer: ``adamw`` or ``sgd`` (momentum 0.9, Nesterov).
+        grad_clip: max global gradient norm, 0 disables.
+    """
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    warmup_epochs: float = 1.0
+    grad_clip: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0:
+            raise ValueError("need epochs >= 0, batch_size >= 1, lr > 0, weight_decay >= 0, got "
+                             f"{self.epochs}, {self.batch_size}, {self.lr}, {self.weight_decay}")
+
+
+def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True,
+                               weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, cfg: OptimConfig,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then cosine decay to 0 at the last step."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warmup = min(total - 1, int(cfg.warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

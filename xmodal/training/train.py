@@ -1,0 +1,44 @@
+"""Train one encoder with one registered method: the entry point stages call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import Tensor
+
+from xmodal.data.source import LoadedDataset
+from xmodal.data.arrays import make_loader
+from xmodal.encoders.base import Encoder
+from xmodal.objectives.methods import Method, ObjectiveContext
+from xmodal.training.loop import fit
+from xmodal.training.optim import OptimConfig
+from xmodal.training.task import DistillationTask
+
+
+def train_encoder(encoder: Encoder, method: Method, method_config: Any, optim: OptimConfig,
+                  dataset: LoadedDataset, accelerator: Accelerator, seed: int,
+                  teacher_features: Tensor | None = None, description: str = "train",
+                  console: Any = None) -> list[dict[str, float]]:
+    """Train ``encoder`` in place on the train split with ``method``; returns epoch history.
+
+    Args:
+        teacher_features: ``[N_train, Dt]`` frozen teacher embeddings, required when
+            ``method.uses_teacher``.
+    """
+    if not method.trains:
+        return []
+    if method.uses_teacher and teacher_features is None:
+        raise ValueError(f"method '{method.name}' needs teacher features")
+    train = dataset.splits["train"]
+    set_seed(seed)
+    context = ObjectiveContext(student_dim=encoder.embed_dim,
+                               teacher_dim=None if teacher_features is None else teacher_features.shape[1],
+                               num_samples=len(train), num_classes=dataset.num_classes, seed=seed)
+    assert method.build is not None
+    objective = method.build(context, method_config)
+    task = DistillationTask(encoder, objective, teacher_features if method.uses_teacher else None)
+    loader = make_loader(train, optim.batch_size, shuffle=True, seed=seed,
+                         drop_last=len(train) > optim.batch_size)
+    return fit(task, loader, optim, accelerator, description=description, console=console)
