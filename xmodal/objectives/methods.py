@@ -62,6 +62,20 @@ class WCoRDConfig:
     sinkhorn_iters: int = 100
     sinkhorn_tol: float = 1e-4
 
+    def __post_init__(self) -> None:
+        checks = {
+            "embed_dim": self.embed_dim >= 1, "num_negatives": self.num_negatives >= 1,
+            "tau": self.tau > 0, "momentum": 0 <= self.momentum < 1,
+            "lambda_global": self.lambda_global >= 0, "lambda_local": self.lambda_local >= 0,
+            "sinkhorn_eps": self.sinkhorn_eps > 0, "sinkhorn_iters": self.sinkhorn_iters >= 1,
+            "sinkhorn_tol": self.sinkhorn_tol > 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"out of range: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)} "
+                             "(need embed_dim, num_negatives, sinkhorn_iters >= 1; tau, sinkhorn_eps, "
+                             "sinkhorn_tol > 0; 0 <= momentum < 1; lambdas >= 0)")
+
 
 @dataclass
 class Method:

@@ -84,7 +84,8 @@ def sinkhorn_log(
         :class:`TransportResult` with the plan ``[..., n, m]`` and cost ``[...]`` in float32.
     """
     if not isinstance(cost, Tensor) or cost.dim() < 2:
-        raise ValueError(f"sinkhorn_log: cost must be a tensor [..., n, m], got {getattr(cost, 'shape', cost)!r}")
+        shape = tuple(cost.shape) if isinstance(cost, Tensor) else type(cost).__name__
+        raise ValueError(f"sinkhorn_log: cost must be a tensor [..., n, m], got {shape}")
     if cost.shape[-1] == 0 or cost.shape[-2] == 0:
         raise ValueError(f"sinkhorn_log: cost must have n, m >= 1, got shape {tuple(cost.shape)}")
     if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):

@@ -1,7 +1,7 @@
 """WCoRD: Wasserstein Contrastive Representation Distillation (Chen et al., CVPR 2021).
 
 The loss combines two views of the Wasserstein distance between teacher and student
-representations (see ``/work/shared/WCORD.md``, a reconstruction of the paper):
+representations (see the project's method notes ``WCORD.md``, a reconstruction of the paper):
 
 * **global** (dual form): a contrastive bound on the Wasserstein dependency between teacher and
   student, with a Lipschitz critic ``g(u, v) = <u, v> / tau`` scoring each positive pair against
@@ -17,7 +17,9 @@ representations (see ``/work/shared/WCORD.md``, a reconstruction of the paper):
 
 Total: ``lambda_global * L_global + lambda_local * L_local``. Named variants: ``wcord`` (both),
 ``wcord-global`` (``lambda_local=0``), ``wcord-local`` (``lambda_global=0``); a zero weight skips
-that term entirely.
+that term entirely. Caveat (measured on a toy problem): with both heads trained and nothing
+else, ``wcord-local`` can collapse, because mapping every sample to one point makes ``C = 0``;
+it is meant to regularise the global term, not to stand alone.
 
 Hyperparameters (all "choice" in the notes; record :meth:`WCoRDLoss.hparams` with results):
 ``embed_dim=128``, ``num_negatives=16384`` (capped at ``num_samples - 1``), ``tau=0.07``,
@@ -56,7 +58,9 @@ def _check_float(name: str, value: Any, low: float, high: float = math.inf, low_
     if not ok:
         bracket = "(" if low_open else "["
         upper = "inf)" if high == math.inf else f"{high}]"
-        raise ValueError(f"WCoRDLoss: {name} must be a finite number in {bracket}{low}, {upper}, got {value!r}")
+        raise ValueError(
+            f"WCoRDLoss: {name} must be a finite number in {bracket}{low}, {upper}, got {value!r}"
+        )
 
 
 class WCoRDLoss(nn.Module):
@@ -255,7 +259,10 @@ class WCoRDLoss(nn.Module):
         if negatives is None:
             negatives = self.sample_negatives(indices)
         elif negatives.dim() != 1 or negatives.dtype != torch.long:
-            raise ValueError(f"WCoRDLoss: negatives must be a [K] long tensor, got {negatives.dtype} {tuple(negatives.shape)}")
+            raise ValueError(
+                f"WCoRDLoss: negatives must be a [K] long tensor, got {negatives.dtype} "
+                f"{tuple(negatives.shape)}"
+            )
         negatives = negatives.to(self.teacher_bank.memory.device)
         # Buffers carry no gradient: negatives are constants, as in CRD.
         bank_t = self.teacher_bank.memory[negatives].to(u.dtype)  # [K, d]

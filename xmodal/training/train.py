@@ -17,6 +17,17 @@ from xmodal.training.optim import OptimConfig
 from xmodal.training.task import DistillationTask
 
 
+def standardise_features(features: Tensor) -> Tensor:
+    """Per-dimension zero mean, unit variance over the training split (``[N, D]`` -> ``[N, D]``).
+
+    Pooled post-ReLU teacher features all lie in the positive orthant with a large common mean.
+    A 1-Lipschitz (spectrally normalised) head cannot amplify their differences, so its bias
+    dominates and every projection points the same way: the embeddings collapse. Standardising
+    is an invertible affine map, so no information is lost.
+    """
+    return (features - features.mean(0)) / features.std(0).clamp_min(1e-6)
+
+
 def train_encoder(encoder: Encoder, method: Method, method_config: Any, optim: OptimConfig,
                   dataset: LoadedDataset, accelerator: Accelerator, seed: int,
                   teacher_features: Tensor | None = None, description: str = "train",
@@ -25,13 +36,15 @@ def train_encoder(encoder: Encoder, method: Method, method_config: Any, optim: O
 
     Args:
         teacher_features: ``[N_train, Dt]`` frozen teacher embeddings, required when
-            ``method.uses_teacher``.
+            ``method.uses_teacher``; standardised here (see :func:`standardise_features`).
     """
     if not method.trains:
         return []
     if method.uses_teacher and teacher_features is None:
         raise ValueError(f"method '{method.name}' needs teacher features")
     train = dataset.splits["train"]
+    if teacher_features is not None:
+        teacher_features = standardise_features(teacher_features)
     set_seed(seed)
     context = ObjectiveContext(student_dim=encoder.embed_dim,
                                teacher_dim=None if teacher_features is None else teacher_features.shape[1],

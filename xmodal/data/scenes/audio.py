@@ -54,8 +54,13 @@ def synthesize_audio(
     num_samples: int,
     noise: float,
     rng: np.random.Generator,
+    pitch_shift: float = 1.0,
 ) -> np.ndarray:
     """One clip for the objects ``categories[i]`` of size ``sizes[i]`` (m).
+
+    ``pitch_shift`` scales every frequency of the clip (a scene-wide factor, like a room's
+    resonance or a recorder's speed error): categories then overlap in absolute pitch and are
+    told apart by timbre and by the ratios between objects, not by one frequency band.
 
     Returns float32 ``[num_samples]`` at ``sample_rate`` Hz with peak absolute value 1 (all zeros
     only if there are no objects and ``noise`` is 0). White noise has standard deviation ``noise``
@@ -66,7 +71,7 @@ def synthesize_audio(
     n = len(categories)
     t = np.arange(num_samples) / sample_rate  # [T] seconds
 
-    f0 = np.array([fundamental_frequency(c, s) for c, s in zip(categories, sizes)]).reshape(n)
+    f0 = pitch_shift * np.array([fundamental_frequency(c, s) for c, s in zip(categories, sizes)]).reshape(n)
     harmonics = np.arange(1, HARMONIC_PROFILE.shape[1] + 1)
     freqs = f0[:, None] * harmonics[None, :]  # [n, K] Hz
     amps = HARMONIC_PROFILE[categories] * (freqs < MAX_FREQUENCY_FRACTION * sample_rate)

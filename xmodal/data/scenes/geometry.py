@@ -18,6 +18,7 @@ import numpy as np
 import open3d as o3d
 
 from xmodal.data.scenes.recipes import (
+    CATEGORIES,
     FLOOR_ID,
     NUM_CATEGORIES,
     WALL_ID,
@@ -28,18 +29,22 @@ from xmodal.data.scenes.recipes import (
 )
 
 #: Object size range: largest bounding-box side, metres.
-SIZE_RANGE: tuple[float, float] = (0.25, 0.55)
+SIZE_RANGE: tuple[float, float] = (0.3, 0.55)
 #: Distance of the wall's front face from the world origin (where the camera stands), metres.
-WALL_DISTANCE_RANGE: tuple[float, float] = (3.8, 4.4)
-#: Objects' forward distance: from this near limit to ``wall_distance - WALL_MARGIN``, metres.
-NEAR_LIMIT: float = 1.7
-WALL_MARGIN: float = 0.8
-#: Objects' centres keep ``|x| <= LATERAL_SPREAD * y - size / 2`` so they stay in view (the
-#: horizontal half field of view is about 25 degrees, tan 25 deg = 0.47; camera yaw jitters).
-LATERAL_SPREAD: float = 0.3
+WALL_DISTANCE_RANGE: tuple[float, float] = (3.2, 3.8)
+#: Objects' forward distance ``y`` range, metres (between the camera and the wall).
+OBJECT_DISTANCE_RANGE: tuple[float, float] = (1.6, 2.6)
+#: Objects' bearings (angle of the centre from ``+y`` towards ``+x``) stay within this many
+#: radians: inside the ~25 degree horizontal half field of view minus camera yaw jitter.
+MAX_BEARING: float = float(np.radians(17.0))
 #: Footprint radius per unit size, used to keep objects from intersecting (box diagonal / 2).
 FOOTPRINT_RADIUS: float = 0.65
 PLACEMENT_TRIES: int = 100
+#: Half-range of the yaw per category (rad), centred on facing the camera: an upright torus seen
+#: edge-on is a thin stick, so its yaw stays within 45 degrees; every other category is free.
+YAW_HALF_RANGE: tuple[float, ...] = tuple(
+    np.pi / 4 if name == "torus" else np.pi for name in CATEGORIES
+)
 
 #: Background extents, metres. Large enough that every camera ray ends on the floor or wall.
 BACKGROUND_HALF_WIDTH: float = 12.0
@@ -85,25 +90,28 @@ class SceneGeometry:
 
 
 def _legacy_primitive(category: int) -> o3d.geometry.TriangleMesh:
-    # Resolutions are low on purpose: at 32x32 pixels finer tessellation is invisible and costs time.
+    # Low resolutions on purpose: at 32x32 pixels finer tessellation is invisible and costs time.
+    if not 0 <= category < NUM_CATEGORIES:
+        raise ValueError(f"category must be in [0, {NUM_CATEGORIES}), got {category}")
+    name = CATEGORIES[category]
     make = o3d.geometry.TriangleMesh
-    if category == 0:  # box: not a cube, so its yaw is visible
+    if name == "box":  # not a cube, so its yaw is visible
         return make.create_box(width=1.0, height=0.8, depth=0.75)
-    if category == 1:
+    if name == "sphere":
         return make.create_sphere(radius=0.5, resolution=10)
-    if category == 2:
+    if name == "cylinder":
         return make.create_cylinder(radius=0.3, height=1.0, resolution=16, split=1)
-    if category == 3:
+    if name == "cone":
         return make.create_cone(radius=0.45, height=1.0, resolution=16, split=1)
-    if category == 4:  # torus standing upright like a ring, not lying flat (invisible from above)
+    if name == "torus":  # upright like a ring facing the camera: lying flat it is nearly invisible
         mesh = make.create_torus(
             torus_radius=0.35, tube_radius=0.13, radial_resolution=16, tubular_resolution=8
         )
         mesh.rotate(mesh.get_rotation_matrix_from_xyz((np.pi / 2, 0.0, 0.0)), center=(0, 0, 0))
         return mesh
-    if category == 5:  # square pyramid = four-sided cone
+    if name == "pyramid":  # square pyramid = four-sided cone
         return make.create_cone(radius=0.6, height=0.9, resolution=4, split=1)
-    raise ValueError(f"category must be in [0, {NUM_CATEGORIES}), got {category}")
+    raise ValueError(f"no primitive for category {name!r}")
 
 
 @functools.cache
@@ -125,7 +133,10 @@ def unit_primitive(category: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def object_triangles(obj: ObjectSpec) -> tuple[np.ndarray, np.ndarray]:
-    """World-frame mesh of one object: vertices float32 ``[V, 3]`` (m), triangles uint32 ``[F, 3]``."""
+    """World-frame mesh of one object.
+
+    Returns vertices float32 ``[V, 3]`` (m) and triangles uint32 ``[F, 3]``.
+    """
     vertices, triangles = unit_primitive(obj.category)
     c, s = np.cos(obj.yaw), np.sin(obj.yaw)
     # Row-vector convention: v' = v @ (size * R_z(yaw))^T + t.
@@ -134,20 +145,23 @@ def object_triangles(obj: ObjectSpec) -> tuple[np.ndarray, np.ndarray]:
     return world.astype(np.float32), triangles
 
 
-def _box_triangles(low: tuple[float, float, float], high: tuple[float, float, float]):
-    vertices, triangles = unit_box()
-    extent = np.asarray(high, np.float32) - np.asarray(low, np.float32)
-    return vertices * extent + np.asarray(low, np.float32), triangles
-
-
 @functools.cache
 def unit_box() -> tuple[np.ndarray, np.ndarray]:
     """Axis-aligned box ``[0, 1]^3``: vertices float32 ``[8, 3]``, triangles uint32 ``[12, 3]``."""
     mesh = o3d.t.geometry.TriangleMesh.from_legacy(o3d.geometry.TriangleMesh.create_box())
-    return (
-        mesh.vertex.positions.numpy().astype(np.float32),
-        mesh.triangle.indices.numpy().astype(np.uint32),
-    )
+    vertices = mesh.vertex.positions.numpy().astype(np.float32)
+    triangles = mesh.triangle.indices.numpy().astype(np.uint32)
+    vertices.setflags(write=False)
+    triangles.setflags(write=False)
+    return vertices, triangles
+
+
+def _box_triangles(
+    low: tuple[float, float, float], high: tuple[float, float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    vertices, triangles = unit_box()
+    extent = np.asarray(high, np.float32) - np.asarray(low, np.float32)
+    return vertices * extent + np.asarray(low, np.float32), triangles
 
 
 def background_triangles(wall_distance: float) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -191,22 +205,28 @@ def build_scene_geometry(spec: SceneSpec) -> SceneGeometry:
 def sample_scene(class_index: int, rng: np.random.Generator) -> SceneSpec:
     """Random layout of one scene of class ``class_index``.
 
-    Objects get a size in :data:`SIZE_RANGE`, a uniform yaw, and a floor position in front of the
-    wall and inside the camera's view, re-drawn (up to :data:`PLACEMENT_TRIES` times) until its
-    footprint does not overlap earlier objects. After that many tries the last draw is kept, so
-    rare scenes may have touching objects.
+    The horizontal field of view is split into one bearing slot per object, so objects sit side
+    by side and rarely hide each other (a hidden object would make the class unrecoverable).
+    Within its slot each object gets a random bearing and distance in
+    :data:`OBJECT_DISTANCE_RANGE`, a size in :data:`SIZE_RANGE` and a yaw (see
+    :data:`YAW_HALF_RANGE`). The position is re-drawn (up to :data:`PLACEMENT_TRIES` times)
+    until its footprint clears earlier objects; after that the last draw is kept, so rare scenes
+    may have touching objects.
     """
     wall_distance = float(rng.uniform(*WALL_DISTANCE_RANGE))
     floor_albedo = sample_background_albedo(rng)
     wall_albedo = sample_background_albedo(rng)
+    categories = sample_object_categories(class_index, rng)
+    slot = 2 * MAX_BEARING / len(categories)
     objects: list[ObjectSpec] = []
-    for category in sample_object_categories(class_index, rng):
+    for i, category in enumerate(categories):
         size = float(rng.uniform(*SIZE_RANGE))
         radius = FOOTPRINT_RADIUS * size
         for _ in range(PLACEMENT_TRIES):
-            y = float(rng.uniform(NEAR_LIMIT, wall_distance - WALL_MARGIN))
-            half = max(LATERAL_SPREAD * y - size / 2, 0.0)
-            x = float(rng.uniform(-half, half))
+            # Keep a quarter slot of margin on each side so neighbours have a visible gap.
+            bearing = -MAX_BEARING + slot * (i + float(rng.uniform(0.25, 0.75)))
+            distance = float(rng.uniform(*OBJECT_DISTANCE_RANGE))
+            x, y = distance * np.sin(bearing), distance * np.cos(bearing)
             if all(
                 np.hypot(x - o.x, y - o.y) > radius + FOOTPRINT_RADIUS * o.size for o in objects
             ):
@@ -215,9 +235,9 @@ def sample_scene(class_index: int, rng: np.random.Generator) -> SceneSpec:
             ObjectSpec(
                 category=category,
                 size=size,
-                x=x,
-                y=y,
-                yaw=float(rng.uniform(0.0, 2 * np.pi)),
+                x=float(x),
+                y=float(y),
+                yaw=float(rng.uniform(-1.0, 1.0) * YAW_HALF_RANGE[category]),
                 albedo=tuple(float(a) for a in sample_object_albedo(category, rng)),
             )
         )

@@ -28,7 +28,7 @@ NO_HIT_ID: int = 255
 
 #: Camera placement, metres and radians: nominal pose and uniform jitter half-ranges.
 CAMERA_HEIGHT: float = 1.4
-CAMERA_PITCH: float = math.radians(20.0)  # looking down at the objects
+CAMERA_PITCH: float = math.radians(30.0)  # looking down at the objects
 CAMERA_POSITION_JITTER: float = 0.1
 CAMERA_HEIGHT_JITTER: float = 0.05
 CAMERA_YAW_JITTER: float = math.radians(4.0)
@@ -54,8 +54,9 @@ def camera_intrinsics(image_size: int) -> tuple[float, float, float, float]:
 class CameraPose:
     """Camera position (m, world frame) and orientation (rad).
 
-    With ``yaw = pitch = 0`` the camera looks along world ``+y`` with its image ``x`` along world
-    ``+x``. Positive ``yaw`` turns the view towards ``+x`` (right); positive ``pitch`` tilts it down.
+    With ``yaw = pitch = 0`` the camera looks along world ``+y``, its image ``x`` along world
+    ``+x``. Positive ``yaw`` turns the view towards ``+x`` (right); positive ``pitch`` tilts it
+    down.
     """
 
     x: float = 0.0
@@ -104,7 +105,8 @@ def sample_lighting(rng: np.random.Generator) -> Lighting:
     """A random light from above and behind the camera (so the wall and object fronts are lit)."""
     d = np.array([rng.uniform(-0.7, 0.7), rng.uniform(-1.0, -0.3), rng.uniform(0.4, 1.0)])
     d /= np.linalg.norm(d)
-    return Lighting(direction=tuple(float(a) for a in d), ambient=float(rng.uniform(*AMBIENT_RANGE)))
+    ambient = float(rng.uniform(*AMBIENT_RANGE))
+    return Lighting(direction=tuple(float(a) for a in d), ambient=ambient)
 
 
 def camera_rays(camera: CameraPose, image_size: int) -> np.ndarray:

@@ -1,0 +1,63 @@
+"""CLI: user mistakes print one line and exit 2; list and version work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import xmodal
+from xmodal.cli.main import main
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["run", "scene"], "unknown pipeline 'scene': did you mean 'scenes'?"),
+    (["run", "scenes", "--set", "distill.optim.epohcs=3"], "did you mean 'distill.optim.epochs'"),
+    (["run", "scenes", "--set", "seeds"], "expected KEY=VALUE"),
+    (["run", "scenes", "--set", "distill.optim.epochs=three"], "expected an integer"),
+    (["run", "scenes", "--config", "/nonexistent/x.yaml"], "config file '/nonexistent/x.yaml' does not exist"),
+    (["list", "widgets"], "invalid choice: 'widgets'"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_user_mistakes_give_one_line_and_status_2(argv, fragment, capsys, tmp_path):
+    assert main([*argv, "--out", str(tmp_path)] if argv[0] == "run" else argv) == 2
+    assert fragment in _one_error_line(capsys)
+
+
+def test_unknown_method_and_modality_fail_before_training(capsys, tmp_path):
+    argv = ["run", "scenes", "--out", str(tmp_path), "--set", "data.scenes.num_train=8",
+            "--set", "data.scenes.num_val=4", "--set", "data.scenes.num_test=4",
+            "--set", "data.scenes.image_size=16", "--set", "teacher.optim.epochs=0"]
+    assert main([*argv, "--set", "distill.methods=[wcrod]"]) == 2
+    assert "did you mean 'wcord'" in _one_error_line(capsys)
+    assert main([*argv, "--set", "distill.students=[lidar]"]) == 2
+    assert "has no modality 'lidar'" in _one_error_line(capsys)
+
+
+def test_version_and_list(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"xmodal {xmodal.__version__}"
+    assert main(["list", "losses"]) == 0
+    out = capsys.readouterr().out
+    assert "wcord" in out and "supervised" in out
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for kind in ("encoders", "losses", "datasets", "probes", "pipelines"):
+        assert kind in out
+
+
+def test_python_dash_m_entry_point():
+    proc = subprocess.run([sys.executable, "-m", "xmodal", "list", "pipelines"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "scenes" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "xmodal", "run", "nope"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr

@@ -1,0 +1,78 @@
+"""End to end: ``xmodal run scenes`` at a tiny size, results schema, caching and resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from xmodal.cli.main import main
+
+TINY = ["data.scenes.image_size=16", "data.scenes.num_train=48", "data.scenes.num_val=24",
+        "data.scenes.num_test=24", "teacher.optim.epochs=1", "distill.optim.epochs=1",
+        "teacher.optim.batch_size=16", "distill.optim.batch_size=16",
+        "distill.wcord.num_negatives=32", "probe.linear.l2_grid=[0.001]", "probe.linear.max_iter=20"]
+
+
+def _argv(out, *extra):
+    argv = ["run", "scenes", "--out", str(out)]
+    for item in (*TINY, *extra):
+        argv += ["--set", item]
+    return argv
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert main(_argv(out)) == 0
+    return out
+
+
+def test_results_rows_cover_every_model(tiny_run):
+    rows = json.loads((tiny_run / "results.json").read_text())
+    assert {"modality", "method", "probe", "metric", "value"} <= set(rows[0])
+    models = {(r["modality"], r["method"]) for r in rows}
+    assert models == {("rgb", "teacher")} | {(m, k) for m in ("depth", "audio")
+                                             for k in ("none", "supervised", "wcord")}
+    assert all(0.0 <= r["value"] <= 1.0 for r in rows)
+    wcord = next(r for r in rows if r["method"] == "wcord")
+    assert wcord["hparams"]["tau"] == 0.07 and wcord["hparams"]["num_negatives"] == 32
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    assert summary["config"]["data"]["scenes"]["image_size"] == 16
+    assert (tiny_run / "results.csv").read_text().startswith("modality,method,probe,metric,value")
+    assert (tiny_run / "config.yaml").is_file()
+
+
+def test_rerun_skips_finished_units_and_recomputes_changed_ones(tiny_run, capsys):
+    teacher_ckpt = tiny_run / "teacher" / "seed0" / "encoder.pt"
+    student_ckpt = tiny_run / "distill" / "seed0" / "depth" / "wcord" / "encoder.pt"
+    data = tiny_run / "data" / "scenes" / "data.h5"
+    stamps = {p: p.stat().st_mtime_ns for p in (teacher_ckpt, student_ckpt, data)}
+    capsys.readouterr()
+    assert main(_argv(tiny_run)) == 0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert "cached" in capsys.readouterr().out
+    # a student-only change keeps data and teacher, retrains the students
+    assert main(_argv(tiny_run, "distill.wcord.tau=0.1")) == 0
+    assert data.stat().st_mtime_ns == stamps[data]
+    assert teacher_ckpt.stat().st_mtime_ns == stamps[teacher_ckpt]
+    assert student_ckpt.stat().st_mtime_ns != stamps[student_ckpt]
+    rows = json.loads((tiny_run / "results.json").read_text())
+    assert next(r for r in rows if r["method"] == "wcord")["hparams"]["tau"] == 0.1
+
+
+def test_interrupted_run_resumes(tmp_path, monkeypatch):
+    """A crash in the probe stage keeps the finished training units; the rerun reuses them."""
+    import xmodal.pipelines.stages.probe as probe_stage
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(probe_stage, "_features", boom)
+    assert main(_argv(tmp_path, "distill.students=[depth]", "distill.methods=[none,wcord]")) == 130
+    ckpt = tmp_path / "distill" / "seed0" / "depth" / "wcord" / "encoder.pt"
+    stamp = ckpt.stat().st_mtime_ns
+    monkeypatch.undo()
+    assert main(_argv(tmp_path, "distill.students=[depth]", "distill.methods=[none,wcord]")) == 0
+    assert ckpt.stat().st_mtime_ns == stamp
+    assert (tmp_path / "results.json").is_file()

@@ -1,0 +1,140 @@
+"""Training layer: divergence errors, memory update after the step, schedule, caching, checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from xmodal.core.errors import DataError
+from xmodal.data.arrays import ArrayDataset, make_loader
+from xmodal.encoders import create_encoder
+from xmodal.objectives.wcord import WCoRDLoss
+from xmodal.objectives.methods import CrossEntropyObjective, WCoRDObjective
+from xmodal.pipelines.context import Unit
+from xmodal.training import checkpoint as ckpt_mod
+from xmodal.training.checkpoint import load_encoder, save_atomic, save_encoder
+from xmodal.training.loop import TrainingDiverged, fit
+from xmodal.training.optim import OptimConfig, build_optimizer, build_schedule
+from xmodal.training.task import DistillationTask
+from xmodal.training.train import standardise_features
+
+
+def _dataset(n=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return ArrayDataset({"depth": torch.rand(n, 8, 8, generator=g) * 4 + 0.5,
+                         "label": torch.randint(0, 3, (n,), generator=g)})
+
+
+class _NaNObjective(nn.Module):
+    def forward(self, student, teacher, labels, indices):
+        return {"loss": student.sum() * float("nan")}
+
+
+def test_nan_loss_names_epoch_and_step():
+    task = DistillationTask(create_encoder("resnet8", "depth"), _NaNObjective())
+    with pytest.raises(TrainingDiverged, match="epoch 1, step 1; lower the learning rate"):
+        fit(task, make_loader(_dataset(), 8, True), OptimConfig(epochs=1), Accelerator(cpu=True))
+
+
+class _EchoAccelerator:
+    device = torch.device("cpu")
+
+    def gather(self, tensor):
+        return tensor
+
+
+def test_after_step_writes_the_batch_into_both_banks():
+    torch.manual_seed(0)
+    loss = WCoRDLoss(teacher_dim=6, student_dim=64, num_samples=32, embed_dim=4, num_negatives=8,
+                     momentum=0.5)
+    task = DistillationTask(create_encoder("resnet8", "depth"), WCoRDObjective(loss),
+                            teacher_features=torch.randn(32, 6))
+    batch = _dataset().__getitems__([3, 7, 11])
+    before_t = loss.teacher_bank.memory.clone()
+    out = task(batch)
+    task.after_step(out, batch, _EchoAccelerator())
+    expected = nn.functional.normalize(0.5 * before_t[[3, 7, 11]] + 0.5 * out["teacher_embed"], dim=1)
+    assert torch.allclose(loss.teacher_bank.memory[[3, 7, 11]], expected, atol=1e-6)
+    untouched = [i for i in range(32) if i not in (3, 7, 11)]
+    assert torch.equal(loss.teacher_bank.memory[untouched], before_t[untouched])
+
+
+def test_standardise_features():
+    x = torch.rand(100, 5, dtype=torch.float64) * torch.tensor([1.0, 10, 100, 0.1, 3], dtype=torch.float64) + 7
+    z = standardise_features(x)
+    assert torch.allclose(z.mean(0), torch.zeros(5, dtype=torch.float64), atol=1e-9)
+    assert torch.allclose(z.std(0), torch.ones(5, dtype=torch.float64), atol=1e-9)
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    cfg = OptimConfig(epochs=4, lr=1.0, warmup_epochs=1.0)
+    opt = build_optimizer([nn.Parameter(torch.zeros(1))], cfg)
+    sched = build_schedule(opt, cfg, steps_per_epoch=10)
+    lrs = []
+    for _ in range(40):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] < lrs[5] < lrs[9] <= 1.0  # warm-up
+    assert max(lrs) == pytest.approx(1.0, abs=0.01)
+    assert lrs[-1] < 0.01 and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_unit_caching_keys_on_inputs(tmp_path):
+    unit = Unit(tmp_path / "u", {"a": 1})
+    assert unit.record() is None
+    unit.finish({"value": 3})
+    assert Unit(tmp_path / "u", {"a": 1}).record() == {"value": 3}
+    assert Unit(tmp_path / "u", {"a": 2}).record() is None  # changed input -> recompute
+    (tmp_path / "u" / "done.json").write_text('{"key": ')  # torn write
+    assert Unit(tmp_path / "u", {"a": 1}).record() is None
+
+
+def test_atomic_save_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "model.pt"
+    save_atomic({"x": 1}, target)
+
+    def broken_save(obj, path):
+        with open(path, "wb") as f:
+            f.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", broken_save)
+    with pytest.raises(OSError):
+        save_atomic({"x": 2}, target)
+    monkeypatch.undo()
+    assert torch.load(target) == {"x": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_encoder_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    enc = create_encoder("resnet8", "audio", {"sample_rate": 8000}).eval()
+    path = save_encoder(enc, tmp_path / "enc.pt", "resnet8", {}, {"sample_rate": 8000})
+    again = load_encoder(path)
+    x = torch.randn(2, 4000) * 0.3
+    assert torch.equal(enc(x), again(x))
+
+
+def test_corrupt_checkpoints_name_the_file(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(DataError, match="bad.pt' is unreadable"):
+        load_encoder(bad)
+    other = tmp_path / "other.pt"
+    torch.save({"state": 1}, other)
+    with pytest.raises(DataError, match="not an xmodal encoder checkpoint"):
+        load_encoder(other)
+    with pytest.raises(DataError, match="does not exist"):
+        load_encoder(tmp_path / "missing.pt")
+
+
+def test_history_json_is_plain(tmp_path):
+    task = DistillationTask(create_encoder("resnet8", "depth"), CrossEntropyObjective(64, 3))
+    history = fit(task, make_loader(_dataset(), 8, True), OptimConfig(epochs=2), Accelerator(cpu=True))
+    assert [h["epoch"] for h in history] == [1, 2]
+    json.dumps(history)

@@ -1,0 +1,305 @@
+"""Generate the scenes dataset into one HDF5 file, and validate such a file.
+
+HDF5 layout (the contract readers rely on; bump :data:`FORMAT_VERSION` if it changes)::
+
+    /train, /val, /test           groups, each with N samples:
+        rgb          uint8   [N, H, W, 3]
+        depth        float32 [N, H, W]   z-depth in metres (along the optical axis)
+        semantic     uint8   [N, H, W]   0 floor, 1 wall, 2 + c object category c
+        audio        float32 [N, T]      waveform in [-1, 1], T = round(sample_rate * audio_seconds)
+        label        int64   [N]         scene class index
+        num_objects  int64   [N]
+    attrs: format="xmodal-scenes", version=1, config (JSON of ScenesConfig),
+           categories (JSON list), classes (JSON list), intrinsics (JSON {fx, fy, cx, cy} pixels),
+           sample_rate (Hz)
+
+Every sample draws from its own generator seeded by ``(seed, split id, index)``, so a sample is
+the same whatever the split sizes or the generation order. Labels cycle ``index % num_classes``
+so every split is class-balanced (the order carries no information a model sees).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from xmodal.core.errors import DataError
+from xmodal.data.scenes.audio import synthesize_audio
+from xmodal.data.scenes.geometry import sample_scene
+from xmodal.data.scenes.recipes import CATEGORIES, CLASSES, NUM_CLASSES
+from xmodal.data.scenes.render import (
+    camera_intrinsics,
+    quantize_rgb,
+    render_scene,
+    sample_camera,
+    sample_lighting,
+)
+
+FORMAT_NAME = "xmodal-scenes"
+FORMAT_VERSION = 1
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+SPLIT_IDS: dict[str, int] = {name: i for i, name in enumerate(SPLITS)}
+DATASET_KEYS: tuple[str, ...] = ("rgb", "depth", "semantic", "audio", "label", "num_objects")
+ATTR_KEYS: tuple[str, ...] = (
+    "format", "version", "config", "categories", "classes", "intrinsics", "sample_rate",
+)
+#: Samples per HDF5 chunk and per write: small chunks keep random per-sample reads cheap.
+CHUNK_SAMPLES = 16
+#: The highest fundamental is ~1.5 kHz; it must stay below the Nyquist frequency.
+MIN_SAMPLE_RATE = 4000
+
+_FIX = "delete it and rerun preprocessing"
+
+
+@dataclass
+class ScenesConfig:
+    """Options of the procedural scenes dataset.
+
+    ``image_size``: square image side, pixels. ``num_train/num_val/num_test``: samples per split.
+    ``sample_rate``: audio rate, Hz. ``audio_seconds``: clip length, s. ``seed``: base seed.
+    ``noise``: RGB noise std (fraction of full scale). ``audio_noise``: audio white-noise std
+    (fraction of the clean clip's peak). ``pitch_jitter``: each clip's frequencies are scaled by
+    a factor drawn log-uniformly from ``[1/(1+j), 1+j]`` (see ``synthesize_audio``).
+    """
+
+    image_size: int = 32
+    num_train: int = 1200
+    num_val: int = 200
+    num_test: int = 400
+    sample_rate: int = 8000
+    audio_seconds: float = 0.5
+    seed: int = 0
+    noise: float = 0.05
+    audio_noise: float = 0.2
+    pitch_jitter: float = 0.25
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "num_train", "num_val", "num_test"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"ScenesConfig.{name} must be a positive integer, got {value!r}")
+        if isinstance(self.sample_rate, bool) or not isinstance(self.sample_rate, int):
+            raise ValueError(
+                f"ScenesConfig.sample_rate must be an integer (Hz), got {self.sample_rate!r}"
+            )
+        if self.sample_rate < MIN_SAMPLE_RATE:
+            raise ValueError(
+                f"ScenesConfig.sample_rate must be >= {MIN_SAMPLE_RATE} Hz so every tone is below "
+                f"the Nyquist frequency, got {self.sample_rate}"
+            )
+        if not self.audio_seconds > 0 or self.num_audio_samples < 1:
+            raise ValueError(
+                "ScenesConfig.audio_seconds must give at least one audio sample, "
+                f"got {self.audio_seconds!r}"
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"ScenesConfig.seed must be a non-negative integer, got {self.seed!r}")
+        if not 0 <= self.noise < 1:
+            raise ValueError(f"ScenesConfig.noise must be in [0, 1), got {self.noise!r}")
+        if not 0 <= self.audio_noise < 10:
+            raise ValueError(f"ScenesConfig.audio_noise must be in [0, 10), got {self.audio_noise!r}")
+        if not 0 <= self.pitch_jitter < 1:
+            raise ValueError(f"ScenesConfig.pitch_jitter must be in [0, 1), got {self.pitch_jitter!r}")
+
+    @property
+    def num_audio_samples(self) -> int:
+        """Clip length T in samples."""
+        return round(self.sample_rate * self.audio_seconds)
+
+    def split_size(self, split: str) -> int:
+        """Number of samples in ``split`` (one of :data:`SPLITS`)."""
+        return {"train": self.num_train, "val": self.num_val, "test": self.num_test}[split]
+
+
+def generate_sample(config: ScenesConfig, split: str, index: int) -> dict[str, Any]:
+    """Sample ``index`` of ``split``: a dict with the per-sample arrays of the HDF5 layout.
+
+    ``rgb`` uint8 ``[H, W, 3]``, ``depth`` float32 ``[H, W]`` (m), ``semantic`` uint8 ``[H, W]``,
+    ``audio`` float32 ``[T]``, ``label`` int, ``num_objects`` int.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, SPLIT_IDS[split], index]))
+    label = index % NUM_CLASSES
+    scene = sample_scene(label, rng)
+    camera = sample_camera(rng)
+    lighting = sample_lighting(rng)
+    view = render_scene(scene, camera, config.image_size, lighting)
+    if not np.isfinite(view.depth).all():
+        raise RuntimeError(f"{split}[{index}]: a camera ray missed the floor and wall")
+    audio = synthesize_audio(
+        [o.category for o in scene.objects],
+        [o.size for o in scene.objects],
+        config.sample_rate,
+        config.num_audio_samples,
+        config.audio_noise,
+        rng,
+        pitch_shift=float(np.exp(rng.uniform(-1.0, 1.0) * np.log1p(config.pitch_jitter))),
+    )
+    return {
+        "rgb": quantize_rgb(view.rgb, config.noise, rng),
+        "depth": view.depth,
+        "semantic": view.semantic,
+        "audio": audio,
+        "label": label,
+        "num_objects": len(scene.objects),
+    }
+
+
+def _file_attrs(config: ScenesConfig) -> dict[str, Any]:
+    fx, fy, cx, cy = camera_intrinsics(config.image_size)
+    return {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "config": json.dumps(dataclasses.asdict(config), sort_keys=True),
+        "categories": json.dumps(list(CATEGORIES)),
+        "classes": json.dumps(list(CLASSES)),
+        "intrinsics": json.dumps({"fx": fx, "fy": fy, "cx": cx, "cy": cy}),
+        "sample_rate": config.sample_rate,
+    }
+
+
+def _create_split(group: h5py.Group, n: int, config: ScenesConfig) -> None:
+    s, t = config.image_size, config.num_audio_samples
+    c = min(CHUNK_SAMPLES, n)
+    shapes = {
+        "rgb": ((n, s, s, 3), np.uint8),
+        "depth": ((n, s, s), np.float32),
+        "semantic": ((n, s, s), np.uint8),
+        "audio": ((n, t), np.float32),
+        "label": ((n,), np.int64),
+        "num_objects": ((n,), np.int64),
+    }
+    for key, (shape, dtype) in shapes.items():
+        group.create_dataset(key, shape=shape, dtype=dtype, chunks=(c,) + shape[1:])
+
+
+def generate_scenes(
+    path: str | Path,
+    config: ScenesConfig,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Generate every split of ``config`` into the HDF5 file ``path``; return ``path``.
+
+    Writes ``<path>.tmp`` first and renames it over ``path`` only when complete, so an
+    interrupted run never leaves a partial file at ``path``. ``progress(done, total)`` is called
+    after every block of :data:`CHUNK_SAMPLES` samples (``total`` over all splits).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    total = sum(config.split_size(s) for s in SPLITS)
+    done = 0
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs.update(_file_attrs(config))
+            for split in SPLITS:
+                n = config.split_size(split)
+                group = f.create_group(split)
+                _create_split(group, n, config)
+                for start in range(0, n, CHUNK_SAMPLES):
+                    samples = [
+                        generate_sample(config, split, i)
+                        for i in range(start, min(start + CHUNK_SAMPLES, n))
+                    ]
+                    stop = start + len(samples)
+                    for key in DATASET_KEYS:
+                        group[key][start:stop] = np.stack([np.asarray(s[key]) for s in samples])
+                    done += len(samples)
+                    if progress is not None:
+                        progress(done, total)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _json_attr(path: Path, attrs: Any, key: str) -> Any:
+    try:
+        return json.loads(attrs[key])
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{path}: attribute {key!r} is not valid JSON ({exc}); {_FIX}") from None
+
+
+def read_scenes_info(path: str | Path) -> dict[str, Any]:
+    """Validate a scenes HDF5 file and return its metadata without loading the arrays.
+
+    Returns ``{"path", "version", "config" (dict), "categories", "classes", "intrinsics",
+    "sample_rate", "image_size", "audio_length", "splits" ({split: N})}``. Raises
+    :class:`DataError` naming the file and the offending key if the file is missing, not HDF5,
+    or not in the expected layout.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"scenes file {path} does not exist; run preprocessing to generate it")
+    if not h5py.is_hdf5(path):
+        raise DataError(f"scenes file {path} is not an HDF5 file (corrupt or partial); {_FIX}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise DataError(f"scenes file {path} cannot be opened ({exc}); {_FIX}") from None
+    with f:
+        for key in ATTR_KEYS:
+            if key not in f.attrs:
+                raise DataError(f"scenes file {path} is missing attribute {key!r}; {_FIX}")
+        if f.attrs["format"] != FORMAT_NAME:
+            raise DataError(
+                f"{path}: attribute 'format' is {f.attrs['format']!r}, expected {FORMAT_NAME!r}; "
+                f"{_FIX}"
+            )
+        if int(f.attrs["version"]) != FORMAT_VERSION:
+            raise DataError(
+                f"{path}: format version {int(f.attrs['version'])} is not the supported "
+                f"{FORMAT_VERSION}; {_FIX}"
+            )
+        info: dict[str, Any] = {
+            "path": path,
+            "version": FORMAT_VERSION,
+            "config": _json_attr(path, f.attrs, "config"),
+            "categories": _json_attr(path, f.attrs, "categories"),
+            "classes": _json_attr(path, f.attrs, "classes"),
+            "intrinsics": _json_attr(path, f.attrs, "intrinsics"),
+            "sample_rate": int(f.attrs["sample_rate"]),
+        }
+        size = audio_length = None
+        splits: dict[str, int] = {}
+        for split in SPLITS:
+            if split not in f or not isinstance(f[split], h5py.Group):
+                raise DataError(f"scenes file {path} is missing group {split!r}; {_FIX}")
+            for key in DATASET_KEYS:
+                if key not in f[split] or not isinstance(f[split][key], h5py.Dataset):
+                    raise DataError(
+                        f"scenes file {path} is missing dataset '{split}/{key}'; {_FIX}"
+                    )
+            g = f[split]
+            # Sizes come from the first split; -1 never matches, so a bad rank fails below.
+            n = g["label"].shape[0] if g["label"].ndim == 1 else -1
+            if size is None:
+                size = g["rgb"].shape[1] if g["rgb"].ndim == 4 else -1
+            if audio_length is None:
+                audio_length = g["audio"].shape[1] if g["audio"].ndim == 2 else -1
+            expected = {
+                "rgb": ((n, size, size, 3), np.uint8),
+                "depth": ((n, size, size), np.float32),
+                "semantic": ((n, size, size), np.uint8),
+                "audio": ((n, audio_length), np.float32),
+                "label": ((n,), np.int64),
+                "num_objects": ((n,), np.int64),
+            }
+            for key, (shape, dtype) in expected.items():
+                got = g[key]
+                if got.shape != shape or got.dtype != dtype:
+                    raise DataError(
+                        f"scenes file {path}: dataset '{split}/{key}' has shape {got.shape} "
+                        f"{got.dtype}, expected {shape} {np.dtype(dtype)}; {_FIX}"
+                    )
+            splits[split] = n
+    info.update(image_size=size, audio_length=audio_length, splits=splits)
+    return info
