@@ -26,13 +26,15 @@ from xmodal.objectives.wcord import WCoRDLoss
 
 @dataclass
 class ObjectiveContext:
-    """Sizes an objective needs: feature dims, training-set size, classes, seed."""
+    """What an objective needs to know: feature dims, training-set size, classes, seed, and the
+    frozen teacher's train-split logits where the teacher has a classifier (for KD)."""
 
     student_dim: int
     teacher_dim: int | None
     num_samples: int
     num_classes: int
     seed: int = 0
+    teacher_logits: Tensor | None = None  # [N, C] frozen teacher logits on the train split
 
 
 @dataclass

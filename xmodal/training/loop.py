@@ -58,6 +58,25 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
                         sums[key] = sums.get(key, 0.0) + float(value.detach())
                 bar.update(job, advance=1, info=f"epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.3f}")
             history.append({k: v / max(1, len(loader)) for k, v in sums.items()} | {"epoch": epoch + 1})
+    _sync_batchnorm_statistics(core, accelerator)
     accelerator.wait_for_everyone()
     accelerator.free_memory()  # drop the accelerator's references; ``task`` stays trained
     return history
+
+
+def _sync_batchnorm_statistics(module: torch.nn.Module, accelerator: Accelerator) -> None:
+    """Give every process rank 0's BatchNorm running statistics.
+
+    DDP broadcasts buffers at the start of each forward, so after the last step each replica
+    holds statistics updated by its own last batch; the saved checkpoint (rank 0) and every
+    replica then agree. Only BatchNorm buffers: memory banks are kept equal by construction.
+    """
+    if accelerator.num_processes == 1:
+        return
+    import torch.distributed as dist
+
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            for buffer in (m.running_mean, m.running_var, m.num_batches_tracked):
+                if buffer is not None:
+                    dist.broadcast(buffer, src=0)

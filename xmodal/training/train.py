@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from torch import Tensor
+from torch import Tensor, nn
 
 from xmodal.data.source import LoadedDataset
 from xmodal.data.arrays import make_loader
@@ -28,18 +29,30 @@ def standardise_features(features: Tensor) -> Tensor:
     return (features - features.mean(0)) / features.std(0).clamp_min(1e-6)
 
 
+@dataclass
+class TrainResult:
+    """Attributes:
+        history: per-epoch mean of every scalar the objective returns.
+        objective: the trained objective module (heads, classifier), None for ``none``.
+    """
+
+    history: list[dict[str, float]]
+    objective: nn.Module | None
+
+
 def train_encoder(encoder: Encoder, method: Method, method_config: Any, optim: OptimConfig,
                   dataset: LoadedDataset, accelerator: Accelerator, seed: int,
-                  teacher_features: Tensor | None = None, description: str = "train",
-                  console: Any = None) -> list[dict[str, float]]:
-    """Train ``encoder`` in place on the train split with ``method``; returns epoch history.
+                  teacher_features: Tensor | None = None, teacher_logits: Tensor | None = None,
+                  description: str = "train", console: Any = None) -> TrainResult:
+    """Train ``encoder`` in place on the train split with ``method``.
 
     Args:
         teacher_features: ``[N_train, Dt]`` frozen teacher embeddings, required when
             ``method.uses_teacher``; standardised here (see :func:`standardise_features`).
+        teacher_logits: ``[N_train, C]`` frozen teacher logits, for logit-based methods (KD).
     """
     if not method.trains:
-        return []
+        return TrainResult([], None)
     if method.uses_teacher and teacher_features is None:
         raise ValueError(f"method '{method.name}' needs teacher features")
     train = dataset.splits["train"]
@@ -48,10 +61,12 @@ def train_encoder(encoder: Encoder, method: Method, method_config: Any, optim: O
     set_seed(seed)
     context = ObjectiveContext(student_dim=encoder.embed_dim,
                                teacher_dim=None if teacher_features is None else teacher_features.shape[1],
-                               num_samples=len(train), num_classes=dataset.num_classes, seed=seed)
+                               num_samples=len(train), num_classes=dataset.num_classes, seed=seed,
+                               teacher_logits=teacher_logits)
     assert method.build is not None
     objective = method.build(context, method_config)
     task = DistillationTask(encoder, objective, teacher_features if method.uses_teacher else None)
     loader = make_loader(train, optim.batch_size, shuffle=True, seed=seed,
                          drop_last=len(train) > optim.batch_size)
-    return fit(task, loader, optim, accelerator, description=description, console=console)
+    history = fit(task, loader, optim, accelerator, description=description, console=console)
+    return TrainResult(history, objective)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from accelerate.utils import set_seed
 
 from xmodal.core.config import to_dict
@@ -13,7 +14,7 @@ from xmodal.data.source import LoadedDataset
 from xmodal.encoders.base import Encoder, create_encoder
 from xmodal.pipelines.config import EncoderConfig
 from xmodal.pipelines.context import RunContext, write_json_atomic
-from xmodal.training.checkpoint import file_digest, save_encoder
+from xmodal.training.checkpoint import file_digest, save_atomic, save_encoder
 from xmodal.training.optim import OptimConfig
 from xmodal.training.train import train_encoder
 
@@ -48,11 +49,16 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
     if record is None or not checkpoint.is_file():
         set_seed(seed)
         encoder = build_encoder(encoder_cfg, modality, dataset)
-        history = train_encoder(
+        result = train_encoder(
             encoder, method, method_cfg, optim, dataset, ctx.accelerator, seed,
             teacher_features=teacher["features"] if uses_teacher else None,
+            teacher_logits=teacher.get("logits") if uses_teacher else None,
             description=f"{role} {modality} {method_name} seed {seed}", console=ctx.console)
+        history = result.history
         if ctx.accelerator.is_main_process:
+            classifier = getattr(result.objective, "classifier", None)
+            if isinstance(classifier, torch.nn.Linear):  # kept so the teacher can give logits
+                save_atomic(classifier.state_dict(), unit.directory / "classifier.pt")
             save_encoder(encoder, checkpoint, encoder_cfg.name, encoder_cfg.kwargs,
                          dataset.frontend_kwargs.get(modality, {}), extra={"method": method_name})
             write_json_atomic(unit.directory / "history.json", history)
@@ -62,6 +68,7 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
     else:
         ctx.say(f"[dim]{role} {modality} {method_name} seed {seed}: cached[/dim]")
     return {"seed": seed, "modality": modality, "method": method_name, "role": role,
+            "directory": str(unit.directory),
             "encoder": encoder_cfg.name, "checkpoint": record["checkpoint"],
             "digest": record["digest"], "key": unit.key, "hparams": inputs["hparams"],
             "teacher": inputs["teacher"]}

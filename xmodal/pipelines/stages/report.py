@@ -1,5 +1,6 @@
 """Stage ``report``: results table on the console, ``results.json``/``results.csv`` (one row
-per model x probe x metric x seed) and ``summary.json``/``summary.csv`` (over seeds)."""
+per model x probe x metric x seed), ``summary.json``/``summary.csv`` (over seeds) and one SVG
+bar chart per probe metric."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from rich.table import Table
 
 from xmodal.core.config import to_dict
 from xmodal.core.registries import STAGES
+from xmodal.evaluation.plot import write_bar_chart
 from xmodal.evaluation.summary import summarise
 from xmodal.pipelines.context import RunContext, write_json_atomic
 
@@ -27,8 +29,12 @@ def report(ctx: RunContext) -> None:
     write_json_atomic(ctx.run_dir / "summary.json", {"config": to_dict(ctx.config), "summary": summary})
     _write_csv(ctx.run_dir / "results.csv", rows)
     _write_csv(ctx.run_dir / "summary.csv", summary)
+    for probe, metric in sorted({(e["probe"], e["metric"]) for e in summary}):
+        write_bar_chart(summary, ctx.run_dir / f"{probe}-{metric}.svg", probe=probe, metric=metric,
+                        title=f"{ctx.config.pipeline}: {probe} probe, test {metric.replace('_', ' ')} (%)")
     ctx.console.print(results_table(summary, ctx.config.pipeline, len(ctx.config.seeds)))
-    ctx.say(f"results: {ctx.run_dir / 'results.json'} (rows), {ctx.run_dir / 'summary.csv'} (summary)")
+    ctx.say(f"results: {ctx.run_dir / 'results.json'} (rows), {ctx.run_dir / 'summary.csv'} "
+            f"(over seeds), {ctx.run_dir}/*.svg (charts)")
 
 
 def results_table(summary: list[dict[str, Any]], title: str, seeds: int) -> Table:

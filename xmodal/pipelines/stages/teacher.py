@@ -1,9 +1,13 @@
-"""Stage ``teacher``: train the teacher with labels, then cache its frozen train-split features."""
+"""Stage ``teacher``: train the teacher with labels, then cache its frozen train-split features
+``[N, Dt]`` and logits ``[N, C]`` (inputs of feature- and logit-based distillation)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
+from xmodal.core.errors import DataError
 from xmodal.core.registries import STAGES
 from xmodal.evaluation.features import extract_features
 from xmodal.pipelines.context import RunContext
@@ -23,16 +27,23 @@ def teacher(ctx: RunContext) -> None:
                                      method_name="supervised", method_cfg=None, seed=seed,
                                      teacher=None, role="teacher")
         model["method"] = "teacher"
-        features_file = ctx.run_dir / "teacher" / f"seed{seed}" / f"features-{model['digest']}.pt"
-        if not features_file.is_file():
+        directory = Path(model["directory"])
+        outputs_file = directory / f"outputs-{model['digest']}.pt"
+        if not outputs_file.is_file():
             encoder = load_encoder(model["checkpoint"])
-            feats = extract_features(encoder, ctx.state["dataset"].splits["train"],
-                                     device=ctx.accelerator.device)
+            features = extract_features(encoder, ctx.state["dataset"].splits["train"],
+                                        device=ctx.accelerator.device)
+            classifier = torch.nn.Linear(features.shape[1], ctx.state["dataset"].num_classes)
+            classifier.load_state_dict(load_checkpoint(directory / "classifier.pt"))
+            with torch.inference_mode():
+                logits = classifier(features)
             if ctx.accelerator.is_main_process:
-                save_atomic(feats, features_file)
+                save_atomic({"features": features, "logits": logits}, outputs_file)
             ctx.accelerator.wait_for_everyone()
-        features = load_checkpoint(features_file)
-        if not torch.isfinite(features).all():
-            raise ValueError(f"teacher features in {features_file} contain NaN or inf")
-        ctx.state["teachers"][seed] = {"key": model["digest"], "features": features}
+        outputs = load_checkpoint(outputs_file)
+        for name, tensor in outputs.items():
+            if not torch.isfinite(tensor).all():
+                raise DataError(f"teacher {name} in {outputs_file} contain NaN or inf: the teacher "
+                                "diverged; lower teacher.optim.lr and delete that folder")
+        ctx.state["teachers"][seed] = {"key": model["digest"], **outputs}
         ctx.state["models"].append(model)

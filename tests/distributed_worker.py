@@ -1,0 +1,53 @@
+"""Run by tests/test_distributed.py under ``torchrun --nproc_per_node 2`` (CPU, gloo).
+
+Trains a tiny WCoRD student for a few steps through the real loop and writes, per rank, the
+memory banks, the student's weights and the indices this rank saw, for the test to compare.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from accelerate import Accelerator
+
+from xmodal.data.arrays import ArrayDataset, make_loader
+from xmodal.encoders import create_encoder
+from xmodal.objectives.methods import WCoRDObjective
+from xmodal.objectives.wcord import WCoRDLoss
+from xmodal.training.loop import fit
+from xmodal.training.optim import OptimConfig
+from xmodal.training.task import DistillationTask
+
+
+def main(out_dir: str) -> None:
+    torch.set_num_threads(1)
+    accelerator = Accelerator(cpu=True)
+    torch.manual_seed(0)  # identical initial weights and data on every rank
+    n = 64
+    data = ArrayDataset({"depth": torch.rand(n, 8, 8) * 4 + 0.5, "label": torch.randint(0, 4, (n,))})
+    loss = WCoRDLoss(teacher_dim=12, student_dim=16, num_samples=n, embed_dim=8, num_negatives=16,
+                     momentum=0.5, seed=0)
+    student = create_encoder("resnet8", "depth", width_multiplier=0.25)
+    task = DistillationTask(student, WCoRDObjective(loss), teacher_features=torch.randn(n, 12))
+    seen: list[torch.Tensor] = []
+    original = task.after_step
+
+    def recording_after_step(outputs, batch, acc):
+        seen.append(batch["index"].clone())
+        original(outputs, batch, acc)
+
+    task.after_step = recording_after_step  # type: ignore[method-assign]
+    bank_before = loss.teacher_bank.memory.clone()
+    fit(task, make_loader(data, 8, shuffle=True, seed=0, drop_last=True),
+        OptimConfig(epochs=1, lr=1e-2), accelerator, description="ddp")
+    rank = accelerator.process_index
+    torch.save({"teacher_bank": loss.teacher_bank.memory, "student_bank": loss.student_bank.memory,
+                "bank_before": bank_before, "seen": torch.cat(seen),
+                "world": accelerator.num_processes,
+                "weights": {k: v.detach().clone() for k, v in task.student.state_dict().items()}},
+               f"{out_dir}/rank{rank}.pt")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

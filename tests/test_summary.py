@@ -1,0 +1,48 @@
+"""Summaries over seeds, the gap-closed ratio, and the SVG chart."""
+
+from __future__ import annotations
+
+import statistics
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from xmodal.evaluation.plot import bar_chart_svg
+from xmodal.evaluation.summary import gap_closed_per_seed, summarise
+
+
+def _rows():
+    values = {"none": [0.30, 0.34], "supervised": [0.80, 0.78], "wcord": [0.60, 0.70]}
+    return [{"modality": "depth", "method": m, "probe": "linear", "metric": "accuracy",
+             "value": v, "seed": s} for m, vs in values.items() for s, v in enumerate(vs)]
+
+
+def test_mean_std_and_gap_closed():
+    summary = {e["method"]: e for e in summarise(_rows())}
+    assert summary["wcord"]["mean"] == pytest.approx(0.65)
+    assert summary["wcord"]["std"] == pytest.approx(statistics.stdev([0.60, 0.70]))
+    assert summary["wcord"]["n"] == 2
+    assert summary["wcord"]["gap_closed"] == pytest.approx((0.65 - 0.32) / (0.79 - 0.32))
+    assert summary["none"]["gap_closed"] == pytest.approx(0.0)
+    assert summary["supervised"]["gap_closed"] == pytest.approx(1.0)
+
+
+def test_gap_closed_per_seed_uses_each_seeds_floor():
+    gaps = gap_closed_per_seed(_rows(), "depth", "wcord")
+    assert gaps[0] == pytest.approx((0.60 - 0.30) / (0.80 - 0.30))
+    assert gaps[1] == pytest.approx((0.70 - 0.34) / (0.78 - 0.34))
+
+
+def test_gap_is_undefined_without_a_positive_gap():
+    rows = [r | {"value": 0.5} for r in _rows()]
+    assert all(e["gap_closed"] is None for e in summarise(rows))
+
+
+def test_svg_chart_is_valid_and_bars_scale_with_values():
+    svg = bar_chart_svg(summarise(_rows()), title="t <&>")
+    root = ET.fromstring(svg)  # well-formed XML, escaped title
+    ns = "{http://www.w3.org/2000/svg}"
+    bars = {r.find(f"{ns}title").text.split(":")[0]: float(r.get("height"))
+            for r in root.iter(f"{ns}rect") if r.find(f"{ns}title") is not None}
+    assert bars["depth none"] / bars["depth supervised"] == pytest.approx(0.32 / 0.79, rel=1e-2)
+    assert "t &lt;&amp;&gt;" in svg
