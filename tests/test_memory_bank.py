@@ -119,3 +119,59 @@ def test_update_rejects_bad_shapes() -> None:
         bank.update(torch.tensor([1, 2]), torch.randn(2, 3))
     with pytest.raises(ValueError):
         bank.update(torch.tensor([1, 10]), torch.randn(2, 4))
+
+
+def test_labels_buffer() -> None:
+    labels = torch.tensor([3, 1, 4, 1, 5, 9], dtype=torch.int32)
+    bank = MemoryBank(6, 2, labels=labels)
+    assert bank.labels.dtype == torch.long and torch.equal(bank.labels, labels.long())
+    labels[0] = 7  # stored as a copy
+    assert int(bank.labels[0]) == 3
+    assert "labels" in bank.state_dict()
+    assert torch.equal(bank.labels_of(torch.tensor([[4, 0], [2, 2]])), torch.tensor([[5, 3], [4, 4]]))
+    plain = MemoryBank(6, 2)
+    assert plain.labels is None and "labels" not in plain.state_dict()
+    with pytest.raises(ValueError):
+        plain.labels_of(torch.tensor([0]))
+    restored = MemoryBank(6, 2, labels=torch.zeros(6, dtype=torch.long))
+    restored.load_state_dict(bank.state_dict())
+    assert torch.equal(restored.labels, bank.labels)
+
+
+@pytest.mark.parametrize(
+    "labels", [torch.zeros(5, dtype=torch.long), torch.zeros(6), torch.zeros(6, dtype=torch.bool), [0] * 6]
+)
+def test_bad_labels(labels) -> None:
+    with pytest.raises(ValueError, match="labels"):
+        MemoryBank(6, 2, labels=labels)
+
+
+def test_negatives_per_anchor() -> None:
+    bank = MemoryBank(30, 4)
+    exclude = torch.tensor([0, 5, 5, 29, 17, 3])
+    g = torch.Generator().manual_seed(2)
+    seen = torch.zeros(30, dtype=torch.long)
+    any_duplicates = False
+    for _ in range(100):
+        neg = bank.sample_negatives_per_anchor(8, 6, exclude=exclude, generator=g)
+        assert neg.dtype == torch.long and neg.shape == (6, 8)
+        assert ((neg >= 0) & (neg < 30)).all() and not torch.isin(neg, exclude).any()
+        assert not all(torch.equal(neg[0], row) for row in neg[1:])  # drawn per anchor
+        any_duplicates |= any(row.unique().numel() < 8 for row in neg)  # with replacement
+        seen += torch.bincount(neg.reshape(-1), minlength=30)
+    assert any_duplicates
+    allowed = torch.ones(30, dtype=torch.bool)
+    allowed[exclude] = False
+    assert (seen[~allowed] == 0).all()
+    # roughly uniform over the 25 allowed rows: expected 192 hits each
+    assert seen[allowed].min() > 130 and seen[allowed].max() < 260
+    a = MemoryBank(100, 2, seed=5).sample_negatives_per_anchor(7, 3)
+    assert torch.equal(a, MemoryBank(100, 2, seed=5).sample_negatives_per_anchor(7, 3))
+    assert bank.sample_negatives_per_anchor(0, 4).shape == (4, 0)
+    assert bank.sample_negatives_per_anchor(25, 2, exclude=exclude).shape == (2, 25)
+    with pytest.raises(ValueError):
+        bank.sample_negatives_per_anchor(26, 2, exclude=exclude)  # same cap as the shared sampler
+    with pytest.raises(ValueError):
+        bank.sample_negatives_per_anchor(3, -1)
+    with pytest.raises(ValueError):
+        bank.sample_negatives_per_anchor(3, 2, exclude=torch.tensor([30]))

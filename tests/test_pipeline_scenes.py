@@ -39,6 +39,10 @@ def test_results_rows_cover_every_model(tiny_run):
     assert wcord["hparams"]["tau"] == 0.07 and wcord["hparams"]["num_negatives"] == 32
     summary = json.loads((tiny_run / "summary.json").read_text())
     assert summary["config"]["data"]["scenes"]["image_size"] == 16
+    with_gap = {f"{e['modality']}/{e['method']}/{e['probe']}/{e['metric']}"
+                for e in summary["summary"] if e["gap_closed"] is not None}
+    assert set(summary["gap_closed_per_seed"]) == with_gap
+    assert (tiny_run / "linear-accuracy.svg").read_text().startswith("<svg")
     assert (tiny_run / "results.csv").read_text().startswith("modality,method,probe,metric,value")
     assert (tiny_run / "config.yaml").is_file()
 
@@ -76,3 +80,30 @@ def test_interrupted_run_resumes(tmp_path, monkeypatch):
     assert main(_argv(tmp_path, "distill.students=[depth]", "distill.methods=[none,wcord]")) == 0
     assert ckpt.stat().st_mtime_ns == stamp
     assert (tmp_path / "results.json").is_file()
+
+
+def test_methods_side_by_side_over_seeds(tmp_path):
+    methods = ["none", "supervised", "kd", "fitnet", "crd", "rkd", "pkt", "wcord", "wcord-global",
+               "wcord-local"]
+    assert main(_argv(tmp_path, "distill.students=[depth]", f"distill.methods=[{','.join(methods)}]",
+                      "seeds=[0,1]", "distill.crd.num_negatives=32")) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())["summary"]
+    accuracy = {e["method"]: e for e in summary if e["metric"] == "accuracy" and e["modality"] == "depth"}
+    assert set(accuracy) == set(methods)
+    assert all(e["n"] == 2 and len(e["values"]) == 2 for e in accuracy.values())
+    rows = json.loads((tmp_path / "results.json").read_text())
+    crd = next(r for r in rows if r["method"] == "crd")
+    assert crd["hparams"]["num_negatives"] == 32 and crd["hparams"]["tau"] == 0.07
+    assert next(r for r in rows if r["method"] == "wcord-local")["hparams"]["lambda_global"] == 0.0
+
+
+def test_wcord_options_reach_the_loss(tmp_path):
+    assert main(_argv(tmp_path, "distill.students=[depth]", "distill.methods=[wcord]",
+                      "distill.wcord.critic=mlp", "distill.wcord.critic_hidden=16",
+                      "distill.wcord.lipschitz=gradient_penalty",
+                      "distill.wcord.negatives=other_class")) == 0
+    history = json.loads((tmp_path / "distill/seed0/depth/wcord/history.json").read_text())
+    assert history[-1]["penalty"] >= 0.0
+    rows = json.loads((tmp_path / "results.json").read_text())
+    hp = next(r for r in rows if r["method"] == "wcord")["hparams"]
+    assert (hp["critic"], hp["lipschitz"], hp["negatives"]) == ("mlp", "gradient_penalty", "other_class")

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xmodal.objectives import DotCritic, ProjectionHead, WCoRDLoss
+from xmodal.objectives import CRITICS, DotCritic, ProjectionHead, WCoRDLoss
+from xmodal.objectives.critic import BilinearCritic, MLPCritic, build_critic
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +44,8 @@ def test_defaults_and_hparams_round_trip() -> None:
     assert hp == dict(
         teacher_dim=64, student_dim=32, num_samples=1000, embed_dim=128, num_negatives=16384,
         tau=0.07, momentum=0.5, lambda_global=0.8, lambda_local=0.1, lipschitz="spectral",
-        critic="dot", sinkhorn_eps=0.05, sinkhorn_iters=100, sinkhorn_tol=1e-4, seed=0,
+        gp_weight=10.0, critic="dot", critic_hidden=256, negatives="uniform", sharing="batch",
+        sinkhorn_eps=0.05, sinkhorn_iters=100, sinkhorn_tol=1e-4, seed=0,
     )
     assert loss.num_negatives_effective == 999  # K capped at N - 1
     rebuilt = WCoRDLoss(**hp)
@@ -57,9 +59,14 @@ def test_defaults_and_hparams_round_trip() -> None:
         dict(teacher_dim=0), dict(student_dim=-1), dict(num_samples=1), dict(embed_dim=0),
         dict(num_negatives=0), dict(tau=0.0), dict(tau=-0.1), dict(momentum=1.5),
         dict(lambda_global=-1.0), dict(lambda_local=float("nan")),
-        dict(lambda_global=0.0, lambda_local=0.0), dict(lipschitz="gp"), dict(critic="mlp"),
+        dict(lambda_global=0.0, lambda_local=0.0), dict(lipschitz="gp"), dict(critic="mlp2"),
         dict(sinkhorn_eps=0.0), dict(sinkhorn_iters=0), dict(sinkhorn_tol=-1e-3), dict(seed=-1),
-        dict(num_samples=10.5),
+        dict(num_samples=10.5), dict(gp_weight=-1.0), dict(gp_weight=float("inf")),
+        dict(critic_hidden=0), dict(critic_hidden=2.5), dict(negatives="hard"), dict(sharing="pair"),
+        dict(negatives="other_class"),  # without sample_labels
+        dict(sample_labels=torch.zeros(9, dtype=torch.long)),  # needs [num_samples]
+        dict(sample_labels=torch.zeros(10)),  # float labels
+        dict(sample_labels=[0] * 10),
     ],
 )
 def test_bad_constructor_arguments(kwargs: dict) -> None:
@@ -75,7 +82,8 @@ def test_forward_outputs_and_banks_untouched() -> None:
     s.requires_grad_(True)
     banks = (loss.teacher_bank.memory.clone(), loss.student_bank.memory.clone())
     out = loss(t, s, torch.arange(8))
-    assert set(out) == {"loss", "global", "local", "teacher_embed", "student_embed"}
+    assert set(out) == {"loss", "global", "local", "penalty", "teacher_embed", "student_embed"}
+    assert float(out["penalty"].detach()) == 0.0  # only under lipschitz="gradient_penalty"
     torch.testing.assert_close(out["loss"], 0.8 * out["global"] + 0.1 * out["local"])
     for key in ("teacher_embed", "student_embed"):
         assert out[key].shape == (8, 16) and not out[key].requires_grad
@@ -113,15 +121,20 @@ def test_variants_skip_terms() -> None:
     local_only.update_memory(torch.arange(6), out["teacher_embed"], out["student_embed"])  # no-op
 
 
-def test_bf16_autocast_float32_terms() -> None:
-    loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16).eval()  # eval: frozen power iteration
+@pytest.mark.parametrize(
+    "options",
+    [dict(), dict(lipschitz="gradient_penalty", critic="bilinear"),
+     dict(critic="mlp", critic_hidden=8, sharing="anchor")],
+)
+def test_bf16_autocast_float32_terms(options: dict) -> None:
+    loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16, **options).eval()  # eval: frozen power iteration
     t, s = _features(8, 12, 10, seed=1)
     neg = torch.arange(8, 40)
     ref = loss(t, s, torch.arange(8), negatives=neg)
     s.requires_grad_(True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = loss(t, s, torch.arange(8), negatives=neg)
-    for key in ("loss", "global", "local", "teacher_embed", "student_embed"):
+    for key in ("loss", "global", "local", "penalty", "teacher_embed", "student_embed"):
         assert out[key].dtype == torch.float32 and torch.isfinite(out[key]).all()
     # bf16 heads perturb the embeddings by ~1e-2; the terms must stay close to float32.
     torch.testing.assert_close(out["loss"], ref["loss"], atol=0.1, rtol=0.02)
@@ -341,3 +354,386 @@ def test_toy_distillation_recovers_pairs() -> None:
     assert start < 0.05
     assert last < 0.1 * first
     assert retrieval() > 0.9
+
+
+# ---------------------------------------------------------------------------- critics
+
+
+def _randomised_critic(kind: str, d: int, tau: float, spectral: bool, seed: int = 0):
+    """A critic with non-trivial weights (bilinear's identity init would hide its asymmetry)."""
+    torch.manual_seed(seed)
+    critic = build_critic(kind, d, tau, spectral=spectral, hidden=12)
+    if kind == "bilinear":
+        with torch.no_grad():
+            weight = critic.linear.parametrizations.weight.original if spectral else critic.linear.weight
+            weight.copy_(torch.randn(d, d))
+    return critic
+
+
+def _unit(*shape: int, seed: int) -> torch.Tensor:
+    return F.normalize(torch.randn(*shape, generator=_gen(seed)), dim=-1)
+
+
+@pytest.mark.parametrize("kind", CRITICS)
+def test_critics_share_interface_and_argument_order(kind: str) -> None:
+    b, k, d, tau = 5, 7, 6, 0.2
+    critic = _randomised_critic(kind, d, tau, spectral=False).double()
+    u, v = _unit(b, d, seed=1).double(), _unit(b, d, seed=2).double()
+    shared, per_anchor = _unit(k, d, seed=3).double(), _unit(b, k, d, seed=4).double()
+
+    def g(teacher: torch.Tensor, student: torch.Tensor) -> float:  # one pair at a time
+        return float(critic(teacher.unsqueeze(0), student.unsqueeze(0)))
+
+    with torch.no_grad():
+        torch.testing.assert_close(critic(u, v), torch.tensor([g(u[i], v[i]) for i in range(b)]).double())
+        want_t = torch.tensor([[g(u[i], shared[j]) for j in range(k)] for i in range(b)]).double()
+        want_s = torch.tensor([[g(shared[j], v[i]) for j in range(k)] for i in range(b)]).double()
+        torch.testing.assert_close(critic.against(u, shared), want_t)
+        torch.testing.assert_close(critic.against_teachers(shared, v), want_s)
+        want_t = torch.tensor([[g(u[i], per_anchor[i, j]) for j in range(k)] for i in range(b)]).double()
+        want_s = torch.tensor([[g(per_anchor[i, j], v[i]) for j in range(k)] for i in range(b)]).double()
+        torch.testing.assert_close(critic.against(u, per_anchor), want_t)
+        torch.testing.assert_close(critic.against_teachers(per_anchor, v), want_s)
+        if kind != "dot":  # asymmetric: swapping the roles changes the scores
+            assert not torch.allclose(critic.against(u, shared), critic.against_teachers(shared, u))
+    with pytest.raises(ValueError):
+        critic.against(u, _unit(b + 1, k, d, seed=5).double())
+
+
+def test_bilinear_starts_as_dot_critic() -> None:
+    u, v, others = _unit(4, 8, seed=1), _unit(4, 8, seed=2), _unit(9, 8, seed=3)
+    dot = DotCritic(0.1)
+    for spectral in (True, False):
+        bilinear = BilinearCritic(8, 0.1, spectral=spectral)
+        torch.testing.assert_close(bilinear(u, v), dot(u, v))
+        torch.testing.assert_close(bilinear.against(u, others), dot.against(u, others))
+        torch.testing.assert_close(bilinear.against_teachers(others, v), dot.against_teachers(others, v))
+
+
+@pytest.mark.parametrize("per_anchor", [False, True])
+def test_mlp_critic_chunked_matches_direct_loop(per_anchor: bool) -> None:
+    """Chunked (and checkpointed) scoring against K negatives == a loop over pairs, values and grads."""
+    b, k, d, hidden = 3, 11, 4, 5
+    torch.manual_seed(0)
+    chunked = MLPCritic(d, 0.5, hidden=hidden, spectral=True, chunk_elements=2 * b * hidden)  # 2 per chunk
+    whole = MLPCritic(d, 0.5, hidden=hidden, spectral=True)
+    whole.load_state_dict(chunked.state_dict())
+    chunked.eval(), whole.eval()  # frozen power iteration: both use the same normalised weights
+    others = _unit(b, k, d, seed=3) if per_anchor else _unit(k, d, seed=3)
+    u0, v0 = _unit(b, d, seed=1), _unit(b, d, seed=2)
+
+    def direct(critic: MLPCritic, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows_t, rows_s = [], []
+        for i in range(b):
+            cand = others[i] if per_anchor else others
+            rows_t.append(torch.stack([critic(u[i:i + 1], cand[j:j + 1])[0] for j in range(k)]))
+            rows_s.append(torch.stack([critic(cand[j:j + 1], v[i:i + 1])[0] for j in range(k)]))
+        return torch.stack(rows_t), torch.stack(rows_s)
+
+    results = []
+    for critic, fn in ((chunked, None), (whole, direct)):
+        u, v = u0.clone().requires_grad_(True), v0.clone().requires_grad_(True)
+        if fn is None:
+            st, ss = critic.against(u, others), critic.against_teachers(others, v)
+        else:
+            st, ss = fn(critic, u, v)
+        assert st.shape == ss.shape == (b, k)
+        (st.square().sum() + ss.sin().sum()).backward()
+        grads = [p.grad.clone() for p in critic.parameters()]
+        results.append((st.detach(), ss.detach(), u.grad, v.grad, grads))
+    for got, want in zip(results[0][:4], results[1][:4]):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    for got, want in zip(results[0][4], results[1][4]):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["bilinear", "mlp"])
+def test_spectral_critic_lipschitz_on_sphere(kind: str) -> None:
+    tau, d = 0.1, 6
+    critic = _randomised_critic(kind, d, tau, spectral=True, seed=2)
+    with torch.no_grad():  # blow up the raw weights: the normalised ones must not follow
+        for name, p in critic.named_parameters():
+            if "original" in name:
+                p.mul_(7.0)
+    for _ in range(30):  # train mode: each read refreshes the power iteration, as during training
+        critic(_unit(2, d, seed=0), _unit(2, d, seed=1))
+    u = _unit(512, d, seed=1).requires_grad_(True)
+    v = _unit(512, d, seed=2).requires_grad_(True)
+    critic(u, v).sum().backward()
+    # The ambient gradient bounds the tangential one: |grad| <= sigma_max(...) / tau <= 1/tau.
+    worst = max(float(u.grad.norm(dim=1).max()), float(v.grad.norm(dim=1).max()))
+    assert worst <= critic.lipschitz_bound * (1 + 2e-3)
+    assert worst > 0.2 * critic.lipschitz_bound
+    loose = _randomised_critic(kind, d, tau, spectral=False, seed=2)
+    with torch.no_grad():
+        for p in loose.parameters():
+            p.mul_(7.0)
+    u = _unit(512, d, seed=1).requires_grad_(True)
+    loose(u, _unit(512, d, seed=2)).sum().backward()
+    assert float(u.grad.norm(dim=1).max()) > 1.5 * loose.lipschitz_bound
+
+
+@pytest.mark.parametrize("kind", ["bilinear", "mlp"])
+def test_measured_feature_lipschitz_within_bound_other_critics(kind: str) -> None:
+    loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16, critic=kind, critic_hidden=16)
+    _train_a_few_steps(loss)
+    loss.eval()
+    ratios = _critic_gradient_ratios(loss, scale=1.0)
+    assert ratios.max() <= 1.0 + 2e-3  # |grad_t g| <= 1 / (tau |h_T(t)|)
+    assert ratios.max() > 0.1
+
+
+@pytest.mark.parametrize("kind", CRITICS)
+@pytest.mark.parametrize("masked", [False, True])
+def test_global_term_reference_all_critics(kind: str, masked: bool) -> None:
+    """Exact value against a per-anchor loop scoring g(u_i, mS_k) and g(mT_k, v_i), per-anchor
+    negatives, with and without same-class masking."""
+    n, b, d, k, tau = 40, 5, 6, 8, 0.2
+    labels = torch.arange(n) % 3
+    loss = WCoRDLoss(9, 7, num_samples=n, embed_dim=d, tau=tau, lambda_local=0.0, critic=kind,
+                     critic_hidden=10, lipschitz="none", seed=4, sample_labels=labels,
+                     negatives="other_class" if masked else "uniform")
+    loss.critic = _randomised_critic(kind, d, tau, spectral=False, seed=6)
+    g = _gen(12)
+    loss.teacher_bank.memory.copy_(F.normalize(torch.randn(n, d, generator=g), dim=1))
+    loss.student_bank.memory.copy_(F.normalize(torch.randn(n, d, generator=g), dim=1))
+    idx = torch.tensor([0, 3, 7, 20, 33])
+    neg = torch.stack([torch.randperm(n, generator=g)[:k] for _ in range(b)])
+    neg[1] = torch.tensor([6, 9, 12, 15, 18, 21, 24, 27])  # all of class 0 = the class of anchor 3
+    t, s = _features(b, 9, 7, seed=3)
+    out = loss(t, s, idx, negatives=neg)
+    u, v = out["teacher_embed"], out["student_embed"]
+    mem_t, mem_s = loss.teacher_bank.memory, loss.student_bank.memory
+
+    def score(a: torch.Tensor, c: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(loss.critic(a.unsqueeze(0), c.unsqueeze(0)))
+
+    total, empty_anchor_terms = 0.0, []
+    for i in range(b):
+        pos = score(u[i], v[i])
+        keep = [j for j in neg[i].tolist() if not (masked and labels[j] == labels[idx[i]])]
+        for scores in ([pos] + [score(u[i], mem_s[j]) for j in keep],
+                       [pos] + [score(mem_t[j], v[i]) for j in keep]):
+            term = math.log(sum(math.exp(x) for x in scores)) - pos
+            total += term / b
+            if not keep:
+                empty_anchor_terms.append(term)
+    assert float(out["global"].detach()) == pytest.approx(total, abs=1e-5, rel=1e-5)
+    assert empty_anchor_terms == pytest.approx([0.0, 0.0] if masked else [], abs=1e-12)
+    # Shared negatives ([K]) are the special case of equal per-anchor rows.
+    shared = loss(t, s, idx, negatives=neg[0])
+    per_anchor = loss(t, s, idx, negatives=neg[0].expand(b, k).clone())
+    torch.testing.assert_close(shared["global"], per_anchor["global"])
+
+
+# ---------------------------------------------------------------------------- negatives
+
+
+def _banked_loss(**kwargs) -> WCoRDLoss:
+    n = kwargs.pop("num_samples", 30)
+    loss = WCoRDLoss(6, 5, num_samples=n, embed_dim=4, tau=0.3, lambda_local=0.0, **kwargs)
+    g = _gen(21)
+    loss.teacher_bank.memory.copy_(F.normalize(torch.randn(n, 4, generator=g), dim=1))
+    loss.student_bank.memory.copy_(F.normalize(torch.randn(n, 4, generator=g), dim=1))
+    return loss
+
+
+def test_other_class_mask_and_labels_argument() -> None:
+    labels = torch.arange(30) % 4
+    loss = _banked_loss(negatives="other_class", sample_labels=labels)
+    assert torch.equal(loss.teacher_bank.labels, labels) and "teacher_bank.labels" in loss.state_dict()
+    t, s = _features(6, 6, 5, seed=4)
+    t.requires_grad_(True)
+    idx = torch.tensor([0, 1, 2, 3, 4, 5])
+    neg = torch.arange(10, 30)
+    out = loss(t, s, idx, negatives=neg)
+    # Explicit labels equal to the stored ones change nothing; others change the mask.
+    torch.testing.assert_close(loss(t, s, idx, negatives=neg, labels=labels[idx])["global"], out["global"])
+    other = loss(t, s, idx, negatives=neg, labels=(labels[idx] + 1) % 4)["global"]
+    assert not torch.allclose(other, out["global"])
+    # Masked == dropping those negatives by hand (uniform loss on a per-anchor subset).
+    uniform = _banked_loss()
+    manual = 0.0
+    for i in range(6):
+        keep = neg[labels[neg] != labels[idx[i]]]
+        manual = manual + uniform(t[i:i + 1], s[i:i + 1], idx[i:i + 1], negatives=keep)["global"] / 6
+    torch.testing.assert_close(out["global"], manual)
+    # Sampled negatives: same masking path, finite gradients.
+    sampled = loss(t, s, idx)
+    sampled["loss"].backward()
+    assert torch.isfinite(sampled["loss"])
+    assert loss.teacher_head.linear.parametrizations.weight.original.grad is not None
+
+
+def test_other_class_anchor_without_valid_negatives_contributes_zero() -> None:
+    labels = torch.zeros(30, dtype=torch.long)  # one class: every negative is masked
+    loss = _banked_loss(negatives="other_class", sample_labels=labels)
+    t, s = _features(4, 6, 5, seed=5)
+    s.requires_grad_(True)
+    out = loss(t, s, torch.arange(4))
+    assert float(out["global"].detach()) == 0.0
+    out["loss"].backward()
+    assert torch.isfinite(s.grad).all()
+    for p in loss.parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all()
+
+
+def test_bad_forward_labels_and_negatives() -> None:
+    loss = _banked_loss(negatives="other_class", sample_labels=torch.arange(30) % 2)
+    t, s = _features(4, 6, 5)
+    for bad in (torch.zeros(3, dtype=torch.long), torch.zeros(4), torch.zeros(4, 1, dtype=torch.long)):
+        with pytest.raises(ValueError, match="labels"):
+            loss(t, s, torch.arange(4), labels=bad)
+    for bad in (torch.zeros(3, 5, dtype=torch.long), torch.zeros(5), torch.zeros(4, 2, 2, dtype=torch.long)):
+        with pytest.raises(ValueError, match="negatives"):
+            loss(t, s, torch.arange(4), negatives=bad)
+
+
+def test_sharing_anchor_sampler_and_equal_sets() -> None:
+    b = 6
+    loss = _banked_loss(sharing="anchor", num_negatives=9)
+    idx = torch.tensor([2, 5, 5, 11, 17, 29])
+    neg = loss.sample_negatives(idx)
+    assert neg.shape == (b, 9) and neg.dtype == torch.long
+    assert not torch.isin(neg, idx).any()
+    assert not all(torch.equal(neg[0], row) for row in neg[1:])  # independent per anchor
+    # Identical loss when every anchor's set equals the shared set, for every critic.
+    t, s = _features(b, 6, 5, seed=6)
+    shared_set = torch.tensor([0, 1, 3, 8, 9, 20, 21, 25])
+    for kind in CRITICS:
+        batch_loss = _banked_loss(critic=kind, critic_hidden=8)
+        anchor_loss = _banked_loss(critic=kind, critic_hidden=8, sharing="anchor")
+        anchor_loss.load_state_dict(batch_loss.state_dict())
+        a = batch_loss(t, s, idx, negatives=shared_set)
+        z = anchor_loss(t, s, idx, negatives=shared_set.expand(b, -1).clone())
+        torch.testing.assert_close(z["global"], a["global"])
+        a["loss"].backward(), z["loss"].backward()
+        for pa, pz in zip(batch_loss.parameters(), anchor_loss.parameters()):
+            torch.testing.assert_close(pz.grad, pa.grad, atol=1e-6, rtol=1e-5)
+
+
+def test_sharing_modes_same_expected_statistics() -> None:
+    """Both samplers draw K uniform rows from the same allowed set: the mean per-anchor
+    denominator sum_k exp g(u_i, m_k) matches its exact expectation, and the mean losses agree."""
+    b, k = 4, 6
+    batch_loss = _banked_loss(num_negatives=k, seed=0).eval()
+    anchor_loss = _banked_loss(num_negatives=k, seed=1, sharing="anchor").eval()
+    anchor_loss.load_state_dict(batch_loss.state_dict())
+    t, s = _features(b, 6, 5, seed=7)
+    idx = torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        u = batch_loss.teacher_head(t)
+        exp_scores = torch.exp(batch_loss.critic.against(u, batch_loss.student_bank.memory))  # [B, N]
+        expected = exp_scores[:, 4:].mean(1) * k  # uniform over the 26 allowed rows
+        for loss in (batch_loss, anchor_loss):
+            draws = [loss.sample_negatives(idx) for _ in range(4000)]
+            rows = torch.stack([d.expand(b, -1) for d in draws])  # [R, B, K]
+            scores = exp_scores.unsqueeze(0).expand(len(draws), -1, -1)
+            mean_denominator = scores.gather(2, rows).sum(2).mean(0)
+            # ~1% standard error at 4000 draws
+            torch.testing.assert_close(mean_denominator, expected, rtol=0.05, atol=0)
+        means = [
+            sum(float(loss(t, s, idx)["global"]) for _ in range(300)) / 300
+            for loss in (batch_loss, anchor_loss)
+        ]
+    assert means[0] == pytest.approx(means[1], rel=0.02)
+
+
+# ---------------------------------------------------------------------------- gradient penalty
+
+
+def _steep_bilinear(boost: float = 4.0, **kwargs) -> WCoRDLoss:
+    loss = WCoRDLoss(12, 10, num_samples=128, embed_dim=8, num_negatives=64, lambda_local=0.0,
+                     critic="bilinear", **kwargs)
+    with torch.no_grad():  # a critic well above the bound 1/tau
+        loss.critic.linear.weight.mul_(boost)
+        loss.teacher_head.linear.weight.mul_(boost)
+    return loss
+
+
+def _feature_gradient_norms(loss: WCoRDLoss, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """``max(|grad_t g(t_i, s_i)|, |grad_s g(t_i, s_i)|)`` per pair, ``[B]``."""
+    t, s = t.clone().requires_grad_(True), s.clone().requires_grad_(True)
+    score = loss.critic(loss.teacher_head(t), loss.student_head(s))
+    grad_t, grad_s = torch.autograd.grad(score.sum(), (t, s))
+    return torch.maximum(grad_t.norm(dim=1), grad_s.norm(dim=1))
+
+
+def test_gradient_penalty_value_and_total() -> None:
+    loss = _steep_bilinear(lipschitz="gradient_penalty", gp_weight=3.0, tau=0.1)
+    loss.lambda_local = 0.5  # also exercise the local term in the total
+    t, s = _features(5, 12, 10, seed=8)
+    out = loss(t, s, torch.arange(5))
+    want = 0.0
+    for i in range(5):  # one pair at a time, independent autograd calls
+        ti, si = t[i:i + 1].clone().requires_grad_(True), s[i:i + 1].clone().requires_grad_(True)
+        score = loss.critic(loss.teacher_head(ti), loss.student_head(si))
+        gt, gs = torch.autograd.grad(score.sum(), (ti, si))
+        want += 3.0 * (max(float(gt.norm()) - 10.0, 0.0) ** 2 + max(float(gs.norm()) - 10.0, 0.0) ** 2) / 5
+    assert want > 1.0  # the steep critic is penalised
+    assert float(out["penalty"].detach()) == pytest.approx(want, rel=1e-4)
+    torch.testing.assert_close(out["loss"], 0.8 * out["global"] + 0.5 * out["local"] + out["penalty"])
+    with torch.no_grad():  # evaluated (detached) for monitoring under no_grad
+        assert float(loss(t, s, torch.arange(5))["penalty"]) == pytest.approx(want, rel=1e-4)
+    with torch.inference_mode():
+        assert float(loss(t, s, torch.arange(5))["penalty"]) == 0.0
+
+
+def test_gradient_penalty_zero_within_bound() -> None:
+    """Features whose projections are long: |grad g| < 1/tau at every pair, so the one-sided
+    penalty is exactly 0 (and it is 0 under the other modes whatever the critic)."""
+    loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=8, lipschitz="gradient_penalty")
+    t, s = _features(16, 12, 10, seed=9)
+    t, s = t * 10, s * 10
+    assert _feature_gradient_norms(loss, t, s).max() < 1 / 0.07
+    out = loss(t, s, torch.arange(16))
+    assert float(out["penalty"].detach()) == 0.0
+    torch.testing.assert_close(out["loss"], 0.8 * out["global"] + 0.1 * out["local"])
+    for mode in ("none", "spectral"):
+        assert float(_steep_bilinear(lipschitz=mode)(t, s, torch.arange(16))["penalty"]) == 0.0
+
+
+def test_gradient_penalty_trains_heads_and_critic_not_student() -> None:
+    loss = _steep_bilinear(lipschitz="gradient_penalty")
+    t, s = _features(8, 12, 10, seed=10)
+    s.requires_grad_(True)
+    penalty = loss(t, s, torch.arange(8))["penalty"]
+    assert penalty > 0 and penalty.requires_grad
+    params = [loss.teacher_head.linear.weight, loss.student_head.linear.weight, loss.critic.linear.weight]
+    grads = torch.autograd.grad(penalty, [*params, s], allow_unused=True, retain_graph=True)
+    for grad in grads[:3]:
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    assert grads[3] is None  # evaluated at detached features: never moves the student encoder
+    # One gradient step on the penalty alone reduces it.
+    opt = torch.optim.SGD(params, lr=1e-4)
+    loss.zero_grad()
+    penalty.backward()
+    opt.step()
+    assert float(loss(t, s, torch.arange(8))["penalty"].detach()) < float(penalty.detach())
+
+
+def test_gradient_penalty_keeps_measured_lipschitz_near_bound() -> None:
+    """Toy distillation from a steep start: with the penalty the measured constant at the data's
+    pairs ends within a few percent of 1/tau; without it, it stays well above."""
+    n, b, tau = 128, 32, 0.07
+    g = _gen(0)
+    teacher = torch.randn(n, 12, generator=g)
+    student = teacher @ (torch.randn(12, 10, generator=g) / math.sqrt(12)) + torch.randn(n, 10, generator=g)
+    measured = {}
+    for mode in ("gradient_penalty", "none"):
+        loss = _steep_bilinear(lipschitz=mode, seed=0)
+        opt = torch.optim.Adam(loss.parameters(), lr=1e-2)
+        order = _gen(1)
+        start = float(_feature_gradient_norms(loss, teacher, student).max()) * tau
+        for _ in range(150):
+            idx = torch.randperm(n, generator=order)[:b]
+            out = loss(teacher[idx], student[idx], idx)
+            opt.zero_grad()
+            out["loss"].backward()
+            opt.step()
+            loss.update_memory(idx, out["teacher_embed"], out["student_embed"])
+        measured[mode] = float(_feature_gradient_norms(loss, teacher, student).max()) * tau
+    assert start > 3.0  # in units of the bound 1/tau
+    assert measured["gradient_penalty"] <= 1.15
+    assert measured["none"] > 1.5

@@ -1,40 +1,92 @@
-"""Projection heads and the Lipschitz-constrained critic of WCoRD's dual (global) term.
+"""Projection heads and the Lipschitz-constrained critics of WCoRD's dual (global) term.
 
 The Kantorovich-Rubinstein dual of the Wasserstein distance is a sup over 1-Lipschitz critics.
-WCoRD's critic scores a teacher/student pair as ``g(t, s) = <u, v> / tau`` with
-``u = h_T(t) / |h_T(t)|`` and ``v = h_S(s) / |h_S(s)|``; the constraint is enforced on the
-linear heads ``h_T``, ``h_S`` by spectral normalisation (largest singular value 1).
+WCoRD's critic scores a teacher/student pair ``g(t, s) = c(u, v)`` on the L2-normalised
+projections ``u = h_T(t) / |h_T(t)|`` and ``v = h_S(s) / |h_S(s)|``. Three forms of ``c``
+(:data:`CRITICS`), all scaled by ``1/tau``:
 
-Lipschitz bound (what the tests measure):
+* ``"dot"``: ``c(u, v) = <u, v> / tau`` (no parameters);
+* ``"bilinear"``: ``c(u, v) = u^T W v / tau`` with ``W`` ``[d, d]`` (initialised to the
+  identity, so it starts as the dot critic);
+* ``"mlp"``: ``c(u, v) = MLP([u; v]) / tau``, one hidden layer of width ``hidden`` with
+  LeakyReLU(0.2) (1-Lipschitz): ``w_2^T act(W_1 [u; v] + b_1) + b_2``.
 
-* on the unit sphere, ``g`` is ``1/tau``-Lipschitz in ``u`` and in ``v`` separately
-  (``grad_u g = v / tau`` has norm exactly ``1/tau``);
-* w.r.t. the features, ``|grad_t g| <= sigma_max(W_T) / (tau * |h_T(t)|)`` (same for ``s``),
-  because L2 normalisation at a point ``z`` is ``1/|z|``-Lipschitz. With spectral
-  normalisation ``sigma_max(W_T) = 1``, so the bound is ``1 / (tau * |h_T(t)|)``: ``1/tau`` for
-  features whose projection has norm >= 1. Without normalisation (``lipschitz="none"``, the
-  InfoNCE/CRD ablation) ``sigma_max`` is unconstrained.
+The constraint (:data:`LIPSCHITZ_MODES`): ``"spectral"`` spectrally normalises the linear heads
+and the critic's own weights (``W``; ``W_1`` and ``w_2``) so each has largest singular value 1;
+``"gradient_penalty"`` leaves them unconstrained and adds a WGAN-GP-style penalty on the
+critic's gradient (computed in :class:`~xmodal.objectives.wcord.WCoRDLoss`); ``"none"``
+constrains nothing (the InfoNCE/CRD ablation).
 
-``sigma_max`` is estimated by power iteration, which never overestimates it, so the normalised
+Lipschitz bound (what the tests measure), the same ``1/tau`` for every critic:
+
+* on the unit sphere, ``c`` is ``1/tau``-Lipschitz in ``u`` and in ``v`` separately: for
+  ``dot``, ``grad_u c = v / tau`` has norm exactly ``1/tau``; for ``bilinear``,
+  ``|grad_u c| = |W v| / tau <= sigma_max(W) / tau``; for ``mlp`` the network is
+  ``sigma_max(W_1) sigma_max(w_2)``-Lipschitz in ``[u; v]`` jointly (hence in each argument);
+  under ``"spectral"`` these ``sigma_max`` are 1;
+* w.r.t. the features, ``|grad_t g| <= L_c sigma_max(W_T) / |h_T(t)|`` with ``L_c`` the bound
+  above (same for ``s``), because L2 normalisation at a point ``z`` is ``1/|z|``-Lipschitz. With
+  spectral normalisation the bound is ``1 / (tau * |h_T(t)|)``: ``1/tau`` for features whose
+  projection has norm >= 1. The gradient penalty targets ``|grad_t g| <= 1/tau`` and
+  ``|grad_s g| <= 1/tau`` directly (soft: at the training pairs only).
+
+``sigma_max`` is estimated by power iteration, which never overestimates it, so a normalised
 weight can exceed 1 by the estimate's error: measured <= 1e-3 in almost all runs, up to ~1e-2
 when the two largest singular values nearly tie.
+
+Interface shared by the critics (:class:`Critic`); the first argument is always the teacher
+side and the second the student side, so an asymmetric critic scores ``g(teacher, student)``:
+
+* ``forward(u, v) -> [B]``: ``c(u_i, v_i)``, the positive pairs;
+* ``against(u, others_s) -> [B, K]``: ``c(u_i, others_s[k])``: teacher anchors against student
+  candidates (the student memory bank);
+* ``against_teachers(others_t, v) -> [B, K]``: ``c(others_t[k], v_i)``: student anchors against
+  teacher candidates (the teacher memory bank).
+
+``others`` is ``[K, d]`` (one set shared by all anchors) or ``[B, K, d]`` (a set per anchor).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
+from torch.utils.checkpoint import checkpoint
 
-__all__ = ["LIPSCHITZ_MODES", "CRITICS", "ProjectionHead", "DotCritic"]
+__all__ = [
+    "LIPSCHITZ_MODES",
+    "CRITICS",
+    "ProjectionHead",
+    "Critic",
+    "DotCritic",
+    "BilinearCritic",
+    "MLPCritic",
+    "build_critic",
+]
 
-LIPSCHITZ_MODES = ("spectral", "none")
-"""How the critic's Lipschitz constraint is enforced: spectral norm on the heads, or not at all."""
+LIPSCHITZ_MODES = ("spectral", "gradient_penalty", "none")
+"""How the critic's Lipschitz constraint is enforced: spectral norm on the heads and the
+critic's weights, a gradient penalty on the critic's inputs, or not at all."""
 
-CRITICS = ("dot",)
-"""Critic forms: ``"dot"`` = ``<u, v> / tau`` on L2-normalised projections."""
+CRITICS = ("dot", "bilinear", "mlp")
+"""Critic forms: ``<u, v> / tau``, ``u^T W v / tau``, ``MLP([u; v]) / tau`` on unit vectors."""
+
+_POWER_ITERATIONS = 3  # see ProjectionHead: keeps the normalised weight within ~2e-4 of 1
+
+
+def _check_tau(cls: str, tau: Any) -> float:
+    if not (isinstance(tau, (int, float)) and not isinstance(tau, bool) and math.isfinite(tau) and tau > 0):
+        raise ValueError(f"{cls}: tau must be a finite number > 0, got {tau!r}")
+    return float(tau)
+
+
+def _check_dim(cls: str, name: str, value: Any) -> None:
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        raise ValueError(f"{cls}: {name} must be an int >= 1, got {value!r}")
 
 
 class ProjectionHead(nn.Module):
@@ -77,33 +129,223 @@ class ProjectionHead(nn.Module):
         return F.normalize(self.project(x).float(), dim=-1)
 
 
-class DotCritic(nn.Module):
-    """``g(u, v) = <u, v> / tau`` on unit vectors; values in ``[-1/tau, 1/tau]``.
+class Critic(nn.Module):
+    """Base class: a critic ``c(u, v)`` on teacher (``u``) and student (``v``) unit embeddings.
+
+    Args:
+        tau: temperature (> 0); every critic is scaled by ``1/tau``.
+    """
+
+    def __init__(self, tau: float = 0.07) -> None:
+        super().__init__()
+        self.tau = _check_tau(type(self).__name__, tau)
+
+    @property
+    def lipschitz_bound(self) -> float:
+        """Lipschitz constant of ``c`` in ``u`` (or ``v``) on the unit sphere when its weights
+        are spectrally normalised (the target of the gradient penalty otherwise): ``1/tau``."""
+        return 1.0 / self.tau
+
+    def forward(self, u: Tensor, v: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """Paired scores: ``u`` ``[B, d]``, ``v`` ``[B, d]`` -> ``c(u_i, v_i)`` ``[B]``."""
+        raise NotImplementedError
+
+    def against(self, u: Tensor, others: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """Teacher anchors ``u`` ``[B, d]`` against student candidates ``others`` ``[K, d]`` or
+        ``[B, K, d]`` -> ``c(u_i, others_k)`` ``[B, K]``."""
+        raise NotImplementedError
+
+    def against_teachers(self, others: Tensor, v: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """Student anchors ``v`` ``[B, d]`` against teacher candidates ``others`` ``[K, d]`` or
+        ``[B, K, d]`` -> ``c(others_k, v_i)`` ``[B, K]``."""
+        raise NotImplementedError
+
+
+def _inner(anchors: Tensor, others: Tensor) -> Tensor:
+    """``<anchors_i, others_k>`` ``[B, K]`` for ``others`` shared ``[K, d]`` or per anchor ``[B, K, d]``."""
+    if others.dim() == 2:
+        # One [B, d] x [d, K] matmul: shared negatives are never gathered per anchor.
+        return anchors @ others.t()
+    if others.dim() == 3 and others.shape[0] == anchors.shape[0]:
+        return torch.bmm(others, anchors.unsqueeze(-1)).squeeze(-1)
+    raise ValueError(
+        f"critic: others must be [K, d] or [B, K, d] with B={anchors.shape[0]}, got {tuple(others.shape)}"
+    )
+
+
+class DotCritic(Critic):
+    """``c(u, v) = <u, v> / tau`` on unit vectors; values in ``[-1/tau, 1/tau]``.
 
     Args:
         tau: temperature (> 0). ``1/tau`` is the critic's Lipschitz constant in each argument
             on the unit sphere.
     """
 
-    def __init__(self, tau: float = 0.07) -> None:
-        super().__init__()
-        if not (isinstance(tau, (int, float)) and tau > 0 and math.isfinite(tau)):
-            raise ValueError(f"DotCritic: tau must be a finite number > 0, got {tau!r}")
-        self.tau = float(tau)
-
-    @property
-    def lipschitz_bound(self) -> float:
-        """Lipschitz constant of ``g`` in ``u`` (or ``v``) on the unit sphere: ``1/tau``."""
-        return 1.0 / self.tau
-
     def forward(self, u: Tensor, v: Tensor) -> Tensor:
-        """Paired scores: ``u`` ``[B, d]``, ``v`` ``[B, d]`` -> ``g(u_i, v_i)`` ``[B]``."""
         return (u * v).sum(-1) / self.tau
 
     def against(self, u: Tensor, others: Tensor) -> Tensor:
-        """All-pairs scores: ``u`` ``[B, d]``, ``others`` ``[K, d]`` -> ``g(u_i, o_k)`` ``[B, K]``.
+        return _inner(u, others) / self.tau
 
-        One ``[B, d] x [d, K]`` matmul: negatives shared by all anchors are never gathered per
-        anchor (which would materialise ``[B, K, d]``).
-        """
-        return u @ others.t() / self.tau
+    def against_teachers(self, others: Tensor, v: Tensor) -> Tensor:
+        return _inner(v, others) / self.tau  # symmetric
+
+
+class BilinearCritic(Critic):
+    """``c(u, v) = u^T W v / tau`` with ``W`` ``[d, d]`` initialised to the identity.
+
+    Under ``spectral=True`` ``W`` is spectrally normalised (``sigma_max(W) = 1``), so ``c`` is
+    ``1/tau``-Lipschitz in each argument on the unit sphere and ``|c| <= 1/tau``. Scoring
+    against ``K`` shared candidates costs one ``[B, d] x [d, d]`` and one ``[B, d] x [d, K]``
+    matmul, like the dot critic.
+
+    Args:
+        dim: embedding size ``d``.
+        tau: temperature (> 0).
+        spectral: spectrally normalise ``W``.
+    """
+
+    def __init__(self, dim: int, tau: float = 0.07, spectral: bool = True) -> None:
+        super().__init__(tau)
+        _check_dim("BilinearCritic", "dim", dim)
+        # Linear(v) = W v, so <u, linear(v)> = u^T W v; ``weight`` is W.
+        linear = nn.Linear(dim, dim, bias=False)
+        with torch.no_grad():
+            linear.weight.copy_(torch.eye(dim))
+        self.linear: nn.Module = (
+            spectral_norm(linear, n_power_iterations=_POWER_ITERATIONS) if spectral else linear
+        )
+        self.spectral = spectral
+
+    @property
+    def weight(self) -> Tensor:
+        """``W`` ``[d, d]`` as used (normalised under ``spectral``)."""
+        return self.linear.weight
+
+    def forward(self, u: Tensor, v: Tensor) -> Tensor:
+        return (u @ self.weight * v).sum(-1) / self.tau
+
+    def against(self, u: Tensor, others: Tensor) -> Tensor:
+        return _inner(u @ self.weight, others) / self.tau  # (u^T W) o_k
+
+    def against_teachers(self, others: Tensor, v: Tensor) -> Tensor:
+        return _inner(v @ self.weight.t(), others) / self.tau  # o_k^T (W v)
+
+
+def _mlp_tail(pre: Tensor, bias1: Tensor, w2: Tensor, bias2: Tensor, slope: float) -> Tensor:
+    """``w2 . leaky_relu(pre + b1) + b2`` over the last dim: ``[..., H]`` -> ``[...]``."""
+    return F.leaky_relu(pre + bias1, slope) @ w2 + bias2
+
+
+def _mlp_chunk_shared(a: Tensor, m: Tensor, bias1: Tensor, w2: Tensor, bias2: Tensor, slope: float) -> Tensor:
+    """Anchors' first-layer part ``a`` ``[B, H]``, shared candidates' part ``m`` ``[Kc, H]``."""
+    return _mlp_tail(a.unsqueeze(1) + m.unsqueeze(0), bias1, w2, bias2, slope)  # [B, Kc]
+
+
+def _mlp_chunk_anchor(a: Tensor, others: Tensor, w_other: Tensor, bias1: Tensor, w2: Tensor,
+                      bias2: Tensor, slope: float) -> Tensor:
+    """Anchors' part ``a`` ``[B, H]``, per-anchor candidates ``others`` ``[B, Kc, d]``."""
+    return _mlp_tail(a.unsqueeze(1) + others @ w_other.t(), bias1, w2, bias2, slope)  # [B, Kc]
+
+
+class MLPCritic(Critic):
+    """``c(u, v) = (w_2^T act(W_1 [u; v] + b_1) + b_2) / tau``, ``act`` = LeakyReLU(0.2).
+
+    ``W_1`` is ``[H, 2d]`` (``H = hidden``), ``w_2`` is ``[1, H]``. Under ``spectral=True`` both
+    are spectrally normalised, so the network is 1-Lipschitz in ``[u; v]`` (LeakyReLU is
+    1-Lipschitz) and ``c`` is ``1/tau``-Lipschitz jointly and in each argument.
+
+    Cost of scoring ``B`` anchors against ``K`` candidates: the first layer is split,
+    ``W_1 [u; m] = W_1^T-part u + W_1^S-part m``, so each side is projected once (``[B, H]`` and
+    ``[K, H]``, or ``[B, K, H]`` for per-anchor candidates); the hidden activations are
+    ``[B, K, H]`` (``B * K * H`` multiply-adds for the output layer, ~4 bytes each). They are
+    computed in chunks over ``K`` of at most ``chunk_elements`` elements of ``[B, Kc, H]``, and
+    each chunk is checkpointed when gradients are needed (recomputed in backward, not stored),
+    so peak memory is a few chunks whatever ``K`` is, at the price of a second forward pass.
+    E.g. ``B = 64``, ``K = 16384``, ``H = 256``: 2.7e8 hidden units per side and step, 16 chunks
+    of 64 MiB with the default budget.
+
+    Args:
+        dim: embedding size ``d``.
+        tau: temperature (> 0).
+        hidden: hidden width ``H``.
+        spectral: spectrally normalise ``W_1`` and ``w_2``.
+        chunk_elements: maximum elements of one ``[B, Kc, H]`` chunk (default ``2**24``).
+    """
+
+    negative_slope = 0.2
+
+    def __init__(self, dim: int, tau: float = 0.07, hidden: int = 256, spectral: bool = True,
+                 chunk_elements: int = 2**24) -> None:
+        super().__init__(tau)
+        _check_dim("MLPCritic", "dim", dim)
+        _check_dim("MLPCritic", "hidden", hidden)
+        _check_dim("MLPCritic", "chunk_elements", chunk_elements)
+        self.dim = dim
+        self.hidden = hidden
+        self.chunk_elements = chunk_elements
+        first, second = nn.Linear(2 * dim, hidden), nn.Linear(hidden, 1)
+        if spectral:
+            first = spectral_norm(first, n_power_iterations=_POWER_ITERATIONS)
+            second = spectral_norm(second, n_power_iterations=_POWER_ITERATIONS)
+        self.first: nn.Module = first
+        self.second: nn.Module = second
+        self.spectral = spectral
+
+    def _weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``W_1`` teacher part ``[H, d]``, student part ``[H, d]``, ``b_1``, ``w_2`` ``[H]``, ``b_2``."""
+        w1 = self.first.weight
+        w_t, w_s = w1[:, : self.dim], w1[:, self.dim:]
+        return w_t, w_s, self.first.bias, self.second.weight[0], self.second.bias[0]
+
+    def forward(self, u: Tensor, v: Tensor) -> Tensor:
+        w_t, w_s, b1, w2, b2 = self._weights()
+        return _mlp_tail(u @ w_t.t() + v @ w_s.t(), b1, w2, b2, self.negative_slope) / self.tau
+
+    def against(self, u: Tensor, others: Tensor) -> Tensor:
+        w_t, w_s, b1, w2, b2 = self._weights()
+        return self._score(u @ w_t.t(), others, w_s, b1, w2, b2)
+
+    def against_teachers(self, others: Tensor, v: Tensor) -> Tensor:
+        w_t, w_s, b1, w2, b2 = self._weights()
+        return self._score(v @ w_s.t(), others, w_t, b1, w2, b2)
+
+    def _score(
+        self, a: Tensor, others: Tensor, w_other: Tensor, b1: Tensor, w2: Tensor, b2: Tensor
+    ) -> Tensor:
+        """Anchors' first-layer part ``a`` ``[B, H]`` against ``others`` ``[K, d]`` / ``[B, K, d]``
+        (first-layer weight ``w_other`` ``[H, d]``) -> ``[B, K]``, chunked over ``K``."""
+        batch = a.shape[0]
+        if not (others.dim() == 2 or (others.dim() == 3 and others.shape[0] == batch)):
+            raise ValueError(
+                f"MLPCritic: others must be [K, d] or [B, K, d] with B={batch}, got {tuple(others.shape)}"
+            )
+        k = others.shape[-2]
+        step = max(1, self.chunk_elements // max(1, batch * self.hidden))
+        shared = others.dim() == 2
+        m = others @ w_other.t() if shared else None  # [K, H]: each candidate projected once
+        use_checkpoint = torch.is_grad_enabled() and any(
+            x.requires_grad for x in (a, others, w_other, b1, w2, b2)
+        )
+        chunks = []
+        for start in range(0, k, step):
+            if shared:
+                fn, args = _mlp_chunk_shared, (a, m[start:start + step], b1, w2, b2, self.negative_slope)
+            else:
+                fn = _mlp_chunk_anchor
+                args = (a, others[:, start:start + step], w_other, b1, w2, b2, self.negative_slope)
+            chunks.append(checkpoint(fn, *args, use_reentrant=False) if use_checkpoint else fn(*args))
+        if not chunks:
+            return a.new_zeros(batch, 0)
+        return torch.cat(chunks, dim=1) / self.tau
+
+
+def build_critic(kind: str, dim: int, tau: float, spectral: bool, hidden: int = 256) -> Critic:
+    """The critic named ``kind`` (one of :data:`CRITICS`) on ``dim``-dimensional embeddings."""
+    if kind == "dot":
+        return DotCritic(tau)
+    if kind == "bilinear":
+        return BilinearCritic(dim, tau, spectral=spectral)
+    if kind == "mlp":
+        return MLPCritic(dim, tau, hidden=hidden, spectral=spectral)
+    raise ValueError(f"critic must be one of {CRITICS}, got {kind!r}")

@@ -4,6 +4,11 @@ Contrastive distillation needs many negatives (K = 16384 by default) but a batch
 bank keeps a slowly moving embedding of every training sample so negatives can be read from it
 without running the encoders on them. Rows are read without gradient and updated after the
 optimiser step as ``m[i] <- normalise(mu * m[i] + (1 - mu) * new_i)``.
+
+Negatives are drawn either as one set shared by a whole batch (:meth:`MemoryBank.sample_negatives`,
+without replacement) or as one set per anchor (:meth:`MemoryBank.sample_negatives_per_anchor`,
+with replacement, like CRD's reference code). The bank optionally holds each sample's class label
+(buffer ``labels``), used to mask same-class negatives.
 """
 
 from __future__ import annotations
@@ -28,11 +33,16 @@ class MemoryBank(nn.Module):
         momentum: ``mu`` in [0, 1]: weight of the old row in the update (0 = overwrite,
             1 = frozen). CRD's default 0.5.
         seed: seeds the random unit-vector initialisation and the bank's own sampling generator.
+        labels: optional ``[size]`` integer class label of every sample (stored as the long
+            buffer ``labels``, part of the ``state_dict``); None (default) stores no labels.
     """
 
     memory: Tensor
+    labels: Tensor | None
 
-    def __init__(self, size: int, dim: int, momentum: float = 0.5, seed: int = 0) -> None:
+    def __init__(
+        self, size: int, dim: int, momentum: float = 0.5, seed: int = 0, labels: Tensor | None = None
+    ) -> None:
         super().__init__()
         if not (isinstance(size, int) and size >= 2):
             raise ValueError(f"MemoryBank: size must be an int >= 2, got {size!r}")
@@ -42,6 +52,12 @@ class MemoryBank(nn.Module):
             raise ValueError(f"MemoryBank: momentum must be in [0, 1], got {momentum!r}")
         if not isinstance(seed, int):
             raise ValueError(f"MemoryBank: seed must be an int, got {seed!r}")
+        if labels is not None:
+            if not isinstance(labels, Tensor) or labels.shape != (size,):
+                shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+                raise ValueError(f"MemoryBank: labels must be a [{size}] tensor, got {shape}")
+            if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+                raise ValueError(f"MemoryBank: labels must be an integer tensor, got {labels.dtype}")
         self.size = size
         self.dim = dim
         self.momentum = float(momentum)
@@ -50,9 +66,29 @@ class MemoryBank(nn.Module):
         # gives negatives with no preferred direction.
         init = torch.randn(size, dim, generator=self._generator)
         self.register_buffer("memory", F.normalize(init, dim=1))
+        # A None buffer is not in the state_dict: banks without labels load old checkpoints.
+        self.register_buffer(
+            "labels", None if labels is None else labels.detach().to(torch.long).clone()
+        )
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, dim={self.dim}, momentum={self.momentum}"
+        return f"size={self.size}, dim={self.dim}, momentum={self.momentum}, labels={self.labels is not None}"
+
+    def _excluded(self, exclude: Tensor | None, device: torch.device, caller: str) -> Tensor:
+        """Sorted unique rows of ``exclude`` on ``device`` (validated to lie in ``[0, size)``)."""
+        if exclude is None or exclude.numel() == 0:
+            return torch.empty(0, dtype=torch.long, device=device)
+        excluded = torch.unique(exclude.detach().reshape(-1).to(device=device, dtype=torch.long))
+        if int(excluded[0]) < 0 or int(excluded[-1]) >= self.size:
+            raise ValueError(f"MemoryBank.{caller}: exclude holds indices outside [0, {self.size})")
+        return excluded
+
+    @staticmethod
+    def _rank_to_row(ranks: Tensor, excluded: Tensor) -> Tensor:
+        """Map rank ``r`` among the allowed rows to the ``r``-th allowed row (any shape)."""
+        # row = r + #{excluded e_j whose rank e_j - j is <= r} (excluded is sorted and unique).
+        shifted = excluded - torch.arange(excluded.numel(), device=excluded.device)
+        return ranks + torch.searchsorted(shifted, ranks.reshape(-1), right=True).reshape(ranks.shape)
 
     def sample_negatives(
         self, num: int, exclude: Tensor | None = None, generator: torch.Generator | None = None
@@ -76,26 +112,64 @@ class MemoryBank(nn.Module):
             raise ValueError(f"MemoryBank.sample_negatives: num must be an int >= 0, got {num!r}")
         gen = self._generator if generator is None else generator
         device = gen.device
-        if exclude is None or exclude.numel() == 0:
-            excluded = torch.empty(0, dtype=torch.long, device=device)
-        else:
-            excluded = torch.unique(exclude.detach().reshape(-1).to(device=device, dtype=torch.long))
-            if int(excluded[0]) < 0 or int(excluded[-1]) >= self.size:
-                raise ValueError(
-                    f"MemoryBank.sample_negatives: exclude holds indices outside [0, {self.size})"
-                )
+        excluded = self._excluded(exclude, device, "sample_negatives")
         allowed = self.size - excluded.numel()
         if num > allowed:
             raise ValueError(
                 f"MemoryBank.sample_negatives: num={num} exceeds the {allowed} rows left after "
                 f"excluding {excluded.numel()} of {self.size}"
             )
-        # Draw ranks among the allowed rows, then map rank r to the r-th allowed row:
-        # row = r + #{excluded e_j whose rank e_j - j is <= r} (excluded is sorted and unique).
+        # Draw ranks among the allowed rows, then map rank r to the r-th allowed row.
         ranks = torch.randperm(allowed, generator=gen, device=device)[:num]
-        shifted = excluded - torch.arange(excluded.numel(), device=device)
-        rows = ranks + torch.searchsorted(shifted, ranks, right=True)
-        return rows.to(self.memory.device)
+        return self._rank_to_row(ranks, excluded).to(self.memory.device)
+
+    def sample_negatives_per_anchor(
+        self, num: int, anchors: int, exclude: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Draw ``num`` row indices for each of ``anchors`` anchors, independently and uniformly
+        **with replacement** among the rows not in ``exclude`` (CRD's reference sampler draws
+        per sample with replacement too). Without replacement per anchor would cost a
+        permutation of the bank per anchor (``O(anchors * size)``); with replacement costs
+        ``O(anchors * num)``, and for ``num << size`` duplicates are rare. Every anchor's set has
+        the same distribution of denominators ``sum_k exp g(., m_k)`` in expectation as a shared
+        set drawn by :meth:`sample_negatives` (both are ``num`` uniform draws from the same rows).
+
+        Args:
+            num: negatives per anchor ``K`` (>= 0); at most the number of allowed rows (the same
+                cap as :meth:`sample_negatives`, so both samplers accept the same ``K``).
+            anchors: number of anchors ``B`` (>= 0).
+            exclude: row indices never returned (any shape, long), e.g. the batch's positives.
+            generator: random generator; the bank's own seeded CPU generator when None.
+
+        Returns:
+            ``[anchors, num]`` long indices on the bank's device, all outside ``exclude``.
+        """
+        if not (isinstance(num, int) and num >= 0):
+            raise ValueError(f"MemoryBank.sample_negatives_per_anchor: num must be an int >= 0, got {num!r}")
+        if not (isinstance(anchors, int) and anchors >= 0):
+            raise ValueError(
+                f"MemoryBank.sample_negatives_per_anchor: anchors must be an int >= 0, got {anchors!r}"
+            )
+        gen = self._generator if generator is None else generator
+        device = gen.device
+        excluded = self._excluded(exclude, device, "sample_negatives_per_anchor")
+        allowed = self.size - excluded.numel()
+        if num > allowed:
+            raise ValueError(
+                f"MemoryBank.sample_negatives_per_anchor: num={num} exceeds the {allowed} rows left "
+                f"after excluding {excluded.numel()} of {self.size}"
+            )
+        if num == 0 or anchors == 0:
+            return torch.empty(anchors, num, dtype=torch.long, device=self.memory.device)
+        ranks = torch.randint(allowed, (anchors, num), generator=gen, device=device)
+        return self._rank_to_row(ranks, excluded).to(self.memory.device)
+
+    def labels_of(self, rows: Tensor) -> Tensor:
+        """Class labels of bank ``rows`` (any shape, long); raises when the bank holds none."""
+        if self.labels is None:
+            raise ValueError("MemoryBank.labels_of: this bank was built without labels")
+        return self.labels[rows.to(self.labels.device)]
 
     @torch.no_grad()
     def update(self, indices: Tensor, embeddings: Tensor) -> None:

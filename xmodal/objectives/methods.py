@@ -35,6 +35,7 @@ class ObjectiveContext:
     num_classes: int
     seed: int = 0
     teacher_logits: Tensor | None = None  # [N, C] frozen teacher logits on the train split
+    train_labels: Tensor | None = None  # [N] train-split labels, for label-aware negatives
 
 
 @dataclass
@@ -47,8 +48,14 @@ class WCoRDConfig:
         tau: critic temperature.
         momentum: memory-bank momentum mu.
         lambda_global, lambda_local: weights of the dual (global) and primal (local) terms.
-        lipschitz: ``spectral`` (spectrally normalised heads) or ``none`` (InfoNCE/CRD ablation).
-        critic: ``dot``: <u, v> / tau on L2-normalised projections.
+        lipschitz: ``spectral`` (spectrally normalised heads and critic weights),
+            ``gradient_penalty`` (one-sided penalty, weight ``gp_weight``) or ``none`` (the
+            InfoNCE/CRD-like ablation).
+        critic: ``dot`` (<u, v> / tau), ``bilinear`` (u^T W v / tau) or ``mlp`` (MLP on [u; v],
+            hidden width ``critic_hidden``), all on L2-normalised projections.
+        negatives: ``uniform``, or ``other_class`` (mask same-class negatives; uses labels).
+        sharing: ``batch`` (one set of K negatives per batch) or ``anchor`` (K per anchor, as
+            CRD's reference code; memory B*K*d*4 bytes per side).
         sinkhorn_eps, sinkhorn_iters, sinkhorn_tol: entropic OT for the local term.
     """
 
@@ -58,8 +65,12 @@ class WCoRDConfig:
     momentum: float = 0.5
     lambda_global: float = 0.8
     lambda_local: float = 0.1
-    lipschitz: Literal["spectral", "none"] = "spectral"
-    critic: Literal["dot"] = "dot"
+    lipschitz: Literal["spectral", "gradient_penalty", "none"] = "spectral"
+    gp_weight: float = 10.0
+    critic: Literal["dot", "bilinear", "mlp"] = "dot"
+    critic_hidden: int = 256
+    negatives: Literal["uniform", "other_class"] = "uniform"
+    sharing: Literal["batch", "anchor"] = "batch"
     sinkhorn_eps: float = 0.05
     sinkhorn_iters: int = 100
     sinkhorn_tol: float = 1e-4
@@ -67,6 +78,7 @@ class WCoRDConfig:
     def __post_init__(self) -> None:
         checks = {
             "embed_dim": self.embed_dim >= 1, "num_negatives": self.num_negatives >= 1,
+            "gp_weight": self.gp_weight >= 0, "critic_hidden": self.critic_hidden >= 1,
             "tau": self.tau > 0, "momentum": 0 <= self.momentum < 1,
             "lambda_global": self.lambda_global >= 0, "lambda_local": self.lambda_local >= 0,
             "sinkhorn_eps": self.sinkhorn_eps > 0, "sinkhorn_iters": self.sinkhorn_iters >= 1,
@@ -75,7 +87,7 @@ class WCoRDConfig:
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"out of range: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)} "
-                             "(need embed_dim, num_negatives, sinkhorn_iters >= 1; tau, sinkhorn_eps, "
+                             "(need embed_dim, num_negatives, critic_hidden, sinkhorn_iters >= 1; gp_weight >= 0; tau, sinkhorn_eps, "
                              "sinkhorn_tol > 0; 0 <= momentum < 1; lambdas >= 0)")
 
 
@@ -127,7 +139,7 @@ class WCoRDObjective(nn.Module):
                 indices: Tensor) -> dict[str, Tensor]:
         if teacher is None:
             raise ValueError("WCoRD needs teacher features")
-        return self.wcord(teacher, student, indices)
+        return self.wcord(teacher, student, indices, labels=labels)
 
     @torch.no_grad()
     def update_memory(self, indices: Tensor, teacher_embed: Tensor, student_embed: Tensor) -> None:
@@ -142,8 +154,14 @@ def _wcord_builder(lambda_global: float | None, lambda_local: float | None):
         if lambda_local is not None:
             kwargs["lambda_local"] = lambda_local
         assert ctx.teacher_dim is not None
+        labels = None
+        if cfg.negatives == "other_class":
+            if ctx.train_labels is None:
+                raise ValueError("wcord.negatives=other_class needs labels; use negatives=uniform")
+            labels = ctx.train_labels
         return WCoRDObjective(WCoRDLoss(teacher_dim=ctx.teacher_dim, student_dim=ctx.student_dim,
-                                        num_samples=ctx.num_samples, seed=ctx.seed, **kwargs))
+                                        num_samples=ctx.num_samples, seed=ctx.seed,
+                                        sample_labels=labels, **kwargs))
 
     return build
 

@@ -1,13 +1,39 @@
-"""Entropic optimal transport solved by Sinkhorn iterations in the log domain.
+"""Entropic optimal transport solved by Sinkhorn iterations, stabilised in the log domain.
 
 Solves ``P = argmin_{P in Pi(a, b)} <P, C> - eps * H(P)`` for a batch of cost matrices. The
-iterations update the scaled dual potentials ``alpha = f / eps``, ``beta = g / eps`` with
-``logsumexp`` instead of multiplying by ``exp(-C / eps)``, so small ``eps`` (1e-3 on costs in
+state is the pair of scaled dual potentials ``alpha = f / eps``, ``beta = g / eps``, and the
+plan is always formed as ``exp(-C/eps + alpha_i + beta_j)``, so small ``eps`` (1e-3 on costs in
 [0, 2], i.e. exponents down to -2000) neither underflows to 0 nor produces NaN.
+
+How the iterations run (this is what makes it fast; see ``benchmarks/bench_sinkhorn.py``):
+
+* The first iteration is a log-domain (``logsumexp``) update, which brings every row of the plan
+  to its marginal whatever the scale of ``C / eps``.
+* Then iterations run in blocks of :data:`_CHECK_EVERY`. A block starts from the *absorbed*
+  kernel ``K = exp(-C/eps + alpha + beta)`` -- the current plan, entries in [0, 1] -- and runs the
+  plain scaling form ``u = a / (K v)``, ``v = b / (K^T u)`` on it: two matrix-vector products per
+  iteration instead of two ``logsumexp`` passes (each an add, max, subtract, exp and sum over
+  ``[..., n, m]``). At the end the scalings are absorbed, ``alpha += log u``, ``beta += log v``,
+  and the plan is re-formed from the potentials with one ``exp`` (so rounding never accumulates
+  in the plan). That plan is the next block's kernel *and* gives the marginal error, so the
+  convergence check costs no extra pass, and one host sync per block covers both the check and
+  the safety test below.
+* Safety: the scaling form is exact arithmetic on ``K``, except for entries of ``K`` that
+  underflowed (true value < ~1e-38). Their mass after the block is at most
+  ``1e-38 * exp(max log u + max log v)``; a block is accepted only if that exponent is at most
+  :data:`_MAX_LOG_GROWTH` (50, i.e. < 1e-16 per entry) and all scalings are finite. Otherwise
+  (typical only in the first blocks at very small ``eps``) the block is discarded and the same
+  iterations are redone in the log domain. Marginals with zero entries always use the log domain.
+  Either way the two forms compute the same iteration; only rounding differs.
+
+The row update comes first in each iteration, so at every stop the column marginals are exact
+(to rounding) and the error sits in the row marginals -- the opposite order to POT's
+``sinkhorn_log``; both converge to the same plan.
 
 The solver is a fixed-point procedure that WCoRD uses as a constant: it runs under
 ``torch.no_grad()`` (the local loss differentiates ``<P, C>`` through ``C`` only) and always in
-float32, also when called inside ``torch.autocast``.
+float32, also when called inside ``torch.autocast``. On CUDA with TF32 matmuls enabled the
+matrix-vector products are done as multiply-and-sum so that TF32 cannot degrade the plan.
 """
 
 from __future__ import annotations
@@ -20,21 +46,33 @@ from torch import Tensor
 
 __all__ = ["TransportResult", "sinkhorn_log"]
 
-# Checking convergence costs one pass over [..., n, m] plus a host sync (``.item()``); checking
-# every few iterations keeps that overhead small while stopping at most this many iterations late.
-_CHECK_EVERY = 5
+# Iterations per block: the marginal error is checked (one host sync) once per block, so a run
+# stops at most this many iterations after reaching ``tol``. POT checks every 10 as well.
+_CHECK_EVERY = 10
+# A scaling block is accepted only when ``max log u + max log v`` stays below this (see module doc).
+_MAX_LOG_GROWTH = 50.0
+# Marginals must sum to 1 within this (absolute), per problem.
+_MASS_TOL = 1e-4
+# Exponents are clamped to >= _EXP_FLOOR before ``exp``: torch's CPU ``exp`` takes a slow path
+# (~10-20x) for arguments whose result would be subnormal or 0, and subnormals also slow the
+# matrix-vector products. exp(-87) = 1.65e-38 is the smallest normal float32 it then produces;
+# in the plan such entries are set to exactly 0 (they stand for mass below 1.7e-38).
+_EXP_FLOOR = -87.0
+_TINY = 1.7e-38
+_F32_MIN = torch.finfo(torch.float32).min
 
 
 @dataclass
 class TransportResult:
-    """Output of :func:`sinkhorn_log`.
+    """Output of :func:`sinkhorn_log` (and of :func:`xmodal.objectives.ipot.ipot`).
 
     Attributes:
         plan: transport plan ``[..., n, m]``, float32, non-negative; its rows sum to ``a`` and
             its columns to ``b`` up to ``marginal_error``. Total mass 1 per problem.
         cost: transport cost ``<plan, C>`` per problem, ``[...]``, float32, in the units of ``C``
             (the entropy term is not included).
-        iterations: number of full Sinkhorn iterations run (one row and one column update each).
+        iterations: number of full iterations run (for Sinkhorn one row and one column update;
+            for IPOT one proximal step).
         marginal_error: ``max |plan.sum(-1) - a|`` and ``|plan.sum(-2) - b|`` over all entries of
             all problems in the batch, at stop (absolute probability mass).
     """
@@ -45,16 +83,153 @@ class TransportResult:
     marginal_error: float
 
 
-def _log_marginal(w: Tensor | None, size: int, name: str, cost: Tensor) -> Tensor:
-    """``log`` of a marginal ``[..., size]`` (uniform when ``w`` is None), float32."""
+# --------------------------------------------------------------------------- input checks
+
+
+def _check_cost(cost: object, solver: str) -> None:
+    if not isinstance(cost, Tensor) or cost.dim() < 2:
+        shape = tuple(cost.shape) if isinstance(cost, Tensor) else type(cost).__name__
+        raise ValueError(f"{solver}: cost must be a tensor [..., n, m], got {shape}")
+    if cost.shape[-1] == 0 or cost.shape[-2] == 0:
+        raise ValueError(f"{solver}: cost must have n, m >= 1, got shape {tuple(cost.shape)}")
+
+
+def _check_loop_args(solver: str, max_iters: object, tol: object) -> None:
+    if not (isinstance(max_iters, int) and not isinstance(max_iters, bool) and max_iters >= 1):
+        raise ValueError(f"{solver}: max_iters must be an int >= 1, got {max_iters!r}")
+    if not (isinstance(tol, (int, float)) and not isinstance(tol, bool) and tol >= 0):
+        raise ValueError(f"{solver}: tol must be a number >= 0, got {tol!r}")
+
+
+def _marginal(
+    w: Tensor | None, size: int, name: str, cost: Tensor, solver: str
+) -> tuple[Tensor, Tensor | None]:
+    """Marginal ``[size]`` or ``[..., size]`` as float32 on ``cost``'s device, plus lazy checks.
+
+    Returns ``(weights, bad)`` where ``bad`` is None for the uniform default, else a ``[3]`` bool
+    tensor (non-finite or negative entries, mass not 1, has a zero entry) evaluated later with one
+    host sync for all inputs. Shape errors are raised here.
+    """
     if w is None:
-        return torch.full((size,), -math.log(size), dtype=torch.float32, device=cost.device)
+        return torch.full((size,), 1.0 / size, dtype=torch.float32, device=cost.device), None
+    if not isinstance(w, Tensor):
+        raise ValueError(f"{solver}: {name} must be a tensor [..., {size}] or None, got {type(w).__name__}")
     if w.dim() < 1 or w.shape[-1] != size:
         raise ValueError(
-            f"sinkhorn_log: {name} must have shape [..., {size}] to match cost "
+            f"{solver}: {name} must have shape [..., {size}] to match cost "
             f"{tuple(cost.shape)}, got {tuple(w.shape)}"
         )
-    return w.detach().to(device=cost.device, dtype=torch.float32).log()
+    batch = tuple(cost.shape[:-2])
+    try:
+        ok = torch.broadcast_shapes(tuple(w.shape[:-1]), batch) == torch.Size(batch)
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{solver}: {name} batch dimensions {tuple(w.shape[:-1])} do not broadcast to the "
+            f"cost's batch dimensions {batch} (cost {tuple(cost.shape)}, {name} {tuple(w.shape)})"
+        )
+    w = w.detach().to(device=cost.device)
+    if not w.is_floating_point():
+        w = w.to(torch.float32)
+    mass_err = (w.sum(-1, dtype=torch.float64) - 1.0).abs().amax()
+    bad = torch.stack([(~torch.isfinite(w)).any() | (w < 0).any(), ~(mass_err <= _MASS_TOL), (w == 0).any()])
+    return w.to(torch.float32), bad
+
+
+def _prepare(
+    cost: Tensor, a: Tensor | None, b: Tensor | None, solver: str
+) -> tuple[Tensor, Tensor, Tensor, Tensor, bool]:
+    """float32 cost and marginals; validates everything with a single host sync.
+
+    Returns ``(c, row_min, a_w, b_w, has_zero_mass)`` with ``row_min = c.amin(-1)``. Must be
+    called under ``no_grad`` with autocast off.
+    """
+    n, m = cost.shape[-2], cost.shape[-1]
+    c = cost.detach().to(torch.float32)
+    row_min, row_max = c.amin(-1), c.amax(-1)  # (torch.aminmax is much slower on CPU)
+    a_w, a_bad = _marginal(a, n, "a", c, solver)
+    b_w, b_bad = _marginal(b, m, "b", c, solver)
+    false3 = torch.zeros(3, dtype=torch.bool, device=c.device)
+    flags = torch.cat([
+        # Row min/max propagate NaN and inf: one pass over the cost, no [..., n, m] temporaries.
+        ~(torch.isfinite(row_min).all() & torch.isfinite(row_max).all()).reshape(1),
+        false3 if a_bad is None else a_bad,
+        false3 if b_bad is None else b_bad,
+    ]).tolist()
+    if flags[0]:
+        raise ValueError(f"{solver}: cost must be finite (it contains NaN or inf)")
+    for name, (neg, mass, _zero) in (("a", flags[1:4]), ("b", flags[4:7])):
+        if neg:
+            raise ValueError(f"{solver}: {name} must be finite and non-negative")
+        if mass:
+            raise ValueError(f"{solver}: {name} must sum to 1 (within {_MASS_TOL:g}) for every problem")
+    return c, row_min, a_w, b_w, bool(flags[3] or flags[6])
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def _row_lse(x: Tensor) -> Tensor:
+    """``logsumexp`` over the last dim, destroying ``x`` (no temporaries of its size).
+
+    A row that is all ``-inf`` (zero mass) gives about ``-3.4e38``, not NaN.
+    """
+    mx = x.amax(-1, keepdim=True).clamp_(min=_F32_MIN)
+    return x.sub_(mx).clamp_(min=_EXP_FLOOR).exp_().sum(-1).log_().add_(mx.squeeze(-1))
+
+
+def _col_lse(x: Tensor) -> Tensor:
+    """``logsumexp`` over dim -2, destroying ``x``; an all ``-inf`` column gives ~``-3.4e38``."""
+    mx = x.amax(-2, keepdim=True).clamp_(min=_F32_MIN)
+    return x.sub_(mx).clamp_(min=_EXP_FLOOR).exp_().sum(-2).log_().add_(mx.squeeze(-2))
+
+
+def _log_iterations(
+    c: Tensor, inv: float, log_a: Tensor, log_b: Tensor, beta: Tensor, k: int, buf: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``k`` log-domain Sinkhorn iterations (row then column update) on the kernel
+    ``log K = inv * c``; returns ``(alpha, beta)``. ``buf`` (shaped like ``c``) is scratch."""
+    alpha = beta  # placeholder, overwritten in the first iteration
+    for _ in range(k):
+        alpha = log_a - _row_lse(torch.add(beta.unsqueeze(-2), c, alpha=inv, out=buf))
+        beta = log_b - _col_lse(torch.add(alpha.unsqueeze(-1), c, alpha=inv, out=buf))
+    return alpha, beta
+
+
+def _fill_plan(buf: Tensor, c: Tensor, inv: float, alpha: Tensor, beta: Tensor) -> Tensor:
+    """``buf <- exp(inv * c + alpha_i + beta_j)``, entries below ~1.7e-38 set to 0; no temporaries."""
+    torch.add(alpha.unsqueeze(-1), c, alpha=inv, out=buf).add_(beta.unsqueeze(-2))
+    return torch.threshold_(buf.clamp_(min=_EXP_FLOOR).exp_(), _TINY, 0.0)
+
+
+def _total_cost(plan: Tensor, c: Tensor) -> Tensor:
+    """``<plan, c>`` per problem, ``[...]``, as a (batched) dot product without a temporary."""
+    if plan.dim() == 2:
+        return torch.dot(plan.reshape(-1), c.reshape(-1))
+    return torch.matmul(plan.flatten(-2).unsqueeze(-2), c.flatten(-2).unsqueeze(-1))[..., 0, 0]
+
+
+def _matvecs(use_mm: bool, two_d: bool):
+    """``(K v, K^T u)`` products for ``K [..., n, m]``, vectors ``[..., m]`` / ``[..., n]``."""
+    if not use_mm:  # exact float32 on devices where matmul may run in TF32
+        return (lambda k, v: (k * v.unsqueeze(-2)).sum(-1)), (lambda k, u: (k * u.unsqueeze(-1)).sum(-2))
+    if two_d:
+        return (lambda k, v: torch.mv(k, v)), (lambda k, u: torch.mv(k.t(), u))
+    # Batched: a row vector on the left is much faster than [..., n, m] @ [..., m, 1] on CPU.
+    return (
+        lambda k, v: torch.matmul(v.unsqueeze(-2), k.mT).squeeze(-2),
+        lambda k, u: torch.matmul(u.unsqueeze(-2), k).squeeze(-2),
+    )
+
+
+def _use_matmul(device: torch.device) -> bool:
+    if device.type != "cuda":
+        return True
+    return not torch.backends.cuda.matmul.allow_tf32
+
+
+# --------------------------------------------------------------------------- solver
 
 
 def sinkhorn_log(
@@ -68,59 +243,83 @@ def sinkhorn_log(
     """Entropic OT plan between marginals ``a`` and ``b`` for the cost ``C``.
 
     Args:
-        cost: cost matrices ``C`` ``[..., n, m]`` (any float dtype; cast to float32). Leading
-            dimensions are independent problems solved together.
+        cost: cost matrices ``C`` ``[..., n, m]`` (any float dtype; cast to float32; must be
+            finite). Leading dimensions are independent problems solved together.
         eps: entropic regularisation (> 0), in the units of ``C``. Smaller is closer to exact
             OT but needs more iterations.
-        a: row marginal ``[n]`` or ``[..., n]`` (positive, summing to 1); uniform ``1/n`` if None.
-        b: column marginal ``[m]`` or ``[..., m]`` (positive, summing to 1); uniform ``1/m`` if None.
+        a: row marginal ``[n]`` or ``[..., n]`` (batch dims broadcastable to the cost's;
+            non-negative, summing to 1 within 1e-4 per problem); uniform ``1/n`` if None.
+        b: column marginal ``[m]`` or ``[..., m]``, same rules; uniform ``1/m`` if None.
         max_iters: maximum number of iterations (>= 1).
         tol: stop as soon as the largest absolute marginal error falls below this (>= 0; 0 runs
-            all ``max_iters``). Checked every few iterations. In float32 the potentials reach
-            ``max(C)/eps``, so the attainable relative accuracy of the plan is about
-            ``1e-7 * max(C) / eps`` (~1e-4 at eps=1e-3 on costs in [0, 2]).
+            all ``max_iters``). Checked every :data:`_CHECK_EVERY` iterations (and at
+            ``max_iters``). In float32 the potentials reach ``max(C)/eps``, so the attainable
+            relative accuracy of the plan is about ``1e-7 * max(C) / eps`` (~1e-4 at eps=1e-3 on
+            costs in [0, 2]).
 
     Returns:
         :class:`TransportResult` with the plan ``[..., n, m]`` and cost ``[...]`` in float32.
-    """
-    if not isinstance(cost, Tensor) or cost.dim() < 2:
-        shape = tuple(cost.shape) if isinstance(cost, Tensor) else type(cost).__name__
-        raise ValueError(f"sinkhorn_log: cost must be a tensor [..., n, m], got {shape}")
-    if cost.shape[-1] == 0 or cost.shape[-2] == 0:
-        raise ValueError(f"sinkhorn_log: cost must have n, m >= 1, got shape {tuple(cost.shape)}")
-    if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
-        raise ValueError(f"sinkhorn_log: eps must be a finite number > 0, got {eps!r}")
-    if not (isinstance(max_iters, int) and max_iters >= 1):
-        raise ValueError(f"sinkhorn_log: max_iters must be an int >= 1, got {max_iters!r}")
-    if not (isinstance(tol, (int, float)) and tol >= 0):
-        raise ValueError(f"sinkhorn_log: tol must be a number >= 0, got {tol!r}")
 
-    n, m = cost.shape[-2], cost.shape[-1]
+    Raises:
+        ValueError: naming the argument, for a cost that is not ``[..., n, m]`` or not finite,
+            ``eps``/``max_iters``/``tol`` out of range, or a marginal with the wrong shape,
+            negative or non-finite entries, or a mass other than 1.
+    """
+    _check_cost(cost, "sinkhorn_log")
+    if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"sinkhorn_log: eps must be a finite number > 0, got {eps!r}")
+    _check_loop_args("sinkhorn_log", max_iters, tol)
+
     # Autocast would run logsumexp/exp in bf16/fp16 where exponents of -C/eps lose all precision.
     with torch.no_grad(), torch.autocast(device_type=cost.device.type, enabled=False):
-        c = cost.detach().to(torch.float32)
-        log_a = _log_marginal(a, n, "a", c)
-        log_b = _log_marginal(b, m, "b", c)
-        neg_c = c / -eps  # log of the Gibbs kernel, [..., n, m]
-        alpha = torch.zeros(c.shape[:-1], dtype=torch.float32, device=c.device)  # [..., n]
-        beta = torch.zeros(c.shape[:-2] + (m,), dtype=torch.float32, device=c.device)  # [..., m]
+        c, row_min, a_w, b_w, has_zero = _prepare(cost, a, b, "sinkhorn_log")
+        log_a, log_b = a_w.log(), b_w.log()
+        inv = -1.0 / eps  # log K = inv * C, folded into every pass instead of stored
+        buf = torch.empty_like(c)  # the plan / scratch: the only [..., n, m] allocation
+        use_scaling = not has_zero
+        kv, ktu = _matvecs(_use_matmul(c.device), c.dim() == 2)
 
-        def plan_and_error() -> tuple[Tensor, float]:
-            plan = torch.exp(neg_c + alpha.unsqueeze(-1) + beta.unsqueeze(-2))
-            row_err = (plan.sum(-1) - log_a.exp()).abs().max()
-            col_err = (plan.sum(-2) - log_b.exp()).abs().max()
-            return plan, float(torch.maximum(row_err, col_err))
+        def plan_and_error(alpha: Tensor, beta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            plan = _fill_plan(buf, c, inv, alpha, beta)
+            rows = plan.sum(-1)
+            err = torch.maximum((rows - a_w).abs().amax(), (plan.sum(-2) - b_w).abs().amax())
+            return plan, rows, err
 
-        plan: Tensor | None = None
-        err = math.inf
+        # Start: potentials that put each row's largest kernel entry at exactly 1 (K <= 1, no row
+        # all zero), so the first scaling block can run; it then performs the first iteration
+        # exactly as the log-domain update would.
+        alpha = row_min / eps
+        beta = torch.zeros(c.shape[:-2] + (c.shape[-1],), dtype=torch.float32, device=c.device)
+        plan = rows = None
+        if use_scaling:
+            plan = _fill_plan(buf, c, inv, alpha, beta)
+            rows = plan.sum(-1)
         iterations = 0
-        for iterations in range(1, max_iters + 1):
-            alpha = log_a - torch.logsumexp(neg_c + beta.unsqueeze(-2), dim=-1)
-            beta = log_b - torch.logsumexp(neg_c + alpha.unsqueeze(-1), dim=-2)
-            if iterations % _CHECK_EVERY == 0 or iterations == max_iters:
-                plan, err = plan_and_error()
-                if err < tol or iterations == max_iters:
-                    break
-        assert plan is not None  # the last iteration always checks
-        total = (plan * c).sum(dim=(-2, -1))
+        err = math.inf
+        while iterations < max_iters and not err < tol:
+            k = min(_CHECK_EVERY, max_iters - iterations)
+            if use_scaling:
+                # Scaling form on the absorbed kernel K = plan; K @ 1 = rows is already known.
+                u = a_w / rows
+                v = b_w / ktu(plan, u)
+                for _ in range(k - 1):
+                    u = a_w / kv(plan, v)
+                    v = b_w / ktu(plan, u)
+                du, dv = u.log(), v.log()
+                new_alpha, new_beta = alpha + du, beta + dv
+                growth = (du.amax(-1) + dv.amax(-1)).amax()
+                finite = du.sum() + dv.sum()  # -inf/+inf/NaN anywhere makes this non-finite
+                plan, rows, err_t = plan_and_error(new_alpha, new_beta)
+                growth_f, finite_f, err = torch.stack([growth, finite, err_t]).tolist()
+                if growth_f <= _MAX_LOG_GROWTH and math.isfinite(finite_f):
+                    alpha, beta = new_alpha, new_beta
+                    iterations += k
+                    continue
+            # Log-domain block: the fallback, and the only path for marginals with zeros. It
+            # recomputes alpha from beta, so it continues from the last accepted state.
+            alpha, beta = _log_iterations(c, inv, log_a, log_b, beta, k, buf)
+            iterations += k
+            plan, rows, err_t = plan_and_error(alpha, beta)
+            err = float(err_t)
+        total = _total_cost(plan, c)
     return TransportResult(plan=plan, cost=total, iterations=iterations, marginal_error=err)

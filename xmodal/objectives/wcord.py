@@ -4,18 +4,21 @@ The loss combines two views of the Wasserstein distance between teacher and stud
 representations (see the project's method notes ``WCORD.md``, a reconstruction of the paper):
 
 * **global** (dual form): a contrastive bound on the Wasserstein dependency between teacher and
-  student, with a Lipschitz critic ``g(u, v) = <u, v> / tau`` scoring each positive pair against
-  K memory-bank negatives, symmetrised over the two roles::
+  student, with a Lipschitz critic ``g`` (default ``g(u, v) = <u, v> / tau``) scoring each
+  positive pair against K memory-bank negatives, symmetrised over the two roles::
 
       L_global = - mean_i [ g(u_i, v_i) - log( exp g(u_i, v_i) + sum_k exp g(u_i, mS_k) ) ]
-                 - mean_i [ g(u_i, v_i) - log( exp g(u_i, v_i) + sum_k exp g(v_i, mT_k) ) ]
+                 - mean_i [ g(u_i, v_i) - log( exp g(u_i, v_i) + sum_k exp g(mT_k, v_i) ) ]
 
-  (nats; each half is >= 0 and equals ``log(K + 1)`` for an uninformative critic).
+  (nats; each half is >= 0 and equals ``log(K + 1)`` for an uninformative critic). The critic
+  is always called as ``g(teacher, student)``: the teacher-anchored half scores
+  ``(u_i, mS_k)``, the student-anchored half ``(mT_k, v_i)``.
 * **local** (primal form): entropic OT between the batch's teacher and student embeddings,
   ``C_ij = 1 - <u_i, v_j>`` (in [0, 2]), uniform marginals, plan ``P`` from log-domain Sinkhorn
   held constant, ``L_local = sum_ij P_ij C_ij`` (in [0, 2]; 0 when every pair coincides).
 
-Total: ``lambda_global * L_global + lambda_local * L_local``. Named variants: ``wcord`` (both),
+Total: ``lambda_global * L_global + lambda_local * L_local (+ penalty under
+lipschitz="gradient_penalty")``. Named variants: ``wcord`` (both),
 ``wcord-global`` (``lambda_local=0``), ``wcord-local`` (``lambda_global=0``); a zero weight skips
 that term entirely. Caveat (measured on a toy problem): with both heads trained and nothing
 else, ``wcord-local`` can collapse, because mapping every sample to one point makes ``C = 0``;
@@ -24,8 +27,64 @@ it is meant to regularise the global term, not to stand alone.
 Hyperparameters (all "choice" in the notes; record :meth:`WCoRDLoss.hparams` with results):
 ``embed_dim=128``, ``num_negatives=16384`` (capped at ``num_samples - 1``), ``tau=0.07``,
 ``momentum=0.5`` (CRD's values), ``lambda_global=0.8`` (CRD's weight), ``lambda_local=0.1``,
-``lipschitz="spectral"``, ``critic="dot"``, ``sinkhorn_eps=0.05``, ``sinkhorn_iters=100``,
+``lipschitz="spectral"``, ``gp_weight=10.0``, ``critic="dot"``, ``critic_hidden=256``,
+``negatives="uniform"``, ``sharing="batch"``, ``sinkhorn_eps=0.05``, ``sinkhorn_iters=100``,
 ``sinkhorn_tol=1e-4``.
+
+Options of the global term:
+
+* ``lipschitz`` -- how the critic is kept ``1/tau``-Lipschitz (see :mod:`xmodal.objectives.critic`
+  for the bounds):
+
+  - ``"spectral"`` (default): spectral normalisation of the heads and of the critic's weights.
+    Hard bound: ``|grad_t g| <= 1 / (tau |h_T(t)|)`` (``1/tau`` where ``|h_T(t)| >= 1``), same
+    for ``s``; ``1/tau`` in each unit-norm embedding.
+  - ``"gradient_penalty"``: WGAN-GP (Gulrajani et al. 2017), **one-sided** (Petzka et al. 2018):
+    unconstrained heads and critic, plus ::
+
+        penalty = gp_weight * mean_i [ (|grad_t g(t_i, s_i)| - 1/tau)_+^2
+                                       + (|grad_s g(t_i, s_i)| - 1/tau)_+^2 ]
+
+    with ``g(t, s) = critic(h_T(t)/|.|, h_S(s)/|.|)``: the bound is ``1/tau`` w.r.t. the
+    features, in each argument separately (the bound that ``"spectral"`` guarantees where
+    ``|h(t)| >= 1``). In the units of the unit-temperature critic ``tau * g`` this is WGAN-GP
+    with ``lambda = gp_weight / tau^2`` (~2000 at the defaults): stiff; on a toy problem started
+    at 3.4/tau, the constant measured at the data's pairs after 150 steps was 1.07/tau (the test
+    allows 1.15/tau), against 2/tau without the penalty. It is one-sided because a
+    normalised critic cannot have gradient norm ``1/tau`` everywhere (it is scale-invariant in
+    ``h(t)``, so ``|grad_t g| ~ 1/|h_T(t)|``); a critic within the bound pays exactly 0. The
+    gradient is taken at the batch's **positive pairs** (the negatives exist only as bank
+    embeddings, without features, so there are no feature-space interpolates between positive
+    and negative pairs), w.r.t. **detached** copies of the features, with
+    ``create_graph=True``: the penalty trains the heads and the critic, never the student
+    encoder (which could otherwise satisfy it by rescaling its features). It costs one more
+    forward of the heads and critic on ``B`` pairs plus a double backward. It is the forward
+    dict's ``"penalty"`` (already multiplied by ``gp_weight``) and is added to the total
+    unweighted by ``lambda_global``; it is 0 under the other modes, when ``lambda_global == 0``,
+    and under ``torch.inference_mode`` (no autograd there; under ``no_grad`` it is evaluated,
+    detached).
+  - ``"none"``: nothing (the InfoNCE/CRD-style ablation).
+* ``critic`` -- ``"dot"`` ``<u, v> / tau``; ``"bilinear"`` ``u^T W v / tau`` (``W`` ``[d, d]``,
+  identity init, spectrally normalised under ``"spectral"``); ``"mlp"`` ``MLP([u; v]) / tau``
+  with one hidden layer of width ``critic_hidden`` and LeakyReLU, spectrally normalised layers
+  under ``"spectral"``. The mlp critic scores each (anchor, negative) pair separately: ``B * K *
+  critic_hidden`` hidden units per side and step, computed in checkpointed chunks over ``K``
+  (see :class:`~xmodal.objectives.critic.MLPCritic`); dot and bilinear cost one ``[B, d] x [d, K]``
+  matmul per side.
+* ``negatives`` -- ``"uniform"``: K bank rows drawn uniformly (the batch's own indices
+  excluded). ``"other_class"``: drawn the same way, then every negative sharing the anchor's
+  class is masked out in the ``[B, K]`` score matrix (score ``-inf``), in both halves. Needs
+  the dataset's labels ``sample_labels`` ``[N]`` (ValueError without them); the anchors'
+  labels are ``forward(..., labels=)`` when given, else ``sample_labels[indices]``. An anchor
+  left with no valid negative contributes ``log(exp p) - p = 0`` to its half (its term is 0,
+  still counted in the mean over ``B``). Anchors keep a variable number ``K_i`` of negatives,
+  so an uninformative critic gives ``log(K_i + 1)`` per anchor.
+* ``sharing`` -- ``"batch"``: one set of K negatives (sampled without replacement) shared by
+  all anchors, scored with a ``[B, d] x [d, K]`` matmul; memory ``O(K d)`` for the gathered
+  bank rows. ``"anchor"``: K negatives per anchor, drawn independently with replacement (like
+  CRD's reference code) from the same rows; gathers ``[B, K, d]`` per bank, i.e. about
+  ``B * K * d * 4`` bytes per side (0.5 GiB per side at ``B=64``, ``K=16384``, ``d=128``).
+  Both give the same expected denominator; with equal per-anchor sets the loss is identical.
 
 Training-loop contract: call ``forward`` (the memory banks are read, never written), step the
 optimiser, then ``update_memory(indices, out["teacher_embed"], out["student_embed"])`` with
@@ -39,12 +98,19 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
-from xmodal.objectives.critic import CRITICS, LIPSCHITZ_MODES, DotCritic, ProjectionHead
+from xmodal.objectives.critic import CRITICS, LIPSCHITZ_MODES, Critic, ProjectionHead, build_critic
 from xmodal.objectives.memory_bank import MemoryBank
 from xmodal.objectives.sinkhorn import TransportResult, sinkhorn_log
 
-__all__ = ["WCoRDLoss"]
+__all__ = ["WCoRDLoss", "NEGATIVE_MODES", "SHARING_MODES"]
+
+NEGATIVE_MODES = ("uniform", "other_class")
+"""How negatives are chosen: uniformly, or uniformly with same-class negatives masked out."""
+
+SHARING_MODES = ("batch", "anchor")
+"""One set of negatives shared by the batch, or one set per anchor."""
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -64,31 +130,45 @@ def _check_float(name: str, value: Any, low: float, high: float = math.inf, low_
 
 
 class WCoRDLoss(nn.Module):
-    """WCoRD distillation loss with its projection heads and memory banks.
+    """WCoRD distillation loss with its projection heads, critic and memory banks.
 
     Args:
         teacher_dim: teacher feature size ``Dt``.
         student_dim: student feature size ``Ds``.
         num_samples: number of training samples ``N`` (rows of each memory bank), >= 2.
         embed_dim: shared embedding size ``d`` (choice, 128).
-        num_negatives: negatives per batch ``K`` (choice, 16384); the effective value is
+        num_negatives: negatives per anchor ``K`` (choice, 16384); the effective value is
             ``min(num_negatives, num_samples - 1)`` (:attr:`num_negatives_effective`), and in a
             step at most ``num_samples - #distinct(indices)``.
         tau: critic temperature (choice, 0.07).
         momentum: memory-bank momentum ``mu`` in [0, 1] (choice, 0.5).
         lambda_global: weight of the global (dual) term, >= 0 (choice, 0.8).
         lambda_local: weight of the local (primal) term, >= 0 (choice, 0.1).
-        lipschitz: ``"spectral"`` (spectral-normalised heads: the Wasserstein critic) or
-            ``"none"`` (unconstrained: the InfoNCE/CRD-style ablation).
-        critic: ``"dot"``: ``<u, v> / tau`` on L2-normalised projections.
+        lipschitz: ``"spectral"`` (spectral-normalised heads and critic: the Wasserstein
+            critic), ``"gradient_penalty"`` (one-sided WGAN-GP penalty, see the module
+            docstring) or ``"none"`` (unconstrained: the InfoNCE/CRD-style ablation).
+        critic: ``"dot"`` (``<u, v> / tau``), ``"bilinear"`` (``u^T W v / tau``) or ``"mlp"``
+            (``MLP([u; v]) / tau``), on L2-normalised projections.
         sinkhorn_eps: entropic regularisation of the local term, in cost units (choice, 0.05).
         sinkhorn_iters: maximum Sinkhorn iterations (choice, 100).
         sinkhorn_tol: Sinkhorn early-stop tolerance on the marginals (choice, 1e-4).
-        seed: seeds the heads' initialisation (without touching the global RNG), the banks'
-            initialisation and the negative sampling.
+        seed: seeds the heads' and critic's initialisation (without touching the global RNG),
+            the banks' initialisation and the negative sampling.
+        gp_weight: weight of the gradient penalty, >= 0 (choice, 10.0, WGAN-GP's); used only
+            under ``lipschitz="gradient_penalty"``.
+        critic_hidden: hidden width of the mlp critic, >= 1 (choice, 256); used only under
+            ``critic="mlp"``.
+        negatives: ``"uniform"`` or ``"other_class"`` (mask same-class negatives; needs
+            ``sample_labels``).
+        sharing: ``"batch"`` (one set of negatives for the batch) or ``"anchor"`` (a set per
+            anchor, ``[B, K, d]`` gathered per bank).
+        sample_labels: ``[N]`` integer class label of every training sample, or None; stored
+            in both banks (buffer ``labels``). Data, not a hyperparameter: not in
+            :meth:`hparams`.
 
     Attributes:
         teacher_head, student_head: :class:`ProjectionHead` ``h_T``, ``h_S``.
+        critic: the :class:`~xmodal.objectives.critic.Critic` ``g``.
         teacher_bank, student_bank: :class:`MemoryBank` ``[N, d]``, or None when
             ``lambda_global == 0`` (the local-only variant needs no negatives).
         last_transport: the local term's last :class:`TransportResult` (diagnostics), or None.
@@ -111,6 +191,12 @@ class WCoRDLoss(nn.Module):
         sinkhorn_iters: int = 100,
         sinkhorn_tol: float = 1e-4,
         seed: int = 0,
+        *,
+        gp_weight: float = 10.0,
+        critic_hidden: int = 256,
+        negatives: str = "uniform",
+        sharing: str = "batch",
+        sample_labels: Tensor | None = None,
     ) -> None:
         super().__init__()
         _check_int("teacher_dim", teacher_dim, 1)
@@ -132,12 +218,31 @@ class WCoRDLoss(nn.Module):
         _check_int("sinkhorn_iters", sinkhorn_iters, 1)
         _check_float("sinkhorn_tol", sinkhorn_tol, 0.0)
         _check_int("seed", seed, 0)
+        _check_float("gp_weight", gp_weight, 0.0)
+        _check_int("critic_hidden", critic_hidden, 1)
+        if negatives not in NEGATIVE_MODES:
+            raise ValueError(f"WCoRDLoss: negatives must be one of {NEGATIVE_MODES}, got {negatives!r}")
+        if sharing not in SHARING_MODES:
+            raise ValueError(f"WCoRDLoss: sharing must be one of {SHARING_MODES}, got {sharing!r}")
+        if sample_labels is not None:
+            if not isinstance(sample_labels, Tensor) or sample_labels.shape != (num_samples,):
+                got = tuple(sample_labels.shape) if isinstance(sample_labels, Tensor) else type(sample_labels)
+                raise ValueError(
+                    f"WCoRDLoss: sample_labels must be a [num_samples={num_samples}] tensor, got {got}"
+                )
+            if not _is_integer(sample_labels):
+                raise ValueError(f"WCoRDLoss: sample_labels must be an integer tensor, got {sample_labels.dtype}")
+        elif negatives == "other_class":
+            raise ValueError(
+                "WCoRDLoss: negatives='other_class' needs sample_labels (the [N] labels of the dataset)"
+            )
 
         self._hparams: dict[str, Any] = dict(
             teacher_dim=teacher_dim, student_dim=student_dim, num_samples=num_samples,
             embed_dim=embed_dim, num_negatives=num_negatives, tau=float(tau),
             momentum=float(momentum), lambda_global=float(lambda_global),
-            lambda_local=float(lambda_local), lipschitz=lipschitz, critic=critic,
+            lambda_local=float(lambda_local), lipschitz=lipschitz, gp_weight=float(gp_weight),
+            critic=critic, critic_hidden=critic_hidden, negatives=negatives, sharing=sharing,
             sinkhorn_eps=float(sinkhorn_eps), sinkhorn_iters=sinkhorn_iters,
             sinkhorn_tol=float(sinkhorn_tol), seed=seed,
         )
@@ -145,6 +250,10 @@ class WCoRDLoss(nn.Module):
         self.num_negatives_effective = min(num_negatives, num_samples - 1)
         self.lambda_global = float(lambda_global)
         self.lambda_local = float(lambda_local)
+        self.lipschitz = lipschitz
+        self.gp_weight = float(gp_weight)
+        self.negatives = negatives
+        self.sharing = sharing
         self.sinkhorn_eps = float(sinkhorn_eps)
         self.sinkhorn_iters = sinkhorn_iters
         self.sinkhorn_tol = float(sinkhorn_tol)
@@ -154,17 +263,22 @@ class WCoRDLoss(nn.Module):
             torch.manual_seed(seed)
             self.teacher_head = ProjectionHead(teacher_dim, embed_dim, spectral=spectral)
             self.student_head = ProjectionHead(student_dim, embed_dim, spectral=spectral)
-        self.critic = DotCritic(tau)
+            self.critic: Critic = build_critic(
+                critic, embed_dim, tau, spectral=spectral, hidden=critic_hidden
+            )
         self.teacher_bank: MemoryBank | None = None
         self.student_bank: MemoryBank | None = None
         if self.lambda_global > 0:
-            self.teacher_bank = MemoryBank(num_samples, embed_dim, momentum, seed=seed)
-            self.student_bank = MemoryBank(num_samples, embed_dim, momentum, seed=seed + 1)
+            bank = dict(size=num_samples, dim=embed_dim, momentum=momentum, labels=sample_labels)
+            self.teacher_bank = MemoryBank(**bank, seed=seed)
+            self.student_bank = MemoryBank(**bank, seed=seed + 1)
         self._negative_generator = torch.Generator().manual_seed(seed + 2)
         self.last_transport: TransportResult | None = None
 
     def hparams(self) -> dict[str, Any]:
-        """Every constructor argument by name (``WCoRDLoss(**loss.hparams())`` rebuilds it)."""
+        """Every hyperparameter by name: all constructor arguments except the data tensor
+        ``sample_labels`` (``WCoRDLoss(**loss.hparams(), sample_labels=labels)`` rebuilds it;
+        without ``sample_labels`` when ``negatives == "uniform"``)."""
         return dict(self._hparams)
 
     def extra_repr(self) -> str:
@@ -178,6 +292,7 @@ class WCoRDLoss(nn.Module):
         student_features: Tensor,
         indices: Tensor,
         negatives: Tensor | None = None,
+        labels: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Compute the WCoRD loss for one batch of positive pairs.
 
@@ -185,14 +300,19 @@ class WCoRDLoss(nn.Module):
             teacher_features: ``[B, Dt]`` frozen-teacher features (detached here regardless).
             student_features: ``[B, Ds]`` student features (gradient flows into the student).
             indices: ``[B]`` long dataset index of each pair (its memory-bank row).
-            negatives: optional ``[K]`` long bank rows to use as the shared negatives instead of
-                sampling (for tests and custom samplers); used as given.
+            negatives: optional long bank rows to use instead of sampling (for tests and custom
+                samplers), used as given: ``[K]`` shared by all anchors, or ``[B, K]`` per anchor
+                (whatever ``sharing`` is; ``sharing`` only selects the sampler).
+            labels: optional ``[B]`` integer class of each pair, for ``negatives="other_class"``
+                (default: ``sample_labels[indices]``); ignored under ``"uniform"``.
 
         Returns:
-            ``{"loss": lambda_global * global + lambda_local * local, "global": ..., "local": ...}``
-            (scalars, float32; a skipped term is a constant 0) plus ``"teacher_embed"`` and
-            ``"student_embed"``: the batch's unit-norm embeddings ``[B, d]``, detached, for
-            :meth:`update_memory` after the optimiser step.
+            ``{"loss": lambda_global * global + lambda_local * local + penalty, "global": ...,
+            "local": ..., "penalty": ...}`` (scalars, float32; a skipped term is a constant 0;
+            ``penalty`` is the gradient penalty times ``gp_weight``, 0 unless
+            ``lipschitz="gradient_penalty"``) plus ``"teacher_embed"`` and ``"student_embed"``:
+            the batch's unit-norm embeddings ``[B, d]``, detached, for :meth:`update_memory`
+            after the optimiser step.
         """
         if teacher_features.dim() != 2 or student_features.dim() != 2:
             raise ValueError(
@@ -205,23 +325,37 @@ class WCoRDLoss(nn.Module):
                 f"WCoRDLoss: need matching non-empty batches, got teacher {tuple(teacher_features.shape)}, "
                 f"student {tuple(student_features.shape)}, indices {tuple(indices.shape)}"
             )
-        if indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool:
+        if not _is_integer(indices):
             raise ValueError(f"WCoRDLoss: indices must be an integer tensor, got {indices.dtype}")
+        if labels is not None and (labels.shape != (batch,) or not _is_integer(labels)):
+            raise ValueError(
+                f"WCoRDLoss: labels must be a [B={batch}] integer tensor, got "
+                f"{labels.dtype} {tuple(labels.shape)}"
+            )
 
-        # Match the heads' parameter dtype (autocast, if active, still picks the matmul dtype).
-        dtype = next(self.teacher_head.parameters()).dtype
-        u = self.teacher_head(teacher_features.detach().to(dtype))  # [B, d] float32, unit norm
-        v = self.student_head(student_features.to(dtype))  # [B, d] float32, unit norm
-        zero = u.new_zeros(())
-        # Scores with 1/tau ~ 14 lose ~0.05 nats per logit in bf16; compute the terms in float32.
-        with torch.autocast(device_type=u.device.type, enabled=False):
-            global_term = self.global_term(u, v, indices, negatives) if self.lambda_global > 0 else zero
-            local_term = self.local_term(u, v) if self.lambda_local > 0 else zero
-            total = self.lambda_global * global_term + self.lambda_local * local_term
+        # Cache parametrised (spectral-normalised) weights: the critic reads its weight several
+        # times per step, and every read must see the same normalised weight.
+        with parametrize.cached():
+            # Match the heads' parameter dtype (autocast, if active, still picks the matmul dtype).
+            dtype = next(self.teacher_head.parameters()).dtype
+            u = self.teacher_head(teacher_features.detach().to(dtype))  # [B, d] float32, unit norm
+            v = self.student_head(student_features.to(dtype))  # [B, d] float32, unit norm
+            zero = u.new_zeros(())
+            # Scores with 1/tau ~ 14 lose ~0.05 nats per logit in bf16; compute the terms in float32.
+            with torch.autocast(device_type=u.device.type, enabled=False):
+                global_term = zero
+                penalty = zero
+                if self.lambda_global > 0:
+                    global_term = self.global_term(u, v, indices, negatives, labels)
+                    if self.lipschitz == "gradient_penalty":
+                        penalty = self.gradient_penalty(teacher_features, student_features)
+                local_term = self.local_term(u, v) if self.lambda_local > 0 else zero
+                total = self.lambda_global * global_term + self.lambda_local * local_term + penalty
         return {
             "loss": total,
             "global": global_term,
             "local": local_term,
+            "penalty": penalty,
             "teacher_embed": u.detach(),
             "student_embed": v.detach(),
         }
@@ -229,7 +363,9 @@ class WCoRDLoss(nn.Module):
     # ------------------------------------------------------------------ terms
 
     def sample_negatives(self, indices: Tensor) -> Tensor:
-        """One shared set of negative bank rows ``[K]`` for a batch with dataset ``indices`` ``[B]``.
+        """Negative bank rows for a batch with dataset ``indices`` ``[B]``: ``[K]`` shared by the
+        batch (``sharing="batch"``, without replacement) or ``[B, K]`` (``sharing="anchor"``,
+        independently per anchor, with replacement).
 
         All of the batch's indices are excluded (so no anchor meets its own pair among the
         negatives), which caps K at ``num_samples - #distinct(indices)`` in this step.
@@ -243,40 +379,86 @@ class WCoRDLoss(nn.Module):
                 f"WCoRDLoss: a batch with {distinct} distinct indices leaves no negatives among "
                 f"num_samples={self.num_samples}; use num_samples > batch size"
             )
+        if self.sharing == "anchor":
+            return self.teacher_bank.sample_negatives_per_anchor(
+                k, indices.shape[0], exclude=indices, generator=self._negative_generator
+            )
         return self.teacher_bank.sample_negatives(k, exclude=indices, generator=self._negative_generator)
 
-    def global_term(self, u: Tensor, v: Tensor, indices: Tensor, negatives: Tensor | None = None) -> Tensor:
+    def global_term(
+        self, u: Tensor, v: Tensor, indices: Tensor, negatives: Tensor | None = None,
+        labels: Tensor | None = None,
+    ) -> Tensor:
         """Symmetric dual (contrastive) term, scalar in nats.
 
         Args:
             u: teacher embeddings ``[B, d]`` (unit norm, carrying gradient into ``h_T``).
             v: student embeddings ``[B, d]`` (unit norm, carrying gradient).
             indices: ``[B]`` dataset indices, excluded from the sampled negatives.
-            negatives: ``[K]`` bank rows to use instead of sampling.
+            negatives: bank rows ``[K]`` (shared) or ``[B, K]`` (per anchor) instead of sampling.
+            labels: ``[B]`` anchor classes for ``negatives="other_class"`` (default: the banks'
+                ``labels[indices]``).
         """
         if self.teacher_bank is None or self.student_bank is None:
             raise ValueError("WCoRDLoss: the global term needs lambda_global > 0")
+        batch = u.shape[0]
         if negatives is None:
             negatives = self.sample_negatives(indices)
-        elif negatives.dim() != 1 or negatives.dtype != torch.long:
+        elif negatives.dtype != torch.long or not (
+            negatives.dim() == 1 or (negatives.dim() == 2 and negatives.shape[0] == batch)
+        ):
             raise ValueError(
-                f"WCoRDLoss: negatives must be a [K] long tensor, got {negatives.dtype} "
-                f"{tuple(negatives.shape)}"
+                f"WCoRDLoss: negatives must be a [K] or [B={batch}, K] long tensor, got "
+                f"{negatives.dtype} {tuple(negatives.shape)}"
             )
         negatives = negatives.to(self.teacher_bank.memory.device)
-        # Buffers carry no gradient: negatives are constants, as in CRD.
-        bank_t = self.teacher_bank.memory[negatives].to(u.dtype)  # [K, d]
-        bank_s = self.student_bank.memory[negatives].to(u.dtype)  # [K, d]
-        positive = self.critic(u, v)  # [B]
-        teacher_anchor = self._contrast(positive, self.critic.against(u, bank_s))
-        student_anchor = self._contrast(positive, self.critic.against(v, bank_t))
-        return teacher_anchor + student_anchor
+        # Buffers carry no gradient: negatives are constants, as in CRD. [K, d] or [B, K, d].
+        bank_t = self.teacher_bank.memory[negatives].to(u.dtype)
+        bank_s = self.student_bank.memory[negatives].to(u.dtype)
+        with parametrize.cached():
+            positive = self.critic(u, v)  # [B]: g(u_i, v_i)
+            teacher_anchored = self.critic.against(u, bank_s)  # [B, K]: g(u_i, mS_k)
+            student_anchored = self.critic.against_teachers(bank_t, v)  # [B, K]: g(mT_k, v_i)
+        if self.negatives == "other_class":
+            anchor_labels = self.teacher_bank.labels_of(indices) if labels is None else labels
+            same = self.teacher_bank.labels_of(negatives) == anchor_labels.to(negatives.device).unsqueeze(1)
+            teacher_anchored = teacher_anchored.masked_fill(same, -math.inf)
+            student_anchored = student_anchored.masked_fill(same, -math.inf)
+        return self._contrast(positive, teacher_anchored) + self._contrast(positive, student_anchored)
 
     @staticmethod
     def _contrast(positive: Tensor, negative: Tensor) -> Tensor:
-        """``-mean_i [p_i - log(exp p_i + sum_k exp n_ik)]`` for ``positive`` [B], ``negative`` [B, K]."""
+        """``-mean_i [p_i - log(exp p_i + sum_k exp n_ik)]`` for ``positive`` [B], ``negative`` [B, K].
+
+        Masked negatives (``-inf``) drop out of the sum; an anchor with none left gives 0.
+        """
         logits = torch.cat([positive.unsqueeze(1), negative], dim=1)
         return (torch.logsumexp(logits, dim=1) - positive).mean()
+
+    def gradient_penalty(self, teacher_features: Tensor, student_features: Tensor) -> Tensor:
+        """One-sided gradient penalty at the positive pairs, times ``gp_weight`` (scalar).
+
+        ``gp_weight * mean_i [(|grad_t g(t_i, s_i)| - 1/tau)_+^2 + (|grad_s g(t_i, s_i)| - 1/tau)_+^2]``
+        with ``g(t, s) = critic(h_T(t)/|.|, h_S(s)/|.|)``, the gradient taken w.r.t. detached
+        float32 copies of the features with ``create_graph=True`` when grad mode is on (so the
+        penalty trains the heads and the critic, not the student encoder). Under ``no_grad`` it
+        is evaluated (detached) for monitoring; under ``inference_mode`` it is 0.
+        """
+        dtype = next(self.teacher_head.parameters()).dtype
+        zero = torch.zeros((), dtype=torch.float32, device=teacher_features.device)
+        if torch.is_inference_mode_enabled():
+            return zero
+        create_graph = torch.is_grad_enabled()
+        with torch.enable_grad(), torch.autocast(device_type=teacher_features.device.type, enabled=False):
+            t = teacher_features.detach().to(dtype).requires_grad_(True)
+            s = student_features.detach().to(dtype).requires_grad_(True)
+            score = self.critic(self.teacher_head(t), self.student_head(s))  # [B], pairs independent
+            grad_t, grad_s = torch.autograd.grad(score.sum(), (t, s), create_graph=create_graph)
+            bound = self.critic.lipschitz_bound  # 1/tau
+            excess = (grad_t.float().norm(dim=1) - bound).clamp_min(0).square()
+            excess = excess + (grad_s.float().norm(dim=1) - bound).clamp_min(0).square()
+            penalty = self.gp_weight * excess.mean()
+        return penalty if create_graph else penalty.detach()
 
     def local_term(self, u: Tensor, v: Tensor) -> Tensor:
         """Primal (entropic OT) term ``sum_ij P_ij C_ij``, scalar in cost units ([0, 2]).
@@ -304,3 +486,7 @@ class WCoRDLoss(nn.Module):
             return  # local-only variant: no banks to maintain
         self.teacher_bank.update(indices, teacher_embed)
         self.student_bank.update(indices, student_embed)
+
+
+def _is_integer(x: Tensor) -> bool:
+    return not (x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool)

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from xmodal.data.scenes import ScenesConfig
 from xmodal.evaluation.linear_probe import LinearProbeConfig
+from xmodal.objectives.baselines.config import (CRDConfig, FitNetConfig, KDConfig, PKTConfig,
+                                                 RKDConfig)
 from xmodal.objectives.methods import WCoRDConfig
 from xmodal.training.optim import OptimConfig
 
@@ -59,6 +61,7 @@ class DistillConfig:
         encoder: the student backbone.
         optim: student training.
         wcord: WCoRD hyperparameters (also used by ``wcord-global``/``wcord-local``).
+        kd, fitnet, crd, rkd, pkt: hyperparameters of the baselines of the same names.
     """
 
     students: list[str] = field(default_factory=lambda: ["depth", "audio"])
@@ -66,6 +69,11 @@ class DistillConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     wcord: WCoRDConfig = field(default_factory=WCoRDConfig)
+    kd: KDConfig = field(default_factory=KDConfig)
+    fitnet: FitNetConfig = field(default_factory=FitNetConfig)
+    crd: CRDConfig = field(default_factory=CRDConfig)
+    rkd: RKDConfig = field(default_factory=RKDConfig)
+    pkt: PKTConfig = field(default_factory=PKTConfig)
 
 
 @dataclass

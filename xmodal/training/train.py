@@ -62,7 +62,8 @@ def train_encoder(encoder: Encoder, method: Method, method_config: Any, optim: O
     context = ObjectiveContext(student_dim=encoder.embed_dim,
                                teacher_dim=None if teacher_features is None else teacher_features.shape[1],
                                num_samples=len(train), num_classes=dataset.num_classes, seed=seed,
-                               teacher_logits=teacher_logits)
+                               teacher_logits=teacher_logits,
+                               train_labels=train.tensors.get("label"))
     assert method.build is not None
     objective = method.build(context, method_config)
     task = DistillationTask(encoder, objective, teacher_features if method.uses_teacher else None)

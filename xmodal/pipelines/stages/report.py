@@ -14,7 +14,7 @@ from rich.table import Table
 from xmodal.core.config import to_dict
 from xmodal.core.registries import STAGES
 from xmodal.evaluation.plot import write_bar_chart
-from xmodal.evaluation.summary import summarise
+from xmodal.evaluation.summary import gap_closed_per_seed, summarise
 from xmodal.pipelines.context import RunContext, write_json_atomic
 
 
@@ -26,7 +26,11 @@ def report(ctx: RunContext) -> None:
     if not ctx.accelerator.is_main_process:
         return
     write_json_atomic(ctx.run_dir / "results.json", rows)
-    write_json_atomic(ctx.run_dir / "summary.json", {"config": to_dict(ctx.config), "summary": summary})
+    gaps = {f"{e['modality']}/{e['method']}/{e['probe']}/{e['metric']}":
+            gap_closed_per_seed(rows, e["modality"], e["method"], e["probe"], e["metric"])
+            for e in summary if e["gap_closed"] is not None}
+    write_json_atomic(ctx.run_dir / "summary.json", {"config": to_dict(ctx.config), "summary": summary,
+                                                     "gap_closed_per_seed": gaps})
     _write_csv(ctx.run_dir / "results.csv", rows)
     _write_csv(ctx.run_dir / "summary.csv", summary)
     for probe, metric in sorted({(e["probe"], e["metric"]) for e in summary}):

@@ -1,0 +1,209 @@
+"""Contrastive Representation Distillation, NCE form (Tian, Krishnan & Isola, ICLR 2020).
+
+Both sides are embedded in a shared ``d``-dimensional space by linear heads followed by L2
+normalisation (:class:`~xmodal.objectives.critic.ProjectionHead` without spectral norm):
+``u_i = h_T(t_i)/|.|``, ``v_i = h_S(s_i)/|.|``. Each sample has a row in two momentum memory
+banks (:class:`~xmodal.objectives.memory_bank.MemoryBank`), ``mT`` (teacher) and ``mS``
+(student). A pair's probability of being drawn from the data (rather than the noise) is
+modelled by the unnormalised score divided by a normalisation constant ``Z``::
+
+    P(u, v) = exp(<u, v> / tau) / Z
+
+and the noise distribution is uniform over the ``N`` training samples, ``P_n = 1/N``. With
+``K`` negatives, the NCE posterior of "from the data" is ``P / (P + K/N)``, and the loss of one
+anchor is::
+
+    -[ log(P(pos) / (P(pos) + K/N)) + sum_k log((K/N) / (P(neg_k) + K/N)) ]
+
+averaged over the anchors of the batch, in both directions: teacher anchors ``u_i`` against
+the student bank (``neg_k = mS[j_k]``, constant ``Z_T``), and student anchors ``v_i`` against
+the teacher bank (``neg_k = mT[j_k]``, constant ``Z_S``). ``loss = weight * (L_T + L_S)``.
+The log-domain form ``-softplus(log(K/N) - log P)`` and ``-softplus(log P - log(K/N))`` is used
+(no ``eps``; equal to the ratio form up to rounding).
+
+Design decisions (documented here because they differ from, or are not fixed by, the paper):
+
+* **Z** is estimated **once**, from the first forward (as in CRD's reference code):
+  ``Z = N * mean(exp(scores))`` over that batch's ``[B, K + 1]`` scores (positive + negatives),
+  separately per direction, then kept constant. It is stored in the buffers ``z_teacher`` and
+  ``z_student`` (``-1`` until estimated; part of the ``state_dict`` so a resumed run keeps it).
+  Under ``torch.distributed`` the per-process means are averaged (one all-reduce, first step
+  only) so every replica uses the same ``Z``.
+* **Negatives**: ``K`` bank rows drawn uniformly without replacement per batch, **shared by all
+  anchors** (one ``[B, d] x [d, K]`` product, as WCoRD does; the reference draws ``K`` per
+  anchor), excluding the batch's own indices; ``K = min(num_negatives, N - 1)`` and at most
+  ``N - #distinct(indices)`` in a step. The noise term uses the ``K`` actually drawn.
+* **Positives** are the current pair ``<u_i, v_i>`` (gradient into both heads and the student),
+  as in WCoRD's global term; CRD's reference reads the positive's *bank* row instead.
+* Banks are read without gradient and updated after the optimiser step via
+  :meth:`CRDObjective.update_memory` (``m <- normalise(mu m + (1 - mu) new)``), with tensors
+  gathered from every process, exactly as for WCoRD.
+
+Logged: ``loss``, ``nce_teacher_anchor`` (``L_T``), ``nce_student_anchor`` (``L_S``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from xmodal.objectives.baselines.config import CRDConfig
+from xmodal.objectives.critic import ProjectionHead
+from xmodal.objectives.memory_bank import MemoryBank
+
+__all__ = ["CRDObjective", "nce_loss"]
+
+
+def nce_loss(log_positive: Tensor, log_negative: Tensor, log_noise: float) -> Tensor:
+    """CRD's NCE loss from log-probabilities.
+
+    Args:
+        log_positive: ``[B]`` ``log P(pos_i)`` (``<u_i, v_i>/tau - log Z``).
+        log_negative: ``[B, K]`` ``log P(neg_ik)``.
+        log_noise: ``log(K * P_n) = log(K / N)``.
+
+    Returns:
+        ``-mean_i [log(P_i/(P_i + K/N)) + sum_k log((K/N)/(P_ik + K/N))]`` (scalar, nats).
+    """
+    positive_term = -F.softplus(log_noise - log_positive)  # log(P / (P + c))
+    negative_term = -F.softplus(log_negative - log_noise).sum(1)  # sum_k log(c / (P_k + c))
+    return -(positive_term + negative_term).mean()
+
+
+def _mean_across_processes(value: Tensor) -> Tensor:
+    """``value`` averaged over the default process group (identity outside torch.distributed)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        value = value.clone()
+        dist.all_reduce(value)
+        value = value / dist.get_world_size()
+    return value
+
+
+class CRDObjective(nn.Module):
+    """CRD NCE objective with its heads, memory banks and normalisation constants.
+
+    Args:
+        teacher_dim: teacher feature size ``Dt``.
+        student_dim: student feature size ``Ds``.
+        num_samples: training-set size ``N`` (bank rows), >= 2.
+        config: :class:`CRDConfig`.
+        seed: seeds the heads (without touching the global RNG), the banks and the sampling.
+
+    Attributes:
+        teacher_head, student_head: linear :class:`ProjectionHead` (no spectral norm).
+        teacher_bank, student_bank: :class:`MemoryBank` ``[N, d]``.
+        z_teacher, z_student: buffers (scalars), ``Z`` of the teacher-anchor and the
+            student-anchor scores; ``-1`` until the first forward estimates them.
+        num_negatives_effective: ``min(num_negatives, N - 1)``.
+    """
+
+    z_teacher: Tensor
+    z_student: Tensor
+
+    def __init__(self, teacher_dim: int, student_dim: int, num_samples: int,
+                 config: CRDConfig | None = None, seed: int = 0) -> None:
+        super().__init__()
+        config = config if config is not None else CRDConfig()
+        for name, value, low in (("teacher_dim", teacher_dim, 1), ("student_dim", student_dim, 1),
+                                 ("num_samples", num_samples, 2), ("seed", seed, 0)):
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+                raise ValueError(f"CRDObjective: {name} must be an int >= {low}, got {value!r}")
+        self.config = config
+        self.num_samples = num_samples
+        self.tau = float(config.tau)
+        self.weight = float(config.weight)
+        self.num_negatives_effective = min(config.num_negatives, num_samples - 1)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.teacher_head = ProjectionHead(teacher_dim, config.embed_dim, spectral=False)
+            self.student_head = ProjectionHead(student_dim, config.embed_dim, spectral=False)
+        self.teacher_bank = MemoryBank(num_samples, config.embed_dim, config.momentum, seed=seed)
+        self.student_bank = MemoryBank(num_samples, config.embed_dim, config.momentum, seed=seed + 1)
+        self.register_buffer("z_teacher", torch.tensor(-1.0))
+        self.register_buffer("z_student", torch.tensor(-1.0))
+        self._negative_generator = torch.Generator().manual_seed(seed + 2)
+
+    @property
+    def z_estimated(self) -> bool:
+        """Whether ``Z`` has been estimated (after the first forward, or from a checkpoint)."""
+        return bool(self.z_teacher > 0) and bool(self.z_student > 0)
+
+    def sample_negatives(self, indices: Tensor) -> Tensor:
+        """``[K]`` distinct bank rows drawn uniformly outside the batch's ``indices``."""
+        distinct = int(torch.unique(indices.detach()).numel())
+        k = min(self.num_negatives_effective, self.num_samples - distinct)
+        if k < 1:
+            raise ValueError(f"CRDObjective: a batch with {distinct} distinct indices leaves no negatives "
+                             f"among num_samples={self.num_samples}; use num_samples > batch size")
+        return self.teacher_bank.sample_negatives(k, exclude=indices, generator=self._negative_generator)
+
+    def forward(self, student: Tensor, teacher: Tensor | None, labels: Tensor, indices: Tensor,
+                negatives: Tensor | None = None) -> dict[str, Tensor]:
+        """CRD loss of one batch.
+
+        Args:
+            student: ``[B, Ds]`` student features (gradient flows).
+            teacher: ``[B, Dt]`` frozen teacher features (detached here).
+            labels: ignored.
+            indices: ``[B]`` long dataset indices (bank rows; excluded from the negatives).
+            negatives: optional ``[K]`` long bank rows used as the shared negatives instead of
+                sampling (tests, custom samplers).
+
+        Returns:
+            ``loss``, ``nce_teacher_anchor``, ``nce_student_anchor`` (scalars) and the detached
+            unit-norm ``teacher_embed``, ``student_embed`` ``[B, d]`` for :meth:`update_memory`.
+        """
+        if teacher is None:
+            raise ValueError("CRDObjective: needs teacher features")
+        if (student.dim() != 2 or teacher.dim() != 2 or student.shape[0] != teacher.shape[0]
+                or indices.shape != (student.shape[0],) or student.shape[0] == 0):
+            raise ValueError(f"CRDObjective: need student [B, Ds], teacher [B, Dt], indices [B] with B >= 1, "
+                             f"got {tuple(student.shape)}, {tuple(teacher.shape)}, {tuple(indices.shape)}")
+        if indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool:
+            raise ValueError(f"CRDObjective: indices must be an integer tensor, got {indices.dtype}")
+        if negatives is None:
+            negatives = self.sample_negatives(indices)
+        elif negatives.dim() != 1 or negatives.dtype != torch.long or negatives.numel() == 0:
+            raise ValueError(f"CRDObjective: negatives must be a non-empty [K] long tensor, got "
+                             f"{negatives.dtype} {tuple(negatives.shape)}")
+        dtype = self.teacher_head.linear.weight.dtype
+        u = self.teacher_head(teacher.detach().to(dtype))  # [B, d] float32, unit norm
+        v = self.student_head(student.to(dtype))
+        negatives = negatives.to(self.teacher_bank.memory.device)
+        k = negatives.numel()
+        with torch.autocast(device_type=u.device.type, enabled=False):
+            bank_t = self.teacher_bank.memory[negatives].to(u.dtype)  # [K, d], no gradient
+            bank_s = self.student_bank.memory[negatives].to(u.dtype)
+            positive = (u * v).sum(1) / self.tau  # [B] log of the unnormalised score
+            negative_t = u @ bank_s.t() / self.tau  # [B, K] teacher anchors vs student bank
+            negative_s = v @ bank_t.t() / self.tau  # [B, K] student anchors vs teacher bank
+            if not self.z_estimated:
+                self._estimate_z(positive, negative_t, negative_s)
+            log_noise = math.log(k / self.num_samples)
+            loss_t = nce_loss(positive - self.z_teacher.log(), negative_t - self.z_teacher.log(), log_noise)
+            loss_s = nce_loss(positive - self.z_student.log(), negative_s - self.z_student.log(), log_noise)
+            total = self.weight * (loss_t + loss_s)
+        return {"loss": total, "nce_teacher_anchor": loss_t.detach(), "nce_student_anchor": loss_s.detach(),
+                "teacher_embed": u.detach(), "student_embed": v.detach()}
+
+    @torch.no_grad()
+    def _estimate_z(self, positive: Tensor, negative_t: Tensor, negative_s: Tensor) -> None:
+        """``Z = N * mean(exp(scores))`` over the batch's ``[B, K + 1]`` scores, per direction."""
+        means = torch.stack([
+            torch.cat([positive.unsqueeze(1), negative_t], 1).exp().mean(),
+            torch.cat([positive.unsqueeze(1), negative_s], 1).exp().mean(),
+        ]).to(self.z_teacher)
+        means = _mean_across_processes(means)
+        self.z_teacher.fill_(float(means[0]) * self.num_samples)
+        self.z_student.fill_(float(means[1]) * self.num_samples)
+
+    @torch.no_grad()
+    def update_memory(self, indices: Tensor, teacher_embed: Tensor, student_embed: Tensor) -> None:
+        """Momentum-update both banks with a (gathered) batch; call after the optimiser step."""
+        self.teacher_bank.update(indices, teacher_embed)
+        self.student_bank.update(indices, student_embed)

@@ -1,0 +1,60 @@
+"""FitNet hints on pooled features (Romero et al. 2015).
+
+FitNets regress a student's intermediate feature map onto the teacher's through a learned
+regressor (a convolution). Here both sides are pooled feature vectors, so the regressor is a
+linear connector ``Ds -> Dt`` (trained with the student and discarded afterwards)::
+
+    loss = weight * mean_{i, j} ((W s_i + b)_j - t_ij)^2
+
+with ``t`` the frozen teacher's standardised features (mean over batch and teacher dimensions,
+i.e. ``F.mse_loss``). Logged: ``loss``, ``mse`` (before ``weight``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from xmodal.objectives.baselines.config import FitNetConfig
+
+__all__ = ["FitNetObjective"]
+
+
+class FitNetObjective(nn.Module):
+    """FitNet hint loss through a linear connector.
+
+    Args:
+        student_dim: student feature size ``Ds``.
+        teacher_dim: teacher feature size ``Dt``.
+        config: :class:`FitNetConfig`.
+        seed: seeds the connector's initialisation without touching the global RNG.
+
+    Attributes:
+        connector: ``nn.Linear(Ds, Dt)``.
+    """
+
+    def __init__(self, student_dim: int, teacher_dim: int, config: FitNetConfig | None = None,
+                 seed: int = 0) -> None:
+        super().__init__()
+        config = config if config is not None else FitNetConfig()
+        for name, value in (("student_dim", student_dim), ("teacher_dim", teacher_dim)):
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ValueError(f"FitNetObjective: {name} must be an int >= 1, got {value!r}")
+        self.config = config
+        self.weight = float(config.weight)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.connector = nn.Linear(student_dim, teacher_dim)
+
+    def forward(self, student: Tensor, teacher: Tensor | None, labels: Tensor,
+                indices: Tensor) -> dict[str, Tensor]:
+        if teacher is None:
+            raise ValueError("FitNetObjective: needs teacher features")
+        if student.dim() != 2 or teacher.dim() != 2 or student.shape[0] != teacher.shape[0]:
+            raise ValueError(f"FitNetObjective: need student [B, Ds] and teacher [B, Dt], got "
+                             f"{tuple(student.shape)} and {tuple(teacher.shape)}")
+        predicted = self.connector(student.to(self.connector.weight.dtype))
+        with torch.autocast(device_type=predicted.device.type, enabled=False):
+            mse = F.mse_loss(predicted.float(), teacher.detach().float())
+        return {"loss": self.weight * mse, "mse": mse.detach()}
