@@ -45,7 +45,8 @@ def test_defaults_and_hparams_round_trip() -> None:
         teacher_dim=64, student_dim=32, num_samples=1000, embed_dim=128, num_negatives=16384,
         tau=0.07, momentum=0.5, lambda_global=0.8, lambda_local=0.1, lipschitz="spectral",
         gp_weight=10.0, critic="dot", critic_hidden=256, negatives="uniform", sharing="batch",
-        sinkhorn_eps=0.05, sinkhorn_iters=100, sinkhorn_tol=1e-4, seed=0,
+        sinkhorn_eps=0.05, sinkhorn_iters=100, sinkhorn_tol=1e-4, seed=0, local_solver="sinkhorn",
+        ipot_beta=1.0,
     )
     assert loss.num_negatives_effective == 999  # K capped at N - 1
     rebuilt = WCoRDLoss(**hp)
@@ -64,6 +65,7 @@ def test_defaults_and_hparams_round_trip() -> None:
         dict(num_samples=10.5), dict(gp_weight=-1.0), dict(gp_weight=float("inf")),
         dict(critic_hidden=0), dict(critic_hidden=2.5), dict(negatives="hard"), dict(sharing="pair"),
         dict(negatives="other_class"),  # without sample_labels
+        dict(ipot_beta=0.0),
         dict(sample_labels=torch.zeros(9, dtype=torch.long)),  # needs [num_samples]
         dict(sample_labels=torch.zeros(10)),  # float labels
         dict(sample_labels=[0] * 10),
@@ -737,3 +739,23 @@ def test_gradient_penalty_keeps_measured_lipschitz_near_bound() -> None:
     assert start > 3.0  # in units of the bound 1/tau
     assert measured["gradient_penalty"] <= 1.15
     assert measured["none"] > 1.5
+
+
+def test_local_term_with_ipot_solver_matches_exact_transport():
+    """With IPOT the local term approaches the exact (assignment) OT cost of the batch."""
+    from scipy.optimize import linear_sum_assignment
+
+    torch.manual_seed(0)
+    loss = WCoRDLoss(teacher_dim=5, student_dim=5, num_samples=32, embed_dim=4, lambda_global=0.0,
+                     lambda_local=1.0, local_solver="ipot", sinkhorn_iters=500, sinkhorn_tol=1e-7)
+    u = torch.nn.functional.normalize(torch.randn(8, 4), dim=1)
+    v = torch.nn.functional.normalize(torch.randn(8, 4), dim=1)
+    cost = (1 - u @ v.t()).double().numpy()
+    rows, cols = linear_sum_assignment(cost)
+    exact = cost[rows, cols].sum() / 8
+    assert float(loss.local_term(u, v)) == pytest.approx(exact, rel=1e-3)
+    entropic = WCoRDLoss(teacher_dim=5, student_dim=5, num_samples=32, embed_dim=4,
+                         lambda_global=0.0, lambda_local=1.0, sinkhorn_eps=0.5)
+    assert float(entropic.local_term(u, v)) > exact + 1e-3  # a blurred plan costs more
+    with pytest.raises(ValueError, match="local_solver"):
+        WCoRDLoss(teacher_dim=5, student_dim=5, num_samples=32, local_solver="emd")

@@ -57,6 +57,8 @@ class WCoRDConfig:
         sharing: ``batch`` (one set of K negatives per batch) or ``anchor`` (K per anchor, as
             CRD's reference code; memory B*K*d*4 bytes per side).
         sinkhorn_eps, sinkhorn_iters, sinkhorn_tol: entropic OT for the local term.
+        local_solver: ``sinkhorn`` (entropic) or ``ipot`` (approaches the exact plan; step
+            ``ipot_beta`` in cost units).
     """
 
     embed_dim: int = 128
@@ -74,6 +76,8 @@ class WCoRDConfig:
     sinkhorn_eps: float = 0.05
     sinkhorn_iters: int = 100
     sinkhorn_tol: float = 1e-4
+    local_solver: Literal["sinkhorn", "ipot"] = "sinkhorn"
+    ipot_beta: float = 1.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -82,7 +86,7 @@ class WCoRDConfig:
             "tau": self.tau > 0, "momentum": 0 <= self.momentum < 1,
             "lambda_global": self.lambda_global >= 0, "lambda_local": self.lambda_local >= 0,
             "sinkhorn_eps": self.sinkhorn_eps > 0, "sinkhorn_iters": self.sinkhorn_iters >= 1,
-            "sinkhorn_tol": self.sinkhorn_tol > 0,
+            "sinkhorn_tol": self.sinkhorn_tol > 0, "ipot_beta": self.ipot_beta > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -7,8 +7,8 @@ plan is always formed as ``exp(-C/eps + alpha_i + beta_j)``, so small ``eps`` (1
 
 How the iterations run (this is what makes it fast; see ``benchmarks/bench_sinkhorn.py``):
 
-* The first iteration is a log-domain (``logsumexp``) update, which brings every row of the plan
-  to its marginal whatever the scale of ``C / eps``.
+* The potentials start at ``alpha_i = min_j C_ij / eps``, ``beta = 0``, so that every row of the
+  kernel has its largest entry at exactly 1 whatever the scale of ``C / eps`` (no row underflows).
 * Then iterations run in blocks of :data:`_CHECK_EVERY`. A block starts from the *absorbed*
   kernel ``K = exp(-C/eps + alpha + beta)`` -- the current plan, entries in [0, 1] -- and runs the
   plain scaling form ``u = a / (K v)``, ``v = b / (K^T u)`` on it: two matrix-vector products per
@@ -21,10 +21,14 @@ How the iterations run (this is what makes it fast; see ``benchmarks/bench_sinkh
 * Safety: the scaling form is exact arithmetic on ``K``, except for entries of ``K`` that
   underflowed (true value < ~1e-38). Their mass after the block is at most
   ``1e-38 * exp(max log u + max log v)``; a block is accepted only if that exponent is at most
-  :data:`_MAX_LOG_GROWTH` (50, i.e. < 1e-16 per entry) and all scalings are finite. Otherwise
-  (typical only in the first blocks at very small ``eps``) the block is discarded and the same
-  iterations are redone in the log domain. Marginals with zero entries always use the log domain.
-  Either way the two forms compute the same iteration; only rounding differs.
+  :data:`_MAX_LOG_GROWTH` (50, i.e. < 1e-16 per entry; NaN or inf fail the test). Otherwise
+  (rare; seen only in early blocks at very small ``eps``) the block is discarded and the same
+  iterations are redone in the log domain (``logsumexp``). Marginals with zero entries always
+  use the log domain. Either way the two forms compute the same iteration; only rounding
+  differs (``tests/test_ot_reference.py`` checks the iterates against a float64 log-domain
+  reference, and the converged plans against POT).
+* ``exp`` arguments are clamped at -87 and plan entries below ~1.7e-38 set to exactly 0: torch's
+  CPU ``exp`` is 10-20x slower when results would be subnormal, and subnormals slow the products.
 
 The row update comes first in each iteration, so at every stop the column marginals are exact
 (to rounding) and the error sits in the row marginals -- the opposite order to POT's
@@ -103,15 +107,15 @@ def _check_loop_args(solver: str, max_iters: object, tol: object) -> None:
 
 def _marginal(
     w: Tensor | None, size: int, name: str, cost: Tensor, solver: str
-) -> tuple[Tensor, Tensor | None]:
-    """Marginal ``[size]`` or ``[..., size]`` as float32 on ``cost``'s device, plus lazy checks.
+) -> tuple[Tensor, list[Tensor]]:
+    """Marginal ``[size]`` or ``[..., size]`` as float32 on ``cost``'s device, plus lazy stats.
 
-    Returns ``(weights, bad)`` where ``bad`` is None for the uniform default, else a ``[3]`` bool
-    tensor (non-finite or negative entries, mass not 1, has a zero entry) evaluated later with one
-    host sync for all inputs. Shape errors are raised here.
+    Returns ``(weights, stats)``: ``stats`` is ``[]`` for the uniform default, else two 0-d
+    tensors (smallest entry, largest ``|sum - 1|`` over problems), read later with one host sync
+    for all inputs (NaN shows in both). Shape errors are raised here.
     """
     if w is None:
-        return torch.full((size,), 1.0 / size, dtype=torch.float32, device=cost.device), None
+        return torch.full((size,), 1.0 / size, dtype=torch.float32, device=cost.device), []
     if not isinstance(w, Tensor):
         raise ValueError(f"{solver}: {name} must be a tensor [..., {size}] or None, got {type(w).__name__}")
     if w.dim() < 1 or w.shape[-1] != size:
@@ -119,22 +123,16 @@ def _marginal(
             f"{solver}: {name} must have shape [..., {size}] to match cost "
             f"{tuple(cost.shape)}, got {tuple(w.shape)}"
         )
-    batch = tuple(cost.shape[:-2])
-    try:
-        ok = torch.broadcast_shapes(tuple(w.shape[:-1]), batch) == torch.Size(batch)
-    except RuntimeError:
-        ok = False
-    if not ok:
+    batch, w_batch = tuple(cost.shape[:-2]), tuple(w.shape[:-1])
+    if len(w_batch) > len(batch) or any(
+        x != 1 and x != y for x, y in zip(reversed(w_batch), reversed(batch))
+    ):
         raise ValueError(
-            f"{solver}: {name} batch dimensions {tuple(w.shape[:-1])} do not broadcast to the "
-            f"cost's batch dimensions {batch} (cost {tuple(cost.shape)}, {name} {tuple(w.shape)})"
+            f"{solver}: {name} must have batch dimensions that broadcast to the cost's {batch}, "
+            f"got {w_batch} (cost {tuple(cost.shape)}, {name} {tuple(w.shape)})"
         )
-    w = w.detach().to(device=cost.device)
-    if not w.is_floating_point():
-        w = w.to(torch.float32)
-    mass_err = (w.sum(-1, dtype=torch.float64) - 1.0).abs().amax()
-    bad = torch.stack([(~torch.isfinite(w)).any() | (w < 0).any(), ~(mass_err <= _MASS_TOL), (w == 0).any()])
-    return w.to(torch.float32), bad
+    w = w.detach().to(device=cost.device, dtype=torch.float32)
+    return w, [w.amin(), (w.sum(-1) - 1.0).abs().amax()]
 
 
 def _prepare(
@@ -147,24 +145,24 @@ def _prepare(
     """
     n, m = cost.shape[-2], cost.shape[-1]
     c = cost.detach().to(torch.float32)
-    row_min, row_max = c.amin(-1), c.amax(-1)  # (torch.aminmax is much slower on CPU)
-    a_w, a_bad = _marginal(a, n, "a", c, solver)
-    b_w, b_bad = _marginal(b, m, "b", c, solver)
-    false3 = torch.zeros(3, dtype=torch.bool, device=c.device)
-    flags = torch.cat([
-        # Row min/max propagate NaN and inf: one pass over the cost, no [..., n, m] temporaries.
-        ~(torch.isfinite(row_min).all() & torch.isfinite(row_max).all()).reshape(1),
-        false3 if a_bad is None else a_bad,
-        false3 if b_bad is None else b_bad,
-    ]).tolist()
-    if flags[0]:
+    row_min = c.amin(-1)
+    a_w, a_stats = _marginal(a, n, "a", c, solver)
+    b_w, b_stats = _marginal(b, m, "b", c, solver)
+    # min and max propagate NaN and show inf: one cheap pass each, no [..., n, m] temporaries.
+    stats = torch.stack([row_min.amin(), c.amax(), *a_stats, *b_stats]).tolist()
+    if not (math.isfinite(stats[0]) and math.isfinite(stats[1])):
         raise ValueError(f"{solver}: cost must be finite (it contains NaN or inf)")
-    for name, (neg, mass, _zero) in (("a", flags[1:4]), ("b", flags[4:7])):
-        if neg:
+    has_zero = False
+    for name, w_stats in (("a", stats[2:4] if a_stats else []), ("b", stats[2 + len(a_stats):])):
+        if not w_stats:
+            continue
+        w_min, mass_err = w_stats
+        if not w_min >= 0:  # also NaN
             raise ValueError(f"{solver}: {name} must be finite and non-negative")
-        if mass:
+        if not mass_err <= _MASS_TOL:  # also NaN and inf
             raise ValueError(f"{solver}: {name} must sum to 1 (within {_MASS_TOL:g}) for every problem")
-    return c, row_min, a_w, b_w, bool(flags[3] or flags[6])
+        has_zero = has_zero or w_min == 0
+    return c, row_min, a_w, b_w, has_zero
 
 
 # --------------------------------------------------------------------------- kernels
@@ -279,10 +277,14 @@ def sinkhorn_log(
         use_scaling = not has_zero
         kv, ktu = _matvecs(_use_matmul(c.device), c.dim() == 2)
 
+        # Both marginals side by side, shaped like [rows | cols], for a 4-op error check.
+        batch = c.shape[:-2]
+        target = torch.cat([a_w.expand(batch + a_w.shape[-1:]), b_w.expand(batch + b_w.shape[-1:])], -1)
+
         def plan_and_error(alpha: Tensor, beta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
             plan = _fill_plan(buf, c, inv, alpha, beta)
             rows = plan.sum(-1)
-            err = torch.maximum((rows - a_w).abs().amax(), (plan.sum(-2) - b_w).abs().amax())
+            err = torch.cat([rows, plan.sum(-2)], -1).sub_(target).abs_().amax()
             return plan, rows, err
 
         # Start: potentials that put each row's largest kernel entry at exactly 1 (K <= 1, no row
@@ -305,13 +307,15 @@ def sinkhorn_log(
                 for _ in range(k - 1):
                     u = a_w / kv(plan, v)
                     v = b_w / ktu(plan, u)
-                du, dv = u.log(), v.log()
+                du, dv = u.log_(), v.log_()
                 new_alpha, new_beta = alpha + du, beta + dv
+                # NaN or +inf anywhere fails this test too. (A -inf, i.e. a row emptied by an
+                # overflow, passes but cannot persist: the next block sees rows = 0, fails, and
+                # the log-domain block recomputes alpha from beta.)
                 growth = (du.amax(-1) + dv.amax(-1)).amax()
-                finite = du.sum() + dv.sum()  # -inf/+inf/NaN anywhere makes this non-finite
                 plan, rows, err_t = plan_and_error(new_alpha, new_beta)
-                growth_f, finite_f, err = torch.stack([growth, finite, err_t]).tolist()
-                if growth_f <= _MAX_LOG_GROWTH and math.isfinite(finite_f):
+                growth_f, err = torch.stack([growth, err_t]).tolist()
+                if growth_f <= _MAX_LOG_GROWTH:
                     alpha, beta = new_alpha, new_beta
                     iterations += k
                     continue

@@ -102,7 +102,8 @@ from torch.nn.utils import parametrize
 
 from xmodal.objectives.critic import CRITICS, LIPSCHITZ_MODES, Critic, ProjectionHead, build_critic
 from xmodal.objectives.memory_bank import MemoryBank
-from xmodal.objectives.sinkhorn import TransportResult, sinkhorn_log
+from xmodal.objectives.sinkhorn import TransportResult
+from xmodal.objectives.transport import TRANSPORT_METHODS, solve_transport
 
 __all__ = ["WCoRDLoss", "NEGATIVE_MODES", "SHARING_MODES"]
 
@@ -150,8 +151,12 @@ class WCoRDLoss(nn.Module):
         critic: ``"dot"`` (``<u, v> / tau``), ``"bilinear"`` (``u^T W v / tau``) or ``"mlp"``
             (``MLP([u; v]) / tau``), on L2-normalised projections.
         sinkhorn_eps: entropic regularisation of the local term, in cost units (choice, 0.05).
-        sinkhorn_iters: maximum Sinkhorn iterations (choice, 100).
-        sinkhorn_tol: Sinkhorn early-stop tolerance on the marginals (choice, 1e-4).
+        sinkhorn_iters: maximum solver iterations of the local term (choice, 100).
+        sinkhorn_tol: solver early-stop tolerance on the marginals (choice, 1e-4).
+        local_solver: ``"sinkhorn"`` (entropic plan, log domain, reg ``sinkhorn_eps``) or
+            ``"ipot"`` (proximal point iterations approaching the unregularised plan, step
+            ``ipot_beta``), keyword-only.
+        ipot_beta: IPOT's proximal step in cost units (choice, 1.0 for costs in [0, 2]).
         seed: seeds the heads' and critic's initialisation (without touching the global RNG),
             the banks' initialisation and the negative sampling.
         gp_weight: weight of the gradient penalty, >= 0 (choice, 10.0, WGAN-GP's); used only
@@ -197,6 +202,8 @@ class WCoRDLoss(nn.Module):
         negatives: str = "uniform",
         sharing: str = "batch",
         sample_labels: Tensor | None = None,
+        local_solver: str = "sinkhorn",
+        ipot_beta: float = 1.0,
     ) -> None:
         super().__init__()
         _check_int("teacher_dim", teacher_dim, 1)
@@ -220,6 +227,9 @@ class WCoRDLoss(nn.Module):
         _check_int("seed", seed, 0)
         _check_float("gp_weight", gp_weight, 0.0)
         _check_int("critic_hidden", critic_hidden, 1)
+        if local_solver not in TRANSPORT_METHODS:
+            raise ValueError(f"WCoRDLoss: local_solver must be one of {TRANSPORT_METHODS}, got {local_solver!r}")
+        _check_float("ipot_beta", ipot_beta, 0.0, low_open=True)
         if negatives not in NEGATIVE_MODES:
             raise ValueError(f"WCoRDLoss: negatives must be one of {NEGATIVE_MODES}, got {negatives!r}")
         if sharing not in SHARING_MODES:
@@ -244,7 +254,8 @@ class WCoRDLoss(nn.Module):
             lambda_local=float(lambda_local), lipschitz=lipschitz, gp_weight=float(gp_weight),
             critic=critic, critic_hidden=critic_hidden, negatives=negatives, sharing=sharing,
             sinkhorn_eps=float(sinkhorn_eps), sinkhorn_iters=sinkhorn_iters,
-            sinkhorn_tol=float(sinkhorn_tol), seed=seed,
+            sinkhorn_tol=float(sinkhorn_tol), seed=seed, local_solver=local_solver,
+            ipot_beta=float(ipot_beta),
         )
         self.num_samples = num_samples
         self.num_negatives_effective = min(num_negatives, num_samples - 1)
@@ -257,6 +268,9 @@ class WCoRDLoss(nn.Module):
         self.sinkhorn_eps = float(sinkhorn_eps)
         self.sinkhorn_iters = sinkhorn_iters
         self.sinkhorn_tol = float(sinkhorn_tol)
+        self.local_solver = local_solver
+        # Sinkhorn's reg is eps; IPOT's is its proximal step beta (it approaches the exact plan).
+        self.local_reg = float(sinkhorn_eps) if local_solver == "sinkhorn" else float(ipot_beta)
 
         spectral = lipschitz == "spectral"
         with torch.random.fork_rng(devices=[]):  # reproducible heads without reseeding the caller
@@ -467,7 +481,8 @@ class WCoRDLoss(nn.Module):
         (by the envelope theorem this is also the gradient of the regularised OT value).
         """
         cost = 1.0 - u @ v.t()  # [B, B]
-        result = sinkhorn_log(cost, self.sinkhorn_eps, max_iters=self.sinkhorn_iters, tol=self.sinkhorn_tol)
+        result = solve_transport(cost, self.local_solver, reg=self.local_reg,  # type: ignore[arg-type]
+                                 max_iters=self.sinkhorn_iters, tol=self.sinkhorn_tol)
         self.last_transport = result
         return (result.plan * cost).sum()
 
