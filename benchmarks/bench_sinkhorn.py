@@ -22,8 +22,6 @@ Results go to ``<out>/bench_sinkhorn.json`` and ``.csv``, with the machine facts
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import platform
 import statistics
@@ -37,6 +35,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from xmodal.core.records import write_csv, write_json_atomic  # noqa: E402
 from xmodal.objectives.sinkhorn import sinkhorn_log  # noqa: E402
 
 
@@ -162,12 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": "bench_sinkhorn", "machine": facts, "args": {
         k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "results": rows}
-    (args.out / "bench_sinkhorn.json").write_text(json.dumps(payload, indent=2))
-    flat = [{k: v for k, v in r.items() if not isinstance(v, list)} for r in rows]
-    with open(args.out / "bench_sinkhorn.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(flat[0]))
-        writer.writeheader()
-        writer.writerows(flat)
+    write_json_atomic(args.out / "bench_sinkhorn.json", payload)
+    write_csv(args.out / "bench_sinkhorn.csv",
+              [{k: v for k, v in r.items() if not isinstance(v, list)} for r in rows])
     console.print(f"wrote {args.out / 'bench_sinkhorn.json'} and {args.out / 'bench_sinkhorn.csv'}")
     return 0
 

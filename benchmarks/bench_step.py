@@ -14,8 +14,6 @@ teacher and resnet8 depth student at 32x32, N = 1200 training samples.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import platform
 import statistics
@@ -29,6 +27,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from xmodal.core.records import write_csv, write_json_atomic  # noqa: E402
 import xmodal.registration  # noqa: E402,F401
 from xmodal.core.registries import LOSSES  # noqa: E402
 from xmodal.encoders import create_encoder  # noqa: E402
@@ -115,11 +114,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     console.print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_step.json").write_text(json.dumps(rows, indent=2))
-    with open(out / "bench_step.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_json_atomic(out / "bench_step.json", rows)
+    write_csv(out / "bench_step.csv", rows)
     console.print(f"saved {out / 'bench_step.json'} and .csv")
     return rows
 

@@ -11,8 +11,6 @@ only ``wcord``. Prints the gap closed per modality and value; writes JSON and CS
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import shutil
 import statistics
 import sys
@@ -23,6 +21,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from xmodal.core.records import write_csv, write_json_atomic  # noqa: E402
 from xmodal.pipelines import run_pipeline  # noqa: E402
 
 
@@ -69,11 +68,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                       f"{100 * statistics.fmean(r['gap_closed'] for r in sel):.0f}"]
         table.add_row(f"{value:g}", *cells)
     console.print(table)
-    (out / "sweep.json").write_text(json.dumps(rows, indent=2))
-    with open(out / "sweep.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_json_atomic(out / "sweep.json", rows)
+    write_csv(out / "sweep.csv", rows)
     console.print(f"saved {out / 'sweep.json'} and .csv")
     return rows
 

@@ -23,13 +23,7 @@ NAMES = ("kd", "fitnet", "crd", "rkd", "pkt")
 CONFIGS = {"kd": KDConfig, "fitnet": FitNetConfig, "crd": CRDConfig, "rkd": RKDConfig, "pkt": PKTConfig}
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: one intra-op thread is faster and does not spin on shared CPUs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _gen(seed: int) -> torch.Generator:

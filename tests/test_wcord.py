@@ -12,14 +12,7 @@ from xmodal.objectives import CRITICS, DotCritic, ProjectionHead, WCoRDLoss
 from xmodal.objectives.critic import BilinearCritic, MLPCritic, build_critic
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These tensors are tiny: one intra-op thread is faster and does not spin when the CPUs are
-    shared (two threads under load made this file 7x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -83,6 +83,21 @@ class MemoryBank(nn.Module):
             raise ValueError(f"MemoryBank.{caller}: exclude holds indices outside [0, {self.size})")
         return excluded
 
+    def _sampling_setup(self, num: int, exclude: Tensor | None, generator: torch.Generator | None,
+                        caller: str) -> tuple[torch.Generator, Tensor, int]:
+        """Validate ``num`` and return (generator, sorted excluded rows, number of allowed rows)."""
+        if not (isinstance(num, int) and num >= 0):
+            raise ValueError(f"MemoryBank.{caller}: num must be an int >= 0, got {num!r}")
+        gen = self._generator if generator is None else generator
+        excluded = self._excluded(exclude, gen.device, caller)
+        allowed = self.size - excluded.numel()
+        if num > allowed:
+            raise ValueError(
+                f"MemoryBank.{caller}: num={num} exceeds the {allowed} rows left after "
+                f"excluding {excluded.numel()} of {self.size}"
+            )
+        return gen, excluded, allowed
+
     @staticmethod
     def _rank_to_row(ranks: Tensor, excluded: Tensor) -> Tensor:
         """Map rank ``r`` among the allowed rows to the ``r``-th allowed row (any shape)."""
@@ -108,19 +123,9 @@ class MemoryBank(nn.Module):
         Returns:
             ``[num]`` long indices on the bank's device, all distinct and outside ``exclude``.
         """
-        if not (isinstance(num, int) and num >= 0):
-            raise ValueError(f"MemoryBank.sample_negatives: num must be an int >= 0, got {num!r}")
-        gen = self._generator if generator is None else generator
-        device = gen.device
-        excluded = self._excluded(exclude, device, "sample_negatives")
-        allowed = self.size - excluded.numel()
-        if num > allowed:
-            raise ValueError(
-                f"MemoryBank.sample_negatives: num={num} exceeds the {allowed} rows left after "
-                f"excluding {excluded.numel()} of {self.size}"
-            )
+        gen, excluded, allowed = self._sampling_setup(num, exclude, generator, "sample_negatives")
         # Draw ranks among the allowed rows, then map rank r to the r-th allowed row.
-        ranks = torch.randperm(allowed, generator=gen, device=device)[:num]
+        ranks = torch.randperm(allowed, generator=gen, device=gen.device)[:num]
         return self._rank_to_row(ranks, excluded).to(self.memory.device)
 
     def sample_negatives_per_anchor(
@@ -145,24 +150,15 @@ class MemoryBank(nn.Module):
         Returns:
             ``[anchors, num]`` long indices on the bank's device, all outside ``exclude``.
         """
-        if not (isinstance(num, int) and num >= 0):
-            raise ValueError(f"MemoryBank.sample_negatives_per_anchor: num must be an int >= 0, got {num!r}")
         if not (isinstance(anchors, int) and anchors >= 0):
             raise ValueError(
                 f"MemoryBank.sample_negatives_per_anchor: anchors must be an int >= 0, got {anchors!r}"
             )
-        gen = self._generator if generator is None else generator
-        device = gen.device
-        excluded = self._excluded(exclude, device, "sample_negatives_per_anchor")
-        allowed = self.size - excluded.numel()
-        if num > allowed:
-            raise ValueError(
-                f"MemoryBank.sample_negatives_per_anchor: num={num} exceeds the {allowed} rows left "
-                f"after excluding {excluded.numel()} of {self.size}"
-            )
+        gen, excluded, allowed = self._sampling_setup(num, exclude, generator,
+                                                      "sample_negatives_per_anchor")
         if num == 0 or anchors == 0:
             return torch.empty(anchors, num, dtype=torch.long, device=self.memory.device)
-        ranks = torch.randint(allowed, (anchors, num), generator=gen, device=device)
+        ranks = torch.randint(allowed, (anchors, num), generator=gen, device=gen.device)
         return self._rank_to_row(ranks, excluded).to(self.memory.device)
 
     def labels_of(self, rows: Tensor) -> Tensor:

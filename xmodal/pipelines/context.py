@@ -9,7 +9,6 @@ again with the same config skips it, changing an input recomputes it and everyth
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,8 @@ from accelerate import Accelerator
 from rich.console import Console
 
 from xmodal.core.config import fingerprint
+from xmodal.core.records import write_json_atomic
 from xmodal.pipelines.config import RunConfig
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 @dataclass

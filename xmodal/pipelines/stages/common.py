@@ -13,7 +13,8 @@ from xmodal.core.registries import LOSSES
 from xmodal.data.source import LoadedDataset
 from xmodal.encoders.base import Encoder, create_encoder
 from xmodal.pipelines.config import EncoderConfig
-from xmodal.pipelines.context import RunContext, write_json_atomic
+from xmodal.core.records import write_json_atomic
+from xmodal.pipelines.context import RunContext
 from xmodal.training.checkpoint import file_digest, save_atomic, save_encoder
 from xmodal.training.optim import OptimConfig
 from xmodal.training.train import train_encoder

@@ -4,9 +4,6 @@ bar chart per probe metric."""
 
 from __future__ import annotations
 
-import csv
-import json
-from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -15,7 +12,8 @@ from xmodal.core.config import to_dict
 from xmodal.core.registries import STAGES
 from xmodal.evaluation.plot import write_bar_chart
 from xmodal.evaluation.summary import gap_closed_per_seed, summarise
-from xmodal.pipelines.context import RunContext, write_json_atomic
+from xmodal.core.records import write_csv, write_json_atomic
+from xmodal.pipelines.context import RunContext
 
 
 @STAGES.register("report", "write results.json/csv and print the results table")
@@ -31,8 +29,8 @@ def report(ctx: RunContext) -> None:
             for e in summary if e["gap_closed"] is not None}
     write_json_atomic(ctx.run_dir / "summary.json", {"config": to_dict(ctx.config), "summary": summary,
                                                      "gap_closed_per_seed": gaps})
-    _write_csv(ctx.run_dir / "results.csv", rows)
-    _write_csv(ctx.run_dir / "summary.csv", summary)
+    write_csv(ctx.run_dir / "results.csv", rows)
+    write_csv(ctx.run_dir / "summary.csv", summary)
     for probe, metric in sorted({(e["probe"], e["metric"]) for e in summary}):
         write_bar_chart(summary, ctx.run_dir / f"{probe}-{metric}.svg", probe=probe, metric=metric,
                         title=f"{ctx.config.pipeline}: {probe} probe, test {metric.replace('_', ' ')} (%)")
@@ -62,15 +60,3 @@ def results_table(summary: list[dict[str, Any]], title: str, seeds: int) -> Tabl
         table.add_row(modality, method, *cells)
     return table
 
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        path.write_text("")
-        return
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v
-                             for k, v in row.items()})
