@@ -61,3 +61,8 @@ def test_python_dash_m_entry_point():
     proc = subprocess.run([sys.executable, "-m", "xmodal", "run", "nope"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_data_flag_for_a_generated_dataset_is_refused(capsys, tmp_path):
+    assert main(["run", "scenes", "--out", str(tmp_path), "--data", "x.mat"]) == 2
+    assert "dataset 'scenes' reads no file" in _one_error_line(capsys)

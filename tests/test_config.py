@@ -73,6 +73,15 @@ def test_overrides_parse_yaml_values_and_check_keys():
         apply_overrides({}, ["name.x=1"], Outer)
 
 
+def test_overrides_reach_into_free_form_mappings():
+    from xmodal.pipelines.config import RunConfig
+
+    data = apply_overrides({}, ["teacher.encoder.kwargs.pretrained=/tmp/w.pth",
+                                "teacher.encoder.kwargs.small_input=true"], RunConfig)
+    cfg = from_dict(RunConfig, data)
+    assert cfg.teacher.encoder.kwargs == {"pretrained": "/tmp/w.pth", "small_input": True}
+
+
 def test_lone_scalar_becomes_one_item_list():
     assert from_dict(Outer, apply_overrides({}, ["seeds=5"], Outer)).seeds == [5]
 

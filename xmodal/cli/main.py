@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="YAML file overriding the pipeline's config")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override one config key, e.g. --set distill.optim.epochs=5 (repeatable)")
+    run.add_argument("--data", help="the dataset file, for datasets that read one (nyu-depth)")
     lst = sub.add_parser("list", help="list registered components")
     lst.add_argument("kind", nargs="?", choices=LIST_KINDS, help="which registry (default: all)")
     return parser
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from xmodal.pipelines import run_pipeline
 
             run_pipeline(args.pipeline, out=args.out, config_file=args.config,
-                         overrides=args.overrides, console=console)
+                         overrides=args.overrides, console=console, data_path=args.data)
         elif args.command == "list":
             _list(args.kind, console)
         else:

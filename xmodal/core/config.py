@@ -86,6 +86,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], schema: type) ->
         node, cls, walked = merged, schema, []
         for i, key in enumerate(keys):
             walked.append(key)
+            if cls is dict:  # inside a free-form mapping (e.g. encoder kwargs): any key goes
+                if i == len(keys) - 1:
+                    node[key] = value
+                else:
+                    node = node.setdefault(key, {})
+                continue
             names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
             if key not in names:
                 close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
@@ -94,7 +100,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], schema: type) ->
             if i == len(keys) - 1:
                 node[key] = value
             else:
-                cls = _dataclass_of(get_type_hints(cls)[key])
+                field_type = get_type_hints(cls)[key]
+                cls = dict if get_origin(field_type) is dict else _dataclass_of(field_type)
                 if cls is None:
                     raise ConfigError(f"--set '{text}': '{'.'.join(walked)}' is not a section")
                 node = node.setdefault(key, {})

@@ -21,12 +21,15 @@ class LoadedDataset:
         class_names: their names, index = label.
         frontend_kwargs: per-modality keyword arguments for the encoder front ends (e.g. the
             audio sample rate in Hz).
+        dense_labels: per-pixel label keys in the splits and their class counts (labels
+            ``1..C``, 0 = unlabeled), e.g. ``{"seg40": 40}``, for dense probes.
     """
 
     splits: dict[str, ArrayDataset]
     num_classes: int
     class_names: list[str]
     frontend_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dense_labels: dict[str, int] = field(default_factory=dict)
 
 
 class DatasetSource(Protocol):

@@ -95,3 +95,19 @@ class LogMelFrontend(nn.Module):
         mean = logmel.mean(dim=(1, 2), keepdim=True)
         std = logmel.std(dim=(1, 2), keepdim=True).clamp_min(1e-3)
         return ((logmel - mean) / std).unsqueeze(1)
+
+
+@MODALITIES.register("hha")
+class HHAFrontend(nn.Module):
+    """HHA depth encoding ``[B, H, W, 3]`` uint8 (disparity, height above ground, angle with
+    gravity; Gupta et al. 2014) -> ``[B, 3, H, W]`` scaled to about [-2, 2].
+
+    Same layout as RGB, so ImageNet-initialised backbones take it without changes.
+    """
+
+    out_channels = 3
+
+    def forward(self, image: Tensor) -> Tensor:
+        if image.ndim != 4 or image.shape[-1] != 3:
+            raise ValueError(f"hha input must be [B, H, W, 3], got {list(image.shape)}")
+        return (image.permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.25

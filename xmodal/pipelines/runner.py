@@ -11,6 +11,7 @@ from accelerate import Accelerator
 from rich.console import Console
 
 from xmodal.core.config import dump_yaml, load_config, read_yaml
+from xmodal.core.errors import ConfigError
 from xmodal.core.registries import PIPELINES, STAGES
 from xmodal.pipelines.config import RunConfig
 from xmodal.pipelines.context import RunContext
@@ -31,27 +32,37 @@ class RunResult:
 
 
 def resolve_config(pipeline: str, config_file: str | Path | None = None,
-                   overrides: list[str] | tuple[str, ...] = ()) -> tuple[PipelineSpec, RunConfig]:
-    """Library defaults <- the pipeline's shipped config <- ``config_file`` <- ``overrides``."""
+                   overrides: list[str] | tuple[str, ...] = (), data_path: str | Path | None = None
+                   ) -> tuple[PipelineSpec, RunConfig]:
+    """Library defaults <- the pipeline's shipped config <- ``config_file`` <- ``overrides``;
+    ``data_path`` (``--data``) sets the selected dataset's ``path`` option last."""
     spec: PipelineSpec = PIPELINES.get(pipeline)
     spec.check_stages()
     shipped = spec.config_path()
     base = read_yaml(shipped) if shipped else {}
     base.setdefault("pipeline", spec.name)
-    return spec, load_config(RunConfig, config_file, list(overrides), base=base)
+    config = load_config(RunConfig, config_file, list(overrides), base=base)
+    if data_path is not None:
+        key = config.data.name.replace("-", "_")
+        if not hasattr(config.data.options(), "path"):
+            raise ConfigError(f"--data: dataset '{config.data.name}' reads no file (it is generated)")
+        overrides = [*overrides, f"data.{key}.path={Path(data_path)}"]
+        config = load_config(RunConfig, config_file, list(overrides), base=base)
+    return spec, config
 
 
 def run_pipeline(pipeline: str, out: str | Path | None = None, config_file: str | Path | None = None,
-                 overrides: list[str] | tuple[str, ...] = (), console: Console | None = None
-                 ) -> RunResult:
+                 overrides: list[str] | tuple[str, ...] = (), console: Console | None = None,
+                 data_path: str | Path | None = None) -> RunResult:
     """Run ``pipeline`` end to end; finished units found in ``out`` are reused.
 
     Args:
         out: run directory (default ``runs/<pipeline>``).
         config_file: YAML overriding the pipeline's defaults.
         overrides: ``KEY=VALUE`` strings, e.g. ``["distill.optim.epochs=2"]``.
+        data_path: the dataset file for datasets that read one (``--data``).
     """
-    spec, config = resolve_config(pipeline, config_file, overrides)
+    spec, config = resolve_config(pipeline, config_file, overrides, data_path)
     console = console or Console()
     run_dir = Path(out) if out is not None else Path("runs") / spec.name
     if config.runtime.threads > 0:

@@ -9,6 +9,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import Tensor, nn
 
+from xmodal.core.errors import ConfigError
 from xmodal.data.source import LoadedDataset
 from xmodal.data.arrays import make_loader
 from xmodal.encoders.base import Encoder
@@ -65,7 +66,10 @@ def train_encoder(encoder: Encoder, method: Method, method_config: Any, optim: O
                                teacher_logits=teacher_logits,
                                train_labels=train.tensors.get("label"))
     assert method.build is not None
-    objective = method.build(context, method_config)
+    try:
+        objective = method.build(context, method_config)
+    except ValueError as exc:  # a method that cannot run on this set-up: a user's choice to fix
+        raise ConfigError(f"method '{method.name}': {exc}") from None
     task = DistillationTask(encoder, objective, teacher_features if method.uses_teacher else None)
     loader = make_loader(train, optim.batch_size, shuffle=True, seed=seed,
                          drop_last=len(train) > optim.batch_size)

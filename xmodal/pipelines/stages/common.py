@@ -58,7 +58,7 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
         history = result.history
         if ctx.accelerator.is_main_process:
             classifier = getattr(result.objective, "classifier", None)
-            if isinstance(classifier, torch.nn.Linear):  # kept so the teacher can give logits
+            if isinstance(classifier, torch.nn.Linear) and history:  # a trained one gives logits
                 save_atomic(classifier.state_dict(), unit.directory / "classifier.pt")
             save_encoder(encoder, checkpoint, encoder_cfg.name, encoder_cfg.kwargs,
                          dataset.frontend_kwargs.get(modality, {}), extra={"method": method_name})

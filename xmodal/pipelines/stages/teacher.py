@@ -33,12 +33,14 @@ def teacher(ctx: RunContext) -> None:
             encoder = load_encoder(model["checkpoint"])
             features = extract_features(encoder, ctx.state["dataset"].splits["train"],
                                         device=ctx.accelerator.device)
-            classifier = torch.nn.Linear(features.shape[1], ctx.state["dataset"].num_classes)
-            classifier.load_state_dict(load_checkpoint(directory / "classifier.pt"))
-            with torch.inference_mode():
-                logits = classifier(features)
+            outputs = {"features": features}
+            if (directory / "classifier.pt").is_file():  # absent for a frozen (untrained) teacher
+                classifier = torch.nn.Linear(features.shape[1], ctx.state["dataset"].num_classes)
+                classifier.load_state_dict(load_checkpoint(directory / "classifier.pt"))
+                with torch.inference_mode():
+                    outputs["logits"] = classifier(features)
             if ctx.accelerator.is_main_process:
-                save_atomic({"features": features, "logits": logits}, outputs_file)
+                save_atomic(outputs, outputs_file)
             ctx.accelerator.wait_for_everyone()
         outputs = load_checkpoint(outputs_file)
         for name, tensor in outputs.items():

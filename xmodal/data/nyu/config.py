@@ -1,0 +1,38 @@
+"""Options of the ``nyu-depth`` dataset (kept apart so configs import no readers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class NYUDepthConfig:
+    """Options of the ``nyu-depth`` dataset.
+
+    Attributes:
+        path: the labeled file ``nyu_depth_v2_labeled.mat`` (MATLAB v7.3, ~2.8 GB); also
+            ``xmodal run nyu-depth --data PATH``. Get it with ``xmodal data download nyu-depth``.
+        image_size: ``[height, width]`` in pixels after cropping the valid region (427 x 561).
+        val_fraction: share of the official train split held out (seeded) to choose probe
+            regularisation; distillation still uses only the remaining train frames.
+        normals: normal estimation for HHA: ``gradient`` (fast) or ``open3d`` (KNN PCA).
+        max_frames: preprocess only the first N frames (0 = all), for quick trials.
+        seed: seeds the validation hold-out.
+    """
+
+    path: str = ""
+    image_size: list[int] = field(default_factory=lambda: [120, 160])
+    val_fraction: float = 0.1
+    normals: str = "gradient"
+    max_frames: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.image_size) != 2 or min(self.image_size) < 8:
+            raise ValueError(f"image_size must be [height, width] >= 8 pixels, got {self.image_size}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.normals not in ("gradient", "open3d"):
+            raise ValueError(f"normals must be 'gradient' or 'open3d', got {self.normals!r}")
+        if self.max_frames < 0:
+            raise ValueError(f"max_frames must be >= 0, got {self.max_frames}")
