@@ -66,3 +66,26 @@ def test_python_dash_m_entry_point():
 def test_data_flag_for_a_generated_dataset_is_refused(capsys, tmp_path):
     assert main(["run", "scenes", "--out", str(tmp_path), "--data", "x.mat"]) == 2
     assert "dataset 'scenes' reads no file" in _one_error_line(capsys)
+
+
+def test_data_prepare_then_info(tmp_path, capsys):
+    sets = ["--set", "data.scenes.num_train=6", "--set", "data.scenes.num_val=3",
+            "--set", "data.scenes.num_test=3", "--set", "data.scenes.image_size=12"]
+    assert main(["data", "prepare", "scenes", "--out", str(tmp_path), *sets]) == 0
+    cache = tmp_path / "data" / "scenes" / "data.h5"
+    assert cache.is_file() and not (tmp_path / "teacher").exists()  # preprocessing alone
+    capsys.readouterr()
+    assert main(["data", "info", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert "'train': 6" in out and "storage" in out
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"hello", "is not an HDF5 file"),
+    (b"MATLAB 5.0 MAT-file, Platform: x" + bytes(100), "is a MATLAB v5 file"),
+])
+def test_data_info_rejects_non_hdf5(tmp_path, capsys, content, fragment):
+    path = tmp_path / "f.mat"
+    path.write_bytes(content)
+    assert main(["data", "info", str(path)]) == 2
+    assert fragment in _one_error_line(capsys)

@@ -1,4 +1,4 @@
-"""The ``xmodal`` command: ``run``, ``list`` and ``--version``.
+"""The ``xmodal`` command: ``run``, ``data``, ``list`` and ``--version``.
 
 ``main(argv)`` returns an exit status instead of exiting, so tests can call it. A user mistake
 (an :class:`~xmodal.core.errors.XmodalError`, or bad arguments) prints one line and returns 2.
@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 import xmodal
+from xmodal.cli.data_commands import add_data_parser, run_data_command
 from xmodal.core.errors import XmodalError
 
 LIST_KINDS = ("encoders", "losses", "datasets", "probes", "pipelines", "modalities", "stages")
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override one config key, e.g. --set distill.optim.epochs=5 (repeatable)")
     run.add_argument("--data", help="the dataset file, for datasets that read one (nyu-depth)")
+    add_data_parser(sub, _Parser)
     lst = sub.add_parser("list", help="list registered components")
     lst.add_argument("kind", nargs="?", choices=LIST_KINDS, help="which registry (default: all)")
     return parser
@@ -67,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_pipeline(args.pipeline, out=args.out, config_file=args.config,
                          overrides=args.overrides, console=console, data_path=args.data)
+        elif args.command == "data":
+            run_data_command(args, console)
         elif args.command == "list":
             _list(args.kind, console)
         else:

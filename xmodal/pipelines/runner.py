@@ -53,7 +53,8 @@ def resolve_config(pipeline: str, config_file: str | Path | None = None,
 
 def run_pipeline(pipeline: str, out: str | Path | None = None, config_file: str | Path | None = None,
                  overrides: list[str] | tuple[str, ...] = (), console: Console | None = None,
-                 data_path: str | Path | None = None) -> RunResult:
+                 data_path: str | Path | None = None, stages: list[str] | None = None
+                 ) -> RunResult:
     """Run ``pipeline`` end to end; finished units found in ``out`` are reused.
 
     Args:
@@ -61,6 +62,7 @@ def run_pipeline(pipeline: str, out: str | Path | None = None, config_file: str 
         config_file: YAML overriding the pipeline's defaults.
         overrides: ``KEY=VALUE`` strings, e.g. ``["distill.optim.epochs=2"]``.
         data_path: the dataset file for datasets that read one (``--data``).
+        stages: run only these of the pipeline's stages (e.g. ``["preprocess"]``).
     """
     spec, config = resolve_config(pipeline, config_file, overrides, data_path)
     console = console or Console()
@@ -74,6 +76,6 @@ def run_pipeline(pipeline: str, out: str | Path | None = None, config_file: str 
     ctx = RunContext(config=config, run_dir=run_dir, accelerator=accelerator, console=console)
     ctx.say(f"[bold]xmodal run {spec.name}[/bold] -> {run_dir} "
             f"({accelerator.num_processes} process(es) on {accelerator.device})")
-    for stage in spec.stages:
+    for stage in spec.stages if stages is None else [s for s in spec.stages if s in stages]:
         STAGES.get(stage)(ctx)
     return RunResult(run_dir, ctx.state.get("rows", []), ctx.state.get("summary", []))
