@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from xmodal.data.nyu.config import NYUDepthConfig
 from xmodal.data.scenes import ScenesConfig
 from xmodal.evaluation.linear_probe import LinearProbeConfig
 from xmodal.objectives.baselines.config import (CRDConfig, FitNetConfig, KDConfig, PKTConfig,
@@ -22,10 +23,12 @@ class DataConfig:
     """Attributes:
         name: registered dataset (``xmodal list datasets``).
         scenes: options of the embedded ``scenes`` dataset.
+        nyu_depth: options of ``nyu-depth`` (NYU-Depth V2 labeled file).
     """
 
     name: str = "scenes"
     scenes: ScenesConfig = field(default_factory=ScenesConfig)
+    nyu_depth: NYUDepthConfig = field(default_factory=NYUDepthConfig)
 
     def options(self) -> Any:
         """The options section of the selected dataset."""
