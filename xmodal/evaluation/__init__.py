@@ -2,5 +2,10 @@
 
 from xmodal.evaluation.features import extract_features
 from xmodal.evaluation.linear_probe import LinearProbe, LinearProbeConfig, ProbeResult
+from xmodal.evaluation.segmentation_metrics import ConfusionMatrix
+from xmodal.evaluation.segmentation_probe import (SegmentationProbe, SegmentationProbeConfig,
+                                                  SegmentationResult, extract_feature_maps)
 
-__all__ = ["LinearProbe", "LinearProbeConfig", "ProbeResult", "extract_features"]
+__all__ = ["ConfusionMatrix", "LinearProbe", "LinearProbeConfig", "ProbeResult",
+           "SegmentationProbe", "SegmentationProbeConfig", "SegmentationResult",
+           "extract_features", "extract_feature_maps"]
