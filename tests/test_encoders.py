@@ -15,6 +15,9 @@ INPUTS = {
     "rgb": lambda b, s: torch.randint(0, 256, (b, s, s, 3), dtype=torch.uint8),
     "depth": lambda b, s: torch.rand(b, s, s) * 8 + 0.5,
     "audio": lambda b, s: torch.randn(b, 4000).clamp(-1, 1) * 0.5,
+    "hha": lambda b, s: torch.randint(0, 256, (b, s, s, 3), dtype=torch.uint8),
+    "normals": lambda b, s: (torch.nn.functional.normalize(torch.randn(b, s, s, 3), dim=-1)
+                             * 127).round().to(torch.int8),
 }
 SMALL = ["resnet8", "resnet14", "resnet8x4"]
 
@@ -62,6 +65,20 @@ def test_logmel_frontend_peaks_at_the_tone():
     assert torch.allclose(low.mean(), torch.tensor(0.0), atol=1e-4)
 
 
+def test_normals_frontend_decodes_int8_and_floats_alike():
+    from xmodal.encoders.frontends import NormalsFrontend
+
+    unit = torch.nn.functional.normalize(torch.randn(2, 5, 7, 3), dim=-1)
+    as_int8 = NormalsFrontend()((unit * 127).round().to(torch.int8))
+    as_float = NormalsFrontend()(unit)
+    assert as_int8.shape == (2, 3, 5, 7)
+    assert torch.allclose(as_int8, unit.permute(0, 3, 1, 2), atol=0.5 / 127 + 1e-6)
+    assert torch.equal(as_float, unit.permute(0, 3, 1, 2))
+    holes = unit.clone()
+    holes[0, 0, 0] = float("nan")
+    assert torch.isfinite(NormalsFrontend()(holes)).all()
+
+
 def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match=r"rgb input must be \[B, H, W, 3\]"):
         create_encoder("resnet8", "rgb")(torch.zeros(2, 3, 32, 32))
@@ -106,7 +123,7 @@ def test_imagenet_weights_offline_give_a_clear_error(monkeypatch, tmp_path):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    with pytest.raises(XmodalError, match="set the encoder's 'pretrained' key"):
+    with pytest.raises(XmodalError, match="teacher.encoder.kwargs.pretrained=PATH"):
         create_encoder("resnet18", "rgb", pretrained="imagenet")
 
 

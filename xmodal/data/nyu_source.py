@@ -13,7 +13,8 @@ import torch
 from xmodal.core.errors import DataError
 from xmodal.core.registries import DATASETS
 from xmodal.data.arrays import ArrayDataset
-from xmodal.data.nyu.cache import CACHE_FORMAT, NYUDepthConfig, build_cache
+from xmodal.data.nyu.cache import (CACHE_FORMAT, NYUDepthConfig, build_cache, require_source,
+                                   source_fingerprint)
 from xmodal.data.nyu.facts import load_nyu_facts
 from xmodal.data.source import LoadedDataset
 
@@ -22,26 +23,30 @@ SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
 @DATASETS.register("nyu-depth")
 class NYUDepthSource:
-    """NYU-Depth V2 labeled frames: RGB, metric depth, HHA; 10 scene classes; 40/13-class
-    per-pixel labels (``seg40``/``seg13``, 0 = unlabeled)."""
+    """NYU-Depth V2 labeled frames: RGB, metric depth, surface normals, HHA; 10 scene classes;
+    40/13-class per-pixel labels (``seg40``/``seg13``, 0 = unlabeled)."""
 
     name = "nyu-depth"
-    modalities = ("rgb", "depth", "hha")
+    modalities = ("rgb", "depth", "normals", "hha")
     options_type = NYUDepthConfig
 
     def prepare(self, options: NYUDepthConfig, cache_path: Path,
                 progress: Callable[[int, int], None] | None = None) -> Path:
         return build_cache(options, cache_path, progress)
 
+    def fingerprint(self, options: NYUDepthConfig) -> dict[str, object]:
+        """Size, mtime and end-hash of the labeled file (part of the data unit's cache key)."""
+        return source_fingerprint(Path(require_source(options)))
+
     def load(self, cache_path: Path) -> LoadedDataset:
         facts = load_nyu_facts()
-        lut13 = torch.as_tensor(np.asarray(facts.map40to13), dtype=torch.uint8)
+        lut13 = torch.tensor(np.array(facts.map40to13), dtype=torch.uint8)
         try:
             with h5py.File(cache_path, "r") as f:
                 if json.loads(f.attrs["manifest"]).get("format") != CACHE_FORMAT:
                     raise KeyError("manifest")
                 arrays = {k: torch.from_numpy(f[k][()]) for k in
-                          ("rgb", "depth", "hha", "labels40", "scene10", "split")}
+                          ("rgb", "depth", "normals", "hha", "labels40", "scene10", "split")}
                 classes = json.loads(f.attrs["scene10_names"])
         except (OSError, KeyError) as exc:
             raise DataError(f"NYU cache '{cache_path}' is unreadable or incomplete ({exc}); delete "
@@ -52,7 +57,8 @@ class NYUDepthSource:
             seg40 = arrays["labels40"][keep]
             splits[name] = ArrayDataset({
                 "rgb": arrays["rgb"][keep], "depth": arrays["depth"][keep],
-                "hha": arrays["hha"][keep], "label": arrays["scene10"][keep].long(),
+                "normals": arrays["normals"][keep], "hha": arrays["hha"][keep],
+                "label": arrays["scene10"][keep].long(),
                 "seg40": seg40.long(), "seg13": lut13[seg40.long()].long(),
             })
         return LoadedDataset(splits=splits, num_classes=len(classes), class_names=classes,

@@ -111,3 +111,19 @@ class HHAFrontend(nn.Module):
         if image.ndim != 4 or image.shape[-1] != 3:
             raise ValueError(f"hha input must be [B, H, W, 3], got {list(image.shape)}")
         return (image.permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.25
+
+
+@MODALITIES.register("normals")
+class NormalsFrontend(nn.Module):
+    """Surface normals ``[B, H, W, 3]`` in the camera frame (unit floats, or int8 = 127 x unit
+    as cached for NYU; 0 = unknown) -> ``[B, 3, H, W]`` with components in [-1, 1]."""
+
+    out_channels = 3
+
+    def forward(self, normals: Tensor) -> Tensor:
+        if normals.ndim != 4 or normals.shape[-1] != 3:
+            raise ValueError(f"normals input must be [B, H, W, 3], got {list(normals.shape)}")
+        x = normals.permute(0, 3, 1, 2).float()
+        if normals.dtype == torch.int8:
+            x = x / 127.0
+        return torch.nan_to_num(x, nan=0.0)

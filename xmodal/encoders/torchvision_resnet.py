@@ -74,8 +74,8 @@ def _load_state_dict(arch: str, pretrained: str) -> dict[str, Tensor]:
         except Exception as exc:  # no network and nothing in the torch hub cache
             raise XmodalError(
                 f"could not load ImageNet weights for {arch} ({exc.__class__.__name__}: {exc}); "
-                f"download {weights.url} on a connected machine and set the encoder's "
-                "'pretrained' key to that file's path"
+                f"download {weights.url} on a connected machine and point the encoder's "
+                "'pretrained' key at that file, e.g. --set teacher.encoder.kwargs.pretrained=PATH"
             ) from None
     path = Path(pretrained)
     if not path.is_file():

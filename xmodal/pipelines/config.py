@@ -12,6 +12,7 @@ from typing import Any, Literal
 from xmodal.data.nyu.config import NYUDepthConfig
 from xmodal.data.scenes import ScenesConfig
 from xmodal.evaluation.linear_probe import LinearProbeConfig
+from xmodal.evaluation.segmentation_probe import SegmentationProbeConfig
 from xmodal.objectives.baselines.config import (CRDConfig, FitNetConfig, KDConfig, PKTConfig,
                                                  RKDConfig)
 from xmodal.objectives.methods import WCoRDConfig
@@ -83,11 +84,14 @@ class DistillConfig:
 class ProbeConfig:
     """Attributes:
         probes: registered probes to run (``xmodal list probes``).
-        linear: linear-probe settings.
+        linear: linear-probe settings (pooled features -> scene class).
+        segmentation: per-pixel linear probe settings (feature maps -> semantic classes);
+            runs once per per-pixel label set of the dataset (NYU: ``seg40``, ``seg13``).
     """
 
     probes: list[str] = field(default_factory=lambda: ["linear"])
     linear: LinearProbeConfig = field(default_factory=LinearProbeConfig)
+    segmentation: SegmentationProbeConfig = field(default_factory=SegmentationProbeConfig)
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 Per frame, streamed: crop the valid (non-padded) region, compute the depth encodings at the
 cropped full resolution (normals and heights need the real geometry), then resize everything
-to ``image_size``: RGB and HHA bilinearly (area), metric depth with holes kept as 0, labels by
-nearest neighbour. One HDF5 chunk per frame. The cache is written as ``<path>.part`` with a
+to ``image_size``: RGB and HHA by area averaging, metric depth, surface normals (open3d or
+finite differences, :mod:`xmodal.data.depth_encodings`) and height above the estimated floor by
+area averaging over valid pixels only (holes stay 0), labels by nearest neighbour. One HDF5 chunk per frame. The cache is written as ``<path>.part`` with a
 manifest (source size, mtime, content fingerprint, options) and a ``frames_done`` counter
 flushed every frame; an interrupted run resumes from that counter, and because each frame is a
 pure function of the source, the finished cache equals an uninterrupted one. ``os.replace``
@@ -25,13 +26,13 @@ import numpy as np
 import torch
 
 from xmodal.core.errors import DataError
-from xmodal.data.depth_encodings import Intrinsics, hha
+from xmodal.data.depth_encodings import Intrinsics, encode_depth, valid_depth
 from xmodal.data.nyu.config import NYUDepthConfig
 from xmodal.data.nyu.facts import load_nyu_facts
 from xmodal.data.nyu.reader import NYULabeledFile
 
 CACHE_FORMAT = "xmodal-nyu-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def source_fingerprint(path: Path, block: int = 1 << 20) -> dict[str, Any]:
@@ -55,27 +56,38 @@ def _resize(array: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
     return out.numpy()
 
 
-def _resize_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Area-average valid depth only: holes (0/NaN) must not pull edges towards 0 metres."""
-    valid = (np.isfinite(depth) & (depth > 0)).astype(np.float32)
-    total = _resize(np.where(valid > 0, depth, 0).astype(np.float32), size, "area")
-    weight = _resize(valid, size, "area")
+def _resize_valid(array: np.ndarray, valid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Area-average ``array`` (``[H, W]`` or ``[H, W, C]``) over ``valid`` ``[H, W]`` pixels only:
+    holes must not pull values towards 0. Output pixels under half covered by valid input -> 0."""
+    weight = _resize(valid.astype(np.float32), size, "area")
+    if array.ndim == 3:
+        valid, weight = valid[..., None], weight[..., None]
+    total = _resize(np.where(valid, array, 0).astype(np.float32), size, "area")
     return np.where(weight > 0.5, total / np.maximum(weight, 1e-6), 0).astype(np.float32)
 
 
 def process_frame(frame: Any, facts: Any, config: NYUDepthConfig) -> dict[str, np.ndarray]:
-    """One source frame -> cached arrays at ``config.image_size`` (see module docstring)."""
+    """One source frame -> cached arrays at ``config.image_size`` (see module docstring):
+    ``rgb`` uint8 [h, w, 3], ``depth`` float32 metres (0 = missing), ``normals`` int8
+    [h, w, 3] (127 x unit normal, camera frame, 0 = unknown), ``height`` float32 metres above
+    the estimated floor (0 = unknown), ``hha`` uint8 [h, w, 3], ``labels40`` uint8."""
     top, bottom, left, right = facts.valid_crop
     size = (config.image_size[0], config.image_size[1])
     crop = (slice(top, bottom + 1), slice(left, right + 1))
     depth = np.asarray(frame.depth, np.float32)[crop]
     fx, fy, cx, cy = facts.intrinsics
     K = Intrinsics(fx, fy, cx, cy).cropped(top, left)
+    enc = encode_depth(depth, K, normals_method=config.normals)
+    has_normal = np.isfinite(enc.normals).all(axis=-1)
+    normals = _resize_valid(np.nan_to_num(enc.normals), has_normal, size)
+    norm = np.linalg.norm(normals, axis=-1, keepdims=True)
+    normals = np.where(norm > 1e-6, normals / np.maximum(norm, 1e-6), 0)  # re-unit after averaging
     return {
         "rgb": np.clip(np.rint(_resize(frame.rgb[crop], size, "area")), 0, 255).astype(np.uint8),
-        "depth": _resize_depth(depth, size),
-        "hha": np.clip(np.rint(_resize(hha(depth, K, normals_method=config.normals), size, "area")),
-                       0, 255).astype(np.uint8),
+        "depth": _resize_valid(depth, valid_depth(depth), size),
+        "normals": np.rint(normals * 127).astype(np.int8),
+        "height": _resize_valid(np.nan_to_num(enc.height), np.isfinite(enc.height), size),
+        "hha": np.clip(np.rint(_resize(enc.hha, size, "area")), 0, 255).astype(np.uint8),
         "labels40": _resize(facts.labels40(frame.labels[crop]).astype(np.float32), size,
                             "nearest").astype(np.uint8),
     }
@@ -87,16 +99,23 @@ def _manifest(source: Path, config: NYUDepthConfig) -> dict[str, Any]:
             "fingerprint": source_fingerprint(source), "options": options}
 
 
-def build_cache(config: NYUDepthConfig, cache_path: Path,
-                progress: Callable[[int, int], None] | None = None) -> Path:
-    """Build (or resume, or reuse) the cache for ``config.path`` at ``cache_path``."""
+def require_source(config: NYUDepthConfig) -> Path:
+    """The configured labeled file, or one DataError saying where to get it and how to pass it."""
     if not config.path:
-        raise DataError("nyu-depth needs the labeled file: pass --data PATH (or set "
-                        "data.nyu_depth.path); get it with 'xmodal data download nyu-depth'")
+        raise DataError("nyu-depth needs the labeled file nyu_depth_v2_labeled.mat (2.8 GB): get "
+                        "it with 'xmodal data download nyu-depth --to DIR', then pass --data PATH "
+                        "(or set data.nyu_depth.path) with PATH = DIR/nyu_depth_v2_labeled.mat")
     source = Path(config.path)
     if not source.is_file():
         raise DataError(f"NYU file '{source}' does not exist; pass the path of "
                         "nyu_depth_v2_labeled.mat (see 'xmodal data download nyu-depth')")
+    return source
+
+
+def build_cache(config: NYUDepthConfig, cache_path: Path,
+                progress: Callable[[int, int], None] | None = None) -> Path:
+    """Build (or resume, or reuse) the cache for ``config.path`` at ``cache_path``."""
+    source = require_source(config)
     manifest = _manifest(source, config)
     if cache_path.is_file() and _read_manifest(cache_path) == manifest:
         return cache_path
@@ -105,6 +124,12 @@ def build_cache(config: NYUDepthConfig, cache_path: Path,
     if part.is_file() and _read_manifest(part) != manifest:
         part.unlink()  # built from another file or other options: start over
     with NYULabeledFile(source) as nyu:
+        if (nyu.height, nyu.width) != tuple(facts.image_size):
+            # The valid crop and the intrinsics are those of the 480 x 640 Kinect frames.
+            raise DataError(f"NYU file '{source}' has {nyu.height} x {nyu.width} frames; the "
+                            f"labeled set's are {facts.image_size[0]} x {facts.image_size[1]} "
+                            "(crop and camera intrinsics assume them): use the official "
+                            "nyu_depth_v2_labeled.mat")
         total = len(nyu) if not config.max_frames else min(len(nyu), config.max_frames)
         split = _split_of(facts, total, config)
         h, w = config.image_size
@@ -144,6 +169,8 @@ def _create(f: h5py.File, n: int, h: int, w: int, manifest: dict[str, Any]) -> N
     f.create_dataset("rgb", (n, h, w, 3), np.uint8, chunks=(1, h, w, 3))
     f.create_dataset("hha", (n, h, w, 3), np.uint8, chunks=(1, h, w, 3))
     f.create_dataset("depth", (n, h, w), np.float32, chunks=(1, h, w))
+    f.create_dataset("normals", (n, h, w, 3), np.int8, chunks=(1, h, w, 3))
+    f.create_dataset("height", (n, h, w), np.float32, chunks=(1, h, w))
     f.create_dataset("labels40", (n, h, w), np.uint8, chunks=(1, h, w))
     f.create_dataset("scene10", (n,), np.int64)
     f.create_dataset("split", (n,), np.uint8)

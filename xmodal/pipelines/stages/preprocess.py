@@ -16,7 +16,10 @@ def preprocess(ctx: RunContext) -> None:
     options = data_cfg.options()
     if options is None:
         raise ConfigError(f"dataset '{data_cfg.name}' has no options section 'data.{data_cfg.name}'")
-    unit = ctx.unit("data", data_cfg.name, inputs={"dataset": data_cfg.name, "options": to_dict(options)})
+    inputs = {"dataset": data_cfg.name, "options": to_dict(options)}
+    if hasattr(source, "fingerprint"):  # file-backed sources: a replaced file must not hit the cache
+        inputs["source"] = source.fingerprint(options)
+    unit = ctx.unit("data", data_cfg.name, inputs=inputs)
     path = unit.directory / "data.h5"
     if unit.record() is None or not path.is_file():
         if ctx.accelerator.is_main_process:

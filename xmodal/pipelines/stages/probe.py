@@ -1,7 +1,10 @@
 """Stage ``probe``: evaluate every trained encoder's frozen features with each probe.
 
-Features are extracted once per checkpoint and cached under its content digest, so changing
-only the probe settings re-fits probes without re-extracting.
+Pooled probes (``linear``: scene classification) read ``[N, D]`` embeddings; dense probes
+(``segmentation``: per-pixel classes) read stage feature maps ``[N, C, h, w]`` and run once per
+per-pixel label set the dataset has (e.g. ``seg40``, ``seg13``). Features are extracted once
+per checkpoint and cached under its content digest, so changing only probe settings re-fits
+probes without re-extracting.
 """
 
 from __future__ import annotations
@@ -11,10 +14,13 @@ from typing import Any
 from xmodal.core.config import to_dict
 from xmodal.core.registries import PROBES, STAGES
 from xmodal.evaluation.features import extract_features
+from xmodal.evaluation.segmentation_probe import extract_feature_maps
 from xmodal.pipelines.context import RunContext
 from xmodal.training.checkpoint import load_checkpoint, load_encoder, save_atomic
 
 SPLITS = ("train", "val", "test")
+POOLED_METRICS = ("accuracy", "mean_class_accuracy")
+DENSE_METRICS = ("pixel_accuracy", "mean_iou", "mean_class_accuracy")
 
 
 @STAGES.register("probe", "linear probes on frozen features of every encoder")
@@ -27,22 +33,34 @@ def probe(ctx: RunContext) -> None:
         name = f"{model['modality']}-{model['method']}"
         for probe_name, probe_cls in probes.items():
             probe_cfg = getattr(cfg, probe_name, None)
-            unit = ctx.unit("probe", f"seed{model['seed']}", name, probe_name,
-                            inputs={"checkpoint": model["digest"], "data": ctx.state["data_key"],
-                                    "probe": probe_name, "config": to_dict(probe_cfg)})
-            record = unit.record()
-            if record is None:
-                feats = _features(ctx, model, dataset)
-                result = probe_cls(probe_cfg).evaluate(
-                    *[(feats[s], dataset.splits[s].tensors["label"]) for s in SPLITS],
-                    num_classes=dataset.num_classes)
-                record = unit.finish(to_dict(result))
-            for metric in ("accuracy", "mean_class_accuracy"):
-                rows.append({"modality": model["modality"], "method": model["method"],
-                             "probe": probe_name, "metric": metric, "value": record[metric],
-                             "seed": model["seed"], "encoder": model["encoder"],
-                             "role": model["role"], "probe_l2": record["l2"],
-                             "hparams": model["hparams"]})
+            dense = getattr(probe_cls, "consumes_maps", False)
+            targets = dataset.dense_labels if dense else {"label": dataset.num_classes}
+            for target, num_classes in targets.items():
+                label = probe_name if not dense else target
+                unit = ctx.unit("probe", f"seed{model['seed']}", name, label,
+                                inputs={"checkpoint": model["digest"], "data": ctx.state["data_key"],
+                                        "probe": probe_name, "target": target,
+                                        "config": to_dict(probe_cfg)})
+                record = unit.record()
+                if record is None:
+                    if dense:
+                        maps = _feature_maps(ctx, model, dataset, probe_cfg.stages)
+                        result = probe_cls(probe_cfg).evaluate_maps(
+                            *[(maps[s], dataset.splits[s].tensors[target]) for s in SPLITS],
+                            num_classes=num_classes)
+                    else:
+                        feats = _features(ctx, model, dataset)
+                        result = probe_cls(probe_cfg).evaluate(
+                            *[(feats[s], dataset.splits[s].tensors["label"]) for s in SPLITS],
+                            num_classes=num_classes)
+                    record = unit.finish(to_dict(result))
+                for metric in DENSE_METRICS if dense else POOLED_METRICS:
+                    rows.append({"modality": model["modality"], "method": model["method"],
+                                 "probe": label, "metric": metric, "value": record[metric],
+                                 "seed": model["seed"], "encoder": model["encoder"],
+                                 "role": model["role"], "hparams": model["hparams"],
+                                 **({"probe_weight_decay": record["weight_decay"]} if dense
+                                    else {"probe_l2": record["l2"]})})
 
 
 def _features(ctx: RunContext, model: dict[str, Any], dataset: Any) -> dict[str, Any]:
@@ -55,3 +73,17 @@ def _features(ctx: RunContext, model: dict[str, Any], dataset: Any) -> dict[str,
     if ctx.accelerator.is_main_process:
         save_atomic(feats, cache)
     return feats
+
+
+def _feature_maps(ctx: RunContext, model: dict[str, Any], dataset: Any,
+                  stages: list[int]) -> dict[str, Any]:
+    tag = "-".join(str(s) for s in stages)
+    cache = ctx.run_dir / "features" / f"{model['digest']}-maps{tag}.pt"
+    if cache.is_file():
+        return load_checkpoint(cache)
+    encoder = load_encoder(model["checkpoint"])
+    maps = {s: extract_feature_maps(encoder, dataset.splits[s].tensors[model["modality"]], stages,
+                                    batch_size=32, device=ctx.accelerator.device) for s in SPLITS}
+    if ctx.accelerator.is_main_process:
+        save_atomic(maps, cache)
+    return maps

@@ -1,0 +1,103 @@
+"""``xmodal run nyu-depth`` on a small file in the real v7.3 layout, and the resumable cache."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from xmodal.cli.main import main
+from xmodal.data.nyu.cache import build_cache
+from xmodal.data.nyu.config import NYUDepthConfig
+
+sys.path.insert(0, str(Path(__file__).parent))
+from nyu_fixtures import write_nyu_labeled  # noqa: E402
+
+FRAMES = 24  # official split: 15 train (2 held out for val), 9 test among frames 0..23
+
+
+@pytest.fixture(scope="module")
+def nyu_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("nyu") / "nyu_depth_v2_labeled.mat"
+    write_nyu_labeled(path, frames=FRAMES)
+    return path
+
+
+@pytest.fixture(scope="module")
+def teacher_weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    return path
+
+
+def test_run_nyu_depth_end_to_end(nyu_file, teacher_weights, tmp_path):
+    sets = ["data.nyu_depth.image_size=[24,32]", f"teacher.encoder.kwargs.pretrained={teacher_weights}",
+            "distill.encoder.name=resnet8", "distill.methods=[none,wcord]", "distill.optim.epochs=1",
+            "distill.optim.batch_size=4", "distill.wcord.num_negatives=8",
+            "probe.linear.l2_grid=[0.01]", "probe.linear.max_iter=20",
+            "probe.segmentation.epochs=1", "probe.segmentation.weight_decay_grid=[0.0]"]
+    argv = ["run", "nyu-depth", "--out", str(tmp_path), "--data", str(nyu_file)]
+    for item in sets:
+        argv += ["--set", item]
+    assert main(argv) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())
+    got = {(r["modality"], r["method"], r["probe"], r["metric"]) for r in rows}
+    for method in ("none", "wcord"):
+        assert ("hha", method, "linear", "accuracy") in got
+        for seg in ("seg40", "seg13"):
+            assert ("hha", method, seg, "mean_iou") in got
+            assert ("hha", method, seg, "pixel_accuracy") in got
+    assert ("rgb", "teacher", "linear", "accuracy") in got
+    assert all(0.0 <= r["value"] <= 1.0 for r in rows)
+
+
+def test_missing_data_says_where_to_get_it(tmp_path, capsys):
+    assert main(["run", "nyu-depth", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--data PATH" in err and "xmodal data download nyu-depth" in err
+
+
+def test_interrupted_preprocessing_resumes_to_an_identical_cache(nyu_file, tmp_path):
+    config = NYUDepthConfig(path=str(nyu_file), image_size=[24, 32])
+    whole = build_cache(config, tmp_path / "whole.h5")
+
+    def stop_half_way(done, total):
+        if done == FRAMES // 2:
+            raise KeyboardInterrupt
+
+    resumed = tmp_path / "resumed.h5"
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(config, resumed, progress=stop_half_way)
+    assert not resumed.exists() and resumed.with_name("resumed.h5.part").exists()
+    seen = []
+    build_cache(config, resumed, progress=lambda done, total: seen.append(done))
+    assert seen[0] == FRAMES // 2 + 1  # continued after the last finished frame
+    with h5py.File(whole) as a, h5py.File(resumed) as b:
+        for key in ("rgb", "depth", "hha", "labels40", "scene10", "split"):
+            assert np.array_equal(a[key][()], b[key][()]), key
+    stamp = resumed.stat().st_mtime_ns
+    build_cache(config, resumed)  # finished cache with the same manifest: reused
+    assert resumed.stat().st_mtime_ns == stamp
+
+
+def test_cache_contents_follow_the_facts(nyu_file, tmp_path):
+    from xmodal.data.nyu.facts import load_nyu_facts
+
+    facts = load_nyu_facts()
+    path = build_cache(NYUDepthConfig(path=str(nyu_file), image_size=[24, 32]), tmp_path / "c.h5")
+    with h5py.File(path) as f:
+        split = f["split"][()]
+        assert f["rgb"].shape == (FRAMES, 24, 32, 3) and f["hha"].dtype == np.uint8
+        train = {i for i in facts.train_indices.tolist() if i < FRAMES}
+        assert {i for i in range(FRAMES) if split[i] in (0, 1)} == train
+        assert (split == 1).sum() >= 1
+        assert f["labels40"][()].max() <= 40
+        depth = f["depth"][()]
+        assert np.isfinite(depth).all() and (depth >= 0).all()
