@@ -279,3 +279,24 @@ def test_bad_inputs_raise_clear_errors():
         hha(np.ones((4, 4), np.float32), K_SMALL, up=np.zeros(3))
     with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
         height_above_ground(np.ones((4, 4)), np.array([0.0, -1.0, 0.0]))
+
+
+def test_backprojection_with_the_shipped_nyu_intrinsics_matches_the_toolbox():
+    # Constants of the NYU toolbox's camera_params.m (MATLAB, 1-based principal point): an
+    # independent statement of the camera that datasets/nyu-depth-v2/camera.json encodes.
+    from xmodal.data.nyu.facts import load_nyu_facts
+
+    fx, fy, cx1, cy1 = 5.1885790117450188e02, 5.1946961112127485e02, 3.2558244941119034e02, \
+        2.5373616633400465e02
+    facts = load_nyu_facts()
+    K = Intrinsics(*facts.intrinsics)
+    row, col, z = 300, 100, 2.5  # 0-based pixel, metres
+    depth = np.zeros(facts.image_size, np.float32)
+    depth[row, col] = z
+    # MATLAB: x = (u1 - cx) z / fx with the 1-based column u1 = col + 1.
+    expected = ((col + 1 - cx1) * z / fx, (row + 1 - cy1) * z / fy, z)
+    np.testing.assert_allclose(backproject(depth, K)[row, col], expected, rtol=1e-6)
+    top, _, left, _ = facts.valid_crop
+    cropped = depth[top:, left:]
+    np.testing.assert_allclose(backproject(cropped, K.cropped(top, left))[row - top, col - left],
+                               expected, rtol=1e-6)
