@@ -58,6 +58,24 @@ def test_run_nyu_depth_end_to_end(nyu_file, teacher_weights, tmp_path):
     assert all(0.0 <= r["value"] <= 1.0 for r in rows)
 
 
+def test_fine_tuned_teacher_gives_logits_for_kd(nyu_file, teacher_weights, tmp_path):
+    sets = ["data.nyu_depth.image_size=[24,32]", "data.nyu_depth.normals=gradient",
+            f"teacher.encoder.kwargs.pretrained={teacher_weights}", "teacher.optim.epochs=1",
+            "teacher.optim.batch_size=4", "distill.encoder.name=resnet8", "distill.methods=[kd]",
+            "distill.optim.epochs=1", "distill.optim.batch_size=4", "probe.probes=[linear]",
+            "probe.linear.l2_grid=[0.01]", "probe.linear.max_iter=20"]
+    argv = ["run", "nyu-depth", "--out", str(tmp_path), "--data", str(nyu_file)]
+    for item in sets:
+        argv += ["--set", item]
+    assert main(argv) == 0
+    outputs = list((tmp_path / "teacher").rglob("outputs-*.pt"))
+    assert len(outputs) == 1
+    saved = torch.load(outputs[0], weights_only=True)
+    assert saved["logits"].shape[1] == 10  # the 10 NYU scene classes
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert {(r["modality"], r["method"]) for r in rows} == {("rgb", "teacher"), ("hha", "kd")}
+
+
 def test_missing_data_says_where_to_get_it(tmp_path, capsys):
     assert main(["run", "nyu-depth", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -65,7 +83,7 @@ def test_missing_data_says_where_to_get_it(tmp_path, capsys):
 
 
 def test_interrupted_preprocessing_resumes_to_an_identical_cache(nyu_file, tmp_path):
-    config = NYUDepthConfig(path=str(nyu_file), image_size=[24, 32])
+    config = NYUDepthConfig(path=str(nyu_file), image_size=[24, 32], normals="gradient")
     whole = build_cache(config, tmp_path / "whole.h5")
 
     def stop_half_way(done, total):
@@ -101,6 +119,21 @@ def test_cache_contents_follow_the_facts(nyu_file, tmp_path):
         assert f["labels40"][()].max() <= 40
         depth = f["depth"][()]
         assert np.isfinite(depth).all() and (depth >= 0).all()
+        normals = f["normals"][()].astype(np.float32) / 127
+        length = np.linalg.norm(normals, axis=-1)
+        known = length > 0
+        assert known.mean() > 0.9 and np.allclose(length[known], 1, atol=0.02)
+        # facing the camera: the ray to every pixel and its normal point opposite ways
+        fx, fy, cx, cy = facts.intrinsics
+        top, bottom, left, right = facts.valid_crop
+        sy, sx = 24 / (bottom - top + 1), 32 / (right - left + 1)
+        v, u = np.mgrid[0:24, 0:32]
+        rays = np.stack([((u + 0.5) / sx - 0.5 + left - cx) / fx,
+                         ((v + 0.5) / sy - 0.5 + top - cy) / fy, np.ones((24, 32))], -1)
+        assert ((normals * rays).sum(-1)[known] < 0).mean() > 0.95
+        height = f["height"][()]
+        # metres above the floor, taken as the 1st percentile of heights: ~1 % lie below it
+        assert np.isfinite(height).all() and (height < 0).mean() <= 0.02
 
 
 RSS_PROBE = """
@@ -113,7 +146,7 @@ def resident_mb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096 / 2**20
 
-config = NYUDepthConfig(path=sys.argv[1], image_size=[24, 32])
+config = NYUDepthConfig(path=sys.argv[1], image_size=[24, 32], normals="gradient")
 marks = []
 build_cache(config, Path(sys.argv[2]), progress=lambda done, total: marks.append(resident_mb()))
 print(marks[3], marks[-1])
@@ -130,3 +163,36 @@ def test_preprocessing_memory_stays_flat_frame_after_frame(nyu_file, tmp_path):
                          capture_output=True, text=True, check=True).stdout.split()
     early, late = float(out[0]), float(out[1])
     assert late - early < 60, f"resident memory grew {late - early:.0f} MB over {FRAMES - 4} frames"
+
+
+KILL_PROBE = """
+import os, signal, sys
+from pathlib import Path
+from xmodal.data.nyu.cache import build_cache
+from xmodal.data.nyu.config import NYUDepthConfig
+
+def die(done, total):
+    if done == int(sys.argv[3]):
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no file close: a real crash
+
+config = NYUDepthConfig(path=sys.argv[1], image_size=[24, 32], normals="gradient")
+build_cache(config, Path(sys.argv[2]), progress=die)
+"""
+
+
+def test_preprocessing_killed_half_way_resumes_to_an_identical_cache(nyu_file, tmp_path):
+    import subprocess
+
+    config = NYUDepthConfig(path=str(nyu_file), image_size=[24, 32], normals="gradient")
+    whole = build_cache(config, tmp_path / "whole.h5")
+    killed = tmp_path / "killed.h5"
+    proc = subprocess.run([sys.executable, "-c", KILL_PROBE, str(nyu_file), str(killed),
+                           str(FRAMES // 2)], capture_output=True)
+    assert proc.returncode == -9 and not killed.exists()
+    seen = []
+    build_cache(config, killed, progress=lambda done, total: seen.append(done))
+    assert seen[0] == FRAMES // 2 + 1
+    with h5py.File(whole) as a, h5py.File(killed) as b:
+        assert sorted(a) == sorted(b)
+        for key in a:
+            assert np.array_equal(a[key][()], b[key][()]), key
