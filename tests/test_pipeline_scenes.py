@@ -107,3 +107,13 @@ def test_wcord_options_reach_the_loss(tmp_path):
     rows = json.loads((tmp_path / "results.json").read_text())
     hp = next(r for r in rows if r["method"] == "wcord")["hparams"]
     assert (hp["critic"], hp["lipschitz"], hp["negatives"]) == ("mlp", "gradient_penalty", "other_class")
+
+
+def test_batch_covering_the_whole_train_split_is_one_clear_error(tiny_run, tmp_path, capsys):
+    import shutil
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")  # reuse the cached data and teacher
+    argv = _argv(run, "distill.methods=[wcord]", "distill.optim.batch_size=64")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lower distill.optim.batch_size" in err[0] and "48" in err[0]

@@ -46,3 +46,28 @@ def test_svg_chart_is_valid_and_bars_scale_with_values():
             for r in root.iter(f"{ns}rect") if r.find(f"{ns}title") is not None}
     assert bars["depth none"] / bars["depth supervised"] == pytest.approx(0.32 / 0.79, rel=1e-2)
     assert "t &lt;&amp;&gt;" in svg
+
+
+def test_results_tables_one_per_probe_with_the_headline_gap():
+    from rich.console import Console
+
+    from xmodal.pipelines.stages.report import results_tables
+
+    rows = []
+    for method, miou, acc in (("none", 0.10, 0.30), ("supervised", 0.30, 0.70), ("wcord", 0.25, 0.60)):
+        for seed in (0, 1):
+            rows.append({"modality": "hha", "method": method, "probe": "linear",
+                         "metric": "accuracy", "value": acc + 0.01 * seed, "seed": seed})
+            for metric, value in (("mean_iou", miou), ("pixel_accuracy", 0.5)):
+                rows.append({"modality": "hha", "method": method, "probe": "seg40",
+                             "metric": metric, "value": value + 0.01 * seed, "seed": seed})
+    tables = results_tables(summarise(rows), "nyu-depth", seeds=2)
+    assert [t.title.split(": ")[1].split(" probe")[0] for t in tables] == ["linear", "seg40"]
+    seg = tables[1]
+    assert [c.header for c in seg.columns] == ["modality", "method", "mean iou", "pixel accuracy",
+                                               "gap closed (mean iou)"]
+    console = Console(width=200, record=True)
+    console.print(seg)
+    text = console.export_text()
+    assert "75%" in text  # wcord: (0.25 - 0.10) / (0.30 - 0.10) on mIoU, not pixel accuracy
+    assert "25.5 ± 0.7" in text  # mean and sample std of 0.25, 0.26

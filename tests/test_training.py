@@ -138,3 +138,19 @@ def test_history_json_is_plain(tmp_path):
     history = fit(task, make_loader(_dataset(), 8, True), OptimConfig(epochs=2), Accelerator(cpu=True))
     assert [h["epoch"] for h in history] == [1, 2]
     json.dumps(history)
+
+
+@pytest.mark.parametrize("method", ["wcord", "crd"])
+def test_a_batch_holding_every_sample_fails_before_training_with_the_fix(method):
+    from xmodal.core.registries import LOSSES
+    from xmodal.objectives.methods import ObjectiveContext
+    from xmodal.pipelines.config import DistillConfig
+
+    entry = LOSSES.get(method)
+    cfg = getattr(DistillConfig(), entry.config_key)
+    ctx = ObjectiveContext(student_dim=8, teacher_dim=8, num_samples=26, num_classes=3,
+                           batch_size=26)
+    with pytest.raises(ValueError, match="lower distill.optim.batch_size"):
+        entry.build(ctx, cfg)
+    ctx.batch_size = 25  # one sample left outside the batch: a negative exists
+    assert entry.build(ctx, cfg) is not None

@@ -36,6 +36,16 @@ class ObjectiveContext:
     seed: int = 0
     teacher_logits: Tensor | None = None  # [N, C] frozen teacher logits on the train split
     train_labels: Tensor | None = None  # [N] train-split labels, for label-aware negatives
+    batch_size: int | None = None  # training batch size, when known
+
+
+def check_room_for_negatives(ctx: ObjectiveContext, method: str) -> None:
+    """Memory-bank methods draw negatives outside the batch: a batch holding the whole training
+    set leaves none. Fail at build time with the fix, not mid-training."""
+    if ctx.batch_size is not None and ctx.batch_size >= ctx.num_samples:
+        raise ValueError(f"'{method}' draws negatives from training samples outside the batch, "
+                         f"but the batch size {ctx.batch_size} covers all {ctx.num_samples}: "
+                         "lower distill.optim.batch_size below the training-set size")
 
 
 @dataclass
@@ -158,6 +168,8 @@ def _wcord_builder(lambda_global: float | None, lambda_local: float | None):
         if lambda_local is not None:
             kwargs["lambda_local"] = lambda_local
         assert ctx.teacher_dim is not None
+        if kwargs["lambda_global"] > 0:
+            check_room_for_negatives(ctx, "wcord")
         labels = None
         if cfg.negatives == "other_class":
             if ctx.train_labels is None:

@@ -64,7 +64,8 @@ def train_encoder(encoder: Encoder, method: Method, method_config: Any, optim: O
                                teacher_dim=None if teacher_features is None else teacher_features.shape[1],
                                num_samples=len(train), num_classes=dataset.num_classes, seed=seed,
                                teacher_logits=teacher_logits,
-                               train_labels=train.tensors.get("label"))
+                               train_labels=train.tensors.get("label"),
+                               batch_size=min(optim.batch_size, len(train)))
     assert method.build is not None
     try:
         objective = method.build(context, method_config)

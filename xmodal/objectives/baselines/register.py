@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from xmodal.objectives.baselines.config import KDConfig
+from xmodal.objectives.baselines.config import CRDConfig, KDConfig
 from xmodal.objectives.baselines.crd import CRDObjective
 from xmodal.objectives.baselines.fitnet import FitNetObjective
 from xmodal.objectives.baselines.kd import KDObjective
 from xmodal.objectives.baselines.pkt import PKTObjective
 from xmodal.objectives.baselines.rkd import RKDObjective
-from xmodal.objectives.methods import Method, ObjectiveContext, register_method
+from xmodal.objectives.methods import (Method, ObjectiveContext, check_room_for_negatives,
+                                       register_method)
 
 __all__ = ["BASELINE_METHODS"]
 
@@ -45,6 +46,12 @@ def _build_kd(ctx: ObjectiveContext, cfg: KDConfig) -> KDObjective:
     return KDObjective(ctx.student_dim, ctx.teacher_logits, cfg, seed=ctx.seed)
 
 
+def _build_crd(ctx: ObjectiveContext, cfg: CRDConfig) -> CRDObjective:
+    check_room_for_negatives(ctx, "crd")
+    return CRDObjective(_teacher_dim(ctx, "crd"), ctx.student_dim, ctx.num_samples, cfg,
+                        seed=ctx.seed)
+
+
 BASELINE_METHODS: tuple[Method, ...] = (
     register_method(Method(
         "kd", "Hinton KD: KL to the teacher's softened logits (T^2-scaled) + alpha * CE; "
@@ -58,8 +65,7 @@ BASELINE_METHODS: tuple[Method, ...] = (
         config_key="fitnet", hparams=_hparams)),
     register_method(Method(
         "crd", "CRD: NCE against memory-bank negatives, Z estimated once from the first batch",
-        build=lambda ctx, cfg: CRDObjective(_teacher_dim(ctx, "crd"), ctx.student_dim, ctx.num_samples,
-                                            cfg, seed=ctx.seed),
+        build=_build_crd,
         config_key="crd", hparams=_hparams)),
     register_method(Method(
         "rkd", "RKD: relational distance + angle matching of the batch's features",

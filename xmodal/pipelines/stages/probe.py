@@ -20,7 +20,7 @@ from xmodal.training.checkpoint import load_checkpoint, load_encoder, save_atomi
 
 SPLITS = ("train", "val", "test")
 POOLED_METRICS = ("accuracy", "mean_class_accuracy")
-DENSE_METRICS = ("pixel_accuracy", "mean_iou", "mean_class_accuracy")
+DENSE_METRICS = ("mean_iou", "pixel_accuracy", "mean_class_accuracy")  # headline first
 
 
 @STAGES.register("probe", "linear probes on frozen features of every encoder")

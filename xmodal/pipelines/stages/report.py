@@ -34,29 +34,35 @@ def report(ctx: RunContext) -> None:
     for probe, metric in sorted({(e["probe"], e["metric"]) for e in summary}):
         write_bar_chart(summary, ctx.run_dir / f"{probe}-{metric}.svg", probe=probe, metric=metric,
                         title=f"{ctx.config.pipeline}: {probe} probe, test {metric.replace('_', ' ')} (%)")
-    ctx.console.print(results_table(summary, ctx.config.pipeline, len(ctx.config.seeds)))
+    for table in results_tables(summary, ctx.config.pipeline, len(ctx.config.seeds)):
+        ctx.console.print(table)
     ctx.say(f"results: {ctx.run_dir / 'results.json'} (rows), {ctx.run_dir / 'summary.csv'} "
             f"(over seeds), {ctx.run_dir}/*.svg (charts)")
 
 
-def results_table(summary: list[dict[str, Any]], title: str, seeds: int) -> Table:
-    """Rows (modality, method); a column per probe metric (mean ± std) plus gap closed."""
-    metrics = sorted({(e["probe"], e["metric"]) for e in summary})
-    table = Table(title=f"{title}: test metrics (%), mean ± std over {seeds} seed(s)")
-    table.add_column("modality")
-    table.add_column("method")
-    for probe, metric in metrics:
-        table.add_column(f"{probe} {metric.replace('_', ' ')}", justify="right")
-    table.add_column("gap closed", justify="right")
+def results_tables(summary: list[dict[str, Any]], title: str, seeds: int) -> list[Table]:
+    """One table per probe (in run order): rows (modality, method), a column per metric (mean,
+    ± std when several seeds) and the gap closed on the probe's first (headline) metric."""
     index = {(e["modality"], e["method"], e["probe"], e["metric"]): e for e in summary}
-    for modality, method in dict.fromkeys((e["modality"], e["method"]) for e in summary):
-        cells = []
-        for probe, metric in metrics:
-            e = index.get((modality, method, probe, metric))
-            cells.append("-" if e is None else f"{100 * e['mean']:.1f} ± {100 * e['std']:.1f}")
-        first = index.get((modality, method, *metrics[0])) if metrics else None
-        gap = first.get("gap_closed") if first else None
-        cells.append("-" if gap is None else f"{100 * gap:.0f}%")
-        table.add_row(modality, method, *cells)
-    return table
-
+    models = list(dict.fromkeys((e["modality"], e["method"]) for e in summary))
+    tables = []
+    for probe in dict.fromkeys(e["probe"] for e in summary):
+        metrics = list(dict.fromkeys(e["metric"] for e in summary if e["probe"] == probe))
+        table = Table(title=f"{title}: {probe} probe, test metrics (%)"
+                            + (f", mean ± std over {seeds} seeds" if seeds > 1 else ""))
+        table.add_column("modality")
+        table.add_column("method")
+        for metric in metrics:
+            table.add_column(metric.replace("_", " "), justify="right")
+        table.add_column(f"gap closed ({metrics[0].replace('_', ' ')})", justify="right")
+        for modality, method in models:
+            entries = [index.get((modality, method, probe, metric)) for metric in metrics]
+            if all(e is None for e in entries):
+                continue
+            cells = ["-" if e is None else f"{100 * e['mean']:.1f}"
+                     + (f" ± {100 * e['std']:.1f}" if seeds > 1 else "") for e in entries]
+            gap = entries[0].get("gap_closed") if entries[0] else None
+            cells.append("-" if gap is None else f"{100 * gap:.0f}%")
+            table.add_row(modality, method, *cells)
+        tables.append(table)
+    return tables
