@@ -292,3 +292,51 @@ def test_nyu_entry_points_at_the_official_file():
     assert nyu.url == ("http://horatio.cs.nyu.edu/mit/silberman/nyu_depth_v2/"
                        "nyu_depth_v2_labeled.mat")
     assert nyu.filename == "nyu_depth_v2_labeled.mat" and nyu.name == "nyu-depth"
+
+
+@pytest.fixture
+def nyu_server(tmp_path: Path):
+    """A plain static HTTP server (no Range support) over a folder holding real-layout files."""
+    import functools
+    import sys
+    import threading
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from nyu_fixtures import write_nyu_labeled
+
+    root = tmp_path / "served"
+    root.mkdir()
+    write_nyu_labeled(root / "good.mat", frames=2, height=24, width=32)
+    data = (root / "good.mat").read_bytes()
+    (root / "cut.mat").write_bytes(data[: len(data) // 2])
+    handler = functools.partial(_QuietStatic, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+class _QuietStatic(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_cli_download_validates_the_file_with_info(nyu_server, tmp_path, monkeypatch, capsys):
+    from xmodal.cli.main import main
+
+    nyu = KNOWN_FILES["nyu-depth"]
+    monkeypatch.setitem(KNOWN_FILES, "nyu-depth", RemoteFile(
+        nyu.name, f"{nyu_server}/good.mat", None, None, nyu.filename, nyu.description))
+    assert main(["data", "download", "nyu-depth", "--to", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "d" / "nyu_depth_v2_labeled.mat").is_file()
+    assert "frames" in out and "24" in out and "32" in out  # info's summary of the layout
+
+    monkeypatch.setitem(KNOWN_FILES, "nyu-depth", RemoteFile(
+        nyu.name, f"{nyu_server}/cut.mat", None, None, nyu.filename, nyu.description))
+    assert main(["data", "download", "nyu-depth", "--to", str(tmp_path / "e")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "nyu_depth_v2_labeled.mat" in errors[0]
+    assert "truncated" in errors[0] and "Traceback" not in errors[0]

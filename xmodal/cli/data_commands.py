@@ -63,9 +63,13 @@ def _info(path: Path, console: Console) -> None:
         kind = "a MATLAB v5 file" if head.startswith(b"MATLAB 5.0") else "not an HDF5 file"
         raise DataError(f"'{path}' is {kind}; xmodal reads HDF5 files: the NYU labeled file "
                         "(MATLAB v7.3), a scenes cache or an NYU cache")
-    with h5py.File(path, "r") as f:
-        fmt = f.attrs.get("format")
-        is_nyu = "images" in f and "depths" in f
+    try:
+        with h5py.File(path, "r") as f:
+            fmt = f.attrs.get("format")
+            is_nyu = "images" in f and "depths" in f
+    except OSError as exc:  # truncated or damaged: h5py names the symptom, we name the file
+        raise DataError(f"'{path}' is a damaged or truncated HDF5 file ({exc}); delete it and "
+                        "download or copy it again") from None
     if is_nyu:
         from xmodal.data.nyu.reader import validate
 
