@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from xmodal.cli.main import main
 
@@ -45,6 +46,7 @@ def test_results_rows_cover_every_model(tiny_run):
     assert (tiny_run / "linear-accuracy.svg").read_text().startswith("<svg")
     assert (tiny_run / "results.csv").read_text().startswith("modality,method,probe,metric,value")
     assert (tiny_run / "config.yaml").is_file()
+    assert not list(tiny_run.rglob("train-state.pt"))  # resume states go once units finish
 
 
 def test_rerun_skips_finished_units_and_recomputes_changed_ones(tiny_run, capsys):
@@ -117,3 +119,29 @@ def test_batch_covering_the_whole_train_split_is_one_clear_error(tiny_run, tmp_p
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "lower distill.optim.batch_size" in err[0] and "48" in err[0]
+
+
+def test_distillation_killed_mid_training_resumes_from_its_last_epoch(tmp_path, monkeypatch):
+    from xmodal.training import loop
+    from xmodal.training.checkpoint import load_encoder
+
+    extra = ("distill.students=[depth]", "distill.methods=[wcord]", "distill.optim.epochs=2")
+    assert main(_argv(tmp_path / "whole", *extra)) == 0
+    real_save = loop.save_train_state
+
+    def save_then_die(path, key, epoch, *args):
+        real_save(path, key, epoch, *args)
+        if path.parent.name == "wcord" and epoch == 1:  # the distillation unit, not the teacher
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_train_state", save_then_die)
+    assert main(_argv(tmp_path / "cut", *extra)) == 130
+    state = tmp_path / "cut" / "distill" / "seed0" / "depth" / "wcord" / "train-state.pt"
+    assert state.is_file()
+    monkeypatch.undo()
+    assert main(_argv(tmp_path / "cut", *extra)) == 0
+    assert not state.exists()
+    unit = ("distill", "seed0", "depth", "wcord", "encoder.pt")
+    a = load_encoder(tmp_path.joinpath("whole", *unit)).state_dict()
+    b = load_encoder(tmp_path.joinpath("cut", *unit)).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -154,3 +154,63 @@ def test_a_batch_holding_every_sample_fails_before_training_with_the_fix(method)
         entry.build(ctx, cfg)
     ctx.batch_size = 25  # one sample left outside the batch: a negative exists
     assert entry.build(ctx, cfg) is not None
+
+
+def _wcord_task(seed=0, n=32):
+    from xmodal.core.registries import LOSSES
+    from xmodal.objectives.methods import ObjectiveContext, WCoRDConfig
+
+    torch.manual_seed(seed)
+    encoder = create_encoder("resnet8", "depth")
+    teacher = torch.randn(n, 16, generator=torch.Generator().manual_seed(99))
+    ctx = ObjectiveContext(student_dim=encoder.embed_dim, teacher_dim=16, num_samples=n,
+                           num_classes=3, seed=seed, batch_size=8)
+    objective = LOSSES.get("wcord").build(ctx, WCoRDConfig(num_negatives=8, momentum=0.5))
+    return DistillationTask(encoder, objective, teacher)
+
+
+def test_training_killed_after_an_epoch_resumes_to_identical_weights(tmp_path, monkeypatch):
+    from xmodal.training import loop
+
+    cfg = OptimConfig(epochs=3, batch_size=8)
+    whole = _wcord_task()
+    fit(whole, make_loader(_dataset(), 8, True, seed=5, drop_last=True), cfg, Accelerator(cpu=True))
+
+    state = tmp_path / "train-state.pt"
+    real_save = loop.save_train_state
+
+    def save_then_die(path, key, epoch, *args):
+        real_save(path, key, epoch, *args)
+        if epoch == 2:
+            raise KeyboardInterrupt  # killed after epoch 2 was saved
+
+    monkeypatch.setattr(loop, "save_train_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_wcord_task(), make_loader(_dataset(), 8, True, seed=5, drop_last=True), cfg,
+            Accelerator(cpu=True), state_path=state, state_key="k")
+    monkeypatch.setattr(loop, "save_train_state", real_save)
+    torch.manual_seed(1234)  # a fresh process: nothing but the state file carries over
+    resumed = _wcord_task()
+    history = fit(resumed, make_loader(_dataset(), 8, True, seed=5, drop_last=True), cfg,
+                  Accelerator(cpu=True), state_path=state, state_key="k")
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    for name in a:  # weights, BN statistics and both memory banks, bit for bit
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_a_state_from_other_inputs_is_not_resumed(tmp_path):
+    cfg = OptimConfig(epochs=1, batch_size=8)
+    state = tmp_path / "train-state.pt"
+    fit(_wcord_task(), make_loader(_dataset(), 8, True, drop_last=True), cfg,
+        Accelerator(cpu=True), state_path=state, state_key="old")
+    task = _wcord_task(seed=3)
+    before = {k: v.clone() for k, v in task.state_dict().items()}
+    history = fit(task, make_loader(_dataset(), 8, True, drop_last=True), cfg,
+                  Accelerator(cpu=True), state_path=state, state_key="new")
+    assert len(history) == 1  # trained, not skipped as "already done"
+    assert any(not torch.equal(before[k], v) for k, v in task.state_dict().items())
+    state.write_bytes(b"torn")  # unreadable: start over rather than fail
+    assert len(fit(_wcord_task(), make_loader(_dataset(), 8, True, drop_last=True), cfg,
+                   Accelerator(cpu=True), state_path=state, state_key="new")) == 1

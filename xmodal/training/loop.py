@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,6 +12,8 @@ from torch.utils.data import DataLoader
 from xmodal.core.errors import XmodalError
 from xmodal.training.optim import OptimConfig, build_optimizer, build_schedule
 from xmodal.training.progress import progress_bar
+from xmodal.training.resume import (module_generators, read_train_state, restore_train_state,
+                                    save_train_state)
 from xmodal.training.task import DistillationTask
 
 
@@ -19,8 +22,14 @@ class TrainingDiverged(XmodalError):
 
 
 def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerator: Accelerator,
-        description: str = "train", console: Any = None) -> list[dict[str, float]]:
+        description: str = "train", console: Any = None, state_path: Path | None = None,
+        state_key: str = "") -> list[dict[str, float]]:
     """Train ``task`` in place for ``cfg.epochs`` epochs; returns per-epoch mean metrics.
+
+    With ``state_path``, the full training state is saved there after every epoch (main
+    process) and, when a state saved under the same ``state_key`` exists on every process,
+    training continues after its last epoch and takes the same steps an uninterrupted run
+    would (see :mod:`xmodal.training.resume`).
 
     Raises:
         TrainingDiverged: on a non-finite loss, naming the epoch and step.
@@ -30,12 +39,23 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
     params = [p for p in task.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, cfg)
     schedule = build_schedule(optimizer, cfg, steps_per_epoch=len(loader))
+    generators = module_generators(task)
+    if getattr(getattr(loader, "sampler", None), "generator", None) is not None:
+        generators["loader.sampler.generator"] = loader.sampler.generator
     model, optimizer, loader, schedule = accelerator.prepare(task, optimizer, loader, schedule)
     core = accelerator.unwrap_model(model)
     history: list[dict[str, float]] = []
+    start = 0
+    state = read_train_state(state_path, state_key) if state_path is not None else None
+    if _everywhere(state is not None, accelerator):
+        restore_train_state(state, core, optimizer, schedule, accelerator.scaler, generators)
+        start, history = int(state["epoch"]), list(state["history"])
     with progress_bar(accelerator.is_main_process, console) as bar:
-        job = bar.add_task(description, total=cfg.epochs * len(loader), info="")
-        for epoch in range(cfg.epochs):
+        job = bar.add_task(description, total=cfg.epochs * len(loader), info="",
+                           completed=start * len(loader))
+        if start:
+            bar.update(job, info=f"resumed after epoch {start}/{cfg.epochs}")
+        for epoch in range(start, cfg.epochs):
             model.train()
             sums: dict[str, float] = {}
             for step, batch in enumerate(loader):
@@ -58,10 +78,22 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
                         sums[key] = sums.get(key, 0.0) + float(value.detach())
                 bar.update(job, advance=1, info=f"epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.3f}")
             history.append({k: v / max(1, len(loader)) for k, v in sums.items()} | {"epoch": epoch + 1})
+            if state_path is not None and accelerator.is_main_process:
+                save_train_state(state_path, state_key, epoch + 1, core, optimizer, schedule,
+                                 accelerator.scaler, generators, history)
     _sync_batchnorm_statistics(core, accelerator)
     accelerator.wait_for_everyone()
     accelerator.free_memory()  # drop the accelerator's references; ``task`` stays trained
     return history
+
+
+def _everywhere(flag: bool, accelerator: Accelerator) -> bool:
+    """True only if ``flag`` holds on every process (a state file rank 0 sees but another
+    machine does not must not split the processes into resumed and fresh ones)."""
+    if accelerator.num_processes == 1:
+        return flag
+    votes = accelerator.gather(torch.tensor([int(flag)], device=accelerator.device))
+    return bool(votes.min().item())
 
 
 def _sync_batchnorm_statistics(module: torch.nn.Module, accelerator: Accelerator) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
@@ -44,13 +46,15 @@ class TrainResult:
 def train_encoder(encoder: Encoder, method: Method, method_config: Any, optim: OptimConfig,
                   dataset: LoadedDataset, accelerator: Accelerator, seed: int,
                   teacher_features: Tensor | None = None, teacher_logits: Tensor | None = None,
-                  description: str = "train", console: Any = None) -> TrainResult:
+                  description: str = "train", console: Any = None,
+                  state_path: Path | None = None, state_key: str = "") -> TrainResult:
     """Train ``encoder`` in place on the train split with ``method``.
 
     Args:
         teacher_features: ``[N_train, Dt]`` frozen teacher embeddings, required when
             ``method.uses_teacher``; standardised here (see :func:`standardise_features`).
         teacher_logits: ``[N_train, C]`` frozen teacher logits, for logit-based methods (KD).
+        state_path, state_key: per-epoch training state for resuming (see :func:`fit`).
     """
     if not method.trains:
         return TrainResult([], None)
@@ -74,5 +78,6 @@ def train_encoder(encoder: Encoder, method: Method, method_config: Any, optim: O
     task = DistillationTask(encoder, objective, teacher_features if method.uses_teacher else None)
     loader = make_loader(train, optim.batch_size, shuffle=True, seed=seed,
                          drop_last=len(train) > optim.batch_size)
-    history = fit(task, loader, optim, accelerator, description=description, console=console)
+    history = fit(task, loader, optim, accelerator, description=description, console=console,
+                  state_path=state_path, state_key=state_key)
     return TrainResult(history, objective)

@@ -31,6 +31,10 @@ def check_modality(ctx: RunContext, modality: str, key: str) -> None:
                           f"(it has {', '.join(available)})")
 
 
+#: per-epoch training state of an unfinished unit (xmodal.training.resume)
+TRAIN_STATE = "train-state.pt"
+
+
 def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: str,
                          encoder_cfg: EncoderConfig, optim: OptimConfig, method_name: str,
                          method_cfg: Any, seed: int, teacher: dict[str, Any] | None,
@@ -54,7 +58,8 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
             encoder, method, method_cfg, optim, dataset, ctx.accelerator, seed,
             teacher_features=teacher["features"] if uses_teacher else None,
             teacher_logits=teacher.get("logits") if uses_teacher else None,
-            description=f"{role} {modality} {method_name} seed {seed}", console=ctx.console)
+            description=f"{role} {modality} {method_name} seed {seed}", console=ctx.console,
+            state_path=unit.directory / TRAIN_STATE, state_key=unit.key)
         history = result.history
         if ctx.accelerator.is_main_process:
             classifier = getattr(result.objective, "classifier", None)
@@ -66,6 +71,8 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
         ctx.accelerator.wait_for_everyone()
         record = unit.finish({"checkpoint": str(checkpoint), "digest": file_digest(checkpoint),
                               "final": history[-1] if history else {}})
+        if ctx.accelerator.is_main_process:  # finished: the resume state has served its purpose
+            (unit.directory / TRAIN_STATE).unlink(missing_ok=True)
     else:
         ctx.say(f"[dim]{role} {modality} {method_name} seed {seed}: cached[/dim]")
     return {"seed": seed, "modality": modality, "method": method_name, "role": role,

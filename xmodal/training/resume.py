@@ -1,0 +1,78 @@
+"""Epoch-level training state: a killed run continues from its last finished epoch.
+
+A distillation unit on NYU trains for tens of epochs; restarting it from scratch after a crash
+or a pre-empted job wastes hours. After each epoch the main process writes everything the next
+epoch depends on (weights, memory banks and other buffers, optimiser and schedule, mixed-precision
+scaler, and the state of every random generator: the global one, the data order's and each
+objective's negative sampler) atomically to one file, tagged with the unit's input fingerprint.
+A resumed run therefore takes exactly the steps the uninterrupted one would have taken.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from xmodal.training.checkpoint import save_atomic
+
+STATE_FORMAT = "xmodal-train-state"
+
+
+def module_generators(module: nn.Module) -> dict[str, torch.Generator]:
+    """Every ``torch.Generator`` held as an attribute by ``module`` or a submodule, by a stable
+    name (``"<submodule path>.<attribute>"``)."""
+    found = {}
+    for path, sub in module.named_modules():
+        for attr, value in vars(sub).items():
+            if isinstance(value, torch.Generator):
+                found[f"{path}.{attr}"] = value
+    return found
+
+
+def save_train_state(path: Path, key: str, epoch: int, module: nn.Module, optimizer: Any,
+                     schedule: Any, scaler: Any, generators: dict[str, torch.Generator],
+                     history: list[dict[str, float]]) -> None:
+    """Write the state after ``epoch`` finished epochs (call on the main process only)."""
+    state = {
+        "format": STATE_FORMAT, "key": key, "epoch": epoch, "history": history,
+        "module": module.state_dict(), "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "generators": {name: g.get_state() for name, g in generators.items()},
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+    save_atomic(state, path)
+
+
+def read_train_state(path: Path, key: str) -> dict[str, Any] | None:
+    """The saved state if it exists, is readable and belongs to the unit ``key``; else None
+    (a state from other inputs, or a torn file, is never resumed: training starts over)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 (any unreadable file means: start over)
+        return None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or state.get("key") != key:
+        return None
+    return state
+
+
+def restore_train_state(state: dict[str, Any], module: nn.Module, optimizer: Any, schedule: Any,
+                        scaler: Any, generators: dict[str, torch.Generator]) -> None:
+    """Load ``state`` (from :func:`read_train_state`) into the live training objects."""
+    module.load_state_dict(state["module"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    if scaler is not None and state["scaler"] is not None:
+        scaler.load_state_dict(state["scaler"])
+    for name, g in generators.items():
+        if name in state["generators"]:
+            g.set_state(state["generators"][name])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
