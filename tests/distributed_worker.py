@@ -44,10 +44,31 @@ def main(out_dir: str) -> None:
     rank = accelerator.process_index
     torch.save({"teacher_bank": loss.teacher_bank.memory, "student_bank": loss.student_bank.memory,
                 "bank_before": bank_before, "seen": torch.cat(seen),
-                "world": accelerator.num_processes,
+                "world": accelerator.num_processes, "out_dir": out_dir,
                 "weights": {k: v.detach().clone() for k, v in task.student.state_dict().items()}},
                f"{out_dir}/rank{rank}.pt")
 
 
+def gathered_local_term(out_dir: str) -> None:
+    """The local term with ``local_scope="global"`` on this rank's half of a fixed batch: its
+    value and the raw gradients of this rank's rows, for comparison with one process."""
+    import torch.distributed as dist
+    from torch.nn import functional as F
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    g = torch.Generator().manual_seed(7)
+    u_all = F.normalize(torch.randn(8, 6, generator=g), dim=1)
+    v_all = F.normalize(torch.randn(8, 6, generator=g), dim=1)
+    rows = slice(rank * 8 // world, (rank + 1) * 8 // world)
+    u, v = u_all[rows].clone().requires_grad_(), v_all[rows].clone().requires_grad_()
+    loss = WCoRDLoss(teacher_dim=6, student_dim=6, num_samples=8, embed_dim=6, lambda_global=0.0,
+                     lambda_local=1.0, local_scope="global")
+    term = loss.local_term(u, v)
+    term.backward()
+    torch.save({"term": term.detach(), "u_grad": u.grad, "v_grad": v.grad, "rows": (rows.start, rows.stop),
+                "u_all": u_all, "v_all": v_all}, f"{out_dir}/local{rank}.pt")
+
+
 if __name__ == "__main__":
     main(sys.argv[1])
+    gathered_local_term(sys.argv[1])

@@ -52,3 +52,24 @@ def test_banks_hold_rows_seen_by_the_other_process(ranks):
 def test_student_weights_stay_in_sync(ranks):
     for key, value in ranks[0]["weights"].items():
         assert torch.equal(value, ranks[1]["weights"][key]), key
+
+
+def test_gathered_local_term_is_the_global_batch_term(ranks):
+    """local_scope="global": every rank computes the plan over both ranks' rows; the raw
+    gradient of a rank's rows is world x the one-process gradient (DDP's mean then gives
+    exactly the global-batch gradient)."""
+    from xmodal.objectives.wcord import WCoRDLoss
+
+    out = Path(ranks[0]["out_dir"])
+    parts = [torch.load(out / f"local{r}.pt") for r in range(2)]
+    u_all = parts[0]["u_all"].clone().requires_grad_()
+    v_all = parts[0]["v_all"].clone().requires_grad_()
+    single = WCoRDLoss(teacher_dim=6, student_dim=6, num_samples=8, embed_dim=6, lambda_global=0.0,
+                       lambda_local=1.0)
+    term = single.local_term(u_all, v_all)
+    term.backward()
+    for part in parts:
+        start, stop = part["rows"]
+        torch.testing.assert_close(part["term"], term.detach(), rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(part["u_grad"], 2 * u_all.grad[start:stop], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(part["v_grad"], 2 * v_all.grad[start:stop], rtol=1e-5, atol=1e-7)

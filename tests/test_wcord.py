@@ -39,7 +39,7 @@ def test_defaults_and_hparams_round_trip() -> None:
         tau=0.07, momentum=0.5, lambda_global=0.8, lambda_local=0.1, lipschitz="spectral",
         gp_weight=10.0, critic="dot", critic_hidden=256, negatives="uniform", sharing="batch",
         sinkhorn_eps=0.05, sinkhorn_iters=100, sinkhorn_tol=1e-4, seed=0, local_solver="sinkhorn",
-        ipot_beta=1.0,
+        ipot_beta=1.0, local_scope="process",
     )
     assert loss.num_negatives_effective == 999  # K capped at N - 1
     rebuilt = WCoRDLoss(**hp)

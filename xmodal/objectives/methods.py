@@ -69,6 +69,8 @@ class WCoRDConfig:
         sinkhorn_eps, sinkhorn_iters, sinkhorn_tol: entropic OT for the local term.
         local_solver: ``sinkhorn`` (entropic) or ``ipot`` (approaches the exact plan; step
             ``ipot_beta`` in cost units).
+        local_scope: ``process`` (plan over each process's batch) or ``global`` (embeddings
+            all-gathered with autograd across processes; plan over the global batch).
     """
 
     embed_dim: int = 128
@@ -88,6 +90,7 @@ class WCoRDConfig:
     sinkhorn_tol: float = 1e-4
     local_solver: Literal["sinkhorn", "ipot"] = "sinkhorn"
     ipot_beta: float = 1.0
+    local_scope: Literal["process", "global"] = "process"
 
     def __post_init__(self) -> None:
         checks = {

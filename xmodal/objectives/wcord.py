@@ -101,6 +101,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from xmodal.objectives.critic import CRITICS, LIPSCHITZ_MODES, Critic, ProjectionHead, build_critic
+from xmodal.objectives.gather import all_gather_with_grad
 from xmodal.objectives.memory_bank import MemoryBank
 from xmodal.objectives.sinkhorn import TransportResult
 from xmodal.objectives.transport import TRANSPORT_METHODS, solve_transport
@@ -111,6 +112,7 @@ NEGATIVE_MODES = ("uniform", "other_class")
 """How negatives are chosen: uniformly, or uniformly with same-class negatives masked out."""
 
 SHARING_MODES = ("batch", "anchor")
+LOCAL_SCOPES = ("process", "global")
 """One set of negatives shared by the batch, or one set per anchor."""
 
 
@@ -157,6 +159,9 @@ class WCoRDLoss(nn.Module):
             ``"ipot"`` (proximal point iterations approaching the unregularised plan, step
             ``ipot_beta``), keyword-only.
         ipot_beta: IPOT's proximal step in cost units (choice, 1.0 for costs in [0, 2]).
+        local_scope: ``"process"`` (the local term's plan is over each process's batch) or
+            ``"global"`` (embeddings are all-gathered with autograd, the plan is over the
+            global batch; see :mod:`xmodal.objectives.gather`), keyword-only.
         seed: seeds the heads' and critic's initialisation (without touching the global RNG),
             the banks' initialisation and the negative sampling.
         gp_weight: weight of the gradient penalty, >= 0 (choice, 10.0, WGAN-GP's); used only
@@ -204,6 +209,7 @@ class WCoRDLoss(nn.Module):
         sample_labels: Tensor | None = None,
         local_solver: str = "sinkhorn",
         ipot_beta: float = 1.0,
+        local_scope: str = "process",
     ) -> None:
         super().__init__()
         _check_int("teacher_dim", teacher_dim, 1)
@@ -230,6 +236,8 @@ class WCoRDLoss(nn.Module):
         if local_solver not in TRANSPORT_METHODS:
             raise ValueError(f"WCoRDLoss: local_solver must be one of {TRANSPORT_METHODS}, got {local_solver!r}")
         _check_float("ipot_beta", ipot_beta, 0.0, low_open=True)
+        if local_scope not in LOCAL_SCOPES:
+            raise ValueError(f"WCoRDLoss: local_scope must be one of {LOCAL_SCOPES}, got {local_scope!r}")
         if negatives not in NEGATIVE_MODES:
             raise ValueError(f"WCoRDLoss: negatives must be one of {NEGATIVE_MODES}, got {negatives!r}")
         if sharing not in SHARING_MODES:
@@ -255,7 +263,7 @@ class WCoRDLoss(nn.Module):
             critic=critic, critic_hidden=critic_hidden, negatives=negatives, sharing=sharing,
             sinkhorn_eps=float(sinkhorn_eps), sinkhorn_iters=sinkhorn_iters,
             sinkhorn_tol=float(sinkhorn_tol), seed=seed, local_solver=local_solver,
-            ipot_beta=float(ipot_beta),
+            ipot_beta=float(ipot_beta), local_scope=local_scope,
         )
         self.num_samples = num_samples
         self.num_negatives_effective = min(num_negatives, num_samples - 1)
@@ -269,6 +277,7 @@ class WCoRDLoss(nn.Module):
         self.sinkhorn_iters = sinkhorn_iters
         self.sinkhorn_tol = float(sinkhorn_tol)
         self.local_solver = local_solver
+        self.local_scope = local_scope
         # Sinkhorn's reg is eps; IPOT's is its proximal step beta (it approaches the exact plan).
         self.local_reg = float(sinkhorn_eps) if local_solver == "sinkhorn" else float(ipot_beta)
 
@@ -480,6 +489,8 @@ class WCoRDLoss(nn.Module):
         ``P`` is computed without gradient; the gradient flows through ``C = 1 - u v^T`` only
         (by the envelope theorem this is also the gradient of the regularised OT value).
         """
+        if self.local_scope == "global":
+            u, v = all_gather_with_grad(u), all_gather_with_grad(v)  # [world * B, d]
         cost = 1.0 - u @ v.t()  # [B, B]
         result = solve_transport(cost, self.local_solver, reg=self.local_reg,  # type: ignore[arg-type]
                                  max_iters=self.sinkhorn_iters, tol=self.sinkhorn_tol)
