@@ -145,3 +145,19 @@ def test_distillation_killed_mid_training_resumes_from_its_last_epoch(tmp_path, 
     a = load_encoder(tmp_path.joinpath("whole", *unit)).state_dict()
     b = load_encoder(tmp_path.joinpath("cut", *unit)).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_segmentation_probe_on_scenes_skips_audio(tiny_run, tmp_path):
+    import shutil
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")  # students are cached; only probes run
+    assert main(_argv(run, "probe.probes=[linear,segmentation]", "probe.segmentation.epochs=2",
+                      "probe.segmentation.weight_decay_grid=[0.0]")) == 0
+    rows = json.loads((run / "results.json").read_text())
+    seg = {(r["modality"], r["method"]) for r in rows if r["probe"] == "semantic"}
+    assert ("depth", "wcord") in seg and ("rgb", "teacher") in seg
+    assert not any(modality == "audio" for modality, _ in seg)
+    for r in rows:
+        if r["probe"] == "semantic":
+            assert 0.0 <= r["value"] <= 1.0 and r["metric"] in ("mean_iou", "pixel_accuracy",
+                                                                 "mean_class_accuracy")

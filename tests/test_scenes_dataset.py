@@ -293,3 +293,14 @@ def test_recipes_keep_the_class_recoverable_but_not_from_one_category():
         for b in recipes[i + 1:]:
             assert sum((a & b).values()) <= 1
     assert [k.name for k in SCENE_CLASSES] == list(CLASSES)
+
+
+def test_semantic_ids_become_probe_labels_with_no_hit_unlabeled():
+    from xmodal.data.scenes.recipes import NUM_SEMANTIC_IDS
+    from xmodal.data.scenes.render import NO_HIT_ID
+    import torch
+
+    from xmodal.data.scenes_source import dense_semantic
+
+    ids = torch.tensor([[0, 1, NUM_SEMANTIC_IDS - 1, NO_HIT_ID]], dtype=torch.uint8)
+    assert dense_semantic(ids).tolist() == [[1, 2, NUM_SEMANTIC_IDS, 0]]

@@ -12,14 +12,25 @@ import torch
 from xmodal.core.registries import DATASETS
 from xmodal.data.arrays import ArrayDataset
 from xmodal.data.scenes import ScenesConfig, generate_scenes, read_scenes_info
+from xmodal.data.scenes.recipes import NUM_SEMANTIC_IDS
+from xmodal.data.scenes.render import NO_HIT_ID
 from xmodal.data.source import LoadedDataset
 
 SPLITS = ("train", "val", "test")
 
 
+def dense_semantic(semantic: torch.Tensor) -> torch.Tensor:
+    """Rendered ids (0 floor, 1 wall, 2 + c objects, ``NO_HIT_ID`` nothing) -> segmentation
+    labels in the probes' convention: ``id + 1`` (1..NUM_SEMANTIC_IDS), 0 = unlabeled."""
+    labels = semantic.long() + 1
+    return torch.where(semantic == NO_HIT_ID, torch.zeros_like(labels), labels)
+
+
 @DATASETS.register("scenes")
 class ScenesSource:
-    """Procedural tri-modal scenes (RGB, metric depth, audio), generated locally, no download."""
+    """Procedural tri-modal scenes (RGB, metric depth, audio), generated locally, no download;
+    scene classes for the linear probe and per-pixel ``semantic`` labels (floor, wall, six
+    object categories) for the segmentation probe."""
 
     name = "scenes"
     modalities = ("rgb", "depth", "audio")
@@ -38,10 +49,12 @@ class ScenesSource:
                     "depth": torch.from_numpy(f[split]["depth"][()]),
                     "audio": torch.from_numpy(f[split]["audio"][()]),
                     "label": torch.from_numpy(f[split]["label"][()]).long(),
+                    "semantic": dense_semantic(torch.from_numpy(f[split]["semantic"][()])),
                 })
                 for split in SPLITS
             }
             classes = json.loads(f.attrs["classes"])
             sample_rate = int(f.attrs["sample_rate"])
         return LoadedDataset(splits=splits, num_classes=len(classes), class_names=classes,
-                             frontend_kwargs={"audio": {"sample_rate": sample_rate}})
+                             frontend_kwargs={"audio": {"sample_rate": sample_rate}},
+                             dense_labels={"semantic": NUM_SEMANTIC_IDS})

@@ -21,6 +21,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class RGBFrontend(nn.Module):
     """RGB image ``[B, H, W, 3]`` (uint8 0..255 or float 0..1) -> ``[B, 3, H, W]``, ImageNet-normalised."""
 
+    image_aligned = True  # feature maps are aligned with image pixels
     out_channels = 3
 
     def __init__(self) -> None:
@@ -49,6 +50,7 @@ class DepthFrontend(nn.Module):
         max_m: depth is clipped to ``[0, max_m]`` metres before standardising.
     """
 
+    image_aligned = True  # feature maps are aligned with image pixels
     out_channels = 1
 
     def __init__(self, mean_m: float = 3.0, std_m: float = 1.5, max_m: float = 10.0) -> None:
@@ -77,6 +79,7 @@ class LogMelFrontend(nn.Module):
         sample_rate: Hz. n_fft, hop_length: samples. n_mels: mel bands.
     """
 
+    image_aligned = False  # maps are time x frequency, not pixels: no dense probes
     out_channels = 1
 
     def __init__(self, sample_rate: int = 8000, n_fft: int = 256, hop_length: int = 128,
@@ -105,6 +108,7 @@ class HHAFrontend(nn.Module):
     Same layout as RGB, so ImageNet-initialised backbones take it without changes.
     """
 
+    image_aligned = True  # feature maps are aligned with image pixels
     out_channels = 3
 
     def forward(self, image: Tensor) -> Tensor:
@@ -118,6 +122,7 @@ class NormalsFrontend(nn.Module):
     """Surface normals ``[B, H, W, 3]`` in the camera frame (unit floats, or int8 = 127 x unit
     as cached for NYU; 0 = unknown) -> ``[B, 3, H, W]`` with components in [-1, 1]."""
 
+    image_aligned = True  # feature maps are aligned with image pixels
     out_channels = 3
 
     def forward(self, normals: Tensor) -> Tensor:

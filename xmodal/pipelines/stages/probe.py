@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from xmodal.core.config import to_dict
-from xmodal.core.registries import PROBES, STAGES
+from xmodal.core.registries import MODALITIES, PROBES, STAGES
 from xmodal.evaluation.features import extract_features
 from xmodal.evaluation.segmentation_probe import extract_feature_maps
 from xmodal.pipelines.context import RunContext
@@ -34,6 +34,8 @@ def probe(ctx: RunContext) -> None:
         for probe_name, probe_cls in probes.items():
             probe_cfg = getattr(cfg, probe_name, None)
             dense = getattr(probe_cls, "consumes_maps", False)
+            if dense and not getattr(MODALITIES.get(model["modality"]), "image_aligned", False):
+                continue  # per-pixel labels mean nothing for, e.g., a spectrogram's maps
             targets = dataset.dense_labels if dense else {"label": dataset.num_classes}
             for target, num_classes in targets.items():
                 label = probe_name if not dense else target
