@@ -123,6 +123,7 @@ class NormalsFrontend(nn.Module):
     as cached for NYU; 0 = unknown) -> ``[B, 3, H, W]`` with components in [-1, 1]."""
 
     image_aligned = True  # feature maps are aligned with image pixels
+    mirror_negates_channel = 0  # a left-right mirror flips the sign of n_x
     out_channels = 3
 
     def forward(self, normals: Tensor) -> Tensor:

@@ -20,6 +20,8 @@ class OptimConfig:
         weight_decay: decoupled (AdamW) or L2 (SGD) weight decay.
         optimizer: ``adamw`` or ``sgd`` (momentum 0.9, Nesterov).
         grad_clip: max global gradient norm, 0 disables.
+        hflip: mirror each training input left-right with probability 0.5 (image-aligned
+            modalities only; normals also flip the sign of their x component).
     """
 
     epochs: int = 20
@@ -29,6 +31,7 @@ class OptimConfig:
     optimizer: Literal["adamw", "sgd"] = "adamw"
     warmup_epochs: float = 1.0
     grad_clip: float = 5.0
+    hflip: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0:

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from xmodal.core.errors import ConfigError
+from xmodal.data.augment import random_hflip
 from xmodal.encoders.base import Encoder
 
 
@@ -24,18 +26,31 @@ class DistillationTask(nn.Module):
         objective: a method's objective module (see :mod:`xmodal.objectives.methods`).
         teacher_features: ``[N, Dt]`` frozen teacher embeddings of the training split, indexed
             by ``batch["index"]``, or None for methods without a teacher.
+        hflip: mirror student inputs left-right at random while training
+            (:func:`~xmodal.data.augment.random_hflip`); needs an image-aligned modality.
+        seed: seeds the augmentation's generator.
     """
 
     def __init__(self, student: Encoder, objective: nn.Module,
-                 teacher_features: Tensor | None = None) -> None:
+                 teacher_features: Tensor | None = None, hflip: bool = False,
+                 seed: int = 0) -> None:
         super().__init__()
         self.student = student
         self.objective = objective
         self.modality = student.modality
         self.register_buffer("teacher_features", teacher_features, persistent=False)
+        self.hflip = hflip
+        if hflip and not getattr(student.frontend, "image_aligned", False):
+            raise ConfigError(f"optim.hflip mirrors images, but modality '{self.modality}' is not "
+                              "image-aligned; set optim.hflip=false for it")
+        self._negate = getattr(student.frontend, "mirror_negates_channel", None)
+        self._flip_generator = torch.Generator().manual_seed(seed + 7)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        features = self.student(batch[self.modality])
+        inputs = batch[self.modality]
+        if self.hflip and self.training:
+            inputs = random_hflip(inputs, self._flip_generator, negate_channel=self._negate)
+        features = self.student(inputs)
         teacher = None
         if self.teacher_features is not None:
             teacher = self.teacher_features[batch["index"].to(self.teacher_features.device)]
