@@ -14,7 +14,6 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from xmodal.core.errors import DataError
 
 #: which pipeline's config describes a dataset's default options, by dataset name
 _PIPELINE_OF = {"scenes": "scenes", "nyu-depth": "nyu-depth"}
@@ -54,22 +53,13 @@ def run_data_command(args: argparse.Namespace, console: Console) -> None:
 
 def _info(path: Path, console: Console) -> None:
     """Recognise the file's format, validate it, and print a summary table."""
-    import h5py
+    from xmodal.data.hdf5 import open_hdf5
 
-    if not path.is_file():
-        raise DataError(f"'{path}' does not exist")
-    if not h5py.is_hdf5(path):
-        head = path.read_bytes()[:128]
-        kind = "a MATLAB v5 file" if head.startswith(b"MATLAB 5.0") else "not an HDF5 file"
-        raise DataError(f"'{path}' is {kind}; xmodal reads HDF5 files: the NYU labeled file "
-                        "(MATLAB v7.3), a scenes cache or an NYU cache")
-    try:
-        with h5py.File(path, "r") as f:
-            fmt = f.attrs.get("format")
-            is_nyu = "images" in f and "depths" in f
-    except OSError as exc:  # truncated or damaged: h5py names the symptom, we name the file
-        raise DataError(f"'{path}' is a damaged or truncated HDF5 file ({exc}); delete it and "
-                        "download or copy it again") from None
+    with open_hdf5(path, "xmodal reads HDF5 files (the NYU labeled file in MATLAB v7.3, a scenes "
+                         "cache or an NYU cache); replace a damaged file by downloading or "
+                         "copying it again") as f:
+        fmt = f.attrs.get("format")
+        is_nyu = "images" in f and "depths" in f
     if is_nyu:
         from xmodal.data.nyu.reader import validate
 

@@ -36,7 +36,7 @@ class NYUDepthSource:
 
     def fingerprint(self, options: NYUDepthConfig) -> dict[str, object]:
         """Size, mtime and end-hash of the labeled file (part of the data unit's cache key)."""
-        return source_fingerprint(Path(require_source(options)))
+        return source_fingerprint(require_source(options))
 
     def load(self, cache_path: Path) -> LoadedDataset:
         facts = load_nyu_facts()

@@ -10,7 +10,7 @@ normals method imports Open3D on use.
 
 from __future__ import annotations
 
-from xmodal.data.depth_encodings.backproject import backproject, valid_depth
+from xmodal.data.depth_encodings.backproject import backproject, valid_depth, valid_depth_mask
 from xmodal.data.depth_encodings.gravity import estimate_gravity
 from xmodal.data.depth_encodings.height import height_above_ground
 from xmodal.data.depth_encodings.hha import DepthEncodings, encode_depth, hha
@@ -18,4 +18,4 @@ from xmodal.data.depth_encodings.intrinsics import Intrinsics
 from xmodal.data.depth_encodings.normals import surface_normals
 
 __all__ = ["DepthEncodings", "Intrinsics", "backproject", "encode_depth", "estimate_gravity",
-           "height_above_ground", "hha", "surface_normals", "valid_depth"]
+           "height_above_ground", "hha", "surface_normals", "valid_depth", "valid_depth_mask"]

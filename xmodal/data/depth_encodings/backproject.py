@@ -25,11 +25,16 @@ def check_depth(depth: np.ndarray) -> np.ndarray:
     return depth.astype(np.float32, copy=False)
 
 
-def valid_depth(depth: np.ndarray) -> np.ndarray:
-    """Boolean ``[H, W]`` mask of pixels with a measurement: finite and > 0 metres."""
-    depth = check_depth(depth)
-    with np.errstate(invalid="ignore"):
+def valid_depth_mask(depth: np.ndarray) -> np.ndarray:
+    """``[...]`` depth in metres (any shape) -> bool mask of the same shape: finite and > 0."""
+    depth = np.asarray(depth)
+    with np.errstate(invalid="ignore"):  # NaN > 0 is simply False
         return np.isfinite(depth) & (depth > 0)
+
+
+def valid_depth(depth: np.ndarray) -> np.ndarray:
+    """Boolean ``[H, W]`` mask of pixels with a measurement, for a checked 2-D depth map."""
+    return valid_depth_mask(check_depth(depth))
 
 
 def backproject(depth: np.ndarray, K: Intrinsics) -> np.ndarray:

@@ -4,11 +4,11 @@ Per frame, streamed: crop the valid (non-padded) region, compute the depth encod
 cropped full resolution (normals and heights need the real geometry), then resize everything
 to ``image_size``: RGB and HHA by area averaging, metric depth, surface normals (open3d or
 finite differences, :mod:`xmodal.data.depth_encodings`) and height above the estimated floor by
-area averaging over valid pixels only (holes stay 0), labels by nearest neighbour. One HDF5 chunk per frame. The cache is written as ``<path>.part`` with a
-manifest (source size, mtime, content fingerprint, options) and a ``frames_done`` counter
-flushed every frame; an interrupted run resumes from that counter, and because each frame is a
-pure function of the source, the finished cache equals an uninterrupted one. ``os.replace``
-publishes it when complete.
+area averaging over valid pixels only (holes stay 0), labels by nearest neighbour. One HDF5
+chunk per frame. The cache is written as ``<path>.part`` with a manifest (source size, mtime,
+content fingerprint, options) and a ``frames_done`` counter flushed every frame; an interrupted
+run resumes from that counter, and because each frame is a pure function of the source, the
+finished cache equals an uninterrupted one. ``os.replace`` publishes it when complete.
 """
 
 from __future__ import annotations

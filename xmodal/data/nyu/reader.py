@@ -19,6 +19,8 @@ import h5py
 import numpy as np
 
 from xmodal.core.errors import DataError
+from xmodal.data.depth_encodings.backproject import valid_depth_mask  # noqa: F401  (public)
+from xmodal.data.hdf5 import open_hdf5
 
 PIXEL_KEYS = ("depths", "rawDepths", "labels", "instances")
 STRING_KEYS = ("names", "scenes", "sceneTypes")
@@ -53,13 +55,6 @@ class NYUFrame:
     accel: np.ndarray
 
 
-def valid_depth_mask(depth: np.ndarray) -> np.ndarray:
-    """``[...]`` depth in metres -> bool mask of the same shape: finite and > 0."""
-    depth = np.asarray(depth)
-    with np.errstate(invalid="ignore"):  # NaN > 0 is simply False
-        return np.isfinite(depth) & (depth > 0)
-
-
 def _decode(f: h5py.File, ref: h5py.Reference) -> str:
     """A MATLAB char cell entry -> str (UTF-16 code units; bytes-as-ASCII would leave NULs)."""
     target = f[ref]
@@ -74,21 +69,8 @@ def _is_ref(dataset: h5py.Dataset) -> bool:
 
 def _open(path: Path) -> h5py.File:
     """Open ``path`` read-only as HDF5, turning every way that fails into a DataError."""
-    if not path.is_file():
-        raise DataError(f"NYU file '{path}' does not exist; {_GET_IT}")
-    with open(path, "rb") as handle:
-        head = handle.read(128)
-    if not h5py.is_hdf5(path):
-        kind = ("a MATLAB v5 .mat file" if head.startswith(b"MATLAB 5.0")
-                else "not an HDF5 file")
-        raise DataError(f"NYU file '{path}' is {kind}; the reader needs the labeled set "
-                        f"nyu_depth_v2_labeled.mat saved as MATLAB v7.3 (HDF5); {_GET_IT}")
-    try:
-        return h5py.File(path, "r")
-    except OSError as exc:
-        truncated = "truncated" in str(exc)
-        what = "truncated (incomplete download?)" if truncated else f"unreadable ({exc})"
-        raise DataError(f"NYU file '{path}' is {what}; {_GET_IT}") from None
+    return open_hdf5(path, "the reader needs the labeled set nyu_depth_v2_labeled.mat saved as "
+                           f"MATLAB v7.3 (HDF5); {_GET_IT}", label="NYU file ")
 
 
 def _check_layout(f: h5py.File, path: Path) -> tuple[int, int, int]:
