@@ -17,6 +17,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def channels_first(image: Tensor, modality: str) -> Tensor:
+    """A ``[B, H, W, 3]`` image-like batch (any dtype) -> float ``[B, 3, H, W]``, unscaled."""
+    if image.ndim != 4 or image.shape[-1] != 3:
+        raise ValueError(f"{modality} input must be [B, H, W, 3], got {list(image.shape)}")
+    return image.permute(0, 3, 1, 2).float()
+
+
 @MODALITIES.register("rgb")
 class RGBFrontend(nn.Module):
     """RGB image ``[B, H, W, 3]`` (uint8 0..255 or float 0..1) -> ``[B, 3, H, W]``, ImageNet-normalised."""
@@ -30,9 +37,7 @@ class RGBFrontend(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, image: Tensor) -> Tensor:
-        if image.ndim != 4 or image.shape[-1] != 3:
-            raise ValueError(f"rgb input must be [B, H, W, 3], got {list(image.shape)}")
-        x = image.permute(0, 3, 1, 2).float()
+        x = channels_first(image, "rgb")
         if image.dtype == torch.uint8:
             x = x / 255.0
         return (x - self.mean) / self.std
@@ -112,9 +117,7 @@ class HHAFrontend(nn.Module):
     out_channels = 3
 
     def forward(self, image: Tensor) -> Tensor:
-        if image.ndim != 4 or image.shape[-1] != 3:
-            raise ValueError(f"hha input must be [B, H, W, 3], got {list(image.shape)}")
-        return (image.permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.25
+        return (channels_first(image, "hha") / 255.0 - 0.5) / 0.25
 
 
 @MODALITIES.register("normals")
@@ -127,9 +130,7 @@ class NormalsFrontend(nn.Module):
     out_channels = 3
 
     def forward(self, normals: Tensor) -> Tensor:
-        if normals.ndim != 4 or normals.shape[-1] != 3:
-            raise ValueError(f"normals input must be [B, H, W, 3], got {list(normals.shape)}")
-        x = normals.permute(0, 3, 1, 2).float()
+        x = channels_first(normals, "normals")
         if normals.dtype == torch.int8:
             x = x / 127.0
         return torch.nan_to_num(x, nan=0.0)

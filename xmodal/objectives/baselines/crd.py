@@ -52,6 +52,7 @@ from torch import Tensor, nn
 
 from xmodal.objectives.baselines.config import CRDConfig
 from xmodal.objectives.critic import ProjectionHead
+from xmodal.objectives.gather import world_size
 from xmodal.objectives.memory_bank import MemoryBank
 
 __all__ = ["CRDObjective", "nce_loss"]
@@ -77,10 +78,11 @@ def _mean_across_processes(value: Tensor) -> Tensor:
     """``value`` averaged over the default process group (identity outside torch.distributed)."""
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    world = world_size()
+    if world > 1:
         value = value.clone()
         dist.all_reduce(value)
-        value = value / dist.get_world_size()
+        value = value / world
     return value
 
 

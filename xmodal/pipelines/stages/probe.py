@@ -9,6 +9,8 @@ probes without re-extracting.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from xmodal.core.config import to_dict
@@ -29,8 +31,10 @@ def probe(ctx: RunContext) -> None:
     probes = {name: PROBES.get(name) for name in cfg.probes}
     dataset = ctx.state["dataset"]
     rows: list[dict[str, Any]] = ctx.state.setdefault("rows", [])
+    device = ctx.accelerator.device
     for model in ctx.state.get("models", []):
         name = f"{model['modality']}-{model['method']}"
+        memo: dict[Path, dict[str, Any]] = {}  # this model's outputs, read once for all targets
         for probe_name, probe_cls in probes.items():
             probe_cfg = getattr(cfg, probe_name, None)
             dense = getattr(probe_cls, "consumes_maps", False)
@@ -46,12 +50,20 @@ def probe(ctx: RunContext) -> None:
                 record = unit.record()
                 if record is None:
                     if dense:
-                        maps = _feature_maps(ctx, model, dataset, probe_cfg.stages)
+                        stages = probe_cfg.stages
+                        maps = _frozen_outputs(
+                            ctx, model, f"-maps{'-'.join(str(s) for s in stages)}", memo,
+                            lambda enc, split: extract_feature_maps(
+                                enc, dataset.splits[split].tensors[model["modality"]], stages,
+                                batch_size=32, device=device))
                         result = probe_cls(probe_cfg).evaluate_maps(
                             *[(maps[s], dataset.splits[s].tensors[target]) for s in SPLITS],
                             num_classes=num_classes)
                     else:
-                        feats = _features(ctx, model, dataset)
+                        feats = _frozen_outputs(
+                            ctx, model, "", memo,
+                            lambda enc, split: extract_features(enc, dataset.splits[split],
+                                                                device=device))
                         result = probe_cls(probe_cfg).evaluate(
                             *[(feats[s], dataset.splits[s].tensors["label"]) for s in SPLITS],
                             num_classes=num_classes)
@@ -65,27 +77,18 @@ def probe(ctx: RunContext) -> None:
                                     else {"probe_l2": record["l2"]})})
 
 
-def _features(ctx: RunContext, model: dict[str, Any], dataset: Any) -> dict[str, Any]:
-    cache = ctx.run_dir / "features" / f"{model['digest']}.pt"
-    if cache.is_file():
-        return load_checkpoint(cache)
-    encoder = load_encoder(model["checkpoint"])
-    feats = {s: extract_features(encoder, dataset.splits[s], device=ctx.accelerator.device)
-             for s in SPLITS}
-    if ctx.accelerator.is_main_process:
-        save_atomic(feats, cache)
-    return feats
-
-
-def _feature_maps(ctx: RunContext, model: dict[str, Any], dataset: Any,
-                  stages: list[int]) -> dict[str, Any]:
-    tag = "-".join(str(s) for s in stages)
-    cache = ctx.run_dir / "features" / f"{model['digest']}-maps{tag}.pt"
-    if cache.is_file():
-        return load_checkpoint(cache)
-    encoder = load_encoder(model["checkpoint"])
-    maps = {s: extract_feature_maps(encoder, dataset.splits[s].tensors[model["modality"]], stages,
-                                    batch_size=32, device=ctx.accelerator.device) for s in SPLITS}
-    if ctx.accelerator.is_main_process:
-        save_atomic(maps, cache)
-    return maps
+def _frozen_outputs(ctx: RunContext, model: dict[str, Any], tag: str,
+                    memo: dict[Path, dict[str, Any]],
+                    extract: Callable[[Any, str], Any]) -> dict[str, Any]:
+    """``{split: extract(encoder, split)}`` of the frozen encoder, computed once per checkpoint:
+    from ``memo``, else from ``features/<digest><tag>.pt``, else extracted and saved there."""
+    cache = ctx.run_dir / "features" / f"{model['digest']}{tag}.pt"
+    if cache not in memo:
+        if cache.is_file():
+            memo[cache] = load_checkpoint(cache)
+        else:
+            encoder = load_encoder(model["checkpoint"])
+            memo[cache] = {split: extract(encoder, split) for split in SPLITS}
+            if ctx.accelerator.is_main_process:
+                save_atomic(memo[cache], cache)
+    return memo[cache]
