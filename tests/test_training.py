@@ -179,8 +179,8 @@ def test_training_killed_after_an_epoch_resumes_to_identical_weights(tmp_path, m
     state = tmp_path / "train-state.pt"
     real_save = loop.save_train_state
 
-    def save_then_die(path, key, epoch, *args):
-        real_save(path, key, epoch, *args)
+    def save_then_die(path, key, epoch, *args, **kwargs):
+        real_save(path, key, epoch, *args, **kwargs)
         if epoch == 2:
             raise KeyboardInterrupt  # killed after epoch 2 was saved
 
@@ -214,3 +214,81 @@ def test_a_state_from_other_inputs_is_not_resumed(tmp_path):
     state.write_bytes(b"torn")  # unreadable: start over rather than fail
     assert len(fit(_wcord_task(), make_loader(_dataset(), 8, True, drop_last=True), cfg,
                    Accelerator(cpu=True), state_path=state, state_key="new")) == 1
+
+
+def _train_uninterrupted(cfg, loader_seed=5):
+    whole = _wcord_task()
+    fit(whole, make_loader(_dataset(), 8, True, seed=loader_seed, drop_last=True), cfg,
+        Accelerator(cpu=True))
+    return whole
+
+
+def _assert_same_state(a, b):
+    a, b = a.state_dict(), b.state_dict()
+    assert a.keys() == b.keys()
+    for name in a:  # weights, BN statistics and both memory banks, bit for bit
+        assert torch.equal(a[name], b[name]), name
+
+
+@pytest.mark.parametrize("kill_at", [2, 6])  # inside epoch 1; inside epoch 2, after an epoch save
+def test_training_killed_mid_epoch_resumes_to_identical_weights(tmp_path, monkeypatch, kill_at):
+    """checkpoint_every=2 with 4 steps per epoch: killed after the state at global step
+    ``kill_at`` was written, a fresh task resumes mid-epoch and ends bit-identical."""
+    from xmodal.training import loop
+
+    cfg = OptimConfig(epochs=3, batch_size=8)
+    whole = _train_uninterrupted(cfg)
+    state = tmp_path / "train-state.pt"
+    real_save = loop.save_train_state
+    saved = []
+
+    def save_then_die(path, key, epoch, *args, step=0, **kwargs):
+        real_save(path, key, epoch, *args, step=step, **kwargs)
+        saved.append(epoch * 4 + step)
+        if saved[-1] == kill_at:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_train_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_wcord_task(), make_loader(_dataset(), 8, True, seed=5, drop_last=True), cfg,
+            Accelerator(cpu=True), state_path=state, state_key="k", checkpoint_every=2)
+    monkeypatch.setattr(loop, "save_train_state", real_save)
+    assert torch.load(state, weights_only=False)["step"] == 2  # a mid-epoch state
+    torch.manual_seed(4321)  # a fresh process: nothing but the state file carries over
+    resumed = _wcord_task()
+    history = fit(resumed, make_loader(_dataset(), 8, True, seed=5, drop_last=True), cfg,
+                  Accelerator(cpu=True), state_path=state, state_key="k", checkpoint_every=2)
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    _assert_same_state(whole, resumed)
+
+
+def test_a_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    """The write of the step-4 state dies half-way: the step-2 state is intact, and resuming
+    from it still ends bit-identical to an uninterrupted run."""
+    from xmodal.training import checkpoint, loop
+
+    cfg = OptimConfig(epochs=2, batch_size=8)
+    whole = _train_uninterrupted(cfg)
+    state = tmp_path / "train-state.pt"
+    real_torch_save = checkpoint.torch.save
+    writes = []
+
+    def torn_save(obj, path):
+        writes.append(path)
+        if len(writes) == 2:  # the second checkpoint: half a file, then the process dies
+            with open(path, "wb") as f:
+                f.write(b"\x80\x02half")
+            raise KeyboardInterrupt
+        real_torch_save(obj, path)
+
+    monkeypatch.setattr(checkpoint.torch, "save", torn_save)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_wcord_task(), make_loader(_dataset(), 8, True, seed=5, drop_last=True), cfg,
+            Accelerator(cpu=True), state_path=state, state_key="k", checkpoint_every=2)
+    monkeypatch.setattr(checkpoint.torch, "save", real_torch_save)
+    assert loop.read_train_state(state, "k")["step"] == 2  # the previous state, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["train-state.pt"]  # no temp file left
+    resumed = _wcord_task()
+    fit(resumed, make_loader(_dataset(), 8, True, seed=5, drop_last=True), cfg,
+        Accelerator(cpu=True), state_path=state, state_key="k", checkpoint_every=2)
+    _assert_same_state(whole, resumed)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -15,6 +16,7 @@ from rich.table import Table
 
 import xmodal
 from xmodal.cli.data_commands import add_data_parser, run_data_command
+from xmodal.cli.launch import add_launch_arguments, check_launch_arguments, launch, wants_launch
 from xmodal.core.errors import XmodalError
 
 LIST_KINDS = ("encoders", "losses", "datasets", "probes", "pipelines", "modalities", "stages")
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override one config key, e.g. --set distill.optim.epochs=5 (repeatable)")
     run.add_argument("--data", help="the dataset file, for datasets that read one (nyu-depth)")
+    add_launch_arguments(run)
     add_data_parser(sub, _Parser)
     lst = sub.add_parser("list", help="list registered components")
     lst.add_argument("kind", nargs="?", choices=LIST_KINDS, help="which registry (default: all)")
@@ -61,9 +64,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     err = Console(stderr=True)
     try:
-        args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+        argv = list(sys.argv[1:] if argv is None else argv)
+        args = build_parser().parse_args(argv)
         import xmodal.registration  # noqa: F401  (fills every registry; after --help/--version)
 
+        if args.command == "run" and wants_launch(args):
+            from xmodal.pipelines import resolve_config
+
+            check_launch_arguments(args)
+            # a typo fails here, once, before N processes start
+            resolve_config(args.pipeline, args.config, args.overrides, args.data)
+            return launch(args, argv)
         if args.command == "run":
             from xmodal.pipelines import run_pipeline
 
@@ -77,7 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             build_parser().print_help()
             return 2
     except XmodalError as exc:
-        err.print(f"error: {exc}", soft_wrap=True, highlight=False, markup=False)
+        rank = os.environ.get("RANK", "0")  # one line per process of a launched job
+        err.print(f"{'' if rank == '0' else f'[rank {rank}] '}error: {exc}", soft_wrap=True,
+                  highlight=False, markup=False)
         return 2
     except SystemExit as exc:  # --help / --version
         return int(exc.code or 0)

@@ -6,22 +6,35 @@ Small enough to train on a CPU, and the family the KD literature (CRD, WCoRD) re
 
 from __future__ import annotations
 
+import math
+from typing import Literal
+
 from torch import Tensor, nn
 
 from xmodal.core.registries import ENCODERS
 
+Norm = Literal["batch", "group"]
+
+
+def norm_layer(kind: Norm, channels: int) -> nn.Module:
+    """BatchNorm, or GroupNorm (up to 8 groups), which does not depend on the batch: the same
+    model on N processes with batch B then computes exactly what one process does with N*B."""
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(channels, 8), channels)
+    return nn.BatchNorm2d(channels)
+
 
 class BasicBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int, norm: Norm = "batch") -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.bn1 = norm_layer(norm, out_ch)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.bn2 = norm_layer(norm, out_ch)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_ch != out_ch:
             self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False),
-                                          nn.BatchNorm2d(out_ch))
+                                          norm_layer(norm, out_ch))
 
     def forward(self, x: Tensor) -> Tensor:
         out = nn.functional.relu(self.bn1(self.conv1(x)))
@@ -32,19 +45,23 @@ class CifarResNet(nn.Module):
     """Stem + 3 stages of ``blocks`` basic blocks with widths ``widths`` (strides 1, 2, 2).
 
     Input ``[B, in_channels, H, W]``; stage maps at ``H``, ``H/2``, ``H/4``; ``out_dim = widths[-1]``.
+    ``norm``: ``batch`` (the literature's) or ``group`` (batch-independent).
     """
 
     def __init__(self, in_channels: int, blocks: int, widths: tuple[int, int, int],
-                 stem_width: int | None = None) -> None:
+                 stem_width: int | None = None, norm: Norm = "batch") -> None:
         super().__init__()
         if in_channels < 1 or blocks < 1:
             raise ValueError(f"need in_channels >= 1 and blocks >= 1, got {in_channels}, {blocks}")
+        if norm not in ("batch", "group"):
+            raise ValueError(f"norm must be 'batch' or 'group', got {norm!r}")
         stem = stem_width or widths[0]
         self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False),
-                                  nn.BatchNorm2d(stem), nn.ReLU(inplace=True))
+                                  norm_layer(norm, stem), nn.ReLU(inplace=True))
         stages, ch = [], stem
         for i, width in enumerate(widths):
-            layers = [BasicBlock(ch if j == 0 else width, width, 2 if (i > 0 and j == 0) else 1)
+            layers = [BasicBlock(ch if j == 0 else width, width, 2 if (i > 0 and j == 0) else 1,
+                                 norm)
                       for j in range(blocks)]
             stages.append(nn.Sequential(*layers))
             ch = width
@@ -65,10 +82,10 @@ class CifarResNet(nn.Module):
 
 
 def _register(name: str, blocks: int, widths: tuple[int, int, int], stem: int | None = None) -> None:
-    def build(in_channels: int, width_multiplier: float = 1.0) -> CifarResNet:
+    def build(in_channels: int, width_multiplier: float = 1.0, norm: Norm = "batch") -> CifarResNet:
         scaled = tuple(max(1, round(w * width_multiplier)) for w in widths)
         stem_w = max(1, round(stem * width_multiplier)) if stem else None
-        return CifarResNet(in_channels, blocks, scaled, stem_w)  # type: ignore[arg-type]
+        return CifarResNet(in_channels, blocks, scaled, stem_w, norm)  # type: ignore[arg-type]
 
     build.__doc__ = f"CIFAR ResNet-{6 * blocks + 2}, widths {widths}"
     ENCODERS.add(name, build, build.__doc__)

@@ -100,11 +100,18 @@ class RuntimeConfig:
         mixed_precision: Accelerate's ``no``, ``bf16`` or ``fp16``.
         cpu: force CPU even where a GPU exists.
         threads: torch intra-op threads (0 = torch's default).
+        checkpoint_every: also save the training state every this many optimiser steps inside
+            an epoch (0 = at the end of each epoch only); a killed run resumes from there.
     """
 
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     cpu: bool = False
     threads: int = 0
+    checkpoint_every: int = 0
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
 
 
 @dataclass

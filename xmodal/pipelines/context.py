@@ -9,6 +9,7 @@ again with the same config skips it, changing an input recomputes it and everyth
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from rich.console import Console
 from xmodal.core.config import fingerprint
 from xmodal.core.records import write_json_atomic
 from xmodal.pipelines.config import RunConfig
+from xmodal.training.distributed import main_process_decides
 
 
 @dataclass
@@ -28,6 +30,8 @@ class Unit:
     directory: Path
     inputs: dict[str, Any]
     is_main: bool = True
+    #: makes every process take the main process's answer (see ``main_process_decides``)
+    agree: Callable[[Any], Any] = lambda value: value
 
     @property
     def key(self) -> str:
@@ -38,7 +42,11 @@ class Unit:
         return self.directory / "done.json"
 
     def record(self) -> dict[str, Any] | None:
-        """The finished unit's record, or None when it must (re)run."""
+        """The finished unit's record, or None when it must (re)run; the main process's
+        answer on every process."""
+        return self.agree(self._read_record())
+
+    def _read_record(self) -> dict[str, Any] | None:
         if not self.done_file.is_file():
             return None
         try:
@@ -66,7 +74,12 @@ class RunContext:
     log: list[str] = field(default_factory=list)
 
     def unit(self, *parts: str, inputs: dict[str, Any]) -> Unit:
-        return Unit(self.run_dir.joinpath(*parts), inputs, self.accelerator.is_main_process)
+        return Unit(self.run_dir.joinpath(*parts), inputs, self.accelerator.is_main_process,
+                    agree=self.agree)
+
+    def agree(self, value: Any) -> Any:
+        """``value`` as the main process computed it, on every process."""
+        return main_process_decides(value, self.accelerator)
 
     def say(self, message: str) -> None:
         """Print on the main process only."""

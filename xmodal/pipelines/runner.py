@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
 from rich.console import Console
 
 from xmodal.core.config import dump_yaml, load_config, read_yaml
@@ -16,6 +15,7 @@ from xmodal.core.registries import PIPELINES, STAGES
 from xmodal.pipelines.config import RunConfig
 from xmodal.pipelines.context import RunContext
 from xmodal.pipelines.spec import PipelineSpec
+from xmodal.training.distributed import create_accelerator
 
 
 @dataclass
@@ -69,7 +69,8 @@ def run_pipeline(pipeline: str, out: str | Path | None = None, config_file: str 
     run_dir = Path(out) if out is not None else Path("runs") / spec.name
     if config.runtime.threads > 0:
         torch.set_num_threads(config.runtime.threads)
-    accelerator = Accelerator(cpu=config.runtime.cpu, mixed_precision=config.runtime.mixed_precision)
+    accelerator = create_accelerator(cpu=config.runtime.cpu,
+                                     mixed_precision=config.runtime.mixed_precision)
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         dump_yaml(config, run_dir / "config.yaml")

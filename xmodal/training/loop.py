@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader
 from xmodal.core.errors import XmodalError
 from xmodal.training.optim import OptimConfig, build_optimizer, build_schedule
 from xmodal.training.progress import progress_bar
-from xmodal.training.resume import (module_generators, read_train_state, restore_train_state,
-                                    save_train_state)
+from xmodal.training.resume import (LOADER_GENERATOR, module_generators, read_train_state,
+                                    restore_train_state, save_train_state)
 from xmodal.training.task import DistillationTask
 
 
@@ -23,13 +23,14 @@ class TrainingDiverged(XmodalError):
 
 def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerator: Accelerator,
         description: str = "train", console: Any = None, state_path: Path | None = None,
-        state_key: str = "") -> list[dict[str, float]]:
+        state_key: str = "", checkpoint_every: int = 0) -> list[dict[str, float]]:
     """Train ``task`` in place for ``cfg.epochs`` epochs; returns per-epoch mean metrics.
 
-    With ``state_path``, the full training state is saved there after every epoch (main
-    process) and, when a state saved under the same ``state_key`` exists on every process,
-    training continues after its last epoch and takes the same steps an uninterrupted run
-    would (see :mod:`xmodal.training.resume`).
+    With ``state_path``, the full training state is saved there (main process) after every
+    epoch and, with ``checkpoint_every > 0``, every that many optimiser steps inside an epoch.
+    When a state saved under the same ``state_key`` exists on every process, training
+    continues from it, mid-epoch included, and takes the same steps an uninterrupted run would
+    (see :mod:`xmodal.training.resume`).
 
     Raises:
         TrainingDiverged: on a non-finite loss, naming the epoch and step.
@@ -37,28 +38,50 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
     if cfg.epochs == 0:
         return []
     params = [p for p in task.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, cfg)
-    schedule = build_schedule(optimizer, cfg, steps_per_epoch=len(loader))
+    raw_optimizer = build_optimizer(params, cfg)
     generators = module_generators(task)
-    if getattr(getattr(loader, "sampler", None), "generator", None) is not None:
-        generators["loader.sampler.generator"] = loader.sampler.generator
-    model, optimizer, loader, schedule = accelerator.prepare(task, optimizer, loader, schedule)
+    order = getattr(getattr(loader, "sampler", None), "generator", None)  # the data order's
+    if order is not None:
+        generators[LOADER_GENERATOR] = order
+    model, optimizer, loader = accelerator.prepare(task, raw_optimizer, loader)
+    # The schedule counts optimiser steps of the job (the sharded loader's length), so a run on
+    # N processes with batch B follows the same learning rates as one process with batch N*B.
+    schedule = build_schedule(raw_optimizer, cfg, steps_per_epoch=len(loader))
     core = accelerator.unwrap_model(model)
     history: list[dict[str, float]] = []
-    start = 0
+    start_epoch, start_step, sums = 0, 0, {}
+    epoch_order: Any = None  # the data order's generator state when the current epoch began
     state = read_train_state(state_path, state_key) if state_path is not None else None
     if _everywhere(state is not None, accelerator):
         restore_train_state(state, core, optimizer, schedule, accelerator.scaler, generators)
-        start, history = int(state["epoch"]), list(state["history"])
+        start_epoch, history = int(state["epoch"]), list(state["history"])
+        start_step, sums = int(state.get("step", 0)), dict(state.get("sums", {}))
+        epoch_order = state.get("epoch_order")
+
+    def save(epoch: int, step: int, sums: dict[str, float]) -> None:
+        if state_path is not None and accelerator.is_main_process:
+            save_train_state(state_path, state_key, epoch, core, optimizer, schedule,
+                             accelerator.scaler, generators, history, step=step, sums=sums,
+                             epoch_order=epoch_order)
+
+    steps = len(loader)
     with progress_bar(accelerator.is_main_process, console) as bar:
-        job = bar.add_task(description, total=cfg.epochs * len(loader), info="",
-                           completed=start * len(loader))
-        if start:
-            bar.update(job, info=f"resumed after epoch {start}/{cfg.epochs}")
-        for epoch in range(start, cfg.epochs):
+        job = bar.add_task(description, total=cfg.epochs * steps, info="",
+                           completed=start_epoch * steps + start_step)
+        if start_epoch or start_step:
+            bar.update(job, info=f"resumed at epoch {start_epoch + 1}, step {start_step}")
+        for epoch in range(start_epoch, cfg.epochs):
             model.train()
-            sums: dict[str, float] = {}
-            for step, batch in enumerate(loader):
+            epoch_loader, first = loader, 0
+            if epoch == start_epoch and start_step:
+                # replay the interrupted epoch's order, skipping (without reading) what is done
+                if order is not None and epoch_order is not None:
+                    order.set_state(epoch_order)
+                epoch_loader, first = accelerator.skip_first_batches(loader, start_step), start_step
+            else:
+                sums = {}
+                epoch_order = order.get_state() if order is not None else None
+            for step, batch in enumerate(epoch_loader, start=first):
                 with accelerator.autocast():
                     out = model(batch)
                 loss = out["loss"]
@@ -70,17 +93,19 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
                 if cfg.grad_clip > 0:
                     accelerator.clip_grad_norm_(params, cfg.grad_clip)
                 optimizer.step()
-                schedule.step()
+                if not accelerator.optimizer_step_was_skipped:  # fp16 overflow: no step taken
+                    schedule.step()
                 optimizer.zero_grad(set_to_none=True)
                 core.after_step(out, batch, accelerator)
                 for key, value in out.items():
                     if value.ndim == 0:
                         sums[key] = sums.get(key, 0.0) + float(value.detach())
                 bar.update(job, advance=1, info=f"epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.3f}")
-            history.append({k: v / max(1, len(loader)) for k, v in sums.items()} | {"epoch": epoch + 1})
-            if state_path is not None and accelerator.is_main_process:
-                save_train_state(state_path, state_key, epoch + 1, core, optimizer, schedule,
-                                 accelerator.scaler, generators, history)
+                done = epoch * steps + step + 1
+                if checkpoint_every > 0 and done % checkpoint_every == 0 and step + 1 < steps:
+                    save(epoch, step + 1, sums)
+            history.append({k: v / max(1, steps) for k, v in sums.items()} | {"epoch": epoch + 1})
+            save(epoch + 1, 0, {})
     _sync_batchnorm_statistics(core, accelerator)
     accelerator.wait_for_everyone()
     accelerator.free_memory()  # drop the accelerator's references; ``task`` stays trained

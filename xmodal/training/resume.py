@@ -1,11 +1,11 @@
-"""Epoch-level training state: a killed run continues from its last finished epoch.
+"""Training state: a killed run continues from its last checkpoint, mid-epoch included.
 
-A distillation unit on NYU trains for tens of epochs; restarting it from scratch after a crash
-or a pre-empted job wastes hours. After each epoch the main process writes everything the next
-epoch depends on (weights, memory banks and other buffers, optimiser and schedule, mixed-precision
-scaler, and the state of every random generator: the global one, the data order's and each
-objective's negative sampler) atomically to one file, tagged with the unit's input fingerprint.
-A resumed run therefore takes exactly the steps the uninterrupted one would have taken.
+A distillation unit on real data trains for hours; restarting it after a crash or a pre-empted
+job wastes them. After each epoch, and every ``runtime.checkpoint_every`` optimiser steps, the
+main process writes everything the next step depends on (weights, memory banks and other
+buffers, optimiser and schedule, mixed-precision scaler, the state of every random generator,
+and the position in the data) atomically to one file, tagged with the unit's input
+fingerprint. A resumed run therefore takes exactly the steps the uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from xmodal.training.checkpoint import save_atomic
 
 STATE_FORMAT = "xmodal-train-state"
+#: name under which the data order's generator is saved
+LOADER_GENERATOR = "loader.sampler.generator"
 
 
 def module_generators(module: nn.Module) -> dict[str, torch.Generator]:
@@ -34,10 +36,19 @@ def module_generators(module: nn.Module) -> dict[str, torch.Generator]:
 
 def save_train_state(path: Path, key: str, epoch: int, module: nn.Module, optimizer: Any,
                      schedule: Any, scaler: Any, generators: dict[str, torch.Generator],
-                     history: list[dict[str, float]]) -> None:
-    """Write the state after ``epoch`` finished epochs (call on the main process only)."""
+                     history: list[dict[str, float]], step: int = 0,
+                     sums: dict[str, float] | None = None, epoch_order: Tensor | None = None
+                     ) -> None:
+    """Write the state after ``epoch`` finished epochs and ``step`` optimiser steps of the
+    next (call on the main process only).
+
+    Mid-epoch (``step > 0``) the state also holds the running metric ``sums`` of that epoch and
+    ``epoch_order``, the data order's generator state when the epoch began, from which the
+    epoch's order is replayed and its first ``step`` batches skipped.
+    """
     state = {
         "format": STATE_FORMAT, "key": key, "epoch": epoch, "history": history,
+        "step": step, "sums": sums or {}, "epoch_order": epoch_order if step else None,
         "module": module.state_dict(), "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,

@@ -59,7 +59,8 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
             teacher_features=teacher["features"] if uses_teacher else None,
             teacher_logits=teacher.get("logits") if uses_teacher else None,
             description=f"{role} {modality} {method_name} seed {seed}", console=ctx.console,
-            state_path=unit.directory / TRAIN_STATE, state_key=unit.key)
+            state_path=unit.directory / TRAIN_STATE, state_key=unit.key,
+            checkpoint_every=ctx.config.runtime.checkpoint_every)
         history = result.history
         if ctx.accelerator.is_main_process:
             classifier = getattr(result.objective, "classifier", None)

@@ -29,7 +29,7 @@ def teacher(ctx: RunContext) -> None:
         model["method"] = "teacher"
         directory = Path(model["directory"])
         outputs_file = directory / f"outputs-{model['digest']}.pt"
-        if not outputs_file.is_file():
+        if not ctx.agree(outputs_file.is_file()):
             encoder = load_encoder(model["checkpoint"])
             features = extract_features(encoder, ctx.state["dataset"].splits["train"],
                                         device=ctx.accelerator.device)

@@ -1,0 +1,165 @@
+"""One job across processes: ``xmodal run --num-processes 2`` and ``torchrun -m xmodal run`` on a
+CPU-only machine (gloo), and a 2-process run that trains the same students as one process with
+the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from xmodal.cli.launch import launch_command, strip_launch_arguments
+from xmodal.cli.main import build_parser, main
+
+ROOT = Path(__file__).resolve().parent.parent
+# GroupNorm students and the local term over the gathered batch: nothing depends on how the
+# global batch is split, so 2 x 8 must train what 1 x 16 trains.
+TINY = ["data.scenes.image_size=16", "data.scenes.num_train=64", "data.scenes.num_val=24",
+        "data.scenes.num_test=24", "teacher.optim.epochs=2", "distill.optim.epochs=2",
+        "probe.linear.l2_grid=[0.001]", "probe.linear.max_iter=20", "distill.students=[depth]",
+        "teacher.encoder.kwargs.norm=group", "distill.encoder.kwargs.norm=group",
+        "distill.wcord.local_scope=global",
+        "distill.methods=[none,supervised,fitnet,kd,wcord-local]"]
+UNITS = ["teacher/seed0", *(f"distill/seed0/depth/{m}"
+                            for m in ("supervised", "fitnet", "kd", "wcord-local"))]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _argv(out: Path, batch: int) -> list[str]:
+    argv = ["run", "scenes", "--out", str(out)]
+    for item in (*TINY, f"teacher.optim.batch_size={batch}", f"distill.optim.batch_size={batch}"):
+        argv += ["--set", item]
+    return argv
+
+
+@pytest.fixture
+def child_env(monkeypatch):
+    """Launched processes import this checkout's xmodal and use one thread each."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    out = tmp_path_factory.mktemp("one")
+    assert main(_argv(out, 16)) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    out = tmp_path_factory.mktemp("two")
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-m", "xmodal", *_argv(out, 8), "--num-processes", "2",
+                           "--main-process-port", str(_free_port())],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+def _weights(run: Path, unit: str) -> dict[str, torch.Tensor]:
+    return torch.load(run / unit / "encoder.pt", weights_only=True)["state_dict"]
+
+
+def test_num_processes_starts_one_job_of_two(two_processes):
+    out, stdout = two_processes
+    assert "(2 process(es) on cpu" in " ".join(stdout.split())  # rich wraps at 80 columns
+    assert stdout.count("xmodal run scenes ->") == 1  # one main process speaks
+    assert (out / "results.json").is_file()
+
+
+def test_two_processes_train_what_one_process_trains_with_the_same_global_batch(one_process,
+                                                                               two_processes):
+    """Tolerance 1e-4 absolute on every weight: only the order of floating-point sums differs
+    (the all-reduce adds two half-batch gradients). Memory-bank methods (wcord, crd) draw their
+    negatives per process, excluding that process's batch, so they agree in distribution only
+    and are left out here."""
+    two, _ = two_processes
+    for unit in UNITS:
+        a, b = _weights(one_process, unit), _weights(two, unit)
+        assert a.keys() == b.keys()
+        for name in a:
+            torch.testing.assert_close(b[name], a[name], atol=1e-4, rtol=0, msg=f"{unit}: {name}")
+    rows = [json.loads((run / "results.json").read_text()) for run in (one_process, two)]
+    assert [(r["method"], r["value"]) for r in rows[0]] == [(r["method"], r["value"]) for r in rows[1]]
+
+
+def test_torchrun_of_xmodal_run_is_the_same_job(two_processes, tmp_path):
+    out = tmp_path / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           "-m", "xmodal", *_argv(out, 8)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "(2 process(es) on cpu" in " ".join(proc.stdout.split())
+    launched, _ = two_processes
+    assert (json.loads((out / "results.json").read_text())
+            == json.loads((launched / "results.json").read_text()))
+
+
+def test_a_typo_fails_once_before_any_process_starts(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["run", "scenes", "--out", str(out), "--set", "distill.optim.epoks=1",
+                 "--num-processes", "2"]) == 2
+    assert "did you mean 'distill.optim.epochs'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--num-processes", "0"], "--num-processes must be at least 1"),
+    (["--num-machines", "2"], "needs --main-process-ip"),
+    (["--num-machines", "2", "--main-process-ip", "10.0.0.1", "--machine-rank", "2"],
+     "--machine-rank 2 is outside 0..1"),
+])
+def test_bad_launch_flags_are_one_line(flags, message, capsys):
+    assert main(["run", "scenes", *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_launch_command_passes_our_flags_to_accelerate_and_strips_them():
+    argv = ["run", "scenes", "--num-processes", "4", "--set", "seeds=[0]", "--machine-rank=1",
+            "--num-machines", "2", "--main-process-ip", "10.0.0.1", "--out", "x"]
+    args = build_parser().parse_args(argv)
+    assert strip_launch_arguments(argv) == ["run", "scenes", "--set", "seeds=[0]", "--out", "x"]
+    cmd = launch_command(args, strip_launch_arguments(argv))
+    assert cmd[cmd.index("--num_processes") + 1] == "4"
+    assert cmd[cmd.index("--num_machines") + 1] == "2"
+    assert cmd[cmd.index("--machine_rank") + 1] == "1"
+    assert cmd[cmd.index("--main_process_ip") + 1] == "10.0.0.1"
+    assert cmd[cmd.index("-m") + 1:] == ["xmodal", "run", "scenes", "--set", "seeds=[0]", "--out", "x"]
+    from accelerate.commands.launch import launch_command_parser
+
+    parsed = launch_command_parser().parse_args(cmd)  # accelerate accepts every flag we pass
+    assert parsed.num_processes == 4 and parsed.module and parsed.training_script == "xmodal"
+
+
+def test_a_launched_process_alone_in_its_job_stops(monkeypatch):
+    """Started as one of 2 processes, but the Accelerator formed a job of 1: a clear error,
+    never a second copy racing on the same files."""
+    from xmodal.training import distributed
+
+    class Alone:
+        num_processes = 1
+
+        def __init__(self, **kwargs):
+            pass
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(distributed, "Accelerator", Alone)
+    with pytest.raises(distributed.LaunchError, match="rank 1 of a 2-process job, but it joined a job of 1"):
+        distributed.create_accelerator()

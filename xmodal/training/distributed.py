@@ -1,0 +1,70 @@
+"""One Accelerator per run, which joins the launcher's job on GPU and CPU machines alike.
+
+``torchrun`` and ``accelerate launch`` describe the job in environment variables
+(``WORLD_SIZE``, ``RANK``...). On a machine without CUDA, Accelerate joins that job only when
+asked for the CPU; otherwise every process runs alone and they race on the same files. So on
+such machines a launched process asks for the CPU itself, and any process whose Accelerator
+disagrees with its launcher about the job's size stops instead of running as a racing copy.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+
+from xmodal.core.errors import XmodalError
+
+
+class LaunchError(XmodalError):
+    """A process started by a launcher that did not join the launcher's job."""
+
+
+def launched_world_size() -> int:
+    """Processes in the job the launcher started this one in (1 when not launched)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def create_accelerator(*, cpu: bool = False, mixed_precision: str = "no",
+                       **kwargs: Any) -> Accelerator:
+    """An Accelerator that is part of the launcher's job, or a clear error.
+
+    Args:
+        cpu: force the CPU even where a GPU exists.
+        mixed_precision: ``no``, ``bf16`` or ``fp16``.
+    """
+    world = launched_world_size()
+    # DDP's hint about 1x1-conv gradient layouts costs nothing measurable here; keep logs clean
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    if world > 1 and not torch.cuda.is_available():
+        cpu = True  # Accelerate joins a CPU job (gloo) only when asked for the CPU
+    accelerator = Accelerator(cpu=cpu, mixed_precision=mixed_precision, **kwargs)
+    if accelerator.num_processes != world:
+        rank = os.environ.get("RANK", "?")
+        raise LaunchError(
+            f"this process was started as rank {rank} of a {world}-process job, but it joined a "
+            f"job of {accelerator.num_processes}; it stops rather than run as a racing copy. "
+            "Check the launcher's settings (MASTER_ADDR/MASTER_PORT), or start the run with "
+            "'xmodal run PIPELINE --num-processes N'")
+    return accelerator
+
+
+def main_process_decides(value: Any, accelerator: Accelerator) -> Any:
+    """``value`` as computed on the main process, on every process.
+
+    A cache check made by each process on its own can disagree (the main process may finish a
+    unit between two other processes' checks), which would split the processes between
+    'compute' and 'reuse' and deadlock their next collective. ``value`` must be picklable.
+    """
+    if accelerator.num_processes == 1:
+        return value
+    box = [value if accelerator.is_main_process else None]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
