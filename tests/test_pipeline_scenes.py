@@ -129,8 +129,8 @@ def test_distillation_killed_mid_training_resumes_from_its_last_epoch(tmp_path, 
     assert main(_argv(tmp_path / "whole", *extra)) == 0
     real_save = loop.save_train_state
 
-    def save_then_die(path, key, epoch, *args):
-        real_save(path, key, epoch, *args)
+    def save_then_die(path, key, epoch, *args, **kwargs):
+        real_save(path, key, epoch, *args, **kwargs)
         if path.parent.name == "wcord" and epoch == 1:  # the distillation unit, not the teacher
             raise KeyboardInterrupt
 
@@ -145,6 +145,53 @@ def test_distillation_killed_mid_training_resumes_from_its_last_epoch(tmp_path, 
     a = load_encoder(tmp_path.joinpath("whole", *unit)).state_dict()
     b = load_encoder(tmp_path.joinpath("cut", *unit)).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+_KILL_MID_EPOCH = """
+import os, signal, sys
+from xmodal.training import loop
+from xmodal.cli.main import main
+
+real_save = loop.save_train_state
+
+def save_then_die(path, key, epoch, *args, step=0, **kwargs):
+    real_save(path, key, epoch, *args, step=step, **kwargs)
+    if path.parent.name == "wcord" and epoch == 1 and step == 2:  # epoch 2, step 2 of 3
+        os.kill(os.getpid(), signal.SIGKILL)
+
+loop.save_train_state = save_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_run_killed_mid_epoch_resumes_there_with_identical_weights(tmp_path):
+    """A real SIGKILL inside the second epoch of a distillation unit, with
+    runtime.checkpoint_every=1; the rerun of the same command resumes at that step."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from xmodal.training.checkpoint import load_encoder
+
+    extra = ("distill.students=[depth]", "distill.methods=[wcord]", "distill.optim.epochs=2",
+             "runtime.checkpoint_every=1")
+    assert main(_argv(tmp_path / "whole", *extra)) == 0
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-c", _KILL_MID_EPOCH, *_argv(tmp_path / "cut", *extra)],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    unit = tmp_path / "cut" / "distill" / "seed0" / "depth" / "wcord"
+    state = torch.load(unit / "train-state.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (1, 2)
+    assert not (unit / "done.json").exists()
+    assert main(_argv(tmp_path / "cut", *extra)) == 0
+    a = load_encoder(tmp_path / "whole" / unit.relative_to(tmp_path / "cut") / "encoder.pt")
+    b = load_encoder(unit / "encoder.pt")
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    whole = json.loads((tmp_path / "whole" / "results.json").read_text())
+    assert json.loads((tmp_path / "cut" / "results.json").read_text()) == whole
 
 
 def test_segmentation_probe_on_scenes_skips_audio(tiny_run, tmp_path):
