@@ -66,6 +66,19 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def flat_hparams(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested plain config -> ``{"a.b": scalar}``; lists and None as text (trackers such as
+    TensorBoard's hparams accept only scalars)."""
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(flat_hparams(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(data, (bool, int, float, str)):
+        return {prefix: data}
+    return {prefix: json.dumps(data, default=str)}
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"a.b=[1, 2]"`` -> (["a", "b"], [1, 2]); values are parsed as YAML."""
     key, sep, raw = text.partition("=")

@@ -6,6 +6,7 @@ some of them, and users override further with ``--config FILE`` and ``--set key=
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -94,6 +95,10 @@ class ProbeConfig:
     segmentation: SegmentationProbeConfig = field(default_factory=SegmentationProbeConfig)
 
 
+#: the Python package each tracker needs
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "aim": "aim"}
+
+
 @dataclass
 class RuntimeConfig:
     """Attributes:
@@ -102,16 +107,24 @@ class RuntimeConfig:
         threads: torch intra-op threads (0 = torch's default).
         checkpoint_every: also save the training state every this many optimiser steps inside
             an epoch (0 = at the end of each epoch only); a killed run resumes from there.
+        log_with: experiment trackers, through Accelerate: ``tensorboard``, ``wandb``,
+            ``mlflow``, ``aim``; each logs every loss term and the learning rate per step, and
+            the probe results at the end (files under ``<run>/logs``).
     """
 
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     cpu: bool = False
     threads: int = 0
     checkpoint_every: int = 0
+    log_with: list[Literal["tensorboard", "wandb", "mlflow", "aim"]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        for tracker in self.log_with:
+            if importlib.util.find_spec(TRACKER_PACKAGES[tracker]) is None:
+                raise ValueError(f"log_with: '{tracker}' needs the package "
+                                 f"'{TRACKER_PACKAGES[tracker]}': pip install {TRACKER_PACKAGES[tracker]}")
 
 
 @dataclass

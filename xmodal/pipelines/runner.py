@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from xmodal.core.config import dump_yaml, load_config, read_yaml
+from xmodal.core.config import dump_yaml, flat_hparams, load_config, read_yaml, to_dict
 from xmodal.core.errors import ConfigError
 from xmodal.core.registries import PIPELINES, STAGES
 from xmodal.pipelines.config import RunConfig
@@ -70,13 +70,21 @@ def run_pipeline(pipeline: str, out: str | Path | None = None, config_file: str 
     if config.runtime.threads > 0:
         torch.set_num_threads(config.runtime.threads)
     accelerator = create_accelerator(cpu=config.runtime.cpu,
-                                     mixed_precision=config.runtime.mixed_precision)
+                                     mixed_precision=config.runtime.mixed_precision,
+                                     log_with=config.runtime.log_with or None,
+                                     project_dir=str(run_dir / "logs"))
+    if config.runtime.log_with:
+        accelerator.init_trackers(spec.name, config=flat_hparams(to_dict(config)))
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         dump_yaml(config, run_dir / "config.yaml")
     ctx = RunContext(config=config, run_dir=run_dir, accelerator=accelerator, console=console)
     ctx.say(f"[bold]xmodal run {spec.name}[/bold] -> {run_dir} "
             f"({accelerator.num_processes} process(es) on {accelerator.device})")
-    for stage in spec.stages if stages is None else [s for s in spec.stages if s in stages]:
-        STAGES.get(stage)(ctx)
+    try:
+        for stage in spec.stages if stages is None else [s for s in spec.stages if s in stages]:
+            STAGES.get(stage)(ctx)
+    finally:
+        if config.runtime.log_with:
+            accelerator.end_training()  # flush and close the trackers
     return RunResult(run_dir, ctx.state.get("rows", []), ctx.state.get("summary", []))

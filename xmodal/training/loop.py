@@ -23,14 +23,17 @@ class TrainingDiverged(XmodalError):
 
 def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerator: Accelerator,
         description: str = "train", console: Any = None, state_path: Path | None = None,
-        state_key: str = "", checkpoint_every: int = 0) -> list[dict[str, float]]:
+        state_key: str = "", checkpoint_every: int = 0,
+        log_prefix: str | None = None) -> list[dict[str, float]]:
     """Train ``task`` in place for ``cfg.epochs`` epochs; returns per-epoch mean metrics.
 
     With ``state_path``, the full training state is saved there (main process) after every
     epoch and, with ``checkpoint_every > 0``, every that many optimiser steps inside an epoch.
     When a state saved under the same ``state_key`` exists on every process, training
     continues from it, mid-epoch included, and takes the same steps an uninterrupted run would
-    (see :mod:`xmodal.training.resume`).
+    (see :mod:`xmodal.training.resume`). With ``log_prefix``, every scalar the objective
+    returns and the learning rate go to the accelerator's trackers each step, as
+    ``<log_prefix>/<name>``. ``history`` holds the epoch means and the epoch's last ``lr``.
 
     Raises:
         TrainingDiverged: on a non-finite loss, naming the epoch and step.
@@ -97,14 +100,18 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
                     schedule.step()
                 optimizer.zero_grad(set_to_none=True)
                 core.after_step(out, batch, accelerator)
-                for key, value in out.items():
-                    if value.ndim == 0:
-                        sums[key] = sums.get(key, 0.0) + float(value.detach())
-                bar.update(job, advance=1, info=f"epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.3f}")
+                scalars = {k: float(v.detach()) for k, v in out.items() if v.ndim == 0}
+                for key, value in scalars.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                bar.update(job, advance=1, info=f"epoch {epoch + 1}/{cfg.epochs} loss {scalars['loss']:.3f}")
                 done = epoch * steps + step + 1
+                if log_prefix is not None and accelerator.trackers:  # main process only
+                    scalars["lr"] = schedule.get_last_lr()[0]
+                    accelerator.log({f"{log_prefix}/{k}": v for k, v in scalars.items()}, step=done)
                 if checkpoint_every > 0 and done % checkpoint_every == 0 and step + 1 < steps:
                     save(epoch, step + 1, sums)
-            history.append({k: v / max(1, steps) for k, v in sums.items()} | {"epoch": epoch + 1})
+            history.append({k: v / max(1, steps) for k, v in sums.items()}
+                           | {"lr": schedule.get_last_lr()[0], "epoch": epoch + 1})
             save(epoch + 1, 0, {})
     _sync_batchnorm_statistics(core, accelerator)
     accelerator.wait_for_everyone()

@@ -48,7 +48,7 @@ def train_encoder(encoder: Encoder, method: Method, method_config: Any, optim: O
                   teacher_features: Tensor | None = None, teacher_logits: Tensor | None = None,
                   description: str = "train", console: Any = None,
                   state_path: Path | None = None, state_key: str = "",
-                  checkpoint_every: int = 0) -> TrainResult:
+                  checkpoint_every: int = 0, log_prefix: str | None = None) -> TrainResult:
     """Train ``encoder`` in place on the train split with ``method``.
 
     Args:
@@ -56,6 +56,7 @@ def train_encoder(encoder: Encoder, method: Method, method_config: Any, optim: O
             ``method.uses_teacher``; standardised here (see :func:`standardise_features`).
         teacher_logits: ``[N_train, C]`` frozen teacher logits, for logit-based methods (KD).
         state_path, state_key, checkpoint_every: training state for resuming (see :func:`fit`).
+        log_prefix: name of this training in the experiment trackers (see :func:`fit`).
     """
     if not method.trains:
         return TrainResult([], None)
@@ -81,5 +82,6 @@ def train_encoder(encoder: Encoder, method: Method, method_config: Any, optim: O
     loader = make_loader(train, optim.batch_size, shuffle=True, seed=seed,
                          drop_last=len(train) > optim.batch_size)
     history = fit(task, loader, optim, accelerator, description=description, console=console,
-                  state_path=state_path, state_key=state_key, checkpoint_every=checkpoint_every)
+                  state_path=state_path, state_key=state_key, checkpoint_every=checkpoint_every,
+                  log_prefix=log_prefix)
     return TrainResult(history, objective)

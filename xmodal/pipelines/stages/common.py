@@ -60,7 +60,7 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
             teacher_logits=teacher.get("logits") if uses_teacher else None,
             description=f"{role} {modality} {method_name} seed {seed}", console=ctx.console,
             state_path=unit.directory / TRAIN_STATE, state_key=unit.key,
-            checkpoint_every=ctx.config.runtime.checkpoint_every)
+            checkpoint_every=ctx.config.runtime.checkpoint_every, log_prefix="/".join(parts))
         history = result.history
         if ctx.accelerator.is_main_process:
             classifier = getattr(result.objective, "classifier", None)

@@ -23,6 +23,9 @@ def report(ctx: RunContext) -> None:
     ctx.state["summary"] = summary
     if not ctx.accelerator.is_main_process:
         return
+    if ctx.accelerator.trackers:
+        ctx.accelerator.log({"/".join(("probe", r["modality"], r["method"], r["probe"], r["metric"],
+                                       f"seed{r['seed']}")): r["value"] for r in rows})
     write_json_atomic(ctx.run_dir / "results.json", rows)
     gaps = {f"{e['modality']}/{e['method']}/{e['probe']}/{e['metric']}":
             gap_closed_per_seed(rows, e["modality"], e["method"], e["probe"], e["metric"])
