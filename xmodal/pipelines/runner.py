@@ -14,6 +14,7 @@ from xmodal.core.errors import ConfigError
 from xmodal.core.registries import PIPELINES, STAGES
 from xmodal.pipelines.config import RunConfig
 from xmodal.pipelines.context import RunContext
+from xmodal.pipelines.name_checks import check_component_names
 from xmodal.pipelines.spec import PipelineSpec
 from xmodal.training.distributed import create_accelerator
 
@@ -42,6 +43,7 @@ def resolve_config(pipeline: str, config_file: str | Path | None = None,
     base = read_yaml(shipped) if shipped else {}
     base.setdefault("pipeline", spec.name)
     config = load_config(RunConfig, config_file, list(overrides), base=base)
+    check_component_names(config)
     if data_path is not None:
         key = config.data.name.replace("-", "_")
         if not hasattr(config.data.options(), "path"):
