@@ -23,7 +23,7 @@ class TrainingDiverged(XmodalError):
 
 def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerator: Accelerator,
         description: str = "train", console: Any = None, state_path: Path | None = None,
-        state_key: str = "") -> list[dict[str, float]]:
+        state_key: str = "", settings: str = "optim") -> list[dict[str, float]]:
     """Train ``task`` in place for ``cfg.epochs`` epochs; returns per-epoch mean metrics.
 
     With ``state_path``, the full training state is saved there after every epoch (main
@@ -32,7 +32,10 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
     would (see :mod:`xmodal.training.resume`).
 
     Raises:
-        TrainingDiverged: on a non-finite loss, naming the epoch and step.
+        TrainingDiverged: on a non-finite loss (naming the epoch and step), or non-finite
+            weights or buffers after an epoch, before its state is saved: a diverged model is
+            never kept. The message names the settings to change (``settings``, e.g.
+            ``distill.optim``).
     """
     if cfg.epochs == 0:
         return []
@@ -46,7 +49,8 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
     core = accelerator.unwrap_model(model)
     history: list[dict[str, float]] = []
     start = 0
-    state = read_train_state(state_path, state_key) if state_path is not None else None
+    notice = console.print if console is not None and accelerator.is_main_process else None
+    state = read_train_state(state_path, state_key, notice) if state_path is not None else None
     if _everywhere(state is not None, accelerator):
         restore_train_state(state, core, optimizer, schedule, accelerator.scaler, generators)
         start, history = int(state["epoch"]), list(state["history"])
@@ -65,7 +69,8 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
                         f"{description}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                        "lower the learning rate (optim.lr) or enable gradient clipping (optim.grad_clip)")
+                        f"lower the learning rate ({settings}.lr) or enable gradient clipping "
+                        f"({settings}.grad_clip)")
                 accelerator.backward(loss)
                 if cfg.grad_clip > 0:
                     accelerator.clip_grad_norm_(params, cfg.grad_clip)
@@ -78,6 +83,7 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
                         sums[key] = sums.get(key, 0.0) + float(value.detach())
                 bar.update(job, advance=1, info=f"epoch {epoch + 1}/{cfg.epochs} loss {loss.item():.3f}")
             history.append({k: v / max(1, len(loader)) for k, v in sums.items()} | {"epoch": epoch + 1})
+            _check_finite(core, f"{description}: after epoch {epoch + 1}", settings)
             if state_path is not None and accelerator.is_main_process:
                 save_train_state(state_path, state_key, epoch + 1, core, optimizer, schedule,
                                  accelerator.scaler, generators, history)
@@ -85,6 +91,16 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
     accelerator.wait_for_everyone()
     accelerator.free_memory()  # drop the accelerator's references; ``task`` stays trained
     return history
+
+
+def _check_finite(module: torch.nn.Module, where: str, settings: str) -> None:
+    """Raise :class:`TrainingDiverged` if any floating weight or buffer of ``module`` is NaN or
+    inf (a last step can diverge after its loss was checked)."""
+    for name, tensor in module.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise TrainingDiverged(f"{where}, '{name}' holds NaN or inf (training diverged); lower "
+                                   f"the learning rate ({settings}.lr) or enable gradient "
+                                   f"clipping ({settings}.grad_clip)")
 
 
 def _everywhere(flag: bool, accelerator: Accelerator) -> bool:

@@ -47,7 +47,8 @@ def train_encoder(encoder: Encoder, method: Method, method_config: Any, optim: O
                   dataset: LoadedDataset, accelerator: Accelerator, seed: int,
                   teacher_features: Tensor | None = None, teacher_logits: Tensor | None = None,
                   description: str = "train", console: Any = None,
-                  state_path: Path | None = None, state_key: str = "") -> TrainResult:
+                  state_path: Path | None = None, state_key: str = "",
+                  settings: str = "optim") -> TrainResult:
     """Train ``encoder`` in place on the train split with ``method``.
 
     Args:
@@ -55,6 +56,7 @@ def train_encoder(encoder: Encoder, method: Method, method_config: Any, optim: O
             ``method.uses_teacher``; standardised here (see :func:`standardise_features`).
         teacher_logits: ``[N_train, C]`` frozen teacher logits, for logit-based methods (KD).
         state_path, state_key: per-epoch training state for resuming (see :func:`fit`).
+        settings: the config section of ``optim``, named in divergence messages.
     """
     if not method.trains:
         return TrainResult([], None)
@@ -80,5 +82,5 @@ def train_encoder(encoder: Encoder, method: Method, method_config: Any, optim: O
     loader = make_loader(train, optim.batch_size, shuffle=True, seed=seed,
                          drop_last=len(train) > optim.batch_size)
     history = fit(task, loader, optim, accelerator, description=description, console=console,
-                  state_path=state_path, state_key=state_key)
+                  state_path=state_path, state_key=state_key, settings=settings)
     return TrainResult(history, objective)
