@@ -87,7 +87,7 @@ def atomic_output(path: str | Path, needed: int | None = None) -> Iterator[Path]
     path = Path(path)
     make_directory(path.parent)
     if needed is not None:
-        check_space(path.parent, needed)
+        check_space(path, needed)
     tmp = temp_path(path)
     try:
         yield tmp

@@ -12,7 +12,7 @@ folder, so a copied or moved run directory reads its own files.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,13 +43,12 @@ class Unit:
     def done_file(self) -> Path:
         return self.directory / "done.json"
 
-    def record(self, files: Mapping[str, str] = {}) -> dict[str, Any] | None:
+    def record(self, files: Sequence[str] = ()) -> dict[str, Any] | None:
         """The finished unit's record, or None when it must (re)run.
 
-        Args:
-            files: ``{record key: file name}``: the record's value under that key is the content
-                digest of that file in the unit's folder; a missing or changed file, like a
-                malformed ``done.json``, means recompute (and ``notice`` says why).
+        Every file the record vouches for (``record["files"]``: name -> content digest, see
+        :meth:`finish`) must still have its digest, and ``files`` must be among them; a missing
+        or changed file, like a malformed ``done.json``, means recompute (``notice`` says why).
         """
         if not self.done_file.is_file():
             return None
@@ -57,16 +56,20 @@ class Unit:
             done = json.loads(self.done_file.read_bytes().decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             return self._stale("its done.json is not valid JSON")  # e.g. a torn write
-        if not isinstance(done, dict) or done.get("key") != self.key:
-            return None if isinstance(done, dict) else self._stale("its done.json is malformed")
-        record = done.get("record")
-        if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in files):
+        if not isinstance(done, dict):
             return self._stale("its done.json is malformed")
-        for key, name in files.items():
+        if done.get("key") != self.key:
+            return None  # inputs changed
+        record = done.get("record")
+        digests = record.get("files") if isinstance(record, dict) else None
+        if not isinstance(digests, dict) or not set(files) <= set(digests) \
+                or not all(isinstance(d, str) for d in digests.values()):
+            return self._stale("its done.json is malformed")
+        for name, digest in digests.items():
             path = self.directory / name
             if not path.is_file():
                 return self._stale(f"{name} is missing")
-            if file_digest(path) != record[key]:
+            if file_digest(path) != digest:
                 return self._stale(f"{name} does not match the digest in done.json")
         return record
 
@@ -74,7 +77,10 @@ class Unit:
         self.notice(f"{self.directory}: {why}; recomputing it")
         return None
 
-    def finish(self, record: dict[str, Any]) -> dict[str, Any]:
+    def finish(self, record: dict[str, Any], files: Sequence[str] = ()) -> dict[str, Any]:
+        """Mark the unit done with ``record``, vouching for ``files`` (names in its folder) by
+        their content digests (``record["files"]``)."""
+        record = {**record, "files": {name: file_digest(self.directory / name) for name in files}}
         if self.is_main:
             write_json_atomic(self.done_file, {"key": self.key, "inputs": self.inputs,
                                                "record": record})

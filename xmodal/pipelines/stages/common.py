@@ -54,7 +54,7 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
               "teacher": teacher["key"] if uses_teacher else None}
     unit = ctx.unit(*parts, inputs=inputs)
     checkpoint = unit.directory / "encoder.pt"
-    record = unit.record(files={"digest": checkpoint.name})
+    record = unit.record(files=[checkpoint.name])
     if record is None:
         set_seed(seed)
         encoder = build_encoder(encoder_cfg, modality, dataset)
@@ -67,6 +67,7 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
             settings="teacher.optim" if role == "teacher" else "distill.optim")
         history = result.history
         if ctx.accelerator.is_main_process:
+            (unit.directory / "classifier.pt").unlink(missing_ok=True)  # from earlier inputs
             classifier = getattr(result.objective, "classifier", None)
             if isinstance(classifier, torch.nn.Linear) and history:  # a trained one gives logits
                 save_atomic(classifier.state_dict(), unit.directory / "classifier.pt")
@@ -74,8 +75,10 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
                          dataset.frontend_kwargs.get(modality, {}), extra={"method": method_name})
             write_json_atomic(unit.directory / "history.json", history)
         ctx.accelerator.wait_for_everyone()
-        record = unit.finish({"checkpoint": checkpoint.name, "digest": file_digest(checkpoint),
-                              "final": history[-1] if history else {}})
+        saved = [name for name in (checkpoint.name, "classifier.pt")
+                 if (unit.directory / name).is_file()]
+        record = unit.finish({"checkpoint": checkpoint.name, "final": history[-1] if history else {}},
+                             files=saved)
         if ctx.accelerator.is_main_process:  # finished: the resume state has served its purpose
             (unit.directory / TRAIN_STATE).unlink(missing_ok=True)
     else:
@@ -83,7 +86,7 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
     return {"seed": seed, "modality": modality, "method": method_name, "role": role,
             "directory": str(unit.directory),
             "encoder": encoder_cfg.name, "checkpoint": str(checkpoint),
-            "digest": record["digest"], "key": unit.key, "hparams": inputs["hparams"],
+            "digest": record["files"][checkpoint.name], "key": unit.key, "hparams": inputs["hparams"],
             "teacher": inputs["teacher"]}
 
 

@@ -22,7 +22,7 @@ def preprocess(ctx: RunContext) -> None:
         inputs["source"] = source.fingerprint(options)
     unit = ctx.unit("data", data_cfg.name, inputs=inputs)
     path = unit.directory / "data.h5"
-    record = unit.record(files={"digest": path.name})
+    record = unit.record(files=[path.name])
     if record is None:
         if ctx.accelerator.is_main_process:
             unit.directory.mkdir(parents=True, exist_ok=True)
@@ -30,12 +30,13 @@ def preprocess(ctx: RunContext) -> None:
                 job = bar.add_task(f"preprocess {data_cfg.name}", total=None, info="")
                 source.prepare(options, path, progress=lambda done, total: bar.update(
                     job, completed=done, total=total))
-            unit.finish({"path": path.name, "digest": file_digest(path)})
+            unit.finish({"path": path.name}, files=[path.name])
         ctx.accelerator.wait_for_everyone()
-        record = {"digest": file_digest(path)}
+        digest = file_digest(path)
     else:
+        digest = record["files"][path.name]
         ctx.say(f"[dim]preprocess: cached {path}[/dim]")
     ctx.state["dataset"] = source.load(path)
     ctx.state["dataset_source"] = source
     # every later unit is keyed on the data's settings and its content
-    ctx.state["data_key"] = fingerprint({"unit": unit.key, "digest": record["digest"]})
+    ctx.state["data_key"] = fingerprint({"unit": unit.key, "digest": digest})
