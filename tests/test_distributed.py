@@ -24,7 +24,7 @@ def ranks(tmp_path_factory):
            "--master_addr", "127.0.0.1", "--master_port", "29531", str(WORKER), str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return [torch.load(out / f"rank{r}.pt") for r in range(2)]
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 
 def test_two_processes_ran(ranks):
@@ -61,7 +61,7 @@ def test_gathered_local_term_is_the_global_batch_term(ranks):
     from xmodal.objectives.wcord import WCoRDLoss
 
     out = Path(ranks[0]["out_dir"])
-    parts = [torch.load(out / f"local{r}.pt") for r in range(2)]
+    parts = [torch.load(out / f"local{r}.pt", weights_only=True) for r in range(2)]
     u_all = parts[0]["u_all"].clone().requires_grad_()
     v_all = parts[0]["v_all"].clone().requires_grad_()
     single = WCoRDLoss(teacher_dim=6, student_dim=6, num_samples=8, embed_dim=6, lambda_global=0.0,

@@ -70,7 +70,7 @@ def test_fine_tuned_teacher_gives_logits_for_kd(nyu_file, teacher_weights, tmp_p
     assert main(argv) == 0
     outputs = list((tmp_path / "teacher").rglob("outputs-*.pt"))
     assert len(outputs) == 1
-    saved = torch.load(outputs[0], weights_only=True)
+    saved = torch.load(outputs[0], weights_only=True)["value"]  # a keyed cache entry
     assert saved["logits"].shape[1] == 10  # the 10 NYU scene classes
     rows = json.loads((tmp_path / "results.json").read_text())
     assert {(r["modality"], r["method"]) for r in rows} == {("rgb", "teacher"), ("hha", "kd")}

@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -17,7 +18,8 @@ from rich.table import Table
 import xmodal
 from xmodal.cli.data_commands import add_data_parser, run_data_command
 from xmodal.cli.launch import add_launch_arguments, check_launch_arguments, launch, wants_launch
-from xmodal.core.errors import XmodalError
+from xmodal.core.atomic import output_error
+from xmodal.core.errors import OutputError, XmodalError
 
 LIST_KINDS = ("encoders", "losses", "datasets", "probes", "pipelines", "modalities", "stages")
 
@@ -91,6 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         rank = os.environ.get("RANK", "0")  # one line per process of a launched job
         err.print(f"{'' if rank == '0' else f'[rank {rank}] '}error: {exc}", soft_wrap=True,
                   highlight=False, markup=False)
+        return 2
+    except OSError as exc:  # a writer outside xmodal.core.atomic: full disk, read-only, ...
+        error = output_error(exc, Path(exc.filename or "."))
+        if not isinstance(error, OutputError):
+            raise
+        err.print(f"error: {error}", soft_wrap=True, highlight=False, markup=False)
         return 2
     except SystemExit as exc:  # --help / --version
         return int(exc.code or 0)

@@ -2,8 +2,11 @@
 
 Every config section is a dataclass whose field annotations are the schema. Loading checks
 each key against it: an unknown key fails with its full dotted path and a close-match
-suggestion, a value of the wrong type fails with the expected type. Overrides are parsed as
-YAML scalars/lists (``--set distill.methods=[none,wcord]``) and validated the same way.
+suggestion, a value of the wrong type fails with the expected type. Values are checked too:
+floats must be finite, seeds (keys named ``seed``/``seeds``) lie in [0, 2^32), integers fit in
+64 bits, and lists hold no repeats unless annotated ``Annotated[list[...], AllowRepeats]`` (a
+shape such as ``[64, 64]``). Overrides are parsed as YAML scalars/lists
+(``--set distill.methods=[none,wcord]``) and validated the same way.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import (Annotated, Any, Literal, TypeVar, Union, get_args, get_origin,
+                    get_type_hints)
 
 import yaml
 
@@ -23,12 +28,16 @@ from xmodal.core.errors import ConfigError
 
 C = TypeVar("C")
 
+#: ``Annotated[list[int], AllowRepeats]``: a list whose items may repeat (a shape, not a set)
+AllowRepeats = "allow-repeats"
+SEED_RANGE = 2**32  # numpy's and torch's seedable range
+
 
 def from_dict(cls: type[C], data: Any, path: str = "") -> C:
     """Build dataclass ``cls`` from a plain mapping, validating keys and types recursively."""
     if not isinstance(data, dict):
         raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__} {data!r}")
-    hints = get_type_hints(cls)
+    hints = get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
@@ -44,7 +53,7 @@ def from_dict(cls: type[C], data: Any, path: str = "") -> C:
         obj = cls(**kwargs)
     except TypeError as exc:  # a required field without a default
         raise ConfigError(f"{path or 'config'}: {exc}") from None
-    except ValueError as exc:  # __post_init__ validation
+    except (ValueError, OverflowError) as exc:  # __post_init__ validation
         raise ConfigError(f"{path or 'config'}: {exc}") from None
     return obj
 
@@ -137,12 +146,18 @@ def load_config(schema: type[C], path: str | Path | None = None, overrides: list
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, with one clear error for a missing or malformed file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file '{path}' is a directory; give a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {exc.start}); save it "
+                          "as UTF-8") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file '{path}' is not valid YAML: "
+                          f"{' '.join(str(exc).split())}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -150,8 +165,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def dump_yaml(obj: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+def dump_yaml(obj: Any) -> str:
+    """A config (section) as YAML text, keys in schema order."""
+    return yaml.safe_dump(to_dict(obj), sort_keys=False)
 
 
 def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -183,8 +199,11 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _convert(tp: Any, value: Any, path: str) -> Any:
+def _convert(tp: Any, value: Any, path: str, repeats: bool = False) -> Any:
     origin = get_origin(tp)
+    if origin is Annotated:
+        base, *meta = get_args(tp)
+        return _convert(base, value, path, repeats=AllowRepeats in meta)
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)
     if origin in (Union, types.UnionType):
@@ -213,7 +232,10 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             value = [value]  # a lone scalar for a list key: --set distill.methods=wcord
         if not isinstance(value, list):
             raise ConfigError(f"config key '{path}': expected a list, got {value!r}")
-        return [_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        items = [_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        if not repeats:
+            _check_distinct(items, path)
+        return items
     if origin is dict:
         key_t, val_t = get_args(tp) or (str, Any)
         if not isinstance(value, dict):
@@ -228,18 +250,40 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"config key '{path}': expected an integer, got {value!r}")
+        if path.rsplit(".", 1)[-1].split("[")[0] in ("seed", "seeds") \
+                and not 0 <= value < SEED_RANGE:
+            raise ConfigError(f"config key '{path}': seed {value} is outside [0, 2^32)")
+        if not -2**63 <= value < 2**63:
+            raise ConfigError(f"config key '{path}': {value} does not fit in 64 bits")
         return value
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{path}': expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond the float range
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"config key '{path}': {value!r} is not a finite number")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"config key '{path}': expected a string, got {value!r}")
         return value
     raise TypeError(f"config schema at '{path}' uses unsupported type {tp!r}")
+
+
+def _check_distinct(items: list[Any], path: str) -> None:
+    """A repeated item in a list of names or values is a mistake (``[wcord, wcord]`` would run
+    one method twice and report it as two seeds)."""
+    seen: list[Any] = []
+    for item in items:
+        if item in seen:
+            raise ConfigError(f"config key '{path}': items must be distinct, {item!r} is listed "
+                              "twice; list each once")
+        seen.append(item)

@@ -18,3 +18,7 @@ class ConfigError(XmodalError):
 
 class DataError(XmodalError):
     """A data file that is missing, corrupt or not in the expected layout."""
+
+
+class OutputError(XmodalError):
+    """An output that cannot be written: disk full, read-only, or a file where a folder must be."""

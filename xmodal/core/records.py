@@ -1,35 +1,30 @@
-"""Machine-readable results: JSON written atomically, and CSV from a list of flat-ish rows."""
+"""Machine-readable results: JSON, and CSV from a list of flat-ish rows, both written atomically."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from xmodal.core.atomic import write_text_atomic
+
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as indented JSON via a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
-    return path
+    """Write ``data`` as indented JSON, atomically (:mod:`xmodal.core.atomic`)."""
+    return write_text_atomic(path, json.dumps(data, indent=2, default=str))
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     """One CSV row per dict; columns are the union of keys in first-seen order; nested values
     (dicts, lists) are written as JSON."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fields = list(dict.fromkeys(k for row in rows for k in row))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        if fields:
-            writer.writeheader()
-        for row in rows:
-            writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v
-                             for k, v in row.items()})
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields)
+    if fields:
+        writer.writeheader()
+    for row in rows:
+        writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v
+                         for k, v in row.items()})
+    return write_text_atomic(path, text.getvalue())

@@ -70,10 +70,11 @@ def _load_state_dict(arch: str, pretrained: str) -> dict[str, Tensor]:
     if pretrained == "imagenet":
         weights = getattr(torchvision.models, _WEIGHTS[arch]).IMAGENET1K_V1
         try:
-            return weights.get_state_dict(progress=False)
+            return weights.get_state_dict(progress=False, weights_only=True)  # tensors, never code
         except Exception as exc:  # no network and nothing in the torch hub cache
+            reason = str(exc).splitlines()[0] if str(exc) else ""
             raise XmodalError(
-                f"could not load ImageNet weights for {arch} ({exc.__class__.__name__}: {exc}); "
+                f"could not load ImageNet weights for {arch} ({exc.__class__.__name__}: {reason}); "
                 f"download {weights.url} on a connected machine and point the encoder's "
                 "'pretrained' key at that file, e.g. --set teacher.encoder.kwargs.pretrained=PATH"
             ) from None
@@ -84,8 +85,9 @@ def _load_state_dict(arch: str, pretrained: str) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise XmodalError(f"pretrained weights file '{path}' could not be read ({exc}); "
-                          "it must be a torch state dict saved with torch.save") from None
+        raise XmodalError(f"pretrained weights file '{path}' could not be read "
+                          f"({exc.__class__.__name__}); it must hold only tensors: a torch state "
+                          "dict saved with torch.save") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     fresh = getattr(torchvision.models, arch)(weights=None).state_dict()

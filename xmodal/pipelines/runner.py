@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,8 +10,10 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from xmodal.core.atomic import write_text_atomic
 from xmodal.core.config import dump_yaml, flat_hparams, load_config, read_yaml, to_dict
 from xmodal.core.errors import ConfigError
+from xmodal.core.lock import RunLock
 from xmodal.core.registries import PIPELINES, STAGES
 from xmodal.pipelines.config import RunConfig
 from xmodal.pipelines.context import RunContext
@@ -59,6 +62,10 @@ def run_pipeline(pipeline: str, out: str | Path | None = None, config_file: str 
                  ) -> RunResult:
     """Run ``pipeline`` end to end; finished units found in ``out`` are reused.
 
+    The main process holds ``out`` for the whole run (:class:`~xmodal.core.lock.RunLock`: a
+    second job stops with one line naming the holder) and writes ``config.yaml`` last, so it
+    never describes results that were not written.
+
     Args:
         out: run directory (default ``runs/<pipeline>``).
         config_file: YAML overriding the pipeline's defaults.
@@ -66,6 +73,8 @@ def run_pipeline(pipeline: str, out: str | Path | None = None, config_file: str 
         data_path: the dataset file for datasets that read one (``--data``).
         stages: run only these of the pipeline's stages (e.g. ``["preprocess"]``).
     """
+    if out is not None and not str(out).strip():
+        raise ConfigError("--out is empty: give a run directory, e.g. --out runs/scenes")
     spec, config = resolve_config(pipeline, config_file, overrides, data_path)
     console = console or Console()
     run_dir = Path(out) if out is not None else Path("runs") / spec.name
@@ -75,18 +84,19 @@ def run_pipeline(pipeline: str, out: str | Path | None = None, config_file: str 
                                      mixed_precision=config.runtime.mixed_precision,
                                      log_with=config.runtime.log_with or None,
                                      project_dir=str(run_dir / "logs"))
-    if config.runtime.log_with:
-        accelerator.init_trackers(spec.name, config=flat_hparams(to_dict(config)))
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dump_yaml(config, run_dir / "config.yaml")
-    ctx = RunContext(config=config, run_dir=run_dir, accelerator=accelerator, console=console)
-    ctx.say(f"[bold]xmodal run {spec.name}[/bold] -> {run_dir} "
-            f"({accelerator.num_processes} process(es) on {accelerator.device})")
-    try:
-        for stage in spec.stages if stages is None else [s for s in spec.stages if s in stages]:
-            STAGES.get(stage)(ctx)
-    finally:
+    with RunLock(run_dir) if accelerator.is_main_process else nullcontext():
+        accelerator.wait_for_everyone()  # the others start once the main process holds run_dir
         if config.runtime.log_with:
-            accelerator.end_training()  # flush and close the trackers
+            accelerator.init_trackers(spec.name, config=flat_hparams(to_dict(config)))
+        ctx = RunContext(config=config, run_dir=run_dir, accelerator=accelerator, console=console)
+        ctx.say(f"[bold]xmodal run {spec.name}[/bold] -> {run_dir} "
+                f"({accelerator.num_processes} process(es) on {accelerator.device})")
+        try:
+            for stage in spec.stages if stages is None else [s for s in spec.stages if s in stages]:
+                STAGES.get(stage)(ctx)
+        finally:
+            if config.runtime.log_with:
+                accelerator.end_training()  # flush and close the trackers
+        if accelerator.is_main_process:
+            write_text_atomic(run_dir / "config.yaml", dump_yaml(config))
     return RunResult(run_dir, ctx.state.get("rows", []), ctx.state.get("summary", []))

@@ -1,15 +1,16 @@
 """Atomic checkpoints: write to a temporary file, then ``os.replace``, so a crash never leaves
-half a file where a finished one is expected."""
+half a file where a finished one is expected. Every file is read with ``weights_only=True``:
+tensors and plain containers only, never code."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from xmodal.core.atomic import atomic_output
 from xmodal.core.errors import DataError
 
 if TYPE_CHECKING:
@@ -17,15 +18,42 @@ if TYPE_CHECKING:
 
 
 def save_atomic(obj: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    """``torch.save`` through :func:`xmodal.core.atomic.atomic_output` (free space checked first)."""
+    with atomic_output(path, needed=payload_bytes(obj)) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
+
+
+def payload_bytes(obj: Any) -> int:
+    """Bytes of every tensor in ``obj`` (nested dicts, lists, tuples) plus 64 KiB for the rest:
+    about what ``torch.save`` writes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nelement() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(payload_bytes(v) for v in obj.values()) + (1 << 16)
+    if isinstance(obj, (list, tuple)):
+        return sum(payload_bytes(v) for v in obj)
+    return 0
+
+
+def save_keyed(obj: Any, path: str | Path, key: str) -> Path:
+    """Save a cache entry tagged with the ``key`` of everything it was computed from."""
+    return save_atomic({"key": key, "value": obj}, path)
+
+
+def load_keyed(path: str | Path, key: str) -> tuple[Any, str | None]:
+    """``(value, None)`` for a cache entry saved by :func:`save_keyed` under ``key``, else
+    ``(None, why)``: missing, unreadable (torn, or not plain tensors) or from other inputs."""
+    path = Path(path)
+    if not path.is_file():
+        return None, "missing"
+    try:
+        entry = load_checkpoint(path)
+    except DataError:
+        return None, f"'{path}' is unreadable"
+    if not isinstance(entry, dict) or entry.get("key") != key or "value" not in entry:
+        return None, f"'{path}' was computed from other inputs"
+    return entry["value"], None
 
 
 def load_checkpoint(path: str | Path) -> Any:

@@ -23,8 +23,8 @@ class TrainingDiverged(XmodalError):
 
 def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerator: Accelerator,
         description: str = "train", console: Any = None, state_path: Path | None = None,
-        state_key: str = "", checkpoint_every: int = 0,
-        log_prefix: str | None = None) -> list[dict[str, float]]:
+        state_key: str = "", checkpoint_every: int = 0, log_prefix: str | None = None,
+        settings: str = "optim") -> list[dict[str, float]]:
     """Train ``task`` in place for ``cfg.epochs`` epochs; returns per-epoch mean metrics.
 
     With ``state_path``, the full training state is saved there (main process) after every
@@ -36,7 +36,10 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
     ``<log_prefix>/<name>``. ``history`` holds the epoch means and the epoch's last ``lr``.
 
     Raises:
-        TrainingDiverged: on a non-finite loss, naming the epoch and step.
+        TrainingDiverged: on a non-finite loss (naming the epoch and step), or non-finite
+            weights or buffers after an epoch, before its state is saved: a diverged model is
+            never kept. The message names the settings to change (``settings``, e.g.
+            ``distill.optim``).
     """
     if cfg.epochs == 0:
         return []
@@ -54,7 +57,8 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
     history: list[dict[str, float]] = []
     start_epoch, start_step, sums = 0, 0, {}
     epoch_order: Any = None  # the data order's generator state when the current epoch began
-    state = read_train_state(state_path, state_key) if state_path is not None else None
+    notice = console.print if console is not None and accelerator.is_main_process else None
+    state = read_train_state(state_path, state_key, notice) if state_path is not None else None
     if _everywhere(state is not None, accelerator):
         restore_train_state(state, core, optimizer, schedule, accelerator.scaler, generators)
         start_epoch, history = int(state["epoch"]), list(state["history"])
@@ -91,7 +95,8 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
                         f"{description}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                        "lower the learning rate (optim.lr) or enable gradient clipping (optim.grad_clip)")
+                        f"lower the learning rate ({settings}.lr) or enable gradient clipping "
+                        f"({settings}.grad_clip)")
                 accelerator.backward(loss)
                 if cfg.grad_clip > 0:
                     accelerator.clip_grad_norm_(params, cfg.grad_clip)
@@ -109,14 +114,27 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
                     scalars["lr"] = schedule.get_last_lr()[0]
                     accelerator.log({f"{log_prefix}/{k}": v for k, v in scalars.items()}, step=done)
                 if checkpoint_every > 0 and done % checkpoint_every == 0 and step + 1 < steps:
+                    _check_finite(core, f"{description}: at epoch {epoch + 1}, step {step + 1}",
+                                  settings)
                     save(epoch, step + 1, sums)
             history.append({k: v / max(1, steps) for k, v in sums.items()}
                            | {"lr": schedule.get_last_lr()[0], "epoch": epoch + 1})
+            _check_finite(core, f"{description}: after epoch {epoch + 1}", settings)
             save(epoch + 1, 0, {})
     _sync_batchnorm_statistics(core, accelerator)
     accelerator.wait_for_everyone()
     accelerator.free_memory()  # drop the accelerator's references; ``task`` stays trained
     return history
+
+
+def _check_finite(module: torch.nn.Module, where: str, settings: str) -> None:
+    """Raise :class:`TrainingDiverged` if any floating weight or buffer of ``module`` is NaN or
+    inf (a last step can diverge after its loss was checked)."""
+    for name, tensor in module.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise TrainingDiverged(f"{where}, '{name}' holds NaN or inf (training diverged); lower "
+                                   f"the learning rate ({settings}.lr) or enable gradient "
+                                   f"clipping ({settings}.grad_clip)")
 
 
 def _everywhere(flag: bool, accelerator: Accelerator) -> bool:

@@ -6,17 +6,21 @@ main process writes everything the next step depends on (weights, memory banks a
 buffers, optimiser and schedule, mixed-precision scaler, the state of every random generator,
 and the position in the data) atomically to one file, tagged with the unit's input
 fingerprint. A resumed run therefore takes exactly the steps the uninterrupted one would have.
+The file is read with ``weights_only=True`` (tensors and plain containers, never code) and used
+only when its tag is the unit's key.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from xmodal.training.checkpoint import save_atomic
+from xmodal.core.errors import DataError
+from xmodal.training.checkpoint import load_checkpoint, save_atomic
 
 STATE_FORMAT = "xmodal-train-state"
 #: name under which the data order's generator is saved
@@ -59,18 +63,24 @@ def save_train_state(path: Path, key: str, epoch: int, module: nn.Module, optimi
     save_atomic(state, path)
 
 
-def read_train_state(path: Path, key: str) -> dict[str, Any] | None:
+def read_train_state(path: Path, key: str,
+                     notice: Callable[[str], None] | None = None) -> dict[str, Any] | None:
     """The saved state if it exists, is readable and belongs to the unit ``key``; else None
-    (a state from other inputs, or a torn file, is never resumed: training starts over)."""
+    (a state from other inputs, a torn file, or one holding more than tensors and plain data,
+    is never resumed: training starts over, and ``notice`` is told why)."""
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 (any unreadable file means: start over)
-        return None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or state.get("key") != key:
-        return None
-    return state
+        state = load_checkpoint(path)
+    except DataError:
+        state, why = None, "unreadable or not plain tensors"
+    else:
+        why = "saved for other inputs"
+    if isinstance(state, dict) and state.get("format") == STATE_FORMAT and state.get("key") == key:
+        return state
+    if notice is not None:
+        notice(f"ignoring resume state '{path}' ({why}): training starts over")
+    return None
 
 
 def restore_train_state(state: dict[str, Any], module: nn.Module, optimizer: Any, schedule: Any,

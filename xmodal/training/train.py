@@ -48,7 +48,8 @@ def train_encoder(encoder: Encoder, method: Method, method_config: Any, optim: O
                   teacher_features: Tensor | None = None, teacher_logits: Tensor | None = None,
                   description: str = "train", console: Any = None,
                   state_path: Path | None = None, state_key: str = "",
-                  checkpoint_every: int = 0, log_prefix: str | None = None) -> TrainResult:
+                  checkpoint_every: int = 0, log_prefix: str | None = None,
+                  settings: str = "optim") -> TrainResult:
     """Train ``encoder`` in place on the train split with ``method``.
 
     Args:
@@ -57,6 +58,7 @@ def train_encoder(encoder: Encoder, method: Method, method_config: Any, optim: O
         teacher_logits: ``[N_train, C]`` frozen teacher logits, for logit-based methods (KD).
         state_path, state_key, checkpoint_every: training state for resuming (see :func:`fit`).
         log_prefix: name of this training in the experiment trackers (see :func:`fit`).
+        settings: the config section of ``optim``, named in divergence messages.
     """
     if not method.trains:
         return TrainResult([], None)
@@ -83,5 +85,5 @@ def train_encoder(encoder: Encoder, method: Method, method_config: Any, optim: O
                          drop_last=len(train) > optim.batch_size)
     history = fit(task, loader, optim, accelerator, description=description, console=console,
                   state_path=state_path, state_key=state_key, checkpoint_every=checkpoint_every,
-                  log_prefix=log_prefix)
+                  log_prefix=log_prefix, settings=settings)
     return TrainResult(history, objective)

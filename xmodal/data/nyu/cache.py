@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 import torch
 
+from xmodal.core.atomic import check_space
 from xmodal.core.errors import DataError
 from xmodal.core.memory import release_free_heap
 from xmodal.data.depth_encodings import Intrinsics, encode_depth, valid_depth
@@ -134,6 +135,10 @@ def build_cache(config: NYUDepthConfig, cache_path: Path,
         total = len(nyu) if not config.max_frames else min(len(nyu), config.max_frames)
         split = _split_of(facts, total, config)
         h, w = config.image_size
+        # HDF5 may crash on a full disk: check the space first (one resumable .part per run
+        # directory; the run lock keeps a second job out)
+        written = part.stat().st_size if part.is_file() else 0
+        check_space(part, _cache_bytes(total, h, w) - written)
         with h5py.File(part, "a") as f:
             if "rgb" not in f:
                 _create(f, total, h, w, manifest)
@@ -154,6 +159,12 @@ def build_cache(config: NYUDepthConfig, cache_path: Path,
             f.attrs["scene10_names"] = json.dumps(list(facts.scene10_names))
     os.replace(part, cache_path)
     return cache_path
+
+
+def _cache_bytes(n: int, h: int, w: int) -> int:
+    """About the size of a finished cache: the arrays :func:`_create` makes, plus 1 MiB."""
+    per_pixel = 3 + 3 + 4 + 3 + 4 + 1  # rgb, hha, depth, normals, height, labels40
+    return n * (h * w * per_pixel + 8 + 1) + (1 << 20)
 
 
 def _split_of(facts: Any, total: int, config: NYUDepthConfig) -> np.ndarray:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
+
+from xmodal.core.config import AllowRepeats
 
 
 @dataclass
@@ -22,7 +25,7 @@ class NYUDepthConfig:
     """
 
     path: str = ""
-    image_size: list[int] = field(default_factory=lambda: [120, 160])
+    image_size: Annotated[list[int], AllowRepeats] = field(default_factory=lambda: [120, 160])
     val_fraction: float = 0.1
     normals: str = "open3d"
     max_frames: int = 0

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from xmodal.core.atomic import atomic_output
 from xmodal.core.errors import DataError
 from xmodal.data.scenes.audio import synthesize_audio
 from xmodal.data.scenes.geometry import sample_scene
@@ -165,10 +165,9 @@ def _file_attrs(config: ScenesConfig) -> dict[str, Any]:
     }
 
 
-def _create_split(group: h5py.Group, n: int, config: ScenesConfig) -> None:
+def _split_shapes(n: int, config: ScenesConfig) -> dict[str, tuple[tuple[int, ...], Any]]:
     s, t = config.image_size, config.num_audio_samples
-    c = min(CHUNK_SAMPLES, n)
-    shapes = {
+    return {
         "rgb": ((n, s, s, 3), np.uint8),
         "depth": ((n, s, s), np.float32),
         "semantic": ((n, s, s), np.uint8),
@@ -176,7 +175,18 @@ def _create_split(group: h5py.Group, n: int, config: ScenesConfig) -> None:
         "label": ((n,), np.int64),
         "num_objects": ((n,), np.int64),
     }
-    for key, (shape, dtype) in shapes.items():
+
+
+def file_bytes(config: ScenesConfig) -> int:
+    """About the size of the generated file: its arrays plus 64 KiB of HDF5 metadata."""
+    return (1 << 16) + sum(int(np.prod(shape)) * np.dtype(dtype).itemsize
+                           for split in SPLITS
+                           for shape, dtype in _split_shapes(config.split_size(split), config).values())
+
+
+def _create_split(group: h5py.Group, n: int, config: ScenesConfig) -> None:
+    c = min(CHUNK_SAMPLES, n)
+    for key, (shape, dtype) in _split_shapes(n, config).items():
         group.create_dataset(key, shape=shape, dtype=dtype, chunks=(c,) + shape[1:])
 
 
@@ -187,16 +197,15 @@ def generate_scenes(
 ) -> Path:
     """Generate every split of ``config`` into the HDF5 file ``path``; return ``path``.
 
-    Writes ``<path>.tmp`` first and renames it over ``path`` only when complete, so an
-    interrupted run never leaves a partial file at ``path``. ``progress(done, total)`` is called
-    after every block of :data:`CHUNK_SAMPLES` samples (``total`` over all splits).
+    Writes a temporary file unique to this process first (:func:`xmodal.core.atomic.atomic_output`,
+    free space checked before: HDF5 may crash on a full disk) and renames it over ``path`` only
+    when complete, so an interrupted run never leaves a partial file at ``path``.
+    ``progress(done, total)`` is called after every block of :data:`CHUNK_SAMPLES` samples
+    (``total`` over all splits).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     total = sum(config.split_size(s) for s in SPLITS)
     done = 0
-    try:
+    with atomic_output(path, needed=file_bytes(config)) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs.update(_file_attrs(config))
             for split in SPLITS:
@@ -214,11 +223,7 @@ def generate_scenes(
                     done += len(samples)
                     if progress is not None:
                         progress(done, total)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def _json_attr(path: Path, attrs: Any, key: str) -> Any:

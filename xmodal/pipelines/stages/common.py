@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,14 +45,17 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
     dataset: LoadedDataset = ctx.state["dataset"]
     uses_teacher = method.uses_teacher and method.trains
     inputs = {"data": ctx.state["data_key"], "modality": modality, "encoder": to_dict(encoder_cfg),
+              "pretrained": _pretrained_digest(encoder_cfg),
               "method": method_name, "seed": seed,
               "optim": to_dict(optim) if method.trains else None,
+              # settings that change the numbers; ones that do not (threads) stay out
+              "mixed_precision": ctx.config.runtime.mixed_precision if method.trains else None,
               "hparams": method.hparams(method_cfg),
               "teacher": teacher["key"] if uses_teacher else None}
     unit = ctx.unit(*parts, inputs=inputs)
     checkpoint = unit.directory / "encoder.pt"
-    record = unit.record()
-    if record is None or not checkpoint.is_file():
+    record = unit.record(files=[checkpoint.name])
+    if record is None:
         set_seed(seed)
         encoder = build_encoder(encoder_cfg, modality, dataset)
         result = train_encoder(
@@ -60,9 +64,11 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
             teacher_logits=teacher.get("logits") if uses_teacher else None,
             description=f"{role} {modality} {method_name} seed {seed}", console=ctx.console,
             state_path=unit.directory / TRAIN_STATE, state_key=unit.key,
-            checkpoint_every=ctx.config.runtime.checkpoint_every, log_prefix="/".join(parts))
+            checkpoint_every=ctx.config.runtime.checkpoint_every, log_prefix="/".join(parts),
+            settings="teacher.optim" if role == "teacher" else "distill.optim")
         history = result.history
         if ctx.accelerator.is_main_process:
+            (unit.directory / "classifier.pt").unlink(missing_ok=True)  # from earlier inputs
             classifier = getattr(result.objective, "classifier", None)
             if isinstance(classifier, torch.nn.Linear) and history:  # a trained one gives logits
                 save_atomic(classifier.state_dict(), unit.directory / "classifier.pt")
@@ -70,14 +76,25 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
                          dataset.frontend_kwargs.get(modality, {}), extra={"method": method_name})
             write_json_atomic(unit.directory / "history.json", history)
         ctx.accelerator.wait_for_everyone()
-        record = unit.finish({"checkpoint": str(checkpoint), "digest": file_digest(checkpoint),
-                              "final": history[-1] if history else {}})
+        saved = [name for name in (checkpoint.name, "classifier.pt")
+                 if (unit.directory / name).is_file()]
+        record = unit.finish({"checkpoint": checkpoint.name, "final": history[-1] if history else {}},
+                             files=saved)
         if ctx.accelerator.is_main_process:  # finished: the resume state has served its purpose
             (unit.directory / TRAIN_STATE).unlink(missing_ok=True)
     else:
         ctx.say(f"[dim]{role} {modality} {method_name} seed {seed}: cached[/dim]")
     return {"seed": seed, "modality": modality, "method": method_name, "role": role,
             "directory": str(unit.directory),
-            "encoder": encoder_cfg.name, "checkpoint": record["checkpoint"],
-            "digest": record["digest"], "key": unit.key, "hparams": inputs["hparams"],
+            "encoder": encoder_cfg.name, "checkpoint": str(checkpoint),
+            "digest": record["files"][checkpoint.name], "key": unit.key, "hparams": inputs["hparams"],
             "teacher": inputs["teacher"]}
+
+
+def _pretrained_digest(cfg: EncoderConfig) -> str | None:
+    """Content digest of a pretrained-weights file named in the encoder's kwargs (a replaced
+    file must retrain), else None."""
+    pretrained = cfg.kwargs.get("pretrained")
+    if isinstance(pretrained, str) and Path(pretrained).is_file():
+        return file_digest(pretrained)
+    return None

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from xmodal.core.config import to_dict
+from xmodal.core.config import fingerprint, to_dict
 from xmodal.core.errors import ConfigError
 from xmodal.core.registries import DATASETS, STAGES
 from xmodal.pipelines.context import RunContext
+from xmodal.training.checkpoint import file_digest
 from xmodal.training.progress import progress_bar
 
 
@@ -21,17 +22,21 @@ def preprocess(ctx: RunContext) -> None:
         inputs["source"] = source.fingerprint(options)
     unit = ctx.unit("data", data_cfg.name, inputs=inputs)
     path = unit.directory / "data.h5"
-    if unit.record() is None or not path.is_file():
+    record = unit.record(files=[path.name])
+    if record is None:
         if ctx.accelerator.is_main_process:
             unit.directory.mkdir(parents=True, exist_ok=True)
             with progress_bar(True, ctx.console) as bar:
                 job = bar.add_task(f"preprocess {data_cfg.name}", total=None, info="")
                 source.prepare(options, path, progress=lambda done, total: bar.update(
                     job, completed=done, total=total))
-            unit.finish({"path": str(path)})
+            unit.finish({"path": path.name}, files=[path.name])
         ctx.accelerator.wait_for_everyone()
+        digest = file_digest(path)
     else:
+        digest = record["files"][path.name]
         ctx.say(f"[dim]preprocess: cached {path}[/dim]")
     ctx.state["dataset"] = source.load(path)
     ctx.state["dataset_source"] = source
-    ctx.state["data_key"] = unit.key
+    # every later unit is keyed on the data's settings and its content
+    ctx.state["data_key"] = fingerprint({"unit": unit.key, "digest": digest})

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from xmodal.core.config import to_dict
+from xmodal.core.config import fingerprint, to_dict
 from xmodal.core.registries import MODALITIES, PROBES, STAGES
 from xmodal.evaluation.features import extract_features
 from xmodal.evaluation.segmentation_probe import extract_feature_maps
 from xmodal.pipelines.context import RunContext
-from xmodal.training.checkpoint import load_checkpoint, load_encoder, save_atomic
+from xmodal.training.checkpoint import load_encoder, load_keyed, save_keyed
 
 SPLITS = ("train", "val", "test")
 POOLED_METRICS = ("accuracy", "mean_class_accuracy")
@@ -81,14 +81,17 @@ def _frozen_outputs(ctx: RunContext, model: dict[str, Any], tag: str,
                     memo: dict[Path, dict[str, Any]],
                     extract: Callable[[Any, str], Any]) -> dict[str, Any]:
     """``{split: extract(encoder, split)}`` of the frozen encoder, computed once per checkpoint:
-    from ``memo``, else from ``features/<digest><tag>.pt``, else extracted and saved there."""
-    cache = ctx.run_dir / "features" / f"{model['digest']}{tag}.pt"
+    from ``memo``, else from ``features/<key>.pt``, else extracted and saved there."""
+    key = fingerprint({"checkpoint": model["digest"], "data": ctx.state["data_key"],
+                       "modality": model["modality"], "outputs": tag, "splits": SPLITS})
+    cache = ctx.run_dir / "features" / f"{key}.pt"
     if cache not in memo:
-        if cache.is_file():
-            memo[cache] = load_checkpoint(cache)
-        else:
+        memo[cache], why = load_keyed(cache, key)
+        if memo[cache] is None:
+            if why != "missing":
+                ctx.say(f"features: {why}; extracting them again")
             encoder = load_encoder(model["checkpoint"])
             memo[cache] = {split: extract(encoder, split) for split in SPLITS}
             if ctx.accelerator.is_main_process:
-                save_atomic(memo[cache], cache)
+                save_keyed(memo[cache], cache, key)
     return memo[cache]

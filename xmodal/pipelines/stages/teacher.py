@@ -7,12 +7,14 @@ from pathlib import Path
 
 import torch
 
+from xmodal.core.config import fingerprint
 from xmodal.core.errors import DataError
 from xmodal.core.registries import STAGES
 from xmodal.evaluation.features import extract_features
 from xmodal.pipelines.context import RunContext
 from xmodal.pipelines.stages.common import check_modality, trained_encoder_unit
-from xmodal.training.checkpoint import load_checkpoint, load_encoder, save_atomic
+from xmodal.training.checkpoint import (file_digest, load_checkpoint, load_encoder, load_keyed,
+                                       save_keyed)
 
 
 @STAGES.register("teacher", "train the teacher encoder and cache its features")
@@ -28,21 +30,29 @@ def teacher(ctx: RunContext) -> None:
                                      teacher=None, role="teacher")
         model["method"] = "teacher"
         directory = Path(model["directory"])
-        outputs_file = directory / f"outputs-{model['digest']}.pt"
-        if not ctx.agree(outputs_file.is_file()):
+        classifier_file = directory / "classifier.pt"
+        key = fingerprint({"unit": model["key"], "checkpoint": model["digest"],
+                           "classifier": file_digest(classifier_file)
+                           if classifier_file.is_file() else None})
+        outputs_file = directory / f"outputs-{key}.pt"
+        outputs, why = load_keyed(outputs_file, key)
+        recompute = ctx.agree(outputs is None)  # the main process decides for all
+        if recompute or outputs is None:
+            if why != "missing":
+                ctx.say(f"teacher outputs: {why}; recomputing them")
             encoder = load_encoder(model["checkpoint"])
             features = extract_features(encoder, ctx.state["dataset"].splits["train"],
                                         device=ctx.accelerator.device)
             outputs = {"features": features}
-            if (directory / "classifier.pt").is_file():  # absent for a frozen (untrained) teacher
+            if classifier_file.is_file():  # absent for a frozen (untrained) teacher
                 classifier = torch.nn.Linear(features.shape[1], ctx.state["dataset"].num_classes)
-                classifier.load_state_dict(load_checkpoint(directory / "classifier.pt"))
+                classifier.load_state_dict(load_checkpoint(classifier_file))
                 with torch.inference_mode():
                     outputs["logits"] = classifier(features)
             if ctx.accelerator.is_main_process:
-                save_atomic(outputs, outputs_file)
-            ctx.accelerator.wait_for_everyone()
-        outputs = load_checkpoint(outputs_file)
+                save_keyed(outputs, outputs_file, key)
+            if recompute:
+                ctx.accelerator.wait_for_everyone()
         for name, tensor in outputs.items():
             if not torch.isfinite(tensor).all():
                 raise DataError(f"teacher {name} in {outputs_file} contain NaN or inf: the teacher "

@@ -1,0 +1,392 @@
+"""Nothing executes from a file, nothing stale is reused, nothing is silently wrong (issue 13).
+
+One test per finding of the hostile-user probe; each compares the run's values against a fresh
+run of the same settings (the module's ``fresh`` run, or one made in the test).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from xmodal.cli.main import main
+from xmodal.core.errors import XmodalError
+from xmodal.training.checkpoint import file_digest
+
+TINY = ["data.scenes.image_size=16", "data.scenes.num_train=48", "data.scenes.num_val=24",
+        "data.scenes.num_test=24", "teacher.optim.epochs=1", "distill.optim.epochs=1",
+        "teacher.optim.batch_size=16", "distill.optim.batch_size=16",
+        "distill.wcord.num_negatives=32", "probe.linear.l2_grid=[0.001]", "probe.linear.max_iter=20",
+        "distill.students=[depth]", "distill.methods=[none,wcord]"]
+REPO = Path(__file__).resolve().parents[1]
+WCORD = ("distill", "seed0", "depth", "wcord")
+NONE = ("distill", "seed0", "depth", "none")
+
+
+def _argv(out, *extra):
+    argv = ["run", "scenes", "--out", str(out)]
+    for item in (*TINY, *extra):
+        argv += ["--set", item]
+    return argv
+
+
+def _results(run: Path) -> list:
+    return json.loads((run / "results.json").read_text())
+
+
+def _error_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def _copy(run: Path, to: Path) -> Path:
+    return Path(shutil.copytree(run, to))
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fresh")
+    assert main(_argv(out)) == 0
+    return out
+
+
+# 1. Nothing that xmodal reads can execute code ---------------------------------------------
+
+class _Evil:
+    """Unpickling this calls ``open(marker, "w")``: a planted file that runs code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def _plant(path: Path, marker: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": "xmodal-train-state", "payload": _Evil(marker)}, path)
+
+
+def test_planted_pickles_never_execute_at_any_load_site(fresh, tmp_path, capsys, monkeypatch):
+    """Sites (grep torch.load): training/resume.py (train-state.pt), training/checkpoint.py
+    load_checkpoint (encoder.pt, classifier.pt, teacher outputs, probe features),
+    encoders/torchvision_resnet.py (a pretrained file, and torchvision's hub cache)."""
+    from xmodal.encoders.base import create_encoder
+    from xmodal.training.checkpoint import load_encoder
+
+    marker = tmp_path / "pwned"
+    run = _copy(fresh, tmp_path / "run")
+    (run.joinpath(*WCORD) / "done.json").unlink()  # unfinished: its resume state is read
+    _plant(run.joinpath(*WCORD, "train-state.pt"), marker)
+    _plant(run.joinpath(*NONE, "encoder.pt"), marker)
+    _plant(run / "teacher" / "seed0" / "classifier.pt", marker)
+    for outputs in (run / "teacher" / "seed0").glob("outputs-*.pt"):
+        _plant(outputs, marker)
+    for features in (run / "features").glob("*.pt"):
+        _plant(features, marker)
+    shutil.rmtree(run / "probe")
+    assert main(_argv(run)) == 0
+    assert not marker.exists()
+    assert _results(run) == _results(fresh)
+    assert "ignoring resume state" in capsys.readouterr().out
+
+    evil = tmp_path / "evil.pt"
+    _plant(evil, marker)
+    with pytest.raises(XmodalError) as info:
+        load_encoder(evil)
+    assert "\n" not in str(info.value) and "evil.pt" in str(info.value)
+    with pytest.raises(XmodalError) as info:
+        create_encoder("resnet18", "rgb", {}, pretrained=str(evil))
+    assert "\n" not in str(info.value) and "evil.pt" in str(info.value)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    _plant(tmp_path / "torch-home" / "hub" / "checkpoints" / "resnet18-f37072fd.pth", marker)
+    with pytest.raises(XmodalError) as info:
+        create_encoder("resnet18", "rgb", {}, pretrained="imagenet")
+    assert "\n" not in str(info.value)
+    assert not marker.exists()
+
+
+# 2. Stale features after a data change ----------------------------------------------------
+
+def test_data_change_recomputes_features_of_untrained_encoders(tmp_path):
+    """The random-init ``none`` student and a frozen (0-epoch) teacher keep their checkpoint
+    digest when the data changes; their features must not."""
+    frozen = ("teacher.optim.epochs=0",)
+    assert main(_argv(tmp_path / "run", *frozen)) == 0
+    assert main(_argv(tmp_path / "run", *frozen, "data.scenes.seed=1")) == 0
+    assert main(_argv(tmp_path / "new", *frozen, "data.scenes.seed=1")) == 0
+    assert _results(tmp_path / "run") == _results(tmp_path / "new")
+    # a changed split size reads fresh features too, instead of failing
+    assert main(_argv(tmp_path / "run", *frozen, "data.scenes.num_test=16")) == 0
+    assert main(_argv(tmp_path / "new", *frozen, "data.scenes.num_test=16")) == 0
+    assert _results(tmp_path / "run") == _results(tmp_path / "new")
+
+
+# 3. A copied or moved run directory reads its own files ---------------------------------------
+
+def test_copied_run_directory_reads_its_own_files_when_the_original_moves(fresh, tmp_path):
+    copy = _copy(fresh, tmp_path / "copy")
+    shutil.rmtree(copy / "features")  # the probes must read the checkpoints again
+    shutil.rmtree(copy / "probe")
+    moved = fresh.rename(fresh.with_name(fresh.name + "-moved"))
+    try:
+        assert main(_argv(copy)) == 0
+    finally:
+        moved.rename(fresh)
+    assert _results(copy) == _results(fresh)
+    done = json.loads(copy.joinpath(*WCORD, "done.json").read_text())
+    assert done["record"]["checkpoint"] == "encoder.pt"  # relative to its unit's folder
+
+
+# 4. Settings that change numbers are part of the key; others are not -------------------------
+
+def _run_subprocess(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """A run in its own process (Accelerate fixes mixed precision once per process)."""
+    argv = [sys.executable, "-m", "xmodal", *_argv(out, *extra)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_mixed_precision_retrains_and_threads_do_not(fresh, tmp_path):
+    run = _copy(fresh, tmp_path / "run")
+    checkpoint = run.joinpath(*WCORD, "encoder.pt")
+    stamp = checkpoint.stat().st_mtime_ns
+    assert main(_argv(run, f"runtime.threads={torch.get_num_threads()}")) == 0
+    assert checkpoint.stat().st_mtime_ns == stamp
+    assert _run_subprocess(run, "runtime.mixed_precision=bf16").returncode == 0
+    assert _run_subprocess(tmp_path / "bf16", "runtime.mixed_precision=bf16").returncode == 0
+    assert _results(run) == _results(tmp_path / "bf16")
+    # retrained in bf16: the weights are the fresh bf16 run's, not the float32 ones
+    digest = file_digest(checkpoint)
+    assert digest == file_digest(tmp_path.joinpath("bf16", *WCORD, "encoder.pt"))
+    assert digest != file_digest(fresh.joinpath(*WCORD, "encoder.pt"))
+
+
+# 5. Digests are verified on every cache hit -----------------------------------------------
+
+def test_swapped_checkpoint_is_detected_and_retrained(fresh, tmp_path, capsys):
+    run = _copy(fresh, tmp_path / "run")
+    none, wcord = run.joinpath(*NONE, "encoder.pt"), run.joinpath(*WCORD, "encoder.pt")
+    none.write_bytes(wcord.read_bytes())  # same architecture: loads fine, wrong weights
+    shutil.rmtree(run / "features")
+    shutil.rmtree(run / "probe")
+    capsys.readouterr()
+    assert main(_argv(run)) == 0
+    assert "encoder.pt does not match the digest" in capsys.readouterr().out
+    assert _results(run) == _results(fresh)
+
+
+# 6. One writer per run directory ----------------------------------------------------------
+
+def test_second_job_into_one_out_stops_with_one_line_naming_the_holder(fresh, tmp_path):
+    argv = [sys.executable, "-m", "xmodal", *_argv(tmp_path / "run")]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    jobs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env=env) for _ in range(2)]
+    errors = [job.communicate(timeout=300)[1] for job in jobs]
+    codes = [job.returncode for job in jobs]
+    assert sorted(codes) == [0, 2], errors
+    winner, loser = (0, 1) if codes[0] == 0 else (1, 0)
+    line = errors[loser].strip()
+    assert "\n" not in line and f"in use by pid {jobs[winner].pid}" in line
+    assert _results(tmp_path / "run") == _results(fresh)
+    assert not [p for p in (tmp_path / "run").rglob("*") if ".tmp" in p.name]
+
+
+# 7. Values checked at load ----------------------------------------------------------------
+
+@pytest.mark.parametrize("override, key", [
+    ("probe.linear.l2_grid=[nan]", "probe.linear.l2_grid[0]"),
+    ("distill.optim.grad_clip=nan", "distill.optim.grad_clip"),
+    ("distill.optim.lr=.nan", "distill.optim.lr"),
+    ("teacher.optim.warmup_epochs=nan", "teacher.optim.warmup_epochs"),
+    ("distill.wcord.tau=inf", "distill.wcord.tau"),
+    ("distill.wcord.lambda_local=.inf", "distill.wcord.lambda_local"),
+    ("data.scenes.audio_seconds=1e400", "data.scenes.audio_seconds"),
+    ("distill.optim.lr=" + "9" * 400, "distill.optim.lr"),
+    ("distill.methods=[wcord,wcord]", "distill.methods"),
+    ("probe.linear.l2_grid=[0.1,0.1]", "probe.linear.l2_grid"),
+    ("seeds=[-1]", "seeds[0]"),
+    ("seeds=[4294967296]", "seeds[0]"),
+    ("data.scenes.seed=-3", "data.scenes.seed"),
+    ("distill.optim.epochs=99999999999999999999", "distill.optim.epochs"),
+])
+def test_bad_values_are_one_line_at_load(override, key, tmp_path, capsys):
+    assert main(_argv(tmp_path / "run", override)) == 2
+    line = _error_line(capsys)
+    assert key in line
+    assert not (tmp_path / "run").exists()  # rejected before anything is written
+
+
+def test_repeats_allowed_where_a_list_is_a_shape():
+    from xmodal.core.config import load_config
+    from xmodal.pipelines.config import RunConfig
+
+    config = load_config(RunConfig, overrides=["data.nyu_depth.image_size=[64,64]"])
+    assert config.data.nyu_depth.image_size == [64, 64]
+
+
+# 8. Divergence is never cached ------------------------------------------------------------
+
+def test_divergence_on_the_last_step_is_refused_and_rerun(fresh, tmp_path, capsys, monkeypatch):
+    from xmodal.training import loop
+
+    run = _copy(fresh, tmp_path / "run")
+    (run.joinpath(*WCORD) / "done.json").unlink()
+    real = loop.build_optimizer
+
+    def diverging(params, cfg):
+        optimizer = real(params, cfg)
+        step, steps = optimizer.step, []
+
+        def last_step_diverges(self, *args, **kwargs):  # 48 samples, batch 16: 3 steps, 1 epoch
+            out = step(*args, **kwargs)
+            steps.append(1)
+            if len(steps) == 3:
+                with torch.no_grad():
+                    params[0].fill_(float("nan"))
+            return out
+
+        optimizer.step = types.MethodType(last_step_diverges, optimizer)
+        return optimizer
+
+    monkeypatch.setattr(loop, "build_optimizer", diverging)
+    capsys.readouterr()
+    assert main(_argv(run)) == 2
+    line = _error_line(capsys)
+    assert "NaN or inf" in line and "distill.optim.lr" in line
+    assert not (run.joinpath(*WCORD) / "done.json").exists()
+    assert not (run.joinpath(*WCORD) / "train-state.pt").exists()
+    monkeypatch.undo()
+    assert main(_argv(run)) == 0
+    assert _results(run) == _results(fresh)
+
+
+# 9. Disk full and unwritable output ---------------------------------------------------------
+
+def test_disk_full_is_one_line_leaves_nothing_half_written(fresh, tmp_path, capsys, monkeypatch):
+    run = _copy(fresh, tmp_path / "run")
+    (run.joinpath(*WCORD) / "done.json").unlink()
+    config_before = (run / "config.yaml").read_bytes()
+    real_save = torch.save
+
+    def full_disk(obj, target, *args, **kwargs):
+        if "encoder.pt" in Path(target).name:
+            Path(target).write_bytes(b"half")  # a writer that got some way, then ran out
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, target, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    threads = f"runtime.threads={torch.get_num_threads()}"  # config.yaml would change
+    capsys.readouterr()
+    assert main(_argv(run, threads)) == 2
+    line = _error_line(capsys)
+    assert "no space left" in line and "encoder.pt" in line and "MB" in line
+    assert not [p for p in run.rglob("*") if ".tmp" in p.name]
+    assert not (run.joinpath(*WCORD) / "done.json").exists()
+    assert (run / "config.yaml").read_bytes() == config_before  # written last, not first
+    monkeypatch.undo()
+    assert main(_argv(run, threads)) == 0
+    assert _results(run) == _results(fresh)
+    assert "threads" in (run / "config.yaml").read_text()
+
+
+def test_any_writer_on_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
+    """A writer outside xmodal.core.atomic (e.g. a figure) still gives one line, not a traceback."""
+    import xmodal.pipelines
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "chart.svg"))
+
+    monkeypatch.setattr(xmodal.pipelines, "run_pipeline", full)
+    assert main(_argv(tmp_path / "run")) == 2
+    assert "no space left to write" in _error_line(capsys)
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path):
+    """A 1 MB tmpfs (needs root and a kernel that allows it; skipped elsewhere)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_small_filesystem_run_then_rerun_after_freeing_space(fresh, tiny_filesystem, capsys):
+    run = tiny_filesystem / "run"
+    capsys.readouterr()
+    assert main(_argv(run)) == 2
+    line = _error_line(capsys)
+    assert "no space left to write" in line and "data.h5" in line and "needs about" in line
+    assert not [p for p in run.rglob("*") if ".tmp" in p.name or p.name == "done.json"]
+    subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_filesystem)], check=True)
+    assert main(_argv(run)) == 0
+    assert _results(run) == _results(fresh)
+
+
+# 10. Unfriendly edges ---------------------------------------------------------------------
+
+def test_out_that_cannot_be_a_run_directory_is_one_line(tmp_path, capsys):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for out, words in [(a_file, "is a file"), (a_file / "under", "is a file"), ("", "--out is empty")]:
+        assert main(_argv(out)) == 2
+        assert words in _error_line(capsys)
+    assert a_file.read_text() == "x"
+
+
+def test_read_only_out_is_one_line(tmp_path, capsys):
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    if os.geteuid() == 0:  # root writes through permission bits: use a read-only mount
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs",
+                               str(read_only)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip("cannot mount a read-only tmpfs here")
+    else:
+        read_only.chmod(0o555)
+    try:
+        assert main(_argv(read_only / "run")) == 2
+        line = _error_line(capsys)
+        assert "cannot write" in line or "cannot create" in line
+        assert str(read_only / "run") in line
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["umount", str(read_only)], check=False)
+        else:
+            read_only.chmod(0o755)
+
+
+def test_malformed_done_files_recompute(fresh, tmp_path):
+    run = _copy(fresh, tmp_path / "run")
+    run.joinpath(*WCORD, "done.json").write_bytes(b"\xff\xfe not utf-8")
+    run.joinpath(*NONE, "done.json").write_text("[]")
+    teacher_done = run / "teacher" / "seed0" / "done.json"
+    done = json.loads(teacher_done.read_text())
+    del done["record"]["files"]  # no digest
+    teacher_done.write_text(json.dumps(done))
+    assert main(_argv(run)) == 0
+    assert _results(run) == _results(fresh)
+
+
+def test_bad_config_files_are_one_line(tmp_path, capsys):
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("seeds: [0]  # café\n".encode("latin-1"))
+    for path, words in [(latin1, "not UTF-8"), (tmp_path, "is a directory")]:
+        assert main(["run", "scenes", "--out", str(tmp_path / "run"), "--config", str(path)]) == 2
+        line = _error_line(capsys)
+        assert words in line and str(path) in line
