@@ -82,7 +82,7 @@ def test_forward_outputs_and_banks_untouched() -> None:
     torch.testing.assert_close(out["loss"], 0.8 * out["global"] + 0.1 * out["local"])
     for key in ("teacher_embed", "student_embed"):
         assert out[key].shape == (8, 16) and not out[key].requires_grad
-        torch.testing.assert_close(out[key].norm(dim=1), torch.ones(8))
+        assert (out[key].norm(dim=1) <= 1 + 1e-6).all()  # on the unit ball
     torch.testing.assert_close(loss.teacher_bank.memory, banks[0])  # forward never writes banks
     torch.testing.assert_close(loss.student_bank.memory, banks[1])
     out["loss"].backward()
@@ -276,40 +276,85 @@ def test_unconstrained_heads_are_not_normalised() -> None:
     assert not hasattr(loss.student_head.linear, "parametrizations")
 
 
-def _critic_gradient_ratios(loss: WCoRDLoss, scale: float) -> torch.Tensor:
-    """``|grad_t g| * tau * |h_T(t)|`` at random feature points (<= sigma_max(W_T) by the bound)."""
-    g = _gen(9)
-    t = (torch.randn(256, 12, generator=g) * scale).requires_grad_(True)
-    s = torch.randn(256, 10, generator=g) * scale
-    u, v = loss.teacher_head(t), loss.student_head(s)
-    loss.critic(u, v).sum().backward()  # pairs are independent: row i of t.grad is grad of g_i
-    z_norm = loss.teacher_head.project(t).norm(dim=1).detach()
-    return t.grad.norm(dim=1) * loss.critic.tau * z_norm
+_SCALES = (0.01, 0.1, 1.0, 10.0)
 
 
-def test_measured_critic_lipschitz_within_bound() -> None:
-    loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16, tau=0.07)
-    _train_a_few_steps(loss)
-    loss.eval()
-    ratios = _critic_gradient_ratios(loss, scale=1.0)
-    assert ratios.max() <= 1.0 + 1e-3  # |grad_t g| <= 1 / (tau |h_T(t)|)
-    assert ratios.max() > 0.3  # and the bound is not vacuous
-    # Features projecting to norm >= 1: the critic is (1/tau)-Lipschitz in the features.
-    g = _gen(10)
-    t = (torch.randn(256, 12, generator=g) * 20).requires_grad_(True)
-    far = loss.teacher_head.project(t).norm(dim=1) >= 1
-    loss.critic(loss.teacher_head(t), loss.student_head(torch.randn(256, 10, generator=g))).sum().backward()
-    assert far.sum() > 100
-    assert t.grad.norm(dim=1)[far].max() <= (1 / 0.07) * (1 + 1e-3)
-    # In the embeddings the constant is exactly 1/tau.
-    assert DotCritic(0.07).lipschitz_bound == pytest.approx(1 / 0.07)
+def _lipschitz_ratio(loss: WCoRDLoss, scale: float, seed: int = 9) -> float:
+    """``max |grad g| * tau`` over 512 random pairs of raw features at ``scale``, in ``t`` and in
+    ``s`` separately (pairs are independent: row i of the gradient of ``sum_i g_i`` is
+    ``grad g_i``). The bound under ``lipschitz="spectral"`` is 1."""
+    g = _gen(seed)
+    t = (torch.randn(512, 12, generator=g) * scale).requires_grad_(True)
+    s = (torch.randn(512, 10, generator=g) * scale).requires_grad_(True)
+    grad_t, grad_s = torch.autograd.grad(loss.score(t, s).sum(), (t, s))
+    return float(torch.maximum(grad_t.norm(dim=1), grad_s.norm(dim=1)).max()) * loss.critic.tau
+
+
+def _adversarial_heads(loss: WCoRDLoss, steps: int = 300) -> None:
+    """Train the heads and critic to *maximise* the critic's gradient norm at small and large
+    feature scales: the worst case for a constraint (train mode, as in training)."""
+    opt = torch.optim.Adam(loss.parameters(), lr=0.05)
+    g = _gen(21)
+    for step in range(steps):
+        scale = _SCALES[step % len(_SCALES)]
+        t = (torch.randn(32, 12, generator=g) * scale).requires_grad_(True)
+        s = (torch.randn(32, 10, generator=g) * scale).requires_grad_(True)
+        grad_t, grad_s = torch.autograd.grad(loss.score(t, s).sum(), (t, s), create_graph=True)
+        opt.zero_grad()
+        (-(grad_t.norm(dim=1).mean() + grad_s.norm(dim=1).mean())).backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("critic", CRITICS)
+def test_critic_is_lipschitz_in_raw_features_at_every_scale(critic: str) -> None:
+    loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16, critic=critic, critic_hidden=16)
+    _adversarial_heads(loss)
+    for head in (loss.teacher_head, loss.student_head):  # moved far from the initialisation
+        assert float(head.linear.parametrizations.weight.original.detach().norm()) > 5.0
+    ratios = [_lipschitz_ratio(loss, scale) for scale in _SCALES]
+    assert max(ratios) <= 1.0 + 1e-2, ratios
+    assert max(ratios) > 0.5, ratios  # the adversary got close: the bound is not vacuous
+    # Huge raw weights (what an optimiser could drift to): the normalised weight follows after
+    # the power iteration's train-mode refresh, and the bound still holds.
+    with torch.no_grad():
+        for head in (loss.teacher_head, loss.student_head):
+            head.linear.parametrizations.weight.original.mul_(1e3)
+    for _ in range(5):
+        loss.score(*_features(4, 12, 10))
+    assert max(_lipschitz_ratio(loss, scale) for scale in _SCALES) <= 1.0 + 1e-2
 
 
 def test_unconstrained_critic_exceeds_bound() -> None:
     loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16, lipschitz="none")
-    with torch.no_grad():
-        loss.teacher_head.linear.weight.mul_(5.0)
-    assert _critic_gradient_ratios(loss, scale=1.0).max() > 1.5
+    _adversarial_heads(loss, steps=50)
+    ratios = [_lipschitz_ratio(loss, scale) for scale in _SCALES]
+    assert max(ratios) > 2.0, ratios  # L2 normalisation is 1/|z|-Lipschitz: unbounded near 0
+    assert ratios[0] > ratios[-1]  # and it grows as the features shrink
+
+
+def test_spectral_sigma_is_one_at_construction() -> None:
+    for seed in range(5):
+        loss = WCoRDLoss(300, 200, num_samples=40, seed=seed, critic="bilinear")
+        for module in (loss.teacher_head.linear, loss.student_head.linear, loss.critic.linear):
+            assert abs(float(torch.linalg.matrix_norm(module.weight.detach(), ord=2)) - 1.0) <= 1e-5
+
+
+def test_lipschitz_modes_project_onto_ball_or_sphere() -> None:
+    t, s = _features(16, 12, 10)
+    for lipschitz, onto in (("spectral", "ball"), ("gradient_penalty", "ball"), ("none", "sphere")):
+        loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16, lipschitz=lipschitz)
+        out = loss(t * 0.01, s * 0.01, torch.arange(16))
+        norms = out["student_embed"].norm(dim=1)
+        if onto == "ball":
+            z = loss.student_head.project(s * 0.01).detach()
+            torch.testing.assert_close(out["student_embed"], z / z.norm(dim=1, keepdim=True).clamp_min(1))
+            assert norms.max() < 1.0  # small features stay inside the ball
+        else:
+            torch.testing.assert_close(norms, torch.ones(16))
+        assert loss.teacher_bank.onto == onto
+        with torch.no_grad():
+            torch.testing.assert_close(loss.score(t, s), loss.critic(out["teacher_embed"] * 0 + loss.teacher_head(t),
+                                                                      loss.student_head(s)))
 
 
 # ---------------------------------------------------------------------------- toy distillation
@@ -466,16 +511,6 @@ def test_spectral_critic_lipschitz_on_sphere(kind: str) -> None:
     u = _unit(512, d, seed=1).requires_grad_(True)
     loose(u, _unit(512, d, seed=2)).sum().backward()
     assert float(u.grad.norm(dim=1).max()) > 1.5 * loose.lipschitz_bound
-
-
-@pytest.mark.parametrize("kind", ["bilinear", "mlp"])
-def test_measured_feature_lipschitz_within_bound_other_critics(kind: str) -> None:
-    loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16, critic=kind, critic_hidden=16)
-    _train_a_few_steps(loss)
-    loss.eval()
-    ratios = _critic_gradient_ratios(loss, scale=1.0)
-    assert ratios.max() <= 1.0 + 2e-3  # |grad_t g| <= 1 / (tau |h_T(t)|)
-    assert ratios.max() > 0.1
 
 
 @pytest.mark.parametrize("kind", CRITICS)

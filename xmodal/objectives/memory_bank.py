@@ -1,9 +1,11 @@
-"""A memory bank of L2-normalised embeddings, one row per training sample, updated with momentum.
+"""A memory bank of embeddings of norm <= 1, one row per training sample, updated with momentum.
 
 Contrastive distillation needs many negatives (K = 16384 by default) but a batch holds few; the
 bank keeps a slowly moving embedding of every training sample so negatives can be read from it
 without running the encoders on them. Rows are read without gradient and updated after the
-optimiser step as ``m[i] <- normalise(mu * m[i] + (1 - mu) * new_i)``.
+optimiser step as ``m[i] <- P(mu * m[i] + (1 - mu) * new_i)``, ``P`` the heads' projection onto
+the unit sphere (L2 normalisation) or the unit ball (a convex combination of ball points stays
+in the ball, so there ``P`` only guards rounding).
 
 Negatives are drawn either as one set shared by a whole batch (:meth:`MemoryBank.sample_negatives`,
 without replacement) or as one set per anchor (:meth:`MemoryBank.sample_negatives_per_anchor`,
@@ -17,11 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xmodal.objectives.critic import PROJECTIONS, project
+
 __all__ = ["MemoryBank"]
 
 
 class MemoryBank(nn.Module):
-    """``size`` unit vectors of dimension ``dim`` (buffer ``memory`` ``[size, dim]``, float32).
+    """``size`` vectors of dimension ``dim`` (buffer ``memory`` ``[size, dim]``, float32), unit
+    norm (``onto="sphere"``) or norm <= 1 (``onto="ball"``).
 
     The buffer is part of the ``state_dict`` so checkpoints restore the bank. Under several
     processes call :meth:`update` with indices and embeddings gathered from all of them, so
@@ -35,13 +40,17 @@ class MemoryBank(nn.Module):
         seed: seeds the random unit-vector initialisation and the bank's own sampling generator.
         labels: optional ``[size]`` integer class label of every sample (stored as the long
             buffer ``labels``, part of the ``state_dict``); None (default) stores no labels.
+        onto: ``"sphere"`` (default) or ``"ball"``: the projection applied after each update,
+            the same as the heads' (:func:`~xmodal.objectives.critic.project`). Rows start on
+            the sphere either way.
     """
 
     memory: Tensor
     labels: Tensor | None
 
     def __init__(
-        self, size: int, dim: int, momentum: float = 0.5, seed: int = 0, labels: Tensor | None = None
+        self, size: int, dim: int, momentum: float = 0.5, seed: int = 0, labels: Tensor | None = None,
+        onto: str = "sphere",
     ) -> None:
         super().__init__()
         if not (isinstance(size, int) and size >= 2):
@@ -58,6 +67,9 @@ class MemoryBank(nn.Module):
                 raise ValueError(f"MemoryBank: labels must be a [{size}] tensor, got {shape}")
             if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
                 raise ValueError(f"MemoryBank: labels must be an integer tensor, got {labels.dtype}")
+        if onto not in PROJECTIONS:
+            raise ValueError(f"MemoryBank: onto must be one of {PROJECTIONS}, got {onto!r}")
+        self.onto = onto
         self.size = size
         self.dim = dim
         self.momentum = float(momentum)
@@ -169,7 +181,7 @@ class MemoryBank(nn.Module):
 
     @torch.no_grad()
     def update(self, indices: Tensor, embeddings: Tensor) -> None:
-        """Momentum update ``m[i] <- normalise(mu * m[i] + (1 - mu) * e_i)`` (no gradient).
+        """Momentum update ``m[i] <- P(mu * m[i] + (1 - mu) * e_i)`` (no gradient, ``P`` per ``onto``).
 
         Duplicate indices in one call are **averaged**: the rows of ``embeddings`` sharing an
         index are averaged into one ``e_i``, which is then applied once. The result therefore
@@ -196,4 +208,4 @@ class MemoryBank(nn.Module):
         summed.index_add_(0, inverse, new)
         counts = torch.bincount(inverse, minlength=rows.numel()).to(new.dtype).unsqueeze(1)
         mixed = self.momentum * self.memory[rows] + (1.0 - self.momentum) * (summed / counts)
-        self.memory[rows] = F.normalize(mixed, dim=1)
+        self.memory[rows] = project(mixed, self.onto)
