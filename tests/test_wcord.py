@@ -787,3 +787,49 @@ def test_local_term_with_ipot_solver_matches_exact_transport():
     assert float(entropic.local_term(u, v)) > exact + 1e-3  # a blurred plan costs more
     with pytest.raises(ValueError, match="local_solver"):
         WCoRDLoss(teacher_dim=5, student_dim=5, num_samples=32, local_solver="emd")
+
+
+# ---------------------------------------------------------------------------- the paper's total
+
+
+@pytest.mark.parametrize("alpha, beta", [(0.0, 0.0), (1.0, 0.0), (0.0, 0.9), (0.1, 0.9)])
+def test_total_objective_alpha_beta_against_hand_computation(alpha: float, beta: float) -> None:
+    from xmodal.core.registries import LOSSES
+    from xmodal.objectives.methods import ObjectiveContext, WCoRDConfig
+
+    n, c, b, temperature = 30, 5, 6, 4.0
+    g = _gen(3)
+    teacher_logits = torch.randn(n, c, generator=g) * 3
+    ctx = ObjectiveContext(student_dim=7, teacher_dim=9, num_samples=n, num_classes=c, seed=1,
+                           teacher_logits=teacher_logits, train_labels=torch.arange(n) % c)
+    cfg = WCoRDConfig(embed_dim=8, alpha=alpha, beta=beta)
+    method = LOSSES.get("wcord")
+    objective = method.build(ctx, cfg)
+    assert method.hparams(cfg)["alpha"] == alpha and method.hparams(cfg)["beta"] == beta
+    t, s = _features(b, 9, 7, seed=4)
+    idx, labels = torch.tensor([0, 4, 9, 13, 22, 29]), torch.tensor([0, 4, 4, 3, 2, 4])
+    out = objective(s, t, labels, idx)
+    assert (objective.label_terms is None) == (alpha == 0 and beta == 0)
+    want = 0.8 * float(out["global"]) + 0.1 * float(out["local"])
+    if objective.label_terms is not None:
+        w = objective.label_terms.classifier.weight.double()
+        bias = objective.label_terms.classifier.bias.double()
+        logits = s.double() @ w.t() + bias
+        ce = kd = 0.0
+        for i in range(b):
+            row = [math.exp(x) for x in logits[i].tolist()]
+            ce -= math.log(row[labels[i]] / sum(row)) / b
+            p_s = [math.exp(x / temperature) for x in logits[i].tolist()]
+            p_t = [math.exp(x / temperature) for x in teacher_logits[idx[i]].double().tolist()]
+            p_s, p_t = [x / sum(p_s) for x in p_s], [x / sum(p_t) for x in p_t]
+            kd += temperature**2 * sum(pt * math.log(pt / ps) for pt, ps in zip(p_t, p_s)) / b
+        want += alpha * ce + beta * kd
+        if alpha > 0:
+            assert float(out["ce"]) == pytest.approx(ce, rel=1e-5)
+        if beta > 0:
+            assert float(out["kd"]) == pytest.approx(kd, rel=1e-5)
+    assert float(out["loss"]) == pytest.approx(want, rel=1e-5, abs=1e-6)
+    with pytest.raises(ValueError, match="beta"):
+        method.build(ObjectiveContext(7, 9, n, c), WCoRDConfig(beta=1.0))  # teacher without logits
+    with pytest.raises(ValueError, match="alpha"):
+        WCoRDConfig(alpha=-1.0)
