@@ -46,7 +46,8 @@ def test_config_defaults_follow_the_papers() -> None:
     assert dataclasses.asdict(KDConfig()) == dict(temperature=4.0, alpha=0.0, beta=1.0)
     assert dataclasses.asdict(FitNetConfig()) == dict(weight=1.0)
     assert dataclasses.asdict(CRDConfig()) == dict(embed_dim=128, num_negatives=16384, tau=0.07,
-                                                   momentum=0.5, weight=0.8)
+                                                   momentum=0.5, weight=0.8, negatives="uniform",
+                                                   sharing="batch", replacement=False)
     assert dataclasses.asdict(RKDConfig()) == dict(distance_weight=25.0, angle_weight=50.0)
     assert dataclasses.asdict(PKTConfig()) == dict(weight=1.0)
 
@@ -62,6 +63,9 @@ def test_config_defaults_follow_the_papers() -> None:
     (FitNetConfig, dict(weight=-1.0), "weight"),
     (FitNetConfig, dict(weight=True), "weight"),
     (CRDConfig, dict(embed_dim=0), "embed_dim"),
+    (CRDConfig, dict(negatives="hard"), "negatives"),
+    (CRDConfig, dict(sharing="pair"), "sharing"),
+    (CRDConfig, dict(replacement="yes"), "replacement"),
     (CRDConfig, dict(embed_dim=12.0), "embed_dim"),
     (CRDConfig, dict(num_negatives=0), "num_negatives"),
     (CRDConfig, dict(tau=0.0), "tau"),
@@ -431,6 +435,69 @@ def test_crd_negatives_and_memory_update() -> None:
     assert torch.equal(crd.student_bank.memory[2:], before[2:])
     with pytest.raises(ValueError, match="no negatives"):
         _crd(n=4)(torch.randn(4, 4), torch.randn(4, 5), _no_labels(4), torch.arange(4))
+
+
+@pytest.mark.parametrize("sharing", ["batch", "anchor"])
+@pytest.mark.parametrize("replacement", [False, True])
+def test_crd_sampler_modes(sharing: str, replacement: bool) -> None:
+    """RepDistiller's CIFAR sampler is other_class + anchor + without replacement: check that no
+    negative shares the anchor's class (or is masked when shared), and no row repeats when asked."""
+    n, classes = 60, 4
+    labels = torch.arange(n) % classes
+    cfg = CRDConfig(embed_dim=3, num_negatives=40, tau=0.5, negatives="other_class", sharing=sharing,
+                    replacement=replacement)
+    crd = CRDObjective(5, 4, n, cfg, seed=0, sample_labels=labels)
+    indices = torch.tensor([0, 5, 6, 11, 13])
+    for _ in range(5):
+        negatives = crd.sample_negatives(indices)
+        assert not torch.isin(negatives, indices).any()
+        if sharing == "anchor":
+            # 45 rows of other classes per anchor, minus the batch's other-class rows: K capped at 41.
+            assert negatives.shape == (5, 40 if replacement else min(40, 45 - 4))
+            assert (labels[negatives] != labels[indices].unsqueeze(1)).all()  # no same-class negative
+            if not replacement:
+                assert all(len(set(row.tolist())) == len(row) for row in negatives)
+        else:
+            assert negatives.shape == (40,)
+            if not replacement:
+                assert negatives.unique().numel() == 40
+    g = _gen(12)
+    out = crd(torch.randn(5, 4, generator=g), torch.randn(5, 5, generator=g), _no_labels(5), indices)
+    assert torch.isfinite(out["loss"]) and crd.z_estimated and torch.isfinite(crd.z_teacher)
+    uniform = CRDObjective(5, 4, n, CRDConfig(embed_dim=3, num_negatives=40, sharing=sharing,
+                                              replacement=replacement), seed=0)
+    drawn = torch.cat([uniform.sample_negatives(indices).reshape(-1) for _ in range(30)])
+    assert (labels[drawn] == 0).any()  # uniform does draw from the anchors' classes
+    if replacement:  # 40 draws among 56 rows: a repeat within one set is all but certain
+        assert any(uniform.sample_negatives(indices).reshape(-1, 40)[0].unique().numel() < 40 for _ in range(5))
+
+
+def test_crd_shared_other_class_masks_same_class_negatives() -> None:
+    """A masked negative's NCE term is 0: the loss equals that of the other-class rows alone
+    (with the noise constant K/N of the K rows drawn)."""
+    n, labels = 40, torch.arange(40) % 2
+    cfg = CRDConfig(embed_dim=3, tau=0.3, negatives="other_class")
+    crd = CRDObjective(5, 4, n, cfg, seed=0, sample_labels=labels)
+    plain = CRDObjective(5, 4, n, CRDConfig(embed_dim=3, tau=0.3), seed=0)
+    for obj in (crd, plain):
+        obj.z_teacher.fill_(30.0)
+        obj.z_student.fill_(40.0)
+    g = _gen(13)
+    student, teacher = torch.randn(1, 4, generator=g), torch.randn(1, 5, generator=g)
+    index = torch.tensor([2])  # class 0
+    mixed = torch.tensor([1, 3, 4, 5, 8, 9])  # classes 1, 1, 0, 1, 0, 1
+    out = crd(student, teacher, _no_labels(1), index, negatives=mixed)
+    odd = torch.tensor([1, 3, 5, 9])
+    ref = plain(student, teacher, _no_labels(1), index, negatives=odd)
+    # Same K/N noise constant: rescale the reference's log(K/N) by replacing K=4 with K=6.
+    u, v = ref["teacher_embed"], ref["student_embed"]
+    log_noise = math.log(6 / n)
+    from xmodal.objectives.baselines import nce_loss
+    pos = (u * v).sum(1) / 0.3
+    want_t = nce_loss(pos - math.log(30.0), u @ plain.student_bank.memory[odd].t() / 0.3 - math.log(30.0), log_noise)
+    assert out["nce_teacher_anchor"].item() == pytest.approx(want_t.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="sample_labels"):
+        CRDObjective(5, 4, n, cfg)
 
 
 # ---------------------------------------------------------------------------- toy distillation

@@ -9,8 +9,10 @@ in the ball, so there ``P`` only guards rounding).
 
 Negatives are drawn either as one set shared by a whole batch (:meth:`MemoryBank.sample_negatives`,
 without replacement) or as one set per anchor (:meth:`MemoryBank.sample_negatives_per_anchor`,
-with replacement, like CRD's reference code). The bank optionally holds each sample's class label
-(buffer ``labels``), used to mask same-class negatives.
+uniformly with replacement, or :meth:`MemoryBank.sample_from_rows` over an ``[B, N]`` mask of
+allowed rows, with or without replacement: RepDistiller's CIFAR sampler draws K rows of other
+classes per anchor without replacement). The bank optionally holds each sample's class label
+(buffer ``labels``), used to mask or avoid same-class negatives.
 """
 
 from __future__ import annotations
@@ -145,10 +147,9 @@ class MemoryBank(nn.Module):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Draw ``num`` row indices for each of ``anchors`` anchors, independently and uniformly
-        **with replacement** among the rows not in ``exclude`` (CRD's reference sampler draws
-        per sample with replacement too). Without replacement per anchor would cost a
-        permutation of the bank per anchor (``O(anchors * size)``); with replacement costs
-        ``O(anchors * num)``, and for ``num << size`` duplicates are rare. Every anchor's set has
+        **with replacement** among the rows not in ``exclude``. This costs ``O(anchors * num)``,
+        and for ``num << size`` duplicates are rare; :meth:`sample_from_rows` draws without
+        replacement (or from other classes only) at ``O(anchors * size)``. Every anchor's set has
         the same distribution of denominators ``sum_k exp g(., m_k)`` in expectation as a shared
         set drawn by :meth:`sample_negatives` (both are ``num`` uniform draws from the same rows).
 
@@ -172,6 +173,43 @@ class MemoryBank(nn.Module):
             return torch.empty(anchors, num, dtype=torch.long, device=self.memory.device)
         ranks = torch.randint(allowed, (anchors, num), generator=gen, device=gen.device)
         return self._rank_to_row(ranks, excluded).to(self.memory.device)
+
+    def allowed_rows(self, anchors: int, exclude: Tensor | None = None,
+                     anchor_labels: Tensor | None = None) -> Tensor:
+        """``[anchors, size]`` bool: rows outside ``exclude`` and, when ``anchor_labels`` ``[anchors]``
+        is given, of a class other than the anchor's (needs the bank's ``labels``)."""
+        allowed = torch.ones(anchors, self.size, dtype=torch.bool, device=self.memory.device)
+        allowed[:, self._excluded(exclude, self.memory.device, "allowed_rows")] = False
+        if anchor_labels is not None:
+            if anchor_labels.shape != (anchors,):
+                raise ValueError(f"MemoryBank.allowed_rows: anchor_labels must be [{anchors}], "
+                                 f"got {tuple(anchor_labels.shape)}")
+            same = self.labels_of(torch.arange(self.size, device=self.memory.device)).unsqueeze(0)
+            allowed &= same != anchor_labels.to(self.memory.device).unsqueeze(1)
+        return allowed
+
+    def sample_from_rows(self, num: int, allowed: Tensor, replacement: bool,
+                         generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``num`` rows per anchor uniformly among its ``allowed`` rows (``[anchors, size]``
+        bool, e.g. from :meth:`allowed_rows`), with or without replacement -> ``[anchors, num]``.
+
+        Raises ``ValueError`` when an anchor has no allowed row, or fewer than ``num`` without
+        replacement (the caller caps ``num`` at ``allowed.sum(1).min()``)."""
+        if not (isinstance(num, int) and num >= 0):
+            raise ValueError(f"MemoryBank.sample_from_rows: num must be an int >= 0, got {num!r}")
+        if allowed.dim() != 2 or allowed.shape[1] != self.size or allowed.dtype != torch.bool:
+            raise ValueError(f"MemoryBank.sample_from_rows: allowed must be a [anchors, {self.size}] "
+                             f"bool tensor, got {allowed.dtype} {tuple(allowed.shape)}")
+        least = int(allowed.sum(1).min()) if allowed.shape[0] else num
+        if num > 0 and (least == 0 or (not replacement and num > least)):
+            raise ValueError(f"MemoryBank.sample_from_rows: an anchor has only {least} allowed rows, "
+                             f"{num} requested {'with' if replacement else 'without'} replacement")
+        if num == 0 or allowed.shape[0] == 0:
+            return torch.empty(allowed.shape[0], num, dtype=torch.long, device=self.memory.device)
+        gen = self._generator if generator is None else generator
+        weights = allowed.to(device=gen.device, dtype=torch.float32)
+        rows = torch.multinomial(weights, num, replacement=replacement, generator=gen)
+        return rows.to(self.memory.device)
 
     def labels_of(self, rows: Tensor) -> Tensor:
         """Class labels of bank ``rows`` (any shape, long); raises when the bank holds none."""

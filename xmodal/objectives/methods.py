@@ -65,8 +65,8 @@ class WCoRDConfig:
         critic: ``dot`` (<u, v> / tau), ``bilinear`` (u^T W v / tau) or ``mlp`` (MLP on [u; v],
             hidden width ``critic_hidden``), all on L2-normalised projections.
         negatives: ``uniform``, or ``other_class`` (mask same-class negatives; uses labels).
-        sharing: ``batch`` (one set of K negatives per batch) or ``anchor`` (K per anchor, as
-            CRD's reference code; memory B*K*d*4 bytes per side).
+        sharing: ``batch`` (one set of K negatives per batch) or ``anchor`` (K per anchor, drawn
+            with replacement; memory B*K*d*4 bytes per side).
         sinkhorn_eps, sinkhorn_iters, sinkhorn_tol: entropic OT for the local term.
         local_solver: ``sinkhorn`` (entropic) or ``ipot`` (approaches the exact plan; step
             ``ipot_beta`` in cost units).

@@ -83,8 +83,9 @@ Options of the global term:
   so an uninformative critic gives ``log(K_i + 1)`` per anchor.
 * ``sharing`` -- ``"batch"``: one set of K negatives (sampled without replacement) shared by
   all anchors, scored with a ``[B, d] x [d, K]`` matmul; memory ``O(K d)`` for the gathered
-  bank rows. ``"anchor"``: K negatives per anchor, drawn independently with replacement (like
-  CRD's reference code) from the same rows; gathers ``[B, K, d]`` per bank, i.e. about
+  bank rows. ``"anchor"``: K negatives per anchor, drawn independently with replacement from
+  the same rows (CRD's reference CIFAR sampler draws without replacement, from other classes;
+  :class:`~xmodal.objectives.baselines.crd.CRDObjective` offers that); gathers ``[B, K, d]`` per bank, i.e. about
   ``B * K * d * 4`` bytes per side (0.5 GiB per side at ``B=64``, ``K=16384``, ``d=128``).
   Both give the same expected denominator; with equal per-anchor sets the loss is identical.
 
