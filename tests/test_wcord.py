@@ -77,7 +77,8 @@ def test_forward_outputs_and_banks_untouched() -> None:
     s.requires_grad_(True)
     banks = (loss.teacher_bank.memory.clone(), loss.student_bank.memory.clone())
     out = loss(t, s, torch.arange(8))
-    assert set(out) == {"loss", "global", "local", "penalty", "teacher_embed", "student_embed"}
+    assert set(out) == {"loss", "global", "local", "penalty", "marginal_error", "teacher_embed",
+                        "student_embed"}
     assert float(out["penalty"].detach()) == 0.0  # only under lipschitz="gradient_penalty"
     torch.testing.assert_close(out["loss"], 0.8 * out["global"] + 0.1 * out["local"])
     for key in ("teacher_embed", "student_embed"):
@@ -833,3 +834,45 @@ def test_total_objective_alpha_beta_against_hand_computation(alpha: float, beta:
         method.build(ObjectiveContext(7, 9, n, c), WCoRDConfig(beta=1.0))  # teacher without logits
     with pytest.raises(ValueError, match="alpha"):
         WCoRDConfig(alpha=-1.0)
+
+
+# ---------------------------------------------------------------------------- honest solvers
+
+
+@pytest.mark.parametrize("solver", ["sinkhorn", "ipot"])
+def test_unconverged_local_solver_warns_once_and_logs_error(solver: str) -> None:
+    import warnings
+
+    from xmodal.objectives import TransportNotConverged
+
+    loss = WCoRDLoss(12, 10, num_samples=64, embed_dim=16, lambda_global=0.0, lambda_local=1.0,
+                     sinkhorn_eps=1e-3, sinkhorn_iters=3, local_solver=solver, ipot_beta=1e-3)
+    t, s = _features(32, 12, 10, seed=8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        outs = [loss(t * 10, s * 10, torch.arange(32)) for _ in range(3)]
+    unconverged = [w for w in caught if issubclass(w.category, TransportNotConverged)]
+    assert len(unconverged) == 1 and "marginal error" in str(unconverged[0].message)  # once per run
+    relative = loss.last_transport.marginal_error * 32
+    assert float(outs[-1]["marginal_error"]) == pytest.approx(relative, rel=1e-6)
+    assert relative > 1e-4 and not loss.last_transport.converged
+    converged = WCoRDLoss(12, 10, num_samples=64, embed_dim=16, lambda_global=0.0, lambda_local=1.0,
+                          sinkhorn_iters=500)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TransportNotConverged)  # a converged solve never warns
+        out = converged(t, s, torch.arange(32))
+    assert float(out["marginal_error"]) <= 1e-4 and converged.last_transport.converged
+
+
+def test_local_tolerance_is_relative_to_mass_per_point() -> None:
+    """The same relative tolerance gives the same error in units of 1/B at any batch size, so
+    the absolute error shrinks with B (an absolute 1e-4 would be 10 % of a point at B = 1024)."""
+    for b in (8, 512):
+        loss = WCoRDLoss(12, 10, num_samples=2 * b, embed_dim=16, lambda_global=0.0, lambda_local=1.0,
+                         sinkhorn_eps=0.02, sinkhorn_iters=1000, sinkhorn_tol=1e-2, lipschitz="none")
+        t, s = _features(b, 12, 10, seed=b)
+        out = loss(t, s, torch.arange(b))
+        result = loss.last_transport
+        assert result.converged and result.relative_marginal_error < 1e-2
+        assert result.marginal_error < 1e-2 / b
+        assert float(out["marginal_error"]) == pytest.approx(result.marginal_error * b, rel=1e-6)
