@@ -47,7 +47,7 @@ def test_config_defaults_follow_the_papers() -> None:
     assert dataclasses.asdict(FitNetConfig()) == dict(weight=1.0)
     assert dataclasses.asdict(CRDConfig()) == dict(embed_dim=128, num_negatives=16384, tau=0.07,
                                                    momentum=0.5, weight=0.8, negatives="uniform",
-                                                   sharing="batch", replacement=False)
+                                                   sharing="batch", replacement=False, alpha=0.0)
     assert dataclasses.asdict(RKDConfig()) == dict(distance_weight=25.0, angle_weight=50.0)
     assert dataclasses.asdict(PKTConfig()) == dict(weight=1.0)
 
@@ -498,6 +498,21 @@ def test_crd_shared_other_class_masks_same_class_negatives() -> None:
     assert out["nce_teacher_anchor"].item() == pytest.approx(want_t.item(), rel=1e-5)
     with pytest.raises(ValueError, match="sample_labels"):
         CRDObjective(5, 4, n, cfg)
+
+
+def test_crd_alpha_adds_cross_entropy_of_its_classifier() -> None:
+    g = _gen(14)
+    student, teacher, labels = torch.randn(6, 4, generator=g), torch.randn(6, 5, generator=g), torch.arange(6) % 3
+    plain = CRDObjective(5, 4, 30, CRDConfig(embed_dim=3), seed=0)
+    with_ce = CRDObjective(5, 4, 30, CRDConfig(embed_dim=3, alpha=0.5), seed=0, num_classes=3)
+    assert plain.classifier is None and with_ce.classifier.out_features == 3
+    negatives = torch.arange(10, 30)
+    a = plain(student, teacher, labels, torch.arange(6), negatives=negatives)
+    b = with_ce(student, teacher, labels, torch.arange(6), negatives=negatives)
+    ce = F.cross_entropy(with_ce.classifier(student), labels)
+    assert float(b["loss"]) == pytest.approx(float(a["loss"]) + 0.5 * float(ce), rel=1e-5)
+    with pytest.raises(ValueError, match="num_classes"):
+        CRDObjective(5, 4, 30, CRDConfig(alpha=1.0))
 
 
 # ---------------------------------------------------------------------------- toy distillation

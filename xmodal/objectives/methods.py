@@ -164,6 +164,11 @@ class WCoRDObjective(nn.Module):
         self.wcord = loss
         self.label_terms = label_terms
 
+    @property
+    def classifier(self) -> nn.Linear | None:
+        """The student classifier of the label terms, or None."""
+        return None if self.label_terms is None else self.label_terms.classifier
+
     def forward(self, student: Tensor, teacher: Tensor | None, labels: Tensor,
                 indices: Tensor) -> dict[str, Tensor]:
         if teacher is None:

@@ -101,6 +101,8 @@ class CRDConfig:
         replacement: draw with replacement (True) or without (False, default).
             RepDistiller's CIFAR-100 sampler, which the WCoRD paper compares against, is
             ``negatives=other_class, sharing=anchor, replacement=False``.
+        alpha: weight of a cross-entropy on labels through a linear student classifier (>= 0);
+            0 (default) keeps CRD label-free; CRD's CIFAR recipe trains ``CE + 0.8 * NCE``, i.e. 1.
     """
 
     embed_dim: int = 128
@@ -111,6 +113,7 @@ class CRDConfig:
     negatives: str = "uniform"
     sharing: str = "batch"
     replacement: bool = False
+    alpha: float = 0.0
 
     def __post_init__(self) -> None:
         momentum_ok = _is_number(self.momentum) and 0 <= self.momentum < 1
@@ -123,6 +126,7 @@ class CRDConfig:
             "negatives": (self.negatives in ("uniform", "other_class"), "uniform or other_class"),
             "sharing": (self.sharing in ("batch", "anchor"), "batch or anchor"),
             "replacement": (isinstance(self.replacement, bool), "true or false"),
+            "alpha": _non_negative(self.alpha),
         }, self)
 
 

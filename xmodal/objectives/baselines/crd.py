@@ -60,6 +60,7 @@ from xmodal.objectives.baselines.config import CRDConfig
 from xmodal.objectives.critic import ProjectionHead
 from xmodal.objectives.gather import world_size
 from xmodal.objectives.memory_bank import MemoryBank
+from xmodal.objectives.task_terms import LabelTerms
 
 __all__ = ["CRDObjective", "nce_loss"]
 
@@ -102,6 +103,7 @@ class CRDObjective(nn.Module):
         config: :class:`CRDConfig`.
         seed: seeds the heads (without touching the global RNG), the banks and the sampling.
         sample_labels: ``[N]`` class of every training sample; needed by ``negatives=other_class``.
+        num_classes: classes of the student classifier used when ``config.alpha > 0``.
 
     Attributes:
         teacher_head, student_head: linear :class:`ProjectionHead` (no spectral norm).
@@ -116,7 +118,7 @@ class CRDObjective(nn.Module):
 
     def __init__(self, teacher_dim: int, student_dim: int, num_samples: int,
                  config: CRDConfig | None = None, seed: int = 0,
-                 sample_labels: Tensor | None = None) -> None:
+                 sample_labels: Tensor | None = None, num_classes: int | None = None) -> None:
         super().__init__()
         config = config if config is not None else CRDConfig()
         for name, value, low in (("teacher_dim", teacher_dim, 1), ("student_dim", student_dim, 1),
@@ -138,9 +140,19 @@ class CRDObjective(nn.Module):
         labels = sample_labels if config.negatives == "other_class" else None
         self.teacher_bank = MemoryBank(num_samples, config.embed_dim, config.momentum, seed=seed, labels=labels)
         self.student_bank = MemoryBank(num_samples, config.embed_dim, config.momentum, seed=seed + 1)
+        self.label_terms: LabelTerms | None = None
+        if config.alpha > 0:
+            if num_classes is None:
+                raise ValueError("CRDObjective: alpha > 0 needs num_classes (a student classifier)")
+            self.label_terms = LabelTerms(student_dim, num_classes, config.alpha, 0.0, seed=seed)
         self.register_buffer("z_teacher", torch.tensor(-1.0))
         self.register_buffer("z_student", torch.tensor(-1.0))
         self._negative_generator = torch.Generator().manual_seed(seed + 2)
+
+    @property
+    def classifier(self) -> nn.Linear | None:
+        """The student classifier of the ``alpha`` cross-entropy, or None."""
+        return None if self.label_terms is None else self.label_terms.classifier
 
     @property
     def z_estimated(self) -> bool:
@@ -175,7 +187,7 @@ class CRDObjective(nn.Module):
         Args:
             student: ``[B, Ds]`` student features (gradient flows).
             teacher: ``[B, Dt]`` frozen teacher features (detached here).
-            labels: ignored.
+            labels: ``[B]`` classes, read only when ``config.alpha > 0`` (cross-entropy).
             indices: ``[B]`` long dataset indices (bank rows; excluded from the negatives).
             negatives: optional long bank rows used instead of sampling (tests, custom
                 samplers): ``[K]`` shared or ``[B, K]`` per anchor.
@@ -224,8 +236,12 @@ class CRDObjective(nn.Module):
             loss_t = nce_loss(positive - self.z_teacher.log(), negative_t - self.z_teacher.log(), log_noise)
             loss_s = nce_loss(positive - self.z_student.log(), negative_s - self.z_student.log(), log_noise)
             total = self.weight * (loss_t + loss_s)
-        return {"loss": total, "nce_teacher_anchor": loss_t.detach(), "nce_student_anchor": loss_s.detach(),
-                "teacher_embed": u.detach(), "student_embed": v.detach()}
+        out = {"loss": total, "nce_teacher_anchor": loss_t.detach(), "nce_student_anchor": loss_s.detach(),
+               "teacher_embed": u.detach(), "student_embed": v.detach()}
+        if self.label_terms is not None:
+            terms = self.label_terms(student, labels, indices)
+            out = {**out, **terms, "loss": total + terms["loss"]}
+        return out
 
     @torch.no_grad()
     def _estimate_z(self, positive: Tensor, negative_t: Tensor, negative_s: Tensor) -> None:
