@@ -18,29 +18,16 @@ import torch
 
 from xmodal.objectives import WCoRDLoss
 from xmodal.objectives.critic import ProjectionHead
+from xmodal.objectives.lipschitz import gradient_norms, maximise_gradient
 
 SCALES = (0.01, 0.1, 1.0, 10.0)
 
 
 def measure(loss: WCoRDLoss, scale: float) -> float:
     g = torch.Generator().manual_seed(9)
-    t = (torch.randn(512, 12, generator=g) * scale).requires_grad_(True)
-    s = (torch.randn(512, 10, generator=g) * scale).requires_grad_(True)
-    grad_t, grad_s = torch.autograd.grad(loss.score(t, s).sum(), (t, s))
-    return float(torch.maximum(grad_t.norm(dim=1), grad_s.norm(dim=1)).max()) * loss.critic.tau
-
-
-def adversary(loss: WCoRDLoss, steps: int) -> None:
-    opt = torch.optim.Adam(loss.parameters(), lr=0.05)
-    g = torch.Generator().manual_seed(21)
-    for step in range(steps):
-        scale = SCALES[step % len(SCALES)]
-        t = (torch.randn(32, 12, generator=g) * scale).requires_grad_(True)
-        s = (torch.randn(32, 10, generator=g) * scale).requires_grad_(True)
-        grad_t, grad_s = torch.autograd.grad(loss.score(t, s).sum(), (t, s), create_graph=True)
-        opt.zero_grad()
-        (-(grad_t.norm(dim=1).mean() + grad_s.norm(dim=1).mean())).backward()
-        opt.step()
+    norm_t, norm_s = gradient_norms(loss.score, torch.randn(512, 12, generator=g) * scale,
+                                    torch.randn(512, 10, generator=g) * scale)
+    return float(torch.maximum(norm_t, norm_s).max()) * loss.critic.tau
 
 
 def build(variant: str) -> WCoRDLoss:
@@ -61,7 +48,7 @@ def main() -> None:
     for variant in ("spectral-ball", "spectral-sphere", "none"):
         loss = build(variant)
         at_init = [measure(loss, s) for s in SCALES]
-        adversary(loss, args.steps)
+        maximise_gradient(loss.score, loss.parameters(), (12, 10), SCALES, args.steps)
         trained = [measure(loss, s) for s in SCALES]
         results[variant] = {"init": at_init, "adversarial": trained}
         print(f"{variant:16s} max|grad g|*tau at scales {SCALES}: init "
