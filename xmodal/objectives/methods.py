@@ -59,11 +59,12 @@ class WCoRDConfig:
         tau: critic temperature.
         momentum: memory-bank momentum mu.
         lambda_global, lambda_local: weights of the dual (global) and primal (local) terms.
-        lipschitz: ``spectral`` (spectrally normalised heads and critic weights),
-            ``gradient_penalty`` (one-sided penalty, weight ``gp_weight``) or ``none`` (the
-            InfoNCE/CRD-like ablation).
+        lipschitz: ``spectral`` (spectrally normalised heads projected onto the unit ball, and
+            critic weights: the critic is 1/tau-Lipschitz in the raw features),
+            ``gradient_penalty`` (one-sided penalty, weight ``gp_weight``) or ``none`` (heads
+            onto the sphere: the InfoNCE/CRD-like ablation).
         critic: ``dot`` (<u, v> / tau), ``bilinear`` (u^T W v / tau) or ``mlp`` (MLP on [u; v],
-            hidden width ``critic_hidden``), all on L2-normalised projections.
+            hidden width ``critic_hidden``), all on the projected embeddings.
         negatives: ``uniform``, or ``other_class`` (mask same-class negatives; uses labels).
         sharing: ``batch`` (one set of K negatives per batch) or ``anchor`` (K per anchor, drawn
             with replacement; memory B*K*d*4 bytes per side).
