@@ -437,39 +437,36 @@ def test_crd_negatives_and_memory_update() -> None:
         _crd(n=4)(torch.randn(4, 4), torch.randn(4, 5), _no_labels(4), torch.arange(4))
 
 
+@pytest.mark.parametrize("negatives", ["uniform", "other_class"])
 @pytest.mark.parametrize("sharing", ["batch", "anchor"])
 @pytest.mark.parametrize("replacement", [False, True])
-def test_crd_sampler_modes(sharing: str, replacement: bool) -> None:
-    """RepDistiller's CIFAR sampler is other_class + anchor + without replacement: check that no
-    negative shares the anchor's class (or is masked when shared), and no row repeats when asked."""
+def test_crd_sampler_modes(negatives: str, sharing: str, replacement: bool) -> None:
+    """RepDistiller's CIFAR sampler is other_class + anchor + without replacement: no negative
+    shares the anchor's class (shared sets are masked instead), no row repeats when asked."""
     n, classes = 60, 4
     labels = torch.arange(n) % classes
-    cfg = CRDConfig(embed_dim=3, num_negatives=40, tau=0.5, negatives="other_class", sharing=sharing,
+    cfg = CRDConfig(embed_dim=3, num_negatives=50, tau=0.5, negatives=negatives, sharing=sharing,
                     replacement=replacement)
     crd = CRDObjective(5, 4, n, cfg, seed=0, sample_labels=labels)
     indices = torch.tensor([0, 5, 6, 11, 13])
-    for _ in range(5):
-        negatives = crd.sample_negatives(indices)
-        assert not torch.isin(negatives, indices).any()
-        if sharing == "anchor":
-            # 45 rows of other classes per anchor, minus the batch's other-class rows: K capped at 41.
-            assert negatives.shape == (5, 40 if replacement else min(40, 45 - 4))
-            assert (labels[negatives] != labels[indices].unsqueeze(1)).all()  # no same-class negative
-            if not replacement:
-                assert all(len(set(row.tolist())) == len(row) for row in negatives)
+    sets = [crd.sample_negatives(indices) for _ in range(5)]
+    for drawn in sets:
+        if sharing == "batch" or negatives == "uniform":
+            assert not torch.isin(drawn, indices).any()  # the batch's rows are excluded
+        rows = drawn.reshape(-1 if sharing == "batch" else 5, drawn.shape[-1])
+        if sharing == "anchor" and negatives == "other_class":
+            # 45 rows of other classes per anchor: K = 50 with replacement, capped at 45 without.
+            assert drawn.shape == (5, 50 if replacement else 45)
+            assert (labels[drawn] != labels[indices].unsqueeze(1)).all()  # no same-class negative
         else:
-            assert negatives.shape == (40,)
-            if not replacement:
-                assert negatives.unique().numel() == 40
+            assert drawn.shape[-1] == 50 and (sharing == "batch") == (drawn.dim() == 1)
+        if not replacement:
+            assert all(row.unique().numel() == row.numel() for row in rows)
+    if replacement:  # 50 draws among 45-55 rows: a repeat within one set is all but certain
+        assert any(row.unique().numel() < row.numel() for drawn in sets for row in drawn.reshape(-1, 50))
     g = _gen(12)
     out = crd(torch.randn(5, 4, generator=g), torch.randn(5, 5, generator=g), _no_labels(5), indices)
     assert torch.isfinite(out["loss"]) and crd.z_estimated and torch.isfinite(crd.z_teacher)
-    uniform = CRDObjective(5, 4, n, CRDConfig(embed_dim=3, num_negatives=40, sharing=sharing,
-                                              replacement=replacement), seed=0)
-    drawn = torch.cat([uniform.sample_negatives(indices).reshape(-1) for _ in range(30)])
-    assert (labels[drawn] == 0).any()  # uniform does draw from the anchors' classes
-    if replacement:  # 40 draws among 56 rows: a repeat within one set is all but certain
-        assert any(uniform.sample_negatives(indices).reshape(-1, 40)[0].unique().numel() < 40 for _ in range(5))
 
 
 def test_crd_shared_other_class_masks_same_class_negatives() -> None:

@@ -9,9 +9,8 @@ in the ball, so there ``P`` only guards rounding).
 
 Negatives are drawn either as one set shared by a whole batch (:meth:`MemoryBank.sample_negatives`,
 without replacement) or as one set per anchor (:meth:`MemoryBank.sample_negatives_per_anchor`,
-uniformly with replacement, or :meth:`MemoryBank.sample_from_rows` over an ``[B, N]`` mask of
-allowed rows, with or without replacement: RepDistiller's CIFAR sampler draws K rows of other
-classes per anchor without replacement). The bank optionally holds each sample's class label
+uniformly, with or without replacement; :meth:`MemoryBank.sample_other_class`, from the rows of
+other classes only: RepDistiller's CIFAR sampler draws K of them per anchor without replacement). The bank optionally holds each sample's class label
 (buffer ``labels``), used to mask or avoid same-class negatives.
 """
 
@@ -144,14 +143,14 @@ class MemoryBank(nn.Module):
 
     def sample_negatives_per_anchor(
         self, num: int, anchors: int, exclude: Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | None = None, *, replacement: bool = True,
     ) -> Tensor:
         """Draw ``num`` row indices for each of ``anchors`` anchors, independently and uniformly
-        **with replacement** among the rows not in ``exclude``. This costs ``O(anchors * num)``,
-        and for ``num << size`` duplicates are rare; :meth:`sample_from_rows` draws without
-        replacement (or from other classes only) at ``O(anchors * size)``. Every anchor's set has
-        the same distribution of denominators ``sum_k exp g(., m_k)`` in expectation as a shared
-        set drawn by :meth:`sample_negatives` (both are ``num`` uniform draws from the same rows).
+        among the rows not in ``exclude``, with replacement (default: ``O(anchors * num)``, and
+        for ``num << size`` duplicates are rare) or without (one permutation of the allowed rows
+        per anchor, ``O(anchors * size)``). Every anchor's set has the same distribution of
+        denominators ``sum_k exp g(., m_k)`` in expectation as a shared set drawn by
+        :meth:`sample_negatives` (both are ``num`` uniform draws from the same rows).
 
         Args:
             num: negatives per anchor ``K`` (>= 0); at most the number of allowed rows (the same
@@ -159,6 +158,7 @@ class MemoryBank(nn.Module):
             anchors: number of anchors ``B`` (>= 0).
             exclude: row indices never returned (any shape, long), e.g. the batch's positives.
             generator: random generator; the bank's own seeded CPU generator when None.
+            replacement: draw with replacement (default) or without, per anchor.
 
         Returns:
             ``[anchors, num]`` long indices on the bank's device, all outside ``exclude``.
@@ -171,45 +171,77 @@ class MemoryBank(nn.Module):
                                                       "sample_negatives_per_anchor")
         if num == 0 or anchors == 0:
             return torch.empty(anchors, num, dtype=torch.long, device=self.memory.device)
-        ranks = torch.randint(allowed, (anchors, num), generator=gen, device=gen.device)
+        if replacement:
+            ranks = torch.randint(allowed, (anchors, num), generator=gen, device=gen.device)
+        else:
+            ranks = torch.stack([torch.randperm(allowed, generator=gen, device=gen.device)[:num]
+                                 for _ in range(anchors)])
         return self._rank_to_row(ranks, excluded).to(self.memory.device)
 
-    def allowed_rows(self, anchors: int, exclude: Tensor | None = None,
-                     anchor_labels: Tensor | None = None) -> Tensor:
-        """``[anchors, size]`` bool: rows outside ``exclude`` and, when ``anchor_labels`` ``[anchors]``
-        is given, of a class other than the anchor's (needs the bank's ``labels``)."""
-        allowed = torch.ones(anchors, self.size, dtype=torch.bool, device=self.memory.device)
-        allowed[:, self._excluded(exclude, self.memory.device, "allowed_rows")] = False
-        if anchor_labels is not None:
-            if anchor_labels.shape != (anchors,):
-                raise ValueError(f"MemoryBank.allowed_rows: anchor_labels must be [{anchors}], "
-                                 f"got {tuple(anchor_labels.shape)}")
-            same = self.labels_of(torch.arange(self.size, device=self.memory.device)).unsqueeze(0)
-            allowed &= same != anchor_labels.to(self.memory.device).unsqueeze(1)
-        return allowed
+    def _other_class_table(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(classes [C], pools [C, M], counts [C])`` on the bank's device, built once: row ``c`` of
+        ``pools`` lists the rows of every class but ``classes[c]`` (padded with 0 up to the
+        largest such set, ``M``), ``counts[c]`` how many are real."""
+        if self.labels is None:
+            raise ValueError("MemoryBank: other-class sampling needs a bank built with labels")
+        cached = self.__dict__.get("_other_class")
+        if cached is None or cached[1].device != self.memory.device:
+            labels = self.labels.to(self.memory.device)
+            classes = labels.unique()
+            pools = [torch.nonzero(labels != c).squeeze(1) for c in classes]
+            counts = torch.tensor([p.numel() for p in pools], device=labels.device)
+            table = torch.zeros(len(pools), int(counts.max()), dtype=torch.long, device=labels.device)
+            for c, pool in enumerate(pools):
+                table[c, :pool.numel()] = pool
+            cached = self.__dict__["_other_class"] = (classes, table, counts)
+        return cached
 
-    def sample_from_rows(self, num: int, allowed: Tensor, replacement: bool,
-                         generator: torch.Generator | None = None) -> Tensor:
-        """Draw ``num`` rows per anchor uniformly among its ``allowed`` rows (``[anchors, size]``
-        bool, e.g. from :meth:`allowed_rows`), with or without replacement -> ``[anchors, num]``.
+    def sample_other_class(self, num: int, anchor_labels: Tensor, replacement: bool,
+                           generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``num`` rows per anchor uniformly among the rows of **other classes** than the
+        anchor's (``anchor_labels`` ``[B]``), with or without replacement -> ``[B, num]`` on the
+        bank's device: RepDistiller's CIFAR sampler (``np.random.choice(cls_negative[y], K,
+        replace=False)``). The anchor's own row is of its class, so it is never drawn; other rows
+        of the batch may be, as in the reference.
 
-        Raises ``ValueError`` when an anchor has no allowed row, or fewer than ``num`` without
-        replacement (the caller caps ``num`` at ``allowed.sum(1).min()``)."""
+        Vectorised: without replacement, the ``num`` largest of ``[B, M]`` uniform keys (an
+        unsorted top-k) pick each anchor's rows; the keys are drawn on the bank's device from a
+        generator seeded by ``generator`` (deterministic, and fast on a GPU).
+
+        Raises ``ValueError`` when an anchor's class leaves no row, or fewer than ``num``
+        without replacement (cap ``num`` at :meth:`fewest_other_class_rows`)."""
         if not (isinstance(num, int) and num >= 0):
-            raise ValueError(f"MemoryBank.sample_from_rows: num must be an int >= 0, got {num!r}")
-        if allowed.dim() != 2 or allowed.shape[1] != self.size or allowed.dtype != torch.bool:
-            raise ValueError(f"MemoryBank.sample_from_rows: allowed must be a [anchors, {self.size}] "
-                             f"bool tensor, got {allowed.dtype} {tuple(allowed.shape)}")
-        least = int(allowed.sum(1).min()) if allowed.shape[0] else num
+            raise ValueError(f"MemoryBank.sample_other_class: num must be an int >= 0, got {num!r}")
+        classes, table, counts = self._other_class_table()
+        device = table.device
+        slot = torch.searchsorted(classes, anchor_labels.detach().to(device))  # [B] class slot
+        known = (slot < classes.numel()) & (classes[slot.clamp_max(classes.numel() - 1)] == anchor_labels.to(device))
+        if not bool(known.all()):
+            raise ValueError("MemoryBank.sample_other_class: anchor_labels hold a class the bank does not")
+        available = counts[slot]  # [B]
+        least = int(available.min()) if slot.numel() else num
         if num > 0 and (least == 0 or (not replacement and num > least)):
-            raise ValueError(f"MemoryBank.sample_from_rows: an anchor has only {least} allowed rows, "
-                             f"{num} requested {'with' if replacement else 'without'} replacement")
-        if num == 0 or allowed.shape[0] == 0:
-            return torch.empty(allowed.shape[0], num, dtype=torch.long, device=self.memory.device)
+            raise ValueError(f"MemoryBank.sample_other_class: a class leaves {least} rows, {num} "
+                             f"requested {'with' if replacement else 'without'} replacement")
         gen = self._generator if generator is None else generator
-        weights = allowed.to(device=gen.device, dtype=torch.float32)
-        rows = torch.multinomial(weights, num, replacement=replacement, generator=gen)
-        return rows.to(self.memory.device)
+        keys_gen = torch.Generator(device=device).manual_seed(
+            int(torch.randint(2**62, (1,), generator=gen)))
+        b = slot.numel()
+        if num == 0 or b == 0:
+            return torch.empty(b, num, dtype=torch.long, device=device)
+        if replacement:
+            position = (torch.rand(b, num, generator=keys_gen, device=device) * available.unsqueeze(1)).long()
+            position = torch.minimum(position, available.unsqueeze(1) - 1)  # rounding guard
+        else:
+            keys = torch.rand(b, table.shape[1], generator=keys_gen, device=device)
+            padding = torch.arange(table.shape[1], device=device).unsqueeze(0) >= available.unsqueeze(1)
+            position = keys.masked_fill_(padding, -1.0).topk(num, dim=1, sorted=False).indices
+        return table[slot].gather(1, position)
+
+    def fewest_other_class_rows(self, anchor_labels: Tensor) -> int:
+        """The smallest number of other-class rows among the anchors' classes."""
+        classes, _, counts = self._other_class_table()
+        return int(counts[torch.searchsorted(classes, anchor_labels.detach().to(classes.device))].min())
 
     def labels_of(self, rows: Tensor) -> Tensor:
         """Class labels of bank ``rows`` (any shape, long); raises when the bank holds none."""

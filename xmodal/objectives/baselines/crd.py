@@ -37,8 +37,8 @@ Design decisions (documented here because they differ from, or are not fixed by,
   from other classes (per anchor), or, shared, masks the anchor's class out of the shared set
   (a masked negative's NCE term is 0 and it is left out of ``Z``). RepDistiller's CIFAR-100
   sampler (the numbers the WCoRD paper compares against) is ``other_class``, ``anchor``,
-  without replacement; per anchor without replacement ``K`` is capped at the fewest rows any
-  anchor may draw. The noise term uses the ``K`` actually drawn.
+  without replacement; as there, per-anchor other-class draws may include other rows of the
+  batch, and without replacement ``K`` is capped at the fewest other-class rows of any anchor. The noise term uses the ``K`` actually drawn.
 * **Positives** are the current pair ``<u_i, v_i>`` (gradient into both heads and the student),
   as in WCoRD's global term; CRD's reference reads the positive's *bank* row instead.
 * Banks are read without gradient and updated after the optimiser step via
@@ -172,13 +172,13 @@ class CRDObjective(nn.Module):
             if cfg.replacement:
                 return bank.sample_negatives_per_anchor(k, 1, exclude=indices, generator=gen)[0]
             return bank.sample_negatives(k, exclude=indices, generator=gen)
-        if cfg.negatives == "uniform" and cfg.replacement:
-            return bank.sample_negatives_per_anchor(k, indices.shape[0], exclude=indices, generator=gen)
-        anchor_labels = bank.labels_of(indices) if cfg.negatives == "other_class" else None
-        allowed = bank.allowed_rows(indices.shape[0], exclude=indices, anchor_labels=anchor_labels)
-        if not cfg.replacement:
-            k = min(k, int(allowed.sum(1).min()))
-        return bank.sample_from_rows(k, allowed, cfg.replacement, generator=gen)
+        if cfg.negatives == "other_class":
+            anchor_labels = bank.labels_of(indices)
+            if not cfg.replacement:
+                k = min(k, bank.fewest_other_class_rows(anchor_labels))
+            return bank.sample_other_class(k, anchor_labels, cfg.replacement, generator=gen)
+        return bank.sample_negatives_per_anchor(k, indices.shape[0], exclude=indices, generator=gen,
+                                                replacement=cfg.replacement)
 
     def forward(self, student: Tensor, teacher: Tensor | None, labels: Tensor, indices: Tensor,
                 negatives: Tensor | None = None) -> dict[str, Tensor]:
