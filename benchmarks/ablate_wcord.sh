@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Small WCoRD ablation on the embedded scenes dataset: seed 0, depth student, one change at a
 # time against the shipped config (configs/scenes.yaml). Each variant is its own run directory
-# under OUT; results land in OUT/<variant>/summary.csv (linear-probe accuracy).
+# under OUT; results land in OUT/<variant>/summary.csv (linear-probe accuracy). The variant
+# "spectral" is the shipped config (also the seed-0 depth wcord row of the method table).
 #   usage: benchmarks/ablate_wcord.sh [OUT] [VARIANT...]   (default: all variants)
 set -euo pipefail
 OUT=${1:-runs/ablate-wcord}; shift || true
@@ -12,8 +13,9 @@ declare -A VARIANTS=(
   [lambda-local-0.5]="distill.wcord.lambda_local=0.5"
   [tau-0.2]="distill.wcord.tau=0.2"
   [epochs-40]="distill.optim.epochs=40"
+  [beta-1]="distill.wcord.beta=1.0"              # + Hinton KD on the teacher's logits (label-free)
 )
-NAMES=("$@"); [ ${#NAMES[@]} -eq 0 ] && NAMES=(spectral lipschitz-none momentum-0.5 lambda-local-0.5 tau-0.2 epochs-40)
+NAMES=("$@"); [ ${#NAMES[@]} -eq 0 ] && NAMES=(spectral lipschitz-none momentum-0.5 lambda-local-0.5 tau-0.2 epochs-40 beta-1)
 for name in "${NAMES[@]}"; do
   extra=()
   [ -n "${VARIANTS[$name]}" ] && extra=(--set "${VARIANTS[$name]}")
