@@ -31,7 +31,8 @@ def measure(loss: WCoRDLoss, scale: float) -> float:
 
 
 def build(variant: str) -> WCoRDLoss:
-    loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16, lipschitz="none" if variant == "none" else "spectral")
+    lipschitz = "none" if variant == "none" else "spectral"
+    loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16, lipschitz=lipschitz)
     if variant == "spectral-sphere":  # the construction before issue 9
         torch.manual_seed(0)
         loss.teacher_head = ProjectionHead(12, 16, spectral=True, onto="sphere")

@@ -15,7 +15,7 @@ import xmodal.objectives.baselines  # noqa: F401  (registers the methods)
 from xmodal.core.registries import LOSSES
 from xmodal.objectives.baselines import (
     CRDConfig, CRDObjective, FitNetConfig, FitNetObjective, KDConfig, KDObjective, PKTConfig,
-    PKTObjective, RKDConfig, RKDObjective, pkt_loss, rkd_angle, rkd_distance,
+    PKTObjective, RKDConfig, RKDObjective, nce_loss, pkt_loss, rkd_angle, rkd_distance,
 )
 from xmodal.objectives.methods import ObjectiveContext
 
@@ -489,9 +489,9 @@ def test_crd_shared_other_class_masks_same_class_negatives() -> None:
     # Same K/N noise constant: rescale the reference's log(K/N) by replacing K=4 with K=6.
     u, v = ref["teacher_embed"], ref["student_embed"]
     log_noise = math.log(6 / n)
-    from xmodal.objectives.baselines import nce_loss
     pos = (u * v).sum(1) / 0.3
-    want_t = nce_loss(pos - math.log(30.0), u @ plain.student_bank.memory[odd].t() / 0.3 - math.log(30.0), log_noise)
+    negative = u @ plain.student_bank.memory[odd].t() / 0.3
+    want_t = nce_loss(pos - math.log(30.0), negative - math.log(30.0), log_noise)
     assert out["nce_teacher_anchor"].item() == pytest.approx(want_t.item(), rel=1e-5)
     with pytest.raises(ValueError, match="sample_labels"):
         CRDObjective(5, 4, n, cfg)
@@ -499,7 +499,8 @@ def test_crd_shared_other_class_masks_same_class_negatives() -> None:
 
 def test_crd_alpha_adds_cross_entropy_of_its_classifier() -> None:
     g = _gen(14)
-    student, teacher, labels = torch.randn(6, 4, generator=g), torch.randn(6, 5, generator=g), torch.arange(6) % 3
+    student, teacher = torch.randn(6, 4, generator=g), torch.randn(6, 5, generator=g)
+    labels = torch.arange(6) % 3
     plain = CRDObjective(5, 4, 30, CRDConfig(embed_dim=3), seed=0)
     with_ce = CRDObjective(5, 4, 30, CRDConfig(embed_dim=3, alpha=0.5), seed=0, num_classes=3)
     assert plain.classifier is None and with_ce.classifier.out_features == 3

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from xmodal.objectives import CRITICS, DotCritic, ProjectionHead, WCoRDLoss
+from xmodal.core.registries import LOSSES
+from xmodal.objectives import CRITICS, DotCritic, ProjectionHead, TransportNotConverged, WCoRDLoss
 from xmodal.objectives.critic import BilinearCritic, MLPCritic, build_critic
 from xmodal.objectives.lipschitz import gradient_norms, maximise_gradient
+from xmodal.objectives.methods import ObjectiveContext, WCoRDConfig
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -785,9 +788,6 @@ def test_local_term_with_ipot_solver_matches_exact_transport():
 
 @pytest.mark.parametrize("alpha, beta", [(0.0, 0.0), (1.0, 0.0), (0.0, 0.9), (0.1, 0.9)])
 def test_total_objective_alpha_beta_against_hand_computation(alpha: float, beta: float) -> None:
-    from xmodal.core.registries import LOSSES
-    from xmodal.objectives.methods import ObjectiveContext, WCoRDConfig
-
     n, c, b, temperature = 30, 5, 6, 4.0
     g = _gen(3)
     teacher_logits = torch.randn(n, c, generator=g) * 3
@@ -831,10 +831,6 @@ def test_total_objective_alpha_beta_against_hand_computation(alpha: float, beta:
 
 @pytest.mark.parametrize("solver", ["sinkhorn", "ipot"])
 def test_unconverged_local_solver_warns_once_and_logs_error(solver: str) -> None:
-    import warnings
-
-    from xmodal.objectives import TransportNotConverged
-
     loss = WCoRDLoss(12, 10, num_samples=64, embed_dim=16, lambda_global=0.0, lambda_local=1.0,
                      sinkhorn_eps=1e-3, sinkhorn_iters=3, local_solver=solver, ipot_beta=1e-3)
     t, s = _features(32, 12, 10, seed=8)

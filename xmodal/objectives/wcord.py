@@ -49,8 +49,8 @@ Options of the global term:
                                        + (|grad_s g(t_i, s_i)| - 1/tau)_+^2 ]
 
     with ``g(t, s) = critic(P(h_T(t)), P(h_S(s)))``: the bound is ``1/tau`` w.r.t. the
-    features, in each argument separately (the bound that ``"spectral"`` guarantees). In the units of the unit-temperature critic ``tau * g`` this is WGAN-GP
-    with ``lambda = gp_weight / tau^2`` (~2000 at the defaults): stiff; on a toy problem started
+    features, in each argument separately (the bound that ``"spectral"`` guarantees). In the
+    units of the unit-temperature critic ``tau * g`` this is WGAN-GP with ``lambda = gp_weight / tau^2`` (~2000 at the defaults): stiff; on a toy problem started
     at 3.4/tau, the constant measured at the data's pairs after 150 steps was 1.07/tau (the test
     allows 1.15/tau), against 2/tau without the penalty. It is one-sided because a critic on
     the ball need not have gradient norm ``1/tau`` everywhere (it is flat in ``h(t)`` outside
@@ -85,8 +85,8 @@ Options of the global term:
   all anchors, scored with a ``[B, d] x [d, K]`` matmul; memory ``O(K d)`` for the gathered
   bank rows. ``"anchor"``: K negatives per anchor, drawn independently with replacement from
   the same rows (CRD's reference CIFAR sampler draws without replacement, from other classes;
-  :class:`~xmodal.objectives.baselines.crd.CRDObjective` offers that); gathers ``[B, K, d]`` per bank, i.e. about
-  ``B * K * d * 4`` bytes per side (0.5 GiB per side at ``B=64``, ``K=16384``, ``d=128``).
+  :class:`~xmodal.objectives.baselines.crd.CRDObjective` offers that); gathers ``[B, K, d]``
+  per bank, i.e. about ``B * K * d * 4`` bytes per side (0.5 GiB per side at ``B=64``, ``K=16384``, ``d=128``).
   Both give the same expected denominator; with equal per-anchor sets the loss is identical.
 
 Training-loop contract: call ``forward`` (the memory banks are read, never written), step the
