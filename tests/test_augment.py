@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from xmodal.core.errors import ConfigError
-from xmodal.data.augment import random_hflip
+from xmodal.data.augment import random_crop, random_hflip
 from xmodal.encoders import create_encoder
 from xmodal.training.task import DistillationTask
 
@@ -56,3 +56,24 @@ def test_task_mirrors_only_while_training_and_refuses_audio():
     assert not torch.allclose(trained, plain)
     with pytest.raises(ConfigError, match="optim.hflip"):
         DistillationTask(create_encoder("resnet8", "audio"), _Features(), hflip=True)
+
+
+def test_random_crop_is_a_shifted_window_of_the_zero_padded_image():
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(1, 256, (64, 8, 8, 3), dtype=torch.uint8)
+    out = random_crop(images, g, padding=2)
+    assert out.shape == images.shape and out.dtype == images.dtype
+    padded = torch.nn.functional.pad(images, (0, 0, 2, 2, 2, 2))
+    shifts = set()
+    for i in range(64):  # exactly one of the 25 windows matches each output
+        hits = [(y, x) for y in range(5) for x in range(5)
+                if torch.equal(padded[i, y:y + 8, x:x + 8], out[i])]
+        assert len(hits) == 1
+        shifts.add(hits[0])
+    assert len(shifts) > 10  # offsets vary per sample
+    assert torch.equal(random_crop(images, g, padding=0), images)
+
+
+def test_task_refuses_crops_for_audio():
+    with pytest.raises(ConfigError, match="crop_padding"):
+        DistillationTask(create_encoder("resnet8", "audio"), torch.nn.Identity(), crop_padding=4)

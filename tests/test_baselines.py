@@ -15,7 +15,7 @@ import xmodal.objectives.baselines  # noqa: F401  (registers the methods)
 from xmodal.core.registries import LOSSES
 from xmodal.objectives.baselines import (
     CRDConfig, CRDObjective, FitNetConfig, FitNetObjective, KDConfig, KDObjective, PKTConfig,
-    PKTObjective, RKDConfig, RKDObjective, pkt_loss, rkd_angle, rkd_distance,
+    PKTObjective, RKDConfig, RKDObjective, nce_loss, pkt_loss, rkd_angle, rkd_distance,
 )
 from xmodal.objectives.methods import ObjectiveContext
 
@@ -46,7 +46,8 @@ def test_config_defaults_follow_the_papers() -> None:
     assert dataclasses.asdict(KDConfig()) == dict(temperature=4.0, alpha=0.0, beta=1.0)
     assert dataclasses.asdict(FitNetConfig()) == dict(weight=1.0)
     assert dataclasses.asdict(CRDConfig()) == dict(embed_dim=128, num_negatives=16384, tau=0.07,
-                                                   momentum=0.5, weight=0.8)
+                                                   momentum=0.5, weight=0.8, negatives="uniform",
+                                                   sharing="batch", replacement=False, alpha=0.0)
     assert dataclasses.asdict(RKDConfig()) == dict(distance_weight=25.0, angle_weight=50.0)
     assert dataclasses.asdict(PKTConfig()) == dict(weight=1.0)
 
@@ -62,6 +63,9 @@ def test_config_defaults_follow_the_papers() -> None:
     (FitNetConfig, dict(weight=-1.0), "weight"),
     (FitNetConfig, dict(weight=True), "weight"),
     (CRDConfig, dict(embed_dim=0), "embed_dim"),
+    (CRDConfig, dict(negatives="hard"), "negatives"),
+    (CRDConfig, dict(sharing="pair"), "sharing"),
+    (CRDConfig, dict(replacement="yes"), "replacement"),
     (CRDConfig, dict(embed_dim=12.0), "embed_dim"),
     (CRDConfig, dict(num_negatives=0), "num_negatives"),
     (CRDConfig, dict(tau=0.0), "tau"),
@@ -431,6 +435,82 @@ def test_crd_negatives_and_memory_update() -> None:
     assert torch.equal(crd.student_bank.memory[2:], before[2:])
     with pytest.raises(ValueError, match="no negatives"):
         _crd(n=4)(torch.randn(4, 4), torch.randn(4, 5), _no_labels(4), torch.arange(4))
+
+
+@pytest.mark.parametrize("negatives", ["uniform", "other_class"])
+@pytest.mark.parametrize("sharing", ["batch", "anchor"])
+@pytest.mark.parametrize("replacement", [False, True])
+def test_crd_sampler_modes(negatives: str, sharing: str, replacement: bool) -> None:
+    """RepDistiller's CIFAR sampler is other_class + anchor + without replacement: no negative
+    shares the anchor's class (shared sets are masked instead), no row repeats when asked."""
+    n, classes = 60, 4
+    labels = torch.arange(n) % classes
+    cfg = CRDConfig(embed_dim=3, num_negatives=50, tau=0.5, negatives=negatives, sharing=sharing,
+                    replacement=replacement)
+    crd = CRDObjective(5, 4, n, cfg, seed=0, sample_labels=labels)
+    indices = torch.tensor([0, 5, 6, 11, 13])
+    sets = [crd.sample_negatives(indices) for _ in range(5)]
+    for drawn in sets:
+        if sharing == "batch" or negatives == "uniform":
+            assert not torch.isin(drawn, indices).any()  # the batch's rows are excluded
+        rows = drawn.reshape(-1 if sharing == "batch" else 5, drawn.shape[-1])
+        if sharing == "anchor" and negatives == "other_class":
+            # 45 rows of other classes per anchor: K = 50 with replacement, capped at 45 without.
+            assert drawn.shape == (5, 50 if replacement else 45)
+            assert (labels[drawn] != labels[indices].unsqueeze(1)).all()  # no same-class negative
+        else:
+            assert drawn.shape[-1] == 50 and (sharing == "batch") == (drawn.dim() == 1)
+        if not replacement:
+            assert all(row.unique().numel() == row.numel() for row in rows)
+    if replacement:  # 50 draws among 45-55 rows: a repeat within one set is all but certain
+        assert any(row.unique().numel() < row.numel() for drawn in sets for row in drawn.reshape(-1, 50))
+    g = _gen(12)
+    out = crd(torch.randn(5, 4, generator=g), torch.randn(5, 5, generator=g), _no_labels(5), indices)
+    assert torch.isfinite(out["loss"]) and crd.z_estimated and torch.isfinite(crd.z_teacher)
+
+
+def test_crd_shared_other_class_masks_same_class_negatives() -> None:
+    """A masked negative's NCE term is 0: the loss equals that of the other-class rows alone
+    (with the noise constant K/N of the K rows drawn)."""
+    n, labels = 40, torch.arange(40) % 2
+    cfg = CRDConfig(embed_dim=3, tau=0.3, negatives="other_class")
+    crd = CRDObjective(5, 4, n, cfg, seed=0, sample_labels=labels)
+    plain = CRDObjective(5, 4, n, CRDConfig(embed_dim=3, tau=0.3), seed=0)
+    for obj in (crd, plain):
+        obj.z_teacher.fill_(30.0)
+        obj.z_student.fill_(40.0)
+    g = _gen(13)
+    student, teacher = torch.randn(1, 4, generator=g), torch.randn(1, 5, generator=g)
+    index = torch.tensor([2])  # class 0
+    mixed = torch.tensor([1, 3, 4, 5, 8, 9])  # classes 1, 1, 0, 1, 0, 1
+    out = crd(student, teacher, _no_labels(1), index, negatives=mixed)
+    odd = torch.tensor([1, 3, 5, 9])
+    ref = plain(student, teacher, _no_labels(1), index, negatives=odd)
+    # Same K/N noise constant: rescale the reference's log(K/N) by replacing K=4 with K=6.
+    u, v = ref["teacher_embed"], ref["student_embed"]
+    log_noise = math.log(6 / n)
+    pos = (u * v).sum(1) / 0.3
+    negative = u @ plain.student_bank.memory[odd].t() / 0.3
+    want_t = nce_loss(pos - math.log(30.0), negative - math.log(30.0), log_noise)
+    assert out["nce_teacher_anchor"].item() == pytest.approx(want_t.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="sample_labels"):
+        CRDObjective(5, 4, n, cfg)
+
+
+def test_crd_alpha_adds_cross_entropy_of_its_classifier() -> None:
+    g = _gen(14)
+    student, teacher = torch.randn(6, 4, generator=g), torch.randn(6, 5, generator=g)
+    labels = torch.arange(6) % 3
+    plain = CRDObjective(5, 4, 30, CRDConfig(embed_dim=3), seed=0)
+    with_ce = CRDObjective(5, 4, 30, CRDConfig(embed_dim=3, alpha=0.5), seed=0, num_classes=3)
+    assert plain.classifier is None and with_ce.classifier.out_features == 3
+    negatives = torch.arange(10, 30)
+    a = plain(student, teacher, labels, torch.arange(6), negatives=negatives)
+    b = with_ce(student, teacher, labels, torch.arange(6), negatives=negatives)
+    ce = F.cross_entropy(with_ce.classifier(student), labels)
+    assert float(b["loss"]) == pytest.approx(float(a["loss"]) + 0.5 * float(ce), rel=1e-5)
+    with pytest.raises(ValueError, match="num_classes"):
+        CRDObjective(5, 4, 30, CRDConfig(alpha=1.0))
 
 
 # ---------------------------------------------------------------------------- toy distillation

@@ -42,6 +42,18 @@ def test_rows_stay_unit_norm_and_no_grad() -> None:
     assert not bank.memory.requires_grad
 
 
+def test_ball_bank_keeps_convex_combinations() -> None:
+    bank = MemoryBank(6, 3, momentum=0.5, seed=0, onto="ball")
+    old = bank.memory.clone()
+    new = torch.tensor([[0.1, 0.0, 0.0], [3.0, 4.0, 0.0]])  # inside the ball; outside (norm 5)
+    bank.update(torch.tensor([1, 2]), new)
+    torch.testing.assert_close(bank.memory[1], 0.5 * old[1] + 0.5 * new[0])  # no renormalisation
+    mixed = 0.5 * old[2] + 0.5 * new[1]
+    torch.testing.assert_close(bank.memory[2], mixed / mixed.norm())  # projected back onto the ball
+    with pytest.raises(ValueError, match="onto"):
+        MemoryBank(6, 3, onto="cube")
+
+
 def test_momentum_extremes() -> None:
     bank = MemoryBank(4, 2, momentum=0.0)
     bank.update(torch.tensor([2]), torch.tensor([[3.0, 4.0]]))

@@ -131,3 +131,17 @@ def test_small_eps_approaches_exact_ot() -> None:
 def test_bad_arguments(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         sinkhorn_log(torch.rand(4, 4), **kwargs)
+
+
+def test_converged_flag_and_relative_error() -> None:
+    """Small eps, uneven marginals, 100 iterations: Sinkhorn stops far from the marginals and
+    says so; a generous budget converges."""
+    g = torch.Generator().manual_seed(0)
+    cost = torch.rand(32, 32, generator=g) * 2
+    a = torch.softmax(torch.randn(32, generator=g) * 2, 0)
+    stuck = sinkhorn_log(cost, 1e-3, a=a, max_iters=100, tol=1e-6)
+    assert not stuck.converged and stuck.marginal_error > 1e-3
+    assert stuck.relative_marginal_error == pytest.approx(stuck.marginal_error * 32)
+    done = sinkhorn_log(cost, 0.1, max_iters=2000, tol=1e-6)
+    assert done.converged and done.marginal_error < 1e-6
+    assert not sinkhorn_log(cost, 0.1, max_iters=50, tol=0.0).converged  # tol=0 never claims it

@@ -57,7 +57,8 @@ def test_after_step_writes_the_batch_into_both_banks():
     before_t = loss.teacher_bank.memory.clone()
     out = task(batch)
     task.after_step(out, batch, _EchoAccelerator())
-    expected = nn.functional.normalize(0.5 * before_t[[3, 7, 11]] + 0.5 * out["teacher_embed"], dim=1)
+    mixed = 0.5 * before_t[[3, 7, 11]] + 0.5 * out["teacher_embed"]  # Lipschitz heads: unit ball
+    expected = mixed / mixed.norm(dim=1, keepdim=True).clamp_min(1.0)
     assert torch.allclose(loss.teacher_bank.memory[[3, 7, 11]], expected, atol=1e-6)
     untouched = [i for i in range(32) if i not in (3, 7, 11)]
     assert torch.equal(loss.teacher_bank.memory[untouched], before_t[untouched])
@@ -70,15 +71,31 @@ def test_standardise_features():
     assert torch.allclose(z.std(0), torch.ones(5, dtype=torch.float64), atol=1e-9)
 
 
-def test_schedule_warms_up_then_decays_to_zero():
-    cfg = OptimConfig(epochs=4, lr=1.0, warmup_epochs=1.0)
+def _learning_rates(cfg: OptimConfig, steps_per_epoch: int) -> list[float]:
+    """The learning rate of every step of ``cfg``'s schedule."""
     opt = build_optimizer([nn.Parameter(torch.zeros(1))], cfg)
-    sched = build_schedule(opt, cfg, steps_per_epoch=10)
+    sched = build_schedule(opt, cfg, steps_per_epoch=steps_per_epoch)
     lrs = []
-    for _ in range(40):
+    for _ in range(cfg.epochs * steps_per_epoch):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
+    return lrs
+
+
+def test_multistep_schedule_decays_at_milestones():
+    cfg = OptimConfig(epochs=6, lr=0.05, warmup_epochs=0, schedule="multistep", milestones=[2, 4],
+                      lr_decay=0.1, optimizer="sgd", nesterov=False)
+    assert build_optimizer([nn.Parameter(torch.zeros(1))], cfg).param_groups[0]["nesterov"] is False
+    lrs = _learning_rates(cfg, steps_per_epoch=3)
+    assert lrs == pytest.approx([0.05] * 6 + [0.005] * 6 + [0.0005] * 6)
+    with pytest.raises(ValueError, match="milestones"):
+        OptimConfig(milestones=[5, 3])
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    cfg = OptimConfig(epochs=4, lr=1.0, warmup_epochs=1.0)
+    lrs = _learning_rates(cfg, steps_per_epoch=10)
     assert lrs[0] < lrs[5] < lrs[9] <= 1.0  # warm-up
     assert max(lrs) == pytest.approx(1.0, abs=0.01)
     assert lrs[-1] < 0.01 and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))

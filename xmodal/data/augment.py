@@ -1,7 +1,8 @@
 """Training-time augmentation of raw modality batches (before the front ends).
 
-Only a left-right mirror for now: it is label-preserving for scene classes and, unlike crops,
-keeps every pixel, which matters on NYU's ~715 training frames. The frozen teacher's features
+A left-right mirror: it is label-preserving for scene classes and, unlike crops, keeps every
+pixel, which matters on NYU's ~715 training frames. And CIFAR's padded random crop, for the
+compression setting. The frozen teacher's features
 are cached from unmirrored RGB; the student is asked to map both mirror images to them, i.e.
 to be mirror-invariant at the pooled level, as the scene label is.
 """
@@ -36,3 +37,18 @@ def random_hflip(images: Tensor, generator: torch.Generator, p: float = 0.5,
         mirrored[..., negate_channel] = -mirrored[..., negate_channel]
     shape = (-1,) + (1,) * (images.ndim - 1)
     return torch.where(flip.view(shape), mirrored, images)
+
+
+def random_crop(images: Tensor, generator: torch.Generator, padding: int) -> Tensor:
+    """Zero-pad ``images`` (``[B, H, W]`` or ``[B, H, W, C]``) by ``padding`` pixels on each side
+    and cut a random ``H x W`` window per sample, offsets drawn from ``generator`` (CPU): the
+    ``RandomCrop(32, padding=4)`` of CIFAR training recipes."""
+    if images.ndim not in (3, 4):
+        raise ValueError(f"random_crop needs [B, H, W] or [B, H, W, C] images, got {list(images.shape)}")
+    if padding == 0:
+        return images
+    b, h, w = images.shape[:3]
+    pad = (0, 0, padding, padding, padding, padding) if images.ndim == 4 else (padding, padding, padding, padding)
+    padded = torch.nn.functional.pad(images, pad)
+    offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=generator).tolist()
+    return torch.stack([padded[i, y:y + h, x:x + w] for i, (y, x) in enumerate(offsets)])

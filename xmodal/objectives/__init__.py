@@ -5,12 +5,12 @@ from xmodal.objectives.critic import (CRITICS, LIPSCHITZ_MODES, BilinearCritic, 
                                       MLPCritic, ProjectionHead, build_critic)
 from xmodal.objectives.ipot import ipot
 from xmodal.objectives.memory_bank import MemoryBank
-from xmodal.objectives.sinkhorn import TransportResult, sinkhorn_log
+from xmodal.objectives.sinkhorn import TransportNotConverged, TransportResult, sinkhorn_log
 from xmodal.objectives.transport import TRANSPORT_METHODS, solve_transport
 from xmodal.objectives.wcord import WCoRDLoss
 
 __all__ = [
     "CRITICS", "LIPSCHITZ_MODES", "TRANSPORT_METHODS", "BilinearCritic", "Critic", "DotCritic",
-    "MLPCritic", "MemoryBank", "ProjectionHead", "TransportResult", "WCoRDLoss", "build_critic",
+    "MLPCritic", "MemoryBank", "ProjectionHead", "TransportNotConverged", "TransportResult", "WCoRDLoss", "build_critic",
     "ipot", "sinkhorn_log", "solve_transport",
 ]

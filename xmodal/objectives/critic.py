@@ -1,9 +1,16 @@
 """Projection heads and the Lipschitz-constrained critics of WCoRD's dual (global) term.
 
 The Kantorovich-Rubinstein dual of the Wasserstein distance is a sup over 1-Lipschitz critics.
-WCoRD's critic scores a teacher/student pair ``g(t, s) = c(u, v)`` on the L2-normalised
-projections ``u = h_T(t) / |h_T(t)|`` and ``v = h_S(s) / |h_S(s)|``. Three forms of ``c``
-(:data:`CRITICS`), all scaled by ``1/tau``:
+WCoRD's critic scores a teacher/student pair ``g(t, s) = c(u, v)`` on the projections
+``u = P(h_T(t))`` and ``v = P(h_S(s))`` of the linear heads' outputs, where ``P`` is
+(:data:`PROJECTIONS`):
+
+* ``"ball"``: projection onto the unit ball, ``P(z) = z / max(1, |z|)``: a projection onto a
+  convex set, hence 1-Lipschitz (used under the Lipschitz modes);
+* ``"sphere"``: L2 normalisation ``P(z) = z / |z|``, ``1/|z|``-Lipschitz at ``z``, i.e. not
+  Lipschitz at all near 0 (used without a constraint: the InfoNCE/CRD form).
+
+Three forms of ``c`` (:data:`CRITICS`), all scaled by ``1/tau``:
 
 * ``"dot"``: ``c(u, v) = <u, v> / tau`` (no parameters);
 * ``"bilinear"``: ``c(u, v) = u^T W v / tau`` with ``W`` ``[d, d]`` (initialised to the
@@ -12,27 +19,24 @@ projections ``u = h_T(t) / |h_T(t)|`` and ``v = h_S(s) / |h_S(s)|``. Three forms
   LeakyReLU(0.2) (1-Lipschitz): ``w_2^T act(W_1 [u; v] + b_1) + b_2``.
 
 The constraint (:data:`LIPSCHITZ_MODES`): ``"spectral"`` spectrally normalises the linear heads
-and the critic's own weights (``W``; ``W_1`` and ``w_2``) so each has largest singular value 1;
-``"gradient_penalty"`` leaves them unconstrained and adds a WGAN-GP-style penalty on the
-critic's gradient (computed in :class:`~xmodal.objectives.wcord.WCoRDLoss`); ``"none"``
-constrains nothing (the InfoNCE/CRD ablation).
+and the critic's own weights (``W``; ``W_1`` and ``w_2``) so each has largest singular value 1,
+and projects onto the ball; ``"gradient_penalty"`` leaves the weights unconstrained, projects
+onto the ball and adds a WGAN-GP-style penalty on the critic's gradient (computed in
+:class:`~xmodal.objectives.wcord.WCoRDLoss`); ``"none"`` constrains nothing and projects onto
+the sphere (the InfoNCE/CRD ablation).
 
-Lipschitz bound (what the tests measure), the same ``1/tau`` for every critic:
-
-* on the unit sphere, ``c`` is ``1/tau``-Lipschitz in ``u`` and in ``v`` separately: for
-  ``dot``, ``grad_u c = v / tau`` has norm exactly ``1/tau``; for ``bilinear``,
-  ``|grad_u c| = |W v| / tau <= sigma_max(W) / tau``; for ``mlp`` the network is
-  ``sigma_max(W_1) sigma_max(w_2)``-Lipschitz in ``[u; v]`` jointly (hence in each argument);
-  under ``"spectral"`` these ``sigma_max`` are 1;
-* w.r.t. the features, ``|grad_t g| <= L_c sigma_max(W_T) / |h_T(t)|`` with ``L_c`` the bound
-  above (same for ``s``), because L2 normalisation at a point ``z`` is ``1/|z|``-Lipschitz. With
-  spectral normalisation the bound is ``1 / (tau * |h_T(t)|)``: ``1/tau`` for features whose
-  projection has norm >= 1. The gradient penalty targets ``|grad_t g| <= 1/tau`` and
-  ``|grad_s g| <= 1/tau`` directly (soft: at the training pairs only).
+Lipschitz bound under ``"spectral"``, w.r.t. the raw features, at every feature scale: on the
+ball, ``|grad_u c| <= 1/tau`` (dot: ``|v| / tau``; bilinear: ``|W v| / tau``; mlp: the network
+is 1-Lipschitz in ``[u; v]``); the head ``t -> P(W_T t + b)`` is 1-Lipschitz
+(``sigma_max(W_T) = 1``, ``P`` 1-Lipschitz); so ``g`` is ``1/tau``-Lipschitz in ``t`` and,
+likewise, in ``s`` (see ``docs/lipschitz-critic.md`` for the argument and for why the sphere
+gives no bound). :meth:`WCoRDLoss.score <xmodal.objectives.wcord.WCoRDLoss.score>` exposes
+``g(t, s)`` for measuring it.
 
 ``sigma_max`` is estimated by power iteration, which never overestimates it, so a normalised
-weight can exceed 1 by the estimate's error: measured <= 1e-3 in almost all runs, up to ~1e-2
-when the two largest singular values nearly tie.
+weight can exceed 1 by the estimate's lag behind the optimiser. The power vectors start at the
+exact top singular vectors (:func:`spectral_linear`), so ``sigma_max = 1`` to rounding at
+construction; during training 3 iterations per step keep it within ~1e-3.
 
 Interface shared by the critics (:class:`Critic`); the first argument is always the teacher
 side and the second the student side, so an asymmetric critic scores ``g(teacher, student)``:
@@ -59,6 +63,9 @@ from torch.utils.checkpoint import checkpoint
 
 __all__ = [
     "LIPSCHITZ_MODES",
+    "PROJECTIONS",
+    "project",
+    "spectral_linear",
     "CRITICS",
     "ProjectionHead",
     "Critic",
@@ -73,9 +80,34 @@ LIPSCHITZ_MODES = ("spectral", "gradient_penalty", "none")
 critic's weights, a gradient penalty on the critic's inputs, or not at all."""
 
 CRITICS = ("dot", "bilinear", "mlp")
-"""Critic forms: ``<u, v> / tau``, ``u^T W v / tau``, ``MLP([u; v]) / tau`` on unit vectors."""
+"""Critic forms: ``<u, v> / tau``, ``u^T W v / tau``, ``MLP([u; v]) / tau`` on embeddings of norm <= 1."""
+
+PROJECTIONS = ("ball", "sphere")
+"""Where the heads' outputs land: the unit ball (1-Lipschitz projection) or the unit sphere."""
 
 _POWER_ITERATIONS = 3  # see ProjectionHead: keeps the normalised weight within ~2e-4 of 1
+
+
+def project(z: Tensor, onto: str) -> Tensor:
+    """``z`` ``[..., d]`` onto the unit ``"ball"`` (``z / max(1, |z|)``) or ``"sphere"`` (``z / |z|``)."""
+    if onto == "ball":
+        return z / z.norm(dim=-1, keepdim=True).clamp_min(1.0)
+    if onto == "sphere":
+        return F.normalize(z, dim=-1)
+    raise ValueError(f"projection must be one of {PROJECTIONS}, got {onto!r}")
+
+
+def spectral_linear(linear: nn.Linear, power_iterations: int = _POWER_ITERATIONS) -> nn.Module:
+    """``linear`` with its weight spectrally normalised, the power vectors set to the exact top
+    singular pair (torch's 15 warm-up iterations leave sigma up to ~1e-2 off when the top two
+    singular values are close)."""
+    wrapped = spectral_norm(linear, n_power_iterations=power_iterations)
+    norm = wrapped.parametrizations.weight[0]
+    with torch.no_grad():
+        left, _, right = torch.linalg.svd(wrapped.parametrizations.weight.original, full_matrices=False)
+        norm._u.copy_(left[:, 0])
+        norm._v.copy_(right[0])
+    return wrapped
 
 
 def _check_tau(cls: str, tau: Any) -> float:
@@ -90,12 +122,14 @@ def _check_dim(cls: str, name: str, value: Any) -> None:
 
 
 class ProjectionHead(nn.Module):
-    """Linear map ``in_dim -> out_dim`` followed by L2 normalisation.
+    """Linear map ``in_dim -> out_dim`` followed by projection onto the unit ball or sphere.
 
     Args:
         in_dim: feature size ``D`` of the encoder output.
         out_dim: embedding size ``d`` of the shared space.
         spectral: wrap the linear layer in ``spectral_norm`` so it is 1-Lipschitz.
+        onto: ``"sphere"`` (L2 normalisation, default) or ``"ball"`` (``z / max(1, |z|)``,
+            1-Lipschitz; with ``spectral`` the whole head is 1-Lipschitz).
         power_iterations: power iterations per training-mode forward that refresh the estimate
             of the largest singular value. The estimate never exceeds the true value, so the
             normalised weight overshoots 1 by the estimate's lag behind the optimiser; torch's
@@ -103,7 +137,8 @@ class ProjectionHead(nn.Module):
             of a few ``[d, D]`` mat-vecs.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, spectral: bool = True, power_iterations: int = 3) -> None:
+    def __init__(self, in_dim: int, out_dim: int, spectral: bool = True, power_iterations: int = 3,
+                 onto: str = "sphere") -> None:
         super().__init__()
         if not (isinstance(in_dim, int) and in_dim >= 1):
             raise ValueError(f"ProjectionHead: in_dim must be an int >= 1, got {in_dim!r}")
@@ -113,20 +148,22 @@ class ProjectionHead(nn.Module):
             raise ValueError(
                 f"ProjectionHead: power_iterations must be an int >= 1, got {power_iterations!r}"
             )
+        if onto not in PROJECTIONS:
+            raise ValueError(f"ProjectionHead: onto must be one of {PROJECTIONS}, got {onto!r}")
         linear = nn.Linear(in_dim, out_dim)
-        self.linear: nn.Module = (
-            spectral_norm(linear, n_power_iterations=power_iterations) if spectral else linear
-        )
+        self.linear: nn.Module = spectral_linear(linear, power_iterations) if spectral else linear
         self.spectral = spectral
+        self.onto = onto
 
     def project(self, x: Tensor) -> Tensor:
         """Features ``[B, in_dim]`` -> unnormalised projection ``z`` ``[B, out_dim]``."""
         return self.linear(x)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Features ``[B, in_dim]`` -> unit-norm embeddings ``[B, out_dim]``, float32."""
-        # Normalise in float32: under bf16 autocast the unit vectors would be off by ~1e-2.
-        return F.normalize(self.project(x).float(), dim=-1)
+        """Features ``[B, in_dim]`` -> embeddings ``[B, out_dim]`` of norm 1 (sphere) or <= 1
+        (ball), float32."""
+        # Project in float32: under bf16 autocast the unit vectors would be off by ~1e-2.
+        return project(self.project(x).float(), self.onto)
 
 
 class Critic(nn.Module):
@@ -142,7 +179,7 @@ class Critic(nn.Module):
 
     @property
     def lipschitz_bound(self) -> float:
-        """Lipschitz constant of ``c`` in ``u`` (or ``v``) on the unit sphere when its weights
+        """Lipschitz constant of ``c`` in ``u`` (or ``v``) on the unit ball when its weights
         are spectrally normalised (the target of the gradient penalty otherwise): ``1/tau``."""
         return 1.0 / self.tau
 
@@ -174,11 +211,11 @@ def _inner(anchors: Tensor, others: Tensor) -> Tensor:
 
 
 class DotCritic(Critic):
-    """``c(u, v) = <u, v> / tau`` on unit vectors; values in ``[-1/tau, 1/tau]``.
+    """``c(u, v) = <u, v> / tau`` on embeddings of norm <= 1; values in ``[-1/tau, 1/tau]``.
 
     Args:
         tau: temperature (> 0). ``1/tau`` is the critic's Lipschitz constant in each argument
-            on the unit sphere.
+            on the unit ball.
     """
 
     def forward(self, u: Tensor, v: Tensor) -> Tensor:
@@ -195,7 +232,7 @@ class BilinearCritic(Critic):
     """``c(u, v) = u^T W v / tau`` with ``W`` ``[d, d]`` initialised to the identity.
 
     Under ``spectral=True`` ``W`` is spectrally normalised (``sigma_max(W) = 1``), so ``c`` is
-    ``1/tau``-Lipschitz in each argument on the unit sphere and ``|c| <= 1/tau``. Scoring
+    ``1/tau``-Lipschitz in each argument on the unit ball and ``|c| <= 1/tau``. Scoring
     against ``K`` shared candidates costs one ``[B, d] x [d, d]`` and one ``[B, d] x [d, K]``
     matmul, like the dot critic.
 
@@ -212,9 +249,7 @@ class BilinearCritic(Critic):
         linear = nn.Linear(dim, dim, bias=False)
         with torch.no_grad():
             linear.weight.copy_(torch.eye(dim))
-        self.linear: nn.Module = (
-            spectral_norm(linear, n_power_iterations=_POWER_ITERATIONS) if spectral else linear
-        )
+        self.linear: nn.Module = spectral_linear(linear) if spectral else linear
         self.spectral = spectral
 
     @property
@@ -286,8 +321,7 @@ class MLPCritic(Critic):
         self.chunk_elements = chunk_elements
         first, second = nn.Linear(2 * dim, hidden), nn.Linear(hidden, 1)
         if spectral:
-            first = spectral_norm(first, n_power_iterations=_POWER_ITERATIONS)
-            second = spectral_norm(second, n_power_iterations=_POWER_ITERATIONS)
+            first, second = spectral_linear(first), spectral_linear(second)
         self.first: nn.Module = first
         self.second: nn.Module = second
         self.spectral = spectral

@@ -107,7 +107,7 @@ def ipot(
         buf = torch.empty_like(c)
         plan = torch.empty_like(c)
         prev: Tensor | None = None  # plan at the previous check
-        err = math.inf
+        err = moved = math.inf
         iterations = 0
         for iterations in range(1, max_iters + 1):
             log_t.add_(c, alpha=inv)  # log Q = log G + log T
@@ -131,4 +131,5 @@ def ipot(
                 if max(err, moved) < tol or last:
                     break
         total = _total_cost(plan, c)
-    return TransportResult(plan=plan, cost=total, iterations=iterations, marginal_error=err)
+    return TransportResult(plan=plan, cost=total, iterations=iterations, marginal_error=err,
+                           converged=max(err, moved) < tol)

@@ -1,14 +1,17 @@
-"""A memory bank of L2-normalised embeddings, one row per training sample, updated with momentum.
+"""A memory bank of embeddings of norm <= 1, one row per training sample, updated with momentum.
 
 Contrastive distillation needs many negatives (K = 16384 by default) but a batch holds few; the
 bank keeps a slowly moving embedding of every training sample so negatives can be read from it
 without running the encoders on them. Rows are read without gradient and updated after the
-optimiser step as ``m[i] <- normalise(mu * m[i] + (1 - mu) * new_i)``.
+optimiser step as ``m[i] <- P(mu * m[i] + (1 - mu) * new_i)``, ``P`` the heads' projection onto
+the unit sphere (L2 normalisation) or the unit ball (a convex combination of ball points stays
+in the ball, so there ``P`` only guards rounding).
 
 Negatives are drawn either as one set shared by a whole batch (:meth:`MemoryBank.sample_negatives`,
 without replacement) or as one set per anchor (:meth:`MemoryBank.sample_negatives_per_anchor`,
-with replacement, like CRD's reference code). The bank optionally holds each sample's class label
-(buffer ``labels``), used to mask same-class negatives.
+uniformly, with or without replacement; :meth:`MemoryBank.sample_other_class`, from the rows of
+other classes only: RepDistiller's CIFAR sampler draws K of them per anchor without replacement). The bank optionally holds each sample's class label
+(buffer ``labels``), used to mask or avoid same-class negatives.
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xmodal.objectives.critic import PROJECTIONS, project
+
 __all__ = ["MemoryBank"]
 
 
 class MemoryBank(nn.Module):
-    """``size`` unit vectors of dimension ``dim`` (buffer ``memory`` ``[size, dim]``, float32).
+    """``size`` vectors of dimension ``dim`` (buffer ``memory`` ``[size, dim]``, float32), unit
+    norm (``onto="sphere"``) or norm <= 1 (``onto="ball"``).
 
     The buffer is part of the ``state_dict`` so checkpoints restore the bank. Under several
     processes call :meth:`update` with indices and embeddings gathered from all of them, so
@@ -35,13 +41,17 @@ class MemoryBank(nn.Module):
         seed: seeds the random unit-vector initialisation and the bank's own sampling generator.
         labels: optional ``[size]`` integer class label of every sample (stored as the long
             buffer ``labels``, part of the ``state_dict``); None (default) stores no labels.
+        onto: ``"sphere"`` (default) or ``"ball"``: the projection applied after each update,
+            the same as the heads' (:func:`~xmodal.objectives.critic.project`). Rows start on
+            the sphere either way.
     """
 
     memory: Tensor
     labels: Tensor | None
 
     def __init__(
-        self, size: int, dim: int, momentum: float = 0.5, seed: int = 0, labels: Tensor | None = None
+        self, size: int, dim: int, momentum: float = 0.5, seed: int = 0, labels: Tensor | None = None,
+        onto: str = "sphere",
     ) -> None:
         super().__init__()
         if not (isinstance(size, int) and size >= 2):
@@ -58,6 +68,9 @@ class MemoryBank(nn.Module):
                 raise ValueError(f"MemoryBank: labels must be a [{size}] tensor, got {shape}")
             if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
                 raise ValueError(f"MemoryBank: labels must be an integer tensor, got {labels.dtype}")
+        if onto not in PROJECTIONS:
+            raise ValueError(f"MemoryBank: onto must be one of {PROJECTIONS}, got {onto!r}")
+        self.onto = onto
         self.size = size
         self.dim = dim
         self.momentum = float(momentum)
@@ -130,15 +143,14 @@ class MemoryBank(nn.Module):
 
     def sample_negatives_per_anchor(
         self, num: int, anchors: int, exclude: Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | None = None, *, replacement: bool = True,
     ) -> Tensor:
         """Draw ``num`` row indices for each of ``anchors`` anchors, independently and uniformly
-        **with replacement** among the rows not in ``exclude`` (CRD's reference sampler draws
-        per sample with replacement too). Without replacement per anchor would cost a
-        permutation of the bank per anchor (``O(anchors * size)``); with replacement costs
-        ``O(anchors * num)``, and for ``num << size`` duplicates are rare. Every anchor's set has
-        the same distribution of denominators ``sum_k exp g(., m_k)`` in expectation as a shared
-        set drawn by :meth:`sample_negatives` (both are ``num`` uniform draws from the same rows).
+        among the rows not in ``exclude``, with replacement (default: ``O(anchors * num)``, and
+        for ``num << size`` duplicates are rare) or without (one permutation of the allowed rows
+        per anchor, ``O(anchors * size)``). Every anchor's set has the same distribution of
+        denominators ``sum_k exp g(., m_k)`` in expectation as a shared set drawn by
+        :meth:`sample_negatives` (both are ``num`` uniform draws from the same rows).
 
         Args:
             num: negatives per anchor ``K`` (>= 0); at most the number of allowed rows (the same
@@ -146,6 +158,7 @@ class MemoryBank(nn.Module):
             anchors: number of anchors ``B`` (>= 0).
             exclude: row indices never returned (any shape, long), e.g. the batch's positives.
             generator: random generator; the bank's own seeded CPU generator when None.
+            replacement: draw with replacement (default) or without, per anchor.
 
         Returns:
             ``[anchors, num]`` long indices on the bank's device, all outside ``exclude``.
@@ -158,8 +171,77 @@ class MemoryBank(nn.Module):
                                                       "sample_negatives_per_anchor")
         if num == 0 or anchors == 0:
             return torch.empty(anchors, num, dtype=torch.long, device=self.memory.device)
-        ranks = torch.randint(allowed, (anchors, num), generator=gen, device=gen.device)
+        if replacement:
+            ranks = torch.randint(allowed, (anchors, num), generator=gen, device=gen.device)
+        else:
+            ranks = torch.stack([torch.randperm(allowed, generator=gen, device=gen.device)[:num]
+                                 for _ in range(anchors)])
         return self._rank_to_row(ranks, excluded).to(self.memory.device)
+
+    def _other_class_table(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(classes [C], pools [C, M], counts [C])`` on the bank's device, built once: row ``c`` of
+        ``pools`` lists the rows of every class but ``classes[c]`` (padded with 0 up to the
+        largest such set, ``M``), ``counts[c]`` how many are real."""
+        if self.labels is None:
+            raise ValueError("MemoryBank: other-class sampling needs a bank built with labels")
+        cached = self.__dict__.get("_other_class")
+        if cached is None or cached[1].device != self.memory.device:
+            labels = self.labels.to(self.memory.device)
+            classes = labels.unique()
+            pools = [torch.nonzero(labels != c).squeeze(1) for c in classes]
+            counts = torch.tensor([p.numel() for p in pools], device=labels.device)
+            table = torch.zeros(len(pools), int(counts.max()), dtype=torch.long, device=labels.device)
+            for c, pool in enumerate(pools):
+                table[c, :pool.numel()] = pool
+            cached = self.__dict__["_other_class"] = (classes, table, counts)
+        return cached
+
+    def sample_other_class(self, num: int, anchor_labels: Tensor, replacement: bool,
+                           generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``num`` rows per anchor uniformly among the rows of **other classes** than the
+        anchor's (``anchor_labels`` ``[B]``), with or without replacement -> ``[B, num]`` on the
+        bank's device: RepDistiller's CIFAR sampler (``np.random.choice(cls_negative[y], K,
+        replace=False)``). The anchor's own row is of its class, so it is never drawn; other rows
+        of the batch may be, as in the reference.
+
+        Vectorised: without replacement, the ``num`` largest of ``[B, M]`` uniform keys (an
+        unsorted top-k) pick each anchor's rows; the keys are drawn on the bank's device from a
+        generator seeded by ``generator`` (deterministic, and fast on a GPU).
+
+        Raises ``ValueError`` when an anchor's class leaves no row, or fewer than ``num``
+        without replacement (cap ``num`` at :meth:`fewest_other_class_rows`)."""
+        if not (isinstance(num, int) and num >= 0):
+            raise ValueError(f"MemoryBank.sample_other_class: num must be an int >= 0, got {num!r}")
+        classes, table, counts = self._other_class_table()
+        device = table.device
+        slot = torch.searchsorted(classes, anchor_labels.detach().to(device))  # [B] class slot
+        known = (slot < classes.numel()) & (classes[slot.clamp_max(classes.numel() - 1)] == anchor_labels.to(device))
+        if not bool(known.all()):
+            raise ValueError("MemoryBank.sample_other_class: anchor_labels hold a class the bank does not")
+        available = counts[slot]  # [B]
+        least = int(available.min()) if slot.numel() else num
+        if num > 0 and (least == 0 or (not replacement and num > least)):
+            raise ValueError(f"MemoryBank.sample_other_class: a class leaves {least} rows, {num} "
+                             f"requested {'with' if replacement else 'without'} replacement")
+        gen = self._generator if generator is None else generator
+        keys_gen = torch.Generator(device=device).manual_seed(
+            int(torch.randint(2**62, (1,), generator=gen)))
+        b = slot.numel()
+        if num == 0 or b == 0:
+            return torch.empty(b, num, dtype=torch.long, device=device)
+        if replacement:
+            position = (torch.rand(b, num, generator=keys_gen, device=device) * available.unsqueeze(1)).long()
+            position = torch.minimum(position, available.unsqueeze(1) - 1)  # rounding guard
+        else:
+            keys = torch.rand(b, table.shape[1], generator=keys_gen, device=device)
+            padding = torch.arange(table.shape[1], device=device).unsqueeze(0) >= available.unsqueeze(1)
+            position = keys.masked_fill_(padding, -1.0).topk(num, dim=1, sorted=False).indices
+        return table[slot].gather(1, position)
+
+    def fewest_other_class_rows(self, anchor_labels: Tensor) -> int:
+        """The smallest number of other-class rows among the anchors' classes."""
+        classes, _, counts = self._other_class_table()
+        return int(counts[torch.searchsorted(classes, anchor_labels.detach().to(classes.device))].min())
 
     def labels_of(self, rows: Tensor) -> Tensor:
         """Class labels of bank ``rows`` (any shape, long); raises when the bank holds none."""
@@ -169,7 +251,7 @@ class MemoryBank(nn.Module):
 
     @torch.no_grad()
     def update(self, indices: Tensor, embeddings: Tensor) -> None:
-        """Momentum update ``m[i] <- normalise(mu * m[i] + (1 - mu) * e_i)`` (no gradient).
+        """Momentum update ``m[i] <- P(mu * m[i] + (1 - mu) * e_i)`` (no gradient, ``P`` per ``onto``).
 
         Duplicate indices in one call are **averaged**: the rows of ``embeddings`` sharing an
         index are averaged into one ``e_i``, which is then applied once. The result therefore
@@ -196,4 +278,4 @@ class MemoryBank(nn.Module):
         summed.index_add_(0, inverse, new)
         counts = torch.bincount(inverse, minlength=rows.numel()).to(new.dtype).unsqueeze(1)
         mixed = self.momentum * self.memory[rows] + (1.0 - self.momentum) * (summed / counts)
-        self.memory[rows] = F.normalize(mixed, dim=1)
+        self.memory[rows] = project(mixed, self.onto)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from xmodal.core.registries import LOSSES
+from xmodal.objectives.task_terms import LabelTerms
 from xmodal.objectives.wcord import WCoRDLoss
 
 
@@ -58,19 +59,25 @@ class WCoRDConfig:
         tau: critic temperature.
         momentum: memory-bank momentum mu.
         lambda_global, lambda_local: weights of the dual (global) and primal (local) terms.
-        lipschitz: ``spectral`` (spectrally normalised heads and critic weights),
-            ``gradient_penalty`` (one-sided penalty, weight ``gp_weight``) or ``none`` (the
-            InfoNCE/CRD-like ablation).
+        lipschitz: ``spectral`` (spectrally normalised heads projected onto the unit ball, and
+            critic weights: the critic is 1/tau-Lipschitz in the raw features),
+            ``gradient_penalty`` (one-sided penalty, weight ``gp_weight``) or ``none`` (heads
+            onto the sphere: the InfoNCE/CRD-like ablation).
         critic: ``dot`` (<u, v> / tau), ``bilinear`` (u^T W v / tau) or ``mlp`` (MLP on [u; v],
-            hidden width ``critic_hidden``), all on L2-normalised projections.
+            hidden width ``critic_hidden``), all on the projected embeddings.
         negatives: ``uniform``, or ``other_class`` (mask same-class negatives; uses labels).
-        sharing: ``batch`` (one set of K negatives per batch) or ``anchor`` (K per anchor, as
-            CRD's reference code; memory B*K*d*4 bytes per side).
+        sharing: ``batch`` (one set of K negatives per batch) or ``anchor`` (K per anchor, drawn
+            with replacement; memory B*K*d*4 bytes per side).
         sinkhorn_eps, sinkhorn_iters, sinkhorn_tol: entropic OT for the local term.
         local_solver: ``sinkhorn`` (entropic) or ``ipot`` (approaches the exact plan; step
             ``ipot_beta`` in cost units).
         local_scope: ``process`` (plan over each process's batch) or ``global`` (embeddings
             all-gathered with autograd across processes; plan over the global batch).
+        alpha, beta: weights of the paper's cross-entropy on labels and of Hinton's KD on the
+            teacher's logits (temperature ``kd_temperature``), both on a linear classifier of
+            the student's features: the total is ``alpha * CE + beta * KD + lambda_global *
+            global + lambda_local * local``. 0 (default) in the label-free cross-modal setting;
+            the compression setting (``cifar100``) sets them like the paper.
     """
 
     embed_dim: int = 128
@@ -91,6 +98,9 @@ class WCoRDConfig:
     local_solver: Literal["sinkhorn", "ipot"] = "sinkhorn"
     ipot_beta: float = 1.0
     local_scope: Literal["process", "global"] = "process"
+    alpha: float = 0.0
+    beta: float = 0.0
+    kd_temperature: float = 4.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -100,12 +110,13 @@ class WCoRDConfig:
             "lambda_global": self.lambda_global >= 0, "lambda_local": self.lambda_local >= 0,
             "sinkhorn_eps": self.sinkhorn_eps > 0, "sinkhorn_iters": self.sinkhorn_iters >= 1,
             "sinkhorn_tol": self.sinkhorn_tol > 0, "ipot_beta": self.ipot_beta > 0,
+            "alpha": self.alpha >= 0, "beta": self.beta >= 0, "kd_temperature": self.kd_temperature > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"out of range: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)} "
                              "(need embed_dim, num_negatives, critic_hidden, sinkhorn_iters >= 1; gp_weight >= 0; tau, sinkhorn_eps, "
-                             "sinkhorn_tol > 0; 0 <= momentum < 1; lambdas >= 0)")
+                             "sinkhorn_tol, kd_temperature > 0; 0 <= momentum < 1; lambdas, alpha, beta >= 0)")
 
 
 @dataclass
@@ -146,17 +157,28 @@ class CrossEntropyObjective(nn.Module):
 
 
 class WCoRDObjective(nn.Module):
-    """Adapter from the method interface to :class:`~xmodal.objectives.wcord.WCoRDLoss`."""
+    """Adapter from the method interface to :class:`~xmodal.objectives.wcord.WCoRDLoss`, plus
+    the paper's label terms ``alpha * CE + beta * KD`` when ``label_terms`` is given."""
 
-    def __init__(self, loss: WCoRDLoss) -> None:
+    def __init__(self, loss: WCoRDLoss, label_terms: LabelTerms | None = None) -> None:
         super().__init__()
         self.wcord = loss
+        self.label_terms = label_terms
+
+    @property
+    def classifier(self) -> nn.Linear | None:
+        """The student classifier of the label terms, or None."""
+        return None if self.label_terms is None else self.label_terms.classifier
 
     def forward(self, student: Tensor, teacher: Tensor | None, labels: Tensor,
                 indices: Tensor) -> dict[str, Tensor]:
         if teacher is None:
             raise ValueError("WCoRD needs teacher features")
-        return self.wcord(teacher, student, indices, labels=labels)
+        out = self.wcord(teacher, student, indices, labels=labels)
+        if self.label_terms is not None:
+            terms = self.label_terms(student, labels, indices)
+            out = {**out, **terms, "loss": out["loss"] + terms["loss"]}
+        return out
 
     @torch.no_grad()
     def update_memory(self, indices: Tensor, teacher_embed: Tensor, student_embed: Tensor) -> None:
@@ -178,9 +200,21 @@ def _wcord_builder(lambda_global: float | None, lambda_local: float | None):
             if ctx.train_labels is None:
                 raise ValueError("wcord.negatives=other_class needs labels; use negatives=uniform")
             labels = ctx.train_labels
+        alpha, beta, temperature = kwargs.pop("alpha"), kwargs.pop("beta"), kwargs.pop("kd_temperature")
+        terms = None
+        if alpha > 0 or beta > 0:
+            if beta > 0 and ctx.teacher_logits is None:
+                raise ValueError("wcord.beta > 0 needs the teacher's logits; the teacher has no "
+                                 "classifier here, so set wcord.beta = 0")
+            classes = ctx.teacher_logits.shape[1] if beta > 0 else ctx.num_classes
+            if alpha > 0 and classes != ctx.num_classes:
+                raise ValueError(f"wcord.alpha > 0 and wcord.beta > 0: the teacher's {classes} classes "
+                                 f"differ from the dataset's {ctx.num_classes}; set one of them to 0")
+            terms = LabelTerms(ctx.student_dim, classes, alpha, beta, temperature,
+                               teacher_logits=ctx.teacher_logits if beta > 0 else None, seed=ctx.seed)
         return WCoRDObjective(WCoRDLoss(teacher_dim=ctx.teacher_dim, student_dim=ctx.student_dim,
                                         num_samples=ctx.num_samples, seed=ctx.seed,
-                                        sample_labels=labels, **kwargs))
+                                        sample_labels=labels, **kwargs), terms)
 
     return build
 

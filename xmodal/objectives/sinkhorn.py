@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["TransportResult", "sinkhorn_log"]
+__all__ = ["TransportResult", "TransportNotConverged", "sinkhorn_log"]
 
 # Iterations per block: the marginal error is checked (one host sync) once per block, so a run
 # stops at most this many iterations after reaching ``tol``. POT checks every 10 as well.
@@ -79,12 +79,25 @@ class TransportResult:
             for IPOT one proximal step).
         marginal_error: ``max |plan.sum(-1) - a|`` and ``|plan.sum(-2) - b|`` over all entries of
             all problems in the batch, at stop (absolute probability mass).
+        converged: whether the solver stopped because it met ``tol`` (False when it ran out of
+            ``max_iters``, and always with ``tol = 0``).
     """
 
     plan: Tensor
     cost: Tensor
     iterations: int
     marginal_error: float
+    converged: bool = True
+
+    @property
+    def relative_marginal_error(self) -> float:
+        """``marginal_error`` in units of the uniform mass per point, ``1 / max(n, m)``: 0.01 means
+        the worst marginal is off by 1 % of one point's mass, whatever the batch size."""
+        return self.marginal_error * max(self.plan.shape[-2:])
+
+
+class TransportNotConverged(RuntimeWarning):
+    """An OT solver stopped at ``max_iters`` with its marginal error above the tolerance."""
 
 
 # --------------------------------------------------------------------------- input checks
@@ -326,4 +339,5 @@ def sinkhorn_log(
             plan, rows, err_t = plan_and_error(alpha, beta)
             err = float(err_t)
         total = _total_cost(plan, c)
-    return TransportResult(plan=plan, cost=total, iterations=iterations, marginal_error=err)
+    return TransportResult(plan=plan, cost=total, iterations=iterations, marginal_error=err,
+                           converged=err < tol)

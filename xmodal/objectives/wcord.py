@@ -36,23 +36,25 @@ Options of the global term:
 * ``lipschitz`` -- how the critic is kept ``1/tau``-Lipschitz (see :mod:`xmodal.objectives.critic`
   for the bounds):
 
-  - ``"spectral"`` (default): spectral normalisation of the heads and of the critic's weights.
-    Hard bound: ``|grad_t g| <= 1 / (tau |h_T(t)|)`` (``1/tau`` where ``|h_T(t)| >= 1``), same
-    for ``s``; ``1/tau`` in each unit-norm embedding.
+  - ``"spectral"`` (default): spectrally normalised heads projected onto the unit **ball**
+    (``z / max(1, |z|)``, not the sphere) and spectrally normalised critic weights. Then
+    ``g(t, s)`` is ``1/tau``-Lipschitz in ``t`` and in ``s`` as a function of the raw features,
+    at every feature scale (:meth:`WCoRDLoss.score` evaluates it; ``docs/lipschitz-critic.md``
+    argues the choice). Normalising onto the sphere instead would constrain nothing:
+    ``normalise(W t / sigma + b / sigma) = normalise(W t + b)``.
   - ``"gradient_penalty"``: WGAN-GP (Gulrajani et al. 2017), **one-sided** (Petzka et al. 2018):
-    unconstrained heads and critic, plus ::
+    unconstrained heads (projected onto the ball) and critic, plus ::
 
         penalty = gp_weight * mean_i [ (|grad_t g(t_i, s_i)| - 1/tau)_+^2
                                        + (|grad_s g(t_i, s_i)| - 1/tau)_+^2 ]
 
-    with ``g(t, s) = critic(h_T(t)/|.|, h_S(s)/|.|)``: the bound is ``1/tau`` w.r.t. the
-    features, in each argument separately (the bound that ``"spectral"`` guarantees where
-    ``|h(t)| >= 1``). In the units of the unit-temperature critic ``tau * g`` this is WGAN-GP
-    with ``lambda = gp_weight / tau^2`` (~2000 at the defaults): stiff; on a toy problem started
+    with ``g(t, s) = critic(P(h_T(t)), P(h_S(s)))``: the bound is ``1/tau`` w.r.t. the
+    features, in each argument separately (the bound that ``"spectral"`` guarantees). In the
+    units of the unit-temperature critic ``tau * g`` this is WGAN-GP with ``lambda = gp_weight / tau^2`` (~2000 at the defaults): stiff; on a toy problem started
     at 3.4/tau, the constant measured at the data's pairs after 150 steps was 1.07/tau (the test
-    allows 1.15/tau), against 2/tau without the penalty. It is one-sided because a
-    normalised critic cannot have gradient norm ``1/tau`` everywhere (it is scale-invariant in
-    ``h(t)``, so ``|grad_t g| ~ 1/|h_T(t)|``); a critic within the bound pays exactly 0. The
+    allows 1.15/tau), against 2/tau without the penalty. It is one-sided because a critic on
+    the ball need not have gradient norm ``1/tau`` everywhere (it is flat in ``h(t)`` outside
+    the ball's radial direction); a critic within the bound pays exactly 0. The
     gradient is taken at the batch's **positive pairs** (the negatives exist only as bank
     embeddings, without features, so there are no feature-space interpolates between positive
     and negative pairs), w.r.t. **detached** copies of the features, with
@@ -63,7 +65,7 @@ Options of the global term:
     unweighted by ``lambda_global``; it is 0 under the other modes, when ``lambda_global == 0``,
     and under ``torch.inference_mode`` (no autograd there; under ``no_grad`` it is evaluated,
     detached).
-  - ``"none"``: nothing (the InfoNCE/CRD-style ablation).
+  - ``"none"``: nothing; heads and banks on the unit sphere (the InfoNCE/CRD-style ablation).
 * ``critic`` -- ``"dot"`` ``<u, v> / tau``; ``"bilinear"`` ``u^T W v / tau`` (``W`` ``[d, d]``,
   identity init, spectrally normalised under ``"spectral"``); ``"mlp"`` ``MLP([u; v]) / tau``
   with one hidden layer of width ``critic_hidden`` and LeakyReLU, spectrally normalised layers
@@ -81,9 +83,10 @@ Options of the global term:
   so an uninformative critic gives ``log(K_i + 1)`` per anchor.
 * ``sharing`` -- ``"batch"``: one set of K negatives (sampled without replacement) shared by
   all anchors, scored with a ``[B, d] x [d, K]`` matmul; memory ``O(K d)`` for the gathered
-  bank rows. ``"anchor"``: K negatives per anchor, drawn independently with replacement (like
-  CRD's reference code) from the same rows; gathers ``[B, K, d]`` per bank, i.e. about
-  ``B * K * d * 4`` bytes per side (0.5 GiB per side at ``B=64``, ``K=16384``, ``d=128``).
+  bank rows. ``"anchor"``: K negatives per anchor, drawn independently with replacement from
+  the same rows (CRD's reference CIFAR sampler draws without replacement, from other classes;
+  :class:`~xmodal.objectives.baselines.crd.CRDObjective` offers that); gathers ``[B, K, d]``
+  per bank, i.e. about ``B * K * d * 4`` bytes per side (0.5 GiB per side at ``B=64``, ``K=16384``, ``d=128``).
   Both give the same expected denominator; with equal per-anchor sets the loss is identical.
 
 Training-loop contract: call ``forward`` (the memory banks are read, never written), step the
@@ -94,6 +97,7 @@ indices and embeddings all-gathered from every process so that every replica's b
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -103,7 +107,7 @@ from torch.nn.utils import parametrize
 from xmodal.objectives.critic import CRITICS, LIPSCHITZ_MODES, Critic, ProjectionHead, build_critic
 from xmodal.objectives.gather import all_gather_with_grad
 from xmodal.objectives.memory_bank import MemoryBank
-from xmodal.objectives.sinkhorn import TransportResult
+from xmodal.objectives.sinkhorn import TransportNotConverged, TransportResult
 from xmodal.objectives.transport import TRANSPORT_METHODS, solve_transport
 
 __all__ = ["WCoRDLoss", "NEGATIVE_MODES", "SHARING_MODES"]
@@ -147,14 +151,18 @@ class WCoRDLoss(nn.Module):
         momentum: memory-bank momentum ``mu`` in [0, 1] (choice, 0.5).
         lambda_global: weight of the global (dual) term, >= 0 (choice, 0.8).
         lambda_local: weight of the local (primal) term, >= 0 (choice, 0.1).
-        lipschitz: ``"spectral"`` (spectral-normalised heads and critic: the Wasserstein
-            critic), ``"gradient_penalty"`` (one-sided WGAN-GP penalty, see the module
-            docstring) or ``"none"`` (unconstrained: the InfoNCE/CRD-style ablation).
+        lipschitz: ``"spectral"`` (spectral-normalised heads onto the unit ball and
+            spectral-normalised critic: the Wasserstein critic), ``"gradient_penalty"``
+            (one-sided WGAN-GP penalty, heads onto the ball, see the module docstring) or
+            ``"none"`` (unconstrained heads onto the sphere: the InfoNCE/CRD-style ablation).
         critic: ``"dot"`` (``<u, v> / tau``), ``"bilinear"`` (``u^T W v / tau``) or ``"mlp"``
-            (``MLP([u; v]) / tau``), on L2-normalised projections.
+            (``MLP([u; v]) / tau``), on the projected embeddings.
         sinkhorn_eps: entropic regularisation of the local term, in cost units (choice, 0.05).
         sinkhorn_iters: maximum solver iterations of the local term (choice, 100).
-        sinkhorn_tol: solver early-stop tolerance on the marginals (choice, 1e-4).
+        sinkhorn_tol: solver early-stop tolerance on the marginals, **relative** to the mass per
+            point ``1/B`` (the solver gets ``sinkhorn_tol / B``; choice, 1e-4). A solver that
+            stops above it warns once per loss object (:class:`TransportNotConverged`); the
+            relative error is the forward dict's ``"marginal_error"`` either way.
         local_solver: ``"sinkhorn"`` (entropic plan, log domain, reg ``sinkhorn_eps``) or
             ``"ipot"`` (proximal point iterations approaching the unregularised plan, step
             ``ipot_beta``), keyword-only.
@@ -282,21 +290,24 @@ class WCoRDLoss(nn.Module):
         self.local_reg = float(sinkhorn_eps) if local_solver == "sinkhorn" else float(ipot_beta)
 
         spectral = lipschitz == "spectral"
+        # The ball keeps the heads 1-Lipschitz; the sphere (1/|z|-Lipschitz) only for the ablation.
+        onto = "sphere" if lipschitz == "none" else "ball"
         with torch.random.fork_rng(devices=[]):  # reproducible heads without reseeding the caller
             torch.manual_seed(seed)
-            self.teacher_head = ProjectionHead(teacher_dim, embed_dim, spectral=spectral)
-            self.student_head = ProjectionHead(student_dim, embed_dim, spectral=spectral)
+            self.teacher_head = ProjectionHead(teacher_dim, embed_dim, spectral=spectral, onto=onto)
+            self.student_head = ProjectionHead(student_dim, embed_dim, spectral=spectral, onto=onto)
             self.critic: Critic = build_critic(
                 critic, embed_dim, tau, spectral=spectral, hidden=critic_hidden
             )
         self.teacher_bank: MemoryBank | None = None
         self.student_bank: MemoryBank | None = None
         if self.lambda_global > 0:
-            bank = dict(size=num_samples, dim=embed_dim, momentum=momentum, labels=sample_labels)
+            bank = dict(size=num_samples, dim=embed_dim, momentum=momentum, labels=sample_labels, onto=onto)
             self.teacher_bank = MemoryBank(**bank, seed=seed)
             self.student_bank = MemoryBank(**bank, seed=seed + 1)
         self._negative_generator = torch.Generator().manual_seed(seed + 2)
         self.last_transport: TransportResult | None = None
+        self._warned_unconverged = False
 
     def hparams(self) -> dict[str, Any]:
         """Every hyperparameter by name: all constructor arguments except the data tensor
@@ -308,6 +319,16 @@ class WCoRDLoss(nn.Module):
         return ", ".join(f"{k}={v}" for k, v in self._hparams.items())
 
     # ------------------------------------------------------------------ forward
+
+    def score(self, teacher_features: Tensor, student_features: Tensor) -> Tensor:
+        """The critic on the positive pairs, ``g(t_i, s_i)`` ``[B]`` float32, as a function of
+        the raw features ``[B, Dt]`` and ``[B, Ds]`` (heads, projection and critic; differentiable
+        in both). Under ``lipschitz="spectral"`` it is ``1/tau``-Lipschitz in each argument."""
+        with parametrize.cached(), torch.autocast(device_type=teacher_features.device.type, enabled=False):
+            dtype = next(self.teacher_head.parameters()).dtype
+            u = self.teacher_head(teacher_features.to(dtype))
+            v = self.student_head(student_features.to(dtype))
+            return self.critic(u, v)
 
     def forward(
         self,
@@ -333,8 +354,10 @@ class WCoRDLoss(nn.Module):
             ``{"loss": lambda_global * global + lambda_local * local + penalty, "global": ...,
             "local": ..., "penalty": ...}`` (scalars, float32; a skipped term is a constant 0;
             ``penalty`` is the gradient penalty times ``gp_weight``, 0 unless
-            ``lipschitz="gradient_penalty"``) plus ``"teacher_embed"`` and ``"student_embed"``:
-            the batch's unit-norm embeddings ``[B, d]``, detached, for :meth:`update_memory`
+            ``lipschitz="gradient_penalty"``), ``"marginal_error"`` (the local solver's marginal
+            error relative to the mass per point ``1/B``; 0 without the local term) plus
+            ``"teacher_embed"`` and ``"student_embed"``:
+            the batch's embeddings (norm <= 1) ``[B, d]``, detached, for :meth:`update_memory`
             after the optimiser step.
         """
         if teacher_features.dim() != 2 or student_features.dim() != 2:
@@ -361,8 +384,8 @@ class WCoRDLoss(nn.Module):
         with parametrize.cached():
             # Match the heads' parameter dtype (autocast, if active, still picks the matmul dtype).
             dtype = next(self.teacher_head.parameters()).dtype
-            u = self.teacher_head(teacher_features.detach().to(dtype))  # [B, d] float32, unit norm
-            v = self.student_head(student_features.to(dtype))  # [B, d] float32, unit norm
+            u = self.teacher_head(teacher_features.detach().to(dtype))  # [B, d] float32, norm <= 1
+            v = self.student_head(student_features.to(dtype))  # [B, d] float32, norm <= 1
             zero = u.new_zeros(())
             # Scores with 1/tau ~ 14 lose ~0.05 nats per logit in bf16; compute the terms in float32.
             with torch.autocast(device_type=u.device.type, enabled=False):
@@ -379,6 +402,8 @@ class WCoRDLoss(nn.Module):
             "global": global_term,
             "local": local_term,
             "penalty": penalty,
+            "marginal_error": zero if self.last_transport is None or self.lambda_local == 0
+            else zero.new_tensor(self.last_transport.relative_marginal_error),
             "teacher_embed": u.detach(),
             "student_embed": v.detach(),
         }
@@ -415,8 +440,8 @@ class WCoRDLoss(nn.Module):
         """Symmetric dual (contrastive) term, scalar in nats.
 
         Args:
-            u: teacher embeddings ``[B, d]`` (unit norm, carrying gradient into ``h_T``).
-            v: student embeddings ``[B, d]`` (unit norm, carrying gradient).
+            u: teacher embeddings ``[B, d]`` (norm <= 1, carrying gradient into ``h_T``).
+            v: student embeddings ``[B, d]`` (norm <= 1, carrying gradient).
             indices: ``[B]`` dataset indices, excluded from the sampled negatives.
             negatives: bank rows ``[K]`` (shared) or ``[B, K]`` (per anchor) instead of sampling.
             labels: ``[B]`` anchor classes for ``negatives="other_class"`` (default: the banks'
@@ -462,7 +487,7 @@ class WCoRDLoss(nn.Module):
         """One-sided gradient penalty at the positive pairs, times ``gp_weight`` (scalar).
 
         ``gp_weight * mean_i [(|grad_t g(t_i, s_i)| - 1/tau)_+^2 + (|grad_s g(t_i, s_i)| - 1/tau)_+^2]``
-        with ``g(t, s) = critic(h_T(t)/|.|, h_S(s)/|.|)``, the gradient taken w.r.t. detached
+        with ``g(t, s) = critic(P(h_T(t)), P(h_S(s)))``, the gradient taken w.r.t. detached
         float32 copies of the features with ``create_graph=True`` when grad mode is on (so the
         penalty trains the heads and the critic, not the student encoder). Under ``no_grad`` it
         is evaluated (detached) for monitoring; under ``inference_mode`` it is 0.
@@ -492,9 +517,19 @@ class WCoRDLoss(nn.Module):
         if self.local_scope == "global":
             u, v = all_gather_with_grad(u), all_gather_with_grad(v)  # [world * B, d]
         cost = 1.0 - u @ v.t()  # [B, B]
+        # Relative tolerance: an absolute 1e-4 would allow 10 % of a point's mass at B = 1024.
+        tol = self.sinkhorn_tol / max(cost.shape)
         result = solve_transport(cost, self.local_solver, reg=self.local_reg,  # type: ignore[arg-type]
-                                 max_iters=self.sinkhorn_iters, tol=self.sinkhorn_tol)
+                                 max_iters=self.sinkhorn_iters, tol=tol)
         self.last_transport = result
+        if tol > 0 and not result.converged and not self._warned_unconverged:
+            self._warned_unconverged = True  # once per run: the error is logged every step anyway
+            warnings.warn(
+                f"WCoRD local term: {self.local_solver} stopped after {result.iterations} iterations "
+                f"with marginal error {result.relative_marginal_error:.3g} x (1/B), above "
+                f"sinkhorn_tol={self.sinkhorn_tol:g}; raise sinkhorn_iters or sinkhorn_eps "
+                "(the marginal error is logged as 'marginal_error' in the training history)",
+                TransportNotConverged, stacklevel=2)
         return (result.plan * cost).sum()
 
     # ------------------------------------------------------------------ memory

@@ -10,6 +10,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from xmodal.data.cifar100_source import CIFAR100Config
 from xmodal.data.nyu.config import NYUDepthConfig
 from xmodal.data.scenes import ScenesConfig
 from xmodal.evaluation.linear_probe import LinearProbeConfig
@@ -26,11 +27,13 @@ class DataConfig:
         name: registered dataset (``xmodal list datasets``).
         scenes: options of the embedded ``scenes`` dataset.
         nyu_depth: options of ``nyu-depth`` (NYU-Depth V2 labeled file).
+        cifar100: options of ``cifar100`` (the compression setting).
     """
 
     name: str = "scenes"
     scenes: ScenesConfig = field(default_factory=ScenesConfig)
     nyu_depth: NYUDepthConfig = field(default_factory=NYUDepthConfig)
+    cifar100: CIFAR100Config = field(default_factory=CIFAR100Config)
 
     def options(self) -> Any:
         """The options section of the selected dataset."""
@@ -50,9 +53,16 @@ class EncoderConfig:
 
 @dataclass
 class TeacherConfig:
-    """The teacher: trained with labels on ``modality`` (frozen during distillation)."""
+    """The teacher: trained with labels on ``modality`` (frozen during distillation).
+
+    Attributes:
+        checkpoint: a folder with a trained teacher's ``encoder.pt`` (and ``classifier.pt`` for
+            logit-based methods), e.g. ``runs/cifar100/teacher/seed0`` of an earlier run: used
+            for every seed instead of training one. Empty (default): train it.
+    """
 
     modality: str = "rgb"
+    checkpoint: str = ""
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from xmodal.core.errors import ConfigError
-from xmodal.data.augment import random_hflip
+from xmodal.data.augment import random_crop, random_hflip
 from xmodal.encoders.base import Encoder
 
 
@@ -29,20 +29,24 @@ class DistillationTask(nn.Module):
         hflip: mirror student inputs left-right at random while training
             (:func:`~xmodal.data.augment.random_hflip`); needs an image-aligned modality.
         seed: seeds the augmentation's generator.
+        crop_padding: padded random crop of student inputs while training
+            (:func:`~xmodal.data.augment.random_crop`); 0 disables; image-aligned modalities.
     """
 
     def __init__(self, student: Encoder, objective: nn.Module,
                  teacher_features: Tensor | None = None, hflip: bool = False,
-                 seed: int = 0) -> None:
+                 seed: int = 0, crop_padding: int = 0) -> None:
         super().__init__()
         self.student = student
         self.objective = objective
         self.modality = student.modality
         self.register_buffer("teacher_features", teacher_features, persistent=False)
         self.hflip = hflip
-        if hflip and not getattr(student.frontend, "image_aligned", False):
-            raise ConfigError(f"optim.hflip mirrors images, but modality '{self.modality}' is not "
-                              "image-aligned; set optim.hflip=false for it")
+        self.crop_padding = crop_padding
+        for key, on in (("hflip", hflip), ("crop_padding", crop_padding > 0)):
+            if on and not getattr(student.frontend, "image_aligned", False):
+                raise ConfigError(f"optim.{key} augments images, but modality '{self.modality}' is not "
+                                  f"image-aligned; turn optim.{key} off for it")
         self._negate = getattr(student.frontend, "mirror_negates_channel", None)
         self._flip_generator = torch.Generator().manual_seed(seed + 7)
 
@@ -50,6 +54,8 @@ class DistillationTask(nn.Module):
         inputs = batch[self.modality]
         if self.hflip and self.training:
             inputs = random_hflip(inputs, self._flip_generator, negate_channel=self._negate)
+        if self.crop_padding and self.training:  # the flip generator also draws the offsets
+            inputs = random_crop(inputs, self._flip_generator, self.crop_padding)
         features = self.student(inputs)
         teacher = None
         if self.teacher_features is not None:

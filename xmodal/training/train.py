@@ -80,7 +80,7 @@ def train_encoder(encoder: Encoder, method: Method, method_config: Any, optim: O
     except ValueError as exc:  # a method that cannot run on this set-up: a user's choice to fix
         raise ConfigError(f"method '{method.name}': {exc}") from None
     task = DistillationTask(encoder, objective, teacher_features if method.uses_teacher else None,
-                            hflip=optim.hflip, seed=seed)
+                            hflip=optim.hflip, seed=seed, crop_padding=optim.crop_padding)
     loader = make_loader(train, optim.batch_size, shuffle=True, seed=seed,
                          drop_last=len(train) > optim.batch_size)
     history = fit(task, loader, optim, accelerator, description=description, console=console,

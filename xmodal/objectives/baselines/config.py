@@ -94,6 +94,15 @@ class CRDConfig:
         tau: temperature of the scores ``exp(<u, v> / tau)``; 0.07.
         momentum: memory-bank momentum in [0, 1); 0.5.
         weight: weight of the (two-direction) NCE loss (> 0); 0.8 (CRD's beta).
+        negatives: ``uniform`` (any row outside the batch) or ``other_class`` (only rows of
+            another class than the anchor's; needs labels).
+        sharing: ``batch`` (one set of K rows scored by every anchor; under ``other_class`` the
+            anchor's own class is masked out of it) or ``anchor`` (K rows drawn per anchor).
+        replacement: draw with replacement (True) or without (False, default).
+            RepDistiller's CIFAR-100 sampler, which the WCoRD paper compares against, is
+            ``negatives=other_class, sharing=anchor, replacement=False``.
+        alpha: weight of a cross-entropy on labels through a linear student classifier (>= 0);
+            0 (default) keeps CRD label-free; CRD's CIFAR recipe trains ``CE + 0.8 * NCE``, i.e. 1.
     """
 
     embed_dim: int = 128
@@ -101,6 +110,10 @@ class CRDConfig:
     tau: float = 0.07
     momentum: float = 0.5
     weight: float = 0.8
+    negatives: str = "uniform"
+    sharing: str = "batch"
+    replacement: bool = False
+    alpha: float = 0.0
 
     def __post_init__(self) -> None:
         momentum_ok = _is_number(self.momentum) and 0 <= self.momentum < 1
@@ -110,6 +123,10 @@ class CRDConfig:
             "tau": _positive(self.tau),
             "momentum": (momentum_ok, "a number in [0, 1)"),
             "weight": _positive(self.weight),
+            "negatives": (self.negatives in ("uniform", "other_class"), "uniform or other_class"),
+            "sharing": (self.sharing in ("batch", "anchor"), "batch or anchor"),
+            "replacement": (isinstance(self.replacement, bool), "true or false"),
+            "alpha": _non_negative(self.alpha),
         }, self)
 
 

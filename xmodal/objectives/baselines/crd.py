@@ -29,10 +29,16 @@ Design decisions (documented here because they differ from, or are not fixed by,
   ``z_student`` (``-1`` until estimated; part of the ``state_dict`` so a resumed run keeps it).
   Under ``torch.distributed`` the per-process means are averaged (one all-reduce, first step
   only) so every replica uses the same ``Z``.
-* **Negatives**: ``K`` bank rows drawn uniformly without replacement per batch, **shared by all
-  anchors** (one ``[B, d] x [d, K]`` product, as WCoRD does; the reference draws ``K`` per
-  anchor), excluding the batch's own indices; ``K = min(num_negatives, N - 1)`` and at most
-  ``N - #distinct(indices)`` in a step. The noise term uses the ``K`` actually drawn.
+* **Negatives** (:class:`CRDConfig` ``negatives``, ``sharing``, ``replacement``): by default
+  ``K`` bank rows drawn uniformly without replacement per batch, **shared by all anchors** (one
+  ``[B, d] x [d, K]`` product, as WCoRD does), excluding the batch's own indices;
+  ``K = min(num_negatives, N - 1)`` and at most ``N - #distinct(indices)`` in a step.
+  ``sharing=anchor`` draws ``K`` rows per anchor; ``negatives=other_class`` draws them only
+  from other classes (per anchor), or, shared, masks the anchor's class out of the shared set
+  (a masked negative's NCE term is 0 and it is left out of ``Z``). RepDistiller's CIFAR-100
+  sampler (the numbers the WCoRD paper compares against) is ``other_class``, ``anchor``,
+  without replacement; as there, per-anchor other-class draws may include other rows of the
+  batch, and without replacement ``K`` is capped at the fewest other-class rows of any anchor. The noise term uses the ``K`` actually drawn.
 * **Positives** are the current pair ``<u_i, v_i>`` (gradient into both heads and the student),
   as in WCoRD's global term; CRD's reference reads the positive's *bank* row instead.
 * Banks are read without gradient and updated after the optimiser step via
@@ -54,6 +60,7 @@ from xmodal.objectives.baselines.config import CRDConfig
 from xmodal.objectives.critic import ProjectionHead
 from xmodal.objectives.gather import world_size
 from xmodal.objectives.memory_bank import MemoryBank
+from xmodal.objectives.task_terms import LabelTerms
 
 __all__ = ["CRDObjective", "nce_loss"]
 
@@ -95,6 +102,8 @@ class CRDObjective(nn.Module):
         num_samples: training-set size ``N`` (bank rows), >= 2.
         config: :class:`CRDConfig`.
         seed: seeds the heads (without touching the global RNG), the banks and the sampling.
+        sample_labels: ``[N]`` class of every training sample; needed by ``negatives=other_class``.
+        num_classes: classes of the student classifier used when ``config.alpha > 0``.
 
     Attributes:
         teacher_head, student_head: linear :class:`ProjectionHead` (no spectral norm).
@@ -108,13 +117,17 @@ class CRDObjective(nn.Module):
     z_student: Tensor
 
     def __init__(self, teacher_dim: int, student_dim: int, num_samples: int,
-                 config: CRDConfig | None = None, seed: int = 0) -> None:
+                 config: CRDConfig | None = None, seed: int = 0,
+                 sample_labels: Tensor | None = None, num_classes: int | None = None) -> None:
         super().__init__()
         config = config if config is not None else CRDConfig()
         for name, value, low in (("teacher_dim", teacher_dim, 1), ("student_dim", student_dim, 1),
                                  ("num_samples", num_samples, 2), ("seed", seed, 0)):
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
                 raise ValueError(f"CRDObjective: {name} must be an int >= {low}, got {value!r}")
+        if config.negatives == "other_class" and sample_labels is None:
+            raise ValueError("CRDObjective: negatives=other_class needs sample_labels (the [N] labels "
+                             "of the training split); use negatives=uniform on unlabelled data")
         self.config = config
         self.num_samples = num_samples
         self.tau = float(config.tau)
@@ -124,11 +137,22 @@ class CRDObjective(nn.Module):
             torch.manual_seed(seed)
             self.teacher_head = ProjectionHead(teacher_dim, config.embed_dim, spectral=False)
             self.student_head = ProjectionHead(student_dim, config.embed_dim, spectral=False)
-        self.teacher_bank = MemoryBank(num_samples, config.embed_dim, config.momentum, seed=seed)
+        labels = sample_labels if config.negatives == "other_class" else None
+        self.teacher_bank = MemoryBank(num_samples, config.embed_dim, config.momentum, seed=seed, labels=labels)
         self.student_bank = MemoryBank(num_samples, config.embed_dim, config.momentum, seed=seed + 1)
+        self.label_terms: LabelTerms | None = None
+        if config.alpha > 0:
+            if num_classes is None:
+                raise ValueError("CRDObjective: alpha > 0 needs num_classes (a student classifier)")
+            self.label_terms = LabelTerms(student_dim, num_classes, config.alpha, 0.0, seed=seed)
         self.register_buffer("z_teacher", torch.tensor(-1.0))
         self.register_buffer("z_student", torch.tensor(-1.0))
         self._negative_generator = torch.Generator().manual_seed(seed + 2)
+
+    @property
+    def classifier(self) -> nn.Linear | None:
+        """The student classifier of the ``alpha`` cross-entropy, or None."""
+        return None if self.label_terms is None else self.label_terms.classifier
 
     @property
     def z_estimated(self) -> bool:
@@ -136,13 +160,25 @@ class CRDObjective(nn.Module):
         return bool(self.z_teacher > 0) and bool(self.z_student > 0)
 
     def sample_negatives(self, indices: Tensor) -> Tensor:
-        """``[K]`` distinct bank rows drawn uniformly outside the batch's ``indices``."""
+        """Bank rows outside the batch's ``indices`` per the config: ``[K]`` shared or ``[B, K]``
+        per anchor (see the module docstring)."""
+        cfg, bank, gen = self.config, self.teacher_bank, self._negative_generator
         distinct = int(torch.unique(indices.detach()).numel())
         k = min(self.num_negatives_effective, self.num_samples - distinct)
         if k < 1:
             raise ValueError(f"CRDObjective: a batch with {distinct} distinct indices leaves no negatives "
                              f"among num_samples={self.num_samples}; use num_samples > batch size")
-        return self.teacher_bank.sample_negatives(k, exclude=indices, generator=self._negative_generator)
+        if cfg.sharing == "batch":
+            if cfg.replacement:
+                return bank.sample_negatives_per_anchor(k, 1, exclude=indices, generator=gen)[0]
+            return bank.sample_negatives(k, exclude=indices, generator=gen)
+        if cfg.negatives == "other_class":
+            anchor_labels = bank.labels_of(indices)
+            if not cfg.replacement:
+                k = min(k, bank.fewest_other_class_rows(anchor_labels))
+            return bank.sample_other_class(k, anchor_labels, cfg.replacement, generator=gen)
+        return bank.sample_negatives_per_anchor(k, indices.shape[0], exclude=indices, generator=gen,
+                                                replacement=cfg.replacement)
 
     def forward(self, student: Tensor, teacher: Tensor | None, labels: Tensor, indices: Tensor,
                 negatives: Tensor | None = None) -> dict[str, Tensor]:
@@ -151,10 +187,10 @@ class CRDObjective(nn.Module):
         Args:
             student: ``[B, Ds]`` student features (gradient flows).
             teacher: ``[B, Dt]`` frozen teacher features (detached here).
-            labels: ignored.
+            labels: ``[B]`` classes, read only when ``config.alpha > 0`` (cross-entropy).
             indices: ``[B]`` long dataset indices (bank rows; excluded from the negatives).
-            negatives: optional ``[K]`` long bank rows used as the shared negatives instead of
-                sampling (tests, custom samplers).
+            negatives: optional long bank rows used instead of sampling (tests, custom
+                samplers): ``[K]`` shared or ``[B, K]`` per anchor.
 
         Returns:
             ``loss``, ``nce_teacher_anchor``, ``nce_student_anchor`` (scalars) and the detached
@@ -170,36 +206,54 @@ class CRDObjective(nn.Module):
             raise ValueError(f"CRDObjective: indices must be an integer tensor, got {indices.dtype}")
         if negatives is None:
             negatives = self.sample_negatives(indices)
-        elif negatives.dim() != 1 or negatives.dtype != torch.long or negatives.numel() == 0:
-            raise ValueError(f"CRDObjective: negatives must be a non-empty [K] long tensor, got "
+        elif (negatives.dim() not in (1, 2) or negatives.dtype != torch.long or negatives.shape[-1] == 0
+              or (negatives.dim() == 2 and negatives.shape[0] != student.shape[0])):
+            raise ValueError(f"CRDObjective: negatives must be a non-empty [K] or [B, K] long tensor, got "
                              f"{negatives.dtype} {tuple(negatives.shape)}")
         dtype = self.teacher_head.linear.weight.dtype
         u = self.teacher_head(teacher.detach().to(dtype))  # [B, d] float32, unit norm
         v = self.student_head(student.to(dtype))
         negatives = negatives.to(self.teacher_bank.memory.device)
-        k = negatives.numel()
+        k = negatives.shape[-1]
         with torch.autocast(device_type=u.device.type, enabled=False):
-            bank_t = self.teacher_bank.memory[negatives].to(u.dtype)  # [K, d], no gradient
+            bank_t = self.teacher_bank.memory[negatives].to(u.dtype)  # [K, d] or [B, K, d], no gradient
             bank_s = self.student_bank.memory[negatives].to(u.dtype)
             positive = (u * v).sum(1) / self.tau  # [B] log of the unnormalised score
-            negative_t = u @ bank_s.t() / self.tau  # [B, K] teacher anchors vs student bank
-            negative_s = v @ bank_t.t() / self.tau  # [B, K] student anchors vs teacher bank
+            if negatives.dim() == 1:
+                negative_t = u @ bank_s.t() / self.tau  # [B, K] teacher anchors vs student bank
+                negative_s = v @ bank_t.t() / self.tau  # [B, K] student anchors vs teacher bank
+            else:
+                negative_t = torch.bmm(bank_s, u.unsqueeze(-1)).squeeze(-1) / self.tau
+                negative_s = torch.bmm(bank_t, v.unsqueeze(-1)).squeeze(-1) / self.tau
+            if self.config.negatives == "other_class":  # shared sets still hold same-class rows
+                anchor_labels = self.teacher_bank.labels_of(indices).unsqueeze(1)  # [B, 1]
+                same = self.teacher_bank.labels_of(negatives) == anchor_labels  # [B, K]
+                negative_t = negative_t.masked_fill(same, -math.inf)
+                negative_s = negative_s.masked_fill(same, -math.inf)
             if not self.z_estimated:
                 self._estimate_z(positive, negative_t, negative_s)
             log_noise = math.log(k / self.num_samples)
             loss_t = nce_loss(positive - self.z_teacher.log(), negative_t - self.z_teacher.log(), log_noise)
             loss_s = nce_loss(positive - self.z_student.log(), negative_s - self.z_student.log(), log_noise)
             total = self.weight * (loss_t + loss_s)
-        return {"loss": total, "nce_teacher_anchor": loss_t.detach(), "nce_student_anchor": loss_s.detach(),
-                "teacher_embed": u.detach(), "student_embed": v.detach()}
+        out = {"loss": total, "nce_teacher_anchor": loss_t.detach(), "nce_student_anchor": loss_s.detach(),
+               "teacher_embed": u.detach(), "student_embed": v.detach()}
+        if self.label_terms is not None:
+            terms = self.label_terms(student, labels, indices)
+            out = {**out, **terms, "loss": total + terms["loss"]}
+        return out
 
     @torch.no_grad()
     def _estimate_z(self, positive: Tensor, negative_t: Tensor, negative_s: Tensor) -> None:
-        """``Z = N * mean(exp(scores))`` over the batch's ``[B, K + 1]`` scores, per direction."""
-        means = torch.stack([
-            torch.cat([positive.unsqueeze(1), negative_t], 1).exp().mean(),
-            torch.cat([positive.unsqueeze(1), negative_s], 1).exp().mean(),
-        ]).to(self.z_teacher)
+        """``Z = N * mean(exp(scores))`` over the batch's ``[B, K + 1]`` scores, per direction
+        (masked negatives, ``-inf``, left out)."""
+
+        def mean_exp(negative: Tensor) -> Tensor:
+            scores = torch.cat([positive.unsqueeze(1), negative], 1)
+            finite = torch.isfinite(scores)
+            return scores.exp().sum() / finite.sum()
+
+        means = torch.stack([mean_exp(negative_t), mean_exp(negative_s)]).to(self.z_teacher)
         means = _mean_across_processes(means)
         self.z_teacher.fill_(float(means[0]) * self.num_samples)
         self.z_student.fill_(float(means[1]) * self.num_samples)

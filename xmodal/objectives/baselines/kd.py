@@ -24,16 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xmodal.objectives.baselines.config import KDConfig
+from xmodal.objectives.task_terms import kd_loss
 
 __all__ = ["KDObjective", "kd_loss"]
-
-
-def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
-    """``T^2 * KL(softmax(t / T) || softmax(s / T))``, batchmean, float32 (``[B, C]`` each)."""
-    log_p_s = F.log_softmax(student_logits.float() / temperature, dim=1)
-    log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=1)
-    kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
-    return kl * temperature**2
 
 
 class KDObjective(nn.Module):

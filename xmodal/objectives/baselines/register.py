@@ -48,8 +48,10 @@ def _build_kd(ctx: ObjectiveContext, cfg: KDConfig) -> KDObjective:
 
 def _build_crd(ctx: ObjectiveContext, cfg: CRDConfig) -> CRDObjective:
     check_room_for_negatives(ctx, "crd")
+    if cfg.negatives == "other_class" and ctx.train_labels is None:
+        raise ValueError("crd.negatives=other_class needs labels; use crd.negatives=uniform")
     return CRDObjective(_teacher_dim(ctx, "crd"), ctx.student_dim, ctx.num_samples, cfg,
-                        seed=ctx.seed)
+                        seed=ctx.seed, sample_labels=ctx.train_labels, num_classes=ctx.num_classes)
 
 
 BASELINE_METHODS: tuple[Method, ...] = (

@@ -1,3 +1,3 @@
 """Registered pipeline stages; a pipeline spec lists them by name."""
 
-from xmodal.pipelines.stages import distill, preprocess, probe, report, teacher  # noqa: F401
+from xmodal.pipelines.stages import classify, distill, preprocess, probe, report, teacher  # noqa: F401

@@ -13,8 +13,9 @@ from xmodal.core.registries import STAGES
 from xmodal.evaluation.features import extract_features
 from xmodal.pipelines.context import RunContext
 from xmodal.pipelines.stages.common import check_modality, trained_encoder_unit
+from xmodal.core.errors import ConfigError
 from xmodal.training.checkpoint import (file_digest, load_checkpoint, load_encoder, load_keyed,
-                                       save_keyed)
+                                       save_atomic, save_keyed)
 
 
 @STAGES.register("teacher", "train the teacher encoder and cache its features")
@@ -24,10 +25,13 @@ def teacher(ctx: RunContext) -> None:
     ctx.state["teachers"] = {}
     ctx.state.setdefault("models", [])
     for seed in ctx.config.seeds:
-        model = trained_encoder_unit(ctx, ("teacher", f"seed{seed}"), modality=cfg.modality,
-                                     encoder_cfg=cfg.encoder, optim=cfg.optim,
-                                     method_name="supervised", method_cfg=None, seed=seed,
-                                     teacher=None, role="teacher")
+        if cfg.checkpoint:
+            model = _loaded_teacher(ctx, Path(cfg.checkpoint), seed)
+        else:
+            model = trained_encoder_unit(ctx, ("teacher", f"seed{seed}"), modality=cfg.modality,
+                                         encoder_cfg=cfg.encoder, optim=cfg.optim,
+                                         method_name="supervised", method_cfg=None, seed=seed,
+                                         teacher=None, role="teacher")
         model["method"] = "teacher"
         directory = Path(model["directory"])
         classifier_file = directory / "classifier.pt"
@@ -59,3 +63,22 @@ def teacher(ctx: RunContext) -> None:
                                 "diverged; lower teacher.optim.lr and delete that folder")
         ctx.state["teachers"][seed] = {"key": model["digest"], **outputs}
         ctx.state["models"].append(model)
+
+
+def _loaded_teacher(ctx: RunContext, folder: Path, seed: int) -> dict:
+    """The model record of a teacher trained elsewhere (``teacher.checkpoint``), its classifier
+    copied into this run's teacher folder so the cached outputs live with the run."""
+    checkpoint = folder / "encoder.pt"
+    if not checkpoint.is_file():
+        raise ConfigError(f"teacher.checkpoint: no encoder.pt in '{folder}'; point it at the "
+                          "teacher folder of an earlier run (e.g. runs/cifar100/teacher/seed0)")
+    directory = ctx.run_dir / "teacher" / f"seed{seed}"
+    if ctx.accelerator.is_main_process:
+        directory.mkdir(parents=True, exist_ok=True)
+        if (folder / "classifier.pt").is_file():
+            save_atomic(load_checkpoint(folder / "classifier.pt"), directory / "classifier.pt")
+    ctx.accelerator.wait_for_everyone()
+    return {"seed": seed, "modality": ctx.config.teacher.modality, "role": "teacher",
+            "directory": str(directory), "encoder": ctx.config.teacher.encoder.name,
+            "checkpoint": str(checkpoint), "digest": file_digest(checkpoint),
+            "key": file_digest(checkpoint), "hparams": {"checkpoint": str(checkpoint)}, "teacher": None}

@@ -1,0 +1,128 @@
+"""CIFAR-100 as a registered dataset source, ``cifar100``: the compression setting of the
+WCoRD paper (resnet32x4 -> resnet8x4 on the same RGB images).
+
+The files are read with torchvision's reader (``torchvision.datasets.CIFAR100``) from the
+folder that holds ``cifar-100-python/`` (``train``, ``test``, ``meta``: pickled batches, the
+official format), downloaded there first where there is network (``download``). Preparation
+copies the images (uint8 ``[N, 32, 32, 3]``) and fine labels into the run's HDF5 cache.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from xmodal.core.errors import DataError
+from xmodal.core.registries import DATASETS
+from xmodal.data.arrays import ArrayDataset
+from xmodal.data.source import LoadedDataset
+
+__all__ = ["CIFAR100Config", "CIFAR100Source"]
+
+_FOLDER = "cifar-100-python"
+_FILES = ("train", "test", "meta")
+
+
+@dataclass
+class CIFAR100Config:
+    """Options of the ``cifar100`` dataset.
+
+    Attributes:
+        path: the folder holding (or to receive) ``cifar-100-python/``; also
+            ``xmodal run cifar100 --data DIR``.
+        download: fetch the archive with torchvision when the files are missing (needs network).
+        verify_md5: check the files against torchvision's published MD5 sums (off only for
+            hand-made test folders in the same format).
+        max_train, max_test: keep only the first N images of a split (0 = all), for trials.
+    """
+
+    path: str = ""
+    download: bool = True
+    verify_md5: bool = True
+    max_train: int = 0
+    max_test: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_train < 0 or self.max_test < 0:
+            raise ValueError(f"max_train and max_test must be >= 0, got {self.max_train}, {self.max_test}")
+
+
+def _reader(verify_md5: bool):
+    """torchvision's CIFAR100 class, or a subclass that checks presence instead of MD5 sums."""
+    from torchvision.datasets import CIFAR100
+
+    if verify_md5:
+        return CIFAR100
+
+    class UncheckedCIFAR100(CIFAR100):
+        train_list = [[name, None] for name, _ in CIFAR100.train_list]
+        test_list = [[name, None] for name, _ in CIFAR100.test_list]
+        meta = {**CIFAR100.meta, "md5": None}
+
+    return UncheckedCIFAR100
+
+
+def _root(options: CIFAR100Config) -> Path:
+    if not options.path:
+        raise DataError("cifar100: no data folder; pass --data DIR (the folder holding "
+                        f"{_FOLDER}/, or an empty one to download into)")
+    return Path(options.path).expanduser()
+
+
+@DATASETS.register("cifar100")
+class CIFAR100Source:
+    """CIFAR-100: 32x32 RGB images, 100 fine classes, 50 000 train / 10 000 test."""
+
+    name = "cifar100"
+    modalities = ("rgb",)
+    options_type = CIFAR100Config
+
+    def fingerprint(self, options: CIFAR100Config) -> dict[str, object]:
+        """Size and mtime of each file (part of the data unit's cache key); empty before download."""
+        folder = _root(options) / _FOLDER
+        return {name: [(folder / name).stat().st_size, int((folder / name).stat().st_mtime)]
+                for name in _FILES if (folder / name).is_file()}
+
+    def prepare(self, options: CIFAR100Config, cache_path: Path,
+                progress: Callable[[int, int], None] | None = None) -> Path:
+        root = _root(options)
+        reader = _reader(options.verify_md5)
+        splits = {}
+        try:
+            for i, (split, limit) in enumerate((("train", options.max_train), ("test", options.max_test))):
+                data = reader(str(root), train=split == "train", download=options.download)
+                n = limit or len(data.data)
+                splits[split] = (np.ascontiguousarray(data.data[:n]), np.asarray(data.targets[:n], np.int64))
+                classes = list(data.classes)
+                if progress is not None:
+                    progress(i + 1, 2)
+        except (RuntimeError, OSError) as exc:  # torchvision: "Dataset not found or corrupted"
+            raise DataError(f"cifar100: cannot read {root / _FOLDER} ({exc}); put the official "
+                            f"cifar-100-python files there or set data.cifar100.download=true "
+                            "where there is network") from None
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_suffix(".tmp")
+        with h5py.File(tmp, "w") as f:
+            for split, (images, labels) in splits.items():
+                f.create_dataset(f"{split}/rgb", data=images)
+                f.create_dataset(f"{split}/label", data=labels)
+            f.attrs["classes"] = json.dumps(classes)
+        tmp.replace(cache_path)
+        return cache_path
+
+    def load(self, cache_path: Path) -> LoadedDataset:
+        try:
+            with h5py.File(cache_path, "r") as f:
+                splits = {split: ArrayDataset({"rgb": torch.from_numpy(f[split]["rgb"][()]),
+                                               "label": torch.from_numpy(f[split]["label"][()]).long()})
+                          for split in ("train", "test")}
+                classes = json.loads(f.attrs["classes"])
+        except (OSError, KeyError) as exc:
+            raise DataError(f"cifar100 cache '{cache_path}' is unreadable ({exc}); delete it and rerun") from None
+        return LoadedDataset(splits=splits, num_classes=len(classes), class_names=classes)

@@ -1,0 +1,47 @@
+"""Stage ``classify``: top-1 accuracy on the test split of each model's own classifier.
+
+The compression setting (``cifar100``) evaluates the student as a classifier, not through a
+probe: every model trained with a classifier (the teacher, ``supervised``, ``kd``, and ``crd``
+or ``wcord`` with ``alpha > 0``) is scored with it on the test images. Models without one
+(``none``, label-free methods) have no row. Rows use the probe stage's layout with
+``probe = "classifier"`` and ``metric = "top1"``, so ``report`` averages them over seeds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from xmodal.core.registries import STAGES
+from xmodal.evaluation.features import extract_features
+from xmodal.pipelines.context import RunContext
+from xmodal.training.checkpoint import load_checkpoint, load_encoder
+
+
+@STAGES.register("classify", "top-1 test accuracy of each model's own classifier")
+def classify(ctx: RunContext) -> None:
+    test = ctx.state["dataset"].splits["test"]
+    labels = test.tensors["label"]
+    rows: list[dict[str, Any]] = ctx.state.setdefault("rows", [])
+    for model in ctx.state.get("models", []):
+        classifier_file = Path(model["directory"]) / "classifier.pt"
+        if not classifier_file.is_file():
+            continue
+        unit = ctx.unit("classify", f"seed{model['seed']}", f"{model['modality']}-{model['method']}",
+                        inputs={"checkpoint": model["digest"], "data": ctx.state["data_key"],
+                                "classifier": str(classifier_file)})
+        record = unit.record()
+        if record is None:
+            features = extract_features(load_encoder(model["checkpoint"]), test,
+                                        device=ctx.accelerator.device)
+            state = load_checkpoint(classifier_file)
+            classifier = torch.nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
+            classifier.load_state_dict(state)
+            with torch.inference_mode():
+                predicted = classifier(features).argmax(1)
+            record = unit.finish({"top1": float((predicted == labels).float().mean()), "n": len(labels)})
+        rows.append({"modality": model["modality"], "method": model["method"], "probe": "classifier",
+                     "metric": "top1", "value": record["top1"], "seed": model["seed"],
+                     "encoder": model["encoder"], "role": model["role"], "hparams": model["hparams"]})
