@@ -1,13 +1,12 @@
-"""Summaries over seeds, the gap-closed ratio, and the SVG chart."""
+"""Summaries over seeds, the gap-closed ratio, the results figure and tables."""
 
 from __future__ import annotations
 
 import statistics
-import xml.etree.ElementTree as ET
 
 import pytest
 
-from xmodal.evaluation.plot import bar_chart_svg
+from xmodal.evaluation.figures import probe_results_figure
 from xmodal.evaluation.summary import gap_closed_per_seed, summarise
 
 
@@ -38,14 +37,18 @@ def test_gap_is_undefined_without_a_positive_gap():
     assert all(e["gap_closed"] is None for e in summarise(rows))
 
 
-def test_svg_chart_is_valid_and_bars_scale_with_values():
-    svg = bar_chart_svg(summarise(_rows()), title="t <&>")
-    root = ET.fromstring(svg)  # well-formed XML, escaped title
-    ns = "{http://www.w3.org/2000/svg}"
-    bars = {r.find(f"{ns}title").text.split(":")[0]: float(r.get("height"))
-            for r in root.iter(f"{ns}rect") if r.find(f"{ns}title") is not None}
-    assert bars["depth none"] / bars["depth supervised"] == pytest.approx(0.32 / 0.79, rel=1e-2)
-    assert "t &lt;&amp;&gt;" in svg
+def test_results_figure_bars_and_error_bars_match_the_summary(tmp_path):
+    from matplotlib.container import ErrorbarContainer
+
+    path = tmp_path / "results.png"
+    fig = probe_results_figure(summarise(_rows()), {"linear": "accuracy"}, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ax = fig.axes[0]
+    assert [p.get_height() for p in ax.patches] == pytest.approx([32.0, 79.0, 65.0])  # in %
+    spans = [c.lines[2][0].get_segments()[0][:, 1] for c in ax.containers
+             if isinstance(c, ErrorbarContainer)]
+    assert spans[0] == pytest.approx([32.0 - 100 * statistics.stdev([0.30, 0.34]),
+                                      32.0 + 100 * statistics.stdev([0.30, 0.34])])
 
 
 def test_results_tables_one_per_probe_with_the_headline_gap():

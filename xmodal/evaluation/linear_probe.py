@@ -72,7 +72,7 @@ def accuracies(logits: Tensor, y: Tensor, num_classes: int) -> tuple[float, floa
     return float(correct.mean()), float(torch.stack(per_class).mean())
 
 
-def _standardiser(reference: Tensor):
+def standardiser(reference: Tensor):
     """Function standardising features with ``reference``'s per-dimension mean and std."""
     mean, std = reference.double().mean(0), reference.double().std(0).clamp_min(1e-6)
     return lambda t: (t.double() - mean) / std
@@ -92,7 +92,7 @@ class LinearProbe:
         for name, feats in (("train", xtr), ("val", xva), ("test", xte)):
             if not torch.isfinite(feats).all():
                 raise ValueError(f"linear probe: {name} features contain NaN or inf")
-        norm = _standardiser(xtr)
+        norm = standardiser(xtr)
         best_acc, best_l2 = -1.0, self.config.l2_grid[0]
         for l2 in self.config.l2_grid:
             w, b = fit_logistic(norm(xtr), ytr, num_classes, l2, self.config.max_iter)
@@ -100,7 +100,7 @@ class LinearProbe:
             if acc > best_acc:
                 best_acc, best_l2 = acc, l2
         x_all, y_all = torch.cat([xtr, xva]), torch.cat([ytr, yva])
-        norm = _standardiser(x_all)
+        norm = standardiser(x_all)
         w, b = fit_logistic(norm(x_all), y_all, num_classes, best_l2, self.config.max_iter)
         acc, mca = accuracies(norm(xte) @ w + b, yte, num_classes)
         return ProbeResult(accuracy=acc, mean_class_accuracy=mca, val_accuracy=best_acc, l2=best_l2)

@@ -24,7 +24,8 @@ class TrainingDiverged(XmodalError):
 def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerator: Accelerator,
         description: str = "train", console: Any = None, state_path: Path | None = None,
         state_key: str = "") -> list[dict[str, float]]:
-    """Train ``task`` in place for ``cfg.epochs`` epochs; returns per-epoch mean metrics.
+    """Train ``task`` in place for ``cfg.epochs`` epochs; returns per-epoch mean metrics
+    (every scalar the objective returns, and ``lr``, the mean learning rate of the epoch's steps).
 
     With ``state_path``, the full training state is saved there after every epoch (main
     process) and, when a state saved under the same ``state_key`` exists on every process,
@@ -69,6 +70,7 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
                 accelerator.backward(loss)
                 if cfg.grad_clip > 0:
                     accelerator.clip_grad_norm_(params, cfg.grad_clip)
+                sums["lr"] = sums.get("lr", 0.0) + optimizer.param_groups[0]["lr"]  # epoch mean
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
