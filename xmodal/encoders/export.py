@@ -29,6 +29,7 @@ META_FILE = "encoder.json"
 #: backbone options that fetch initial weights; ignored on load (the export holds the weights)
 _INIT_ONLY_KWARGS = ("pretrained",)
 _MAX_META_BYTES = 1 << 20
+_JSON_NAMES = {str: "a string", int: "an integer", dict: "an object"}
 _REQUIRED = {"format": str, "version": int, "backbone": str, "backbone_kwargs": dict,
              "modality": str, "frontend_kwargs": dict, "embed_dim": int, "weights_sha256": str}
 
@@ -112,7 +113,7 @@ def read_export_metadata(path: str | Path) -> dict[str, Any]:
                         f"(needs \"format\": \"{FORMAT}\")")
     for key, kind in _REQUIRED.items():
         if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
-            raise DataError(f"'{meta_path}': key '{key}' must be a {kind.__name__}, "
+            raise DataError(f"'{meta_path}': key '{key}' must be {_JSON_NAMES[kind]}, "
                             f"got {meta.get(key)!r}; export the encoder again")
     if meta["version"] > VERSION:
         raise DataError(f"'{meta_path}' has format version {meta['version']}; this xmodal reads "
