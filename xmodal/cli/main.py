@@ -44,7 +44,7 @@ def add_command(sub: Any, name: str, help: str, *examples: str) -> argparse.Argu
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="xmodal", description="Cross-modal knowledge distillation with WCoRD.",
-                     epilog=_examples("xmodal run scenes                       # the default pipeline, ~3 min on 2 CPU cores",
+                     epilog=_examples("xmodal run scenes                       # the default pipeline (minutes on a laptop)",
                                       "xmodal probe runs/scenes                # probe every encoder of a run",
                                       "xmodal report runs/a runs/b             # compare two runs",
                                       "xmodal data info nyu_depth_v2_labeled.mat",
