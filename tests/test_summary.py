@@ -74,3 +74,18 @@ def test_results_tables_one_per_probe_with_the_headline_gap():
     text = console.export_text()
     assert "75%" in text  # wcord: (0.25 - 0.10) / (0.30 - 0.10) on mIoU, not pixel accuracy
     assert "25.5 ± 0.7" in text  # mean and sample std of 0.25, 0.26
+
+
+def test_report_tables_show_recalls_in_percent_and_ranks_as_ranks():
+    from xmodal.evaluation.report import markdown_table, probe_tables
+
+    rows = [{"modality": "depth", "method": "wcord", "probe": "retrieval", "metric": metric,
+             "value": value, "seed": seed}
+            for seed, (recall, rank) in enumerate([(0.25, 12.0), (0.35, 14.0)])
+            for metric, value in (("s2t_recall@1", recall), ("s2t_median_rank", rank))]
+    (table,) = probe_tables(summarise(rows), seeds=2)
+    assert table["columns"] == ["modality", "method", "s→t R@1", "s→t median rank",
+                                "gap closed (s→t R@1)"]
+    assert table["rows"] == [["depth", "wcord", "30.0 ± 7.1", "13 ± 1", "-"]]
+    text = markdown_table(table["columns"], table["rows"]).splitlines()
+    assert text[1] == "|:---|:---|---:|---:|---:|" and text[2].startswith("| depth | wcord | 30.0")

@@ -18,15 +18,38 @@ _NOT_LOSSES = ("epoch", "lr", "accuracy")
 _DPI = 110
 
 
+def metric_label(metric: str) -> str:
+    """``"s2t_recall@1"`` -> ``"s→t R@1"``, ``"mean_class_accuracy"`` -> ``"mean class accuracy"``."""
+    direction, _, rest = metric.partition("_")
+    if direction in ("s2t", "t2s"):
+        arrow = "s→t" if direction == "s2t" else "t→s"
+        rest = rest.replace("recall@", "R@").replace("median_rank", "median rank")
+        return f"{arrow} {rest}"
+    return metric.replace("_", " ")
+
+
 def _figure(width: float, height: float) -> Any:
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
 
 
-def _grid(count: int, columns: int) -> tuple[int, int]:
+def _panels(count: int, columns: int, width: float, height: float) -> tuple[Any, list[Any]]:
+    """A figure with ``count`` panels in rows of ``columns`` (each ``width`` x ``height`` in)."""
     columns = max(1, min(columns, count))
-    return -(-count // columns), columns
+    rows = -(-count // columns)
+    fig = _figure(width * columns, height * rows)
+    return fig, list(np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel())
+
+
+def _finish(fig: Any, axes: list[Any], used: int, title: str, path: Path) -> Any:
+    """Hide unused panels, add the title, save; returns the figure."""
+    for ax in axes[used:]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path)
+    return fig
 
 
 def probe_results_figure(summary: list[dict[str, Any]], headline: dict[str, str], path: Path,
@@ -34,9 +57,7 @@ def probe_results_figure(summary: list[dict[str, Any]], headline: dict[str, str]
     """One panel per probe: its ``headline[probe]`` metric per modality (groups) and method
     (bars, colours), mean over seeds with the standard deviation as error bars."""
     probes = list(headline)
-    rows, cols = _grid(len(probes), 2)
-    fig = _figure(6.0 * cols, 3.6 * rows)
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    fig, axes = _panels(len(probes), 2, 6.0, 3.6)
     methods = list(dict.fromkeys(e["method"] for e in summary))
     colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
     for ax, probe in zip(axes, probes):
@@ -57,19 +78,14 @@ def probe_results_figure(summary: list[dict[str, Any]], headline: dict[str, str]
             ticks.append(((start + x - 1) / 2, modality))
             x += 0.8
         ax.set_xticks([t for t, _ in ticks], [m for _, m in ticks])
-        ax.set_ylabel(f"test {metric.replace('_', ' ')}" + (" (%)" if percent else ""))
+        ax.set_ylabel(f"test {metric_label(metric)}" + (" (%)" if percent else ""))
         ax.set_title(f"{probe} probe")
         if percent:
             ax.set_ylim(0, 100)
         ax.grid(axis="y", alpha=0.3)
-    for ax in axes[len(probes):]:
-        ax.set_visible(False)
     handles = {m: h for ax in axes for h, m in zip(*ax.get_legend_handles_labels())}
     fig.legend(list(handles.values()), list(handles), loc="outside right upper", title="method")
-    if title:
-        fig.suptitle(title)
-    fig.savefig(path)
-    return fig
+    return _finish(fig, axes, len(probes), title, path)
 
 
 def training_curves_figure(histories: dict[str, list[dict[str, float]]], path: Path,
@@ -79,9 +95,7 @@ def training_curves_figure(histories: dict[str, list[dict[str, float]]], path: P
     from matplotlib.ticker import MaxNLocator
 
     names = [n for n, h in histories.items() if h]
-    rows, cols = _grid(len(names), 3)
-    fig = _figure(4.2 * cols, 3.0 * rows)
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    fig, axes = _panels(len(names), 3, 4.2, 3.0)
     for ax, name in zip(axes, names):
         history = histories[name]
         epochs = [h["epoch"] for h in history]
@@ -103,12 +117,7 @@ def training_curves_figure(histories: dict[str, list[dict[str, float]]], path: P
             lines = ax.get_legend_handles_labels()
             extra = lr_ax.get_legend_handles_labels()
             ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=8, loc="upper right")
-    for ax in axes[len(names):]:
-        ax.set_visible(False)
-    if title:
-        fig.suptitle(title)
-    fig.savefig(path)
-    return fig
+    return _finish(fig, axes, len(names), title, path)
 
 
 def pca_2d(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,9 +134,7 @@ def embeddings_figure(panels: list[dict[str, Any]], class_names: list[str], path
                       title: str = "") -> Any:
     """Scatter plots of 2-D points coloured by class: each panel is ``{"title", "points"
     [N, 2], "labels" [N], "explained" [2]}`` (one encoder's own PCA)."""
-    rows, cols = _grid(len(panels), 4)
-    fig = _figure(3.3 * cols, 3.1 * rows)
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    fig, axes = _panels(len(panels), 4, 3.3, 3.1)
     cmap = "tab10" if len(class_names) <= 10 else "tab20"
     for ax, panel in zip(axes, panels):
         points, labels = np.asarray(panel["points"]), np.asarray(panel["labels"])
@@ -139,8 +146,6 @@ def embeddings_figure(panels: list[dict[str, Any]], class_names: list[str], path
         ax.set_ylabel(f"PC2 ({pc2:.0f}%)", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    for ax in axes[len(panels):]:
-        ax.set_visible(False)
     from matplotlib import colormaps
     from matplotlib.lines import Line2D
 
@@ -148,19 +153,14 @@ def embeddings_figure(panels: list[dict[str, Any]], class_names: list[str], path
     handles = [Line2D([], [], marker="o", ls="", color=colours(i), label=name)
                for i, name in enumerate(class_names)]
     fig.legend(handles=handles, loc="outside right upper", title="class", fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.savefig(path)
-    return fig
+    return _finish(fig, axes, len(panels), title, path)
 
 
 def transport_plan_figure(plans: dict[str, np.ndarray], path: Path, title: str = "") -> Any:
     """Heat maps of transport plans ``{panel title: [B, B]}``, scaled by ``B`` so that 1 is
     the mass of a one-to-one matching (rows: teacher samples, columns: student samples)."""
     names = list(plans)
-    rows, cols = _grid(len(names), 3)
-    fig = _figure(4.0 * cols, 3.6 * rows)
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    fig, axes = _panels(len(names), 3, 4.0, 3.6)
     for ax, name in zip(axes, names):
         plan = np.asarray(plans[name], dtype=np.float64) * len(plans[name])
         image = ax.imshow(plan, cmap="viridis", vmin=0.0, interpolation="nearest")
@@ -169,9 +169,4 @@ def transport_plan_figure(plans: dict[str, np.ndarray], path: Path, title: str =
         ax.set_xlabel("student sample in batch")
         ax.set_ylabel("teacher sample in batch")
         fig.colorbar(image, ax=ax, shrink=0.8, label="plan x batch size")
-    for ax in axes[len(names):]:
-        ax.set_visible(False)
-    if title:
-        fig.suptitle(title)
-    fig.savefig(path)
-    return fig
+    return _finish(fig, axes, len(names), title, path)

@@ -14,24 +14,17 @@ import numpy as np
 from xmodal.core.errors import DataError
 from xmodal.core.records import write_json_atomic
 from xmodal.evaluation import figures
+from xmodal.evaluation.figures import metric_label
 
 REPORT = "report.md"
 FIGURES_DIR = "report"
 EMBEDDINGS = "embeddings.json"
 _RANK = "median_rank"
+__all__ = ["compare_runs", "markdown_table", "metric_label", "probe_tables", "write_embeddings",
+           "write_report"]
 
 
 # ----------------------------------------------------------------------------- tables
-
-def metric_label(metric: str) -> str:
-    """``"s2t_recall@1"`` -> ``"s→t R@1"``, ``"mean_class_accuracy"`` -> ``"mean class accuracy"``."""
-    direction, _, rest = metric.partition("_")
-    if direction in ("s2t", "t2s"):
-        arrow = "s→t" if direction == "s2t" else "t→s"
-        rest = rest.replace("recall@", "R@").replace(_RANK, "median rank")
-        return f"{arrow} {rest}"
-    return metric.replace("_", " ")
-
 
 def format_value(entry: dict[str, Any] | None, seeds: int) -> str:
     """``"72.5 ± 1.3"`` (percent) for fractions, ``"12 ± 2"`` for ranks, ``"-"`` when absent."""
