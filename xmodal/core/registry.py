@@ -134,7 +134,8 @@ class Registry(Generic[T]):
                     f"{self.kind}: plugin '{ep.name}' ({ep.value}) from entry-point group "
                     f"'{self.entry_point_group}' failed to load: {exc}; fix or uninstall that package"
                 ) from exc
-            self.add(ep.name, entry, package=ep.dist.name if ep.dist is not None else "")
+            dist = getattr(ep, "dist", None)  # the installed distribution that declared it
+            self.add(ep.name, entry, package=dist.name if dist is not None else "")
 
 
 def _origin(entry: object) -> str:

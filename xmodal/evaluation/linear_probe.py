@@ -48,8 +48,15 @@ class ProbeResult:
 def fit_logistic(x: Tensor, y: Tensor, num_classes: int, l2: float, max_iter: int = 200,
                  init: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """Weights ``[D, C]`` and bias ``[C]`` minimising mean cross-entropy + ``l2 * |W|^2``,
-    starting from ``init`` (a nearby solution: fewer iterations, same optimum) or zeros."""
+    starting from ``init`` (a nearby solution: fewer iterations, same optimum) or zeros.
+
+    The gradient is written out (``x^T (softmax - onehot) / N + 2 l2 W``) rather than taken by
+    autograd: two matrix products per evaluation instead of about six, with ``x^T`` laid out
+    once.
+    """
     x = x.double()
+    xt = x.T.contiguous()
+    onehot = torch.nn.functional.one_hot(y, num_classes).double()
     if init is None:
         init = (torch.zeros(x.shape[1], num_classes, dtype=torch.float64),
                 torch.zeros(num_classes, dtype=torch.float64))
@@ -60,14 +67,15 @@ def fit_logistic(x: Tensor, y: Tensor, num_classes: int, l2: float, max_iter: in
                             tolerance_grad=1e-7, tolerance_change=1e-12,
                             line_search_fn="strong_wolfe")
 
+    @torch.no_grad()
     def closure() -> Tensor:
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x @ weight + bias, y) + l2 * weight.pow(2).sum()
-        loss.backward()
-        return loss
+        log_p = torch.log_softmax(x @ weight + bias, dim=1)
+        residual = (log_p.exp() - onehot) / len(x)  # d(mean CE) / d(logits)
+        weight.grad = xt @ residual + 2 * l2 * weight
+        bias.grad = residual.sum(0)
+        return -(log_p * onehot).sum() / len(x) + l2 * weight.pow(2).sum()
 
-    with torch.enable_grad():
-        opt.step(closure)
+    opt.step(closure)
     return weight.detach(), bias.detach()
 
 
