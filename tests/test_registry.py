@@ -89,3 +89,13 @@ def test_project_registries_hold_the_builtins():
     assert {"none", "supervised", "wcord", "wcord-global", "wcord-local"} <= set(ALL["losses"].names())
     assert "scenes" in ALL["datasets"] and "linear" in ALL["probes"] and "scenes" in ALL["pipelines"]
     assert {"rgb", "depth", "audio"} <= set(ALL["modalities"].names())
+
+
+def test_messages_use_a_proper_singular():
+    import xmodal.registration  # noqa: F401  (fills LOSSES)
+    from xmodal.core.registries import LOSSES
+
+    assert [Registry(k).singular for k in ("encoders", "modalities", "classes", "boxes")] == [
+        "encoder", "modality", "class", "box"]
+    with pytest.raises(XmodalError, match="unknown method 'wcrod': did you mean 'wcord'"):
+        LOSSES.get("wcrod")
