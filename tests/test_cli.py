@@ -37,7 +37,7 @@ def test_unknown_method_and_modality_fail_before_training(capsys, tmp_path):
             "--set", "data.scenes.num_val=4", "--set", "data.scenes.num_test=4",
             "--set", "data.scenes.image_size=16", "--set", "teacher.optim.epochs=0"]
     assert main([*argv, "--set", "distill.methods=[wcrod]"]) == 2
-    assert "did you mean 'wcord'" in _one_error_line(capsys)
+    assert "unknown method 'wcrod': did you mean 'wcord'" in _one_error_line(capsys)
     assert main([*argv, "--set", "distill.students=[lidar]"]) == 2
     assert "has no modality 'lidar'" in _one_error_line(capsys)
 
@@ -77,7 +77,7 @@ def test_data_prepare_then_info(tmp_path, capsys):
     capsys.readouterr()
     assert main(["data", "info", str(cache)]) == 0
     out = capsys.readouterr().out
-    assert "'train': 6" in out and "storage" in out
+    assert "6 train, 3 val, 3 test" in out and "storage" in out and "12 x 12 pixels" in out
 
 
 @pytest.mark.parametrize("content, fragment", [
@@ -89,3 +89,65 @@ def test_data_info_rejects_non_hdf5(tmp_path, capsys, content, fragment):
     path.write_bytes(content)
     assert main(["data", "info", str(path)]) == 2
     assert fragment in _one_error_line(capsys)
+
+
+def test_data_info_lists_nyu_scene_types_with_counts(tmp_path, capsys):
+    from nyu_fixtures import SCENE_TYPES, write_nyu_labeled
+
+    path = tmp_path / "nyu_depth_v2_labeled.mat"
+    write_nyu_labeled(path, frames=7, height=24, width=32)
+    assert main(["data", "info", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    counts = {}
+    for line in lines:
+        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        if cells and cells[0] in SCENE_TYPES:
+            counts[cells[0]] = int(cells[1])
+    planted = [SCENE_TYPES[i % len(SCENE_TYPES)] for i in range(7)]
+    assert counts == {t: planted.count(t) for t in SCENE_TYPES}
+    text = "\n".join(lines)
+    assert "32 x 24 pixels" in text and "7 frames, not the full labeled set's 1449" in text
+    assert "{" not in text  # a table, not a printed dict
+
+
+def test_list_shows_whole_plain_descriptions_and_packages(capsys):
+    from xmodal.core.registries import ALL
+
+    for registry in ALL.values():
+        for name in registry.names():
+            text = registry.describe(name)
+            assert text and "``" not in text and ":class:" not in text, (registry.kind, name, text)
+            assert not text.endswith((";", ",", ":")), (registry.kind, name, text)
+            assert registry.package(name) == "xmodal"
+    assert ALL["modalities"].describe("hha").endswith("scaled to about [-2, 2].")
+    assert main(["list", "modalities"]) == 0
+    out = capsys.readouterr().out
+    assert "``" not in out and out.count("xmodal") >= len(ALL["modalities"].names())
+
+
+@pytest.mark.parametrize("argv", [[], ["run"], ["probe"], ["report"], ["data"], ["data", "info"],
+                                  ["data", "prepare"], ["data", "download"], ["list"]])
+def test_every_help_shows_an_example(argv, capsys):
+    assert main([*argv, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and f"xmodal {' '.join(argv)}".strip() in out.split("examples:")[1]
+
+
+@pytest.mark.parametrize("width, dropped", [(120, []), (80, ["-:--:--"]), (60, ["-:--:--", "0:00:00"])])
+def test_progress_bars_drop_columns_instead_of_cutting_numbers(width, dropped):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from xmodal.training.progress import make_progress
+
+    console = Console(width=width, file=StringIO(), record=True)
+    bar = make_progress(console)
+    bar.add_task("student depth wcord seed 0", total=2400, completed=270,
+                 info="epoch 12/20 loss 4.123")
+    console.print(bar.make_tasks_table(bar.tasks))
+    text = console.export_text()
+    assert "270/2400" in text and "epoch 12/20 loss 4.123" in text and "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= width
+    for cell in ("-:--:--", "0:00:00"):
+        assert (cell in text) == (cell not in dropped)

@@ -45,8 +45,9 @@ def test_duplicate_name_raises_and_keeps_first():
 
 
 class _FakeEntryPoint:
-    def __init__(self, name, value, obj=None, error=None):
+    def __init__(self, name, value, obj=None, error=None, dist=None):
         self.name, self.value, self._obj, self._error = name, value, obj, error
+        self.dist = dist
 
     def load(self):
         if self._error:
@@ -59,7 +60,8 @@ def test_entry_point_plugins_are_loaded_lazily(monkeypatch):
 
     def fake_entry_points(group):
         calls.append(group)
-        return [_FakeEntryPoint("plugin-net", "pkg.mod:build", obj="PLUGIN")]
+        return [_FakeEntryPoint("plugin-net", "pkg.mod:build", obj="PLUGIN",
+                                dist=type("Dist", (), {"name": "my-plugin"})())]
 
     monkeypatch.setattr(metadata, "entry_points", fake_entry_points)
     reg: Registry[str] = Registry("encoders", "xmodal.encoders")
@@ -68,6 +70,7 @@ def test_entry_point_plugins_are_loaded_lazily(monkeypatch):
     assert reg.get("plugin-net") == "PLUGIN"
     assert reg.names() == ["builtin", "plugin-net"]
     assert calls == ["xmodal.encoders"]
+    assert reg.package("plugin-net") == "my-plugin"  # what 'xmodal list' shows
 
 
 def test_broken_plugin_names_itself(monkeypatch):
@@ -86,3 +89,13 @@ def test_project_registries_hold_the_builtins():
     assert {"none", "supervised", "wcord", "wcord-global", "wcord-local"} <= set(ALL["losses"].names())
     assert "scenes" in ALL["datasets"] and "linear" in ALL["probes"] and "scenes" in ALL["pipelines"]
     assert {"rgb", "depth", "audio"} <= set(ALL["modalities"].names())
+
+
+def test_messages_use_a_proper_singular():
+    import xmodal.registration  # noqa: F401  (fills LOSSES)
+    from xmodal.core.registries import LOSSES
+
+    assert [Registry(k).singular for k in ("encoders", "modalities", "classes", "boxes")] == [
+        "encoder", "modality", "class", "box"]
+    with pytest.raises(XmodalError, match="unknown method 'wcrod': did you mean 'wcord'"):
+        LOSSES.get("wcrod")

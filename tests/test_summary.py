@@ -1,13 +1,12 @@
-"""Summaries over seeds, the gap-closed ratio, and the SVG chart."""
+"""Summaries over seeds, the gap-closed ratio, the results figure and tables."""
 
 from __future__ import annotations
 
 import statistics
-import xml.etree.ElementTree as ET
 
 import pytest
 
-from xmodal.evaluation.plot import bar_chart_svg
+from xmodal.evaluation.figures import probe_results_figure
 from xmodal.evaluation.summary import gap_closed_per_seed, summarise
 
 
@@ -38,14 +37,18 @@ def test_gap_is_undefined_without_a_positive_gap():
     assert all(e["gap_closed"] is None for e in summarise(rows))
 
 
-def test_svg_chart_is_valid_and_bars_scale_with_values():
-    svg = bar_chart_svg(summarise(_rows()), title="t <&>")
-    root = ET.fromstring(svg)  # well-formed XML, escaped title
-    ns = "{http://www.w3.org/2000/svg}"
-    bars = {r.find(f"{ns}title").text.split(":")[0]: float(r.get("height"))
-            for r in root.iter(f"{ns}rect") if r.find(f"{ns}title") is not None}
-    assert bars["depth none"] / bars["depth supervised"] == pytest.approx(0.32 / 0.79, rel=1e-2)
-    assert "t &lt;&amp;&gt;" in svg
+def test_results_figure_bars_and_error_bars_match_the_summary(tmp_path):
+    from matplotlib.container import ErrorbarContainer
+
+    path = tmp_path / "results.png"
+    fig = probe_results_figure(summarise(_rows()), {"linear": "accuracy"}, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ax = fig.axes[0]
+    assert [p.get_height() for p in ax.patches] == pytest.approx([32.0, 79.0, 65.0])  # in %
+    spans = [c.lines[2][0].get_segments()[0][:, 1] for c in ax.containers
+             if isinstance(c, ErrorbarContainer)]
+    assert spans[0] == pytest.approx([32.0 - 100 * statistics.stdev([0.30, 0.34]),
+                                      32.0 + 100 * statistics.stdev([0.30, 0.34])])
 
 
 def test_results_tables_one_per_probe_with_the_headline_gap():
@@ -71,3 +74,18 @@ def test_results_tables_one_per_probe_with_the_headline_gap():
     text = console.export_text()
     assert "75%" in text  # wcord: (0.25 - 0.10) / (0.30 - 0.10) on mIoU, not pixel accuracy
     assert "25.5 ± 0.7" in text  # mean and sample std of 0.25, 0.26
+
+
+def test_report_tables_show_recalls_in_percent_and_ranks_as_ranks():
+    from xmodal.evaluation.report import markdown_table, probe_tables
+
+    rows = [{"modality": "depth", "method": "wcord", "probe": "retrieval", "metric": metric,
+             "value": value, "seed": seed}
+            for seed, (recall, rank) in enumerate([(0.25, 12.0), (0.35, 14.0)])
+            for metric, value in (("s2t_recall@1", recall), ("s2t_median_rank", rank))]
+    (table,) = probe_tables(summarise(rows), seeds=2)
+    assert table["columns"] == ["modality", "method", "s→t R@1", "s→t median rank",
+                                "gap closed (s→t R@1)"]
+    assert table["rows"] == [["depth", "wcord", "30.0 ± 7.1", "13 ± 1", "-"]]
+    text = markdown_table(table["columns"], table["rows"]).splitlines()
+    assert text[1] == "|:---|:---|---:|---:|---:|" and text[2].startswith("| depth | wcord | 30.0")

@@ -1,4 +1,4 @@
-"""The ``xmodal`` command: ``run``, ``data``, ``list`` and ``--version``.
+"""The ``xmodal`` command: ``run``, ``probe``, ``report``, ``data``, ``list`` and ``--version``.
 
 ``main(argv)`` returns an exit status instead of exiting, so tests can call it. A user mistake
 (an :class:`~xmodal.core.errors.XmodalError`, or bad arguments) prints one line and returns 2.
@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -33,20 +34,68 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{message} (see '{self.prog} --help')")
 
 
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def add_command(sub: Any, name: str, help: str, *examples: str) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` ends with examples."""
+    return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+                          epilog=_examples(*examples),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="xmodal", description="Cross-modal knowledge distillation with WCoRD.")
+    parser = _Parser(prog="xmodal", description="Cross-modal knowledge distillation with WCoRD.",
+                     epilog=_examples("xmodal run scenes                       # the default pipeline (minutes on a laptop)",
+                                      "xmodal probe runs/scenes                # probe every encoder of a run",
+                                      "xmodal report runs/a runs/b             # compare two runs",
+                                      "xmodal data info nyu_depth_v2_labeled.mat",
+                                      "xmodal list losses"),
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"xmodal {xmodal.__version__}")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
-    run = sub.add_parser("run", help="run a pipeline end to end (cached, resumable)")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    run = add_command(sub, "run", "run a pipeline end to end (cached, resumable)",
+                      "xmodal run scenes",
+                      "xmodal run scenes --set distill.methods=[none,wcord] --set seeds=[0,1,2]",
+                      "xmodal run nyu-depth --data nyu_depth_v2_labeled.mat --out runs/nyu",
+                      "xmodal run scenes --num-processes 2")
     run.add_argument("pipeline", help="pipeline name (see 'xmodal list pipelines')")
-    run.add_argument("--out", help="run directory (default runs/PIPELINE)")
+    run.add_argument("--out", help="run directory (default: runs/PIPELINE)")
     run.add_argument("--config", help="YAML file overriding the pipeline's config")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override one config key, e.g. --set distill.optim.epochs=5 (repeatable)")
     run.add_argument("--data", help="the dataset file, for datasets that read one (nyu-depth)")
     add_launch_arguments(run)
-    add_data_parser(sub, _Parser)
-    lst = sub.add_parser("list", help="list registered components")
+    probe = add_command(
+        sub, "probe", "probe an exported encoder, every encoder of a run, or a pretrained backbone",
+        "xmodal probe runs/scenes --probes linear,knn,retrieval",
+        "xmodal probe runs/scenes/distill/seed0/depth/wcord --probes linear,knn",
+        "xmodal probe resnet18 --modality rgb --data scenes --probes knn")
+    probe.add_argument("target", help="exported encoder (directory or encoder.json), run "
+                                      "directory, or registered backbone name")
+    probe.add_argument("--data", help="dataset name (e.g. scenes) or dataset file (NYU .mat); "
+                                      "default: the data of the run holding the target")
+    probe.add_argument("--probes", type=lambda text: [p for p in text.split(",") if p],
+                       help="comma-separated probes (default: the config's probe.probes)")
+    probe.add_argument("--out", help="output directory (default: runs/probe-TARGET)")
+    probe.add_argument("--pipeline", help="pipeline whose config sets data and probe options "
+                                          "(default: the target's run, else scenes)")
+    probe.add_argument("--config", help="YAML file overriding that config")
+    probe.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one config key, e.g. --set probe.knn.k=10 (repeatable)")
+    probe.add_argument("--modality", help="input modality of a backbone-name target "
+                                          "(default: the config's teacher modality)")
+    probe.add_argument("--pretrained", default="imagenet",
+                       help="weights of a backbone-name target: imagenet or a .pth file")
+    report = add_command(sub, "report", "rebuild a run's report.md, or compare several runs",
+                         "xmodal report runs/scenes",
+                         "xmodal report runs/scenes runs/scenes-tau0.1 --out comparison.md")
+    report.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    report.add_argument("--out", help="with several runs: also write the comparison as Markdown")
+    add_data_parser(sub, _Parser, add_command)
+    lst = add_command(sub, "list", "list registered components and their packages",
+                      "xmodal list", "xmodal list encoders")
     lst.add_argument("kind", nargs="?", choices=LIST_KINDS, help="which registry (default: all)")
     return parser
 
@@ -56,10 +105,32 @@ def _list(kind: str | None, console: Console) -> None:
 
     for name in [kind] if kind else LIST_KINDS:
         registry = ALL[name]
-        table = Table(title=name, show_header=False, title_justify="left")
+        table = Table(title=name, title_justify="left", show_header=False)
+        table.add_column("name", no_wrap=True)
+        table.add_column("description", overflow="fold")
+        table.add_column("package", no_wrap=True, style="dim")
         for entry in registry.names():
-            table.add_row(entry, registry.describe(entry))
-        console.print(table)
+            table.add_row(entry, registry.describe(entry), registry.package(entry))
+        console.print(table, markup=False, highlight=False)
+
+
+def _report(runs: list[str], out: str | None, console: Console) -> None:
+    from xmodal.evaluation.report import compare_runs, markdown_table, write_report
+
+    if len(runs) == 1:
+        console.print(f"report: {write_report(runs[0])}")
+        return
+    columns, rows = compare_runs(runs)
+    table = Table(title=f"{len(runs)} runs side by side (test metrics, % unless a rank)")
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i < 4 else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    if out:
+        Path(out).write_text(f"# {len(runs)} runs side by side\n\n"
+                             + markdown_table(columns, rows, text_columns=4) + "\n")
+        console.print(f"comparison: {out}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -82,6 +153,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_pipeline(args.pipeline, out=args.out, config_file=args.config,
                          overrides=args.overrides, console=console, data_path=args.data)
+        elif args.command == "probe":
+            from xmodal.pipelines.probe_target import probe_target
+
+            probe_target(args.target, out=args.out, data=args.data, probes=args.probes,
+                         pipeline=args.pipeline, config_file=args.config, overrides=args.overrides,
+                         modality=args.modality, pretrained=args.pretrained, console=console)
+        elif args.command == "report":
+            _report(args.runs, args.out, console)
         elif args.command == "data":
             run_data_command(args, console)
         elif args.command == "list":

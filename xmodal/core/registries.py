@@ -13,7 +13,7 @@ from xmodal.core.registry import Registry
 MODALITIES: Registry[Any] = Registry("modalities", "xmodal.modalities")
 ENCODERS: Registry[Any] = Registry("encoders", "xmodal.encoders")
 DATASETS: Registry[Any] = Registry("datasets", "xmodal.datasets")
-LOSSES: Registry[Any] = Registry("losses", "xmodal.losses")
+LOSSES: Registry[Any] = Registry("losses", "xmodal.losses", noun="method")  # distill.methods
 PROBES: Registry[Any] = Registry("probes", "xmodal.probes")
 STAGES: Registry[Any] = Registry("stages", "xmodal.stages")
 PIPELINES: Registry[Any] = Registry("pipelines", "xmodal.pipelines")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import re
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from typing import Generic, TypeVar
@@ -36,18 +37,26 @@ class Registry(Generic[T]):
             object is the entry.
     """
 
-    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+    def __init__(self, kind: str, entry_point_group: str | None = None, noun: str = "") -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
+        self._noun = noun
         self._entries: dict[str, T] = {}
         self._descriptions: dict[str, str] = {}
+        self._packages: dict[str, str] = {}
         self._plugins_loaded = entry_point_group is None
 
     @property
     def singular(self) -> str:
-        """``"encoders"`` -> ``"encoder"``, ``"modalities"`` -> ``"modality"``."""
+        """The noun for one entry in messages: ``noun`` if given (``"losses"`` -> ``"method"``),
+        else ``"encoders"`` -> ``"encoder"``, ``"modalities"`` -> ``"modality"``,
+        ``"classes"`` -> ``"class"``."""
+        if self._noun:
+            return self._noun
         if self.kind.endswith("ies"):
             return self.kind[:-3] + "y"
+        if self.kind.endswith(("sses", "xes", "ches", "shes")):
+            return self.kind[:-2]
         return self.kind[:-1] if self.kind.endswith("s") else self.kind
 
     def register(self, name: str, description: str = "") -> Callable[[T], T]:
@@ -59,8 +68,9 @@ class Registry(Generic[T]):
 
         return decorator
 
-    def add(self, name: str, entry: T, description: str = "") -> None:
-        """Register ``entry`` under ``name``; raises if the name is taken."""
+    def add(self, name: str, entry: T, description: str = "", package: str = "") -> None:
+        """Register ``entry`` under ``name``; raises if the name is taken. ``package``: the
+        distribution providing it (default: from the entry's module, ``xmodal`` for built-ins)."""
         if not name or not isinstance(name, str):
             raise ValueError(f"{self.kind}: a registry name must be a non-empty string, got {name!r}")
         if name in self._entries:
@@ -69,8 +79,9 @@ class Registry(Generic[T]):
                 "choose another name"
             )
         self._entries[name] = entry
-        doc = description or (getattr(entry, "__doc__", None) or "").strip().splitlines()
-        self._descriptions[name] = doc if isinstance(doc, str) else (doc[0] if doc else "")
+        self._descriptions[name] = one_line(description or getattr(entry, "__doc__", None) or "")
+        module = getattr(entry, "__module__", None) or type(entry).__module__
+        self._packages[name] = package or module.partition(".")[0]
 
     def get(self, name: str) -> T:
         """The entry registered as ``name``; unknown names raise :class:`UnknownNameError`."""
@@ -91,8 +102,14 @@ class Registry(Generic[T]):
         return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
 
     def describe(self, name: str) -> str:
+        """One plain-text sentence describing ``name`` (from its docstring or registration)."""
         self.get(name)
         return self._descriptions.get(name, "")
+
+    def package(self, name: str) -> str:
+        """The distribution that provides ``name`` (``xmodal`` for built-ins)."""
+        self.get(name)
+        return self._packages.get(name, "")
 
     def __contains__(self, name: object) -> bool:
         self._load_plugins()
@@ -117,10 +134,24 @@ class Registry(Generic[T]):
                     f"{self.kind}: plugin '{ep.name}' ({ep.value}) from entry-point group "
                     f"'{self.entry_point_group}' failed to load: {exc}; fix or uninstall that package"
                 ) from exc
-            self.add(ep.name, entry)
+            dist = getattr(ep, "dist", None)  # the installed distribution that declared it
+            self.add(ep.name, entry, package=dist.name if dist is not None else "")
 
 
 def _origin(entry: object) -> str:
     module = getattr(entry, "__module__", None)
     qual = getattr(entry, "__qualname__", type(entry).__name__)
     return f"{module}.{qual}" if module else str(qual)
+
+
+_ROLE = re.compile(r":[a-z]+:`~?([^`]*)`")  # :class:`~pkg.mod.Name` -> pkg.mod.Name
+_SENTENCE_END = re.compile(r"(?<!e\.g)(?<!i\.e)(?<!etc)(?<! al)[.!?](?=\s|$)")
+
+
+def one_line(doc: str) -> str:
+    """The first sentence of a docstring's first paragraph, on one line, in plain text
+    (reST roles and double backticks removed)."""
+    paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+    text = _ROLE.sub(lambda m: m.group(1).rsplit(".", 1)[-1], paragraph).replace("``", "")
+    end = _SENTENCE_END.search(text)
+    return text[:end.end()] if end else text.rstrip(";,:")

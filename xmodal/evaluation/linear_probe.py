@@ -3,7 +3,9 @@
 Features are standardised with training statistics; the L2 strength is chosen on a held-out
 validation split from a grid, then the probe is refit on train + val with that strength and
 scored once on test. Fit by full-batch L-BFGS in float64: the problem is convex, so the
-result depends on the data and the strength only, not on seeds or learning rates.
+result depends on the data and the strength only, not on seeds or learning rates. The grid
+is walked from the strongest penalty down, each fit starting from the previous solution
+(a regularisation path, as in glmnet), which only saves iterations.
 """
 
 from __future__ import annotations
@@ -43,24 +45,37 @@ class ProbeResult:
     l2: float
 
 
-def fit_logistic(x: Tensor, y: Tensor, num_classes: int, l2: float, max_iter: int = 200
-                 ) -> tuple[Tensor, Tensor]:
-    """Weights ``[D, C]`` and bias ``[C]`` minimising mean cross-entropy + ``l2 * |W|^2``."""
+def fit_logistic(x: Tensor, y: Tensor, num_classes: int, l2: float, max_iter: int = 200,
+                 init: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """Weights ``[D, C]`` and bias ``[C]`` minimising mean cross-entropy + ``l2 * |W|^2``,
+    starting from ``init`` (a nearby solution: fewer iterations, same optimum) or zeros.
+
+    The gradient is written out (``x^T (softmax - onehot) / N + 2 l2 W``) rather than taken by
+    autograd: two matrix products per evaluation instead of about six, with ``x^T`` laid out
+    once.
+    """
     x = x.double()
-    weight = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    xt = x.T.contiguous()
+    onehot = torch.nn.functional.one_hot(y, num_classes).double()
+    if init is None:
+        init = (torch.zeros(x.shape[1], num_classes, dtype=torch.float64),
+                torch.zeros(num_classes, dtype=torch.float64))
+    weight = init[0].detach().double().clone().requires_grad_(True)
+    bias = init[1].detach().double().clone().requires_grad_(True)
+    # tolerance_grad bounds the max abs gradient of the mean loss at the returned point
     opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
-                            tolerance_grad=1e-9, tolerance_change=1e-12,
+                            tolerance_grad=1e-7, tolerance_change=1e-12,
                             line_search_fn="strong_wolfe")
 
+    @torch.no_grad()
     def closure() -> Tensor:
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x @ weight + bias, y) + l2 * weight.pow(2).sum()
-        loss.backward()
-        return loss
+        log_p = torch.log_softmax(x @ weight + bias, dim=1)
+        residual = (log_p.exp() - onehot) / len(x)  # d(mean CE) / d(logits)
+        weight.grad = xt @ residual + 2 * l2 * weight
+        bias.grad = residual.sum(0)
+        return -(log_p * onehot).sum() / len(x) + l2 * weight.pow(2).sum()
 
-    with torch.enable_grad():
-        opt.step(closure)
+    opt.step(closure)
     return weight.detach(), bias.detach()
 
 
@@ -72,7 +87,7 @@ def accuracies(logits: Tensor, y: Tensor, num_classes: int) -> tuple[float, floa
     return float(correct.mean()), float(torch.stack(per_class).mean())
 
 
-def _standardiser(reference: Tensor):
+def standardiser(reference: Tensor):
     """Function standardising features with ``reference``'s per-dimension mean and std."""
     mean, std = reference.double().mean(0), reference.double().std(0).clamp_min(1e-6)
     return lambda t: (t.double() - mean) / std
@@ -92,15 +107,17 @@ class LinearProbe:
         for name, feats in (("train", xtr), ("val", xva), ("test", xte)):
             if not torch.isfinite(feats).all():
                 raise ValueError(f"linear probe: {name} features contain NaN or inf")
-        norm = _standardiser(xtr)
-        best_acc, best_l2 = -1.0, self.config.l2_grid[0]
-        for l2 in self.config.l2_grid:
-            w, b = fit_logistic(norm(xtr), ytr, num_classes, l2, self.config.max_iter)
-            acc, _ = accuracies(norm(xva) @ w + b, yva, num_classes)
-            if acc > best_acc:
-                best_acc, best_l2 = acc, l2
+        norm = standardiser(xtr)
+        xs, xv = norm(xtr), norm(xva)
+        best_acc, best_l2, best_fit, previous = -1.0, self.config.l2_grid[0], None, None
+        # strongest penalty first, each fit warm-started from the last: a regularisation path
+        for l2 in sorted(self.config.l2_grid, reverse=True):
+            previous = fit_logistic(xs, ytr, num_classes, l2, self.config.max_iter, previous)
+            acc, _ = accuracies(xv @ previous[0] + previous[1], yva, num_classes)
+            if acc > best_acc or (acc == best_acc and l2 < best_l2):  # ties: the weaker penalty
+                best_acc, best_l2, best_fit = acc, l2, previous
         x_all, y_all = torch.cat([xtr, xva]), torch.cat([ytr, yva])
-        norm = _standardiser(x_all)
-        w, b = fit_logistic(norm(x_all), y_all, num_classes, best_l2, self.config.max_iter)
+        norm = standardiser(x_all)
+        w, b = fit_logistic(norm(x_all), y_all, num_classes, best_l2, self.config.max_iter, best_fit)
         acc, mca = accuracies(norm(xte) @ w + b, yte, num_classes)
         return ProbeResult(accuracy=acc, mean_class_accuracy=mca, val_accuracy=best_acc, l2=best_l2)

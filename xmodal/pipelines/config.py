@@ -13,7 +13,9 @@ from typing import Any, Literal
 from xmodal.data.cifar100_source import CIFAR100Config
 from xmodal.data.nyu.config import NYUDepthConfig
 from xmodal.data.scenes import ScenesConfig
+from xmodal.evaluation.knn_probe import KNNProbeConfig
 from xmodal.evaluation.linear_probe import LinearProbeConfig
+from xmodal.evaluation.retrieval_probe import RetrievalProbeConfig
 from xmodal.evaluation.segmentation_probe import SegmentationProbeConfig
 from xmodal.objectives.baselines.config import (CRDConfig, FitNetConfig, KDConfig, PKTConfig,
                                                  RKDConfig)
@@ -96,12 +98,16 @@ class ProbeConfig:
     """Attributes:
         probes: registered probes to run (``xmodal list probes``).
         linear: linear-probe settings (pooled features -> scene class).
+        knn: k-NN probe settings (pooled features -> scene class, no fitting).
+        retrieval: cross-modal retrieval settings (student <-> teacher test embeddings).
         segmentation: per-pixel linear probe settings (feature maps -> semantic classes);
             runs once per per-pixel label set of the dataset (NYU: ``seg40``, ``seg13``).
     """
 
     probes: list[str] = field(default_factory=lambda: ["linear"])
     linear: LinearProbeConfig = field(default_factory=LinearProbeConfig)
+    knn: KNNProbeConfig = field(default_factory=KNNProbeConfig)
+    retrieval: RetrievalProbeConfig = field(default_factory=RetrievalProbeConfig)
     segmentation: SegmentationProbeConfig = field(default_factory=SegmentationProbeConfig)
 
 

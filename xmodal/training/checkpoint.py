@@ -86,9 +86,14 @@ def save_encoder(encoder: "Encoder", path: str | Path, name: str, kwargs: dict[s
 
 
 def load_encoder(path: str | Path) -> "Encoder":
-    """Rebuild an encoder saved by :func:`save_encoder` (in eval mode)."""
+    """Rebuild an encoder saved by :func:`save_encoder`, or exported by
+    :func:`xmodal.encoders.export.export_encoder` (a directory or ``encoder.json``/
+    ``.safetensors``), in eval mode."""
     from xmodal.encoders.base import create_encoder
+    from xmodal.encoders import export
 
+    if Path(path).is_dir() or Path(path).name in (export.META_FILE, export.WEIGHTS_FILE):
+        return export.load_encoder(path)  # type: ignore[return-value]
     ckpt = load_checkpoint(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != "xmodal-encoder":
         raise DataError(f"'{path}' is not an xmodal encoder checkpoint (no 'format' key); "

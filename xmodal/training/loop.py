@@ -25,7 +25,8 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
         description: str = "train", console: Any = None, state_path: Path | None = None,
         state_key: str = "", checkpoint_every: int = 0, log_prefix: str | None = None,
         settings: str = "optim") -> list[dict[str, float]]:
-    """Train ``task`` in place for ``cfg.epochs`` epochs; returns per-epoch mean metrics.
+    """Train ``task`` in place for ``cfg.epochs`` epochs; returns per-epoch mean metrics
+    (every scalar the objective returns) and ``lr``, the learning rate at the epoch's end.
 
     With ``state_path``, the full training state is saved there (main process) after every
     epoch and, with ``checkpoint_every > 0``, every that many optimiser steps inside an epoch.
@@ -33,7 +34,7 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
     continues from it, mid-epoch included, and takes the same steps an uninterrupted run would
     (see :mod:`xmodal.training.resume`). With ``log_prefix``, every scalar the objective
     returns and the learning rate go to the accelerator's trackers each step, as
-    ``<log_prefix>/<name>``. ``history`` holds the epoch means and the epoch's last ``lr``.
+    ``<log_prefix>/<name>``.
 
     Raises:
         TrainingDiverged: on a non-finite loss (naming the epoch and step), or non-finite

@@ -8,11 +8,13 @@ from typing import Any
 import torch
 from accelerate.utils import set_seed
 
-from xmodal.core.config import to_dict
+import xmodal
+from xmodal.core.config import fingerprint, to_dict
 from xmodal.core.errors import ConfigError
 from xmodal.core.registries import LOSSES
 from xmodal.data.source import LoadedDataset
 from xmodal.encoders.base import Encoder, create_encoder
+from xmodal.encoders.export import export_encoder
 from xmodal.pipelines.config import EncoderConfig
 from xmodal.core.records import write_json_atomic
 from xmodal.pipelines.context import RunContext
@@ -31,6 +33,9 @@ def check_modality(ctx: RunContext, modality: str, key: str) -> None:
         raise ConfigError(f"{key}: dataset '{ctx.config.data.name}' has no modality '{modality}' "
                           f"(it has {', '.join(available)})")
 
+
+#: the last training batch's transport plan ``[B, B]`` of an OT objective (for the report)
+TRANSPORT_PLAN = "transport-plan.npy"
 
 #: per-epoch training state of an unfinished unit (xmodal.training.resume)
 TRAIN_STATE = "train-state.pt"
@@ -74,6 +79,11 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
                 save_atomic(classifier.state_dict(), unit.directory / "classifier.pt")
             save_encoder(encoder, checkpoint, encoder_cfg.name, encoder_cfg.kwargs,
                          dataset.frontend_kwargs.get(modality, {}), extra={"method": method_name})
+            export_encoder(encoder, unit.directory, encoder_cfg.name, encoder_cfg.kwargs,
+                           dataset.frontend_kwargs.get(modality, {}), xmodal.__version__,
+                           fingerprint(to_dict(ctx.config)),
+                           extra={"method": method_name, "role": role, "seed": seed})
+            save_transport_plan(result.objective, unit.directory / TRANSPORT_PLAN)
             write_json_atomic(unit.directory / "history.json", history)
         ctx.accelerator.wait_for_everyone()
         saved = [name for name in (checkpoint.name, "classifier.pt")
@@ -98,3 +108,14 @@ def _pretrained_digest(cfg: EncoderConfig) -> str | None:
     if isinstance(pretrained, str) and Path(pretrained).is_file():
         return file_digest(pretrained)
     return None
+def save_transport_plan(objective: torch.nn.Module | None, path: Any) -> None:
+    """Save the plan of the objective's last local OT solve (teacher rows, student columns) as
+    ``.npy``, when the objective has one (WCoRD's ``last_transport``)."""
+    import numpy as np
+
+    for module in objective.modules() if objective is not None else ():
+        transport = getattr(module, "last_transport", None)
+        if transport is not None:
+            plan = transport.plan.detach().float().cpu()
+            np.save(path, plan.reshape(-1, *plan.shape[-2:])[0].numpy())
+            return

@@ -1,6 +1,7 @@
 """Stage ``probe``: evaluate every trained encoder's frozen features with each probe.
 
-Pooled probes (``linear``: scene classification) read ``[N, D]`` embeddings; dense probes
+Pooled probes (``linear``, ``knn``: scene classification) read ``[N, D]`` embeddings; pair
+probes (``retrieval``) read a student's and its teacher's embeddings; dense probes
 (``segmentation``: per-pixel classes) read stage feature maps ``[N, C, h, w]`` and run once per
 per-pixel label set the dataset has (e.g. ``seg40``, ``seg13``). Features are extracted once
 per checkpoint and cached under its content digest, so changing only probe settings re-fits
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from xmodal.core.config import fingerprint, to_dict
+from xmodal.core.errors import ConfigError
 from xmodal.core.registries import MODALITIES, PROBES, STAGES
 from xmodal.evaluation.features import extract_features
 from xmodal.evaluation.segmentation_probe import extract_feature_maps
@@ -25,28 +27,37 @@ POOLED_METRICS = ("accuracy", "mean_class_accuracy")
 DENSE_METRICS = ("mean_iou", "pixel_accuracy", "mean_class_accuracy")  # headline first
 
 
-@STAGES.register("probe", "linear probes on frozen features of every encoder")
+@STAGES.register("probe", "probe the frozen features of every encoder (linear, k-NN, retrieval, ...)")
 def probe(ctx: RunContext) -> None:
     cfg = ctx.config.probe
     probes = {name: PROBES.get(name) for name in cfg.probes}
     dataset = ctx.state["dataset"]
     rows: list[dict[str, Any]] = ctx.state.setdefault("rows", [])
     device = ctx.accelerator.device
+
+    def pooled(encoder: Any, split: str) -> Any:
+        return extract_features(encoder, dataset.splits[split], device=device)
+
     for model in ctx.state.get("models", []):
         name = f"{model['modality']}-{model['method']}"
         memo: dict[Path, dict[str, Any]] = {}  # this model's outputs, read once for all targets
         for probe_name, probe_cls in probes.items():
             probe_cfg = getattr(cfg, probe_name, None)
             dense = getattr(probe_cls, "consumes_maps", False)
+            pairs = getattr(probe_cls, "consumes_pairs", False)  # teacher <-> student probes
             if dense and not getattr(MODALITIES.get(model["modality"]), "image_aligned", False):
                 continue  # per-pixel labels mean nothing for, e.g., a spectrogram's maps
+            if pairs and model["role"] == "teacher":
+                continue  # the teacher against itself
+            teacher = _teacher_of(ctx, model, probe_name) if pairs else None
             targets = dataset.dense_labels if dense else {"label": dataset.num_classes}
             for target, num_classes in targets.items():
                 label = probe_name if not dense else target
                 unit = ctx.unit("probe", f"seed{model['seed']}", name, label,
                                 inputs={"checkpoint": model["digest"], "data": ctx.state["data_key"],
                                         "probe": probe_name, "target": target,
-                                        "config": to_dict(probe_cfg)})
+                                        "config": to_dict(probe_cfg),
+                                        **({"teacher": teacher["digest"]} if teacher else {})})
                 record = unit.record()
                 if record is None:
                     if dense:
@@ -59,22 +70,33 @@ def probe(ctx: RunContext) -> None:
                         result = probe_cls(probe_cfg).evaluate_maps(
                             *[(maps[s], dataset.splits[s].tensors[target]) for s in SPLITS],
                             num_classes=num_classes)
+                    elif teacher is not None:
+                        result = probe_cls(probe_cfg).evaluate_pairs(
+                            _frozen_outputs(ctx, teacher, "", {}, pooled),
+                            _frozen_outputs(ctx, model, "", memo, pooled))
                     else:
-                        feats = _frozen_outputs(
-                            ctx, model, "", memo,
-                            lambda enc, split: extract_features(enc, dataset.splits[split],
-                                                                device=device))
+                        feats = _frozen_outputs(ctx, model, "", memo, pooled)
                         result = probe_cls(probe_cfg).evaluate(
                             *[(feats[s], dataset.splits[s].tensors["label"]) for s in SPLITS],
                             num_classes=num_classes)
                     record = unit.finish(to_dict(result))
-                for metric in DENSE_METRICS if dense else POOLED_METRICS:
+                for metric in getattr(probe_cls, "metrics", DENSE_METRICS if dense else POOLED_METRICS):
                     rows.append({"modality": model["modality"], "method": model["method"],
                                  "probe": label, "metric": metric, "value": record[metric],
                                  "seed": model["seed"], "encoder": model["encoder"],
                                  "role": model["role"], "hparams": model["hparams"],
                                  **({"probe_weight_decay": record["weight_decay"]} if dense
-                                    else {"probe_l2": record["l2"]})})
+                                    else {"probe_l2": record["l2"]} if "l2" in record else {})})
+
+
+def _teacher_of(ctx: RunContext, model: dict[str, Any], probe_name: str) -> dict[str, Any]:
+    """The teacher model record of ``model``'s seed (for probes comparing the two)."""
+    for other in ctx.state.get("models", []):
+        if other["role"] == "teacher" and other["seed"] == model["seed"]:
+            return other
+    raise ConfigError(f"probe '{probe_name}' compares students with their teacher, but no teacher "
+                      f"of seed {model['seed']} is among the encoders; probe a run directory, or "
+                      "leave this probe out")
 
 
 def _frozen_outputs(ctx: RunContext, model: dict[str, Any], tag: str,

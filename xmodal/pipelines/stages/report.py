@@ -1,6 +1,6 @@
 """Stage ``report``: results table on the console, ``results.json``/``results.csv`` (one row
-per model x probe x metric x seed), ``summary.json``/``summary.csv`` (over seeds) and one SVG
-bar chart per probe metric."""
+per model x probe x metric x seed), ``summary.json``/``summary.csv`` (over seeds), and
+``report.md`` with its PNG figures (see :mod:`xmodal.evaluation.report`)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,16 @@ from typing import Any
 from rich.table import Table
 
 from xmodal.core.config import to_dict
-from xmodal.core.registries import STAGES
-from xmodal.evaluation.plot import write_bar_chart
-from xmodal.evaluation.summary import gap_closed_per_seed, summarise
 from xmodal.core.records import write_csv, write_json_atomic
+from xmodal.core.registries import STAGES
+from xmodal.evaluation.features import extract_features
+from xmodal.evaluation.report import probe_tables, write_embeddings, write_report
+from xmodal.evaluation.summary import gap_closed_per_seed, summarise
 from xmodal.pipelines.context import RunContext
+from xmodal.pipelines.stages.probe import _frozen_outputs
 
 
-@STAGES.register("report", "write results.json/csv and print the results table")
+@STAGES.register("report", "write results.json/csv and report.md with figures; print the tables")
 def report(ctx: RunContext) -> None:
     rows: list[dict[str, Any]] = ctx.state.get("rows", [])
     summary = summarise(rows)
@@ -34,38 +36,40 @@ def report(ctx: RunContext) -> None:
                                                      "gap_closed_per_seed": gaps})
     write_csv(ctx.run_dir / "results.csv", rows)
     write_csv(ctx.run_dir / "summary.csv", summary)
-    for probe, metric in sorted({(e["probe"], e["metric"]) for e in summary}):
-        write_bar_chart(summary, ctx.run_dir / f"{probe}-{metric}.svg", probe=probe, metric=metric,
-                        title=f"{ctx.config.pipeline}: {probe} probe, test {metric.replace('_', ' ')} (%)")
+    _write_test_embeddings(ctx)
+    report_file = write_report(ctx.run_dir)
     for table in results_tables(summary, ctx.config.pipeline, len(ctx.config.seeds)):
         ctx.console.print(table)
     ctx.say(f"results: {ctx.run_dir / 'results.json'} (rows), {ctx.run_dir / 'summary.csv'} "
-            f"(over seeds), {ctx.run_dir}/*.svg (charts)")
+            f"(over seeds), {report_file} (report with figures)")
+
+
+def _write_test_embeddings(ctx: RunContext) -> None:
+    """The first seed's test embeddings of every encoder, reduced to 2-D for the report."""
+    models = ctx.state.get("models", [])
+    if not models or "dataset" not in ctx.state:
+        return
+    dataset = ctx.state["dataset"]
+    test = dataset.splits["test"]
+    seed = min(m["seed"] for m in models)
+    panels = []
+    for model in (m for m in models if m["seed"] == seed):
+        feats = _frozen_outputs(ctx, model, "", {}, lambda enc, split: extract_features(
+            enc, dataset.splits[split], device=ctx.accelerator.device))
+        panels.append({"title": f"{model['modality']} {model['method']} (seed {seed})",
+                       "features": feats["test"].numpy(), "labels": test.tensors["label"].tolist()})
+    write_embeddings(ctx.run_dir, panels, dataset.class_names)
 
 
 def results_tables(summary: list[dict[str, Any]], title: str, seeds: int) -> list[Table]:
-    """One table per probe (in run order): rows (modality, method), a column per metric (mean,
-    ± std when several seeds) and the gap closed on the probe's first (headline) metric."""
-    index = {(e["modality"], e["method"], e["probe"], e["metric"]): e for e in summary}
-    models = list(dict.fromkeys((e["modality"], e["method"]) for e in summary))
+    """The console version of :func:`xmodal.evaluation.report.probe_tables`."""
     tables = []
-    for probe in dict.fromkeys(e["probe"] for e in summary):
-        metrics = list(dict.fromkeys(e["metric"] for e in summary if e["probe"] == probe))
-        table = Table(title=f"{title}: {probe} probe, test metrics (%)"
+    for spec in probe_tables(summary, seeds):
+        table = Table(title=f"{title}: {spec['probe']} probe, test metrics"
                             + (f", mean ± std over {seeds} seeds" if seeds > 1 else ""))
-        table.add_column("modality")
-        table.add_column("method")
-        for metric in metrics:
-            table.add_column(metric.replace("_", " "), justify="right")
-        table.add_column(f"gap closed ({metrics[0].replace('_', ' ')})", justify="right")
-        for modality, method in models:
-            entries = [index.get((modality, method, probe, metric)) for metric in metrics]
-            if all(e is None for e in entries):
-                continue
-            cells = ["-" if e is None else f"{100 * e['mean']:.1f}"
-                     + (f" ± {100 * e['std']:.1f}" if seeds > 1 else "") for e in entries]
-            gap = entries[0].get("gap_closed") if entries[0] else None
-            cells.append("-" if gap is None else f"{100 * gap:.0f}%")
-            table.add_row(modality, method, *cells)
+        for i, column in enumerate(spec["columns"]):
+            table.add_column(column, justify="left" if i < 2 else "right")
+        for row in spec["rows"]:
+            table.add_row(*row)
         tables.append(table)
     return tables

@@ -1,0 +1,150 @@
+"""``xmodal data info FILE``: recognise a data file, validate it, and describe it in tables.
+
+Three kinds are known: the NYU-Depth V2 labeled file (frames, image size, the official split,
+scene types with counts), a generated ``scenes`` cache (splits, class counts, modalities) and
+any other HDF5 file (its arrays). Sizes are printed in human units; problems get their own
+line instead of an exception, so a user sees everything that is wrong at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from xmodal.core.resources import resource_path
+
+#: one (title, columns, rows) table of the description
+Section = tuple[str, list[str], list[list[str]]]
+
+
+def human_bytes(size: float) -> str:
+    """``2_972_000_000`` -> ``"2.8 GiB"`` (powers of 1024, 3 significant digits)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.3g} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def describe(path: Path) -> list[Section]:
+    """The tables describing ``path``; raises DataError when it cannot be opened at all."""
+    from xmodal.data.hdf5 import open_hdf5
+
+    with open_hdf5(path, "xmodal reads HDF5 files (the NYU labeled file in MATLAB v7.3, a scenes "
+                         "cache or an NYU cache); replace a damaged file by downloading or "
+                         "copying it again") as f:
+        fmt = f.attrs.get("format")
+        is_nyu = "images" in f and "depths" in f
+    if is_nyu:
+        return _nyu_labeled(path)
+    if fmt == "xmodal-scenes":
+        return _scenes_cache(path)
+    return _generic(path, str(fmt) if fmt is not None else "HDF5")
+
+
+def print_description(sections: list[Section], console: Console) -> None:
+    for title, columns, rows in sections:
+        table = Table(title=title, title_justify="left", show_header=bool(columns[0]))
+        for i, column in enumerate(columns):
+            numeric = bool(rows) and all(row[i][:1].isdigit() for row in rows)
+            table.add_column(column, justify="right" if numeric and columns[0] else "left",
+                             overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+
+
+def _nyu_labeled(path: Path) -> list[Section]:
+    from xmodal.data.nyu.facts import load_nyu_facts
+    from xmodal.data.nyu.reader import NYULabeledFile, validate
+
+    info = validate(path)
+    with NYULabeledFile(path) as nyu:
+        scene_types = nyu.scene_types()
+    frames = info["frames"]
+    splits = json.loads(resource_path("datasets", "nyu-depth-v2/splits.json").read_text())
+    problems = []
+    if frames == splits["num_frames"]:
+        split_text = f"official: {len(splits['train'])} train, {len(splits['test'])} test"
+    else:
+        split_text = "none (the official split needs all 1449 frames)"
+        problems.append(f"{frames} frames, not the full labeled set's {splits['num_frames']}: "
+                        "a subset or a different file")
+    facts = load_nyu_facts()
+    known = facts.scene_to_10
+    unknown = sorted(set(scene_types) - set(known))
+    if unknown:
+        problems.append(f"scene types without a 10-class mapping: {', '.join(unknown)}")
+    overview = [["file", str(path)], ["format", "NYU-Depth V2 labeled set (MATLAB v7.3)"],
+                ["size", human_bytes(info["file_size"])], ["frames", str(frames)],
+                ["image size", f"{info['width']} x {info['height']} pixels (W x H)"],
+                ["splits", split_text], ["scene types", f"{len(set(scene_types))} types"],
+                ["problems", "; ".join(problems) or "none found"]]
+    counts = Counter(scene_types)
+    scenes = [[name, str(count), f"{100 * count / frames:.1f}%",
+               facts.scene10_names[known[name]] if name in known else "?"]
+              for name, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    arrays = [[key, " x ".join(map(str, reversed(v["shape"]))), v["dtype"]]
+              for key, v in info["keys"].items()]
+    return [("NYU-Depth V2 labeled file", ["", ""], overview),
+            ("scene types", ["scene type", "frames", "share", "10-class scene"], scenes),
+            ("arrays (MATLAB order)", ["key", "shape", "dtype"], arrays)]
+
+
+def _scenes_cache(path: Path) -> list[Section]:
+    import h5py
+
+    from xmodal.data.scenes import read_scenes_info
+
+    info = read_scenes_info(path)
+    classes = list(info["classes"])
+    counts: dict[str, Counter] = {}
+    shapes: dict[str, str] = {}
+    with h5py.File(path, "r") as f:
+        for split in info["splits"]:
+            counts[split] = Counter(int(v) for v in f[split]["label"][()])
+            for key, array in f[split].items():
+                shapes.setdefault(key, f"{' x '.join(map(str, array.shape[1:])) or 'scalar'} "
+                                       f"{array.dtype}")
+    size = int(info["image_size"])
+    overview = [["file", str(path)], ["format", f"xmodal scenes cache, version {info['version']}"],
+                ["size", human_bytes(path.stat().st_size)],
+                ["rows", ", ".join(f"{n} {s}" for s, n in info["splits"].items())],
+                ["image size", f"{size} x {size} pixels"],
+                ["audio", f"{int(info['audio_length'])} samples at {int(info['sample_rate'])} Hz"],
+                ["modalities", ", ".join(f"{k} ({v})" for k, v in shapes.items()
+                                         if k not in ("label", "num_objects", "semantic"))],
+                ["labels", f"scene class per row ({len(classes)} classes)"
+                 + (", per-pixel classes" if "semantic" in shapes else "")]]
+    splits = list(counts)
+    rows = [[name, *(str(counts[s][i]) for s in splits)] for i, name in enumerate(classes)]
+    empty = [f"class '{classes[i]}' has no {s} rows" for s in splits for i in range(len(classes))
+             if counts[s][i] == 0]
+    overview.append(["problems", "; ".join(empty) or "none found"])
+    return [("scenes dataset cache", ["", ""], overview),
+            ("scene classes per split", ["class", *splits], rows)]
+
+
+def _generic(path: Path, fmt: str) -> list[Section]:
+    import h5py
+
+    arrays: list[list[str]] = []
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: arrays.append(
+            [name, " x ".join(map(str, obj.shape)), str(obj.dtype)])
+            if isinstance(obj, h5py.Dataset) else None)
+    overview = [["file", str(path)], ["format", fmt], ["size", human_bytes(path.stat().st_size)],
+                ["arrays", str(len(arrays))]]
+    return [("HDF5 file", ["", ""], overview), ("arrays", ["key", "shape", "dtype"], arrays)]
+
+
+def info(path: Path, console: Console) -> dict[str, Any]:
+    """Describe ``path`` on the console; returns the sections (for tests and tools)."""
+    sections = describe(path)
+    print_description(sections, console)
+    return {title: rows for title, _, rows in sections}

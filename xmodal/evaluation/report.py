@@ -1,0 +1,236 @@
+"""A run's ``report.md``: config summary, results tables and figures, built from the files a
+run leaves (``config.yaml``, ``summary.json``, each unit's ``encoder.json``, ``history.json``
+and ``transport-plan.npy``, and ``report/embeddings.json``), so it can be rebuilt at any time
+with ``xmodal report RUN``. Several runs are compared side by side with :func:`compare_runs`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from xmodal.core.errors import DataError
+from xmodal.core.records import write_json_atomic
+from xmodal.evaluation import figures
+from xmodal.evaluation.figures import metric_label
+
+REPORT = "report.md"
+FIGURES_DIR = "report"
+EMBEDDINGS = "embeddings.json"
+_RANK = "median_rank"
+__all__ = ["compare_runs", "markdown_table", "metric_label", "probe_tables", "write_embeddings",
+           "write_report"]
+
+
+# ----------------------------------------------------------------------------- tables
+
+def format_value(entry: dict[str, Any] | None, seeds: int) -> str:
+    """``"72.5 ± 1.3"`` (percent) for fractions, ``"12 ± 2"`` for ranks, ``"-"`` when absent."""
+    if entry is None:
+        return "-"
+    scale, digits = (1.0, 0) if entry["metric"].endswith(_RANK) else (100.0, 1)
+    text = f"{scale * entry['mean']:.{digits}f}"
+    return text + (f" ± {scale * entry['std']:.{digits}f}" if seeds > 1 else "")
+
+
+def probe_tables(summary: list[dict[str, Any]], seeds: int) -> list[dict[str, Any]]:
+    """One table per probe (in run order): ``{"probe", "columns", "rows"}`` with a row per
+    (modality, method), a cell per metric (recalls and accuracies in %, ranks as ranks) and
+    the gap closed on the probe's first (headline) metric."""
+    index = {(e["modality"], e["method"], e["probe"], e["metric"]): e for e in summary}
+    models = list(dict.fromkeys((e["modality"], e["method"]) for e in summary))
+    tables = []
+    for probe in dict.fromkeys(e["probe"] for e in summary):
+        metrics = list(dict.fromkeys(e["metric"] for e in summary if e["probe"] == probe))
+        rows = []
+        for modality, method in models:
+            entries = [index.get((modality, method, probe, metric)) for metric in metrics]
+            if all(e is None for e in entries):
+                continue
+            gap = entries[0].get("gap_closed") if entries[0] else None
+            rows.append([modality, method, *(format_value(e, seeds) for e in entries),
+                         "-" if gap is None else f"{100 * gap:.0f}%"])
+        columns = ["modality", "method", *map(metric_label, metrics),
+                   f"gap closed ({metric_label(metrics[0])})"]
+        tables.append({"probe": probe, "columns": columns, "rows": rows})
+    return tables
+
+
+def markdown_table(columns: list[str], rows: list[list[str]], text_columns: int = 2) -> str:
+    """A GitHub-flavoured Markdown table; the first ``text_columns`` left-, the rest
+    right-aligned."""
+    def escape(cell: str) -> str:
+        return str(cell).replace("|", "\\|")
+
+    numeric = [i >= text_columns for i in range(len(columns))]
+    lines = ["| " + " | ".join(map(escape, columns)) + " |",
+             "|" + "|".join("---:" if n else ":---" for n in numeric) + "|"]
+    lines += ["| " + " | ".join(map(escape, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- run files
+
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+    """``{"config": dict, "summary": [...]}`` of a finished run, or DataError naming the fix."""
+    run_dir = Path(run_dir)
+    summary_file = run_dir / "summary.json"
+    if not summary_file.is_file():
+        raise DataError(f"'{run_dir}' holds no summary.json: not a finished xmodal run; run "
+                        "'xmodal run PIPELINE --out DIR' first")
+    try:
+        summary = json.loads(summary_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"'{summary_file}' is not valid JSON ({exc}); rerun the run to rewrite it"
+                        ) from None
+    return {"config": summary.get("config", {}), "summary": summary.get("summary", [])}
+
+
+def trained_units(run_dir: Path) -> list[dict[str, Any]]:
+    """Every exported encoder of the run: ``{"directory", "role", "modality", "method", "seed"}``
+    (teachers first), from each unit's ``encoder.json``."""
+    units = []
+    for meta_path in sorted(run_dir.glob("**/encoder.json")):
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # a foreign or torn file: nothing to draw from it
+        extra = meta.get("extra", {})
+        role = extra.get("role", "student")
+        units.append({"directory": meta_path.parent, "role": role, "modality": meta.get("modality"),
+                      "method": "teacher" if role == "teacher" else extra.get("method", "?"),
+                      "seed": extra.get("seed", 0)})
+    return sorted(units, key=lambda u: (u["role"] != "teacher", u["seed"]))
+
+
+def _unit_title(unit: dict[str, Any]) -> str:
+    return f"{unit['modality']} {unit['method']} (seed {unit['seed']})"
+
+
+def write_embeddings(run_dir: Path, panels: list[dict[str, Any]], class_names: list[str]) -> Path:
+    """Save 2-D projections for the report: each panel ``{"title", "features" [N, D] array,
+    "labels" [N]}`` is reduced by its own PCA (encoders' spaces differ)."""
+    out = []
+    for panel in panels:
+        points, explained = figures.pca_2d(np.asarray(panel["features"]))
+        out.append({"title": panel["title"], "points": np.round(points, 4).tolist(),
+                    "labels": [int(v) for v in panel["labels"]],
+                    "explained": [float(v) for v in explained]})
+    path = run_dir / FIGURES_DIR / EMBEDDINGS
+    write_json_atomic(path, {"class_names": list(class_names), "panels": out})
+    return path
+
+
+# ----------------------------------------------------------------------------- report
+
+def _config_summary(config: dict[str, Any]) -> list[str]:
+    data = config.get("data", {})
+    options = data.get(data.get("name", "").replace("-", "_"), {})
+    teacher, distill = config.get("teacher", {}), config.get("distill", {})
+    t_opt, s_opt = teacher.get("optim", {}), distill.get("optim", {})
+
+    def opts(d: dict[str, Any]) -> str:
+        return ", ".join(f"{k}={v}" for k, v in d.items() if not isinstance(v, dict)) or "defaults"
+
+    return [
+        f"- **data**: `{data.get('name')}` ({opts(options)})",
+        f"- **teacher**: {teacher.get('modality')} / `{teacher.get('encoder', {}).get('name')}`, "
+        f"{t_opt.get('epochs')} epochs, batch {t_opt.get('batch_size')}, lr {t_opt.get('lr')}",
+        f"- **students**: {', '.join(distill.get('students', []))} / "
+        f"`{distill.get('encoder', {}).get('name')}`, {s_opt.get('epochs')} epochs, "
+        f"batch {s_opt.get('batch_size')}, lr {s_opt.get('lr')}",
+        f"- **methods**: {', '.join(distill.get('methods', []))}",
+        f"- **seeds**: {', '.join(str(s) for s in config.get('seeds', []))}",
+        f"- **probes**: {', '.join(config.get('probe', {}).get('probes', []))}",
+        "- full config: [`config.yaml`](config.yaml)",
+    ]
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Draw the figures into ``RUN/report/`` and write ``RUN/report.md``; returns its path."""
+    run_dir = Path(run_dir)
+    run = read_run(run_dir)
+    config, summary = run["config"], run["summary"]
+    seeds = max(1, len(config.get("seeds", [0])))
+    name = config.get("pipeline", run_dir.name)
+    fig_dir = run_dir / FIGURES_DIR
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    for old in fig_dir.glob("*.png"):
+        old.unlink()  # a figure whose input went away must not linger
+    units = trained_units(run_dir)
+    first_seed = min((u["seed"] for u in units), default=0)
+    shown = [u for u in units if u["seed"] == first_seed]
+    lines = [f"# {name}: run report", "", f"Run directory: `{run_dir}`.", "", "## Config", "",
+             *_config_summary(config), "", "## Results", "",
+             "Test metrics over " + (f"{seeds} seeds (mean ± sample std)" if seeds > 1 else "1 seed")
+             + "; accuracies and recalls in %, ranks as ranks (1 = best). Gap closed: "
+             "(method − none) / (supervised − none) on the probe's first metric.", ""]
+    for table in probe_tables(summary, seeds):
+        lines += [f"### {table['probe']}", "", markdown_table(table["columns"], table["rows"]), ""]
+    lines += ["Per-seed rows: [`results.json`](results.json), [`results.csv`](results.csv); "
+              "over seeds: [`summary.csv`](summary.csv).", "", "## Figures", ""]
+
+    def add(file: str, caption: str) -> None:
+        lines.extend([f"![{caption}]({FIGURES_DIR}/{file})", "", f"*{caption}*", ""])
+
+    headline = {}
+    for e in summary:
+        headline.setdefault(e["probe"], e["metric"])
+    if headline:
+        figures.probe_results_figure(summary, headline, fig_dir / "probe-results.png",
+                                     title=f"{name}: probe results on the test split")
+        add("probe-results.png", "Probe results per modality and method (headline metric of each "
+            "probe" + (", error bars: std over seeds)" if seeds > 1 else ", one seed)"))
+    histories = {}
+    for unit in shown:
+        history_file = unit["directory"] / "history.json"
+        if history_file.is_file():
+            histories[_unit_title(unit)] = json.loads(history_file.read_text())
+    if any(histories.values()):
+        figures.training_curves_figure(histories, fig_dir / "training-curves.png",
+                                       title="training: loss terms per epoch, learning rate dashed")
+        add("training-curves.png", "Training curves: each loss term (left axis) and the learning "
+            "rate (dashed, right axis) per epoch, per trained encoder")
+    embeddings_file = fig_dir / EMBEDDINGS
+    if embeddings_file.is_file():
+        embeddings = json.loads(embeddings_file.read_text())
+        figures.embeddings_figure(embeddings["panels"], embeddings["class_names"],
+                                  fig_dir / "embeddings-pca.png",
+                                  title="test embeddings: 2-D PCA of each encoder, coloured by class")
+        add("embeddings-pca.png", "Test embeddings of the teacher and every student, each "
+            "projected on its own first two principal components, coloured by scene class")
+    plans = {_unit_title(u): np.load(u["directory"] / "transport-plan.npy")
+             for u in shown if (u["directory"] / "transport-plan.npy").is_file()}
+    if plans:
+        figures.transport_plan_figure(plans, fig_dir / "transport-plan.png",
+                                      title="local OT plan of the last training batch")
+        add("transport-plan.png", "Transport plan of the last training batch (teacher rows, "
+            "student columns, same sample order): mass on the diagonal means each student "
+            "embedding is matched to its own teacher embedding")
+    path = run_dir / REPORT
+    path.write_text("\n".join(lines))
+    return path
+
+
+def compare_runs(run_dirs: list[str | Path]) -> tuple[list[str], list[list[str]]]:
+    """A side-by-side table: a row per (probe, metric, modality, method) found in any run, a
+    column per run with its mean (± std over its seeds); ``"-"`` where a run lacks the row."""
+    runs = [(Path(d), read_run(d)) for d in run_dirs]
+    keys: dict[tuple[str, str, str, str], None] = {}
+    indexed = []
+    for _, run in runs:
+        index = {(e["probe"], e["metric"], e["modality"], e["method"]): e for e in run["summary"]}
+        keys.update(dict.fromkeys(index))
+        indexed.append((index, max(1, len(run["config"].get("seeds", [0])))))
+    names = [d.name or str(d) for d, _ in runs]
+    if len(set(names)) < len(names):
+        names = [str(d) for d, _ in runs]
+    columns = ["probe", "metric", "modality", "method", *names]
+    rows = [[probe, metric_label(metric), modality, method,
+             *(format_value(index.get((probe, metric, modality, method)), seeds)
+               for index, seeds in indexed)]
+            for probe, metric, modality, method in keys]
+    return columns, rows
+

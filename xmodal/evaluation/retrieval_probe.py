@@ -1,0 +1,119 @@
+"""Cross-modal retrieval probe: find a test sample's teacher embedding from its student
+embedding (``s2t``) and the reverse (``t2s``), among all test samples.
+
+Teacher and student embeddings live in different spaces (different sizes, e.g. 64 and 512),
+so they must be aligned first. The alignment is a ridge least-squares map ``W`` from the
+standardised student features to the standardised teacher features, fitted on the train
+split's pairs; its strength is chosen on val by mean recall@1, then ``W`` is refitted on
+train + val. Retrieval ranks test samples by cosine similarity between ``x_s W`` and ``x_t``.
+
+Why this alignment, and what it measures:
+
+* It is the same for every method. WCoRD's trained projection heads would also align the two
+  spaces, but only WCoRD students have them (``none`` and ``supervised`` have no heads), and
+  the heads were trained for exactly this matching, so comparing methods through them would
+  favour WCoRD. A map fitted the same way for every student keeps the rows comparable.
+* It uses the train pairs only, never labels or test samples.
+* It measures how much of the teacher's sample-specific information is *linearly* recoverable
+  from the student. A student trained without a teacher can still score above chance (both
+  encoders see the same scene), which is why ``none`` is the floor to compare against.
+* It is asymmetric (teacher space is the target; the teacher is the reference in distillation).
+  CCA, which maps both sides into a shared space, is the symmetric alternative; on the small
+  feature sizes here both are linear maps fitted on the same pairs.
+
+Metrics: recall@1/5/10 (fraction of queries whose match ranks in the top k) and the median
+rank of the match (1 = first; chance is about N/2 for N test samples), in both directions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from xmodal.core.registries import PROBES
+from xmodal.evaluation.linear_probe import standardiser
+
+RECALL_AT = (1, 5, 10)
+METRICS = tuple(f"{d}_recall@{k}" for d in ("s2t", "t2s") for k in RECALL_AT) + (
+    "s2t_median_rank", "t2s_median_rank")
+
+
+@dataclass
+class RetrievalProbeConfig:
+    """Attributes:
+        ridge_grid: candidate ridge strengths of the student -> teacher map (per sample, on
+            standardised features), chosen by mean val recall@1.
+    """
+
+    ridge_grid: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0])
+
+    def __post_init__(self) -> None:
+        if not self.ridge_grid or any(v <= 0 for v in self.ridge_grid):
+            raise ValueError(f"ridge_grid must be a non-empty list of values > 0, got {self.ridge_grid}")
+
+
+def match_ranks(queries: Tensor, gallery: Tensor) -> Tensor:
+    """Rank (1 = best) of ``gallery[i]`` among all gallery rows for ``queries[i]``, by cosine
+    similarity; ties count against the match. ``[N, D]``, ``[N, D]`` -> ``[N]`` long."""
+    q = torch.nn.functional.normalize(queries.double(), dim=1)
+    g = torch.nn.functional.normalize(gallery.double(), dim=1)
+    sims = q @ g.T
+    own = sims.diagonal().unsqueeze(1)
+    others = sims >= own
+    return others.sum(1)  # the match itself counts once: rank >= 1
+
+
+def ridge_map(x: Tensor, y: Tensor, strength: float) -> Tensor:
+    """``W`` ``[Dx, Dy]`` minimising ``|x W - y|^2 / N + strength * |W|^2`` (float64)."""
+    x, y = x.double(), y.double()
+    gram = x.T @ x / len(x) + strength * torch.eye(x.shape[1], dtype=torch.float64)
+    return torch.linalg.solve(gram, x.T @ y / len(x))
+
+
+def _retrieval_metrics(student: Tensor, teacher: Tensor) -> dict[str, float]:
+    out = {}
+    for direction, ranks in (("s2t", match_ranks(student, teacher)),
+                             ("t2s", match_ranks(teacher, student))):
+        for k in RECALL_AT:
+            out[f"{direction}_recall@{k}"] = float((ranks <= k).double().mean())
+        out[f"{direction}_median_rank"] = float(ranks.double().median())
+    return out
+
+
+@PROBES.register("retrieval", "cross-modal retrieval between teacher and student test embeddings")
+class RetrievalProbe:
+    """Student <-> teacher retrieval of the same test samples, through a linear alignment."""
+
+    metrics = METRICS
+    consumes_pairs = True  # reads the teacher's features as well as the student's
+
+    def __init__(self, config: RetrievalProbeConfig | None = None) -> None:
+        self.config = config or RetrievalProbeConfig()
+
+    def evaluate_pairs(self, teacher: dict[str, Tensor], student: dict[str, Tensor]
+                       ) -> dict[str, float]:
+        """``teacher``/``student``: ``{"train"|"val"|"test": features [N_split, D]}``, row i of
+        both the same sample. Returns the metrics plus ``ridge`` and ``val_recall@1``."""
+        for side, feats in (("teacher", teacher), ("student", student)):
+            for split in ("train", "val", "test"):
+                if not torch.isfinite(feats[split]).all():
+                    raise ValueError(f"retrieval probe: {side} {split} features contain NaN or inf")
+                if len(feats[split]) != len(teacher[split]):
+                    raise ValueError(f"retrieval probe: {split} has {len(student[split])} student "
+                                     f"and {len(teacher[split])} teacher rows")
+        s_norm, t_norm = standardiser(student["train"]), standardiser(teacher["train"])
+        best, best_ridge = -1.0, self.config.ridge_grid[0]
+        for ridge in self.config.ridge_grid:
+            w = ridge_map(s_norm(student["train"]), t_norm(teacher["train"]), ridge)
+            m = _retrieval_metrics(s_norm(student["val"]) @ w, t_norm(teacher["val"]))
+            score = (m["s2t_recall@1"] + m["t2s_recall@1"]) / 2
+            if score > best:
+                best, best_ridge = score, ridge
+        s_all = torch.cat([student["train"], student["val"]])
+        t_all = torch.cat([teacher["train"], teacher["val"]])
+        s_norm, t_norm = standardiser(s_all), standardiser(t_all)
+        w = ridge_map(s_norm(s_all), t_norm(t_all), best_ridge)
+        metrics = _retrieval_metrics(s_norm(student["test"]) @ w, t_norm(teacher["test"]))
+        return {**metrics, "ridge": best_ridge, "val_recall@1": best}

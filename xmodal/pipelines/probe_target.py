@@ -1,0 +1,157 @@
+"""``xmodal probe``: run the probes on encoders that come from outside a pipeline run.
+
+A target is an exported encoder (its directory, ``encoder.json`` or ``encoder.safetensors``),
+a run directory (every encoder it exported: teacher and students), or a registered backbone
+name (built with its pretrained weights and exported first, so every target is probed the
+same way). The dataset is prepared as in a run, then the pipeline's own ``probe`` and
+``report`` stages run on the targets, so rows, caches and the report match a run's.
+
+Feature caches are keyed by :func:`target_digest`: the SHA-256 of the weights file, the
+modality, the front end's options and the dataset's cache key (dataset, options such as image
+size or depth encoding). Each cache file holds one tensor per split; the probe units are keyed
+by the same digest, so new weights mean new features and new probe results.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+from rich.console import Console
+
+import xmodal
+from xmodal.core.config import fingerprint
+from xmodal.core.errors import ConfigError
+from xmodal.core.registries import DATASETS, ENCODERS, PROBES, STAGES
+from xmodal.encoders.base import create_encoder
+from xmodal.encoders.export import META_FILE, WEIGHTS_FILE, export_encoder, read_export_metadata
+from xmodal.pipelines.context import RunContext
+from xmodal.pipelines.runner import RunResult, resolve_config
+
+
+def find_exports(target: Path) -> list[Path]:
+    """The ``encoder.json`` files a path target stands for (one export, or a run's exports)."""
+    if target.is_file() and target.name in (META_FILE, WEIGHTS_FILE):
+        return [target.parent / META_FILE]
+    if (target / META_FILE).is_file():
+        return [target / META_FILE]
+    if target.is_dir():
+        found = sorted(p for p in target.glob(f"**/{META_FILE}")
+                       if "probe-targets" not in p.parts)  # not a previous probe's own exports
+        if found:
+            return found
+        raise ConfigError(f"'{target}' holds no exported encoder ({META_FILE} + {WEIGHTS_FILE}); "
+                          "runs write them since xmodal 0.1: rerun the run to export its encoders")
+    raise ConfigError(f"'{target}' is not an exported encoder ({META_FILE}/{WEIGHTS_FILE} or their "
+                      "directory)")
+
+
+def enclosing_run_config(path: Path) -> Path | None:
+    """The ``config.yaml`` of the run directory holding ``path``, if any."""
+    for folder in [path, *path.parents] if path.is_dir() else path.parents:
+        if (folder / "config.yaml").is_file():
+            return folder / "config.yaml"
+    return None
+
+
+def target_digest(meta: dict[str, Any], data_key: str) -> str:
+    """Cache key of one encoder's features on one prepared dataset (see the module docstring)."""
+    return fingerprint({"weights": meta["weights_sha256"], "modality": meta["modality"],
+                        "frontend": meta["frontend_kwargs"], "data": data_key})
+
+
+def probe_target(target: str, out: str | Path | None = None, data: str | None = None,
+                 probes: list[str] | None = None, pipeline: str | None = None,
+                 config_file: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                 modality: str | None = None, pretrained: str = "imagenet",
+                 console: Console | None = None) -> RunResult:
+    """Probe ``target`` on a pipeline's dataset; returns the rows and summary, and writes
+    ``results.json``, ``summary.json`` and ``report.md`` into ``out``.
+
+    Args:
+        data: a registered dataset name (``scenes``) or the dataset's file (``.mat`` for NYU).
+        probes: registered probes (default: the config's ``probe.probes``; pair probes such as
+            ``retrieval`` only when a teacher is among the targets).
+        pipeline, config_file: where the dataset and probe settings come from (default: the
+            run that holds the target, else the ``scenes`` pipeline).
+        modality, pretrained: for a backbone-name target: its input modality (default: the
+            config's teacher modality) and its ``pretrained`` option.
+    """
+    console = console or Console()
+    path = Path(target)
+    backbone = None
+    if not path.exists():
+        if target not in ENCODERS:
+            raise ConfigError(f"probe target '{target}' is not a path (exported encoder or run "
+                              f"directory) nor a registered backbone ({', '.join(ENCODERS.names())})")
+        backbone = target
+    run_config = None if backbone else enclosing_run_config(path)
+    if config_file is None and run_config is not None:
+        config_file = run_config
+    overrides = list(overrides)
+    data_path = None
+    if data is not None:
+        if data in DATASETS:
+            overrides.append(f"data.name={data}")
+        else:
+            data_path = data
+    spec_name = pipeline or (_pipeline_of(config_file) if config_file else "scenes")
+    spec, config = resolve_config(spec_name, config_file, overrides, data_path)
+    for name in probes or []:
+        PROBES.get(name)  # a typo fails before any work
+    accelerator = Accelerator(cpu=config.runtime.cpu, mixed_precision=config.runtime.mixed_precision)
+    name = backbone or (path.parent.name if path.is_file() else path.name) or "target"
+    run_dir = Path(out) if out is not None else Path("runs") / f"probe-{name}"
+    ctx = RunContext(config=config, run_dir=run_dir, accelerator=accelerator, console=console)
+    ctx.say(f"[bold]xmodal probe {target}[/bold] -> {run_dir} (data: {config.data.name})")
+    STAGES.get("preprocess")(ctx)
+    dataset = ctx.state["dataset"]
+    if backbone:
+        modality = modality or config.teacher.modality
+        encoder = create_encoder(backbone, modality, dataset.frontend_kwargs.get(modality, {}),
+                                 pretrained=pretrained)
+        exports = [export_encoder(encoder, run_dir / "probe-targets" / backbone, backbone,
+                                  {"pretrained": pretrained}, dataset.frontend_kwargs.get(modality, {}),
+                                  xmodal.__version__, extra={"method": backbone, "role": "pretrained"})]
+    else:
+        exports = find_exports(path)
+    models = [_model_record(ctx, meta_path) for meta_path in exports]
+    has_teacher = any(m["role"] == "teacher" for m in models)
+    chosen = probes or [p for p in config.probe.probes
+                        if has_teacher or not getattr(PROBES.get(p), "consumes_pairs", False)]
+    config.probe.probes = chosen
+    ctx.state["models"] = models
+    STAGES.get("probe")(ctx)
+    STAGES.get("report")(ctx)
+    return RunResult(run_dir, ctx.state.get("rows", []), ctx.state.get("summary", []))
+
+
+def _pipeline_of(config_file: str | Path) -> str:
+    from xmodal.core.config import read_yaml
+
+    return str(read_yaml(config_file).get("pipeline", "scenes"))
+
+
+def _model_record(ctx: RunContext, meta_path: Path) -> dict[str, Any]:
+    """A probe-stage model record for one export, checked against the dataset."""
+    meta = read_export_metadata(meta_path)
+    modality = meta["modality"]
+    dataset = ctx.state["dataset"]
+    available = ctx.state["dataset_source"].modalities
+    if modality not in available:
+        raise ConfigError(f"'{meta_path}': a {modality} encoder, but dataset '{ctx.config.data.name}' "
+                          f"has {', '.join(available)}; choose a dataset with --data")
+    expected = dataset.frontend_kwargs.get(modality, {})
+    if meta["frontend_kwargs"] != expected:
+        raise ConfigError(f"'{meta_path}': the encoder's {modality} front end was "
+                          f"{meta['frontend_kwargs']}, the dataset gives {expected}; its features "
+                          "would not mean the same: probe it on the data it was trained for")
+    extra = meta.get("extra", {})
+    role = extra.get("role", "student")
+    digest = target_digest(meta, ctx.state["data_key"])
+    return {"seed": int(extra.get("seed", 0)), "modality": modality,
+            "method": "teacher" if role == "teacher" else str(extra.get("method", meta["backbone"])),
+            "role": role, "directory": str(meta_path.parent), "encoder": meta["backbone"],
+            "checkpoint": str(meta_path), "digest": digest, "key": digest, "hparams": {},
+            "teacher": None}
