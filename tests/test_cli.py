@@ -39,7 +39,7 @@ def test_unknown_method_and_modality_fail_before_training(capsys, tmp_path):
     assert main([*argv, "--set", "distill.methods=[wcrod]"]) == 2
     assert "unknown method 'wcrod': did you mean 'wcord'" in _one_error_line(capsys)
     assert main([*argv, "--set", "distill.students=[lidar]"]) == 2
-    assert "has no modality 'lidar'" in _one_error_line(capsys)
+    assert "distill.students[0]: unknown modality 'lidar'" in _one_error_line(capsys)
 
 
 def test_version_and_list(capsys):
