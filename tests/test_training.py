@@ -105,7 +105,7 @@ def test_unit_caching_keys_on_inputs(tmp_path):
     unit = Unit(tmp_path / "u", {"a": 1})
     assert unit.record() is None
     unit.finish({"value": 3})
-    assert Unit(tmp_path / "u", {"a": 1}).record() == {"value": 3}
+    assert Unit(tmp_path / "u", {"a": 1}).record() == {"value": 3, "files": {}}
     assert Unit(tmp_path / "u", {"a": 2}).record() is None  # changed input -> recompute
     (tmp_path / "u" / "done.json").write_text('{"key": ')  # torn write
     assert Unit(tmp_path / "u", {"a": 1}).record() is None
