@@ -508,7 +508,7 @@ def test_crd_alpha_adds_cross_entropy_of_its_classifier() -> None:
     a = plain(student, teacher, labels, torch.arange(6), negatives=negatives)
     b = with_ce(student, teacher, labels, torch.arange(6), negatives=negatives)
     ce = F.cross_entropy(with_ce.classifier(student), labels)
-    assert float(b["loss"]) == pytest.approx(float(a["loss"]) + 0.5 * float(ce), rel=1e-5)
+    assert b["loss"].item() == pytest.approx(a["loss"].item() + 0.5 * ce.item(), rel=1e-5)
     with pytest.raises(ValueError, match="num_classes"):
         CRDObjective(5, 4, 30, CRDConfig(alpha=1.0))
 
