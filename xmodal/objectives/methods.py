@@ -94,7 +94,7 @@ class WCoRDConfig:
     sharing: Literal["batch", "anchor"] = "batch"
     sinkhorn_eps: float = 0.05
     sinkhorn_iters: int = 100
-    sinkhorn_tol: float = 1e-4
+    sinkhorn_tol: float = 1e-3
     local_solver: Literal["sinkhorn", "ipot"] = "sinkhorn"
     ipot_beta: float = 1.0
     local_scope: Literal["process", "global"] = "process"
