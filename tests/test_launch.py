@@ -25,6 +25,9 @@ TINY = ["data.scenes.image_size=16", "data.scenes.num_train=64", "data.scenes.nu
         "probe.linear.l2_grid=[0.001]", "probe.linear.max_iter=20", "distill.students=[depth]",
         "teacher.encoder.kwargs.norm=group", "distill.encoder.kwargs.norm=group",
         "distill.wcord.local_scope=global",
+        # a fixed number of Sinkhorn iterations: an early stop at a tolerance could fall one
+        # iteration apart when the two runs' embeddings differ in their last bits
+        "distill.wcord.sinkhorn_tol=1e-12", "distill.wcord.sinkhorn_iters=50",
         "distill.methods=[none,supervised,fitnet,kd,wcord-local]"]
 UNITS = ["teacher/seed0", *(f"distill/seed0/depth/{m}"
                             for m in ("supervised", "fitnet", "kd", "wcord-local"))]
@@ -82,16 +85,18 @@ def test_num_processes_starts_one_job_of_two(two_processes):
 
 def test_two_processes_train_what_one_process_trains_with_the_same_global_batch(one_process,
                                                                                two_processes):
-    """Tolerance 1e-4 absolute on every weight: only the order of floating-point sums differs
-    (the all-reduce adds two half-batch gradients). Memory-bank methods (wcord, crd) draw their
-    negatives per process, excluding that process's batch, so they agree in distribution only
-    and are left out here."""
+    """Tolerance 1e-3 absolute on every weight. Only the order of floating-point sums differs
+    (the all-reduce adds two half-batch gradients; convolutions see batches of 8, not 16), which
+    Adam's normalised steps amplify to at most ~2e-4 after 8 steps here; a real difference in
+    what is computed (BatchNorm over 8 instead of 16 samples, other negatives) moves weights by
+    ~1e-2 in the same run. Memory-bank methods (wcord, crd) draw their negatives per process,
+    excluding that process's batch, so they agree in distribution only and are left out."""
     two, _ = two_processes
     for unit in UNITS:
         a, b = _weights(one_process, unit), _weights(two, unit)
         assert a.keys() == b.keys()
         for name in a:
-            torch.testing.assert_close(b[name], a[name], atol=1e-4, rtol=0, msg=f"{unit}: {name}")
+            torch.testing.assert_close(b[name], a[name], atol=1e-3, rtol=0, msg=f"{unit}: {name}")
     rows = [json.loads((run / "results.json").read_text()) for run in (one_process, two)]
     assert [(r["method"], r["value"]) for r in rows[0]] == [(r["method"], r["value"]) for r in rows[1]]
 
