@@ -160,7 +160,7 @@ def transport_plan_figure(plans: dict[str, np.ndarray], path: Path, title: str =
     """Heat maps of transport plans ``{panel title: [B, B]}``, scaled by ``B`` so that 1 is
     the mass of a one-to-one matching (rows: teacher samples, columns: student samples)."""
     names = list(plans)
-    fig, axes = _panels(len(names), 3, 4.0, 3.6)
+    fig, axes = _panels(len(names), 3, 4.0, 4.0)
     for ax, name in zip(axes, names):
         plan = np.asarray(plans[name], dtype=np.float64) * len(plans[name])
         image = ax.imshow(plan, cmap="viridis", vmin=0.0, interpolation="nearest")
