@@ -160,12 +160,12 @@ def transport_plan_figure(plans: dict[str, np.ndarray], path: Path, title: str =
     """Heat maps of transport plans ``{panel title: [B, B]}``, scaled by ``B`` so that 1 is
     the mass of a one-to-one matching (rows: teacher samples, columns: student samples)."""
     names = list(plans)
-    fig, axes = _panels(len(names), 3, 4.0, 3.6)
+    fig, axes = _panels(len(names), 3, 4.0, 4.0)
     for ax, name in zip(axes, names):
         plan = np.asarray(plans[name], dtype=np.float64) * len(plans[name])
         image = ax.imshow(plan, cmap="viridis", vmin=0.0, interpolation="nearest")
-        ax.set_title(f"{name}\nmass on the diagonal {np.trace(plan) / len(plan):.2f} "
-                     f"(uniform plan: {1 / len(plan):.2f})", fontsize=10)
+        ax.set_title(f"{name}\ndiagonal mass {np.trace(plan) / len(plan):.2f} "
+                     f"(uniform {1 / len(plan):.2f})", fontsize=9)
         ax.set_xlabel("student sample in batch")
         ax.set_ylabel("teacher sample in batch")
         fig.colorbar(image, ax=ax, shrink=0.8, label="plan x batch size")

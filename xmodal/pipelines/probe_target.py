@@ -21,7 +21,7 @@ from accelerate import Accelerator
 from rich.console import Console
 
 import xmodal
-from xmodal.core.config import fingerprint
+from xmodal.core.config import fingerprint, read_yaml
 from xmodal.core.errors import ConfigError
 from xmodal.core.registries import DATASETS, ENCODERS, PROBES, STAGES
 from xmodal.encoders.base import create_encoder
@@ -98,8 +98,8 @@ def probe_target(target: str, out: str | Path | None = None, data: str | None = 
             data_path = data
     spec_name = pipeline or (_pipeline_of(config_file) if config_file else "scenes")
     spec, config = resolve_config(spec_name, config_file, overrides, data_path)
-    for name in probes or []:
-        PROBES.get(name)  # a typo fails before any work
+    for probe_name in probes or []:
+        PROBES.get(probe_name)  # a typo fails before any work
     accelerator = Accelerator(cpu=config.runtime.cpu, mixed_precision=config.runtime.mixed_precision)
     name = backbone or (path.parent.name if path.is_file() else path.name) or "target"
     run_dir = Path(out) if out is not None else Path("runs") / f"probe-{name}"
@@ -128,8 +128,6 @@ def probe_target(target: str, out: str | Path | None = None, data: str | None = 
 
 
 def _pipeline_of(config_file: str | Path) -> str:
-    from xmodal.core.config import read_yaml
-
     return str(read_yaml(config_file).get("pipeline", "scenes"))
 
 
