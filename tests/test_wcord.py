@@ -862,3 +862,28 @@ def test_local_tolerance_is_relative_to_mass_per_point() -> None:
         assert result.converged and result.relative_marginal_error < 1e-2
         assert result.marginal_error < 1e-2 / b
         assert float(out["marginal_error"]) == pytest.approx(result.marginal_error * b, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------- mixed precision
+
+
+def test_bf16_autocast_keeps_projections_plan_and_terms_in_float32() -> None:
+    """runtime.mixed_precision=bf16 on a CPU: the heads' matmuls may run in bf16, but the ball
+    projection, both terms and the OT plan are float32, and the loss stays within bf16's
+    rounding of the float32 loss."""
+    t, s = _features(16, 12, 10, seed=3)
+    torch.manual_seed(0)
+    reference = WCoRDLoss(12, 10, num_samples=64, embed_dim=16, num_negatives=32)(t, s, torch.arange(16))
+    torch.manual_seed(0)  # the same heads, banks and negatives
+    loss = WCoRDLoss(12, 10, num_samples=64, embed_dim=16, num_negatives=32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = loss(t, s, torch.arange(16))
+    for name in ("loss", "global", "local"):
+        assert out[name].dtype == torch.float32, name
+        assert torch.isfinite(out[name])
+        assert float(out[name]) == pytest.approx(float(reference[name]), rel=2e-2), name
+    assert out["teacher_embed"].dtype == out["student_embed"].dtype == torch.float32
+    assert out["student_embed"].norm(dim=1).max() <= 1 + 1e-6  # projected in float32
+    assert loss.last_transport.plan.dtype == torch.float32
+    torch.testing.assert_close(loss.last_transport.plan.sum(), torch.tensor(1.0), atol=1e-5, rtol=0)
+    out["loss"].backward()  # gradients flow back through the bf16 matmuls
