@@ -89,3 +89,27 @@ def test_report_tables_show_recalls_in_percent_and_ranks_as_ranks():
     assert table["rows"] == [["depth", "wcord", "30.0 ± 7.1", "13 ± 1", "-"]]
     text = markdown_table(table["columns"], table["rows"]).splitlines()
     assert text[1] == "|:---|:---|---:|---:|---:|" and text[2].startswith("| depth | wcord | 30.0")
+
+
+def test_console_tables_drop_columns_to_fit_80_columns_instead_of_cutting_text():
+    from rich.console import Console
+
+    from xmodal.pipelines.stages.report import results_tables
+
+    metrics = [f"{d}_recall@{k}" for d in ("s2t", "t2s") for k in (1, 5, 10)]
+    metrics += ["s2t_median_rank", "t2s_median_rank"]
+    rows = [{"modality": modality, "method": method, "probe": "retrieval", "metric": metric,
+             "value": 0.123 if "recall" in metric else 17.0, "seed": seed}
+            for modality in ("depth", "audio") for method in ("none", "supervised", "wcord-global")
+            for metric in metrics for seed in (0, 1, 2)]
+    wide, narrow = (results_tables(summarise(rows), "scenes", seeds=3, width=w)[0]
+                    for w in (None, 80))
+    assert len(wide.columns) == 2 + len(metrics) + 1
+    headers = [c.header for c in narrow.columns]
+    assert headers[:3] == ["modality", "method", "s→t R@1"] and headers[-1].startswith("gap closed")
+    assert len(headers) < len(wide.columns) and "more column(s) in report.md" in narrow.caption
+    console = Console(width=80, record=True)
+    console.print(narrow)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text and "wcord-global" in text and "12.3 ± 0.0" in text

@@ -38,7 +38,8 @@ def report(ctx: RunContext) -> None:
     write_csv(ctx.run_dir / "summary.csv", summary)
     _write_test_embeddings(ctx)
     report_file = write_report(ctx.run_dir)
-    for table in results_tables(summary, ctx.config.pipeline, len(ctx.config.seeds)):
+    for table in results_tables(summary, ctx.config.pipeline, len(ctx.config.seeds),
+                                width=ctx.console.width):
         ctx.console.print(table)
     ctx.say(f"results: {ctx.run_dir / 'results.json'} (rows), {ctx.run_dir / 'summary.csv'} "
             f"(over seeds), {report_file} (report with figures)")
@@ -61,15 +62,43 @@ def _write_test_embeddings(ctx: RunContext) -> None:
     write_embeddings(ctx.run_dir, panels, dataset.class_names)
 
 
-def results_tables(summary: list[dict[str, Any]], title: str, seeds: int) -> list[Table]:
-    """The console version of :func:`xmodal.evaluation.report.probe_tables`."""
+def results_tables(summary: list[dict[str, Any]], title: str, seeds: int,
+                   width: int | None = None) -> list[Table]:
+    """The console version of :func:`xmodal.evaluation.report.probe_tables`. With ``width``
+    (the terminal's columns), metric columns that do not fit are left out, last first, rather
+    than squeezed until names and numbers are cut; ``report.md`` keeps them all."""
     tables = []
     for spec in probe_tables(summary, seeds):
+        keep = _columns_that_fit(spec["columns"], spec["rows"], width)
+        dropped = len(spec["columns"]) - len(keep)
         table = Table(title=f"{title}: {spec['probe']} probe, test metrics"
-                            + (f", mean ± std over {seeds} seeds" if seeds > 1 else ""))
-        for i, column in enumerate(spec["columns"]):
-            table.add_column(column, justify="left" if i < 2 else "right")
+                            + (f", mean ± std over {seeds} seeds" if seeds > 1 else ""),
+                      caption=f"{dropped} more column(s) in report.md" if dropped else None)
+        for i in keep:  # cells never wrap or shrink; long headers wrap at their spaces
+            table.add_column(spec["columns"][i], justify="left" if i < 2 else "right",
+                             min_width=max([len(r[i]) for r in spec["rows"]] + [1]))
         for row in spec["rows"]:
-            table.add_row(*row)
+            table.add_row(*(row[i] for i in keep))
         tables.append(table)
     return tables
+
+
+def _columns_that_fit(columns: list[str], rows: list[list[str]], width: int | None) -> list[int]:
+    """Indices of the columns to show: the two names, the headline metric and the last (gap
+    closed) always; the other metrics in order while the table fits in ``width``."""
+    def need(i: int) -> int:  # widest cell or header word, plus rich's padding and border
+        words = [len(w) for w in columns[i].split()] + [len(r[i]) for r in rows]
+        return max(words) + 3
+
+    always = sorted({0, 1, min(2, len(columns) - 1), len(columns) - 1})
+    if width is None:
+        return list(range(len(columns)))
+    used = 1 + sum(need(i) for i in always)
+    keep = set(always)
+    for i in range(len(columns)):
+        if i not in keep and used + need(i) <= width:
+            keep.add(i)
+            used += need(i)
+        elif i not in keep:
+            break  # keep metrics contiguous: drop from the first that does not fit onwards
+    return sorted(keep)
