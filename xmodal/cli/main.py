@@ -141,10 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         import xmodal.registration  # noqa: F401  (fills every registry; after --help/--version)
 
+        if args.command == "run":
+            check_launch_arguments(args)
         if args.command == "run" and wants_launch(args):
             from xmodal.pipelines import resolve_config
 
-            check_launch_arguments(args)
             # a typo fails here, once, before N processes start
             resolve_config(args.pipeline, args.config, args.overrides, args.data)
             return launch(args, argv)
