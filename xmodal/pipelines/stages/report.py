@@ -15,7 +15,8 @@ from xmodal.evaluation.features import extract_features
 from xmodal.evaluation.report import probe_tables, write_embeddings, write_report
 from xmodal.evaluation.summary import gap_closed_per_seed, summarise
 from xmodal.pipelines.context import RunContext
-from xmodal.pipelines.stages.probe import _frozen_outputs
+from xmodal.pipelines.stages.probe import SPLITS, _frozen_outputs
+from xmodal.training.checkpoint import load_encoder
 
 
 @STAGES.register("report", "write results.json/csv and report.md with figures; print the tables")
@@ -54,11 +55,16 @@ def _write_test_embeddings(ctx: RunContext) -> None:
     test = dataset.splits["test"]
     seed = min(m["seed"] for m in models)
     panels = []
+    def extract(encoder: Any, split: str) -> Any:
+        return extract_features(encoder, dataset.splits[split], device=ctx.accelerator.device)
+
     for model in (m for m in models if m["seed"] == seed):
-        feats = _frozen_outputs(ctx, model, "", {}, lambda enc, split: extract_features(
-            enc, dataset.splits[split], device=ctx.accelerator.device))
+        if set(SPLITS) <= set(dataset.splits):  # the probe stage's cache (filled by it, usually)
+            feats = _frozen_outputs(ctx, model, "", {}, extract)["test"]
+        else:  # e.g. cifar100 (train/test only, no probe stage): the test split alone
+            feats = extract(load_encoder(model["checkpoint"]), "test")
         panels.append({"title": f"{model['modality']} {model['method']} (seed {seed})",
-                       "features": feats["test"].numpy(), "labels": test.tensors["label"].tolist()})
+                       "features": feats.numpy(), "labels": test.tensors["label"].tolist()})
     write_embeddings(ctx.run_dir, panels, dataset.class_names)
 
 
