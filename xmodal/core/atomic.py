@@ -52,8 +52,7 @@ def output_error(exc: OSError, path: Path, needed: int | None = None) -> OutputE
         return OutputError(f"cannot write '{path}' ({exc.strerror}): make that place writable "
                            "or pass another --out")
     if exc.errno in _NOT_A_FOLDER:
-        return OutputError(f"cannot create '{path}': it or one of its parents is a file, not a "
-                           "folder; pass another --out")
+        return OutputError(_not_a_folder(path))
     return exc
 
 
@@ -65,8 +64,7 @@ def make_directory(path: Path) -> Path:
     except OSError as exc:
         raise output_error(exc, path) from None
     if not path.is_dir():
-        raise OutputError(f"cannot create '{path}': it or one of its parents is a file, not a "
-                          "folder; pass another --out")
+        raise OutputError(_not_a_folder(path))
     return path
 
 
@@ -104,6 +102,11 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     with atomic_output(path, needed=len(data)) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def _not_a_folder(path: Path) -> str:
+    return (f"cannot create '{path}': it or one of its parents is a file, not a folder; "
+            "pass another --out")
 
 
 def _no_space(path: Path, needed: int | None, free: int) -> str:

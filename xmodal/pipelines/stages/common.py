@@ -14,7 +14,7 @@ from xmodal.core.errors import ConfigError
 from xmodal.core.registries import LOSSES
 from xmodal.data.source import LoadedDataset
 from xmodal.encoders.base import Encoder, create_encoder
-from xmodal.encoders.export import export_encoder
+from xmodal.encoders.export import META_FILE, WEIGHTS_FILE, export_encoder
 from xmodal.pipelines.config import EncoderConfig
 from xmodal.core.records import write_json_atomic
 from xmodal.pipelines.context import RunContext
@@ -86,7 +86,8 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
             save_transport_plan(result.objective, unit.directory / TRANSPORT_PLAN)
             write_json_atomic(unit.directory / "history.json", history)
         ctx.accelerator.wait_for_everyone()
-        saved = [name for name in (checkpoint.name, "classifier.pt")
+        # done.json vouches for every file a later stage or user reads, the export included
+        saved = [name for name in (checkpoint.name, "classifier.pt", WEIGHTS_FILE, META_FILE)
                  if (unit.directory / name).is_file()]
         record = unit.finish({"checkpoint": checkpoint.name, "final": history[-1] if history else {}},
                              files=saved)
