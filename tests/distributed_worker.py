@@ -47,6 +47,25 @@ def main(out_dir: str) -> None:
                 "world": accelerator.num_processes, "out_dir": out_dir,
                 "weights": {k: v.detach().clone() for k, v in task.student.state_dict().items()}},
                f"{out_dir}/rank{rank}.pt")
+    rows_in_shares(out_dir, accelerator)
+
+
+def rows_in_shares(out_dir: str, accelerator: Accelerator) -> None:
+    """Probe-style extraction split over the processes: what each computed, and the gathered result."""
+    from xmodal.training.distributed import computed_in_shares
+
+    values = torch.arange(7 * 3, dtype=torch.float32).reshape(7, 3) ** 2
+    results, computed = {}, {}
+    for total in (7, 6, 1):
+        asked: list[int] = []
+
+        def compute(rows: slice, total: int = total, asked: list[int] = asked) -> torch.Tensor:
+            asked.extend(range(total)[rows])
+            return values[:total][rows]
+
+        results[total] = computed_in_shares(compute, total, accelerator)
+        computed[total] = torch.tensor(asked, dtype=torch.long)
+    torch.save({"results": results, "computed": computed}, f"{out_dir}/shares{accelerator.process_index}.pt")
 
 
 def gathered_local_term(out_dir: str) -> None:

@@ -47,7 +47,8 @@ def test_config_defaults_follow_the_papers() -> None:
     assert dataclasses.asdict(FitNetConfig()) == dict(weight=1.0)
     assert dataclasses.asdict(CRDConfig()) == dict(embed_dim=128, num_negatives=16384, tau=0.07,
                                                    momentum=0.5, weight=0.8, negatives="uniform",
-                                                   sharing="batch", replacement=False, alpha=0.0)
+                                                   sharing="batch", replacement=False, alpha=0.0,
+                                                   bank_dtype="float32")
     assert dataclasses.asdict(RKDConfig()) == dict(distance_weight=25.0, angle_weight=50.0)
     assert dataclasses.asdict(PKTConfig()) == dict(weight=1.0)
 

@@ -73,3 +73,18 @@ def test_gathered_local_term_is_the_global_batch_term(ranks):
         torch.testing.assert_close(part["term"], term.detach(), rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(part["u_grad"], 2 * u_all.grad[start:stop], rtol=1e-5, atol=1e-7)
         torch.testing.assert_close(part["v_grad"], 2 * v_all.grad[start:stop], rtol=1e-5, atol=1e-7)
+
+
+def test_shares_are_computed_once_and_gathered_in_order(ranks):
+    """Probe features under 2 processes: each row embedded by exactly one process, and every
+    process holds all rows in the original order (7 rows: uneven shares; 1 row: fewer rows
+    than processes, computed everywhere)."""
+    out = Path(ranks[0]["out_dir"])
+    parts = [torch.load(out / f"shares{r}.pt", weights_only=True) for r in range(2)]
+    values = torch.arange(21, dtype=torch.float32).reshape(7, 3) ** 2
+    for total in (7, 6, 1):
+        for part in parts:
+            torch.testing.assert_close(part["results"][total], values[:total], rtol=0, atol=0)
+        computed = torch.cat([part["computed"][total] for part in parts]).sort().values
+        expected = torch.arange(total) if total >= 2 else torch.zeros(2, dtype=torch.long)
+        assert torch.equal(computed, expected)

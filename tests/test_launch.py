@@ -28,9 +28,11 @@ TINY = ["data.scenes.image_size=16", "data.scenes.num_train=64", "data.scenes.nu
         # a fixed number of Sinkhorn iterations: an early stop at a tolerance could fall one
         # iteration apart when the two runs' embeddings differ in their last bits
         "distill.wcord.sinkhorn_tol=1e-12", "distill.wcord.sinkhorn_iters=50",
-        "distill.methods=[none,supervised,fitnet,kd,wcord-local]"]
+        # negatives from queues of the gathered batches: the same on 1 and on 2 processes
+        "distill.wcord.negatives=queue", "distill.crd.negatives=queue",
+        "distill.methods=[none,supervised,fitnet,kd,crd,wcord,wcord-local]"]
 UNITS = ["teacher/seed0", *(f"distill/seed0/depth/{m}"
-                            for m in ("supervised", "fitnet", "kd", "wcord-local"))]
+                            for m in ("supervised", "fitnet", "kd", "crd", "wcord", "wcord-local"))]
 
 
 def _free_port() -> int:
@@ -89,8 +91,9 @@ def test_two_processes_train_what_one_process_trains_with_the_same_global_batch(
     (the all-reduce adds two half-batch gradients; convolutions see batches of 8, not 16), which
     Adam's normalised steps amplify to at most ~2e-4 after 8 steps here; a real difference in
     what is computed (BatchNorm over 8 instead of 16 samples, other negatives) moves weights by
-    ~1e-2 in the same run. Memory-bank methods (wcord, crd) draw their negatives per process,
-    excluding that process's batch, so they agree in distribution only and are left out."""
+    ~1e-2 in the same run. Memory-bank negatives are drawn per process, excluding that process's
+    batch, so they agree in distribution only; wcord and crd are compared with ``negatives=queue``,
+    whose negatives are every entry of the queue that all processes fill alike."""
     two, _ = two_processes
     for unit in UNITS:
         a, b = _weights(one_process, unit), _weights(two, unit)

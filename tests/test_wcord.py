@@ -43,7 +43,7 @@ def test_defaults_and_hparams_round_trip() -> None:
         tau=0.07, momentum=0.5, lambda_global=0.8, lambda_local=0.1, lipschitz="spectral",
         gp_weight=10.0, critic="dot", critic_hidden=256, negatives="uniform", sharing="batch",
         sinkhorn_eps=0.05, sinkhorn_iters=100, sinkhorn_tol=1e-3, seed=0, local_solver="sinkhorn",
-        ipot_beta=1.0, local_scope="process",
+        ipot_beta=1.0, local_scope="process", bank_dtype="float32",
     )
     assert loss.num_negatives_effective == 999  # K capped at N - 1
     rebuilt = WCoRDLoss(**hp)
@@ -60,7 +60,8 @@ def test_defaults_and_hparams_round_trip() -> None:
         dict(lambda_global=0.0, lambda_local=0.0), dict(lipschitz="gp"), dict(critic="mlp2"),
         dict(sinkhorn_eps=0.0), dict(sinkhorn_iters=0), dict(sinkhorn_tol=-1e-3), dict(seed=-1),
         dict(num_samples=10.5), dict(gp_weight=-1.0), dict(gp_weight=float("inf")),
-        dict(critic_hidden=0), dict(critic_hidden=2.5), dict(negatives="hard"), dict(sharing="pair"),
+        dict(critic_hidden=0), dict(critic_hidden=2.5), dict(negatives="hard"), dict(sharing="pair"), dict(bank_dtype="float64"),
+        dict(negatives="queue", sharing="anchor"),
         dict(negatives="other_class"),  # without sample_labels
         dict(ipot_beta=0.0),
         dict(sample_labels=torch.zeros(9, dtype=torch.long)),  # needs [num_samples]

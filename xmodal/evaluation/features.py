@@ -11,14 +11,14 @@ from xmodal.encoders.base import Encoder
 
 @torch.inference_mode()
 def extract_features(encoder: Encoder, dataset: ArrayDataset, batch_size: int = 256,
-                     device: torch.device | str = "cpu") -> Tensor:
-    """Pooled embeddings ``[N, D]`` (float32, on CPU) of ``dataset[encoder.modality]``.
+                     device: torch.device | str = "cpu", rows: slice = slice(None)) -> Tensor:
+    """Pooled embeddings ``[N, D]`` (float32, on CPU) of ``dataset[encoder.modality][rows]``.
 
     The encoder is put in eval mode (BatchNorm uses running statistics) and restored after.
     """
     was_training = encoder.training
     encoder.eval().to(device)
-    inputs = dataset.tensors[encoder.modality]
+    inputs = dataset.tensors[encoder.modality][rows]
     chunks = [encoder(inputs[i:i + batch_size].to(device)).float().cpu()
               for i in range(0, len(inputs), batch_size)]
     encoder.train(was_training)

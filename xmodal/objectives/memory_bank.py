@@ -17,10 +17,10 @@ other classes only: RepDistiller's CIFAR sampler draws K of them per anchor with
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xmodal.objectives.critic import PROJECTIONS, project
+from xmodal.objectives.embedding_storage import STORAGE_DTYPES, random_unit_rows
 
 __all__ = ["MemoryBank"]
 
@@ -44,6 +44,8 @@ class MemoryBank(nn.Module):
         onto: ``"sphere"`` (default) or ``"ball"``: the projection applied after each update,
             the same as the heads' (:func:`~xmodal.objectives.critic.project`). Rows start on
             the sphere either way.
+        dtype: storage dtype, ``torch.float32`` (default), ``bfloat16`` or ``float16``: 16 bits
+            halve the bank; updates are computed in float32 and rounded once.
     """
 
     memory: Tensor
@@ -51,7 +53,7 @@ class MemoryBank(nn.Module):
 
     def __init__(
         self, size: int, dim: int, momentum: float = 0.5, seed: int = 0, labels: Tensor | None = None,
-        onto: str = "sphere",
+        onto: str = "sphere", dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
         if not (isinstance(size, int) and size >= 2):
@@ -70,6 +72,8 @@ class MemoryBank(nn.Module):
                 raise ValueError(f"MemoryBank: labels must be an integer tensor, got {labels.dtype}")
         if onto not in PROJECTIONS:
             raise ValueError(f"MemoryBank: onto must be one of {PROJECTIONS}, got {onto!r}")
+        if dtype not in STORAGE_DTYPES.values():
+            raise ValueError(f"MemoryBank: dtype must be one of {list(STORAGE_DTYPES)}, got {dtype}")
         self.onto = onto
         self.size = size
         self.dim = dim
@@ -77,8 +81,7 @@ class MemoryBank(nn.Module):
         self._generator = torch.Generator().manual_seed(seed)
         # Isotropic Gaussian rows, normalised: uniform on the unit sphere, so an untrained bank
         # gives negatives with no preferred direction.
-        init = torch.randn(size, dim, generator=self._generator)
-        self.register_buffer("memory", F.normalize(init, dim=1))
+        self.register_buffer("memory", random_unit_rows(size, dim, self._generator, dtype))
         # A None buffer is not in the state_dict: banks without labels load old checkpoints.
         self.register_buffer(
             "labels", None if labels is None else labels.detach().to(torch.long).clone()
@@ -272,10 +275,10 @@ class MemoryBank(nn.Module):
         idx = indices.to(device=self.memory.device, dtype=torch.long)
         if int(idx.min()) < 0 or int(idx.max()) >= self.size:
             raise ValueError(f"MemoryBank.update: indices outside [0, {self.size})")
-        new = embeddings.detach().to(device=self.memory.device, dtype=self.memory.dtype)
+        new = embeddings.detach().to(device=self.memory.device, dtype=torch.float32)
         rows, inverse = torch.unique(idx, return_inverse=True)
         summed = torch.zeros(rows.numel(), self.dim, dtype=new.dtype, device=new.device)
         summed.index_add_(0, inverse, new)
         counts = torch.bincount(inverse, minlength=rows.numel()).to(new.dtype).unsqueeze(1)
-        mixed = self.momentum * self.memory[rows] + (1.0 - self.momentum) * (summed / counts)
-        self.memory[rows] = project(mixed, self.onto)
+        mixed = self.momentum * self.memory[rows].float() + (1.0 - self.momentum) * (summed / counts)
+        self.memory[rows] = project(mixed, self.onto).to(self.memory.dtype)

@@ -65,7 +65,10 @@ class WCoRDConfig:
             onto the sphere: the InfoNCE/CRD-like ablation).
         critic: ``dot`` (<u, v> / tau), ``bilinear`` (u^T W v / tau) or ``mlp`` (MLP on [u; v],
             hidden width ``critic_hidden``), all on the projected embeddings.
-        negatives: ``uniform``, or ``other_class`` (mask same-class negatives; uses labels).
+        negatives: ``uniform``, ``other_class`` (mask same-class negatives; uses labels), or
+            ``queue`` (all entries of a FIFO queue of the last K gathered embeddings: no N-row
+            banks; sharing ``batch``).
+        bank_dtype: storage of the banks or queues, ``float32``, ``bfloat16`` or ``float16``.
         sharing: ``batch`` (one set of K negatives per batch) or ``anchor`` (K per anchor, drawn
             with replacement; memory B*K*d*4 bytes per side).
         sinkhorn_eps, sinkhorn_iters, sinkhorn_tol: entropic OT for the local term.
@@ -90,7 +93,8 @@ class WCoRDConfig:
     gp_weight: float = 10.0
     critic: Literal["dot", "bilinear", "mlp"] = "dot"
     critic_hidden: int = 256
-    negatives: Literal["uniform", "other_class"] = "uniform"
+    negatives: Literal["uniform", "other_class", "queue"] = "uniform"
+    bank_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     sharing: Literal["batch", "anchor"] = "batch"
     sinkhorn_eps: float = 0.05
     sinkhorn_iters: int = 100
@@ -112,6 +116,8 @@ class WCoRDConfig:
             "sinkhorn_tol": self.sinkhorn_tol > 0, "ipot_beta": self.ipot_beta > 0,
             "alpha": self.alpha >= 0, "beta": self.beta >= 0, "kd_temperature": self.kd_temperature > 0,
         }
+        if self.negatives == "queue" and self.sharing != "batch":
+            raise ValueError("negatives=queue scores every anchor against the whole queue; set sharing=batch")
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"out of range: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)} "

@@ -105,16 +105,25 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from xmodal.objectives.critic import CRITICS, LIPSCHITZ_MODES, Critic, ProjectionHead, build_critic
+from xmodal.objectives.critic import (
+    CRITICS,
+    LIPSCHITZ_MODES,
+    Critic,
+    ProjectionHead,
+    build_critic,
+)
+from xmodal.objectives.embedding_storage import STORAGE_DTYPES
 from xmodal.objectives.gather import all_gather_with_grad
 from xmodal.objectives.memory_bank import MemoryBank
+from xmodal.objectives.negative_queue import NegativeQueue
 from xmodal.objectives.sinkhorn import TransportNotConverged, TransportResult
 from xmodal.objectives.transport import TRANSPORT_METHODS, solve_transport
 
 __all__ = ["WCoRDLoss", "NEGATIVE_MODES", "SHARING_MODES"]
 
-NEGATIVE_MODES = ("uniform", "other_class")
-"""How negatives are chosen: uniformly, or uniformly with same-class negatives masked out."""
+NEGATIVE_MODES = ("uniform", "other_class", "queue")
+"""How negatives are chosen: uniformly from the banks, the same with same-class negatives masked
+out, or every entry of a FIFO queue of recent embeddings (no N-sized bank)."""
 
 SHARING_MODES = ("batch", "anchor")
 LOCAL_SCOPES = ("process", "global")
@@ -219,6 +228,7 @@ class WCoRDLoss(nn.Module):
         local_solver: str = "sinkhorn",
         ipot_beta: float = 1.0,
         local_scope: str = "process",
+        bank_dtype: str = "float32",
     ) -> None:
         super().__init__()
         _check_int("teacher_dim", teacher_dim, 1)
@@ -251,6 +261,11 @@ class WCoRDLoss(nn.Module):
             raise ValueError(f"WCoRDLoss: negatives must be one of {NEGATIVE_MODES}, got {negatives!r}")
         if sharing not in SHARING_MODES:
             raise ValueError(f"WCoRDLoss: sharing must be one of {SHARING_MODES}, got {sharing!r}")
+        if negatives == "queue" and sharing != "batch":
+            raise ValueError("WCoRDLoss: negatives='queue' scores every anchor against the whole queue; "
+                             "use sharing='batch'")
+        if bank_dtype not in STORAGE_DTYPES:
+            raise ValueError(f"WCoRDLoss: bank_dtype must be one of {list(STORAGE_DTYPES)}, got {bank_dtype!r}")
         if sample_labels is not None:
             if not isinstance(sample_labels, Tensor) or sample_labels.shape != (num_samples,):
                 got = tuple(sample_labels.shape) if isinstance(sample_labels, Tensor) else type(sample_labels)
@@ -272,7 +287,7 @@ class WCoRDLoss(nn.Module):
             critic=critic, critic_hidden=critic_hidden, negatives=negatives, sharing=sharing,
             sinkhorn_eps=float(sinkhorn_eps), sinkhorn_iters=sinkhorn_iters,
             sinkhorn_tol=float(sinkhorn_tol), seed=seed, local_solver=local_solver,
-            ipot_beta=float(ipot_beta), local_scope=local_scope,
+            ipot_beta=float(ipot_beta), local_scope=local_scope, bank_dtype=bank_dtype,
         )
         self.num_samples = num_samples
         self.num_negatives_effective = min(num_negatives, num_samples - 1)
@@ -300,10 +315,16 @@ class WCoRDLoss(nn.Module):
             self.critic: Critic = build_critic(
                 critic, embed_dim, tau, spectral=spectral, hidden=critic_hidden
             )
-        self.teacher_bank: MemoryBank | None = None
-        self.student_bank: MemoryBank | None = None
-        if self.lambda_global > 0:
-            bank = dict(size=num_samples, dim=embed_dim, momentum=momentum, labels=sample_labels, onto=onto)
+        self.teacher_bank: MemoryBank | NegativeQueue | None = None
+        self.student_bank: MemoryBank | NegativeQueue | None = None
+        storage = STORAGE_DTYPES[bank_dtype]
+        if self.lambda_global > 0 and negatives == "queue":
+            queue = dict(size=self.num_negatives_effective, dim=embed_dim, onto=onto, dtype=storage)
+            self.teacher_bank = NegativeQueue(**queue, seed=seed)
+            self.student_bank = NegativeQueue(**queue, seed=seed + 1)
+        elif self.lambda_global > 0:
+            bank = dict(size=num_samples, dim=embed_dim, momentum=momentum, labels=sample_labels,
+                        onto=onto, dtype=storage)
             self.teacher_bank = MemoryBank(**bank, seed=seed)
             self.student_bank = MemoryBank(**bank, seed=seed + 1)
         self._negative_generator = torch.Generator().manual_seed(seed + 2)
@@ -419,8 +440,9 @@ class WCoRDLoss(nn.Module):
         All of the batch's indices are excluded (so no anchor meets its own pair among the
         negatives), which caps K at ``num_samples - #distinct(indices)`` in this step.
         """
-        if self.teacher_bank is None:
-            raise ValueError("WCoRDLoss: negatives are only used when lambda_global > 0")
+        if not isinstance(self.teacher_bank, MemoryBank):
+            raise ValueError("WCoRDLoss: rows are sampled only from memory banks (lambda_global > 0, "
+                             "negatives other than 'queue')")
         distinct = int(torch.unique(indices.detach()).numel())
         k = min(self.num_negatives_effective, self.num_samples - distinct)
         if k < 1:
@@ -451,6 +473,17 @@ class WCoRDLoss(nn.Module):
         if self.teacher_bank is None or self.student_bank is None:
             raise ValueError("WCoRDLoss: the global term needs lambda_global > 0")
         batch = u.shape[0]
+        if isinstance(self.teacher_bank, NegativeQueue):
+            if negatives is not None:
+                raise ValueError("WCoRDLoss: under negatives='queue' the negatives are the queue's entries")
+            with parametrize.cached():
+                positive = self.critic(u, v)  # [B]
+                teacher_anchored = self.critic.against(u, self.student_bank.memory.to(u.dtype))  # [B, K]
+                student_anchored = self.critic.against_teachers(self.teacher_bank.memory.to(u.dtype), v)
+            own = self.teacher_bank.own_rows(indices)  # an anchor's own older embedding is no negative
+            teacher_anchored = teacher_anchored.masked_fill(own, -math.inf)
+            student_anchored = student_anchored.masked_fill(own, -math.inf)
+            return self._contrast(positive, teacher_anchored) + self._contrast(positive, student_anchored)
         if negatives is None:
             negatives = self.sample_negatives(indices)
         elif negatives.dtype != torch.long or not (
@@ -544,10 +577,13 @@ class WCoRDLoss(nn.Module):
             teacher_embed: ``[B, d]`` teacher embeddings (``forward(...)["teacher_embed"]``).
             student_embed: ``[B, d]`` student embeddings (``forward(...)["student_embed"]``).
         """
-        if self.teacher_bank is None or self.student_bank is None:
-            return  # local-only variant: no banks to maintain
-        self.teacher_bank.update(indices, teacher_embed)
-        self.student_bank.update(indices, student_embed)
+        if isinstance(self.teacher_bank, NegativeQueue) and isinstance(self.student_bank, NegativeQueue):
+            self.teacher_bank.enqueue(indices, teacher_embed)
+            self.student_bank.enqueue(indices, student_embed)
+        elif isinstance(self.teacher_bank, MemoryBank) and isinstance(self.student_bank, MemoryBank):
+            self.teacher_bank.update(indices, teacher_embed)
+            self.student_bank.update(indices, student_embed)
+        # else the local-only variant: no memory to maintain
 
 
 def _is_integer(x: Tensor) -> bool:

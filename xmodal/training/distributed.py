@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from accelerate import Accelerator
+from torch import Tensor
 from accelerate.utils import broadcast_object_list
 
 from xmodal.core.errors import XmodalError
@@ -68,3 +70,24 @@ def main_process_decides(value: Any, accelerator: Accelerator) -> Any:
     box = [value if accelerator.is_main_process else None]
     broadcast_object_list(box, from_process=0)
     return box[0]
+
+
+def computed_in_shares(compute: Callable[[slice], Tensor], total: int, accelerator: Accelerator) -> Tensor:
+    """``compute(rows)`` over ``range(total)``, each process computing one contiguous share of
+    the rows once; the shares gathered in order on every process -> ``[total, ...]`` on CPU.
+
+    ``compute`` must map a slice of ``n`` rows to a ``[n, ...]`` tensor (the same trailing
+    shape and dtype on every process). With one process, or fewer rows than processes, it is
+    called once on all rows.
+    """
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if world == 1 or total < world:
+        return compute(slice(0, total))
+    share = -(-total // world)  # ceil: every share but the last is full
+    start, stop = min(rank * share, total), min((rank + 1) * share, total)
+    # an empty share (e.g. 5 rows on 4 processes) still needs the trailing shape and dtype
+    part = (compute(slice(start, stop)) if stop > start else compute(slice(0, 1))[:0]).to(accelerator.device)
+    padded = part.new_zeros((share, *part.shape[1:]))  # gathers need equal shapes
+    padded[:part.shape[0]] = part
+    gathered = accelerator.gather(padded.contiguous()).cpu()  # [world * share, ...] in rank order
+    return gathered[:total]  # the padding sits after the last real row, in the last share

@@ -94,8 +94,10 @@ class CRDConfig:
         tau: temperature of the scores ``exp(<u, v> / tau)``; 0.07.
         momentum: memory-bank momentum in [0, 1); 0.5.
         weight: weight of the (two-direction) NCE loss (> 0); 0.8 (CRD's beta).
-        negatives: ``uniform`` (any row outside the batch) or ``other_class`` (only rows of
-            another class than the anchor's; needs labels).
+        negatives: ``uniform`` (any row outside the batch), ``other_class`` (only rows of
+            another class than the anchor's; needs labels) or ``queue`` (every entry of a FIFO
+            queue of the last K embeddings instead of N-row banks; sharing ``batch``).
+        bank_dtype: storage of the banks or queues: ``float32``, ``bfloat16`` or ``float16``.
         sharing: ``batch`` (one set of K rows scored by every anchor; under ``other_class`` the
             anchor's own class is masked out of it) or ``anchor`` (K rows drawn per anchor).
         replacement: draw with replacement (True) or without (False, default).
@@ -114,6 +116,7 @@ class CRDConfig:
     sharing: str = "batch"
     replacement: bool = False
     alpha: float = 0.0
+    bank_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         momentum_ok = _is_number(self.momentum) and 0 <= self.momentum < 1
@@ -123,8 +126,11 @@ class CRDConfig:
             "tau": _positive(self.tau),
             "momentum": (momentum_ok, "a number in [0, 1)"),
             "weight": _positive(self.weight),
-            "negatives": (self.negatives in ("uniform", "other_class"), "uniform or other_class"),
-            "sharing": (self.sharing in ("batch", "anchor"), "batch or anchor"),
+            "negatives": (self.negatives in ("uniform", "other_class", "queue"),
+                          "uniform, other_class or queue"),
+            "sharing": (self.sharing in ("batch", "anchor") and (self.negatives != "queue" or self.sharing == "batch"),
+                        "batch or anchor (batch under negatives=queue)"),
+            "bank_dtype": (self.bank_dtype in ("float32", "bfloat16", "float16"), "float32, bfloat16 or float16"),
             "replacement": (isinstance(self.replacement, bool), "true or false"),
             "alpha": _non_negative(self.alpha),
         }, self)

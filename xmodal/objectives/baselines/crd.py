@@ -58,8 +58,10 @@ from torch import Tensor, nn
 
 from xmodal.objectives.baselines.config import CRDConfig
 from xmodal.objectives.critic import ProjectionHead
+from xmodal.objectives.embedding_storage import STORAGE_DTYPES
 from xmodal.objectives.gather import world_size
 from xmodal.objectives.memory_bank import MemoryBank
+from xmodal.objectives.negative_queue import NegativeQueue
 from xmodal.objectives.task_terms import LabelTerms
 
 __all__ = ["CRDObjective", "nce_loss"]
@@ -138,8 +140,18 @@ class CRDObjective(nn.Module):
             self.teacher_head = ProjectionHead(teacher_dim, config.embed_dim, spectral=False)
             self.student_head = ProjectionHead(student_dim, config.embed_dim, spectral=False)
         labels = sample_labels if config.negatives == "other_class" else None
-        self.teacher_bank = MemoryBank(num_samples, config.embed_dim, config.momentum, seed=seed, labels=labels)
-        self.student_bank = MemoryBank(num_samples, config.embed_dim, config.momentum, seed=seed + 1)
+        storage = STORAGE_DTYPES[config.bank_dtype]
+        self.teacher_bank: MemoryBank | NegativeQueue
+        self.student_bank: MemoryBank | NegativeQueue
+        if config.negatives == "queue":
+            self.teacher_bank = NegativeQueue(self.num_negatives_effective, config.embed_dim, seed=seed, dtype=storage)
+            self.student_bank = NegativeQueue(self.num_negatives_effective, config.embed_dim, seed=seed + 1,
+                                              dtype=storage)
+        else:
+            self.teacher_bank = MemoryBank(num_samples, config.embed_dim, config.momentum, seed=seed,
+                                           labels=labels, dtype=storage)
+            self.student_bank = MemoryBank(num_samples, config.embed_dim, config.momentum, seed=seed + 1,
+                                           dtype=storage)
         self.label_terms: LabelTerms | None = None
         if config.alpha > 0:
             if num_classes is None:
@@ -163,6 +175,8 @@ class CRDObjective(nn.Module):
         """Bank rows outside the batch's ``indices`` per the config: ``[K]`` shared or ``[B, K]``
         per anchor (see the module docstring)."""
         cfg, bank, gen = self.config, self.teacher_bank, self._negative_generator
+        if not isinstance(bank, MemoryBank):
+            raise ValueError("CRDObjective: under negatives=queue the negatives are the queue's entries")
         distinct = int(torch.unique(indices.detach()).numel())
         k = min(self.num_negatives_effective, self.num_samples - distinct)
         if k < 1:
@@ -204,7 +218,12 @@ class CRDObjective(nn.Module):
                              f"got {tuple(student.shape)}, {tuple(teacher.shape)}, {tuple(indices.shape)}")
         if indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool:
             raise ValueError(f"CRDObjective: indices must be an integer tensor, got {indices.dtype}")
-        if negatives is None:
+        queue = isinstance(self.teacher_bank, NegativeQueue)
+        if queue and negatives is not None:
+            raise ValueError("CRDObjective: under negatives=queue the negatives are the queue's entries")
+        if queue:
+            negatives = torch.arange(self.teacher_bank.size, device=self.teacher_bank.memory.device)
+        elif negatives is None:
             negatives = self.sample_negatives(indices)
         elif (negatives.dim() not in (1, 2) or negatives.dtype != torch.long or negatives.shape[-1] == 0
               or (negatives.dim() == 2 and negatives.shape[0] != student.shape[0])):
@@ -225,6 +244,10 @@ class CRDObjective(nn.Module):
             else:
                 negative_t = torch.bmm(bank_s, u.unsqueeze(-1)).squeeze(-1) / self.tau
                 negative_s = torch.bmm(bank_t, v.unsqueeze(-1)).squeeze(-1) / self.tau
+            if isinstance(self.teacher_bank, NegativeQueue):  # an anchor's own older embedding
+                own = self.teacher_bank.own_rows(indices)
+                negative_t = negative_t.masked_fill(own, -math.inf)
+                negative_s = negative_s.masked_fill(own, -math.inf)
             if self.config.negatives == "other_class":  # shared sets still hold same-class rows
                 anchor_labels = self.teacher_bank.labels_of(indices).unsqueeze(1)  # [B, 1]
                 same = self.teacher_bank.labels_of(negatives) == anchor_labels  # [B, K]
@@ -260,6 +283,11 @@ class CRDObjective(nn.Module):
 
     @torch.no_grad()
     def update_memory(self, indices: Tensor, teacher_embed: Tensor, student_embed: Tensor) -> None:
-        """Momentum-update both banks with a (gathered) batch; call after the optimiser step."""
-        self.teacher_bank.update(indices, teacher_embed)
-        self.student_bank.update(indices, student_embed)
+        """Momentum-update both banks (or enqueue into both queues) with a (gathered) batch; call
+        after the optimiser step."""
+        if isinstance(self.teacher_bank, NegativeQueue) and isinstance(self.student_bank, NegativeQueue):
+            self.teacher_bank.enqueue(indices, teacher_embed)
+            self.student_bank.enqueue(indices, student_embed)
+        elif isinstance(self.teacher_bank, MemoryBank) and isinstance(self.student_bank, MemoryBank):
+            self.teacher_bank.update(indices, teacher_embed)
+            self.student_bank.update(indices, student_embed)

@@ -21,6 +21,7 @@ from xmodal.evaluation.features import extract_features
 from xmodal.evaluation.segmentation_probe import extract_feature_maps
 from xmodal.pipelines.context import RunContext
 from xmodal.training.checkpoint import load_encoder, load_keyed, save_keyed
+from xmodal.training.distributed import computed_in_shares, main_process_decides
 
 SPLITS = ("train", "val", "test")
 POOLED_METRICS = ("accuracy", "mean_class_accuracy")
@@ -35,8 +36,10 @@ def probe(ctx: RunContext) -> None:
     rows: list[dict[str, Any]] = ctx.state.setdefault("rows", [])
     device = ctx.accelerator.device
 
-    def pooled(encoder: Any, split: str) -> Any:
-        return extract_features(encoder, dataset.splits[split], device=device)
+    def pooled(encoder: Any, split: str) -> Any:  # each process embeds its share of the rows
+        data = dataset.splits[split]
+        return computed_in_shares(lambda rows: extract_features(encoder, data, device=device, rows=rows),
+                                  len(data), ctx.accelerator)
 
     for model in ctx.state.get("models", []):
         name = f"{model['modality']}-{model['method']}"
@@ -64,9 +67,11 @@ def probe(ctx: RunContext) -> None:
                         stages = probe_cfg.stages
                         maps = _frozen_outputs(
                             ctx, model, f"-maps{'-'.join(str(s) for s in stages)}", memo,
-                            lambda enc, split: extract_feature_maps(
-                                enc, dataset.splits[split].tensors[model["modality"]], stages,
-                                batch_size=32, device=device))
+                            lambda enc, split: computed_in_shares(
+                                lambda rows: extract_feature_maps(
+                                    enc, dataset.splits[split].tensors[model["modality"]][rows],
+                                    stages, batch_size=32, device=device),
+                                len(dataset.splits[split]), ctx.accelerator))
                         result = probe_cls(probe_cfg).evaluate_maps(
                             *[(maps[s], dataset.splits[s].tensors[target]) for s in SPLITS],
                             num_classes=num_classes)
@@ -101,14 +106,20 @@ def _teacher_of(ctx: RunContext, model: dict[str, Any], probe_name: str) -> dict
 
 def _frozen_outputs(ctx: RunContext, model: dict[str, Any], tag: str,
                     memo: dict[Path, dict[str, Any]],
-                    extract: Callable[[Any, str], Any]) -> dict[str, Any]:
+                    extract: Callable[[Any, str], Any], everywhere: bool = True) -> dict[str, Any]:
     """``{split: extract(encoder, split)}`` of the frozen encoder, computed once per checkpoint:
-    from ``memo``, else from ``features/<key>.pt``, else extracted and saved there."""
+    from ``memo``, else from ``features/<key>.pt``, else extracted and saved there.
+    ``everywhere``: called by every process alike (then they agree on reuse, and ``extract`` may
+    share the work); False from code that runs on the main process alone."""
     key = fingerprint({"checkpoint": model["digest"], "data": ctx.state["data_key"],
                        "modality": model["modality"], "outputs": tag, "splits": SPLITS})
     cache = ctx.run_dir / "features" / f"{key}.pt"
     if cache not in memo:
         memo[cache], why = load_keyed(cache, key)
+        # every process extracts its share, so all must agree on reuse (the main process decides)
+        reuse = memo[cache] is not None
+        if everywhere and main_process_decides(reuse, ctx.accelerator) and not reuse:
+            memo[cache], why = load_keyed(cache, key)  # written by the main process meanwhile
         if memo[cache] is None:
             if why != "missing":
                 ctx.say(f"features: {why}; extracting them again")

@@ -60,7 +60,7 @@ def _write_test_embeddings(ctx: RunContext) -> None:
 
     for model in (m for m in models if m["seed"] == seed):
         if set(SPLITS) <= set(dataset.splits):  # the probe stage's cache (filled by it, usually)
-            feats = _frozen_outputs(ctx, model, "", {}, extract)["test"]
+            feats = _frozen_outputs(ctx, model, "", {}, extract, everywhere=False)["test"]
         else:  # e.g. cifar100 (train/test only, no probe stage): the test split alone
             feats = extract(load_encoder(model["checkpoint"]), "test")
         panels.append({"title": f"{model['modality']} {model['method']} (seed {seed})",

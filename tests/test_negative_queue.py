@@ -1,0 +1,119 @@
+"""The FIFO queue of negatives (``negatives=queue``) and 16-bit bank storage."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pytest
+import torch
+
+from xmodal.core.config import load_config
+from xmodal.core.errors import ConfigError
+from xmodal.objectives.baselines.config import CRDConfig
+from xmodal.objectives.baselines.crd import CRDObjective
+from xmodal.objectives.memory_bank import MemoryBank
+from xmodal.objectives.negative_queue import NegativeQueue
+from xmodal.objectives.wcord import WCoRDLoss
+from xmodal.pipelines.config import RunConfig
+
+
+def test_queue_keeps_the_last_k_in_order_like_a_deque():
+    queue = NegativeQueue(size=5, dim=2, seed=0)
+    start = queue.memory.clone()
+    reference = deque([(-1, tuple(row.tolist())) for row in start], maxlen=5)
+    counter = 0
+    for count in (2, 3, 1, 7, 4):  # 7 > size: only its last 5 stay
+        ids = torch.arange(counter, counter + count)
+        rows = torch.stack([torch.tensor([float(i), -float(i)]) for i in ids])
+        counter += count
+        queue.enqueue(ids, rows)
+        reference.extend((int(i), tuple(r.tolist())) for i, r in zip(ids, rows))
+        held = {(int(i), tuple(r.tolist())) for i, r in zip(queue.ids, queue.memory)}
+        assert held == set(reference)
+    assert int(queue.position) == counter % 5
+
+
+def test_queue_state_dict_round_trip_continues_the_same_queue():
+    a = NegativeQueue(size=4, dim=3, seed=1)
+    a.enqueue(torch.tensor([7, 8, 9]), torch.randn(3, 3))
+    b = NegativeQueue(size=4, dim=3, seed=2)
+    b.load_state_dict(a.state_dict())
+    batch = (torch.tensor([1, 2]), torch.randn(2, 3))
+    a.enqueue(*batch)
+    b.enqueue(*batch)
+    assert torch.equal(a.memory, b.memory) and torch.equal(a.ids, b.ids)
+
+
+@pytest.mark.parametrize("bad", [
+    (torch.tensor([1, 2]), torch.randn(3, 4)),
+    (torch.tensor([1]), torch.full((1, 4), float("nan"))),
+    (torch.tensor([[1]]), torch.randn(1, 4)),
+])
+def test_queue_refuses_bad_batches(bad):
+    with pytest.raises(ValueError, match="NegativeQueue.enqueue"):
+        NegativeQueue(size=4, dim=4).enqueue(*bad)
+
+
+def test_wcord_queue_term_equals_a_hand_computation_with_own_entries_masked():
+    torch.manual_seed(0)
+    loss = WCoRDLoss(6, 5, num_samples=50, embed_dim=4, num_negatives=6, tau=0.1,
+                     lipschitz="none", lambda_local=0.0, negatives="queue")
+    teacher, student = torch.randn(3, 6), torch.randn(3, 5)
+    loss.update_memory(torch.tensor([3, 11, 12]), torch.randn(3, 4), torch.randn(3, 4))
+    indices = torch.tensor([3, 4, 5])  # sample 3 has an older embedding in the queue
+    out = loss(teacher, student, indices)
+    u, v = out["teacher_embed"], out["student_embed"]
+    mem_t, mem_s, ids = loss.teacher_bank.memory, loss.student_bank.memory, loss.teacher_bank.ids
+    expected = 0.0
+    for i in range(3):
+        keep = ids != indices[i]
+        pos = float(u[i] @ v[i]) / 0.1
+        for negs in ((mem_s[keep] @ u[i]) / 0.1, (mem_t[keep] @ v[i]) / 0.1):
+            expected += (torch.logsumexp(torch.cat([torch.tensor([pos]), negs]), 0) - pos) / 3
+    assert int((ids == 3).sum()) == 1
+    torch.testing.assert_close(out["global"], torch.as_tensor(expected, dtype=torch.float32))
+
+
+def test_crd_queue_scores_every_entry_but_the_anchors_own():
+    cfg = CRDConfig(embed_dim=4, num_negatives=6, negatives="queue")
+    crd = CRDObjective(5, 5, num_samples=40, config=cfg)
+    crd.update_memory(torch.tensor([0, 1]), torch.randn(2, 4), torch.randn(2, 4))
+    out = crd(torch.randn(2, 5), torch.randn(2, 5), torch.zeros(2, dtype=torch.long), torch.tensor([0, 9]))
+    assert torch.isfinite(out["loss"]) and crd.z_estimated
+    with pytest.raises(ValueError, match="queue"):
+        crd.sample_negatives(torch.tensor([0]))
+
+
+def test_half_precision_bank_halves_memory_and_tracks_the_float32_bank():
+    banks = {dtype: MemoryBank(200, 64, momentum=0.5, seed=0, dtype=dtype)
+             for dtype in (torch.float32, torch.bfloat16)}
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        rows = torch.randint(200, (16,), generator=generator)
+        new = torch.nn.functional.normalize(torch.randn(16, 64, generator=generator), dim=1)
+        for bank in banks.values():
+            bank.update(rows, new)
+    full, half = banks[torch.float32].memory, banks[torch.bfloat16].memory
+    assert half.dtype == torch.bfloat16 and half.nbytes * 2 == full.nbytes
+    assert (half.float() - full).abs().max() < 1e-2  # bf16 keeps 8 bits of mantissa
+    torch.testing.assert_close(half.float().norm(dim=1), torch.ones(200), atol=1e-2, rtol=0)
+
+
+def test_wcord_with_a_bf16_queue_trains_its_heads():
+    loss = WCoRDLoss(8, 8, num_samples=100, embed_dim=4, num_negatives=16, negatives="queue",
+                     bank_dtype="bfloat16", lambda_local=0.0)
+    out = loss(torch.randn(4, 8), torch.randn(4, 8), torch.arange(4))
+    out["loss"].backward()
+    assert loss.teacher_bank.memory.dtype == torch.bfloat16
+    assert all(p.grad is not None and torch.isfinite(p.grad).all()
+               for p in loss.student_head.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("distill.wcord.sharing=anchor", "sharing=batch"),
+    ("distill.crd.sharing=anchor", "batch under negatives=queue"),
+])
+def test_queue_with_per_anchor_sharing_is_refused_at_load(override, message):
+    section = override.split(".")[1]
+    with pytest.raises(ConfigError, match=message):
+        load_config(RunConfig, overrides=[f"distill.{section}.negatives=queue", override])
