@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import xmodal.objectives.baselines  # noqa: F401  (registers the methods)
-from xmodal.core.registries import LOSSES
+from xmodal.core.registry import METHODS
 from xmodal.objectives.baselines import (
     CRDConfig, CRDObjective, FitNetConfig, FitNetObjective, KDConfig, KDObjective, PKTConfig,
     PKTObjective, RKDConfig, RKDObjective, nce_loss, pkt_loss, rkd_angle, rkd_distance,
@@ -88,7 +88,7 @@ def test_registered_with_config_keys_and_hparams() -> None:
     ctx = ObjectiveContext(student_dim=6, teacher_dim=5, num_samples=40, num_classes=3, seed=1,
                            teacher_logits=torch.randn(40, 3, generator=_gen(0)))
     for name in NAMES:
-        method = LOSSES.get(name)
+        method = METHODS.get(name)
         assert method.name == name and method.trains and method.uses_teacher
         assert not method.uses_labels  # kd reads labels only with alpha > 0 (documented)
         assert method.config_key == name
@@ -102,7 +102,7 @@ def test_registered_with_config_keys_and_hparams() -> None:
 
 
 def test_kd_build_needs_teacher_logits_in_the_right_shape() -> None:
-    kd = LOSSES.get("kd")
+    kd = METHODS.get("kd")
     with pytest.raises(ValueError, match="teacher's logits"):
         kd.build(ObjectiveContext(4, 5, 10, 3), KDConfig())
     with pytest.raises(ValueError, match="rows"):
@@ -116,7 +116,7 @@ def test_autocast_keeps_losses_float32_and_finite() -> None:
                            teacher_logits=torch.randn(40, 3, generator=_gen(0)))
     student, teacher = torch.randn(8, 6, generator=_gen(1)), torch.randn(8, 5, generator=_gen(2))
     for name in NAMES:
-        objective = LOSSES.get(name).build(ctx, CONFIGS[name]())
+        objective = METHODS.get(name).build(ctx, CONFIGS[name]())
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = objective(student, teacher, _no_labels(8), torch.arange(8))
         assert out["loss"].dtype == torch.float32 and torch.isfinite(out["loss"]), name
@@ -537,7 +537,7 @@ def test_every_baseline_trains_a_linear_student(name) -> None:
     cfg = {"crd": CRDConfig(embed_dim=16)}.get(name, CONFIGS[name]())
     ctx = ObjectiveContext(student_dim=ds, teacher_dim=teacher.shape[1], num_samples=n, num_classes=4,
                            seed=0, teacher_logits=logits)
-    objective = LOSSES.get(name).build(ctx, cfg)
+    objective = METHODS.get(name).build(ctx, cfg)
     optimiser = torch.optim.Adam(list(student.parameters()) + list(objective.parameters()), lr=1e-2)
     g = _gen(12)
     losses = []
@@ -574,7 +574,7 @@ def test_baselines_run_in_the_training_loop(name) -> None:
     ctx = ObjectiveContext(student_dim=encoder.embed_dim, teacher_dim=6, num_samples=n, num_classes=3,
                            teacher_logits=torch.randn(n, 3, generator=g))
     cfg = {"crd": CRDConfig(embed_dim=8)}.get(name, CONFIGS[name]())
-    objective = LOSSES.get(name).build(ctx, cfg)
+    objective = METHODS.get(name).build(ctx, cfg)
     task = DistillationTask(encoder, objective, teacher_features=torch.randn(n, 6, generator=g))
     banks = [b.memory.clone() for b in (getattr(objective, "teacher_bank", None),) if b is not None]
     history = fit(task, make_loader(data, 8, True), OptimConfig(epochs=1), Accelerator(cpu=True))

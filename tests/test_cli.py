@@ -45,12 +45,12 @@ def test_unknown_method_and_modality_fail_before_training(capsys, tmp_path):
 def test_version_and_list(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"xmodal {xmodal.__version__}"
-    assert main(["list", "losses"]) == 0
+    assert main(["list", "methods"]) == 0
     out = capsys.readouterr().out
     assert "wcord" in out and "supervised" in out
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for kind in ("encoders", "losses", "datasets", "probes", "pipelines"):
+    for kind in ("methods", "backbones", "frontends", "datasets", "probes", "pipelines", "stages"):
         assert kind in out
 
 
@@ -111,18 +111,18 @@ def test_data_info_lists_nyu_scene_types_with_counts(tmp_path, capsys):
 
 
 def test_list_shows_whole_plain_descriptions_and_packages(capsys):
-    from xmodal.core.registries import ALL
+    from xmodal.core.registry import REGISTRIES
 
-    for registry in ALL.values():
+    for registry in REGISTRIES.values():
         for name in registry.names():
             text = registry.describe(name)
             assert text and "``" not in text and ":class:" not in text, (registry.kind, name, text)
             assert not text.endswith((";", ",", ":")), (registry.kind, name, text)
             assert registry.package(name) == "xmodal"
-    assert ALL["modalities"].describe("hha").endswith("scaled to about [-2, 2].")
-    assert main(["list", "modalities"]) == 0
+    assert REGISTRIES["frontends"].describe("hha").endswith("scaled to about [-2, 2].")
+    assert main(["list", "frontends"]) == 0
     out = capsys.readouterr().out
-    assert "``" not in out and out.count("xmodal") >= len(ALL["modalities"].names())
+    assert "``" not in out and out.count("xmodal") >= len(REGISTRIES["frontends"].names())
 
 
 @pytest.mark.parametrize("argv", [[], ["run"], ["probe"], ["report"], ["data"], ["data", "info"],

@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from xmodal.core.errors import XmodalError
-from xmodal.core.registries import ENCODERS
+from xmodal.core.registry import BACKBONES
 from xmodal.encoders import create_encoder
 from xmodal.encoders.frontends import DepthFrontend, LogMelFrontend
 
@@ -128,4 +128,4 @@ def test_imagenet_weights_offline_give_a_clear_error(monkeypatch, tmp_path):
 
 
 def test_registry_lists_cifar_family():
-    assert ENCODERS.names("resnet*x4") == ["resnet32x4", "resnet8x4"]
+    assert BACKBONES.names("resnet*x4") == ["resnet32x4", "resnet8x4"]

@@ -13,8 +13,8 @@ from xmodal.cli.main import main
     ("teacher.modality=rbg", "teacher.modality: unknown modality 'rbg': did you mean 'rgb'"),
     ("teacher.modality=hha", "teacher.modality: dataset 'scenes' has no modality 'hha'"),
     ("distill.students=[depth,audoi]", "distill.students[1]: unknown modality 'audoi': did you mean 'audio'"),
-    ("teacher.encoder.name=resnet9", "teacher.encoder.name: unknown encoder 'resnet9': did you mean 'resnet8'"),
-    ("distill.encoder.name=resnt8", "distill.encoder.name: unknown encoder 'resnt8': did you mean 'resnet8'"),
+    ("teacher.encoder.name=resnet9", "teacher.encoder.name: unknown backbone 'resnet9': did you mean 'resnet8'"),
+    ("distill.encoder.name=resnt8", "distill.encoder.name: unknown backbone 'resnt8': did you mean 'resnet8'"),
     ("distill.methods=[none,wcordd]", "distill.methods[1]: unknown"),
     ("probe.probes=[linaer]", "probe.probes[0]: unknown probe 'linaer': did you mean 'linear'"),
 ])

@@ -51,7 +51,7 @@ def test_wheel_carries_data_folders_and_finds_them(tmp_path):
             assert f"xmodal/_resources/{rel}" in names
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    code = ("import xmodal.registration; from xmodal.core.registries import PIPELINES; "
+    code = ("from xmodal.core.registry import PIPELINES; "
             "from xmodal.core.resources import resource_root; s = PIPELINES.get('scenes'); "
             "print(resource_root('configs')); print(s.config_path())")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,

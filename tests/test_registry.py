@@ -81,21 +81,21 @@ def test_broken_plugin_names_itself(monkeypatch):
         reg.names()
 
 
-def test_project_registries_hold_the_builtins():
-    import xmodal.registration  # noqa: F401
-    from xmodal.core.registries import ALL
+def test_project_registries_hold_the_builtins_after_import_xmodal_alone():
+    import xmodal
 
-    assert {"resnet8", "resnet18", "resnet50"} <= set(ALL["encoders"].names())
-    assert {"none", "supervised", "wcord", "wcord-global", "wcord-local"} <= set(ALL["losses"].names())
-    assert "scenes" in ALL["datasets"] and "linear" in ALL["probes"] and "scenes" in ALL["pipelines"]
-    assert {"rgb", "depth", "audio"} <= set(ALL["modalities"].names())
+    assert {"resnet8", "resnet18", "resnet50"} <= set(xmodal.list_components("backbones"))
+    assert {"none", "supervised", "wcord", "wcord-global", "wcord-local"} <= set(xmodal.list_components("methods"))
+    assert "scenes" in xmodal.DATASETS and "linear" in xmodal.PROBES and "scenes" in xmodal.PIPELINES
+    assert {"rgb", "depth", "audio"} <= set(xmodal.list_components("frontends"))
+    with pytest.raises(XmodalError, match="unknown kind 'losses'"):
+        xmodal.list_components("losses")
 
 
 def test_messages_use_a_proper_singular():
-    import xmodal.registration  # noqa: F401  (fills LOSSES)
-    from xmodal.core.registries import LOSSES
+    from xmodal.core.registry import METHODS
 
     assert [Registry(k).singular for k in ("encoders", "modalities", "classes", "boxes")] == [
         "encoder", "modality", "class", "box"]
     with pytest.raises(XmodalError, match="unknown method 'wcrod': did you mean 'wcord'"):
-        LOSSES.get("wcrod")
+        METHODS.get("wcrod")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from xmodal.core.registries import PROBES
+from xmodal.core.registry import PROBES
 from xmodal.encoders.base import create_encoder
 from xmodal.evaluation.segmentation_probe import (
     SegmentationProbe,

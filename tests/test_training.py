@@ -159,11 +159,11 @@ def test_history_json_is_plain(tmp_path):
 
 @pytest.mark.parametrize("method", ["wcord", "crd"])
 def test_a_batch_holding_every_sample_fails_before_training_with_the_fix(method):
-    from xmodal.core.registries import LOSSES
+    from xmodal.core.registry import METHODS
     from xmodal.objectives.methods import ObjectiveContext
     from xmodal.pipelines.config import DistillConfig
 
-    entry = LOSSES.get(method)
+    entry = METHODS.get(method)
     cfg = getattr(DistillConfig(), entry.config_key)
     ctx = ObjectiveContext(student_dim=8, teacher_dim=8, num_samples=26, num_classes=3,
                            batch_size=26)
@@ -174,7 +174,7 @@ def test_a_batch_holding_every_sample_fails_before_training_with_the_fix(method)
 
 
 def _wcord_task(seed=0, n=32):
-    from xmodal.core.registries import LOSSES
+    from xmodal.core.registry import METHODS
     from xmodal.objectives.methods import ObjectiveContext, WCoRDConfig
 
     torch.manual_seed(seed)
@@ -182,7 +182,7 @@ def _wcord_task(seed=0, n=32):
     teacher = torch.randn(n, 16, generator=torch.Generator().manual_seed(99))
     ctx = ObjectiveContext(student_dim=encoder.embed_dim, teacher_dim=16, num_samples=n,
                            num_classes=3, seed=seed, batch_size=8)
-    objective = LOSSES.get("wcord").build(ctx, WCoRDConfig(num_negatives=8, momentum=0.5))
+    objective = METHODS.get("wcord").build(ctx, WCoRDConfig(num_negatives=8, momentum=0.5))
     return DistillationTask(encoder, objective, teacher)
 
 

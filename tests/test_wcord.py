@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xmodal.core.registries import LOSSES
+from xmodal.core.registry import METHODS
 from xmodal.objectives import CRITICS, DotCritic, ProjectionHead, TransportNotConverged, WCoRDLoss
 from xmodal.objectives.critic import BilinearCritic, MLPCritic, build_critic
 from xmodal.objectives.lipschitz import gradient_norms, maximise_gradient
@@ -795,7 +795,7 @@ def test_total_objective_alpha_beta_against_hand_computation(alpha: float, beta:
     ctx = ObjectiveContext(student_dim=7, teacher_dim=9, num_samples=n, num_classes=c, seed=1,
                            teacher_logits=teacher_logits, train_labels=torch.arange(n) % c)
     cfg = WCoRDConfig(embed_dim=8, alpha=alpha, beta=beta)
-    method = LOSSES.get("wcord")
+    method = METHODS.get("wcord")
     objective = method.build(ctx, cfg)
     assert method.hparams(cfg)["alpha"] == alpha and method.hparams(cfg)["beta"] == beta
     t, s = _features(b, 9, 7, seed=4)

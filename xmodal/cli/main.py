@@ -22,7 +22,7 @@ from xmodal.cli.launch import add_launch_arguments, check_launch_arguments, laun
 from xmodal.core.atomic import output_error
 from xmodal.core.errors import OutputError, XmodalError
 
-LIST_KINDS = ("encoders", "losses", "datasets", "probes", "pipelines", "modalities", "stages")
+LIST_KINDS = ("methods", "backbones", "frontends", "datasets", "probes", "pipelines", "stages")
 
 
 class _UsageError(XmodalError):
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "xmodal probe runs/scenes                # probe every encoder of a run",
                                       "xmodal report runs/a runs/b             # compare two runs",
                                       "xmodal data info nyu_depth_v2_labeled.mat",
-                                      "xmodal list losses"),
+                                      "xmodal list methods"),
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"xmodal {xmodal.__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
@@ -95,16 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="with several runs: also write the comparison as Markdown")
     add_data_parser(sub, _Parser, add_command)
     lst = add_command(sub, "list", "list registered components and their packages",
-                      "xmodal list", "xmodal list encoders")
+                      "xmodal list", "xmodal list backbones")
     lst.add_argument("kind", nargs="?", choices=LIST_KINDS, help="which registry (default: all)")
     return parser
 
 
 def _list(kind: str | None, console: Console) -> None:
-    from xmodal.core.registries import ALL
+    from xmodal.core.registry import REGISTRIES
 
     for name in [kind] if kind else LIST_KINDS:
-        registry = ALL[name]
+        registry = REGISTRIES[name]
         table = Table(title=name, title_justify="left", show_header=False)
         table.add_column("name", no_wrap=True)
         table.add_column("description", overflow="fold")
@@ -139,8 +139,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
-        import xmodal.registration  # noqa: F401  (fills every registry; after --help/--version)
-
         if args.command == "run":
             check_launch_arguments(args)
         if args.command == "run" and wants_launch(args):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from xmodal.core.errors import DataError
-from xmodal.core.registries import DATASETS
+from xmodal.core.registry import DATASETS
 from xmodal.data.arrays import ArrayDataset
 from xmodal.data.source import LoadedDataset
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from xmodal.core.errors import DataError
-from xmodal.core.registries import DATASETS
+from xmodal.core.registry import DATASETS
 from xmodal.data.arrays import ArrayDataset
 from xmodal.data.nyu.cache import (CACHE_FORMAT, NYUDepthConfig, build_cache, require_source,
                                    source_fingerprint)

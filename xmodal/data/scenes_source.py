@@ -9,7 +9,7 @@ from pathlib import Path
 import h5py
 import torch
 
-from xmodal.core.registries import DATASETS
+from xmodal.core.registry import DATASETS
 from xmodal.data.arrays import ArrayDataset
 from xmodal.data.scenes import ScenesConfig, generate_scenes, read_scenes_info
 from xmodal.data.scenes.recipes import NUM_SEMANTIC_IDS

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from xmodal.core.errors import XmodalError
-from xmodal.core.registries import ENCODERS, MODALITIES
+from xmodal.core.registry import BACKBONES, FRONTENDS
 
 
 class Backbone(Protocol):
@@ -58,9 +58,9 @@ def create_encoder(name: str, modality: str, frontend_kwargs: dict | None = None
     Example: ``create_encoder("resnet8", "depth")``, or
     ``create_encoder("resnet18", "rgb", pretrained="imagenet")``.
     """
-    frontend = MODALITIES.get(modality)(**(frontend_kwargs or {}))
+    frontend = FRONTENDS.get(modality)(**(frontend_kwargs or {}))
     try:
-        backbone = ENCODERS.get(name)(in_channels=frontend.out_channels, **backbone_kwargs)
+        backbone = BACKBONES.get(name)(in_channels=frontend.out_channels, **backbone_kwargs)
     except TypeError as exc:
         raise XmodalError(f"encoder '{name}': bad arguments {sorted(backbone_kwargs)}: {exc}") from None
     return Encoder(modality, frontend, backbone)

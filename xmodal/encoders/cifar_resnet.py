@@ -11,7 +11,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from xmodal.core.registries import ENCODERS
+from xmodal.core.registry import BACKBONES
 
 Norm = Literal["batch", "group"]
 
@@ -88,7 +88,7 @@ def _register(name: str, blocks: int, widths: tuple[int, int, int], stem: int | 
         return CifarResNet(in_channels, blocks, scaled, stem_w, norm)  # type: ignore[arg-type]
 
     build.__doc__ = f"CIFAR ResNet-{6 * blocks + 2}, widths {widths}"
-    ENCODERS.add(name, build, build.__doc__)
+    BACKBONES.add(name, build, build.__doc__)
 
 
 for _n in (1, 2, 3, 5):

@@ -11,7 +11,7 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
-from xmodal.core.registries import MODALITIES
+from xmodal.core.registry import FRONTENDS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -24,7 +24,7 @@ def channels_first(image: Tensor, modality: str) -> Tensor:
     return image.permute(0, 3, 1, 2).float()
 
 
-@MODALITIES.register("rgb")
+@FRONTENDS.register("rgb")
 class RGBFrontend(nn.Module):
     """RGB image ``[B, H, W, 3]`` (uint8 0..255 or float 0..1) -> ``[B, 3, H, W]``, ImageNet-normalised."""
 
@@ -43,7 +43,7 @@ class RGBFrontend(nn.Module):
         return (x - self.mean) / self.std
 
 
-@MODALITIES.register("depth")
+@FRONTENDS.register("depth")
 class DepthFrontend(nn.Module):
     """Metric z-depth ``[B, H, W]`` in metres -> ``[B, 1, H, W]`` standardised.
 
@@ -73,7 +73,7 @@ class DepthFrontend(nn.Module):
         return torch.where(valid, x, torch.zeros_like(x)).unsqueeze(1)
 
 
-@MODALITIES.register("audio")
+@FRONTENDS.register("audio")
 class LogMelFrontend(nn.Module):
     """Waveform ``[B, T]`` (samples in [-1, 1]) -> log-mel ``[B, 1, n_mels, frames]``.
 
@@ -105,7 +105,7 @@ class LogMelFrontend(nn.Module):
         return ((logmel - mean) / std).unsqueeze(1)
 
 
-@MODALITIES.register("hha")
+@FRONTENDS.register("hha")
 class HHAFrontend(nn.Module):
     """HHA depth encoding ``[B, H, W, 3]`` uint8 (disparity, height above ground, angle with
     gravity; Gupta et al. 2014) -> ``[B, 3, H, W]`` scaled to about [-2, 2].
@@ -120,7 +120,7 @@ class HHAFrontend(nn.Module):
         return (channels_first(image, "hha") / 255.0 - 0.5) / 0.25
 
 
-@MODALITIES.register("normals")
+@FRONTENDS.register("normals")
 class NormalsFrontend(nn.Module):
     """Surface normals ``[B, H, W, 3]`` in the camera frame (unit floats, or int8 = 127 x unit
     as cached for NYU; 0 = unknown) -> ``[B, 3, H, W]`` with components in [-1, 1]."""

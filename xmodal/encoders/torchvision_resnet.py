@@ -17,7 +17,7 @@ import torchvision
 from torch import Tensor, nn
 
 from xmodal.core.errors import XmodalError
-from xmodal.core.registries import ENCODERS
+from xmodal.core.registry import BACKBONES
 
 _WEIGHTS = {"resnet18": "ResNet18_Weights", "resnet50": "ResNet50_Weights"}
 
@@ -104,7 +104,7 @@ def _register(arch: str) -> None:
         return TorchvisionResNet(arch, in_channels, pretrained, small_input)
 
     build.__doc__ = f"torchvision {arch} (ImageNet weights optional), any input channels"
-    ENCODERS.add(arch, build, build.__doc__)
+    BACKBONES.add(arch, build, build.__doc__)
 
 
 for _arch in _WEIGHTS:

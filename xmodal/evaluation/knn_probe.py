@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from xmodal.core.registries import PROBES
+from xmodal.core.registry import PROBES
 from xmodal.evaluation.linear_probe import accuracies
 
 

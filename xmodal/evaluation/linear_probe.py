@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from xmodal.core.registries import PROBES
+from xmodal.core.registry import PROBES
 
 
 @dataclass

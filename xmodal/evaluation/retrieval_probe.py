@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from xmodal.core.registries import PROBES
+from xmodal.core.registry import PROBES
 from xmodal.evaluation.linear_probe import standardiser
 
 RECALL_AT = (1, 5, 10)

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from xmodal.core.registries import PROBES
+from xmodal.core.registry import PROBES
 from xmodal.encoders.base import Encoder
 from xmodal.evaluation.segmentation_metrics import ConfusionMatrix
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from xmodal.core.registries import LOSSES
+from xmodal.core.registry import METHODS
 from xmodal.objectives.task_terms import LabelTerms
 from xmodal.objectives.wcord import WCoRDLoss
 
@@ -238,7 +238,7 @@ def _wcord_hparams(lambda_global: float | None, lambda_local: float | None):
 
 
 def register_method(method: Method) -> Method:
-    LOSSES.add(method.name, method, method.description)
+    METHODS.add(method.name, method, method.description)
     return method
 
 

@@ -45,7 +45,7 @@ class DataConfig:
 @dataclass
 class EncoderConfig:
     """Attributes:
-        name: registered backbone (``xmodal list encoders``).
+        name: registered backbone (``xmodal list backbones``).
         kwargs: extra backbone arguments, e.g. ``{pretrained: imagenet}`` for torchvision nets.
     """
 
@@ -73,7 +73,7 @@ class TeacherConfig:
 class DistillConfig:
     """Attributes:
         students: student modalities, each distilled from the teacher.
-        methods: registered methods (``xmodal list losses``); ``none`` and ``supervised`` are
+        methods: registered methods (``xmodal list methods``); ``none`` and ``supervised`` are
             the floor and the upper reference.
         encoder: the student backbone.
         optim: student training.

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from xmodal.core.errors import ConfigError
-from xmodal.core.registries import DATASETS, ENCODERS, LOSSES, MODALITIES, PROBES
+from xmodal.core.registry import DATASETS, BACKBONES, METHODS, FRONTENDS, PROBES
 from xmodal.core.registry import Registry, UnknownNameError
 from xmodal.pipelines.config import RunConfig
 
@@ -27,13 +27,13 @@ def check_component_names(config: RunConfig) -> None:
     modalities = [("teacher.modality", config.teacher.modality)]
     modalities += [(f"distill.students[{i}]", m) for i, m in enumerate(config.distill.students)]
     for key, modality in modalities:
-        _resolve(MODALITIES, modality, key)
+        _resolve(FRONTENDS, modality, key)
         if provided and modality not in provided:
             raise ConfigError(f"{key}: dataset '{config.data.name}' has no modality '{modality}' "
                               f"(it has {', '.join(provided)})")
-    _resolve(ENCODERS, config.teacher.encoder.name, "teacher.encoder.name")
-    _resolve(ENCODERS, config.distill.encoder.name, "distill.encoder.name")
+    _resolve(BACKBONES, config.teacher.encoder.name, "teacher.encoder.name")
+    _resolve(BACKBONES, config.distill.encoder.name, "distill.encoder.name")
     for i, method in enumerate(config.distill.methods):
-        _resolve(LOSSES, method, f"distill.methods[{i}]")
+        _resolve(METHODS, method, f"distill.methods[{i}]")
     for i, probe in enumerate(config.probe.probes):
         _resolve(PROBES, probe, f"probe.probes[{i}]")

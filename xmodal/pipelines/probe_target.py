@@ -23,7 +23,7 @@ from rich.console import Console
 import xmodal
 from xmodal.core.config import fingerprint, read_yaml
 from xmodal.core.errors import ConfigError
-from xmodal.core.registries import DATASETS, ENCODERS, PROBES, STAGES
+from xmodal.core.registry import DATASETS, BACKBONES, PROBES, STAGES
 from xmodal.encoders.base import create_encoder
 from xmodal.encoders.export import META_FILE, WEIGHTS_FILE, export_encoder, read_export_metadata
 from xmodal.pipelines.context import RunContext
@@ -82,9 +82,9 @@ def probe_target(target: str, out: str | Path | None = None, data: str | None = 
     path = Path(target)
     backbone = None
     if not path.exists():
-        if target not in ENCODERS:
+        if target not in BACKBONES:
             raise ConfigError(f"probe target '{target}' is not a path (exported encoder or run "
-                              f"directory) nor a registered backbone ({', '.join(ENCODERS.names())})")
+                              f"directory) nor a registered backbone ({', '.join(BACKBONES.names())})")
         backbone = target
     run_config = None if backbone else enclosing_run_config(path)
     if config_file is None and run_config is not None:

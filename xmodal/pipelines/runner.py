@@ -14,7 +14,7 @@ from xmodal.core.atomic import write_text_atomic
 from xmodal.core.config import dump_yaml, flat_hparams, load_config, read_yaml, to_dict
 from xmodal.core.errors import ConfigError
 from xmodal.core.lock import RunLock
-from xmodal.core.registries import PIPELINES, STAGES
+from xmodal.core.registry import PIPELINES, STAGES
 from xmodal.pipelines.config import RunConfig
 from xmodal.pipelines.context import RunContext
 from xmodal.pipelines.name_checks import check_component_names

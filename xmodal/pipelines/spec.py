@@ -10,7 +10,7 @@ from pathlib import Path
 
 from xmodal.core.config import from_dict, read_yaml
 from xmodal.core.errors import ConfigError
-from xmodal.core.registries import PIPELINES, STAGES
+from xmodal.core.registry import PIPELINES, STAGES
 from xmodal.core.resources import resource_path, resource_root
 
 

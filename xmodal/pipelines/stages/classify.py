@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from xmodal.core.registries import STAGES
+from xmodal.core.registry import STAGES
 from xmodal.evaluation.features import extract_features
 from xmodal.pipelines.context import RunContext
 from xmodal.training.checkpoint import load_checkpoint, load_encoder

@@ -11,7 +11,7 @@ from accelerate.utils import set_seed
 import xmodal
 from xmodal.core.config import fingerprint, to_dict
 from xmodal.core.errors import ConfigError
-from xmodal.core.registries import LOSSES
+from xmodal.core.registry import METHODS
 from xmodal.data.source import LoadedDataset
 from xmodal.encoders.base import Encoder, create_encoder
 from xmodal.encoders.export import META_FILE, WEIGHTS_FILE, export_encoder
@@ -46,7 +46,7 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
                          method_cfg: Any, seed: int, teacher: dict[str, Any] | None,
                          role: str) -> dict[str, Any]:
     """Train (or reuse) one encoder; returns its model record for the probe stage."""
-    method = LOSSES.get(method_name)
+    method = METHODS.get(method_name)
     dataset: LoadedDataset = ctx.state["dataset"]
     uses_teacher = method.uses_teacher and method.trains
     inputs = {"data": ctx.state["data_key"], "modality": modality, "encoder": to_dict(encoder_cfg),

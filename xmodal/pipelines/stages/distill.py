@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xmodal.core.registries import LOSSES, STAGES
+from xmodal.core.registry import METHODS, STAGES
 from xmodal.pipelines.context import RunContext
 from xmodal.pipelines.stages.common import check_modality, trained_encoder_unit
 
@@ -12,7 +12,7 @@ def distill(ctx: RunContext) -> None:
     cfg = ctx.config.distill
     for i, modality in enumerate(cfg.students):
         check_modality(ctx, modality, f"distill.students[{i}]")
-    methods = [LOSSES.get(name) for name in cfg.methods]  # fail on a typo before any training
+    methods = [METHODS.get(name) for name in cfg.methods]  # fail on a typo before any training
     models = ctx.state.setdefault("models", [])
     for seed in ctx.config.seeds:
         teacher = ctx.state.get("teachers", {}).get(seed)

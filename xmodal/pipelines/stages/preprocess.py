@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from xmodal.core.config import fingerprint, to_dict
 from xmodal.core.errors import ConfigError
-from xmodal.core.registries import DATASETS, STAGES
+from xmodal.core.registry import DATASETS, STAGES
 from xmodal.pipelines.context import RunContext
 from xmodal.training.checkpoint import file_digest
 from xmodal.training.progress import progress_bar

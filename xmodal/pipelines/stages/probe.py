@@ -16,7 +16,7 @@ from typing import Any
 
 from xmodal.core.config import fingerprint, to_dict
 from xmodal.core.errors import ConfigError
-from xmodal.core.registries import MODALITIES, PROBES, STAGES
+from xmodal.core.registry import FRONTENDS, PROBES, STAGES
 from xmodal.evaluation.features import extract_features
 from xmodal.evaluation.segmentation_probe import extract_feature_maps
 from xmodal.pipelines.context import RunContext
@@ -48,7 +48,7 @@ def probe(ctx: RunContext) -> None:
             probe_cfg = getattr(cfg, probe_name, None)
             dense = getattr(probe_cls, "consumes_maps", False)
             pairs = getattr(probe_cls, "consumes_pairs", False)  # teacher <-> student probes
-            if dense and not getattr(MODALITIES.get(model["modality"]), "image_aligned", False):
+            if dense and not getattr(FRONTENDS.get(model["modality"]), "image_aligned", False):
                 continue  # per-pixel labels mean nothing for, e.g., a spectrogram's maps
             if pairs and model["role"] == "teacher":
                 continue  # the teacher against itself

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from xmodal.core.config import to_dict
 from xmodal.core.records import write_csv, write_json_atomic
-from xmodal.core.registries import STAGES
+from xmodal.core.registry import STAGES
 from xmodal.evaluation.features import extract_features
 from xmodal.evaluation.report import probe_tables, write_embeddings, write_report
 from xmodal.evaluation.summary import gap_closed_per_seed, summarise

@@ -9,7 +9,7 @@ import torch
 
 from xmodal.core.config import fingerprint
 from xmodal.core.errors import DataError
-from xmodal.core.registries import STAGES
+from xmodal.core.registry import STAGES
 from xmodal.evaluation.features import extract_features
 from xmodal.pipelines.context import RunContext
 from xmodal.pipelines.stages.common import check_modality, trained_encoder_unit
