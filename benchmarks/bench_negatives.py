@@ -56,7 +56,7 @@ def _job(variant: str, args: argparse.Namespace, result: multiprocessing.Queue) 
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        out = loss(teacher, student, indices)
+        out = loss(student, teacher, indices=indices)
         out["loss"].backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -28,10 +28,10 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from xmodal.core.records import write_csv, write_json_atomic  # noqa: E402
-import xmodal.registration  # noqa: E402,F401
-from xmodal.core.registries import LOSSES  # noqa: E402
+import xmodal  # noqa: E402,F401
+from xmodal.core.registry import METHODS  # noqa: E402
 from xmodal.encoders import create_encoder  # noqa: E402
-from xmodal.objectives.methods import ObjectiveContext  # noqa: E402
+from xmodal.objectives.objective import ObjectiveContext  # noqa: E402
 from xmodal.pipelines.config import DistillConfig  # noqa: E402
 
 
@@ -49,12 +49,12 @@ def build_step(method: str, batch: int, num_samples: int, num_classes: int, seed
     if method == "none":
         objective = _FreeObjective()
     else:
-        entry = LOSSES.get(method)
+        entry = METHODS.get(method)
         cfg = DistillConfig()
         ctx = ObjectiveContext(student_dim=student.embed_dim, teacher_dim=teacher.embed_dim,
                                num_samples=num_samples, num_classes=num_classes, seed=seed,
                                teacher_logits=torch.randn(num_samples, num_classes))
-        objective = entry.build(ctx, getattr(cfg, entry.config_key) if entry.config_key else None)
+        objective = entry.build(ctx, cfg.options_for(method))
     params = list(student.parameters()) + list(objective.parameters())
     optimizer = torch.optim.AdamW(params, lr=1e-3)
     g = torch.Generator().manual_seed(seed)

@@ -13,7 +13,6 @@ from accelerate import Accelerator
 
 from xmodal.data.arrays import ArrayDataset, make_loader
 from xmodal.encoders import create_encoder
-from xmodal.objectives.methods import WCoRDObjective
 from xmodal.objectives.wcord import WCoRDLoss
 from xmodal.training.loop import fit
 from xmodal.training.optim import OptimConfig
@@ -29,7 +28,7 @@ def main(out_dir: str) -> None:
     loss = WCoRDLoss(teacher_dim=12, student_dim=16, num_samples=n, embed_dim=8, num_negatives=16,
                      momentum=0.5, seed=0)
     student = create_encoder("resnet8", "depth", width_multiplier=0.25)
-    task = DistillationTask(student, WCoRDObjective(loss), teacher_features=torch.randn(n, 12))
+    task = DistillationTask(student, loss, teacher_features=torch.randn(n, 12))
     seen: list[torch.Tensor] = []
     original = task.after_step
 

@@ -17,7 +17,7 @@ from xmodal.objectives.baselines import (
     CRDConfig, CRDObjective, FitNetConfig, FitNetObjective, KDConfig, KDObjective, PKTConfig,
     PKTObjective, RKDConfig, RKDObjective, nce_loss, pkt_loss, rkd_angle, rkd_distance,
 )
-from xmodal.objectives.methods import ObjectiveContext
+from xmodal.objectives.objective import Objective, ObjectiveContext
 
 NAMES = ("kd", "fitnet", "crd", "rkd", "pkt")
 CONFIGS = {"kd": KDConfig, "fitnet": FitNetConfig, "crd": CRDConfig, "rkd": RKDConfig, "pkt": PKTConfig}
@@ -89,16 +89,16 @@ def test_registered_with_config_keys_and_hparams() -> None:
                            teacher_logits=torch.randn(40, 3, generator=_gen(0)))
     for name in NAMES:
         method = METHODS.get(name)
-        assert method.name == name and method.trains and method.uses_teacher
-        assert not method.uses_labels  # kd reads labels only with alpha > 0 (documented)
-        assert method.config_key == name
         cfg = CONFIGS[name]()
-        assert method.hparams(cfg) == dataclasses.asdict(cfg)
+        assert issubclass(method, Objective) and method.trains and method.options is CONFIGS[name]
+        assert "labels" not in method.needs_for(cfg)  # kd reads labels only with alpha > 0
+        assert METHODS.options_key(name) == name
+        assert method.hparams_of(cfg) == dataclasses.asdict(cfg)
         objective = method.build(ctx, cfg)
         out = objective(torch.randn(8, 6), torch.randn(8, 5), _no_labels(8), torch.arange(8))
         assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
         assert all(v.ndim == 0 for k, v in out.items() if not k.endswith("_embed"))
-        assert hasattr(objective, "update_memory") == (name == "crd")
+        assert ("teacher_embed" in out) == (name == "crd")  # only crd keeps a memory to update
 
 
 def test_kd_build_needs_teacher_logits_in_the_right_shape() -> None:
@@ -547,7 +547,7 @@ def test_every_baseline_trains_a_linear_student(name) -> None:
         optimiser.zero_grad()
         out["loss"].backward()
         optimiser.step()
-        if hasattr(objective, "update_memory"):
+        if "teacher_embed" in out:
             objective.update_memory(idx, out["teacher_embed"], out["student_embed"])
         losses.append(out["loss"].item())
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10

@@ -76,10 +76,24 @@ def test_overrides_parse_yaml_values_and_check_keys():
 def test_overrides_reach_into_free_form_mappings():
     from xmodal.pipelines.config import RunConfig
 
-    data = apply_overrides({}, ["teacher.encoder.kwargs.pretrained=/tmp/w.pth",
+    data = apply_overrides({}, ["teacher.encoder.name=resnet18", "teacher.encoder.kwargs.pretrained=/tmp/w.pth",
                                 "teacher.encoder.kwargs.small_input=true"], RunConfig)
     cfg = from_dict(RunConfig, data)
     assert cfg.teacher.encoder.kwargs == {"pretrained": "/tmp/w.pth", "small_input": True}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("teacher.encoder.kwargs.pretrained=imagenet",  # resnet8 takes no pretrained weights
+     "teacher.encoder: backbone 'resnet8': unknown config key 'kwargs.pretrained' (valid keys here: width_multiplier, norm)"),
+    ("teacher.encoder.kwargs.norm=grup", "kwargs.norm': 'grup' is not one of 'batch', 'group'; did you mean 'group'?"),
+    ("teacher.encoder.kwargs.width_multiplier=wide", "kwargs.width_multiplier': expected a number"),
+])
+def test_backbone_options_are_typed_like_any_other(override, message):
+    from xmodal.pipelines.config import RunConfig
+
+    with pytest.raises(ConfigError) as info:
+        load_config(RunConfig, overrides=[override])
+    assert message in str(info.value)
 
 
 def test_lone_scalar_becomes_one_item_list():

@@ -54,7 +54,7 @@ def test_knn_probe_refuses_nan_features_and_bad_settings():
     x, y = torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)
     with pytest.raises(ValueError, match="test features contain NaN"):
         KNNProbe().evaluate((x, y), (x, y), (x.clone().fill_(float("nan")), y), num_classes=1)
-    with pytest.raises(ValueError, match="k must be >= 1"):
+    with pytest.raises(ValueError, match=r"invalid k=0 \(must be an integer >= 1\)"):
         KNNProbeConfig(k=0)
 
 

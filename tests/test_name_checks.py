@@ -24,3 +24,54 @@ def test_a_misspelt_name_fails_before_any_stage(override, message, tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not out.exists()  # no data generated, no teacher trained, not even config.yaml
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["distill.methods=[kd]", "teacher.optim.epochs=0"],
+     "distill.methods[0]: method 'kd' needs the teacher's logits, but teacher.optim.epochs is 0"),
+    (["distill.methods=[wcord]", "distill.wcord.beta=1", "teacher.checkpoint=NOWHERE"],
+     "method 'wcord' needs the teacher's logits, but teacher.checkpoint 'NOWHERE' holds no classifier.pt"),
+    (["distill.wcord.negatives=queue", "distill.wcord.sharing=anchor"],
+     "sharing='anchor' (must be batch under negatives=queue"),
+])
+def test_a_method_whose_needs_the_run_cannot_meet_fails_at_load(overrides, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["run", "scenes", "--out", str(out)]
+    for item in overrides:
+        argv += ["--set", item.replace("NOWHERE", str(tmp_path / "teacher"))]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message.replace("NOWHERE", str(tmp_path / "teacher")) in err[0], err
+    assert not out.exists()
+
+
+def test_needs_follow_the_options():
+    from xmodal.core.registry import METHODS
+    from xmodal.objectives.baselines.kd import KDConfig
+    from xmodal.objectives.wcord import WCoRDConfig
+
+    kd, wcord, local = METHODS.get("kd"), METHODS.get("wcord"), METHODS.get("wcord-local")
+    assert kd.needs_for(KDConfig()) == {"teacher_logits"}
+    assert kd.needs_for(KDConfig(alpha=1.0)) == {"teacher_logits", "labels"}
+    assert wcord.needs_for(WCoRDConfig()) == {"teacher"}
+    assert wcord.needs_for(WCoRDConfig(negatives="other_class")) == {"teacher", "labels"}
+    assert local.needs_for(WCoRDConfig(negatives="other_class")) == {"teacher"}  # no negatives drawn
+    assert wcord.needs_for(WCoRDConfig(beta=0.5)) == {"teacher", "teacher_logits"}
+
+
+@pytest.mark.parametrize("stages, message", [
+    (["teacher", "distill", "probe", "report"],
+     "stage 'teacher' needs data_key, dataset, dataset_source, which no stage before it produces; put 'preprocess' before it"),
+    (["preprocess", "probe", "report"],
+     "stage 'probe' needs models, which no stage before it produces; put 'distill' or 'teacher' before it"),
+    (["preprocess", "distill", "reprot"], "unknown stage 'reprot': did you mean 'report'"),
+])
+def test_a_pipeline_whose_stages_do_not_fit_is_refused_at_load(stages, message, tmp_path, capsys):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(f"name: bad\nconfig: scenes.yaml\nstages: [{', '.join(stages)}]\n")
+    from xmodal.core.errors import ConfigError
+    from xmodal.pipelines.spec import load_spec
+
+    with pytest.raises(ConfigError) as info:
+        load_spec(spec).check_stages()
+    assert message in str(info.value)

@@ -233,7 +233,7 @@ def test_repeats_allowed_where_a_list_is_a_shape():
     from xmodal.pipelines.config import RunConfig
 
     config = load_config(RunConfig, overrides=["data.nyu_depth.image_size=[64,64]"])
-    assert config.data.nyu_depth.image_size == [64, 64]
+    assert config.data.options_for("nyu-depth").image_size == [64, 64]
 
 
 # 8. Divergence is never cached ------------------------------------------------------------

@@ -13,7 +13,7 @@ from xmodal.core.errors import DataError
 from xmodal.data.arrays import ArrayDataset, make_loader
 from xmodal.encoders import create_encoder
 from xmodal.objectives.wcord import WCoRDLoss
-from xmodal.objectives.methods import CrossEntropyObjective, WCoRDObjective
+from xmodal.objectives.supervised import Supervised
 from xmodal.pipelines.context import Unit
 from xmodal.training import checkpoint as ckpt_mod
 from xmodal.training.checkpoint import load_encoder, save_atomic, save_encoder
@@ -51,7 +51,7 @@ def test_after_step_writes_the_batch_into_both_banks():
     torch.manual_seed(0)
     loss = WCoRDLoss(teacher_dim=6, student_dim=64, num_samples=32, embed_dim=4, num_negatives=8,
                      momentum=0.5)
-    task = DistillationTask(create_encoder("resnet8", "depth"), WCoRDObjective(loss),
+    task = DistillationTask(create_encoder("resnet8", "depth"), loss,
                             teacher_features=torch.randn(32, 6))
     batch = _dataset().__getitems__([3, 7, 11])
     before_t = loss.teacher_bank.memory.clone()
@@ -151,7 +151,7 @@ def test_corrupt_checkpoints_name_the_file(tmp_path):
 
 
 def test_history_json_is_plain(tmp_path):
-    task = DistillationTask(create_encoder("resnet8", "depth"), CrossEntropyObjective(64, 3))
+    task = DistillationTask(create_encoder("resnet8", "depth"), Supervised(64, 3))
     history = fit(task, make_loader(_dataset(), 8, True), OptimConfig(epochs=2), Accelerator(cpu=True))
     assert [h["epoch"] for h in history] == [1, 2]
     json.dumps(history)
@@ -160,11 +160,11 @@ def test_history_json_is_plain(tmp_path):
 @pytest.mark.parametrize("method", ["wcord", "crd"])
 def test_a_batch_holding_every_sample_fails_before_training_with_the_fix(method):
     from xmodal.core.registry import METHODS
-    from xmodal.objectives.methods import ObjectiveContext
+    from xmodal.objectives.objective import ObjectiveContext
     from xmodal.pipelines.config import DistillConfig
 
     entry = METHODS.get(method)
-    cfg = getattr(DistillConfig(), entry.config_key)
+    cfg = DistillConfig().options_for(method)
     ctx = ObjectiveContext(student_dim=8, teacher_dim=8, num_samples=26, num_classes=3,
                            batch_size=26)
     with pytest.raises(ValueError, match="lower distill.optim.batch_size"):
@@ -175,7 +175,8 @@ def test_a_batch_holding_every_sample_fails_before_training_with_the_fix(method)
 
 def _wcord_task(seed=0, n=32):
     from xmodal.core.registry import METHODS
-    from xmodal.objectives.methods import ObjectiveContext, WCoRDConfig
+    from xmodal.objectives.objective import ObjectiveContext
+    from xmodal.objectives.wcord import WCoRDConfig
 
     torch.manual_seed(seed)
     encoder = create_encoder("resnet8", "depth")

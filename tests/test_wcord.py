@@ -13,7 +13,8 @@ from xmodal.core.registry import METHODS
 from xmodal.objectives import CRITICS, DotCritic, ProjectionHead, TransportNotConverged, WCoRDLoss
 from xmodal.objectives.critic import BilinearCritic, MLPCritic, build_critic
 from xmodal.objectives.lipschitz import gradient_norms, maximise_gradient
-from xmodal.objectives.methods import ObjectiveContext, WCoRDConfig
+from xmodal.objectives.objective import ObjectiveContext
+from xmodal.objectives.wcord import WCoRDConfig
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -44,6 +45,7 @@ def test_defaults_and_hparams_round_trip() -> None:
         gp_weight=10.0, critic="dot", critic_hidden=256, negatives="uniform", sharing="batch",
         sinkhorn_eps=0.05, sinkhorn_iters=100, sinkhorn_tol=1e-3, seed=0, local_solver="sinkhorn",
         ipot_beta=1.0, local_scope="process", bank_dtype="float32",
+        alpha=0.0, beta=0.0, kd_temperature=4.0,
     )
     assert loss.num_negatives_effective == 999  # K capped at N - 1
     rebuilt = WCoRDLoss(**hp)
@@ -81,7 +83,7 @@ def test_forward_outputs_and_banks_untouched() -> None:
     t, s = _features(8, 12, 10)
     s.requires_grad_(True)
     banks = (loss.teacher_bank.memory.clone(), loss.student_bank.memory.clone())
-    out = loss(t, s, torch.arange(8))
+    out = loss(s, t, indices=torch.arange(8))
     assert set(out) == {"loss", "global", "local", "penalty", "marginal_error", "teacher_embed",
                         "student_embed"}
     assert float(out["penalty"].detach()) == 0.0  # only under lipschitz="gradient_penalty"
@@ -113,11 +115,11 @@ def test_sampled_negatives_exclude_batch() -> None:
 def test_variants_skip_terms() -> None:
     t, s = _features(6, 5, 7)
     global_only = WCoRDLoss(5, 7, num_samples=20, lambda_local=0.0)
-    out = global_only(t, s, torch.arange(6))
+    out = global_only(s, t, indices=torch.arange(6))
     assert float(out["local"]) == 0.0 and global_only.last_transport is None
     local_only = WCoRDLoss(5, 7, num_samples=20, lambda_global=0.0)
     assert local_only.teacher_bank is None and local_only.student_bank is None
-    out = local_only(t, s, torch.arange(6))
+    out = local_only(s, t, indices=torch.arange(6))
     assert float(out["global"]) == 0.0 and local_only.last_transport is not None
     local_only.update_memory(torch.arange(6), out["teacher_embed"], out["student_embed"])  # no-op
 
@@ -131,10 +133,10 @@ def test_bf16_autocast_float32_terms(options: dict) -> None:
     loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16, **options).eval()  # eval: frozen power iteration
     t, s = _features(8, 12, 10, seed=1)
     neg = torch.arange(8, 40)
-    ref = loss(t, s, torch.arange(8), negatives=neg)
+    ref = loss(s, t, indices=torch.arange(8), negatives=neg)
     s.requires_grad_(True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = loss(t, s, torch.arange(8), negatives=neg)
+        out = loss(s, t, indices=torch.arange(8), negatives=neg)
     for key in ("loss", "global", "local", "penalty", "teacher_embed", "student_embed"):
         assert out[key].dtype == torch.float32 and torch.isfinite(out[key]).all()
     # bf16 heads perturb the embeddings by ~1e-2; the terms must stay close to float32.
@@ -155,7 +157,7 @@ def test_global_term_matches_per_anchor_reference() -> None:
     idx = torch.tensor([4, 9, 13, 21, 30, 44])
     neg = torch.tensor([0, 1, 2, 5, 17, 18, 25, 33, 40, 41, 49])
     t, s = _features(b, 9, 7, seed=2)
-    out = loss(t, s, idx, negatives=neg)
+    out = loss(s, t, indices=idx, negatives=neg)
 
     u, v = out["teacher_embed"].double(), out["student_embed"].double()
     mem_t, mem_s = loss.teacher_bank.memory.double(), loss.student_bank.memory.double()
@@ -178,7 +180,7 @@ def test_global_term_gradient_skips_bank() -> None:
     loss = WCoRDLoss(6, 6, num_samples=20, embed_dim=4, lambda_local=0.0)
     t, s = _features(4, 6, 6)
     s.requires_grad_(True)
-    loss(t, s, torch.arange(4))["loss"].backward()
+    loss(s, t, indices=torch.arange(4))["loss"].backward()
     assert loss.teacher_bank.memory.grad is None and s.grad.abs().sum() > 0
     assert loss.teacher_head.linear.parametrizations.weight.original.grad is not None
 
@@ -188,7 +190,7 @@ def test_local_term_gradient_is_frozen_plan_gradient() -> None:
                      sinkhorn_eps=0.1, sinkhorn_iters=500, sinkhorn_tol=1e-7).eval()
     t, s = _features(7, 10, 8, seed=5)
     s1 = s.clone().requires_grad_(True)
-    out = loss(t, s1, torch.arange(7))
+    out = loss(s1, t, indices=torch.arange(7))
     out["loss"].backward()
     plan = loss.last_transport.plan.clone()
     torch.testing.assert_close(plan.sum(0), torch.full((7,), 1 / 7), atol=1e-6, rtol=0)
@@ -217,7 +219,7 @@ def test_local_term_finite_differences_with_frozen_plan() -> None:
                      lipschitz="none", sinkhorn_eps=0.2).eval()
     t, s = _features(4, 5, 5, seed=6)
     s = s.requires_grad_(True)
-    out = loss(t, s, torch.arange(4))
+    out = loss(s, t, indices=torch.arange(4))
     out["loss"].backward()
     plan = loss.last_transport.plan.double()
     w, bias = loss.student_head.linear.weight.double(), loss.student_head.linear.bias.double()
@@ -248,7 +250,7 @@ def _train_a_few_steps(loss: WCoRDLoss, steps: int = 30, lr: float = 0.01) -> No
         idx = torch.randperm(loss.num_samples, generator=g)[:8]
         t = torch.randn(8, 12, generator=g) * 3
         s = torch.randn(8, 10, generator=g) * 3
-        out = loss(t, s, idx)
+        out = loss(s, t, indices=idx)
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
@@ -338,7 +340,7 @@ def test_lipschitz_modes_project_onto_ball_or_sphere() -> None:
     t, s = _features(16, 12, 10)
     for lipschitz, onto in (("spectral", "ball"), ("gradient_penalty", "ball"), ("none", "sphere")):
         loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16, lipschitz=lipschitz)
-        out = loss(t * 0.01, s * 0.01, torch.arange(16))
+        out = loss(s * 0.01, t * 0.01, indices=torch.arange(16))
         norms = out["student_embed"].norm(dim=1)
         if onto == "ball":
             z = loss.student_head.project(s * 0.01).detach()
@@ -379,7 +381,7 @@ def test_toy_distillation_recovers_pairs() -> None:
     losses = []
     for _ in range(200):
         idx = torch.randperm(n, generator=g)[:b]
-        out = loss(teacher[idx], student(student_input[idx]), idx)
+        out = loss(student(student_input[idx]), teacher[idx], indices=idx)
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
@@ -526,7 +528,7 @@ def test_global_term_reference_all_critics(kind: str, masked: bool) -> None:
     neg = torch.stack([torch.randperm(n, generator=g)[:k] for _ in range(b)])
     neg[1] = torch.tensor([6, 9, 12, 15, 18, 21, 24, 27])  # all of class 0 = the class of anchor 3
     t, s = _features(b, 9, 7, seed=3)
-    out = loss(t, s, idx, negatives=neg)
+    out = loss(s, t, indices=idx, negatives=neg)
     u, v = out["teacher_embed"], out["student_embed"]
     mem_t, mem_s = loss.teacher_bank.memory, loss.student_bank.memory
 
@@ -547,8 +549,8 @@ def test_global_term_reference_all_critics(kind: str, masked: bool) -> None:
     assert float(out["global"].detach()) == pytest.approx(total, abs=1e-5, rel=1e-5)
     assert empty_anchor_terms == pytest.approx([0.0, 0.0] if masked else [], abs=1e-12)
     # Shared negatives ([K]) are the special case of equal per-anchor rows.
-    shared = loss(t, s, idx, negatives=neg[0])
-    per_anchor = loss(t, s, idx, negatives=neg[0].expand(b, k).clone())
+    shared = loss(s, t, indices=idx, negatives=neg[0])
+    per_anchor = loss(s, t, indices=idx, negatives=neg[0].expand(b, k).clone())
     torch.testing.assert_close(shared["global"], per_anchor["global"])
 
 
@@ -572,20 +574,20 @@ def test_other_class_mask_and_labels_argument() -> None:
     t.requires_grad_(True)
     idx = torch.tensor([0, 1, 2, 3, 4, 5])
     neg = torch.arange(10, 30)
-    out = loss(t, s, idx, negatives=neg)
+    out = loss(s, t, indices=idx, negatives=neg)
     # Explicit labels equal to the stored ones change nothing; others change the mask.
-    torch.testing.assert_close(loss(t, s, idx, negatives=neg, labels=labels[idx])["global"], out["global"])
-    other = loss(t, s, idx, negatives=neg, labels=(labels[idx] + 1) % 4)["global"]
+    torch.testing.assert_close(loss(s, t, indices=idx, negatives=neg, labels=labels[idx])["global"], out["global"])
+    other = loss(s, t, indices=idx, negatives=neg, labels=(labels[idx] + 1) % 4)["global"]
     assert not torch.allclose(other, out["global"])
     # Masked == dropping those negatives by hand (uniform loss on a per-anchor subset).
     uniform = _banked_loss()
     manual = 0.0
     for i in range(6):
         keep = neg[labels[neg] != labels[idx[i]]]
-        manual = manual + uniform(t[i:i + 1], s[i:i + 1], idx[i:i + 1], negatives=keep)["global"] / 6
+        manual = manual + uniform(s[i:i + 1], t[i:i + 1], indices=idx[i:i + 1], negatives=keep)["global"] / 6
     torch.testing.assert_close(out["global"], manual)
     # Sampled negatives: same masking path, finite gradients.
-    sampled = loss(t, s, idx)
+    sampled = loss(s, t, indices=idx)
     sampled["loss"].backward()
     assert torch.isfinite(sampled["loss"])
     assert loss.teacher_head.linear.parametrizations.weight.original.grad is not None
@@ -596,7 +598,7 @@ def test_other_class_anchor_without_valid_negatives_contributes_zero() -> None:
     loss = _banked_loss(negatives="other_class", sample_labels=labels)
     t, s = _features(4, 6, 5, seed=5)
     s.requires_grad_(True)
-    out = loss(t, s, torch.arange(4))
+    out = loss(s, t, indices=torch.arange(4))
     assert float(out["global"].detach()) == 0.0
     out["loss"].backward()
     assert torch.isfinite(s.grad).all()
@@ -609,10 +611,10 @@ def test_bad_forward_labels_and_negatives() -> None:
     t, s = _features(4, 6, 5)
     for bad in (torch.zeros(3, dtype=torch.long), torch.zeros(4), torch.zeros(4, 1, dtype=torch.long)):
         with pytest.raises(ValueError, match="labels"):
-            loss(t, s, torch.arange(4), labels=bad)
+            loss(s, t, indices=torch.arange(4), labels=bad)
     for bad in (torch.zeros(3, 5, dtype=torch.long), torch.zeros(5), torch.zeros(4, 2, 2, dtype=torch.long)):
         with pytest.raises(ValueError, match="negatives"):
-            loss(t, s, torch.arange(4), negatives=bad)
+            loss(s, t, indices=torch.arange(4), negatives=bad)
 
 
 def test_sharing_anchor_sampler_and_equal_sets() -> None:
@@ -630,8 +632,8 @@ def test_sharing_anchor_sampler_and_equal_sets() -> None:
         batch_loss = _banked_loss(critic=kind, critic_hidden=8)
         anchor_loss = _banked_loss(critic=kind, critic_hidden=8, sharing="anchor")
         anchor_loss.load_state_dict(batch_loss.state_dict())
-        a = batch_loss(t, s, idx, negatives=shared_set)
-        z = anchor_loss(t, s, idx, negatives=shared_set.expand(b, -1).clone())
+        a = batch_loss(s, t, indices=idx, negatives=shared_set)
+        z = anchor_loss(s, t, indices=idx, negatives=shared_set.expand(b, -1).clone())
         torch.testing.assert_close(z["global"], a["global"])
         a["loss"].backward(), z["loss"].backward()
         for pa, pz in zip(batch_loss.parameters(), anchor_loss.parameters()):
@@ -659,7 +661,7 @@ def test_sharing_modes_same_expected_statistics() -> None:
             # ~1% standard error at 4000 draws
             torch.testing.assert_close(mean_denominator, expected, rtol=0.05, atol=0)
         means = [
-            sum(float(loss(t, s, idx)["global"]) for _ in range(300)) / 300
+            sum(float(loss(s, t, indices=idx)["global"]) for _ in range(300)) / 300
             for loss in (batch_loss, anchor_loss)
         ]
     assert means[0] == pytest.approx(means[1], rel=0.02)
@@ -689,7 +691,7 @@ def test_gradient_penalty_value_and_total() -> None:
     loss = _steep_bilinear(lipschitz="gradient_penalty", gp_weight=3.0, tau=0.1)
     loss.lambda_local = 0.5  # also exercise the local term in the total
     t, s = _features(5, 12, 10, seed=8)
-    out = loss(t, s, torch.arange(5))
+    out = loss(s, t, indices=torch.arange(5))
     want = 0.0
     for i in range(5):  # one pair at a time, independent autograd calls
         ti, si = t[i:i + 1].clone().requires_grad_(True), s[i:i + 1].clone().requires_grad_(True)
@@ -700,9 +702,9 @@ def test_gradient_penalty_value_and_total() -> None:
     assert float(out["penalty"].detach()) == pytest.approx(want, rel=1e-4)
     torch.testing.assert_close(out["loss"], 0.8 * out["global"] + 0.5 * out["local"] + out["penalty"])
     with torch.no_grad():  # evaluated (detached) for monitoring under no_grad
-        assert float(loss(t, s, torch.arange(5))["penalty"]) == pytest.approx(want, rel=1e-4)
+        assert float(loss(s, t, indices=torch.arange(5))["penalty"]) == pytest.approx(want, rel=1e-4)
     with torch.inference_mode():
-        assert float(loss(t, s, torch.arange(5))["penalty"]) == 0.0
+        assert float(loss(s, t, indices=torch.arange(5))["penalty"]) == 0.0
 
 
 def test_gradient_penalty_zero_within_bound() -> None:
@@ -712,18 +714,18 @@ def test_gradient_penalty_zero_within_bound() -> None:
     t, s = _features(16, 12, 10, seed=9)
     t, s = t * 10, s * 10
     assert _feature_gradient_norms(loss, t, s).max() < 1 / 0.07
-    out = loss(t, s, torch.arange(16))
+    out = loss(s, t, indices=torch.arange(16))
     assert float(out["penalty"].detach()) == 0.0
     torch.testing.assert_close(out["loss"], 0.8 * out["global"] + 0.1 * out["local"])
     for mode in ("none", "spectral"):
-        assert float(_steep_bilinear(lipschitz=mode)(t, s, torch.arange(16))["penalty"]) == 0.0
+        assert float(_steep_bilinear(lipschitz=mode)(s, t, indices=torch.arange(16))["penalty"]) == 0.0
 
 
 def test_gradient_penalty_trains_heads_and_critic_not_student() -> None:
     loss = _steep_bilinear(lipschitz="gradient_penalty")
     t, s = _features(8, 12, 10, seed=10)
     s.requires_grad_(True)
-    penalty = loss(t, s, torch.arange(8))["penalty"]
+    penalty = loss(s, t, indices=torch.arange(8))["penalty"]
     assert penalty > 0 and penalty.requires_grad
     params = [loss.teacher_head.linear.weight, loss.student_head.linear.weight, loss.critic.linear.weight]
     grads = torch.autograd.grad(penalty, [*params, s], allow_unused=True, retain_graph=True)
@@ -735,7 +737,7 @@ def test_gradient_penalty_trains_heads_and_critic_not_student() -> None:
     loss.zero_grad()
     penalty.backward()
     opt.step()
-    assert float(loss(t, s, torch.arange(8))["penalty"].detach()) < float(penalty.detach())
+    assert float(loss(s, t, indices=torch.arange(8))["penalty"].detach()) < float(penalty.detach())
 
 
 def test_gradient_penalty_keeps_measured_lipschitz_near_bound() -> None:
@@ -753,7 +755,7 @@ def test_gradient_penalty_keeps_measured_lipschitz_near_bound() -> None:
         start = float(_feature_gradient_norms(loss, teacher, student).max()) * tau
         for _ in range(150):
             idx = torch.randperm(n, generator=order)[:b]
-            out = loss(teacher[idx], student[idx], idx)
+            out = loss(student[idx], teacher[idx], indices=idx)
             opt.zero_grad()
             out["loss"].backward()
             opt.step()
@@ -797,7 +799,7 @@ def test_total_objective_alpha_beta_against_hand_computation(alpha: float, beta:
     cfg = WCoRDConfig(embed_dim=8, alpha=alpha, beta=beta)
     method = METHODS.get("wcord")
     objective = method.build(ctx, cfg)
-    assert method.hparams(cfg)["alpha"] == alpha and method.hparams(cfg)["beta"] == beta
+    assert method.hparams_of(cfg)["alpha"] == alpha and method.hparams_of(cfg)["beta"] == beta
     t, s = _features(b, 9, 7, seed=4)
     idx, labels = torch.tensor([0, 4, 9, 13, 22, 29]), torch.tensor([0, 4, 4, 3, 2, 4])
     out = objective(s, t, labels, idx)
@@ -837,7 +839,7 @@ def test_unconverged_local_solver_warns_once_and_logs_error(solver: str) -> None
     t, s = _features(32, 12, 10, seed=8)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        outs = [loss(t * 10, s * 10, torch.arange(32)) for _ in range(3)]
+        outs = [loss(s * 10, t * 10, indices=torch.arange(32)) for _ in range(3)]
     unconverged = [w for w in caught if issubclass(w.category, TransportNotConverged)]
     assert len(unconverged) == 1 and "marginal error" in str(unconverged[0].message)  # once per run
     relative = loss.last_transport.marginal_error * 32
@@ -847,7 +849,7 @@ def test_unconverged_local_solver_warns_once_and_logs_error(solver: str) -> None
                           sinkhorn_iters=500)
     with warnings.catch_warnings():
         warnings.simplefilter("error", TransportNotConverged)  # a converged solve never warns
-        out = converged(t, s, torch.arange(32))
+        out = converged(s, t, indices=torch.arange(32))
     assert float(out["marginal_error"]) <= converged.sinkhorn_tol and converged.last_transport.converged
 
 
@@ -858,7 +860,7 @@ def test_local_tolerance_is_relative_to_mass_per_point() -> None:
         loss = WCoRDLoss(12, 10, num_samples=2 * b, embed_dim=16, lambda_global=0.0, lambda_local=1.0,
                          sinkhorn_eps=0.02, sinkhorn_iters=1000, sinkhorn_tol=1e-2, lipschitz="none")
         t, s = _features(b, 12, 10, seed=b)
-        out = loss(t, s, torch.arange(b))
+        out = loss(s, t, indices=torch.arange(b))
         result = loss.last_transport
         assert result.converged and result.relative_marginal_error < 1e-2
         assert result.marginal_error < 1e-2 / b
@@ -874,11 +876,11 @@ def test_bf16_autocast_keeps_projections_plan_and_terms_in_float32() -> None:
     rounding of the float32 loss."""
     t, s = _features(16, 12, 10, seed=3)
     torch.manual_seed(0)
-    reference = WCoRDLoss(12, 10, num_samples=64, embed_dim=16, num_negatives=32)(t, s, torch.arange(16))
+    reference = WCoRDLoss(12, 10, num_samples=64, embed_dim=16, num_negatives=32)(s, t, indices=torch.arange(16))
     torch.manual_seed(0)  # the same heads, banks and negatives
     loss = WCoRDLoss(12, 10, num_samples=64, embed_dim=16, num_negatives=32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = loss(t, s, torch.arange(16))
+        out = loss(s, t, indices=torch.arange(16))
     for name in ("loss", "global", "local"):
         assert out[name].dtype == torch.float32, name
         assert torch.isfinite(out[name])

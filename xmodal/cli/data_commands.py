@@ -16,7 +16,6 @@ from rich.console import Console
 
 from xmodal.cli.data_info import info
 
-
 #: which pipeline's config describes a dataset's default options, by dataset name
 _PIPELINE_OF = {"scenes": "scenes", "nyu-depth": "nyu-depth"}
 

@@ -18,7 +18,12 @@ from rich.table import Table
 
 import xmodal
 from xmodal.cli.data_commands import add_data_parser, run_data_command
-from xmodal.cli.launch import add_launch_arguments, check_launch_arguments, launch, wants_launch
+from xmodal.cli.launch import (
+    add_launch_arguments,
+    check_launch_arguments,
+    launch,
+    wants_launch,
+)
 from xmodal.core.atomic import output_error
 from xmodal.core.errors import OutputError, XmodalError
 

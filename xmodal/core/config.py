@@ -1,7 +1,9 @@
 """Typed, validated configs: YAML -> nested dataclasses, with ``--set a.b=c`` overrides.
 
-Every config section is a dataclass whose field annotations are the schema. Loading checks
-each key against it: an unknown key fails with its full dotted path and a close-match
+Every config section is a dataclass whose field annotations are the schema. A section that
+selects components (:class:`ComponentSection`: datasets, methods, probes, front ends) also holds
+each component's options under its name, typed by the dataclass the component declares, so a
+plugin's options get the same checks as a built-in's. Loading checks each key against it: an unknown key fails with its full dotted path and a close-match
 suggestion, a value of the wrong type fails with the expected type. Values are checked too:
 floats must be finite, seeds (keys named ``seed``/``seeds``) lie in [0, 2^32), integers fit in
 64 bits, and lists hold no repeats unless annotated ``Annotated[list[...], AllowRepeats]`` (a
@@ -19,12 +21,22 @@ import math
 import types
 import typing
 from pathlib import Path
-from typing import (Annotated, Any, Literal, TypeVar, Union, get_args, get_origin,
-                    get_type_hints)
+from typing import (
+    Annotated,
+    Any,
+    ClassVar,
+    Literal,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import yaml
 
 from xmodal.core.errors import ConfigError
+from xmodal.core.registry import Registry
 
 C = TypeVar("C")
 
@@ -33,20 +45,72 @@ AllowRepeats = "allow-repeats"
 SEED_RANGE = 2**32  # numpy's and torch's seedable range
 
 
+#: metadata of the field of a :class:`ComponentSection` that holds the components' options
+COMPONENT_OPTIONS = {"component-options": True}
+
+
+class ComponentSection:
+    """A config section that selects components of one kind and holds, beside its own fields,
+    the options of each under its options key (``distill.wcord.tau``, ``data.scenes.image_size``).
+
+    Subclasses are dataclasses that set ``components`` (the registry) and declare
+    ``by_name: dict[str, Any] = field(default_factory=dict, metadata=COMPONENT_OPTIONS)``; the
+    YAML never names ``by_name``: each component's options sit at the section's level.
+    """
+
+    components: ClassVar[Registry[Any]]
+    by_name: dict[str, Any]
+
+    def options_for(self, name: str) -> Any:
+        """The options of component ``name`` (as configured, else its defaults; None if it takes none)."""
+        key = self.components.options_key(name)
+        if key in self.by_name:
+            return self.by_name[key]
+        options = self.components.options_type(name)
+        return None if options is None else options()
+
+    def fill(self, name: str) -> None:
+        """Write ``name``'s default options into the section unless set, so that a resolved
+        config lists every option of every component it uses."""
+        key = self.components.options_key(name)
+        options = self.components.options_type(name)
+        if key not in self.by_name and options is not None and dataclasses.fields(options):
+            self.by_name[key] = options()
+
+
+def _plain_fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("component-options")}
+
+
+def _component_types(cls: type) -> dict[str, type]:
+    """``{options key: options type}`` of the components a section may hold (none for plain sections)."""
+    if isinstance(cls, type) and issubclass(cls, ComponentSection):
+        return cls.components.options_by_key()
+    return {}
+
+
 def from_dict(cls: type[C], data: Any, path: str = "") -> C:
     """Build dataclass ``cls`` from a plain mapping, validating keys and types recursively."""
     if not isinstance(data, dict):
         raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__} {data!r}")
     hints = get_type_hints(cls, include_extras=True)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = _plain_fields(cls)
+    components = _component_types(cls) if any(k not in fields for k in data) else {}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         key_path = f"{path}.{key}" if path else str(key)
+        if key in components:
+            kwargs.setdefault("by_name", {})[key] = from_dict(components[key], {} if value is None else value,
+                                                              key_path)
+            continue
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            valid = [*fields, *components]
+            close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
             hint = f"; did you mean '{_join(path, close[0])}'?" if close else ""
+            owner = f" or {cls.components.singular} options" if components else ""
             raise ConfigError(
-                f"unknown config key '{key_path}'{hint} (valid keys here: {', '.join(fields)})"
+                f"unknown config key '{key_path}'{hint} (valid keys here: {', '.join(fields)}{owner}"
+                f"{': ' + ', '.join(components) if components else ''})"
             )
         kwargs[key] = _convert(hints[key], value, key_path)
     try:
@@ -61,7 +125,11 @@ def from_dict(cls: type[C], data: Any, path: str = "") -> C:
 def to_dict(obj: Any) -> Any:
     """Plain-data view of a config (dataclasses -> dicts), suitable for YAML/JSON."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        out = {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+               if not f.metadata.get("component-options")}
+        if isinstance(obj, ComponentSection):  # each component's options at the section's level
+            out.update({key: to_dict(options) for key, options in obj.by_name.items()})
+        return out
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):
@@ -114,8 +182,19 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], schema: type) ->
                 else:
                     node = node.setdefault(key, {})
                 continue
-            names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+            names = list(_plain_fields(cls)) if dataclasses.is_dataclass(cls) else []
+            components = _component_types(cls) if key not in names else {}
+            if key in components:  # a component's options: the walk continues inside them
+                if i == len(keys) - 1:
+                    node[key] = value
+                else:
+                    cls = components[key]
+                    node = node.setdefault(key, {})
+                    if not isinstance(node, dict):
+                        raise ConfigError(f"--set '{text}': '{'.'.join(walked)}' is not a section")
+                continue
             if key not in names:
+                names += list(_component_types(cls))
                 close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
                 hint = f"; did you mean '{'.'.join(walked[:-1] + close)}'?" if close else ""
                 raise ConfigError(f"--set '{text}': unknown config key '{'.'.join(walked)}'{hint}")

@@ -126,6 +126,15 @@ class Registry(Generic[T]):
             self._options[name] = _options_of(entry, name, self._signature_options)
         return self._options[name]
 
+    def options_by_key(self) -> dict[str, type]:
+        """``{options key: options dataclass}`` of every entry that has options."""
+        found: dict[str, type] = {}
+        for name in self.names():
+            options = self.options_type(name)
+            if options is not None:
+                found.setdefault(self.options_key(name), options)
+        return found
+
     def options_key(self, name: str) -> str:
         """The key under which ``name``'s options sit in its config section: the entry's
         ``options_key`` (``wcord-global`` shares ``wcord``'s), else the name with ``-`` -> ``_``."""
@@ -250,7 +259,7 @@ BACKBONES: Registry[Any] = Registry(
     "backbones", "xmodal.backbones", builtins=("xmodal.encoders",),
     legacy_groups=("xmodal.encoders",), signature_options=("in_channels",))
 METHODS: Registry[Any] = Registry(
-    "methods", "xmodal.methods", builtins=("xmodal.objectives.methods", "xmodal.objectives.baselines"),
+    "methods", "xmodal.methods", builtins=("xmodal.objectives", "xmodal.objectives.baselines"),
     legacy_groups=("xmodal.losses",))
 PROBES: Registry[Any] = Registry("probes", "xmodal.probes", builtins=("xmodal.evaluation",))
 STAGES: Registry[Any] = Registry("stages", "xmodal.stages", builtins=("xmodal.pipelines",))

@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 import torch
 
+from xmodal.core.checks import at_least, require
 from xmodal.core.errors import DataError
 from xmodal.core.registry import DATASETS
 from xmodal.data.arrays import ArrayDataset
@@ -49,8 +50,7 @@ class CIFAR100Config:
     max_test: int = 0
 
     def __post_init__(self) -> None:
-        if self.max_train < 0 or self.max_test < 0:
-            raise ValueError(f"max_train and max_test must be >= 0, got {self.max_train}, {self.max_test}")
+        require(self, {"max_train": at_least(0), "max_test": at_least(0)})
 
 
 def _reader(verify_md5: bool):
@@ -81,7 +81,7 @@ class CIFAR100Source:
 
     name = "cifar100"
     modalities = ("rgb",)
-    options_type = CIFAR100Config
+    options = CIFAR100Config
 
     def fingerprint(self, options: CIFAR100Config) -> dict[str, object]:
         """Size and mtime of each file (part of the data unit's cache key); empty before download."""

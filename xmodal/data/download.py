@@ -1,19 +1,11 @@
 """Resumable, verified HTTP downloads of dataset source files (``xmodal data download``).
 
-The source files are large (the NYU-Depth V2 labeled file is ~2.8 GB) and their servers slow
-and flaky, so :func:`download`
+The source files are large and their servers slow and flaky, so :func:`download` streams into
+``DEST.part``, resumes it with HTTP ``Range`` requests, retries transient failures with
+backoff, and moves it to ``DEST`` only once verified (size, SHA-256 if given), so ``DEST`` is
+either absent or complete. Uses only ``urllib`` (standard library) and ``rich``.
 
-* streams into ``DEST.part`` and, after any interruption (a cut connection, a timeout, Ctrl-C,
-  a rerun), resumes it with an HTTP ``Range: bytes=N-`` request;
-* retries transient failures (cut connections, timeouts, HTTP 408/429/5xx) with exponential
-  backoff; the retry budget counts *consecutive attempts that received no data*, so a long
-  transfer over a connection that drops now and then still finishes;
-* verifies the result (size against ``expected_size`` and the server's Content-Length /
-  Content-Range, SHA-256 if given) and only then moves it to ``DEST`` with :func:`os.replace`,
-  so ``DEST`` is either absent or complete. A ``.part`` that fails verification is deleted:
-  it is not a prefix of the real file, and resuming it would reproduce the corruption.
-
-Only ``urllib`` from the standard library is used; ``rich`` draws the progress bar.
+Details: docs/data.md.
 """
 
 from __future__ import annotations
@@ -337,8 +329,14 @@ class _Bar:
         if not enabled:
             return
         from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                                   TimeRemainingColumn, TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
         self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                                   DownloadColumn(), TransferSpeedColumn(),

@@ -13,8 +13,13 @@ import torch
 from xmodal.core.errors import DataError
 from xmodal.core.registry import DATASETS
 from xmodal.data.arrays import ArrayDataset
-from xmodal.data.nyu.cache import (CACHE_FORMAT, NYUDepthConfig, build_cache, require_source,
-                                   source_fingerprint)
+from xmodal.data.nyu.cache import (
+    CACHE_FORMAT,
+    NYUDepthConfig,
+    build_cache,
+    require_source,
+    source_fingerprint,
+)
 from xmodal.data.nyu.facts import load_nyu_facts
 from xmodal.data.source import LoadedDataset
 
@@ -28,7 +33,7 @@ class NYUDepthSource:
 
     name = "nyu-depth"
     modalities = ("rgb", "depth", "normals", "hha")
-    options_type = NYUDepthConfig
+    options = NYUDepthConfig
 
     def prepare(self, options: NYUDepthConfig, cache_path: Path,
                 progress: Callable[[int, int], None] | None = None) -> Path:

@@ -34,7 +34,7 @@ class ScenesSource:
 
     name = "scenes"
     modalities = ("rgb", "depth", "audio")
-    options_type = ScenesConfig
+    options = ScenesConfig
 
     def prepare(self, options: ScenesConfig, cache_path: Path,
                 progress: Callable[[int, int], None] | None = None) -> Path:

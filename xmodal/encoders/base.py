@@ -7,7 +7,7 @@ pooled embedding ``[B, D]``; ``forward_features`` returns the feature map of eve
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -16,13 +16,70 @@ from xmodal.core.errors import XmodalError
 from xmodal.core.registry import BACKBONES, FRONTENDS
 
 
+@runtime_checkable
+class Frontend(Protocol):
+    """What a registered front end builds (``FRONTENDS``, keyed by modality): a module taking
+    the modality's raw tensors in natural units to network input ``[B, out_channels, ...]``.
+
+    Attributes:
+        out_channels: channels of its output (the backbone's ``in_channels``).
+        image_aligned: whether output positions are image pixels (dense probes, flips, crops).
+    """
+
+    out_channels: int
+    image_aligned: bool
+
+    def example_input(self, batch: int = 2) -> Tensor:
+        """A valid raw input of ``batch`` samples, for tests."""
+        ...
+
+    def __call__(self, x: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
 class Backbone(Protocol):
-    """What a registered backbone factory returns: a module with per-stage feature maps."""
+    """What a registered backbone factory ``build(in_channels, **options)`` returns: a module
+    with per-stage feature maps, the last of which is pooled into the embedding."""
 
     out_dim: int
     stage_channels: list[int]
 
     def forward_features(self, x: Tensor) -> list[Tensor]: ...
+
+
+def frontend_contract(name: str, entry: Any) -> None:
+    """Build the front end with its default options, run it on its own example input and check
+    the :class:`Frontend` protocol; raises ``TypeError``/``ValueError`` saying what is wrong."""
+    frontend = entry()
+    if not isinstance(frontend, Frontend):
+        missing = [a for a in ("out_channels", "image_aligned", "example_input") if not hasattr(frontend, a)]
+        raise TypeError(f"front end '{name}' lacks {', '.join(missing) or 'a callable forward'}")
+    if not (isinstance(frontend.out_channels, int) and frontend.out_channels >= 1):
+        raise ValueError(f"front end '{name}'.out_channels must be an int >= 1, got {frontend.out_channels!r}")
+    if not isinstance(frontend.image_aligned, bool):
+        raise ValueError(f"front end '{name}'.image_aligned must be True or False")
+    out = frontend(frontend.example_input(2))
+    if not isinstance(out, Tensor) or out.dim() < 2 or out.shape[:2] != (2, frontend.out_channels):
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"front end '{name}' maps its example_input(2) to {got}, not "
+                         f"[2, out_channels={frontend.out_channels}, ...]")
+
+
+def backbone_contract(name: str, entry: Any) -> None:
+    """Build the backbone for 3 input channels with its default options and check the
+    :class:`Backbone` protocol."""
+    backbone = entry(in_channels=3)
+    if not isinstance(backbone, Backbone):
+        raise TypeError(f"backbone '{name}' must have out_dim, stage_channels and forward_features")
+    if not (isinstance(backbone.out_dim, int) and backbone.out_dim >= 1):
+        raise ValueError(f"backbone '{name}'.out_dim must be an int >= 1, got {backbone.out_dim!r}")
+    channels = list(backbone.stage_channels)
+    if not channels or not all(isinstance(c, int) and c >= 1 for c in channels):
+        raise ValueError(f"backbone '{name}'.stage_channels must list ints >= 1, got {channels!r}")
+
+
+FRONTENDS.contract = frontend_contract
+BACKBONES.contract = backbone_contract
 
 
 class Encoder(nn.Module):

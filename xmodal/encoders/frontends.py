@@ -36,6 +36,10 @@ class RGBFrontend(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
+    def example_input(self, batch: int = 2) -> Tensor:
+        """A random ``[batch, 16, 16, 3]`` uint8 image (for contract tests)."""
+        return torch.randint(0, 256, (batch, 16, 16, 3), dtype=torch.uint8)
+
     def forward(self, image: Tensor) -> Tensor:
         x = channels_first(image, "rgb")
         if image.dtype == torch.uint8:
@@ -63,6 +67,12 @@ class DepthFrontend(nn.Module):
         if std_m <= 0 or max_m <= 0:
             raise ValueError(f"depth front end needs std_m > 0 and max_m > 0, got {std_m}, {max_m}")
         self.mean_m, self.std_m, self.max_m = mean_m, std_m, max_m
+
+    def example_input(self, batch: int = 2) -> Tensor:
+        """Random ``[batch, 16, 16]`` depth in metres, with a hole (0) (for contract tests)."""
+        depth = torch.rand(batch, 16, 16) * 4 + 0.5
+        depth[:, 0, 0] = 0.0
+        return depth
 
     def forward(self, depth: Tensor) -> Tensor:
         if depth.ndim != 3:
@@ -95,6 +105,10 @@ class LogMelFrontend(nn.Module):
             f_min=20.0, f_max=sample_rate / 2, power=2.0,
         )
 
+    def example_input(self, batch: int = 2) -> Tensor:
+        """``[batch, 2048]`` random samples in [-1, 1] (for contract tests)."""
+        return torch.rand(batch, 2048) * 2 - 1
+
     def forward(self, wave: Tensor) -> Tensor:
         if wave.ndim != 2:
             raise ValueError(f"audio input must be [B, T] samples, got {list(wave.shape)}")
@@ -116,6 +130,10 @@ class HHAFrontend(nn.Module):
     image_aligned = True  # feature maps are aligned with image pixels
     out_channels = 3
 
+    def example_input(self, batch: int = 2) -> Tensor:
+        """A random ``[batch, 16, 16, 3]`` uint8 HHA image (for contract tests)."""
+        return torch.randint(0, 256, (batch, 16, 16, 3), dtype=torch.uint8)
+
     def forward(self, image: Tensor) -> Tensor:
         return (channels_first(image, "hha") / 255.0 - 0.5) / 0.25
 
@@ -128,6 +146,10 @@ class NormalsFrontend(nn.Module):
     image_aligned = True  # feature maps are aligned with image pixels
     mirror_negates_channel = 0  # a left-right mirror flips the sign of n_x
     out_channels = 3
+
+    def example_input(self, batch: int = 2) -> Tensor:
+        """Random unit normals ``[batch, 16, 16, 3]`` (for contract tests)."""
+        return torch.nn.functional.normalize(torch.randn(batch, 16, 16, 3), dim=-1)
 
     def forward(self, normals: Tensor) -> Tensor:
         x = channels_first(normals, "normals")

@@ -5,8 +5,12 @@ from xmodal.evaluation.knn_probe import KNNProbe, KNNProbeConfig, KNNResult
 from xmodal.evaluation.linear_probe import LinearProbe, LinearProbeConfig, ProbeResult
 from xmodal.evaluation.retrieval_probe import RetrievalProbe, RetrievalProbeConfig
 from xmodal.evaluation.segmentation_metrics import ConfusionMatrix
-from xmodal.evaluation.segmentation_probe import (SegmentationProbe, SegmentationProbeConfig,
-                                                  SegmentationResult, extract_feature_maps)
+from xmodal.evaluation.segmentation_probe import (
+                                                  SegmentationProbe,
+                                                  SegmentationProbeConfig,
+                                                  SegmentationResult,
+                                                  extract_feature_maps,
+)
 
 __all__ = ["ConfusionMatrix", "KNNProbe", "KNNProbeConfig", "KNNResult", "LinearProbe",
            "LinearProbeConfig", "ProbeResult", "RetrievalProbe", "RetrievalProbeConfig",

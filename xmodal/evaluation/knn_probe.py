@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from xmodal.core.checks import at_least, positive, require
 from xmodal.core.registry import PROBES
 from xmodal.evaluation.linear_probe import accuracies
 
@@ -29,10 +30,7 @@ class KNNProbeConfig:
     temperature: float = 0.07
 
     def __post_init__(self) -> None:
-        if self.k < 1:
-            raise ValueError(f"k must be >= 1, got {self.k}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        require(self, {"k": at_least(1), "temperature": positive()})
 
 
 @dataclass
@@ -63,6 +61,8 @@ def knn_votes(bank: Tensor, bank_labels: Tensor, queries: Tensor, num_classes: i
 @PROBES.register("knn", "cosine k-NN classification with temperature-weighted votes (k=20, T=0.07)")
 class KNNProbe:
     """Scene classification by weighted k-NN on pooled features."""
+
+    options = KNNProbeConfig
 
     metrics = ("accuracy", "mean_class_accuracy")
 

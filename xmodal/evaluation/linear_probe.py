@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from xmodal.core.checks import at_least, each, non_negative, require
 from xmodal.core.registry import PROBES
 
 
@@ -29,10 +30,7 @@ class LinearProbeConfig:
     max_iter: int = 200
 
     def __post_init__(self) -> None:
-        if not self.l2_grid or any(v < 0 for v in self.l2_grid):
-            raise ValueError(f"l2_grid must be a non-empty list of values >= 0, got {self.l2_grid}")
-        if self.max_iter < 1:
-            raise ValueError(f"max_iter must be >= 1, got {self.max_iter}")
+        require(self, {"l2_grid": each(non_negative()), "max_iter": at_least(1)})
 
 
 @dataclass
@@ -96,6 +94,8 @@ def standardiser(reference: Tensor):
 @PROBES.register("linear")
 class LinearProbe:
     """Scene (image-level) classification from pooled features."""
+
+    options = LinearProbeConfig
 
     def __init__(self, config: LinearProbeConfig | None = None) -> None:
         self.config = config or LinearProbeConfig()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from xmodal.core.errors import DataError
 from xmodal.core.records import write_json_atomic
 from xmodal.evaluation import figures

@@ -1,28 +1,12 @@
 """Cross-modal retrieval probe: find a test sample's teacher embedding from its student
 embedding (``s2t``) and the reverse (``t2s``), among all test samples.
 
-Teacher and student embeddings live in different spaces (different sizes, e.g. 64 and 512),
-so they must be aligned first. The alignment is a ridge least-squares map ``W`` from the
-standardised student features to the standardised teacher features, fitted on the train
-split's pairs; its strength is chosen on val by mean recall@1, then ``W`` is refitted on
-train + val. Retrieval ranks test samples by cosine similarity between ``x_s W`` and ``x_t``.
+The two spaces are aligned by a ridge least-squares map ``W`` from standardised student to
+standardised teacher features, fitted on train pairs (strength chosen on val by mean
+recall@1, then refitted on train + val); test samples are ranked by cosine similarity between
+``x_s W`` and ``x_t``. Metrics: recall@1/5/10 and median rank, in both directions.
 
-Why this alignment, and what it measures:
-
-* It is the same for every method. WCoRD's trained projection heads would also align the two
-  spaces, but only WCoRD students have them (``none`` and ``supervised`` have no heads), and
-  the heads were trained for exactly this matching, so comparing methods through them would
-  favour WCoRD. A map fitted the same way for every student keeps the rows comparable.
-* It uses the train pairs only, never labels or test samples.
-* It measures how much of the teacher's sample-specific information is *linearly* recoverable
-  from the student. A student trained without a teacher can still score above chance (both
-  encoders see the same scene), which is why ``none`` is the floor to compare against.
-* It is asymmetric (teacher space is the target; the teacher is the reference in distillation).
-  CCA, which maps both sides into a shared space, is the symmetric alternative; on the small
-  feature sizes here both are linear maps fitted on the same pairs.
-
-Metrics: recall@1/5/10 (fraction of queries whose match ranks in the top k) and the median
-rank of the match (1 = first; chance is about N/2 for N test samples), in both directions.
+Details (why this alignment, what it measures): docs/probes.md.
 """
 
 from __future__ import annotations
@@ -32,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from xmodal.core.checks import each, positive, require
 from xmodal.core.registry import PROBES
 from xmodal.evaluation.linear_probe import standardiser
 
@@ -50,8 +35,7 @@ class RetrievalProbeConfig:
     ridge_grid: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0])
 
     def __post_init__(self) -> None:
-        if not self.ridge_grid or any(v <= 0 for v in self.ridge_grid):
-            raise ValueError(f"ridge_grid must be a non-empty list of values > 0, got {self.ridge_grid}")
+        require(self, {"ridge_grid": each(positive())})
 
 
 def match_ranks(queries: Tensor, gallery: Tensor) -> Tensor:
@@ -85,6 +69,8 @@ def _retrieval_metrics(student: Tensor, teacher: Tensor) -> dict[str, float]:
 @PROBES.register("retrieval", "cross-modal retrieval between teacher and student test embeddings")
 class RetrievalProbe:
     """Student <-> teacher retrieval of the same test samples, through a linear alignment."""
+
+    options = RetrievalProbeConfig
 
     metrics = METRICS
     consumes_pairs = True  # reads the teacher's features as well as the student's

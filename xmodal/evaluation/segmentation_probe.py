@@ -1,18 +1,11 @@
 """Dense linear probe: per-pixel semantic segmentation from frozen feature maps.
 
-A pooled embedding says nothing about *where* an encoder keeps its information; a 1x1
-convolution on its stage maps does, at the cost of nothing more than a linear classifier per
-pixel, so it measures the features and not the head. As with the scene probe, the maps are
-extracted once from the frozen encoder, the features are standardised with training
-statistics, the regularisation (AdamW weight decay) is chosen by validation mIoU, and the
-probe is refit on train + val and scored once on test.
+A 1x1 convolution on the encoder's stage maps (a linear classifier per pixel) measures where
+the features keep their information. Maps are extracted once and stored in float16; features
+are standardised with training statistics, weight decay is chosen by validation mIoU, and the
+probe is refit on train + val and scored once on test. Labels follow NYUv2 (``0`` ignored).
 
-Maps are stored in float16: a few hundred images of ``[C_sum, h, w]`` maps are hundreds of
-megabytes in float32, and a linear probe does not need the extra precision. They are turned
-into float32 one batch at a time while fitting and scoring.
-
-Labels follow NYUv2: ``0`` is unlabeled (ignored), classes are ``1..num_classes``. Metrics
-and the mIoU convention are in :mod:`xmodal.evaluation.segmentation_metrics`.
+Details: docs/probes.md.
 """
 
 from __future__ import annotations
@@ -25,6 +18,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from xmodal.core.checks import at_least, each, non_negative, positive, require
 from xmodal.core.registry import PROBES
 from xmodal.encoders.base import Encoder
 from xmodal.evaluation.segmentation_metrics import ConfusionMatrix
@@ -109,22 +103,12 @@ class SegmentationProbeConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not self.stages or any(isinstance(s, bool) or not isinstance(s, int) for s in self.stages):
-            raise ValueError(f"stages must be a non-empty list of ints, got {self.stages}")
-        if len(set(self.stages)) != len(self.stages):
-            raise ValueError(f"stages must not repeat an index, got {self.stages}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite value > 0, got {self.lr}")
-        if not self.weight_decay_grid or any(not math.isfinite(v) or v < 0
-                                             for v in self.weight_decay_grid):
-            raise ValueError("weight_decay_grid must be a non-empty list of finite values >= 0, "
-                             f"got {self.weight_decay_grid}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an int, got {self.seed!r}")
+        require(self, {
+            "stages": ((lambda v: bool(v) and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+                        and len(set(v)) == len(v)), "a non-empty list of distinct stage indices"),
+            "epochs": at_least(1), "batch_size": at_least(1), "lr": positive(),
+            "weight_decay_grid": each(non_negative()), "seed": at_least(0),
+        })
 
 
 @dataclass
@@ -191,6 +175,8 @@ class SegmentationProbe:
     Consumes dense maps ``[N, C, h, w]`` through :meth:`evaluate_maps`, not pooled features;
     the pipeline's probe stage recognises it by that method.
     """
+
+    options = SegmentationProbeConfig
 
     consumes_maps = True
 

@@ -1,53 +1,13 @@
 """Projection heads and the Lipschitz-constrained critics of WCoRD's dual (global) term.
 
-The Kantorovich-Rubinstein dual of the Wasserstein distance is a sup over 1-Lipschitz critics.
-WCoRD's critic scores a teacher/student pair ``g(t, s) = c(u, v)`` on the projections
-``u = P(h_T(t))`` and ``v = P(h_S(s))`` of the linear heads' outputs, where ``P`` is
-(:data:`PROJECTIONS`):
+A critic scores a teacher/student pair ``g(t, s) = c(u, v)`` on the projections
+``u = P(h_T(t))``, ``v = P(h_S(s))`` of linear heads' outputs: ``P`` is the unit ball or the
+sphere (:data:`PROJECTIONS`); ``c`` is ``dot``, ``bilinear`` or ``mlp``, scaled by ``1/tau``
+(:data:`CRITICS`); the constraint is ``spectral``, ``gradient_penalty`` or ``none``
+(:data:`LIPSCHITZ_MODES`). Under ``spectral``, ``g`` is ``1/tau``-Lipschitz in ``t`` and ``s``.
+Critics always take the teacher side first: ``forward``, ``against``, ``against_teachers``.
 
-* ``"ball"``: projection onto the unit ball, ``P(z) = z / max(1, |z|)``: a projection onto a
-  convex set, hence 1-Lipschitz (used under the Lipschitz modes);
-* ``"sphere"``: L2 normalisation ``P(z) = z / |z|``, ``1/|z|``-Lipschitz at ``z``, i.e. not
-  Lipschitz at all near 0 (used without a constraint: the InfoNCE/CRD form).
-
-Three forms of ``c`` (:data:`CRITICS`), all scaled by ``1/tau``:
-
-* ``"dot"``: ``c(u, v) = <u, v> / tau`` (no parameters);
-* ``"bilinear"``: ``c(u, v) = u^T W v / tau`` with ``W`` ``[d, d]`` (initialised to the
-  identity, so it starts as the dot critic);
-* ``"mlp"``: ``c(u, v) = MLP([u; v]) / tau``, one hidden layer of width ``hidden`` with
-  LeakyReLU(0.2) (1-Lipschitz): ``w_2^T act(W_1 [u; v] + b_1) + b_2``.
-
-The constraint (:data:`LIPSCHITZ_MODES`): ``"spectral"`` spectrally normalises the linear heads
-and the critic's own weights (``W``; ``W_1`` and ``w_2``) so each has largest singular value 1,
-and projects onto the ball; ``"gradient_penalty"`` leaves the weights unconstrained, projects
-onto the ball and adds a WGAN-GP-style penalty on the critic's gradient (computed in
-:class:`~xmodal.objectives.wcord.WCoRDLoss`); ``"none"`` constrains nothing and projects onto
-the sphere (the InfoNCE/CRD ablation).
-
-Lipschitz bound under ``"spectral"``, w.r.t. the raw features, at every feature scale: on the
-ball, ``|grad_u c| <= 1/tau`` (dot: ``|v| / tau``; bilinear: ``|W v| / tau``; mlp: the network
-is 1-Lipschitz in ``[u; v]``); the head ``t -> P(W_T t + b)`` is 1-Lipschitz
-(``sigma_max(W_T) = 1``, ``P`` 1-Lipschitz); so ``g`` is ``1/tau``-Lipschitz in ``t`` and,
-likewise, in ``s`` (see ``docs/lipschitz-critic.md`` for the argument and for why the sphere
-gives no bound). :meth:`WCoRDLoss.score <xmodal.objectives.wcord.WCoRDLoss.score>` exposes
-``g(t, s)`` for measuring it.
-
-``sigma_max`` is estimated by power iteration, which never overestimates it, so a normalised
-weight can exceed 1 by the estimate's lag behind the optimiser. The power vectors start at the
-exact top singular vectors (:func:`spectral_linear`), so ``sigma_max = 1`` to rounding at
-construction; during training 3 iterations per step keep it within ~1e-3.
-
-Interface shared by the critics (:class:`Critic`); the first argument is always the teacher
-side and the second the student side, so an asymmetric critic scores ``g(teacher, student)``:
-
-* ``forward(u, v) -> [B]``: ``c(u_i, v_i)``, the positive pairs;
-* ``against(u, others_s) -> [B, K]``: ``c(u_i, others_s[k])``: teacher anchors against student
-  candidates (the student memory bank);
-* ``against_teachers(others_t, v) -> [B, K]``: ``c(others_t[k], v_i)``: student anchors against
-  teacher candidates (the teacher memory bank).
-
-``others`` is ``[K, d]`` (one set shared by all anchors) or ``[B, K, d]`` (a set per anchor).
+Details: docs/critic.md (why the unit ball: docs/lipschitz-critic.md).
 """
 
 from __future__ import annotations

@@ -1,33 +1,12 @@
 """IPOT: the inexact proximal point method for (unregularised) optimal transport.
 
-Y. Xie, X. Wang, R. Wang, H. Zha, "A Fast Proximal Point Method for Computing Exact Wasserstein
-Distance", UAI 2019 (arXiv 1802.04307). Each outer step is a proximal step with a KL proximal
-term of step size ``beta``::
+Xie et al., UAI 2019. Each outer step
+``T <- argmin_{T in Pi(a, b)} <T, C> + beta * KL(T || T_prev)`` is solved inexactly by
+``inner_iters`` Sinkhorn scalings of ``exp(-C / beta) * T_prev``; unlike entropic Sinkhorn, the
+plan approaches the unregularised optimal plan as outer steps accumulate. Everything is kept in
+the log domain; runs under ``torch.no_grad()`` and in float32, on batches ``[..., n, m]``.
 
-    T^(t+1) = argmin_{T in Pi(a, b)} <T, C> + beta * KL(T || T^(t))
-
-whose solution is a Sinkhorn scaling of the kernel ``Q = exp(-C / beta) * T^(t)`` (elementwise).
-IPOT solves it inexactly with ``inner_iters`` scaling iterations (1 is the paper's default and
-works), keeping the column scaling ``sigma`` from one outer step to the next as the paper's
-Algorithm 1 does (resetting it stalls at a wrong fixed point)::
-
-    Q = exp(-C / beta) * T;  repeat L times: delta = a / (Q sigma), sigma = b / (Q^T delta)
-    T = diag(delta) Q diag(sigma)
-
-Unlike entropic Sinkhorn, the plan approaches the *unregularised* optimal plan as the number of
-outer steps grows (after ``t`` exact steps ``T`` is the entropic plan for ``eps = beta / t``),
-so ``beta`` trades speed per step against nothing in the limit. ``beta`` is in cost units; 1.0
-suits costs in [0, 2] (WCoRD's ``1 - cos``). Much smaller values (<= 0.1 on such costs) make the
-single inner iteration too inexact and convergence slows.
-
-Numerics: everything is kept in the log domain -- the state is ``log T`` itself (bounded above by
-0 since ``T <= 1``), plus ``log sigma`` -- and both scaling updates are ``logsumexp`` reductions.
-``exp(-C / beta)`` is never formed, so a small ``beta`` relative to the cost (``C / beta`` in
-the thousands) neither underflows nor overflows; entries far from the optimal support simply
-drift to large negative log values and become exact zeros of the plan (below ~1.7e-38).
-
-Like :func:`xmodal.objectives.sinkhorn.sinkhorn_log` it runs under ``torch.no_grad()`` and in
-float32, also inside ``torch.autocast``, on batches ``[..., n, m]`` with arbitrary marginals.
+Details (the algorithm, choosing ``beta``, numerics): docs/optimal-transport.md.
 """
 
 from __future__ import annotations

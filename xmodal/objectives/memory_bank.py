@@ -22,7 +22,19 @@ from torch import Tensor, nn
 from xmodal.objectives.critic import PROJECTIONS, project
 from xmodal.objectives.embedding_storage import STORAGE_DTYPES, random_unit_rows
 
-__all__ = ["MemoryBank"]
+__all__ = ["MemoryBank", "negatives_per_step"]
+
+
+def negatives_per_step(requested: int, num_samples: int, indices: Tensor | None = None) -> int:
+    """How many negatives a step can draw: ``requested``, capped at ``num_samples - 1`` and, with
+    the batch's ``indices`` (all excluded), at ``num_samples - #distinct(indices)``; raises
+    ``ValueError`` with the fix when none is left."""
+    taken = 1 if indices is None else int(torch.unique(indices.detach()).numel())
+    count = min(requested, num_samples - max(taken, 1))
+    if count < 1:
+        raise ValueError(f"a batch with {taken} distinct indices leaves no negatives among "
+                         f"num_samples={num_samples}; use num_samples > batch size")
+    return count
 
 
 class MemoryBank(nn.Module):
@@ -251,6 +263,10 @@ class MemoryBank(nn.Module):
         if self.labels is None:
             raise ValueError("MemoryBank.labels_of: this bank was built without labels")
         return self.labels[rows.to(self.labels.device)]
+
+    def record(self, indices: Tensor, embeddings: Tensor) -> None:
+        """What every memory of negatives does with a gathered batch (here :meth:`update`)."""
+        self.update(indices, embeddings)
 
     @torch.no_grad()
     def update(self, indices: Tensor, embeddings: Tensor) -> None:

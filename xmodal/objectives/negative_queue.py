@@ -64,6 +64,10 @@ class NegativeQueue(nn.Module):
         """``[B, K]`` bool: entry ``k`` holds an older embedding of anchor ``b``'s own sample."""
         return self.ids.unsqueeze(0) == indices.to(self.ids.device, torch.long).unsqueeze(1)
 
+    def record(self, indices: Tensor, embeddings: Tensor) -> None:
+        """What every memory of negatives does with a gathered batch (here :meth:`enqueue`)."""
+        self.enqueue(indices, embeddings)
+
     @torch.no_grad()
     def enqueue(self, indices: Tensor, embeddings: Tensor) -> None:
         """Write a (gathered) batch over the oldest entries, in order; of a batch larger than the

@@ -1,43 +1,12 @@
 """Entropic optimal transport solved by Sinkhorn iterations, stabilised in the log domain.
 
 Solves ``P = argmin_{P in Pi(a, b)} <P, C> - eps * H(P)`` for a batch of cost matrices. The
-state is the pair of scaled dual potentials ``alpha = f / eps``, ``beta = g / eps``, and the
-plan is always formed as ``exp(-C/eps + alpha_i + beta_j)``, so small ``eps`` (1e-3 on costs in
-[0, 2], i.e. exponents down to -2000) neither underflows to 0 nor produces NaN.
+plan is always formed from the scaled dual potentials as ``exp(-C/eps + alpha_i + beta_j)``, so
+small ``eps`` neither underflows nor produces NaN. For speed, iterations run in blocks of the
+plain scaling form on the absorbed kernel, redone in the log domain when a block is unsafe.
+Runs under ``torch.no_grad()`` and in float32: WCoRD uses the plan as a constant.
 
-How the iterations run (this is what makes it fast; see ``benchmarks/bench_sinkhorn.py``):
-
-* The potentials start at ``alpha_i = min_j C_ij / eps``, ``beta = 0``, so that every row of the
-  kernel has its largest entry at exactly 1 whatever the scale of ``C / eps`` (no row underflows).
-* Then iterations run in blocks of :data:`_CHECK_EVERY`. A block starts from the *absorbed*
-  kernel ``K = exp(-C/eps + alpha + beta)`` -- the current plan, entries in [0, 1] -- and runs the
-  plain scaling form ``u = a / (K v)``, ``v = b / (K^T u)`` on it: two matrix-vector products per
-  iteration instead of two ``logsumexp`` passes (each an add, max, subtract, exp and sum over
-  ``[..., n, m]``). At the end the scalings are absorbed, ``alpha += log u``, ``beta += log v``,
-  and the plan is re-formed from the potentials with one ``exp`` (so rounding never accumulates
-  in the plan). That plan is the next block's kernel *and* gives the marginal error, so the
-  convergence check costs no extra pass, and one host sync per block covers both the check and
-  the safety test below.
-* Safety: the scaling form is exact arithmetic on ``K``, except for entries of ``K`` that
-  underflowed (true value < ~1e-38). Their mass after the block is at most
-  ``1e-38 * exp(max log u + max log v)``; a block is accepted only if that exponent is at most
-  :data:`_MAX_LOG_GROWTH` (50, i.e. < 1e-16 per entry; NaN or inf fail the test). Otherwise
-  (rare; seen only in early blocks at very small ``eps``) the block is discarded and the same
-  iterations are redone in the log domain (``logsumexp``). Marginals with zero entries always
-  use the log domain. Either way the two forms compute the same iteration; only rounding
-  differs (``tests/test_ot_reference.py`` checks the iterates against a float64 log-domain
-  reference, and the converged plans against POT).
-* ``exp`` arguments are clamped at -87 and plan entries below ~1.7e-38 set to exactly 0: torch's
-  CPU ``exp`` is 10-20x slower when results would be subnormal, and subnormals slow the products.
-
-The row update comes first in each iteration, so at every stop the column marginals are exact
-(to rounding) and the error sits in the row marginals -- the opposite order to POT's
-``sinkhorn_log``; both converge to the same plan.
-
-The solver is a fixed-point procedure that WCoRD uses as a constant: it runs under
-``torch.no_grad()`` (the local loss differentiates ``<P, C>`` through ``C`` only) and always in
-float32, also when called inside ``torch.autocast``. On CUDA with TF32 matmuls enabled the
-matrix-vector products are done as multiply-and-sum so that TF32 cannot degrade the plan.
+Details (the iteration scheme, its safety test, numerics): docs/optimal-transport.md.
 """
 
 from __future__ import annotations

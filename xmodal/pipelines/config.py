@@ -1,7 +1,11 @@
 """The run config: every setting of a pipeline run, typed and validated.
 
-Defaults here are the library's; each pipeline ships a YAML under ``configs/`` that overrides
-some of them, and users override further with ``--config FILE`` and ``--set key=value``.
+Components are named here and own their options: each registered dataset, method, probe, front
+end and backbone declares its options dataclass beside its code, and the sections that select
+them (:class:`~xmodal.core.config.ComponentSection`) hold those options under the component's
+name, so ``--set distill.wcord.tau=0.1`` and a plugin's ``--set distill.mine.x=1`` are checked
+alike. Defaults here are the library's; each pipeline ships a YAML under ``configs/`` that
+overrides some of them, and users override further with ``--config FILE`` and ``--set``.
 """
 
 from __future__ import annotations
@@ -10,47 +14,56 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from xmodal.data.cifar100_source import CIFAR100Config
-from xmodal.data.nyu.config import NYUDepthConfig
-from xmodal.data.scenes import ScenesConfig
-from xmodal.evaluation.knn_probe import KNNProbeConfig
-from xmodal.evaluation.linear_probe import LinearProbeConfig
-from xmodal.evaluation.retrieval_probe import RetrievalProbeConfig
-from xmodal.evaluation.segmentation_probe import SegmentationProbeConfig
-from xmodal.objectives.baselines.config import (CRDConfig, FitNetConfig, KDConfig, PKTConfig,
-                                                 RKDConfig)
-from xmodal.objectives.methods import WCoRDConfig
+from xmodal.core.config import COMPONENT_OPTIONS, ComponentSection, from_dict
+from xmodal.core.errors import ConfigError
+from xmodal.core.registry import (
+    BACKBONES,
+    DATASETS,
+    FRONTENDS,
+    METHODS,
+    PROBES,
+    UnknownNameError,
+)
 from xmodal.training.optim import OptimConfig
 
 
 @dataclass
-class DataConfig:
+class DataConfig(ComponentSection):
     """Attributes:
-        name: registered dataset (``xmodal list datasets``).
-        scenes: options of the embedded ``scenes`` dataset.
-        nyu_depth: options of ``nyu-depth`` (NYU-Depth V2 labeled file).
-        cifar100: options of ``cifar100`` (the compression setting).
+        name: registered dataset (``xmodal list datasets``); its options sit under its name
+            (``data.scenes``, ``data.nyu_depth``, ``data.cifar100``, a plugin's).
     """
 
+    components = DATASETS
     name: str = "scenes"
-    scenes: ScenesConfig = field(default_factory=ScenesConfig)
-    nyu_depth: NYUDepthConfig = field(default_factory=NYUDepthConfig)
-    cifar100: CIFAR100Config = field(default_factory=CIFAR100Config)
+    by_name: dict[str, Any] = field(default_factory=dict, metadata=COMPONENT_OPTIONS)
 
     def options(self) -> Any:
-        """The options section of the selected dataset."""
-        return getattr(self, self.name.replace("-", "_"), None)
+        """The options of the selected dataset."""
+        return self.options_for(self.name)
 
 
 @dataclass
 class EncoderConfig:
     """Attributes:
         name: registered backbone (``xmodal list backbones``).
-        kwargs: extra backbone arguments, e.g. ``{pretrained: imagenet}`` for torchvision nets.
+        kwargs: the backbone's options, e.g. ``{pretrained: imagenet}`` for torchvision nets;
+            checked against the options it declares (its factory's keyword arguments).
     """
 
     name: str = "resnet8"
     kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        try:
+            options = BACKBONES.options_type(self.name)
+        except UnknownNameError:
+            return  # the name itself is reported, with its config key, by the name checks
+        if options is not None:
+            try:  # typed, with suggestions; kwargs stay as given
+                from_dict(options, self.kwargs, "kwargs")
+            except ConfigError as exc:
+                raise ValueError(f"backbone '{self.name}': {exc}") from None
 
 
 @dataclass
@@ -70,45 +83,44 @@ class TeacherConfig:
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(ComponentSection):
     """Attributes:
         students: student modalities, each distilled from the teacher.
         methods: registered methods (``xmodal list methods``); ``none`` and ``supervised`` are
-            the floor and the upper reference.
+            the floor and the upper reference. Each method's options sit under its options key
+            (``distill.wcord``, shared by ``wcord-global``/``wcord-local``; ``distill.kd``...).
         encoder: the student backbone.
         optim: student training.
-        wcord: WCoRD hyperparameters (also used by ``wcord-global``/``wcord-local``).
-        kd, fitnet, crd, rkd, pkt: hyperparameters of the baselines of the same names.
     """
 
+    components = METHODS
     students: list[str] = field(default_factory=lambda: ["depth", "audio"])
     methods: list[str] = field(default_factory=lambda: ["none", "supervised", "wcord"])
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    wcord: WCoRDConfig = field(default_factory=WCoRDConfig)
-    kd: KDConfig = field(default_factory=KDConfig)
-    fitnet: FitNetConfig = field(default_factory=FitNetConfig)
-    crd: CRDConfig = field(default_factory=CRDConfig)
-    rkd: RKDConfig = field(default_factory=RKDConfig)
-    pkt: PKTConfig = field(default_factory=PKTConfig)
+    by_name: dict[str, Any] = field(default_factory=dict, metadata=COMPONENT_OPTIONS)
 
 
 @dataclass
-class ProbeConfig:
+class ProbeConfig(ComponentSection):
     """Attributes:
-        probes: registered probes to run (``xmodal list probes``).
-        linear: linear-probe settings (pooled features -> scene class).
-        knn: k-NN probe settings (pooled features -> scene class, no fitting).
-        retrieval: cross-modal retrieval settings (student <-> teacher test embeddings).
-        segmentation: per-pixel linear probe settings (feature maps -> semantic classes);
-            runs once per per-pixel label set of the dataset (NYU: ``seg40``, ``seg13``).
+        probes: registered probes to run (``xmodal list probes``); each probe's options sit
+            under its name (``probe.linear``, ``probe.knn``, ``probe.retrieval``,
+            ``probe.segmentation``).
     """
 
+    components = PROBES
     probes: list[str] = field(default_factory=lambda: ["linear"])
-    linear: LinearProbeConfig = field(default_factory=LinearProbeConfig)
-    knn: KNNProbeConfig = field(default_factory=KNNProbeConfig)
-    retrieval: RetrievalProbeConfig = field(default_factory=RetrievalProbeConfig)
-    segmentation: SegmentationProbeConfig = field(default_factory=SegmentationProbeConfig)
+    by_name: dict[str, Any] = field(default_factory=dict, metadata=COMPONENT_OPTIONS)
+
+
+@dataclass
+class FrontendsConfig(ComponentSection):
+    """The options of each modality's front end, under its name (``frontends.depth.max_m``).
+    Facts of the data (the audio sample rate) come from the dataset and win."""
+
+    components = FRONTENDS
+    by_name: dict[str, Any] = field(default_factory=dict, metadata=COMPONENT_OPTIONS)
 
 
 #: the Python package each tracker needs
@@ -156,6 +168,7 @@ class RunConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    frontends: FrontendsConfig = field(default_factory=FrontendsConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self) -> None:
@@ -163,3 +176,14 @@ class RunConfig:
             raise ValueError("seeds must list at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct, got {self.seeds}")
+
+    def fill_defaults(self) -> None:
+        """Write the default options of every component the run uses into its section, so a
+        resolved ``config.yaml`` lists all of them (names must have been checked)."""
+        self.data.fill(self.data.name)
+        for method in self.distill.methods:
+            self.distill.fill(method)
+        for probe in self.probe.probes:
+            self.probe.fill(probe)
+        for modality in (self.teacher.modality, *self.distill.students):
+            self.frontends.fill(modality)

@@ -23,6 +23,7 @@ from rich.console import Console
 from xmodal.core.config import fingerprint
 from xmodal.core.records import write_json_atomic
 from xmodal.pipelines.config import RunConfig
+from xmodal.pipelines.state import StageState
 from xmodal.training.checkpoint import file_digest
 from xmodal.training.distributed import main_process_decides
 
@@ -102,7 +103,7 @@ class RunContext:
     run_dir: Path
     accelerator: Accelerator
     console: Console
-    state: dict[str, Any] = field(default_factory=dict)
+    state: StageState = field(default_factory=StageState)
     log: list[str] = field(default_factory=list)
 
     def unit(self, *parts: str, inputs: dict[str, Any]) -> Unit:

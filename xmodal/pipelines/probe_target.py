@@ -23,9 +23,14 @@ from rich.console import Console
 import xmodal
 from xmodal.core.config import fingerprint, read_yaml
 from xmodal.core.errors import ConfigError
-from xmodal.core.registry import DATASETS, BACKBONES, PROBES, STAGES
+from xmodal.core.registry import BACKBONES, DATASETS, PROBES, STAGES
 from xmodal.encoders.base import create_encoder
-from xmodal.encoders.export import META_FILE, WEIGHTS_FILE, export_encoder, read_export_metadata
+from xmodal.encoders.export import (
+    META_FILE,
+    WEIGHTS_FILE,
+    export_encoder,
+    read_export_metadata,
+)
 from xmodal.pipelines.context import RunContext
 from xmodal.pipelines.runner import RunResult, resolve_config
 
@@ -106,7 +111,7 @@ def probe_target(target: str, out: str | Path | None = None, data: str | None = 
     ctx = RunContext(config=config, run_dir=run_dir, accelerator=accelerator, console=console)
     ctx.say(f"[bold]xmodal probe {target}[/bold] -> {run_dir} (data: {config.data.name})")
     STAGES.get("preprocess")(ctx)
-    dataset = ctx.state["dataset"]
+    dataset = ctx.state.dataset
     if backbone:
         modality = modality or config.teacher.modality
         encoder = create_encoder(backbone, modality, dataset.frontend_kwargs.get(modality, {}),
@@ -121,10 +126,10 @@ def probe_target(target: str, out: str | Path | None = None, data: str | None = 
     chosen = probes or [p for p in config.probe.probes
                         if has_teacher or not getattr(PROBES.get(p), "consumes_pairs", False)]
     config.probe.probes = chosen
-    ctx.state["models"] = models
+    ctx.state.models = models
     STAGES.get("probe")(ctx)
     STAGES.get("report")(ctx)
-    return RunResult(run_dir, ctx.state.get("rows", []), ctx.state.get("summary", []))
+    return RunResult(run_dir, ctx.state.rows, ctx.state.summary)
 
 
 def _pipeline_of(config_file: str | Path) -> str:
@@ -135,19 +140,19 @@ def _model_record(ctx: RunContext, meta_path: Path) -> dict[str, Any]:
     """A probe-stage model record for one export, checked against the dataset."""
     meta = read_export_metadata(meta_path)
     modality = meta["modality"]
-    dataset = ctx.state["dataset"]
-    available = ctx.state["dataset_source"].modalities
+    dataset = ctx.state.dataset
+    available = ctx.state.dataset_source.modalities
     if modality not in available:
         raise ConfigError(f"'{meta_path}': a {modality} encoder, but dataset '{ctx.config.data.name}' "
                           f"has {', '.join(available)}; choose a dataset with --data")
-    expected = dataset.frontend_kwargs.get(modality, {})
-    if meta["frontend_kwargs"] != expected:
+    expected = dataset.frontend_kwargs.get(modality, {})  # facts of the data (sample rate)
+    if any(meta["frontend_kwargs"].get(key) != value for key, value in expected.items()):
         raise ConfigError(f"'{meta_path}': the encoder's {modality} front end was "
                           f"{meta['frontend_kwargs']}, the dataset gives {expected}; its features "
                           "would not mean the same: probe it on the data it was trained for")
     extra = meta.get("extra", {})
     role = extra.get("role", "student")
-    digest = target_digest(meta, ctx.state["data_key"])
+    digest = target_digest(meta, ctx.state.data_key)
     return {"seed": int(extra.get("seed", 0)), "modality": modality,
             "method": "teacher" if role == "teacher" else str(extra.get("method", meta["backbone"])),
             "role": role, "directory": str(meta_path.parent), "encoder": meta["backbone"],

@@ -14,10 +14,10 @@ from xmodal.core.atomic import write_text_atomic
 from xmodal.core.config import dump_yaml, flat_hparams, load_config, read_yaml, to_dict
 from xmodal.core.errors import ConfigError
 from xmodal.core.lock import RunLock
-from xmodal.core.registry import PIPELINES, STAGES
+from xmodal.core.registry import DATASETS, PIPELINES, STAGES
 from xmodal.pipelines.config import RunConfig
 from xmodal.pipelines.context import RunContext
-from xmodal.pipelines.name_checks import check_component_names
+from xmodal.pipelines.name_checks import check_component_names, check_method_needs
 from xmodal.pipelines.spec import PipelineSpec
 from xmodal.training.distributed import create_accelerator
 
@@ -48,11 +48,13 @@ def resolve_config(pipeline: str, config_file: str | Path | None = None,
     config = load_config(RunConfig, config_file, list(overrides), base=base)
     check_component_names(config)
     if data_path is not None:
-        key = config.data.name.replace("-", "_")
+        key = DATASETS.options_key(config.data.name)
         if not hasattr(config.data.options(), "path"):
             raise ConfigError(f"--data: dataset '{config.data.name}' reads no file (it is generated)")
         overrides = [*overrides, f"data.{key}.path={Path(data_path)}"]
         config = load_config(RunConfig, config_file, list(overrides), base=base)
+    check_method_needs(config, spec)
+    config.fill_defaults()
     return spec, config
 
 
@@ -99,4 +101,4 @@ def run_pipeline(pipeline: str, out: str | Path | None = None, config_file: str 
                 accelerator.end_training()  # flush and close the trackers
         if accelerator.is_main_process:
             write_text_atomic(run_dir / "config.yaml", dump_yaml(config))
-    return RunResult(run_dir, ctx.state.get("rows", []), ctx.state.get("summary", []))
+    return RunResult(run_dir, ctx.state.rows, ctx.state.summary)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from xmodal.core.config import from_dict, read_yaml
 from xmodal.core.errors import ConfigError
-from xmodal.core.registry import PIPELINES, STAGES
+from xmodal.core.registry import PIPELINES, STAGES, UnknownNameError
 from xmodal.core.resources import resource_path, resource_root
+from xmodal.pipelines.state import check_stage_order
 
 
 @dataclass
@@ -39,8 +40,16 @@ class PipelineSpec:
         return path if path.is_absolute() else resource_path("configs", self.config)
 
     def check_stages(self) -> None:
+        """Every stage is registered and finds what it needs from the stages before it."""
         for stage in self.stages:
-            STAGES.get(stage)  # raises with suggestions for a typo
+            try:
+                STAGES.get(stage)
+            except UnknownNameError as exc:
+                raise ConfigError(f"pipeline '{self.name}': {exc}") from None
+        try:
+            check_stage_order(self.name, self.stages)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def load_spec(path: Path) -> PipelineSpec:

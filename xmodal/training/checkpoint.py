@@ -89,8 +89,8 @@ def load_encoder(path: str | Path) -> "Encoder":
     """Rebuild an encoder saved by :func:`save_encoder`, or exported by
     :func:`xmodal.encoders.export.export_encoder` (a directory or ``encoder.json``/
     ``.safetensors``), in eval mode."""
-    from xmodal.encoders.base import create_encoder
     from xmodal.encoders import export
+    from xmodal.encoders.base import create_encoder
 
     if Path(path).is_dir() or Path(path).name in (export.META_FILE, export.WEIGHTS_FILE):
         return export.load_encoder(path)  # type: ignore[return-value]

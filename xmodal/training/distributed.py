@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from torch import Tensor
 from accelerate.utils import broadcast_object_list
+from torch import Tensor
 
 from xmodal.core.errors import XmodalError
 

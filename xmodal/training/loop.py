@@ -12,8 +12,13 @@ from torch.utils.data import DataLoader
 from xmodal.core.errors import XmodalError
 from xmodal.training.optim import OptimConfig, build_optimizer, build_schedule
 from xmodal.training.progress import progress_bar
-from xmodal.training.resume import (LOADER_GENERATOR, module_generators, read_train_state,
-                                    restore_train_state, save_train_state)
+from xmodal.training.resume import (
+    LOADER_GENERATOR,
+    module_generators,
+    read_train_state,
+    restore_train_state,
+    save_train_state,
+)
 from xmodal.training.task import DistillationTask
 
 

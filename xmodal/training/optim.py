@@ -8,6 +8,8 @@ from typing import Literal
 
 import torch
 
+from xmodal.core.checks import at_least, each, non_negative, positive, require, within
+
 
 @dataclass
 class OptimConfig:
@@ -46,14 +48,13 @@ class OptimConfig:
     crop_padding: int = 0
 
     def __post_init__(self) -> None:
-        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError("need epochs >= 0, batch_size >= 1, lr > 0, weight_decay >= 0, got "
-                             f"{self.epochs}, {self.batch_size}, {self.lr}, {self.weight_decay}")
-        if sorted(self.milestones) != list(self.milestones) or any(m < 1 for m in self.milestones):
-            raise ValueError(f"milestones must be increasing epochs >= 1, got {self.milestones}")
-        if not 0 < self.lr_decay <= 1 or self.crop_padding < 0:
-            raise ValueError(f"need 0 < lr_decay <= 1 and crop_padding >= 0, got {self.lr_decay}, "
-                             f"{self.crop_padding}")
+        require(self, {
+            "epochs": at_least(0), "batch_size": at_least(1), "lr": positive(),
+            "weight_decay": non_negative(), "warmup_epochs": non_negative(), "grad_clip": non_negative(),
+            "milestones": ((lambda v: not v or each(at_least(1), increasing=True)[0](v)),
+                           "increasing epochs >= 1"),
+            "lr_decay": within(0, 1, low_open=True), "crop_padding": at_least(0),
+        })
 
 
 def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:

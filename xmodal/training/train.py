@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,10 +11,10 @@ from accelerate.utils import set_seed
 from torch import Tensor, nn
 
 from xmodal.core.errors import ConfigError
-from xmodal.data.source import LoadedDataset
 from xmodal.data.arrays import make_loader
+from xmodal.data.source import LoadedDataset
 from xmodal.encoders.base import Encoder
-from xmodal.objectives.methods import Method, ObjectiveContext
+from xmodal.objectives.objective import Objective, ObjectiveContext
 from xmodal.training.loop import fit
 from xmodal.training.optim import OptimConfig
 from xmodal.training.task import DistillationTask
@@ -43,27 +42,30 @@ class TrainResult:
     objective: nn.Module | None
 
 
-def train_encoder(encoder: Encoder, method: Method, method_config: Any, optim: OptimConfig,
+def train_encoder(encoder: Encoder, method: type[Objective], options: Any, optim: OptimConfig,
                   dataset: LoadedDataset, accelerator: Accelerator, seed: int,
                   teacher_features: Tensor | None = None, teacher_logits: Tensor | None = None,
                   description: str = "train", console: Any = None,
                   state_path: Path | None = None, state_key: str = "",
                   checkpoint_every: int = 0, log_prefix: str | None = None,
-                  settings: str = "optim") -> TrainResult:
-    """Train ``encoder`` in place on the train split with ``method``.
+                  settings: str = "optim", method_name: str = "") -> TrainResult:
+    """Train ``encoder`` in place on the train split with ``method`` (a registered
+    :class:`Objective` class) and its ``options``.
 
     Args:
-        teacher_features: ``[N_train, Dt]`` frozen teacher embeddings, required when
-            ``method.uses_teacher``; standardised here (see :func:`standardise_features`).
+        teacher_features: ``[N_train, Dt]`` frozen teacher embeddings, required when the
+            method needs the teacher; standardised here (see :func:`standardise_features`).
         teacher_logits: ``[N_train, C]`` frozen teacher logits, for logit-based methods (KD).
         state_path, state_key, checkpoint_every: training state for resuming (see :func:`fit`).
         log_prefix: name of this training in the experiment trackers (see :func:`fit`).
         settings: the config section of ``optim``, named in divergence messages.
+        method_name: the method's registered name, for messages.
     """
     if not method.trains:
         return TrainResult([], None)
-    if method.uses_teacher and teacher_features is None:
-        raise ValueError(f"method '{method.name}' needs teacher features")
+    uses_teacher = "teacher" in method.needs_for(options)
+    if uses_teacher and teacher_features is None:
+        raise ValueError(f"method '{method.__name__}' needs teacher features")
     train = dataset.splits["train"]
     if teacher_features is not None:
         teacher_features = standardise_features(teacher_features)
@@ -74,12 +76,11 @@ def train_encoder(encoder: Encoder, method: Method, method_config: Any, optim: O
                                teacher_logits=teacher_logits,
                                train_labels=train.tensors.get("label"),
                                batch_size=min(optim.batch_size, len(train)))
-    assert method.build is not None
     try:
-        objective = method.build(context, method_config)
+        objective = method.build(context, options)
     except ValueError as exc:  # a method that cannot run on this set-up: a user's choice to fix
-        raise ConfigError(f"method '{method.name}': {exc}") from None
-    task = DistillationTask(encoder, objective, teacher_features if method.uses_teacher else None,
+        raise ConfigError(f"method '{method_name or method.__name__}': {exc}") from None
+    task = DistillationTask(encoder, objective, teacher_features if uses_teacher else None,
                             hflip=optim.hflip, seed=seed, crop_padding=optim.crop_padding)
     loader = make_loader(train, optim.batch_size, shuffle=True, seed=seed,
                          drop_last=len(train) > optim.batch_size)

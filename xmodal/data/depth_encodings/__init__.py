@@ -10,7 +10,11 @@ normals method imports Open3D on use.
 
 from __future__ import annotations
 
-from xmodal.data.depth_encodings.backproject import backproject, valid_depth, valid_depth_mask
+from xmodal.data.depth_encodings.backproject import (
+           backproject,
+           valid_depth,
+           valid_depth_mask,
+)
 from xmodal.data.depth_encodings.gravity import estimate_gravity
 from xmodal.data.depth_encodings.height import height_above_ground
 from xmodal.data.depth_encodings.hha import DepthEncodings, encode_depth, hha

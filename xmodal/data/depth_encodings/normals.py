@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from xmodal.data.depth_encodings.backproject import backproject, check_depth, valid_depth
+from xmodal.data.depth_encodings.backproject import (
+    backproject,
+    check_depth,
+    valid_depth,
+)
 from xmodal.data.depth_encodings.intrinsics import Intrinsics
 
 METHODS = ("gradient", "open3d")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated
 
+from xmodal.core.checks import at_least, one_of, require, within
 from xmodal.core.config import AllowRepeats
 
 
@@ -32,11 +33,8 @@ class NYUDepthConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if len(self.image_size) != 2 or min(self.image_size) < 8:
-            raise ValueError(f"image_size must be [height, width] >= 8 pixels, got {self.image_size}")
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.normals not in ("gradient", "open3d"):
-            raise ValueError(f"normals must be 'gradient' or 'open3d', got {self.normals!r}")
-        if self.max_frames < 0:
-            raise ValueError(f"max_frames must be >= 0, got {self.max_frames}")
+        require(self, {
+            "image_size": ((lambda v: len(v) == 2 and min(v) >= 8), "[height, width] >= 8 pixels"),
+            "val_fraction": within(0, 1, low_open=True, high_open=True),
+            "normals": one_of(("gradient", "open3d")), "max_frames": at_least(0),
+        })

@@ -15,7 +15,12 @@ from xmodal.data.scenes.generate import (
     generate_scenes,
     read_scenes_info,
 )
-from xmodal.data.scenes.geometry import ObjectSpec, SceneSpec, sample_scene, scene_meshes
+from xmodal.data.scenes.geometry import (
+    ObjectSpec,
+    SceneSpec,
+    sample_scene,
+    scene_meshes,
+)
 from xmodal.data.scenes.recipes import (
     CATEGORIES,
     CLASSES,

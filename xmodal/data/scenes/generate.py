@@ -1,21 +1,11 @@
 """Generate the scenes dataset into one HDF5 file, and validate such a file.
 
-HDF5 layout (the contract readers rely on; bump :data:`FORMAT_VERSION` if it changes)::
+One file holds ``/train``, ``/val`` and ``/test`` groups (rgb, depth, semantic, audio, label,
+num_objects) and attributes; bump :data:`FORMAT_VERSION` if that layout changes. Each sample is
+seeded by ``(seed, split id, index)``, so it does not depend on split sizes or generation order,
+and labels cycle ``index % num_classes`` so every split is class-balanced.
 
-    /train, /val, /test           groups, each with N samples:
-        rgb          uint8   [N, H, W, 3]
-        depth        float32 [N, H, W]   z-depth in metres (along the optical axis)
-        semantic     uint8   [N, H, W]   0 floor, 1 wall, 2 + c object category c
-        audio        float32 [N, T]      waveform in [-1, 1], T = round(sample_rate * audio_seconds)
-        label        int64   [N]         scene class index
-        num_objects  int64   [N]
-    attrs: format="xmodal-scenes", version=1, config (JSON of ScenesConfig),
-           categories (JSON list), classes (JSON list), intrinsics (JSON {fx, fy, cx, cy} pixels),
-           sample_rate (Hz)
-
-Every sample draws from its own generator seeded by ``(seed, split id, index)``, so a sample is
-the same whatever the split sizes or the generation order. Labels cycle ``index % num_classes``
-so every split is class-balanced (the order carries no information a model sees).
+Details (the HDF5 layout readers rely on): docs/data.md.
 """
 
 from __future__ import annotations

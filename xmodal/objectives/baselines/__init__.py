@@ -2,20 +2,27 @@
 
 Importing this package registers ``kd`` (Hinton), ``fitnet`` (feature regression through a
 connector), ``crd`` (NCE against memory banks), ``rkd`` (distance + angle) and ``pkt``
-(probabilistic transfer) in the ``losses`` registry; each is trained by the same loop as WCoRD
-through the objective interface of :mod:`xmodal.objectives.methods`.
+(probabilistic transfer) in ``METHODS``; each is an :class:`~xmodal.objectives.objective.Objective` with its options
+dataclass beside it, trained by the same loop as WCoRD.
 """
 
-from xmodal.objectives.baselines.config import CRDConfig, FitNetConfig, KDConfig, PKTConfig, RKDConfig
-from xmodal.objectives.baselines.crd import CRDObjective, nce_loss
-from xmodal.objectives.baselines.fitnet import FitNetObjective
-from xmodal.objectives.baselines.kd import KDObjective, kd_loss
-from xmodal.objectives.baselines.pkt import PKTObjective, pkt_conditional_probabilities, pkt_loss
-from xmodal.objectives.baselines.rkd import RKDObjective, rkd_angle, rkd_distance
-from xmodal.objectives.baselines.register import BASELINE_METHODS
+from xmodal.objectives.baselines.crd import CRDConfig, CRDObjective, nce_loss
+from xmodal.objectives.baselines.fitnet import FitNetConfig, FitNetObjective
+from xmodal.objectives.baselines.kd import KDConfig, KDObjective, kd_loss
+from xmodal.objectives.baselines.pkt import (
+    PKTConfig,
+    PKTObjective,
+    pkt_conditional_probabilities,
+    pkt_loss,
+)
+from xmodal.objectives.baselines.rkd import (
+    RKDConfig,
+    RKDObjective,
+    rkd_angle,
+    rkd_distance,
+)
 
 __all__ = [
-    "BASELINE_METHODS",
     "CRDConfig",
     "CRDObjective",
     "FitNetConfig",

@@ -1,70 +1,39 @@
 """Contrastive Representation Distillation, NCE form (Tian, Krishnan & Isola, ICLR 2020).
 
-Both sides are embedded in a shared ``d``-dimensional space by linear heads followed by L2
-normalisation (:class:`~xmodal.objectives.critic.ProjectionHead` without spectral norm):
-``u_i = h_T(t_i)/|.|``, ``v_i = h_S(s_i)/|.|``. Each sample has a row in two momentum memory
-banks (:class:`~xmodal.objectives.memory_bank.MemoryBank`), ``mT`` (teacher) and ``mS``
-(student). A pair's probability of being drawn from the data (rather than the noise) is
-modelled by the unnormalised score divided by a normalisation constant ``Z``::
+Linear heads and L2 normalisation embed the teacher and student features (``u_i``, ``v_i``);
+each sample has a row in two momentum memory banks, ``mT`` (teacher) and ``mS`` (student). A pair
+is modelled as ``P(u, v) = exp(<u, v> / tau) / Z`` and scored by NCE against ``K`` bank
+negatives under uniform noise ``1/N``, in both directions: ``loss = weight * (L_T + L_S)``.
+``Z`` is estimated once, from the first forward, as in CRD's reference code.
 
-    P(u, v) = exp(<u, v> / tau) / Z
-
-and the noise distribution is uniform over the ``N`` training samples, ``P_n = 1/N``. With
-``K`` negatives, the NCE posterior of "from the data" is ``P / (P + K/N)``, and the loss of one
-anchor is::
-
-    -[ log(P(pos) / (P(pos) + K/N)) + sum_k log((K/N) / (P(neg_k) + K/N)) ]
-
-averaged over the anchors of the batch, in both directions: teacher anchors ``u_i`` against
-the student bank (``neg_k = mS[j_k]``, constant ``Z_T``), and student anchors ``v_i`` against
-the teacher bank (``neg_k = mT[j_k]``, constant ``Z_S``). ``loss = weight * (L_T + L_S)``.
-The log-domain form ``-softplus(log(K/N) - log P)`` and ``-softplus(log P - log(K/N))`` is used
-(no ``eps``; equal to the ratio form up to rounding).
-
-Design decisions (documented here because they differ from, or are not fixed by, the paper):
-
-* **Z** is estimated **once**, from the first forward (as in CRD's reference code):
-  ``Z = N * mean(exp(scores))`` over that batch's ``[B, K + 1]`` scores (positive + negatives),
-  separately per direction, then kept constant. It is stored in the buffers ``z_teacher`` and
-  ``z_student`` (``-1`` until estimated; part of the ``state_dict`` so a resumed run keeps it).
-  Under ``torch.distributed`` the per-process means are averaged (one all-reduce, first step
-  only) so every replica uses the same ``Z``.
-* **Negatives** (:class:`CRDConfig` ``negatives``, ``sharing``, ``replacement``): by default
-  ``K`` bank rows drawn uniformly without replacement per batch, **shared by all anchors** (one
-  ``[B, d] x [d, K]`` product, as WCoRD does), excluding the batch's own indices;
-  ``K = min(num_negatives, N - 1)`` and at most ``N - #distinct(indices)`` in a step.
-  ``sharing=anchor`` draws ``K`` rows per anchor; ``negatives=other_class`` draws them only
-  from other classes (per anchor), or, shared, masks the anchor's class out of the shared set
-  (a masked negative's NCE term is 0 and it is left out of ``Z``). RepDistiller's CIFAR-100
-  sampler (the numbers the WCoRD paper compares against) is ``other_class``, ``anchor``,
-  without replacement; as there, per-anchor other-class draws may include other rows of the
-  batch, and without replacement ``K`` is capped at the fewest other-class rows of any anchor. The noise term uses the ``K`` actually drawn.
-* **Positives** are the current pair ``<u_i, v_i>`` (gradient into both heads and the student),
-  as in WCoRD's global term; CRD's reference reads the positive's *bank* row instead.
-* Banks are read without gradient and updated after the optimiser step via
-  :meth:`CRDObjective.update_memory` (``m <- normalise(mu m + (1 - mu) new)``), with tensors
-  gathered from every process, exactly as for WCoRD.
-
-Logged: ``loss``, ``nce_teacher_anchor`` (``L_T``), ``nce_student_anchor`` (``L_S``).
+Details (the NCE loss, ``Z``, negative sampling, reference-code differences): docs/baselines.md.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xmodal.objectives.baselines.config import CRDConfig
+from xmodal.core.checks import literal_rules, non_negative, positive, require
+from xmodal.core.registry import METHODS
 from xmodal.objectives.critic import ProjectionHead
-from xmodal.objectives.embedding_storage import STORAGE_DTYPES
 from xmodal.objectives.gather import world_size
-from xmodal.objectives.memory_bank import MemoryBank
+from xmodal.objectives.memory_bank import MemoryBank, negatives_per_step
+from xmodal.objectives.negative_memory import MemoryOptions, build_memories
 from xmodal.objectives.negative_queue import NegativeQueue
+from xmodal.objectives.objective import (
+    Objective,
+    ObjectiveContext,
+    check_room_for_negatives,
+)
 from xmodal.objectives.task_terms import LabelTerms
 
-__all__ = ["CRDObjective", "nce_loss"]
+__all__ = ["CRDConfig", "CRDObjective", "nce_loss"]
 
 
 def nce_loss(log_positive: Tensor, log_negative: Tensor, log_noise: float) -> Tensor:
@@ -95,7 +64,34 @@ def _mean_across_processes(value: Tensor) -> Tensor:
     return value
 
 
-class CRDObjective(nn.Module):
+@dataclass
+class CRDConfig(MemoryOptions):
+    """Tian et al. 2019, "Contrastive Representation Distillation" (NCE form, reference defaults),
+    beside the memory's options (:class:`~xmodal.objectives.negative_memory.MemoryOptions`; under
+    ``negatives=other_class, sharing=batch`` the anchor's own class is masked out of the shared set).
+
+    Attributes:
+        weight: weight of the (two-direction) NCE loss (> 0); 0.8 (CRD's beta).
+        replacement: draw with replacement (True) or without (False, default).
+            RepDistiller's CIFAR-100 sampler, which the WCoRD paper compares against, is
+            ``negatives=other_class, sharing=anchor, replacement=False``.
+        alpha: weight of a cross-entropy on labels through a linear student classifier (>= 0);
+            0 (default) keeps CRD label-free; CRD's CIFAR recipe trains ``CE + 0.8 * NCE``, i.e. 1.
+    """
+
+    weight: float = 0.8
+    replacement: bool = False
+    alpha: float = 0.0
+
+    def __post_init__(self) -> None:
+        require(self, {**self.memory_rules(), "weight": positive(),
+                       "replacement": ((lambda v: isinstance(v, bool)), "true or false"),
+                       "alpha": non_negative(), **literal_rules(self)})
+        require(self, self.memory_relations())
+
+
+@METHODS.register("crd", "CRD: NCE against memory-bank negatives, Z estimated once from the first batch")
+class CRDObjective(Objective):
     """CRD NCE objective with its heads, memory banks and normalisation constants.
 
     Args:
@@ -114,6 +110,25 @@ class CRDObjective(nn.Module):
             student-anchor scores; ``-1`` until the first forward estimates them.
         num_negatives_effective: ``min(num_negatives, N - 1)``.
     """
+
+    options: ClassVar[type] = CRDConfig
+
+    @classmethod
+    def needs_for(cls, options: Any) -> frozenset[str]:
+        labelled = options.alpha > 0 or options.negatives == "other_class"
+        return cls.needs | ({"labels"} if labelled else set())
+
+    @classmethod
+    def build(cls, context: ObjectiveContext, options: Any) -> CRDObjective:
+        if context.teacher_dim is None:
+            raise ValueError("needs teacher features")
+        if options.negatives != "queue":
+            check_room_for_negatives(context, "crd")
+        if options.negatives == "other_class" and context.train_labels is None:
+            raise ValueError("crd.negatives=other_class needs labels; use crd.negatives=uniform")
+        return cls(context.teacher_dim, context.student_dim, context.num_samples, options,
+                   seed=context.seed, sample_labels=context.train_labels, num_classes=context.num_classes)
+
 
     z_teacher: Tensor
     z_student: Tensor
@@ -134,24 +149,13 @@ class CRDObjective(nn.Module):
         self.num_samples = num_samples
         self.tau = float(config.tau)
         self.weight = float(config.weight)
-        self.num_negatives_effective = min(config.num_negatives, num_samples - 1)
+        self.num_negatives_effective = negatives_per_step(config.num_negatives, num_samples)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.teacher_head = ProjectionHead(teacher_dim, config.embed_dim, spectral=False)
             self.student_head = ProjectionHead(student_dim, config.embed_dim, spectral=False)
         labels = sample_labels if config.negatives == "other_class" else None
-        storage = STORAGE_DTYPES[config.bank_dtype]
-        self.teacher_bank: MemoryBank | NegativeQueue
-        self.student_bank: MemoryBank | NegativeQueue
-        if config.negatives == "queue":
-            self.teacher_bank = NegativeQueue(self.num_negatives_effective, config.embed_dim, seed=seed, dtype=storage)
-            self.student_bank = NegativeQueue(self.num_negatives_effective, config.embed_dim, seed=seed + 1,
-                                              dtype=storage)
-        else:
-            self.teacher_bank = MemoryBank(num_samples, config.embed_dim, config.momentum, seed=seed,
-                                           labels=labels, dtype=storage)
-            self.student_bank = MemoryBank(num_samples, config.embed_dim, config.momentum, seed=seed + 1,
-                                           dtype=storage)
+        self.teacher_bank, self.student_bank = build_memories(config, num_samples, seed, labels=labels)
         self.label_terms: LabelTerms | None = None
         if config.alpha > 0:
             if num_classes is None:
@@ -177,11 +181,7 @@ class CRDObjective(nn.Module):
         cfg, bank, gen = self.config, self.teacher_bank, self._negative_generator
         if not isinstance(bank, MemoryBank):
             raise ValueError("CRDObjective: under negatives=queue the negatives are the queue's entries")
-        distinct = int(torch.unique(indices.detach()).numel())
-        k = min(self.num_negatives_effective, self.num_samples - distinct)
-        if k < 1:
-            raise ValueError(f"CRDObjective: a batch with {distinct} distinct indices leaves no negatives "
-                             f"among num_samples={self.num_samples}; use num_samples > batch size")
+        k = negatives_per_step(self.num_negatives_effective, self.num_samples, indices)
         if cfg.sharing == "batch":
             if cfg.replacement:
                 return bank.sample_negatives_per_anchor(k, 1, exclude=indices, generator=gen)[0]
@@ -285,9 +285,5 @@ class CRDObjective(nn.Module):
     def update_memory(self, indices: Tensor, teacher_embed: Tensor, student_embed: Tensor) -> None:
         """Momentum-update both banks (or enqueue into both queues) with a (gathered) batch; call
         after the optimiser step."""
-        if isinstance(self.teacher_bank, NegativeQueue) and isinstance(self.student_bank, NegativeQueue):
-            self.teacher_bank.enqueue(indices, teacher_embed)
-            self.student_bank.enqueue(indices, student_embed)
-        elif isinstance(self.teacher_bank, MemoryBank) and isinstance(self.student_bank, MemoryBank):
-            self.teacher_bank.update(indices, teacher_embed)
-            self.student_bank.update(indices, student_embed)
+        self.teacher_bank.record(indices, teacher_embed)
+        self.student_bank.record(indices, student_embed)

@@ -12,16 +12,38 @@ i.e. ``F.mse_loss``). Logged: ``loss``, ``mse`` (before ``weight``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xmodal.objectives.baselines.config import FitNetConfig
+from xmodal.core.checks import positive, require
+from xmodal.core.registry import METHODS
+from xmodal.objectives.objective import Objective, ObjectiveContext
 
-__all__ = ["FitNetObjective"]
+__all__ = ["FitNetConfig", "FitNetObjective"]
 
 
-class FitNetObjective(nn.Module):
+@dataclass
+class FitNetConfig:
+    """Romero et al. 2015, "FitNets: Hints for Thin Deep Nets", on pooled features.
+
+    ``loss = weight * mean((W s + b - t)^2)`` with a trained linear connector ``W, b``.
+
+    Attributes:
+        weight: weight of the hint loss (> 0).
+    """
+
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        require(self, {"weight": positive()})
+
+
+@METHODS.register("fitnet", "FitNet: MSE from a linear connector on the student's features to the teacher's")
+class FitNetObjective(Objective):
     """FitNet hint loss through a linear connector.
 
     Args:
@@ -33,6 +55,15 @@ class FitNetObjective(nn.Module):
     Attributes:
         connector: ``nn.Linear(Ds, Dt)``.
     """
+
+    options: ClassVar[type] = FitNetConfig
+
+    @classmethod
+    def build(cls, context: ObjectiveContext, options: Any) -> FitNetObjective:
+        if context.teacher_dim is None:
+            raise ValueError("needs teacher features")
+        return cls(context.student_dim, context.teacher_dim, options, seed=context.seed)
+
 
     def __init__(self, student_dim: int, teacher_dim: int, config: FitNetConfig | None = None,
                  seed: int = 0) -> None:

@@ -1,35 +1,59 @@
 """Hinton knowledge distillation on logits (Hinton, Vinyals & Dean 2015).
 
-The student has no classifier of its own, so the objective owns one: a linear layer on the
-student's pooled features, mapping to the teacher's label space ``C``. With ``t`` the frozen
-teacher's logits of the same samples (``ObjectiveContext.teacher_logits[indices]``, a buffer)
-and ``s`` the classifier's logits::
+The objective owns a linear classifier on the student's pooled features, mapping to the
+teacher's label space; with ``t`` the frozen teacher's logits and ``s`` the classifier's:
+``loss = beta * T^2 * KL(softmax(t / T) || softmax(s / T)) + alpha * CE(s, labels)``.
+``alpha = 0`` (default) never reads labels.
 
-    loss = beta * T^2 * KL(softmax(t / T) || softmax(s / T))  +  alpha * CE(s, labels)
-
-KL in nats, summed over classes and averaged over the batch ("batchmean"); ``T^2`` keeps the
-gradient scale independent of ``T``. ``alpha = 0`` (default) never reads labels, which is why the
-``kd`` method is registered with ``uses_labels=False``; with ``alpha > 0`` the method is no
-longer label-free (the labels must live in the teacher's label space).
-
-Logged: ``loss``, ``kd`` (the KL term times ``T^2``, before ``beta``), ``ce`` (when
-``alpha > 0``) and ``agreement`` (fraction of samples where the student's and the teacher's
-arg-max classes agree).
+Details: docs/baselines.md.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xmodal.objectives.baselines.config import KDConfig
+from xmodal.core.checks import holds, non_negative, positive, require
+from xmodal.core.registry import METHODS
+from xmodal.objectives.objective import Objective, ObjectiveContext
 from xmodal.objectives.task_terms import kd_loss
 
-__all__ = ["KDObjective", "kd_loss"]
+__all__ = ["KDConfig", "KDObjective", "kd_loss"]
 
 
-class KDObjective(nn.Module):
+@dataclass
+class KDConfig:
+    """Hinton et al. 2015, "Distilling the Knowledge in a Neural Network".
+
+    ``loss = beta * T^2 * KL(softmax(t / T) || softmax(s / T)) + alpha * CE(s, labels)`` with
+    ``t`` the frozen teacher's logits and ``s`` the logits of a linear classifier on the
+    student's pooled features.
+
+    Attributes:
+        temperature: softmax temperature ``T`` (> 0); 4 as in CRD's benchmark.
+        alpha: weight of the cross-entropy on labels (>= 0). 0 (default) keeps the method
+            label-free; > 0 reads labels, which the registry entry (``uses_labels=False``) does
+            not advertise, so set it only on labelled data and say so in results.
+        beta: weight of the distillation (KL) term (>= 0).
+
+    ``alpha`` and ``beta`` cannot both be 0.
+    """
+
+    temperature: float = 4.0
+    alpha: float = 0.0
+    beta: float = 1.0
+
+    def __post_init__(self) -> None:
+        require(self, {"temperature": positive(), "alpha": non_negative(), "beta": non_negative()})
+        require(self, {"beta": holds(self.alpha > 0 or self.beta > 0, "> 0 when alpha is 0 (one term at least)")})
+
+
+@METHODS.register("kd", "Hinton KD: KL to the teacher's softened logits (T^2-scaled) + alpha * CE; reads labels only when kd.alpha > 0")
+class KDObjective(Objective):
     """KD objective: a linear student classifier trained to match the teacher's softened logits.
 
     Args:
@@ -42,6 +66,29 @@ class KDObjective(nn.Module):
     Attributes:
         classifier: ``nn.Linear(Ds, C)``.
     """
+
+    options: ClassVar[type] = KDConfig
+    needs: ClassVar[frozenset[str]] = frozenset({"teacher_logits"})
+
+    @classmethod
+    def needs_for(cls, options: Any) -> frozenset[str]:
+        return cls.needs | ({"labels"} if options.alpha > 0 else set())
+
+    @classmethod
+    def build(cls, context: ObjectiveContext, options: Any) -> KDObjective:
+        logits = context.teacher_logits
+        if logits is None:
+            raise ValueError("needs the teacher's logits on the training split; the teacher has "
+                             "none, so it has no classifier: use a feature-based baseline "
+                             "(fitnet, crd, rkd, pkt)")
+        if logits.shape[0] != context.num_samples:
+            raise ValueError(f"teacher_logits has {logits.shape[0]} rows, the training split "
+                             f"{context.num_samples}")
+        if options.alpha > 0 and logits.shape[1] != context.num_classes:
+            raise ValueError(f"with alpha > 0: the teacher's {logits.shape[1]} classes differ from "
+                             f"the dataset's {context.num_classes}; set kd.alpha = 0")
+        return cls(context.student_dim, logits, options, seed=context.seed)
+
 
     teacher_logits: Tensor
 

@@ -1,35 +1,26 @@
 """Probabilistic Knowledge Transfer (Passalis & Tefas, ECCV 2018).
 
-Each side's batch of features is turned into conditional probabilities with a cosine-similarity
-kernel, and the student is trained to match the teacher's distribution:
+Each side's batch is turned into conditional probabilities ``p_{j|i}`` with the cosine kernel
+``(cos + 1) / 2`` (the point itself excluded), and the student matches the teacher's:
+``loss = weight * mean_i KL(q_i || p_i)``. Features are used as they come (no connector).
 
-* ``K(a, b) = (cos(a, b) + 1) / 2`` in ``[0, 1]`` (features L2-normalised first);
-* ``p_{j|i} = K(x_i, x_j) / sum_{k != i} K(x_i, x_k)`` for ``j != i`` (the paper excludes the
-  point itself, as in t-SNE);
-* ``L = mean_i KL(q_i || p_i) = mean_i sum_{j != i} q_{j|i} log(q_{j|i} / p_{j|i})`` with
-  ``q`` from the teacher and ``p`` from the student (nats).
-
-``loss = weight * L``. The features are used as they come (no connector); dimensions may differ.
-
-Differences from the authors' code, which is what other toolkits run: that code keeps the
-diagonal (``K(x_i, x_i) = 1``) in each row and averages the ``B x B`` terms (``L / B`` with
-self-terms), which is why toolkits weight it by ~3e4; here the KL is per anchor and averaged
-over anchors (independent of ``B``), so ``weight = 1`` is the natural default. Both use an
-``eps = 1e-7`` inside the logarithms so zero kernel values stay finite; computed in float32.
-A batch of fewer than 2 samples contributes 0.
-
-Logged: ``loss``, ``kl`` (``L`` before ``weight``).
+Details (formulas, differences from the authors' code): docs/baselines.md.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from xmodal.objectives.baselines.config import PKTConfig
+from xmodal.core.checks import positive, require
+from xmodal.core.registry import METHODS
+from xmodal.objectives.objective import Objective, ObjectiveContext
 
-__all__ = ["PKTObjective", "pkt_conditional_probabilities", "pkt_loss"]
+__all__ = ["PKTConfig", "PKTObjective", "pkt_conditional_probabilities", "pkt_loss"]
 
 _EPS = 1e-7
 
@@ -55,12 +46,35 @@ def pkt_loss(student: Tensor, teacher: Tensor) -> Tensor:
     return kl.sum(1).mean()
 
 
-class PKTObjective(nn.Module):
+@dataclass
+class PKTConfig:
+    """Passalis & Tefas 2018, "Learning Deep Representations with Probabilistic Knowledge Transfer".
+
+    Attributes:
+        weight: weight of the KL between the teacher's and the student's conditional
+            probability distributions (> 0).
+    """
+
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        require(self, {"weight": positive()})
+
+
+@METHODS.register("pkt", "PKT: KL between cosine-kernel conditional probabilities of teacher and student")
+class PKTObjective(Objective):
     """PKT between the student's and the teacher's pooled features (no parameters).
 
     Args:
         config: :class:`PKTConfig`.
     """
+
+    options: ClassVar[type] = PKTConfig
+
+    @classmethod
+    def build(cls, context: ObjectiveContext, options: Any) -> PKTObjective:
+        return cls(options)
+
 
     def __init__(self, config: PKTConfig | None = None) -> None:
         super().__init__()

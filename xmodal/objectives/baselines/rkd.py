@@ -1,38 +1,27 @@
 """Relational Knowledge Distillation: distance-wise and angle-wise terms (Park et al., CVPR 2019).
 
-RKD transfers the *structure* of a batch rather than the embeddings themselves, so it compares
-the student's and the teacher's pooled features directly, whatever their dimensions (no
-connector, nothing trained besides the student).
+Transfers the *structure* of a batch: the student's pairwise distances (normalised by their
+mean) and triplet angles are matched to the teacher's with a Huber loss, on the pooled
+features directly (no connector; dimensions may differ).
+``loss = distance_weight * L_D + angle_weight * L_A`` (defaults 25, 50 as in the paper).
 
-* Distance: ``psi_D(x_i, x_j) = |x_i - x_j| / mu`` with ``mu`` the mean distance over the
-  batch's distinct pairs ``i != j``;
-  ``L_D = mean_{i != j} huber(psi_D(s_i, s_j) - psi_D(t_i, t_j))``.
-* Angle: ``psi_A(x_i, x_j, x_k) = <e_ij, e_kj>`` (cosine of the angle at the vertex ``x_j``,
-  ``e_ij = (x_i - x_j)/|x_i - x_j|``); ``L_A = mean over distinct triplets of huber(...)``.
-* ``loss = distance_weight * L_D + angle_weight * L_A`` (defaults 25, 50 as in the paper).
-
-``huber`` is smooth L1 with threshold 1 (``F.smooth_l1_loss``). Both terms are invariant to
-translating, rotating and scaling each side separately.
-
-Implementation notes: the averages run over distinct pairs/triplets only (the reference code
-averages over all ``B^2`` / ``B^3`` entries, degenerate ones included, a factor ``~(B-1)/B`` and
-``~(B-1)(B-2)/B^2`` apart). Angles come from the Gram matrix of the batch-centred features
-(``<x_i - x_j, x_k - x_j> = G_ik - G_ij - G_jk + G_jj``): ``O(B^3)`` memory, independent of the
-feature size (the direct form builds ``[B, B, D]`` differences). Computed in float32. A batch
-with fewer than 2 samples (3 for the angle) contributes 0 for that term.
-
-Logged: ``loss``, ``distance`` (``L_D``), ``angle`` (``L_A``), before the weights.
+Details (formulas, differences from the reference code): docs/baselines.md.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from xmodal.objectives.baselines.config import RKDConfig
+from xmodal.core.checks import holds, non_negative, require
+from xmodal.core.registry import METHODS
+from xmodal.objectives.objective import Objective, ObjectiveContext
 
-__all__ = ["RKDObjective", "rkd_distance", "rkd_angle"]
+__all__ = ["RKDConfig", "RKDObjective", "rkd_distance", "rkd_angle"]
 
 _EPS = 1e-12
 
@@ -99,7 +88,28 @@ def rkd_angle(student: Tensor, teacher: Tensor) -> Tensor:
     return F.smooth_l1_loss(_cosines(student)[mask], target)
 
 
-class RKDObjective(nn.Module):
+@dataclass
+class RKDConfig:
+    """Park et al. 2019, "Relational Knowledge Distillation" (distance + angle).
+
+    Attributes:
+        distance_weight: weight of the distance-wise term (>= 0); 25.
+        angle_weight: weight of the angle-wise term (>= 0); 50.
+
+    The two weights cannot both be 0.
+    """
+
+    distance_weight: float = 25.0
+    angle_weight: float = 50.0
+
+    def __post_init__(self) -> None:
+        require(self, {"distance_weight": non_negative(), "angle_weight": non_negative()})
+        require(self, {"angle_weight": holds(self.distance_weight > 0 or self.angle_weight > 0,
+                                             "> 0 when distance_weight is 0 (one term at least)")})
+
+
+@METHODS.register("rkd", "RKD: relational distance + angle matching of the batch's features")
+class RKDObjective(Objective):
     """RKD (distance + angle) between the student's and the teacher's pooled features.
 
     Args:
@@ -107,6 +117,13 @@ class RKDObjective(nn.Module):
 
     Has no parameters: only the student learns.
     """
+
+    options: ClassVar[type] = RKDConfig
+
+    @classmethod
+    def build(cls, context: ObjectiveContext, options: Any) -> RKDObjective:
+        return cls(options)
+
 
     def __init__(self, config: RKDConfig | None = None) -> None:
         super().__init__()

@@ -1,3 +1,10 @@
 """Registered pipeline stages; a pipeline spec lists them by name."""
 
-from xmodal.pipelines.stages import classify, distill, preprocess, probe, report, teacher  # noqa: F401
+from xmodal.pipelines.stages import (  # noqa: F401
+    classify,
+    distill,
+    preprocess,
+    probe,
+    report,
+    teacher,
+)

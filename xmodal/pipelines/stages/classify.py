@@ -14,23 +14,24 @@ from typing import Any
 
 import torch
 
-from xmodal.core.registry import STAGES
 from xmodal.evaluation.features import extract_features
 from xmodal.pipelines.context import RunContext
+from xmodal.pipelines.state import stage
 from xmodal.training.checkpoint import load_checkpoint, load_encoder
 
 
-@STAGES.register("classify", "top-1 test accuracy of each model's own classifier")
+@stage("classify", "top-1 test accuracy of each model's own classifier",
+       needs=("dataset", "data_key", "models"), produces=("rows",))
 def classify(ctx: RunContext) -> None:
-    test = ctx.state["dataset"].splits["test"]
+    test = ctx.state.dataset.splits["test"]
     labels = test.tensors["label"]
-    rows: list[dict[str, Any]] = ctx.state.setdefault("rows", [])
-    for model in ctx.state.get("models", []):
+    rows: list[dict[str, Any]] = ctx.state.rows
+    for model in ctx.state.models:
         classifier_file = Path(model["directory"]) / "classifier.pt"
         if not classifier_file.is_file():
             continue
         unit = ctx.unit("classify", f"seed{model['seed']}", f"{model['modality']}-{model['method']}",
-                        inputs={"checkpoint": model["digest"], "data": ctx.state["data_key"],
+                        inputs={"checkpoint": model["digest"], "data": ctx.state.data_key,
                                 "classifier": str(classifier_file)})
         record = unit.record()
         if record is None:

@@ -11,24 +11,32 @@ from accelerate.utils import set_seed
 import xmodal
 from xmodal.core.config import fingerprint, to_dict
 from xmodal.core.errors import ConfigError
+from xmodal.core.records import write_json_atomic
 from xmodal.core.registry import METHODS
 from xmodal.data.source import LoadedDataset
 from xmodal.encoders.base import Encoder, create_encoder
 from xmodal.encoders.export import META_FILE, WEIGHTS_FILE, export_encoder
 from xmodal.pipelines.config import EncoderConfig
-from xmodal.core.records import write_json_atomic
 from xmodal.pipelines.context import RunContext
 from xmodal.training.checkpoint import file_digest, save_atomic, save_encoder
 from xmodal.training.optim import OptimConfig
 from xmodal.training.train import train_encoder
 
 
-def build_encoder(cfg: EncoderConfig, modality: str, dataset: LoadedDataset) -> Encoder:
-    return create_encoder(cfg.name, modality, dataset.frontend_kwargs.get(modality, {}), **cfg.kwargs)
+def frontend_kwargs(ctx: RunContext, modality: str) -> dict[str, Any]:
+    """The front end's options: as configured (``frontends.<modality>``), then the dataset's facts
+    about its data (e.g. the audio sample rate), which win."""
+    options = ctx.config.frontends.options_for(modality)
+    dataset: LoadedDataset = ctx.state.dataset
+    return {**(to_dict(options) if options is not None else {}), **dataset.frontend_kwargs.get(modality, {})}
+
+
+def build_encoder(cfg: EncoderConfig, modality: str, frontend: dict[str, Any]) -> Encoder:
+    return create_encoder(cfg.name, modality, frontend, **cfg.kwargs)
 
 
 def check_modality(ctx: RunContext, modality: str, key: str) -> None:
-    available = ctx.state["dataset_source"].modalities
+    available = ctx.state.dataset_source.modalities
     if modality not in available:
         raise ConfigError(f"{key}: dataset '{ctx.config.data.name}' has no modality '{modality}' "
                           f"(it has {', '.join(available)})")
@@ -43,44 +51,47 @@ TRAIN_STATE = "train-state.pt"
 
 def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: str,
                          encoder_cfg: EncoderConfig, optim: OptimConfig, method_name: str,
-                         method_cfg: Any, seed: int, teacher: dict[str, Any] | None,
+                         options: Any, seed: int, teacher: dict[str, Any] | None,
                          role: str) -> dict[str, Any]:
     """Train (or reuse) one encoder; returns its model record for the probe stage."""
     method = METHODS.get(method_name)
-    dataset: LoadedDataset = ctx.state["dataset"]
-    uses_teacher = method.uses_teacher and method.trains
-    inputs = {"data": ctx.state["data_key"], "modality": modality, "encoder": to_dict(encoder_cfg),
+    dataset: LoadedDataset = ctx.state.dataset
+    needs = method.needs_for(options) if method.trains else frozenset()
+    uses_teacher = bool(needs & {"teacher", "teacher_logits"})
+    frontend = frontend_kwargs(ctx, modality)
+    inputs = {"data": ctx.state.data_key, "modality": modality, "encoder": to_dict(encoder_cfg),
+              "frontend": frontend,
               "pretrained": _pretrained_digest(encoder_cfg),
               "method": method_name, "seed": seed,
               "optim": to_dict(optim) if method.trains else None,
               # settings that change the numbers; ones that do not (threads) stay out
               "mixed_precision": ctx.config.runtime.mixed_precision if method.trains else None,
-              "hparams": method.hparams(method_cfg),
+              "hparams": method.hparams_of(options),
               "teacher": teacher["key"] if uses_teacher else None}
     unit = ctx.unit(*parts, inputs=inputs)
     checkpoint = unit.directory / "encoder.pt"
     record = unit.record(files=[checkpoint.name])
     if record is None:
         set_seed(seed)
-        encoder = build_encoder(encoder_cfg, modality, dataset)
+        encoder = build_encoder(encoder_cfg, modality, frontend)
         result = train_encoder(
-            encoder, method, method_cfg, optim, dataset, ctx.accelerator, seed,
-            teacher_features=teacher["features"] if uses_teacher else None,
-            teacher_logits=teacher.get("logits") if uses_teacher else None,
+            encoder, method, options, optim, dataset, ctx.accelerator, seed,
+            teacher_features=teacher["features"] if "teacher" in needs else None,
+            teacher_logits=teacher.get("logits") if "teacher_logits" in needs else None,
             description=f"{role} {modality} {method_name} seed {seed}", console=ctx.console,
             state_path=unit.directory / TRAIN_STATE, state_key=unit.key,
             checkpoint_every=ctx.config.runtime.checkpoint_every, log_prefix="/".join(parts),
-            settings="teacher.optim" if role == "teacher" else "distill.optim")
+            settings="teacher.optim" if role == "teacher" else "distill.optim", method_name=method_name)
         history = result.history
         if ctx.accelerator.is_main_process:
             (unit.directory / "classifier.pt").unlink(missing_ok=True)  # from earlier inputs
             classifier = getattr(result.objective, "classifier", None)
             if isinstance(classifier, torch.nn.Linear) and history:  # a trained one gives logits
                 save_atomic(classifier.state_dict(), unit.directory / "classifier.pt")
-            save_encoder(encoder, checkpoint, encoder_cfg.name, encoder_cfg.kwargs,
-                         dataset.frontend_kwargs.get(modality, {}), extra={"method": method_name})
+            save_encoder(encoder, checkpoint, encoder_cfg.name, encoder_cfg.kwargs, frontend,
+                         extra={"method": method_name})
             export_encoder(encoder, unit.directory, encoder_cfg.name, encoder_cfg.kwargs,
-                           dataset.frontend_kwargs.get(modality, {}), xmodal.__version__,
+                           frontend, xmodal.__version__,
                            fingerprint(to_dict(ctx.config)),
                            extra={"method": method_name, "role": role, "seed": seed})
             save_transport_plan(result.objective, unit.directory / TRANSPORT_PLAN)

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-from xmodal.core.registry import METHODS, STAGES
 from xmodal.pipelines.context import RunContext
 from xmodal.pipelines.stages.common import check_modality, trained_encoder_unit
+from xmodal.pipelines.state import stage
 
 
-@STAGES.register("distill", "distil each student modality with each method")
+@stage("distill", "distil each student modality with each method",
+       needs=("dataset", "dataset_source", "data_key"), produces=("models",))
 def distill(ctx: RunContext) -> None:
     cfg = ctx.config.distill
     for i, modality in enumerate(cfg.students):
         check_modality(ctx, modality, f"distill.students[{i}]")
-    methods = [METHODS.get(name) for name in cfg.methods]  # fail on a typo before any training
-    models = ctx.state.setdefault("models", [])
+    models = ctx.state.models
     for seed in ctx.config.seeds:
-        teacher = ctx.state.get("teachers", {}).get(seed)
+        teacher = ctx.state.teachers.get(seed)
         for modality in cfg.students:
-            for method in methods:
-                method_cfg = getattr(cfg, method.config_key) if method.config_key else None
+            for method in cfg.methods:
                 models.append(trained_encoder_unit(
-                    ctx, ("distill", f"seed{seed}", modality, method.name), modality=modality,
-                    encoder_cfg=cfg.encoder, optim=cfg.optim, method_name=method.name,
-                    method_cfg=method_cfg, seed=seed, teacher=teacher, role="student"))
+                    ctx, ("distill", f"seed{seed}", modality, method), modality=modality,
+                    encoder_cfg=cfg.encoder, optim=cfg.optim, method_name=method,
+                    options=cfg.options_for(method), seed=seed, teacher=teacher, role="student"))

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from xmodal.core.config import fingerprint, to_dict
 from xmodal.core.errors import ConfigError
-from xmodal.core.registry import DATASETS, STAGES
+from xmodal.core.registry import DATASETS
 from xmodal.pipelines.context import RunContext
+from xmodal.pipelines.state import stage
 from xmodal.training.checkpoint import file_digest
 from xmodal.training.progress import progress_bar
 
 
-@STAGES.register("preprocess", "generate or convert the dataset into the run's cache")
+@stage("preprocess", "generate or convert the dataset into the run's cache",
+       produces=("dataset_source", "dataset", "data_key"))
 def preprocess(ctx: RunContext) -> None:
     data_cfg = ctx.config.data
     source = DATASETS.get(data_cfg.name)()
@@ -36,7 +38,7 @@ def preprocess(ctx: RunContext) -> None:
     else:
         digest = record["files"][path.name]
         ctx.say(f"[dim]preprocess: cached {path}[/dim]")
-    ctx.state["dataset"] = source.load(path)
-    ctx.state["dataset_source"] = source
+    ctx.state.dataset = source.load(path)
+    ctx.state.dataset_source = source
     # every later unit is keyed on the data's settings and its content
-    ctx.state["data_key"] = fingerprint({"unit": unit.key, "digest": digest})
+    ctx.state.data_key = fingerprint({"unit": unit.key, "digest": digest})

@@ -16,10 +16,11 @@ from typing import Any
 
 from xmodal.core.config import fingerprint, to_dict
 from xmodal.core.errors import ConfigError
-from xmodal.core.registry import FRONTENDS, PROBES, STAGES
+from xmodal.core.registry import FRONTENDS, PROBES
 from xmodal.evaluation.features import extract_features
 from xmodal.evaluation.segmentation_probe import extract_feature_maps
 from xmodal.pipelines.context import RunContext
+from xmodal.pipelines.state import stage
 from xmodal.training.checkpoint import load_encoder, load_keyed, save_keyed
 from xmodal.training.distributed import computed_in_shares, main_process_decides
 
@@ -28,12 +29,13 @@ POOLED_METRICS = ("accuracy", "mean_class_accuracy")
 DENSE_METRICS = ("mean_iou", "pixel_accuracy", "mean_class_accuracy")  # headline first
 
 
-@STAGES.register("probe", "probe the frozen features of every encoder (linear, k-NN, retrieval, ...)")
+@stage("probe", "probe the frozen features of every encoder (linear, k-NN, retrieval, ...)",
+       needs=("dataset", "data_key", "models"), produces=("rows",))
 def probe(ctx: RunContext) -> None:
     cfg = ctx.config.probe
     probes = {name: PROBES.get(name) for name in cfg.probes}
-    dataset = ctx.state["dataset"]
-    rows: list[dict[str, Any]] = ctx.state.setdefault("rows", [])
+    dataset = ctx.state.dataset
+    rows: list[dict[str, Any]] = ctx.state.rows
     device = ctx.accelerator.device
 
     def pooled(encoder: Any, split: str) -> Any:  # each process embeds its share of the rows
@@ -41,11 +43,11 @@ def probe(ctx: RunContext) -> None:
         return computed_in_shares(lambda rows: extract_features(encoder, data, device=device, rows=rows),
                                   len(data), ctx.accelerator)
 
-    for model in ctx.state.get("models", []):
+    for model in ctx.state.models:
         name = f"{model['modality']}-{model['method']}"
         memo: dict[Path, dict[str, Any]] = {}  # this model's outputs, read once for all targets
         for probe_name, probe_cls in probes.items():
-            probe_cfg = getattr(cfg, probe_name, None)
+            probe_cfg = cfg.options_for(probe_name)
             dense = getattr(probe_cls, "consumes_maps", False)
             pairs = getattr(probe_cls, "consumes_pairs", False)  # teacher <-> student probes
             if dense and not getattr(FRONTENDS.get(model["modality"]), "image_aligned", False):
@@ -57,7 +59,7 @@ def probe(ctx: RunContext) -> None:
             for target, num_classes in targets.items():
                 label = probe_name if not dense else target
                 unit = ctx.unit("probe", f"seed{model['seed']}", name, label,
-                                inputs={"checkpoint": model["digest"], "data": ctx.state["data_key"],
+                                inputs={"checkpoint": model["digest"], "data": ctx.state.data_key,
                                         "probe": probe_name, "target": target,
                                         "config": to_dict(probe_cfg),
                                         **({"teacher": teacher["digest"]} if teacher else {})})
@@ -96,7 +98,7 @@ def probe(ctx: RunContext) -> None:
 
 def _teacher_of(ctx: RunContext, model: dict[str, Any], probe_name: str) -> dict[str, Any]:
     """The teacher model record of ``model``'s seed (for probes comparing the two)."""
-    for other in ctx.state.get("models", []):
+    for other in ctx.state.models:
         if other["role"] == "teacher" and other["seed"] == model["seed"]:
             return other
     raise ConfigError(f"probe '{probe_name}' compares students with their teacher, but no teacher "
@@ -111,7 +113,7 @@ def _frozen_outputs(ctx: RunContext, model: dict[str, Any], tag: str,
     from ``memo``, else from ``features/<key>.pt``, else extracted and saved there.
     ``everywhere``: called by every process alike (then they agree on reuse, and ``extract`` may
     share the work); False from code that runs on the main process alone."""
-    key = fingerprint({"checkpoint": model["digest"], "data": ctx.state["data_key"],
+    key = fingerprint({"checkpoint": model["digest"], "data": ctx.state.data_key,
                        "modality": model["modality"], "outputs": tag, "splits": SPLITS})
     cache = ctx.run_dir / "features" / f"{key}.pt"
     if cache not in memo:

@@ -10,20 +10,21 @@ from rich.table import Table
 
 from xmodal.core.config import to_dict
 from xmodal.core.records import write_csv, write_json_atomic
-from xmodal.core.registry import STAGES
 from xmodal.evaluation.features import extract_features
 from xmodal.evaluation.report import probe_tables, write_embeddings, write_report
 from xmodal.evaluation.summary import gap_closed_per_seed, summarise
 from xmodal.pipelines.context import RunContext
 from xmodal.pipelines.stages.probe import SPLITS, _frozen_outputs
+from xmodal.pipelines.state import stage
 from xmodal.training.checkpoint import load_encoder
 
 
-@STAGES.register("report", "write results.json/csv and report.md with figures; print the tables")
+@stage("report", "write results.json/csv and report.md with figures; print the tables",
+       needs=("rows",), produces=("summary",))
 def report(ctx: RunContext) -> None:
-    rows: list[dict[str, Any]] = ctx.state.get("rows", [])
+    rows: list[dict[str, Any]] = ctx.state.rows
     summary = summarise(rows)
-    ctx.state["summary"] = summary
+    ctx.state.summary = summary
     if not ctx.accelerator.is_main_process:
         return
     if ctx.accelerator.trackers:
@@ -48,10 +49,10 @@ def report(ctx: RunContext) -> None:
 
 def _write_test_embeddings(ctx: RunContext) -> None:
     """The first seed's test embeddings of every encoder, reduced to 2-D for the report."""
-    models = ctx.state.get("models", [])
-    if not models or "dataset" not in ctx.state:
+    models = ctx.state.models
+    if not models or ctx.state.dataset is None:
         return
-    dataset = ctx.state["dataset"]
+    dataset = ctx.state.dataset
     test = dataset.splits["test"]
     seed = min(m["seed"] for m in models)
     panels = []

@@ -8,29 +8,35 @@ from pathlib import Path
 import torch
 
 from xmodal.core.config import fingerprint
-from xmodal.core.errors import DataError
-from xmodal.core.registry import STAGES
+from xmodal.core.errors import ConfigError, DataError
 from xmodal.evaluation.features import extract_features
 from xmodal.pipelines.context import RunContext
 from xmodal.pipelines.stages.common import check_modality, trained_encoder_unit
-from xmodal.core.errors import ConfigError
-from xmodal.training.checkpoint import (file_digest, load_checkpoint, load_encoder, load_keyed,
-                                       save_atomic, save_keyed)
+from xmodal.pipelines.state import stage
+from xmodal.training.checkpoint import (
+    file_digest,
+    load_checkpoint,
+    load_encoder,
+    load_keyed,
+    save_atomic,
+    save_keyed,
+)
 
 
-@STAGES.register("teacher", "train the teacher encoder and cache its features")
+@stage("teacher", "train the teacher encoder and cache its features",
+       needs=("dataset", "dataset_source", "data_key"), produces=("teachers", "models"))
 def teacher(ctx: RunContext) -> None:
     cfg = ctx.config.teacher
     check_modality(ctx, cfg.modality, "teacher.modality")
-    ctx.state["teachers"] = {}
-    ctx.state.setdefault("models", [])
+    ctx.state.teachers = {}
+    ctx.state.models
     for seed in ctx.config.seeds:
         if cfg.checkpoint:
             model = _loaded_teacher(ctx, Path(cfg.checkpoint), seed)
         else:
             model = trained_encoder_unit(ctx, ("teacher", f"seed{seed}"), modality=cfg.modality,
                                          encoder_cfg=cfg.encoder, optim=cfg.optim,
-                                         method_name="supervised", method_cfg=None, seed=seed,
+                                         method_name="supervised", options=None, seed=seed,
                                          teacher=None, role="teacher")
         model["method"] = "teacher"
         directory = Path(model["directory"])
@@ -45,11 +51,11 @@ def teacher(ctx: RunContext) -> None:
             if why != "missing":
                 ctx.say(f"teacher outputs: {why}; recomputing them")
             encoder = load_encoder(model["checkpoint"])
-            features = extract_features(encoder, ctx.state["dataset"].splits["train"],
+            features = extract_features(encoder, ctx.state.dataset.splits["train"],
                                         device=ctx.accelerator.device)
             outputs = {"features": features}
             if classifier_file.is_file():  # absent for a frozen (untrained) teacher
-                classifier = torch.nn.Linear(features.shape[1], ctx.state["dataset"].num_classes)
+                classifier = torch.nn.Linear(features.shape[1], ctx.state.dataset.num_classes)
                 classifier.load_state_dict(load_checkpoint(classifier_file))
                 with torch.inference_mode():
                     outputs["logits"] = classifier(features)
@@ -61,8 +67,8 @@ def teacher(ctx: RunContext) -> None:
             if not torch.isfinite(tensor).all():
                 raise DataError(f"teacher {name} in {outputs_file} contain NaN or inf: the teacher "
                                 "diverged; lower teacher.optim.lr and delete that folder")
-        ctx.state["teachers"][seed] = {"key": model["digest"], **outputs}
-        ctx.state["models"].append(model)
+        ctx.state.teachers[seed] = {"key": model["digest"], **outputs}
+        ctx.state.models.append(model)
 
 
 def _loaded_teacher(ctx: RunContext, folder: Path, seed: int) -> dict:

@@ -1,0 +1,156 @@
+"""A third-party package as pip would install it: a module and its ``.dist-info`` with entry
+points, written into a folder put on ``PYTHONPATH``. It registers one component of each pluggable
+kind it exercises, each with an option: a ``thermal`` front end, a ``thermal-scenes`` dataset, a
+``cosine`` method and a ``centroid`` probe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE = "xmodal_thermal_demo"
+DISTRIBUTION = "xmodal-thermal-demo"
+
+SOURCE = '''
+"""Thermal images for xmodal: a front end, a dataset, a method and a probe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from xmodal.data.scenes_source import ScenesSource
+from xmodal.data.scenes import ScenesConfig
+from xmodal.objectives.objective import Objective, ObjectiveContext
+
+
+class ThermalFrontend(nn.Module):
+    """Temperature [B, H, W] in kelvin -> [B, 1, H, W] standardised around room temperature."""
+
+    out_channels = 1
+    image_aligned = True
+
+    def __init__(self, offset_k: float = 273.15, scale_k: float = 10.0) -> None:
+        super().__init__()
+        self.offset_k, self.scale_k = offset_k, scale_k
+
+    def example_input(self, batch: int = 2) -> Tensor:
+        return 293.0 + torch.randn(batch, 16, 16)
+
+    def forward(self, kelvin: Tensor) -> Tensor:
+        return ((kelvin.float() - self.offset_k - 20.0) / self.scale_k).unsqueeze(1)
+
+
+@dataclass
+class ThermalScenesOptions(ScenesConfig):
+    """The scenes options plus the room's temperature."""
+
+    ambient_c: float = 20.0
+
+
+class ThermalScenes(ScenesSource):
+    """The embedded scenes, with a thermal view: near surfaces warmer than far ones."""
+
+    name = "thermal-scenes"
+    modalities = ("rgb", "depth", "thermal")
+    options = ThermalScenesOptions
+
+    def prepare(self, options, cache_path, progress=None):
+        self._ambient = options.ambient_c
+        return super().prepare(options, cache_path, progress)
+
+    def load(self, cache_path):
+        loaded = super().load(cache_path)
+        for split in loaded.splits.values():
+            depth = split.tensors["depth"].float()
+            split.tensors["thermal"] = 273.15 + 20.0 + 8.0 / (1.0 + depth)
+        return loaded
+
+
+@dataclass
+class CosineOptions:
+    weight: float = 1.0
+
+
+class CosineObjective(Objective):
+    """1 - cosine between a linear map of the student's features and the teacher's."""
+
+    options: ClassVar[type] = CosineOptions
+
+    def __init__(self, student_dim: int, teacher_dim: int, weight: float) -> None:
+        super().__init__()
+        self.map = nn.Linear(student_dim, teacher_dim)
+        self.weight = weight
+
+    @classmethod
+    def build(cls, context: ObjectiveContext, options: Any) -> "CosineObjective":
+        torch.manual_seed(context.seed)
+        return cls(context.student_dim, context.teacher_dim, options.weight)
+
+    def forward(self, student, teacher, labels, indices):
+        cosine = nn.functional.cosine_similarity(self.map(student), teacher.detach(), dim=1)
+        return {"loss": self.weight * (1 - cosine).mean()}
+
+
+@dataclass
+class CentroidOptions:
+    metric: Literal["cosine", "euclidean"] = "cosine"
+
+
+class CentroidProbe:
+    """Nearest class centroid of the train + val features."""
+
+    options = CentroidOptions
+    metrics = ("accuracy",)
+
+    def __init__(self, config: CentroidOptions | None = None) -> None:
+        self.config = config or CentroidOptions()
+
+    def evaluate(self, train, val, test, num_classes):
+        x = torch.cat([train[0], val[0]])
+        y = torch.cat([train[1], val[1]])
+        centroids = torch.stack([x[y == c].mean(0) for c in range(num_classes)])
+        if self.config.metric == "cosine":
+            score = nn.functional.normalize(test[0], dim=1) @ nn.functional.normalize(centroids, dim=1).T
+        else:
+            score = -torch.cdist(test[0], centroids)
+        return {"accuracy": float((score.argmax(1) == test[1]).float().mean())}
+
+
+class BrokenFrontend(nn.Module):
+    """Forgets to say how many channels it makes."""
+
+    image_aligned = True
+
+    def example_input(self, batch: int = 2) -> Tensor:
+        return torch.zeros(batch, 4, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.unsqueeze(1)
+'''
+
+ENTRY_POINTS = {
+    "xmodal.frontends": {"thermal": f"{PACKAGE}:ThermalFrontend"},
+    "xmodal.datasets": {"thermal-scenes": f"{PACKAGE}:ThermalScenes"},
+    "xmodal.methods": {"cosine": f"{PACKAGE}:CosineObjective"},
+    "xmodal.probes": {"centroid": f"{PACKAGE}:CentroidProbe"},
+}
+
+
+def install(site: Path, broken: bool = False) -> Path:
+    """Write the package into ``site`` (a folder for ``PYTHONPATH``); ``broken`` also registers
+    a front end that breaks the contract."""
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{PACKAGE}.py").write_text(SOURCE)
+    info = site / f"{PACKAGE}-0.1.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {DISTRIBUTION}\nVersion: 0.1\n")
+    groups = {group: dict(entries) for group, entries in ENTRY_POINTS.items()}
+    if broken:
+        groups["xmodal.frontends"]["broken"] = f"{PACKAGE}:BrokenFrontend"
+    (info / "entry_points.txt").write_text("".join(
+        f"[{group}]\n" + "".join(f"{name} = {target}\n" for name, target in entries.items()) + "\n"
+        for group, entries in groups.items()))
+    return site

@@ -1,0 +1,104 @@
+"""The contract of a distillation method: an :class:`Objective`, registered by class in ``METHODS``.
+
+An objective turns a batch of student features (and the frozen teacher's, labels and dataset
+indices where it needs them) into a loss. It declares its options dataclass and what it needs,
+so a config that cannot serve it is refused when it is loaded, not after the teacher trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from xmodal.core.registry import METHODS
+
+__all__ = ["NEEDS", "Objective", "ObjectiveContext", "check_room_for_negatives"]
+
+NEEDS = ("teacher", "teacher_logits", "labels")
+"""What an objective may need: teacher features, the teacher's logits (a teacher with a
+classifier over the dataset's classes) and labels of the training split."""
+
+
+@dataclass
+class ObjectiveContext:
+    """What an objective is built from: feature sizes, the training split's size and classes,
+    the seed, the teacher's train-split logits (when it has a classifier), labels, batch size."""
+
+    student_dim: int
+    teacher_dim: int | None
+    num_samples: int
+    num_classes: int
+    seed: int = 0
+    teacher_logits: Tensor | None = None  # [N, C] frozen teacher logits on the train split
+    train_labels: Tensor | None = None  # [N] train-split labels, for label-aware negatives
+    batch_size: int | None = None  # training batch size, when known
+
+
+class Objective(nn.Module):
+    """Base of every method. Subclasses set the class attributes and implement :meth:`forward`.
+
+    Class attributes:
+        options: dataclass of the method's hyperparameters, or None; its values go to the results.
+        options_key: config key of the options (default: the registered name), so that
+            variants share one section (``wcord-global`` reads ``distill.wcord``).
+        needs: subset of :data:`NEEDS` (see :meth:`needs_for` for needs that depend on options).
+        trains: False only for ``none`` (the untrained floor).
+    """
+
+    options: ClassVar[type | None] = None
+    options_key: ClassVar[str | None] = None
+    needs: ClassVar[frozenset[str]] = frozenset({"teacher"})
+    trains: ClassVar[bool] = True
+
+    @classmethod
+    def needs_for(cls, options: Any) -> frozenset[str]:
+        """What this method needs with these options (override when an option adds a need)."""
+        return cls.needs
+
+    @classmethod
+    def build(cls, context: ObjectiveContext, options: Any) -> Objective:
+        """The objective for one training run; raise ``ValueError`` with the fix if the set-up
+        cannot serve it."""
+        raise NotImplementedError(f"{cls.__name__} does not implement build()")
+
+    @classmethod
+    def hparams_of(cls, options: Any) -> dict[str, Any]:
+        """Every hyperparameter by name, as the results record them."""
+        return dataclasses.asdict(options) if options is not None else {}
+
+    def forward(self, student: Tensor, teacher: Tensor | None, labels: Tensor | None,
+                indices: Tensor) -> dict[str, Tensor]:
+        """``student`` ``[B, Ds]``, ``teacher`` ``[B, Dt]`` (or None), ``labels`` ``[B]`` long (or
+        None), ``indices`` ``[B]`` long dataset indices -> at least ``{"loss": scalar}``; methods
+        with a memory also return detached ``teacher_embed``/``student_embed`` ``[B, d]``."""
+        raise NotImplementedError
+
+    def update_memory(self, indices: Tensor, teacher_embed: Tensor, student_embed: Tensor) -> None:
+        """Called after each optimiser step with tensors gathered from every process (memory
+        banks and queues); nothing by default."""
+
+
+def check_room_for_negatives(context: ObjectiveContext, method: str) -> None:
+    """Memory-bank methods draw negatives outside the batch: a batch holding the whole training
+    set leaves none. Fail at build time with the fix, not mid-training."""
+    if context.batch_size is not None and context.batch_size >= context.num_samples:
+        raise ValueError(f"'{method}' draws negatives from training samples outside the batch, "
+                         f"but the batch size {context.batch_size} covers all {context.num_samples}: "
+                         "lower distill.optim.batch_size below the training-set size")
+
+
+def objective_contract(name: str, entry: Any) -> None:
+    """A method plugin is an :class:`Objective` subclass with consistent class attributes."""
+    if not (isinstance(entry, type) and issubclass(entry, Objective)):
+        raise TypeError(f"'{name}' must be a subclass of xmodal.objectives.objective.Objective, got {entry!r}")
+    unknown = set(entry.needs) - set(NEEDS)
+    if unknown:
+        raise ValueError(f"'{name}'.needs holds {sorted(unknown)}; allowed: {', '.join(NEEDS)}")
+    if entry.trains and entry.build.__func__ is Objective.build.__func__:  # type: ignore[attr-defined]
+        raise TypeError(f"'{name}' trains but does not implement build(context, options)")
+
+
+METHODS.contract = objective_contract
