@@ -348,3 +348,14 @@ def test_xmodal_run_paired_end_to_end(tmp_path, capsys):
     for text in ("paired manifest (CSV)", "48 (1 with problems)", "3 classes", "labels per split",
                  "missing file 'gone.wav'", "seeded (no split column"):
         assert text in out
+
+
+def test_unlabelled_manifest_runs_with_a_frozen_teacher_and_retrieval(tmp_path):
+    manifest = _dataset(tmp_path / "data", 24, labels=False, fmt="jsonl")
+    argv = ["run", "paired", "--data", str(manifest), "--out", str(tmp_path / "run")]
+    for item in (*TINY, "teacher.optim.epochs=0", "probe.probes=[retrieval]"):
+        argv += ["--set", item]
+    assert main(argv) == 0
+    rows = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert {(r["method"], r["probe"]) for r in rows} == {("none", "retrieval"), ("wcord", "retrieval")}
+    assert all(0.0 <= r["value"] <= 1.0 for r in rows if "recall" in r["metric"])
