@@ -18,7 +18,7 @@ from torchvision.io import write_png
 
 from xmodal.cli.main import main
 from xmodal.core.errors import ConfigError, DataError
-from xmodal.data.paired import PairedConfig, read_manifest, validate_manifest
+from xmodal.data.paired import PairedConfig, read_manifest
 from xmodal.data.paired import cache as paired_cache
 from xmodal.data.paired.readers import read_audio, read_depth, read_points, read_rgb
 from xmodal.data.paired.splits import assign_splits
@@ -33,7 +33,8 @@ RATE = 8000
 
 def _png(path: Path, image: np.ndarray) -> None:
     """``[H, W, C]`` uint8 (C = 1 or 3) -> PNG through torchvision."""
-    write_png(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous(), str(path))
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+    write_png(tensor, str(path))
 
 
 def _depth_png(path: Path, millimetres: np.ndarray) -> None:
@@ -306,7 +307,7 @@ def test_modalities_and_labels_come_from_the_manifest(tmp_path):
         resolve_config("paired", overrides=["distill.students=[hha]"], data_path=manifest)
     unlabelled = _dataset(tmp_path / "unlabelled", 6, labels=False)
     assert not PairedSource().labelled_for(_options(unlabelled))
-    with pytest.raises(ConfigError, match=r"distill.methods\[1\]: method 'supervised' needs labels"):
+    with pytest.raises(ConfigError, match=r"methods\[1\]: method 'supervised' needs labels"):
         resolve_config("paired", data_path=unlabelled)
     with pytest.raises(ConfigError, match="teacher trains on labels"):
         resolve_config("paired", data_path=unlabelled, overrides=["distill.methods=[none,wcord]"])
@@ -357,5 +358,6 @@ def test_unlabelled_manifest_runs_with_a_frozen_teacher_and_retrieval(tmp_path):
         argv += ["--set", item]
     assert main(argv) == 0
     rows = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert {(r["method"], r["probe"]) for r in rows} == {("none", "retrieval"), ("wcord", "retrieval")}
+    assert {(r["method"], r["probe"]) for r in rows} == {("none", "retrieval"),
+                                                         ("wcord", "retrieval")}
     assert all(0.0 <= r["value"] <= 1.0 for r in rows if "recall" in r["metric"])

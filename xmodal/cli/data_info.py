@@ -3,8 +3,9 @@
 Four kinds are known: the NYU-Depth V2 labeled file (frames, image size, the official split,
 scene types with counts), a generated ``scenes`` cache (splits, class counts, modalities), a
 ``paired`` manifest (``.csv``/``.jsonl``: rows, modalities, label counts, splits and every
-problem, after reading each file once) and any other HDF5 file (its arrays). Sizes are printed in human units; problems get their own
-line instead of an exception, so a user sees everything that is wrong at once.
+problem, after reading each file once) and any other HDF5 file (its arrays). Sizes are printed
+in human units; problems get their own line instead of an exception, so a user sees everything
+that is wrong at once.
 """
 
 from __future__ import annotations
@@ -154,7 +155,8 @@ def _paired_manifest(path: Path, console: Console | None) -> list[Section]:
                         for row in manifest.rows if row.get(column))
         files = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
         shape = None if column in READERS else validation.shapes.get(column)  # .npy arrays
-        stored = f" of {' x '.join(map(str, shape))} {validation.dtypes.get(column, '')}" if shape else ""
+        stored = (f" of {' x '.join(map(str, shape))} {validation.dtypes.get(column, '')}"
+                  if shape else "")
         known = "" if column in FRONTENDS else f"; no front end '{column}' is registered"
         modalities.append(f"{column} ({files or 'no files'}{stored.rstrip()}{known})")
     labels = validation.labels

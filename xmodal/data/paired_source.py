@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import h5py
 import torch
@@ -95,13 +94,15 @@ def _check_splits(validation: Validation) -> None:
     kept = [validation.splits[n - 1] for n in validation.good_rows]
     empty = [split for split in SPLITS if split not in kept]
     if empty:
-        skipped = f" after leaving out {len(validation.bad_rows)} bad rows" if validation.bad_rows else ""
+        bad = len(validation.bad_rows)
+        skipped = f" after leaving out {bad} bad rows" if bad else ""
         raise DataError(f"manifest '{validation.manifest.path}': split {', '.join(empty)} has no "
                         f"rows{skipped}; every split needs some (a 'split' column, or more rows "
                         "for data.paired.val_fraction / test_fraction)")
 
 
-def _phase(progress: Callable[..., None] | None, description: str) -> Callable[[int, int], None] | None:
+def _phase(progress: Callable[..., None] | None,
+           description: str) -> Callable[[int, int], None] | None:
     """``progress`` with the phase's name shown as the bar's description."""
     if progress is None:
         return None

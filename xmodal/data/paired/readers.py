@@ -210,7 +210,7 @@ def _decode_audio(file: Path) -> tuple[np.ndarray, int]:
         raise DataError(f"reading '{file.suffix}' audio needs torchaudio's decoder: {exc} "
                         "(pip install torchcodec; it needs FFmpeg), or convert the files to "
                         "integer PCM WAV") from None
-    except Exception as exc:  # decoders raise many types for a bad file
+    except Exception as exc:  # noqa: BLE001 - decoders raise many types for a bad file
         raise SampleError(f"cannot decode the audio (corrupt?): {exc}") from None
     return samples.numpy(), int(rate)
 

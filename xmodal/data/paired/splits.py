@@ -29,7 +29,8 @@ def assign_splits(manifest: Manifest, val_fraction: float, test_fraction: float,
                 splits.append(cell)
             else:
                 splits.append(None)
-                what = f"split {row.get('split')!r}" if row.get("split") else "no split (empty cell)"
+                given = row.get("split")
+                what = f"split {given!r}" if given else "no split (empty cell)"
                 problems.append(Problem(i + 1, "split", f"{what}: must be train, val or test"))
         return splits, problems
     order = np.random.default_rng(seed).permutation(n)

@@ -115,8 +115,9 @@ def read_row(validation: Validation, number: int, options: PairedConfig) -> dict
         try:
             array = read_cell(validation.manifest, number, modality, options)
         except SampleError as exc:
-            raise DataError(f"manifest '{validation.manifest.path}', {Problem(number, modality, str(exc))} "
-                            "(the file changed during preprocessing); rerun") from None
+            problem = Problem(number, modality, str(exc))
+            raise DataError(f"manifest '{validation.manifest.path}', {problem} (the file changed "
+                            "during preprocessing); rerun") from None
         if tuple(array.shape) != validation.shapes[modality]:
             raise DataError(f"manifest '{validation.manifest.path}', row {number}, column "
                             f"'{modality}': shape {list(array.shape)}, validated as "
