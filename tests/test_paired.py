@@ -237,6 +237,15 @@ def test_wrong_channel_count_is_reported(tmp_path):
     assert "row 4, column 'depth': 3 channels" in message
 
 
+def test_wrong_shape_of_an_array_column_is_reported(tmp_path):
+    extra = {i: {"thermal": f"t{i}.npy"} for i in range(6)}
+    manifest = _dataset(tmp_path, 6, extra=extra)
+    for i in range(6):
+        np.save(tmp_path / f"t{i}.npy", np.zeros((5, 5) if i == 4 else (4, 4), np.float32))
+    message = _problems(manifest)
+    assert "row 5, column 'thermal': shape [5, 5]; most of this column's arrays are [4, 4]" in message
+
+
 def test_missing_column_and_empty_cell_are_reported(tmp_path):
     manifest = _dataset(tmp_path, 9, fmt="jsonl", extra={2: {"depth": None}, 5: {"rgb": ""}})
     message = _problems(manifest)
