@@ -1,6 +1,6 @@
 """``xmodal data``: inspect, prepare and download datasets.
 
-    xmodal data info PATH                       validate a data file, describe its contents
+    xmodal data info PATH                       validate a data file or manifest, describe it
     xmodal data prepare DATASET [--data PATH] [--out DIR] [--set KEY=VALUE ...]
     xmodal data download DATASET [--to DIR]
 """
@@ -17,7 +17,7 @@ from rich.console import Console
 from xmodal.cli.data_info import info
 
 #: which pipeline's config describes a dataset's default options, by dataset name
-_PIPELINE_OF = {"scenes": "scenes", "nyu-depth": "nyu-depth"}
+_PIPELINE_OF = {"scenes": "scenes", "nyu-depth": "nyu-depth", "paired": "paired"}
 
 
 def add_data_parser(sub: Any, parser_class: type, add_command: Callable[..., Any]) -> None:
@@ -29,13 +29,16 @@ def add_data_parser(sub: Any, parser_class: type, add_command: Callable[..., Any
                                 metavar="VERB")
     info = add_command(verbs, "info", "validate a data file and describe its contents and sizes",
                        "xmodal data info nyu_depth_v2_labeled.mat",
-                       "xmodal data info runs/scenes/data/scenes/data.h5")
-    info.add_argument("path", help="an HDF5 file: the NYU labeled .mat, or a dataset cache")
+                       "xmodal data info runs/scenes/data/scenes/data.h5",
+                       "xmodal data info manifest.csv")
+    info.add_argument("path", help="an HDF5 file (the NYU labeled .mat, or a dataset cache), "
+                                   "or a paired manifest (.csv or .jsonl)")
     prep = add_command(verbs, "prepare", "run a dataset's preprocessing alone",
                        "xmodal data prepare scenes --set data.scenes.image_size=64",
                        "xmodal data prepare nyu-depth --data nyu_depth_v2_labeled.mat --out runs/nyu")
     prep.add_argument("dataset", choices=sorted(_PIPELINE_OF))
-    prep.add_argument("--data", help="source file (nyu-depth: nyu_depth_v2_labeled.mat)")
+    prep.add_argument("--data", help="source file (nyu-depth: nyu_depth_v2_labeled.mat; "
+                                     "paired: the manifest)")
     prep.add_argument("--out", help="run directory whose cache to fill (default: runs/DATASET)")
     prep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override one config key (repeatable)")

@@ -1,9 +1,11 @@
 """``xmodal data info FILE``: recognise a data file, validate it, and describe it in tables.
 
-Three kinds are known: the NYU-Depth V2 labeled file (frames, image size, the official split,
-scene types with counts), a generated ``scenes`` cache (splits, class counts, modalities) and
-any other HDF5 file (its arrays). Sizes are printed in human units; problems get their own
-line instead of an exception, so a user sees everything that is wrong at once.
+Four kinds are known: the NYU-Depth V2 labeled file (frames, image size, the official split,
+scene types with counts), a generated ``scenes`` cache (splits, class counts, modalities), a
+``paired`` manifest (``.csv``/``.jsonl``: rows, modalities, label counts, splits and every
+problem, after reading each file once) and any other HDF5 file (its arrays). Sizes are printed
+in human units; problems get their own line instead of an exception, so a user sees everything
+that is wrong at once.
 """
 
 from __future__ import annotations
@@ -31,10 +33,13 @@ def human_bytes(size: float) -> str:
     raise AssertionError("unreachable")
 
 
-def describe(path: Path) -> list[Section]:
-    """The tables describing ``path``; raises DataError when it cannot be opened at all."""
+def describe(path: Path, console: Console | None = None) -> list[Section]:
+    """The tables describing ``path``; raises DataError when it cannot be opened at all.
+    ``console``: where a manifest's validation draws its progress bar (None: no bar)."""
     from xmodal.data.hdf5 import open_hdf5
 
+    if path.suffix.lower() in (".csv", ".jsonl"):
+        return _paired_manifest(path, console)
     with open_hdf5(path, "xmodal reads HDF5 files (the NYU labeled file in MATLAB v7.3, a scenes "
                          "cache or an NYU cache); replace a damaged file by downloading or "
                          "copying it again") as f:
@@ -130,6 +135,65 @@ def _scenes_cache(path: Path) -> list[Section]:
             ("scene classes per split", ["class", *splits], rows)]
 
 
+def _paired_manifest(path: Path, console: Console | None) -> list[Section]:
+    from xmodal.core.registry import FRONTENDS
+    from xmodal.data.paired import PairedConfig, read_manifest, validate_manifest
+    from xmodal.data.paired.problems import ROW_NUMBERS, summarise
+    from xmodal.data.paired.readers import READERS
+    from xmodal.data.paired.splits import SPLITS
+    from xmodal.training.progress import progress_bar
+
+    manifest = read_manifest(path)
+    options = PairedConfig(path=str(path))
+    with progress_bar(console is not None, console) as bar:
+        job = bar.add_task("validate manifest", total=len(manifest.rows), info="")
+        validation = validate_manifest(manifest, options, lambda done, total: bar.update(
+            job, completed=done, total=total))
+    modalities = []
+    for column in manifest.modalities:
+        kinds = Counter(manifest.file(row[column]).suffix.lower().lstrip(".") or "?"
+                        for row in manifest.rows if row.get(column))
+        files = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+        shape = None if column in READERS else validation.shapes.get(column)  # .npy arrays
+        stored = (f" of {' x '.join(map(str, shape))} {validation.dtypes.get(column, '')}"
+                  if shape else "")
+        known = "" if column in FRONTENDS else f"; no front end '{column}' is registered"
+        modalities.append(f"{column} ({files or 'no files'}{stored.rstrip()}{known})")
+    labels = validation.labels
+    split_counts = Counter(s for s in validation.splits if s)
+    if "split" in manifest.columns:
+        split_text = "from the split column: "
+    else:
+        split_text = (f"seeded (no split column; val {options.val_fraction:g}, test "
+                      f"{options.test_fraction:g}, seed {options.seed}): ")
+    split_text += ", ".join(f"{split_counts[s]} {s}" for s in SPLITS)
+    bad = validation.bad_rows
+    overview = [["file", str(path)], ["format", f"paired manifest ({manifest.format})"],
+                ["rows", f"{len(manifest.rows)} ({len(bad)} with problems)" if bad
+                 else str(len(manifest.rows))],
+                ["modalities", "; ".join(modalities)],
+                ["labels", f"{len(labels.class_names)} classes" if labels
+                 else "none (no label column): retrieval probes only"],
+                ["splits", split_text],
+                ["problems", f"{len(validation.problems)} in {len(bad)} rows ({ROW_NUMBERS})"
+                 if bad else "none found"]]
+    sections: list[Section] = [("paired manifest", ["", ""], overview)]
+    if labels is not None:
+        counts = Counter((validation.splits[i], value) for i, value in enumerate(labels.values)
+                         if value is not None)
+        rows = [[name, *(str(counts[(s, i)]) for s in SPLITS)]
+                for i, name in enumerate(labels.class_names)]
+        sections.append(("labels per split", ["class", *SPLITS], rows))
+    if validation.problems:
+        lines = summarise(validation.problems)
+        listed = sorted(validation.problems, key=lambda p: p.row)[:len(lines)]
+        rows = [[str(p.row), p.column, p.message] for p in listed]
+        if len(lines) > len(listed):
+            rows.append(["", "", lines[-1]])
+        sections.append(("problems", ["row", "column", "problem"], rows))
+    return sections
+
+
 def _generic(path: Path, fmt: str) -> list[Section]:
     import h5py
 
@@ -145,6 +209,6 @@ def _generic(path: Path, fmt: str) -> list[Section]:
 
 def info(path: Path, console: Console) -> dict[str, Any]:
     """Describe ``path`` on the console; returns the sections (for tests and tools)."""
-    sections = describe(path)
+    sections = describe(path, console)
     print_description(sections, console)
     return {title: rows for title, _, rows in sections}

@@ -17,6 +17,7 @@ from xmodal.core.registry import (
     Registry,
     UnknownNameError,
 )
+from xmodal.data.source import dataset_labelled, dataset_modalities
 from xmodal.pipelines.config import RunConfig
 from xmodal.pipelines.spec import PipelineSpec
 
@@ -30,9 +31,10 @@ def _resolve(registry: Registry[Any], name: str, key: str) -> Any:
 
 def check_component_names(config: RunConfig) -> None:
     """Raise one :class:`ConfigError`, naming the config key, for the first name that is not
-    registered or that the dataset cannot serve (a modality it does not provide)."""
+    registered or that the dataset cannot serve (a modality it does not provide; for a dataset
+    whose modalities depend on its options, e.g. a manifest's columns, those of its options)."""
     source = _resolve(DATASETS, config.data.name, "data.name")
-    provided = tuple(getattr(source, "modalities", ()))
+    provided = dataset_modalities(source, config.data.options())
     modalities = [("teacher.modality", config.teacher.modality)]
     modalities += [(f"distill.students[{i}]", m) for i, m in enumerate(config.distill.students)]
     for key, modality in modalities:
@@ -61,12 +63,34 @@ def teacher_logits_missing(config: RunConfig, spec: PipelineSpec) -> str | None:
     return None
 
 
+def check_label_needs(config: RunConfig, spec: PipelineSpec) -> None:
+    """On a dataset without labels (e.g. a manifest without a ``label`` column), raise one
+    :class:`ConfigError` for a teacher that would train on labels or a probe that reads them
+    (pair probes such as ``retrieval`` need none)."""
+    if dataset_labelled(DATASETS.get(config.data.name), config.data.options()):
+        return
+    name = config.data.name
+    if ("teacher" in spec.stages and not config.teacher.checkpoint
+            and config.teacher.optim.epochs > 0):
+        raise ConfigError(f"teacher.optim.epochs: the teacher trains on labels, but dataset "
+                          f"'{name}' has none; set teacher.optim.epochs=0 and a pretrained "
+                          "teacher (teacher.encoder.kwargs.pretrained), or teacher.checkpoint")
+    if "probe" in spec.stages:
+        for i, probe in enumerate(config.probe.probes):
+            if not getattr(PROBES.get(probe), "consumes_pairs", False):
+                raise ConfigError(f"probe.probes[{i}]: probe '{probe}' needs labels, but dataset "
+                                  f"'{name}' has none; use probes that compare students with "
+                                  "their teacher (probe.probes=[retrieval]), or add labels")
+
+
 def check_method_needs(config: RunConfig, spec: PipelineSpec) -> None:
     """Raise one :class:`ConfigError` for the first method whose needs (teacher features, the
-    teacher's logits, labels) this run cannot meet, naming the key and the way out."""
+    teacher's logits, labels) this run cannot meet, naming the key and the way out; then for a
+    teacher or probe that needs labels the dataset lacks (:func:`check_label_needs`)."""
     if "distill" not in spec.stages:
+        check_label_needs(config, spec)
         return
-    labelled = getattr(DATASETS.get(config.data.name), "labelled", True)
+    labelled = dataset_labelled(DATASETS.get(config.data.name), config.data.options())
     for i, name in enumerate(config.distill.methods):
         method = METHODS.get(name)
         if not method.trains:
@@ -86,3 +110,4 @@ def check_method_needs(config: RunConfig, spec: PipelineSpec) -> None:
                 raise ConfigError(f"{key} needs the teacher's logits, but {why}; use a "
                                   "feature-based method (fitnet, crd, rkd, pkt, wcord) or give "
                                   "the teacher a classifier")
+    check_label_needs(config, spec)

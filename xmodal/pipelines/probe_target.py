@@ -24,6 +24,7 @@ import xmodal
 from xmodal.core.config import fingerprint, read_yaml
 from xmodal.core.errors import ConfigError
 from xmodal.core.registry import BACKBONES, DATASETS, PROBES, STAGES
+from xmodal.data.source import dataset_modalities
 from xmodal.encoders.base import create_encoder
 from xmodal.encoders.export import (
     META_FILE,
@@ -141,7 +142,7 @@ def _model_record(ctx: RunContext, meta_path: Path) -> dict[str, Any]:
     meta = read_export_metadata(meta_path)
     modality = meta["modality"]
     dataset = ctx.state.dataset
-    available = ctx.state.dataset_source.modalities
+    available = dataset_modalities(ctx.state.dataset_source, ctx.config.data.options())
     if modality not in available:
         raise ConfigError(f"'{meta_path}': a {modality} encoder, but dataset '{ctx.config.data.name}' "
                           f"has {', '.join(available)}; choose a dataset with --data")

@@ -53,6 +53,7 @@ def resolve_config(pipeline: str, config_file: str | Path | None = None,
             raise ConfigError(f"--data: dataset '{config.data.name}' reads no file (it is generated)")
         overrides = [*overrides, f"data.{key}.path={Path(data_path)}"]
         config = load_config(RunConfig, config_file, list(overrides), base=base)
+        check_component_names(config)  # again: a manifest's columns are the modalities
     check_method_needs(config, spec)
     config.fill_defaults()
     return spec, config

@@ -60,7 +60,7 @@ class DistillationTask(nn.Module):
         teacher = None
         if self.teacher_features is not None:
             teacher = self.teacher_features[batch["index"].to(self.teacher_features.device)]
-        return self.objective(features, teacher, batch["label"], batch["index"])
+        return self.objective(features, teacher, batch.get("label"), batch["index"])  # None: unlabelled
 
     def after_step(self, outputs: dict[str, Any], batch: dict[str, Tensor], accelerator: Any) -> None:
         """Update memory banks with embeddings gathered from every process, so that each

@@ -61,7 +61,7 @@ def train_encoder(encoder: Encoder, method: type[Objective], options: Any, optim
         settings: the config section of ``optim``, named in divergence messages.
         method_name: the method's registered name, for messages.
     """
-    if not method.trains:
+    if not method.trains or optim.epochs == 0:  # nothing to train (e.g. a frozen teacher)
         return TrainResult([], None)
     uses_teacher = "teacher" in method.needs_for(options)
     if uses_teacher and teacher_features is None:

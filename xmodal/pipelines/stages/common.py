@@ -13,7 +13,7 @@ from xmodal.core.config import fingerprint, to_dict
 from xmodal.core.errors import ConfigError
 from xmodal.core.records import write_json_atomic
 from xmodal.core.registry import METHODS
-from xmodal.data.source import LoadedDataset
+from xmodal.data.source import LoadedDataset, dataset_modalities
 from xmodal.encoders.base import Encoder, create_encoder
 from xmodal.encoders.export import META_FILE, WEIGHTS_FILE, export_encoder
 from xmodal.pipelines.config import EncoderConfig
@@ -36,7 +36,7 @@ def build_encoder(cfg: EncoderConfig, modality: str, frontend: dict[str, Any]) -
 
 
 def check_modality(ctx: RunContext, modality: str, key: str) -> None:
-    available = ctx.state.dataset_source.modalities
+    available = dataset_modalities(ctx.state.dataset_source, ctx.config.data.options())
     if modality not in available:
         raise ConfigError(f"{key}: dataset '{ctx.config.data.name}' has no modality '{modality}' "
                           f"(it has {', '.join(available)})")

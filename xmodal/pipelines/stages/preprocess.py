@@ -30,8 +30,8 @@ def preprocess(ctx: RunContext) -> None:
             unit.directory.mkdir(parents=True, exist_ok=True)
             with progress_bar(True, ctx.console) as bar:
                 job = bar.add_task(f"preprocess {data_cfg.name}", total=None, info="")
-                source.prepare(options, path, progress=lambda done, total: bar.update(
-                    job, completed=done, total=total))
+                source.prepare(options, path, progress=lambda done, total, **fields: bar.update(
+                    job, completed=done, total=total, **fields))
             unit.finish({"path": path.name}, files=[path.name])
         ctx.accelerator.wait_for_everyone()
         digest = file_digest(path)
@@ -39,6 +39,11 @@ def preprocess(ctx: RunContext) -> None:
         digest = record["files"][path.name]
         ctx.say(f"[dim]preprocess: cached {path}[/dim]")
     ctx.state.dataset = source.load(path)
+    skipped = ctx.state.dataset.skipped_rows
+    if skipped:
+        shown = ", ".join(map(str, skipped[:20])) + (", ..." if len(skipped) > 20 else "")
+        ctx.say(f"[yellow]{data_cfg.name}: {len(skipped)} bad row(s) left out (rows {shown}; "
+                f"on_bad_sample=skip); 'xmodal data info' on the manifest lists why[/yellow]")
     ctx.state.dataset_source = source
     # every later unit is keyed on the data's settings and its content
     ctx.state.data_key = fingerprint({"unit": unit.key, "digest": digest})

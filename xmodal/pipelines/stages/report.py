@@ -34,8 +34,11 @@ def report(ctx: RunContext) -> None:
     gaps = {f"{e['modality']}/{e['method']}/{e['probe']}/{e['metric']}":
             gap_closed_per_seed(rows, e["modality"], e["method"], e["probe"], e["metric"])
             for e in summary if e["gap_closed"] is not None}
+    skipped = ctx.state.dataset.skipped_rows if ctx.state.dataset is not None else []
     write_json_atomic(ctx.run_dir / "summary.json", {"config": to_dict(ctx.config), "summary": summary,
-                                                     "gap_closed_per_seed": gaps})
+                                                     "gap_closed_per_seed": gaps,
+                                                     "data": {"skipped_rows": len(skipped),
+                                                              "skipped_row_numbers": skipped}})
     write_csv(ctx.run_dir / "results.csv", rows)
     write_csv(ctx.run_dir / "summary.csv", summary)
     _write_test_embeddings(ctx)
@@ -65,7 +68,9 @@ def _write_test_embeddings(ctx: RunContext) -> None:
         else:  # e.g. cifar100 (train/test only, no probe stage): the test split alone
             feats = extract(load_encoder(model["checkpoint"]), "test")
         panels.append({"title": f"{model['modality']} {model['method']} (seed {seed})",
-                       "features": feats.numpy(), "labels": test.tensors["label"].tolist()})
+                       "features": feats.numpy(),
+                       "labels": test.tensors["label"].tolist() if "label" in test.tensors
+                       else [-1] * len(test)})  # -1: no labels
     write_embeddings(ctx.run_dir, panels, dataset.class_names)
 
 

@@ -1,0 +1,16 @@
+"""The ``paired`` dataset: your own recordings, one manifest row per sample (see
+:class:`~xmodal.data.paired.config.PairedConfig` for the manifest's layout).
+
+:mod:`.manifest` reads the CSV/JSONL file, :mod:`.labels` and :mod:`.splits` give each row its
+class and split, :mod:`.readers` turn each file into its cached array, :mod:`.validate` reads
+every row once and reports problems by row and column (:mod:`.problems`), and :mod:`.cache`
+writes the good rows into a resumable HDF5 cache.
+"""
+
+from xmodal.data.paired.config import PairedConfig
+from xmodal.data.paired.manifest import Manifest, read_manifest
+from xmodal.data.paired.problems import Problem
+from xmodal.data.paired.validate import Validation, validate_manifest
+
+__all__ = ["Manifest", "PairedConfig", "Problem", "Validation", "read_manifest",
+           "validate_manifest"]

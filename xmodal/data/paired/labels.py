@@ -1,0 +1,72 @@
+"""The class list of a manifest and each row's label.
+
+A ``label`` cell is a class name or an integer index. With ``data.paired.classes`` given, a
+cell must be one of those names or an index into them. Without it, integer labels (every cell
+an integer) give classes ``0..max``, and names give their sorted list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xmodal.data.paired.manifest import Manifest
+from xmodal.data.paired.problems import Problem
+
+
+@dataclass
+class Labels:
+    """Attributes:
+        class_names: index = label.
+        values: one label per manifest row; ``None`` where the row has a label problem.
+    """
+
+    class_names: list[str]
+    values: list[int | None]
+
+
+def _integer(cell: str) -> int | None:
+    try:
+        return int(cell)
+    except ValueError:
+        return None
+
+
+def resolve_labels(manifest: Manifest, classes: list[str]) -> tuple[Labels | None, list[Problem]]:
+    """The manifest's labels (None without a ``label`` column) and the rows whose label is
+    empty or outside the class list."""
+    if not manifest.labelled:
+        return None, []
+    cells = [row.get("label") for row in manifest.rows]
+    problems = [Problem(i + 1, "label", "no label (empty cell)")
+                for i, cell in enumerate(cells) if not cell]
+    given = [cell for cell in cells if cell]
+    if classes:
+        names = list(classes)
+        index = {name: i for i, name in enumerate(names)}
+    elif given and all(_integer(cell) is not None for cell in given):
+        top = max(_integer(cell) for cell in given)
+        names = [str(i) for i in range(max(top, 0) + 1)]
+        index = {}
+    else:
+        names = sorted(set(given))
+        index = {name: i for i, name in enumerate(names)}
+    values: list[int | None] = []
+    for i, cell in enumerate(cells):
+        if not cell:
+            values.append(None)
+            continue
+        number = index.get(cell, _integer(cell) if not index or classes else None)
+        if number is None or not 0 <= number < len(names):
+            what = (f"label {cell!r} is not in the class list (data.paired.classes: "
+                    f"{_listed(names)}) nor an index 0..{len(names) - 1}" if classes
+                    else f"label {cell!r} is negative: integer labels count classes from 0")
+            problems.append(Problem(i + 1, "label", what))
+            values.append(None)
+        else:
+            values.append(number)
+    return Labels(names, values), problems
+
+
+def _listed(names: list[str], limit: int = 10) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} names)" if len(names) > limit else "")

@@ -1,0 +1,249 @@
+"""Readers of one manifest cell's file, by modality and file type, into the cached array.
+
+- ``rgb``: PNG or JPEG (torchvision.io), 3 channels, resized to ``image_size`` ->
+  ``[H, W, 3]`` uint8 (16-bit PNGs are scaled to 8 bits).
+- ``depth``: a single-channel 16-bit PNG in units of ``1 / depth_scale`` metres (0 = no
+  depth), or a ``.npy`` ``[H, W]`` in metres; resized by averaging valid pixels only ->
+  ``[H, W]`` float32 metres.
+- ``audio``: WAV (16/24/32-bit integer PCM with the standard library, other WAVs and FLAC
+  through torchaudio), mixed to mono, resampled to ``sample_rate``, cropped or zero-padded at
+  the end to ``audio_seconds`` -> ``[T]`` float32 in [-1, 1].
+- point clouds (``points``, or any ``.ply``/``.pcd`` file): PLY or PCD through open3d, or a
+  ``.npy`` ``[M, 3]``; ``num_points`` sampled, seeded by the seed and the row -> ``[N, 3]``
+  float32.
+- any other column: a ``.npy`` array (floats -> float32), as stored.
+
+A file that cannot be used raises :class:`SampleError` with what is wrong; the validation pass
+reports it with its row and column.
+"""
+
+from __future__ import annotations
+
+import wave
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from xmodal.core.errors import DataError
+from xmodal.data.paired.config import PairedConfig
+
+IMAGE_TYPES = (".png", ".jpg", ".jpeg")
+AUDIO_TYPES = (".wav", ".flac", ".ogg", ".mp3")
+POINT_TYPES = (".ply", ".pcd")
+
+
+class SampleError(Exception):
+    """One file that cannot be used as its column's data; the message says why."""
+
+
+Reader = Callable[[Path, PairedConfig, int], np.ndarray]
+
+
+def read_rgb(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
+    """PNG/JPEG -> ``[H, W, 3]`` uint8 at ``options.image_size``."""
+    _require_type(file, IMAGE_TYPES, "rgb", "PNG or JPEG")
+    image = _decode_image(file)  # [C, H, W]
+    if image.shape[0] != 3:
+        raise SampleError(f"{image.shape[0]} channel(s); rgb needs 3 (an RGB image, no alpha)")
+    if image.dtype == torch.uint16:
+        image = (image.float() / 257.0).round()
+    height, width = options.image_size
+    if tuple(image.shape[1:]) != (height, width):
+        image = torch.nn.functional.interpolate(image[None].float(), size=(height, width),
+                                                mode="bilinear", antialias=True,
+                                                align_corners=False)[0]
+    return image.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+
+
+def read_depth(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
+    """16-bit PNG (``value / depth_scale`` metres) or ``.npy`` (metres) -> ``[H, W]`` float32
+    metres at ``options.image_size``; 0 = no depth."""
+    _require_type(file, (".png", ".npy"), "depth", "a 16-bit PNG or a .npy in metres")
+    if file.suffix.lower() == ".npy":
+        depth = _load_npy(file)
+        if depth.ndim == 3 and depth.shape[-1] == 1:
+            depth = depth[..., 0]
+        if depth.ndim != 2:
+            raise SampleError(f"shape {list(depth.shape)}; a depth .npy must be [H, W] metres")
+        if not np.issubdtype(depth.dtype, np.number):
+            raise SampleError(f"dtype {depth.dtype}; a depth .npy holds numbers (metres)")
+        metres = depth.astype(np.float32)
+    else:
+        image = _decode_image(file)
+        if image.shape[0] != 1:
+            raise SampleError(f"{image.shape[0]} channels; a depth PNG has 1 (16-bit, units of "
+                              f"1/{options.depth_scale:g} m)")
+        if image.dtype != torch.uint16:
+            raise SampleError("an 8-bit PNG; a depth PNG is 16-bit (units of "
+                              f"1/{options.depth_scale:g} m), e.g. millimetres")
+        metres = image[0].numpy().astype(np.float32) / np.float32(options.depth_scale)
+    return resize_depth(metres, (options.image_size[0], options.image_size[1]))
+
+
+def resize_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``[H, W]`` metres -> ``size``, averaging valid (finite, > 0) pixels only, so holes do
+    not pull depth towards 0; output pixels less than half covered by valid input are 0."""
+    valid = np.isfinite(depth) & (depth > 0)
+    if depth.shape == size:
+        return np.where(valid, depth, 0).astype(np.float32)
+    planes = torch.from_numpy(np.stack([np.where(valid, depth, 0), valid]).astype(np.float32))
+    total, weight = torch.nn.functional.interpolate(planes[None], size=size, mode="area")[0]
+    return torch.where(weight > 0.5, total / weight.clamp_min(1e-6), 0).numpy().astype(np.float32)
+
+
+def read_audio(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
+    """WAV/FLAC -> mono ``[T]`` float32 at ``options.sample_rate``, ``T = num_audio_samples``."""
+    _require_type(file, AUDIO_TYPES, "audio", "WAV or FLAC")
+    samples, rate = _decode_audio(file)  # [C, T]
+    if samples.shape[-1] == 0:
+        raise SampleError("no audio samples")
+    mono = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)).mean(0)
+    if not torch.isfinite(mono).all():
+        raise SampleError("audio samples are NaN or infinite")
+    if rate != options.sample_rate:
+        import torchaudio
+
+        mono = torchaudio.functional.resample(mono, rate, options.sample_rate)
+    length = options.num_audio_samples
+    mono = mono[:length]
+    if len(mono) < length:
+        mono = torch.nn.functional.pad(mono, (0, length - len(mono)))
+    return mono.numpy().astype(np.float32)
+
+
+def read_points(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
+    """PLY/PCD (open3d) or ``.npy`` ``[M, 3]`` -> ``[N, 3]`` float32, ``N = num_points``:
+    a seeded sample without replacement (all points, then repeats, when ``M < N``)."""
+    _require_type(file, (*POINT_TYPES, ".npy"), "points", "PLY, PCD or a .npy [M, 3]")
+    if file.suffix.lower() == ".npy":
+        points = _load_npy(file)
+        if points.ndim != 2 or points.shape[1] != 3:
+            raise SampleError(f"shape {list(points.shape)}; a point .npy must be [M, 3]")
+    else:
+        points = _read_point_cloud(file)
+    points = np.asarray(points, dtype=np.float64)
+    if len(points) == 0:
+        raise SampleError("no points (an empty or unreadable point cloud)")
+    if not np.isfinite(points).all():
+        raise SampleError("point coordinates are NaN or infinite")
+    rng = np.random.default_rng([options.seed, row])
+    n, m = options.num_points, len(points)
+    pick = (rng.choice(m, n, replace=False) if m >= n
+            else np.concatenate([np.arange(m), rng.choice(m, n - m)]))
+    return points[pick].astype(np.float32)
+
+
+def read_array(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
+    """A ``.npy`` array, as stored (floats as float32, booleans as uint8)."""
+    _require_type(file, (".npy",), "this column", ".npy")
+    array = _load_npy(file)
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        return array.astype(np.float32)
+    if not np.issubdtype(array.dtype, np.number):
+        raise SampleError(f"dtype {array.dtype}; a .npy column holds numbers")
+    return array
+
+
+READERS: dict[str, Reader] = {"rgb": read_rgb, "depth": read_depth, "audio": read_audio,
+                              "points": read_points}
+"""The reader of each modality with a known file type; other columns are ``.npy`` arrays."""
+
+
+def reader_for(modality: str, file: Path) -> Reader:
+    """The reader for ``file`` in column ``modality``."""
+    if modality in READERS:
+        return READERS[modality]
+    if file.suffix.lower() in POINT_TYPES:
+        return read_points
+    return read_array
+
+
+def expected_shape(modality: str, options: PairedConfig) -> tuple[int, ...] | None:
+    """The cached shape of one sample of ``modality`` (None: set by the first good row)."""
+    height, width = options.image_size
+    return {"rgb": (height, width, 3), "depth": (height, width),
+            "audio": (options.num_audio_samples,), "points": (options.num_points, 3)}.get(modality)
+
+
+def _require_type(file: Path, suffixes: tuple[str, ...], what: str, expected: str) -> None:
+    if file.suffix.lower() not in suffixes:
+        raise SampleError(f"'{file.suffix or file.name}' files cannot be read as {what} "
+                          f"(expected {expected})")
+
+
+def _decode_image(file: Path) -> torch.Tensor:
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    try:
+        return decode_image(read_file(str(file)), mode=ImageReadMode.UNCHANGED)
+    except RuntimeError as exc:
+        raise SampleError(f"cannot decode the image (corrupt or truncated?): {exc}") from None
+
+
+def _load_npy(file: Path) -> np.ndarray:
+    try:
+        return np.load(file, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise SampleError(f"cannot read the .npy array (corrupt or not .npy?): {exc}") from None
+
+
+def _decode_audio(file: Path) -> tuple[np.ndarray, int]:
+    """``([C, T] float samples in [-1, 1], rate in Hz)``: integer PCM WAV with the standard
+    library (no extra decoder needed), anything else through torchaudio."""
+    if file.suffix.lower() == ".wav":
+        try:
+            return _read_pcm_wav(file)
+        except wave.Error as exc:
+            if "unknown format" not in str(exc):  # not integer PCM (float): torchaudio decodes it
+                raise SampleError(f"cannot decode the WAV file (corrupt?): {exc}") from None
+        except EOFError:
+            raise SampleError("cannot decode the WAV file: it ends early (truncated?)") from None
+    import torchaudio
+
+    try:
+        samples, rate = torchaudio.load(str(file))
+    except ImportError as exc:  # torchaudio >= 2.9 decodes through torchcodec (and FFmpeg)
+        raise DataError(f"reading '{file.suffix}' audio needs torchaudio's decoder: {exc} "
+                        "(pip install torchcodec; it needs FFmpeg), or convert the files to "
+                        "integer PCM WAV") from None
+    except Exception as exc:  # noqa: BLE001 - decoders raise many types for a bad file
+        raise SampleError(f"cannot decode the audio (corrupt?): {exc}") from None
+    return samples.numpy(), int(rate)
+
+
+def _read_pcm_wav(file: Path) -> tuple[np.ndarray, int]:
+    with wave.open(str(file), "rb") as clip:
+        channels, width, rate = clip.getnchannels(), clip.getsampwidth(), clip.getframerate()
+        frames = clip.getnframes()
+        data = clip.readframes(frames)
+    if len(data) < frames * channels * width:
+        raise SampleError(f"the WAV header promises {frames} frames, the file holds "
+                          f"{len(data) // max(1, channels * width)} (truncated?)")
+    if width == 1:
+        samples = (np.frombuffer(data, np.uint8).astype(np.float32) - 128) / 128
+    elif width == 3:
+        raw = np.frombuffer(data, np.uint8).reshape(-1, 3).astype(np.int32)
+        value = raw[:, 0] | (raw[:, 1] << 8) | (raw[:, 2] << 16)
+        samples = (np.where(value >= 1 << 23, value - (1 << 24), value) / float(1 << 23))
+    elif width in (2, 4):
+        dtype = np.dtype("<i2" if width == 2 else "<i4")
+        samples = np.frombuffer(data, dtype).astype(np.float64) / float(1 << (8 * width - 1))
+    else:
+        raise SampleError(f"{8 * width}-bit WAV samples; expected 8, 16, 24 or 32-bit PCM")
+    return samples.reshape(-1, channels).T.astype(np.float32), rate
+
+
+def _read_point_cloud(file: Path) -> np.ndarray:
+    import open3d as o3d
+
+    with open(file, "rb") as handle:
+        head = handle.read(256)
+    if file.suffix.lower() == ".ply" and not head.startswith(b"ply"):
+        raise SampleError("not a PLY file (its first line is not 'ply')")
+    with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
+        cloud = o3d.io.read_point_cloud(str(file), format=file.suffix.lower()[1:])
+    return np.asarray(cloud.points)

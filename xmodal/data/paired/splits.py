@@ -1,0 +1,44 @@
+"""Each manifest row's split: its ``split`` cell, or seeded fractions of all rows.
+
+Without a ``split`` column, a seeded permutation of every row of the manifest (bad rows
+included) picks ``test_fraction`` of them for test and ``val_fraction`` for val, at least one
+each: a row's split depends on the seed and the row count only, not on which rows are bad.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xmodal.data.paired.manifest import Manifest
+from xmodal.data.paired.problems import Problem
+
+SPLITS = ("train", "val", "test")
+
+
+def assign_splits(manifest: Manifest, val_fraction: float, test_fraction: float,
+                  seed: int) -> tuple[list[str | None], list[Problem]]:
+    """One split per row (``None`` where the cell is not a split) and the rows whose ``split``
+    cell is empty or unknown."""
+    n = len(manifest.rows)
+    if "split" in manifest.columns:
+        splits: list[str | None] = []
+        problems = []
+        for i, row in enumerate(manifest.rows):
+            cell = (row.get("split") or "").lower()
+            if cell in SPLITS:
+                splits.append(cell)
+            else:
+                splits.append(None)
+                given = row.get("split")
+                what = f"split {given!r}" if given else "no split (empty cell)"
+                problems.append(Problem(i + 1, "split", f"{what}: must be train, val or test"))
+        return splits, problems
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = max(1, round(test_fraction * n))
+    n_val = max(1, round(val_fraction * n))
+    seeded: list[str | None] = ["train"] * n
+    for i in order[:n_test]:
+        seeded[i] = "test"
+    for i in order[n_test:n_test + n_val]:
+        seeded[i] = "val"
+    return seeded, []

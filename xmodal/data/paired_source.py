@@ -1,0 +1,109 @@
+"""Paired recordings listed in a manifest as a registered dataset source: ``paired``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import torch
+
+from xmodal.core.errors import DataError
+from xmodal.core.registry import DATASETS
+from xmodal.data.arrays import ArrayDataset
+from xmodal.data.paired.cache import CACHE_FORMAT, build_cache
+from xmodal.data.paired.config import PairedConfig
+from xmodal.data.paired.manifest import files_digest, manifest_digest, read_manifest
+from xmodal.data.paired.problems import ROW_NUMBERS, summarise
+from xmodal.data.paired.splits import SPLITS
+from xmodal.data.paired.validate import Validation, validate_manifest
+from xmodal.data.source import LoadedDataset
+
+
+@DATASETS.register("paired")
+class PairedSource:
+    """Your own paired recordings: a CSV/JSONL manifest with one row per sample and one
+    column per modality (file paths), optional labels and splits."""
+
+    name = "paired"
+    modalities: tuple[str, ...] = ()  # the manifest's columns: see modalities_for
+    options = PairedConfig
+
+    def modalities_for(self, options: PairedConfig) -> tuple[str, ...]:
+        """The manifest's modality columns (none known before a manifest is given)."""
+        return read_manifest(options.path).modalities if options.path else ()
+
+    def labelled_for(self, options: PairedConfig) -> bool:
+        """Whether the manifest has a ``label`` column (assumed until a manifest is given)."""
+        return read_manifest(options.path).labelled if options.path else True
+
+    def fingerprint(self, options: PairedConfig) -> dict[str, object]:
+        """The manifest's SHA-256 and the sizes and times of its files (the data unit's key)."""
+        manifest = read_manifest(options.path)
+        return {"manifest": manifest_digest(manifest.path), "files": files_digest(manifest)}
+
+    def prepare(self, options: PairedConfig, cache_path: Path,
+                progress: Callable[..., None] | None = None) -> Path:
+        """Validate every row (stop on a problem, or leave bad rows out with
+        ``on_bad_sample=skip``), then convert the rows into the cache at ``cache_path``."""
+        manifest = read_manifest(options.path)
+        validation = validate_manifest(manifest, options, _phase(progress, "validate paired"))
+        if validation.problems and options.on_bad_sample == "stop":
+            raise DataError(stop_message(validation))
+        _check_splits(validation)
+        return build_cache(validation, options, cache_path, _phase(progress, "convert paired"))
+
+    def load(self, cache_path: Path) -> LoadedDataset:
+        try:
+            with h5py.File(cache_path, "r") as f:
+                if f.attrs.get("format") != CACHE_FORMAT:
+                    raise KeyError("format")
+                modalities = json.loads(f.attrs["modalities"])
+                labelled = bool(f.attrs["labelled"])
+                splits = {}
+                for split in SPLITS:
+                    tensors = {m: torch.from_numpy(f[split][m][()]) for m in modalities}
+                    if labelled:
+                        tensors["label"] = torch.from_numpy(f[split]["label"][()]).long()
+                    tensors["row"] = torch.from_numpy(f[split]["row"][()])
+                    splits[split] = ArrayDataset(tensors)
+                classes = json.loads(f.attrs["classes"])
+                sample_rate = int(f.attrs["sample_rate"])
+                skipped = json.loads(f.attrs["skipped_rows"])
+        except (OSError, KeyError) as exc:
+            raise DataError(f"paired cache '{cache_path}' is unreadable or incomplete ({exc}); "
+                            "delete it and rerun preprocessing") from None
+        return LoadedDataset(splits=splits, num_classes=len(classes), class_names=classes,
+                             frontend_kwargs={"audio": {"sample_rate": sample_rate}}
+                             if "audio" in modalities else {},
+                             skipped_rows=skipped)
+
+
+def stop_message(validation: Validation) -> str:
+    """The one error of ``on_bad_sample=stop``: one line per problem (the first 20)."""
+    manifest = validation.manifest
+    bad = validation.bad_rows
+    lines = "\n".join(f"  {line}" for line in summarise(validation.problems))
+    return (f"manifest '{manifest.path}': {len(bad)} of {len(manifest.rows)} rows have problems "
+            f"({ROW_NUMBERS}):\n{lines}\nfix them, or set data.paired.on_bad_sample=skip to "
+            "leave those rows out")
+
+
+def _check_splits(validation: Validation) -> None:
+    kept = [validation.splits[n - 1] for n in validation.good_rows]
+    empty = [split for split in SPLITS if split not in kept]
+    if empty:
+        bad = len(validation.bad_rows)
+        skipped = f" after leaving out {bad} bad rows" if bad else ""
+        raise DataError(f"manifest '{validation.manifest.path}': split {', '.join(empty)} has no "
+                        f"rows{skipped}; every split needs some (a 'split' column, or more rows "
+                        "for data.paired.val_fraction / test_fraction)")
+
+
+def _phase(progress: Callable[..., None] | None,
+           description: str) -> Callable[[int, int], None] | None:
+    """``progress`` with the phase's name shown as the bar's description."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(done, total, description=description)
