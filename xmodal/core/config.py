@@ -218,6 +218,9 @@ def load_config(schema: type[C], path: str | Path | None = None, overrides: list
     data: dict[str, Any] = json.loads(json.dumps(base or {}))
     if path is not None:
         data = _deep_merge(data, read_yaml(path))
+    before_load = getattr(schema, "before_load", None)
+    if before_load is not None:  # e.g. import plugin modules, whose options the config may set
+        before_load(data, list(overrides))
     data = apply_overrides(data, list(overrides), schema)
     return from_dict(schema, data)
 

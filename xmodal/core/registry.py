@@ -90,9 +90,11 @@ class Registry(Generic[T]):
 
         return decorator
 
-    def add(self, name: str, entry: T, description: str = "", package: str = "") -> None:
+    def add(self, name: str, entry: T, description: str = "", package: str = "", where: str = "") -> None:
         """Register ``entry`` under ``name``; raises if the name is taken. ``package``: the
-        distribution providing it (default: from the entry's module, ``xmodal`` for built-ins)."""
+        distribution providing it (default: from the entry's module, ``xmodal`` for built-ins).
+        A plugin (any other package) is checked against the kind's contract first; ``where``
+        names it in that message."""
         if not name or not isinstance(name, str):
             raise ValueError(f"{self.kind}: a registry name must be a non-empty string, got {name!r}")
         if name in self._entries:
@@ -100,10 +102,13 @@ class Registry(Generic[T]):
                 f"{self.kind}: '{name}' is already registered (by {_origin(self._entries[name])}); "
                 "choose another name"
             )
+        module = getattr(entry, "__module__", None) or type(entry).__module__
+        package = package or module.partition(".")[0]
+        if package != "xmodal":  # a plugin, from an entry point or registered in code
+            self.check_plugin(name, entry, where or f"'{name}' ({module})")
         self._entries[name] = entry
         self._descriptions[name] = one_line(description or getattr(entry, "__doc__", None) or "")
-        module = getattr(entry, "__module__", None) or type(entry).__module__
-        self._packages[name] = package or module.partition(".")[0]
+        self._packages[name] = package
 
     def get(self, name: str) -> T:
         """The entry registered as ``name``; unknown names raise :class:`UnknownNameError`."""
@@ -185,8 +190,7 @@ class Registry(Generic[T]):
                     raise XmodalError(
                         f"{self.kind}: {where}, entry-point group '{group}', failed to load: {exc}; "
                         "fix or uninstall that package") from exc
-                self.check_plugin(ep.name, entry, where)
-                self.add(ep.name, entry, package=dist.name if dist is not None else "")
+                self.add(ep.name, entry, package=dist.name if dist is not None else "", where=where)
 
     def check_plugin(self, name: str, entry: Any, where: str = "") -> None:
         """Check ``entry`` against this kind's contract (and its options type); one

@@ -10,11 +10,12 @@ overrides some of them, and users override further with ``--config FILE`` and ``
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from xmodal.core.config import COMPONENT_OPTIONS, ComponentSection, from_dict
+from xmodal.core.config import COMPONENT_OPTIONS, ComponentSection, from_dict, parse_override
 from xmodal.core.errors import ConfigError
 from xmodal.core.registry import (
     BACKBONES,
@@ -160,10 +161,14 @@ class RunConfig:
     """Attributes:
         pipeline: the pipeline this config belongs to.
         seeds: training seeds; results report mean and standard deviation over them.
+        plugins: Python modules imported before the config is checked, for components a module
+            registers in code (e.g. `FRONTENDS.add("thermal", ThermalFrontend)`) rather than
+            through entry points; the folder holding them must be on PYTHONPATH.
     """
 
     pipeline: str = "scenes"
     seeds: list[int] = field(default_factory=lambda: [0])
+    plugins: list[str] = field(default_factory=list)
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
@@ -176,6 +181,24 @@ class RunConfig:
             raise ValueError("seeds must list at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct, got {self.seeds}")
+
+    @staticmethod
+    def before_load(data: dict[str, Any], overrides: list[str]) -> None:
+        """Import the modules named in ``plugins`` (the config's, or ``--set plugins=[...]``),
+        so that components they register in code are known when the config is checked."""
+        plugins = data.get("plugins", [])
+        for text in overrides:
+            keys, value = parse_override(text)
+            if keys == ["plugins"]:
+                plugins = value
+        for i, module in enumerate([plugins] if isinstance(plugins, str) else plugins or []):
+            if not isinstance(module, str):
+                raise ConfigError(f"plugins[{i}]: expected a module name, got {module!r}")
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise ConfigError(f"plugins[{i}]: cannot import '{module}' ({exc}); put the folder "
+                                  "holding it on PYTHONPATH, or install its package") from None
 
     def fill_defaults(self) -> None:
         """Write the default options of every component the run uses into its section, so a
