@@ -64,8 +64,7 @@ class ThermalScenes(ScenesSource):
     def load(self, cache_path):
         loaded = super().load(cache_path)
         for split in loaded.splits.values():
-            depth = split.tensors["depth"].float()
-            split.tensors["thermal"] = 273.15 + 20.0 + 8.0 / (1.0 + depth)
+            split.derive("thermal", "depth", lambda depth, rows: 273.15 + 20.0 + 8.0 / (1.0 + depth.float()))
         return loaded
 
 

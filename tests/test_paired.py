@@ -183,10 +183,10 @@ def test_csv_and_jsonl_manifests_give_the_same_dataset(tmp_path):
     assert csv.class_names == jsonl.class_names == sorted(CLASSES)
     assert csv.frontend_kwargs == {"audio": {"sample_rate": RATE}}
     for split in ("train", "val", "test"):
-        a, b = csv.splits[split].tensors, jsonl.splits[split].tensors
+        a, b = ({k: d.splits[split].column(k) for k in d.splits[split].keys()} for d in (csv, jsonl))
         assert set(a) == set(b) == {"rgb", "depth", "audio", "label", "row"}
         assert all(torch.equal(a[k], b[k]) for k in a)
-    train = csv.splits["train"].tensors
+    train = {k: csv.splits["train"].column(k) for k in csv.splits["train"].keys()}
     rows = train["row"].tolist()
     assert train["label"].tolist() == [sorted(CLASSES).index(CLASSES[(r - 1) % 3]) for r in rows]
     assert train["depth"][0].unique().tolist() == [pytest.approx(1.0 + 0.5 * ((rows[0] - 1) % 3))]
@@ -207,8 +207,8 @@ def test_split_column_is_used(tmp_path):
     manifest = _dataset(tmp_path, 8, split=True)
     source = PairedSource()
     dataset = source.load(source.prepare(_options(manifest), tmp_path / "cache.h5"))
-    assert dataset.splits["val"].tensors["row"].tolist() == [3, 7]
-    assert dataset.splits["test"].tensors["row"].tolist() == [4, 8]
+    assert dataset.splits["val"].column("row").tolist() == [3, 7]
+    assert dataset.splits["test"].column("row").tolist() == [4, 8]
 
 
 # ----------------------------------------------------------------------------- bad data
@@ -273,7 +273,7 @@ def test_skip_leaves_bad_rows_out_and_counts_them(tmp_path):
     cache = source.prepare(_options(manifest, on_bad_sample="skip"), tmp_path / "cache.h5")
     dataset = source.load(cache)
     assert dataset.skipped_rows == [2, 10]
-    kept = sorted(r for s in dataset.splits.values() for r in s.tensors["row"].tolist())
+    kept = sorted(r for s in dataset.splits.values() for r in s.column("row").tolist())
     assert kept == [r for r in range(1, 13) if r not in (2, 10)]
     with h5py.File(cache, "r") as f:
         problems = json.loads(f.attrs["problems"])
@@ -303,8 +303,8 @@ def test_interrupted_conversion_resumes_to_the_same_cache(tmp_path, monkeypatch)
     resumed = source.prepare(options, tmp_path / "cache.h5")
     assert not part.exists()
     a, b = source.load(whole), source.load(resumed)
-    assert all(torch.equal(a.splits[s].tensors[k], b.splits[s].tensors[k])
-               for s in a.splits for k in a.splits[s].tensors)
+    assert all(torch.equal(a.splits[s].column(k), b.splits[s].column(k))
+               for s in a.splits for k in a.splits[s].keys())
 
 
 # ----------------------------------------------------------------------------- run config checks

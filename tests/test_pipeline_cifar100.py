@@ -44,11 +44,11 @@ def test_reader_matches_the_pickled_arrays(tmp_path):
     loaded = CIFAR100Source().load(CIFAR100Source().prepare(options, tmp_path / "cache.h5"))
     with open(root / "cifar-100-python" / "test", "rb") as f:
         raw = pickle.load(f)
-    images = loaded.splits["test"].tensors["rgb"]
+    images = loaded.splits["test"].column("rgb")
     assert images.shape == (40, 32, 32, 3) and loaded.num_classes == 100
     # CHW rows of 3072 bytes -> HWC: pixel (y, x) of channel c is data[c * 1024 + y * 32 + x].
     assert int(images[3, 5, 7, 2]) == int(raw["data"][3, 2 * 1024 + 5 * 32 + 7])
-    assert loaded.splits["test"].tensors["label"].tolist() == raw["fine_labels"]
+    assert loaded.splits["test"].column("label").tolist() == raw["fine_labels"]
     with pytest.raises(DataError, match="cifar-100-python"):  # the real MD5 sums reject it
         CIFAR100Source().prepare(CIFAR100Config(path=str(root), download=False), tmp_path / "x.h5")
 

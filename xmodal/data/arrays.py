@@ -1,14 +1,52 @@
-"""In-memory paired dataset: aligned tensors of every modality, fetched a whole batch at a time.
-
-Small datasets (the embedded ``scenes``, cached NYU features) fit in memory; fetching a batch
-with one fancy-index per key is far faster than collating per-sample dicts.
+"""In-memory paired data (aligned tensors of every modality, fetched a whole batch at a time),
+the access every split offers (:class:`SplitData`: in memory here, streamed from a cache by
+:class:`~xmodal.data.hdf5_split.HDF5Split`), and the loader over either.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+
+
+class SplitData(Protocol):
+    """What stages read from a split, in memory or streamed: its length, batches of rows, one
+    column's rows, and whole small columns (labels)."""
+
+    def __len__(self) -> int: ...
+
+    def __contains__(self, key: object) -> bool: ...
+
+    def keys(self) -> list[str]: ...
+
+    def read(self, key: str, indices: Sequence[int] | np.ndarray | slice) -> Tensor: ...
+
+    def column(self, key: str) -> Tensor: ...
+
+    def derive(self, key: str, source: str, transform: Callable[[Tensor, np.ndarray], Tensor]) -> None: ...
+
+    def __getitems__(self, indices: list[int]) -> dict[str, Tensor]: ...
+
+
+class Rows:
+    """Column ``key`` of ``data`` restricted to ``rows``, sliced like a tensor (``len``,
+    ``[a:b]``) but read only when sliced: a streamed split's inputs, for extraction loops."""
+
+    def __init__(self, data: SplitData, key: str, rows: slice = slice(None)) -> None:
+        self.data, self.key = data, key
+        self.start, self.stop, _ = rows.indices(len(data))
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __getitem__(self, part: slice) -> Tensor:
+        start, stop, _ = part.indices(len(self))
+        return self.data.read(self.key, slice(self.start + start, self.start + stop))
 
 
 class ArrayDataset(Dataset):
@@ -28,6 +66,25 @@ class ArrayDataset(Dataset):
     def __len__(self) -> int:
         return self.size
 
+    def keys(self) -> list[str]:
+        return list(self.tensors)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.tensors
+
+    def read(self, key: str, indices: Sequence[int] | np.ndarray | slice) -> Tensor:
+        """Column ``key`` at ``indices``."""
+        if isinstance(indices, slice):
+            return self.tensors[key][indices]
+        return self.tensors[key][torch.as_tensor(np.asarray(indices), dtype=torch.long)]
+
+    def column(self, key: str) -> Tensor:
+        return self.tensors[key]
+
+    def derive(self, key: str, source: str, transform: Callable[[Tensor, np.ndarray], Tensor]) -> None:
+        """Add column ``key`` computed from column ``source`` (here at once, in memory)."""
+        self.tensors[key] = transform(self.tensors[source], np.arange(self.size))
+
     def __getitem__(self, i: int) -> dict[str, Tensor]:
         return self.__getitems__([i])
 
@@ -43,10 +100,14 @@ def batch_collate(batch: dict[str, Tensor]) -> dict[str, Tensor]:
     return batch
 
 
-def make_loader(dataset: ArrayDataset, batch_size: int, shuffle: bool, seed: int = 0,
-                drop_last: bool = False) -> torch.utils.data.DataLoader:
-    """A DataLoader over ``dataset`` with a seeded shuffle (reproducible epochs)."""
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0,
+                drop_last: bool = False, num_workers: int = 0) -> torch.utils.data.DataLoader:
+    """A DataLoader over ``dataset`` (any :class:`SplitData`) with a seeded shuffle
+    (reproducible epochs) and ``num_workers`` reading batches in parallel; the order does not
+    depend on the number of workers."""
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
                                        drop_last=drop_last, collate_fn=batch_collate,
-                                       generator=generator)
+                                       generator=generator, num_workers=num_workers)
+    # not persistent: each epoch's iterator draws its worker seed from ``generator``, as the
+    # single-process one does, so every epoch's order is the same with or without workers

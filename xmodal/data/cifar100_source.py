@@ -16,12 +16,11 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import torch
 
 from xmodal.core.checks import at_least, require
 from xmodal.core.errors import DataError
 from xmodal.core.registry import DATASETS
-from xmodal.data.arrays import ArrayDataset
+from xmodal.data.hdf5_split import HDF5Split, as_long
 from xmodal.data.source import LoadedDataset
 
 __all__ = ["CIFAR100Config", "CIFAR100Source"]
@@ -118,10 +117,10 @@ class CIFAR100Source:
 
     def load(self, cache_path: Path) -> LoadedDataset:
         try:
+            splits = {split: HDF5Split(cache_path, {"rgb": f"{split}/rgb", "label": f"{split}/label"},
+                                       transforms={"label": as_long})
+                      for split in ("train", "test")}
             with h5py.File(cache_path, "r") as f:
-                splits = {split: ArrayDataset({"rgb": torch.from_numpy(f[split]["rgb"][()]),
-                                               "label": torch.from_numpy(f[split]["label"][()]).long()})
-                          for split in ("train", "test")}
                 classes = json.loads(f.attrs["classes"])
         except (OSError, KeyError) as exc:
             raise DataError(f"cifar100 cache '{cache_path}' is unreadable ({exc}); delete it and rerun") from None

@@ -12,7 +12,7 @@ import torch
 
 from xmodal.core.errors import DataError
 from xmodal.core.registry import DATASETS
-from xmodal.data.arrays import ArrayDataset
+from xmodal.data.hdf5_split import HDF5Split, as_long
 from xmodal.data.nyu.cache import (
     CACHE_FORMAT,
     NYUDepthConfig,
@@ -24,6 +24,16 @@ from xmodal.data.nyu.facts import load_nyu_facts
 from xmodal.data.source import LoadedDataset
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+
+
+class _Relabel:
+    """Per-pixel labels through a look-up table (NYU's 40 classes -> 13), picklable."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        self.table = table
+
+    def __call__(self, labels: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        return self.table[labels.long()].long()
 
 
 @DATASETS.register("nyu-depth")
@@ -50,21 +60,16 @@ class NYUDepthSource:
             with h5py.File(cache_path, "r") as f:
                 if json.loads(f.attrs["manifest"]).get("format") != CACHE_FORMAT:
                     raise KeyError("manifest")
-                arrays = {k: torch.from_numpy(f[k][()]) for k in
-                          ("rgb", "depth", "normals", "hha", "labels40", "scene10", "split")}
+                split_codes = f["split"][()]  # one byte per frame: the only array read whole
                 classes = json.loads(f.attrs["scene10_names"])
         except (OSError, KeyError) as exc:
             raise DataError(f"NYU cache '{cache_path}' is unreadable or incomplete ({exc}); delete "
                             "it and rerun preprocessing") from None
-        splits = {}
-        for name, code in SPLIT_CODES.items():
-            keep = arrays["split"] == code
-            seg40 = arrays["labels40"][keep]
-            splits[name] = ArrayDataset({
-                "rgb": arrays["rgb"][keep], "depth": arrays["depth"][keep],
-                "normals": arrays["normals"][keep], "hha": arrays["hha"][keep],
-                "label": arrays["scene10"][keep].long(),
-                "seg40": seg40.long(), "seg13": lut13[seg40.long()].long(),
-            })
+        columns = {"rgb": "rgb", "depth": "depth", "normals": "normals", "hha": "hha",
+                   "label": "scene10", "seg40": "labels40", "seg13": "labels40"}
+        transforms = {"label": as_long, "seg40": as_long, "seg13": _Relabel(lut13)}
+        splits = {name: HDF5Split(cache_path, columns, rows=np.flatnonzero(split_codes == code),
+                                  transforms=transforms)  # streamed, a batch of frames at a time
+                  for name, code in SPLIT_CODES.items()}
         return LoadedDataset(splits=splits, num_classes=len(classes), class_names=classes,
                              dense_labels={"seg40": 40, "seg13": 13})

@@ -7,11 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import h5py
-import torch
 
 from xmodal.core.errors import DataError
 from xmodal.core.registry import DATASETS
-from xmodal.data.arrays import ArrayDataset
+from xmodal.data.hdf5_split import HDF5Split, as_long
 from xmodal.data.paired.cache import CACHE_FORMAT, build_cache
 from xmodal.data.paired.config import PairedConfig
 from xmodal.data.paired.manifest import files_digest, manifest_digest, read_manifest
@@ -61,19 +60,16 @@ class PairedSource:
                     raise KeyError("format")
                 modalities = json.loads(f.attrs["modalities"])
                 labelled = bool(f.attrs["labelled"])
-                splits = {}
-                for split in SPLITS:
-                    tensors = {m: torch.from_numpy(f[split][m][()]) for m in modalities}
-                    if labelled:
-                        tensors["label"] = torch.from_numpy(f[split]["label"][()]).long()
-                    tensors["row"] = torch.from_numpy(f[split]["row"][()])
-                    splits[split] = ArrayDataset(tensors)
+                keys = [*modalities, *(["label"] if labelled else []), "row"]
                 classes = json.loads(f.attrs["classes"])
                 sample_rate = int(f.attrs["sample_rate"])
                 skipped = json.loads(f.attrs["skipped_rows"])
         except (OSError, KeyError) as exc:
             raise DataError(f"paired cache '{cache_path}' is unreadable or incomplete ({exc}); "
                             "delete it and rerun preprocessing") from None
+        splits = {split: HDF5Split(cache_path, {key: f"{split}/{key}" for key in keys},
+                                   transforms={"label": as_long})
+                  for split in SPLITS}  # streamed, a batch of rows at a time
         return LoadedDataset(splits=splits, num_classes=len(classes), class_names=classes,
                              frontend_kwargs={"audio": {"sample_rate": sample_rate}}
                              if "audio" in modalities else {},

@@ -7,10 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import h5py
+import numpy as np
 import torch
 
 from xmodal.core.registry import DATASETS
-from xmodal.data.arrays import ArrayDataset
+from xmodal.data.hdf5_split import HDF5Split, as_long
 from xmodal.data.scenes import ScenesConfig, generate_scenes, read_scenes_info
 from xmodal.data.scenes.recipes import NUM_SEMANTIC_IDS
 from xmodal.data.scenes.render import NO_HIT_ID
@@ -24,6 +25,10 @@ def dense_semantic(semantic: torch.Tensor) -> torch.Tensor:
     labels in the probes' convention: ``id + 1`` (1..NUM_SEMANTIC_IDS), 0 = unlabeled."""
     labels = semantic.long() + 1
     return torch.where(semantic == NO_HIT_ID, torch.zeros_like(labels), labels)
+
+
+def _dense_semantic_rows(semantic: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+    return dense_semantic(semantic)
 
 
 @DATASETS.register("scenes")
@@ -42,17 +47,13 @@ class ScenesSource:
 
     def load(self, cache_path: Path) -> LoadedDataset:
         read_scenes_info(cache_path)  # one clear error for a missing/corrupt cache
+        transforms = {"label": as_long, "semantic": _dense_semantic_rows}
+        splits = {  # streamed: each batch reads its rows from the cache
+            split: HDF5Split(cache_path, {key: f"{split}/{key}" for key in
+                                          ("rgb", "depth", "audio", "label", "semantic")}, transforms=transforms)
+            for split in SPLITS
+        }
         with h5py.File(cache_path, "r") as f:
-            splits = {
-                split: ArrayDataset({
-                    "rgb": torch.from_numpy(f[split]["rgb"][()]),
-                    "depth": torch.from_numpy(f[split]["depth"][()]),
-                    "audio": torch.from_numpy(f[split]["audio"][()]),
-                    "label": torch.from_numpy(f[split]["label"][()]).long(),
-                    "semantic": dense_semantic(torch.from_numpy(f[split]["semantic"][()])),
-                })
-                for split in SPLITS
-            }
             classes = json.loads(f.attrs["classes"])
             sample_rate = int(f.attrs["sample_rate"])
         return LoadedDataset(splits=splits, num_classes=len(classes), class_names=classes,

@@ -7,15 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from xmodal.data.arrays import ArrayDataset
+from xmodal.data.arrays import SplitData
 
 
 @dataclass
 class LoadedDataset:
-    """Splits of a prepared dataset, in memory.
+    """Splits of a prepared dataset, read from its cache as needed.
 
     Attributes:
-        splits: ``{"train"|"val"|"test": ArrayDataset}``; each holds one tensor per modality
+        splits: ``{"train"|"val"|"test": SplitData}``, streamed from the cache
+            (:class:`~xmodal.data.hdf5_split.HDF5Split`) or in memory; each has one column per modality
             plus ``label`` (``[N]`` long).
         num_classes: number of scene classes.
         class_names: their names, index = label.
@@ -30,7 +31,7 @@ class LoadedDataset:
     ``class_names``.
     """
 
-    splits: dict[str, ArrayDataset]
+    splits: dict[str, SplitData]
     num_classes: int
     class_names: list[str]
     frontend_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from xmodal.data.arrays import ArrayDataset
+from xmodal.data.arrays import Rows, SplitData
 from xmodal.encoders.base import Encoder
 
 
 @torch.inference_mode()
-def extract_features(encoder: Encoder, dataset: ArrayDataset, batch_size: int = 256,
+def extract_features(encoder: Encoder, dataset: SplitData, batch_size: int = 256,
                      device: torch.device | str = "cpu", rows: slice = slice(None)) -> Tensor:
     """Pooled embeddings ``[N, D]`` (float32, on CPU) of ``dataset[encoder.modality][rows]``.
 
@@ -18,7 +18,7 @@ def extract_features(encoder: Encoder, dataset: ArrayDataset, batch_size: int = 
     """
     was_training = encoder.training
     encoder.eval().to(device)
-    inputs = dataset.tensors[encoder.modality][rows]
+    inputs = Rows(dataset, encoder.modality, rows)  # read a batch at a time
     chunks = [encoder(inputs[i:i + batch_size].to(device)).float().cpu()
               for i in range(0, len(inputs), batch_size)]
     encoder.train(was_training)

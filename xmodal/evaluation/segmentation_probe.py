@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from xmodal.core.checks import at_least, each, non_negative, positive, require
 from xmodal.core.registry import PROBES
 from xmodal.encoders.base import Encoder
+from xmodal.data.arrays import Rows
 from xmodal.evaluation.segmentation_metrics import ConfusionMatrix
 
 Split = tuple[Tensor, Tensor]  # (maps [N, C, h, w], labels [N, H, W])
@@ -41,7 +42,7 @@ def _resolve_stages(stages: list[int], num_stages: int) -> list[int]:
     return resolved
 
 
-def extract_feature_maps(encoder: Encoder, inputs: Tensor, stages: list[int], batch_size: int = 32,
+def extract_feature_maps(encoder: Encoder, inputs: Tensor | Rows, stages: list[int], batch_size: int = 32,
                          device: torch.device | str = "cpu") -> Tensor:
     """Concatenated stage maps ``[N, C_sum, h, w]`` (float16, on CPU) of raw ``inputs [N, ...]``.
 

@@ -15,6 +15,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from xmodal.core.checks import at_least, require
 from xmodal.core.config import COMPONENT_OPTIONS, ComponentSection, from_dict, parse_override
 from xmodal.core.errors import ConfigError
 from xmodal.core.registry import (
@@ -32,12 +33,18 @@ from xmodal.training.optim import OptimConfig
 class DataConfig(ComponentSection):
     """Attributes:
         name: registered dataset (``xmodal list datasets``); its options sit under its name
-            (``data.scenes``, ``data.nyu_depth``, ``data.cifar100``, a plugin's).
+            (``data.scenes``, ``data.nyu_depth``, ``data.cifar100``, ``data.paired``, a plugin's).
+        num_workers: DataLoader workers reading training batches from the cache (0: the main
+            process reads them); the data order does not depend on it.
     """
 
     components = DATASETS
     name: str = "scenes"
+    num_workers: int = 0
     by_name: dict[str, Any] = field(default_factory=dict, metadata=COMPONENT_OPTIONS)
+
+    def __post_init__(self) -> None:
+        require(self, {"num_workers": at_least(0)})
 
     def options(self) -> Any:
         """The options of the selected dataset."""

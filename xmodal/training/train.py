@@ -48,7 +48,7 @@ def train_encoder(encoder: Encoder, method: type[Objective], options: Any, optim
                   description: str = "train", console: Any = None,
                   state_path: Path | None = None, state_key: str = "",
                   checkpoint_every: int = 0, log_prefix: str | None = None,
-                  settings: str = "optim", method_name: str = "") -> TrainResult:
+                  settings: str = "optim", method_name: str = "", num_workers: int = 0) -> TrainResult:
     """Train ``encoder`` in place on the train split with ``method`` (a registered
     :class:`Objective` class) and its ``options``.
 
@@ -60,6 +60,7 @@ def train_encoder(encoder: Encoder, method: type[Objective], options: Any, optim
         log_prefix: name of this training in the experiment trackers (see :func:`fit`).
         settings: the config section of ``optim``, named in divergence messages.
         method_name: the method's registered name, for messages.
+        num_workers: DataLoader workers reading the training batches.
     """
     if not method.trains or optim.epochs == 0:  # nothing to train (e.g. a frozen teacher)
         return TrainResult([], None)
@@ -74,7 +75,7 @@ def train_encoder(encoder: Encoder, method: type[Objective], options: Any, optim
                                teacher_dim=None if teacher_features is None else teacher_features.shape[1],
                                num_samples=len(train), num_classes=dataset.num_classes, seed=seed,
                                teacher_logits=teacher_logits,
-                               train_labels=train.tensors.get("label"),
+                               train_labels=train.column("label") if "label" in train else None,
                                batch_size=min(optim.batch_size, len(train)))
     try:
         objective = method.build(context, options)
@@ -82,7 +83,7 @@ def train_encoder(encoder: Encoder, method: type[Objective], options: Any, optim
         raise ConfigError(f"method '{method_name or method.__name__}': {exc}") from None
     task = DistillationTask(encoder, objective, teacher_features if uses_teacher else None,
                             hflip=optim.hflip, seed=seed, crop_padding=optim.crop_padding)
-    loader = make_loader(train, optim.batch_size, shuffle=True, seed=seed,
+    loader = make_loader(train, optim.batch_size, shuffle=True, seed=seed, num_workers=num_workers,
                          drop_last=len(train) > optim.batch_size)
     history = fit(task, loader, optim, accelerator, description=description, console=console,
                   state_path=state_path, state_key=state_key, checkpoint_every=checkpoint_every,

@@ -24,7 +24,7 @@ from xmodal.training.checkpoint import load_checkpoint, load_encoder
        needs=("dataset", "data_key", "models"), produces=("rows",))
 def classify(ctx: RunContext) -> None:
     test = ctx.state.dataset.splits["test"]
-    labels = test.tensors["label"]
+    labels = test.column("label")
     rows: list[dict[str, Any]] = ctx.state.rows
     for model in ctx.state.models:
         classifier_file = Path(model["directory"]) / "classifier.pt"

@@ -81,7 +81,8 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
             description=f"{role} {modality} {method_name} seed {seed}", console=ctx.console,
             state_path=unit.directory / TRAIN_STATE, state_key=unit.key,
             checkpoint_every=ctx.config.runtime.checkpoint_every, log_prefix="/".join(parts),
-            settings="teacher.optim" if role == "teacher" else "distill.optim", method_name=method_name)
+            settings="teacher.optim" if role == "teacher" else "distill.optim", method_name=method_name,
+            num_workers=ctx.config.data.num_workers)
         history = result.history
         if ctx.accelerator.is_main_process:
             (unit.directory / "classifier.pt").unlink(missing_ok=True)  # from earlier inputs

@@ -17,6 +17,7 @@ from typing import Any
 from xmodal.core.config import fingerprint, to_dict
 from xmodal.core.errors import ConfigError
 from xmodal.core.registry import FRONTENDS, PROBES
+from xmodal.data.arrays import Rows
 from xmodal.evaluation.features import extract_features
 from xmodal.evaluation.segmentation_probe import extract_feature_maps
 from xmodal.pipelines.context import RunContext
@@ -71,11 +72,11 @@ def probe(ctx: RunContext) -> None:
                             ctx, model, f"-maps{'-'.join(str(s) for s in stages)}", memo,
                             lambda enc, split: computed_in_shares(
                                 lambda rows: extract_feature_maps(
-                                    enc, dataset.splits[split].tensors[model["modality"]][rows],
+                                    enc, Rows(dataset.splits[split], model["modality"], rows),
                                     stages, batch_size=32, device=device),
                                 len(dataset.splits[split]), ctx.accelerator))
                         result = probe_cls(probe_cfg).evaluate_maps(
-                            *[(maps[s], dataset.splits[s].tensors[target]) for s in SPLITS],
+                            *[(maps[s], dataset.splits[s].column(target)) for s in SPLITS],
                             num_classes=num_classes)
                     elif teacher is not None:
                         result = probe_cls(probe_cfg).evaluate_pairs(
@@ -84,7 +85,7 @@ def probe(ctx: RunContext) -> None:
                     else:
                         feats = _frozen_outputs(ctx, model, "", memo, pooled)
                         result = probe_cls(probe_cfg).evaluate(
-                            *[(feats[s], dataset.splits[s].tensors["label"]) for s in SPLITS],
+                            *[(feats[s], dataset.splits[s].column("label")) for s in SPLITS],
                             num_classes=num_classes)
                     record = unit.finish(to_dict(result))
                 for metric in getattr(probe_cls, "metrics", DENSE_METRICS if dense else POOLED_METRICS):

@@ -69,7 +69,7 @@ def _write_test_embeddings(ctx: RunContext) -> None:
             feats = extract(load_encoder(model["checkpoint"]), "test")
         panels.append({"title": f"{model['modality']} {model['method']} (seed {seed})",
                        "features": feats.numpy(),
-                       "labels": test.tensors["label"].tolist() if "label" in test.tensors
+                       "labels": test.column("label").tolist() if "label" in test
                        else [-1] * len(test)})  # -1: no labels
     write_embeddings(ctx.run_dir, panels, dataset.class_names)
 
