@@ -118,7 +118,8 @@ def _scenes_cache(path: Path) -> list[Section]:
                 ["image size", f"{size} x {size} pixels"],
                 ["audio", f"{int(info['audio_length'])} samples at {int(info['sample_rate'])} Hz"],
                 ["modalities", ", ".join(f"{k} ({v})" for k, v in shapes.items()
-                                         if k not in ("label", "num_objects", "semantic"))],
+                                         if k not in ("label", "num_objects", "semantic"))
+                 + f", points ({_num_points(info['config'])} x 3 float32, from depth at load)"],
                 ["labels", f"scene class per row ({len(classes)} classes)"
                  + (", per-pixel classes" if "semantic" in shapes else "")]]
     splits = list(counts)
@@ -128,6 +129,13 @@ def _scenes_cache(path: Path) -> list[Section]:
     overview.append(["problems", "; ".join(empty) or "none found"])
     return [("scenes dataset cache", ["", ""], overview),
             ("scene classes per split", ["class", *splits], rows)]
+
+
+def _num_points(config: dict[str, Any]) -> int:
+    """Points per sample of a scenes cache (its config's, or the default for older caches)."""
+    from xmodal.data.scenes import ScenesConfig
+
+    return int(config.get("num_points", ScenesConfig.num_points))
 
 
 def _generic(path: Path, fmt: str) -> list[Section]:

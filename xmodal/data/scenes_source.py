@@ -11,7 +11,9 @@ import torch
 
 from xmodal.core.registries import DATASETS
 from xmodal.data.arrays import ArrayDataset
+from xmodal.data.depth_encodings import Intrinsics
 from xmodal.data.scenes import ScenesConfig, generate_scenes, read_scenes_info
+from xmodal.data.scenes.points import scene_points
 from xmodal.data.scenes.recipes import NUM_SEMANTIC_IDS
 from xmodal.data.scenes.render import NO_HIT_ID
 from xmodal.data.source import LoadedDataset
@@ -30,10 +32,13 @@ def dense_semantic(semantic: torch.Tensor) -> torch.Tensor:
 class ScenesSource:
     """Procedural tri-modal scenes (RGB, metric depth, audio), generated locally, no download;
     scene classes for the linear probe and per-pixel ``semantic`` labels (floor, wall, six
-    object categories) for the segmentation probe."""
+    object categories) for the segmentation probe.
+
+    A fourth modality, ``points`` (``[num_points, 3]`` xyz in metres per sample), is the depth
+    map back-projected with the camera's intrinsics, sampled when the cache is loaded."""
 
     name = "scenes"
-    modalities = ("rgb", "depth", "audio")
+    modalities = ("rgb", "depth", "audio", "points")
     options_type = ScenesConfig
 
     def prepare(self, options: ScenesConfig, cache_path: Path,
@@ -41,13 +46,23 @@ class ScenesSource:
         return generate_scenes(cache_path, options, progress=progress)
 
     def load(self, cache_path: Path) -> LoadedDataset:
-        read_scenes_info(cache_path)  # one clear error for a missing/corrupt cache
+        info = read_scenes_info(cache_path)  # one clear error for a missing/corrupt cache
+        options = ScenesConfig(**{k: v for k, v in info["config"].items()
+                                  if k in ScenesConfig.__dataclass_fields__})
+        camera = Intrinsics(**info["intrinsics"])
+
+        def points(depth: torch.Tensor, split: str) -> torch.Tensor:
+            return torch.from_numpy(scene_points(depth.numpy(), camera, options.num_points,
+                                                 options.seed, split))
+
         with h5py.File(cache_path, "r") as f:
+            depths = {split: torch.from_numpy(f[split]["depth"][()]) for split in SPLITS}
             splits = {
                 split: ArrayDataset({
                     "rgb": torch.from_numpy(f[split]["rgb"][()]),
-                    "depth": torch.from_numpy(f[split]["depth"][()]),
+                    "depth": depths[split],
                     "audio": torch.from_numpy(f[split]["audio"][()]),
+                    "points": points(depths[split], split),
                     "label": torch.from_numpy(f[split]["label"][()]).long(),
                     "semantic": dense_semantic(torch.from_numpy(f[split]["semantic"][()])),
                 })
