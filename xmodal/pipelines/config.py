@@ -76,6 +76,10 @@ class DistillConfig:
         methods: registered methods (``xmodal list losses``); ``none`` and ``supervised`` are
             the floor and the upper reference.
         encoder: the student backbone.
+        encoders: per-modality student backbones that replace ``encoder`` for that modality,
+            e.g. ``{points: {name: pointnet, kwargs: {width: 2}}}``. A modality without one
+            whose front end cannot feed ``encoder`` (a point cloud into a 2-D CNN) gets its
+            front end's ``default_backbone`` (``points``: ``pointnet``) with default options.
         optim: student training.
         wcord: WCoRD hyperparameters (also used by ``wcord-global``/``wcord-local``).
         kd, fitnet, crd, rkd, pkt: hyperparameters of the baselines of the same names.
@@ -84,6 +88,7 @@ class DistillConfig:
     students: list[str] = field(default_factory=lambda: ["depth", "audio"])
     methods: list[str] = field(default_factory=lambda: ["none", "supervised", "wcord"])
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    encoders: dict[str, EncoderConfig] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
     wcord: WCoRDConfig = field(default_factory=WCoRDConfig)
     kd: KDConfig = field(default_factory=KDConfig)

@@ -9,7 +9,9 @@ from typing import Any
 from xmodal.core.errors import ConfigError
 from xmodal.core.registries import DATASETS, ENCODERS, LOSSES, MODALITIES, PROBES
 from xmodal.core.registry import Registry, UnknownNameError
+from xmodal.encoders.base import backbone_fits, layout_of
 from xmodal.pipelines.config import RunConfig
+from xmodal.pipelines.stages.common import encoder_for
 
 
 def _resolve(registry: Registry[Any], name: str, key: str) -> Any:
@@ -33,6 +35,20 @@ def check_component_names(config: RunConfig) -> None:
                               f"(it has {', '.join(provided)})")
     _resolve(ENCODERS, config.teacher.encoder.name, "teacher.encoder.name")
     _resolve(ENCODERS, config.distill.encoder.name, "distill.encoder.name")
+    for modality, encoder in config.distill.encoders.items():
+        _resolve(MODALITIES, modality, f"distill.encoders.{modality}")
+        _resolve(ENCODERS, encoder.name, f"distill.encoders.{modality}.name")
+    chosen = [("teacher.encoder", config.teacher.modality,
+               encoder_for(config.teacher.modality, config.teacher.encoder))]
+    for m in config.distill.students:  # an image backbone for points falls back to its default
+        key = f"distill.encoders.{m}" if m in config.distill.encoders else "distill.encoder"
+        chosen.append((key, m, encoder_for(m, config.distill.encoder, config.distill.encoders)))
+    for key, modality, encoder in chosen:
+        if not backbone_fits(encoder.name, modality):
+            raise ConfigError(f"{key}: encoder '{encoder.name}' takes "
+                              f"{layout_of(ENCODERS.get(encoder.name))} input, but modality "
+                              f"'{modality}' gives {layout_of(MODALITIES.get(modality))} input; "
+                              f"choose another with --set {key}.name=NAME")
     for i, method in enumerate(config.distill.methods):
         _resolve(LOSSES, method, f"distill.methods[{i}]")
     for i, probe in enumerate(config.probe.probes):

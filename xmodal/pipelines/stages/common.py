@@ -13,7 +13,7 @@ from xmodal.core.config import fingerprint, to_dict
 from xmodal.core.errors import ConfigError
 from xmodal.core.registries import LOSSES
 from xmodal.data.source import LoadedDataset
-from xmodal.encoders.base import Encoder, create_encoder
+from xmodal.encoders.base import Encoder, backbone_for, create_encoder
 from xmodal.encoders.export import META_FILE, WEIGHTS_FILE, export_encoder
 from xmodal.pipelines.config import EncoderConfig
 from xmodal.core.records import write_json_atomic
@@ -25,6 +25,18 @@ from xmodal.training.train import train_encoder
 
 def build_encoder(cfg: EncoderConfig, modality: str, dataset: LoadedDataset) -> Encoder:
     return create_encoder(cfg.name, modality, dataset.frontend_kwargs.get(modality, {}), **cfg.kwargs)
+
+
+def encoder_for(modality: str, cfg: EncoderConfig,
+                overrides: dict[str, EncoderConfig] | None = None) -> EncoderConfig:
+    """The backbone config that encodes ``modality``: its entry in ``overrides`` (e.g.
+    ``distill.encoders``), else ``cfg`` when that backbone takes the front end's layout, else
+    the front end's ``default_backbone`` with default options (``points``: ``pointnet``, since a
+    2-D CNN cannot take ``[B, C, N]``; see :func:`~xmodal.encoders.base.backbone_for`)."""
+    if overrides and modality in overrides:
+        return overrides[modality]
+    name = backbone_for(modality, cfg.name)
+    return cfg if name == cfg.name else EncoderConfig(name=name)
 
 
 def check_modality(ctx: RunContext, modality: str, key: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from xmodal.core.registries import LOSSES, STAGES
 from xmodal.pipelines.context import RunContext
-from xmodal.pipelines.stages.common import check_modality, trained_encoder_unit
+from xmodal.pipelines.stages.common import check_modality, encoder_for, trained_encoder_unit
 
 
 @STAGES.register("distill", "distil each student modality with each method")
@@ -21,5 +21,6 @@ def distill(ctx: RunContext) -> None:
                 method_cfg = getattr(cfg, method.config_key) if method.config_key else None
                 models.append(trained_encoder_unit(
                     ctx, ("distill", f"seed{seed}", modality, method.name), modality=modality,
-                    encoder_cfg=cfg.encoder, optim=cfg.optim, method_name=method.name,
+                    encoder_cfg=encoder_for(modality, cfg.encoder, cfg.encoders),
+                    optim=cfg.optim, method_name=method.name,
                     method_cfg=method_cfg, seed=seed, teacher=teacher, role="student"))

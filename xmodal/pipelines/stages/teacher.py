@@ -12,7 +12,7 @@ from xmodal.core.errors import DataError
 from xmodal.core.registries import STAGES
 from xmodal.evaluation.features import extract_features
 from xmodal.pipelines.context import RunContext
-from xmodal.pipelines.stages.common import check_modality, trained_encoder_unit
+from xmodal.pipelines.stages.common import check_modality, encoder_for, trained_encoder_unit
 from xmodal.core.errors import ConfigError
 from xmodal.training.checkpoint import (file_digest, load_checkpoint, load_encoder, load_keyed,
                                        save_atomic, save_keyed)
@@ -29,7 +29,8 @@ def teacher(ctx: RunContext) -> None:
             model = _loaded_teacher(ctx, Path(cfg.checkpoint), seed)
         else:
             model = trained_encoder_unit(ctx, ("teacher", f"seed{seed}"), modality=cfg.modality,
-                                         encoder_cfg=cfg.encoder, optim=cfg.optim,
+                                         encoder_cfg=encoder_for(cfg.modality, cfg.encoder),
+                                         optim=cfg.optim,
                                          method_name="supervised", method_cfg=None, seed=seed,
                                          teacher=None, role="teacher")
         model["method"] = "teacher"
