@@ -77,9 +77,10 @@ class DistillConfig:
             the floor and the upper reference.
         encoder: the student backbone.
         encoders: per-modality student backbones that replace ``encoder`` for that modality,
-            e.g. ``{points: {name: pointnet, kwargs: {width: 2}}}``. A modality without one
-            whose front end cannot feed ``encoder`` (a point cloud into a 2-D CNN) gets its
-            front end's ``default_backbone`` (``points``: ``pointnet``) with default options.
+            e.g. ``{points: {name: pointnet, kwargs: {width: 2}}}`` (give ``name``: it
+            defaults to ``resnet8`` as everywhere). A modality without one whose front end
+            cannot feed ``encoder`` (a point cloud into a 2-D CNN) gets its front end's
+            ``default_backbone`` (``points``: ``pointnet``) with default options.
         optim: student training.
         wcord: WCoRD hyperparameters (also used by ``wcord-global``/``wcord-local``).
         kd, fitnet, crd, rkd, pkt: hyperparameters of the baselines of the same names.
