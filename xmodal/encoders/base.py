@@ -39,7 +39,7 @@ class Backbone(Protocol):
 
 
 def layout_of(entry: object) -> str:
-    """The layout a front end produces or a backbone (factory) takes: ``"image"`` unless declared."""
+    """The layout a front end produces or a backbone (factory) takes; ``"image"`` if undeclared."""
     return getattr(entry, "layout", IMAGE)
 
 
@@ -77,7 +77,7 @@ class Encoder(nn.Module):
                               f"{', '.join(POOLINGS)}, got {self.pooling!r}")
 
     def forward_features(self, x: Tensor) -> list[Tensor]:
-        """Raw modality input -> list of stage feature maps ``[B, C_i, H_i, W_i]`` or ``[B, C_i, N]``."""
+        """Raw modality input -> stage feature maps ``[B, C_i, H_i, W_i]`` or ``[B, C_i, N]``."""
         return self.backbone.forward_features(self.frontend(x))
 
     def forward(self, x: Tensor) -> Tensor:

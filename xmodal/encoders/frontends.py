@@ -2,8 +2,9 @@
 
 Each front end is registered under its modality name and tells the backbone how many input
 channels it produces, and in which ``layout``: ``"image"`` maps ``[B, C, H, W]`` (the default)
-or ``"points"`` sets ``[B, C, N]``. Keeping this step inside the encoder means checkpoints carry their own
-normalisation and users feed data in its natural units (uint8 RGB, metres, waveform samples).
+or ``"points"`` sets ``[B, C, N]``. Keeping this step inside the encoder means checkpoints
+carry their own normalisation and users feed data in its natural units (uint8 RGB, metres,
+waveform samples).
 """
 
 from __future__ import annotations
@@ -139,8 +140,8 @@ class NormalsFrontend(nn.Module):
 
 @MODALITIES.register("points")
 class PointsFrontend(nn.Module):
-    """Point clouds ``[B, N, 3 + F]`` (xyz in metres, then F per-point features) -> ``[B, 3 + F, N]``,
-    each cloud centred on its centroid and scaled into the unit ball.
+    """Point clouds ``[B, N, 3 + F]`` (xyz in metres, then F per-point features) ->
+    ``[B, 3 + F, N]``, each cloud centred on its centroid and scaled into the unit ball.
 
     A point with any non-finite value is missing: centroid and radius come from the other
     points, and it is replaced by a copy of the cloud's first valid point, so a max-pooling

@@ -74,7 +74,8 @@ class PointNet(nn.Module):
 @ENCODERS.register("pointnet")
 def build_pointnet(in_channels: int, width: float = 1.0, layers: int = 1,
                    norm: Norm = "batch") -> PointNet:
-    """PointNet-style point-set encoder: a shared per-point MLP (64, 128, 256 channels x width), max-pooled."""
+    """PointNet-style point-set encoder: a shared per-point MLP (64, 128, 256 channels x
+    width), max-pooled."""
     if not width > 0:
         raise ValueError(f"pointnet width must be > 0, got {width!r}")
     widths = tuple(max(1, round(w * width)) for w in WIDTHS)

@@ -26,6 +26,7 @@ def scene_points(depth: np.ndarray, intrinsics: Intrinsics, num_points: int, see
         raise ValueError(f"scene_points needs depth maps [N, H, W], got shape {depth.shape}")
     out = np.empty((len(depth), num_points, 3), np.float32)
     for i, d in enumerate(depth):
-        rng = np.random.default_rng(np.random.SeedSequence([seed, SPLIT_IDS[split], i, POINTS_STREAM]))
+        sequence = np.random.SeedSequence([seed, SPLIT_IDS[split], i, POINTS_STREAM])
+        rng = np.random.default_rng(sequence)
         out[i] = sample_points(d, intrinsics, num_points, rng)
     return out
