@@ -19,6 +19,7 @@ from xmodal.encoders import create_encoder
 from xmodal.encoders.base import Encoder
 from xmodal.encoders.export import export_encoder
 from xmodal.encoders.frontends import PointsFrontend
+from xmodal.encoders.pointnet import EdgeConv, knn
 from xmodal.evaluation.segmentation_probe import extract_feature_maps
 from xmodal.pipelines.config import EncoderConfig, RunConfig
 from xmodal.pipelines.name_checks import check_component_names
@@ -63,7 +64,7 @@ def test_frontend_passes_features_through():
 
 def test_missing_points_never_give_nan_and_do_not_change_the_embedding():
     torch.manual_seed(0)
-    encoder = create_encoder("pointnet", "points").eval()
+    encoder = create_encoder("pointnet", "points", neighbours=0).eval()  # per point: exact
     x = _cloud(1, 30)
     holed = x.clone()
     holed[0, [3, 7, 20], 1] = NAN
@@ -100,11 +101,24 @@ def test_pointnet_shapes_options_and_dense_features():
     assert out.shape == (3, 256) and torch.equal(out, maps[-1].amax(-1))
     out.sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in encoder.parameters())
-    narrow = create_encoder("pointnet", "points", {"features": 1}, width=0.5, layers=2, norm="group")
+    narrow = create_encoder("pointnet", "points", {"features": 1}, width=0.5, layers=2,
+                            norm="group", neighbours=8)
     assert narrow.stage_channels == [32, 64, 128]
     assert narrow(_cloud(2, 20, features=1)).shape == (2, 128)
     with pytest.raises(ValueError, match="per-pixel probes need image maps"):
         extract_feature_maps(encoder, x, stages=[-1])
+
+
+def test_knn_matches_brute_force_and_edge_layer_sees_neighbours():
+    x = _cloud(2, 25).transpose(1, 2)
+    idx = knn(x, 4)
+    dist = torch.cdist(x.transpose(1, 2), x.transpose(1, 2))
+    assert torch.equal(idx.sort(-1).values, dist.topk(4, largest=False).indices.sort(-1).values)
+    plain = create_encoder("pointnet", "points", neighbours=0)
+    local = create_encoder("pointnet", "points", neighbours=4)
+    assert isinstance(local.backbone.stages[0][0], EdgeConv)
+    assert not any(isinstance(m, EdgeConv) for m in plain.modules())
+    assert local(_cloud(2, 25)).shape == (2, 256)
 
 
 def test_pooled_embedding_is_permutation_invariant():

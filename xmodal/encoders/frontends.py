@@ -144,9 +144,10 @@ class PointsFrontend(nn.Module):
     ``[B, 3 + F, N]``, each cloud centred on its centroid and scaled into the unit ball.
 
     A point with any non-finite value is missing: centroid and radius come from the other
-    points, and it is replaced by a copy of the cloud's first valid point, so a max-pooling
-    backbone embeds the cloud exactly as if the missing points were absent. A cloud with no
-    valid point becomes zeros; a cloud of one point (radius 0) is centred but not scaled.
+    points, and it is replaced by a copy of the cloud's first valid point, which adds no new
+    position (a per-point, max-pooling backbone embeds the cloud exactly as if the missing
+    points were absent; a neighbourhood one sees the copies only near that point). A cloud with
+    no valid point becomes zeros; a cloud of one point (radius 0) is centred but not scaled.
 
     Args:
         features: number F of per-point features after xyz (passed through unscaled).

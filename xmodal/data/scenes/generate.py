@@ -82,7 +82,7 @@ class ScenesConfig:
     noise: float = 0.05
     audio_noise: float = 0.2
     pitch_jitter: float = 0.25
-    num_points: int = 1024
+    num_points: int = 512
 
     def __post_init__(self) -> None:
         for name in ("image_size", "num_train", "num_val", "num_test", "num_points"):
