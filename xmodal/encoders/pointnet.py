@@ -22,15 +22,17 @@ Norm = Literal["batch", "group"]
 WIDTHS = (64, 128, 256)
 
 
-def norm_layer_1d(kind: Norm, channels: int) -> nn.Module:
-    """BatchNorm over batch and points, or GroupNorm (up to 8 groups, batch-independent)."""
+def norm_layer(kind: Norm, channels: int, edges: bool = False) -> nn.Module:
+    """BatchNorm over batch and points (or edges: ``[B, C, N, k]``), or GroupNorm (up to 8
+    groups, batch-independent)."""
     if kind == "group":
         return nn.GroupNorm(math.gcd(channels, 8), channels)
-    return nn.BatchNorm1d(channels)
+    return nn.BatchNorm2d(channels) if edges else nn.BatchNorm1d(channels)
 
 
 def knn(x: Tensor, k: int) -> Tensor:
-    """Indices ``[B, N, k]`` of each point's ``k`` nearest points (itself included) in ``x [B, C, N]``."""
+    """``x [B, C, N]`` -> indices ``[B, N, k]`` of each point's ``k`` nearest points (itself
+    included), in no particular order."""
     sq = (x * x).sum(1, keepdim=True)  # [B, 1, N]
     # |x_j|^2 - 2 x_i.x_j ranks the j of row i as |x_i - x_j|^2 does, in one fused product
     score = torch.baddbmm(sq, x.transpose(1, 2), x, alpha=-2)  # [B, N, N]
@@ -46,8 +48,7 @@ class EdgeConv(nn.Module):
         super().__init__()
         self.k = k
         self.conv = nn.Conv2d(2 * in_channels, out_channels, 1, bias=False)
-        self.norm = (nn.GroupNorm(math.gcd(out_channels, 8), out_channels) if norm == "group"
-                     else nn.BatchNorm2d(out_channels))
+        self.norm = norm_layer(norm, out_channels, edges=True)
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, n = x.shape
@@ -61,7 +62,8 @@ class EdgeConv(nn.Module):
 
 
 class PointNet(nn.Module):
-    """Stages of shared per-point layers ``Conv1d(k=1) + norm + ReLU``.
+    """Stages of shared per-point layers ``Conv1d(k=1) + norm + ReLU``, the very first an
+    :class:`EdgeConv` when ``neighbours > 0``.
 
     Input ``[B, in_channels, N]``; each stage's output ``[B, C_i, N]`` keeps one column per input
     point (for dense use); ``out_dim = widths[-1]``.
@@ -94,7 +96,7 @@ class PointNet(nn.Module):
                 if neighbours and not stages and not block:
                     block.append(EdgeConv(ch, width, neighbours, norm))
                 else:
-                    block += [nn.Conv1d(ch, width, 1, bias=False), norm_layer_1d(norm, width),
+                    block += [nn.Conv1d(ch, width, 1, bias=False), norm_layer(norm, width),
                               nn.ReLU(inplace=True)]
                 ch = width
             stages.append(nn.Sequential(*block))
