@@ -10,13 +10,13 @@ import torch
 
 import xmodal
 from xmodal.core.registry import BACKBONES, FRONTENDS, METHODS, PROBES
-from xmodal.encoders.base import Backbone, Frontend, create_encoder
+from xmodal.encoders.base import Backbone, Frontend, backbone_for, create_encoder, layout_of
 from xmodal.encoders.export import export_encoder, load_encoder
 from xmodal.objectives.objective import NEEDS, Objective, ObjectiveContext
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-SMALL_BACKBONE = "resnet8"  # front ends are checked behind it; backbones behind the rgb front end
+SMALL_BACKBONE = "resnet8"  # front ends are checked behind it (or their default backbone)
 
 
 def _encoder(backbone: str, modality: str, seed: int = 0) -> torch.nn.Module:
@@ -54,13 +54,16 @@ def test_every_front_end_keeps_its_contract(modality, tmp_path):
     out = frontend(frontend.example_input(3))
     assert out.shape[:2] == (3, frontend.out_channels) and torch.isfinite(out).all()
     assert out.dtype == torch.float32
-    _check_encoder(SMALL_BACKBONE, modality, tmp_path)
+    _check_encoder(backbone_for(modality, SMALL_BACKBONE), modality, tmp_path)
 
 
 @pytest.mark.parametrize("backbone", BACKBONES.names())
 def test_every_backbone_keeps_its_contract(backbone, tmp_path):
     assert isinstance(BACKBONES.get(backbone)(in_channels=3), Backbone)
-    _check_encoder(backbone, "rgb", tmp_path)
+    # behind the first front end whose layout it takes (rgb for image backbones)
+    modality = next(m for m in ("rgb", *FRONTENDS.names())
+                    if layout_of(FRONTENDS.get(m)) == layout_of(BACKBONES.get(backbone)))
+    _check_encoder(backbone, modality, tmp_path)
 
 
 def _context(seed: int = 0) -> ObjectiveContext:

@@ -123,7 +123,8 @@ def _scenes_cache(path: Path) -> list[Section]:
                 ["image size", f"{size} x {size} pixels"],
                 ["audio", f"{int(info['audio_length'])} samples at {int(info['sample_rate'])} Hz"],
                 ["modalities", ", ".join(f"{k} ({v})" for k, v in shapes.items()
-                                         if k not in ("label", "num_objects", "semantic"))],
+                                         if k not in ("label", "num_objects", "semantic"))
+                 + f", points ({_num_points(info['config'])} x 3 float32, from depth at load)"],
                 ["labels", f"scene class per row ({len(classes)} classes)"
                  + (", per-pixel classes" if "semantic" in shapes else "")]]
     splits = list(counts)
@@ -192,6 +193,13 @@ def _paired_manifest(path: Path, console: Console | None) -> list[Section]:
             rows.append(["", "", lines[-1]])
         sections.append(("problems", ["row", "column", "problem"], rows))
     return sections
+
+
+def _num_points(config: dict[str, Any]) -> int:
+    """Points per sample of a scenes cache (its config's, or the default for older caches)."""
+    from xmodal.data.scenes import ScenesConfig
+
+    return int(config.get("num_points", ScenesConfig.num_points))
 
 
 def _generic(path: Path, fmt: str) -> list[Section]:

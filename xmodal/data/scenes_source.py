@@ -11,8 +11,10 @@ import numpy as np
 import torch
 
 from xmodal.core.registry import DATASETS
+from xmodal.data.depth_encodings import Intrinsics
 from xmodal.data.hdf5_split import HDF5Split, as_long
 from xmodal.data.scenes import ScenesConfig, generate_scenes, read_scenes_info
+from xmodal.data.scenes.points import scene_points
 from xmodal.data.scenes.recipes import NUM_SEMANTIC_IDS
 from xmodal.data.scenes.render import NO_HIT_ID
 from xmodal.data.source import LoadedDataset
@@ -31,14 +33,28 @@ def _dense_semantic_rows(semantic: torch.Tensor, rows: np.ndarray) -> torch.Tens
     return dense_semantic(semantic)
 
 
+class _ScenePoints:
+    """Depth rows -> their point clouds (``[n, num_points, 3]``), each sample seeded by its index."""
+
+    def __init__(self, camera: Intrinsics, num_points: int, seed: int, split: str) -> None:
+        self.camera, self.num_points, self.seed, self.split = camera, num_points, seed, split
+
+    def __call__(self, depth: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(scene_points(depth.numpy(), self.camera, self.num_points, self.seed,
+                                             self.split, indices=rows))
+
+
 @DATASETS.register("scenes")
 class ScenesSource:
     """Procedural tri-modal scenes (RGB, metric depth, audio), generated locally, no download;
     scene classes for the linear probe and per-pixel ``semantic`` labels (floor, wall, six
-    object categories) for the segmentation probe."""
+    object categories) for the segmentation probe.
+
+    A fourth modality, ``points`` (``[num_points, 3]`` xyz in metres per sample), is the depth
+    map back-projected with the camera's intrinsics, sampled as each batch is read."""
 
     name = "scenes"
-    modalities = ("rgb", "depth", "audio")
+    modalities = ("rgb", "depth", "audio", "points")
     options = ScenesConfig
 
     def prepare(self, options: ScenesConfig, cache_path: Path,
@@ -46,13 +62,17 @@ class ScenesSource:
         return generate_scenes(cache_path, options, progress=progress)
 
     def load(self, cache_path: Path) -> LoadedDataset:
-        read_scenes_info(cache_path)  # one clear error for a missing/corrupt cache
+        info = read_scenes_info(cache_path)  # one clear error for a missing/corrupt cache
+        options = ScenesConfig(**{k: v for k, v in info["config"].items()
+                                  if k in ScenesConfig.__dataclass_fields__})
+        camera = Intrinsics(**info["intrinsics"])
         transforms = {"label": as_long, "semantic": _dense_semantic_rows}
-        splits = {  # streamed: each batch reads its rows from the cache
-            split: HDF5Split(cache_path, {key: f"{split}/{key}" for key in
-                                          ("rgb", "depth", "audio", "label", "semantic")}, transforms=transforms)
-            for split in SPLITS
-        }
+        splits = {}
+        for split in SPLITS:  # streamed: each batch reads its rows from the cache
+            splits[split] = HDF5Split(cache_path, {key: f"{split}/{key}" for key in
+                                                   ("rgb", "depth", "audio", "label", "semantic")},
+                                      transforms=transforms)
+            splits[split].derive("points", "depth", _ScenePoints(camera, options.num_points, options.seed, split))
         with h5py.File(cache_path, "r") as f:
             classes = json.loads(f.attrs["classes"])
             sample_rate = int(f.attrs["sample_rate"])

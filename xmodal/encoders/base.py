@@ -2,7 +2,12 @@
 
 An :class:`Encoder` is a modality front end followed by a backbone. ``forward`` returns the
 pooled embedding ``[B, D]``; ``forward_features`` returns the feature map of every stage
-(``[B, C_i, H_i, W_i]``, coarsest last) for dense probes and feature-level baselines.
+(``[B, C_i, H_i, W_i]`` for images, ``[B, C_i, N]`` for point sets; coarsest last) for dense
+probes and feature-level baselines.
+
+Front ends and backbones declare a ``layout``: ``"image"`` (``[B, C, H, W]``, the default when
+absent) or ``"points"`` (``[B, C, N]``); a backbone only takes a front end of its own layout.
+A backbone declares ``pooling``: ``"avg"`` (default) or ``"max"`` (order-free point sets).
 """
 
 from __future__ import annotations
@@ -16,6 +21,10 @@ from xmodal.core.errors import XmodalError
 from xmodal.core.registry import BACKBONES, FRONTENDS
 
 
+IMAGE, POINTS = "image", "points"
+POOLINGS = ("avg", "max")
+
+
 @runtime_checkable
 class Frontend(Protocol):
     """What a registered front end builds (``FRONTENDS``, keyed by modality): a module taking
@@ -24,6 +33,9 @@ class Frontend(Protocol):
     Attributes:
         out_channels: channels of its output (the backbone's ``in_channels``).
         image_aligned: whether output positions are image pixels (dense probes, flips, crops).
+
+    Optional: ``layout`` (``"image"`` when absent, ``"points"`` for ``[B, C, N]``) and
+    ``default_backbone`` (used when the configured backbone cannot take that layout).
     """
 
     out_channels: int
@@ -39,7 +51,11 @@ class Frontend(Protocol):
 @runtime_checkable
 class Backbone(Protocol):
     """What a registered backbone factory ``build(in_channels, **options)`` returns: a module
-    with per-stage feature maps, the last of which is pooled into the embedding."""
+    with per-stage feature maps, the last of which is pooled into the embedding.
+
+    Optional attributes: ``layout`` (``"image"`` when absent; set it on the factory too, so it
+    can be checked before building) and ``pooling`` (``"avg"`` when absent).
+    """
 
     out_dim: int
     stage_channels: list[int]
@@ -58,6 +74,8 @@ def frontend_contract(name: str, entry: Any) -> None:
         raise ValueError(f"front end '{name}'.out_channels must be an int >= 1, got {frontend.out_channels!r}")
     if not isinstance(frontend.image_aligned, bool):
         raise ValueError(f"front end '{name}'.image_aligned must be True or False")
+    if layout_of(entry) not in (IMAGE, POINTS):
+        raise ValueError(f"front end '{name}'.layout must be '{IMAGE}' or '{POINTS}', got {layout_of(entry)!r}")
     out = frontend(frontend.example_input(2))
     if not isinstance(out, Tensor) or out.dim() < 2 or out.shape[:2] != (2, frontend.out_channels):
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
@@ -76,14 +94,33 @@ def backbone_contract(name: str, entry: Any) -> None:
     channels = list(backbone.stage_channels)
     if not channels or not all(isinstance(c, int) and c >= 1 for c in channels):
         raise ValueError(f"backbone '{name}'.stage_channels must list ints >= 1, got {channels!r}")
+    if getattr(backbone, "pooling", "avg") not in POOLINGS:
+        raise ValueError(f"backbone '{name}'.pooling must be one of {POOLINGS}")
 
 
 FRONTENDS.contract = frontend_contract
 BACKBONES.contract = backbone_contract
 
 
+def layout_of(entry: object) -> str:
+    """The layout a front end produces or a backbone (factory) takes; ``"image"`` if undeclared."""
+    return getattr(entry, "layout", IMAGE)
+
+
+def backbone_fits(name: str, modality: str) -> bool:
+    """Whether registered backbone ``name`` takes the layout of ``modality``'s front end."""
+    return layout_of(BACKBONES.get(name)) == layout_of(FRONTENDS.get(modality))
+
+
+def backbone_for(modality: str, name: str) -> str:
+    """``name`` if it takes ``modality``'s layout, else the front end's ``default_backbone``
+    when it declares one (``points``: ``pointnet``), else ``name`` (building it then fails)."""
+    default = getattr(FRONTENDS.get(modality), "default_backbone", None)
+    return default if default and not backbone_fits(name, modality) else name
+
+
 class Encoder(nn.Module):
-    """Front end + backbone + global average pooling.
+    """Front end + backbone + global pooling (the backbone's ``pooling``: average or max).
 
     Attributes:
         modality: the input modality name (``"rgb"``, ``"depth"``, ``"audio"``, ...).
@@ -98,14 +135,23 @@ class Encoder(nn.Module):
         self.backbone = backbone
         self.embed_dim: int = backbone.out_dim
         self.stage_channels: list[int] = list(backbone.stage_channels)
+        self.pooling: str = getattr(backbone, "pooling", "avg")
+        if self.pooling not in POOLINGS:
+            raise XmodalError(f"backbone {type(backbone).__name__}: pooling must be one of "
+                              f"{', '.join(POOLINGS)}, got {self.pooling!r}")
 
     def forward_features(self, x: Tensor) -> list[Tensor]:
-        """Raw modality input -> list of stage feature maps ``[B, C_i, H_i, W_i]``."""
+        """Raw modality input -> stage feature maps ``[B, C_i, H_i, W_i]`` or ``[B, C_i, N]``."""
         return self.backbone.forward_features(self.frontend(x))
 
     def forward(self, x: Tensor) -> Tensor:
-        """Raw modality input -> pooled embedding ``[B, D]``."""
-        return torch.flatten(nn.functional.adaptive_avg_pool2d(self.forward_features(x)[-1], 1), 1)
+        """Raw modality input -> pooled embedding ``[B, D]`` (over pixels or points)."""
+        last = self.forward_features(x)[-1]
+        if self.pooling == "max":
+            return last.flatten(2).amax(-1)
+        if last.ndim == 4:  # the image path, unchanged to the last bit
+            return torch.flatten(nn.functional.adaptive_avg_pool2d(last, 1), 1)
+        return last.flatten(2).mean(-1)
 
 
 def create_encoder(name: str, modality: str, frontend_kwargs: dict | None = None,
@@ -115,9 +161,16 @@ def create_encoder(name: str, modality: str, frontend_kwargs: dict | None = None
     Example: ``create_encoder("resnet8", "depth")``, or
     ``create_encoder("resnet18", "rgb", pretrained="imagenet")``.
     """
-    frontend = FRONTENDS.get(modality)(**(frontend_kwargs or {}))
+    factory = BACKBONES.get(name)
+    frontend_cls = FRONTENDS.get(modality)
+    if layout_of(factory) != layout_of(frontend_cls):
+        default = getattr(frontend_cls, "default_backbone", None)
+        hint = f"; use e.g. '{default}'" if default else ""
+        raise XmodalError(f"backbone '{name}' takes {layout_of(factory)} input, but modality "
+                          f"'{modality}' gives {layout_of(frontend_cls)} input{hint}")
+    frontend = frontend_cls(**(frontend_kwargs or {}))
     try:
-        backbone = BACKBONES.get(name)(in_channels=frontend.out_channels, **backbone_kwargs)
+        backbone = factory(in_channels=frontend.out_channels, **backbone_kwargs)
     except TypeError as exc:
         raise XmodalError(f"encoder '{name}': bad arguments {sorted(backbone_kwargs)}: {exc}") from None
     return Encoder(modality, frontend, backbone)

@@ -1,8 +1,10 @@
 """Modality front ends: raw sensor tensors in physical units -> normalised network input.
 
 Each front end is registered under its modality name and tells the backbone how many input
-channels it produces. Keeping this step inside the encoder means checkpoints carry their own
-normalisation and users feed data in its natural units (uint8 RGB, metres, waveform samples).
+channels it produces, and in which ``layout``: ``"image"`` maps ``[B, C, H, W]`` (the default)
+or ``"points"`` sets ``[B, C, N]``. Keeping this step inside the encoder means checkpoints
+carry their own normalisation and users feed data in its natural units (uint8 RGB, metres,
+waveform samples).
 """
 
 from __future__ import annotations
@@ -156,3 +158,57 @@ class NormalsFrontend(nn.Module):
         if normals.dtype == torch.int8:
             x = x / 127.0
         return torch.nan_to_num(x, nan=0.0)
+
+
+@FRONTENDS.register("points")
+class PointsFrontend(nn.Module):
+    """Point clouds ``[B, N, 3 + F]`` (xyz in metres, then F per-point features) ->
+    ``[B, 3 + F, N]``, each cloud centred on its centroid and scaled into the unit ball.
+
+    A point with any non-finite value is missing: centroid and radius come from the other
+    points, and it is replaced by a copy of the cloud's first valid point, which adds no new
+    position (a per-point, max-pooling backbone embeds the cloud exactly as if the missing
+    points were absent; a neighbourhood one sees the copies only near that point). A cloud with
+    no valid point becomes zeros; a cloud of one point (radius 0) is centred but not scaled.
+
+    Args:
+        features: number F of per-point features after xyz (passed through unscaled).
+    """
+
+    image_aligned = False  # one column per point, not per pixel: no dense image probes
+    layout = "points"  # [B, C, N]: needs a point backbone
+    default_backbone = "pointnet"  # used when the configured backbone takes images
+
+    def __init__(self, features: int = 0) -> None:
+        super().__init__()
+        if isinstance(features, bool) or not isinstance(features, int) or features < 0:
+            raise ValueError(f"points front end needs features >= 0 (an integer), got {features!r}")
+        self.features = features
+        self.out_channels = 3 + features
+
+    def example_input(self, batch: int = 2) -> Tensor:
+        """``[batch, 64, 3 + F]`` random points in metres, one missing (NaN) (for contract tests)."""
+        points = torch.randn(batch, 64, self.out_channels)
+        points[:, 0] = float("nan")
+        return points
+
+    def forward(self, points: Tensor) -> Tensor:
+        c = self.out_channels
+        if points.ndim != 3 or points.shape[-1] != c or points.shape[1] < 1:
+            raise ValueError(f"points input must be [B, N, {c}] (xyz in metres"
+                             f"{f' + {self.features} features' if self.features else ''}, N >= 1), "
+                             f"got {list(points.shape)}")
+        x = points.float()
+        valid = torch.isfinite(x).all(-1, keepdim=True)  # [B, N, 1]
+        x = torch.where(valid, x, torch.zeros_like(x))
+        count = valid.sum(1, keepdim=True).clamp_min(1)  # [B, 1, 1]
+        xyz = x[..., :3]
+        centroid = (xyz * valid).sum(1, keepdim=True) / count
+        xyz = (xyz - centroid) * valid
+        radius = xyz.norm(dim=-1, keepdim=True).amax(1, keepdim=True)  # [B, 1, 1]
+        xyz = xyz / torch.where(radius > 0, radius, torch.ones_like(radius))
+        x = torch.cat([xyz, x[..., 3:]], -1)
+        first = valid.squeeze(-1).to(torch.uint8).argmax(1)  # first valid point (0 if none)
+        filler = x[torch.arange(len(x), device=x.device), first].unsqueeze(1)  # [B, 1, C]
+        x = torch.where(valid, x, filler * valid.any(1, keepdim=True))
+        return x.transpose(1, 2).contiguous()

@@ -126,6 +126,26 @@ def write_embeddings(run_dir: Path, panels: list[dict[str, Any]], class_names: l
 
 # ----------------------------------------------------------------------------- report
 
+def _student_backbones(distill: dict[str, Any]) -> str:
+    """``"depth, audio / `resnet8`; points / `pointnet`"``: the students grouped by the backbone
+    that encoded them (``distill.encoders``, else the front end's default where
+    ``distill.encoder`` cannot take its input)."""
+    from xmodal.core.registry import UnknownNameError
+    from xmodal.encoders.base import backbone_for
+
+    configured = distill.get("encoder", {}).get("name")
+    groups: dict[str, list[str]] = {}
+    for modality in distill.get("students", []):
+        name = distill.get("encoders", {}).get(modality, {}).get("name")
+        if name is None:
+            try:
+                name = backbone_for(modality, configured)
+            except UnknownNameError:  # a plugin not installed where the report is rebuilt
+                name = configured
+        groups.setdefault(str(name), []).append(modality)
+    return "; ".join(f"{', '.join(group)} / `{name}`" for name, group in groups.items())
+
+
 def _config_summary(config: dict[str, Any]) -> list[str]:
     data = config.get("data", {})
     options = data.get(data.get("name", "").replace("-", "_"), {})
@@ -139,8 +159,7 @@ def _config_summary(config: dict[str, Any]) -> list[str]:
         f"- **data**: `{data.get('name')}` ({opts(options)})",
         f"- **teacher**: {teacher.get('modality')} / `{teacher.get('encoder', {}).get('name')}`, "
         f"{t_opt.get('epochs')} epochs, batch {t_opt.get('batch_size')}, lr {t_opt.get('lr')}",
-        f"- **students**: {', '.join(distill.get('students', []))} / "
-        f"`{distill.get('encoder', {}).get('name')}`, {s_opt.get('epochs')} epochs, "
+        f"- **students**: {_student_backbones(distill)}, {s_opt.get('epochs')} epochs, "
         f"batch {s_opt.get('batch_size')}, lr {s_opt.get('lr')}",
         f"- **methods**: {', '.join(distill.get('methods', []))}",
         f"- **seeds**: {', '.join(str(s) for s in config.get('seeds', []))}",

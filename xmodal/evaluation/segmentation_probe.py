@@ -67,6 +67,10 @@ def extract_feature_maps(encoder: Encoder, inputs: Tensor | Rows, stages: list[i
             with torch.inference_mode():
                 maps = encoder.forward_features(inputs[start:start + batch_size].to(device))
                 maps = [maps[i] for i in chosen]
+                if maps[0].ndim != 4:  # e.g. points: [B, C, N], one column per point, no pixels
+                    raise ValueError(f"extract_feature_maps: modality '{encoder.modality}' gives "
+                                     f"maps of shape {list(maps[0].shape)}; per-pixel probes need "
+                                     "image maps [B, C, h, w]")
                 size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
                 maps = [m if m.shape[-2:] == size else
                         F.interpolate(m.float(), size=size, mode="bilinear", align_corners=False)

@@ -98,6 +98,11 @@ class DistillConfig(ComponentSection):
             the floor and the upper reference. Each method's options sit under its options key
             (``distill.wcord``, shared by ``wcord-global``/``wcord-local``; ``distill.kd``...).
         encoder: the student backbone.
+        encoders: per-modality student backbones that replace ``encoder`` for that modality,
+            e.g. ``{points: {name: pointnet, kwargs: {width: 2}}}`` (give ``name``: it
+            defaults to ``resnet8`` as everywhere). A modality without one whose front end
+            cannot feed ``encoder`` (a point cloud into a 2-D CNN) gets its front end's
+            ``default_backbone`` (``points``: ``pointnet``) with default options.
         optim: student training.
     """
 
@@ -105,6 +110,7 @@ class DistillConfig(ComponentSection):
     students: list[str] = field(default_factory=lambda: ["depth", "audio"])
     methods: list[str] = field(default_factory=lambda: ["none", "supervised", "wcord"])
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    encoders: dict[str, EncoderConfig] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
     by_name: dict[str, Any] = field(default_factory=dict, metadata=COMPONENT_OPTIONS)
 

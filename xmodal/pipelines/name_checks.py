@@ -18,8 +18,10 @@ from xmodal.core.registry import (
     UnknownNameError,
 )
 from xmodal.data.source import dataset_labelled, dataset_modalities
+from xmodal.encoders.base import backbone_fits, layout_of
 from xmodal.pipelines.config import RunConfig
 from xmodal.pipelines.spec import PipelineSpec
+from xmodal.pipelines.stages.common import encoder_for
 
 
 def _resolve(registry: Registry[Any], name: str, key: str) -> Any:
@@ -44,6 +46,20 @@ def check_component_names(config: RunConfig) -> None:
                               f"(it has {', '.join(provided)})")
     _resolve(BACKBONES, config.teacher.encoder.name, "teacher.encoder.name")
     _resolve(BACKBONES, config.distill.encoder.name, "distill.encoder.name")
+    for modality, encoder in config.distill.encoders.items():
+        _resolve(FRONTENDS, modality, f"distill.encoders.{modality}")
+        _resolve(BACKBONES, encoder.name, f"distill.encoders.{modality}.name")
+    chosen = [("teacher.encoder", config.teacher.modality,
+               encoder_for(config.teacher.modality, config.teacher.encoder))]
+    for m in config.distill.students:  # an image backbone for points falls back to its default
+        key = f"distill.encoders.{m}" if m in config.distill.encoders else "distill.encoder"
+        chosen.append((key, m, encoder_for(m, config.distill.encoder, config.distill.encoders)))
+    for key, modality, encoder in chosen:
+        if not backbone_fits(encoder.name, modality):
+            raise ConfigError(f"{key}: backbone '{encoder.name}' takes "
+                              f"{layout_of(BACKBONES.get(encoder.name))} input, but modality "
+                              f"'{modality}' gives {layout_of(FRONTENDS.get(modality))} input; "
+                              f"choose another with --set {key}.name=NAME")
     for i, method in enumerate(config.distill.methods):
         _resolve(METHODS, method, f"distill.methods[{i}]")
     for i, probe in enumerate(config.probe.probes):

@@ -58,6 +58,8 @@ class ScenesConfig:
     ``noise``: RGB noise std (fraction of full scale). ``audio_noise``: audio white-noise std
     (fraction of the clean clip's peak). ``pitch_jitter``: each clip's frequencies are scaled by
     a factor drawn log-uniformly from ``[1/(1+j), 1+j]`` (see ``synthesize_audio``).
+    ``num_points``: points per sample of the ``points`` modality, sampled from the depth map
+    when the cache is loaded (see :mod:`.points`); the arrays of the cache do not depend on it.
     """
 
     image_size: int = 32
@@ -70,9 +72,10 @@ class ScenesConfig:
     noise: float = 0.05
     audio_noise: float = 0.2
     pitch_jitter: float = 0.25
+    num_points: int = 512
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "num_train", "num_val", "num_test"):
+        for name in ("image_size", "num_train", "num_val", "num_test", "num_points"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ScenesConfig.{name} must be a positive integer, got {value!r}")

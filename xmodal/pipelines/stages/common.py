@@ -14,7 +14,7 @@ from xmodal.core.errors import ConfigError
 from xmodal.core.records import write_json_atomic
 from xmodal.core.registry import METHODS
 from xmodal.data.source import LoadedDataset, dataset_modalities
-from xmodal.encoders.base import Encoder, create_encoder
+from xmodal.encoders.base import Encoder, backbone_for, create_encoder
 from xmodal.encoders.export import META_FILE, WEIGHTS_FILE, export_encoder
 from xmodal.pipelines.config import EncoderConfig
 from xmodal.pipelines.context import RunContext
@@ -33,6 +33,18 @@ def frontend_kwargs(ctx: RunContext, modality: str) -> dict[str, Any]:
 
 def build_encoder(cfg: EncoderConfig, modality: str, frontend: dict[str, Any]) -> Encoder:
     return create_encoder(cfg.name, modality, frontend, **cfg.kwargs)
+
+
+def encoder_for(modality: str, cfg: EncoderConfig,
+                overrides: dict[str, EncoderConfig] | None = None) -> EncoderConfig:
+    """The backbone config that encodes ``modality``: its entry in ``overrides`` (e.g.
+    ``distill.encoders``), else ``cfg`` when that backbone takes the front end's layout, else
+    the front end's ``default_backbone`` with default options (``points``: ``pointnet``, since a
+    2-D CNN cannot take ``[B, C, N]``; see :func:`~xmodal.encoders.base.backbone_for`)."""
+    if overrides and modality in overrides:
+        return overrides[modality]
+    name = backbone_for(modality, cfg.name)
+    return cfg if name == cfg.name else EncoderConfig(name=name)
 
 
 def check_modality(ctx: RunContext, modality: str, key: str) -> None:

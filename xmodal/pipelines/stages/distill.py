@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from xmodal.pipelines.context import RunContext
-from xmodal.pipelines.stages.common import check_modality, trained_encoder_unit
+from xmodal.pipelines.stages.common import check_modality, encoder_for, trained_encoder_unit
 from xmodal.pipelines.state import stage
 
 
@@ -20,5 +20,6 @@ def distill(ctx: RunContext) -> None:
             for method in cfg.methods:
                 models.append(trained_encoder_unit(
                     ctx, ("distill", f"seed{seed}", modality, method), modality=modality,
-                    encoder_cfg=cfg.encoder, optim=cfg.optim, method_name=method,
+                    encoder_cfg=encoder_for(modality, cfg.encoder, cfg.encoders), optim=cfg.optim,
+                    method_name=method,
                     options=cfg.options_for(method), seed=seed, teacher=teacher, role="student"))

@@ -11,7 +11,7 @@ from xmodal.core.config import fingerprint
 from xmodal.core.errors import ConfigError, DataError
 from xmodal.evaluation.features import extract_features
 from xmodal.pipelines.context import RunContext
-from xmodal.pipelines.stages.common import check_modality, trained_encoder_unit
+from xmodal.pipelines.stages.common import check_modality, encoder_for, trained_encoder_unit
 from xmodal.pipelines.state import stage
 from xmodal.training.checkpoint import (
     file_digest,
@@ -35,7 +35,7 @@ def teacher(ctx: RunContext) -> None:
             model = _loaded_teacher(ctx, Path(cfg.checkpoint), seed)
         else:
             model = trained_encoder_unit(ctx, ("teacher", f"seed{seed}"), modality=cfg.modality,
-                                         encoder_cfg=cfg.encoder, optim=cfg.optim,
+                                         encoder_cfg=encoder_for(cfg.modality, cfg.encoder), optim=cfg.optim,
                                          method_name="supervised", options=None, seed=seed,
                                          teacher=None, role="teacher")
         model["method"] = "teacher"
