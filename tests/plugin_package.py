@@ -1,10 +1,12 @@
-"""A third-party package as pip would install it: a module and its ``.dist-info`` with entry
-points, written into a folder put on ``PYTHONPATH``. It registers one component of each pluggable
+"""A third-party package, built and pip-installed by the tests into a folder put on
+``PYTHONPATH``: a module and a ``pyproject.toml`` declaring its entry points. It registers one component of each pluggable
 kind it exercises, each with an option: a ``thermal`` front end, a ``thermal-scenes`` dataset, a
 ``cosine`` method and a ``centroid`` probe."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = "xmodal_thermal_demo"
@@ -138,18 +140,30 @@ ENTRY_POINTS = {
 }
 
 
-def install(site: Path, broken: bool = False) -> Path:
-    """Write the package into ``site`` (a folder for ``PYTHONPATH``); ``broken`` also registers
-    a front end that breaks the contract."""
-    site.mkdir(parents=True, exist_ok=True)
-    (site / f"{PACKAGE}.py").write_text(SOURCE)
-    info = site / f"{PACKAGE}-0.1.dist-info"
-    info.mkdir(exist_ok=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {DISTRIBUTION}\nVersion: 0.1\n")
+def write_project(folder: Path, broken: bool = False) -> Path:
+    """The package's source project (``pyproject.toml`` with its entry points, and the module);
+    ``broken`` also registers a front end that breaks the contract."""
     groups = {group: dict(entries) for group, entries in ENTRY_POINTS.items()}
     if broken:
         groups["xmodal.frontends"]["broken"] = f"{PACKAGE}:BrokenFrontend"
-    (info / "entry_points.txt").write_text("".join(
-        f"[{group}]\n" + "".join(f"{name} = {target}\n" for name, target in entries.items()) + "\n"
-        for group, entries in groups.items()))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{PACKAGE}.py").write_text(SOURCE)
+    entry_points = "".join(f'[project.entry-points."{group}"]\n'
+                           + "".join(f'"{name}" = "{target}"\n' for name, target in entries.items())
+                           for group, entries in groups.items())
+    (folder / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n'
+        f'[project]\nname = "{DISTRIBUTION}"\nversion = "0.1"\n\n'
+        f'[tool.setuptools]\npy-modules = ["{PACKAGE}"]\n\n' + entry_points)
+    return folder
+
+
+def install(site: Path, broken: bool = False) -> Path:
+    """Build the package and pip-install it into ``site`` (a folder for ``PYTHONPATH``), as a
+    user's ``pip install`` would: its entry points come from the installed metadata."""
+    project = write_project(site.parent / f"{site.name}-src", broken)
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
+                           str(site), str(project)], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pip could not install the test package: {proc.stderr[-2000:]}")
     return site

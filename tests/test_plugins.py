@@ -67,8 +67,30 @@ def test_a_run_uses_every_plugin_and_its_options(site, tmp_path):
     assert meta["frontend_kwargs"]["scale_k"] == 5.0  # the option reached the encoder
 
 
+def test_the_same_options_from_a_yaml_file(site, tmp_path):
+    config = tmp_path / "plugins.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"name": "thermal-scenes", "thermal_scenes": {"ambient_c": 18.0}},
+        "distill": {"students": ["thermal"], "methods": ["none", "cosine"], "cosine": {"weight": 3.0}},
+        "probe": {"probes": ["centroid"], "centroid": {"metric": "cosine"}},
+        "frontends": {"thermal": {"offset_k": 270.0}}}))
+    out = tmp_path / "run"
+    sets = [a for s in TINY for a in ("--set", s)]
+    proc = _xmodal(site, "run", "scenes", "--config", str(config), "--out", str(out), *sets)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["distill"]["cosine"] == {"weight": 3.0}
+    assert resolved["probe"]["centroid"] == {"metric": "cosine"}
+    assert resolved["data"]["thermal_scenes"]["ambient_c"] == 18.0
+    assert resolved["frontends"]["thermal"] == {"offset_k": 270.0, "scale_k": 10.0}
+    assert {r["probe"] for r in json.loads((out / "results.json").read_text())} == {"centroid"}
+
+
 @pytest.mark.parametrize("override, message", [
+    ("data.thermal_scenes.ambiant_c=25", "unknown config key 'data.thermal_scenes.ambiant_c'; did you mean 'data.thermal_scenes.ambient_c'?"),
     ("distill.cosine.weigth=2", "unknown config key 'distill.cosine.weigth'; did you mean 'distill.cosine.weight'?"),
+    ("probe.centroid.metirc=cosine", "unknown config key 'probe.centroid.metirc'; did you mean 'probe.centroid.metric'?"),
+    ("frontends.thermal.scale=5", "unknown config key 'frontends.thermal.scale'; did you mean 'frontends.thermal.scale_k'?"),
     ("probe.centroid.metric=manhattan", "'manhattan' is not one of 'cosine', 'euclidean'"),
     ("distill.methods=[none,cosin]", "unknown method 'cosin': did you mean 'cosine'"),
     ("frontends.thermal.scale_k=warm", "frontends.thermal.scale_k': expected a number"),
