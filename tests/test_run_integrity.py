@@ -391,3 +391,32 @@ def test_bad_config_files_are_one_line(tmp_path, capsys):
         assert main(["run", "scenes", "--out", str(tmp_path / "run"), "--config", str(path)]) == 2
         line = _error_line(capsys)
         assert words in line and str(path) in line
+
+
+def test_a_job_that_loses_the_lock_race_by_microseconds_still_names_the_holder(tmp_path):
+    """The holder writes its name just after taking the lock; a second job that reads the file
+    in between waits for the name instead of saying 'another process'."""
+    import fcntl
+    import threading
+    import time
+
+    from xmodal.core.lock import RunDirectoryBusy, RunLock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    fd = os.open(run / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held, not yet named
+
+    def name_it_later() -> None:
+        time.sleep(0.2)
+        os.write(fd, json.dumps({"pid": 123, "host": "h", "since": "now"}).encode())
+
+    writer = threading.Thread(target=name_it_later)
+    writer.start()
+    try:
+        with pytest.raises(RunDirectoryBusy, match="in use by pid 123 on host h"):
+            with RunLock(run):
+                pass
+    finally:
+        writer.join()
+        os.close(fd)

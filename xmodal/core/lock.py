@@ -43,7 +43,7 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _describe(os.read(fd, 4096))
+            holder = _holder(fd)
             os.close(fd)
             raise RunDirectoryBusy(f"run directory '{self.directory}' is in use by {holder}; wait "
                                    "for that run to finish or pass another --out") from None
@@ -62,9 +62,24 @@ class RunLock:
             self._fd = None
 
 
+def _holder(fd: int, patience: float = 2.0) -> str:
+    """The holder's name from the lock file; it writes it just after taking the lock, so a job
+    that lost the race by microseconds waits up to ``patience`` seconds for it."""
+    deadline = time.monotonic() + patience
+    while True:
+        os.lseek(fd, 0, os.SEEK_SET)
+        holder = _describe(os.read(fd, 4096))
+        if holder != UNNAMED or time.monotonic() > deadline:
+            return holder
+        time.sleep(0.02)
+
+
+UNNAMED = "another process"
+
+
 def _describe(raw: bytes) -> str:
     try:
         holder = json.loads(raw.decode())
         return f"pid {holder['pid']} on host {holder['host']} (since {holder['since']})"
     except (ValueError, KeyError, TypeError):  # the holder has not written its name yet
-        return "another process"
+        return UNNAMED
