@@ -98,7 +98,7 @@ def test_pointnet_shapes_options_and_dense_features():
     assert encoder.stage_channels == [64, 128, 256] and encoder.embed_dim == 256
     assert [m.shape for m in maps] == [(3, c, 50) for c in (64, 128, 256)]
     out = encoder(x)
-    assert out.shape == (3, 256) and torch.equal(out, maps[-1].amax(-1))
+    assert out.shape == (3, 256) and torch.allclose(out, encoder.backbone.embed_norm(maps[-1].amax(-1)))
     out.sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in encoder.parameters())
     narrow = create_encoder("pointnet", "points", {"features": 1}, width=0.5, layers=2,
@@ -121,6 +121,36 @@ def test_knn_matches_brute_force_and_edge_layer_sees_neighbours():
     assert local(_cloud(2, 25)).shape == (2, 256)
 
 
+def test_encoder_pools_with_the_backbone_or_averages():
+    class Flat(torch.nn.Module):  # a point backbone without its own pooling
+        out_dim, stage_channels, layout = 3, [3], "points"
+
+        def forward_features(self, x):
+            return [x]
+
+    x = _cloud(2, 10)
+    encoder = Encoder("points", PointsFrontend(), Flat())
+    assert torch.allclose(encoder(x), encoder.frontend(x).mean(-1))
+    torch.manual_seed(0)
+    pointnet = create_encoder("pointnet", "points").eval()
+    with torch.no_grad():
+        last = pointnet.forward_features(x)[-1]
+        assert torch.equal(pointnet(x), pointnet.backbone.pool(last))
+
+
+def test_a_backbone_pool_that_is_not_a_method_breaks_the_contract():
+    from xmodal.encoders.base import backbone_contract
+
+    class Odd(torch.nn.Module):
+        out_dim, stage_channels, pool = 4, [4], "max"
+
+        def forward_features(self, x):
+            return [x]
+
+    with pytest.raises(ValueError, match=r"backbone 'odd'.pool must be a method"):
+        backbone_contract("odd", lambda in_channels: Odd())
+
+
 def test_pooled_embedding_is_permutation_invariant():
     torch.manual_seed(0)
     encoder = create_encoder("pointnet", "points", width=0.25)
@@ -139,12 +169,6 @@ def test_layouts_must_match():
         create_encoder("resnet8", "points")
     with pytest.raises(XmodalError, match="backbone 'pointnet' takes points input"):
         create_encoder("pointnet", "depth")
-
-    class Odd(torch.nn.Module):
-        out_dim, stage_channels, pooling = 4, [4], "median"
-
-    with pytest.raises(XmodalError, match="pooling must be one of avg, max"):
-        Encoder("points", PointsFrontend(), Odd())
 
 
 def test_export_round_trip(tmp_path):

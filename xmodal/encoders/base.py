@@ -7,7 +7,8 @@ probes and feature-level baselines.
 
 Front ends and backbones declare a ``layout``: ``"image"`` (``[B, C, H, W]``, the default when
 absent) or ``"points"`` (``[B, C, N]``); a backbone only takes a front end of its own layout.
-A backbone declares ``pooling``: ``"avg"`` (default) or ``"max"`` (order-free point sets).
+A backbone may own its pooling (``pool``: last map -> ``[B, D]``; PointNet max-pools over
+points, then normalises); otherwise the embedding is the global average of the last map.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from xmodal.core.registry import BACKBONES, FRONTENDS
 
 
 IMAGE, POINTS = "image", "points"
-POOLINGS = ("avg", "max")
 
 
 @runtime_checkable
@@ -53,8 +53,9 @@ class Backbone(Protocol):
     """What a registered backbone factory ``build(in_channels, **options)`` returns: a module
     with per-stage feature maps, the last of which is pooled into the embedding.
 
-    Optional attributes: ``layout`` (``"image"`` when absent; set it on the factory too, so it
-    can be checked before building) and ``pooling`` (``"avg"`` when absent).
+    Optional: ``layout`` (``"image"`` when absent; set it on the factory too, so it can be
+    checked before building) and ``pool(last_map) -> [B, out_dim]`` (global average pooling
+    when absent).
     """
 
     out_dim: int
@@ -94,8 +95,8 @@ def backbone_contract(name: str, entry: Any) -> None:
     channels = list(backbone.stage_channels)
     if not channels or not all(isinstance(c, int) and c >= 1 for c in channels):
         raise ValueError(f"backbone '{name}'.stage_channels must list ints >= 1, got {channels!r}")
-    if getattr(backbone, "pooling", "avg") not in POOLINGS:
-        raise ValueError(f"backbone '{name}'.pooling must be one of {POOLINGS}")
+    if not callable(getattr(backbone, "pool", len)):
+        raise ValueError(f"backbone '{name}'.pool must be a method: last map -> [B, out_dim]")
 
 
 FRONTENDS.contract = frontend_contract
@@ -120,7 +121,7 @@ def backbone_for(modality: str, name: str) -> str:
 
 
 class Encoder(nn.Module):
-    """Front end + backbone + global pooling (the backbone's ``pooling``: average or max).
+    """Front end + backbone + global pooling (the backbone's ``pool``, else the average).
 
     Attributes:
         modality: the input modality name (``"rgb"``, ``"depth"``, ``"audio"``, ...).
@@ -135,10 +136,6 @@ class Encoder(nn.Module):
         self.backbone = backbone
         self.embed_dim: int = backbone.out_dim
         self.stage_channels: list[int] = list(backbone.stage_channels)
-        self.pooling: str = getattr(backbone, "pooling", "avg")
-        if self.pooling not in POOLINGS:
-            raise XmodalError(f"backbone {type(backbone).__name__}: pooling must be one of "
-                              f"{', '.join(POOLINGS)}, got {self.pooling!r}")
 
     def forward_features(self, x: Tensor) -> list[Tensor]:
         """Raw modality input -> stage feature maps ``[B, C_i, H_i, W_i]`` or ``[B, C_i, N]``."""
@@ -147,8 +144,9 @@ class Encoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Raw modality input -> pooled embedding ``[B, D]`` (over pixels or points)."""
         last = self.forward_features(x)[-1]
-        if self.pooling == "max":
-            return last.flatten(2).amax(-1)
+        pool = getattr(self.backbone, "pool", None)
+        if pool is not None:
+            return pool(last)
         if last.ndim == 4:  # the image path, unchanged to the last bit
             return torch.flatten(nn.functional.adaptive_avg_pool2d(last, 1), 1)
         return last.flatten(2).mean(-1)

@@ -4,8 +4,11 @@ one edge convolution (Wang et al. 2019) over each point's nearest neighbours.
 A per-point MLP sees each point alone, so it cannot tell a sphere from a box: on ``scenes`` a
 plain PointNet (``neighbours=0``) learned the scene classes to 35 % linear-probe accuracy with
 labels. The first layer therefore looks at each point's ``k`` nearest neighbours; every later
-layer is a 1x1 convolution over points. The :class:`~xmodal.encoders.base.Encoder` max-pools
-over points (``pooling = "max"``), which makes the embedding independent of their order.
+layer is a 1x1 convolution over points. The embedding is the max over points, which makes it
+independent of their order, then batch-normalised: a max over hundreds of points shares a large
+common part across clouds (|mean| about 10x the spread between them), which the Lipschitz
+projection heads of WCoRD cannot scale away. Without it the distilled student collapsed
+(linear probe 34.5 % against 52.8 % supervised, seed 0).
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ class PointNet(nn.Module):
     :class:`EdgeConv` when ``neighbours > 0``.
 
     Input ``[B, in_channels, N]``; each stage's output ``[B, C_i, N]`` keeps one column per input
-    point (for dense use); ``out_dim = widths[-1]``.
+    point (for dense use); :meth:`pool` gives the embedding, ``out_dim = widths[-1]``.
 
     Args:
         widths: channels of each stage.
@@ -78,7 +81,6 @@ class PointNet(nn.Module):
     """
 
     layout = "points"  # takes [B, C, N]
-    pooling = "max"  # the symmetric function that makes the embedding order-free
 
     def __init__(self, in_channels: int, widths: tuple[int, ...] = WIDTHS, layers: int = 1,
                  norm: Norm = "batch", neighbours: int = 16) -> None:
@@ -101,6 +103,7 @@ class PointNet(nn.Module):
                 ch = width
             stages.append(nn.Sequential(*block))
         self.stages = nn.ModuleList(stages)
+        self.embed_norm = norm_layer(norm, widths[-1])
         self.out_dim = widths[-1]
         self.stage_channels = list(widths)
 
@@ -113,6 +116,10 @@ class PointNet(nn.Module):
             x = stage(x)
             maps.append(x)
         return maps
+
+    def pool(self, last: Tensor) -> Tensor:
+        """Last stage ``[B, C, N]`` -> embedding ``[B, C]``: max over points, then normalised."""
+        return self.embed_norm(last.amax(-1))
 
 
 @BACKBONES.register("pointnet")
