@@ -5,8 +5,8 @@
 - ``depth``: a single-channel 16-bit PNG in units of ``1 / depth_scale`` metres (0 = no
   depth), or a ``.npy`` ``[H, W]`` in metres; resized by averaging valid pixels only ->
   ``[H, W]`` float32 metres.
-- ``audio``: WAV (16/24/32-bit integer PCM with the standard library, other WAVs and FLAC
-  through torchaudio), mixed to mono, resampled to ``sample_rate``, cropped or zero-padded at
+- ``audio``: WAV (8/16/24/32-bit integer PCM or 32/64-bit float, read by :mod:`.wav`) or FLAC
+  and other formats through torchaudio (which needs torchcodec and FFmpeg), mixed to mono, resampled to ``sample_rate``, cropped or zero-padded at
   the end to ``audio_seconds`` -> ``[T]`` float32 in [-1, 1].
 - point clouds (``points``, or any ``.ply``/``.pcd`` file): PLY or PCD through open3d, or a
   ``.npy`` ``[M, 3]``; ``num_points`` sampled, seeded by the seed and the row -> ``[N, 3]``
@@ -19,7 +19,6 @@ reports it with its row and column.
 
 from __future__ import annotations
 
-import wave
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import torch
 
 from xmodal.core.errors import DataError
 from xmodal.data.paired.config import PairedConfig
+from xmodal.data.paired.wav import WavError, read_wav
 
 IMAGE_TYPES = (".png", ".jpg", ".jpeg")
 AUDIO_TYPES = (".wav", ".flac", ".ogg", ".mp3")
@@ -192,16 +192,15 @@ def _load_npy(file: Path) -> np.ndarray:
 
 
 def _decode_audio(file: Path) -> tuple[np.ndarray, int]:
-    """``([C, T] float samples in [-1, 1], rate in Hz)``: integer PCM WAV with the standard
-    library (no extra decoder needed), anything else through torchaudio."""
+    """``([C, T] float samples, rate in Hz)``: WAV (integer PCM or float) with our own reader,
+    anything else (FLAC, ...) through torchaudio."""
     if file.suffix.lower() == ".wav":
         try:
-            return _read_pcm_wav(file)
-        except wave.Error as exc:
-            if "unknown format" not in str(exc):  # not integer PCM (float): torchaudio decodes it
-                raise SampleError(f"cannot decode the WAV file (corrupt?): {exc}") from None
-        except EOFError:
-            raise SampleError("cannot decode the WAV file: it ends early (truncated?)") from None
+            return read_wav(file)
+        except WavError as exc:
+            raise SampleError(f"cannot decode the WAV file: {exc}") from None
+        except OSError as exc:
+            raise SampleError(f"cannot read the WAV file: {exc}") from None
     import torchaudio
 
     try:
@@ -209,32 +208,10 @@ def _decode_audio(file: Path) -> tuple[np.ndarray, int]:
     except ImportError as exc:  # torchaudio >= 2.9 decodes through torchcodec (and FFmpeg)
         raise DataError(f"reading '{file.suffix}' audio needs torchaudio's decoder: {exc} "
                         "(pip install torchcodec; it needs FFmpeg), or convert the files to "
-                        "integer PCM WAV") from None
+                        "WAV") from None
     except Exception as exc:  # noqa: BLE001 - decoders raise many types for a bad file
         raise SampleError(f"cannot decode the audio (corrupt?): {exc}") from None
     return samples.numpy(), int(rate)
-
-
-def _read_pcm_wav(file: Path) -> tuple[np.ndarray, int]:
-    with wave.open(str(file), "rb") as clip:
-        channels, width, rate = clip.getnchannels(), clip.getsampwidth(), clip.getframerate()
-        frames = clip.getnframes()
-        data = clip.readframes(frames)
-    if len(data) < frames * channels * width:
-        raise SampleError(f"the WAV header promises {frames} frames, the file holds "
-                          f"{len(data) // max(1, channels * width)} (truncated?)")
-    if width == 1:
-        samples = (np.frombuffer(data, np.uint8).astype(np.float32) - 128) / 128
-    elif width == 3:
-        raw = np.frombuffer(data, np.uint8).reshape(-1, 3).astype(np.int32)
-        value = raw[:, 0] | (raw[:, 1] << 8) | (raw[:, 2] << 16)
-        samples = (np.where(value >= 1 << 23, value - (1 << 24), value) / float(1 << 23))
-    elif width in (2, 4):
-        dtype = np.dtype("<i2" if width == 2 else "<i4")
-        samples = np.frombuffer(data, dtype).astype(np.float64) / float(1 << (8 * width - 1))
-    else:
-        raise SampleError(f"{8 * width}-bit WAV samples; expected 8, 16, 24 or 32-bit PCM")
-    return samples.reshape(-1, channels).T.astype(np.float32), rate
 
 
 def _read_point_cloud(file: Path) -> np.ndarray:
