@@ -2,7 +2,7 @@
 
     python3 benchmarks/bench_streaming.py [--sizes 2000 20000] [--workers 0 2] [--batch 64]
                                           [--data benchmarks/results/streaming-data]
-                                          [--out benchmarks/results]
+                                          [--out benchmarks/results] [--run]
 
 For each size, writes (once; reused from ``--data``) a manifest of 64x64 RGB PNG + 0.25 s WAV
 pairs with labels, converts it into the HDF5 cache with the ``paired`` dataset (the preprocess
@@ -11,6 +11,10 @@ loader with each number of workers. Every job runs in a fresh process; peak RSS 
 (its workers included, as the largest of the process and its children). The reference is the
 smaller size: streaming means the peak RSS of the larger one stays within 25 % of it, although
 the data is 10x larger. Reads: samples/s of the epoch, and the ratio of each worker count to 0.
+
+``--run`` adds a whole ``xmodal run paired`` per size (rgb teacher -> audio student, one epoch
+each, WCoRD, linear probe; its own preprocess included), timed, with its peak RSS: the run, not
+only the reader, should not grow with the data.
 """
 
 from __future__ import annotations
@@ -102,12 +106,41 @@ def _read(cache: str, workers: int, batch: int, result: multiprocessing.Queue) -
     result.put((seen / (time.perf_counter() - start), _peak_rss(), seen))
 
 
+def _run(manifest: str, out: str, workers: int, result: multiprocessing.Queue) -> None:
+    """A short whole pipeline run in a child process; its peak RSS is the child's."""
+    import shutil
+    import subprocess
+
+    shutil.rmtree(out, ignore_errors=True)
+    sets = ["data.paired.image_size=[64,64]", f"data.paired.sample_rate={RATE}",
+            "data.paired.audio_seconds=0.25", "teacher.modality=rgb", "distill.students=[audio]",
+            "teacher.optim.epochs=1", "distill.optim.epochs=1", "distill.methods=[wcord]",
+            "probe.probes=[linear]", f"data.num_workers={workers}"]
+    command = [sys.executable, "-m", "xmodal", "run", "paired", "--data", manifest, "--out", out]
+    for item in sets:
+        command += ["--set", item]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    result.put((time.perf_counter() - start, _peak_rss()))
+
+
 def _in_fresh_process(target, *args):
+    """``target(*args, queue)`` in a spawned process -> what it put on the queue; a child that
+    dies first (its error is printed above) stops the benchmark instead of hanging it."""
+    import queue as queues
+
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=target, args=(*args, queue))
     process.start()
-    value = queue.get()
+    while True:
+        try:
+            value = queue.get(timeout=1.0)
+            break
+        except queues.Empty:
+            if not process.is_alive():
+                raise SystemExit(f"{target.__name__.strip('_')} failed (exit {process.exitcode}); "
+                                 "its error is above") from None
     process.join()
     return value
 
@@ -119,10 +152,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--data", default=str(Path(__file__).parent / "results" / "streaming-data"))
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--run", action="store_true", help="also time a whole short pipeline run per size")
     args = parser.parse_args(argv)
     from xmodal.core.records import write_csv, write_json_atomic
 
-    console = Console()
+    console = Console(width=max(110, Console().width))  # the table unfolded in logs too
     console.print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
                   f"sizes {args.sizes}, workers {args.workers}, batch {args.batch}")
     rows = []
@@ -139,6 +173,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
             rows.append({"size": size, "job": "read epoch", "workers": workers, "samples_per_s": rate,
                          "peak_rss_mb": peak / 2**20, "cache_mb": cache.stat().st_size / 2**20,
                          "samples": seen})
+        if args.run:
+            seconds, peak = _in_fresh_process(_run, str(manifest), str(folder / "run"), 0)
+            rows.append({"size": size, "job": "xmodal run", "workers": 0, "samples_per_s": size / seconds,
+                         "peak_rss_mb": peak / 2**20, "cache_mb": cache.stat().st_size / 2**20,
+                         "seconds": seconds})
     smallest = min(args.sizes)
     for r in rows:
         ref = next(x for x in rows if x["size"] == smallest and x["job"] == r["job"] and x["workers"] == r["workers"])
