@@ -76,6 +76,14 @@ def test_extensible_header_and_unknown_chunks_are_followed(tmp_path):
     assert np.array_equal(read_wav(tmp_path / "p.wav")[0][0], [-1.0, 0.0, 0.5])
 
 
+def test_a_streamed_wav_without_its_data_size_reads_to_the_end(tmp_path):
+    pcm = np.array([1000, -1000, 2000, -2000, 4000], "<i2")
+    content = bytearray(_riff(_fmt(1, 1, 8000, 16), pcm.tobytes()))
+    content[-len(pcm.tobytes()) - 4:-len(pcm.tobytes())] = b"\xff\xff\xff\xff"
+    (tmp_path / "s.wav").write_bytes(bytes(content))
+    assert np.array_equal(read_wav(tmp_path / "s.wav")[0][0], pcm / 32768)
+
+
 def test_float_wav_goes_through_read_audio(tmp_path):
     tone = (0.5 * np.sin(2 * np.pi * 250 * np.arange(4000) / 8000)).astype("<f4")
     (tmp_path / "t.wav").write_bytes(_riff(_fmt(3, 1, 8000, 32), tone.tobytes()))

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 PCM, IEEE_FLOAT, EXTENSIBLE = 1, 3, 0xFFFE
+STREAMED = 0xFFFFFFFF  # the data size a streaming writer (e.g. FFmpeg to a pipe) leaves
 
 
 class WavError(Exception):
@@ -34,6 +35,9 @@ def read_wav(file: Path) -> tuple[np.ndarray, int]:
         if name == b"fmt ":
             fmt = body
         elif name == b"data":
+            if size == STREAMED:  # written before its length was known: the rest of the file
+                body = data[pos + 8:]
+                size = len(body)
             if len(body) < size:
                 raise WavError(f"the data chunk promises {size} bytes, the file holds {len(body)} "
                                "(truncated?)")
