@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from xmodal.core.heap import release_free_heap
 from xmodal.data.arrays import Rows, SplitData
 from xmodal.encoders.base import Encoder
 
@@ -19,7 +20,16 @@ def extract_features(encoder: Encoder, dataset: SplitData, batch_size: int = 256
     was_training = encoder.training
     encoder.eval().to(device)
     inputs = Rows(dataset, encoder.modality, rows)  # read a batch at a time
-    chunks = [encoder(inputs[i:i + batch_size].to(device)).float().cpu()
-              for i in range(0, len(inputs), batch_size)]
-    encoder.train(was_training)
-    return torch.cat(chunks)
+    out: Tensor | None = None
+    try:
+        for i in range(0, len(inputs), batch_size):
+            batch = encoder(inputs[i:i + batch_size].to(device)).float().cpu()
+            if out is None:  # one allocation for all rows, not one kept chunk per batch
+                out = torch.empty((len(inputs), *batch.shape[1:]))
+            out[i:i + len(batch)] = batch
+            release_free_heap()  # else resident memory grows with the rows read (see core.heap)
+    finally:
+        encoder.train(was_training)
+    if out is None:  # no rows: the encoder's output shape from an empty batch
+        out = encoder(inputs[0:0].to(device)).float().cpu()
+    return out

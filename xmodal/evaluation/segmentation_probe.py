@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from xmodal.core.checks import at_least, each, non_negative, positive, require
+from xmodal.core.heap import release_free_heap
 from xmodal.core.registry import PROBES
 from xmodal.encoders.base import Encoder
 from xmodal.data.arrays import Rows
@@ -82,6 +83,7 @@ def extract_feature_maps(encoder: Encoder, inputs: Tensor | Rows, stages: list[i
             if out is None:  # allocated outside inference_mode: a normal tensor for the caller
                 out = torch.empty((len(inputs), *batch.shape[1:]), dtype=torch.float16)
             out[start:start + len(batch)] = batch
+            release_free_heap()  # else resident memory grows with the rows read (see core.heap)
     finally:
         encoder.train(was_training)
     assert out is not None
