@@ -110,7 +110,16 @@ def layout_of(entry: object) -> str:
 
 def backbone_fits(name: str, modality: str) -> bool:
     """Whether registered backbone ``name`` takes the layout of ``modality``'s front end."""
-    return layout_of(BACKBONES.get(name)) == layout_of(FRONTENDS.get(modality))
+    return layout_mismatch(name, modality) is None
+
+
+def layout_mismatch(name: str, modality: str) -> str | None:
+    """Why registered backbone ``name`` cannot encode ``modality`` (its layout differs from the
+    front end's), or None when it can."""
+    takes, gives = layout_of(BACKBONES.get(name)), layout_of(FRONTENDS.get(modality))
+    if takes == gives:
+        return None
+    return f"backbone '{name}' takes {takes} input, but modality '{modality}' gives {gives} input"
 
 
 def backbone_for(modality: str, name: str) -> str:
@@ -161,11 +170,10 @@ def create_encoder(name: str, modality: str, frontend_kwargs: dict | None = None
     """
     factory = BACKBONES.get(name)
     frontend_cls = FRONTENDS.get(modality)
-    if layout_of(factory) != layout_of(frontend_cls):
+    mismatch = layout_mismatch(name, modality)
+    if mismatch:
         default = getattr(frontend_cls, "default_backbone", None)
-        hint = f"; use e.g. '{default}'" if default else ""
-        raise XmodalError(f"backbone '{name}' takes {layout_of(factory)} input, but modality "
-                          f"'{modality}' gives {layout_of(frontend_cls)} input{hint}")
+        raise XmodalError(mismatch + (f"; use e.g. '{default}'" if default else ""))
     frontend = frontend_cls(**(frontend_kwargs or {}))
     try:
         backbone = factory(in_channels=frontend.out_channels, **backbone_kwargs)

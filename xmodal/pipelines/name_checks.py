@@ -18,7 +18,7 @@ from xmodal.core.registry import (
     UnknownNameError,
 )
 from xmodal.data.source import dataset_labelled, dataset_modalities
-from xmodal.encoders.base import backbone_fits, layout_of
+from xmodal.encoders.base import layout_mismatch
 from xmodal.pipelines.config import RunConfig
 from xmodal.pipelines.spec import PipelineSpec
 from xmodal.pipelines.stages.common import encoder_for
@@ -55,11 +55,9 @@ def check_component_names(config: RunConfig) -> None:
         key = f"distill.encoders.{m}" if m in config.distill.encoders else "distill.encoder"
         chosen.append((key, m, encoder_for(m, config.distill.encoder, config.distill.encoders)))
     for key, modality, encoder in chosen:
-        if not backbone_fits(encoder.name, modality):
-            raise ConfigError(f"{key}: backbone '{encoder.name}' takes "
-                              f"{layout_of(BACKBONES.get(encoder.name))} input, but modality "
-                              f"'{modality}' gives {layout_of(FRONTENDS.get(modality))} input; "
-                              f"choose another with --set {key}.name=NAME")
+        mismatch = layout_mismatch(encoder.name, modality)
+        if mismatch:
+            raise ConfigError(f"{key}: {mismatch}; choose another with --set {key}.name=NAME")
     for i, method in enumerate(config.distill.methods):
         _resolve(METHODS, method, f"distill.methods[{i}]")
     for i, probe in enumerate(config.probe.probes):

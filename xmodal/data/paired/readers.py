@@ -6,8 +6,9 @@
   depth), or a ``.npy`` ``[H, W]`` in metres; resized by averaging valid pixels only ->
   ``[H, W]`` float32 metres.
 - ``audio``: WAV (8/16/24/32-bit integer PCM or 32/64-bit float, read by :mod:`.wav`) or FLAC
-  and other formats through torchaudio (which needs torchcodec and FFmpeg), mixed to mono, resampled to ``sample_rate``, cropped or zero-padded at
-  the end to ``audio_seconds`` -> ``[T]`` float32 in [-1, 1].
+  and other formats through torchaudio (which needs torchcodec and FFmpeg), mixed to mono,
+  resampled to ``sample_rate``, cropped or zero-padded at the end to ``audio_seconds`` -> ``[T]``
+  float32 in [-1, 1].
 - point clouds (``points``, or any ``.ply``/``.pcd`` file): PLY or PCD through open3d, or a
   ``.npy`` ``[M, 3]``; ``num_points`` sampled, seeded by the seed and the row -> ``[N, 3]``
   float32.
