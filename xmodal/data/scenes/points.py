@@ -1,9 +1,9 @@
 """The ``points`` modality of ``scenes``: each sample's depth map as a fixed-size point cloud.
 
 Computed from the cached depth as each batch is read, not stored in it, so the HDF5 layout
-stays as it is. Each sample draws its points from its own generator seeded by ``(seed, split id, index)`` plus a stream id
-of its own, so a sample's cloud is the same whatever the split sizes, the load order, or any
-other random draw.
+stays as it is. Each sample draws its points from its own generator seeded by ``(seed, split
+id, index)`` plus a stream id of its own, so a sample's cloud is the same whatever the split
+sizes, the load order, or any other random draw.
 """
 
 from __future__ import annotations
