@@ -20,6 +20,11 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def rank() -> int:
+    """This process's rank in the default group (0 without torch.distributed)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 def all_gather_with_grad(x: Tensor) -> Tensor:
     """``[B, ...]`` on each process -> ``[world * B, ...]`` in rank order, differentiable.
 

@@ -1,0 +1,153 @@
+"""Symmetric in-batch InfoNCE, the CLIP loss that ImageBind binds modalities with
+(Girdhar et al., CVPR 2023; Radford et al. 2021).
+
+Linear heads and L2 normalisation embed the teacher and student features (``u_i``, ``v_i``);
+``logits = exp(s) * u v^T`` with a learnable log-scale ``s`` clamped to ``[0, log(max)]``, and
+``loss = weight * (CE(logits, i) + CE(logits^T, i)) / 2``: each pair against the batch's other
+pairs, in both directions. No memory bank. Under several processes the candidates are gathered
+from all of them (with gradient), so the negatives span the global batch.
+
+Details: docs/baselines.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from xmodal.core.checks import at_least, holds, positive, require
+from xmodal.core.registry import METHODS
+from xmodal.objectives.critic import ProjectionHead
+from xmodal.objectives.gather import all_gather_with_grad, rank
+from xmodal.objectives.objective import Objective, ObjectiveContext
+
+__all__ = ["InfoNCEConfig", "InfoNCEObjective"]
+
+
+@dataclass
+class InfoNCEConfig:
+    """Girdhar et al. 2023, "ImageBind: One Embedding Space To Bind Them All" (CLIP's loss and
+    temperature handling).
+
+    Attributes:
+        embed_dim: size ``d`` of the shared embedding space (>= 1).
+        init_temperature: initial temperature ``1/exp(s)`` (CLIP: 0.07); in
+            ``[1/max_logit_scale, 1]``, the range the clamp allows.
+        max_logit_scale: ``exp(s)`` is clamped to ``[1, max_logit_scale]`` (CLIP: 100).
+        learn_temperature: ``s`` is a trained parameter (True) or a fixed buffer (False).
+        weight: weight of the loss (> 0).
+    """
+
+    embed_dim: int = 128
+    init_temperature: float = 0.07
+    max_logit_scale: float = 100.0
+    learn_temperature: bool = True
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        require(self, {"embed_dim": at_least(1), "init_temperature": positive(),
+                       "max_logit_scale": positive(),
+                       "learn_temperature": ((lambda v: isinstance(v, bool)), "true or false"),
+                       "weight": positive()})
+        low = 1.0 / self.max_logit_scale
+        require(self, {
+            "max_logit_scale": holds(self.max_logit_scale >= 1.0,
+                                     ">= 1: the scale is clamped to [1, max_logit_scale]"),
+            "init_temperature": holds(low <= self.init_temperature <= 1.0,
+                                      f"in [1/max_logit_scale, 1] = [{low:g}, 1]: outside it the clamp "
+                                      "holds the scale at a bound, where it gets no gradient"),
+        })
+
+
+@METHODS.register("infonce", "InfoNCE (ImageBind/CLIP): symmetric in-batch contrastive loss, learned temperature")
+class InfoNCEObjective(Objective):
+    """Symmetric InfoNCE between projected teacher and student features.
+
+    Args:
+        teacher_dim: teacher feature size ``Dt``.
+        student_dim: student feature size ``Ds``.
+        config: :class:`InfoNCEConfig`.
+        seed: seeds the heads without touching the global RNG.
+
+    Attributes:
+        teacher_head, student_head: linear :class:`ProjectionHead` onto the sphere (no spectral norm).
+        logit_scale: scalar ``s`` (``log(1/temperature)``); a parameter under
+            ``learn_temperature``, else a buffer.
+        max_log_scale: ``log(max_logit_scale)``, the upper clamp of ``s``.
+    """
+
+    options: ClassVar[type] = InfoNCEConfig
+
+    @classmethod
+    def build(cls, context: ObjectiveContext, options: Any) -> InfoNCEObjective:
+        if context.teacher_dim is None:
+            raise ValueError("needs teacher features")
+        if context.batch_size is not None and context.batch_size < 2:
+            raise ValueError(f"contrasts each pair with the other pairs of its batch, and a batch of "
+                             f"{context.batch_size} has none: raise distill.optim.batch_size to >= 2")
+        return cls(context.teacher_dim, context.student_dim, options, seed=context.seed)
+
+    logit_scale: Tensor
+
+    def __init__(self, teacher_dim: int, student_dim: int, config: InfoNCEConfig | None = None,
+                 seed: int = 0) -> None:
+        super().__init__()
+        config = config if config is not None else InfoNCEConfig()
+        for name, value, low in (("teacher_dim", teacher_dim, 1), ("student_dim", student_dim, 1),
+                                 ("seed", seed, 0)):
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+                raise ValueError(f"InfoNCEObjective: {name} must be an int >= {low}, got {value!r}")
+        self.config = config
+        self.teacher_dim, self.student_dim = teacher_dim, student_dim
+        self.weight = float(config.weight)
+        self.max_log_scale = math.log(config.max_logit_scale)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.teacher_head = ProjectionHead(teacher_dim, config.embed_dim, spectral=False)
+            self.student_head = ProjectionHead(student_dim, config.embed_dim, spectral=False)
+        scale = torch.tensor(math.log(1.0 / config.init_temperature))
+        if config.learn_temperature:
+            self.logit_scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("logit_scale", scale)
+
+    def forward(self, student: Tensor, teacher: Tensor | None, labels: Tensor | None,
+                indices: Tensor) -> dict[str, Tensor]:
+        """InfoNCE of one batch (``labels`` and ``indices`` are not read).
+
+        Args:
+            student: ``[B, Ds]`` student features (gradient flows).
+            teacher: ``[B, Dt]`` frozen teacher features (detached here).
+
+        Returns:
+            ``loss`` (``weight * infonce``), ``infonce`` (before ``weight``, nats) and
+            ``temperature`` (``1/exp(s)`` as used, after the clamp), all float32 scalars.
+        """
+        if teacher is None:
+            raise ValueError("InfoNCEObjective: needs teacher features")
+        if (student.dim() != 2 or teacher.dim() != 2 or student.shape[0] != teacher.shape[0]
+                or student.shape[0] == 0 or student.shape[1] != self.student_dim
+                or teacher.shape[1] != self.teacher_dim):
+            raise ValueError(f"InfoNCEObjective: need student [B, {self.student_dim}] and teacher "
+                             f"[B, {self.teacher_dim}] with B >= 1, got {tuple(student.shape)} and "
+                             f"{tuple(teacher.shape)}")
+        dtype = self.teacher_head.linear.weight.dtype
+        u = self.teacher_head(teacher.detach().to(dtype))  # [B, d] float32, unit norm
+        v = self.student_head(student.to(dtype))
+        with torch.autocast(device_type=u.device.type, enabled=False):
+            # Clamp the value used, not the parameter: past a bound its gradient is 0.
+            scale = self.logit_scale.float().clamp(0.0, self.max_log_scale).exp()
+            # Local anchors against every process's candidates: [B, world * B] logits, the
+            # positive of row i at column rank * B + i (open_clip's local_loss with gather_with_grad).
+            u_all, v_all = all_gather_with_grad(u), all_gather_with_grad(v)
+            targets = torch.arange(u.shape[0], device=u.device) + rank() * u.shape[0]
+            teacher_anchor = F.cross_entropy(scale * u @ v_all.t(), targets)
+            student_anchor = F.cross_entropy(scale * v @ u_all.t(), targets)
+            infonce = (teacher_anchor + student_anchor) / 2
+        return {"loss": self.weight * infonce, "infonce": infonce.detach(),
+                "temperature": (1.0 / scale).detach()}
