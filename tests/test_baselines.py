@@ -1,4 +1,4 @@
-"""Baselines (kd, fitnet, crd, rkd, pkt): hand computations, known limits, toy training, configs."""
+"""Baselines (kd, fitnet, crd, rkd, pkt, infonce): hand computations, known limits, toy training, configs."""
 
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ from torch import nn
 import xmodal.objectives.baselines  # noqa: F401  (registers the methods)
 from xmodal.core.registry import METHODS
 from xmodal.objectives.baselines import (
-    CRDConfig, CRDObjective, FitNetConfig, FitNetObjective, KDConfig, KDObjective, PKTConfig,
-    PKTObjective, RKDConfig, RKDObjective, nce_loss, pkt_loss, rkd_angle, rkd_distance,
+    CRDConfig, CRDObjective, FitNetConfig, FitNetObjective, InfoNCEConfig, KDConfig, KDObjective,
+    PKTConfig, PKTObjective, RKDConfig, RKDObjective, nce_loss, pkt_loss, rkd_angle, rkd_distance,
 )
 from xmodal.objectives.objective import Objective, ObjectiveContext
 
-NAMES = ("kd", "fitnet", "crd", "rkd", "pkt")
-CONFIGS = {"kd": KDConfig, "fitnet": FitNetConfig, "crd": CRDConfig, "rkd": RKDConfig, "pkt": PKTConfig}
+NAMES = ("kd", "fitnet", "crd", "rkd", "pkt", "infonce")
+CONFIGS = {"kd": KDConfig, "fitnet": FitNetConfig, "crd": CRDConfig, "rkd": RKDConfig, "pkt": PKTConfig,
+           "infonce": InfoNCEConfig}
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -51,6 +52,9 @@ def test_config_defaults_follow_the_papers() -> None:
                                                    bank_dtype="float32")
     assert dataclasses.asdict(RKDConfig()) == dict(distance_weight=25.0, angle_weight=50.0)
     assert dataclasses.asdict(PKTConfig()) == dict(weight=1.0)
+    assert dataclasses.asdict(InfoNCEConfig()) == dict(embed_dim=128, init_temperature=0.07,
+                                                       max_logit_scale=100.0, learn_temperature=True,
+                                                       weight=1.0)
 
 
 @pytest.mark.parametrize(("cls", "kwargs", "field"), [

@@ -1,6 +1,6 @@
 """Layer 3: training objectives. Every distillation method is an :class:`Objective` registered in
 ``METHODS``: WCoRD (global dual + local primal term) and its variants, the baselines (KD, FitNet,
-CRD, RKD, PKT), ``supervised`` and ``none``; with their building blocks (optimal transport,
+CRD, RKD, PKT, InfoNCE), ``supervised`` and ``none``; with their building blocks (optimal transport,
 memory banks and queues, critics)."""
 
 from xmodal.objectives import supervised, untrained  # noqa: F401  (registers the references)

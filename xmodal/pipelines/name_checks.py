@@ -113,7 +113,7 @@ def check_method_needs(config: RunConfig, spec: PipelineSpec) -> None:
         key = f"distill.methods[{i}]: method '{name}'"
         if "labels" in needs and not labelled:
             raise ConfigError(f"{key} needs labels, but dataset '{config.data.name}' has none; "
-                              "choose a label-free method (wcord, crd, fitnet, rkd, pkt)")
+                              "choose a label-free method (wcord, crd, fitnet, rkd, pkt, infonce)")
         if ("teacher" in needs or "teacher_logits" in needs) and not (
                 config.teacher.checkpoint or "teacher" in spec.stages):
             raise ConfigError(f"{key} needs a teacher, but pipeline '{spec.name}' has none; "
@@ -122,6 +122,6 @@ def check_method_needs(config: RunConfig, spec: PipelineSpec) -> None:
             why = teacher_logits_missing(config, spec)
             if why:
                 raise ConfigError(f"{key} needs the teacher's logits, but {why}; use a "
-                                  "feature-based method (fitnet, crd, rkd, pkt, wcord) or give "
+                                  "feature-based method (fitnet, crd, rkd, pkt, infonce, wcord) or give "
                                   "the teacher a classifier")
     check_label_needs(config, spec)

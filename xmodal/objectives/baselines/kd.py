@@ -80,7 +80,7 @@ class KDObjective(Objective):
         if logits is None:
             raise ValueError("needs the teacher's logits on the training split; the teacher has "
                              "none, so it has no classifier: use a feature-based baseline "
-                             "(fitnet, crd, rkd, pkt)")
+                             "(fitnet, crd, rkd, pkt, infonce)")
         if logits.shape[0] != context.num_samples:
             raise ValueError(f"teacher_logits has {logits.shape[0]} rows, the training split "
                              f"{context.num_samples}")
