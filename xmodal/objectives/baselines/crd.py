@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xmodal.core.checks import literal_rules, non_negative, positive, require
 from xmodal.core.registry import METHODS
 from xmodal.objectives.critic import ProjectionHead
-from xmodal.objectives.gather import world_size
 from xmodal.objectives.memory_bank import MemoryBank, negatives_per_step
+from xmodal.objectives.nce import nce_loss, nce_normaliser
 from xmodal.objectives.negative_memory import MemoryOptions, build_memories
 from xmodal.objectives.negative_queue import NegativeQueue
 from xmodal.objectives.objective import (
@@ -34,34 +33,6 @@ from xmodal.objectives.objective import (
 from xmodal.objectives.task_terms import LabelTerms
 
 __all__ = ["CRDConfig", "CRDObjective", "nce_loss"]
-
-
-def nce_loss(log_positive: Tensor, log_negative: Tensor, log_noise: float) -> Tensor:
-    """CRD's NCE loss from log-probabilities.
-
-    Args:
-        log_positive: ``[B]`` ``log P(pos_i)`` (``<u_i, v_i>/tau - log Z``).
-        log_negative: ``[B, K]`` ``log P(neg_ik)``.
-        log_noise: ``log(K * P_n) = log(K / N)``.
-
-    Returns:
-        ``-mean_i [log(P_i/(P_i + K/N)) + sum_k log((K/N)/(P_ik + K/N))]`` (scalar, nats).
-    """
-    positive_term = -F.softplus(log_noise - log_positive)  # log(P / (P + c))
-    negative_term = -F.softplus(log_negative - log_noise).sum(1)  # sum_k log(c / (P_k + c))
-    return -(positive_term + negative_term).mean()
-
-
-def _mean_across_processes(value: Tensor) -> Tensor:
-    """``value`` averaged over the default process group (identity outside torch.distributed)."""
-    import torch.distributed as dist
-
-    world = world_size()
-    if world > 1:
-        value = value.clone()
-        dist.all_reduce(value)
-        value = value / world
-    return value
 
 
 @dataclass
@@ -268,18 +239,9 @@ class CRDObjective(Objective):
 
     @torch.no_grad()
     def _estimate_z(self, positive: Tensor, negative_t: Tensor, negative_s: Tensor) -> None:
-        """``Z = N * mean(exp(scores))`` over the batch's ``[B, K + 1]`` scores, per direction
-        (masked negatives, ``-inf``, left out)."""
-
-        def mean_exp(negative: Tensor) -> Tensor:
-            scores = torch.cat([positive.unsqueeze(1), negative], 1)
-            finite = torch.isfinite(scores)
-            return scores.exp().sum() / finite.sum()
-
-        means = torch.stack([mean_exp(negative_t), mean_exp(negative_s)]).to(self.z_teacher)
-        means = _mean_across_processes(means)
-        self.z_teacher.fill_(float(means[0]) * self.num_samples)
-        self.z_student.fill_(float(means[1]) * self.num_samples)
+        """``Z`` per direction from this batch (:func:`~xmodal.objectives.nce.nce_normaliser`)."""
+        self.z_teacher.fill_(nce_normaliser(positive, negative_t, self.num_samples))
+        self.z_student.fill_(nce_normaliser(positive, negative_s, self.num_samples))
 
     @torch.no_grad()
     def update_memory(self, indices: Tensor, teacher_embed: Tensor, student_embed: Tensor) -> None:
