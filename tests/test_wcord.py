@@ -41,7 +41,7 @@ def test_defaults_and_hparams_round_trip() -> None:
     hp = loss.hparams()
     assert hp == dict(
         teacher_dim=64, student_dim=32, num_samples=1000, embed_dim=128, num_negatives=16384,
-        tau=0.07, momentum=0.5, lambda_global=0.8, lambda_local=0.1, lipschitz="spectral",
+        tau=0.07, momentum=0.5, estimator="nce", lambda_global=0.8, lambda_local=0.1, lipschitz="spectral",
         gp_weight=10.0, critic="dot", critic_hidden=256, negatives="uniform", sharing="batch",
         sinkhorn_eps=0.05, sinkhorn_iters=100, sinkhorn_tol=1e-3, seed=0, local_solver="sinkhorn",
         ipot_beta=1.0, local_scope="process", bank_dtype="float32",
@@ -150,7 +150,8 @@ def test_bf16_autocast_float32_terms(options: dict) -> None:
 
 def test_global_term_matches_per_anchor_reference() -> None:
     n, b, d = 50, 6, 8
-    loss = WCoRDLoss(9, 7, num_samples=n, embed_dim=d, tau=0.1, lambda_local=0.0, seed=3)
+    loss = WCoRDLoss(9, 7, num_samples=n, embed_dim=d, tau=0.1, lambda_local=0.0, seed=3,
+                     estimator="infonce")
     g = _gen(11)
     loss.teacher_bank.memory.copy_(F.normalize(torch.randn(n, d, generator=g), dim=1))
     loss.student_bank.memory.copy_(F.normalize(torch.randn(n, d, generator=g), dim=1))
@@ -174,6 +175,66 @@ def test_global_term_matches_per_anchor_reference() -> None:
     want = one_side(u, v, mem_s) + one_side(v, u, mem_t)
     assert float(out["global"].detach()) == pytest.approx(want, abs=1e-5, rel=1e-5)
     assert float(out["loss"].detach()) == pytest.approx(0.8 * want, abs=1e-5, rel=1e-5)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_nce_global_term_matches_per_anchor_reference(masked: bool) -> None:
+    """estimator='nce': CRD's binary NCE with Z = N * mean(exp(scores)) estimated once, checked
+    against a float64 loop over anchors (masked negatives drop out of the negatives' sum only)."""
+    n, b, d, k, tau = 40, 5, 6, 8, 0.2
+    labels = torch.arange(n) % 3
+    loss = WCoRDLoss(9, 7, num_samples=n, embed_dim=d, tau=tau, lambda_local=0.0, seed=4,
+                     sample_labels=labels, negatives="other_class" if masked else "uniform")
+    g = _gen(13)
+    loss.teacher_bank.memory.copy_(F.normalize(torch.randn(n, d, generator=g), dim=1))
+    loss.student_bank.memory.copy_(F.normalize(torch.randn(n, d, generator=g), dim=1))
+    idx = torch.tensor([0, 3, 7, 20, 33])
+    neg = torch.stack([torch.randperm(n, generator=g)[:k] for _ in range(b)])
+    mem_t, mem_s = loss.teacher_bank.memory.double(), loss.student_bank.memory.double()
+
+    def reference(u: torch.Tensor, v: torch.Tensor, z: tuple[float, float] | None):
+        sides = []
+        for anchors, partners, bank, swap in ((u, v, mem_s, False), (v, u, mem_t, True)):
+            rows = []  # per anchor: the positive score and the kept negatives' scores
+            for i in range(b):
+                keep = [j for j in neg[i].tolist() if not (masked and labels[j] == labels[idx[i]])]
+                rows.append((float(anchors[i] @ partners[i]) / tau,
+                             [float(bank[j] @ anchors[i]) / tau for j in keep]))
+            sides.append(rows)
+        if z is None:  # Z = N * mean of exp over every finite score of the batch, per side
+            z = tuple(n * sum(math.exp(p) + sum(math.exp(x) for x in ns) for p, ns in rows)
+                      / sum(1 + len(ns) for _, ns in rows) for rows in sides)
+        c = k / n  # K * P_noise, the masked columns counted as in CRD
+        total = 0.0
+        for rows, zz in zip(sides, z):
+            for p, ns in rows:
+                prob = math.exp(p) / zz
+                total -= (math.log(prob / (prob + c))
+                          + sum(math.log(c / (math.exp(x) / zz + c)) for x in ns)) / b
+        return total, z
+
+    t, s = _features(b, 9, 7, seed=3)
+    out = loss(s, t, indices=idx, negatives=neg)
+    want, z = reference(out["teacher_embed"].double(), out["student_embed"].double(), None)
+    assert float(out["global"].detach()) == pytest.approx(want, rel=1e-5, abs=1e-6)
+    assert (float(loss.z_teacher), float(loss.z_student)) == pytest.approx(z, rel=1e-5)
+    # Z is estimated once: a second batch reuses it (and the buffers travel in the state dict).
+    t2, s2 = _features(b, 9, 7, seed=8)
+    out2 = loss(s2, t2, indices=idx, negatives=neg)
+    want2, _ = reference(out2["teacher_embed"].double(), out2["student_embed"].double(), z)
+    assert float(out2["global"].detach()) == pytest.approx(want2, rel=1e-5, abs=1e-6)
+    assert {"z_teacher", "z_student"} <= set(loss.state_dict())
+
+
+def test_estimators_differ_and_infonce_is_optional() -> None:
+    """The two forms are different losses of the same scores; a bad estimator name is refused."""
+    t, s = _features(6, 6, 5, seed=4)
+    values = {e: float(_banked_loss(estimator=e)(s, t, indices=torch.arange(6),
+                                                 negatives=torch.arange(10, 30))["global"])
+              for e in ("nce", "infonce")}
+    assert values["nce"] != pytest.approx(values["infonce"], rel=1e-3)
+    with pytest.raises(ValueError, match="estimator"):
+        WCoRDLoss(6, 5, num_samples=30, estimator="softmax")
 
 
 def test_global_term_gradient_skips_bank() -> None:
@@ -357,8 +418,10 @@ def test_lipschitz_modes_project_onto_ball_or_sphere() -> None:
 # ---------------------------------------------------------------------------- toy distillation
 
 
-def test_toy_distillation_recovers_pairs() -> None:
-    """Student input = fixed random linear map of the teacher features + noise: WCoRD must align them."""
+@pytest.mark.parametrize("estimator, drop", [("nce", 0.2), ("infonce", 0.1)])
+def test_toy_distillation_recovers_pairs(estimator: str, drop: float) -> None:
+    """Student input = fixed random linear map of the teacher features + noise: WCoRD must align
+    them under either estimator (NCE's loss keeps a floor from its negatives' terms)."""
     n, dt, dy, ds, b = 256, 32, 24, 16, 64
     g = _gen(0)
     teacher = torch.randn(n, dt, generator=g)
@@ -366,7 +429,7 @@ def test_toy_distillation_recovers_pairs() -> None:
     student_input = teacher @ mixing + 0.05 * torch.randn(n, dy, generator=g)
     torch.manual_seed(0)
     student = torch.nn.Linear(dy, ds)
-    loss = WCoRDLoss(dt, ds, num_samples=n, embed_dim=32, seed=0)
+    loss = WCoRDLoss(dt, ds, num_samples=n, embed_dim=32, seed=0, estimator=estimator)
     opt = torch.optim.Adam([*student.parameters(), *loss.parameters()], lr=1e-2)
 
     def retrieval() -> float:
@@ -389,7 +452,7 @@ def test_toy_distillation_recovers_pairs() -> None:
         losses.append(out["loss"].item())
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert start < 0.05
-    assert last < 0.1 * first
+    assert last < drop * first
     assert retrieval() > 0.9
 
 
@@ -519,7 +582,7 @@ def test_global_term_reference_all_critics(kind: str, masked: bool) -> None:
     labels = torch.arange(n) % 3
     loss = WCoRDLoss(9, 7, num_samples=n, embed_dim=d, tau=tau, lambda_local=0.0, critic=kind,
                      critic_hidden=10, lipschitz="none", seed=4, sample_labels=labels,
-                     negatives="other_class" if masked else "uniform")
+                     negatives="other_class" if masked else "uniform", estimator="infonce")
     loss.critic = _randomised_critic(kind, d, tau, spectral=False, seed=6)
     g = _gen(12)
     loss.teacher_bank.memory.copy_(F.normalize(torch.randn(n, d, generator=g), dim=1))
@@ -568,7 +631,7 @@ def _banked_loss(**kwargs) -> WCoRDLoss:
 
 def test_other_class_mask_and_labels_argument() -> None:
     labels = torch.arange(30) % 4
-    loss = _banked_loss(negatives="other_class", sample_labels=labels)
+    loss = _banked_loss(negatives="other_class", sample_labels=labels, estimator="infonce")
     assert torch.equal(loss.teacher_bank.labels, labels) and "teacher_bank.labels" in loss.state_dict()
     t, s = _features(6, 6, 5, seed=4)
     t.requires_grad_(True)
@@ -580,7 +643,7 @@ def test_other_class_mask_and_labels_argument() -> None:
     other = loss(s, t, indices=idx, negatives=neg, labels=(labels[idx] + 1) % 4)["global"]
     assert not torch.allclose(other, out["global"])
     # Masked == dropping those negatives by hand (uniform loss on a per-anchor subset).
-    uniform = _banked_loss()
+    uniform = _banked_loss(estimator="infonce")
     manual = 0.0
     for i in range(6):
         keep = neg[labels[neg] != labels[idx[i]]]
@@ -595,7 +658,7 @@ def test_other_class_mask_and_labels_argument() -> None:
 
 def test_other_class_anchor_without_valid_negatives_contributes_zero() -> None:
     labels = torch.zeros(30, dtype=torch.long)  # one class: every negative is masked
-    loss = _banked_loss(negatives="other_class", sample_labels=labels)
+    loss = _banked_loss(negatives="other_class", sample_labels=labels, estimator="infonce")
     t, s = _features(4, 6, 5, seed=5)
     s.requires_grad_(True)
     out = loss(s, t, indices=torch.arange(4))

@@ -36,6 +36,7 @@ from xmodal.core.registry import METHODS
 from xmodal.objectives.critic import Critic, ProjectionHead, build_critic
 from xmodal.objectives.gather import all_gather_with_grad
 from xmodal.objectives.memory_bank import MemoryBank, negatives_per_step
+from xmodal.objectives.nce import nce_loss, nce_normaliser
 from xmodal.objectives.negative_memory import Memory, MemoryOptions, build_memories
 from xmodal.objectives.negative_queue import NegativeQueue
 from xmodal.objectives.objective import (
@@ -57,6 +58,9 @@ class WCoRDConfig(MemoryOptions):
     ``num_negatives``, ``tau``, ``momentum``, ``negatives``, ``sharing``, ``bank_dtype``).
 
     Attributes:
+        estimator: form of the global term's contrast: ``nce`` (CRD's binary NCE with a
+            normaliser ``Z`` estimated once, the paper's form; see docs/wcord-paper-audit.md) or
+            ``infonce`` (a softmax over the positive and the ``K`` negatives).
         lambda_global, lambda_local: weights of the dual and the primal term (not both 0).
         lipschitz: ``spectral`` (spectrally normalised heads onto the unit ball and critic),
             ``gradient_penalty`` (one-sided, weight ``gp_weight``) or ``none`` (heads onto the
@@ -71,6 +75,7 @@ class WCoRDConfig(MemoryOptions):
             teacher's logits, through a linear student classifier (0: label-free).
     """
 
+    estimator: Literal["nce", "infonce"] = "nce"
     lambda_global: float = 0.8
     lambda_local: float = 0.1
     lipschitz: Literal["spectral", "gradient_penalty", "none"] = "spectral"
@@ -121,7 +126,12 @@ class WCoRDLoss(Objective):
         teacher_bank, student_bank: :class:`MemoryBank` ``[N, d]`` or :class:`NegativeQueue`
             ``[K, d]``; None when ``lambda_global == 0``.
         last_transport: the local term's last :class:`TransportResult`, or None.
+        z_teacher, z_student: buffers (scalars), the NCE normalisers ``Z`` of the teacher- and
+            the student-anchored scores (``estimator="nce"``); ``-1`` until the first forward.
     """
+
+    z_teacher: Tensor
+    z_student: Tensor
 
     options: ClassVar[type] = WCoRDConfig
     options_key: ClassVar[str] = "wcord"
@@ -207,6 +217,7 @@ class WCoRDLoss(Objective):
         self.negatives, self.sharing = options.negatives, options.sharing
         self.sinkhorn_iters, self.sinkhorn_tol = options.sinkhorn_iters, options.sinkhorn_tol
         self.local_solver, self.local_scope = options.local_solver, options.local_scope
+        self.estimator = options.estimator
         # Sinkhorn's reg is eps; IPOT's is its proximal step beta (it approaches the exact plan).
         self.local_reg = options.sinkhorn_eps if options.local_solver == "sinkhorn" else options.ipot_beta
         self.label_terms = label_terms
@@ -226,6 +237,8 @@ class WCoRDLoss(Objective):
             self.teacher_bank, self.student_bank = build_memories(options, num_samples, seed, onto,
                                                                   sample_labels)
         self._negative_generator = torch.Generator().manual_seed(seed + 2)
+        self.register_buffer("z_teacher", torch.tensor(-1.0))
+        self.register_buffer("z_student", torch.tensor(-1.0))
         self.last_transport: TransportResult | None = None
         self._warned_unconverged = False
 
@@ -379,7 +392,7 @@ class WCoRDLoss(Objective):
             own = self.teacher_bank.own_rows(indices)  # an anchor's own older embedding is no negative
             teacher_anchored = teacher_anchored.masked_fill(own, -math.inf)
             student_anchored = student_anchored.masked_fill(own, -math.inf)
-            return self._contrast(positive, teacher_anchored) + self._contrast(positive, student_anchored)
+            return self._both_directions(positive, teacher_anchored, student_anchored)
         if negatives is None:
             negatives = self.sample_negatives(indices)
         elif negatives.dtype != torch.long or not (
@@ -402,11 +415,26 @@ class WCoRDLoss(Objective):
             same = self.teacher_bank.labels_of(negatives) == anchor_labels.to(negatives.device).unsqueeze(1)
             teacher_anchored = teacher_anchored.masked_fill(same, -math.inf)
             student_anchored = student_anchored.masked_fill(same, -math.inf)
-        return self._contrast(positive, teacher_anchored) + self._contrast(positive, student_anchored)
+        return self._both_directions(positive, teacher_anchored, student_anchored)
+
+    def _both_directions(self, positive: Tensor, teacher_anchored: Tensor,
+                         student_anchored: Tensor) -> Tensor:
+        """The contrast of the positives ``[B]`` against the teacher- and the student-anchored
+        negatives ``[B, K]``, summed, under the configured estimator."""
+        if self.estimator == "infonce":
+            return self._contrast(positive, teacher_anchored) + self._contrast(positive, student_anchored)
+        if self.z_teacher <= 0 or self.z_student <= 0:  # once, from the first batch, as CRD
+            self.z_teacher.fill_(nce_normaliser(positive, teacher_anchored, self.num_samples))
+            self.z_student.fill_(nce_normaliser(positive, student_anchored, self.num_samples))
+        log_noise = math.log(teacher_anchored.shape[1] / self.num_samples)
+        log_z_t, log_z_s = self.z_teacher.log(), self.z_student.log()
+        return (nce_loss(positive - log_z_t, teacher_anchored - log_z_t, log_noise)
+                + nce_loss(positive - log_z_s, student_anchored - log_z_s, log_noise))
 
     @staticmethod
     def _contrast(positive: Tensor, negative: Tensor) -> Tensor:
-        """``-mean_i [p_i - log(exp p_i + sum_k exp n_ik)]`` for ``positive`` [B], ``negative`` [B, K].
+        """InfoNCE: ``-mean_i [p_i - log(exp p_i + sum_k exp n_ik)]`` for ``positive`` [B],
+        ``negative`` [B, K].
 
         Masked negatives (``-inf``) drop out of the sum; an anchor with none left gives 0.
         """
