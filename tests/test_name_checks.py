@@ -31,6 +31,12 @@ def test_a_misspelt_name_fails_before_any_stage(override, message, tmp_path, cap
      "distill.methods[0]: method 'kd' needs the teacher's logits, but teacher.optim.epochs is 0"),
     (["distill.methods=[wcord]", "distill.wcord.beta=1", "teacher.checkpoint=NOWHERE"],
      "method 'wcord' needs the teacher's logits, but teacher.checkpoint 'NOWHERE' holds no classifier.pt"),
+    (["distill.methods=[kd]"],
+     "method 'kd' needs the teacher's logits, but teacher.task=transfer trains the teacher on "
+     "another label space"),
+    (["distill.methods=[wcord]", "distill.wcord.beta=1"], "set teacher.task=probe-labels"),
+    (["data.name=cifar100", "distill.students=[rgb]", "distill.methods=[wcord]"],
+     "teacher.task: dataset 'cifar100' has no teacher task of its own for 'transfer'"),
     (["distill.wcord.negatives=queue", "distill.wcord.sharing=anchor"],
      "sharing='anchor' (must be batch under negatives=queue"),
 ])

@@ -90,10 +90,11 @@ def test_interrupted_run_resumes(tmp_path, monkeypatch):
 
 
 def test_methods_side_by_side_over_seeds(tmp_path):
-    methods = ["none", "supervised", "kd", "fitnet", "crd", "rkd", "pkt", "wcord", "wcord-global",
-               "wcord-local"]
+    methods = ["none", "supervised", "kd", "fitnet", "crd", "rkd", "pkt", "infonce", "wcord",
+               "wcord-global", "wcord-local"]
+    # kd reads the teacher's logits over the scene classes: the oracle teacher of probe-labels
     assert main(_argv(tmp_path, "distill.students=[depth]", f"distill.methods=[{','.join(methods)}]",
-                      "seeds=[0,1]", "distill.crd.num_negatives=32")) == 0
+                      "seeds=[0,1]", "distill.crd.num_negatives=32", "teacher.task=probe-labels")) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())["summary"]
     accuracy = {e["method"]: e for e in summary if e["metric"] == "accuracy" and e["modality"] == "depth"}
     assert set(accuracy) == set(methods)

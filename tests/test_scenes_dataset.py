@@ -304,3 +304,42 @@ def test_semantic_ids_become_probe_labels_with_no_hit_unlabeled():
 
     ids = torch.tensor([[0, 1, NUM_SEMANTIC_IDS - 1, NO_HIT_ID]], dtype=torch.uint8)
     assert dense_semantic(ids).tolist() == [[1, 2, NUM_SEMANTIC_IDS, 0]]
+
+
+def test_dominant_object_matches_a_pixel_count():
+    from xmodal.data.scenes.render import NO_HIT_ID
+    from xmodal.data.scenes_source import dominant_object
+
+    rng = np.random.default_rng(3)
+    ids = np.array([FLOOR_ID, WALL_ID, NO_HIT_ID] + [semantic_id(c) for c in range(len(CATEGORIES))])
+    maps = rng.choice(ids, size=(40, 8, 8)).astype(np.uint8)
+    maps[0] = FLOOR_ID  # no object at all: category 0
+    maps[1, :] = semantic_id(4)
+    maps[1, 0, :3] = semantic_id(2)  # a smaller second object
+    got = dominant_object(__import__("torch").from_numpy(maps), np.arange(40)).numpy()
+    for i, m in enumerate(maps):
+        counts = [int((m == semantic_id(c)).sum()) for c in range(len(CATEGORIES))]
+        assert got[i] == int(np.argmax(counts)), (i, counts)
+    assert got[0] == 0 and got[1] == 4
+
+
+def test_teacher_task_is_new_scenes_labelled_by_their_dominant_object(small_file, tmp_path):
+    """teacher.task=transfer: another seed (no shared sample), object-category labels."""
+    from xmodal.data.scenes_source import ScenesSource
+
+    source = ScenesSource()
+    options = ScenesConfig(**SMALL)
+    task_options = source.teacher_task_options(options)
+    assert task_options.seed != options.seed
+    assert {k: v for k, v in vars(task_options).items() if k != "seed"} == \
+        {k: v for k, v in vars(options).items() if k != "seed"}
+    path = generate_scenes(tmp_path / "task.h5", task_options)
+    task = source.load_teacher_task(path)
+    assert task.num_classes == len(CATEGORIES) and task.class_names == list(CATEGORIES)
+    train = task.splits["train"]
+    batch = train.__getitems__(list(range(len(train))))
+    with h5py.File(path, "r") as f, h5py.File(small_file, "r") as g:
+        semantic = f["train/semantic"][:]
+        assert not np.array_equal(f["train/rgb"][:], g["train/rgb"][:])
+    want = [int(np.argmax([(m == semantic_id(c)).sum() for c in range(len(CATEGORIES))])) for m in semantic]
+    assert batch["label"].tolist() == want and batch["rgb"].shape[0] == len(train)

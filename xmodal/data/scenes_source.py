@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -15,11 +16,25 @@ from xmodal.data.depth_encodings import Intrinsics
 from xmodal.data.hdf5_split import HDF5Split, as_long
 from xmodal.data.scenes import ScenesConfig, generate_scenes, read_scenes_info
 from xmodal.data.scenes.points import scene_points
-from xmodal.data.scenes.recipes import NUM_SEMANTIC_IDS
+from xmodal.data.scenes.recipes import CATEGORIES, NUM_SEMANTIC_IDS, OBJECT_ID_OFFSET
 from xmodal.data.scenes.render import NO_HIT_ID
 from xmodal.data.source import LoadedDataset
 
 SPLITS = ("train", "val", "test")
+
+#: seed offset of the teacher's own generated set (``teacher.task=transfer``): its scenes share
+#: no sample with the distillation data, which draws from ``seed``
+TEACHER_TASK_SEED_OFFSET = 7_919
+
+
+def dominant_object(semantic: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+    """Rendered label maps ``[n, H, W]`` -> the object category covering the most pixels
+    ``[n]`` long (0..5; ties go to the lower category; a map without objects gives 0)."""
+    flat = semantic.long().reshape(semantic.shape[0], -1) - OBJECT_ID_OFFSET
+    inside = (flat >= 0) & (flat < len(CATEGORIES))
+    counts = torch.zeros(flat.shape[0], len(CATEGORIES), dtype=torch.long)
+    counts.scatter_add_(1, flat.clamp(0, len(CATEGORIES) - 1), inside.long())
+    return counts.argmax(1)
 
 
 def dense_semantic(semantic: torch.Tensor) -> torch.Tensor:
@@ -60,6 +75,20 @@ class ScenesSource:
     def prepare(self, options: ScenesConfig, cache_path: Path,
                 progress: Callable[[int, int], None] | None = None) -> Path:
         return generate_scenes(cache_path, options, progress=progress)
+
+    def teacher_task_options(self, options: ScenesConfig) -> ScenesConfig:
+        """The options of the teacher's own set (``teacher.task=transfer``): new scenes (another
+        seed) of the same generator, labelled by :meth:`load_teacher_task`."""
+        return dataclasses.replace(options, seed=options.seed + TEACHER_TASK_SEED_OFFSET)
+
+    def load_teacher_task(self, cache_path: Path) -> LoadedDataset:
+        """The teacher's own set: RGB labelled by its dominant object category (6 classes, a
+        label space apart from the scene classes that the students are probed on)."""
+        splits = {}
+        for split in SPLITS:
+            splits[split] = HDF5Split(cache_path, {"rgb": f"{split}/rgb", "semantic": f"{split}/semantic"})
+            splits[split].derive("label", "semantic", dominant_object)
+        return LoadedDataset(splits=splits, num_classes=len(CATEGORIES), class_names=list(CATEGORIES))
 
     def load(self, cache_path: Path) -> LoadedDataset:
         info = read_scenes_info(cache_path)  # one clear error for a missing/corrupt cache

@@ -126,6 +126,17 @@ def write_embeddings(run_dir: Path, panels: list[dict[str, Any]], class_names: l
 
 # ----------------------------------------------------------------------------- report
 
+def _teacher_protocol(teacher: dict[str, Any]) -> str:
+    """How the teacher was made, in words (the protocol the students' numbers rest on)."""
+    if teacher.get("checkpoint"):
+        return f"loaded from `{teacher['checkpoint']}`"
+    if teacher.get("task") == "transfer":
+        return ("**transfer protocol**: trained on a separate set with its own label space "
+                "(`teacher.task=transfer`), never on the probe's labels or the distillation images")
+    return ("trained on the probe's own labels (`teacher.task=probe-labels`: an oracle teacher, "
+            "not a transfer protocol)")
+
+
 def _student_backbones(distill: dict[str, Any]) -> str:
     """``"depth, audio / `resnet8`; points / `pointnet`"``: the students grouped by the backbone
     that encoded them (``distill.encoders``, else the front end's default where
@@ -158,7 +169,8 @@ def _config_summary(config: dict[str, Any]) -> list[str]:
     return [
         f"- **data**: `{data.get('name')}` ({opts(options)})",
         f"- **teacher**: {teacher.get('modality')} / `{teacher.get('encoder', {}).get('name')}`, "
-        f"{t_opt.get('epochs')} epochs, batch {t_opt.get('batch_size')}, lr {t_opt.get('lr')}",
+        f"{t_opt.get('epochs')} epochs, batch {t_opt.get('batch_size')}, lr {t_opt.get('lr')}; "
+        f"{_teacher_protocol(teacher)}",
         f"- **students**: {_student_backbones(distill)}, {s_opt.get('epochs')} epochs, "
         f"batch {s_opt.get('batch_size')}, lr {s_opt.get('lr')}",
         f"- **methods**: {', '.join(distill.get('methods', []))}",

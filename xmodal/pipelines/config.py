@@ -79,12 +79,19 @@ class TeacherConfig:
     """The teacher: trained with labels on ``modality`` (frozen during distillation).
 
     Attributes:
+        task: what the teacher is trained on. ``probe-labels``: the distillation data's own
+            labels, which the probes score (an oracle teacher). ``transfer``: a separate set
+            that the dataset generates for it, with another label space (``scenes``: new scenes
+            labelled by their dominant object category), so the teacher never sees the
+            probe's labels nor the distillation images; it then has no logits over the
+            dataset's classes (no ``kd``, no ``beta``).
         checkpoint: a folder with a trained teacher's ``encoder.pt`` (and ``classifier.pt`` for
             logit-based methods), e.g. ``runs/cifar100/teacher/seed0`` of an earlier run: used
             for every seed instead of training one. Empty (default): train it.
     """
 
     modality: str = "rgb"
+    task: Literal["probe-labels", "transfer"] = "probe-labels"
     checkpoint: str = ""
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -44,6 +44,10 @@ def check_component_names(config: RunConfig) -> None:
         if provided and modality not in provided:
             raise ConfigError(f"{key}: dataset '{config.data.name}' has no modality '{modality}' "
                               f"(it has {', '.join(provided)})")
+    if (config.teacher.task == "transfer" and not config.teacher.checkpoint
+            and not hasattr(source, "teacher_task_options")):
+        raise ConfigError(f"teacher.task: dataset '{config.data.name}' has no teacher task of its own "
+                          "for 'transfer'; set teacher.task=probe-labels or give teacher.checkpoint")
     _resolve(BACKBONES, config.teacher.encoder.name, "teacher.encoder.name")
     _resolve(BACKBONES, config.distill.encoder.name, "distill.encoder.name")
     for modality, encoder in config.distill.encoders.items():
@@ -74,6 +78,9 @@ def teacher_logits_missing(config: RunConfig, spec: PipelineSpec) -> str | None:
         return f"pipeline '{spec.name}' trains no teacher"
     if config.teacher.optim.epochs == 0:
         return "teacher.optim.epochs is 0, so the teacher's classifier is never trained"
+    if config.teacher.task == "transfer":
+        return ("teacher.task=transfer trains the teacher on another label space, so it has no "
+                "logits over the dataset's classes (set teacher.task=probe-labels)")
     return None
 
 

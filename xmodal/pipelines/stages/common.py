@@ -23,11 +23,11 @@ from xmodal.training.optim import OptimConfig
 from xmodal.training.train import train_encoder
 
 
-def frontend_kwargs(ctx: RunContext, modality: str) -> dict[str, Any]:
+def frontend_kwargs(ctx: RunContext, modality: str, dataset: LoadedDataset | None = None) -> dict[str, Any]:
     """The front end's options: as configured (``frontends.<modality>``), then the dataset's facts
     about its data (e.g. the audio sample rate), which win."""
     options = ctx.config.frontends.options_for(modality)
-    dataset: LoadedDataset = ctx.state.dataset
+    dataset = dataset if dataset is not None else ctx.state.dataset
     return {**(to_dict(options) if options is not None else {}), **dataset.frontend_kwargs.get(modality, {})}
 
 
@@ -64,14 +64,17 @@ TRAIN_STATE = "train-state.pt"
 def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: str,
                          encoder_cfg: EncoderConfig, optim: OptimConfig, method_name: str,
                          options: Any, seed: int, teacher: dict[str, Any] | None,
-                         role: str) -> dict[str, Any]:
-    """Train (or reuse) one encoder; returns its model record for the probe stage."""
+                         role: str, data: tuple[LoadedDataset, str] | None = None) -> dict[str, Any]:
+    """Train (or reuse) one encoder; returns its model record for the probe stage.
+
+    ``data``: the dataset to train on and its key, when not the run's (a transfer teacher's set).
+    """
     method = METHODS.get(method_name)
-    dataset: LoadedDataset = ctx.state.dataset
+    dataset, data_key = data if data is not None else (ctx.state.dataset, ctx.state.data_key)
     needs = method.needs_for(options) if method.trains else frozenset()
     uses_teacher = bool(needs & {"teacher", "teacher_logits"})
-    frontend = frontend_kwargs(ctx, modality)
-    inputs = {"data": ctx.state.data_key, "modality": modality, "encoder": to_dict(encoder_cfg),
+    frontend = frontend_kwargs(ctx, modality, dataset)
+    inputs = {"data": data_key, "modality": modality, "encoder": to_dict(encoder_cfg),
               "frontend": frontend,
               "pretrained": _pretrained_digest(encoder_cfg),
               "method": method_name, "seed": seed,

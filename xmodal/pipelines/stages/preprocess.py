@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from xmodal.core.config import fingerprint, to_dict
 from xmodal.core.errors import ConfigError
 from xmodal.core.registry import DATASETS
@@ -19,17 +22,31 @@ def preprocess(ctx: RunContext) -> None:
     options = data_cfg.options()
     if options is None:
         raise ConfigError(f"dataset '{data_cfg.name}' has no options section 'data.{data_cfg.name}'")
-    inputs = {"dataset": data_cfg.name, "options": to_dict(options)}
+    path, ctx.state.data_key = prepared_cache(ctx, source, options, data_cfg.name)
+    ctx.state.dataset = source.load(path)
+    skipped = ctx.state.dataset.skipped_rows
+    if skipped:
+        shown = ", ".join(map(str, skipped[:20])) + (", ..." if len(skipped) > 20 else "")
+        ctx.say(f"[yellow]{data_cfg.name}: {len(skipped)} bad row(s) left out (rows {shown}; "
+                f"on_bad_sample=skip); 'xmodal data info' on the manifest lists why[/yellow]")
+    ctx.state.dataset_source = source
+
+
+def prepared_cache(ctx: RunContext, source: Any, options: Any, name: str) -> tuple[Path, str]:
+    """Build (main process) or reuse the cache ``data/<name>/data.h5`` of ``source`` with
+    ``options``; returns its path and the data key that every later unit is keyed on (the
+    data's settings and its content)."""
+    inputs = {"dataset": ctx.config.data.name, "options": to_dict(options)}
     if hasattr(source, "fingerprint"):  # file-backed sources: a replaced file must not hit the cache
         inputs["source"] = source.fingerprint(options)
-    unit = ctx.unit("data", data_cfg.name, inputs=inputs)
+    unit = ctx.unit("data", name, inputs=inputs)
     path = unit.directory / "data.h5"
     record = unit.record(files=[path.name])
     if record is None:
         if ctx.accelerator.is_main_process:
             unit.directory.mkdir(parents=True, exist_ok=True)
             with progress_bar(True, ctx.console) as bar:
-                job = bar.add_task(f"preprocess {data_cfg.name}", total=None, info="")
+                job = bar.add_task(f"preprocess {name}", total=None, info="")
                 source.prepare(options, path, progress=lambda done, total, **fields: bar.update(
                     job, completed=done, total=total, **fields))
             unit.finish({"path": path.name}, files=[path.name])
@@ -38,12 +55,4 @@ def preprocess(ctx: RunContext) -> None:
     else:
         digest = record["files"][path.name]
         ctx.say(f"[dim]preprocess: cached {path}[/dim]")
-    ctx.state.dataset = source.load(path)
-    skipped = ctx.state.dataset.skipped_rows
-    if skipped:
-        shown = ", ".join(map(str, skipped[:20])) + (", ..." if len(skipped) > 20 else "")
-        ctx.say(f"[yellow]{data_cfg.name}: {len(skipped)} bad row(s) left out (rows {shown}; "
-                f"on_bad_sample=skip); 'xmodal data info' on the manifest lists why[/yellow]")
-    ctx.state.dataset_source = source
-    # every later unit is keyed on the data's settings and its content
-    ctx.state.data_key = fingerprint({"unit": unit.key, "digest": digest})
+    return path, fingerprint({"unit": unit.key, "digest": digest})

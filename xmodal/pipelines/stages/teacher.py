@@ -1,5 +1,7 @@
-"""Stage ``teacher``: train the teacher with labels, then cache its frozen train-split features
-``[N, Dt]`` and logits ``[N, C]`` (inputs of feature- and logit-based distillation)."""
+"""Stage ``teacher``: train the teacher with labels (the dataset's own, or under
+``teacher.task=transfer`` a separate set with another label space), then cache its frozen
+train-split features ``[N, Dt]`` and logits ``[N, C]`` (inputs of feature- and logit-based
+distillation; no logits for a transfer teacher)."""
 
 from __future__ import annotations
 
@@ -9,9 +11,11 @@ import torch
 
 from xmodal.core.config import fingerprint
 from xmodal.core.errors import ConfigError, DataError
+from xmodal.data.source import LoadedDataset
 from xmodal.evaluation.features import extract_features
 from xmodal.pipelines.context import RunContext
 from xmodal.pipelines.stages.common import check_modality, encoder_for, trained_encoder_unit
+from xmodal.pipelines.stages.preprocess import prepared_cache
 from xmodal.pipelines.state import stage
 from xmodal.training.checkpoint import (
     file_digest,
@@ -30,6 +34,7 @@ def teacher(ctx: RunContext) -> None:
     check_modality(ctx, cfg.modality, "teacher.modality")
     ctx.state.teachers = {}
     ctx.state.models
+    own_data = _teacher_task_data(ctx) if cfg.task == "transfer" and not cfg.checkpoint else None
     for seed in ctx.config.seeds:
         if cfg.checkpoint:
             model = _loaded_teacher(ctx, Path(cfg.checkpoint), seed)
@@ -37,7 +42,7 @@ def teacher(ctx: RunContext) -> None:
             model = trained_encoder_unit(ctx, ("teacher", f"seed{seed}"), modality=cfg.modality,
                                          encoder_cfg=encoder_for(cfg.modality, cfg.encoder), optim=cfg.optim,
                                          method_name="supervised", options=None, seed=seed,
-                                         teacher=None, role="teacher")
+                                         teacher=None, role="teacher", data=own_data)
         model["method"] = "teacher"
         directory = Path(model["directory"])
         classifier_file = directory / "classifier.pt"
@@ -54,7 +59,8 @@ def teacher(ctx: RunContext) -> None:
             features = extract_features(encoder, ctx.state.dataset.splits["train"],
                                         device=ctx.accelerator.device)
             outputs = {"features": features}
-            if classifier_file.is_file():  # absent for a frozen (untrained) teacher
+            # absent for a frozen (untrained) teacher; over other classes for a transfer one
+            if classifier_file.is_file() and own_data is None:
                 classifier = torch.nn.Linear(features.shape[1], ctx.state.dataset.num_classes)
                 classifier.load_state_dict(load_checkpoint(classifier_file))
                 with torch.inference_mode():
@@ -69,6 +75,18 @@ def teacher(ctx: RunContext) -> None:
                                 "diverged; lower teacher.optim.lr and delete that folder")
         ctx.state.teachers[seed] = {"key": model["digest"], **outputs}
         ctx.state.models.append(model)
+
+
+def _teacher_task_data(ctx: RunContext) -> tuple[LoadedDataset, str]:
+    """The teacher's own labelled set under ``teacher.task=transfer`` (a cached unit beside
+    the run's data) and its data key."""
+    source, name = ctx.state.dataset_source, ctx.config.data.name
+    if not hasattr(source, "teacher_task_options"):
+        raise ConfigError(f"teacher.task=transfer: dataset '{name}' has no teacher task of its own; "
+                          "set teacher.task=probe-labels or give teacher.checkpoint")
+    options = source.teacher_task_options(ctx.config.data.options())
+    path, key = prepared_cache(ctx, source, options, f"{name}-teacher-task")
+    return source.load_teacher_task(path), key
 
 
 def _loaded_teacher(ctx: RunContext, folder: Path, seed: int) -> dict:
