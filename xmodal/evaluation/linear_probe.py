@@ -96,6 +96,9 @@ class LinearProbe:
     """Scene (image-level) classification from pooled features."""
 
     options = LinearProbeConfig
+    #: the result rows: test metrics, and the val accuracy of the chosen L2 (probe fit on
+    #: train alone), which is what a hyperparameter search may select on
+    metrics = ("accuracy", "mean_class_accuracy", "val_accuracy")
 
     def __init__(self, config: LinearProbeConfig | None = None) -> None:
         self.config = config or LinearProbeConfig()
