@@ -95,19 +95,20 @@ def student_spread(encoder: nn.Module, probe: Rows, device: torch.device | str,
     pooled features of ``probe``, read and encoded ``batch_size`` rows at a time.
 
     The encoder runs in eval mode (BatchNorm uses, and does not update, its running statistics)
-    and gets its mode back after; no gradient is kept; the random state of the CPU and of
+    and every module gets its mode back after; no gradient is kept; the random state of the CPU and of
     ``device`` is restored after, so the training's random stream is the same with or without
     this call. Both values are NaN if a feature is NaN or inf.
     """
-    device = torch.device(device)
-    was_training = encoder.training
+    device, step = torch.device(device), max(1, batch_size)
+    modes = [(m, m.training) for m in encoder.modules()]  # each module's own, mixed or not
     encoder.eval()
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            parts = [encoder(probe[i:i + batch_size].to(device)).float().cpu()
-                     for i in range(0, len(probe), max(1, batch_size))]
+            parts = [encoder(probe[i:i + step].to(device)).float().cpu()
+                     for i in range(0, len(probe), step)]
     finally:
-        encoder.train(was_training)
+        for module, training in modes:
+            module.training = training
     features = torch.cat(parts)
     if not torch.isfinite(features).all():
         return {RANK_KEY: math.nan, COSINE_KEY: math.nan}
