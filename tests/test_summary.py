@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 
 import pytest
@@ -113,3 +114,53 @@ def test_console_tables_drop_columns_to_fit_80_columns_instead_of_cutting_text()
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= 80
     assert "…" not in text and "wcord-global" in text and "12.3 ± 0.0" in text
+
+
+def _unit(run, name, modality, method, seed, history, role="student"):
+    unit = run / name
+    unit.mkdir(parents=True)
+    (unit / "encoder.json").write_text(json.dumps(
+        {"modality": modality, "extra": {"role": role, "method": method, "seed": seed}}))
+    (unit / "history.json").write_text(json.dumps(history))
+
+
+def test_report_shows_each_models_final_spread_and_tolerates_old_histories(tmp_path):
+    from xmodal.evaluation.report import write_report
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"config": {"seeds": [0, 1]},
+                                                  "summary": summarise(_rows())}))
+    old = [{"loss": 1.0, "lr": 0.1, "epoch": 1}]  # a run from before spread was logged
+    _unit(run, "teacher", "rgb", "supervised", 0, old, role="teacher")
+    for seed, (rank, cosine) in enumerate([(3.0, 0.70), (5.0, 0.50)]):
+        _unit(run, f"wcord-{seed}", "depth", "wcord", seed,
+              [{"loss": 2.0, "lr": 0.1, "epoch": 1, "spread_rank": 20.0, "spread_cosine": 0.1},
+               {"loss": 1.5, "lr": 0.0, "epoch": 2, "spread_rank": rank, "spread_cosine": cosine}])
+    report = (write_report(run)).read_text()
+    assert "### Embedding spread" in report
+    assert "| depth | wcord | 4.0 ± 1.4 | 0.60 ± 0.14 | 2 |" in report  # mean ± std of seeds
+    assert "| rgb | teacher |" not in report  # no spread logged: no row
+    saved = json.loads((run / "report" / "spread.json").read_text())
+    assert [(u["seed"], u["epoch"], u["spread_rank"]) for u in saved] == [(0, 2, 3.0), (1, 2, 5.0)]
+    assert "(report/embedding-spread.png)" in report and "(report/training-curves.png)" in report
+    for unit in ("wcord-0", "wcord-1"):  # an old run throughout: no section, no figure
+        (run / unit / "history.json").write_text(json.dumps(old))
+    report = (write_report(run)).read_text()
+    assert "Embedding spread" not in report and "embedding-spread" not in report
+    assert not (run / "report" / "spread.json").exists()
+
+
+def test_spread_curves_are_drawn_apart_from_the_loss_terms(tmp_path):
+    from xmodal.evaluation.figures import spread_curves_figure, training_curves_figure
+
+    histories = {"depth wcord": [{"loss": 2.0, "lr": 0.1, "epoch": e, "spread_rank": 10.0 / e,
+                                  "spread_cosine": 0.2 * e} for e in (1, 2, 3)],
+                 "rgb teacher": [{"loss": 1.0, "lr": 0.1, "epoch": 1}]}
+    curves = training_curves_figure(histories, tmp_path / "curves.png")
+    assert [line.get_label() for line in curves.axes[0].lines] == ["loss"]
+    fig = spread_curves_figure(histories, tmp_path / "spread.png")
+    rank, cosine = fig.axes[:2]
+    assert [line.get_label() for line in rank.lines] == ["depth wcord"]
+    assert list(rank.lines[0].get_ydata()) == pytest.approx([10.0, 5.0, 10 / 3])
+    assert list(cosine.lines[0].get_ydata()) == pytest.approx([0.2, 0.4, 0.6])

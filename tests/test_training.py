@@ -154,6 +154,7 @@ def test_history_json_is_plain(tmp_path):
     task = DistillationTask(create_encoder("resnet8", "depth"), Supervised(64, 3))
     history = fit(task, make_loader(_dataset(), 8, True), OptimConfig(epochs=2), Accelerator(cpu=True))
     assert [h["epoch"] for h in history] == [1, 2]
+    assert all({"spread_rank", "spread_cosine"} <= h.keys() for h in history)
     json.dumps(history)
 
 
@@ -185,6 +186,22 @@ def _wcord_task(seed=0, n=32):
                            num_classes=3, seed=seed, batch_size=8)
     objective = METHODS.get("wcord").build(ctx, WCoRDConfig(num_negatives=8, momentum=0.5))
     return DistillationTask(encoder, objective, teacher)
+
+
+def test_logging_the_spread_changes_no_weight_bank_or_loss_of_wcord(monkeypatch):
+    from xmodal.training import loop
+
+    cfg = OptimConfig(epochs=2, batch_size=8)
+    logged = _wcord_task()
+    history = fit(logged, make_loader(_dataset(), 8, True, seed=5, drop_last=True), cfg,
+                  Accelerator(cpu=True))
+    monkeypatch.setattr(loop, "student_spread", lambda *args, **kwargs: {})
+    plain = _wcord_task()
+    plain_history = fit(plain, make_loader(_dataset(), 8, True, seed=5, drop_last=True), cfg,
+                        Accelerator(cpu=True))
+    _assert_same_state(logged, plain)  # weights, BN statistics and both memory banks
+    assert [{k: v for k, v in h.items() if not k.startswith("spread_")} for h in history] \
+        == plain_history
 
 
 def test_training_killed_after_an_epoch_resumes_to_identical_weights(tmp_path, monkeypatch):

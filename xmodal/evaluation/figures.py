@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from xmodal.training.spread import COSINE_KEY, RANK_KEY
+
 #: per-epoch history keys that are not loss terms
-_NOT_LOSSES = ("epoch", "lr", "accuracy")
+_NOT_LOSSES = ("epoch", "lr", "accuracy", RANK_KEY, COSINE_KEY)
 _DPI = 110
 
 
@@ -118,6 +120,37 @@ def training_curves_figure(histories: dict[str, list[dict[str, float]]], path: P
             extra = lr_ax.get_legend_handles_labels()
             ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=8, loc="upper right")
     return _finish(fig, axes, len(names), title, path)
+
+
+def spread_curves_figure(histories: dict[str, list[dict[str, float]]], path: Path,
+                         title: str = "") -> Any:
+    """Two panels, a line per encoder (``{name: per-epoch history}``) against the epoch: the
+    effective rank and the mean pairwise cosine of its probe-batch features (history keys
+    ``spread_rank``, ``spread_cosine``; see :mod:`xmodal.training.spread`). Histories without
+    them (older runs) are left out."""
+    from matplotlib.ticker import MaxNLocator
+
+    names = [n for n, h in histories.items() if any(RANK_KEY in e for e in h)]
+    fig, axes = _panels(2, 2, 4.6, 3.2)
+    for ax, key, label in ((axes[0], RANK_KEY, "effective rank"),
+                           (axes[1], COSINE_KEY, "mean pairwise cosine")):
+        for i, name in enumerate(names):
+            history = [e for e in histories[name] if key in e]
+            ax.plot([e["epoch"] for e in history], [e[key] for e in history], marker=".",
+                    color=f"C{i % 10}", label=name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    last = max((e["epoch"] for n in names for e in histories[n]), default=1)
+    for ax in axes[:2]:
+        ax.set_xlim(0.5, last + 0.5)  # whole-epoch ticks, also for a single epoch
+    axes[0].set_ylim(bottom=0)
+    axes[1].set_ylim(-0.05, 1.05)  # |Σ unit rows|² >= 0 keeps the mean above -1/(N-1)
+    if names:
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper",
+                   fontsize=8, title="encoder")
+    return _finish(fig, axes, 2, title, path)
 
 
 def pca_2d(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,13 +16,15 @@ from xmodal.core.errors import DataError
 from xmodal.core.records import write_json_atomic
 from xmodal.evaluation import figures
 from xmodal.evaluation.figures import metric_label
+from xmodal.training.spread import COSINE_KEY, PROBE_SAMPLES, RANK_KEY
 
 REPORT = "report.md"
 FIGURES_DIR = "report"
 EMBEDDINGS = "embeddings.json"
+SPREAD = "spread.json"
 _RANK = "median_rank"
-__all__ = ["compare_runs", "markdown_table", "metric_label", "probe_tables", "write_embeddings",
-           "write_report"]
+__all__ = ["compare_runs", "markdown_table", "metric_label", "probe_tables", "spread_table",
+           "write_embeddings", "write_report"]
 
 
 # ----------------------------------------------------------------------------- tables
@@ -72,6 +74,24 @@ def markdown_table(columns: list[str], rows: list[list[str]], text_columns: int 
     return "\n".join(lines)
 
 
+def spread_table(units: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Columns and rows of the embedding-spread table: a row per (modality, method) in the
+    order of ``units`` (each with its last epoch's ``"spread_rank"`` and ``"spread_cosine"``),
+    the mean over seeds (± sample std with several seeds)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for unit in units:
+        groups.setdefault((unit["modality"], unit["method"]), []).append(unit)
+
+    def cell(values: list[float], digits: int) -> str:
+        text = f"{np.mean(values):.{digits}f}"
+        return text + (f" ± {np.std(values, ddof=1):.{digits}f}" if len(values) > 1 else "")
+
+    rows = [[modality, method, cell([u[RANK_KEY] for u in group], 1),
+             cell([u[COSINE_KEY] for u in group], 2), str(len(group))]
+            for (modality, method), group in groups.items()]
+    return ["modality", "method", "effective rank", "mean cosine", "seeds"], rows
+
+
 # ----------------------------------------------------------------------------- run files
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:
@@ -108,6 +128,30 @@ def trained_units(run_dir: Path) -> list[dict[str, Any]]:
 
 def _unit_title(unit: dict[str, Any]) -> str:
     return f"{unit['modality']} {unit['method']} (seed {unit['seed']})"
+
+
+def _read_history(unit: dict[str, Any]) -> list[dict[str, Any]]:
+    """A unit's ``history.json`` (one entry per epoch), ``[]`` where absent or unreadable."""
+    try:
+        history = json.loads((unit["directory"] / "history.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    return history if isinstance(history, list) else []
+
+
+def _final_spreads(units: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each unit whose history's last epoch holds the spread keys (runs before they were
+    logged hold none): ``{"modality", "method", "role", "seed", "epoch", "spread_rank",
+    "spread_cosine"}``."""
+    out = []
+    for unit in units:
+        history = _read_history(unit)
+        last = history[-1] if history and isinstance(history[-1], dict) else {}
+        if RANK_KEY in last and COSINE_KEY in last:
+            out.append({k: unit[k] for k in ("modality", "method", "role", "seed")}
+                       | {"epoch": last.get("epoch"), RANK_KEY: last[RANK_KEY],
+                          COSINE_KEY: last[COSINE_KEY]})
+    return out
 
 
 def write_embeddings(run_dir: Path, panels: list[dict[str, Any]], class_names: list[str]) -> Path:
@@ -202,7 +246,23 @@ def write_report(run_dir: str | Path) -> Path:
     for table in probe_tables(summary, seeds):
         lines += [f"### {table['probe']}", "", markdown_table(table["columns"], table["rows"]), ""]
     lines += ["Per-seed rows: [`results.json`](results.json), [`results.csv`](results.csv); "
-              "over seeds: [`summary.csv`](summary.csv).", "", "## Figures", ""]
+              "over seeds: [`summary.csv`](summary.csv).", ""]
+    spreads = _final_spreads(units)
+    (fig_dir / SPREAD).unlink(missing_ok=True)
+    if spreads:
+        write_json_atomic(fig_dir / SPREAD, spreads)
+        lines += ["### Embedding spread", "",
+                  f"Pooled features of the first (up to) {PROBE_SAMPLES} training samples after "
+                  "the last training epoch: effective rank (exp of the entropy of the normalised "
+                  "singular values of the centred features; at most min(samples - 1, feature "
+                  "dimension)) and mean pairwise cosine (0: directions spread around the origin, "
+                  "1: all in one direction; pooled features after a ReLU are non-negative, so "
+                  "compare it with the teacher's and the supervised student's, not with 0). A "
+                  "student far below their rank, or with a cosine well above theirs, has "
+                  "collapsed, whatever its loss says.", "",
+                  markdown_table(*spread_table(spreads)), "",
+                  f"Per seed: [`{FIGURES_DIR}/{SPREAD}`]({FIGURES_DIR}/{SPREAD}).", ""]
+    lines += ["## Figures", ""]
 
     def add(file: str, caption: str) -> None:
         lines.extend([f"![{caption}]({FIGURES_DIR}/{file})", "", f"*{caption}*", ""])
@@ -215,16 +275,18 @@ def write_report(run_dir: str | Path) -> Path:
                                      title=f"{name}: probe results on the test split")
         add("probe-results.png", "Probe results per modality and method (headline metric of each "
             "probe" + (", error bars: std over seeds)" if seeds > 1 else ", one seed)"))
-    histories = {}
-    for unit in shown:
-        history_file = unit["directory"] / "history.json"
-        if history_file.is_file():
-            histories[_unit_title(unit)] = json.loads(history_file.read_text())
+    histories = {_unit_title(unit): _read_history(unit) for unit in shown}
     if any(histories.values()):
         figures.training_curves_figure(histories, fig_dir / "training-curves.png",
                                        title="training: loss terms per epoch, learning rate dashed")
         add("training-curves.png", "Training curves: each loss term (left axis) and the learning "
             "rate (dashed, right axis) per epoch, per trained encoder")
+    if any(RANK_KEY in e for h in histories.values() for e in h):
+        figures.spread_curves_figure(histories, fig_dir / "embedding-spread.png",
+                                     title="training: spread of the probe batch's features")
+        add("embedding-spread.png", f"Embedding spread per epoch: effective rank and mean "
+            f"pairwise cosine of each trained encoder's features of the first {PROBE_SAMPLES} "
+            "training samples")
     embeddings_file = fig_dir / EMBEDDINGS
     if embeddings_file.is_file():
         embeddings = json.loads(embeddings_file.read_text())

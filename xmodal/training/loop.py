@@ -19,6 +19,7 @@ from xmodal.training.resume import (
     restore_train_state,
     save_train_state,
 )
+from xmodal.training.spread import spread_probe, student_spread
 from xmodal.training.task import DistillationTask
 
 
@@ -31,7 +32,12 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
         state_key: str = "", checkpoint_every: int = 0, log_prefix: str | None = None,
         settings: str = "optim") -> list[dict[str, float]]:
     """Train ``task`` in place for ``cfg.epochs`` epochs; returns per-epoch mean metrics
-    (every scalar the objective returns) and ``lr``, the learning rate at the epoch's end.
+    (every scalar the objective returns), ``lr``, the learning rate at the epoch's end, and
+    ``spread_rank`` and ``spread_cosine``, the effective rank and mean pairwise cosine of the
+    student's features of the first 256 training samples at the epoch's end (in eval mode,
+    without touching weights, statistics or random state; see :mod:`xmodal.training.spread`;
+    left out where the loader's dataset cannot be read by column). Every process computes
+    them on its own replica; the main process's values are the ones saved.
 
     With ``state_path``, the full training state is saved there (main process) after every
     epoch and, with ``checkpoint_every > 0``, every that many optimiser steps inside an epoch.
@@ -49,6 +55,9 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
     """
     if cfg.epochs == 0:
         return []
+    modality = getattr(task, "modality", None)
+    probe = None if modality is None else spread_probe(loader.dataset, modality)
+    probe_batch = loader.batch_size or len(probe or [])  # no more memory than a training batch
     params = [p for p in task.parameters() if p.requires_grad]
     raw_optimizer = build_optimizer(params, cfg)
     generators = module_generators(task)
@@ -123,9 +132,13 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
                     _check_finite(core, f"{description}: at epoch {epoch + 1}, step {step + 1}",
                                   settings)
                     save(epoch, step + 1, sums)
-            history.append({k: v / max(1, steps) for k, v in sums.items()}
-                           | {"lr": schedule.get_last_lr()[0], "epoch": epoch + 1})
             _check_finite(core, f"{description}: after epoch {epoch + 1}", settings)
+            spread: dict[str, float] = {}
+            if probe is not None:
+                with accelerator.autocast():
+                    spread = student_spread(core.student, probe, accelerator.device, probe_batch)
+            history.append({k: v / max(1, steps) for k, v in sums.items()}
+                           | {"lr": schedule.get_last_lr()[0], "epoch": epoch + 1} | spread)
             save(epoch + 1, 0, {})
     _sync_batchnorm_statistics(core, accelerator)
     accelerator.wait_for_everyone()
