@@ -43,7 +43,7 @@ def test_defaults_and_hparams_round_trip() -> None:
         teacher_dim=64, student_dim=32, num_samples=1000, embed_dim=128, num_negatives=16384,
         tau=0.07, momentum=0.5, estimator="nce", lambda_global=0.8, lambda_local=0.1, lipschitz="spectral",
         gp_weight=10.0, critic="dot", critic_hidden=256, negatives="uniform", sharing="batch",
-        sinkhorn_eps=0.05, sinkhorn_iters=100, sinkhorn_tol=1e-3, seed=0, local_solver="sinkhorn",
+        sinkhorn_eps=0.05, sinkhorn_iters=500, sinkhorn_tol=1e-3, seed=0, local_solver="sinkhorn",
         ipot_beta=1.0, local_scope="process", bank_dtype="float32",
         alpha=0.0, beta=0.0, kd_temperature=4.0,
     )

@@ -83,7 +83,7 @@ class WCoRDConfig(MemoryOptions):
     critic: Literal["dot", "bilinear", "mlp"] = "dot"
     critic_hidden: int = 256
     sinkhorn_eps: float = 0.05
-    sinkhorn_iters: int = 100
+    sinkhorn_iters: int = 500
     sinkhorn_tol: float = 1e-3
     local_solver: Literal["sinkhorn", "ipot"] = "sinkhorn"
     ipot_beta: float = 1.0
