@@ -6,17 +6,19 @@
 #   1. seed 0, the contrastive methods   2. seed 0, every method   3. seeds 0-2, every method
 # kd needs the teacher's logits over the scene classes, which a transfer teacher does not have:
 # pass PROTOCOL=probe-labels for the oracle-teacher ablation (kd is then added).
-#   usage: [PROTOCOL=transfer|probe-labels] benchmarks/scenes_method_table.sh [OUT]
+# METHODS=a,b,... replaces the method list (e.g. the methods benchmarks/search_contrastive.py
+# does not cover).
+#   usage: [PROTOCOL=transfer|probe-labels] [METHODS=...] benchmarks/scenes_method_table.sh [OUT]
 #   results: OUT/summary.csv after each pass
 set -euo pipefail
 OUT=${1:-runs/scenes-table}
 PROTOCOL=${PROTOCOL:-transfer}
-ALL='none,supervised,fitnet,crd,rkd,pkt,infonce,wcord,wcord-global,wcord-local'
-[ "$PROTOCOL" = probe-labels ] && ALL="$ALL,kd"
+ALL=${METHODS:-none,supervised,fitnet,crd,rkd,pkt,infonce,wcord,wcord-global,wcord-local}
+[ "$PROTOCOL" = probe-labels ] && [ -z "${METHODS:-}" ] && ALL="$ALL,kd"
 run() {
     python3 -m xmodal run scenes --out "$OUT" --set runtime.threads=1 --set "teacher.task=$PROTOCOL" \
         --set 'probe.probes=[linear,knn,segmentation]' --set "seeds=$1" --set "distill.methods=[$2]"
 }
-run '[0]' 'none,supervised,fitnet,crd,infonce,wcord'
+[ -z "${METHODS:-}" ] && run '[0]' 'none,supervised,fitnet,crd,infonce,wcord'
 run '[0]' "$ALL"
 run '[0,1,2]' "$ALL"
