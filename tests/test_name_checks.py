@@ -31,10 +31,9 @@ def test_a_misspelt_name_fails_before_any_stage(override, message, tmp_path, cap
      "distill.methods[0]: method 'kd' needs the teacher's logits, but teacher.optim.epochs is 0"),
     (["distill.methods=[wcord]", "distill.wcord.beta=1", "teacher.checkpoint=NOWHERE"],
      "method 'wcord' needs the teacher's logits, but teacher.checkpoint 'NOWHERE' holds no classifier.pt"),
-    (["distill.methods=[kd]"],
-     "method 'kd' needs the teacher's logits, but teacher.task=transfer trains the teacher on "
-     "another label space"),
-    (["distill.methods=[wcord]", "distill.wcord.beta=1"], "set teacher.task=probe-labels"),
+    (["distill.methods=[wcord]", "distill.wcord.beta=1", "distill.wcord.alpha=1",
+      "teacher.optim.epochs=0"],  # the transfer teacher of the scenes config, untrained
+     "method 'wcord' needs the teacher's logits, but teacher.optim.epochs is 0"),
     (["data.name=cifar100", "distill.students=[rgb]", "distill.methods=[wcord]"],
      "teacher.task: dataset 'cifar100' has no teacher task of its own for 'transfer'"),
     (["distill.wcord.negatives=queue", "distill.wcord.sharing=anchor"],
@@ -49,6 +48,19 @@ def test_a_method_whose_needs_the_run_cannot_meet_fails_at_load(overrides, messa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message.replace("NOWHERE", str(tmp_path / "teacher")) in err[0], err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("overrides", [
+    ["distill.methods=[kd,wcord]", "distill.wcord.beta=1", "distill.wcord.alpha=1"],
+    ["distill.methods=[kd]", "distill.kd.alpha=0.5", "teacher.task=probe-labels"],
+])
+def test_a_trained_teacher_has_logits_whatever_its_task(overrides):
+    """The scenes transfer teacher has a classifier over its own classes: kd and wcord.beta
+    (with alpha) are accepted at load, as under probe-labels."""
+    from xmodal.pipelines.runner import resolve_config
+
+    _, config = resolve_config("scenes", None, overrides)
+    assert config.distill.methods[0] == "kd"
 
 
 def test_needs_follow_the_options():

@@ -89,12 +89,15 @@ def test_interrupted_run_resumes(tmp_path, monkeypatch):
     assert (tmp_path / "results.json").is_file()
 
 
-def test_methods_side_by_side_over_seeds(tmp_path):
+def test_methods_side_by_side_over_seeds(tmp_path, capsys):
     methods = ["none", "supervised", "kd", "fitnet", "crd", "rkd", "pkt", "infonce", "wcord",
                "wcord-global", "wcord-local"]
-    # kd reads the teacher's logits over the scene classes: the oracle teacher of probe-labels
+    # the transfer teacher has 6 object classes of its own against the 8 scene classes: kd and
+    # wcord's beta read its logits through a KD head of 6; wcord's alpha a classifier of 8
     assert main(_argv(tmp_path, "distill.students=[depth]", f"distill.methods=[{','.join(methods)}]",
-                      "seeds=[0,1]", "distill.crd.num_negatives=32", "teacher.task=probe-labels")) == 0
+                      "seeds=[0,1]", "distill.crd.num_negatives=32",
+                      "distill.wcord.alpha=0.5", "distill.wcord.beta=1.0")) == 0
+    assert "logits over its own 6 classes (the dataset has 8)" in capsys.readouterr().out
     summary = json.loads((tmp_path / "summary.json").read_text())["summary"]
     accuracy = {e["method"]: e for e in summary if e["metric"] == "accuracy" and e["modality"] == "depth"}
     assert set(accuracy) == set(methods)
@@ -103,6 +106,34 @@ def test_methods_side_by_side_over_seeds(tmp_path):
     crd = next(r for r in rows if r["method"] == "crd")
     assert crd["hparams"]["num_negatives"] == 32 and crd["hparams"]["tau"] == 0.07
     assert next(r for r in rows if r["method"] == "wcord-local")["hparams"]["lambda_global"] == 0.0
+    assert _teacher_outputs(tmp_path)["logits"].shape == (48, 6)
+    students = tmp_path / "distill" / "seed0" / "depth"
+    for method in ("kd", "wcord", "wcord-global", "wcord-local"):
+        last = json.loads((students / method / "history.json").read_text())[-1]
+        assert last["kd"] >= 0.0 and ("ce" in last) == method.startswith("wcord"), method
+    assert not (students / "kd" / "classifier.pt").exists()  # a KD head, no scene classifier
+    scenes = torch.load(students / "wcord" / "classifier.pt", weights_only=True)["weight"]
+    assert scenes.shape[0] == 8  # the alpha term's classifier, over the scene classes
+
+
+def _teacher_outputs(run):
+    (entry,) = [torch.load(p, weights_only=True) for p in (run / "teacher" / "seed0").glob("outputs-*.pt")]
+    return entry["value"]
+
+
+def test_a_six_class_teacher_checkpoint_under_probe_labels(tiny_run, tmp_path):
+    """The transfer teacher's folder as teacher.checkpoint on the 8-class scenes (a raw
+    'size mismatch' traceback before): its logits keep its 6 classes, kd and wcord.beta run."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run / "data", run / "data")  # the generated scenes, not regenerated
+    assert main(_argv(run, "distill.students=[depth]", "distill.methods=[kd,wcord]",
+                      "distill.wcord.beta=1.0", "teacher.task=probe-labels",
+                      f"teacher.checkpoint={tiny_run / 'teacher' / 'seed0'}")) == 0
+    assert _teacher_outputs(run)["logits"].shape == (48, 6)
+    last = json.loads((run / "distill" / "seed0" / "depth" / "wcord" / "history.json").read_text())[-1]
+    assert last["kd"] >= 0.0 and "ce" not in last
 
 
 def test_wcord_options_reach_the_loss(tmp_path):

@@ -15,26 +15,44 @@ from torch import Tensor, nn
 
 from xmodal.core.registry import METHODS
 
-__all__ = ["NEEDS", "Objective", "ObjectiveContext", "check_room_for_negatives"]
+__all__ = ["NEEDS", "Objective", "ObjectiveContext", "check_room_for_negatives",
+           "teacher_has_own_classes"]
 
 NEEDS = ("teacher", "teacher_logits", "labels")
 """What an objective may need: teacher features, the teacher's logits (a teacher with a
-classifier over the dataset's classes) and labels of the training split."""
+classifier, over the dataset's classes or its own) and labels of the training split."""
 
 
 @dataclass
 class ObjectiveContext:
     """What an objective is built from: feature sizes, the training split's size and classes,
-    the seed, the teacher's train-split logits (when it has a classifier), labels, batch size."""
+    the seed, the teacher's train-split logits (when it has a classifier), labels, batch size.
+
+    ``teacher_logits`` are over the teacher's own classes ``Ct``: the dataset's when it was
+    trained on the dataset's labels, another label space when ``teacher_own_classes`` (a
+    transfer teacher) or ``Ct != num_classes`` (see :func:`teacher_has_own_classes`). In the
+    latter case logit methods read them through a student head of size ``Ct``, apart from the
+    classifier over the dataset's ``num_classes``.
+    """
 
     student_dim: int
     teacher_dim: int | None
     num_samples: int
     num_classes: int
     seed: int = 0
-    teacher_logits: Tensor | None = None  # [N, C] frozen teacher logits on the train split
+    teacher_logits: Tensor | None = None  # [N, Ct] frozen teacher logits on the train split
     train_labels: Tensor | None = None  # [N] train-split labels, for label-aware negatives
     batch_size: int | None = None  # training batch size, when known
+    teacher_own_classes: bool = False  # teacher_logits are over a label space of the teacher's own
+
+
+def teacher_has_own_classes(context: ObjectiveContext) -> bool:
+    """Whether the teacher's logits are over classes other than the dataset's: declared so
+    (``teacher_own_classes``) or of another count. False without logits."""
+    logits = context.teacher_logits
+    if logits is None:
+        return False
+    return context.teacher_own_classes or logits.shape[1] != context.num_classes
 
 
 class Objective(nn.Module):

@@ -43,6 +43,7 @@ from xmodal.objectives.objective import (
     Objective,
     ObjectiveContext,
     check_room_for_negatives,
+    teacher_has_own_classes,
 )
 from xmodal.objectives.sinkhorn import TransportNotConverged, TransportResult
 from xmodal.objectives.task_terms import LabelTerms
@@ -170,17 +171,14 @@ class WCoRDLoss(Objective):
             labels = context.train_labels
         terms = None
         if options.alpha > 0 or options.beta > 0:
-            logits = context.teacher_logits
+            logits = context.teacher_logits if options.beta > 0 else None
             if options.beta > 0 and logits is None:
                 raise ValueError("wcord.beta > 0 needs the teacher's logits; the teacher has no "
                                  "classifier here, so set wcord.beta = 0")
-            classes = logits.shape[1] if options.beta > 0 and logits is not None else context.num_classes
-            if options.alpha > 0 and classes != context.num_classes:
-                raise ValueError(f"wcord.alpha > 0 and wcord.beta > 0: the teacher's {classes} classes "
-                                 f"differ from the dataset's {context.num_classes}; set one of them to 0")
-            terms = LabelTerms(context.student_dim, classes, options.alpha, options.beta,
-                               options.kd_temperature, teacher_logits=logits if options.beta > 0 else None,
-                               seed=context.seed)
+            # KD over the teacher's own classes gets a head of their size; CE the dataset's
+            terms = LabelTerms(context.student_dim, context.num_classes, options.alpha, options.beta,
+                               options.kd_temperature, teacher_logits=logits, seed=context.seed,
+                               own_teacher_classes=teacher_has_own_classes(context))
         return cls(context.teacher_dim, context.student_dim, context.num_samples, options,
                    seed=context.seed, sample_labels=labels, label_terms=terms)
 

@@ -83,11 +83,13 @@ class TeacherConfig:
             labels, which the probes score (an oracle teacher). ``transfer``: a separate set
             that the dataset generates for it, with another label space (``scenes``: new scenes
             labelled by their dominant object category), so the teacher never sees the
-            probe's labels nor the distillation images; it then has no logits over the
-            dataset's classes (no ``kd``, no ``beta``).
+            probe's labels nor the distillation images. Its classifier and logits stay over
+            its own classes; ``kd`` and ``wcord.beta`` read them through a student head of
+            their size (the dataset's classes keep a classifier of their own).
         checkpoint: a folder with a trained teacher's ``encoder.pt`` (and ``classifier.pt`` for
-            logit-based methods), e.g. ``runs/cifar100/teacher/seed0`` of an earlier run: used
-            for every seed instead of training one. Empty (default): train it.
+            logit-based methods, over whatever classes it was trained on), e.g.
+            ``runs/cifar100/teacher/seed0`` of an earlier run: used for every seed instead of
+            training one. Empty (default): train it.
     """
 
     modality: str = "rgb"

@@ -69,7 +69,9 @@ def check_component_names(config: RunConfig) -> None:
 
 
 def teacher_logits_missing(config: RunConfig, spec: PipelineSpec) -> str | None:
-    """Why the run's teacher will have no logits over the dataset's classes, or None."""
+    """Why the run's teacher will have no logits, or None. A teacher with a classifier has
+    logits over the classes it was trained on, the dataset's or (``teacher.task=transfer``, or a
+    checkpoint from another label space) its own; logit methods read either."""
     if config.teacher.checkpoint:
         if not (Path(config.teacher.checkpoint) / "classifier.pt").is_file():
             return f"teacher.checkpoint '{config.teacher.checkpoint}' holds no classifier.pt"
@@ -78,9 +80,6 @@ def teacher_logits_missing(config: RunConfig, spec: PipelineSpec) -> str | None:
         return f"pipeline '{spec.name}' trains no teacher"
     if config.teacher.optim.epochs == 0:
         return "teacher.optim.epochs is 0, so the teacher's classifier is never trained"
-    if config.teacher.task == "transfer":
-        return ("teacher.task=transfer trains the teacher on another label space, so it has no "
-                "logits over the dataset's classes (set teacher.task=probe-labels)")
     return None
 
 

@@ -48,14 +48,18 @@ def train_encoder(encoder: Encoder, method: type[Objective], options: Any, optim
                   description: str = "train", console: Any = None,
                   state_path: Path | None = None, state_key: str = "",
                   checkpoint_every: int = 0, log_prefix: str | None = None,
-                  settings: str = "optim", method_name: str = "", num_workers: int = 0) -> TrainResult:
+                  settings: str = "optim", method_name: str = "", num_workers: int = 0,
+                  teacher_own_classes: bool = False) -> TrainResult:
     """Train ``encoder`` in place on the train split with ``method`` (a registered
     :class:`Objective` class) and its ``options``.
 
     Args:
         teacher_features: ``[N_train, Dt]`` frozen teacher embeddings, required when the
             method needs the teacher; standardised here (see :func:`standardise_features`).
-        teacher_logits: ``[N_train, C]`` frozen teacher logits, for logit-based methods (KD).
+        teacher_logits: ``[N_train, Ct]`` frozen teacher logits, for logit-based methods (KD),
+            over the teacher's classes ``Ct``.
+        teacher_own_classes: those classes are a label space of the teacher's own, not the
+            dataset's (a transfer teacher); KD then reads them through a head of their size.
         state_path, state_key, checkpoint_every: training state for resuming (see :func:`fit`).
         log_prefix: name of this training in the experiment trackers (see :func:`fit`).
         settings: the config section of ``optim``, named in divergence messages.
@@ -76,7 +80,8 @@ def train_encoder(encoder: Encoder, method: type[Objective], options: Any, optim
                                num_samples=len(train), num_classes=dataset.num_classes, seed=seed,
                                teacher_logits=teacher_logits,
                                train_labels=train.column("label") if "label" in train else None,
-                               batch_size=min(optim.batch_size, len(train)))
+                               batch_size=min(optim.batch_size, len(train)),
+                               teacher_own_classes=teacher_own_classes)
     try:
         objective = method.build(context, options)
     except ValueError as exc:  # a method that cannot run on this set-up: a user's choice to fix

@@ -3,7 +3,9 @@
 The objective owns a linear classifier on the student's pooled features, mapping to the
 teacher's label space; with ``t`` the frozen teacher's logits and ``s`` the classifier's:
 ``loss = beta * T^2 * KL(softmax(t / T) || softmax(s / T)) + alpha * CE(s, labels)``.
-``alpha = 0`` (default) never reads labels.
+``alpha = 0`` (default) never reads labels. A teacher with classes of its own (a transfer
+teacher) is matched through a KD head of its size; the cross-entropy then has a classifier of
+its own over the dataset's classes.
 
 Details: docs/baselines.md.
 """
@@ -19,7 +21,7 @@ from torch import Tensor, nn
 
 from xmodal.core.checks import holds, non_negative, positive, require
 from xmodal.core.registry import METHODS
-from xmodal.objectives.objective import Objective, ObjectiveContext
+from xmodal.objectives.objective import Objective, ObjectiveContext, teacher_has_own_classes
 from xmodal.objectives.task_terms import kd_loss
 
 __all__ = ["KDConfig", "KDObjective", "kd_loss"]
@@ -54,17 +56,23 @@ class KDConfig:
 
 @METHODS.register("kd", "Hinton KD: KL to the teacher's softened logits (T^2-scaled) + alpha * CE; reads labels only when kd.alpha > 0")
 class KDObjective(Objective):
-    """KD objective: a linear student classifier trained to match the teacher's softened logits.
+    """KD objective: a linear student head trained to match the teacher's softened logits.
 
     Args:
         student_dim: student feature size ``Ds``.
-        teacher_logits: ``[N, C]`` frozen teacher logits on the training split, indexed by
+        teacher_logits: ``[N, Ct]`` frozen teacher logits on the training split, indexed by
             dataset index (stored as a non-persistent float32 buffer ``teacher_logits``).
         config: :class:`KDConfig`.
-        seed: seeds the classifier's initialisation without touching the global RNG.
+        seed: seeds the heads' initialisation without touching the global RNG.
+        num_classes: the dataset's classes ``C`` (default: ``Ct``).
+        own_teacher_classes: the teacher's classes are not the dataset's even where ``Ct == C``.
 
     Attributes:
-        classifier: ``nn.Linear(Ds, C)``.
+        classifier: ``nn.Linear(Ds, C)``; the head KD reads when the teacher's classes are the
+            dataset's. None when they are not and ``alpha == 0`` (no classifier over the
+            dataset's classes is trained, so none is saved or scored).
+        kd_head: ``nn.Linear(Ds, Ct)`` when the teacher has classes of its own, else None.
+        num_classes: the teacher's classes ``Ct``.
     """
 
     options: ClassVar[type] = KDConfig
@@ -84,16 +92,15 @@ class KDObjective(Objective):
         if logits.shape[0] != context.num_samples:
             raise ValueError(f"teacher_logits has {logits.shape[0]} rows, the training split "
                              f"{context.num_samples}")
-        if options.alpha > 0 and logits.shape[1] != context.num_classes:
-            raise ValueError(f"with alpha > 0: the teacher's {logits.shape[1]} classes differ from "
-                             f"the dataset's {context.num_classes}; set kd.alpha = 0")
-        return cls(context.student_dim, logits, options, seed=context.seed)
+        return cls(context.student_dim, logits, options, seed=context.seed,
+                   num_classes=context.num_classes, own_teacher_classes=teacher_has_own_classes(context))
 
 
     teacher_logits: Tensor
 
     def __init__(self, student_dim: int, teacher_logits: Tensor, config: KDConfig | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, *, num_classes: int | None = None,
+                 own_teacher_classes: bool = False) -> None:
         super().__init__()
         config = config if config is not None else KDConfig()
         if not (isinstance(student_dim, int) and student_dim >= 1):
@@ -110,9 +117,20 @@ class KDObjective(Objective):
         self.alpha = float(config.alpha)
         self.beta = float(config.beta)
         self.num_classes = int(teacher_logits.shape[1])
+        classes = self.num_classes if num_classes is None else int(num_classes)
+        separate = own_teacher_classes or classes != self.num_classes
+        if self.alpha > 0 and classes < 1:
+            raise ValueError("KDObjective: alpha > 0 needs the dataset's classes (num_classes >= 1)")
+        self.classifier: nn.Linear | None = None
+        self.kd_head: nn.Linear | None = None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.classifier = nn.Linear(student_dim, self.num_classes)
+            if not separate:  # one head for KD and CE, over the teacher's = the dataset's classes
+                self.classifier = nn.Linear(student_dim, self.num_classes)
+            else:
+                self.kd_head = nn.Linear(student_dim, self.num_classes)
+                if self.alpha > 0:
+                    self.classifier = nn.Linear(student_dim, classes)
         # Non-persistent: the logits are an input (rebuilt from the teacher), not learned state.
         self.register_buffer("teacher_logits", teacher_logits.detach().float().clone(), persistent=False)
 
@@ -123,15 +141,19 @@ class KDObjective(Objective):
         if student.dim() != 2 or indices.shape != (student.shape[0],):
             raise ValueError(f"KDObjective: need student [B, D] and indices [B], got "
                              f"{tuple(student.shape)} and {tuple(indices.shape)}")
-        dtype = self.classifier.weight.dtype
-        logits = self.classifier(student.to(dtype))
+        head = self.kd_head if self.kd_head is not None else self.classifier
+        assert head is not None
+        student = student.to(head.weight.dtype)
+        logits = head(student)  # [B, Ct]
         target = self.teacher_logits[indices.to(self.teacher_logits.device)]
         with torch.autocast(device_type=logits.device.type, enabled=False):
             kd = kd_loss(logits, target, self.temperature)
             loss = self.beta * kd
             out: dict[str, Tensor] = {"loss": loss, "kd": kd.detach()}
             if self.alpha > 0:
-                ce = F.cross_entropy(logits.float(), labels.to(logits.device))
+                assert self.classifier is not None
+                class_logits = logits if self.kd_head is None else self.classifier(student)  # [B, C]
+                ce = F.cross_entropy(class_logits.float(), labels.to(logits.device))
                 out["loss"] = loss + self.alpha * ce
                 out["ce"] = ce.detach()
         out["agreement"] = (logits.argmax(1) == target.argmax(1)).float().mean().detach()

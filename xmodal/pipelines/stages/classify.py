@@ -1,10 +1,13 @@
 """Stage ``classify``: top-1 accuracy on the test split of each model's own classifier.
 
 The compression setting (``cifar100``) evaluates the student as a classifier, not through a
-probe: every model trained with a classifier (the teacher, ``supervised``, ``kd``, and ``crd``
-or ``wcord`` with ``alpha > 0``) is scored with it on the test images. Models without one
-(``none``, label-free methods) have no row. Rows use the probe stage's layout with
-``probe = "classifier"`` and ``metric = "top1"``, so ``report`` averages them over seeds.
+probe: every model trained with a classifier over the dataset's classes (the teacher,
+``supervised``, ``kd``, and ``crd`` or ``wcord`` with ``alpha > 0``) is scored with it on the
+test images. Models without one (``none``, label-free methods, ``kd`` with ``alpha = 0`` from a
+teacher with classes of its own) have no row, nor has a teacher whose classifier is over
+classes of its own (a transfer teacher, or a checkpoint trained on another label space). Rows
+use the probe stage's layout with ``probe = "classifier"`` and ``metric = "top1"``, so
+``report`` averages them over seeds.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ def classify(ctx: RunContext) -> None:
     rows: list[dict[str, Any]] = ctx.state.rows
     for model in ctx.state.models:
         classifier_file = Path(model["directory"]) / "classifier.pt"
-        if not classifier_file.is_file():
+        if not classifier_file.is_file() or model.get("own_classes"):
             continue
         unit = ctx.unit("classify", f"seed{model['seed']}", f"{model['modality']}-{model['method']}",
                         inputs={"checkpoint": model["digest"], "data": ctx.state.data_key,

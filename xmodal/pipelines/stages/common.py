@@ -93,6 +93,7 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
             encoder, method, options, optim, dataset, ctx.accelerator, seed,
             teacher_features=teacher["features"] if "teacher" in needs else None,
             teacher_logits=teacher.get("logits") if "teacher_logits" in needs else None,
+            teacher_own_classes=bool(teacher.get("own_classes")) if "teacher_logits" in needs else False,
             description=f"{role} {modality} {method_name} seed {seed}", console=ctx.console,
             state_path=unit.directory / TRAIN_STATE, state_key=unit.key,
             checkpoint_every=ctx.config.runtime.checkpoint_every, log_prefix="/".join(parts),

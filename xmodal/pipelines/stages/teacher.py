@@ -1,7 +1,13 @@
 """Stage ``teacher``: train the teacher with labels (the dataset's own, or under
 ``teacher.task=transfer`` a separate set with another label space), then cache its frozen
-train-split features ``[N, Dt]`` and logits ``[N, C]`` (inputs of feature- and logit-based
-distillation; no logits for a transfer teacher)."""
+train-split features ``[N, Dt]`` and logits ``[N, Ct]`` (inputs of feature- and logit-based
+distillation).
+
+The teacher keeps its own classifier: ``Ct`` is the size of its saved ``classifier.pt``, the
+dataset's classes for a teacher trained on them, its own label space's for a transfer teacher
+(``scenes``: 6 object categories against 8 scene classes) or for a ``teacher.checkpoint``
+trained elsewhere. Logit methods then read the logits through a student head of size ``Ct``
+(``own_classes`` in the teacher's record). A teacher without a classifier has no logits."""
 
 from __future__ import annotations
 
@@ -51,6 +57,8 @@ def teacher(ctx: RunContext) -> None:
                            if classifier_file.is_file() else None})
         outputs_file = directory / f"outputs-{key}.pt"
         outputs, why = load_keyed(outputs_file, key)
+        if outputs is not None and classifier_file.is_file() and "logits" not in outputs:
+            outputs, why = None, "cached without the logits over the teacher's own classes"
         recompute = ctx.agree(outputs is None)  # the main process decides for all
         if recompute or outputs is None:
             if why != "missing":
@@ -59,12 +67,8 @@ def teacher(ctx: RunContext) -> None:
             features = extract_features(encoder, ctx.state.dataset.splits["train"],
                                         device=ctx.accelerator.device)
             outputs = {"features": features}
-            # absent for a frozen (untrained) teacher; over other classes for a transfer one
-            if classifier_file.is_file() and own_data is None:
-                classifier = torch.nn.Linear(features.shape[1], ctx.state.dataset.num_classes)
-                classifier.load_state_dict(load_checkpoint(classifier_file))
-                with torch.inference_mode():
-                    outputs["logits"] = classifier(features)
+            if classifier_file.is_file():  # absent for a frozen (untrained) teacher
+                outputs["logits"] = _teacher_logits(classifier_file, features, cfg.checkpoint)
             if ctx.accelerator.is_main_process:
                 save_keyed(outputs, outputs_file, key)
             if recompute:
@@ -73,8 +77,41 @@ def teacher(ctx: RunContext) -> None:
             if not torch.isfinite(tensor).all():
                 raise DataError(f"teacher {name} in {outputs_file} contain NaN or inf: the teacher "
                                 "diverged; lower teacher.optim.lr and delete that folder")
-        ctx.state.teachers[seed] = {"key": model["digest"], **outputs}
+        logits = outputs.get("logits")
+        classes = None if logits is None else int(logits.shape[1])
+        # a transfer teacher's classes are its own; a checkpoint's when their count differs
+        # from the dataset's (an equal count is taken for the dataset's classes)
+        own = classes is not None and ((cfg.task == "transfer" and not cfg.checkpoint)
+                                       or classes != ctx.state.dataset.num_classes)
+        if own:
+            ctx.say(f"[dim]teacher seed {seed}: logits over its own {classes} classes "
+                    f"(the dataset has {ctx.state.dataset.num_classes or 'none'})[/dim]")
+        ctx.state.teachers[seed] = {"key": model["digest"], **outputs, "classes": classes,
+                                    "own_classes": own}
+        model["classes"], model["own_classes"] = classes, own
         ctx.state.models.append(model)
+
+
+def _teacher_logits(classifier_file: Path, features: torch.Tensor, checkpoint: str) -> torch.Tensor:
+    """The teacher's logits ``[N, Ct]`` from its saved linear classifier, built at the saved
+    weights' shape ``[Ct, Dt]`` (its own classes, whatever the dataset's), on ``features``
+    ``[N, Dt]``."""
+    state = load_checkpoint(classifier_file)
+    weight = state.get("weight") if isinstance(state, dict) else None
+    bias = state.get("bias") if isinstance(state, dict) else None
+    fix = ("point teacher.checkpoint at a folder whose classifier.pt belongs to its encoder.pt"
+           if checkpoint else "delete that teacher folder to retrain it")
+    if (not isinstance(weight, torch.Tensor) or weight.dim() != 2 or weight.shape[0] < 1
+            or not isinstance(bias, torch.Tensor) or bias.shape != weight.shape[:1]):
+        raise DataError(f"teacher classifier '{classifier_file}' is not a linear layer's weights "
+                        f"(weight [C, D], bias [C]); {fix}")
+    if weight.shape[1] != features.shape[1]:
+        raise DataError(f"teacher classifier '{classifier_file}' takes {weight.shape[1]}-dim features, "
+                        f"but the teacher encoder gives {features.shape[1]}; {fix}")
+    classifier = torch.nn.Linear(weight.shape[1], weight.shape[0])
+    classifier.load_state_dict({"weight": weight, "bias": bias})
+    with torch.inference_mode():
+        return classifier(features.to(classifier.weight.dtype))
 
 
 def _teacher_task_data(ctx: RunContext) -> tuple[LoadedDataset, str]:
@@ -91,7 +128,8 @@ def _teacher_task_data(ctx: RunContext) -> tuple[LoadedDataset, str]:
 
 def _loaded_teacher(ctx: RunContext, folder: Path, seed: int) -> dict:
     """The model record of a teacher trained elsewhere (``teacher.checkpoint``), its classifier
-    copied into this run's teacher folder so the cached outputs live with the run."""
+    (over the classes it was trained on) copied into this run's teacher folder so the cached
+    outputs live with the run."""
     checkpoint = folder / "encoder.pt"
     if not checkpoint.is_file():
         raise ConfigError(f"teacher.checkpoint: no encoder.pt in '{folder}'; point it at the "
@@ -101,6 +139,8 @@ def _loaded_teacher(ctx: RunContext, folder: Path, seed: int) -> dict:
         directory.mkdir(parents=True, exist_ok=True)
         if (folder / "classifier.pt").is_file():
             save_atomic(load_checkpoint(folder / "classifier.pt"), directory / "classifier.pt")
+        else:  # one copied from an earlier checkpoint would give this encoder its logits
+            (directory / "classifier.pt").unlink(missing_ok=True)
     ctx.accelerator.wait_for_everyone()
     return {"seed": seed, "modality": ctx.config.teacher.modality, "role": "teacher",
             "directory": str(directory), "encoder": ctx.config.teacher.encoder.name,
