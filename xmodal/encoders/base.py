@@ -73,7 +73,8 @@ class Backbone(Protocol):
     (options for a quick build in contract tests, when the defaults name a large model or need
     files), ``weights_option`` (the option that names pretrained weights, ``pretrained`` when
     absent), ``init_only`` (options that only fetch initial weights, left out when an export is
-    loaded back; ``("pretrained",)`` when absent).
+    loaded back; ``("pretrained",)`` when absent), ``probe_weights`` (the weights ``xmodal probe
+    NAME`` uses without ``--pretrained``).
     """
 
     out_dim: int
