@@ -88,7 +88,7 @@ def test_timm_weights_folder_carries_its_preprocessing(tmp_path):
     model = timm.create_model("test_vit", pretrained_cfg_overlay={
         "mean": OWN_MEAN, "std": OWN_STD, "interpolation": "bilinear"}).eval()
     folder = tmp_path / "test_vit"
-    timm.models.save_for_hf(model, folder)  # config.json (with pretrained_cfg) + weights
+    timm.models.save_for_hf(model, folder, safe_serialization=True)  # config.json + model.safetensors
     encoder = create_encoder("timm", "rgb", model="test_vit", weights=str(folder))
     assert encoder.backbone.preprocess.mean.tolist() == pytest.approx(OWN_MEAN)
     assert encoder.backbone.preprocess._mode == "bilinear"
@@ -290,6 +290,47 @@ def test_missing_weights_give_one_clear_line(tmp_path):
     (folder / "preprocessor_config.json").unlink()
     with pytest.raises(XmodalError, match="has no image processor config"):
         create_encoder("hf", "rgb", model=str(folder))
+
+
+def _in_hub_cache(cache, repo_id: str, filename: str, state: dict) -> None:
+    """Write ``state`` where the Hugging Face hub cache keeps ``repo_id``'s ``filename``."""
+    from safetensors.torch import save_file
+
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(snapshot / filename))
+
+
+def test_the_libraries_own_weights_come_from_the_local_cache_offline(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    offline_before = constants.HF_HUB_OFFLINE
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    model = timm.create_model("test_vit.r160_in1k").eval()
+    _in_hub_cache(tmp_path, "timm/test_vit.r160_in1k", "model.safetensors", model.state_dict())
+    encoder = create_encoder("timm", "rgb", model="test_vit.r160_in1k", weights="pretrained")
+    images = _images((160, 160))
+    expected, _ = _timm_library_features(model, images)
+    torch.testing.assert_close(_embed(encoder, images), expected, rtol=0, atol=1e-5)
+    # an open_clip tag (tiny weights in its repo's place): the tag's preprocessing comes along
+    clip = open_clip.create_model("ViT-B-32", **TINY_CLIP).eval()
+    _in_hub_cache(tmp_path, "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "open_clip_model.safetensors",
+                  clip.state_dict())
+    encoder = create_encoder("open_clip", "rgb", model="ViT-B-32", pretrained="laion2b_s34b_b79k",
+                             model_kwargs=TINY_CLIP)
+    tag = open_clip.get_pretrained_cfg("ViT-B-32", "laion2b_s34b_b79k")
+    assert encoder.backbone.preprocess.mean.tolist() == pytest.approx(tag["mean"])
+    images = _images((32, 32))
+    with torch.no_grad():
+        pixels = images.permute(0, 3, 1, 2) / 255.0
+        expected = clip.encode_image((pixels - torch.tensor(tag["mean"]).view(1, 3, 1, 1))
+                                     / torch.tensor(tag["std"]).view(1, 3, 1, 1))
+    torch.testing.assert_close(_embed(encoder, images), expected, rtol=0, atol=1e-5)
+    assert constants.HF_HUB_OFFLINE == offline_before  # offline only while building
 
 
 def test_library_weights_offline_never_download(monkeypatch, tmp_path):

@@ -162,7 +162,7 @@ def _preprocess(processor: Any, config: Any, resize: bool) -> ModelPreprocess:
         height = width = edge
     resample = getattr(processor, "resample", 3)
     mode = getattr(resample, "value", resample)
-    mode = PIL_RESAMPLE.get(int(mode), "bicubic") if isinstance(mode, int) else str(mode)
+    mode = PIL_RESAMPLE.get(int(mode), "bicubic") if isinstance(mode, int) else str(mode).lower()
     scale = 255.0 * (processor.rescale_factor if getattr(processor, "do_rescale", True) else 1.0)
     if getattr(processor, "do_normalize", True):
         mean, std = processor.image_mean, processor.image_std

@@ -35,9 +35,11 @@ from xmodal.core.errors import XmodalError
 
 #: interpolation modes the tensor resize implements, by name; indices are stored in the buffer
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
-#: PIL resampling codes (Hugging Face image processors) -> the mode used here; LANCZOS (1),
-#: BOX (4) and HAMMING (5) have no tensor equivalent and become antialiased bicubic
-PIL_RESAMPLE = {0: "nearest", 1: "bicubic", 2: "bilinear", 3: "bicubic", 4: "bicubic", 5: "bicubic"}
+#: PIL resampling codes (Hugging Face image processors) -> their names
+PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+#: smoothing filters without a tensor equivalent (and timm's training-only "random"):
+#: antialiased bicubic is used instead
+_SMOOTH_AS_BICUBIC = {"lanczos": "bicubic", "box": "bicubic", "hamming": "bicubic", "random": "bicubic"}
 
 
 def require(module: str, extra: str, backbone: str) -> ModuleType:
@@ -152,7 +154,8 @@ class ModelPreprocess(nn.Module):
     Args:
         mean, std: per-channel values for RGB in [0, 1] (ImageNet's are 0.485.../0.229...).
         size: (height, width) in pixels.
-        interpolation: ``nearest``, ``bilinear`` or ``bicubic``.
+        interpolation: ``nearest``, ``bilinear`` or ``bicubic`` (``lanczos``, ``box`` and
+            ``hamming`` become antialiased bicubic).
         resize: whether to resize at all (False: the model takes the input's own size).
     """
 
@@ -162,6 +165,7 @@ class ModelPreprocess(nn.Module):
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise XmodalError(f"the model's normalisation must give 3 means and 3 positive stds, "
                               f"got mean {tuple(mean)}, std {tuple(std)}")
+        interpolation = _SMOOTH_AS_BICUBIC.get(interpolation, interpolation)
         if interpolation not in INTERPOLATIONS:
             raise XmodalError(f"interpolation '{interpolation}' is not one of {', '.join(INTERPOLATIONS)}")
         self.register_buffer("mean", torch.tensor([float(v) for v in mean]))
