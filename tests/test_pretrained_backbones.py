@@ -163,6 +163,16 @@ def _hf_folder(tmp_path, kind: str):
         processor = transformers.BitImageProcessor(
             size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28},
             image_mean=list(OWN_MEAN), image_std=list(OWN_STD))
+    elif kind == "dinov2_registers":  # 1 class + 2 register tokens before the patches
+        model = transformers.Dinov2WithRegistersModel(
+            transformers.Dinov2WithRegistersConfig(**vision, num_register_tokens=2))
+        processor = transformers.BitImageProcessor(
+            size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28},
+            image_mean=list(OWN_MEAN), image_std=list(OWN_STD))
+    elif kind == "siglip_vision":  # no class token; pooled by its attention head
+        model = transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**vision))
+        processor = transformers.SiglipImageProcessor(
+            size={"height": 28, "width": 28}, image_mean=list(OWN_MEAN), image_std=list(OWN_STD))
     elif kind == "clip_vision":
         model = transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**vision))
         processor = transformers.CLIPImageProcessor(
@@ -182,7 +192,7 @@ def _hf_folder(tmp_path, kind: str):
     return model.eval(), processor, folder
 
 
-@pytest.mark.parametrize("kind", ["dinov2", "clip_vision", "clip"])
+@pytest.mark.parametrize("kind", ["dinov2", "dinov2_registers", "siglip_vision", "clip_vision", "clip"])
 def test_hf_teacher_matches_the_processor_and_forward(kind, tmp_path):
     model, processor, folder = _hf_folder(tmp_path, kind)
     encoder = create_encoder("hf", "rgb", model=str(folder))
@@ -199,7 +209,7 @@ def test_hf_teacher_matches_the_processor_and_forward(kind, tmp_path):
     assert encoder.embed_dim == expected.shape[1]
     maps = encoder.forward_features(images)
     assert [tuple(m.shape) for m in maps] == [(3, 32, 4, 4)] * 3
-    tokens = out.last_hidden_state[:, 1:]  # the class token dropped, 4 x 4 patches
+    tokens = out.last_hidden_state[:, -16:]  # class and register tokens dropped: 4 x 4 patches
     torch.testing.assert_close(maps[-1].detach().flatten(2).transpose(1, 2), tokens, rtol=0, atol=1e-5)
 
 
