@@ -10,7 +10,14 @@ import torch
 
 import xmodal
 from xmodal.core.registry import BACKBONES, FRONTENDS, METHODS, PROBES
-from xmodal.encoders.base import Backbone, Frontend, backbone_for, create_encoder, layout_of
+from xmodal.encoders.base import (
+    Backbone,
+    Frontend,
+    backbone_for,
+    create_encoder,
+    example_options,
+    layout_of,
+)
 from xmodal.encoders.export import export_encoder, load_encoder
 from xmodal.objectives.objective import NEEDS, Objective, ObjectiveContext
 
@@ -21,7 +28,7 @@ SMALL_BACKBONE = "resnet8"  # front ends are checked behind it (or their default
 
 def _encoder(backbone: str, modality: str, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return create_encoder(backbone, modality)
+    return create_encoder(backbone, modality, **example_options(BACKBONES.get(backbone)))
 
 
 def _check_encoder(backbone: str, modality: str, tmp_path) -> None:
@@ -41,7 +48,7 @@ def _check_encoder(backbone: str, modality: str, tmp_path) -> None:
             assert torch.equal(a, b), name
     # the export loads back to the same embeddings
     encoder.eval()
-    export_encoder(encoder, tmp_path, backbone, {}, {})
+    export_encoder(encoder, tmp_path, backbone, example_options(BACKBONES.get(backbone)), {})
     loaded = load_encoder(tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(loaded(example), encoder(example), rtol=1e-5, atol=1e-5)
@@ -59,7 +66,8 @@ def test_every_front_end_keeps_its_contract(modality, tmp_path):
 
 @pytest.mark.parametrize("backbone", BACKBONES.names())
 def test_every_backbone_keeps_its_contract(backbone, tmp_path):
-    assert isinstance(BACKBONES.get(backbone)(in_channels=3), Backbone)
+    factory = BACKBONES.get(backbone)
+    assert isinstance(factory(in_channels=3, **example_options(factory)), Backbone)
     # behind the first front end whose layout it takes (rgb for image backbones)
     modality = next(m for m in ("rgb", *FRONTENDS.names())
                     if layout_of(FRONTENDS.get(m)) == layout_of(BACKBONES.get(backbone)))

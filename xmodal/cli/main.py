@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub, "probe", "probe an exported encoder, every encoder of a run, or a pretrained backbone",
         "xmodal probe runs/scenes --probes linear,knn,retrieval",
         "xmodal probe runs/scenes/distill/seed0/depth/wcord --probes linear,knn",
-        "xmodal probe resnet18 --modality rgb --data scenes --probes knn")
+        "xmodal probe resnet18 --modality rgb --data scenes --probes knn",
+        "xmodal probe timm --option model=vit_small_patch14_dinov2.lvd142m --pretrained "
+        "dinov2-s.safetensors --modality rgb --probes linear,knn")
     probe.add_argument("target", help="exported encoder (directory or encoder.json), run "
                                       "directory, or registered backbone name")
     probe.add_argument("--data", help="dataset name (e.g. scenes) or dataset file (NYU .mat); "
@@ -91,8 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override one config key, e.g. --set probe.knn.k=10 (repeatable)")
     probe.add_argument("--modality", help="input modality of a backbone-name target "
                                           "(default: the config's teacher modality)")
-    probe.add_argument("--pretrained", default="imagenet",
-                       help="weights of a backbone-name target: imagenet or a .pth file")
+    probe.add_argument("--pretrained",
+                       help="weights of a backbone-name target: imagenet (the default for "
+                            "torchvision nets) or a .pth file; a timm weights file or folder, an "
+                            "open_clip tag or checkpoint, a Hugging Face model folder "
+                            "(docs/teachers.md)")
+    probe.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                       help="an option of a backbone-name target, e.g. --option model=resnet50 "
+                            "(repeatable)")
     report = add_command(sub, "report", "rebuild a run's report.md, or compare several runs",
                          "xmodal report runs/scenes",
                          "xmodal report runs/scenes runs/scenes-tau0.1 --out comparison.md")
@@ -162,7 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             probe_target(args.target, out=args.out, data=args.data, probes=args.probes,
                          pipeline=args.pipeline, config_file=args.config, overrides=args.overrides,
-                         modality=args.modality, pretrained=args.pretrained, console=console)
+                         modality=args.modality, pretrained=args.pretrained, options=args.options,
+                         console=console)
         elif args.command == "report":
             _report(args.runs, args.out, console)
         elif args.command == "data":

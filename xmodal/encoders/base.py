@@ -8,11 +8,21 @@ probes and feature-level baselines.
 Front ends and backbones declare a ``layout``: ``"image"`` (``[B, C, H, W]``, the default when
 absent) or ``"points"`` (``[B, C, N]``); a backbone only takes a front end of its own layout.
 A backbone may own its pooling (``pool``: last map -> ``[B, D]``; PointNet max-pools over
-points, then normalises); otherwise the embedding is the global average of the last map.
+points, then normalises), or its whole embedding (``embed``: network input -> ``[B, D]``, for an
+embedding that is not a function of the last map: a ViT's class token, CLIP's projected
+embedding); otherwise the embedding is the global average of the last map.
+
+A backbone that normalises RGB pixels itself (a pretrained model from timm, open_clip or Hugging
+Face, with its own mean and std) has a ``pixel_input`` attribute. Behind a front end that can
+give plain pixels (``gives_pixels``: the ``rgb`` one), the :class:`Encoder` turns the front
+end's ImageNet normalisation off and sets ``backbone.pixel_input = True``, so the model sees
+exactly the input its own preprocessing makes; behind any other front end (depth, HHA) the
+backbone takes the front end's output as it is.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -34,8 +44,10 @@ class Frontend(Protocol):
         out_channels: channels of its output (the backbone's ``in_channels``).
         image_aligned: whether output positions are image pixels (dense probes, flips, crops).
 
-    Optional: ``layout`` (``"image"`` when absent, ``"points"`` for ``[B, C, N]``) and
-    ``default_backbone`` (used when the configured backbone cannot take that layout).
+    Optional: ``layout`` (``"image"`` when absent, ``"points"`` for ``[B, C, N]``),
+    ``default_backbone`` (used when the configured backbone cannot take that layout) and
+    ``gives_pixels`` (True: setting its ``normalise`` attribute to False makes it give RGB in
+    [0, 1], for a backbone that normalises pixels itself).
     """
 
     out_channels: int
@@ -54,8 +66,15 @@ class Backbone(Protocol):
     with per-stage feature maps, the last of which is pooled into the embedding.
 
     Optional: ``layout`` (``"image"`` when absent; set it on the factory too, so it can be
-    checked before building) and ``pool(last_map) -> [B, out_dim]`` (global average pooling
-    when absent).
+    checked before building), ``pool(last_map) -> [B, out_dim]`` (global average pooling
+    when absent), ``embed(x) -> [B, out_dim]`` (the embedding from the network input, used
+    instead of pooling the last map) and ``pixel_input`` (a bool: the backbone normalises RGB
+    pixels in [0, 1] itself when the :class:`Encoder` sets it). On the factory: ``example_options``
+    (options for a quick build in contract tests, when the defaults name a large model or need
+    files), ``weights_option`` (the option that names pretrained weights, ``pretrained`` when
+    absent), ``init_only`` (options that only fetch initial weights, left out when an export is
+    loaded back; ``("pretrained",)`` when absent), ``probe_weights`` (the weights ``xmodal probe
+    NAME`` uses without ``--pretrained``).
     """
 
     out_dim: int
@@ -85,9 +104,9 @@ def frontend_contract(name: str, entry: Any) -> None:
 
 
 def backbone_contract(name: str, entry: Any) -> None:
-    """Build the backbone for 3 input channels with its default options and check the
-    :class:`Backbone` protocol."""
-    backbone = entry(in_channels=3)
+    """Build the backbone for 3 input channels with its default options (or its factory's
+    ``example_options``) and check the :class:`Backbone` protocol."""
+    backbone = entry(in_channels=3, **example_options(entry))
     if not isinstance(backbone, Backbone):
         raise TypeError(f"backbone '{name}' must have out_dim, stage_channels and forward_features")
     if not (isinstance(backbone.out_dim, int) and backbone.out_dim >= 1):
@@ -97,6 +116,14 @@ def backbone_contract(name: str, entry: Any) -> None:
         raise ValueError(f"backbone '{name}'.stage_channels must list ints >= 1, got {channels!r}")
     if not callable(getattr(backbone, "pool", len)):
         raise ValueError(f"backbone '{name}'.pool must be a method: last map -> [B, out_dim]")
+    if not callable(getattr(backbone, "embed", len)):
+        raise ValueError(f"backbone '{name}'.embed must be a method: network input -> [B, out_dim]")
+
+
+def example_options(entry: object) -> dict[str, Any]:
+    """Options for a quick build of a backbone factory in contract tests: its
+    ``example_options`` (a deep copy), else none (its defaults)."""
+    return copy.deepcopy(dict(getattr(entry, "example_options", None) or {}))
 
 
 FRONTENDS.contract = frontend_contract
@@ -145,6 +172,9 @@ class Encoder(nn.Module):
         self.backbone = backbone
         self.embed_dim: int = backbone.out_dim
         self.stage_channels: list[int] = list(backbone.stage_channels)
+        if hasattr(backbone, "pixel_input") and getattr(frontend, "gives_pixels", False):
+            frontend.normalise = False  # the backbone applies its own model's mean and std
+            backbone.pixel_input = True
 
     def forward_features(self, x: Tensor) -> list[Tensor]:
         """Raw modality input -> stage feature maps ``[B, C_i, H_i, W_i]`` or ``[B, C_i, N]``."""
@@ -152,6 +182,9 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Raw modality input -> pooled embedding ``[B, D]`` (over pixels or points)."""
+        embed = getattr(self.backbone, "embed", None)
+        if embed is not None:
+            return embed(self.frontend(x))
         last = self.forward_features(x)[-1]
         pool = getattr(self.backbone, "pool", None)
         if pool is not None:

@@ -20,13 +20,15 @@ import torch
 from torch import nn
 
 from xmodal.core.errors import DataError
+from xmodal.core.registry import BACKBONES
 from xmodal.encoders.base import Encoder, create_encoder
 
 FORMAT = "xmodal-encoder"
 VERSION = 1
 WEIGHTS_FILE = "encoder.safetensors"
 META_FILE = "encoder.json"
-#: backbone options that fetch initial weights; ignored on load (the export holds the weights)
+#: backbone options that fetch initial weights, ignored on load (the export holds the weights),
+#: unless the backbone's factory names its own (``init_only``)
 _INIT_ONLY_KWARGS = ("pretrained",)
 _MAX_META_BYTES = 1 << 20
 _JSON_NAMES = {str: "a string", int: "an integer", dict: "an object"}
@@ -141,7 +143,8 @@ def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> nn.Mod
     except (SafetensorError, OSError, ValueError) as exc:
         raise DataError(f"'{weights_path}' is not a readable safetensors file ({exc}); "
                         "export the encoder again") from None
-    kwargs = {k: v for k, v in meta["backbone_kwargs"].items() if k not in _INIT_ONLY_KWARGS}
+    init_only = getattr(BACKBONES.get(meta["backbone"]), "init_only", _INIT_ONLY_KWARGS)
+    kwargs = {k: v for k, v in meta["backbone_kwargs"].items() if k not in init_only}
     encoder = create_encoder(meta["backbone"], meta["modality"], meta["frontend_kwargs"], **kwargs)
     try:
         encoder.load_state_dict(state)

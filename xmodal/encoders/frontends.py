@@ -28,13 +28,19 @@ def channels_first(image: Tensor, modality: str) -> Tensor:
 
 @FRONTENDS.register("rgb")
 class RGBFrontend(nn.Module):
-    """RGB image ``[B, H, W, 3]`` (uint8 0..255 or float 0..1) -> ``[B, 3, H, W]``, ImageNet-normalised."""
+    """RGB image ``[B, H, W, 3]`` (uint8 0..255 or float 0..1) -> ``[B, 3, H, W]``, ImageNet-normalised.
+
+    Behind a backbone that normalises pixels with its own model's mean and std (timm, open_clip,
+    Hugging Face models), the encoder sets ``normalise = False``: the output is then RGB in [0, 1].
+    """
 
     image_aligned = True  # feature maps are aligned with image pixels
     out_channels = 3
+    gives_pixels = True  # with normalise = False: RGB in [0, 1]
 
     def __init__(self) -> None:
         super().__init__()
+        self.normalise = True
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -46,7 +52,7 @@ class RGBFrontend(nn.Module):
         x = channels_first(image, "rgb")
         if image.dtype == torch.uint8:
             x = x / 255.0
-        return (x - self.mean) / self.std
+        return (x - self.mean) / self.std if self.normalise else x
 
 
 @FRONTENDS.register("depth")

@@ -104,6 +104,7 @@ def _register(arch: str) -> None:
         return TorchvisionResNet(arch, in_channels, pretrained, small_input)
 
     build.__doc__ = f"torchvision {arch} (ImageNet weights optional), any input channels"
+    build.probe_weights = "imagenet"  # type: ignore[attr-defined]  # xmodal probe's default
     BACKBONES.add(arch, build, build.__doc__)
 
 

@@ -2,8 +2,8 @@
 
 A target is an exported encoder (its directory, ``encoder.json`` or ``encoder.safetensors``),
 a run directory (every encoder it exported: teacher and students), or a registered backbone
-name (built with its pretrained weights and exported first, so every target is probed the
-same way). The dataset is prepared as in a run, then the pipeline's own ``probe`` and
+name (built with its pretrained weights and options and exported first, so every target is
+probed the same way). The dataset is prepared as in a run, then the pipeline's own ``probe`` and
 ``report`` stages run on the targets, so rows, caches and the report match a run's.
 
 Feature caches are keyed by :func:`target_digest`: the SHA-256 of the weights file, the
@@ -21,7 +21,7 @@ from accelerate import Accelerator
 from rich.console import Console
 
 import xmodal
-from xmodal.core.config import fingerprint, read_yaml
+from xmodal.core.config import fingerprint, from_dict, parse_override, read_yaml
 from xmodal.core.errors import ConfigError
 from xmodal.core.registry import BACKBONES, DATASETS, PROBES, STAGES
 from xmodal.data.source import dataset_modalities
@@ -70,8 +70,8 @@ def target_digest(meta: dict[str, Any], data_key: str) -> str:
 def probe_target(target: str, out: str | Path | None = None, data: str | None = None,
                  probes: list[str] | None = None, pipeline: str | None = None,
                  config_file: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
-                 modality: str | None = None, pretrained: str = "imagenet",
-                 console: Console | None = None) -> RunResult:
+                 modality: str | None = None, pretrained: str | None = None,
+                 options: list[str] | tuple[str, ...] = (), console: Console | None = None) -> RunResult:
     """Probe ``target`` on a pipeline's dataset; returns the rows and summary, and writes
     ``results.json``, ``summary.json`` and ``report.md`` into ``out``.
 
@@ -82,7 +82,12 @@ def probe_target(target: str, out: str | Path | None = None, data: str | None = 
         pipeline, config_file: where the dataset and probe settings come from (default: the
             run that holds the target, else the ``scenes`` pipeline).
         modality, pretrained: for a backbone-name target: its input modality (default: the
-            config's teacher modality) and its ``pretrained`` option.
+            config's teacher modality) and its weights (the option its factory names in
+            ``weights_option``: ``pretrained`` for torchvision nets and open_clip, ``weights`` for
+            timm, ``model`` for hf; default: the factory's ``probe_weights``, ``imagenet`` for
+            torchvision nets, else the option's own default).
+        options: the backbone's other options as ``KEY=VALUE`` (YAML values; dotted keys
+            reach into dict options), e.g. ``model=vit_small_patch14_dinov2.lvd142m``.
     """
     console = console or Console()
     path = Path(target)
@@ -92,6 +97,7 @@ def probe_target(target: str, out: str | Path | None = None, data: str | None = 
             raise ConfigError(f"probe target '{target}' is not a path (exported encoder or run "
                               f"directory) nor a registered backbone ({', '.join(BACKBONES.names())})")
         backbone = target
+        backbone_options = _backbone_options(backbone, pretrained, options)
     run_config = None if backbone else enclosing_run_config(path)
     if config_file is None and run_config is not None:
         config_file = run_config
@@ -116,9 +122,9 @@ def probe_target(target: str, out: str | Path | None = None, data: str | None = 
     if backbone:
         modality = modality or config.teacher.modality
         encoder = create_encoder(backbone, modality, dataset.frontend_kwargs.get(modality, {}),
-                                 pretrained=pretrained)
+                                 **backbone_options)
         exports = [export_encoder(encoder, run_dir / "probe-targets" / backbone, backbone,
-                                  {"pretrained": pretrained}, dataset.frontend_kwargs.get(modality, {}),
+                                  backbone_options, dataset.frontend_kwargs.get(modality, {}),
                                   xmodal.__version__, extra={"method": backbone, "role": "pretrained"})]
     else:
         exports = find_exports(path)
@@ -131,6 +137,32 @@ def probe_target(target: str, out: str | Path | None = None, data: str | None = 
     STAGES.get("probe")(ctx)
     STAGES.get("report")(ctx)
     return RunResult(run_dir, ctx.state.rows, ctx.state.summary)
+
+
+def _backbone_options(backbone: str, pretrained: str | None,
+                      options: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """The options of a backbone-name target: ``--option KEY=VALUE``s, then its weights, checked
+    against the backbone's options like ``teacher.encoder.kwargs``."""
+    factory = BACKBONES.get(backbone)
+    chosen: dict[str, Any] = {}
+    for text in options:
+        keys, value = parse_override(text)
+        node = chosen
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--option '{text}': '{key}' is not a mapping option")
+        node[keys[-1]] = value
+    weights = pretrained if pretrained is not None else getattr(factory, "probe_weights", None)
+    if weights is not None:
+        chosen[getattr(factory, "weights_option", "pretrained")] = weights
+    options_type = BACKBONES.options_type(backbone)
+    if options_type is not None:
+        try:  # typed, with suggestions for a typo, as teacher.encoder.kwargs
+            from_dict(options_type, chosen)
+        except ConfigError as exc:
+            raise ConfigError(f"--option: backbone '{backbone}': {exc}") from None
+    return chosen
 
 
 def _pipeline_of(config_file: str | Path) -> str:

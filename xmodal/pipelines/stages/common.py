@@ -131,20 +131,22 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
 
 
 def _pretrained_digest(cfg: EncoderConfig) -> str | None:
-    """Content digest of a pretrained-weights file named in the encoder's kwargs (a replaced
-    file must retrain), else None."""
-    pretrained = cfg.kwargs.get("pretrained")
-    if isinstance(pretrained, str) and Path(pretrained).is_file():
-        return file_digest(pretrained)
-    return None
-def save_transport_plan(objective: torch.nn.Module | None, path: Any) -> None:
-    """Save the plan of the objective's last local OT solve (teacher rows, student columns) as
-    ``.npy``, when the objective has one (WCoRD's ``last_transport``)."""
-    import numpy as np
-
-    for module in objective.modules() if objective is not None else ():
-        transport = getattr(module, "last_transport", None)
-        if transport is not None:
-            plan = transport.plan.detach().float().cpu()
-            np.save(path, plan.reshape(-1, *plan.shape[-2:])[0].numpy())
-            return
+    """Content digest of the local weights the encoder's kwargs name (a replaced file must
+    retrain): every option that is the path of a file, or of a folder (every file in it; also
+    open_clip's ``local-dir:FOLDER``), such as ``pretrained``, timm's ``weights`` or hf's
+    ``model``; None when no option names one."""
+    digests = {}
+    for key, value in sorted(cfg.kwargs.items()):
+        if not isinstance(value, str) or not value:
+            continue
+        path = Path(value.split(":", 1)[1] if value.startswith("local-dir:") else value).expanduser()
+        if path.is_file():
+            digests[key] = file_digest(path)
+        elif path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+            digests[key] = fingerprint({str(p.relative_to(path)): file_digest(p) for p in files})
+    if not digests:
+        return None
+    if list(digests) == ["pretrained"]:  # a torchvision .pth alone: its digest, as in earlier runs
+        return digests["pretrained"]
+    return fingerprint(digests)
