@@ -64,12 +64,17 @@ class Objective(nn.Module):
             variants share one section (``wcord-global`` reads ``distill.wcord``).
         needs: subset of :data:`NEEDS` (see :meth:`needs_for` for needs that depend on options).
         trains: False only for ``none`` (the untrained floor).
+        shared_heads: True when the objective has a ``teacher_head`` and a ``student_head``
+            (:class:`~xmodal.objectives.critic.ProjectionHead`) into a shared space; they are
+            saved after training (``heads.pt``, :mod:`xmodal.objectives.shared_heads`) and
+            read by the ``zero-shot`` probe.
     """
 
     options: ClassVar[type | None] = None
     options_key: ClassVar[str | None] = None
     needs: ClassVar[frozenset[str]] = frozenset({"teacher"})
     trains: ClassVar[bool] = True
+    shared_heads: ClassVar[bool] = False
 
     @classmethod
     def needs_for(cls, options: Any) -> frozenset[str]:

@@ -134,6 +134,7 @@ class WCoRDLoss(Objective):
     z_teacher: Tensor
     z_student: Tensor
 
+    shared_heads: ClassVar[bool] = True  # teacher_head, student_head
     options: ClassVar[type] = WCoRDConfig
     options_key: ClassVar[str] = "wcord"
     fixed: ClassVar[dict[str, float]] = {}

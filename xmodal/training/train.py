@@ -28,7 +28,15 @@ def standardise_features(features: Tensor) -> Tensor:
     dominates and every projection points the same way: the embeddings collapse. Standardising
     is an invertible affine map, so no information is lost.
     """
-    return (features - features.mean(0)) / features.std(0).clamp_min(1e-6)
+    mean, std = feature_standardisation(features)
+    return (features - mean) / std
+
+
+def feature_standardisation(features: Tensor) -> tuple[Tensor, Tensor]:
+    """The per-dimension ``(mean [D], std [D])`` that :func:`standardise_features` applies to
+    ``features`` ``[N, D]`` (std floored at 1e-6); saved beside an objective's heads, whose
+    teacher head was trained on the standardised features."""
+    return features.mean(0), features.std(0).clamp_min(1e-6)
 
 
 @dataclass

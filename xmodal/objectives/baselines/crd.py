@@ -82,6 +82,7 @@ class CRDObjective(Objective):
         num_negatives_effective: ``min(num_negatives, N - 1)``.
     """
 
+    shared_heads: ClassVar[bool] = True  # teacher_head, student_head
     options: ClassVar[type] = CRDConfig
 
     @classmethod

@@ -81,6 +81,7 @@ class InfoNCEObjective(Objective):
         max_log_scale: ``log(max_logit_scale)``, the upper clamp of ``s``.
     """
 
+    shared_heads: ClassVar[bool] = True  # teacher_head, student_head
     options: ClassVar[type] = InfoNCEConfig
 
     @classmethod

@@ -16,11 +16,12 @@ from xmodal.core.registry import METHODS
 from xmodal.data.source import LoadedDataset, dataset_modalities
 from xmodal.encoders.base import Encoder, backbone_for, create_encoder
 from xmodal.encoders.export import META_FILE, WEIGHTS_FILE, export_encoder
+from xmodal.objectives.shared_heads import HEADS_FILE, heads_state
 from xmodal.pipelines.config import EncoderConfig
 from xmodal.pipelines.context import RunContext
 from xmodal.training.checkpoint import file_digest, save_atomic, save_encoder
 from xmodal.training.optim import OptimConfig
-from xmodal.training.train import train_encoder
+from xmodal.training.train import feature_standardisation, train_encoder
 
 
 def frontend_kwargs(ctx: RunContext, modality: str, dataset: LoadedDataset | None = None) -> dict[str, Any]:
@@ -105,6 +106,8 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
             classifier = getattr(result.objective, "classifier", None)
             if isinstance(classifier, torch.nn.Linear) and history:  # a trained one gives logits
                 save_atomic(classifier.state_dict(), unit.directory / "classifier.pt")
+            save_heads(result.objective, method_name, teacher if "teacher" in needs else None,
+                       unit.directory / HEADS_FILE)
             save_encoder(encoder, checkpoint, encoder_cfg.name, encoder_cfg.kwargs, frontend,
                          extra={"method": method_name})
             export_encoder(encoder, unit.directory, encoder_cfg.name, encoder_cfg.kwargs,
@@ -115,7 +118,7 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
             write_json_atomic(unit.directory / "history.json", history)
         ctx.accelerator.wait_for_everyone()
         # done.json vouches for every file a later stage or user reads, the export included
-        saved = [name for name in (checkpoint.name, "classifier.pt", WEIGHTS_FILE, META_FILE)
+        saved = [name for name in (checkpoint.name, "classifier.pt", HEADS_FILE, WEIGHTS_FILE, META_FILE)
                  if (unit.directory / name).is_file()]
         record = unit.finish({"checkpoint": checkpoint.name, "final": history[-1] if history else {}},
                              files=saved)
@@ -128,6 +131,20 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
             "encoder": encoder_cfg.name, "checkpoint": str(checkpoint),
             "digest": record["files"][checkpoint.name], "key": unit.key, "hparams": inputs["hparams"],
             "teacher": inputs["teacher"]}
+
+
+def save_heads(objective: Any, method_name: str, teacher: dict[str, Any] | None, path: Path) -> None:
+    """Save ``objective``'s teacher and student heads to ``path`` (``heads.pt``), with the
+    standardisation its teacher head was trained behind (of ``teacher["features"]``, the raw
+    train features); remove a stale file when there are none (no heads, nothing trained)."""
+    path.unlink(missing_ok=True)  # from earlier inputs
+    if objective is None or teacher is None:
+        return
+    features = teacher["features"].float()
+    mean, std = feature_standardisation(features)
+    state = heads_state(objective, method_name, mean, std, float(features.norm(dim=1).mean()))
+    if state is not None:
+        save_atomic(state, path)
 
 
 def _pretrained_digest(cfg: EncoderConfig) -> str | None:
