@@ -16,12 +16,17 @@ Preprocessing is the image processor's: ``image_mean``, ``image_std``, ``rescale
 input size (``crop_size`` when it centre-crops, else ``size``) and ``resample``; see
 :mod:`xmodal.encoders.library_backbone`. The whole image is resized to that size (no
 shortest-edge resize and crop).
+
+The factory's ``text_tower`` (:func:`build_hf_text`) loads a dual model's text tower and the
+folder's tokenizer (``get_text_features``, the same space as the image embedding) for zero-shot
+probes; ``text_tower_missing`` says why a vision-only model has none.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,9 +41,11 @@ from xmodal.encoders.library_backbone import (
     PIL_RESAMPLE,
     LibraryBackbone,
     ModelPreprocess,
+    TextTower,
     adapt_input_conv,
     evenly_spaced,
     first_line,
+    hub_cached_file,
     offline_hub,
     require,
     token_map,
@@ -210,6 +217,86 @@ def build_hf(in_channels: int, model: str = "", offline: bool = True, model_kwar
     return HFBackbone(tower, projection, config, preprocess, stages)
 
 
+class HFText(TextTower):
+    """A transformers dual model's text tower (``get_text_features``) behind its tokenizer."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, max_length: int, pad_to_max: bool) -> None:
+        super().__init__(model)
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.pad_to_max = pad_to_max  # SigLIP was trained on max-length padding, without a mask
+
+    def tokens(self, texts: list[str]) -> dict[str, Tensor]:
+        encoded = self.tokenizer(texts, padding="max_length" if self.pad_to_max else True,
+                                 truncation=True, max_length=self.max_length, return_tensors="pt")
+        return {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
+
+    def forward(self, tokens: dict[str, Tensor]) -> Tensor:
+        out = self.model.get_text_features(**tokens)
+        return out if isinstance(out, Tensor) else out.pooler_output
+
+
+def _config_json(model: str) -> dict[str, Any] | None:
+    """The ``config.json`` of a model folder, or of a hub id in the local cache; None if unknown."""
+    folder = Path(model).expanduser()
+    path = folder / "config.json" if folder.is_dir() else None
+    if path is None and _HUB_ID.fullmatch(model):
+        cached = hub_cached_file(model, ["config.json"])
+        path = Path(cached) if cached else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def hf_text_tower_missing(model: str = "", **_options: Any) -> str | None:
+    """Why ``model`` has no text tower in its image embedding's space, or None (or unknown:
+    a hub id not in the cache is found out when the tower is built)."""
+    folder = Path(model).expanduser()
+    if not model or (not folder.is_dir() and not _HUB_ID.fullmatch(model)):
+        return (f"hf model '{model}' is not a folder of a trained dual model (a model type is "
+                "built at random); give a CLIP or SigLIP folder")
+    config = _config_json(model)
+    if config is not None and not isinstance(config.get("text_config"), dict):
+        return (f"hf model '{model}' is vision-only (no text_config in its config.json); give a "
+                "CLIP or SigLIP folder")
+    return None
+
+
+def build_hf_text(model: str = "", offline: bool = True, model_kwargs: dict = {},  # noqa: B006
+                  **_image_options: Any) -> HFText:
+    """The text tower and tokenizer of the dual model (``CLIPModel``, ``SiglipModel``) that
+    :func:`build_hf` takes the vision tower of, from the same options."""
+    transformers = require("transformers", "hf", "hf")
+    why = hf_text_tower_missing(model)
+    if why:
+        raise XmodalError(why)
+    folder = Path(model).expanduser()
+    source = str(folder) if folder.is_dir() else model
+    local = offline or folder.is_dir()
+    try:
+        with offline_hub(offline), _quiet(transformers):
+            net = transformers.AutoModel.from_pretrained(source, local_files_only=local,
+                                                         dtype=torch.float32,
+                                                         **copy.deepcopy(dict(model_kwargs)))
+            tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local)
+    except Exception as exc:
+        raise XmodalError(f"transformers could not load the text tower and tokenizer of '{source}' "
+                          f"({first_line(exc)}); give a folder written by save_pretrained with "
+                          "the tokenizer's files") from None
+    text_config = getattr(net.config, "text_config", None)
+    if text_config is None or not callable(getattr(net, "get_text_features", None)):
+        raise XmodalError(f"hf model '{source}' has no text tower (get_text_features)")
+    if hasattr(net, "vision_model"):
+        net.vision_model = nn.Identity()  # the image tower is the backbone's; free its weights here
+    limit = int(getattr(text_config, "max_position_embeddings", 0) or 0) or 77
+    max_length = min(limit, int(getattr(tokenizer, "model_max_length", limit) or limit))
+    pad_to_max = str(getattr(net.config, "model_type", "")).startswith("siglip")
+    return HFText(net, tokenizer, max_length, pad_to_max)
+
+
 #: a tiny random DINOv2 (2 layers of width 32 at 28 x 28 pixels) for contract tests: no files
 build_hf.example_options = {  # type: ignore[attr-defined]
     "model": "dinov2",
@@ -217,6 +304,8 @@ build_hf.example_options = {  # type: ignore[attr-defined]
                      "intermediate_size": 64, "image_size": 28, "patch_size": 14},
 }
 build_hf.weights_option = "model"  # type: ignore[attr-defined]
+build_hf.text_tower = build_hf_text  # type: ignore[attr-defined]
+build_hf.text_tower_missing = hf_text_tower_missing  # type: ignore[attr-defined]
 build_hf.init_only = ()  # type: ignore[attr-defined]  # the folder is the architecture too
 BACKBONES.add("hf", build_hf, "a Hugging Face transformers vision encoder (DINOv2, CLIP, SigLIP) "
               "from a local folder, with its own image processor's preprocessing")

@@ -234,3 +234,38 @@ class LibraryBackbone(nn.Module):
 def spatial_mean(x: Tensor) -> Tensor:
     """``[B, C, H, W]`` (or ``[B, C, ...]``) -> ``[B, C]``; ``[B, C]`` unchanged."""
     return x if x.ndim == 2 else x.flatten(2).mean(-1)
+
+
+class TextTower:
+    """The text encoder paired with a CLIP-style image backbone (open_clip's ``encode_text``,
+    transformers' ``get_text_features``), for zero-shot probes; built by the backbone factory's
+    ``text_tower(**options)`` from the same options as the image tower.
+
+    ``encode(texts)`` gives the model's text embeddings ``[P, D]`` (float32, CPU, *not*
+    normalised), in the space of the backbone's image embedding ``encoder(x)``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model.eval()
+
+    def tokens(self, texts: list[str]) -> dict[str, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, tokens: dict[str, Tensor]) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], batch_size: int = 256,
+               device: torch.device | str = "cpu") -> Tensor:
+        """Text embeddings ``[len(texts), D]``, float32 on CPU, in batches of ``batch_size``."""
+        if not texts:
+            raise ValueError("no texts to encode")
+        self.model.to(device)
+        out = []
+        try:
+            for start in range(0, len(texts), batch_size):
+                tokens = {k: v.to(device) for k, v in self.tokens(texts[start:start + batch_size]).items()}
+                out.append(self.forward(tokens).float().cpu())
+        finally:
+            self.model.to("cpu")
+        return torch.cat(out)

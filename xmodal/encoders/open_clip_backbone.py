@@ -11,6 +11,10 @@ Preprocessing is the model's ``preprocess_cfg`` (what open_clip builds its ``Res
 a ``local-dir:`` folder's ``open_clip_config.json``), see
 :mod:`xmodal.encoders.library_backbone`. ``resize_mode`` is not applied: the whole image is
 resized to ``size`` (no centre crop, no padding).
+
+The factory's ``text_tower`` (:func:`build_open_clip_text`) builds the same model again from the
+same options and keeps its text tower (``encode_text`` with the model's tokenizer) for
+zero-shot probes: its embeddings live in the space of this backbone's embedding.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from xmodal.core.registry import BACKBONES
 from xmodal.encoders.library_backbone import (
     LibraryBackbone,
     ModelPreprocess,
+    TextTower,
     adapt_input_conv,
     evenly_spaced,
     first_line,
@@ -149,6 +154,48 @@ def build_open_clip(in_channels: int, model: str = "ViT-B-32", pretrained: str =
     return OpenClipBackbone(visual, preprocess, in_channels, stages)
 
 
+class OpenClipText(TextTower):
+    """An open_clip model's text tower: its tokenizer, then ``encode_text`` (unnormalised)."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any) -> None:
+        super().__init__(model)
+        self.tokenizer = tokenizer
+        self.vocab_size = int(getattr(model, "vocab_size", 0) or 0)
+
+    def tokens(self, texts: list[str]) -> dict[str, Tensor]:
+        ids = self.tokenizer(texts)
+        if self.vocab_size and int(ids.max()) >= self.vocab_size:
+            raise XmodalError(f"the open_clip tokenizer gives token ids up to {int(ids.max())}, but "
+                              f"the model's text tower has a vocabulary of {self.vocab_size}: the "
+                              "model config and its tokenizer do not belong together")
+        return {"text": ids}
+
+    def forward(self, tokens: dict[str, Tensor]) -> Tensor:
+        return self.model.encode_text(tokens["text"], normalize=False)
+
+
+def build_open_clip_text(model: str = "ViT-B-32", pretrained: str = "", offline: bool = True,
+                         model_kwargs: dict = {}, **_image_options: Any) -> OpenClipText:  # noqa: B006
+    """The text tower of the open_clip model that :func:`build_open_clip` takes the image tower
+    of, from the same options (image-only options such as ``resize`` are ignored). The tokenizer
+    is the model's (``open_clip.get_tokenizer``), at the model's context length."""
+    open_clip = require("open_clip", "open_clip", "open_clip")
+    source = _weights(open_clip, model, pretrained, offline)
+    try:
+        with offline_hub(offline):
+            net = open_clip.create_model(model, **{**copy.deepcopy(dict(model_kwargs)), **source})
+            tokenizer = open_clip.get_tokenizer(model, context_length=getattr(net, "context_length", None))
+    except XmodalError:
+        raise
+    except Exception as exc:
+        raise XmodalError(f"open_clip could not build the text tower of '{model}' with pretrained "
+                          f"'{pretrained or 'none'}' ({first_line(exc)})") from None
+    if not callable(getattr(net, "encode_text", None)):
+        raise XmodalError(f"open_clip model '{model}' has no text tower (encode_text)")
+    net.visual = nn.Identity()  # the image tower is the backbone's; free its weights here
+    return OpenClipText(net, tokenizer)
+
+
 def _pair(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
@@ -163,6 +210,7 @@ build_open_clip.example_options = {  # type: ignore[attr-defined]
                                   "layers": 1}},
 }
 build_open_clip.weights_option = "pretrained"  # type: ignore[attr-defined]
+build_open_clip.text_tower = build_open_clip_text  # type: ignore[attr-defined]
 build_open_clip.init_only = ("pretrained",)  # type: ignore[attr-defined]  # an export holds its weights
 BACKBONES.add("open_clip", build_open_clip, "the image tower of an open_clip model, with its own "
               "preprocessing; weights from a local checkpoint, folder or cache")
