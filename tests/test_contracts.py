@@ -129,6 +129,10 @@ def test_every_probe_keeps_its_contract(name):
         g = torch.Generator().manual_seed(0)
         split = (torch.randn(6, 4, 4, 4, generator=g), torch.randint(0, 4, (6, 8, 8), generator=g))
         runs = [probe.evaluate_maps(split, split, split, num_classes=3) for _ in range(2)]
+    elif getattr(probe_cls, "consumes_text", False):  # class text vectors, no heads: own space
+        feats, labels = _pooled_split(30, 0)
+        classes = torch.nn.functional.normalize(torch.eye(3, 4) + 0.1, dim=1)
+        runs = [probe.evaluate_zero_shot(feats, labels, classes, None, ["a", "b", "c"]) for _ in range(2)]
     elif getattr(probe_cls, "consumes_pairs", False):
         feats = {s: _pooled_split(30, i)[0] for i, s in enumerate(("train", "val", "test"))}
         runs = [probe.evaluate_pairs(feats, {k: v * 2 + 1 for k, v in feats.items()}) for _ in range(2)]

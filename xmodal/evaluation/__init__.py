@@ -11,8 +11,10 @@ from xmodal.evaluation.segmentation_probe import (
                                                   SegmentationResult,
                                                   extract_feature_maps,
 )
+from xmodal.evaluation.zero_shot_probe import ZeroShotProbe, ZeroShotProbeConfig, ZeroShotResult
 
 __all__ = ["ConfusionMatrix", "KNNProbe", "KNNProbeConfig", "KNNResult", "LinearProbe",
            "LinearProbeConfig", "ProbeResult", "RetrievalProbe", "RetrievalProbeConfig",
            "SegmentationProbe", "SegmentationProbeConfig", "SegmentationResult",
-           "extract_features", "extract_feature_maps"]
+           "ZeroShotProbe", "ZeroShotProbeConfig", "ZeroShotResult", "extract_features",
+           "extract_feature_maps"]

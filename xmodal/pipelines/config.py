@@ -129,7 +129,7 @@ class ProbeConfig(ComponentSection):
     """Attributes:
         probes: registered probes to run (``xmodal list probes``); each probe's options sit
             under its name (``probe.linear``, ``probe.knn``, ``probe.retrieval``,
-            ``probe.segmentation``).
+            ``probe.segmentation``, ``probe.zero_shot``).
     """
 
     components = PROBES

@@ -22,6 +22,7 @@ from xmodal.encoders.base import layout_mismatch
 from xmodal.pipelines.config import RunConfig
 from xmodal.pipelines.spec import PipelineSpec
 from xmodal.pipelines.stages.common import encoder_for
+from xmodal.pipelines.stages.text_teacher import encoder_description, fine_tuned, text_tower_problem
 
 
 def _resolve(registry: Registry[Any], name: str, key: str) -> Any:
@@ -131,3 +132,37 @@ def check_method_needs(config: RunConfig, spec: PipelineSpec) -> None:
                                   "feature-based method (fitnet, crd, rkd, pkt, infonce, wcord) or give "
                                   "the teacher a classifier")
     check_label_needs(config, spec)
+
+
+def check_text_probes(config: RunConfig, spec: PipelineSpec) -> None:
+    """Raise one :class:`ConfigError` for a probe that reads the teacher's text tower
+    (``zero-shot``) in a run whose teacher has none in its image embedding's space: a backbone
+    without a text tower, a non-RGB teacher, or a teacher that training fine-tunes."""
+    if "probe" not in spec.stages:
+        return
+    for i, probe in enumerate(config.probe.probes):
+        if not getattr(PROBES.get(probe), "consumes_text", False):
+            continue
+        key = f"probe.probes[{i}]: probe '{probe}' needs a frozen CLIP teacher with a text tower"
+        if config.teacher.checkpoint:
+            checkpoint = Path(config.teacher.checkpoint) / "encoder.pt"
+            if not checkpoint.is_file():
+                return  # reported by the teacher stage, naming teacher.checkpoint
+            name, options, modality = encoder_description(checkpoint)
+            where = f"teacher.checkpoint holds a '{name}' {modality} encoder"
+            if fine_tuned(checkpoint):
+                raise ConfigError(f"{key}, but {where} that was fine-tuned away from its text "
+                                  "tower's space; give a frozen (untrained) teacher")
+        elif "teacher" in spec.stages:
+            encoder = encoder_for(config.teacher.modality, config.teacher.encoder)
+            name, options, modality = encoder.name, encoder.kwargs, config.teacher.modality
+            where = f"teacher.encoder.name={name}, teacher.modality={modality}"
+        else:
+            return  # no teacher: the probe skips every encoder, saying so
+        why = text_tower_problem(name, options, modality)
+        if why:
+            raise ConfigError(f"{key}, but {where}: {why}; or leave this probe out")
+        if not config.teacher.checkpoint and config.teacher.optim.epochs > 0:
+            raise ConfigError(f"{key}, but teacher.optim.epochs={config.teacher.optim.epochs} "
+                              "fine-tunes the teacher away from its text tower's space; set "
+                              "teacher.optim.epochs=0")

@@ -17,7 +17,11 @@ from xmodal.core.lock import RunLock
 from xmodal.core.registry import DATASETS, PIPELINES, STAGES
 from xmodal.pipelines.config import RunConfig
 from xmodal.pipelines.context import RunContext
-from xmodal.pipelines.name_checks import check_component_names, check_method_needs
+from xmodal.pipelines.name_checks import (
+    check_component_names,
+    check_method_needs,
+    check_text_probes,
+)
 from xmodal.pipelines.spec import PipelineSpec
 from xmodal.training.distributed import create_accelerator
 
@@ -55,6 +59,7 @@ def resolve_config(pipeline: str, config_file: str | Path | None = None,
         config = load_config(RunConfig, config_file, list(overrides), base=base)
         check_component_names(config)  # again: a manifest's columns are the modalities
     check_method_needs(config, spec)
+    check_text_probes(config, spec)
     config.fill_defaults()
     return spec, config
 

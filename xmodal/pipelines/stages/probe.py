@@ -5,7 +5,9 @@ probes (``retrieval``) read a student's and its teacher's embeddings; dense prob
 (``segmentation``: per-pixel classes) read stage feature maps ``[N, C, h, w]`` and run once per
 per-pixel label set the dataset has (e.g. ``seg40``, ``seg13``). Features are extracted once
 per checkpoint and cached under its content digest, so changing only probe settings re-fits
-probes without re-extracting.
+probes without re-extracting. Text probes (``zero-shot``) read a CLIP teacher's class text
+embeddings and each student's saved objective heads (:mod:`.text_teacher`); a model without
+them is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from xmodal.data.arrays import Rows
 from xmodal.evaluation.features import extract_features
 from xmodal.evaluation.segmentation_probe import extract_feature_maps
 from xmodal.pipelines.context import RunContext
+from xmodal.pipelines.stages.text_teacher import student_heads, teacher_text, teacher_text_problem
 from xmodal.pipelines.state import stage
 from xmodal.training.checkpoint import load_encoder, load_keyed, save_keyed
 from xmodal.training.distributed import computed_in_shares, main_process_decides
@@ -44,6 +47,7 @@ def probe(ctx: RunContext) -> None:
         return computed_in_shares(lambda rows: extract_features(encoder, data, device=device, rows=rows),
                                   len(data), ctx.accelerator)
 
+    text_memo: dict[str, Any] = {}  # class text embeddings, once per teacher
     for model in ctx.state.models:
         name = f"{model['modality']}-{model['method']}"
         memo: dict[Path, dict[str, Any]] = {}  # this model's outputs, read once for all targets
@@ -51,11 +55,17 @@ def probe(ctx: RunContext) -> None:
             probe_cfg = cfg.options_for(probe_name)
             dense = getattr(probe_cls, "consumes_maps", False)
             pairs = getattr(probe_cls, "consumes_pairs", False)  # teacher <-> student probes
+            text = getattr(probe_cls, "consumes_text", False)  # class prompts through the heads
             if dense and not getattr(FRONTENDS.get(model["modality"]), "image_aligned", False):
                 continue  # per-pixel labels mean nothing for, e.g., a spectrogram's maps
             if pairs and model["role"] == "teacher":
                 continue  # the teacher against itself
             teacher = _teacher_of(ctx, model, probe_name) if pairs else None
+            zero_shot = _text_inputs(ctx, probe_cls(probe_cfg), model, text_memo) if text else None
+            if isinstance(zero_shot, str):
+                ctx.say(f"[dim]probe {probe_name}: {name} seed {model['seed']} skipped "
+                        f"({zero_shot})[/dim]")
+                continue
             targets = dataset.dense_labels if dense else {"label": dataset.num_classes}
             for target, num_classes in targets.items():
                 label = probe_name if not dense else target
@@ -63,7 +73,8 @@ def probe(ctx: RunContext) -> None:
                                 inputs={"checkpoint": model["digest"], "data": ctx.state.data_key,
                                         "probe": probe_name, "target": target,
                                         "config": to_dict(probe_cfg),
-                                        **({"teacher": teacher["digest"]} if teacher else {})})
+                                        **({"teacher": teacher["digest"]} if teacher else {}),
+                                        **(zero_shot["inputs"] if zero_shot else {})})
                 record = unit.record()
                 if record is None:
                     if dense:
@@ -78,6 +89,11 @@ def probe(ctx: RunContext) -> None:
                         result = probe_cls(probe_cfg).evaluate_maps(
                             *[(maps[s], dataset.splits[s].column(target)) for s in SPLITS],
                             num_classes=num_classes)
+                    elif zero_shot is not None:
+                        feats = _frozen_outputs(ctx, model, "", memo, pooled)
+                        result = zero_shot["probe"].evaluate_zero_shot(
+                            feats["test"], dataset.splits["test"].column("label"),
+                            zero_shot["classes"](), zero_shot["heads"], zero_shot["names"])
                     elif teacher is not None:
                         result = probe_cls(probe_cfg).evaluate_pairs(
                             _frozen_outputs(ctx, teacher, "", {}, pooled),
@@ -105,6 +121,35 @@ def _teacher_of(ctx: RunContext, model: dict[str, Any], probe_name: str) -> dict
     raise ConfigError(f"probe '{probe_name}' compares students with their teacher, but no teacher "
                       f"of seed {model['seed']} is among the encoders; probe a run directory, or "
                       "leave this probe out")
+
+
+def _text_inputs(ctx: RunContext, probe: Any, model: dict[str, Any],
+                 text_memo: dict[str, Any]) -> dict[str, Any] | str:
+    """What a text probe needs for ``model``: the probe, the class names, their text vectors
+    ``[C, Dt]`` from the teacher's text tower (``classes()``: built only when the probe runs),
+    the student's heads (None for a teacher or a pretrained ``xmodal probe`` target: its own
+    space) and the unit inputs they add; or why ``model`` is skipped."""
+    own = model["role"] in ("teacher", "pretrained")  # CLIP's own zero-shot, no heads
+    teacher = model if own else next(
+        (m for m in ctx.state.models if m["role"] == "teacher" and m["seed"] == model["seed"]), None)
+    if teacher is None:
+        return f"no teacher of seed {model['seed']} among the encoders"
+    heads, inputs = None, {"teacher": teacher["key"]}
+    if not own:
+        found = student_heads(model)
+        if isinstance(found, str):
+            return found
+        heads, inputs["heads"] = found
+    dataset = ctx.state.dataset
+    try:
+        names = probe.class_names(dataset.class_names, dataset.num_classes)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    why = teacher_text_problem(teacher)
+    if why:
+        return why
+    return {"probe": probe, "names": names, "heads": heads, "inputs": inputs,
+            "classes": lambda: teacher_text(ctx, teacher, names, probe.config.templates, text_memo)}
 
 
 def _frozen_outputs(ctx: RunContext, model: dict[str, Any], tag: str,
