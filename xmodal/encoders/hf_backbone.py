@@ -39,6 +39,7 @@ from xmodal.encoders.library_backbone import (
     adapt_input_conv,
     evenly_spaced,
     first_line,
+    library_check,
     offline_hub,
     require,
     token_map,
@@ -218,5 +219,6 @@ build_hf.example_options = {  # type: ignore[attr-defined]
 }
 build_hf.weights_option = "model"  # type: ignore[attr-defined]
 build_hf.init_only = ()  # type: ignore[attr-defined]  # the folder is the architecture too
+build_hf.check_options = library_check("transformers", "hf", "hf")  # type: ignore[attr-defined]
 BACKBONES.add("hf", build_hf, "a Hugging Face transformers vision encoder (DINOv2, CLIP, SigLIP) "
               "from a local folder, with its own image processor's preprocessing")

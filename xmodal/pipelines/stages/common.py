@@ -150,3 +150,16 @@ def _pretrained_digest(cfg: EncoderConfig) -> str | None:
     if list(digests) == ["pretrained"]:  # a torchvision .pth alone: its digest, as in earlier runs
         return digests["pretrained"]
     return fingerprint(digests)
+
+
+def save_transport_plan(objective: torch.nn.Module | None, path: Any) -> None:
+    """Save the plan of the objective's last local OT solve (teacher rows, student columns) as
+    ``.npy``, when the objective has one (WCoRD's ``last_transport``)."""
+    import numpy as np
+
+    for module in objective.modules() if objective is not None else ():
+        transport = getattr(module, "last_transport", None)
+        if transport is not None:
+            plan = transport.plan.detach().float().cpu()
+            np.save(path, plan.reshape(-1, *plan.shape[-2:])[0].numpy())
+            return
