@@ -78,3 +78,17 @@ def test_extraction_returns_the_encoder_output_and_releases_after_every_batch(mo
         expected = encoder.eval()(images)
     assert features.shape == (21, encoder.embed_dim) and torch.allclose(features, expected, atol=1e-6)
     assert extract_features(encoder, data, rows=slice(5, 5)).shape == (0, encoder.embed_dim)
+
+
+def test_extraction_reports_progress_and_runs_in_the_callers_autocast():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (21, 16, 16, 3), dtype=torch.uint8)
+    data = ArrayDataset({"rgb": images})
+    encoder = create_encoder("resnet8", "rgb")
+    seen = []
+    full = extract_features(encoder, data, batch_size=8, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(8, 21), (16, 21), (21, 21)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = extract_features(encoder, data, batch_size=8)
+    assert low.dtype == torch.float32 and not torch.equal(low, full)  # computed in bf16
+    assert torch.allclose(low, full, atol=0.1, rtol=0.05)

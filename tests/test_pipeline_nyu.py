@@ -37,8 +37,14 @@ def teacher_weights(tmp_path_factory):
     return path
 
 
+def _torchvision_teacher(weights: Path) -> str:
+    """The whole teacher.encoder replaced (the default's timm options do not apply to resnet18;
+    the default timm teacher runs in tests/test_nyu_teacher.py)."""
+    return f"teacher.encoder={{name: resnet18, kwargs: {{pretrained: '{weights}'}}}}"
+
+
 def test_run_nyu_depth_end_to_end(nyu_file, teacher_weights, tmp_path):
-    sets = ["data.nyu_depth.image_size=[24,32]", f"teacher.encoder.kwargs.pretrained={teacher_weights}",
+    sets = ["data.nyu_depth.image_size=[24,32]", _torchvision_teacher(teacher_weights),
             "distill.encoder.name=resnet8", "distill.methods=[none,wcord]", "distill.optim.epochs=1",
             "distill.optim.batch_size=4", "distill.wcord.num_negatives=8",
             "probe.linear.l2_grid=[0.01]", "probe.linear.max_iter=20",
@@ -60,7 +66,7 @@ def test_run_nyu_depth_end_to_end(nyu_file, teacher_weights, tmp_path):
 
 def test_fine_tuned_teacher_gives_logits_for_kd(nyu_file, teacher_weights, tmp_path):
     sets = ["data.nyu_depth.image_size=[24,32]", "data.nyu_depth.normals=gradient",
-            f"teacher.encoder.kwargs.pretrained={teacher_weights}", "teacher.optim.epochs=1",
+            _torchvision_teacher(teacher_weights), "teacher.optim.epochs=1",
             "teacher.optim.batch_size=4", "distill.encoder.name=resnet8", "distill.methods=[kd]",
             "distill.optim.epochs=1", "distill.optim.batch_size=4", "probe.probes=[linear]",
             "probe.linear.l2_grid=[0.01]", "probe.linear.max_iter=20"]
@@ -77,7 +83,8 @@ def test_fine_tuned_teacher_gives_logits_for_kd(nyu_file, teacher_weights, tmp_p
 
 
 def test_missing_data_says_where_to_get_it(tmp_path, capsys):
-    assert main(["run", "nyu-depth", "--out", str(tmp_path)]) == 2
+    # a random-init teacher (weights ''): the default's weights folder is checked first
+    assert main(["run", "nyu-depth", "--out", str(tmp_path), "--set", "teacher.encoder.kwargs.weights="]) == 2
     err = capsys.readouterr().err
     assert "--data PATH" in err and "xmodal data download nyu-depth" in err
 

@@ -74,7 +74,9 @@ class Backbone(Protocol):
     files), ``weights_option`` (the option that names pretrained weights, ``pretrained`` when
     absent), ``init_only`` (options that only fetch initial weights, left out when an export is
     loaded back; ``("pretrained",)`` when absent), ``probe_weights`` (the weights ``xmodal probe
-    NAME`` uses without ``--pretrained``).
+    NAME`` uses without ``--pretrained``), ``check_options(options, key) -> str | None`` (a cheap
+    check run when a run config is loaded, before any stage: one line saying what is missing,
+    e.g. a weights file or the library, prefixed with the config key ``key``, or None).
     """
 
     out_dim: int

@@ -46,6 +46,7 @@ from xmodal.encoders.library_backbone import (
     evenly_spaced,
     first_line,
     hub_cached_file,
+    library_check,
     offline_hub,
     require,
     token_map,
@@ -307,5 +308,6 @@ build_hf.weights_option = "model"  # type: ignore[attr-defined]
 build_hf.text_tower = build_hf_text  # type: ignore[attr-defined]
 build_hf.text_tower_missing = hf_text_tower_missing  # type: ignore[attr-defined]
 build_hf.init_only = ()  # type: ignore[attr-defined]  # the folder is the architecture too
+build_hf.check_options = library_check("transformers", "hf", "hf")  # type: ignore[attr-defined]
 BACKBONES.add("hf", build_hf, "a Hugging Face transformers vision encoder (DINOv2, CLIP, SigLIP) "
               "from a local folder, with its own image processor's preprocessing")

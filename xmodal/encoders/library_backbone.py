@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -51,6 +53,29 @@ def require(module: str, extra: str, backbone: str) -> ModuleType:
         raise XmodalError(f"backbone '{backbone}' needs the {module} package, which is not "
                           f"installed ({exc.__class__.__name__}: {exc}); install it with: "
                           f"pip install 'xmodal[{extra}]'") from None
+
+
+def missing_library(module: str, extra: str, backbone: str) -> str | None:
+    """Without importing it: why backbone ``backbone`` cannot be built because ``module`` is
+    not installed (naming the extra to install), or None."""
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a module set to None
+        found = False
+    if found:
+        return None
+    return (f"backbone '{backbone}' needs the {module} package, which is not installed; "
+            f"install it with: pip install 'xmodal[{extra}]'")
+
+
+def library_check(module: str, extra: str, backbone: str) -> Callable[[dict[str, Any], str], str | None]:
+    """A factory's ``check_options`` that only checks that its library is installed."""
+
+    def check_options(options: dict[str, Any], key: str) -> str | None:
+        missing = missing_library(module, extra, backbone)
+        return f"{key}.name: {missing}" if missing else None
+
+    return check_options
 
 
 @contextlib.contextmanager

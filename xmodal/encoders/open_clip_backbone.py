@@ -37,6 +37,7 @@ from xmodal.encoders.library_backbone import (
     evenly_spaced,
     first_line,
     hub_cached_file,
+    library_check,
     looks_like_path,
     offline_hub,
     require,
@@ -212,5 +213,6 @@ build_open_clip.example_options = {  # type: ignore[attr-defined]
 build_open_clip.weights_option = "pretrained"  # type: ignore[attr-defined]
 build_open_clip.text_tower = build_open_clip_text  # type: ignore[attr-defined]
 build_open_clip.init_only = ("pretrained",)  # type: ignore[attr-defined]  # an export holds its weights
+build_open_clip.check_options = library_check("open_clip", "open_clip", "open_clip")  # type: ignore[attr-defined]
 BACKBONES.add("open_clip", build_open_clip, "the image tower of an open_clip model, with its own "
               "preprocessing; weights from a local checkpoint, folder or cache")

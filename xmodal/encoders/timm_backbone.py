@@ -34,6 +34,7 @@ from xmodal.encoders.library_backbone import (
     evenly_spaced,
     first_line,
     hub_cached_file,
+    missing_library,
     offline_hub,
     require,
     spatial_mean,
@@ -201,8 +202,43 @@ def build_timm(in_channels: int, model: str = "resnet50", weights: str = "", off
     return TimmBackbone(net, preprocess, stages)
 
 
+def fetch_command(model: str, weights: str) -> str:
+    """The shell command that saves timm's own weights of ``model`` at ``weights`` (a folder
+    saved by timm, or a ``.safetensors``/``.pth``/``.bin`` file), on a machine with network."""
+    if Path(weights).suffix.lower() in (".safetensors", ".pth", ".bin"):
+        save = ("from safetensors.torch import save_file as save; " if weights.lower().endswith(".safetensors")
+                else "from torch import save; ")
+        code = (f"import timm; from pathlib import Path; {save}p = Path({weights!r}); "
+                "p.parent.mkdir(parents=True, exist_ok=True); "
+                f"save(timm.create_model({model!r}, pretrained=True).state_dict(), p)")
+    else:
+        code = (f"import timm; timm.models.save_for_hf(timm.create_model({model!r}, pretrained=True), "
+                f"{weights!r}, safe_serialization=True)")
+    return f'python3 -c "{code}"'
+
+
+def check_timm_options(options: dict[str, Any], key: str) -> str | None:
+    """At config load, without importing timm: timm not installed, or a ``weights`` path that
+    does not exist (with the command that makes it); None when neither."""
+    missing = missing_library("timm", "timm", "timm")
+    if missing:
+        return f"{key}.name: {missing}"
+    weights = options.get("weights", "")
+    if not isinstance(weights, str) or weights in ("", LIBRARY_WEIGHTS):
+        return None
+    path = Path(weights).expanduser()
+    if path.exists():
+        return None
+    model = str(options.get("model") or inspect.signature(build_timm).parameters["model"].default)
+    where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+    return (f"{key}.kwargs.weights: timm weights '{weights}' do not exist{where}; get them on a "
+            f"machine with network with: {fetch_command(model, weights)} and copy them here, "
+            f"or point --set {key}.kwargs.weights=PATH at a weights file or a folder saved by timm")
+
+
 build_timm.example_options = {"model": "test_vit"}  # type: ignore[attr-defined]  # tiny, for contract tests
 build_timm.weights_option = "weights"  # type: ignore[attr-defined]
 build_timm.init_only = ("weights",)  # type: ignore[attr-defined]  # an export holds its weights
+build_timm.check_options = check_timm_options  # type: ignore[attr-defined]
 BACKBONES.add("timm", build_timm, "any timm image model (timm.create_model), with its own "
               "preprocessing; weights from a local file, folder or cache")

@@ -99,12 +99,23 @@ def _load_state_dict(arch: str, pretrained: str) -> dict[str, Tensor]:
     return state
 
 
+def check_pretrained(options: dict, key: str) -> str | None:
+    """At config load: a ``pretrained`` weights file that does not exist, or None."""
+    pretrained = options.get("pretrained")
+    if not isinstance(pretrained, str) or pretrained in ("", "imagenet") or Path(pretrained).exists():
+        return None
+    where = "" if Path(pretrained).is_absolute() else f" (relative to {Path.cwd()})"
+    return (f"{key}.kwargs.pretrained: weights file '{pretrained}' does not exist{where}; set it "
+            "to 'imagenet', the path of a torchvision state dict (.pth), or null")
+
+
 def _register(arch: str) -> None:
     def build(in_channels: int, pretrained: str | None = None, small_input: bool = False) -> TorchvisionResNet:
         return TorchvisionResNet(arch, in_channels, pretrained, small_input)
 
     build.__doc__ = f"torchvision {arch} (ImageNet weights optional), any input channels"
     build.probe_weights = "imagenet"  # type: ignore[attr-defined]  # xmodal probe's default
+    build.check_options = check_pretrained  # type: ignore[attr-defined]
     BACKBONES.add(arch, build, build.__doc__)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -12,10 +14,13 @@ from xmodal.encoders.base import Encoder
 
 @torch.inference_mode()
 def extract_features(encoder: Encoder, dataset: SplitData, batch_size: int = 256,
-                     device: torch.device | str = "cpu", rows: slice = slice(None)) -> Tensor:
+                     device: torch.device | str = "cpu", rows: slice = slice(None),
+                     progress: Callable[[int, int], None] | None = None) -> Tensor:
     """Pooled embeddings ``[N, D]`` (float32, on CPU) of ``dataset[encoder.modality][rows]``.
 
     The encoder is put in eval mode (BatchNorm uses running statistics) and restored after.
+    ``progress(done, total)`` is called after each batch (rows). Runs in the caller's autocast
+    (e.g. bf16 under ``accelerator.autocast()``); the features are returned in float32.
     """
     was_training = encoder.training
     encoder.eval().to(device)
@@ -27,6 +32,8 @@ def extract_features(encoder: Encoder, dataset: SplitData, batch_size: int = 256
             if out is None:  # one allocation for all rows, not one kept chunk per batch
                 out = torch.empty((len(inputs), *batch.shape[1:]))
             out[i:i + len(batch)] = batch
+            if progress is not None:
+                progress(i + len(batch), len(inputs))
             release_free_heap()  # else resident memory grows with the rows read (see core.heap)
     finally:
         encoder.train(was_training)

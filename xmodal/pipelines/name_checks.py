@@ -4,6 +4,7 @@ line naming the config key, not an hour of preprocessing and teacher training.""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from xmodal.core.registry import (
 )
 from xmodal.data.source import dataset_labelled, dataset_modalities
 from xmodal.encoders.base import layout_mismatch
-from xmodal.pipelines.config import RunConfig
+from xmodal.pipelines.config import EncoderConfig, RunConfig
 from xmodal.pipelines.spec import PipelineSpec
 from xmodal.pipelines.stages.common import encoder_for
 from xmodal.pipelines.stages.text_teacher import encoder_description, fine_tuned, text_tower_problem
@@ -54,12 +55,7 @@ def check_component_names(config: RunConfig) -> None:
     for modality, encoder in config.distill.encoders.items():
         _resolve(FRONTENDS, modality, f"distill.encoders.{modality}")
         _resolve(BACKBONES, encoder.name, f"distill.encoders.{modality}.name")
-    chosen = [("teacher.encoder", config.teacher.modality,
-               encoder_for(config.teacher.modality, config.teacher.encoder))]
-    for m in config.distill.students:  # an image backbone for points falls back to its default
-        key = f"distill.encoders.{m}" if m in config.distill.encoders else "distill.encoder"
-        chosen.append((key, m, encoder_for(m, config.distill.encoder, config.distill.encoders)))
-    for key, modality, encoder in chosen:
+    for key, modality, encoder in _chosen_encoders(config):
         mismatch = layout_mismatch(encoder.name, modality)
         if mismatch:
             raise ConfigError(f"{key}: {mismatch}; choose another with --set {key}.name=NAME")
@@ -67,6 +63,31 @@ def check_component_names(config: RunConfig) -> None:
         _resolve(METHODS, method, f"distill.methods[{i}]")
     for i, probe in enumerate(config.probe.probes):
         _resolve(PROBES, probe, f"probe.probes[{i}]")
+
+
+def _chosen_encoders(config: RunConfig) -> list[tuple[str, str, EncoderConfig]]:
+    """(config key, modality, backbone config) of the teacher, then of each student."""
+    chosen = [("teacher.encoder", config.teacher.modality,
+               encoder_for(config.teacher.modality, config.teacher.encoder))]
+    for m in config.distill.students:  # an image backbone for points falls back to its default
+        key = f"distill.encoders.{m}" if m in config.distill.encoders else "distill.encoder"
+        chosen.append((key, m, encoder_for(m, config.distill.encoder, config.distill.encoders)))
+    return chosen
+
+
+def check_encoder_options(config: RunConfig, stages: Sequence[str]) -> None:
+    """Raise one :class:`ConfigError` for the first encoder that ``stages`` will build (the
+    teacher, unless ``teacher.checkpoint`` gives it; the students) whose backbone's own
+    load-time check fails (its factory's ``check_options``: a weights file that is not there,
+    a library that is not installed), so that it fails before preprocessing, not after."""
+    builds = {"teacher.encoder": "teacher" in stages and not config.teacher.checkpoint}
+    for key, _, encoder in _chosen_encoders(config):
+        if not builds.get(key, "distill" in stages):
+            continue
+        check = getattr(BACKBONES.get(encoder.name), "check_options", None)
+        problem = check(dict(encoder.kwargs), key) if check is not None else None
+        if problem:
+            raise ConfigError(problem)
 
 
 def teacher_logits_missing(config: RunConfig, spec: PipelineSpec) -> str | None:

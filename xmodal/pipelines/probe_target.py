@@ -109,7 +109,9 @@ def probe_target(target: str, out: str | Path | None = None, data: str | None = 
         else:
             data_path = data
     spec_name = pipeline or (_pipeline_of(config_file) if config_file else "scenes")
-    spec, config = resolve_config(spec_name, config_file, overrides, data_path)
+    # only preprocessing and probes run here: the pipeline's teacher and students are never built
+    spec, config = resolve_config(spec_name, config_file, overrides, data_path,
+                                  stages=["preprocess", "probe", "report"])
     for probe_name in probes or []:
         PROBES.get(probe_name)  # a typo fails before any work
     accelerator = Accelerator(cpu=config.runtime.cpu, mixed_precision=config.runtime.mixed_precision)

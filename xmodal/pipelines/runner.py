@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from xmodal.pipelines.config import RunConfig
 from xmodal.pipelines.context import RunContext
 from xmodal.pipelines.name_checks import (
     check_component_names,
+    check_encoder_options,
     check_method_needs,
     check_text_probes,
 )
@@ -40,10 +42,12 @@ class RunResult:
 
 
 def resolve_config(pipeline: str, config_file: str | Path | None = None,
-                   overrides: list[str] | tuple[str, ...] = (), data_path: str | Path | None = None
-                   ) -> tuple[PipelineSpec, RunConfig]:
+                   overrides: list[str] | tuple[str, ...] = (), data_path: str | Path | None = None,
+                   stages: Sequence[str] | None = None) -> tuple[PipelineSpec, RunConfig]:
     """Library defaults <- the pipeline's shipped config <- ``config_file`` <- ``overrides``;
-    ``data_path`` (``--data``) sets the selected dataset's ``path`` option last."""
+    ``data_path`` (``--data``) sets the selected dataset's ``path`` option last. The encoders
+    that ``stages`` (default: all the pipeline's) will build are checked too (weights files,
+    libraries)."""
     spec: PipelineSpec = PIPELINES.get(pipeline)
     spec.check_stages()
     shipped = spec.config_path()
@@ -59,6 +63,7 @@ def resolve_config(pipeline: str, config_file: str | Path | None = None,
         config = load_config(RunConfig, config_file, list(overrides), base=base)
         check_component_names(config)  # again: a manifest's columns are the modalities
     check_method_needs(config, spec)
+    check_encoder_options(config, spec.stages if stages is None else stages)
     check_text_probes(config, spec)
     config.fill_defaults()
     return spec, config
@@ -83,7 +88,7 @@ def run_pipeline(pipeline: str, out: str | Path | None = None, config_file: str 
     """
     if out is not None and not str(out).strip():
         raise ConfigError("--out is empty: give a run directory, e.g. --out runs/scenes")
-    spec, config = resolve_config(pipeline, config_file, overrides, data_path)
+    spec, config = resolve_config(pipeline, config_file, overrides, data_path, stages)
     console = console or Console()
     run_dir = Path(out) if out is not None else Path("runs") / spec.name
     if config.runtime.threads > 0:

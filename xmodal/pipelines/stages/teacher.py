@@ -23,6 +23,7 @@ from xmodal.pipelines.context import RunContext
 from xmodal.pipelines.stages.common import check_modality, encoder_for, trained_encoder_unit
 from xmodal.pipelines.stages.preprocess import prepared_cache
 from xmodal.pipelines.state import stage
+from xmodal.training.progress import progress_bar
 from xmodal.training.checkpoint import (
     file_digest,
     load_checkpoint,
@@ -53,6 +54,8 @@ def teacher(ctx: RunContext) -> None:
         directory = Path(model["directory"])
         classifier_file = directory / "classifier.pt"
         key = fingerprint({"unit": model["key"], "checkpoint": model["digest"],
+                           # bf16 extraction gives other features than float32
+                           "mixed_precision": ctx.config.runtime.mixed_precision,
                            "classifier": file_digest(classifier_file)
                            if classifier_file.is_file() else None})
         outputs_file = directory / f"outputs-{key}.pt"
@@ -64,8 +67,12 @@ def teacher(ctx: RunContext) -> None:
             if why != "missing":
                 ctx.say(f"teacher outputs: {why}; recomputing them")
             encoder = load_encoder(model["checkpoint"])
-            features = extract_features(encoder, ctx.state.dataset.splits["train"],
-                                        device=ctx.accelerator.device)
+            with progress_bar(ctx.accelerator.is_main_process, ctx.console) as bar, ctx.accelerator.autocast():
+                job = bar.add_task(f"teacher features seed {seed}", total=None, info="")
+                features = extract_features(encoder, ctx.state.dataset.splits["train"],
+                                            device=ctx.accelerator.device,
+                                            progress=lambda done, total: bar.update(job, completed=done,
+                                                                                    total=total))
             outputs = {"features": features}
             if classifier_file.is_file():  # absent for a frozen (untrained) teacher
                 outputs["logits"] = _teacher_logits(classifier_file, features, cfg.checkpoint)
