@@ -1,0 +1,87 @@
+"""One results table from the rows of several runs (e.g. a method table and a search's settings).
+
+    python3 benchmarks/results_table.py RESULTS.json [RESULTS.json ...] [--methods a b ...]
+                                        [--out table.md] [--csv table.csv]
+
+Each argument is a run's ``results.json`` (or a run directory holding one). Rows are merged,
+a (modality, method, probe, metric, seed) seen twice keeps its first value, and each method's
+mean ± std over seeds is printed per student for the linear probe (accuracy), k-NN (accuracy)
+and segmentation (mIoU), with the seeds counted and the gap closed
+``(method - none) / (supervised - none)`` on the linear means. Writes markdown and CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from xmodal.core.records import write_csv  # noqa: E402
+from xmodal.evaluation.summary import summarise  # noqa: E402
+
+#: (probe, metric, column title) of the table
+COLUMNS = (("linear", "accuracy", "linear"), ("knn", "accuracy", "k-NN"), ("segmentation", "mean_iou", "seg mIoU"))
+
+
+def merged_rows(paths: list[Path]) -> list[dict[str, Any]]:
+    seen: dict[tuple, dict[str, Any]] = {}
+    for path in paths:
+        path = path / "results.json" if path.is_dir() else path
+        if not path.is_file():
+            raise SystemExit(f"error: no results in '{path}' (a run's results.json, or its directory)")
+        for row in json.loads(path.read_text()):
+            key = (row["modality"], row["method"], row["probe"], row["metric"], row["seed"])
+            seen.setdefault(key, row)
+    return list(seen.values())
+
+
+def table(rows: list[dict[str, Any]], methods: list[str] | None) -> tuple[str, list[dict[str, Any]]]:
+    summary = {(e["modality"], e["method"], e["probe"], e["metric"]): e for e in summarise(rows)}
+    students = sorted({r["modality"] for r in rows if r.get("role") == "student"})
+    order = methods or list(dict.fromkeys(r["method"] for r in rows if r.get("role") == "student"))
+    header = ["method"] + [f"{s} {title}" for s in students for _, _, title in COLUMNS] + ["seeds"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
+    flat = []
+    for method in order:
+        cells, seeds = [method], set()
+        for student in students:
+            for probe, metric, _ in COLUMNS:
+                entry = summary.get((student, method, probe, metric))
+                if entry is None:
+                    cells.append("")
+                    continue
+                seeds.add(entry["n"])
+                gap = entry["gap_closed"]
+                cells.append(f"{100 * entry['mean']:.1f} ± {100 * entry['std']:.1f}"
+                             + (f" ({100 * gap:.0f} %)" if probe == "linear" and gap is not None
+                                and method not in ("none", "supervised") else ""))
+                flat.append({"method": method, "modality": student, "probe": probe, "metric": metric,
+                             "mean": entry["mean"], "std": entry["std"], "seeds": entry["n"],
+                             "gap_closed": gap})
+        cells.append("/".join(str(n) for n in sorted(seeds)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines), flat
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="+", type=Path)
+    parser.add_argument("--methods", nargs="+")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--csv", type=Path)
+    args = parser.parse_args(argv)
+    text, flat = table(merged_rows(args.results), args.methods)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    if args.csv:
+        write_csv(args.csv, flat)
+    return text
+
+
+if __name__ == "__main__":
+    main()
