@@ -353,7 +353,7 @@ def test_xmodal_run_paired_end_to_end(tmp_path, capsys):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["data"] == {"skipped_rows": 1, "skipped_row_numbers": [6]}
 
-    assert main(["data", "info", str(manifest)]) == 0
+    assert main(["data", "info", str(manifest)]) == 1  # it lists a problem
     out = capsys.readouterr().out
     for text in ("paired manifest (CSV)", "48 (1 with problems)", "3 classes", "labels per split",
                  "missing file 'gone.wav'", "seeded (no split column"):
