@@ -5,7 +5,11 @@ scene types with counts), a generated ``scenes`` cache (splits, class counts, mo
 ``paired`` manifest (``.csv``/``.jsonl``: rows, modalities, label counts, splits and every
 problem, after reading each file once) and any other HDF5 file (its arrays). Sizes are printed
 in human units; problems get their own line instead of an exception, so a user sees everything
-that is wrong at once.
+that is wrong at once. A manifest's problems (the manifest-wide rules of
+:mod:`xmodal.data.paired.rules`, then each bad row) make a ``problems`` section, and
+``xmodal data info`` then exits 1; ``--set data.paired.KEY=VALUE`` gives the manifest's options
+(``ignore_columns``, ``allow_duplicates``, ``allow_outside``, ``classes``, ...) and
+``--set plugins=[module]`` imports a module that registers front ends.
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from xmodal.core.errors import ConfigError
 from xmodal.core.resources import resource_path
 
 #: one (title, columns, rows) table of the description
 Section = tuple[str, list[str], list[list[str]]]
+#: the title of the section listing a manifest's problems (present: ``data info`` exits 1)
+PROBLEMS = "problems"
 
 
 def human_bytes(size: float) -> str:
@@ -33,13 +40,18 @@ def human_bytes(size: float) -> str:
     raise AssertionError("unreachable")
 
 
-def describe(path: Path, console: Console | None = None) -> list[Section]:
+def describe(path: Path, console: Console | None = None,
+             overrides: list[str] | tuple[str, ...] = ()) -> list[Section]:
     """The tables describing ``path``; raises DataError when it cannot be opened at all.
-    ``console``: where a manifest's validation draws its progress bar (None: no bar)."""
+    ``console``: where a manifest's validation draws its progress bar (None: no bar);
+    ``overrides``: a manifest's ``data.paired.KEY=VALUE`` options (see :func:`paired_options`)."""
     from xmodal.data.hdf5 import open_hdf5
 
     if path.suffix.lower() in (".csv", ".jsonl"):
-        return _paired_manifest(path, console)
+        return _paired_manifest(path, console, paired_options(path, overrides))
+    if overrides:
+        raise ConfigError(f"--set: '{path}' is not a paired manifest (.csv or .jsonl); data info "
+                          "takes settings for manifests only")
     with open_hdf5(path, "xmodal reads HDF5 files (the NYU labeled file in MATLAB v7.3, a scenes "
                          "cache or an NYU cache); replace a damaged file by downloading or "
                          "copying it again") as f:
@@ -136,20 +148,43 @@ def _scenes_cache(path: Path) -> list[Section]:
             ("scene classes per split", ["class", *splits], rows)]
 
 
-def _paired_manifest(path: Path, console: Console | None) -> list[Section]:
+def paired_options(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """The :class:`~xmodal.data.paired.config.PairedConfig` of ``path`` with ``data info``'s
+    ``--set data.paired.KEY=VALUE`` items; ``--set plugins=[module]`` imports the modules (front
+    ends registered in code make their columns known). Other keys are a ConfigError."""
+    from xmodal.core.config import load_config, parse_override
+    from xmodal.data.paired import PairedConfig
+    from xmodal.pipelines.config import RunConfig
+
+    own = []
+    for text in overrides:
+        keys, _ = parse_override(text)
+        if keys == ["plugins"]:
+            continue
+        if keys[:2] != ["data", "paired"] or len(keys) < 3 or keys[2] == "path":
+            raise ConfigError(f"--set '{text}': data info takes data.paired.KEY=VALUE (the "
+                              "manifest's options, e.g. data.paired.ignore_columns=[notes]) and "
+                              "plugins=[module]")
+        own.append(f"{'.'.join(keys[2:])}={text.partition('=')[2]}")
+    RunConfig.before_load({}, list(overrides))
+    return load_config(PairedConfig, overrides=own, base={"path": str(path)})
+
+
+def _paired_manifest(path: Path, console: Console | None, options: Any) -> list[Section]:
     from xmodal.core.registry import FRONTENDS
-    from xmodal.data.paired import PairedConfig, read_manifest, validate_manifest
+    from xmodal.data.paired import read_manifest, validate_manifest
     from xmodal.data.paired.problems import ROW_NUMBERS, summarise
     from xmodal.data.paired.readers import READERS
+    from xmodal.data.paired.rules import check_rules
     from xmodal.data.paired.splits import SPLITS
     from xmodal.training.progress import progress_bar
 
-    manifest = read_manifest(path)
-    options = PairedConfig(path=str(path))
+    manifest = read_manifest(path, options.ignore_columns)
+    rules = check_rules(manifest, options)  # before any file is read: cells and paths only
     with progress_bar(console is not None, console) as bar:
         job = bar.add_task("validate manifest", total=len(manifest.rows), info="")
         validation = validate_manifest(manifest, options, lambda done, total: bar.update(
-            job, completed=done, total=total))
+            job, completed=done, total=total), rules)
     modalities = []
     for column in manifest.modalities:
         kinds = Counter(manifest.file(row[column]).suffix.lower().lstrip(".") or "?"
@@ -169,15 +204,24 @@ def _paired_manifest(path: Path, console: Console | None) -> list[Section]:
                       f"{options.test_fraction:g}, seed {options.seed}): ")
     split_text += ", ".join(f"{split_counts[s]} {s}" for s in SPLITS)
     bad = validation.bad_rows
+    errors, warnings = rules.errors, rules.warnings
+    mixed = any(f.column == "label" for f in errors)
+    found = ([f"{len(errors)} manifest-wide (rules of the whole manifest)"] if errors else []) + (
+        [f"{len(validation.problems)} in {len(bad)} rows"] if bad else [])
     overview = [["file", str(path)], ["format", f"paired manifest ({manifest.format})"],
                 ["rows", f"{len(manifest.rows)} ({len(bad)} with problems)" if bad
                  else str(len(manifest.rows))],
                 ["modalities", "; ".join(modalities)],
-                ["labels", f"{len(labels.class_names)} classes" if labels
+                *([["ignored columns", ", ".join(c for c in manifest.ignored
+                                                 if c in manifest.columns) or "none present"]]
+                  if manifest.ignored else []),
+                ["labels", "class names and integers mixed (see problems)" if mixed
+                 else f"{len(labels.class_names)} classes" if labels
                  else "none (no label column): retrieval probes only"],
                 ["splits", split_text],
-                ["problems", f"{len(validation.problems)} in {len(bad)} rows ({ROW_NUMBERS})"
-                 if bad else "none found"]]
+                ["problems", f"{'; '.join(found)} ({ROW_NUMBERS})" if found else "none found"]]
+    if warnings:
+        overview.append(["warnings", f"{len(warnings)} (allowed by options)"])
     sections: list[Section] = [("paired manifest", ["", ""], overview)]
     if labels is not None:
         counts = Counter((validation.splits[i], value) for i, value in enumerate(labels.values)
@@ -185,14 +229,23 @@ def _paired_manifest(path: Path, console: Console | None) -> list[Section]:
         rows = [[name, *(str(counts[(s, i)]) for s in SPLITS)]
                 for i, name in enumerate(labels.class_names)]
         sections.append(("labels per split", ["class", *SPLITS], rows))
-    if validation.problems:
+    if errors or validation.problems:
+        rows = [[_rows_cell(f.rows), f.column, f.message] for f in errors]
         lines = summarise(validation.problems)
         listed = sorted(validation.problems, key=lambda p: p.row)[:len(lines)]
-        rows = [[str(p.row), p.column, p.message] for p in listed]
+        rows += [[str(p.row), p.column, p.message] for p in listed]
         if len(lines) > len(listed):
             rows.append(["", "", lines[-1]])
-        sections.append(("problems", ["row", "column", "problem"], rows))
+        sections.append((PROBLEMS, ["row", "column", "problem"], rows))
+    if warnings:
+        sections.append(("warnings (allowed by options)", ["row", "column", "warning"],
+                         [[_rows_cell(f.rows), f.column, f.message] for f in warnings]))
     return sections
+
+
+def _rows_cell(rows: tuple[int, ...], limit: int = 8) -> str:
+    """A finding's rows for the table's row column: ``1, 5`` (``...`` past ``limit``)."""
+    return ", ".join(map(str, rows[:limit])) + (", ..." if len(rows) > limit else "")
 
 
 def _num_points(config: dict[str, Any]) -> int:
@@ -215,8 +268,10 @@ def _generic(path: Path, fmt: str) -> list[Section]:
     return [("HDF5 file", ["", ""], overview), ("arrays", ["key", "shape", "dtype"], arrays)]
 
 
-def info(path: Path, console: Console) -> dict[str, Any]:
-    """Describe ``path`` on the console; returns the sections (for tests and tools)."""
-    sections = describe(path, console)
+def info(path: Path, console: Console, overrides: list[str] | tuple[str, ...] = ()
+         ) -> dict[str, Any]:
+    """Describe ``path`` on the console; returns the sections (for tests and tools), with a
+    :data:`PROBLEMS` section when a manifest has problems."""
+    sections = describe(path, console, overrides)
     print_description(sections, console)
     return {title: rows for title, _, rows in sections}

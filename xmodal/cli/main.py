@@ -1,7 +1,8 @@
 """The ``xmodal`` command: ``run``, ``probe``, ``report``, ``data``, ``list`` and ``--version``.
 
 ``main(argv)`` returns an exit status instead of exiting, so tests can call it. A user mistake
-(an :class:`~xmodal.core.errors.XmodalError`, or bad arguments) prints one line and returns 2.
+(an :class:`~xmodal.core.errors.XmodalError`, or bad arguments) prints one line and returns 2;
+``xmodal data info`` returns 1 when it lists a manifest's problems.
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "report":
             _report(args.runs, args.out, console)
         elif args.command == "data":
-            run_data_command(args, console)
+            return run_data_command(args, console)
         elif args.command == "list":
             _list(args.kind, console)
         else:

@@ -15,6 +15,7 @@ from xmodal.data.paired.cache import CACHE_FORMAT, build_cache
 from xmodal.data.paired.config import PairedConfig
 from xmodal.data.paired.manifest import files_digest, manifest_digest, read_manifest
 from xmodal.data.paired.problems import ROW_NUMBERS, summarise
+from xmodal.data.paired.rules import check_rules, rules_message
 from xmodal.data.paired.splits import SPLITS
 from xmodal.data.paired.validate import Validation, validate_manifest
 from xmodal.data.source import LoadedDataset
@@ -31,23 +32,30 @@ class PairedSource:
 
     def modalities_for(self, options: PairedConfig) -> tuple[str, ...]:
         """The manifest's modality columns (none known before a manifest is given)."""
-        return read_manifest(options.path).modalities if options.path else ()
+        return (read_manifest(options.path, options.ignore_columns).modalities if options.path
+                else ())
 
     def labelled_for(self, options: PairedConfig) -> bool:
         """Whether the manifest has a ``label`` column (assumed until a manifest is given)."""
-        return read_manifest(options.path).labelled if options.path else True
+        return (read_manifest(options.path, options.ignore_columns).labelled if options.path
+                else True)
 
     def fingerprint(self, options: PairedConfig) -> dict[str, object]:
         """The manifest's SHA-256 and the sizes and times of its files (the data unit's key)."""
-        manifest = read_manifest(options.path)
+        manifest = read_manifest(options.path, options.ignore_columns)
         return {"manifest": manifest_digest(manifest.path), "files": files_digest(manifest)}
 
     def prepare(self, options: PairedConfig, cache_path: Path,
                 progress: Callable[..., None] | None = None) -> Path:
-        """Validate every row (stop on a problem, or leave bad rows out with
+        """Check the manifest-wide rules (:mod:`~xmodal.data.paired.rules`: stop on one before
+        any file is read), validate every row (stop on a problem, or leave bad rows out with
         ``on_bad_sample=skip``), then convert the rows into the cache at ``cache_path``."""
-        manifest = read_manifest(options.path)
-        validation = validate_manifest(manifest, options, _phase(progress, "validate paired"))
+        manifest = read_manifest(options.path, options.ignore_columns)
+        rules = check_rules(manifest, options)
+        if rules.errors:
+            raise DataError(rules_message(manifest, rules.errors))
+        validation = validate_manifest(manifest, options, _phase(progress, "validate paired"),
+                                       rules)
         if validation.problems and options.on_bad_sample == "stop":
             raise DataError(stop_message(validation))
         _check_splits(validation)
@@ -64,6 +72,7 @@ class PairedSource:
                 classes = json.loads(f.attrs["classes"])
                 sample_rate = int(f.attrs["sample_rate"])
                 skipped = json.loads(f.attrs["skipped_rows"])
+                notes = json.loads(f.attrs.get("warnings", "[]"))
         except (OSError, KeyError) as exc:
             raise DataError(f"paired cache '{cache_path}' is unreadable or incomplete ({exc}); "
                             "delete it and rerun preprocessing") from None
@@ -73,7 +82,7 @@ class PairedSource:
         return LoadedDataset(splits=splits, num_classes=len(classes), class_names=classes,
                              frontend_kwargs={"audio": {"sample_rate": sample_rate}}
                              if "audio" in modalities else {},
-                             skipped_rows=skipped)
+                             skipped_rows=skipped, notes=notes)
 
 
 def stop_message(validation: Validation) -> str:

@@ -26,6 +26,8 @@ class LoadedDataset:
             ``1..C``, 0 = unlabeled), e.g. ``{"seg40": 40}``, for dense probes.
         skipped_rows: source rows left out as bad (e.g. ``paired``'s manifest row numbers,
             from 1, with ``on_bad_sample=skip``); the report stores their count.
+        notes: warnings about the data that an option allowed (e.g. ``paired``'s duplicate
+            files with ``allow_duplicates``), one line each; printed when it is loaded.
 
     A dataset without labels has no ``label`` key in its splits, ``num_classes`` 0 and no
     ``class_names``.
@@ -37,6 +39,7 @@ class LoadedDataset:
     frontend_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     dense_labels: dict[str, int] = field(default_factory=dict)
     skipped_rows: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 class DatasetSource(Protocol):

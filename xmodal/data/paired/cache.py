@@ -6,7 +6,8 @@ Layout: one group per split (``train``, ``val``, ``test``), each with a dataset 
 row number). Attributes: ``format``, ``key`` (the manifest's path and SHA-256, the options and
 the files' sizes and times, the rows kept),
 ``classes``, ``labelled``, ``modalities``, ``sample_rate``, ``skipped_rows``
-(row numbers left out as bad) and ``problems`` (their one-line descriptions).
+(row numbers left out as bad), ``problems`` (their one-line descriptions) and ``warnings``
+(the manifest-wide findings an option allowed, e.g. duplicate files).
 
 As for NYU (:mod:`xmodal.data.nyu.cache`), the cache is written as ``<path>.part`` with a
 ``rows_done`` counter flushed every few rows; an interrupted conversion resumes there when the
@@ -132,4 +133,5 @@ def _create(f: h5py.File, validation: Validation, places: list[tuple[str, int]],
     f.attrs["sample_rate"] = key["options"]["sample_rate"]
     f.attrs["skipped_rows"] = json.dumps(validation.bad_rows)
     f.attrs["problems"] = json.dumps([str(p) for p in skipped])
+    f.attrs["warnings"] = json.dumps([str(w) for w in validation.findings if w.warning])
     f.attrs["rows_done"] = 0

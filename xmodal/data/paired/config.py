@@ -29,11 +29,22 @@ class PairedConfig:
         val_fraction, test_fraction: shares of the rows held out (seeded by ``seed``) when the
             manifest has no ``split`` column.
         seed: seeds the split and the point sampling.
-        classes: class names, index = label; a ``label`` cell may be a name or an index. Empty:
-            the labels' own names (sorted), or ``0..max`` for integer labels.
+        classes: class names, index = label; the ``label`` cells are all names or all indices
+            into them (a mix is an error). Empty: the labels' own names (sorted), or ``0..max``
+            for integer labels.
         on_bad_sample: ``stop`` (default): a row with a missing, unreadable or malformed file,
             an empty cell or a label outside ``classes`` stops preprocessing with one line per
-            problem; ``skip``: such rows are left out and counted in the results.
+            problem; ``skip``: such rows are left out and counted in the results. The
+            manifest-wide rules below are not row problems: ``skip`` does not leave them out.
+        ignore_columns: manifest columns that are neither modalities nor ``label``, ``split``,
+            ``id`` (notes, timestamps, ...): kept in the file, never read. Any other column that
+            names no registered front end is an error.
+        allow_duplicates: ``false`` (default): the same file (by resolved path) in two rows of
+            a column is an error; ``true``: a warning, and the rows are kept. Either way, rows
+            sharing a file must share a split (a seeded split keeps them together; a ``split``
+            column that parts them is an error), so no test sample is trained on.
+        allow_outside: ``false`` (default): every file must resolve (symbolic links followed)
+            inside the manifest's folder; ``true``: paths may lead anywhere (``../``, absolute).
     """
 
     path: str = ""
@@ -47,6 +58,9 @@ class PairedConfig:
     seed: int = 0
     classes: list[str] = field(default_factory=list)
     on_bad_sample: Literal["stop", "skip"] = "stop"
+    ignore_columns: list[str] = field(default_factory=list)
+    allow_duplicates: bool = False
+    allow_outside: bool = False
 
     def __post_init__(self) -> None:
         require(self, {
@@ -57,6 +71,8 @@ class PairedConfig:
             "test_fraction": within(0, 1, low_open=True, high_open=True),
             "seed": at_least(0),
             "on_bad_sample": ((lambda v: v in ("stop", "skip")), "'stop' or 'skip'"),
+            "ignore_columns": ((lambda v: not set(v) & {"label", "split", "id"}),
+                               "columns other than label, split and id"),
         })
         require(self, {"test_fraction": holds(self.val_fraction + self.test_fraction < 1,
                                               "< 1 - val_fraction: some rows must train")})

@@ -1,8 +1,9 @@
 """The class list of a manifest and each row's label.
 
-A ``label`` cell is a class name or an integer index. With ``data.paired.classes`` given, a
-cell must be one of those names or an index into them. Without it, integer labels (every cell
-an integer) give classes ``0..max``, and names give their sorted list.
+A ``label`` column holds class names or integer indices, not both (:func:`mixed_labels`: a
+mix is an error naming the rows). With ``data.paired.classes`` given, a cell must be one of those
+names or an index into them. Without it, integer labels give classes ``0..max``, and names give
+their sorted list.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xmodal.data.paired.manifest import Manifest
-from xmodal.data.paired.problems import Problem
+from xmodal.data.paired.problems import Finding, Problem, rows_text
 
 
 @dataclass
@@ -65,6 +66,35 @@ def resolve_labels(manifest: Manifest, classes: list[str]) -> tuple[Labels | Non
         else:
             values.append(number)
     return Labels(names, values), problems
+
+
+def mixed_labels(manifest: Manifest, classes: list[str]) -> Finding | None:
+    """The error of a ``label`` column mixing class names and integers (``cat``, ``1``), which
+    would otherwise count ``1`` as a class of its own; None when all are of one kind. A cell
+    equal to a name in ``classes`` counts as a name even when it looks like an integer."""
+    if not manifest.labelled:
+        return None
+    named = set(classes)
+    names: list[tuple[int, str]] = []
+    integers: list[tuple[int, str]] = []
+    for number, row in enumerate(manifest.rows, start=1):
+        cell = row.get("label")
+        if cell:
+            kind = names if cell in named or _integer(cell) is None else integers
+            kind.append((number, cell))
+    if not names or not integers:
+        return None
+    fewer = min(names, integers, key=len)
+    return Finding("label", tuple(n for n, _ in fewer),
+                   f"labels mix class names ({_examples(names)}) and integers "
+                   f"({_examples(integers)}); write every label as a class name, or every one "
+                   "as an integer index from 0")
+
+
+def _examples(cells: list[tuple[int, str]], limit: int = 3) -> str:
+    """``rows 1, 3: 'cat', 'dog'`` (the first ``limit`` values)."""
+    values = ", ".join(repr(cell) for _, cell in cells[:limit])
+    return f"{rows_text([n for n, _ in cells])}: {values}{', ...' if len(cells) > limit else ''}"
 
 
 def _listed(names: list[str], limit: int = 10) -> str:

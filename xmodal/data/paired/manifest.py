@@ -1,10 +1,12 @@
 """Read a ``paired`` manifest: a CSV or JSONL file with one row per sample.
 
-Every column other than ``label``, ``split`` and ``id`` is a modality whose cells are file
-paths relative to the manifest's folder. A CSV's first line is its header; a JSONL file holds
-one JSON object per line (blank lines are skipped) and its columns are the keys of all rows, in
-order of first appearance. Cells are kept as text: ``None`` where a row lacks the column (a
-short CSV line, a missing JSON key), ``""`` for an empty cell.
+Every column other than ``label``, ``split``, ``id`` and those ignored
+(``data.paired.ignore_columns``) is a modality whose cells are file paths relative to the
+manifest's folder (:mod:`.rules` checks the manifest as a whole: known columns, unique ids and
+files, one kind of label, paths inside the folder). A CSV's first line is its header; a JSONL
+file holds one JSON object per line (blank lines are skipped) and its columns are the keys of
+all rows, in order of first appearance. Cells are kept as text: ``None`` where a row lacks the
+column (a short CSV line, a missing JSON key), ``""`` for an empty cell.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Manifest:
         columns: every column, in file order.
         rows: one ``{column: cell}`` per data row (``None``: the row lacks the column).
         problems: rows whose layout is wrong (a CSV line with more cells than the header).
+        ignored: columns that are not read (``data.paired.ignore_columns``).
     """
 
     path: Path
@@ -38,11 +41,12 @@ class Manifest:
     columns: list[str]
     rows: list[dict[str, str | None]]
     problems: list[Problem] = field(default_factory=list)
+    ignored: tuple[str, ...] = ()
 
     @property
     def modalities(self) -> tuple[str, ...]:
         """The modality columns, in file order."""
-        return tuple(c for c in self.columns if c not in RESERVED)
+        return tuple(c for c in self.columns if c not in RESERVED and c not in self.ignored)
 
     @property
     def labelled(self) -> bool:
@@ -69,8 +73,9 @@ def require_manifest(path: str) -> Path:
     return manifest
 
 
-def read_manifest(path: str | Path) -> Manifest:
-    """Parse ``path`` (see the module docstring); DataError when it is not a manifest at all."""
+def read_manifest(path: str | Path, ignore_columns: list[str] | tuple[str, ...] = ()) -> Manifest:
+    """Parse ``path`` (see the module docstring), leaving ``ignore_columns`` unread; DataError
+    when it is not a manifest at all."""
     source = require_manifest(str(path))
     try:
         text = source.read_text(encoding="utf-8-sig")
@@ -79,9 +84,11 @@ def read_manifest(path: str | Path) -> Manifest:
                         "as UTF-8") from None
     kind = FORMATS[source.suffix.lower()]
     manifest = _read_csv(source, text) if kind == "CSV" else _read_jsonl(source, text)
+    manifest.ignored = tuple(ignore_columns)
     if not manifest.modalities:
+        ignored = f", ignored: {', '.join(manifest.ignored)}" if manifest.ignored else ""
         raise DataError(f"manifest '{source}' has no modality column (columns: "
-                        f"{', '.join(manifest.columns) or 'none'}); name one column per "
+                        f"{', '.join(manifest.columns) or 'none'}{ignored}); name one column per "
                         "modality after its front end, e.g. rgb, depth, audio")
     if not manifest.rows:
         raise DataError(f"manifest '{source}' has no rows")

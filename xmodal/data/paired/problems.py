@@ -1,5 +1,6 @@
 """What is wrong with one manifest row: a :class:`Problem` per (row, column), and the summary
-that lists them one per line."""
+that lists them one per line; what is wrong with the manifest as a whole: a :class:`Finding` per
+broken rule (see :mod:`.rules`)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,36 @@ class Problem:
 
     def __str__(self) -> str:
         return f"row {self.row}, column '{self.column}': {self.message}"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A manifest-wide rule that some rows or a column break (duplicate ids, a file in two
+    rows, mixed label kinds, an unknown column, a path outside the manifest's folder): leaving
+    rows out does not fix it, so it stops preprocessing whatever ``on_bad_sample`` says.
+
+    Attributes:
+        column: the manifest column, e.g. ``id``.
+        rows: the rows concerned (from 1), empty when the column itself is wrong.
+        message: one line saying what is wrong, in which rows, and the fix (the option to set).
+        warning: allowed by an option (``allow_duplicates``): reported, not an error.
+    """
+
+    column: str
+    rows: tuple[int, ...]
+    message: str
+    warning: bool = False
+
+    def __str__(self) -> str:
+        return f"column '{self.column}': {self.message}"
+
+
+def rows_text(numbers: list[int] | tuple[int, ...], limit: int = 8) -> str:
+    """``[3, 1]`` -> ``"rows 1, 3"``; past ``limit`` rows, ``"rows 1, 2, ... (30 rows)"``."""
+    ordered = sorted(numbers)
+    shown = ", ".join(map(str, ordered[:limit]))
+    more = f", ... ({len(ordered)} rows)" if len(ordered) > limit else ""
+    return f"{'row' if len(ordered) == 1 else 'rows'} {shown}{more}"
 
 
 def summarise(problems: list[Problem], limit: int = LISTED) -> list[str]:

@@ -4,13 +4,15 @@ each problem is kept with its row and column (see :mod:`xmodal.data.paired.probl
 Checked: a row lacking a modality column or with an empty cell, a missing file, a file that
 cannot be read or decoded, a wrong shape or channel count (images need 3 channels, depth
 PNGs 1 at 16 bits; a ``.npy`` column's rows share the first good row's shape), a label outside
-the class list and a split that is not train, val or test.
+the class list and a split that is not train, val or test. The manifest-wide rules
+(:mod:`.rules`: known columns, unique ids and files, paths inside the folder) come first and
+are kept apart as ``findings``: leaving rows out does not fix them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,9 +21,9 @@ from xmodal.core.errors import DataError
 from xmodal.data.paired.config import PairedConfig
 from xmodal.data.paired.labels import Labels, resolve_labels
 from xmodal.data.paired.manifest import Manifest
-from xmodal.data.paired.problems import Problem, bad_rows
+from xmodal.data.paired.problems import Finding, Problem, bad_rows
 from xmodal.data.paired.readers import SampleError, expected_shape, reader_for
-from xmodal.data.paired.splits import assign_splits
+from xmodal.data.paired.rules import Rules, check_rules
 
 
 @dataclass
@@ -34,6 +36,7 @@ class Validation:
         splits: each row's split (None where its ``split`` cell is bad).
         labels: the class list and each row's label; None for a manifest without labels.
         shapes: each modality's cached shape of one sample; dtypes: its dtype name.
+        findings: the manifest-wide rules broken (errors and allowed warnings).
     """
 
     manifest: Manifest
@@ -42,6 +45,7 @@ class Validation:
     labels: Labels | None
     shapes: dict[str, tuple[int, ...]]
     dtypes: dict[str, str]
+    findings: list[Finding] = field(default_factory=list)
 
     @property
     def bad_rows(self) -> list[int]:
@@ -56,12 +60,14 @@ class Validation:
 
 
 def validate_manifest(manifest: Manifest, options: PairedConfig,
-                      progress: Callable[..., None] | None = None) -> Validation:
-    """Read every cell once (``progress(done_rows, total_rows)`` after each row)."""
-    splits, problems = assign_splits(manifest, options.val_fraction, options.test_fraction,
-                                     options.seed)
+                      progress: Callable[..., None] | None = None,
+                      rules: Rules | None = None) -> Validation:
+    """Read every cell once (``progress(done_rows, total_rows)`` after each row); ``rules``: the
+    manifest's :func:`~xmodal.data.paired.rules.check_rules`, when already checked."""
+    rules = check_rules(manifest, options) if rules is None else rules
+    splits = rules.splits
     labels, label_problems = resolve_labels(manifest, options.classes)
-    problems = [*manifest.problems, *problems, *label_problems]
+    problems = [*manifest.problems, *rules.split_problems, *label_problems]
     shapes = {m: s for m in manifest.modalities if (s := expected_shape(m, options)) is not None}
     seen: dict[str, dict[tuple[int, ...], list[int]]] = {}  # .npy columns: shape -> rows
     dtypes: dict[str, str] = {}
@@ -87,7 +93,7 @@ def validate_manifest(manifest: Manifest, options: PairedConfig,
                                                f"arrays are {list(shapes[modality])}")
                      for shape, numbers in by_shape.items() if shape != shapes[modality]
                      for number in numbers]
-    return Validation(manifest, problems, splits, labels, shapes, dtypes)
+    return Validation(manifest, problems, splits, labels, shapes, dtypes, rules.findings)
 
 
 def read_cell(manifest: Manifest, number: int, modality: str, options: PairedConfig) -> np.ndarray:

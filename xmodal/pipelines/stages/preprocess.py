@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from xmodal.core.config import fingerprint, to_dict
 from xmodal.core.errors import ConfigError
 from xmodal.core.registry import DATASETS
@@ -29,6 +31,8 @@ def preprocess(ctx: RunContext) -> None:
         shown = ", ".join(map(str, skipped[:20])) + (", ..." if len(skipped) > 20 else "")
         ctx.say(f"[yellow]{data_cfg.name}: {len(skipped)} bad row(s) left out (rows {shown}; "
                 f"on_bad_sample=skip); 'xmodal data info' on the manifest lists why[/yellow]")
+    for note in ctx.state.dataset.notes:
+        ctx.say(f"[yellow]{data_cfg.name}: warning: {escape(note)}[/yellow]")
     ctx.state.dataset_source = source
 
 
