@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 
 from xmodal.core.atomic import atomic_output
-from xmodal.core.errors import DataError
+from xmodal.core.errors import DataError, XmodalError
 
 if TYPE_CHECKING:
     from xmodal.encoders.base import Encoder
@@ -161,6 +161,22 @@ def load_encoder(path: str | Path) -> "Encoder":
     if not isinstance(ckpt, dict) or ckpt.get("format") != "xmodal-encoder":
         raise DataError(f"'{path}' is not an xmodal encoder checkpoint (no 'format' key); "
                         "save encoders with xmodal.training.checkpoint.save_encoder")
-    encoder = create_encoder(ckpt["name"], ckpt["modality"], ckpt["frontend_kwargs"], **ckpt["kwargs"])
-    encoder.load_state_dict(ckpt["state_dict"])
+    for key, kind in (("name", str), ("modality", str), ("kwargs", dict),
+                      ("frontend_kwargs", dict), ("state_dict", dict)):
+        if not isinstance(ckpt.get(key), kind):
+            raise DataError(f"'{path}': key '{key}' must be a {kind.__name__}, got "
+                            f"{type(ckpt.get(key)).__name__}; save the encoder again")
+    try:
+        encoder = create_encoder(ckpt["name"], ckpt["modality"], ckpt["frontend_kwargs"],
+                                 **ckpt["kwargs"])
+    except XmodalError as exc:
+        raise DataError(f"'{path}' does not rebuild its encoder ({exc}); save the encoder "
+                        "again") from None
+    try:
+        encoder.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        lines = str(exc).splitlines()
+        raise DataError(f"'{path}': its weights do not fit backbone '{ckpt['name']}' "
+                        f"({(lines[1] if len(lines) > 1 else lines[0]).strip()}); save the "
+                        "encoder again") from None
     return encoder.eval()
