@@ -79,7 +79,7 @@ def test_interrupted_run_resumes(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(probe_stage, "_frozen_outputs", boom)
+    monkeypatch.setattr(probe_stage, "_frozen_entry", boom)
     assert main(_argv(tmp_path, "distill.students=[depth]", "distill.methods=[none,wcord]")) == 130
     ckpt = tmp_path / "distill" / "seed0" / "depth" / "wcord" / "encoder.pt"
     stamp = ckpt.stat().st_mtime_ns

@@ -84,4 +84,4 @@ def each(rule: Rule, *, increasing: bool = False) -> Rule:
         items = list(v)
         return bool(items) and all(ok(x) for x in items) and (not increasing or items == sorted(items))
 
-    return check, f"a non-empty{' increasing' if increasing else ''} list of {need.removeprefix('a ').removeprefix('an ')}s"
+    return check, f"a non-empty{' increasing' if increasing else ''} list, each item {need}"

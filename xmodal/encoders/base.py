@@ -209,7 +209,11 @@ def create_encoder(name: str, modality: str, frontend_kwargs: dict | None = None
     if mismatch:
         default = getattr(frontend_cls, "default_backbone", None)
         raise XmodalError(mismatch + (f"; use e.g. '{default}'" if default else ""))
-    frontend = frontend_cls(**(frontend_kwargs or {}))
+    try:
+        frontend = frontend_cls(**(frontend_kwargs or {}))
+    except (TypeError, ValueError) as exc:  # an unknown option, or a value it refuses
+        raise XmodalError(f"front end '{modality}': bad frontend_kwargs "
+                          f"{dict(frontend_kwargs or {})}: {exc}") from None
     try:
         backbone = factory(in_channels=frontend.out_channels, **backbone_kwargs)
     except TypeError as exc:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from xmodal.core.errors import DataError
+from xmodal.core.errors import DataError, XmodalError
 from xmodal.core.registry import BACKBONES
 from xmodal.encoders.base import Encoder, create_encoder
 
@@ -145,7 +145,11 @@ def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> nn.Mod
                         "export the encoder again") from None
     init_only = getattr(BACKBONES.get(meta["backbone"]), "init_only", _INIT_ONLY_KWARGS)
     kwargs = {k: v for k, v in meta["backbone_kwargs"].items() if k not in init_only}
-    encoder = create_encoder(meta["backbone"], meta["modality"], meta["frontend_kwargs"], **kwargs)
+    try:
+        encoder = create_encoder(meta["backbone"], meta["modality"], meta["frontend_kwargs"], **kwargs)
+    except XmodalError as exc:  # e.g. tampered frontend_kwargs or backbone_kwargs
+        raise DataError(f"'{meta_path}' does not rebuild its encoder ({exc}); export the encoder "
+                        "again") from None
     try:
         encoder.load_state_dict(state)
     except RuntimeError as exc:

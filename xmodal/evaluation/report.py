@@ -7,11 +7,14 @@ with ``xmodal report RUN``. Several runs are compared side by side with :func:`c
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from xmodal.core.atomic import make_directory, temp_path, write_text_atomic
 from xmodal.core.errors import DataError
 from xmodal.core.records import write_json_atomic
 from xmodal.evaluation import figures
@@ -22,7 +25,10 @@ REPORT = "report.md"
 FIGURES_DIR = "report"
 EMBEDDINGS = "embeddings.json"
 SPREAD = "spread.json"
+HISTORY = "history.json"
+TRANSPORT_PLAN = "transport-plan.npy"
 _RANK = "median_rank"
+_SUMMARY_NAMES = ("modality", "method", "probe", "metric")
 __all__ = ["compare_runs", "markdown_table", "metric_label", "probe_tables", "spread_table",
            "write_embeddings", "write_report"]
 
@@ -101,24 +107,43 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     if not summary_file.is_file():
         raise DataError(f"'{run_dir}' holds no summary.json: not a finished xmodal run; run "
                         "'xmodal run PIPELINE --out DIR' first")
-    try:
-        summary = json.loads(summary_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"'{summary_file}' is not valid JSON ({exc}); rerun the run to rewrite it"
-                        ) from None
+    summary = _read_json(summary_file, "rerun the run to rewrite it")
+    entries = summary.get("summary", []) if isinstance(summary, dict) else None
+    if not isinstance(summary, dict) or not isinstance(summary.get("config", {}), dict) \
+            or not isinstance(entries, list) or not all(
+                isinstance(e, dict) and all(isinstance(e.get(k), str) for k in _SUMMARY_NAMES)
+                and _is_number(e.get("mean")) and _is_number(e.get("std")) for e in entries):
+        raise DataError(f"'{summary_file}' is not an xmodal summary (an object with 'config' and "
+                        "'summary', a list of rows with modality, method, probe, metric, mean "
+                        "and std); rerun the run to rewrite it")
     return {"config": summary.get("config", {}), "summary": summary.get("summary", [])}
+
+
+def _read_json(path: Path, fix: str) -> Any:
+    """The JSON in ``path``, or DataError naming it (unreadable, not UTF-8, not JSON) and
+    ``fix``."""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise DataError(f"cannot read '{path}' ({exc.strerror}); {fix}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"'{path}' is not UTF-8 text (a torn or foreign file); {fix}") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"'{path}' is not valid JSON ({exc}); {fix}") from None
 
 
 def trained_units(run_dir: Path) -> list[dict[str, Any]]:
     """Every exported encoder of the run: ``{"directory", "role", "modality", "method", "seed"}``
-    (teachers first), from each unit's ``encoder.json``."""
+    (teachers first), from each unit's ``encoder.json``; DataError naming one that cannot be
+    read."""
     units = []
     for meta_path in sorted(run_dir.glob("**/encoder.json")):
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue  # a foreign or torn file: nothing to draw from it
-        extra = meta.get("extra", {})
+        fix = "delete its unit folder and rerun the run to retrain it"
+        meta = _read_json(meta_path, fix)
+        extra = meta.get("extra", {}) if isinstance(meta, dict) else None
+        if not isinstance(extra, dict):
+            raise DataError(f"'{meta_path}' is not an encoder description (an object whose "
+                            f"'extra' is an object); {fix}")
         role = extra.get("role", "student")
         units.append({"directory": meta_path.parent, "role": role, "modality": meta.get("modality"),
                       "method": "teacher" if role == "teacher" else extra.get("method", "?"),
@@ -131,12 +156,42 @@ def _unit_title(unit: dict[str, Any]) -> str:
 
 
 def _read_history(unit: dict[str, Any]) -> list[dict[str, Any]]:
-    """A unit's ``history.json`` (one entry per epoch), ``[]`` where absent or unreadable."""
-    try:
-        history = json.loads((unit["directory"] / "history.json").read_text())
-    except (OSError, json.JSONDecodeError):
+    """A unit's ``history.json`` (one entry per epoch, numbers by name), ``[]`` where absent;
+    DataError naming it where it cannot be read or holds something else."""
+    path = unit["directory"] / HISTORY
+    if not path.is_file():
         return []
-    return history if isinstance(history, list) else []
+    fix = "delete it (its curves are left out) or its unit folder (retrains it)"
+    history = _read_json(path, fix)
+    if not isinstance(history, list) or not all(
+            isinstance(entry, dict) and all(_is_number(v) for v in entry.values())
+            for entry in history):
+        raise DataError(f"'{path}' is not a training history (a list of objects of numbers); {fix}")
+    return history
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _read_plan(unit: dict[str, Any]) -> np.ndarray | None:
+    """A unit's transport plan ``[B, B]`` (``transport-plan.npy``), None where absent;
+    DataError naming it where it cannot be read or is not a matrix of finite numbers."""
+    path = unit["directory"] / TRANSPORT_PLAN
+    if not path.is_file():
+        return None
+    fix = "delete it (its figure is left out) or its unit folder (retrains it)"
+    try:
+        plan = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:  # torn, foreign, or pickled objects
+        raise DataError(f"'{path}' is not a readable .npy array ({exc.__class__.__name__}); "
+                        f"{fix}") from None
+    if not isinstance(plan, np.ndarray) or plan.ndim != 2 or plan.size == 0 \
+            or plan.dtype.kind not in "fiu" or not np.isfinite(plan).all():
+        raise DataError(f"'{path}' is not a transport plan (a matrix of finite numbers, "
+                        f"got {getattr(plan, 'dtype', '?')} of shape "
+                        f"{getattr(plan, 'shape', '?')}); {fix}")
+    return plan
 
 
 def _final_spreads(units: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -225,19 +280,25 @@ def _config_summary(config: dict[str, Any]) -> list[str]:
 
 
 def write_report(run_dir: str | Path) -> Path:
-    """Draw the figures into ``RUN/report/`` and write ``RUN/report.md``; returns its path."""
+    """Draw the figures into ``RUN/report/`` and write ``RUN/report.md``; returns its path.
+
+    Every input is read and checked first (DataError naming a file that cannot be used); the
+    figures are drawn into a temporary folder that replaces ``RUN/report/`` only when complete,
+    so a failure leaves the earlier report and its figures as they were.
+    """
     run_dir = Path(run_dir)
     run = read_run(run_dir)
     config, summary = run["config"], run["summary"]
     seeds = max(1, len(config.get("seeds", [0])))
     name = config.get("pipeline", run_dir.name)
     fig_dir = run_dir / FIGURES_DIR
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    for old in fig_dir.glob("*.png"):
-        old.unlink()  # a figure whose input went away must not linger
     units = trained_units(run_dir)
     first_seed = min((u["seed"] for u in units), default=0)
     shown = [u for u in units if u["seed"] == first_seed]
+    spreads = _final_spreads(units)
+    histories = {_unit_title(unit): _read_history(unit) for unit in shown}
+    plans = {_unit_title(u): plan for u in shown if (plan := _read_plan(u)) is not None}
+    embeddings = _read_embeddings(fig_dir / EMBEDDINGS)
     lines = [f"# {name}: run report", "", f"Run directory: `{run_dir}`.", "", "## Config", "",
              *_config_summary(config), "", "## Results", "",
              "Test metrics over " + (f"{seeds} seeds (mean ± sample std)" if seeds > 1 else "1 seed")
@@ -247,65 +308,112 @@ def write_report(run_dir: str | Path) -> Path:
         lines += [f"### {table['probe']}", "", markdown_table(table["columns"], table["rows"]), ""]
     lines += ["Per-seed rows: [`results.json`](results.json), [`results.csv`](results.csv); "
               "over seeds: [`summary.csv`](summary.csv).", ""]
-    spreads = _final_spreads(units)
-    (fig_dir / SPREAD).unlink(missing_ok=True)
-    if spreads:
-        write_json_atomic(fig_dir / SPREAD, spreads)
-        lines += ["### Embedding spread", "",
-                  f"Pooled features of the first (up to) {PROBE_SAMPLES} training samples after "
-                  "the last training epoch: effective rank (exp of the entropy of the normalised "
-                  "singular values of the centred features; at most min(samples - 1, feature "
-                  "dimension)) and mean pairwise cosine (0: directions spread around the origin, "
-                  "1: all in one direction; pooled features after a ReLU are non-negative, so "
-                  "compare it with the teacher's and the supervised student's, not with 0). A "
-                  "student far below their rank, or with a cosine well above theirs, has "
-                  "collapsed, whatever its loss says.", "",
-                  markdown_table(*spread_table(spreads)), "",
-                  f"Per seed: [`{FIGURES_DIR}/{SPREAD}`]({FIGURES_DIR}/{SPREAD}).", ""]
-    lines += ["## Figures", ""]
+    build = _new_figures_folder(fig_dir)
+    try:
+        if spreads:
+            write_json_atomic(build / SPREAD, spreads)
+            lines += ["### Embedding spread", "",
+                      f"Pooled features of the first (up to) {PROBE_SAMPLES} training samples after "
+                      "the last training epoch: effective rank (exp of the entropy of the normalised "
+                      "singular values of the centred features; at most min(samples - 1, feature "
+                      "dimension)) and mean pairwise cosine (0: directions spread around the origin, "
+                      "1: all in one direction; pooled features after a ReLU are non-negative, so "
+                      "compare it with the teacher's and the supervised student's, not with 0). A "
+                      "student far below their rank, or with a cosine well above theirs, has "
+                      "collapsed, whatever its loss says.", "",
+                      markdown_table(*spread_table(spreads)), "",
+                      f"Per seed: [`{FIGURES_DIR}/{SPREAD}`]({FIGURES_DIR}/{SPREAD}).", ""]
+        lines += ["## Figures", ""]
 
-    def add(file: str, caption: str) -> None:
-        lines.extend([f"![{caption}]({FIGURES_DIR}/{file})", "", f"*{caption}*", ""])
+        def add(file: str, caption: str) -> None:
+            lines.extend([f"![{caption}]({FIGURES_DIR}/{file})", "", f"*{caption}*", ""])
 
-    headline = {}
-    for e in summary:
-        headline.setdefault(e["probe"], e["metric"])
-    if headline:
-        figures.probe_results_figure(summary, headline, fig_dir / "probe-results.png",
-                                     title=f"{name}: probe results on the test split")
-        add("probe-results.png", "Probe results per modality and method (headline metric of each "
-            "probe" + (", error bars: std over seeds)" if seeds > 1 else ", one seed)"))
-    histories = {_unit_title(unit): _read_history(unit) for unit in shown}
-    if any(histories.values()):
-        figures.training_curves_figure(histories, fig_dir / "training-curves.png",
-                                       title="training: loss terms per epoch, learning rate dashed")
-        add("training-curves.png", "Training curves: each loss term (left axis) and the learning "
-            "rate (dashed, right axis) per epoch, per trained encoder")
-    if any(RANK_KEY in e for h in histories.values() for e in h):
-        figures.spread_curves_figure(histories, fig_dir / "embedding-spread.png",
-                                     title="training: spread of the probe batch's features")
-        add("embedding-spread.png", f"Embedding spread per epoch: effective rank and mean "
-            f"pairwise cosine of each trained encoder's features of the first {PROBE_SAMPLES} "
-            "training samples")
-    embeddings_file = fig_dir / EMBEDDINGS
-    if embeddings_file.is_file():
-        embeddings = json.loads(embeddings_file.read_text())
-        figures.embeddings_figure(embeddings["panels"], embeddings["class_names"],
-                                  fig_dir / "embeddings-pca.png",
-                                  title="test embeddings: 2-D PCA of each encoder, coloured by class")
-        add("embeddings-pca.png", "Test embeddings of the teacher and every student, each "
-            "projected on its own first two principal components, coloured by scene class")
-    plans = {_unit_title(u): np.load(u["directory"] / "transport-plan.npy")
-             for u in shown if (u["directory"] / "transport-plan.npy").is_file()}
-    if plans:
-        figures.transport_plan_figure(plans, fig_dir / "transport-plan.png",
-                                      title="local OT plan of the last training batch")
-        add("transport-plan.png", "Transport plan of the last training batch (teacher rows, "
-            "student columns, same sample order): mass on the diagonal means each student "
-            "embedding is matched to its own teacher embedding")
-    path = run_dir / REPORT
-    path.write_text("\n".join(lines))
-    return path
+        headline = {}
+        for e in summary:
+            headline.setdefault(e["probe"], e["metric"])
+        if headline:
+            figures.probe_results_figure(summary, headline, build / "probe-results.png",
+                                         title=f"{name}: probe results on the test split")
+            add("probe-results.png", "Probe results per modality and method (headline metric of "
+                "each probe" + (", error bars: std over seeds)" if seeds > 1 else ", one seed)"))
+        if any(histories.values()):
+            figures.training_curves_figure(histories, build / "training-curves.png",
+                                           title="training: loss terms per epoch, learning rate dashed")
+            add("training-curves.png", "Training curves: each loss term (left axis) and the "
+                "learning rate (dashed, right axis) per epoch, per trained encoder")
+        if any(RANK_KEY in e for h in histories.values() for e in h):
+            figures.spread_curves_figure(histories, build / "embedding-spread.png",
+                                         title="training: spread of the probe batch's features")
+            add("embedding-spread.png", f"Embedding spread per epoch: effective rank and mean "
+                f"pairwise cosine of each trained encoder's features of the first {PROBE_SAMPLES} "
+                "training samples")
+        if embeddings is not None:
+            figures.embeddings_figure(embeddings["panels"], embeddings["class_names"],
+                                      build / "embeddings-pca.png",
+                                      title="test embeddings: 2-D PCA of each encoder, coloured by class")
+            add("embeddings-pca.png", "Test embeddings of the teacher and every student, each "
+                "projected on its own first two principal components, coloured by scene class")
+        if plans:
+            figures.transport_plan_figure(plans, build / "transport-plan.png",
+                                          title="local OT plan of the last training batch")
+            add("transport-plan.png", "Transport plan of the last training batch (teacher rows, "
+                "student columns, same sample order): mass on the diagonal means each student "
+                "embedding is matched to its own teacher embedding")
+        _swap_in(build, fig_dir)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)  # gone already when swapped in
+    return write_text_atomic(run_dir / REPORT, "\n".join(lines))
+
+
+def _new_figures_folder(fig_dir: Path) -> Path:
+    """A temporary folder beside ``fig_dir`` holding its files other than the figures and
+    ``spread.json`` (those are drawn again; one whose input went away must not linger)."""
+    build = temp_path(fig_dir)
+    if fig_dir.is_dir():
+        top = str(fig_dir)
+        shutil.copytree(fig_dir, build, ignore=lambda folder, names: [
+            n for n in names if folder == top and (n.endswith(".png") or n == SPREAD)])
+    else:
+        make_directory(build)
+    return build
+
+
+def _swap_in(build: Path, fig_dir: Path) -> None:
+    """Put the complete ``build`` folder where ``fig_dir`` is (two renames), then delete the
+    old one."""
+    old = temp_path(fig_dir) if fig_dir.exists() else None
+    if old is not None:
+        os.replace(fig_dir, old)
+    os.replace(build, fig_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _read_embeddings(path: Path) -> dict[str, Any] | None:
+    """``report/embeddings.json`` (see :func:`write_embeddings`), None where absent; DataError
+    naming it where it cannot be read or drawn."""
+    if not path.is_file():
+        return None
+    fix = "delete it (its figure is left out) or rerun the run to rewrite it"
+    data = _read_json(path, fix)
+    try:
+        panels, names = data["panels"], data["class_names"]
+        ok = isinstance(panels, list) and isinstance(names, list) and all(
+            isinstance(n, str) for n in names)
+        for panel in panels if ok else ():
+            points = np.asarray(panel["points"], dtype=np.float64)
+            labels = np.asarray(panel["labels"])
+            explained = np.asarray(panel["explained"], dtype=np.float64)
+            ok = ok and isinstance(panel["title"], str) and points.ndim == 2 \
+                and points.shape[1] == 2 and labels.shape == points.shape[:1] \
+                and labels.dtype.kind in "iu" and explained.shape == (2,)
+    except (TypeError, KeyError, ValueError):
+        ok = False
+    if not ok:
+        raise DataError(f"'{path}' is not a set of embedding panels (\"panels\": [{{\"title\", "
+                        f"\"points\" [N, 2], \"labels\" [N], \"explained\" [2]}}], "
+                        f"\"class_names\"); {fix}")
+    return data
 
 
 def compare_runs(run_dirs: list[str | Path]) -> tuple[list[str], list[list[str]]]:

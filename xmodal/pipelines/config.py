@@ -170,8 +170,7 @@ class RuntimeConfig:
     log_with: list[Literal["tensorboard", "wandb", "mlflow", "aim"]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.checkpoint_every < 0:
-            raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        require(self, {"threads": at_least(0), "checkpoint_every": at_least(0)})
         for tracker in self.log_with:
             if importlib.util.find_spec(TRACKER_PACKAGES[tracker]) is None:
                 raise ValueError(f"log_with: '{tracker}' needs the package "

@@ -19,8 +19,8 @@ from xmodal.training.resume import (
     restore_train_state,
     save_train_state,
 )
-from xmodal.training.spread import spread_probe, student_spread
-from xmodal.training.task import DistillationTask
+from xmodal.training.spread import spread_probe, spread_problem, student_spread
+from xmodal.training.task import DistillationTask, NonFiniteFeatures
 
 
 class TrainingDiverged(XmodalError):
@@ -36,7 +36,8 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
     ``spread_rank`` and ``spread_cosine``, the effective rank and mean pairwise cosine of the
     student's features of the first 256 training samples at the epoch's end (in eval mode,
     without touching weights, statistics or random state; see :mod:`xmodal.training.spread`;
-    left out where the loader's dataset cannot be read by column). Every process computes
+    left out, with the check of those features below, where the loader's dataset cannot be
+    read by column). Every process computes
     them on its own replica; the main process's values are the ones saved.
 
     With ``state_path``, the full training state is saved there (main process) after every
@@ -48,10 +49,11 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
     ``<log_prefix>/<name>``.
 
     Raises:
-        TrainingDiverged: on a non-finite loss (naming the epoch and step), or non-finite
-            weights or buffers after an epoch, before its state is saved: a diverged model is
-            never kept. The message names the settings to change (``settings``, e.g.
-            ``distill.optim``).
+        TrainingDiverged: on a non-finite loss or student features (naming the epoch and
+            step), non-finite weights or buffers after an epoch, or, after an epoch, student
+            features of the probe batch that are NaN or inf or all the same (a blow-up that left
+            the weights finite), before its state is saved: a diverged model is never kept.
+            The message names the settings to change (``settings``, e.g. ``distill.optim``).
     """
     if cfg.epochs == 0:
         return []
@@ -104,8 +106,14 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
                 sums = {}
                 epoch_order = order.get_state() if order is not None else None
             for step, batch in enumerate(epoch_loader, start=first):
-                with accelerator.autocast():
-                    out = model(batch)
+                try:
+                    with accelerator.autocast():
+                        out = model(batch)
+                except NonFiniteFeatures as exc:  # e.g. an OT solver refusing a NaN cost
+                    raise TrainingDiverged(
+                        f"{description}: {exc} at epoch {epoch + 1}, step {step + 1}; lower the "
+                        f"learning rate ({settings}.lr) or enable gradient clipping "
+                        f"({settings}.grad_clip)") from None
                 loss = out["loss"]
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
@@ -137,6 +145,8 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
             if probe is not None:
                 with accelerator.autocast():
                     spread = student_spread(core.student, probe, accelerator.device, probe_batch)
+                _check_embeddings(spread, len(probe), f"{description}: after epoch {epoch + 1}",
+                                  settings)
             history.append({k: v / max(1, steps) for k, v in sums.items()}
                            | {"lr": schedule.get_last_lr()[0], "epoch": epoch + 1} | spread)
             save(epoch + 1, 0, {})
@@ -154,6 +164,19 @@ def _check_finite(module: torch.nn.Module, where: str, settings: str) -> None:
             raise TrainingDiverged(f"{where}, '{name}' holds NaN or inf (training diverged); lower "
                                    f"the learning rate ({settings}.lr) or enable gradient "
                                    f"clipping ({settings}.grad_clip)")
+
+
+def _check_embeddings(spread: dict[str, float], samples: int, where: str, settings: str) -> None:
+    """Raise :class:`TrainingDiverged` if the student's features of the probe batch (their
+    ``spread``) are NaN or inf, or all one point (see
+    :func:`~xmodal.training.spread.spread_problem`): a training can blow up while its weights
+    stay finite."""
+    why = spread_problem(spread)
+    if why is not None:
+        raise TrainingDiverged(f"{where}, the student's embeddings of the first {samples} "
+                               f"training samples are unusable ({why}): training diverged or "
+                               f"collapsed; lower the learning rate ({settings}.lr) or enable "
+                               f"gradient clipping ({settings}.grad_clip)")
 
 
 def _everywhere(flag: bool, accelerator: Accelerator) -> bool:

@@ -3,7 +3,8 @@
 A student can collapse, its features shrinking onto a few directions or drifting into a narrow
 cone, while every logged loss term looks healthy. :func:`fit` therefore logs both numbers for
 the student's pooled features of a fixed probe batch after every epoch, under
-:data:`RANK_KEY` and :data:`COSINE_KEY` (:func:`student_spread`).
+:data:`RANK_KEY` and :data:`COSINE_KEY` (:func:`student_spread`), and refuses a student whose
+features of that batch are NaN or inf or all one point (:func:`spread_problem`).
 """
 
 from __future__ import annotations
@@ -113,3 +114,17 @@ def student_spread(encoder: nn.Module, probe: Rows, device: torch.device | str,
     if not torch.isfinite(features).all():
         return {RANK_KEY: math.nan, COSINE_KEY: math.nan}
     return {RANK_KEY: effective_rank(features), COSINE_KEY: mean_pairwise_cosine(features)}
+
+
+def spread_problem(spread: dict[str, float]) -> str | None:
+    """Why the features behind ``spread`` (:func:`student_spread`'s result) are unusable, or
+    None: some are NaN or inf (both values NaN), or every row is the same point (effective
+    rank exactly 0: the centred features are all zero, nothing tells the samples apart)."""
+    rank = spread.get(RANK_KEY)
+    if rank is None:
+        return None
+    if math.isnan(rank):
+        return "some are NaN or inf"
+    if rank == 0.0:
+        return "they are all the same point (effective rank 0)"
+    return None

@@ -18,6 +18,11 @@ from xmodal.data.augment import random_crop, random_hflip
 from xmodal.encoders.base import Encoder
 
 
+class NonFiniteFeatures(ArithmeticError):
+    """The student's features of a training batch hold NaN or inf (its training diverged), and
+    the objective refused them before giving a loss."""
+
+
 class DistillationTask(nn.Module):
     """Student + objective; ``forward(batch)`` returns the objective's dict (``"loss"`` first).
 
@@ -60,7 +65,12 @@ class DistillationTask(nn.Module):
         teacher = None
         if self.teacher_features is not None:
             teacher = self.teacher_features[batch["index"].to(self.teacher_features.device)]
-        return self.objective(features, teacher, batch.get("label"), batch["index"])  # None: unlabelled
+        try:
+            return self.objective(features, teacher, batch.get("label"), batch["index"])  # None: unlabelled
+        except ValueError:
+            if not torch.isfinite(features).all():
+                raise NonFiniteFeatures("the student's features are NaN or inf") from None
+            raise
 
     def after_step(self, outputs: dict[str, Any], batch: dict[str, Tensor], accelerator: Any) -> None:
         """Update memory banks with embeddings gathered from every process, so that each

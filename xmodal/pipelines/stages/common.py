@@ -9,6 +9,7 @@ import torch
 from accelerate.utils import set_seed
 
 import xmodal
+from xmodal.core.atomic import atomic_output
 from xmodal.core.config import fingerprint, to_dict
 from xmodal.core.errors import ConfigError
 from xmodal.core.records import write_json_atomic
@@ -16,6 +17,7 @@ from xmodal.core.registry import METHODS
 from xmodal.data.source import LoadedDataset, dataset_modalities
 from xmodal.encoders.base import Encoder, backbone_for, create_encoder
 from xmodal.encoders.export import META_FILE, WEIGHTS_FILE, export_encoder
+from xmodal.evaluation import report as report_files
 from xmodal.objectives.shared_heads import HEADS_FILE, heads_state
 from xmodal.pipelines.config import EncoderConfig
 from xmodal.pipelines.context import RunContext
@@ -56,7 +58,9 @@ def check_modality(ctx: RunContext, modality: str, key: str) -> None:
 
 
 #: the last training batch's transport plan ``[B, B]`` of an OT objective (for the report)
-TRANSPORT_PLAN = "transport-plan.npy"
+TRANSPORT_PLAN = report_files.TRANSPORT_PLAN
+#: the per-epoch training history (for the report)
+HISTORY = report_files.HISTORY
 
 #: per-epoch training state of an unfinished unit (xmodal.training.resume)
 TRAIN_STATE = "train-state.pt"
@@ -115,10 +119,12 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
                            fingerprint(to_dict(ctx.config)),
                            extra={"method": method_name, "role": role, "seed": seed})
             save_transport_plan(result.objective, unit.directory / TRANSPORT_PLAN)
-            write_json_atomic(unit.directory / "history.json", history)
+            write_json_atomic(unit.directory / HISTORY, history)
         ctx.accelerator.wait_for_everyone()
-        # done.json vouches for every file a later stage or user reads, the export included
-        saved = [name for name in (checkpoint.name, "classifier.pt", HEADS_FILE, WEIGHTS_FILE, META_FILE)
+        # done.json vouches for every file a later stage or user reads, the export and the
+        # report's inputs included
+        saved = [name for name in (checkpoint.name, "classifier.pt", HEADS_FILE, WEIGHTS_FILE,
+                                   META_FILE, HISTORY, TRANSPORT_PLAN)
                  if (unit.directory / name).is_file()]
         record = unit.finish({"checkpoint": checkpoint.name, "final": history[-1] if history else {}},
                              files=saved)
@@ -171,12 +177,15 @@ def _pretrained_digest(cfg: EncoderConfig) -> str | None:
 
 def save_transport_plan(objective: torch.nn.Module | None, path: Any) -> None:
     """Save the plan of the objective's last local OT solve (teacher rows, student columns) as
-    ``.npy``, when the objective has one (WCoRD's ``last_transport``)."""
+    ``.npy``, when the objective has one (WCoRD's ``last_transport``); a stale one from earlier
+    inputs is removed."""
     import numpy as np
 
+    Path(path).unlink(missing_ok=True)
     for module in objective.modules() if objective is not None else ():
         transport = getattr(module, "last_transport", None)
         if transport is not None:
             plan = transport.plan.detach().float().cpu()
-            np.save(path, plan.reshape(-1, *plan.shape[-2:])[0].numpy())
+            with atomic_output(path) as tmp, open(tmp, "wb") as f:
+                np.save(f, plan.reshape(-1, *plan.shape[-2:])[0].numpy())
             return

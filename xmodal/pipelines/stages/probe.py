@@ -5,7 +5,9 @@ probes (``retrieval``) read a student's and its teacher's embeddings; dense prob
 (``segmentation``: per-pixel classes) read stage feature maps ``[N, C, h, w]`` and run once per
 per-pixel label set the dataset has (e.g. ``seg40``, ``seg13``). Features are extracted once
 per checkpoint and cached under its content digest, so changing only probe settings re-fits
-probes without re-extracting. Text probes (``zero-shot``) read a CLIP teacher's class text
+probes without re-extracting; every reuse checks the digest recorded with the cached values
+(a changed file is extracted again, with one line saying why), and that digest is part of each
+probe unit's key, so results computed from other features are recomputed. Text probes (``zero-shot``) read a CLIP teacher's class text
 embeddings and each student's saved objective heads (:mod:`.text_teacher`); a model without
 them is skipped with the reason.
 """
@@ -16,8 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from xmodal.core.config import fingerprint, to_dict
-from xmodal.core.errors import ConfigError
+from xmodal.core.errors import ConfigError, DataError
 from xmodal.core.registry import FRONTENDS, PROBES
 from xmodal.data.arrays import Rows
 from xmodal.evaluation.features import extract_features
@@ -25,7 +29,13 @@ from xmodal.evaluation.segmentation_probe import extract_feature_maps
 from xmodal.pipelines.context import RunContext
 from xmodal.pipelines.stages.text_teacher import student_heads, teacher_text, teacher_text_problem
 from xmodal.pipelines.state import stage
-from xmodal.training.checkpoint import load_encoder, load_keyed, save_keyed
+from xmodal.training.checkpoint import (
+    KeyedEntry,
+    load_encoder,
+    read_keyed,
+    save_keyed,
+    value_digest,
+)
 from xmodal.training.distributed import computed_in_shares, main_process_decides
 
 SPLITS = ("train", "val", "test")
@@ -48,9 +58,10 @@ def probe(ctx: RunContext) -> None:
                                   len(data), ctx.accelerator)
 
     text_memo: dict[str, Any] = {}  # class text embeddings, once per teacher
+    teacher_memo: dict[Path, KeyedEntry] = {}  # teachers' features, for the pair probes
     for model in ctx.state.models:
         name = f"{model['modality']}-{model['method']}"
-        memo: dict[Path, dict[str, Any]] = {}  # this model's outputs, read once for all targets
+        memo: dict[Path, KeyedEntry] = {}  # this model's outputs, read once for all targets
         for probe_name, probe_cls in probes.items():
             probe_cfg = cfg.options_for(probe_name)
             dense = getattr(probe_cls, "consumes_maps", False)
@@ -69,39 +80,41 @@ def probe(ctx: RunContext) -> None:
             targets = dataset.dense_labels if dense else {"label": dataset.num_classes}
             for target, num_classes in targets.items():
                 label = probe_name if not dense else target
+                # the features the probe reads, verified: their content digest keys its results
+                if dense:
+                    stages = probe_cfg.stages
+                    feats = _frozen_entry(
+                        ctx, model, f"-maps{'-'.join(str(s) for s in stages)}", memo,
+                        lambda enc, split: computed_in_shares(
+                            lambda rows: extract_feature_maps(
+                                enc, Rows(dataset.splits[split], model["modality"], rows),
+                                stages, batch_size=32, device=device),
+                            len(dataset.splits[split]), ctx.accelerator))
+                else:
+                    feats = _frozen_entry(ctx, model, "", memo, pooled)
+                pair = _frozen_entry(ctx, teacher, "", teacher_memo, pooled) if teacher else None
                 unit = ctx.unit("probe", f"seed{model['seed']}", name, label,
                                 inputs={"checkpoint": model["digest"], "data": ctx.state.data_key,
                                         "probe": probe_name, "target": target,
-                                        "config": to_dict(probe_cfg),
-                                        **({"teacher": teacher["digest"]} if teacher else {}),
+                                        "config": to_dict(probe_cfg), "features": feats.digest,
+                                        **({"teacher": teacher["digest"],
+                                            "teacher_features": pair.digest} if pair else {}),
                                         **(zero_shot["inputs"] if zero_shot else {})})
                 record = unit.record()
                 if record is None:
                     if dense:
-                        stages = probe_cfg.stages
-                        maps = _frozen_outputs(
-                            ctx, model, f"-maps{'-'.join(str(s) for s in stages)}", memo,
-                            lambda enc, split: computed_in_shares(
-                                lambda rows: extract_feature_maps(
-                                    enc, Rows(dataset.splits[split], model["modality"], rows),
-                                    stages, batch_size=32, device=device),
-                                len(dataset.splits[split]), ctx.accelerator))
                         result = probe_cls(probe_cfg).evaluate_maps(
-                            *[(maps[s], dataset.splits[s].column(target)) for s in SPLITS],
+                            *[(feats.value[s], dataset.splits[s].column(target)) for s in SPLITS],
                             num_classes=num_classes)
                     elif zero_shot is not None:
-                        feats = _frozen_outputs(ctx, model, "", memo, pooled)
                         result = zero_shot["probe"].evaluate_zero_shot(
-                            feats["test"], dataset.splits["test"].column("label"),
+                            feats.value["test"], dataset.splits["test"].column("label"),
                             zero_shot["classes"](), zero_shot["heads"], zero_shot["names"])
-                    elif teacher is not None:
-                        result = probe_cls(probe_cfg).evaluate_pairs(
-                            _frozen_outputs(ctx, teacher, "", {}, pooled),
-                            _frozen_outputs(ctx, model, "", memo, pooled))
+                    elif pair is not None:
+                        result = probe_cls(probe_cfg).evaluate_pairs(pair.value, feats.value)
                     else:
-                        feats = _frozen_outputs(ctx, model, "", memo, pooled)
                         result = probe_cls(probe_cfg).evaluate(
-                            *[(feats[s], dataset.splits[s].column("label")) for s in SPLITS],
+                            *[(feats.value[s], dataset.splits[s].column("label")) for s in SPLITS],
                             num_classes=num_classes)
                     record = unit.finish(to_dict(result))
                 for metric in getattr(probe_cls, "metrics", DENSE_METRICS if dense else POOLED_METRICS):
@@ -153,26 +166,59 @@ def _text_inputs(ctx: RunContext, probe: Any, model: dict[str, Any],
 
 
 def _frozen_outputs(ctx: RunContext, model: dict[str, Any], tag: str,
-                    memo: dict[Path, dict[str, Any]],
+                    memo: dict[Path, KeyedEntry],
                     extract: Callable[[Any, str], Any], everywhere: bool = True) -> dict[str, Any]:
-    """``{split: extract(encoder, split)}`` of the frozen encoder, computed once per checkpoint:
-    from ``memo``, else from ``features/<key>.pt``, else extracted and saved there.
-    ``everywhere``: called by every process alike (then they agree on reuse, and ``extract`` may
-    share the work); False from code that runs on the main process alone."""
+    """``{split: extract(encoder, split)}`` of the frozen encoder (see :func:`_frozen_entry`)."""
+    return _frozen_entry(ctx, model, tag, memo, extract, everywhere).value
+
+
+def _frozen_entry(ctx: RunContext, model: dict[str, Any], tag: str,
+                  memo: dict[Path, KeyedEntry],
+                  extract: Callable[[Any, str], Any], everywhere: bool = True) -> KeyedEntry:
+    """``{split: extract(encoder, split)}`` of the frozen encoder and its content digest,
+    computed once per checkpoint: from ``memo``, else from ``features/<key>.pt`` when it still
+    has the digest recorded with it, else extracted and saved there (a changed or older file:
+    one line saying why). ``everywhere``: called by every process alike (then they agree on
+    reuse, and ``extract`` may share the work); False from code that runs on the main process
+    alone.
+
+    Raises:
+        DataError: the features hold NaN or inf (the encoder's training diverged), naming its
+            folder and the setting to lower.
+    """
     key = fingerprint({"checkpoint": model["digest"], "data": ctx.state.data_key,
                        "modality": model["modality"], "outputs": tag, "splits": SPLITS})
     cache = ctx.run_dir / "features" / f"{key}.pt"
     if cache not in memo:
-        memo[cache], why = load_keyed(cache, key)
+        entry, why = read_keyed(cache, key)
         # every process extracts its share, so all must agree on reuse (the main process decides)
-        reuse = memo[cache] is not None
+        reuse = entry is not None
         if everywhere and main_process_decides(reuse, ctx.accelerator) and not reuse:
-            memo[cache], why = load_keyed(cache, key)  # written by the main process meanwhile
-        if memo[cache] is None:
+            entry, why = read_keyed(cache, key)  # written by the main process meanwhile
+        if entry is None:
             if why != "missing":
                 ctx.say(f"features: {why}; extracting them again")
             encoder = load_encoder(model["checkpoint"])
-            memo[cache] = {split: extract(encoder, split) for split in SPLITS}
+            value = {split: extract(encoder, split) for split in SPLITS}
             if ctx.accelerator.is_main_process:
-                save_keyed(memo[cache], cache, key)
+                digest = save_keyed(value, cache, key)
+            else:
+                digest = value_digest(value)
+            if everywhere:  # the main process's digest keys the probe units
+                digest = main_process_decides(digest, ctx.accelerator)
+            entry = KeyedEntry(value, digest)
+        _check_finite(entry.value, model, cache)
+        memo[cache] = entry
     return memo[cache]
+
+
+def _check_finite(value: dict[str, Any], model: dict[str, Any], cache: Path) -> None:
+    """DataError when a split's features hold NaN or inf: the encoder behind them diverged."""
+    for split, features in value.items():
+        if isinstance(features, torch.Tensor) and not torch.isfinite(features).all():
+            setting = {"teacher": "teacher.optim.lr", "student": "distill.optim.lr"}.get(
+                model["role"], "its learning rate")
+            raise DataError(f"{model['modality']} {model['method']} seed {model['seed']}: its "
+                            f"{split} features ('{cache}') contain NaN or inf, so its training "
+                            f"diverged; lower {setting} and delete '{model['directory']}' to "
+                            "retrain it")

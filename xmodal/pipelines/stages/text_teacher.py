@@ -63,10 +63,13 @@ def fine_tuned(checkpoint: str | Path) -> bool:
     """Whether the encoder saved at ``checkpoint`` was trained (its unit's ``history.json`` has
     epochs): then its image embeddings have left its text tower's space."""
     history = Path(checkpoint).parent / "history.json"
-    try:
-        return bool(json.loads(history.read_text())) if history.is_file() else False
-    except (OSError, json.JSONDecodeError):
+    if not history.is_file():
         return False
+    try:
+        return bool(json.loads(history.read_bytes().decode("utf-8")))
+    except (OSError, ValueError):  # unreadable, not UTF-8 or not JSON: trained or not, unknown
+        raise DataError(f"'{history}' is not readable JSON, so whether that encoder was "
+                        "fine-tuned is unknown; delete its folder to retrain it") from None
 
 
 def teacher_text_problem(teacher: dict[str, Any]) -> str | None:
