@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from xmodal.cli.launch import (
     launch,
     wants_launch,
 )
-from xmodal.core.atomic import output_error
+from xmodal.core.atomic import output_error, write_text_atomic
 from xmodal.core.errors import OutputError, XmodalError
 
 LIST_KINDS = ("methods", "backbones", "frontends", "datasets", "probes", "pipelines", "stages")
@@ -129,10 +130,12 @@ def _list(kind: str | None, console: Console) -> None:
 
 
 def _report(runs: list[str], out: str | None, console: Console) -> None:
+    from xmodal.core.lock import RunLock
     from xmodal.evaluation.report import compare_runs, markdown_table, write_report
 
-    if len(runs) == 1:
-        console.print(f"report: {write_report(runs[0])}")
+    if len(runs) == 1:  # writes into the run directory: held as `xmodal run` holds it
+        with RunLock(runs[0]) if Path(runs[0]).is_dir() else nullcontext():
+            console.print(f"report: {write_report(runs[0])}")
         return
     columns, rows = compare_runs(runs)
     table = Table(title=f"{len(runs)} runs side by side (test metrics, % unless a rank)")
@@ -142,8 +145,8 @@ def _report(runs: list[str], out: str | None, console: Console) -> None:
         table.add_row(*row)
     console.print(table)
     if out:
-        Path(out).write_text(f"# {len(runs)} runs side by side\n\n"
-                             + markdown_table(columns, rows, text_columns=4) + "\n")
+        write_text_atomic(out, f"# {len(runs)} runs side by side\n\n"
+                          + markdown_table(columns, rows, text_columns=4) + "\n")
         console.print(f"comparison: {out}")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -69,8 +70,53 @@ def make_directory(path: Path) -> Path:
 
 
 def temp_path(path: Path) -> Path:
-    """A hidden name beside ``path``, unique to this process and call."""
+    """A hidden name beside ``path``, unique to this process and call (it matches
+    :data:`TEMP_NAME`, whose ``pid`` group is this process's id)."""
     return path.with_name(f".{path.name}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+#: Names of temporary files and folders: :func:`temp_path`'s ``.NAME.tmpPID-HEX8`` and the
+#: export writer's ``.NAME.tmpPID``.
+TEMP_NAME = re.compile(r"^\..+\.tmp(?P<pid>[1-9][0-9]*)(?:-[0-9a-f]{8})?$")
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (one we may not signal still exists)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(directory: str | Path) -> list[Path]:
+    """Delete the temporary files and folders (:data:`TEMP_NAME`) under ``directory`` whose
+    writer is no longer alive on this host (killed with ``kill -9``, say); returns them.
+
+    Only the holder of the directory's :class:`~xmodal.core.lock.RunLock` may call this, when
+    it takes the lock: no other job writes there then. A temp of a live process stays.
+    """
+    removed = []
+    for folder, dirs, files in os.walk(directory):
+        for name in [*dirs, *files]:
+            match = TEMP_NAME.match(name)
+            if match is None or _alive(int(match["pid"])):
+                continue
+            stale = Path(folder) / name
+            try:
+                if name in dirs:
+                    shutil.rmtree(stale)
+                else:
+                    stale.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError:  # not ours to remove (permissions): leave it
+                continue
+            removed.append(stale)
+        dirs[:] = [d for d in dirs if TEMP_NAME.match(d) is None]  # never walk into a temp folder
+    return removed
 
 
 @contextmanager

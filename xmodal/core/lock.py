@@ -2,7 +2,9 @@
 
 The lock is an advisory ``flock`` on ``<run dir>/.lock``, so the operating system releases it
 when the holder exits, even on ``kill -9``: a crashed run never blocks the next one. The file
-names the holder (pid, host, start time) for the message a second job gets.
+names the holder (pid, host, start time) for the message a second job gets. Taking the lock
+removes the temporary files that dead writers left in the directory
+(:func:`~xmodal.core.atomic.remove_stale_temps`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from xmodal.core.atomic import make_directory, output_error
+from xmodal.core.atomic import make_directory, output_error, remove_stale_temps
 from xmodal.core.errors import OutputError
 
 LOCK_NAME = ".lock"
@@ -33,6 +35,7 @@ class RunLock:
         self.directory = Path(directory)
         self.path = self.directory / LOCK_NAME
         self._fd: int | None = None
+        self.removed: list[Path] = []  # stale temporary files removed when the lock was taken
 
     def __enter__(self) -> "RunLock":
         make_directory(self.directory)
@@ -51,6 +54,7 @@ class RunLock:
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                  "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
         self._fd = fd
+        self.removed = remove_stale_temps(self.directory)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

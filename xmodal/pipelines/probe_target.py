@@ -14,6 +14,7 @@ by the same digest, so new weights mean new features and new probe results.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from rich.console import Console
 import xmodal
 from xmodal.core.config import fingerprint, from_dict, parse_override, read_yaml
 from xmodal.core.errors import ConfigError
+from xmodal.core.lock import RunLock
 from xmodal.core.registry import BACKBONES, DATASETS, PROBES, STAGES
 from xmodal.data.source import dataset_modalities
 from xmodal.encoders.base import create_encoder
@@ -117,27 +119,31 @@ def probe_target(target: str, out: str | Path | None = None, data: str | None = 
     accelerator = Accelerator(cpu=config.runtime.cpu, mixed_precision=config.runtime.mixed_precision)
     name = backbone or (path.parent.name if path.is_file() else path.name) or "target"
     run_dir = Path(out) if out is not None else Path("runs") / f"probe-{name}"
-    ctx = RunContext(config=config, run_dir=run_dir, accelerator=accelerator, console=console)
-    ctx.say(f"[bold]xmodal probe {target}[/bold] -> {run_dir} (data: {config.data.name})")
-    STAGES.get("preprocess")(ctx)
-    dataset = ctx.state.dataset
-    if backbone:
-        modality = modality or config.teacher.modality
-        encoder = create_encoder(backbone, modality, dataset.frontend_kwargs.get(modality, {}),
-                                 **backbone_options)
-        exports = [export_encoder(encoder, run_dir / "probe-targets" / backbone, backbone,
-                                  backbone_options, dataset.frontend_kwargs.get(modality, {}),
-                                  xmodal.__version__, extra={"method": backbone, "role": "pretrained"})]
-    else:
-        exports = find_exports(path)
-    models = [_model_record(ctx, meta_path) for meta_path in exports]
-    has_teacher = any(m["role"] == "teacher" for m in models)
-    chosen = probes or [p for p in config.probe.probes
-                        if has_teacher or not getattr(PROBES.get(p), "consumes_pairs", False)]
-    config.probe.probes = chosen
-    ctx.state.models = models
-    STAGES.get("probe")(ctx)
-    STAGES.get("report")(ctx)
+    # the main process holds run_dir as `xmodal run` does: a second job into it stops at once
+    with RunLock(run_dir) if accelerator.is_main_process else nullcontext():
+        accelerator.wait_for_everyone()
+        ctx = RunContext(config=config, run_dir=run_dir, accelerator=accelerator, console=console)
+        ctx.say(f"[bold]xmodal probe {target}[/bold] -> {run_dir} (data: {config.data.name})")
+        STAGES.get("preprocess")(ctx)
+        dataset = ctx.state.dataset
+        if backbone:
+            modality = modality or config.teacher.modality
+            encoder = create_encoder(backbone, modality, dataset.frontend_kwargs.get(modality, {}),
+                                     **backbone_options)
+            exports = [export_encoder(encoder, run_dir / "probe-targets" / backbone, backbone,
+                                      backbone_options, dataset.frontend_kwargs.get(modality, {}),
+                                      xmodal.__version__,
+                                      extra={"method": backbone, "role": "pretrained"})]
+        else:
+            exports = find_exports(path)
+        models = [_model_record(ctx, meta_path) for meta_path in exports]
+        has_teacher = any(m["role"] == "teacher" for m in models)
+        chosen = probes or [p for p in config.probe.probes
+                            if has_teacher or not getattr(PROBES.get(p), "consumes_pairs", False)]
+        config.probe.probes = chosen
+        ctx.state.models = models
+        STAGES.get("probe")(ctx)
+        STAGES.get("report")(ctx)
     return RunResult(run_dir, ctx.state.rows, ctx.state.summary)
 
 
