@@ -19,7 +19,7 @@ from pathlib import Path
 
 from xmodal.core.errors import OutputError
 
-_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
 _NOT_A_FOLDER = {errno.ENOTDIR, errno.EEXIST}
 
@@ -41,14 +41,14 @@ def check_space(path: Path, needed: int) -> None:
     ``needed`` bytes free (a writer that runs out half-way, like HDF5, may even crash)."""
     free = free_bytes(path)
     if needed > free:
-        raise OutputError(_no_space(path, needed, free))
+        raise OutputError(no_space_message(path, needed, free))
 
 
 def output_error(exc: OSError, path: Path, needed: int | None = None) -> OutputError | OSError:
     """The one-line :class:`OutputError` for an ``OSError`` met while writing ``path``; other
     errors (not about the output) are returned unchanged."""
-    if exc.errno in _NO_SPACE:
-        return OutputError(_no_space(path, needed, free_bytes(path)))
+    if exc.errno in NO_SPACE:
+        return OutputError(no_space_message(path, needed, free_bytes(path)))
     if exc.errno in _NOT_WRITABLE:
         return OutputError(f"cannot write '{path}' ({exc.strerror}): make that place writable "
                            "or pass another --out")
@@ -155,7 +155,7 @@ def _not_a_folder(path: Path) -> str:
             "pass another --out")
 
 
-def _no_space(path: Path, needed: int | None, free: int) -> str:
+def no_space_message(path: Path, needed: int | None, free: int) -> str:
     need = f"needs about {megabytes(needed)}, " if needed is not None else ""
     return (f"no space left to write '{path}' ({need}{megabytes(free)} free there): free some "
             "space or pass another --out, then run the same command again")

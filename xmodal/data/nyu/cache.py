@@ -28,6 +28,7 @@ import torch
 from xmodal.core.atomic import check_space
 from xmodal.core.errors import DataError
 from xmodal.core.memory import release_free_heap
+from xmodal.data.hdf5_output import hdf5_bytes, hdf5_writing
 from xmodal.data.depth_encodings import Intrinsics, encode_depth, valid_depth
 from xmodal.data.nyu.config import NYUDepthConfig
 from xmodal.data.nyu.facts import load_nyu_facts
@@ -138,8 +139,9 @@ def build_cache(config: NYUDepthConfig, cache_path: Path,
         # HDF5 may crash on a full disk: check the space first (one resumable .part per run
         # directory; the run lock keeps a second job out)
         written = part.stat().st_size if part.is_file() else 0
-        check_space(part, _cache_bytes(total, h, w) - written)
-        with h5py.File(part, "a") as f:
+        needed = max(0, _cache_bytes(total, h, w) - written)
+        check_space(part, needed)
+        with hdf5_writing(cache_path, needed), h5py.File(part, "a") as f:  # .part kept: resumable
             if "rgb" not in f:
                 _create(f, total, h, w, manifest)
             done = int(f.attrs["frames_done"])
@@ -162,9 +164,9 @@ def build_cache(config: NYUDepthConfig, cache_path: Path,
 
 
 def _cache_bytes(n: int, h: int, w: int) -> int:
-    """About the size of a finished cache: the arrays :func:`_create` makes, plus 1 MiB."""
+    """The space a finished cache takes: the arrays :func:`_create` makes plus HDF5's margin."""
     per_pixel = 3 + 3 + 4 + 3 + 4 + 1  # rgb, hha, depth, normals, height, labels40
-    return n * (h * w * per_pixel + 8 + 1) + (1 << 20)
+    return hdf5_bytes(n * (h * w * per_pixel + 8 + 1))
 
 
 def _split_of(facts: Any, total: int, config: NYUDepthConfig) -> np.ndarray:

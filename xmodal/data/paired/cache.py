@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 
 from xmodal.core.atomic import check_space
+from xmodal.data.hdf5_output import hdf5_bytes, hdf5_writing
 from xmodal.data.paired.config import PairedConfig
 from xmodal.data.paired.manifest import files_digest, manifest_digest
 from xmodal.data.paired.problems import Problem
@@ -65,8 +66,9 @@ def build_cache(validation: Validation, options: PairedConfig, cache_path: Path,
                   for m, shape in validation.shapes.items())
     written = part.stat().st_size if part.is_file() else 0
     cache_path.parent.mkdir(parents=True, exist_ok=True)
-    check_space(part, len(rows) * (per_row + 64) + (1 << 20) - written)
-    with h5py.File(part, "a") as f:
+    needed = max(0, hdf5_bytes(len(rows) * (per_row + 64)) - written)
+    check_space(part, needed)
+    with hdf5_writing(cache_path, needed), h5py.File(part, "a") as f:  # .part kept: resumable
         if "rows_done" not in f.attrs:
             _create(f, validation, places, key)
         done = int(f.attrs["rows_done"])

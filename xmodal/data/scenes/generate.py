@@ -22,6 +22,7 @@ import numpy as np
 
 from xmodal.core.atomic import atomic_output
 from xmodal.core.errors import DataError
+from xmodal.data.hdf5_output import hdf5_bytes, hdf5_writing
 from xmodal.data.scenes.audio import synthesize_audio
 from xmodal.data.scenes.geometry import sample_scene
 from xmodal.data.scenes.recipes import CATEGORIES, CLASSES, NUM_CLASSES
@@ -171,10 +172,12 @@ def _split_shapes(n: int, config: ScenesConfig) -> dict[str, tuple[tuple[int, ..
 
 
 def file_bytes(config: ScenesConfig) -> int:
-    """About the size of the generated file: its arrays plus 64 KiB of HDF5 metadata."""
-    return (1 << 16) + sum(int(np.prod(shape)) * np.dtype(dtype).itemsize
-                           for split in SPLITS
-                           for shape, dtype in _split_shapes(config.split_size(split), config).values())
+    """The free space to ask for before generating: its arrays plus HDF5's margin
+    (:func:`~xmodal.data.hdf5_output.hdf5_bytes`)."""
+    shapes = [shape_dtype for split in SPLITS
+              for shape_dtype in _split_shapes(config.split_size(split), config).values()]
+    return hdf5_bytes(sum(int(np.prod(shape)) * np.dtype(dtype).itemsize
+                          for shape, dtype in shapes))
 
 
 def _create_split(group: h5py.Group, n: int, config: ScenesConfig) -> None:
@@ -191,14 +194,16 @@ def generate_scenes(
     """Generate every split of ``config`` into the HDF5 file ``path``; return ``path``.
 
     Writes a temporary file unique to this process first (:func:`xmodal.core.atomic.atomic_output`,
-    free space checked before: HDF5 may crash on a full disk) and renames it over ``path`` only
-    when complete, so an interrupted run never leaves a partial file at ``path``.
+    free space checked before with a margin: HDF5 may crash on a full disk) and renames it over
+    ``path`` only when complete, so an interrupted run never leaves a partial file at ``path``;
+    an HDF5 write error is one OutputError line and removes the temporary file.
     ``progress(done, total)`` is called after every block of :data:`CHUNK_SAMPLES` samples
     (``total`` over all splits).
     """
     total = sum(config.split_size(s) for s in SPLITS)
     done = 0
-    with atomic_output(path, needed=file_bytes(config)) as tmp:
+    needed = file_bytes(config)
+    with atomic_output(path, needed=needed) as tmp, hdf5_writing(path, needed):
         with h5py.File(tmp, "w") as f:
             f.attrs.update(_file_attrs(config))
             for split in SPLITS:
