@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from xmodal.core.errors import DataError, XmodalError
+from xmodal.core.atomic import (
+    atomic_output,
+    free_bytes,
+    make_directory,
+    no_space_message,
+    write_text_atomic,
+)
+from xmodal.core.errors import DataError, OutputError, XmodalError
 from xmodal.core.registry import BACKBONES
 from xmodal.encoders.base import Encoder, create_encoder
 
@@ -49,31 +55,36 @@ def export_encoder(encoder: Encoder, directory: str | Path, backbone: str,
         config_hash: fingerprint of the run config that trained the encoder (provenance).
         extra: more provenance (method, role, seed), plain JSON values.
     """
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_directory(Path(directory))
     weights = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
     weights_path = directory / WEIGHTS_FILE
-    tmp = directory / f".{WEIGHTS_FILE}.tmp{os.getpid()}"
-    try:
-        save_file(weights, str(tmp), metadata={"format": FORMAT})
-        os.replace(tmp, weights_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _save_weights(weights, weights_path)
     meta = {"format": FORMAT, "version": VERSION, "backbone": backbone,
             "backbone_kwargs": dict(backbone_kwargs), "modality": encoder.modality,
             "frontend_kwargs": dict(frontend_kwargs), "embed_dim": encoder.embed_dim,
             "xmodal_version": xmodal_version, "config_hash": config_hash,
             "weights_sha256": weights_digest(weights_path), "extra": dict(extra or {})}
-    meta_path = directory / META_FILE
-    tmp = directory / f".{META_FILE}.tmp{os.getpid()}"
-    try:
-        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, meta_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return meta_path
+    return write_text_atomic(directory / META_FILE,
+                             json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def _save_weights(weights: dict[str, torch.Tensor], path: Path) -> None:
+    """``safetensors.torch.save_file`` through :func:`~xmodal.core.atomic.atomic_output`: free
+    space checked first; a full disk (safetensors' ``SafetensorError``) is one OutputError line
+    naming ``path`` and the space needed, and leaves no temporary file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    needed = sum(t.nelement() * t.element_size() for t in weights.values()) + (1 << 16)
+    with atomic_output(path, needed=needed) as tmp:
+        try:
+            save_file(weights, str(tmp), metadata={"format": FORMAT})
+        except SafetensorError as exc:
+            text = str(exc).splitlines()[0] if str(exc) else "SafetensorError"
+            if any(sign in text for sign in ("os error 28", "StorageFull", "No space left")):
+                raise OutputError(no_space_message(path, needed, free_bytes(path))) from None
+            raise OutputError(f"cannot write '{path}' (safetensors: {text}): check that place "
+                              "or pass another --out, then run the same command again") from None
 
 
 def weights_digest(path: str | Path) -> str:

@@ -1,0 +1,107 @@
+"""A full disk while writing data.h5 or encoder.safetensors is one line naming the file and the
+space it needs, and leaves no temporary file (issue "nothing silently wrong", round 2: T1, T3)."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import h5py
+import pytest
+import torch
+
+from xmodal.cli.main import main
+from xmodal.core.errors import OutputError
+from xmodal.data.hdf5_output import hdf5_bytes, hdf5_writing
+from xmodal.encoders.export import WEIGHTS_FILE, export_encoder
+
+TINY = ["data.scenes.image_size=16", "data.scenes.num_train=48", "data.scenes.num_val=24",
+        "data.scenes.num_test=24"]
+
+
+def _error_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def _temps(directory: Path) -> list[Path]:
+    return [p for p in directory.rglob("*") if ".tmp" in p.name]
+
+
+def test_the_hdf5_estimate_leaves_a_margin():
+    assert hdf5_bytes(100 << 20) >= (110 << 20) + (4 << 20)
+
+
+def test_disk_full_while_writing_data_h5_is_one_line_and_leaves_no_temp(tmp_path, capsys,
+                                                                         monkeypatch):
+    real = h5py.Dataset.__setitem__
+    writes = []
+
+    def fills_up(self, key, value):
+        writes.append(key)
+        if len(writes) > 2:  # some blocks written, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, key, value)
+
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", fills_up)
+    run = tmp_path / "run"
+    argv = ["run", "scenes", "--out", str(run)]
+    for item in TINY:
+        argv += ["--set", item]
+    capsys.readouterr()
+    assert main(argv) == 2
+    line = _error_line(capsys)
+    assert line.startswith("error: no space left to write '") and "data.h5" in line
+    assert "needs about" in line and "MB" in line
+    assert len(writes) == 3
+    assert not _temps(run)
+    assert not list(run.rglob("data.h5"))
+
+
+def test_other_errors_in_an_hdf5_block_keep_their_traceback(tmp_path):
+    with pytest.raises(RuntimeError, match="a bug"):
+        with hdf5_writing(tmp_path / "data.h5", 1):
+            raise RuntimeError("a bug")
+
+
+class _Tiny(torch.nn.Module):
+    modality, embed_dim = "rgb", 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(4, 4)
+
+
+@pytest.mark.parametrize("message, expected", [
+    ("Error while serializing: I/O error: No space left on device (os error 28)",
+     "error: no space left to write '{path}' (needs about"),
+    ("Error while serializing: I/O error: Input/output error (os error 5)",
+     "error: cannot write '{path}' (safetensors: Error while serializing"),
+])
+def test_a_failing_safetensors_save_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch,
+                                                                 message, expected):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    def full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half")  # got some way, then failed
+        raise SafetensorError(message)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    directory = tmp_path / "export"
+    with pytest.raises(OutputError) as caught:
+        export_encoder(_Tiny(), directory, "mlp", {}, {})
+    path = directory / WEIGHTS_FILE
+    assert f"error: {caught.value}".startswith(expected.format(path=path))
+    assert "\n" not in str(caught.value)
+    assert sorted(p.name for p in directory.iterdir()) == []  # no half file, no temp
+
+
+def test_an_export_still_writes_and_loads(tmp_path):
+    from xmodal.encoders.export import read_export_metadata
+
+    meta_path = export_encoder(_Tiny(), tmp_path / "export", "mlp", {}, {})
+    assert read_export_metadata(meta_path)["embed_dim"] == 4
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["encoder.json",
+                                                                       WEIGHTS_FILE]
