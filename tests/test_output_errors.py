@@ -105,3 +105,28 @@ def test_an_export_still_writes_and_loads(tmp_path):
     assert read_export_metadata(meta_path)["embed_dim"] == 4
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["encoder.json",
                                                                        WEIGHTS_FILE]
+
+
+def test_a_small_filesystem_is_refused_before_hdf5_writes(tmp_path, capsys):
+    """3 MB free: the arrays (about 1.7 MB) would fit the old estimate but leave HDF5 no room;
+    the estimate with its margin refuses before writing (needs root to mount; skipped elsewhere)."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        argv = ["run", "scenes", "--out", str(mount / "run")]
+        for item in TINY:
+            argv += ["--set", item]
+        capsys.readouterr()
+        assert main(argv) == 2
+        line = _error_line(capsys)
+        assert line.startswith("error: no space left to write '") and "data.h5" in line
+        assert "needs about 6.1 MB" in line
+        assert not _temps(mount)
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
