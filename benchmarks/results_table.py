@@ -24,7 +24,7 @@ from xmodal.core.records import write_csv  # noqa: E402
 from xmodal.evaluation.summary import summarise  # noqa: E402
 
 #: (probe, metric, column title) of the table
-COLUMNS = (("linear", "accuracy", "linear"), ("knn", "accuracy", "k-NN"), ("segmentation", "mean_iou", "seg mIoU"))
+COLUMNS = (("linear", "accuracy", "linear"), ("knn", "accuracy", "k-NN"), ("semantic", "mean_iou", "seg mIoU"))
 
 
 def merged_rows(paths: list[Path]) -> list[dict[str, Any]]:
