@@ -1,9 +1,10 @@
 """One results table from the rows of several runs (e.g. a method table and a search's settings).
 
-    python3 benchmarks/results_table.py RESULTS.json [RESULTS.json ...] [--methods a b ...]
+    python3 benchmarks/results_table.py RESULTS.json[::LABEL] [...] [--methods a b ...]
                                         [--out table.md] [--csv table.csv]
 
-Each argument is a run's ``results.json`` (or a run directory holding one). Rows are merged,
+Each argument is a run's ``results.json`` (or a run directory holding one); ``::LABEL`` names
+that run's trained students' method ``LABEL`` (e.g. a search's setting beside the defaults). Rows are merged,
 a (modality, method, probe, metric, seed) seen twice keeps its first value, and each method's
 mean ± std over seeds is printed per student for the linear probe (accuracy), k-NN (accuracy)
 and segmentation (mIoU), with the seeds counted and the gap closed
@@ -27,13 +28,17 @@ from xmodal.evaluation.summary import summarise  # noqa: E402
 COLUMNS = (("linear", "accuracy", "linear"), ("knn", "accuracy", "k-NN"), ("semantic", "mean_iou", "seg mIoU"))
 
 
-def merged_rows(paths: list[Path]) -> list[dict[str, Any]]:
+def merged_rows(paths: list[str]) -> list[dict[str, Any]]:
     seen: dict[tuple, dict[str, Any]] = {}
-    for path in paths:
+    for spec in paths:
+        name, _, label = spec.partition("::")
+        path = Path(name)
         path = path / "results.json" if path.is_dir() else path
         if not path.is_file():
             raise SystemExit(f"error: no results in '{path}' (a run's results.json, or its directory)")
         for row in json.loads(path.read_text()):
+            if label and row.get("role") == "student" and row["method"] not in ("none", "supervised"):
+                row = {**row, "method": label}
             key = (row["modality"], row["method"], row["probe"], row["metric"], row["seed"])
             seen.setdefault(key, row)
     return list(seen.values())
@@ -69,7 +74,7 @@ def table(rows: list[dict[str, Any]], methods: list[str] | None) -> tuple[str, l
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", nargs="+", type=Path)
+    parser.add_argument("results", nargs="+", help="results.json or run directory, optionally ::LABEL")
     parser.add_argument("--methods", nargs="+")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--csv", type=Path)

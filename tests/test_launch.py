@@ -30,7 +30,11 @@ TINY = ["data.scenes.image_size=16", "data.scenes.num_train=64", "data.scenes.nu
         "distill.wcord.sinkhorn_tol=1e-12", "distill.wcord.sinkhorn_iters=50",
         # negatives from queues of the gathered batches: the same on 1 and on 2 processes
         "distill.wcord.negatives=queue", "distill.crd.negatives=queue",
-        "distill.methods=[none,supervised,fitnet,kd,crd,wcord,wcord-local]"]
+        "distill.methods=[none,supervised,fitnet,kd,crd,wcord,wcord-local]",
+        # the oracle teacher this test was written for: under the transfer teacher the local-only
+        # student collapses further, and retrieval among near-identical embeddings ranks by the
+        # last bits (recall@5 1 sample apart), which this test does not measure
+        "teacher.task=probe-labels"]
 UNITS = ["teacher/seed0", *(f"distill/seed0/depth/{m}"
                             for m in ("supervised", "fitnet", "kd", "crd", "wcord", "wcord-local"))]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections import deque
 
@@ -54,22 +55,33 @@ def test_queue_refuses_bad_batches(bad):
         NegativeQueue(size=4, dim=4).enqueue(*bad)
 
 
-def test_wcord_queue_term_equals_a_hand_computation_with_own_entries_masked():
+@pytest.mark.parametrize("estimator", ["infonce", "nce"])
+def test_wcord_queue_term_equals_a_hand_computation_with_own_entries_masked(estimator):
     torch.manual_seed(0)
     loss = WCoRDLoss(6, 5, num_samples=50, embed_dim=4, num_negatives=6, tau=0.1,
-                     lipschitz="none", lambda_local=0.0, negatives="queue")
+                     lipschitz="none", lambda_local=0.0, negatives="queue", estimator=estimator)
     teacher, student = torch.randn(3, 6), torch.randn(3, 5)
     loss.update_memory(torch.tensor([3, 11, 12]), torch.randn(3, 4), torch.randn(3, 4))
     indices = torch.tensor([3, 4, 5])  # sample 3 has an older embedding in the queue
     out = loss(student, teacher, indices=indices)
     u, v = out["teacher_embed"], out["student_embed"]
     mem_t, mem_s, ids = loss.teacher_bank.memory, loss.student_bank.memory, loss.teacher_bank.ids
-    expected = 0.0
+    sides = [[], []]  # per side: (positive score, kept negative scores) per anchor
     for i in range(3):
         keep = ids != indices[i]
         pos = float(u[i] @ v[i]) / 0.1
-        for negs in ((mem_s[keep] @ u[i]) / 0.1, (mem_t[keep] @ v[i]) / 0.1):
-            expected += (torch.logsumexp(torch.cat([torch.tensor([pos]), negs]), 0) - pos) / 3
+        for side, negs in enumerate(((mem_s[keep] @ u[i]) / 0.1, (mem_t[keep] @ v[i]) / 0.1)):
+            sides[side].append((pos, negs.double().tolist()))
+    expected = 0.0
+    for rows in sides:
+        if estimator == "infonce":
+            expected += sum(math.log(math.exp(p) + sum(math.exp(x) for x in ns)) - p for p, ns in rows) / 3
+            continue
+        z = 50 * sum(math.exp(p) + sum(math.exp(x) for x in ns) for p, ns in rows) / sum(1 + len(ns) for _, ns in rows)
+        c = 6 / 50  # K (the queue's length, masked entries counted as in CRD) / N
+        for p, ns in rows:
+            expected -= (math.log((math.exp(p) / z) / (math.exp(p) / z + c))
+                         + sum(math.log(c / (math.exp(x) / z + c)) for x in ns)) / 3
     assert int((ids == 3).sum()) == 1
     torch.testing.assert_close(out["global"], torch.as_tensor(expected, dtype=torch.float32))
 
