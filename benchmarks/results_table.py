@@ -44,9 +44,10 @@ def merged_rows(paths: list[str]) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
-def table(rows: list[dict[str, Any]], methods: list[str] | None) -> tuple[str, list[dict[str, Any]]]:
+def table(rows: list[dict[str, Any]], methods: list[str] | None,
+          students: list[str] | None = None) -> tuple[str, list[dict[str, Any]]]:
     summary = {(e["modality"], e["method"], e["probe"], e["metric"]): e for e in summarise(rows)}
-    students = sorted({r["modality"] for r in rows if r.get("role") == "student"})
+    students = students or sorted({r["modality"] for r in rows if r.get("role") == "student"})
     order = methods or list(dict.fromkeys(r["method"] for r in rows if r.get("role") == "student"))
     header = ["method"] + [f"{s} {title}" for s in students for _, _, title in COLUMNS] + ["seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
@@ -67,7 +68,7 @@ def table(rows: list[dict[str, Any]], methods: list[str] | None) -> tuple[str, l
                 flat.append({"method": method, "modality": student, "probe": probe, "metric": metric,
                              "mean": entry["mean"], "std": entry["std"], "seeds": entry["n"],
                              "gap_closed": gap})
-        cells.append("/".join(str(n) for n in sorted(seeds)))
+        cells.append("/".join(str(n) for n in sorted(seeds)))  # per column, when they differ
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines), flat
 
@@ -76,10 +77,11 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", help="results.json or run directory, optionally ::LABEL")
     parser.add_argument("--methods", nargs="+")
+    parser.add_argument("--students", nargs="+", help="student modalities to show (default: all)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--csv", type=Path)
     args = parser.parse_args(argv)
-    text, flat = table(merged_rows(args.results), args.methods)
+    text, flat = table(merged_rows(args.results), args.methods, args.students)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
