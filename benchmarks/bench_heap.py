@@ -27,12 +27,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
-VARIANTS = {"no trim": {}, "as shipped": {"trim_extract": True},
-            "mmap 128 KB": {"mmap": 128 * 1024}, "mmap 4 MB": {"mmap": 4 << 20},
-            "trim every step": {"trim_extract": True, "trim_train": True}}
+VARIANTS = {
+    "no trim": {},
+    "as shipped": {"trim_extract": True},
+    "mmap 128 KB": {"mmap": 128 * 1024},
+    "mmap 4 MB": {"mmap": 4 << 20},
+    "trim every step": {"trim_extract": True, "trim_train": True},
+}
 
 
-def _variant(cache: str, steps: int, batch: int, settings: dict, result: multiprocessing.Queue) -> None:
+def _variant(
+    cache: str, steps: int, batch: int, settings: dict, result: multiprocessing.Queue
+) -> None:
     import ctypes
 
     if "mmap" in settings:
@@ -55,7 +61,7 @@ def _variant(cache: str, steps: int, batch: int, settings: dict, result: multipr
     start = time.perf_counter()
     for step in range(steps):
         i = (step * batch) % max(1, len(inputs) - batch)
-        loss = encoder(inputs[i:i + batch]).pow(2).mean()
+        loss = encoder(inputs[i : i + batch]).pow(2).mean()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -84,21 +90,55 @@ def main(argv: list[str] | None = None) -> list[dict]:
     console = Console(width=max(110, Console().width))
     rows = []
     for name, settings in VARIANTS.items():
-        train_s, extract_s, peak, end, n = _in_fresh_process(_variant, args.cache, args.steps, args.batch,
-                                                             settings)
-        rows.append({"variant": name, "train_s": train_s, "extract_s": extract_s, "peak_rss_mb": peak,
-                     "end_rss_mb": end, "rows": n, "steps": args.steps, "batch": args.batch})
+        train_s, extract_s, peak, end, n = _in_fresh_process(
+            _variant, args.cache, args.steps, args.batch, settings
+        )
+        rows.append(
+            {
+                "variant": name,
+                "train_s": train_s,
+                "extract_s": extract_s,
+                "peak_rss_mb": peak,
+                "end_rss_mb": end,
+                "rows": n,
+                "steps": args.steps,
+                "batch": args.batch,
+            }
+        )
     ref = rows[0]
-    table = Table(title=f"training {args.steps} steps + extracting {rows[0]['rows']} rows (ratios to 'no trim')")
-    for col in ("variant", "train s", "x", "extract s", "x", "peak RSS MB", "x", "RSS at end MB", "x"):
+    table = Table(
+        title=f"training {args.steps} steps + extracting {rows[0]['rows']} rows (ratios to 'no trim')"
+    )
+    for col in (
+        "variant",
+        "train s",
+        "x",
+        "extract s",
+        "x",
+        "peak RSS MB",
+        "x",
+        "RSS at end MB",
+        "x",
+    ):
         table.add_column(col, justify="right")
     for r in rows:
-        r["train_ratio"], r["extract_ratio"] = r["train_s"] / ref["train_s"], r["extract_s"] / ref["extract_s"]
+        r["train_ratio"], r["extract_ratio"] = (
+            r["train_s"] / ref["train_s"],
+            r["extract_s"] / ref["extract_s"],
+        )
         r["peak_ratio"] = r["peak_rss_mb"] / ref["peak_rss_mb"]
         r["end_ratio"] = r["end_rss_mb"] / ref["end_rss_mb"]
-        table.add_row(r["variant"], f"{r['train_s']:.1f}", f"{r['train_ratio']:.2f}", f"{r['extract_s']:.1f}",
-                      f"{r['extract_ratio']:.2f}", f"{r['peak_rss_mb']:.0f}", f"{r['peak_ratio']:.2f}",
-                      f"{r['end_rss_mb']:.0f}", f"{r['end_ratio']:.2f}")
+        table.add_row(
+            r["variant"],
+            f"{r['train_s']:.1f}",
+            f"{r['train_ratio']:.2f}",
+            f"{r['extract_s']:.1f}",
+            f"{r['extract_ratio']:.2f}",
+            f"{r['peak_rss_mb']:.0f}",
+            f"{r['peak_ratio']:.2f}",
+            f"{r['end_rss_mb']:.0f}",
+            f"{r['end_ratio']:.2f}",
+        )
     console.print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -31,8 +31,12 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-VARIANTS = {"bank": ("uniform", "float32"), "bank-bf16": ("uniform", "bfloat16"),
-            "queue": ("queue", "float32"), "queue-bf16": ("queue", "bfloat16")}
+VARIANTS = {
+    "bank": ("uniform", "float32"),
+    "bank-bf16": ("uniform", "bfloat16"),
+    "queue": ("queue", "float32"),
+    "queue-bf16": ("queue", "bfloat16"),
+}
 
 
 def _job(variant: str, args: argparse.Namespace, result: multiprocessing.Queue) -> None:
@@ -43,16 +47,25 @@ def _job(variant: str, args: argparse.Namespace, result: multiprocessing.Queue) 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     negatives, dtype = VARIANTS[variant]
-    loss = WCoRDLoss(512, 512, num_samples=args.num_samples, embed_dim=args.embed_dim,
-                     num_negatives=args.negatives, negatives=negatives, bank_dtype=dtype).to(device)
-    state = sum(b.nbytes for name, b in loss.named_buffers() if name.endswith(("bank.memory", "bank.ids")))
+    loss = WCoRDLoss(
+        512,
+        512,
+        num_samples=args.num_samples,
+        embed_dim=args.embed_dim,
+        num_negatives=args.negatives,
+        negatives=negatives,
+        bank_dtype=dtype,
+    ).to(device)
+    state = sum(
+        b.nbytes for name, b in loss.named_buffers() if name.endswith(("bank.memory", "bank.ids"))
+    )
     optimizer = torch.optim.AdamW([p for p in loss.parameters() if p.requires_grad], lr=1e-3)
     g = torch.Generator().manual_seed(0)
     times = []
     for step in range(args.warmup + args.steps):
         teacher = torch.randn(args.batch, 512, generator=g).to(device)
         student = torch.randn(args.batch, 512, generator=g).to(device).requires_grad_(True)
-        indices = torch.randperm(args.num_samples, generator=g)[:args.batch].to(device)
+        indices = torch.randperm(args.num_samples, generator=g)[: args.batch].to(device)
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -65,8 +78,11 @@ def _job(variant: str, args: argparse.Namespace, result: multiprocessing.Queue) 
             torch.cuda.synchronize()
         if step >= args.warmup:
             times.append(time.perf_counter() - start)
-    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    peak = (
+        torch.cuda.max_memory_allocated(device)
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
     result.put((state, peak, statistics.median(times)))
 
 
@@ -88,9 +104,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     from xmodal.core.records import write_csv, write_json_atomic
 
-    console.print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                  f"torch {torch.__version__}, {args.threads} threads, device {args.device}; "
-                  f"N={args.num_samples}, K={args.negatives}, d={args.embed_dim}, B={args.batch}")
+    console.print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {args.threads} threads, device {args.device}; "
+        f"N={args.num_samples}, K={args.negatives}, d={args.embed_dim}, B={args.batch}"
+    )
     variants = ["bank"] + [v for v in args.variants if v != "bank"]
     context = multiprocessing.get_context("spawn")
     measured = {}
@@ -101,18 +119,38 @@ def main(argv: list[str] | None = None) -> list[dict]:
         measured[variant] = queue.get()
         process.join()
     base_state, base_peak, base_time = measured["bank"]
-    rows = [{"variant": v, "state_mb": s / 2**20, "peak_mb": p / 2**20, "step_ms": 1000 * t,
-             "state_ratio": s / base_state, "peak_ratio": p / base_peak, "time_ratio": t / base_time,
-             "num_samples": args.num_samples, "negatives": args.negatives, "embed_dim": args.embed_dim,
-             "batch": args.batch, "device": args.device, "threads": args.threads}
-            for v, (s, p, t) in measured.items()]
+    rows = [
+        {
+            "variant": v,
+            "state_mb": s / 2**20,
+            "peak_mb": p / 2**20,
+            "step_ms": 1000 * t,
+            "state_ratio": s / base_state,
+            "peak_ratio": p / base_peak,
+            "time_ratio": t / base_time,
+            "num_samples": args.num_samples,
+            "negatives": args.negatives,
+            "embed_dim": args.embed_dim,
+            "batch": args.batch,
+            "device": args.device,
+            "threads": args.threads,
+        }
+        for v, (s, p, t) in measured.items()
+    ]
     peak_name = "peak alloc MB" if args.device.startswith("cuda") else "peak RSS MB"
     table = Table(title="WCoRD negatives: banks against a queue (ratios to 'bank')")
     for col in ("variant", "state MB", "x bank", peak_name, "x bank", "step ms", "x bank"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(r["variant"], f"{r['state_mb']:.1f}", f"{r['state_ratio']:.4f}", f"{r['peak_mb']:.0f}",
-                      f"{r['peak_ratio']:.3f}", f"{r['step_ms']:.1f}", f"{r['time_ratio']:.3f}")
+        table.add_row(
+            r["variant"],
+            f"{r['state_mb']:.1f}",
+            f"{r['state_ratio']:.4f}",
+            f"{r['peak_mb']:.0f}",
+            f"{r['peak_ratio']:.3f}",
+            f"{r['step_ms']:.1f}",
+            f"{r['time_ratio']:.3f}",
+        )
     console.print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

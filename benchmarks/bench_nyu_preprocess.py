@@ -34,8 +34,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def _job(kind: str, source: str, cache: str, image_size: list[int], threads: int,
-         result: multiprocessing.Queue) -> None:
+def _job(
+    kind: str,
+    source: str,
+    cache: str,
+    image_size: list[int],
+    threads: int,
+    result: multiprocessing.Queue,
+) -> None:
     """Run one job in this (fresh) process; put ``(seconds, frames, peak_rss_bytes)``."""
     import torch
 
@@ -61,16 +67,24 @@ def _job(kind: str, source: str, cache: str, image_size: list[int], threads: int
     result.put((seconds, frames, peak))
 
 
-def run_job(kind: str, source: Path, cache: Path, image_size: list[int], threads: int
-            ) -> dict[str, float]:
+def run_job(
+    kind: str, source: Path, cache: Path, image_size: list[int], threads: int
+) -> dict[str, float]:
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_job, args=(kind, str(source), str(cache), image_size, threads, queue))
+    proc = ctx.Process(
+        target=_job, args=(kind, str(source), str(cache), image_size, threads, queue)
+    )
     proc.start()
     seconds, frames, peak = queue.get()
     proc.join()
-    return {"job": kind, "seconds": seconds, "frames": frames, "frames_per_s": frames / seconds,
-            "peak_rss_gb": peak / 2**30}
+    return {
+        "job": kind,
+        "seconds": seconds,
+        "frames": frames,
+        "frames_per_s": frames / seconds,
+        "peak_rss_gb": peak / 2**30,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,24 +107,42 @@ def main(argv: list[str] | None = None) -> int:
     if not source.is_file():
         console.print(f"writing {args.frames} full-resolution frames to {source} ...")
         write_nyu_labeled(source, frames=args.frames)
-    console.print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                  f"{args.threads} torch thread(s); file {source.stat().st_size / 2**20:.0f} MiB")
-    rows = [run_job(kind, source, args.out / f"nyu_bench_cache_{kind}.h5", args.image_size,
-                    args.threads) for kind in args.jobs]
+    console.print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{args.threads} torch thread(s); file {source.stat().st_size / 2**20:.0f} MiB"
+    )
+    rows = [
+        run_job(
+            kind, source, args.out / f"nyu_bench_cache_{kind}.h5", args.image_size, args.threads
+        )
+        for kind in args.jobs
+    ]
     reference = next((r for r in rows if r["job"] == "read"), None)
-    table = Table(title=f"NYU preprocessing, {args.frames} frames 480x640 -> "
-                        f"{args.image_size[0]}x{args.image_size[1]}")
+    table = Table(
+        title=f"NYU preprocessing, {args.frames} frames 480x640 -> "
+        f"{args.image_size[0]}x{args.image_size[1]}"
+    )
     for col in ("job", "frames/s", "ms/frame", "time / read", "peak RSS GB"):
         table.add_column(col, justify="right")
     for row in rows:
         row["time_over_read"] = row["seconds"] / reference["seconds"] if reference else None
-        table.add_row(row["job"], f"{row['frames_per_s']:.1f}", f"{1000 / row['frames_per_s']:.0f}",
-                      f"{row['time_over_read']:.1f}x" if reference else "-",
-                      f"{row['peak_rss_gb']:.2f}")
+        table.add_row(
+            row["job"],
+            f"{row['frames_per_s']:.1f}",
+            f"{1000 / row['frames_per_s']:.0f}",
+            f"{row['time_over_read']:.1f}x" if reference else "-",
+            f"{row['peak_rss_gb']:.2f}",
+        )
     console.print(table)
-    write_json_atomic(args.out / "bench_nyu_preprocess.json",
-                      {"frames": args.frames, "image_size": args.image_size,
-                       "threads": args.threads, "rows": rows})
+    write_json_atomic(
+        args.out / "bench_nyu_preprocess.json",
+        {
+            "frames": args.frames,
+            "image_size": args.image_size,
+            "threads": args.threads,
+            "rows": rows,
+        },
+    )
     write_csv(args.out / "bench_nyu_preprocess.csv", rows)
     return 0
 

@@ -54,8 +54,11 @@ def make_features(samples: int, dim: int, classes: int, seed: int = 0) -> dict[s
     labels = torch.randint(0, classes, (samples,), generator=g)
     feats = centres[labels] + torch.randn(samples, dim, generator=g)
     cut = [int(samples * 0.7), int(samples * 0.8)]
-    return {"train": (feats[:cut[0]], labels[:cut[0]]), "val": (feats[cut[0]:cut[1]], labels[cut[0]:cut[1]]),
-            "test": (feats[cut[1]:], labels[cut[1]:])}
+    return {
+        "train": (feats[: cut[0]], labels[: cut[0]]),
+        "val": (feats[cut[0] : cut[1]], labels[cut[0] : cut[1]]),
+        "test": (feats[cut[1] :], labels[cut[1] :]),
+    }
 
 
 def sklearn_linear(splits: dict[str, tuple], classes: int, config: LinearProbeConfig) -> float:
@@ -68,8 +71,10 @@ def sklearn_linear(splits: dict[str, tuple], classes: int, config: LinearProbeCo
         return LogisticRegression(C=1 / (2 * len(x) * l2), max_iter=config.max_iter).fit(x, y)
 
     norm = standardiser(xtr)
-    scores = [(fit(norm(xtr).numpy(), ytr.numpy(), l2).score(norm(xva).numpy(), yva.numpy()), -i, l2)
-              for i, l2 in enumerate(config.l2_grid)]
+    scores = [
+        (fit(norm(xtr).numpy(), ytr.numpy(), l2).score(norm(xva).numpy(), yva.numpy()), -i, l2)
+        for i, l2 in enumerate(config.l2_grid)
+    ]
     best = max(scores)[2]
     x_all, y_all = torch.cat([xtr, xva]), torch.cat([ytr, yva])
     norm = standardiser(x_all)
@@ -108,43 +113,69 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeats):
             cached = timed("load", lambda: torch.load(cache, weights_only=True))
             parts = [cached[s] for s in ("train", "val", "test")]
-            accuracy["linear"] = timed("linear", lambda: LinearProbe().evaluate(
-                *parts, num_classes=args.classes)).accuracy
-            accuracy["knn"] = timed("knn", lambda: KNNProbe().evaluate(
-                *parts, num_classes=args.classes)).accuracy
-            accuracy["sklearn linear"] = timed("sklearn linear", lambda: sklearn_linear(
-                cached, args.classes, LinearProbeConfig()))
+            accuracy["linear"] = timed(
+                "linear", lambda: LinearProbe().evaluate(*parts, num_classes=args.classes)
+            ).accuracy
+            accuracy["knn"] = timed(
+                "knn", lambda: KNNProbe().evaluate(*parts, num_classes=args.classes)
+            ).accuracy
+            accuracy["sklearn linear"] = timed(
+                "sklearn linear", lambda: sklearn_linear(cached, args.classes, LinearProbeConfig())
+            )
     median = {k: statistics.median(v) for k, v in times.items()}
     median_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     total = median["load"] + median["linear"] + median["knn"]
     total_cpu = median_cpu["load"] + median_cpu["linear"] + median_cpu["knn"]
     ratio = median["sklearn linear"] / median["linear"]
-    table = Table(title=f"probing {args.samples} cached {args.dim}-d features, {args.classes} "
-                        f"classes, {args.threads} threads (median of {args.repeats})")
+    table = Table(
+        title=f"probing {args.samples} cached {args.dim}-d features, {args.classes} "
+        f"classes, {args.threads} threads (median of {args.repeats})"
+    )
     for column in ("step", "wall s", "CPU s", "test accuracy (%)"):
         table.add_column(column, justify="left" if column == "step" else "right")
     for step in ("load", "linear", "knn", "sklearn linear"):
         acc = accuracy.get(step)
-        table.add_row(step, f"{median[step]:.2f}", f"{median_cpu[step]:.2f}",
-                      "-" if acc is None else f"{100 * acc:.1f}")
+        table.add_row(
+            step,
+            f"{median[step]:.2f}",
+            f"{median_cpu[step]:.2f}",
+            "-" if acc is None else f"{100 * acc:.1f}",
+        )
     console = Console()
     console.print(table)
     # On a shared machine wall time includes waiting for the cores; CPU time (all threads)
     # bounds the wall time the same work takes when the cores are free.
     passed = min(total, total_cpu) < BUDGET_S
-    console.print(f"xmodal load + linear + knn: {total:.2f} s wall, {total_cpu:.2f} s CPU "
-                  f"({'within' if passed else 'OVER'} the {BUDGET_S:.0f} s budget); linear probe "
-                  f"sklearn/xmodal time ratio: {ratio:.2f}x wall, "
-                  f"{median_cpu['sklearn linear'] / median_cpu['linear']:.2f}x CPU; load average "
-                  f"{os.getloadavg()[0]:.1f}")
+    console.print(
+        f"xmodal load + linear + knn: {total:.2f} s wall, {total_cpu:.2f} s CPU "
+        f"({'within' if passed else 'OVER'} the {BUDGET_S:.0f} s budget); linear probe "
+        f"sklearn/xmodal time ratio: {ratio:.2f}x wall, "
+        f"{median_cpu['sklearn linear'] / median_cpu['linear']:.2f}x CPU; load average "
+        f"{os.getloadavg()[0]:.1f}"
+    )
     out = Path(args.out)
-    write_json_atomic(out / "bench_probe.json", {
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
-                    "torch": torch.__version__, "sklearn": sklearn.__version__,
-                    "python": platform.python_version()},
-        "args": vars(args), "times_s": times, "cpu_s": cpu, "median_s": median,
-        "median_cpu_s": median_cpu, "accuracy": accuracy, "total_s": total,
-        "total_cpu_s": total_cpu, "sklearn_over_xmodal": ratio, "load_average": os.getloadavg()})
+    write_json_atomic(
+        out / "bench_probe.json",
+        {
+            "machine": {
+                "cpu": platform.processor() or platform.machine(),
+                "threads": args.threads,
+                "torch": torch.__version__,
+                "sklearn": sklearn.__version__,
+                "python": platform.python_version(),
+            },
+            "args": vars(args),
+            "times_s": times,
+            "cpu_s": cpu,
+            "median_s": median,
+            "median_cpu_s": median_cpu,
+            "accuracy": accuracy,
+            "total_s": total,
+            "total_cpu_s": total_cpu,
+            "sklearn_over_xmodal": ratio,
+            "load_average": os.getloadavg(),
+        },
+    )
     return 0 if passed else 1
 
 

@@ -48,7 +48,9 @@ def make_cost(size: int, dim: int, seed: int, device: torch.device) -> torch.Ten
 
 def marginal_error(plan: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> float:
     p = plan.double()
-    return max(float((p.sum(1) - a.double()).abs().max()), float((p.sum(0) - b.double()).abs().max()))
+    return max(
+        float((p.sum(1) - a.double()).abs().max()), float((p.sum(0) - b.double()).abs().max())
+    )
 
 
 def cpu_model() -> str:
@@ -80,8 +82,12 @@ def machine_facts(threads: int, device: torch.device, ot_version: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads for both solvers (default 1: stable timings)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads for both solvers (default 1: stable timings)",
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--eps", type=float, nargs="+", default=[0.05, 0.01])
     parser.add_argument("--tol", type=float, default=1e-6)
@@ -115,12 +121,22 @@ def main(argv: list[str] | None = None) -> int:
         a = torch.full((size,), 1.0 / size, device=device)
         b = torch.full((size,), 1.0 / size, device=device)
         for eps in args.eps:
+
             def run_xmodal():
                 return sinkhorn_log(cost, eps, a, b, max_iters=args.max_iters, tol=args.tol)
 
             def run_pot():
-                return ot.sinkhorn(a, b, cost, eps, method="sinkhorn_log", numItermax=args.max_iters,
-                                   stopThr=args.tol, log=True, warn=False)
+                return ot.sinkhorn(
+                    a,
+                    b,
+                    cost,
+                    eps,
+                    method="sinkhorn_log",
+                    numItermax=args.max_iters,
+                    stopThr=args.tol,
+                    log=True,
+                    warn=False,
+                )
 
             t_x, res_x = timed(run_xmodal)  # warm-up
             t_p, (plan_p, log_p) = timed(run_pot)
@@ -132,38 +148,73 @@ def main(argv: list[str] | None = None) -> int:
             med_x, med_p = statistics.median(times_x), statistics.median(times_p)
             iters_p = int(log_p["niter"]) + 1
             row = {
-                "B": size, "eps": eps, "tol": args.tol, "max_iters": args.max_iters, "repeats": repeats,
-                "xmodal_ms": med_x * 1e3, "pot_ms": med_p * 1e3, "ratio_pot_over_xmodal": med_p / med_x,
-                "xmodal_iters": res_x.iterations, "pot_iters": iters_p,
-                "xmodal_us_per_iter": med_x * 1e6 / res_x.iterations, "pot_us_per_iter": med_p * 1e6 / iters_p,
+                "B": size,
+                "eps": eps,
+                "tol": args.tol,
+                "max_iters": args.max_iters,
+                "repeats": repeats,
+                "xmodal_ms": med_x * 1e3,
+                "pot_ms": med_p * 1e3,
+                "ratio_pot_over_xmodal": med_p / med_x,
+                "xmodal_iters": res_x.iterations,
+                "pot_iters": iters_p,
+                "xmodal_us_per_iter": med_x * 1e6 / res_x.iterations,
+                "pot_us_per_iter": med_p * 1e6 / iters_p,
                 "max_abs_plan_diff": float((res_x.plan.double() - plan_p.double()).abs().max()),
                 "xmodal_marginal_error": marginal_error(res_x.plan, a, b),
                 "pot_marginal_error": marginal_error(plan_p, a, b),
-                "xmodal_times_ms": [t * 1e3 for t in times_x], "pot_times_ms": [t * 1e3 for t in times_p],
+                "xmodal_times_ms": [t * 1e3 for t in times_x],
+                "pot_times_ms": [t * 1e3 for t in times_p],
             }
             rows.append(row)
-            console.print(f"B={size} eps={eps}: xmodal {row['xmodal_ms']:.2f} ms, POT {row['pot_ms']:.2f} ms")
+            console.print(
+                f"B={size} eps={eps}: xmodal {row['xmodal_ms']:.2f} ms, POT {row['pot_ms']:.2f} ms"
+            )
 
-    table = Table(title=f"Sinkhorn (log domain), median of repeats, tol={args.tol:g}, "
-                        f"max_iters={args.max_iters}, {args.threads} thread(s), {device}")
-    for col in ("B", "eps", "xmodal ms", "POT ms", "POT/xmodal", "iters x/POT", "us/iter x/POT",
-                "max|dP|", "marg err x", "marg err POT"):
+    table = Table(
+        title=f"Sinkhorn (log domain), median of repeats, tol={args.tol:g}, "
+        f"max_iters={args.max_iters}, {args.threads} thread(s), {device}"
+    )
+    for col in (
+        "B",
+        "eps",
+        "xmodal ms",
+        "POT ms",
+        "POT/xmodal",
+        "iters x/POT",
+        "us/iter x/POT",
+        "max|dP|",
+        "marg err x",
+        "marg err POT",
+    ):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(
-            str(r["B"]), f"{r['eps']:g}", f"{r['xmodal_ms']:.2f}", f"{r['pot_ms']:.2f}",
-            f"{r['ratio_pot_over_xmodal']:.2f}x", f"{r['xmodal_iters']}/{r['pot_iters']}",
-            f"{r['xmodal_us_per_iter']:.0f}/{r['pot_us_per_iter']:.0f}", f"{r['max_abs_plan_diff']:.1e}",
-            f"{r['xmodal_marginal_error']:.1e}", f"{r['pot_marginal_error']:.1e}",
+            str(r["B"]),
+            f"{r['eps']:g}",
+            f"{r['xmodal_ms']:.2f}",
+            f"{r['pot_ms']:.2f}",
+            f"{r['ratio_pot_over_xmodal']:.2f}x",
+            f"{r['xmodal_iters']}/{r['pot_iters']}",
+            f"{r['xmodal_us_per_iter']:.0f}/{r['pot_us_per_iter']:.0f}",
+            f"{r['max_abs_plan_diff']:.1e}",
+            f"{r['xmodal_marginal_error']:.1e}",
+            f"{r['pot_marginal_error']:.1e}",
         )
     console.print(table)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": "bench_sinkhorn", "machine": facts, "args": {
-        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "results": rows}
+    payload = {
+        "benchmark": "bench_sinkhorn",
+        "machine": facts,
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "results": rows,
+    }
     write_json_atomic(args.out / "bench_sinkhorn.json", payload)
-    write_csv(args.out / "bench_sinkhorn.csv",
-              [{k: v for k, v in r.items() if not isinstance(v, list)} for r in rows])
+    write_csv(
+        args.out / "bench_sinkhorn.csv",
+        [{k: v for k, v in r.items() if not isinstance(v, list)} for r in rows],
+    )
     console.print(f"wrote {args.out / 'bench_sinkhorn.json'} and {args.out / 'bench_sinkhorn.csv'}")
     return 0
 

@@ -27,8 +27,8 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from xmodal.core.records import write_csv, write_json_atomic  # noqa: E402
 import xmodal  # noqa: E402,F401
+from xmodal.core.records import write_csv, write_json_atomic  # noqa: E402
 from xmodal.core.registry import METHODS  # noqa: E402
 from xmodal.encoders import create_encoder  # noqa: E402
 from xmodal.objectives.objective import ObjectiveContext  # noqa: E402
@@ -51,9 +51,14 @@ def build_step(method: str, batch: int, num_samples: int, num_classes: int, seed
     else:
         entry = METHODS.get(method)
         cfg = DistillConfig()
-        ctx = ObjectiveContext(student_dim=student.embed_dim, teacher_dim=teacher.embed_dim,
-                               num_samples=num_samples, num_classes=num_classes, seed=seed,
-                               teacher_logits=torch.randn(num_samples, num_classes))
+        ctx = ObjectiveContext(
+            student_dim=student.embed_dim,
+            teacher_dim=teacher.embed_dim,
+            num_samples=num_samples,
+            num_classes=num_classes,
+            seed=seed,
+            teacher_logits=torch.randn(num_samples, num_classes),
+        )
         objective = entry.build(ctx, cfg.options_for(method))
     params = list(student.parameters()) + list(objective.parameters())
     optimizer = torch.optim.AdamW(params, lr=1e-3)
@@ -89,8 +94,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     torch.set_num_threads(args.threads)
     console = Console()
     methods = ["none"] + [m for m in args.methods if m != "none"]
-    console.print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                  f"torch {torch.__version__}, {args.threads} threads, {args.steps} timed steps")
+    console.print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {args.threads} threads, {args.steps} timed steps"
+    )
     rows = []
     for batch in args.batches:
         steps = {m: build_step(m, batch, args.num_samples, 8) for m in methods}
@@ -104,13 +111,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
         base = statistics.median(times["none"])
         for m in methods:
             med = statistics.median(times[m])
-            rows.append({"batch": batch, "method": m, "median_ms": 1000 * med,
-                         "ratio_to_none": med / base, "steps": args.steps, "threads": args.threads})
+            rows.append(
+                {
+                    "batch": batch,
+                    "method": m,
+                    "median_ms": 1000 * med,
+                    "ratio_to_none": med / base,
+                    "steps": args.steps,
+                    "threads": args.threads,
+                }
+            )
     table = Table(title="one training step: depth student (resnet8, 32x32) + frozen RGB teacher")
     for col in ("batch", "method", "median ms", "ratio to none"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(str(r["batch"]), r["method"], f"{r['median_ms']:.1f}", f"{r['ratio_to_none']:.3f}")
+        table.add_row(
+            str(r["batch"]), r["method"], f"{r['median_ms']:.1f}", f"{r['ratio_to_none']:.3f}"
+        )
     console.print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

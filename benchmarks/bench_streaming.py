@@ -112,10 +112,18 @@ def _run(manifest: str, out: str, workers: int, result: multiprocessing.Queue) -
     import subprocess
 
     shutil.rmtree(out, ignore_errors=True)
-    sets = ["data.paired.image_size=[64,64]", f"data.paired.sample_rate={RATE}",
-            "data.paired.audio_seconds=0.25", "teacher.modality=rgb", "distill.students=[audio]",
-            "teacher.optim.epochs=1", "distill.optim.epochs=1", "distill.methods=[wcord]",
-            "probe.probes=[linear]", f"data.num_workers={workers}"]
+    sets = [
+        "data.paired.image_size=[64,64]",
+        f"data.paired.sample_rate={RATE}",
+        "data.paired.audio_seconds=0.25",
+        "teacher.modality=rgb",
+        "distill.students=[audio]",
+        "teacher.optim.epochs=1",
+        "distill.optim.epochs=1",
+        "distill.methods=[wcord]",
+        "probe.probes=[linear]",
+        f"data.num_workers={workers}",
+    ]
     command = [sys.executable, "-m", "xmodal", "run", "paired", "--data", manifest, "--out", out]
     for item in sets:
         command += ["--set", item]
@@ -126,7 +134,8 @@ def _run(manifest: str, out: str, workers: int, result: multiprocessing.Queue) -
 
 def _in_fresh_process(target, *args):
     """``target(*args, queue)`` in a spawned process -> what it put on the queue; a child that
-    dies first (its error is printed above) stops the benchmark instead of hanging it."""
+    dies first (its error is printed above) stops the benchmark instead of hanging it.
+    """
     import queue as queues
 
     context = multiprocessing.get_context("spawn")
@@ -139,8 +148,10 @@ def _in_fresh_process(target, *args):
             break
         except queues.Empty:
             if not process.is_alive():
-                raise SystemExit(f"{target.__name__.strip('_')} failed (exit {process.exitcode}); "
-                                 "its error is above") from None
+                raise SystemExit(
+                    f"{target.__name__.strip('_')} failed (exit {process.exitcode}); "
+                    "its error is above"
+                ) from None
     process.join()
     return value
 
@@ -152,13 +163,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--data", default=str(Path(__file__).parent / "results" / "streaming-data"))
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    parser.add_argument("--run", action="store_true", help="also time a whole short pipeline run per size")
+    parser.add_argument(
+        "--run", action="store_true", help="also time a whole short pipeline run per size"
+    )
     args = parser.parse_args(argv)
     from xmodal.core.records import write_csv, write_json_atomic
 
     console = Console(width=max(110, Console().width))  # the table unfolded in logs too
-    console.print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-                  f"sizes {args.sizes}, workers {args.workers}, batch {args.batch}")
+    console.print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"sizes {args.sizes}, workers {args.workers}, batch {args.batch}"
+    )
     rows = []
     for size in args.sizes:
         folder = Path(args.data) / f"rows{size}"
@@ -166,31 +181,82 @@ def main(argv: list[str] | None = None) -> list[dict]:
         cache = folder / "cache.h5"
         cache.unlink(missing_ok=True)
         seconds, peak = _in_fresh_process(_prepare, str(manifest), str(cache))
-        rows.append({"size": size, "job": "prepare", "workers": 0, "samples_per_s": size / seconds,
-                     "peak_rss_mb": peak / 2**20, "cache_mb": cache.stat().st_size / 2**20})
+        rows.append(
+            {
+                "size": size,
+                "job": "prepare",
+                "workers": 0,
+                "samples_per_s": size / seconds,
+                "peak_rss_mb": peak / 2**20,
+                "cache_mb": cache.stat().st_size / 2**20,
+            }
+        )
         for workers in args.workers:
             rate, peak, seen = _in_fresh_process(_read, str(cache), workers, args.batch)
-            rows.append({"size": size, "job": "read epoch", "workers": workers, "samples_per_s": rate,
-                         "peak_rss_mb": peak / 2**20, "cache_mb": cache.stat().st_size / 2**20,
-                         "samples": seen})
+            rows.append(
+                {
+                    "size": size,
+                    "job": "read epoch",
+                    "workers": workers,
+                    "samples_per_s": rate,
+                    "peak_rss_mb": peak / 2**20,
+                    "cache_mb": cache.stat().st_size / 2**20,
+                    "samples": seen,
+                }
+            )
         if args.run:
             seconds, peak = _in_fresh_process(_run, str(manifest), str(folder / "run"), 0)
-            rows.append({"size": size, "job": "xmodal run", "workers": 0, "samples_per_s": size / seconds,
-                         "peak_rss_mb": peak / 2**20, "cache_mb": cache.stat().st_size / 2**20,
-                         "seconds": seconds})
+            rows.append(
+                {
+                    "size": size,
+                    "job": "xmodal run",
+                    "workers": 0,
+                    "samples_per_s": size / seconds,
+                    "peak_rss_mb": peak / 2**20,
+                    "cache_mb": cache.stat().st_size / 2**20,
+                    "seconds": seconds,
+                }
+            )
     smallest = min(args.sizes)
     for r in rows:
-        ref = next(x for x in rows if x["size"] == smallest and x["job"] == r["job"] and x["workers"] == r["workers"])
+        ref = next(
+            x
+            for x in rows
+            if x["size"] == smallest and x["job"] == r["job"] and x["workers"] == r["workers"]
+        )
         r["rss_vs_smallest"] = r["peak_rss_mb"] / ref["peak_rss_mb"]
-        zero = next((x for x in rows if x["size"] == r["size"] and x["job"] == r["job"] and x["workers"] == 0), r)
+        zero = next(
+            (
+                x
+                for x in rows
+                if x["size"] == r["size"] and x["job"] == r["job"] and x["workers"] == 0
+            ),
+            r,
+        )
         r["rate_vs_0_workers"] = r["samples_per_s"] / zero["samples_per_s"]
     table = Table(title="paired dataset streamed from its cache (64x64 PNG + WAV)")
-    for col in ("rows", "job", "workers", "samples/s", "x 0 workers", "peak RSS MB", f"x {smallest} rows", "cache MB"):
+    for col in (
+        "rows",
+        "job",
+        "workers",
+        "samples/s",
+        "x 0 workers",
+        "peak RSS MB",
+        f"x {smallest} rows",
+        "cache MB",
+    ):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(str(r["size"]), r["job"], str(r["workers"]), f"{r['samples_per_s']:.0f}",
-                      f"{r['rate_vs_0_workers']:.2f}", f"{r['peak_rss_mb']:.0f}", f"{r['rss_vs_smallest']:.2f}",
-                      f"{r['cache_mb']:.0f}")
+        table.add_row(
+            str(r["size"]),
+            r["job"],
+            str(r["workers"]),
+            f"{r['samples_per_s']:.0f}",
+            f"{r['rate_vs_0_workers']:.2f}",
+            f"{r['peak_rss_mb']:.0f}",
+            f"{r['rss_vs_smallest']:.2f}",
+            f"{r['cache_mb']:.0f}",
+        )
     console.print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

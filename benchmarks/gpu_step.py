@@ -72,8 +72,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("gpu_step: no CUDA device here; run it on a GPU machine, or smoke-test it "
-                         "with --device cpu --batch 4 --image-size 32 40 --steps 1")
+        raise SystemExit(
+            "gpu_step: no CUDA device here; run it on a GPU machine, or smoke-test it "
+            "with --device cpu --batch 4 --image-size 32 40 --steps 1"
+        )
     console = Console()
     rows = []
     for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
@@ -91,18 +93,32 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 torch.cuda.synchronize(device)
             if i >= args.warmup:
                 times.append(time.perf_counter() - start)
-        rows.append({"precision": name, "step_ms": 1000 * statistics.median(times),
-                     "peak_mb": peak_bytes(device) / 2**20, "batch": args.batch,
-                     "image_size": list(args.image_size), "device": str(device),
-                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
-                     "torch": torch.__version__})
+        rows.append(
+            {
+                "precision": name,
+                "step_ms": 1000 * statistics.median(times),
+                "peak_mb": peak_bytes(device) / 2**20,
+                "batch": args.batch,
+                "image_size": list(args.image_size),
+                "device": str(device),
+                "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
+                "torch": torch.__version__,
+            }
+        )
     base = rows[0]
-    table = Table(title=f"one WCoRD step: resnet18 on {args.image_size[0]}x{args.image_size[1]} HHA, batch {args.batch}")
+    table = Table(
+        title=f"one WCoRD step: resnet18 on {args.image_size[0]}x{args.image_size[1]} HHA, batch {args.batch}"
+    )
     for col in ("precision", "step ms", "fp32 / this", "peak MB", "fp32 / this"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(r["precision"], f"{r['step_ms']:.1f}", f"{base['step_ms'] / r['step_ms']:.2f}",
-                      f"{r['peak_mb']:.0f}", f"{base['peak_mb'] / r['peak_mb']:.2f}")
+        table.add_row(
+            r["precision"],
+            f"{r['step_ms']:.1f}",
+            f"{base['step_ms'] / r['step_ms']:.2f}",
+            f"{r['peak_mb']:.0f}",
+            f"{base['peak_mb'] / r['peak_mb']:.2f}",
+        )
     console.print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -25,8 +25,11 @@ SCALES = (0.01, 0.1, 1.0, 10.0)
 
 def measure(loss: WCoRDLoss, scale: float) -> float:
     g = torch.Generator().manual_seed(9)
-    norm_t, norm_s = gradient_norms(loss.score, torch.randn(512, 12, generator=g) * scale,
-                                    torch.randn(512, 10, generator=g) * scale)
+    norm_t, norm_s = gradient_norms(
+        loss.score,
+        torch.randn(512, 12, generator=g) * scale,
+        torch.randn(512, 10, generator=g) * scale,
+    )
     return float(torch.maximum(norm_t, norm_s).max()) * loss.critic.tau
 
 
@@ -52,9 +55,12 @@ def main() -> None:
         maximise_gradient(loss.score, loss.parameters(), (12, 10), SCALES, args.steps)
         trained = [measure(loss, s) for s in SCALES]
         results[variant] = {"init": at_init, "adversarial": trained}
-        print(f"{variant:16s} max|grad g|*tau at scales {SCALES}: init "
-              + " ".join(f"{x:.3g}" for x in at_init) + " | after adversary "
-              + " ".join(f"{x:.3g}" for x in trained))
+        print(
+            f"{variant:16s} max|grad g|*tau at scales {SCALES}: init "
+            + " ".join(f"{x:.3g}" for x in at_init)
+            + " | after adversary "
+            + " ".join(f"{x:.3g}" for x in trained)
+        )
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "lipschitz_critic.json").write_text(json.dumps(results, indent=1))
 

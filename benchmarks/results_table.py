@@ -25,7 +25,11 @@ from xmodal.core.records import write_csv  # noqa: E402
 from xmodal.evaluation.summary import summarise  # noqa: E402
 
 #: (probe, metric, column title) of the table
-COLUMNS = (("linear", "accuracy", "linear"), ("knn", "accuracy", "k-NN"), ("semantic", "mean_iou", "seg mIoU"))
+COLUMNS = (
+    ("linear", "accuracy", "linear"),
+    ("knn", "accuracy", "k-NN"),
+    ("semantic", "mean_iou", "seg mIoU"),
+)
 
 
 def merged_rows(paths: list[str]) -> list[dict[str, Any]]:
@@ -35,17 +39,24 @@ def merged_rows(paths: list[str]) -> list[dict[str, Any]]:
         path = Path(name)
         path = path / "results.json" if path.is_dir() else path
         if not path.is_file():
-            raise SystemExit(f"error: no results in '{path}' (a run's results.json, or its directory)")
+            raise SystemExit(
+                f"error: no results in '{path}' (a run's results.json, or its directory)"
+            )
         for row in json.loads(path.read_text()):
-            if label and row.get("role") == "student" and row["method"] not in ("none", "supervised"):
+            if (
+                label
+                and row.get("role") == "student"
+                and row["method"] not in ("none", "supervised")
+            ):
                 row = {**row, "method": label}
             key = (row["modality"], row["method"], row["probe"], row["metric"], row["seed"])
             seen.setdefault(key, row)
     return list(seen.values())
 
 
-def table(rows: list[dict[str, Any]], methods: list[str] | None,
-          students: list[str] | None = None) -> tuple[str, list[dict[str, Any]]]:
+def table(
+    rows: list[dict[str, Any]], methods: list[str] | None, students: list[str] | None = None
+) -> tuple[str, list[dict[str, Any]]]:
     summary = {(e["modality"], e["method"], e["probe"], e["metric"]): e for e in summarise(rows)}
     students = students or sorted({r["modality"] for r in rows if r.get("role") == "student"})
     order = methods or list(dict.fromkeys(r["method"] for r in rows if r.get("role") == "student"))
@@ -62,12 +73,28 @@ def table(rows: list[dict[str, Any]], methods: list[str] | None,
                     continue
                 seeds.add(entry["n"])
                 gap = entry["gap_closed"]
-                cells.append(f"{100 * entry['mean']:.1f} ± {100 * entry['std']:.1f}"
-                             + (f" ({100 * gap:.0f} %)" if probe == "linear" and gap is not None
-                                and method not in ("none", "supervised") else ""))
-                flat.append({"method": method, "modality": student, "probe": probe, "metric": metric,
-                             "mean": entry["mean"], "std": entry["std"], "seeds": entry["n"],
-                             "gap_closed": gap})
+                cells.append(
+                    f"{100 * entry['mean']:.1f} ± {100 * entry['std']:.1f}"
+                    + (
+                        f" ({100 * gap:.0f} %)"
+                        if probe == "linear"
+                        and gap is not None
+                        and method not in ("none", "supervised")
+                        else ""
+                    )
+                )
+                flat.append(
+                    {
+                        "method": method,
+                        "modality": student,
+                        "probe": probe,
+                        "metric": metric,
+                        "mean": entry["mean"],
+                        "std": entry["std"],
+                        "seeds": entry["n"],
+                        "gap_closed": gap,
+                    }
+                )
         cells.append("/".join(str(n) for n in sorted(seeds)))  # per column, when they differ
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines), flat
@@ -75,7 +102,9 @@ def table(rows: list[dict[str, Any]], methods: list[str] | None,
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", nargs="+", help="results.json or run directory, optionally ::LABEL")
+    parser.add_argument(
+        "results", nargs="+", help="results.json or run directory, optionally ::LABEL"
+    )
     parser.add_argument("--methods", nargs="+")
     parser.add_argument("--students", nargs="+", help="student modalities to show (default: all)")
     parser.add_argument("--out", type=Path)

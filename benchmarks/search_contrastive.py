@@ -36,30 +36,57 @@ from xmodal.pipelines import run_pipeline  # noqa: E402
 #: Each method gets the same budget: its defaults plus 3 single changes, the factors that an
 #: earlier ablation or the paper audit named (docs/wcord-paper-audit.md); --wide adds more.
 GRIDS: dict[str, tuple[str, dict[str, list[Any]]]] = {
-    "wcord": ("wcord", {
-        "estimator": ["nce", "infonce"],
-        "lipschitz": ["spectral", "none"],
-        "tau": [0.07, 0.2],
-    }),
-    "crd": ("crd", {
-        "tau": [0.07, 0.2],
-        "momentum": [0.0, 0.5],
-        "weight": [0.8, 2.0],
-    }),
-    "infonce": ("infonce", {
-        "init_temperature": [0.07, 0.2],
-        "learn_temperature": [True, False],
-        "weight": [1.0, 2.0],
-    }),
+    "wcord": (
+        "wcord",
+        {
+            "estimator": ["nce", "infonce"],
+            "lipschitz": ["spectral", "none"],
+            "tau": [0.07, 0.2],
+        },
+    ),
+    "crd": (
+        "crd",
+        {
+            "tau": [0.07, 0.2],
+            "momentum": [0.0, 0.5],
+            "weight": [0.8, 2.0],
+        },
+    ),
+    "infonce": (
+        "infonce",
+        {
+            "init_temperature": [0.07, 0.2],
+            "learn_temperature": [True, False],
+            "weight": [1.0, 2.0],
+        },
+    ),
 }
 #: the factors --wide adds (11 settings per method in all)
 WIDE: dict[str, dict[str, list[Any]]] = {
-    "wcord": {"lambda_local": [0.1, 0.0, 0.5], "momentum": [0.0, 0.5], "lambda_global": [0.8, 2.0],
-              "sinkhorn_eps": [0.05, 0.1], "embed_dim": [128, 64], "epochs": [20, 40]},
-    "crd": {"num_negatives": [16384, 1024], "embed_dim": [128, 64], "negatives": ["uniform", "queue"],
-            "epochs": [20, 40], "replacement": [False, True], "lr": [0.002, 0.004, 0.001]},
-    "infonce": {"embed_dim": [128, 64], "epochs": [20, 40], "max_logit_scale": [100.0, 20.0],
-                "batch_size": [64, 128], "lr": [0.002, 0.004, 0.001], "weight": [1.0, 2.0, 0.5]},
+    "wcord": {
+        "lambda_local": [0.1, 0.0, 0.5],
+        "momentum": [0.0, 0.5],
+        "lambda_global": [0.8, 2.0],
+        "sinkhorn_eps": [0.05, 0.1],
+        "embed_dim": [128, 64],
+        "epochs": [20, 40],
+    },
+    "crd": {
+        "num_negatives": [16384, 1024],
+        "embed_dim": [128, 64],
+        "negatives": ["uniform", "queue"],
+        "epochs": [20, 40],
+        "replacement": [False, True],
+        "lr": [0.002, 0.004, 0.001],
+    },
+    "infonce": {
+        "embed_dim": [128, 64],
+        "epochs": [20, 40],
+        "max_logit_scale": [100.0, 20.0],
+        "batch_size": [64, 128],
+        "lr": [0.002, 0.004, 0.001],
+        "weight": [1.0, 2.0, 0.5],
+    },
 }
 #: probes of the final (test) runs of the chosen settings; the search itself reads linear val
 FINAL_PROBES = "probe.probes=[linear,knn,segmentation]"
@@ -72,7 +99,9 @@ def overrides_for(method: str, setting: dict[str, Any]) -> list[str]:
     section = GRIDS[method][0]
     out = []
     for factor, value in setting.items():
-        key = f"distill.optim.{factor}" if factor in OPTIM_FACTORS else f"distill.{section}.{factor}"
+        key = (
+            f"distill.optim.{factor}" if factor in OPTIM_FACTORS else f"distill.{section}.{factor}"
+        )
         out.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
     return out
 
@@ -89,9 +118,16 @@ class Search:
         self.rows: list[dict[str, Any]] = []
 
     def base(self, seeds: list[int]) -> list[dict[str, Any]]:
-        result = run_pipeline("scenes", out=self.out / "base", console=self.console,
-                              overrides=[f"seeds=[{','.join(map(str, seeds))}]",
-                                         "distill.methods=[none,supervised]", *self.base_overrides])
+        result = run_pipeline(
+            "scenes",
+            out=self.out / "base",
+            console=self.console,
+            overrides=[
+                f"seeds=[{','.join(map(str, seeds))}]",
+                "distill.methods=[none,supervised]",
+                *self.base_overrides,
+            ],
+        )
         return result.rows
 
     def run(self, method: str, setting: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
@@ -99,19 +135,34 @@ class Search:
         for shared in ("data", "teacher"):
             if (self.out / "base" / shared).exists():
                 shutil.copytree(self.out / "base" / shared, run_dir / shared, dirs_exist_ok=True)
-        result = run_pipeline("scenes", out=run_dir, console=self.console,
-                              overrides=[f"seeds=[{','.join(map(str, seeds))}]",
-                                         f"distill.methods=[{method}]", *self.base_overrides,
-                                         *overrides_for(method, setting)])
+        result = run_pipeline(
+            "scenes",
+            out=run_dir,
+            console=self.console,
+            overrides=[
+                f"seeds=[{','.join(map(str, seeds))}]",
+                f"distill.methods=[{method}]",
+                *self.base_overrides,
+                *overrides_for(method, setting),
+            ],
+        )
         return [r for r in result.rows if r["method"] == method]
 
     def val_score(self, method: str, setting: dict[str, Any], seeds: list[int]) -> float:
-        rows = [r for r in self.run(method, setting, seeds)
-                if r["probe"] == "linear" and r["metric"] == "val_accuracy"]
+        rows = [
+            r
+            for r in self.run(method, setting, seeds)
+            if r["probe"] == "linear" and r["metric"] == "val_accuracy"
+        ]
         score = statistics.fmean(r["value"] for r in rows)
-        self.rows.append({"method": method, "setting": setting_name(method, setting),
-                          "val_accuracy": score, **{f"val_{r['modality']}_seed{r['seed']}": r["value"]
-                                                    for r in rows}})
+        self.rows.append(
+            {
+                "method": method,
+                "setting": setting_name(method, setting),
+                "val_accuracy": score,
+                **{f"val_{r['modality']}_seed{r['seed']}": r["value"] for r in rows},
+            }
+        )
         self.console.print(f"[bold]{setting_name(method, setting)}[/bold]: val {100 * score:.2f}")
         return score
 
@@ -136,7 +187,9 @@ def _changed(grid: dict[str, list[Any]], setting: dict[str, Any]) -> dict[str, A
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/search")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds the search scores on val")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="seeds the search scores on val"
+    )
     parser.add_argument("--final-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(GRIDS), choices=list(GRIDS))
     parser.add_argument("--wide", action="store_true", help="add the WIDE factors to every grid")
@@ -165,16 +218,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return {"search": search.rows, "chosen": final}
 
 
-def _test_rows(rows: list[dict[str, Any]], method: str, setting: dict[str, Any]) -> list[dict[str, Any]]:
+def _test_rows(
+    rows: list[dict[str, Any]], method: str, setting: dict[str, Any]
+) -> list[dict[str, Any]]:
     """Mean and std over seeds of every probe metric of ``method`` (one row per student, probe
-    and metric)."""
+    and metric).
+    """
     out = []
     picked = [r for r in rows if r["method"] == method]
     for key in sorted({(r["modality"], r["probe"], r["metric"]) for r in picked}):
         values = [r["value"] for r in picked if (r["modality"], r["probe"], r["metric"]) == key]
-        out.append({"method": method, "setting": setting_name(method, setting), "modality": key[0],
-                    "probe": key[1], "metric": key[2], "mean": statistics.fmean(values),
-                    "std": statistics.stdev(values) if len(values) > 1 else 0.0, "seeds": len(values)})
+        out.append(
+            {
+                "method": method,
+                "setting": setting_name(method, setting),
+                "modality": key[0],
+                "probe": key[1],
+                "metric": key[2],
+                "mean": statistics.fmean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "seeds": len(values),
+            }
+        )
     return out
 
 
@@ -191,10 +256,19 @@ def _print(console: Console, searched: list[dict[str, Any]], final: list[dict[st
     for row in final:
         if (row["probe"], row["metric"]) != ("linear", "accuracy"):
             continue
-        val = next(r for r in final if r["setting"] == row["setting"] and r["modality"] == row["modality"]
-                   and (r["probe"], r["metric"]) == ("linear", "val_accuracy"))
-        table.add_row(row["setting"], row["modality"], f"{100 * val['mean']:.1f} ± {100 * val['std']:.1f}",
-                      f"{100 * row['mean']:.1f} ± {100 * row['std']:.1f}")
+        val = next(
+            r
+            for r in final
+            if r["setting"] == row["setting"]
+            and r["modality"] == row["modality"]
+            and (r["probe"], r["metric"]) == ("linear", "val_accuracy")
+        )
+        table.add_row(
+            row["setting"],
+            row["modality"],
+            f"{100 * val['mean']:.1f} ± {100 * val['std']:.1f}",
+            f"{100 * row['mean']:.1f} ± {100 * row['std']:.1f}",
+        )
     console.print(table)
 
 

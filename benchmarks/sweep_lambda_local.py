@@ -35,26 +35,53 @@ def main(argv: list[str] | None = None) -> list[dict]:
     console = Console()
     out = Path(args.out)
     seeds = f"seeds=[{','.join(map(str, args.seeds))}]"
-    base = run_pipeline("scenes", out=out / "base", console=console,
-                        overrides=[seeds, "distill.methods=[none,supervised]", *args.overrides])
-    floor = {(r["modality"], r["seed"], r["method"]): r["value"] for r in base.rows
-             if r["metric"] == "accuracy"}
+    base = run_pipeline(
+        "scenes",
+        out=out / "base",
+        console=console,
+        overrides=[seeds, "distill.methods=[none,supervised]", *args.overrides],
+    )
+    floor = {
+        (r["modality"], r["seed"], r["method"]): r["value"]
+        for r in base.rows
+        if r["metric"] == "accuracy"
+    }
     rows = []
     for value in args.values:
         run_dir = out / f"lambda_local={value:g}"
         for shared in ("data", "teacher"):
             if not (run_dir / shared).exists():
                 shutil.copytree(out / "base" / shared, run_dir / shared)
-        result = run_pipeline("scenes", out=run_dir, console=console,
-                              overrides=[seeds, "distill.methods=[wcord]", *args.overrides,
-                                         f"distill.wcord.lambda_local={value}"])
+        result = run_pipeline(
+            "scenes",
+            out=run_dir,
+            console=console,
+            overrides=[
+                seeds,
+                "distill.methods=[wcord]",
+                *args.overrides,
+                f"distill.wcord.lambda_local={value}",
+            ],
+        )
         for r in result.rows:
             if r["metric"] != "accuracy" or r["method"] != "wcord":
                 continue
-            lo, hi = floor[(r["modality"], r["seed"], "none")], floor[(r["modality"], r["seed"], "supervised")]
-            rows.append({"lambda_local": value, "modality": r["modality"], "seed": r["seed"],
-                         "accuracy": r["value"], "gap_closed": (r["value"] - lo) / (hi - lo)})
-    table = Table(title="WCoRD lambda_local sweep on scenes: test accuracy / gap closed (mean over seeds)")
+            lo, hi = (
+                floor[(r["modality"], r["seed"], "none")],
+                floor[(r["modality"], r["seed"], "supervised")],
+            )
+            rows.append(
+                {
+                    "lambda_local": value,
+                    "modality": r["modality"],
+                    "seed": r["seed"],
+                    "accuracy": r["value"],
+                    "gap_closed": (r["value"] - lo) / (hi - lo),
+                }
+            )
+    table = Table(
+        title="WCoRD lambda_local sweep on scenes: test accuracy / gap closed (mean over seeds)"
+    )
     table.add_column("lambda_local", justify="right")
     modalities = sorted({r["modality"] for r in rows})
     for m in modalities:
@@ -64,8 +91,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         cells = []
         for m in modalities:
             sel = [r for r in rows if r["lambda_local"] == value and r["modality"] == m]
-            cells += [f"{100 * statistics.fmean(r['accuracy'] for r in sel):.1f}",
-                      f"{100 * statistics.fmean(r['gap_closed'] for r in sel):.0f}"]
+            cells += [
+                f"{100 * statistics.fmean(r['accuracy'] for r in sel):.1f}",
+                f"{100 * statistics.fmean(r['gap_closed'] for r in sel):.0f}",
+            ]
         table.add_row(f"{value:g}", *cells)
     console.print(table)
     write_json_atomic(out / "sweep.json", rows)

@@ -9,7 +9,8 @@ import torch
 @pytest.fixture
 def single_thread():
     """Tiny tensors: one intra-op thread is faster, and does not spin when the two CPUs are
-    shared (two threads under load made the objective tests about 7x slower)."""
+    shared (two threads under load made the objective tests about 7x slower).
+    """
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

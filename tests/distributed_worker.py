@@ -24,9 +24,18 @@ def main(out_dir: str) -> None:
     accelerator = Accelerator(cpu=True)
     torch.manual_seed(0)  # identical initial weights and data on every rank
     n = 64
-    data = ArrayDataset({"depth": torch.rand(n, 8, 8) * 4 + 0.5, "label": torch.randint(0, 4, (n,))})
-    loss = WCoRDLoss(teacher_dim=12, student_dim=16, num_samples=n, embed_dim=8, num_negatives=16,
-                     momentum=0.5, seed=0)
+    data = ArrayDataset(
+        {"depth": torch.rand(n, 8, 8) * 4 + 0.5, "label": torch.randint(0, 4, (n,))}
+    )
+    loss = WCoRDLoss(
+        teacher_dim=12,
+        student_dim=16,
+        num_samples=n,
+        embed_dim=8,
+        num_negatives=16,
+        momentum=0.5,
+        seed=0,
+    )
     student = create_encoder("resnet8", "depth", width_multiplier=0.25)
     task = DistillationTask(student, loss, teacher_features=torch.randn(n, 12))
     seen: list[torch.Tensor] = []
@@ -38,14 +47,26 @@ def main(out_dir: str) -> None:
 
     task.after_step = recording_after_step  # type: ignore[method-assign]
     bank_before = loss.teacher_bank.memory.clone()
-    fit(task, make_loader(data, 8, shuffle=True, seed=0, drop_last=True),
-        OptimConfig(epochs=1, lr=1e-2), accelerator, description="ddp")
+    fit(
+        task,
+        make_loader(data, 8, shuffle=True, seed=0, drop_last=True),
+        OptimConfig(epochs=1, lr=1e-2),
+        accelerator,
+        description="ddp",
+    )
     rank = accelerator.process_index
-    torch.save({"teacher_bank": loss.teacher_bank.memory, "student_bank": loss.student_bank.memory,
-                "bank_before": bank_before, "seen": torch.cat(seen),
-                "world": accelerator.num_processes, "out_dir": out_dir,
-                "weights": {k: v.detach().clone() for k, v in task.student.state_dict().items()}},
-               f"{out_dir}/rank{rank}.pt")
+    torch.save(
+        {
+            "teacher_bank": loss.teacher_bank.memory,
+            "student_bank": loss.student_bank.memory,
+            "bank_before": bank_before,
+            "seen": torch.cat(seen),
+            "world": accelerator.num_processes,
+            "out_dir": out_dir,
+            "weights": {k: v.detach().clone() for k, v in task.student.state_dict().items()},
+        },
+        f"{out_dir}/rank{rank}.pt",
+    )
     rows_in_shares(out_dir, accelerator)
 
 
@@ -64,12 +85,16 @@ def rows_in_shares(out_dir: str, accelerator: Accelerator) -> None:
 
         results[total] = computed_in_shares(compute, total, accelerator)
         computed[total] = torch.tensor(asked, dtype=torch.long)
-    torch.save({"results": results, "computed": computed}, f"{out_dir}/shares{accelerator.process_index}.pt")
+    torch.save(
+        {"results": results, "computed": computed},
+        f"{out_dir}/shares{accelerator.process_index}.pt",
+    )
 
 
 def gathered_local_term(out_dir: str) -> None:
     """The local term with ``local_scope="global"`` on this rank's half of a fixed batch: its
-    value and the raw gradients of this rank's rows, for comparison with one process."""
+    value and the raw gradients of this rank's rows, for comparison with one process.
+    """
     import torch.distributed as dist
     from torch.nn import functional as F
 
@@ -79,12 +104,28 @@ def gathered_local_term(out_dir: str) -> None:
     v_all = F.normalize(torch.randn(8, 6, generator=g), dim=1)
     rows = slice(rank * 8 // world, (rank + 1) * 8 // world)
     u, v = u_all[rows].clone().requires_grad_(), v_all[rows].clone().requires_grad_()
-    loss = WCoRDLoss(teacher_dim=6, student_dim=6, num_samples=8, embed_dim=6, lambda_global=0.0,
-                     lambda_local=1.0, local_scope="global")
+    loss = WCoRDLoss(
+        teacher_dim=6,
+        student_dim=6,
+        num_samples=8,
+        embed_dim=6,
+        lambda_global=0.0,
+        lambda_local=1.0,
+        local_scope="global",
+    )
     term = loss.local_term(u, v)
     term.backward()
-    torch.save({"term": term.detach(), "u_grad": u.grad, "v_grad": v.grad, "rows": (rows.start, rows.stop),
-                "u_all": u_all, "v_all": v_all}, f"{out_dir}/local{rank}.pt")
+    torch.save(
+        {
+            "term": term.detach(),
+            "u_grad": u.grad,
+            "v_grad": v.grad,
+            "rows": (rows.start, rows.stop),
+            "u_all": u_all,
+            "v_all": v_all,
+        },
+        f"{out_dir}/local{rank}.pt",
+    )
 
 
 if __name__ == "__main__":

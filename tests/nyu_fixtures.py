@@ -28,12 +28,12 @@ def _cell(strings: list[str]) -> np.ndarray:
     return cell
 
 
-def planted(frames: int = 3, height: int = 480, width: int = 640,
-            seed: int = 0) -> dict[str, Any]:
+def planted(frames: int = 3, height: int = 480, width: int = 640, seed: int = 0) -> dict[str, Any]:
     """The arrays and strings :func:`write_nyu_labeled` stores, in image orientation:
     ``rgb`` [N, H, W, 3] uint8, ``depth``/``raw_depth`` [N, H, W] float32 metres, ``labels``
     [N, H, W] uint16, ``instances`` [N, H, W] uint8, ``accel`` [N, 4], ``names`` (894),
-    ``scenes`` and ``scene_types`` (N each)."""
+    ``scenes`` and ``scene_types`` (N each).
+    """
     rng = np.random.default_rng(seed)
     n = np.arange(frames)[:, None, None]
     r = np.arange(height)[None, :, None]
@@ -56,14 +56,26 @@ def planted(frames: int = 3, height: int = 480, width: int = 640,
     names = [f"class_{k:03d}" for k in range(1, NUM_NAMES + 1)]
     names[:3] = ["book", "chaise longue", "café table"]  # a space and a non-ASCII code unit
     return {
-        "rgb": rgb, "depth": depth, "raw_depth": raw, "labels": labels, "instances": instances,
-        "accel": rng.normal(size=(frames, 4)), "names": names,
-        "scenes": [f"{t}_{i + 1:04d}" for i, t in enumerate(types)], "scene_types": types,
+        "rgb": rgb,
+        "depth": depth,
+        "raw_depth": raw,
+        "labels": labels,
+        "instances": instances,
+        "accel": rng.normal(size=(frames, 4)),
+        "names": names,
+        "scenes": [f"{t}_{i + 1:04d}" for i, t in enumerate(types)],
+        "scene_types": types,
     }
 
 
-def write_nyu_labeled(path: str | Path, frames: int = 3, height: int = 480, width: int = 640,
-                      seed: int = 0, **overrides: Any) -> dict[str, Any]:
+def write_nyu_labeled(
+    path: str | Path,
+    frames: int = 3,
+    height: int = 480,
+    width: int = 640,
+    seed: int = 0,
+    **overrides: Any,
+) -> dict[str, Any]:
     """Write a labeled-set file at ``path`` and return :func:`planted` (image orientation).
 
     ``overrides`` replace a MATLAB variable as passed to savemat, i.e. in MATLAB orientation
@@ -91,6 +103,12 @@ def write_nyu_labeled(path: str | Path, frames: int = 3, height: int = 480, widt
     path = Path(path)
     path.unlink(missing_ok=True)  # savemat would otherwise add to an existing file
     # Format 7.3 is savemat's default (its keyword was renamed format -> fmt in 0.2).
-    hdf5storage.savemat(str(path), variables, appendmat=False, matlab_compatible=True,
-                        store_python_metadata=False, truncate_existing=True)
+    hdf5storage.savemat(
+        str(path),
+        variables,
+        appendmat=False,
+        matlab_compatible=True,
+        store_python_metadata=False,
+        truncate_existing=True,
+    )
     return data

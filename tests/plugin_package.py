@@ -1,7 +1,8 @@
 """A third-party package, built and pip-installed by the tests into a folder put on
 ``PYTHONPATH``: a module and a ``pyproject.toml`` declaring its entry points. It registers one component of each pluggable
 kind it exercises, each with an option: a ``thermal`` front end, a ``thermal-scenes`` dataset, a
-``cosine`` method and a ``centroid`` probe."""
+``cosine`` method and a ``centroid`` probe.
+"""
 
 from __future__ import annotations
 
@@ -142,28 +143,47 @@ ENTRY_POINTS = {
 
 def write_project(folder: Path, broken: bool = False) -> Path:
     """The package's source project (``pyproject.toml`` with its entry points, and the module);
-    ``broken`` also registers a front end that breaks the contract."""
+    ``broken`` also registers a front end that breaks the contract.
+    """
     groups = {group: dict(entries) for group, entries in ENTRY_POINTS.items()}
     if broken:
         groups["xmodal.frontends"]["broken"] = f"{PACKAGE}:BrokenFrontend"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{PACKAGE}.py").write_text(SOURCE)
-    entry_points = "".join(f'[project.entry-points."{group}"]\n'
-                           + "".join(f'"{name}" = "{target}"\n' for name, target in entries.items())
-                           for group, entries in groups.items())
+    entry_points = "".join(
+        f'[project.entry-points."{group}"]\n'
+        + "".join(f'"{name}" = "{target}"\n' for name, target in entries.items())
+        for group, entries in groups.items()
+    )
     (folder / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n\n'
         f'[project]\nname = "{DISTRIBUTION}"\nversion = "0.1"\n\n'
-        f'[tool.setuptools]\npy-modules = ["{PACKAGE}"]\n\n' + entry_points)
+        f'[tool.setuptools]\npy-modules = ["{PACKAGE}"]\n\n' + entry_points
+    )
     return folder
 
 
 def install(site: Path, broken: bool = False) -> Path:
     """Build the package and pip-install it into ``site`` (a folder for ``PYTHONPATH``), as a
-    user's ``pip install`` would: its entry points come from the installed metadata."""
+    user's ``pip install`` would: its entry points come from the installed metadata.
+    """
     project = write_project(site.parent / f"{site.name}-src", broken)
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
-                           str(site), str(project)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(site),
+            str(project),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"pip could not install the test package: {proc.stderr[-2000:]}")
     return site

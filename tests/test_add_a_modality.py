@@ -1,6 +1,7 @@
 """``docs/add-a-modality.md``, followed literally: its files are written from the page's code
 blocks and its commands run as printed (plus settings that make the run tiny). The package is
-built and installed by pip; the second half registers the front end in code instead."""
+built and installed by pip; the second half registers the front end in code instead.
+"""
 
 from __future__ import annotations
 
@@ -21,10 +22,18 @@ from torchvision.io import write_png
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "add-a-modality.md"
 CLASSES = ("kitchen", "office", "lab")
-TINY = ["data.paired.image_size=[16,16]", "teacher.optim.epochs=1", "distill.optim.epochs=2",
-        "teacher.optim.batch_size=16", "distill.optim.batch_size=16", "distill.methods=[none,wcord]",
-        "distill.wcord.num_negatives=16", "probe.probes=[linear]", "probe.linear.l2_grid=[0.001]",
-        "probe.linear.max_iter=20"]
+TINY = [
+    "data.paired.image_size=[16,16]",
+    "teacher.optim.epochs=1",
+    "distill.optim.epochs=2",
+    "teacher.optim.batch_size=16",
+    "distill.optim.batch_size=16",
+    "distill.methods=[none,wcord]",
+    "distill.wcord.num_negatives=16",
+    "probe.probes=[linear]",
+    "probe.linear.l2_grid=[0.001]",
+    "probe.linear.max_iter=20",
+]
 
 
 def _blocks(kind: str) -> dict[str, str]:
@@ -58,8 +67,13 @@ def _run(command: str, cwd: Path, pythonpath: list[Path], out: Path) -> subproce
     argv = [sys.executable, "-m", "xmodal", *argv[1:], "--out", str(out)]
     for item in TINY:
         argv += ["--set", item]
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([*map(str, pythonpath), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(
+            [*map(str, pythonpath), str(ROOT), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=env, timeout=900)
 
 
@@ -72,7 +86,11 @@ def _thermal_rows(out: Path) -> set[tuple[str, str, str]]:
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("user")
     files = _blocks("file")
-    assert {"thermal-xmodal/thermal_xmodal/__init__.py", "thermal-xmodal/pyproject.toml", "my_thermal.py"} <= set(files)
+    assert {
+        "thermal-xmodal/thermal_xmodal/__init__.py",
+        "thermal-xmodal/pyproject.toml",
+        "my_thermal.py",
+    } <= set(files)
     frontend = files["thermal-xmodal/thermal_xmodal/__init__.py"]
     assert len([line for line in frontend.splitlines() if line.strip()]) < 50  # the page's promise
     for name, text in files.items():
@@ -86,21 +104,39 @@ def workspace(tmp_path_factory):
 def test_the_pip_installed_plugin_is_distilled_from_rgb(workspace):
     root, commands = workspace
     site = root / "site"
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
-                          str(site), str(root / "thermal-xmodal")], capture_output=True, text=True,
-                         timeout=600)
+    pip = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(site),
+            str(root / "thermal-xmodal"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert pip.returncode == 0, pip.stderr[-2000:]
     assert list(site.glob("thermal_xmodal-0.1.0.dist-info"))
     proc = _run(commands["run"], root, [site], root / "run")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert _thermal_rows(root / "run") >= {("thermal", "none", "linear"), ("thermal", "wcord", "linear"),
-                                           ("rgb", "teacher", "linear")}
+    assert _thermal_rows(root / "run") >= {
+        ("thermal", "none", "linear"),
+        ("thermal", "wcord", "linear"),
+        ("rgb", "teacher", "linear"),
+    }
     config = yaml.safe_load((root / "run" / "config.yaml").read_text())
     assert config["frontends"]["thermal"] == {"room_k": 293.0, "spread_k": 8.0}
     assert (root / "run" / "distill/seed0/thermal/wcord/encoder.safetensors").is_file()
 
 
-def test_the_same_front_end_registered_in_code_from_a_module_named_in_the_config(workspace, tmp_path):
+def test_the_same_front_end_registered_in_code_from_a_module_named_in_the_config(
+    workspace, tmp_path
+):
     root, commands = workspace
     code = tmp_path / "code"  # the package's folder and my_thermal.py, no entry points
     shutil.copytree(root / "thermal-xmodal" / "thermal_xmodal", code / "thermal_xmodal")

@@ -66,8 +66,12 @@ def test_random_crop_is_a_shifted_window_of_the_zero_padded_image():
     padded = torch.nn.functional.pad(images, (0, 0, 2, 2, 2, 2))
     shifts = set()
     for i in range(64):  # exactly one of the 25 windows matches each output
-        hits = [(y, x) for y in range(5) for x in range(5)
-                if torch.equal(padded[i, y:y + 8, x:x + 8], out[i])]
+        hits = [
+            (y, x)
+            for y in range(5)
+            for x in range(5)
+            if torch.equal(padded[i, y : y + 8, x : x + 8], out[i])
+        ]
         assert len(hits) == 1
         shifts.add(hits[0])
     assert len(shifts) > 10  # offsets vary per sample

@@ -14,14 +14,33 @@ from torch import nn
 import xmodal.objectives.baselines  # noqa: F401  (registers the methods)
 from xmodal.core.registry import METHODS
 from xmodal.objectives.baselines import (
-    CRDConfig, CRDObjective, FitNetConfig, FitNetObjective, InfoNCEConfig, KDConfig, KDObjective,
-    PKTConfig, PKTObjective, RKDConfig, RKDObjective, nce_loss, pkt_loss, rkd_angle, rkd_distance,
+    CRDConfig,
+    CRDObjective,
+    FitNetConfig,
+    FitNetObjective,
+    InfoNCEConfig,
+    KDConfig,
+    KDObjective,
+    PKTConfig,
+    PKTObjective,
+    RKDConfig,
+    RKDObjective,
+    nce_loss,
+    pkt_loss,
+    rkd_angle,
+    rkd_distance,
 )
 from xmodal.objectives.objective import Objective, ObjectiveContext
 
 NAMES = ("kd", "fitnet", "crd", "rkd", "pkt", "infonce")
-CONFIGS = {"kd": KDConfig, "fitnet": FitNetConfig, "crd": CRDConfig, "rkd": RKDConfig, "pkt": PKTConfig,
-           "infonce": InfoNCEConfig}
+CONFIGS = {
+    "kd": KDConfig,
+    "fitnet": FitNetConfig,
+    "crd": CRDConfig,
+    "rkd": RKDConfig,
+    "pkt": PKTConfig,
+    "infonce": InfoNCEConfig,
+}
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -46,51 +65,72 @@ def _random_rotation(d: int, seed: int) -> torch.Tensor:
 def test_config_defaults_follow_the_papers() -> None:
     assert dataclasses.asdict(KDConfig()) == dict(temperature=4.0, alpha=0.0, beta=1.0)
     assert dataclasses.asdict(FitNetConfig()) == dict(weight=1.0)
-    assert dataclasses.asdict(CRDConfig()) == dict(embed_dim=128, num_negatives=16384, tau=0.07,
-                                                   momentum=0.5, weight=0.8, negatives="uniform",
-                                                   sharing="batch", replacement=False, alpha=0.0,
-                                                   bank_dtype="float32")
+    assert dataclasses.asdict(CRDConfig()) == dict(
+        embed_dim=128,
+        num_negatives=16384,
+        tau=0.07,
+        momentum=0.5,
+        weight=0.8,
+        negatives="uniform",
+        sharing="batch",
+        replacement=False,
+        alpha=0.0,
+        bank_dtype="float32",
+    )
     assert dataclasses.asdict(RKDConfig()) == dict(distance_weight=25.0, angle_weight=50.0)
     assert dataclasses.asdict(PKTConfig()) == dict(weight=1.0)
-    assert dataclasses.asdict(InfoNCEConfig()) == dict(embed_dim=128, init_temperature=0.07,
-                                                       max_logit_scale=100.0, learn_temperature=True,
-                                                       weight=1.0)
+    assert dataclasses.asdict(InfoNCEConfig()) == dict(
+        embed_dim=128,
+        init_temperature=0.07,
+        max_logit_scale=100.0,
+        learn_temperature=True,
+        weight=1.0,
+    )
 
 
-@pytest.mark.parametrize(("cls", "kwargs", "field"), [
-    (KDConfig, dict(temperature=0.0), "temperature"),
-    (KDConfig, dict(temperature=float("inf")), "temperature"),
-    (KDConfig, dict(alpha=-0.1), "alpha"),
-    (KDConfig, dict(beta=float("nan")), "beta"),
-    (KDConfig, dict(alpha=0.0, beta=0.0), "beta"),
-    (KDConfig, dict(temperature="4"), "temperature"),
-    (FitNetConfig, dict(weight=0.0), "weight"),
-    (FitNetConfig, dict(weight=-1.0), "weight"),
-    (FitNetConfig, dict(weight=True), "weight"),
-    (CRDConfig, dict(embed_dim=0), "embed_dim"),
-    (CRDConfig, dict(negatives="hard"), "negatives"),
-    (CRDConfig, dict(sharing="pair"), "sharing"),
-    (CRDConfig, dict(replacement="yes"), "replacement"),
-    (CRDConfig, dict(embed_dim=12.0), "embed_dim"),
-    (CRDConfig, dict(num_negatives=0), "num_negatives"),
-    (CRDConfig, dict(tau=0.0), "tau"),
-    (CRDConfig, dict(momentum=1.0), "momentum"),
-    (CRDConfig, dict(momentum=-0.1), "momentum"),
-    (CRDConfig, dict(weight=0.0), "weight"),
-    (RKDConfig, dict(distance_weight=-1.0), "distance_weight"),
-    (RKDConfig, dict(angle_weight=float("nan")), "angle_weight"),
-    (RKDConfig, dict(distance_weight=0.0, angle_weight=0.0), "angle_weight"),
-    (PKTConfig, dict(weight=0.0), "weight"),
-    (PKTConfig, dict(weight=float("inf")), "weight"),
-])
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "field"),
+    [
+        (KDConfig, dict(temperature=0.0), "temperature"),
+        (KDConfig, dict(temperature=float("inf")), "temperature"),
+        (KDConfig, dict(alpha=-0.1), "alpha"),
+        (KDConfig, dict(beta=float("nan")), "beta"),
+        (KDConfig, dict(alpha=0.0, beta=0.0), "beta"),
+        (KDConfig, dict(temperature="4"), "temperature"),
+        (FitNetConfig, dict(weight=0.0), "weight"),
+        (FitNetConfig, dict(weight=-1.0), "weight"),
+        (FitNetConfig, dict(weight=True), "weight"),
+        (CRDConfig, dict(embed_dim=0), "embed_dim"),
+        (CRDConfig, dict(negatives="hard"), "negatives"),
+        (CRDConfig, dict(sharing="pair"), "sharing"),
+        (CRDConfig, dict(replacement="yes"), "replacement"),
+        (CRDConfig, dict(embed_dim=12.0), "embed_dim"),
+        (CRDConfig, dict(num_negatives=0), "num_negatives"),
+        (CRDConfig, dict(tau=0.0), "tau"),
+        (CRDConfig, dict(momentum=1.0), "momentum"),
+        (CRDConfig, dict(momentum=-0.1), "momentum"),
+        (CRDConfig, dict(weight=0.0), "weight"),
+        (RKDConfig, dict(distance_weight=-1.0), "distance_weight"),
+        (RKDConfig, dict(angle_weight=float("nan")), "angle_weight"),
+        (RKDConfig, dict(distance_weight=0.0, angle_weight=0.0), "angle_weight"),
+        (PKTConfig, dict(weight=0.0), "weight"),
+        (PKTConfig, dict(weight=float("inf")), "weight"),
+    ],
+)
 def test_configs_reject_bad_values_naming_the_field(cls, kwargs, field) -> None:
     with pytest.raises(ValueError, match=field):
         cls(**kwargs)
 
 
 def test_registered_with_config_keys_and_hparams() -> None:
-    ctx = ObjectiveContext(student_dim=6, teacher_dim=5, num_samples=40, num_classes=3, seed=1,
-                           teacher_logits=torch.randn(40, 3, generator=_gen(0)))
+    ctx = ObjectiveContext(
+        student_dim=6,
+        teacher_dim=5,
+        num_samples=40,
+        num_classes=3,
+        seed=1,
+        teacher_logits=torch.randn(40, 3, generator=_gen(0)),
+    )
     for name in NAMES:
         method = METHODS.get(name)
         cfg = CONFIGS[name]()
@@ -112,13 +152,20 @@ def test_kd_build_needs_teacher_logits_in_the_right_shape() -> None:
     with pytest.raises(ValueError, match="rows"):
         kd.build(ObjectiveContext(4, 5, 10, 3, teacher_logits=torch.zeros(9, 3)), KDConfig())
     # a teacher with 7 classes of its own: KD through a head of 7, CE through one of the dataset's 3
-    both = kd.build(ObjectiveContext(4, 5, 10, 3, teacher_logits=torch.zeros(10, 7)), KDConfig(alpha=1.0))
+    both = kd.build(
+        ObjectiveContext(4, 5, 10, 3, teacher_logits=torch.zeros(10, 7)), KDConfig(alpha=1.0)
+    )
     assert (both.kd_head.out_features, both.classifier.out_features) == (7, 3)
 
 
 def test_autocast_keeps_losses_float32_and_finite() -> None:
-    ctx = ObjectiveContext(student_dim=6, teacher_dim=5, num_samples=40, num_classes=3,
-                           teacher_logits=torch.randn(40, 3, generator=_gen(0)))
+    ctx = ObjectiveContext(
+        student_dim=6,
+        teacher_dim=5,
+        num_samples=40,
+        num_classes=3,
+        teacher_logits=torch.randn(40, 3, generator=_gen(0)),
+    )
     student, teacher = torch.randn(8, 6, generator=_gen(1)), torch.randn(8, 5, generator=_gen(2))
     for name in NAMES:
         objective = METHODS.get(name).build(ctx, CONFIGS[name]())
@@ -169,11 +216,18 @@ def test_kd_matches_a_hand_computation() -> None:
     assert "ce" not in out  # alpha = 0: labels are never read
 
     # indices select the teacher rows; alpha > 0 adds the cross-entropy on labels
-    kd2 = KDObjective(3, teacher_logits.flip(0), KDConfig(temperature=temperature, alpha=0.5, beta=2.0))
+    kd2 = KDObjective(
+        3, teacher_logits.flip(0), KDConfig(temperature=temperature, alpha=0.5, beta=2.0)
+    )
     kd2.load_state_dict(kd.state_dict())
     labels = torch.tensor([1, 2])
-    ce = sum(-math.log(math.exp(s[y]) / sum(math.exp(x) for x in s))
-             for s, y in zip(student_logits, labels.tolist())) / 2
+    ce = (
+        sum(
+            -math.log(math.exp(s[y]) / sum(math.exp(x) for x in s))
+            for s, y in zip(student_logits, labels.tolist())
+        )
+        / 2
+    )
     out2 = kd2(torch.tensor(student_logits), None, labels, torch.tensor([1, 0]))
     assert out2["ce"].item() == pytest.approx(ce, rel=1e-5)
     assert out2["loss"].item() == pytest.approx(2.0 * expected + 0.5 * ce, rel=1e-5)
@@ -251,14 +305,18 @@ def test_rkd_is_zero_for_equal_features_and_invariant_to_similarity_transforms()
     rkd = RKDObjective()
     args = (_no_labels(12), torch.arange(12))
     assert float(rkd(teacher, teacher, *args)["loss"]) == pytest.approx(0.0, abs=1e-5)
-    assert float(rkd(3.0 * teacher @ _random_rotation(6, 0).float() + 2.0, teacher, *args)["loss"]) == \
-        pytest.approx(0.0, abs=1e-4)
+    assert float(
+        rkd(3.0 * teacher @ _random_rotation(6, 0).float() + 2.0, teacher, *args)["loss"]
+    ) == pytest.approx(0.0, abs=1e-4)
     base = rkd(student, teacher, *args)
     assert base["loss"].item() > 0.1
     q = _random_rotation(6, 1).float()
     common = rkd(0.5 * student @ q, 0.5 * teacher @ q, *args)  # common rotation and scaling
-    separate = rkd(7.0 * student @ _random_rotation(6, 2).float() - 1.0,
-                   0.2 * teacher @ _random_rotation(6, 3).float() + 5.0, *args)
+    separate = rkd(
+        7.0 * student @ _random_rotation(6, 2).float() - 1.0,
+        0.2 * teacher @ _random_rotation(6, 3).float() + 5.0,
+        *args,
+    )
     for out in (common, separate):
         for key in ("distance", "angle", "loss"):
             assert float(out[key]) == pytest.approx(float(base[key]), rel=1e-4, abs=1e-6), key
@@ -269,13 +327,19 @@ def test_rkd_compares_features_of_different_sizes_and_small_batches() -> None:
     student = torch.randn(6, 3, generator=g, requires_grad=True)
     out = RKDObjective()(student, torch.randn(6, 10, generator=g), _no_labels(6), torch.arange(6))
     out["loss"].backward()
-    assert student.grad is not None and torch.isfinite(student.grad).all() and student.grad.abs().sum() > 0
+    assert (
+        student.grad is not None
+        and torch.isfinite(student.grad).all()
+        and student.grad.abs().sum() > 0
+    )
     one = torch.randn(1, 3, requires_grad=True)
     out1 = RKDObjective()(one, torch.randn(1, 10), _no_labels(1), torch.arange(1))
     assert out1["loss"].item() == 0.0
     out1["loss"].backward()  # stays connected to the student: the loop can always step
     duplicate = torch.zeros(4, 3, requires_grad=True)  # all student points coincide
-    out2 = RKDObjective()(duplicate, torch.randn(4, 10, generator=g), _no_labels(4), torch.arange(4))
+    out2 = RKDObjective()(
+        duplicate, torch.randn(4, 10, generator=g), _no_labels(4), torch.arange(4)
+    )
     out2["loss"].backward()
     assert torch.isfinite(out2["loss"]) and torch.isfinite(duplicate.grad).all()
 
@@ -285,7 +349,9 @@ def test_rkd_compares_features_of_different_sizes_and_small_batches() -> None:
 
 def _hand_pkt(student: list[list[float]], teacher: list[list[float]]) -> float:
     def cos(a, b):
-        return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+        return sum(x * y for x, y in zip(a, b)) / math.sqrt(
+            sum(x * x for x in a) * sum(y * y for y in b)
+        )
 
     def conditional(x):
         n = len(x)
@@ -296,7 +362,9 @@ def _hand_pkt(student: list[list[float]], teacher: list[list[float]]) -> float:
         return out
 
     q, p = conditional(teacher), conditional(student)
-    return sum(sum(q[i][j] * math.log(q[i][j] / p[i][j]) for j in q[i]) for i in range(len(q))) / len(q)
+    return sum(
+        sum(q[i][j] * math.log(q[i][j] / p[i][j]) for j in q[i]) for i in range(len(q))
+    ) / len(q)
 
 
 def test_pkt_matches_hand_computation_on_three_points() -> None:
@@ -304,9 +372,12 @@ def test_pkt_matches_hand_computation_on_three_points() -> None:
     teacher = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 3.0]]
     expected = _hand_pkt(student, teacher)
     assert expected > 0.01
-    assert float(pkt_loss(torch.tensor(student), torch.tensor(teacher))) == pytest.approx(expected, rel=1e-4)
-    out = PKTObjective(PKTConfig(weight=3.0))(torch.tensor(student), torch.tensor(teacher), _no_labels(3),
-                                               torch.arange(3))
+    assert float(pkt_loss(torch.tensor(student), torch.tensor(teacher))) == pytest.approx(
+        expected, rel=1e-4
+    )
+    out = PKTObjective(PKTConfig(weight=3.0))(
+        torch.tensor(student), torch.tensor(teacher), _no_labels(3), torch.arange(3)
+    )
     assert out["loss"].item() == pytest.approx(3 * expected, rel=1e-4)
 
 
@@ -325,8 +396,13 @@ def test_pkt_is_zero_for_equal_features_and_positive_otherwise() -> None:
 
 
 def _crd(n=50, dt=5, ds=4, d=3, k=16384, tau=0.5, momentum=0.5, weight=0.8, seed=0) -> CRDObjective:
-    return CRDObjective(dt, ds, n, CRDConfig(embed_dim=d, num_negatives=k, tau=tau, momentum=momentum,
-                                             weight=weight), seed=seed)
+    return CRDObjective(
+        dt,
+        ds,
+        n,
+        CRDConfig(embed_dim=d, num_negatives=k, tau=tau, momentum=momentum, weight=weight),
+        seed=seed,
+    )
 
 
 def _identity_heads(crd: CRDObjective) -> None:
@@ -355,7 +431,12 @@ def test_crd_estimates_z_once_from_the_first_batch() -> None:
     for step in range(3):  # later batches, bank updates and sampled negatives leave Z unchanged
         crd.update_memory(indices, u, v)
         indices = torch.randperm(n, generator=g)[:8]
-        out = crd(5 * torch.randn(8, 4, generator=g), torch.randn(8, 5, generator=g), _no_labels(8), indices)
+        out = crd(
+            5 * torch.randn(8, 4, generator=g),
+            torch.randn(8, 5, generator=g),
+            _no_labels(8),
+            indices,
+        )
         u, v = out["teacher_embed"], out["student_embed"]
         assert torch.equal(crd.z_teacher, z[0]) and torch.equal(crd.z_student, z[1])
     restored = _crd(n=n, tau=tau)
@@ -372,7 +453,9 @@ def test_crd_perfect_positive_beats_a_random_positive() -> None:
     crd(torch.randn(16, 8, generator=g), teacher, _no_labels(16), indices)  # fixes Z
     negatives = torch.arange(16, 200)
     perfect = crd(teacher, teacher, _no_labels(16), indices, negatives=negatives)  # u = v
-    random_ = crd(torch.randn(16, 8, generator=g), teacher, _no_labels(16), indices, negatives=negatives)
+    random_ = crd(
+        torch.randn(16, 8, generator=g), teacher, _no_labels(16), indices, negatives=negatives
+    )
     assert torch.allclose(perfect["teacher_embed"], perfect["student_embed"])
     assert perfect["loss"].item() < random_["loss"].item() - 1.0
     assert perfect["nce_teacher_anchor"].item() < random_["nce_teacher_anchor"].item()
@@ -432,7 +515,9 @@ def test_crd_negatives_and_memory_update() -> None:
     assert negatives.numel() == 27 and len(set(negatives.tolist())) == 27
     assert not set(negatives.tolist()) & {2, 5, 7}
     g = _gen(10)
-    out = crd(torch.randn(4, 4, generator=g), torch.randn(4, 5, generator=g), _no_labels(4), indices)
+    out = crd(
+        torch.randn(4, 4, generator=g), torch.randn(4, 5, generator=g), _no_labels(4), indices
+    )
     assert out["teacher_embed"].shape == (4, 3) and not out["teacher_embed"].requires_grad
     before = crd.student_bank.memory.clone()
     crd.update_memory(torch.tensor([0, 1]), out["teacher_embed"][:2], out["student_embed"][:2])
@@ -448,11 +533,18 @@ def test_crd_negatives_and_memory_update() -> None:
 @pytest.mark.parametrize("replacement", [False, True])
 def test_crd_sampler_modes(negatives: str, sharing: str, replacement: bool) -> None:
     """RepDistiller's CIFAR sampler is other_class + anchor + without replacement: no negative
-    shares the anchor's class (shared sets are masked instead), no row repeats when asked."""
+    shares the anchor's class (shared sets are masked instead), no row repeats when asked.
+    """
     n, classes = 60, 4
     labels = torch.arange(n) % classes
-    cfg = CRDConfig(embed_dim=3, num_negatives=50, tau=0.5, negatives=negatives, sharing=sharing,
-                    replacement=replacement)
+    cfg = CRDConfig(
+        embed_dim=3,
+        num_negatives=50,
+        tau=0.5,
+        negatives=negatives,
+        sharing=sharing,
+        replacement=replacement,
+    )
     crd = CRDObjective(5, 4, n, cfg, seed=0, sample_labels=labels)
     indices = torch.tensor([0, 5, 6, 11, 13])
     sets = [crd.sample_negatives(indices) for _ in range(5)]
@@ -469,15 +561,20 @@ def test_crd_sampler_modes(negatives: str, sharing: str, replacement: bool) -> N
         if not replacement:
             assert all(row.unique().numel() == row.numel() for row in rows)
     if replacement:  # 50 draws among 45-55 rows: a repeat within one set is all but certain
-        assert any(row.unique().numel() < row.numel() for drawn in sets for row in drawn.reshape(-1, 50))
+        assert any(
+            row.unique().numel() < row.numel() for drawn in sets for row in drawn.reshape(-1, 50)
+        )
     g = _gen(12)
-    out = crd(torch.randn(5, 4, generator=g), torch.randn(5, 5, generator=g), _no_labels(5), indices)
+    out = crd(
+        torch.randn(5, 4, generator=g), torch.randn(5, 5, generator=g), _no_labels(5), indices
+    )
     assert torch.isfinite(out["loss"]) and crd.z_estimated and torch.isfinite(crd.z_teacher)
 
 
 def test_crd_shared_other_class_masks_same_class_negatives() -> None:
     """A masked negative's NCE term is 0: the loss equals that of the other-class rows alone
-    (with the noise constant K/N of the K rows drawn)."""
+    (with the noise constant K/N of the K rows drawn).
+    """
     n, labels = 40, torch.arange(40) % 2
     cfg = CRDConfig(embed_dim=3, tau=0.3, negatives="other_class")
     crd = CRDObjective(5, 4, n, cfg, seed=0, sample_labels=labels)
@@ -524,7 +621,8 @@ def test_crd_alpha_adds_cross_entropy_of_its_classifier() -> None:
 
 def _toy(n=256, dt=12, dx=10, c=4, seed=11):
     """Teacher features T, student inputs X = T A + noise (a fixed linear map of the teacher),
-    teacher logits T W (a linear teacher classifier)."""
+    teacher logits T W (a linear teacher classifier).
+    """
     g = _gen(seed)
     teacher = torch.randn(n, dt, generator=g)
     teacher = (teacher - teacher.mean(0)) / teacher.std(0)
@@ -540,8 +638,14 @@ def test_every_baseline_trains_a_linear_student(name) -> None:
     torch.manual_seed(0)
     student = nn.Linear(inputs.shape[1], ds)
     cfg = {"crd": CRDConfig(embed_dim=16)}.get(name, CONFIGS[name]())
-    ctx = ObjectiveContext(student_dim=ds, teacher_dim=teacher.shape[1], num_samples=n, num_classes=4,
-                           seed=0, teacher_logits=logits)
+    ctx = ObjectiveContext(
+        student_dim=ds,
+        teacher_dim=teacher.shape[1],
+        num_samples=n,
+        num_classes=4,
+        seed=0,
+        teacher_logits=logits,
+    )
     objective = METHODS.get(name).build(ctx, cfg)
     optimiser = torch.optim.Adam(list(student.parameters()) + list(objective.parameters()), lr=1e-2)
     g = _gen(12)
@@ -572,12 +676,21 @@ def test_baselines_run_in_the_training_loop(name) -> None:
 
     n = 32
     g = _gen(13)
-    data = ArrayDataset({"depth": torch.rand(n, 8, 8, generator=g) * 4 + 0.5,
-                         "label": torch.randint(0, 3, (n,), generator=g)})
+    data = ArrayDataset(
+        {
+            "depth": torch.rand(n, 8, 8, generator=g) * 4 + 0.5,
+            "label": torch.randint(0, 3, (n,), generator=g),
+        }
+    )
     torch.manual_seed(0)
     encoder = create_encoder("resnet8", "depth")
-    ctx = ObjectiveContext(student_dim=encoder.embed_dim, teacher_dim=6, num_samples=n, num_classes=3,
-                           teacher_logits=torch.randn(n, 3, generator=g))
+    ctx = ObjectiveContext(
+        student_dim=encoder.embed_dim,
+        teacher_dim=6,
+        num_samples=n,
+        num_classes=3,
+        teacher_logits=torch.randn(n, 3, generator=g),
+    )
     cfg = {"crd": CRDConfig(embed_dim=8)}.get(name, CONFIGS[name]())
     objective = METHODS.get(name).build(ctx, cfg)
     task = DistillationTask(encoder, objective, teacher_features=torch.randn(n, 6, generator=g))

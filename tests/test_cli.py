@@ -18,24 +18,46 @@ def _one_error_line(capsys) -> str:
     return err[0]
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["run", "scene"], "unknown pipeline 'scene': did you mean 'scenes'?"),
-    (["run", "scenes", "--set", "distill.optim.epohcs=3"], "did you mean 'distill.optim.epochs'"),
-    (["run", "scenes", "--set", "seeds"], "expected KEY=VALUE"),
-    (["run", "scenes", "--set", "distill.optim.epochs=three"], "expected an integer"),
-    (["run", "scenes", "--config", "/nonexistent/x.yaml"], "config file '/nonexistent/x.yaml' does not exist"),
-    (["list", "widgets"], "invalid choice: 'widgets'"),
-    (["frobnicate"], "invalid choice: 'frobnicate'"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["run", "scene"], "unknown pipeline 'scene': did you mean 'scenes'?"),
+        (
+            ["run", "scenes", "--set", "distill.optim.epohcs=3"],
+            "did you mean 'distill.optim.epochs'",
+        ),
+        (["run", "scenes", "--set", "seeds"], "expected KEY=VALUE"),
+        (["run", "scenes", "--set", "distill.optim.epochs=three"], "expected an integer"),
+        (
+            ["run", "scenes", "--config", "/nonexistent/x.yaml"],
+            "config file '/nonexistent/x.yaml' does not exist",
+        ),
+        (["list", "widgets"], "invalid choice: 'widgets'"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
 def test_user_mistakes_give_one_line_and_status_2(argv, fragment, capsys, tmp_path):
     assert main([*argv, "--out", str(tmp_path)] if argv[0] == "run" else argv) == 2
     assert fragment in _one_error_line(capsys)
 
 
 def test_unknown_method_and_modality_fail_before_training(capsys, tmp_path):
-    argv = ["run", "scenes", "--out", str(tmp_path), "--set", "data.scenes.num_train=8",
-            "--set", "data.scenes.num_val=4", "--set", "data.scenes.num_test=4",
-            "--set", "data.scenes.image_size=16", "--set", "teacher.optim.epochs=0"]
+    argv = [
+        "run",
+        "scenes",
+        "--out",
+        str(tmp_path),
+        "--set",
+        "data.scenes.num_train=8",
+        "--set",
+        "data.scenes.num_val=4",
+        "--set",
+        "data.scenes.num_test=4",
+        "--set",
+        "data.scenes.image_size=16",
+        "--set",
+        "teacher.optim.epochs=0",
+    ]
     assert main([*argv, "--set", "distill.methods=[wcrod]"]) == 2
     assert "unknown method 'wcrod': did you mean 'wcord'" in _one_error_line(capsys)
     assert main([*argv, "--set", "distill.students=[lidar]"]) == 2
@@ -55,11 +77,16 @@ def test_version_and_list(capsys):
 
 
 def test_python_dash_m_entry_point():
-    proc = subprocess.run([sys.executable, "-m", "xmodal", "list", "pipelines"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "xmodal", "list", "pipelines"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and "scenes" in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "xmodal", "run", "nope"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "xmodal", "run", "nope"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
 
@@ -69,8 +96,16 @@ def test_data_flag_for_a_generated_dataset_is_refused(capsys, tmp_path):
 
 
 def test_data_prepare_then_info(tmp_path, capsys):
-    sets = ["--set", "data.scenes.num_train=6", "--set", "data.scenes.num_val=3",
-            "--set", "data.scenes.num_test=3", "--set", "data.scenes.image_size=12"]
+    sets = [
+        "--set",
+        "data.scenes.num_train=6",
+        "--set",
+        "data.scenes.num_val=3",
+        "--set",
+        "data.scenes.num_test=3",
+        "--set",
+        "data.scenes.image_size=12",
+    ]
     assert main(["data", "prepare", "scenes", "--out", str(tmp_path), *sets]) == 0
     cache = tmp_path / "data" / "scenes" / "data.h5"
     assert cache.is_file() and not (tmp_path / "teacher").exists()  # preprocessing alone
@@ -80,10 +115,13 @@ def test_data_prepare_then_info(tmp_path, capsys):
     assert "6 train, 3 val, 3 test" in out and "storage" in out and "12 x 12 pixels" in out
 
 
-@pytest.mark.parametrize("content, fragment", [
-    (b"hello", "is not an HDF5 file"),
-    (b"MATLAB 5.0 MAT-file, Platform: x" + bytes(100), "is a MATLAB v5 file"),
-])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (b"hello", "is not an HDF5 file"),
+        (b"MATLAB 5.0 MAT-file, Platform: x" + bytes(100), "is a MATLAB v5 file"),
+    ],
+)
 def test_data_info_rejects_non_hdf5(tmp_path, capsys, content, fragment):
     path = tmp_path / "f.mat"
     path.write_bytes(content)
@@ -125,15 +163,29 @@ def test_list_shows_whole_plain_descriptions_and_packages(capsys):
     assert "``" not in out and out.count("xmodal") >= len(REGISTRIES["frontends"].names())
 
 
-@pytest.mark.parametrize("argv", [[], ["run"], ["probe"], ["report"], ["data"], ["data", "info"],
-                                  ["data", "prepare"], ["data", "download"], ["list"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["run"],
+        ["probe"],
+        ["report"],
+        ["data"],
+        ["data", "info"],
+        ["data", "prepare"],
+        ["data", "download"],
+        ["list"],
+    ],
+)
 def test_every_help_shows_an_example(argv, capsys):
     assert main([*argv, "--help"]) == 0
     out = capsys.readouterr().out
     assert "examples:" in out and f"xmodal {' '.join(argv)}".strip() in out.split("examples:")[1]
 
 
-@pytest.mark.parametrize("width, dropped", [(120, []), (80, ["-:--:--"]), (60, ["-:--:--", "0:00:00"])])
+@pytest.mark.parametrize(
+    "width, dropped", [(120, []), (80, ["-:--:--"]), (60, ["-:--:--", "0:00:00"])]
+)
 def test_progress_bars_drop_columns_instead_of_cutting_numbers(width, dropped):
     from io import StringIO
 
@@ -143,8 +195,9 @@ def test_progress_bars_drop_columns_instead_of_cutting_numbers(width, dropped):
 
     console = Console(width=width, file=StringIO(), record=True)
     bar = make_progress(console)
-    bar.add_task("student depth wcord seed 0", total=2400, completed=270,
-                 info="epoch 12/20 loss 4.123")
+    bar.add_task(
+        "student depth wcord seed 0", total=2400, completed=270, info="epoch 12/20 loss 4.123"
+    )
     console.print(bar.make_tasks_table(bar.tasks))
     text = console.export_text()
     assert "270/2400" in text and "epoch 12/20 loss 4.123" in text and "…" not in text

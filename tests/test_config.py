@@ -8,7 +8,7 @@ from typing import Literal
 import pytest
 import yaml
 
-from xmodal.core.config import (apply_overrides, from_dict, load_config, parse_override, to_dict)
+from xmodal.core.config import apply_overrides, from_dict, load_config, parse_override, to_dict
 from xmodal.core.errors import ConfigError
 
 
@@ -40,16 +40,19 @@ def test_unknown_key_has_full_path_and_suggestion():
     assert "'inner.epoch'" in str(info.value) and "did you mean 'inner.epochs'" in str(info.value)
 
 
-@pytest.mark.parametrize("data, fragment", [
-    ({"inner": {"epochs": "five"}}, "'inner.epochs': expected an integer"),
-    ({"inner": {"epochs": 2.5}}, "'inner.epochs': expected an integer"),
-    ({"inner": {"lr": "fast"}}, "'inner.lr': expected a number"),
-    ({"flag": "yes"}, "'flag': expected true or false"),
-    ({"seeds": [1, "a"]}, "'seeds[1]': expected an integer"),
-    ({"inner": {"kind": "adam"}}, "did you mean 'adamw'"),
-    ({"inner": 3}, "inner: expected a mapping"),
-    ({"maybe": "x"}, "'maybe': expected int or NoneType"),
-])
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        ({"inner": {"epochs": "five"}}, "'inner.epochs': expected an integer"),
+        ({"inner": {"epochs": 2.5}}, "'inner.epochs': expected an integer"),
+        ({"inner": {"lr": "fast"}}, "'inner.lr': expected a number"),
+        ({"flag": "yes"}, "'flag': expected true or false"),
+        ({"seeds": [1, "a"]}, "'seeds[1]': expected an integer"),
+        ({"inner": {"kind": "adam"}}, "did you mean 'adamw'"),
+        ({"inner": 3}, "inner: expected a mapping"),
+        ({"maybe": "x"}, "'maybe': expected int or NoneType"),
+    ],
+)
 def test_type_errors_name_the_key(data, fragment):
     with pytest.raises(ConfigError, match=None) as info:
         from_dict(Outer, data)
@@ -65,7 +68,9 @@ def test_overrides_parse_yaml_values_and_check_keys():
     data = apply_overrides({}, ["inner.epochs=7", "seeds=[3,4]", "maybe=null"], Outer)
     cfg = from_dict(Outer, data)
     assert cfg.inner.epochs == 7 and cfg.seeds == [3, 4] and cfg.maybe is None
-    with pytest.raises(ConfigError, match="unknown config key 'inner.lrr'.*did you mean 'inner.lr'"):
+    with pytest.raises(
+        ConfigError, match="unknown config key 'inner.lrr'.*did you mean 'inner.lr'"
+    ):
         apply_overrides({}, ["inner.lrr=1"], Outer)
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         apply_overrides({}, ["inner.lr"], Outer)
@@ -76,18 +81,36 @@ def test_overrides_parse_yaml_values_and_check_keys():
 def test_overrides_reach_into_free_form_mappings():
     from xmodal.pipelines.config import RunConfig
 
-    data = apply_overrides({}, ["teacher.encoder.name=resnet18", "teacher.encoder.kwargs.pretrained=/tmp/w.pth",
-                                "teacher.encoder.kwargs.small_input=true"], RunConfig)
+    data = apply_overrides(
+        {},
+        [
+            "teacher.encoder.name=resnet18",
+            "teacher.encoder.kwargs.pretrained=/tmp/w.pth",
+            "teacher.encoder.kwargs.small_input=true",
+        ],
+        RunConfig,
+    )
     cfg = from_dict(RunConfig, data)
     assert cfg.teacher.encoder.kwargs == {"pretrained": "/tmp/w.pth", "small_input": True}
 
 
-@pytest.mark.parametrize("override, message", [
-    ("teacher.encoder.kwargs.pretrained=imagenet",  # resnet8 takes no pretrained weights
-     "teacher.encoder: backbone 'resnet8': unknown config key 'kwargs.pretrained' (valid keys here: width_multiplier, norm)"),
-    ("teacher.encoder.kwargs.norm=grup", "kwargs.norm': 'grup' is not one of 'batch', 'group'; did you mean 'group'?"),
-    ("teacher.encoder.kwargs.width_multiplier=wide", "kwargs.width_multiplier': expected a number"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "teacher.encoder.kwargs.pretrained=imagenet",  # resnet8 takes no pretrained weights
+            "teacher.encoder: backbone 'resnet8': unknown config key 'kwargs.pretrained' (valid keys here: width_multiplier, norm)",
+        ),
+        (
+            "teacher.encoder.kwargs.norm=grup",
+            "kwargs.norm': 'grup' is not one of 'batch', 'group'; did you mean 'group'?",
+        ),
+        (
+            "teacher.encoder.kwargs.width_multiplier=wide",
+            "kwargs.width_multiplier': expected a number",
+        ),
+    ],
+)
 def test_backbone_options_are_typed_like_any_other(override, message):
     from xmodal.pipelines.config import RunConfig
 

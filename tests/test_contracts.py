@@ -1,5 +1,6 @@
 """One contract per kind, run over every registered entry: built-ins and any plugin installed in
-the test environment (the loops read the registries, not hand-written lists)."""
+the test environment (the loops read the registries, not hand-written lists).
+"""
 
 from __future__ import annotations
 
@@ -37,7 +38,9 @@ def _check_encoder(backbone: str, modality: str, tmp_path) -> None:
     embedding = encoder(example)
     assert embedding.shape == (2, encoder.embed_dim) and embedding.dtype == torch.float32
     maps = encoder.forward_features(example)
-    assert [m.shape[1] for m in maps] == encoder.stage_channels and all(m.shape[0] == 2 for m in maps)
+    assert [m.shape[1] for m in maps] == encoder.stage_channels and all(
+        m.shape[0] == 2 for m in maps
+    )
     embedding.square().sum().backward()
     grads = [p.grad for p in encoder.parameters() if p.requires_grad]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
@@ -69,22 +72,36 @@ def test_every_backbone_keeps_its_contract(backbone, tmp_path):
     factory = BACKBONES.get(backbone)
     assert isinstance(factory(in_channels=3, **example_options(factory)), Backbone)
     # behind the first front end whose layout it takes (rgb for image backbones)
-    modality = next(m for m in ("rgb", *FRONTENDS.names())
-                    if layout_of(FRONTENDS.get(m)) == layout_of(BACKBONES.get(backbone)))
+    modality = next(
+        m
+        for m in ("rgb", *FRONTENDS.names())
+        if layout_of(FRONTENDS.get(m)) == layout_of(BACKBONES.get(backbone))
+    )
     _check_encoder(backbone, modality, tmp_path)
 
 
 def _context(seed: int = 0) -> ObjectiveContext:
     g = torch.Generator().manual_seed(99)
-    return ObjectiveContext(student_dim=6, teacher_dim=5, num_samples=40, num_classes=3, seed=seed,
-                            teacher_logits=torch.randn(40, 3, generator=g),
-                            train_labels=torch.arange(40) % 3, batch_size=8)
+    return ObjectiveContext(
+        student_dim=6,
+        teacher_dim=5,
+        num_samples=40,
+        num_classes=3,
+        seed=seed,
+        teacher_logits=torch.randn(40, 3, generator=g),
+        train_labels=torch.arange(40) % 3,
+        batch_size=8,
+    )
 
 
 def _batch() -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(7)
-    return (torch.randn(8, 6, generator=g), torch.randn(8, 5, generator=g),
-            torch.arange(8) % 3, torch.arange(8))
+    return (
+        torch.randn(8, 6, generator=g),
+        torch.randn(8, 5, generator=g),
+        torch.arange(8) % 3,
+        torch.arange(8),
+    )
 
 
 @pytest.mark.parametrize("name", METHODS.names())
@@ -132,10 +149,15 @@ def test_every_probe_keeps_its_contract(name):
     elif getattr(probe_cls, "consumes_text", False):  # class text vectors, no heads: own space
         feats, labels = _pooled_split(30, 0)
         classes = torch.nn.functional.normalize(torch.eye(3, 4) + 0.1, dim=1)
-        runs = [probe.evaluate_zero_shot(feats, labels, classes, None, ["a", "b", "c"]) for _ in range(2)]
+        runs = [
+            probe.evaluate_zero_shot(feats, labels, classes, None, ["a", "b", "c"])
+            for _ in range(2)
+        ]
     elif getattr(probe_cls, "consumes_pairs", False):
         feats = {s: _pooled_split(30, i)[0] for i, s in enumerate(("train", "val", "test"))}
-        runs = [probe.evaluate_pairs(feats, {k: v * 2 + 1 for k, v in feats.items()}) for _ in range(2)]
+        runs = [
+            probe.evaluate_pairs(feats, {k: v * 2 + 1 for k, v in feats.items()}) for _ in range(2)
+        ]
     else:
         splits = [_pooled_split(30, i) for i in range(3)]
         runs = [probe.evaluate(*splits, num_classes=3) for _ in range(2)]

@@ -1,14 +1,23 @@
 """Depth encodings against independent geometry: depth maps are rendered analytically from
 planes (ray-plane intersection per pixel), so every expected value comes from the scene, not
-from the code under test."""
+from the code under test.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from xmodal.data.depth_encodings import (Intrinsics, backproject, encode_depth, estimate_gravity,
-                                         height_above_ground, hha, surface_normals, valid_depth)
+from xmodal.data.depth_encodings import (
+    Intrinsics,
+    backproject,
+    encode_depth,
+    estimate_gravity,
+    height_above_ground,
+    hha,
+    surface_normals,
+    valid_depth,
+)
 
 K_SMALL = Intrinsics(fx=62.0, fy=60.0, cx=39.3, cy=29.6)  # 60 x 80, about 65 degrees wide
 METHODS = ["gradient", "open3d"]
@@ -48,8 +57,14 @@ def room(R: np.ndarray) -> list[tuple[np.ndarray, float]]:
     Level frame: x right, y down, z forward. Floor y = 1.4, ceiling y = -1.2, walls at
     z = 4 (front), x = 1.5 (right), x = -2 (left), z = -1 (behind).
     """
-    level = [((0, 1, 0), 1.4), ((0, -1, 0), 1.2), ((0, 0, 1), 4.0), ((1, 0, 0), 1.5),
-             ((-1, 0, 0), 2.0), ((0, 0, -1), 1.0)]
+    level = [
+        ((0, 1, 0), 1.4),
+        ((0, -1, 0), 1.2),
+        ((0, 0, 1), 4.0),
+        ((1, 0, 0), 1.5),
+        ((-1, 0, 0), 2.0),
+        ((0, 0, -1), 1.0),
+    ]
     return [(R @ np.asarray(n, np.float64), d) for n, d in level]
 
 
@@ -60,7 +75,7 @@ def erode(mask: np.ndarray, r: int) -> np.ndarray:
     out = np.ones_like(mask)
     for dy in range(2 * r + 1):
         for dx in range(2 * r + 1):
-            out &= padded[dy:dy + h, dx:dx + w]
+            out &= padded[dy : dy + h, dx : dx + w]
     return out
 
 
@@ -70,6 +85,7 @@ def angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 # ---- intrinsics and backprojection ----------------------------------------------------------
+
 
 def test_backproject_planted_point():
     K = Intrinsics(fx=500.0, fy=480.0, cx=320.5, cy=240.25)
@@ -127,6 +143,7 @@ def test_intrinsics_reject_bad_focal_length():
 
 # ---- normals ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("method", METHODS)
 def test_normals_of_a_tilted_plane(method):
     n = np.array([0.3, -0.4, 1.0])
@@ -169,6 +186,7 @@ def test_all_invalid_depth_does_not_crash(method):
 
 # ---- gravity and height ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("roll, pitch", [(0.0, 0.0), (8.0, -15.0), (-12.0, 20.0)])
 def test_gravity_of_a_rolled_and_pitched_room(roll, pitch):
     R = rotation(roll, pitch)
@@ -207,6 +225,7 @@ def test_height_of_floor_and_table():
 
 
 # ---- HHA -------------------------------------------------------------------------------------
+
 
 def test_hha_of_a_fronto_parallel_wall():
     depth = np.full((30, 40), 2.0, np.float32)
@@ -286,8 +305,12 @@ def test_backprojection_with_the_shipped_nyu_intrinsics_matches_the_toolbox():
     # independent statement of the camera that datasets/nyu-depth-v2/camera.json encodes.
     from xmodal.data.nyu.facts import load_nyu_facts
 
-    fx, fy, cx1, cy1 = 5.1885790117450188e02, 5.1946961112127485e02, 3.2558244941119034e02, \
-        2.5373616633400465e02
+    fx, fy, cx1, cy1 = (
+        5.1885790117450188e02,
+        5.1946961112127485e02,
+        3.2558244941119034e02,
+        2.5373616633400465e02,
+    )
     facts = load_nyu_facts()
     K = Intrinsics(*facts.intrinsics)
     row, col, z = 300, 100, 2.5  # 0-based pixel, metres
@@ -298,14 +321,16 @@ def test_backprojection_with_the_shipped_nyu_intrinsics_matches_the_toolbox():
     np.testing.assert_allclose(backproject(depth, K)[row, col], expected, rtol=1e-6)
     top, _, left, _ = facts.valid_crop
     cropped = depth[top:, left:]
-    np.testing.assert_allclose(backproject(cropped, K.cropped(top, left))[row - top, col - left],
-                               expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        backproject(cropped, K.cropped(top, left))[row - top, col - left], expected, rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("method", ["gradient", "open3d"])
 def test_encodings_of_a_ray_cast_room_match_its_known_geometry(method):
     """An open3d ray-cast room (the scenes generator: floor z = 0, a wall, objects) seen by a
-    pitched, yawed camera of known pose: gravity, heights and HHA angles follow the world."""
+    pitched, yawed camera of known pose: gravity, heights and HHA angles follow the world.
+    """
     from xmodal.data.scenes.geometry import sample_scene
     from xmodal.data.scenes.render import camera_intrinsics, render_scene, sample_camera
 

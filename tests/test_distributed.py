@@ -20,8 +20,19 @@ def ranks(tmp_path_factory):
         pytest.skip("torchrun not available")
     out = tmp_path_factory.mktemp("ddp")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent.parent)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", "29531", str(WORKER), str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        "29531",
+        str(WORKER),
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
@@ -44,8 +55,11 @@ def test_banks_hold_rows_seen_by_the_other_process(ranks):
     assert only_rank1
     before, after = ranks[0]["bank_before"], ranks[0]["teacher_bank"]
     assert not torch.allclose(after[only_rank1], before[only_rank1])
-    never = sorted(set(range(before.shape[0])) - set(ranks[0]["seen"].tolist())
-                   - set(ranks[1]["seen"].tolist()))
+    never = sorted(
+        set(range(before.shape[0]))
+        - set(ranks[0]["seen"].tolist())
+        - set(ranks[1]["seen"].tolist())
+    )
     assert torch.equal(after[never], before[never])
 
 
@@ -57,15 +71,22 @@ def test_student_weights_stay_in_sync(ranks):
 def test_gathered_local_term_is_the_global_batch_term(ranks):
     """local_scope="global": every rank computes the plan over both ranks' rows; the raw
     gradient of a rank's rows is world x the one-process gradient (DDP's mean then gives
-    exactly the global-batch gradient)."""
+    exactly the global-batch gradient).
+    """
     from xmodal.objectives.wcord import WCoRDLoss
 
     out = Path(ranks[0]["out_dir"])
     parts = [torch.load(out / f"local{r}.pt", weights_only=True) for r in range(2)]
     u_all = parts[0]["u_all"].clone().requires_grad_()
     v_all = parts[0]["v_all"].clone().requires_grad_()
-    single = WCoRDLoss(teacher_dim=6, student_dim=6, num_samples=8, embed_dim=6, lambda_global=0.0,
-                       lambda_local=1.0)
+    single = WCoRDLoss(
+        teacher_dim=6,
+        student_dim=6,
+        num_samples=8,
+        embed_dim=6,
+        lambda_global=0.0,
+        lambda_local=1.0,
+    )
     term = single.local_term(u_all, v_all)
     term.backward()
     for part in parts:
@@ -78,7 +99,8 @@ def test_gathered_local_term_is_the_global_batch_term(ranks):
 def test_shares_are_computed_once_and_gathered_in_order(ranks):
     """Probe features under 2 processes: each row embedded by exactly one process, and every
     process holds all rows in the original order (7 rows: uneven shares; 1 row: fewer rows
-    than processes, computed everywhere)."""
+    than processes, computed everywhere).
+    """
     out = Path(ranks[0]["out_dir"])
     parts = [torch.load(out / f"shares{r}.pt", weights_only=True) for r in range(2)]
     values = torch.arange(21, dtype=torch.float32).reshape(7, 3) ** 2

@@ -26,10 +26,10 @@ FAST = {"progress": False, "timeout": 5, "chunk_size": CHUNK, "backoff": 0.01}
 class Behaviour:
     """What the test server does; the ``*_once`` switches fire on the next GET only."""
 
-    cut_after_once: int | None = None   # send this many body bytes, then close the socket
-    stall_once_s: float | None = None   # send half the body, then go silent this long
-    ignore_range: bool = False          # answer 200 with the whole payload regardless
-    status: int | None = None           # answer every request with this error status
+    cut_after_once: int | None = None  # send this many body bytes, then close the socket
+    stall_once_s: float | None = None  # send half the body, then go silent this long
+    ignore_range: bool = False  # answer 200 with the whole payload regardless
+    status: int | None = None  # answer every request with this error status
     requests: list[str | None] = field(default_factory=list)  # Range header of each GET
 
 
@@ -56,7 +56,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-        body = PAYLOAD[start:end + 1]
+        body = PAYLOAD[start : end + 1]
         self.send_response(206 if partial else 200)
         if partial:
             self.send_header("Content-Range", f"bytes {start}-{end}/{len(PAYLOAD)}")
@@ -71,7 +71,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if b.stall_once_s is not None:
             pause, b.stall_once_s = b.stall_once_s, None
-            self.wfile.write(body[:len(body) // 2])
+            self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
             self.server.stop.wait(pause)
             self.close_connection = True
@@ -94,8 +94,7 @@ class _Server(http.server.ThreadingHTTPServer):
 @pytest.fixture(autouse=True)
 def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail any connection that is not to 127.0.0.1, and keep proxies out of the way."""
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
-                "ALL_PROXY"):
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("no_proxy", "*")
     real = socket.create_connection
@@ -112,8 +111,7 @@ def server(request: pytest.FixtureRequest) -> tuple[str, Behaviour]:
     """A fresh local server; returns (url, behaviour) and shuts down after the test."""
     srv = _Server(("127.0.0.1", 0), _Handler)
     srv.behaviour, srv.stop = Behaviour(), threading.Event()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
 
     def finish() -> None:
@@ -266,7 +264,7 @@ def test_keyboard_interrupt_keeps_the_part_for_a_resume(server, tmp_path, monkey
         m.setattr(dl._Bar, "advance", interrupt)
         with pytest.raises(KeyboardInterrupt):
             download(url, dest, **FAST)
-    assert _part(dest).read_bytes() == PAYLOAD[:2 * CHUNK]
+    assert _part(dest).read_bytes() == PAYLOAD[: 2 * CHUNK]
     assert not dest.exists()
     download(url, dest, sha256=SHA, **FAST)
     assert b.requests[-1] == f"bytes={2 * CHUNK}-"
@@ -289,8 +287,9 @@ def test_download_known_unknown_name_suggests():
 
 def test_nyu_entry_points_at_the_official_file():
     nyu = KNOWN_FILES["nyu-depth"]
-    assert nyu.url == ("http://horatio.cs.nyu.edu/mit/silberman/nyu_depth_v2/"
-                       "nyu_depth_v2_labeled.mat")
+    assert nyu.url == (
+        "http://horatio.cs.nyu.edu/mit/silberman/nyu_depth_v2/nyu_depth_v2_labeled.mat"
+    )
     assert nyu.filename == "nyu_depth_v2_labeled.mat" and nyu.name == "nyu-depth"
 
 
@@ -327,15 +326,21 @@ def test_cli_download_validates_the_file_with_info(nyu_server, tmp_path, monkeyp
     from xmodal.cli.main import main
 
     nyu = KNOWN_FILES["nyu-depth"]
-    monkeypatch.setitem(KNOWN_FILES, "nyu-depth", RemoteFile(
-        nyu.name, f"{nyu_server}/good.mat", None, None, nyu.filename, nyu.description))
+    monkeypatch.setitem(
+        KNOWN_FILES,
+        "nyu-depth",
+        RemoteFile(nyu.name, f"{nyu_server}/good.mat", None, None, nyu.filename, nyu.description),
+    )
     assert main(["data", "download", "nyu-depth", "--to", str(tmp_path / "d")]) == 0
     out = capsys.readouterr().out
     assert (tmp_path / "d" / "nyu_depth_v2_labeled.mat").is_file()
     assert "frames" in out and "24" in out and "32" in out  # info's summary of the layout
 
-    monkeypatch.setitem(KNOWN_FILES, "nyu-depth", RemoteFile(
-        nyu.name, f"{nyu_server}/cut.mat", None, None, nyu.filename, nyu.description))
+    monkeypatch.setitem(
+        KNOWN_FILES,
+        "nyu-depth",
+        RemoteFile(nyu.name, f"{nyu_server}/cut.mat", None, None, nyu.filename, nyu.description),
+    )
     assert main(["data", "download", "nyu-depth", "--to", str(tmp_path / "e")]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and "nyu_depth_v2_labeled.mat" in errors[0]

@@ -16,8 +16,11 @@ INPUTS = {
     "depth": lambda b, s: torch.rand(b, s, s) * 8 + 0.5,
     "audio": lambda b, s: torch.randn(b, 4000).clamp(-1, 1) * 0.5,
     "hha": lambda b, s: torch.randint(0, 256, (b, s, s, 3), dtype=torch.uint8),
-    "normals": lambda b, s: (torch.nn.functional.normalize(torch.randn(b, s, s, 3), dim=-1)
-                             * 127).round().to(torch.int8),
+    "normals": lambda b, s: (
+        (torch.nn.functional.normalize(torch.randn(b, s, s, 3), dim=-1) * 127)
+        .round()
+        .to(torch.int8)
+    ),
 }
 SMALL = ["resnet8", "resnet14", "resnet8x4"]
 

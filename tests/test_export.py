@@ -27,14 +27,25 @@ def _trained_like(modality: str, frontend: dict, seed: int = 0):
     return encoder.eval()
 
 
-@pytest.mark.parametrize("modality, frontend, batch", [
-    ("depth", {}, lambda: 1 + 5 * torch.rand(4, 16, 16)),
-    ("audio", {"sample_rate": 4000, "n_mels": 16}, lambda: torch.rand(4, 2000) * 2 - 1),
-])
+@pytest.mark.parametrize(
+    "modality, frontend, batch",
+    [
+        ("depth", {}, lambda: 1 + 5 * torch.rand(4, 16, 16)),
+        ("audio", {"sample_rate": 4000, "n_mels": 16}, lambda: torch.rand(4, 2000) * 2 - 1),
+    ],
+)
 def test_round_trip_gives_the_same_embeddings(tmp_path, modality, frontend, batch):
     encoder = _trained_like(modality, frontend)
-    meta_path = export_encoder(encoder, tmp_path, "resnet8", {}, frontend, "9.9", "cfg123",
-                               extra={"method": "wcord", "seed": 3})
+    meta_path = export_encoder(
+        encoder,
+        tmp_path,
+        "resnet8",
+        {},
+        frontend,
+        "9.9",
+        "cfg123",
+        extra={"method": "wcord", "seed": 3},
+    )
     loaded = xmodal.load_encoder(tmp_path)  # the top-level entry point, from the directory
     assert not loaded.training
     x = batch()
@@ -42,7 +53,11 @@ def test_round_trip_gives_the_same_embeddings(tmp_path, modality, frontend, batc
         assert torch.equal(loaded(x), encoder(x))
     meta = json.loads(meta_path.read_text())
     assert (meta["backbone"], meta["modality"], meta["embed_dim"]) == ("resnet8", modality, 64)
-    assert (meta["frontend_kwargs"], meta["config_hash"], meta["xmodal_version"]) == (frontend, "cfg123", "9.9")
+    assert (meta["frontend_kwargs"], meta["config_hash"], meta["xmodal_version"]) == (
+        frontend,
+        "cfg123",
+        "9.9",
+    )
     assert meta["extra"] == {"method": "wcord", "seed": 3}
     for name in (META_FILE, WEIGHTS_FILE):  # either file names the export too
         with torch.no_grad():
@@ -78,16 +93,30 @@ def test_a_crafted_pickle_is_refused_without_running_it(tmp_path):
     assert not os.path.exists(marker)
 
 
-@pytest.mark.parametrize("damage, fragment", [
-    (lambda d: (d / WEIGHTS_FILE).write_bytes(b"\x00" * 64), "does not match the SHA-256"),
-    (lambda d: (d / META_FILE).write_text("{not json"), "is not valid JSON"),
-    (lambda d: (d / META_FILE).write_text('{"format": "other"}'), "not an xmodal encoder description"),
-    (lambda d: (d / META_FILE).write_text(json.dumps(
-        {**json.loads((d / META_FILE).read_text()), "embed_dim": "64"})), "key 'embed_dim' must be an integer"),
-    (lambda d: (d / META_FILE).write_text(json.dumps(
-        {**json.loads((d / META_FILE).read_text()), "version": 99})), "upgrade xmodal"),
-    (lambda d: (d / WEIGHTS_FILE).unlink(), "encoder.safetensors is missing"),
-])
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        (lambda d: (d / WEIGHTS_FILE).write_bytes(b"\x00" * 64), "does not match the SHA-256"),
+        (lambda d: (d / META_FILE).write_text("{not json"), "is not valid JSON"),
+        (
+            lambda d: (d / META_FILE).write_text('{"format": "other"}'),
+            "not an xmodal encoder description",
+        ),
+        (
+            lambda d: (d / META_FILE).write_text(
+                json.dumps({**json.loads((d / META_FILE).read_text()), "embed_dim": "64"})
+            ),
+            "key 'embed_dim' must be an integer",
+        ),
+        (
+            lambda d: (d / META_FILE).write_text(
+                json.dumps({**json.loads((d / META_FILE).read_text()), "version": 99})
+            ),
+            "upgrade xmodal",
+        ),
+        (lambda d: (d / WEIGHTS_FILE).unlink(), "encoder.safetensors is missing"),
+    ],
+)
 def test_damaged_exports_raise_one_clear_error(tmp_path, damage, fragment):
     export_encoder(_trained_like("depth", {}), tmp_path, "resnet8", {}, {})
     damage(tmp_path)

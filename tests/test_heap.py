@@ -1,5 +1,6 @@
 """Extraction loops give freed heap memory back (glibc ``malloc_trim``), so resident memory does
-not grow with the rows read; and they return exactly what the encoder gives."""
+not grow with the rows read; and they return exactly what the encoder gives.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from xmodal.core import heap
 from xmodal.data.arrays import ArrayDataset
 from xmodal.encoders.base import create_encoder
 from xmodal.evaluation.features import extract_features
-
 
 # Run in a child: mallopt below fixes glibc's thresholds for the rest of the process.
 _HOLES = """
@@ -47,8 +47,13 @@ print(before - resident_mb())
 @pytest.mark.skipif(heap._malloc_trim() is None, reason="no glibc malloc_trim on this system")
 @pytest.mark.parametrize("mode", ["trim", "keep"])
 def test_freed_holes_in_the_heap_are_returned(mode):
-    out = subprocess.run([sys.executable, "-c", _HOLES, mode], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", _HOLES, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     returned_mb = float(out.stdout)
     if mode == "trim":
         assert returned_mb > 25  # most of the 40 MB of freed holes
@@ -76,7 +81,9 @@ def test_extraction_returns_the_encoder_output_and_releases_after_every_batch(mo
     assert len(calls) == 3 and encoder.training  # 8 + 8 + 5 rows; its mode restored
     with torch.no_grad():
         expected = encoder.eval()(images)
-    assert features.shape == (21, encoder.embed_dim) and torch.allclose(features, expected, atol=1e-6)
+    assert features.shape == (21, encoder.embed_dim) and torch.allclose(
+        features, expected, atol=1e-6
+    )
     assert extract_features(encoder, data, rows=slice(5, 5)).shape == (0, encoder.embed_dim)
 
 
@@ -86,7 +93,9 @@ def test_extraction_reports_progress_and_runs_in_the_callers_autocast():
     data = ArrayDataset({"rgb": images})
     encoder = create_encoder("resnet8", "rgb")
     seen = []
-    full = extract_features(encoder, data, batch_size=8, progress=lambda done, total: seen.append((done, total)))
+    full = extract_features(
+        encoder, data, batch_size=8, progress=lambda done, total: seen.append((done, total))
+    )
     assert seen == [(8, 21), (16, 21), (21, 21)]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = extract_features(encoder, data, batch_size=8)

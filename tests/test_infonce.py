@@ -1,5 +1,6 @@
 """InfoNCE (ImageBind/CLIP): loss and gradients against a float64 reference, the temperature's
-clamp and freezing, validation, seeding, and the global batch under two real processes."""
+clamp and freezing, validation, seeding, and the global batch under two real processes.
+"""
 
 from __future__ import annotations
 
@@ -29,14 +30,20 @@ def _batch(b: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(b, DS, generator=g), torch.randn(b, DT, generator=g)
 
 
-def _run(objective: InfoNCEObjective, student: torch.Tensor, teacher: torch.Tensor) -> dict[str, torch.Tensor]:
+def _run(
+    objective: InfoNCEObjective, student: torch.Tensor, teacher: torch.Tensor
+) -> dict[str, torch.Tensor]:
     b = student.shape[0]
     return objective(student, teacher, torch.full((b,), -1, dtype=torch.long), torch.arange(b))
 
 
-def _reference(student, teacher, params: dict[str, torch.Tensor], log_scale, max_logit_scale, weight):
+def _reference(
+    student, teacher, params: dict[str, torch.Tensor], log_scale, max_logit_scale, weight
+):
     """The loss by hand in float64: linear maps, division by the norm, exp of the clamped
-    log-scale, log-softmax as ``x - max - log(sum(exp(x - max)))`` along rows and columns."""
+    log-scale, log-softmax as ``x - max - log(sum(exp(x - max)))`` along rows and columns.
+    """
+
     def embed(x, w, b):
         z = x @ w.t() + b
         return z / z.square().sum(1, keepdim=True).sqrt()
@@ -47,8 +54,10 @@ def _reference(student, teacher, params: dict[str, torch.Tensor], log_scale, max
 
     u = embed(teacher, params["teacher_w"], params["teacher_b"])
     v = embed(student, params["student_w"], params["student_b"])
-    s = torch.minimum(torch.maximum(log_scale, log_scale.new_tensor(0.0)),
-                      log_scale.new_tensor(math.log(max_logit_scale)))
+    s = torch.minimum(
+        torch.maximum(log_scale, log_scale.new_tensor(0.0)),
+        log_scale.new_tensor(math.log(max_logit_scale)),
+    )
     logits = torch.exp(s) * (u @ v.t())
     n = logits.shape[0]
     rows = -sum(log_softmax_rows(logits)[i, i] for i in range(n)) / n
@@ -58,10 +67,12 @@ def _reference(student, teacher, params: dict[str, torch.Tensor], log_scale, max
 
 def _reference_leaves(objective: InfoNCEObjective, student: torch.Tensor, teacher: torch.Tensor):
     as64 = lambda t: t.detach().double().clone().requires_grad_()  # noqa: E731
-    params = {"teacher_w": as64(objective.teacher_head.linear.weight),
-              "teacher_b": as64(objective.teacher_head.linear.bias),
-              "student_w": as64(objective.student_head.linear.weight),
-              "student_b": as64(objective.student_head.linear.bias)}
+    params = {
+        "teacher_w": as64(objective.teacher_head.linear.weight),
+        "teacher_b": as64(objective.teacher_head.linear.bias),
+        "student_w": as64(objective.student_head.linear.weight),
+        "student_b": as64(objective.student_head.linear.bias),
+    }
     return params, as64(objective.logit_scale), as64(student), teacher.double()
 
 
@@ -69,37 +80,50 @@ def _reference_leaves(objective: InfoNCEObjective, student: torch.Tensor, teache
 
 
 def test_defaults_follow_clip_and_the_method_is_registered() -> None:
-    assert dataclasses.asdict(InfoNCEConfig()) == dict(embed_dim=128, init_temperature=0.07,
-                                                       max_logit_scale=100.0, learn_temperature=True,
-                                                       weight=1.0)
+    assert dataclasses.asdict(InfoNCEConfig()) == dict(
+        embed_dim=128,
+        init_temperature=0.07,
+        max_logit_scale=100.0,
+        learn_temperature=True,
+        weight=1.0,
+    )
     method = METHODS.get("infonce")
     assert method is InfoNCEObjective and method.options is InfoNCEConfig and method.trains
     assert method.needs_for(InfoNCEConfig()) == frozenset({"teacher"})
     objective = method.build(ObjectiveContext(DS, DT, 40, 3, seed=0, batch_size=8), InfoNCEConfig())
-    assert isinstance(objective.logit_scale, torch.nn.Parameter) and objective.logit_scale.shape == ()
+    assert (
+        isinstance(objective.logit_scale, torch.nn.Parameter) and objective.logit_scale.shape == ()
+    )
     assert objective.logit_scale.item() == pytest.approx(math.log(1 / 0.07))
     out = _run(objective, *_batch())
-    assert set(out) == {"loss", "infonce", "temperature"}  # no memory: nothing to gather after a step
+    assert set(out) == {
+        "loss",
+        "infonce",
+        "temperature",
+    }  # no memory: nothing to gather after a step
     assert out["temperature"].item() == pytest.approx(0.07, rel=1e-6)
     assert all(v.shape == () and v.dtype == torch.float32 for v in out.values())
 
 
-@pytest.mark.parametrize(("kwargs", "field"), [
-    (dict(embed_dim=0), "embed_dim"),
-    (dict(embed_dim=12.0), "embed_dim"),
-    (dict(embed_dim=True), "embed_dim"),
-    (dict(init_temperature=0.0), "init_temperature"),
-    (dict(init_temperature=-0.1), "init_temperature"),
-    (dict(init_temperature=float("nan")), "init_temperature"),
-    (dict(init_temperature=2.0), "init_temperature"),  # above 1: the scale's lower clamp
-    (dict(init_temperature=0.005), "init_temperature"),  # below 1/100: the upper clamp
-    (dict(max_logit_scale=0.0), "max_logit_scale"),
-    (dict(max_logit_scale=float("inf")), "max_logit_scale"),
-    (dict(max_logit_scale=0.5, init_temperature=1.0), "max_logit_scale"),
-    (dict(learn_temperature="yes"), "learn_temperature"),
-    (dict(weight=0.0), "weight"),
-    (dict(weight=-1.0), "weight"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        (dict(embed_dim=0), "embed_dim"),
+        (dict(embed_dim=12.0), "embed_dim"),
+        (dict(embed_dim=True), "embed_dim"),
+        (dict(init_temperature=0.0), "init_temperature"),
+        (dict(init_temperature=-0.1), "init_temperature"),
+        (dict(init_temperature=float("nan")), "init_temperature"),
+        (dict(init_temperature=2.0), "init_temperature"),  # above 1: the scale's lower clamp
+        (dict(init_temperature=0.005), "init_temperature"),  # below 1/100: the upper clamp
+        (dict(max_logit_scale=0.0), "max_logit_scale"),
+        (dict(max_logit_scale=float("inf")), "max_logit_scale"),
+        (dict(max_logit_scale=0.5, init_temperature=1.0), "max_logit_scale"),
+        (dict(learn_temperature="yes"), "learn_temperature"),
+        (dict(weight=0.0), "weight"),
+        (dict(weight=-1.0), "weight"),
+    ],
+)
 def test_bad_options_raise_naming_the_field(kwargs, field) -> None:
     with pytest.raises(ValueError, match=field):
         InfoNCEConfig(**kwargs)
@@ -117,17 +141,22 @@ def test_build_and_constructor_reject_what_cannot_run() -> None:
             InfoNCEObjective(**args)
 
 
-@pytest.mark.parametrize(("student", "teacher"), [
-    (torch.randn(6), torch.randn(6, DT)),
-    (torch.randn(6, DS), torch.randn(6, DT, 1)),
-    (torch.randn(6, DS), torch.randn(5, DT)),
-    (torch.randn(6, DS + 1), torch.randn(6, DT)),
-    (torch.randn(6, DS), torch.randn(6, DT - 1)),
-    (torch.randn(0, DS), torch.randn(0, DT)),
-])
+@pytest.mark.parametrize(
+    ("student", "teacher"),
+    [
+        (torch.randn(6), torch.randn(6, DT)),
+        (torch.randn(6, DS), torch.randn(6, DT, 1)),
+        (torch.randn(6, DS), torch.randn(5, DT)),
+        (torch.randn(6, DS + 1), torch.randn(6, DT)),
+        (torch.randn(6, DS), torch.randn(6, DT - 1)),
+        (torch.randn(0, DS), torch.randn(0, DT)),
+    ],
+)
 def test_bad_shapes_raise_one_clear_error(student, teacher) -> None:
     objective = InfoNCEObjective(DT, DS, InfoNCEConfig(embed_dim=D))
-    with pytest.raises(ValueError, match=r"InfoNCEObjective: need student \[B, 4\] and teacher \[B, 5\]"):
+    with pytest.raises(
+        ValueError, match=r"InfoNCEObjective: need student \[B, 4\] and teacher \[B, 5\]"
+    ):
         objective(student, teacher, None, torch.arange(student.shape[0]))
     with pytest.raises(ValueError, match="needs teacher features"):
         objective(torch.randn(6, DS), None, None, torch.arange(6))
@@ -138,8 +167,9 @@ def test_bad_shapes_raise_one_clear_error(student, teacher) -> None:
 
 @pytest.mark.parametrize(("temperature", "weight"), [(0.07, 1.0), (0.5, 0.3)])
 def test_loss_and_every_gradient_match_a_float64_reference(temperature, weight) -> None:
-    objective = InfoNCEObjective(DT, DS, InfoNCEConfig(embed_dim=D, init_temperature=temperature,
-                                                       weight=weight), seed=2)
+    objective = InfoNCEObjective(
+        DT, DS, InfoNCEConfig(embed_dim=D, init_temperature=temperature, weight=weight), seed=2
+    )
     student, teacher = _batch(seed=3)
     student.requires_grad_(True)
     out = _run(objective, student, teacher)
@@ -152,10 +182,12 @@ def test_loss_and_every_gradient_match_a_float64_reference(temperature, weight) 
     assert out["infonce"].item() == pytest.approx(expected.item() / weight, rel=1e-6, abs=1e-6)
     assert out["temperature"].item() == pytest.approx(temperature, rel=1e-6)
     pairs = [(student.grad, student64.grad), (objective.logit_scale.grad, log_scale.grad)]
-    pairs += [(objective.teacher_head.linear.weight.grad, params["teacher_w"].grad),
-              (objective.teacher_head.linear.bias.grad, params["teacher_b"].grad),
-              (objective.student_head.linear.weight.grad, params["student_w"].grad),
-              (objective.student_head.linear.bias.grad, params["student_b"].grad)]
+    pairs += [
+        (objective.teacher_head.linear.weight.grad, params["teacher_w"].grad),
+        (objective.teacher_head.linear.bias.grad, params["teacher_b"].grad),
+        (objective.student_head.linear.weight.grad, params["student_w"].grad),
+        (objective.student_head.linear.bias.grad, params["student_b"].grad),
+    ]
     for got, want in pairs:
         assert want.abs().max() > 1e-4  # every reference gradient is non-trivial
         torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-6)
@@ -196,12 +228,15 @@ def test_the_scale_is_clamped_at_max_logit_scale_with_zero_gradient_past_it() ->
         objective.logit_scale.fill_(-0.4)  # below 0: temperature 1
     out = _run(objective, student, teacher)
     out["loss"].backward()
-    assert out["temperature"].item() == pytest.approx(1.0) and objective.logit_scale.grad.item() == 0.0
+    assert (
+        out["temperature"].item() == pytest.approx(1.0) and objective.logit_scale.grad.item() == 0.0
+    )
 
 
 def test_a_fixed_temperature_is_a_buffer_that_training_leaves_alone() -> None:
-    objective = InfoNCEObjective(DT, DS, InfoNCEConfig(embed_dim=D, init_temperature=0.2,
-                                                       learn_temperature=False))
+    objective = InfoNCEObjective(
+        DT, DS, InfoNCEConfig(embed_dim=D, init_temperature=0.2, learn_temperature=False)
+    )
     assert "logit_scale" not in dict(objective.named_parameters())
     assert "logit_scale" in objective.state_dict() and not objective.logit_scale.requires_grad
     optimiser = torch.optim.SGD(objective.parameters(), lr=0.5)
@@ -234,7 +269,9 @@ def test_seeded_heads_are_reproducible_and_leave_the_global_rng_alone() -> None:
     a, b = (InfoNCEObjective(DT, DS, InfoNCEConfig(embed_dim=D), seed=4) for _ in range(2))
     c = InfoNCEObjective(DT, DS, InfoNCEConfig(embed_dim=D), seed=5)
     assert torch.equal(torch.random.get_rng_state(), state)
-    for (key, x), y, z in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
+    for (key, x), y, z in zip(
+        a.state_dict().items(), b.state_dict().values(), c.state_dict().values()
+    ):
         assert torch.equal(x, y), key
         if key != "logit_scale":
             assert not torch.equal(x, z), key
@@ -256,7 +293,9 @@ def _two_process_worker(rank: int, world: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     try:
         student, teacher = _batch(b=8, seed=9)
         rows = slice(rank * 4, (rank + 1) * 4)
@@ -265,7 +304,9 @@ def _two_process_worker(rank: int, world: int, port: int, out: str) -> None:
         loss = _run(objective, local, teacher[rows])["loss"]
         loss.backward()
         grads = {name: p.grad for name, p in objective.named_parameters()}
-        torch.save({"loss": loss.detach(), "student": local.grad, "params": grads}, f"{out}/rank{rank}.pt")
+        torch.save(
+            {"loss": loss.detach(), "student": local.grad, "params": grads}, f"{out}/rank{rank}.pt"
+        )
     finally:
         dist.destroy_process_group()
 
@@ -273,7 +314,8 @@ def _two_process_worker(rank: int, world: int, port: int, out: str) -> None:
 def test_two_processes_train_on_the_global_batch(tmp_path) -> None:
     """Each rank's 4 anchors against all 8 candidates: the ranks' mean loss is the one-process
     loss of the 8 pairs; after DDP's mean over ranks, every parameter's gradient is the
-    one-process gradient; a rank's raw feature gradient is 2x (see xmodal.objectives.gather)."""
+    one-process gradient; a rank's raw feature gradient is 2x (see xmodal.objectives.gather).
+    """
     import torch.distributed as dist
     import torch.multiprocessing as mp
 
@@ -287,9 +329,13 @@ def test_two_processes_train_on_the_global_batch(tmp_path) -> None:
     objective = InfoNCEObjective(DT, DS, InfoNCEConfig(embed_dim=D), seed=2)
     loss = _run(objective, student, teacher)["loss"]
     loss.backward()
-    torch.testing.assert_close((ranks[0]["loss"] + ranks[1]["loss"]) / 2, loss.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        (ranks[0]["loss"] + ranks[1]["loss"]) / 2, loss.detach(), rtol=1e-6, atol=1e-6
+    )
     for name, p in objective.named_parameters():
         mean = (ranks[0]["params"][name] + ranks[1]["params"][name]) / 2
         torch.testing.assert_close(mean, p.grad, rtol=1e-5, atol=1e-6)
     for r in range(2):
-        torch.testing.assert_close(ranks[r]["student"], 2 * student.grad[r * 4:(r + 1) * 4], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            ranks[r]["student"], 2 * student.grad[r * 4 : (r + 1) * 4], rtol=1e-5, atol=1e-6
+        )

@@ -1,5 +1,6 @@
 """k-NN and retrieval probes against independent references; the linear probe against
-scikit-learn's LogisticRegression."""
+scikit-learn's LogisticRegression.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import pytest
 import torch
 
 from xmodal.evaluation.knn_probe import KNNProbe, KNNProbeConfig, knn_votes
-from xmodal.evaluation.linear_probe import LinearProbe, LinearProbeConfig, fit_logistic, standardiser
+from xmodal.evaluation.linear_probe import (
+    LinearProbe,
+    LinearProbeConfig,
+    fit_logistic,
+    standardiser,
+)
 from xmodal.evaluation.retrieval_probe import RetrievalProbe, match_ranks, ridge_map
 
 
@@ -28,8 +34,9 @@ def test_knn_votes_match_a_plain_reference(k):
     rng = np.random.default_rng(0)
     bank, queries = rng.normal(size=(300, 16)), rng.normal(size=(50, 16))
     labels = rng.integers(0, 5, 300)
-    ours = knn_votes(torch.tensor(bank), torch.tensor(labels), torch.tensor(queries), 5, k, 0.07,
-                     chunk=7)  # chunks smaller than the query count
+    ours = knn_votes(
+        torch.tensor(bank), torch.tensor(labels), torch.tensor(queries), 5, k, 0.07, chunk=7
+    )  # chunks smaller than the query count
     ref = _knn_reference(bank, labels, queries, 5, k, 0.07)
     np.testing.assert_allclose(ours.numpy(), ref, rtol=1e-4)
 
@@ -39,9 +46,13 @@ def test_knn_probe_uses_train_and_val_as_bank_and_scores_test():
     # so the probe must search val too.
     rng = np.random.default_rng(1)
     centres = np.eye(4, 32) * 5
+
     def split(n, noise):
         y = rng.integers(0, 4, n)
-        return torch.tensor(centres[y] + noise * rng.normal(size=(n, 32)), dtype=torch.float32), torch.tensor(y)
+        return torch.tensor(
+            centres[y] + noise * rng.normal(size=(n, 32)), dtype=torch.float32
+        ), torch.tensor(y)
+
     train, val, test = split(40, 0.5), split(40, 0.5), split(30, 0.5)
     result = KNNProbe(KNNProbeConfig(k=5)).evaluate(train, val, test, num_classes=4)
     assert result.accuracy == 1.0 and result.mean_class_accuracy == 1.0
@@ -81,7 +92,9 @@ def test_ridge_map_is_the_regularised_least_squares_solution():
 
 def _pairs(student_of, n=(200, 60, 80), dim=24, seed=4):
     rng = np.random.default_rng(seed)
-    teacher = {s: torch.tensor(rng.normal(size=(m, dim))) for s, m in zip(("train", "val", "test"), n)}
+    teacher = {
+        s: torch.tensor(rng.normal(size=(m, dim))) for s, m in zip(("train", "val", "test"), n)
+    }
     return teacher, {s: student_of(t, rng) for s, t in teacher.items()}
 
 
@@ -103,14 +116,26 @@ def test_retrieval_of_unrelated_embeddings_is_at_chance():
 
 def test_linear_probe_agrees_with_sklearn_logistic_regression():
     """Same standardised features, same penalty: ours minimises mean CE + l2 |W|^2, sklearn
-    C * sum CE + |W|^2 / 2, so C = 1 / (2 N l2); the intercept is unpenalised in both."""
+    C * sum CE + |W|^2 / 2, so C = 1 / (2 N l2); the intercept is unpenalised in both.
+    """
     from sklearn.datasets import make_classification
     from sklearn.linear_model import LogisticRegression
 
-    x, y = make_classification(n_samples=900, n_features=40, n_informative=12, n_classes=5,
-                               n_clusters_per_class=2, class_sep=0.8, random_state=0)
-    xtr, ytr, xte, yte = (torch.tensor(x[:600]), torch.tensor(y[:600]), torch.tensor(x[600:]),
-                          torch.tensor(y[600:]))
+    x, y = make_classification(
+        n_samples=900,
+        n_features=40,
+        n_informative=12,
+        n_classes=5,
+        n_clusters_per_class=2,
+        class_sep=0.8,
+        random_state=0,
+    )
+    xtr, ytr, xte, yte = (
+        torch.tensor(x[:600]),
+        torch.tensor(y[:600]),
+        torch.tensor(x[600:]),
+        torch.tensor(y[600:]),
+    )
     norm = standardiser(xtr)
     for l2 in (1e-3, 1e-2, 1e-1):
         w, b = fit_logistic(norm(xtr), ytr, 5, l2, max_iter=500)
@@ -124,10 +149,14 @@ def test_linear_probe_agrees_with_sklearn_logistic_regression():
 
 def test_linear_probe_separates_separable_features_perfectly():
     rng = np.random.default_rng(6)
+
     def split(n):
         y = rng.integers(0, 3, n)
         x = rng.normal(size=(n, 10))
         x[:, 0] = 4 * y + rng.uniform(-1, 1, n)  # classes in disjoint slabs along one axis
         return torch.tensor(x, dtype=torch.float32), torch.tensor(y)
-    result = LinearProbe(LinearProbeConfig()).evaluate(split(150), split(50), split(100), num_classes=3)
+
+    result = LinearProbe(LinearProbeConfig()).evaluate(
+        split(150), split(50), split(100), num_classes=3
+    )
     assert result.accuracy == 1.0 and result.mean_class_accuracy == 1.0

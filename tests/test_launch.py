@@ -1,6 +1,7 @@
 """One job across processes: ``xmodal run --num-processes 2`` and ``torchrun -m xmodal run`` on a
 CPU-only machine (gloo), and a 2-process run that trains the same students as one process with
-the same global batch."""
+the same global batch.
+"""
 
 from __future__ import annotations
 
@@ -20,23 +21,39 @@ from xmodal.cli.main import build_parser, main
 ROOT = Path(__file__).resolve().parent.parent
 # GroupNorm students and the local term over the gathered batch: nothing depends on how the
 # global batch is split, so 2 x 8 must train what 1 x 16 trains.
-TINY = ["data.scenes.image_size=16", "data.scenes.num_train=64", "data.scenes.num_val=24",
-        "data.scenes.num_test=24", "teacher.optim.epochs=2", "distill.optim.epochs=2",
-        "probe.linear.l2_grid=[0.001]", "probe.linear.max_iter=20", "distill.students=[depth]",
-        "teacher.encoder.kwargs.norm=group", "distill.encoder.kwargs.norm=group",
-        "distill.wcord.local_scope=global",
-        # a fixed number of Sinkhorn iterations: an early stop at a tolerance could fall one
-        # iteration apart when the two runs' embeddings differ in their last bits
-        "distill.wcord.sinkhorn_tol=1e-12", "distill.wcord.sinkhorn_iters=50",
-        # negatives from queues of the gathered batches: the same on 1 and on 2 processes
-        "distill.wcord.negatives=queue", "distill.crd.negatives=queue",
-        "distill.methods=[none,supervised,fitnet,kd,crd,wcord,wcord-local]",
-        # the oracle teacher this test was written for: under the transfer teacher the local-only
-        # student collapses further, and retrieval among near-identical embeddings ranks by the
-        # last bits (recall@5 1 sample apart), which this test does not measure
-        "teacher.task=probe-labels"]
-UNITS = ["teacher/seed0", *(f"distill/seed0/depth/{m}"
-                            for m in ("supervised", "fitnet", "kd", "crd", "wcord", "wcord-local"))]
+TINY = [
+    "data.scenes.image_size=16",
+    "data.scenes.num_train=64",
+    "data.scenes.num_val=24",
+    "data.scenes.num_test=24",
+    "teacher.optim.epochs=2",
+    "distill.optim.epochs=2",
+    "probe.linear.l2_grid=[0.001]",
+    "probe.linear.max_iter=20",
+    "distill.students=[depth]",
+    "teacher.encoder.kwargs.norm=group",
+    "distill.encoder.kwargs.norm=group",
+    "distill.wcord.local_scope=global",
+    # a fixed number of Sinkhorn iterations: an early stop at a tolerance could fall one
+    # iteration apart when the two runs' embeddings differ in their last bits
+    "distill.wcord.sinkhorn_tol=1e-12",
+    "distill.wcord.sinkhorn_iters=50",
+    # negatives from queues of the gathered batches: the same on 1 and on 2 processes
+    "distill.wcord.negatives=queue",
+    "distill.crd.negatives=queue",
+    "distill.methods=[none,supervised,fitnet,kd,crd,wcord,wcord-local]",
+    # the oracle teacher this test was written for: under the transfer teacher the local-only
+    # student collapses further, and retrieval among near-identical embeddings ranks by the
+    # last bits (recall@5 1 sample apart), which this test does not measure
+    "teacher.task=probe-labels",
+]
+UNITS = [
+    "teacher/seed0",
+    *(
+        f"distill/seed0/depth/{m}"
+        for m in ("supervised", "fitnet", "kd", "crd", "wcord", "wcord-local")
+    ),
+]
 
 
 def _free_port() -> int:
@@ -69,11 +86,27 @@ def one_process(tmp_path_factory):
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
     out = tmp_path_factory.mktemp("two")
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "-m", "xmodal", *_argv(out, 8), "--num-processes", "2",
-                           "--main-process-port", str(_free_port())],
-                          capture_output=True, text=True, timeout=600, env=env)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xmodal",
+            *_argv(out, 8),
+            "--num-processes",
+            "2",
+            "--main-process-port",
+            str(_free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc.stdout
 
@@ -89,15 +122,17 @@ def test_num_processes_starts_one_job_of_two(two_processes):
     assert (out / "results.json").is_file()
 
 
-def test_two_processes_train_what_one_process_trains_with_the_same_global_batch(one_process,
-                                                                               two_processes):
+def test_two_processes_train_what_one_process_trains_with_the_same_global_batch(
+    one_process, two_processes
+):
     """Tolerance 1e-3 absolute on every weight. Only the order of floating-point sums differs
     (the all-reduce adds two half-batch gradients; convolutions see batches of 8, not 16), which
     Adam's normalised steps amplify to at most ~2e-4 after 8 steps here; a real difference in
     what is computed (BatchNorm over 8 instead of 16 samples, other negatives) moves weights by
     ~1e-2 in the same run. Memory-bank negatives are drawn per process, excluding that process's
     batch, so they agree in distribution only; wcord and crd are compared with ``negatives=queue``,
-    whose negatives are every entry of the queue that all processes fill alike."""
+    whose negatives are every entry of the queue that all processes fill alike.
+    """
     two, _ = two_processes
     for unit in UNITS:
         a, b = _weights(one_process, unit), _weights(two, unit)
@@ -105,46 +140,94 @@ def test_two_processes_train_what_one_process_trains_with_the_same_global_batch(
         for name in a:
             torch.testing.assert_close(b[name], a[name], atol=1e-3, rtol=0, msg=f"{unit}: {name}")
     rows = [json.loads((run / "results.json").read_text()) for run in (one_process, two)]
-    assert [(r["method"], r["value"]) for r in rows[0]] == [(r["method"], r["value"]) for r in rows[1]]
+    assert [(r["method"], r["value"]) for r in rows[0]] == [
+        (r["method"], r["value"]) for r in rows[1]
+    ]
 
 
 def test_torchrun_of_xmodal_run_is_the_same_job(two_processes, tmp_path):
     out = tmp_path / "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           "-m", "xmodal", *_argv(out, 8)]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "xmodal",
+        *_argv(out, 8),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "(2 process(es) on cpu" in " ".join(proc.stdout.split())
     launched, _ = two_processes
-    assert (json.loads((out / "results.json").read_text())
-            == json.loads((launched / "results.json").read_text()))
+    assert json.loads((out / "results.json").read_text()) == json.loads(
+        (launched / "results.json").read_text()
+    )
 
 
 def test_a_typo_fails_once_before_any_process_starts(tmp_path, capsys):
     out = tmp_path / "never"
-    assert main(["run", "scenes", "--out", str(out), "--set", "distill.optim.epoks=1",
-                 "--num-processes", "2"]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "scenes",
+                "--out",
+                str(out),
+                "--set",
+                "distill.optim.epoks=1",
+                "--num-processes",
+                "2",
+            ]
+        )
+        == 2
+    )
     assert "did you mean 'distill.optim.epochs'" in capsys.readouterr().err
     assert not out.exists()
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--num-processes", "0"], "--num-processes must be at least 1"),
-    (["--num-machines", "2"], "needs --main-process-ip"),
-    (["--num-machines", "2", "--main-process-ip", "10.0.0.1", "--machine-rank", "2"],
-     "--machine-rank 2 is outside 0..1"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--num-processes", "0"], "--num-processes must be at least 1"),
+        (["--num-machines", "2"], "needs --main-process-ip"),
+        (
+            ["--num-machines", "2", "--main-process-ip", "10.0.0.1", "--machine-rank", "2"],
+            "--machine-rank 2 is outside 0..1",
+        ),
+    ],
+)
 def test_bad_launch_flags_are_one_line(flags, message, capsys):
     assert main(["run", "scenes", *flags]) == 2
     assert message in capsys.readouterr().err
 
 
 def test_launch_command_passes_our_flags_to_accelerate_and_strips_them():
-    argv = ["run", "scenes", "--num-processes", "4", "--set", "seeds=[0]", "--machine-rank=1",
-            "--num-machines", "2", "--main-process-ip", "10.0.0.1", "--out", "x"]
+    argv = [
+        "run",
+        "scenes",
+        "--num-processes",
+        "4",
+        "--set",
+        "seeds=[0]",
+        "--machine-rank=1",
+        "--num-machines",
+        "2",
+        "--main-process-ip",
+        "10.0.0.1",
+        "--out",
+        "x",
+    ]
     args = build_parser().parse_args(argv)
     assert strip_launch_arguments(argv) == ["run", "scenes", "--set", "seeds=[0]", "--out", "x"]
     cmd = launch_command(args, strip_launch_arguments(argv))
@@ -152,7 +235,15 @@ def test_launch_command_passes_our_flags_to_accelerate_and_strips_them():
     assert cmd[cmd.index("--num_machines") + 1] == "2"
     assert cmd[cmd.index("--machine_rank") + 1] == "1"
     assert cmd[cmd.index("--main_process_ip") + 1] == "10.0.0.1"
-    assert cmd[cmd.index("-m") + 1:] == ["xmodal", "run", "scenes", "--set", "seeds=[0]", "--out", "x"]
+    assert cmd[cmd.index("-m") + 1 :] == [
+        "xmodal",
+        "run",
+        "scenes",
+        "--set",
+        "seeds=[0]",
+        "--out",
+        "x",
+    ]
     from accelerate.commands.launch import launch_command_parser
 
     parsed = launch_command_parser().parse_args(cmd)  # accelerate accepts every flag we pass
@@ -161,7 +252,8 @@ def test_launch_command_passes_our_flags_to_accelerate_and_strips_them():
 
 def test_a_launched_process_alone_in_its_job_stops(monkeypatch):
     """Started as one of 2 processes, but the Accelerator formed a job of 1: a clear error,
-    never a second copy racing on the same files."""
+    never a second copy racing on the same files.
+    """
     from xmodal.training import distributed
 
     class Alone:
@@ -173,5 +265,7 @@ def test_a_launched_process_alone_in_its_job_stops(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setattr(distributed, "Accelerator", Alone)
-    with pytest.raises(distributed.LaunchError, match="rank 1 of a 2-process job, but it joined a job of 1"):
+    with pytest.raises(
+        distributed.LaunchError, match="rank 1 of a 2-process job, but it joined a job of 1"
+    ):
         distributed.create_accelerator()

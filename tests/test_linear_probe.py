@@ -17,8 +17,12 @@ def _blobs(n, d, classes, spread, seed):
 
 def test_separable_blobs_are_solved():
     probe = LinearProbe(LinearProbeConfig(l2_grid=[1e-4, 1e-2]))
-    result = probe.evaluate(_blobs(300, 16, 5, 0.3, 0), _blobs(100, 16, 5, 0.3, 1),
-                            _blobs(200, 16, 5, 0.3, 2), num_classes=5)
+    result = probe.evaluate(
+        _blobs(300, 16, 5, 0.3, 0),
+        _blobs(100, 16, 5, 0.3, 1),
+        _blobs(200, 16, 5, 0.3, 2),
+        num_classes=5,
+    )
     assert result.accuracy == 1.0 and result.mean_class_accuracy == 1.0
     assert result.l2 in (1e-4, 1e-2)
 

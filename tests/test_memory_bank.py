@@ -117,8 +117,12 @@ def test_sampling_is_reproducible() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(size=1, dim=4), dict(size=10, dim=0), dict(size=10, dim=4, momentum=1.5),
-     dict(size=10, dim=4, momentum=-0.1)],
+    [
+        dict(size=1, dim=4),
+        dict(size=10, dim=0),
+        dict(size=10, dim=4, momentum=1.5),
+        dict(size=10, dim=4, momentum=-0.1),
+    ],
 )
 def test_bad_arguments(kwargs: dict) -> None:
     with pytest.raises(ValueError):
@@ -140,7 +144,9 @@ def test_labels_buffer() -> None:
     labels[0] = 7  # stored as a copy
     assert int(bank.labels[0]) == 3
     assert "labels" in bank.state_dict()
-    assert torch.equal(bank.labels_of(torch.tensor([[4, 0], [2, 2]])), torch.tensor([[5, 3], [4, 4]]))
+    assert torch.equal(
+        bank.labels_of(torch.tensor([[4, 0], [2, 2]])), torch.tensor([[5, 3], [4, 4]])
+    )
     plain = MemoryBank(6, 2)
     assert plain.labels is None and "labels" not in plain.state_dict()
     with pytest.raises(ValueError):
@@ -151,7 +157,8 @@ def test_labels_buffer() -> None:
 
 
 @pytest.mark.parametrize(
-    "labels", [torch.zeros(5, dtype=torch.long), torch.zeros(6), torch.zeros(6, dtype=torch.bool), [0] * 6]
+    "labels",
+    [torch.zeros(5, dtype=torch.long), torch.zeros(6), torch.zeros(6, dtype=torch.bool), [0] * 6],
 )
 def test_bad_labels(labels) -> None:
     with pytest.raises(ValueError, match="labels"):

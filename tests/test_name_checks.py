@@ -1,5 +1,6 @@
 """A misspelt component name fails at load, with exit 2, one line naming the config key and a
-suggestion, before any stage writes anything."""
+suggestion, before any stage writes anything.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +9,28 @@ import pytest
 from xmodal.cli.main import main
 
 
-@pytest.mark.parametrize("override, message", [
-    ("data.name=scene", "data.name: unknown dataset 'scene': did you mean 'scenes'"),
-    ("teacher.modality=rbg", "teacher.modality: unknown modality 'rbg': did you mean 'rgb'"),
-    ("teacher.modality=hha", "teacher.modality: dataset 'scenes' has no modality 'hha'"),
-    ("distill.students=[depth,audoi]", "distill.students[1]: unknown modality 'audoi': did you mean 'audio'"),
-    ("teacher.encoder.name=resnet9", "teacher.encoder.name: unknown backbone 'resnet9': did you mean 'resnet8'"),
-    ("distill.encoder.name=resnt8", "distill.encoder.name: unknown backbone 'resnt8': did you mean 'resnet8'"),
-    ("distill.methods=[none,wcordd]", "distill.methods[1]: unknown"),
-    ("probe.probes=[linaer]", "probe.probes[0]: unknown probe 'linaer': did you mean 'linear'"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.name=scene", "data.name: unknown dataset 'scene': did you mean 'scenes'"),
+        ("teacher.modality=rbg", "teacher.modality: unknown modality 'rbg': did you mean 'rgb'"),
+        ("teacher.modality=hha", "teacher.modality: dataset 'scenes' has no modality 'hha'"),
+        (
+            "distill.students=[depth,audoi]",
+            "distill.students[1]: unknown modality 'audoi': did you mean 'audio'",
+        ),
+        (
+            "teacher.encoder.name=resnet9",
+            "teacher.encoder.name: unknown backbone 'resnet9': did you mean 'resnet8'",
+        ),
+        (
+            "distill.encoder.name=resnt8",
+            "distill.encoder.name: unknown backbone 'resnt8': did you mean 'resnet8'",
+        ),
+        ("distill.methods=[none,wcordd]", "distill.methods[1]: unknown"),
+        ("probe.probes=[linaer]", "probe.probes[0]: unknown probe 'linaer': did you mean 'linear'"),
+    ],
+)
 def test_a_misspelt_name_fails_before_any_stage(override, message, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", "scenes", "--out", str(out), "--set", override]) == 2
@@ -26,20 +39,39 @@ def test_a_misspelt_name_fails_before_any_stage(override, message, tmp_path, cap
     assert not out.exists()  # no data generated, no teacher trained, not even config.yaml
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["distill.methods=[kd]", "teacher.optim.epochs=0"],
-     "distill.methods[0]: method 'kd' needs the teacher's logits, but teacher.optim.epochs is 0"),
-    (["distill.methods=[wcord]", "distill.wcord.beta=1", "teacher.checkpoint=NOWHERE"],
-     "method 'wcord' needs the teacher's logits, but teacher.checkpoint 'NOWHERE' holds no classifier.pt"),
-    (["distill.methods=[wcord]", "distill.wcord.beta=1", "distill.wcord.alpha=1",
-      "teacher.optim.epochs=0"],  # the transfer teacher of the scenes config, untrained
-     "method 'wcord' needs the teacher's logits, but teacher.optim.epochs is 0"),
-    (["data.name=cifar100", "distill.students=[rgb]", "distill.methods=[wcord]"],
-     "teacher.task: dataset 'cifar100' has no teacher task of its own for 'transfer'"),
-    (["distill.wcord.negatives=queue", "distill.wcord.sharing=anchor"],
-     "sharing='anchor' (must be batch under negatives=queue"),
-])
-def test_a_method_whose_needs_the_run_cannot_meet_fails_at_load(overrides, message, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["distill.methods=[kd]", "teacher.optim.epochs=0"],
+            "distill.methods[0]: method 'kd' needs the teacher's logits, but teacher.optim.epochs is 0",
+        ),
+        (
+            ["distill.methods=[wcord]", "distill.wcord.beta=1", "teacher.checkpoint=NOWHERE"],
+            "method 'wcord' needs the teacher's logits, but teacher.checkpoint 'NOWHERE' holds no classifier.pt",
+        ),
+        (
+            [
+                "distill.methods=[wcord]",
+                "distill.wcord.beta=1",
+                "distill.wcord.alpha=1",
+                "teacher.optim.epochs=0",
+            ],  # the transfer teacher of the scenes config, untrained
+            "method 'wcord' needs the teacher's logits, but teacher.optim.epochs is 0",
+        ),
+        (
+            ["data.name=cifar100", "distill.students=[rgb]", "distill.methods=[wcord]"],
+            "teacher.task: dataset 'cifar100' has no teacher task of its own for 'transfer'",
+        ),
+        (
+            ["distill.wcord.negatives=queue", "distill.wcord.sharing=anchor"],
+            "sharing='anchor' (must be batch under negatives=queue",
+        ),
+    ],
+)
+def test_a_method_whose_needs_the_run_cannot_meet_fails_at_load(
+    overrides, message, tmp_path, capsys
+):
     out = tmp_path / "run"
     argv = ["run", "scenes", "--out", str(out)]
     for item in overrides:
@@ -50,13 +82,17 @@ def test_a_method_whose_needs_the_run_cannot_meet_fails_at_load(overrides, messa
     assert not out.exists()
 
 
-@pytest.mark.parametrize("overrides", [
-    ["distill.methods=[kd,wcord]", "distill.wcord.beta=1", "distill.wcord.alpha=1"],
-    ["distill.methods=[kd]", "distill.kd.alpha=0.5", "teacher.task=probe-labels"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["distill.methods=[kd,wcord]", "distill.wcord.beta=1", "distill.wcord.alpha=1"],
+        ["distill.methods=[kd]", "distill.kd.alpha=0.5", "teacher.task=probe-labels"],
+    ],
+)
 def test_a_trained_teacher_has_logits_whatever_its_task(overrides):
     """The scenes transfer teacher has a classifier over its own classes: kd and wcord.beta
-    (with alpha) are accepted at load, as under probe-labels."""
+    (with alpha) are accepted at load, as under probe-labels.
+    """
     from xmodal.pipelines.runner import resolve_config
 
     _, config = resolve_config("scenes", None, overrides)
@@ -73,17 +109,26 @@ def test_needs_follow_the_options():
     assert kd.needs_for(KDConfig(alpha=1.0)) == {"teacher_logits", "labels"}
     assert wcord.needs_for(WCoRDConfig()) == {"teacher"}
     assert wcord.needs_for(WCoRDConfig(negatives="other_class")) == {"teacher", "labels"}
-    assert local.needs_for(WCoRDConfig(negatives="other_class")) == {"teacher"}  # no negatives drawn
+    assert local.needs_for(WCoRDConfig(negatives="other_class")) == {
+        "teacher"
+    }  # no negatives drawn
     assert wcord.needs_for(WCoRDConfig(beta=0.5)) == {"teacher", "teacher_logits"}
 
 
-@pytest.mark.parametrize("stages, message", [
-    (["teacher", "distill", "probe", "report"],
-     "stage 'teacher' needs data_key, dataset, dataset_source, which no stage before it produces; put 'preprocess' before it"),
-    (["preprocess", "probe", "report"],
-     "stage 'probe' needs models, which no stage before it produces; put 'distill' or 'teacher' before it"),
-    (["preprocess", "distill", "reprot"], "unknown stage 'reprot': did you mean 'report'"),
-])
+@pytest.mark.parametrize(
+    "stages, message",
+    [
+        (
+            ["teacher", "distill", "probe", "report"],
+            "stage 'teacher' needs data_key, dataset, dataset_source, which no stage before it produces; put 'preprocess' before it",
+        ),
+        (
+            ["preprocess", "probe", "report"],
+            "stage 'probe' needs models, which no stage before it produces; put 'distill' or 'teacher' before it",
+        ),
+        (["preprocess", "distill", "reprot"], "unknown stage 'reprot': did you mean 'report'"),
+    ],
+)
 def test_a_pipeline_whose_stages_do_not_fit_is_refused_at_load(stages, message, tmp_path, capsys):
     spec = tmp_path / "bad.yaml"
     spec.write_text(f"name: bad\nconfig: scenes.yaml\nstages: [{', '.join(stages)}]\n")

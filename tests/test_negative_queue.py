@@ -45,11 +45,14 @@ def test_queue_state_dict_round_trip_continues_the_same_queue():
     assert torch.equal(a.memory, b.memory) and torch.equal(a.ids, b.ids)
 
 
-@pytest.mark.parametrize("bad", [
-    (torch.tensor([1, 2]), torch.randn(3, 4)),
-    (torch.tensor([1]), torch.full((1, 4), float("nan"))),
-    (torch.tensor([[1]]), torch.randn(1, 4)),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        (torch.tensor([1, 2]), torch.randn(3, 4)),
+        (torch.tensor([1]), torch.full((1, 4), float("nan"))),
+        (torch.tensor([[1]]), torch.randn(1, 4)),
+    ],
+)
 def test_queue_refuses_bad_batches(bad):
     with pytest.raises(ValueError, match="NegativeQueue.enqueue"):
         NegativeQueue(size=4, dim=4).enqueue(*bad)
@@ -58,8 +61,18 @@ def test_queue_refuses_bad_batches(bad):
 @pytest.mark.parametrize("estimator", ["infonce", "nce"])
 def test_wcord_queue_term_equals_a_hand_computation_with_own_entries_masked(estimator):
     torch.manual_seed(0)
-    loss = WCoRDLoss(6, 5, num_samples=50, embed_dim=4, num_negatives=6, tau=0.1,
-                     lipschitz="none", lambda_local=0.0, negatives="queue", estimator=estimator)
+    loss = WCoRDLoss(
+        6,
+        5,
+        num_samples=50,
+        embed_dim=4,
+        num_negatives=6,
+        tau=0.1,
+        lipschitz="none",
+        lambda_local=0.0,
+        negatives="queue",
+        estimator=estimator,
+    )
     teacher, student = torch.randn(3, 6), torch.randn(3, 5)
     loss.update_memory(torch.tensor([3, 11, 12]), torch.randn(3, 4), torch.randn(3, 4))
     indices = torch.tensor([3, 4, 5])  # sample 3 has an older embedding in the queue
@@ -75,13 +88,21 @@ def test_wcord_queue_term_equals_a_hand_computation_with_own_entries_masked(esti
     expected = 0.0
     for rows in sides:
         if estimator == "infonce":
-            expected += sum(math.log(math.exp(p) + sum(math.exp(x) for x in ns)) - p for p, ns in rows) / 3
+            expected += (
+                sum(math.log(math.exp(p) + sum(math.exp(x) for x in ns)) - p for p, ns in rows) / 3
+            )
             continue
-        z = 50 * sum(math.exp(p) + sum(math.exp(x) for x in ns) for p, ns in rows) / sum(1 + len(ns) for _, ns in rows)
+        z = (
+            50
+            * sum(math.exp(p) + sum(math.exp(x) for x in ns) for p, ns in rows)
+            / sum(1 + len(ns) for _, ns in rows)
+        )
         c = 6 / 50  # K (the queue's length, masked entries counted as in CRD) / N
         for p, ns in rows:
-            expected -= (math.log((math.exp(p) / z) / (math.exp(p) / z + c))
-                         + sum(math.log(c / (math.exp(x) / z + c)) for x in ns)) / 3
+            expected -= (
+                math.log((math.exp(p) / z) / (math.exp(p) / z + c))
+                + sum(math.log(c / (math.exp(x) / z + c)) for x in ns)
+            ) / 3
     assert int((ids == 3).sum()) == 1
     torch.testing.assert_close(out["global"], torch.as_tensor(expected, dtype=torch.float32))
 
@@ -90,15 +111,19 @@ def test_crd_queue_scores_every_entry_but_the_anchors_own():
     cfg = CRDConfig(embed_dim=4, num_negatives=6, negatives="queue")
     crd = CRDObjective(5, 5, num_samples=40, config=cfg)
     crd.update_memory(torch.tensor([0, 1]), torch.randn(2, 4), torch.randn(2, 4))
-    out = crd(torch.randn(2, 5), torch.randn(2, 5), torch.zeros(2, dtype=torch.long), torch.tensor([0, 9]))
+    out = crd(
+        torch.randn(2, 5), torch.randn(2, 5), torch.zeros(2, dtype=torch.long), torch.tensor([0, 9])
+    )
     assert torch.isfinite(out["loss"]) and crd.z_estimated
     with pytest.raises(ValueError, match="queue"):
         crd.sample_negatives(torch.tensor([0]))
 
 
 def test_half_precision_bank_halves_memory_and_tracks_the_float32_bank():
-    banks = {dtype: MemoryBank(200, 64, momentum=0.5, seed=0, dtype=dtype)
-             for dtype in (torch.float32, torch.bfloat16)}
+    banks = {
+        dtype: MemoryBank(200, 64, momentum=0.5, seed=0, dtype=dtype)
+        for dtype in (torch.float32, torch.bfloat16)
+    }
     generator = torch.Generator().manual_seed(0)
     for _ in range(20):
         rows = torch.randint(200, (16,), generator=generator)
@@ -112,19 +137,39 @@ def test_half_precision_bank_halves_memory_and_tracks_the_float32_bank():
 
 
 def test_wcord_with_a_bf16_queue_trains_its_heads():
-    loss = WCoRDLoss(8, 8, num_samples=100, embed_dim=4, num_negatives=16, negatives="queue",
-                     bank_dtype="bfloat16", lambda_local=0.0)
+    loss = WCoRDLoss(
+        8,
+        8,
+        num_samples=100,
+        embed_dim=4,
+        num_negatives=16,
+        negatives="queue",
+        bank_dtype="bfloat16",
+        lambda_local=0.0,
+    )
     out = loss(torch.randn(4, 8), torch.randn(4, 8), indices=torch.arange(4))
     out["loss"].backward()
     assert loss.teacher_bank.memory.dtype == torch.bfloat16
-    assert all(p.grad is not None and torch.isfinite(p.grad).all()
-               for p in loss.student_head.parameters() if p.requires_grad)
+    assert all(
+        p.grad is not None and torch.isfinite(p.grad).all()
+        for p in loss.student_head.parameters()
+        if p.requires_grad
+    )
 
 
-@pytest.mark.parametrize("override, message", [
-    ("distill.wcord.sharing=anchor", "invalid sharing='anchor' (must be batch under negatives=queue"),
-    ("distill.crd.sharing=anchor", "invalid sharing='anchor' (must be batch under negatives=queue"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "distill.wcord.sharing=anchor",
+            "invalid sharing='anchor' (must be batch under negatives=queue",
+        ),
+        (
+            "distill.crd.sharing=anchor",
+            "invalid sharing='anchor' (must be batch under negatives=queue",
+        ),
+    ],
+)
 def test_queue_with_per_anchor_sharing_is_refused_at_load(override, message):
     section = override.split(".")[1]
     with pytest.raises(ConfigError, match=re.escape(message)):

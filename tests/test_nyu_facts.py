@@ -1,5 +1,6 @@
 """The shipped NYU-Depth V2 facts: counts, maps, scene classes, camera; and agreement with the
-public metadata files when ``../shared/nyu-meta`` sits beside the repository."""
+public metadata files when ``../shared/nyu-meta`` sits beside the repository.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +14,17 @@ from xmodal.data.nyu import facts as facts_module
 from xmodal.data.nyu.facts import labels13, labels40, load_nyu_facts, scene10
 
 META = Path(__file__).resolve().parents[2] / "shared" / "nyu-meta"
-KEPT = ("bedroom", "kitchen", "living_room", "bathroom", "dining_room", "office", "home_office",
-        "classroom", "bookstore")
+KEPT = (
+    "bedroom",
+    "kitchen",
+    "living_room",
+    "bathroom",
+    "dining_room",
+    "office",
+    "home_office",
+    "classroom",
+    "bookstore",
+)
 
 
 @pytest.fixture(scope="module")

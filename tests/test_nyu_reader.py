@@ -41,9 +41,13 @@ def test_planted_pattern_comes_back_in_place_for_every_key(labeled):
         assert len(nyu) == N and (nyu.height, nyu.width) == (H, W)
         for i in (0, N - 1, 1):
             frame = nyu.frame(i)
-            checks = {"rgb": (np.uint8, (H, W, 3)), "depth": (np.float32, (H, W)),
-                      "raw_depth": (np.float32, (H, W)), "labels": (np.uint16, (H, W)),
-                      "instances": (np.uint8, (H, W))}
+            checks = {
+                "rgb": (np.uint8, (H, W, 3)),
+                "depth": (np.float32, (H, W)),
+                "raw_depth": (np.float32, (H, W)),
+                "labels": (np.uint16, (H, W)),
+                "instances": (np.uint8, (H, W)),
+            }
             for key, (dtype, shape) in checks.items():
                 got = getattr(frame, key)
                 assert got.dtype == dtype and got.shape == shape, key
@@ -99,8 +103,9 @@ def test_frame_reads_only_its_own_slice(labeled, monkeypatch):
         pixel_reads = [args for name, args in reads if name in big]
         assert len(pixel_reads) == 5 and all(args == (1,) for args in pixel_reads)
         # No full copies held: nothing on the reader is an array as large as a whole key.
-        assert not any(isinstance(v, np.ndarray) and v.size >= N * H * W
-                       for v in vars(nyu).values())
+        assert not any(
+            isinstance(v, np.ndarray) and v.size >= N * H * W for v in vars(nyu).values()
+        )
 
 
 def test_valid_depth_mask():
@@ -145,8 +150,7 @@ def test_validate_names_a_missing_key(tmp_path):
 
 def test_validate_names_a_wrong_shape(tmp_path):
     path = tmp_path / "badlabels.mat"
-    write_nyu_labeled(path, frames=2, height=H, width=W,
-                      labels=np.zeros((H - 1, W, 2), np.uint16))
+    write_nyu_labeled(path, frames=2, height=H, width=W, labels=np.zeros((H - 1, W, 2), np.uint16))
     with pytest.raises(DataError, match=r"badlabels\.mat.*'labels'.*\(2, 64, 47\).*\(2, 64, 48\)"):
         validate(path)
 

@@ -2,7 +2,8 @@
 
 Without the folder the run stops at load (exit 2, one line naming it and the command that makes
 it, nothing written); with a folder that command makes (a tiny random timm model standing in for
-ResNet-50, saved offline in the same layout) the default run goes to the end."""
+ResNet-50, saved offline in the same layout) the default run goes to the end.
+"""
 
 from __future__ import annotations
 
@@ -32,11 +33,20 @@ CONFIG = Path(__file__).parents[1] / "configs" / "nyu-depth.yaml"
 DEFAULT = read_yaml(CONFIG)["teacher"]["encoder"]
 WEIGHTS = DEFAULT["kwargs"]["weights"]
 TINY = "test_resnet"  # a few thousand parameters: stands in for resnet50 in the runs below
-TINY_RUN = ["data.nyu_depth.image_size=[24,32]", "data.nyu_depth.normals=gradient",
-            f"teacher.encoder.kwargs.model={TINY}", "distill.encoder.name=resnet8",
-            "distill.methods=[wcord]", "distill.optim.epochs=1", "distill.optim.batch_size=4",
-            "distill.wcord.num_negatives=8", "probe.linear.l2_grid=[0.01]", "probe.linear.max_iter=20",
-            "probe.segmentation.epochs=1", "probe.segmentation.weight_decay_grid=[0.0]"]
+TINY_RUN = [
+    "data.nyu_depth.image_size=[24,32]",
+    "data.nyu_depth.normals=gradient",
+    f"teacher.encoder.kwargs.model={TINY}",
+    "distill.encoder.name=resnet8",
+    "distill.methods=[wcord]",
+    "distill.optim.epochs=1",
+    "distill.optim.batch_size=4",
+    "distill.wcord.num_negatives=8",
+    "probe.linear.l2_grid=[0.01]",
+    "probe.linear.max_iter=20",
+    "probe.segmentation.epochs=1",
+    "probe.segmentation.weight_decay_grid=[0.0]",
+]
 
 
 @pytest.fixture(scope="module")
@@ -68,24 +78,44 @@ def test_the_default_teacher_is_timms_imagenet_resnet50_frozen():
 
 
 def test_missing_weights_stop_the_run_at_load_with_the_command_that_makes_them(
-        nyu_file, tmp_path, monkeypatch, capsys):
+    nyu_file, tmp_path, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
     assert main(_argv(out, nyu_file, [])) == 2
     line = _error_line(capsys)
-    assert line.startswith(f"error: teacher.encoder.kwargs.weights: timm weights '{WEIGHTS}' do not exist")
+    assert line.startswith(
+        f"error: teacher.encoder.kwargs.weights: timm weights '{WEIGHTS}' do not exist"
+    )
     assert fetch_command("resnet50.a1_in1k", WEIGHTS) in line
     assert "--set teacher.encoder.kwargs.weights=PATH" in line
     assert not out.exists() and not (tmp_path / "data").exists()  # before preprocessing
 
 
-def test_the_command_in_the_error_makes_what_the_default_run_reads(nyu_file, tmp_path, monkeypatch,
-                                                                   capsys):
+def test_the_command_in_the_error_makes_what_the_default_run_reads(
+    nyu_file, tmp_path, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
     # preprocessing alone builds no teacher, so it needs no weights
-    assert main(["data", "prepare", "nyu-depth", "--data", str(nyu_file), "--out", str(out),
-                 "--set", "data.nyu_depth.image_size=[24,32]", "--set", "data.nyu_depth.normals=gradient"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                "nyu-depth",
+                "--data",
+                str(nyu_file),
+                "--out",
+                str(out),
+                "--set",
+                "data.nyu_depth.image_size=[24,32]",
+                "--set",
+                "data.nyu_depth.normals=gradient",
+            ]
+        )
+        == 0
+    )
     # the command of the error line, offline: the tiny model, random weights, same layout
     python, flag, code = shlex.split(fetch_command(TINY, WEIGHTS))
     assert (python, flag) == ("python3", "-c") and "pretrained=True" in code
@@ -108,20 +138,38 @@ def test_file_weights_get_a_command_that_writes_a_file(tmp_path, monkeypatch, ca
         resolve_config("nyu-depth", overrides=[f"teacher.encoder.kwargs.weights={target}"])
     command = fetch_command("resnet50.a1_in1k", target)
     assert command in str(info.value)
-    exec(shlex.split(fetch_command(TINY, target))[2].replace("pretrained=True", "pretrained=False"), {})
+    exec(
+        shlex.split(fetch_command(TINY, target))[2].replace("pretrained=True", "pretrained=False"),
+        {},
+    )
     assert Path(target).is_file()
-    resolve_config("nyu-depth", overrides=[f"teacher.encoder.kwargs.weights={target}",
-                                           f"teacher.encoder.kwargs.model={TINY}"])
+    resolve_config(
+        "nyu-depth",
+        overrides=[
+            f"teacher.encoder.kwargs.weights={target}",
+            f"teacher.encoder.kwargs.model={TINY}",
+        ],
+    )
 
 
 def test_other_load_time_encoder_checks(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     # a torchvision teacher's missing .pth, and a student's weights, are checked at load too
-    with pytest.raises(ConfigError, match=r"^teacher.encoder.kwargs.pretrained: weights file 'r18.pth'"):
-        resolve_config("nyu-depth", overrides=["teacher.encoder={name: resnet18, kwargs: {pretrained: r18.pth}}"])
+    with pytest.raises(
+        ConfigError, match=r"^teacher.encoder.kwargs.pretrained: weights file 'r18.pth'"
+    ):
+        resolve_config(
+            "nyu-depth",
+            overrides=["teacher.encoder={name: resnet18, kwargs: {pretrained: r18.pth}}"],
+        )
     with pytest.raises(ConfigError, match=r"^distill.encoder.kwargs.weights: timm weights 's.pth'"):
-        resolve_config("nyu-depth", overrides=["teacher.encoder.kwargs.weights=",
-                                               "distill.encoder={name: timm, kwargs: {weights: s.pth}}"])
+        resolve_config(
+            "nyu-depth",
+            overrides=[
+                "teacher.encoder.kwargs.weights=",
+                "distill.encoder={name: timm, kwargs: {weights: s.pth}}",
+            ],
+        )
     # a teacher given by teacher.checkpoint is never built from its options
     resolve_config("nyu-depth", overrides=[f"teacher.checkpoint={tmp_path}"], stages=["teacher"])
     # timm not installed: the extra to install, at load

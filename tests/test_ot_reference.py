@@ -39,8 +39,14 @@ def _problem(n: int, m: int, seed: int, batch: tuple[int, ...] = ()):
 
 def _pot_plan(ot, cost: torch.Tensor, a: torch.Tensor, b: torch.Tensor, eps: float) -> np.ndarray:
     return ot.sinkhorn(
-        a.numpy(), b.numpy(), cost.numpy(), reg=eps, method="sinkhorn_log",
-        numItermax=20000, stopThr=1e-9, warn=False,
+        a.numpy(),
+        b.numpy(),
+        cost.numpy(),
+        reg=eps,
+        method="sinkhorn_log",
+        numItermax=20000,
+        stopThr=1e-9,
+        warn=False,
     )
 
 
@@ -57,13 +63,17 @@ def test_sinkhorn_matches_pot(eps: float, n: int, m: int) -> None:
     assert res.plan.dtype == torch.float32 and res.plan.shape == (n, m)
     assert res.marginal_error < 1e-6
     np.testing.assert_allclose(res.plan.double().numpy(), ref, atol=1e-5, rtol=0)
-    np.testing.assert_allclose(float(res.cost), float((ref * cost.numpy()).sum()), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        float(res.cost), float((ref * cost.numpy()).sum()), atol=1e-5, rtol=0
+    )
 
 
 @pytest.mark.parametrize("eps", [0.1, 0.05, 0.01])
 def test_sinkhorn_batched_matches_pot_item_by_item(eps: float) -> None:
     ot = pytest.importorskip("ot")
-    cost, a, b = _problem(10, 7, seed=7, batch=(2, 3))  # per-problem marginals [2, 3, 10] / [2, 3, 7]
+    cost, a, b = _problem(
+        10, 7, seed=7, batch=(2, 3)
+    )  # per-problem marginals [2, 3, 10] / [2, 3, 7]
     res = sinkhorn_log(cost, eps=eps, a=a, b=b, max_iters=20000, tol=1e-6)
     assert res.plan.shape == (2, 3, 10, 7) and res.cost.shape == (2, 3)
     for i in range(2):
@@ -82,7 +92,9 @@ def test_sinkhorn_zero_mass_entries_match_pot() -> None:
     b = b / b.sum()
     res = sinkhorn_log(cost, eps=0.05, a=a, b=b, max_iters=20000, tol=1e-6)
     assert (res.plan[2] == 0).all() and (res.plan[:, 5] == 0).all()
-    np.testing.assert_allclose(res.plan.double().numpy(), _pot_plan(ot, cost, a, b, 0.05), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        res.plan.double().numpy(), _pot_plan(ot, cost, a, b, 0.05), atol=1e-5, rtol=0
+    )
 
 
 def _log_domain_f64(cost, eps, a, b, iters):
@@ -137,7 +149,9 @@ def test_ipot_approaches_exact_ot() -> None:
     torch.testing.assert_close(res.plan.sum(-2), b.float(), atol=1e-5, rtol=0)
     assert res.marginal_error < 1e-4 and (res.plan >= 0).all()
     # The plan itself approaches the (unique, for random costs) optimal plan.
-    np.testing.assert_allclose(res.plan.double().numpy(), ot.emd(a.numpy(), b.numpy(), cost.numpy()), atol=2e-3)
+    np.testing.assert_allclose(
+        res.plan.double().numpy(), ot.emd(a.numpy(), b.numpy(), cost.numpy()), atol=2e-3
+    )
 
 
 def test_ipot_small_beta_is_stable() -> None:
@@ -178,8 +192,11 @@ def test_ipot_float32_under_bf16_autocast_and_no_grad() -> None:
 def test_solve_transport_dispatches(method: str) -> None:
     cost, a, b = _problem(8, 6, seed=31)
     res = solve_transport(cost, method, reg=0.2, a=a, b=b, max_iters=40, tol=0.0)
-    direct = sinkhorn_log(cost, 0.2, a, b, max_iters=40, tol=0.0) if method == "sinkhorn" else \
-        ipot(cost, a, b, beta=0.2, max_iters=40, tol=0.0)
+    direct = (
+        sinkhorn_log(cost, 0.2, a, b, max_iters=40, tol=0.0)
+        if method == "sinkhorn"
+        else ipot(cost, a, b, beta=0.2, max_iters=40, tol=0.0)
+    )
     assert isinstance(res, TransportResult)
     torch.testing.assert_close(res.plan, direct.plan, atol=0, rtol=0)
     default = solve_transport(cost, method)  # default reg per method

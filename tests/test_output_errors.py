@@ -1,5 +1,6 @@
 """A full disk while writing data.h5 or encoder.safetensors is one line naming the file and the
-space it needs, and leaves no temporary file (issue "nothing silently wrong", round 2: T1, T3)."""
+space it needs, and leaves no temporary file (issue "nothing silently wrong", round 2: T1, T3).
+"""
 
 from __future__ import annotations
 
@@ -15,8 +16,12 @@ from xmodal.core.errors import OutputError
 from xmodal.data.hdf5_output import hdf5_bytes, hdf5_writing
 from xmodal.encoders.export import WEIGHTS_FILE, export_encoder
 
-TINY = ["data.scenes.image_size=16", "data.scenes.num_train=48", "data.scenes.num_val=24",
-        "data.scenes.num_test=24"]
+TINY = [
+    "data.scenes.image_size=16",
+    "data.scenes.num_train=48",
+    "data.scenes.num_val=24",
+    "data.scenes.num_test=24",
+]
 
 
 def _error_line(capsys) -> str:
@@ -33,8 +38,9 @@ def test_the_hdf5_estimate_leaves_a_margin():
     assert hdf5_bytes(100 << 20) >= (110 << 20) + (4 << 20)
 
 
-def test_disk_full_while_writing_data_h5_is_one_line_and_leaves_no_temp(tmp_path, capsys,
-                                                                         monkeypatch):
+def test_disk_full_while_writing_data_h5_is_one_line_and_leaves_no_temp(
+    tmp_path, capsys, monkeypatch
+):
     real = h5py.Dataset.__setitem__
     writes = []
 
@@ -73,14 +79,22 @@ class _Tiny(torch.nn.Module):
         self.proj = torch.nn.Linear(4, 4)
 
 
-@pytest.mark.parametrize("message, expected", [
-    ("Error while serializing: I/O error: No space left on device (os error 28)",
-     "error: no space left to write '{path}' (needs about"),
-    ("Error while serializing: I/O error: Input/output error (os error 5)",
-     "error: cannot write '{path}' (safetensors: Error while serializing"),
-])
-def test_a_failing_safetensors_save_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch,
-                                                                 message, expected):
+@pytest.mark.parametrize(
+    "message, expected",
+    [
+        (
+            "Error while serializing: I/O error: No space left on device (os error 28)",
+            "error: no space left to write '{path}' (needs about",
+        ),
+        (
+            "Error while serializing: I/O error: Input/output error (os error 5)",
+            "error: cannot write '{path}' (safetensors: Error while serializing",
+        ),
+    ],
+)
+def test_a_failing_safetensors_save_is_one_line_naming_the_file(
+    tmp_path, capsys, monkeypatch, message, expected
+):
     import safetensors.torch
     from safetensors import SafetensorError
 
@@ -103,19 +117,20 @@ def test_an_export_still_writes_and_loads(tmp_path):
 
     meta_path = export_encoder(_Tiny(), tmp_path / "export", "mlp", {}, {})
     assert read_export_metadata(meta_path)["embed_dim"] == 4
-    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["encoder.json",
-                                                                       WEIGHTS_FILE]
+    assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["encoder.json", WEIGHTS_FILE]
 
 
 def test_a_small_filesystem_is_refused_before_hdf5_writes(tmp_path, capsys):
     """3 MB free: the arrays (about 1.7 MB) would fit the old estimate but leave HDF5 no room;
-    the estimate with its margin refuses before writing (needs root to mount; skipped elsewhere)."""
+    the estimate with its margin refuses before writing (needs root to mount; skipped elsewhere).
+    """
     import subprocess
 
     mount = tmp_path / "small"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
-                          capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True
+    )
     if done.returncode != 0:
         pytest.skip("cannot mount a small tmpfs here")
     try:

@@ -1,7 +1,8 @@
 """The ``paired`` dataset: readers against independent expectations, manifests in CSV and JSONL,
 seeded splits, one test per kind of bad data (with its row and column), skip mode, a resumed
 conversion, the load-time checks for unlabelled manifests, ``xmodal data info`` and a tiny
-``xmodal run paired`` end to end."""
+``xmodal run paired`` end to end.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ RATE = 8000
 
 
 # ----------------------------------------------------------------------------- file writers
+
 
 def _png(path: Path, image: np.ndarray) -> None:
     """``[H, W, C]`` uint8 (C = 1 or 3) -> PNG through torchvision."""
@@ -64,10 +66,18 @@ def _tone(cls: int, seconds: float = 0.25) -> np.ndarray:
     return 0.5 * np.sin(2 * np.pi * (300 + 500 * cls) * t)
 
 
-def _dataset(folder: Path, n: int, *, labels: bool = True, split: bool = False,
-             fmt: str = "csv", extra: dict[int, dict[str, str]] | None = None) -> Path:
+def _dataset(
+    folder: Path,
+    n: int,
+    *,
+    labels: bool = True,
+    split: bool = False,
+    fmt: str = "csv",
+    extra: dict[int, dict[str, str]] | None = None,
+) -> Path:
     """``n`` rows of 16x16 RGB PNG (a class colour plus noise), 16-bit depth PNG and WAV; rows
-    in ``extra`` get those cells instead (bad data). Returns the manifest."""
+    in ``extra`` get those cells instead (bad data). Returns the manifest.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     rows = []
@@ -92,14 +102,16 @@ def _dataset(folder: Path, n: int, *, labels: bool = True, split: bool = False,
         path.write_text("\n".join(lines) + "\n")
     else:
         path = folder / "manifest.jsonl"
-        path.write_text("".join(json.dumps({k: v for k, v in r.items() if v is not None}) + "\n"
-                                for r in rows))
+        path.write_text(
+            "".join(json.dumps({k: v for k, v in r.items() if v is not None}) + "\n" for r in rows)
+        )
     return path
 
 
 def _options(manifest: Path, **changes) -> PairedConfig:
-    return PairedConfig(path=str(manifest), image_size=[16, 16], sample_rate=RATE,
-                        audio_seconds=0.25, **changes)
+    return PairedConfig(
+        path=str(manifest), image_size=[16, 16], sample_rate=RATE, audio_seconds=0.25, **changes
+    )
 
 
 def _problems(manifest: Path, **changes) -> str:
@@ -110,6 +122,7 @@ def _problems(manifest: Path, **changes) -> str:
 
 
 # ----------------------------------------------------------------------------- readers
+
 
 def test_rgb_png_is_read_exactly_and_resized(tmp_path):
     image = np.random.default_rng(1).integers(0, 256, (16, 12, 3), dtype=np.uint8)
@@ -131,8 +144,9 @@ def test_depth_png_in_millimetres_reads_metres(tmp_path):
     assert depth[7, 7] == pytest.approx(1.5) and depth[0, 0] == 0
     half = read_depth(tmp_path / "d.png", PairedConfig(image_size=[4, 4]))
     assert half[3, 3] == pytest.approx(1.5) and half[0, 0] == 0  # holes do not pull depth to 0
-    assert read_depth(tmp_path / "d.png", PairedConfig(image_size=[8, 8], depth_scale=5000))[7, 7] \
-        == pytest.approx(0.3)
+    assert read_depth(tmp_path / "d.png", PairedConfig(image_size=[8, 8], depth_scale=5000))[
+        7, 7
+    ] == pytest.approx(0.3)
     np.save(tmp_path / "d.npy", np.full((8, 8), 2.25, np.float32))  # .npy is in metres already
     assert (read_depth(tmp_path / "d.npy", PairedConfig(image_size=[8, 8])) == 2.25).all()
 
@@ -171,6 +185,7 @@ def test_ply_points_are_sampled_with_a_seed(tmp_path):
 
 # ----------------------------------------------------------------------------- manifests
 
+
 def test_csv_and_jsonl_manifests_give_the_same_dataset(tmp_path):
     loaded = []
     for fmt in ("csv", "jsonl"):
@@ -183,7 +198,9 @@ def test_csv_and_jsonl_manifests_give_the_same_dataset(tmp_path):
     assert csv.class_names == jsonl.class_names == sorted(CLASSES)
     assert csv.frontend_kwargs == {"audio": {"sample_rate": RATE}}
     for split in ("train", "val", "test"):
-        a, b = ({k: d.splits[split].column(k) for k in d.splits[split].keys()} for d in (csv, jsonl))
+        a, b = (
+            {k: d.splits[split].column(k) for k in d.splits[split].keys()} for d in (csv, jsonl)
+        )
         assert set(a) == set(b) == {"rgb", "depth", "audio", "label", "row"}
         assert all(torch.equal(a[k], b[k]) for k in a)
     train = {k: csv.splits["train"].column(k) for k in csv.splits["train"].keys()}
@@ -212,6 +229,7 @@ def test_split_column_is_used(tmp_path):
 
 
 # ----------------------------------------------------------------------------- bad data
+
 
 def test_missing_file_is_reported_with_row_and_column(tmp_path):
     message = _problems(_dataset(tmp_path, 9, extra={4: {"audio": "gone.wav"}}))
@@ -243,7 +261,9 @@ def test_wrong_shape_of_an_array_column_is_reported(tmp_path):
     for i in range(6):
         np.save(tmp_path / f"t{i}.npy", np.zeros((5, 5) if i == 4 else (4, 4), np.float32))
     message = _problems(manifest)
-    assert "row 5, column 'normals': shape [5, 5]; most of this column's arrays are [4, 4]" in message
+    assert (
+        "row 5, column 'normals': shape [5, 5]; most of this column's arrays are [4, 4]" in message
+    )
 
 
 def test_missing_column_and_empty_cell_are_reported(tmp_path):
@@ -303,16 +323,23 @@ def test_interrupted_conversion_resumes_to_the_same_cache(tmp_path, monkeypatch)
     resumed = source.prepare(options, tmp_path / "cache.h5")
     assert not part.exists()
     a, b = source.load(whole), source.load(resumed)
-    assert all(torch.equal(a.splits[s].column(k), b.splits[s].column(k))
-               for s in a.splits for k in a.splits[s].keys())
+    assert all(
+        torch.equal(a.splits[s].column(k), b.splits[s].column(k))
+        for s in a.splits
+        for k in a.splits[s].keys()
+    )
 
 
 # ----------------------------------------------------------------------------- run config checks
 
+
 def test_modalities_and_labels_come_from_the_manifest(tmp_path):
     manifest = _dataset(tmp_path / "labelled", 6)
-    with pytest.raises(ConfigError, match=r"distill.students\[0\]: dataset 'paired' has no "
-                                          r"modality 'hha' \(it has rgb, depth, audio\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"distill.students\[0\]: dataset 'paired' has no "
+        r"modality 'hha' \(it has rgb, depth, audio\)",
+    ):
         resolve_config("paired", overrides=["distill.students=[hha]"], data_path=manifest)
     unlabelled = _dataset(tmp_path / "unlabelled", 6, labels=False)
     assert not PairedSource().labelled_for(_options(unlabelled))
@@ -320,23 +347,46 @@ def test_modalities_and_labels_come_from_the_manifest(tmp_path):
         resolve_config("paired", data_path=unlabelled)
     with pytest.raises(ConfigError, match="teacher trains on labels"):
         resolve_config("paired", data_path=unlabelled, overrides=["distill.methods=[none,wcord]"])
-    with pytest.raises(ConfigError, match=r"probe.probes\[0\]: probe 'linear' needs labels.*"
-                                          r"retrieval"):
-        resolve_config("paired", data_path=unlabelled,
-                       overrides=["teacher.optim.epochs=0", "distill.methods=[none,wcord]"])
-    _, config = resolve_config("paired", data_path=unlabelled, overrides=[
-        "teacher.optim.epochs=0", "distill.methods=[none,wcord]", "probe.probes=[retrieval]"])
+    with pytest.raises(
+        ConfigError,
+        match=r"probe.probes\[0\]: probe 'linear' needs labels.*"
+        r"retrieval",
+    ):
+        resolve_config(
+            "paired",
+            data_path=unlabelled,
+            overrides=["teacher.optim.epochs=0", "distill.methods=[none,wcord]"],
+        )
+    _, config = resolve_config(
+        "paired",
+        data_path=unlabelled,
+        overrides=[
+            "teacher.optim.epochs=0",
+            "distill.methods=[none,wcord]",
+            "probe.probes=[retrieval]",
+        ],
+    )
     assert config.data.options().path == str(unlabelled)
 
 
 # ----------------------------------------------------------------------------- CLI end to end
 
-TINY = ["teacher.modality=rgb", "distill.students=[audio]", "data.paired.image_size=[16,16]",
-        f"data.paired.sample_rate={RATE}", "data.paired.audio_seconds=0.25",
-        "teacher.optim.epochs=1", "distill.optim.epochs=1", "teacher.optim.batch_size=16",
-        "distill.optim.batch_size=16", "distill.methods=[none,wcord]",
-        "distill.wcord.num_negatives=16", "probe.probes=[linear,retrieval]",
-        "probe.linear.l2_grid=[0.001]", "probe.linear.max_iter=20"]
+TINY = [
+    "teacher.modality=rgb",
+    "distill.students=[audio]",
+    "data.paired.image_size=[16,16]",
+    f"data.paired.sample_rate={RATE}",
+    "data.paired.audio_seconds=0.25",
+    "teacher.optim.epochs=1",
+    "distill.optim.epochs=1",
+    "teacher.optim.batch_size=16",
+    "distill.optim.batch_size=16",
+    "distill.methods=[none,wcord]",
+    "distill.wcord.num_negatives=16",
+    "probe.probes=[linear,retrieval]",
+    "probe.linear.l2_grid=[0.001]",
+    "probe.linear.max_iter=20",
+]
 
 
 def test_xmodal_run_paired_end_to_end(tmp_path, capsys):
@@ -348,15 +398,24 @@ def test_xmodal_run_paired_end_to_end(tmp_path, capsys):
     assert "1 bad row(s) left out (rows 6" in capsys.readouterr().out
     rows = json.loads((tmp_path / "run" / "results.json").read_text())
     assert {(r["modality"], r["method"], r["probe"]) for r in rows} >= {
-        ("rgb", "teacher", "linear"), ("audio", "none", "linear"), ("audio", "wcord", "linear"),
-        ("audio", "wcord", "retrieval")}
+        ("rgb", "teacher", "linear"),
+        ("audio", "none", "linear"),
+        ("audio", "wcord", "linear"),
+        ("audio", "wcord", "retrieval"),
+    }
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["data"] == {"skipped_rows": 1, "skipped_row_numbers": [6]}
 
     assert main(["data", "info", str(manifest)]) == 1  # it lists a problem
     out = capsys.readouterr().out
-    for text in ("paired manifest (CSV)", "48 (1 with problems)", "3 classes", "labels per split",
-                 "missing file 'gone.wav'", "seeded (no split column"):
+    for text in (
+        "paired manifest (CSV)",
+        "48 (1 with problems)",
+        "3 classes",
+        "labels per split",
+        "missing file 'gone.wav'",
+        "seeded (no split column",
+    ):
         assert text in out
 
 
@@ -367,6 +426,8 @@ def test_unlabelled_manifest_runs_with_a_frozen_teacher_and_retrieval(tmp_path):
         argv += ["--set", item]
     assert main(argv) == 0
     rows = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert {(r["method"], r["probe"]) for r in rows} == {("none", "retrieval"),
-                                                         ("wcord", "retrieval")}
+    assert {(r["method"], r["probe"]) for r in rows} == {
+        ("none", "retrieval"),
+        ("wcord", "retrieval"),
+    }
     assert all(0.0 <= r["value"] <= 1.0 for r in rows if "recall" in r["metric"])

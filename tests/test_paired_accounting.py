@@ -2,7 +2,8 @@
 one file in two rows (and never in two splits), mixed label kinds, unknown columns, paths
 outside the manifest's folder. Each is one error naming rows and columns and the option that
 allows it, raised before any file is read (``xmodal run paired`` exits 2 before training), and
-``xmodal data info`` lists it and exits 1 (0 on a clean manifest)."""
+``xmodal data info`` lists it and exits 1 (0 on a clean manifest).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ ROWS = 8  # splits of _dataset(split=True): rows 1, 2, 5, 6 train; 3, 7 val; 4, 
 
 def _no_file_read(monkeypatch) -> None:
     """Reading any manifest file fails the test: the rules come first."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("a file was read before the manifest-wide rules were checked")
 
@@ -31,6 +33,7 @@ def _no_file_read(monkeypatch) -> None:
 
 
 # ----------------------------------------------------------------------------- the cases
+
 
 def _duplicate_ids(folder: Path) -> Path:
     return _dataset(folder, ROWS, extra={4: {"id": "s1"}})
@@ -59,22 +62,43 @@ def _outside(folder: Path) -> Path:
 
 
 CASES = {  # name: (writer, fragments of the one error line)
-    "duplicate ids": (_duplicate_ids, [
-        "column 'id': ids repeat: 's1' in rows 2, 5; ids must be unique"]),
-    "duplicate file across splits": (_duplicate_file_across_splits, [
-        "column 'rgb': the same file in several rows: ", "0.png in row 1 (train), row 7 (val)",
-        "; in different splits, test samples would be trained on; ",
-        "data.paired.allow_duplicates=true"]),
-    "mixed labels": (_mixed_labels, [
-        "column 'label': labels mix class names (rows 1, 3, 5, 6, 7, 8: 'red', 'blue', 'green', "
-        "...) and integers (rows 2, 4: '1', '0'); write every label as a class name, or every "
-        "one as an integer"]),
-    "unknown column": (_unknown_column, [
-        "column 'notes': unknown column: no front end 'notes' is registered",
-        "set data.paired.ignore_columns=[notes] to leave it unread"]),
-    "outside the folder": (_outside, [
-        "column 'rgb': row 1's '0.png' resolves to ", "elsewhere/0.png, outside the manifest's "
-        "folder ", "(also row 3); ", "data.paired.allow_outside=true"]),
+    "duplicate ids": (
+        _duplicate_ids,
+        ["column 'id': ids repeat: 's1' in rows 2, 5; ids must be unique"],
+    ),
+    "duplicate file across splits": (
+        _duplicate_file_across_splits,
+        [
+            "column 'rgb': the same file in several rows: ",
+            "0.png in row 1 (train), row 7 (val)",
+            "; in different splits, test samples would be trained on; ",
+            "data.paired.allow_duplicates=true",
+        ],
+    ),
+    "mixed labels": (
+        _mixed_labels,
+        [
+            "column 'label': labels mix class names (rows 1, 3, 5, 6, 7, 8: 'red', 'blue', 'green', "
+            "...) and integers (rows 2, 4: '1', '0'); write every label as a class name, or every "
+            "one as an integer"
+        ],
+    ),
+    "unknown column": (
+        _unknown_column,
+        [
+            "column 'notes': unknown column: no front end 'notes' is registered",
+            "set data.paired.ignore_columns=[notes] to leave it unread",
+        ],
+    ),
+    "outside the folder": (
+        _outside,
+        [
+            "column 'rgb': row 1's '0.png' resolves to ",
+            "elsewhere/0.png, outside the manifest's folder ",
+            "(also row 3); ",
+            "data.paired.allow_outside=true",
+        ],
+    ),
 }
 
 
@@ -113,8 +137,7 @@ def test_data_info_lists_each_rule_and_exits_1(tmp_path, capsys, case):
     sections = {title: rows for title, _, rows in describe(manifest)}
     assert "1 manifest-wide" in dict(sections["paired manifest"])["problems"]
     column, message = fragments[0].split(": ", 1)
-    assert any(f"column '{row[1]}'" == column and message in row[2]
-               for row in sections["problems"])
+    assert any(f"column '{row[1]}'" == column and message in row[2] for row in sections["problems"])
 
 
 def test_data_info_exits_0_on_a_clean_manifest(tmp_path, capsys):
@@ -128,13 +151,18 @@ def test_several_broken_rules_are_one_error_with_a_line_each(tmp_path):
     extra[4] = {"id": "s1", "notes": "x", "label": "2"}
     message = _problems(_dataset(tmp_path, ROWS, extra=extra))
     lines = message.splitlines()
-    assert lines[0].endswith("breaks 3 rules (rows count data rows from 1, the header line "
-                             "excluded):")
+    assert lines[0].endswith(
+        "breaks 3 rules (rows count data rows from 1, the header line excluded):"
+    )
     assert [line.split(":")[0].strip() for line in lines[1:]] == [
-        "column 'notes'", "column 'id'", "column 'label'"]
+        "column 'notes'",
+        "column 'id'",
+        "column 'label'",
+    ]
 
 
 # ----------------------------------------------------------------------------- the options
+
 
 def test_ignore_columns_leaves_a_column_unread(tmp_path, capsys):
     manifest = _unknown_column(tmp_path)
@@ -157,8 +185,9 @@ def test_ignore_columns_cannot_hide_label_split_or_id(tmp_path):
 def test_allow_outside_follows_the_paths(tmp_path):
     manifest = _outside(tmp_path / "data")
     source = PairedSource()
-    dataset = source.load(source.prepare(_options(manifest, allow_outside=True),
-                                         tmp_path / "cache.h5"))
+    dataset = source.load(
+        source.prepare(_options(manifest, allow_outside=True), tmp_path / "cache.h5")
+    )
     assert sum(len(s.column("row")) for s in dataset.splits.values()) == ROWS
 
 
@@ -167,12 +196,15 @@ def test_allow_duplicates_in_one_split_warns_and_keeps_them(tmp_path, capsys):
     source = PairedSource()
     with pytest.raises(DataError, match="allow_duplicates=true"):
         source.prepare(_options(manifest), tmp_path / "cache.h5")
-    dataset = source.load(source.prepare(_options(manifest, allow_duplicates=True),
-                                         tmp_path / "cache.h5"))
+    dataset = source.load(
+        source.prepare(_options(manifest, allow_duplicates=True), tmp_path / "cache.h5")
+    )
     assert dataset.splits["train"].column("row").tolist() == [1, 2, 5, 6]
     (note,) = dataset.notes
-    assert note.startswith("column 'rgb': the same file in several rows, kept") and \
-        "0.png in rows 1, 5" in note
+    assert (
+        note.startswith("column 'rgb': the same file in several rows, kept")
+        and "0.png in rows 1, 5" in note
+    )
     assert main(["data", "info", str(manifest), "--set", "data.paired.allow_duplicates=true"]) == 0
     assert "warnings (allowed by options)" in capsys.readouterr().out
 
@@ -180,11 +212,13 @@ def test_allow_duplicates_in_one_split_warns_and_keeps_them(tmp_path, capsys):
 def test_allow_duplicates_never_lets_splits_share_a_file(tmp_path):
     manifest = _duplicate_file_across_splits(tmp_path)
     message = _problems(manifest, allow_duplicates=True)
-    assert message.startswith(f"manifest '{manifest}', column 'rgb': rows of different splits "
-                              "share a file: ")
-    assert ("0.png in row 1 (train), row 7 (val); test samples would be trained on, even with "
-            "data.paired.allow_duplicates=true: give rows that share a file the same split"
-            in message)
+    assert message.startswith(
+        f"manifest '{manifest}', column 'rgb': rows of different splits share a file: "
+    )
+    assert (
+        "0.png in row 1 (train), row 7 (val); test samples would be trained on, even with "
+        "data.paired.allow_duplicates=true: give rows that share a file the same split" in message
+    )
 
 
 def test_a_seeded_split_keeps_rows_sharing_a_file_together(tmp_path):

@@ -1,5 +1,6 @@
 """End to end: ``xmodal run cifar100 --data DIR`` on a tiny folder in the official CIFAR-100
-format (pickled ``train``/``test``/``meta`` under ``cifar-100-python/``, read by torchvision)."""
+format (pickled ``train``/``test``/``meta`` under ``cifar-100-python/``, read by torchvision).
+"""
 
 from __future__ import annotations
 
@@ -13,11 +14,21 @@ from xmodal.cli.main import main
 from xmodal.core.errors import DataError
 from xmodal.data.cifar100_source import CIFAR100Config, CIFAR100Source
 
-TINY = ["data.cifar100.download=false", "data.cifar100.verify_md5=false",
-        "teacher.encoder.name=resnet8x4", "teacher.optim.epochs=2", "distill.optim.epochs=1",
-        "teacher.optim.batch_size=32", "distill.optim.batch_size=32", "teacher.optim.milestones=[1]",
-        "distill.optim.milestones=[1]", "distill.crd.num_negatives=40", "distill.wcord.num_negatives=40",
-        "distill.wcord.embed_dim=16", "distill.crd.embed_dim=16"]
+TINY = [
+    "data.cifar100.download=false",
+    "data.cifar100.verify_md5=false",
+    "teacher.encoder.name=resnet8x4",
+    "teacher.optim.epochs=2",
+    "distill.optim.epochs=1",
+    "teacher.optim.batch_size=32",
+    "distill.optim.batch_size=32",
+    "teacher.optim.milestones=[1]",
+    "distill.optim.milestones=[1]",
+    "distill.crd.num_negatives=40",
+    "distill.wcord.num_negatives=40",
+    "distill.wcord.embed_dim=16",
+    "distill.crd.embed_dim=16",
+]
 
 
 def _write_cifar(root, n_train=96, n_test=40, classes=6, seed=0):
@@ -30,11 +41,22 @@ def _write_cifar(root, n_train=96, n_test=40, classes=6, seed=0):
         base = (labels[:, None] * 40 + 20).astype(np.int64)
         data = np.clip(base + rng.integers(-20, 20, (n, 3072)), 0, 255).astype(np.uint8)
         with open(folder / name, "wb") as f:
-            pickle.dump({"data": data, "fine_labels": labels.tolist(),
-                         "coarse_labels": (labels // 5).tolist()}, f)
+            pickle.dump(
+                {
+                    "data": data,
+                    "fine_labels": labels.tolist(),
+                    "coarse_labels": (labels // 5).tolist(),
+                },
+                f,
+            )
     with open(folder / "meta", "wb") as f:
-        pickle.dump({"fine_label_names": [f"class{i}" for i in range(100)],
-                     "coarse_label_names": [f"super{i}" for i in range(20)]}, f)
+        pickle.dump(
+            {
+                "fine_label_names": [f"class{i}" for i in range(100)],
+                "coarse_label_names": [f"super{i}" for i in range(20)],
+            },
+            f,
+        )
     return root
 
 
@@ -62,7 +84,8 @@ def test_run_cifar100_end_to_end_gives_top1_rows(tmp_path):
     assert main(argv) == 0
     rows = json.loads((out / "results.json").read_text())
     assert {(r["method"], r["probe"], r["metric"]) for r in rows} == {
-        (m, "classifier", "top1") for m in ("teacher", "supervised", "kd", "crd", "wcord")}
+        (m, "classifier", "top1") for m in ("teacher", "supervised", "kd", "crd", "wcord")
+    }
     assert all(0.0 <= r["value"] <= 1.0 for r in rows)
     wcord = next(r for r in rows if r["method"] == "wcord")
     assert wcord["hparams"]["alpha"] == 1.0 and wcord["hparams"]["beta"] == 0.0
@@ -73,8 +96,18 @@ def test_run_cifar100_end_to_end_gives_top1_rows(tmp_path):
 
     # A teacher loaded from the first run's folder: no teacher training, same teacher rows.
     again = tmp_path / "again"
-    argv = ["run", "cifar100", "--data", str(root), "--out", str(again),
-            "--set", f"teacher.checkpoint={out / 'teacher' / 'seed0'}", "--set", "distill.methods=[kd]"]
+    argv = [
+        "run",
+        "cifar100",
+        "--data",
+        str(root),
+        "--out",
+        str(again),
+        "--set",
+        f"teacher.checkpoint={out / 'teacher' / 'seed0'}",
+        "--set",
+        "distill.methods=[kd]",
+    ]
     for item in TINY:
         argv += ["--set", item]
     assert main(argv) == 0

@@ -39,16 +39,25 @@ def teacher_weights(tmp_path_factory):
 
 def _torchvision_teacher(weights: Path) -> str:
     """The whole teacher.encoder replaced (the default's timm options do not apply to resnet18;
-    the default timm teacher runs in tests/test_nyu_teacher.py)."""
+    the default timm teacher runs in tests/test_nyu_teacher.py).
+    """
     return f"teacher.encoder={{name: resnet18, kwargs: {{pretrained: '{weights}'}}}}"
 
 
 def test_run_nyu_depth_end_to_end(nyu_file, teacher_weights, tmp_path):
-    sets = ["data.nyu_depth.image_size=[24,32]", _torchvision_teacher(teacher_weights),
-            "distill.encoder.name=resnet8", "distill.methods=[none,wcord]", "distill.optim.epochs=1",
-            "distill.optim.batch_size=4", "distill.wcord.num_negatives=8",
-            "probe.linear.l2_grid=[0.01]", "probe.linear.max_iter=20",
-            "probe.segmentation.epochs=1", "probe.segmentation.weight_decay_grid=[0.0]"]
+    sets = [
+        "data.nyu_depth.image_size=[24,32]",
+        _torchvision_teacher(teacher_weights),
+        "distill.encoder.name=resnet8",
+        "distill.methods=[none,wcord]",
+        "distill.optim.epochs=1",
+        "distill.optim.batch_size=4",
+        "distill.wcord.num_negatives=8",
+        "probe.linear.l2_grid=[0.01]",
+        "probe.linear.max_iter=20",
+        "probe.segmentation.epochs=1",
+        "probe.segmentation.weight_decay_grid=[0.0]",
+    ]
     argv = ["run", "nyu-depth", "--out", str(tmp_path), "--data", str(nyu_file)]
     for item in sets:
         argv += ["--set", item]
@@ -65,11 +74,20 @@ def test_run_nyu_depth_end_to_end(nyu_file, teacher_weights, tmp_path):
 
 
 def test_fine_tuned_teacher_gives_logits_for_kd(nyu_file, teacher_weights, tmp_path):
-    sets = ["data.nyu_depth.image_size=[24,32]", "data.nyu_depth.normals=gradient",
-            _torchvision_teacher(teacher_weights), "teacher.optim.epochs=1",
-            "teacher.optim.batch_size=4", "distill.encoder.name=resnet8", "distill.methods=[kd]",
-            "distill.optim.epochs=1", "distill.optim.batch_size=4", "probe.probes=[linear]",
-            "probe.linear.l2_grid=[0.01]", "probe.linear.max_iter=20"]
+    sets = [
+        "data.nyu_depth.image_size=[24,32]",
+        "data.nyu_depth.normals=gradient",
+        _torchvision_teacher(teacher_weights),
+        "teacher.optim.epochs=1",
+        "teacher.optim.batch_size=4",
+        "distill.encoder.name=resnet8",
+        "distill.methods=[kd]",
+        "distill.optim.epochs=1",
+        "distill.optim.batch_size=4",
+        "probe.probes=[linear]",
+        "probe.linear.l2_grid=[0.01]",
+        "probe.linear.max_iter=20",
+    ]
     argv = ["run", "nyu-depth", "--out", str(tmp_path), "--data", str(nyu_file)]
     for item in sets:
         argv += ["--set", item]
@@ -84,7 +102,12 @@ def test_fine_tuned_teacher_gives_logits_for_kd(nyu_file, teacher_weights, tmp_p
 
 def test_missing_data_says_where_to_get_it(tmp_path, capsys):
     # a random-init teacher (weights ''): the default's weights folder is checked first
-    assert main(["run", "nyu-depth", "--out", str(tmp_path), "--set", "teacher.encoder.kwargs.weights="]) == 2
+    assert (
+        main(
+            ["run", "nyu-depth", "--out", str(tmp_path), "--set", "teacher.encoder.kwargs.weights="]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "--data PATH" in err and "xmodal data download nyu-depth" in err
 
@@ -135,8 +158,14 @@ def test_cache_contents_follow_the_facts(nyu_file, tmp_path):
         top, bottom, left, right = facts.valid_crop
         sy, sx = 24 / (bottom - top + 1), 32 / (right - left + 1)
         v, u = np.mgrid[0:24, 0:32]
-        rays = np.stack([((u + 0.5) / sx - 0.5 + left - cx) / fx,
-                         ((v + 0.5) / sy - 0.5 + top - cy) / fy, np.ones((24, 32))], -1)
+        rays = np.stack(
+            [
+                ((u + 0.5) / sx - 0.5 + left - cx) / fx,
+                ((v + 0.5) / sy - 0.5 + top - cy) / fy,
+                np.ones((24, 32)),
+            ],
+            -1,
+        )
         assert ((normals * rays).sum(-1)[known] < 0).mean() > 0.95
         height = f["height"][()]
         # metres above the floor, taken as the 1st percentile of heights: ~1 % lie below it
@@ -166,8 +195,12 @@ def test_preprocessing_memory_stays_flat_frame_after_frame(nyu_file, tmp_path):
     # resident size by ~9 MB per full-resolution frame: ~180 MB over these 20 frames.
     import subprocess
 
-    out = subprocess.run([sys.executable, "-c", RSS_PROBE, str(nyu_file), str(tmp_path / "c.h5")],
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", RSS_PROBE, str(nyu_file), str(tmp_path / "c.h5")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     early, late = float(out[0]), float(out[1])
     assert late - early < 60, f"resident memory grew {late - early:.0f} MB over {FRAMES - 4} frames"
 
@@ -193,8 +226,10 @@ def test_preprocessing_killed_half_way_resumes_to_an_identical_cache(nyu_file, t
     config = NYUDepthConfig(path=str(nyu_file), image_size=[24, 32], normals="gradient")
     whole = build_cache(config, tmp_path / "whole.h5")
     killed = tmp_path / "killed.h5"
-    proc = subprocess.run([sys.executable, "-c", KILL_PROBE, str(nyu_file), str(killed),
-                           str(FRAMES // 2)], capture_output=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_PROBE, str(nyu_file), str(killed), str(FRAMES // 2)],
+        capture_output=True,
+    )
     assert proc.returncode == -9 and not killed.exists()
     seen = []
     build_cache(config, killed, progress=lambda done, total: seen.append(done))

@@ -10,10 +10,19 @@ import torch
 
 from xmodal.cli.main import main
 
-TINY = ["data.scenes.image_size=16", "data.scenes.num_train=48", "data.scenes.num_val=24",
-        "data.scenes.num_test=24", "teacher.optim.epochs=1", "distill.optim.epochs=1",
-        "teacher.optim.batch_size=16", "distill.optim.batch_size=16",
-        "distill.wcord.num_negatives=32", "probe.linear.l2_grid=[0.001]", "probe.linear.max_iter=20"]
+TINY = [
+    "data.scenes.image_size=16",
+    "data.scenes.num_train=48",
+    "data.scenes.num_val=24",
+    "data.scenes.num_test=24",
+    "teacher.optim.epochs=1",
+    "distill.optim.epochs=1",
+    "teacher.optim.batch_size=16",
+    "distill.optim.batch_size=16",
+    "distill.wcord.num_negatives=32",
+    "probe.linear.l2_grid=[0.001]",
+    "probe.linear.max_iter=20",
+]
 
 
 def _argv(out, *extra):
@@ -34,8 +43,9 @@ def test_results_rows_cover_every_model(tiny_run):
     rows = json.loads((tiny_run / "results.json").read_text())
     assert {"modality", "method", "probe", "metric", "value"} <= set(rows[0])
     models = {(r["modality"], r["method"]) for r in rows}
-    assert models == {("rgb", "teacher")} | {(m, k) for m in ("depth", "audio")
-                                             for k in ("none", "supervised", "wcord")}
+    assert models == {("rgb", "teacher")} | {
+        (m, k) for m in ("depth", "audio") for k in ("none", "supervised", "wcord")
+    }
     assert all(0.0 <= r["value"] <= 1.0 for r in rows if not r["metric"].endswith("median_rank"))
     assert {r["probe"] for r in rows} == {"linear", "knn", "retrieval"}  # the shipped config's
     assert {r["role"] for r in rows if r["probe"] == "retrieval"} == {"student"}
@@ -43,8 +53,11 @@ def test_results_rows_cover_every_model(tiny_run):
     assert wcord["hparams"]["tau"] == 0.07 and wcord["hparams"]["num_negatives"] == 32
     summary = json.loads((tiny_run / "summary.json").read_text())
     assert summary["config"]["data"]["scenes"]["image_size"] == 16
-    with_gap = {f"{e['modality']}/{e['method']}/{e['probe']}/{e['metric']}"
-                for e in summary["summary"] if e["gap_closed"] is not None}
+    with_gap = {
+        f"{e['modality']}/{e['method']}/{e['probe']}/{e['metric']}"
+        for e in summary["summary"]
+        if e["gap_closed"] is not None
+    }
     assert set(summary["gap_closed_per_seed"]) == with_gap
     report = (tiny_run / "report.md").read_text()
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", report)
@@ -90,16 +103,40 @@ def test_interrupted_run_resumes(tmp_path, monkeypatch):
 
 
 def test_methods_side_by_side_over_seeds(tmp_path, capsys):
-    methods = ["none", "supervised", "kd", "fitnet", "crd", "rkd", "pkt", "infonce", "wcord",
-               "wcord-global", "wcord-local"]
+    methods = [
+        "none",
+        "supervised",
+        "kd",
+        "fitnet",
+        "crd",
+        "rkd",
+        "pkt",
+        "infonce",
+        "wcord",
+        "wcord-global",
+        "wcord-local",
+    ]
     # the transfer teacher has 6 object classes of its own against the 8 scene classes: kd and
     # wcord's beta read its logits through a KD head of 6; wcord's alpha a classifier of 8
-    assert main(_argv(tmp_path, "distill.students=[depth]", f"distill.methods=[{','.join(methods)}]",
-                      "seeds=[0,1]", "distill.crd.num_negatives=32",
-                      "distill.wcord.alpha=0.5", "distill.wcord.beta=1.0")) == 0
+    assert (
+        main(
+            _argv(
+                tmp_path,
+                "distill.students=[depth]",
+                f"distill.methods=[{','.join(methods)}]",
+                "seeds=[0,1]",
+                "distill.crd.num_negatives=32",
+                "distill.wcord.alpha=0.5",
+                "distill.wcord.beta=1.0",
+            )
+        )
+        == 0
+    )
     assert "logits over its own 6 classes (the dataset has 8)" in capsys.readouterr().out
     summary = json.loads((tmp_path / "summary.json").read_text())["summary"]
-    accuracy = {e["method"]: e for e in summary if e["metric"] == "accuracy" and e["modality"] == "depth"}
+    accuracy = {
+        e["method"]: e for e in summary if e["metric"] == "accuracy" and e["modality"] == "depth"
+    }
     assert set(accuracy) == set(methods)
     assert all(e["n"] == 2 and len(e["values"]) == 2 for e in accuracy.values())
     rows = json.loads((tmp_path / "results.json").read_text())
@@ -117,35 +154,64 @@ def test_methods_side_by_side_over_seeds(tmp_path, capsys):
 
 
 def _teacher_outputs(run):
-    (entry,) = [torch.load(p, weights_only=True) for p in (run / "teacher" / "seed0").glob("outputs-*.pt")]
+    (entry,) = [
+        torch.load(p, weights_only=True) for p in (run / "teacher" / "seed0").glob("outputs-*.pt")
+    ]
     return entry["value"]
 
 
 def test_a_six_class_teacher_checkpoint_under_probe_labels(tiny_run, tmp_path):
     """The transfer teacher's folder as teacher.checkpoint on the 8-class scenes (a raw
-    'size mismatch' traceback before): its logits keep its 6 classes, kd and wcord.beta run."""
+    'size mismatch' traceback before): its logits keep its 6 classes, kd and wcord.beta run.
+    """
     import shutil
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run / "data", run / "data")  # the generated scenes, not regenerated
-    assert main(_argv(run, "distill.students=[depth]", "distill.methods=[kd,wcord]",
-                      "distill.wcord.beta=1.0", "teacher.task=probe-labels",
-                      f"teacher.checkpoint={tiny_run / 'teacher' / 'seed0'}")) == 0
+    assert (
+        main(
+            _argv(
+                run,
+                "distill.students=[depth]",
+                "distill.methods=[kd,wcord]",
+                "distill.wcord.beta=1.0",
+                "teacher.task=probe-labels",
+                f"teacher.checkpoint={tiny_run / 'teacher' / 'seed0'}",
+            )
+        )
+        == 0
+    )
     assert _teacher_outputs(run)["logits"].shape == (48, 6)
-    last = json.loads((run / "distill" / "seed0" / "depth" / "wcord" / "history.json").read_text())[-1]
+    last = json.loads((run / "distill" / "seed0" / "depth" / "wcord" / "history.json").read_text())[
+        -1
+    ]
     assert last["kd"] >= 0.0 and "ce" not in last
 
 
 def test_wcord_options_reach_the_loss(tmp_path):
-    assert main(_argv(tmp_path, "distill.students=[depth]", "distill.methods=[wcord]",
-                      "distill.wcord.critic=mlp", "distill.wcord.critic_hidden=16",
-                      "distill.wcord.lipschitz=gradient_penalty",
-                      "distill.wcord.negatives=other_class")) == 0
+    assert (
+        main(
+            _argv(
+                tmp_path,
+                "distill.students=[depth]",
+                "distill.methods=[wcord]",
+                "distill.wcord.critic=mlp",
+                "distill.wcord.critic_hidden=16",
+                "distill.wcord.lipschitz=gradient_penalty",
+                "distill.wcord.negatives=other_class",
+            )
+        )
+        == 0
+    )
     history = json.loads((tmp_path / "distill/seed0/depth/wcord/history.json").read_text())
     assert history[-1]["penalty"] >= 0.0
     rows = json.loads((tmp_path / "results.json").read_text())
     hp = next(r for r in rows if r["method"] == "wcord")["hparams"]
-    assert (hp["critic"], hp["lipschitz"], hp["negatives"]) == ("mlp", "gradient_penalty", "other_class")
+    assert (hp["critic"], hp["lipschitz"], hp["negatives"]) == (
+        "mlp",
+        "gradient_penalty",
+        "other_class",
+    )
 
 
 def test_batch_covering_the_whole_train_split_is_one_clear_error(tiny_run, tmp_path, capsys):
@@ -203,7 +269,8 @@ sys.exit(main(sys.argv[1:]))
 
 def test_a_run_killed_mid_epoch_resumes_there_with_identical_weights(tmp_path):
     """A real SIGKILL inside the second epoch of a distillation unit, with
-    runtime.checkpoint_every=1; the rerun of the same command resumes at that step."""
+    runtime.checkpoint_every=1; the rerun of the same command resumes at that step.
+    """
     import os
     import subprocess
     import sys
@@ -211,13 +278,22 @@ def test_a_run_killed_mid_epoch_resumes_there_with_identical_weights(tmp_path):
 
     from xmodal.training.checkpoint import load_encoder
 
-    extra = ("distill.students=[depth]", "distill.methods=[wcord]", "distill.optim.epochs=2",
-             "runtime.checkpoint_every=1")
+    extra = (
+        "distill.students=[depth]",
+        "distill.methods=[wcord]",
+        "distill.optim.epochs=2",
+        "runtime.checkpoint_every=1",
+    )
     assert main(_argv(tmp_path / "whole", *extra)) == 0
     root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "-c", _KILL_MID_EPOCH, *_argv(tmp_path / "cut", *extra)],
-                          capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL_MID_EPOCH, *_argv(tmp_path / "cut", *extra)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert proc.returncode == -9, proc.stderr[-2000:]
     unit = tmp_path / "cut" / "distill" / "seed0" / "depth" / "wcord"
     state = torch.load(unit / "train-state.pt", weights_only=True)
@@ -235,13 +311,25 @@ def test_segmentation_probe_on_scenes_skips_audio(tiny_run, tmp_path):
     import shutil
 
     run = shutil.copytree(tiny_run, tmp_path / "run")  # students are cached; only probes run
-    assert main(_argv(run, "probe.probes=[linear,segmentation]", "probe.segmentation.epochs=2",
-                      "probe.segmentation.weight_decay_grid=[0.0]")) == 0
+    assert (
+        main(
+            _argv(
+                run,
+                "probe.probes=[linear,segmentation]",
+                "probe.segmentation.epochs=2",
+                "probe.segmentation.weight_decay_grid=[0.0]",
+            )
+        )
+        == 0
+    )
     rows = json.loads((run / "results.json").read_text())
     seg = {(r["modality"], r["method"]) for r in rows if r["probe"] == "semantic"}
     assert ("depth", "wcord") in seg and ("rgb", "teacher") in seg
     assert not any(modality == "audio" for modality, _ in seg)
     for r in rows:
         if r["probe"] == "semantic":
-            assert 0.0 <= r["value"] <= 1.0 and r["metric"] in ("mean_iou", "pixel_accuracy",
-                                                                 "mean_class_accuracy")
+            assert 0.0 <= r["value"] <= 1.0 and r["metric"] in (
+                "mean_iou",
+                "pixel_accuracy",
+                "mean_class_accuracy",
+            )

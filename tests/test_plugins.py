@@ -1,6 +1,7 @@
 """A package installed beside xmodal adds a front end, a dataset, a method and a probe through
 entry points, each with options reachable from ``--set`` with the built-ins' checks; a plugin that
-breaks its kind's contract is named with its package. Each run is a fresh process, as a user's is."""
+breaks its kind's contract is named with its package. Each run is a fresh process, as a user's is.
+"""
 
 from __future__ import annotations
 
@@ -12,28 +13,51 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from plugin_package import DISTRIBUTION, install
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["data.thermal_scenes.image_size=16", "data.thermal_scenes.num_train=48",
-        "data.thermal_scenes.num_val=24", "data.thermal_scenes.num_test=24",
-        "teacher.optim.epochs=1", "distill.optim.epochs=1", "teacher.optim.batch_size=16",
-        "distill.optim.batch_size=16", "probe.linear.l2_grid=[0.001]", "probe.linear.max_iter=20"]
+TINY = [
+    "data.thermal_scenes.image_size=16",
+    "data.thermal_scenes.num_train=48",
+    "data.thermal_scenes.num_val=24",
+    "data.thermal_scenes.num_test=24",
+    "teacher.optim.epochs=1",
+    "distill.optim.epochs=1",
+    "teacher.optim.batch_size=16",
+    "distill.optim.batch_size=16",
+    "probe.linear.l2_grid=[0.001]",
+    "probe.linear.max_iter=20",
+]
 
 
 def _xmodal(site: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(site), str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "xmodal", *args], capture_output=True, text=True,
-                          env=env, timeout=600)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(site), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "xmodal", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def _run_args(out: Path, *extra: str) -> list[str]:
-    sets = [*TINY, "data.name=thermal-scenes", "data.thermal_scenes.ambient_c=25",
-            "distill.students=[thermal]", "distill.methods=[none,cosine]", "distill.cosine.weight=2",
-            "probe.probes=[linear,centroid]", "probe.centroid.metric=euclidean",
-            "frontends.thermal.scale_k=5", *extra]
+    sets = [
+        *TINY,
+        "data.name=thermal-scenes",
+        "data.thermal_scenes.ambient_c=25",
+        "distill.students=[thermal]",
+        "distill.methods=[none,cosine]",
+        "distill.cosine.weight=2",
+        "probe.probes=[linear,centroid]",
+        "probe.centroid.metric=euclidean",
+        "frontends.thermal.scale_k=5",
+        *extra,
+    ]
     return ["run", "scenes", "--out", str(out), *[a for s in sets for a in ("--set", s)]]
 
 
@@ -56,7 +80,10 @@ def test_a_run_uses_every_plugin_and_its_options(site, tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = json.loads((out / "results.json").read_text())
     assert {(r["modality"], r["method"], r["probe"]) for r in rows} >= {
-        ("thermal", "cosine", "centroid"), ("thermal", "none", "linear"), ("rgb", "teacher", "centroid")}
+        ("thermal", "cosine", "centroid"),
+        ("thermal", "none", "linear"),
+        ("rgb", "teacher", "centroid"),
+    }
     assert all(0 <= r["value"] <= 1 for r in rows)
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["distill"]["cosine"] == {"weight": 2.0}
@@ -69,11 +96,20 @@ def test_a_run_uses_every_plugin_and_its_options(site, tmp_path):
 
 def test_the_same_options_from_a_yaml_file(site, tmp_path):
     config = tmp_path / "plugins.yaml"
-    config.write_text(yaml.safe_dump({
-        "data": {"name": "thermal-scenes", "thermal_scenes": {"ambient_c": 18.0}},
-        "distill": {"students": ["thermal"], "methods": ["none", "cosine"], "cosine": {"weight": 3.0}},
-        "probe": {"probes": ["centroid"], "centroid": {"metric": "cosine"}},
-        "frontends": {"thermal": {"offset_k": 270.0}}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"name": "thermal-scenes", "thermal_scenes": {"ambient_c": 18.0}},
+                "distill": {
+                    "students": ["thermal"],
+                    "methods": ["none", "cosine"],
+                    "cosine": {"weight": 3.0},
+                },
+                "probe": {"probes": ["centroid"], "centroid": {"metric": "cosine"}},
+                "frontends": {"thermal": {"offset_k": 270.0}},
+            }
+        )
+    )
     out = tmp_path / "run"
     sets = [a for s in TINY for a in ("--set", s)]
     proc = _xmodal(site, "run", "scenes", "--config", str(config), "--out", str(out), *sets)
@@ -86,15 +122,30 @@ def test_the_same_options_from_a_yaml_file(site, tmp_path):
     assert {r["probe"] for r in json.loads((out / "results.json").read_text())} == {"centroid"}
 
 
-@pytest.mark.parametrize("override, message", [
-    ("data.thermal_scenes.ambiant_c=25", "unknown config key 'data.thermal_scenes.ambiant_c'; did you mean 'data.thermal_scenes.ambient_c'?"),
-    ("distill.cosine.weigth=2", "unknown config key 'distill.cosine.weigth'; did you mean 'distill.cosine.weight'?"),
-    ("probe.centroid.metirc=cosine", "unknown config key 'probe.centroid.metirc'; did you mean 'probe.centroid.metric'?"),
-    ("frontends.thermal.scale=5", "unknown config key 'frontends.thermal.scale'; did you mean 'frontends.thermal.scale_k'?"),
-    ("probe.centroid.metric=manhattan", "'manhattan' is not one of 'cosine', 'euclidean'"),
-    ("distill.methods=[none,cosin]", "unknown method 'cosin': did you mean 'cosine'"),
-    ("frontends.thermal.scale_k=warm", "frontends.thermal.scale_k': expected a number"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "data.thermal_scenes.ambiant_c=25",
+            "unknown config key 'data.thermal_scenes.ambiant_c'; did you mean 'data.thermal_scenes.ambient_c'?",
+        ),
+        (
+            "distill.cosine.weigth=2",
+            "unknown config key 'distill.cosine.weigth'; did you mean 'distill.cosine.weight'?",
+        ),
+        (
+            "probe.centroid.metirc=cosine",
+            "unknown config key 'probe.centroid.metirc'; did you mean 'probe.centroid.metric'?",
+        ),
+        (
+            "frontends.thermal.scale=5",
+            "unknown config key 'frontends.thermal.scale'; did you mean 'frontends.thermal.scale_k'?",
+        ),
+        ("probe.centroid.metric=manhattan", "'manhattan' is not one of 'cosine', 'euclidean'"),
+        ("distill.methods=[none,cosin]", "unknown method 'cosin': did you mean 'cosine'"),
+        ("frontends.thermal.scale_k=warm", "frontends.thermal.scale_k': expected a number"),
+    ],
+)
 def test_plugin_options_are_checked_like_built_ins(site, tmp_path, override, message):
     out = tmp_path / "run"
     proc = _xmodal(site, *_run_args(out, override))
@@ -106,6 +157,8 @@ def test_a_plugin_that_breaks_its_contract_is_named_with_its_package(tmp_path):
     site = install(tmp_path / "site", broken=True)
     proc = _xmodal(site, "list", "frontends")
     assert proc.returncode == 2
-    assert (f"plugin 'broken' ({'xmodal_thermal_demo'}:BrokenFrontend) from package '{DISTRIBUTION}' "
-            "breaks the modality contract") in proc.stderr
+    assert (
+        f"plugin 'broken' ({'xmodal_thermal_demo'}:BrokenFrontend) from package '{DISTRIBUTION}' "
+        "breaks the modality contract"
+    ) in proc.stderr
     assert "out_channels" in proc.stderr

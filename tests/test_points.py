@@ -40,6 +40,7 @@ def _cloud(b: int = 2, n: int = 40, features: int = 0) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- front end
 
+
 def test_frontend_centres_scales_and_is_translation_and_scale_invariant():
     fe = PointsFrontend()
     x = _cloud()
@@ -91,6 +92,7 @@ def test_frontend_rejects_bad_shapes(shape):
 
 # ----------------------------------------------------------------------------- backbone
 
+
 def test_pointnet_shapes_options_and_dense_features():
     encoder = create_encoder("pointnet", "points")
     x = _cloud(3, 50)
@@ -98,11 +100,14 @@ def test_pointnet_shapes_options_and_dense_features():
     assert encoder.stage_channels == [64, 128, 256] and encoder.embed_dim == 256
     assert [m.shape for m in maps] == [(3, c, 50) for c in (64, 128, 256)]
     out = encoder(x)
-    assert out.shape == (3, 256) and torch.allclose(out, encoder.backbone.embed_norm(maps[-1].amax(-1)))
+    assert out.shape == (3, 256) and torch.allclose(
+        out, encoder.backbone.embed_norm(maps[-1].amax(-1))
+    )
     out.sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in encoder.parameters())
-    narrow = create_encoder("pointnet", "points", {"features": 1}, width=0.5, layers=2,
-                            norm="group", neighbours=8)
+    narrow = create_encoder(
+        "pointnet", "points", {"features": 1}, width=0.5, layers=2, norm="group", neighbours=8
+    )
     assert narrow.stage_channels == [32, 64, 128]
     assert narrow(_cloud(2, 20, features=1)).shape == (2, 128)
     with pytest.raises(ValueError, match="per-pixel probes need image maps"):
@@ -165,7 +170,9 @@ def test_pooled_embedding_is_permutation_invariant():
 
 
 def test_layouts_must_match():
-    with pytest.raises(XmodalError, match="backbone 'resnet8' takes image input.*use e.g. 'pointnet'"):
+    with pytest.raises(
+        XmodalError, match="backbone 'resnet8' takes image input.*use e.g. 'pointnet'"
+    ):
         create_encoder("resnet8", "points")
     with pytest.raises(XmodalError, match="backbone 'pointnet' takes points input"):
         create_encoder("pointnet", "depth")
@@ -183,9 +190,9 @@ def test_export_round_trip(tmp_path):
 
 # ----------------------------------------------------------------------------- depth -> points
 
+
 def test_sample_points_matches_a_hand_backprojection():
-    depth = np.array([[2.0, 0.0, 4.0],
-                      [1.0, NAN, 3.0]], np.float32)
+    depth = np.array([[2.0, 0.0, 4.0], [1.0, NAN, 3.0]], np.float32)
     K = Intrinsics(fx=2.0, fy=4.0, cx=1.0, cy=0.5)
     # x = (u - cx) z / fx, y = (v - cy) z / fy, z; (u, v) = (column, row); holes left out
     by_hand = {(-1.0, -0.25, 2.0), (2.0, -0.5, 4.0), (-0.5, 0.125, 1.0), (1.5, 0.375, 3.0)}
@@ -197,7 +204,10 @@ def test_sample_points_matches_a_hand_backprojection():
     counts = {p: sum(tuple(map(float, q)) == p for q in padded) for p in by_hand}
     assert sorted(counts.values()) == [2, 2, 3, 3]
     few = sample_points(depth, K, 3, rng)
-    assert len({tuple(p) for p in few.tolist()}) == 3 and {tuple(map(float, p)) for p in few} <= by_hand
+    assert (
+        len({tuple(p) for p in few.tolist()}) == 3
+        and {tuple(map(float, p)) for p in few} <= by_hand
+    )
     assert np.isnan(sample_points(np.zeros((2, 2), np.float32), K, 3, rng)).all()
     with pytest.raises(ValueError, match="num_points must be a positive integer"):
         sample_points(depth, K, 0, rng)
@@ -217,27 +227,44 @@ def test_scene_points_are_seeded_per_sample():
 
 # ----------------------------------------------------------------------------- pipeline
 
+
 def test_student_backbone_per_modality():
     resnet = EncoderConfig(name="resnet8")
     assert encoder_for("depth", resnet) is resnet
     assert encoder_for("points", resnet) == EncoderConfig(name="pointnet")
     wide = EncoderConfig(name="pointnet", kwargs={"width": 2.0})
     assert encoder_for("points", resnet, {"points": wide}) is wide
-    config = load_config(RunConfig, overrides=["distill.students=[depth,points]",
-                                               "distill.encoders.points.name=resnet8"])
-    with pytest.raises(ConfigError, match="distill.encoders.points: backbone 'resnet8' takes image"):
+    config = load_config(
+        RunConfig,
+        overrides=["distill.students=[depth,points]", "distill.encoders.points.name=resnet8"],
+    )
+    with pytest.raises(
+        ConfigError, match="distill.encoders.points: backbone 'resnet8' takes image"
+    ):
         check_component_names(config)
-    config = load_config(RunConfig, overrides=["distill.students=[points]",
-                                               "distill.encoder.name=pointnet"])
+    config = load_config(
+        RunConfig, overrides=["distill.students=[points]", "distill.encoder.name=pointnet"]
+    )
     check_component_names(config)  # pointnet for points needs no override
 
 
-TINY = ["data.scenes.image_size=16", "data.scenes.num_train=32", "data.scenes.num_val=16",
-        "data.scenes.num_test=16", "data.scenes.num_points=48", "teacher.optim.epochs=1",
-        "distill.optim.epochs=1", "teacher.optim.batch_size=16", "distill.optim.batch_size=16",
-        "distill.wcord.num_negatives=16", "probe.linear.l2_grid=[0.001]",
-        "probe.linear.max_iter=20", "probe.probes=[linear]", "distill.students=[depth,points]",
-        "distill.methods=[none,wcord]"]
+TINY = [
+    "data.scenes.image_size=16",
+    "data.scenes.num_train=32",
+    "data.scenes.num_val=16",
+    "data.scenes.num_test=16",
+    "data.scenes.num_points=48",
+    "teacher.optim.epochs=1",
+    "distill.optim.epochs=1",
+    "teacher.optim.batch_size=16",
+    "distill.optim.batch_size=16",
+    "distill.wcord.num_negatives=16",
+    "probe.linear.l2_grid=[0.001]",
+    "probe.linear.max_iter=20",
+    "probe.probes=[linear]",
+    "distill.students=[depth,points]",
+    "distill.methods=[none,wcord]",
+]
 
 
 def test_tiny_scenes_run_with_a_points_student(tmp_path):
@@ -247,7 +274,10 @@ def test_tiny_scenes_run_with_a_points_student(tmp_path):
     assert main(argv) == 0
     rows = json.loads((tmp_path / "results.json").read_text())
     assert {(r["modality"], r["method"], r["encoder"]) for r in rows if r["role"] == "student"} == {
-        (m, k, e) for m, e in (("depth", "resnet8"), ("points", "pointnet")) for k in ("none", "wcord")}
+        (m, k, e)
+        for m, e in (("depth", "resnet8"), ("points", "pointnet"))
+        for k in ("none", "wcord")
+    }
     assert "points / `pointnet`" in (tmp_path / "report.md").read_text()
     unit = tmp_path / "distill" / "seed0" / "points" / "wcord"
     encoder = xmodal.load_encoder(unit)

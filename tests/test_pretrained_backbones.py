@@ -1,6 +1,7 @@
 """Backbones from timm, open_clip and Hugging Face transformers: tiny random models built with
 each library, saved to local files, loaded back through xmodal offline, and compared with the
-library's own preprocessing + forward; as students; through an export; and their errors."""
+library's own preprocessing + forward; as students; through an export; and their errors.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -44,6 +44,7 @@ def _embed(encoder, images):
 
 # ---- timm ------------------------------------------------------------------------------------
 
+
 def _timm_reference(name: str, tmp_path, **kwargs):
     """A random timm model, saved as a state dict file."""
     torch.manual_seed(0)
@@ -54,8 +55,9 @@ def _timm_reference(name: str, tmp_path, **kwargs):
 
 
 def _timm_library_features(model, images):
-    """timm's own eval transform (crop_pct 1: xmodal resizes the whole image, never crops) +
-    the model's pre-logits features."""
+    """Timm's own eval transform (crop_pct 1: xmodal resizes the whole image, never crops) +
+    the model's pre-logits features.
+    """
     data = timm.data.resolve_data_config({}, model=model)
     transform = timm.data.create_transform(**{**data, "crop_pct": 1.0})
     batch = torch.stack([transform(image) for image in _pil(images)])
@@ -78,17 +80,22 @@ def test_timm_teacher_matches_timms_own_preprocessing_and_forward(name, tmp_path
     maps = encoder.forward_features(images)
     assert [m.shape[1] for m in maps] == encoder.stage_channels
     with torch.no_grad():
-        last = reference.forward_intermediates(batch, indices=[encoder.backbone._indices[-1]],
-                                               intermediates_only=True, norm=True)[-1]
+        last = reference.forward_intermediates(
+            batch, indices=[encoder.backbone._indices[-1]], intermediates_only=True, norm=True
+        )[-1]
     torch.testing.assert_close(maps[-1].detach(), last, rtol=0, atol=1e-5)
 
 
 def test_timm_weights_folder_carries_its_preprocessing(tmp_path):
     torch.manual_seed(0)
-    model = timm.create_model("test_vit", pretrained_cfg_overlay={
-        "mean": OWN_MEAN, "std": OWN_STD, "interpolation": "bilinear"}).eval()
+    model = timm.create_model(
+        "test_vit",
+        pretrained_cfg_overlay={"mean": OWN_MEAN, "std": OWN_STD, "interpolation": "bilinear"},
+    ).eval()
     folder = tmp_path / "test_vit"
-    timm.models.save_for_hf(model, folder, safe_serialization=True)  # config.json + model.safetensors
+    timm.models.save_for_hf(
+        model, folder, safe_serialization=True
+    )  # config.json + model.safetensors
     encoder = create_encoder("timm", "rgb", model="test_vit", weights=str(folder))
     assert encoder.backbone.preprocess.mean.tolist() == pytest.approx(OWN_MEAN)
     assert encoder.backbone.preprocess._mode == "bilinear"
@@ -101,9 +108,11 @@ def test_timm_weights_folder_carries_its_preprocessing(tmp_path):
 
 # ---- open_clip -------------------------------------------------------------------------------
 
-TINY_CLIP = {"embed_dim": 16,
-             "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
-             "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1}}
+TINY_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1},
+}
 
 
 def _open_clip_folder(tmp_path):
@@ -114,12 +123,19 @@ def _open_clip_folder(tmp_path):
     model = open_clip.create_model("ViT-B-32", **TINY_CLIP).eval()
     folder = tmp_path / "tiny-clip"
     folder.mkdir()
-    preprocess = {"mean": list(OWN_MEAN), "std": list(OWN_STD), "interpolation": "bilinear",
-                  "resize_mode": "shortest"}
-    (folder / "open_clip_config.json").write_text(json.dumps(
-        {"model_cfg": TINY_CLIP, "preprocess_cfg": preprocess}))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-              str(folder / "open_clip_model.safetensors"))
+    preprocess = {
+        "mean": list(OWN_MEAN),
+        "std": list(OWN_STD),
+        "interpolation": "bilinear",
+        "resize_mode": "shortest",
+    }
+    (folder / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": TINY_CLIP, "preprocess_cfg": preprocess})
+    )
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(folder / "open_clip_model.safetensors"),
+    )
     return folder
 
 
@@ -140,10 +156,12 @@ def test_open_clip_teacher_matches_open_clips_own_preprocessing_and_forward(tmp_
 def test_open_clip_checkpoint_file_loads_offline(tmp_path):
     folder = _open_clip_folder(tmp_path)
     checkpoint = folder / "open_clip_model.safetensors"
-    encoder = create_encoder("open_clip", "rgb", model="ViT-B-32", pretrained=str(checkpoint),
-                             model_kwargs=TINY_CLIP)
+    encoder = create_encoder(
+        "open_clip", "rgb", model="ViT-B-32", pretrained=str(checkpoint), model_kwargs=TINY_CLIP
+    )
     model, _, preprocess = open_clip.create_model_and_transforms(  # the name's preprocessing
-        "ViT-B-32", pretrained=str(checkpoint), **TINY_CLIP)
+        "ViT-B-32", pretrained=str(checkpoint), **TINY_CLIP
+    )
     images = _images((32, 32))
     batch = torch.stack([preprocess(image) for image in _pil(images)])
     with torch.no_grad():
@@ -153,46 +171,78 @@ def test_open_clip_checkpoint_file_loads_offline(tmp_path):
 
 # ---- Hugging Face transformers ---------------------------------------------------------------
 
+
 def _hf_folder(tmp_path, kind: str):
     """A tiny random transformers vision model + its image processor, saved with save_pretrained."""
-    vision = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
-                  image_size=28, patch_size=7)
+    vision = dict(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=28,
+        patch_size=7,
+    )
     torch.manual_seed(0)
     if kind == "dinov2":
         model = transformers.Dinov2Model(transformers.Dinov2Config(**vision))
         processor = transformers.BitImageProcessor(
-            size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28},
-            image_mean=list(OWN_MEAN), image_std=list(OWN_STD))
+            size={"shortest_edge": 28},
+            crop_size={"height": 28, "width": 28},
+            image_mean=list(OWN_MEAN),
+            image_std=list(OWN_STD),
+        )
     elif kind == "dinov2_registers":  # 1 class + 2 register tokens before the patches
         model = transformers.Dinov2WithRegistersModel(
-            transformers.Dinov2WithRegistersConfig(**vision, num_register_tokens=2))
+            transformers.Dinov2WithRegistersConfig(**vision, num_register_tokens=2)
+        )
         processor = transformers.BitImageProcessor(
-            size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28},
-            image_mean=list(OWN_MEAN), image_std=list(OWN_STD))
+            size={"shortest_edge": 28},
+            crop_size={"height": 28, "width": 28},
+            image_mean=list(OWN_MEAN),
+            image_std=list(OWN_STD),
+        )
     elif kind == "siglip_vision":  # no class token; pooled by its attention head
         model = transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**vision))
         processor = transformers.SiglipImageProcessor(
-            size={"height": 28, "width": 28}, image_mean=list(OWN_MEAN), image_std=list(OWN_STD))
+            size={"height": 28, "width": 28}, image_mean=list(OWN_MEAN), image_std=list(OWN_STD)
+        )
     elif kind == "clip_vision":
         model = transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**vision))
         processor = transformers.CLIPImageProcessor(
-            size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28},
-            image_mean=list(OWN_MEAN), image_std=list(OWN_STD))
+            size={"shortest_edge": 28},
+            crop_size={"height": 28, "width": 28},
+            image_mean=list(OWN_MEAN),
+            image_std=list(OWN_STD),
+        )
     else:  # the whole CLIP: its vision tower and visual projection are kept
-        text = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                    vocab_size=64, max_position_embeddings=8, bos_token_id=0, eos_token_id=1)
-        model = transformers.CLIPModel(transformers.CLIPConfig(
-            text_config=text, vision_config=vision, projection_dim=12))
+        text = dict(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            vocab_size=64,
+            max_position_embeddings=8,
+            bos_token_id=0,
+            eos_token_id=1,
+        )
+        model = transformers.CLIPModel(
+            transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=12)
+        )
         processor = transformers.CLIPImageProcessor(
-            size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28},
-            image_mean=list(OWN_MEAN), image_std=list(OWN_STD))
+            size={"shortest_edge": 28},
+            crop_size={"height": 28, "width": 28},
+            image_mean=list(OWN_MEAN),
+            image_std=list(OWN_STD),
+        )
     folder = tmp_path / kind
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return model.eval(), processor, folder
 
 
-@pytest.mark.parametrize("kind", ["dinov2", "dinov2_registers", "siglip_vision", "clip_vision", "clip"])
+@pytest.mark.parametrize(
+    "kind", ["dinov2", "dinov2_registers", "siglip_vision", "clip_vision", "clip"]
+)
 def test_hf_teacher_matches_the_processor_and_forward(kind, tmp_path):
     model, processor, folder = _hf_folder(tmp_path, kind)
     encoder = create_encoder("hf", "rgb", model=str(folder))
@@ -210,16 +260,21 @@ def test_hf_teacher_matches_the_processor_and_forward(kind, tmp_path):
     maps = encoder.forward_features(images)
     assert [tuple(m.shape) for m in maps] == [(3, 32, 4, 4)] * 3
     tokens = out.last_hidden_state[:, -16:]  # class and register tokens dropped: 4 x 4 patches
-    torch.testing.assert_close(maps[-1].detach().flatten(2).transpose(1, 2), tokens, rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        maps[-1].detach().flatten(2).transpose(1, 2), tokens, rtol=0, atol=1e-5
+    )
 
 
 # ---- the same models as students, through exports and configs --------------------------------
 
+
 def _student_options(tmp_path) -> dict[str, dict]:
     _, path = _timm_reference("test_vit", tmp_path)
-    return {"timm": {"model": "test_vit", "weights": str(path)},
-            "open_clip": {"model": f"local-dir:{_open_clip_folder(tmp_path)}"},
-            "hf": {"model": str(_hf_folder(tmp_path, "dinov2")[2])}}
+    return {
+        "timm": {"model": "test_vit", "weights": str(path)},
+        "open_clip": {"model": f"local-dir:{_open_clip_folder(tmp_path)}"},
+        "hf": {"model": str(_hf_folder(tmp_path, "dinov2")[2])},
+    }
 
 
 def test_pretrained_backbones_train_as_depth_students_and_export(tmp_path):
@@ -245,12 +300,22 @@ def test_pretrained_backbones_train_as_depth_students_and_export(tmp_path):
 
 def test_an_rgb_student_keeps_the_models_normalisation_through_an_export(tmp_path):
     folder = _open_clip_folder(tmp_path)
-    encoder = create_encoder("open_clip", "rgb", model="ViT-B-32", pretrained=str(folder / "open_clip_model.safetensors"),
-                             model_kwargs=TINY_CLIP)
+    encoder = create_encoder(
+        "open_clip",
+        "rgb",
+        model="ViT-B-32",
+        pretrained=str(folder / "open_clip_model.safetensors"),
+        model_kwargs=TINY_CLIP,
+    )
     with torch.no_grad():
         encoder.backbone.preprocess.mean.copy_(torch.tensor(OWN_MEAN))  # as a trained tag's
-    export_encoder(encoder.eval(), tmp_path / "export", "open_clip",
-                   {"model": "ViT-B-32", "pretrained": "laion-like-tag", "model_kwargs": TINY_CLIP}, {})
+    export_encoder(
+        encoder.eval(),
+        tmp_path / "export",
+        "open_clip",
+        {"model": "ViT-B-32", "pretrained": "laion-like-tag", "model_kwargs": TINY_CLIP},
+        {},
+    )
     loaded = load_encoder(tmp_path / "export")
     assert loaded.backbone.preprocess.mean.tolist() == pytest.approx(OWN_MEAN)
     images = _images((32, 32))
@@ -267,13 +332,16 @@ def test_hha_and_other_front_ends_keep_their_own_scaling():
 
 
 def test_resizing_uses_the_models_interpolation():
-    from torchvision.transforms.v2 import functional as F
     from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
 
     from xmodal.encoders.library_backbone import ModelPreprocess
 
     x = torch.rand(2, 3, 45, 37)
-    for mode, tv in (("bicubic", InterpolationMode.BICUBIC), ("bilinear", InterpolationMode.BILINEAR)):
+    for mode, tv in (
+        ("bicubic", InterpolationMode.BICUBIC),
+        ("bilinear", InterpolationMode.BILINEAR),
+    ):
         prep = ModelPreprocess(OWN_MEAN, OWN_STD, (24, 30), mode)
         expected = F.resize(x, [24, 30], interpolation=tv, antialias=True)
         torch.testing.assert_close(prep(x), expected, rtol=0, atol=1e-5)
@@ -284,14 +352,25 @@ def test_resizing_uses_the_models_interpolation():
 
 # ---- errors ----------------------------------------------------------------------------------
 
+
 def test_missing_weights_give_one_clear_line(tmp_path):
     missing = str(tmp_path / "nothing.safetensors")
-    cases = [("timm", {"model": "test_vit", "weights": missing}, "timm weights '.*' do not exist"),
-             ("open_clip", {"model": "ViT-B-32", "pretrained": missing}, "checkpoint '.*' does not exist"),
-             ("open_clip", {"model": f"local-dir:{tmp_path}"}, "has no open_clip_config.json"),
-             ("open_clip", {"model": "ViT-B-32", "pretrained": "no-such-tag"}, "no pretrained tag 'no-such-tag'"),
-             ("hf", {"model": str(tmp_path / "no-folder")}, "folder '.*' does not exist"),
-             ("hf", {}, "needs its model option")]
+    cases = [
+        ("timm", {"model": "test_vit", "weights": missing}, "timm weights '.*' do not exist"),
+        (
+            "open_clip",
+            {"model": "ViT-B-32", "pretrained": missing},
+            "checkpoint '.*' does not exist",
+        ),
+        ("open_clip", {"model": f"local-dir:{tmp_path}"}, "has no open_clip_config.json"),
+        (
+            "open_clip",
+            {"model": "ViT-B-32", "pretrained": "no-such-tag"},
+            "no pretrained tag 'no-such-tag'",
+        ),
+        ("hf", {"model": str(tmp_path / "no-folder")}, "folder '.*' does not exist"),
+        ("hf", {}, "needs its model option"),
+    ]
     for name, options, message in cases:
         with pytest.raises(XmodalError, match=message) as info:
             create_encoder(name, "rgb", **options)
@@ -328,17 +407,24 @@ def test_the_libraries_own_weights_come_from_the_local_cache_offline(monkeypatch
     torch.testing.assert_close(_embed(encoder, images), expected, rtol=0, atol=1e-5)
     # an open_clip tag (tiny weights in its repo's place): the tag's preprocessing comes along
     clip = open_clip.create_model("ViT-B-32", **TINY_CLIP).eval()
-    _in_hub_cache(tmp_path, "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "open_clip_model.safetensors",
-                  clip.state_dict())
-    encoder = create_encoder("open_clip", "rgb", model="ViT-B-32", pretrained="laion2b_s34b_b79k",
-                             model_kwargs=TINY_CLIP)
+    _in_hub_cache(
+        tmp_path,
+        "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+        "open_clip_model.safetensors",
+        clip.state_dict(),
+    )
+    encoder = create_encoder(
+        "open_clip", "rgb", model="ViT-B-32", pretrained="laion2b_s34b_b79k", model_kwargs=TINY_CLIP
+    )
     tag = open_clip.get_pretrained_cfg("ViT-B-32", "laion2b_s34b_b79k")
     assert encoder.backbone.preprocess.mean.tolist() == pytest.approx(tag["mean"])
     images = _images((32, 32))
     with torch.no_grad():
         pixels = images.permute(0, 3, 1, 2) / 255.0
-        expected = clip.encode_image((pixels - torch.tensor(tag["mean"]).view(1, 3, 1, 1))
-                                     / torch.tensor(tag["std"]).view(1, 3, 1, 1))
+        expected = clip.encode_image(
+            (pixels - torch.tensor(tag["mean"]).view(1, 3, 1, 1))
+            / torch.tensor(tag["std"]).view(1, 3, 1, 1)
+        )
     torch.testing.assert_close(_embed(encoder, images), expected, rtol=0, atol=1e-5)
     assert constants.HF_HUB_OFFLINE == offline_before  # offline only while building
 
@@ -357,9 +443,14 @@ def test_library_weights_offline_never_download(monkeypatch, tmp_path):
         create_encoder("hf", "rgb", model="facebook/dinov2-small")
 
 
-@pytest.mark.parametrize("name, module, extra", [("timm", "timm", "timm"),
-                                                 ("open_clip", "open_clip", "open_clip"),
-                                                 ("hf", "transformers", "hf")])
+@pytest.mark.parametrize(
+    "name, module, extra",
+    [
+        ("timm", "timm", "timm"),
+        ("open_clip", "open_clip", "open_clip"),
+        ("hf", "transformers", "hf"),
+    ],
+)
 def test_a_missing_library_names_the_extra(name, module, extra, monkeypatch):
     monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
     with pytest.raises(XmodalError, match=rf"pip install 'xmodal\[{extra}\]'") as info:
@@ -368,9 +459,11 @@ def test_a_missing_library_names_the_extra(name, module, extra, monkeypatch):
 
 
 def test_import_xmodal_does_not_import_the_libraries():
-    code = ("import sys, xmodal; names = xmodal.list_components('backbones'); "
-            "assert {'timm', 'open_clip', 'hf'} <= set(names), names; "
-            "print(sorted(m for m in ('timm', 'open_clip', 'transformers') if m in sys.modules))")
+    code = (
+        "import sys, xmodal; names = xmodal.list_components('backbones'); "
+        "assert {'timm', 'open_clip', 'hf'} <= set(names), names; "
+        "print(sorted(m for m in ('timm', 'open_clip', 'transformers') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
@@ -378,8 +471,14 @@ def test_import_xmodal_does_not_import_the_libraries():
 
 # ---- xmodal probe ----------------------------------------------------------------------------
 
-TINY_SCENES = ["data.scenes.image_size=16", "data.scenes.num_train=24", "data.scenes.num_val=12",
-               "data.scenes.num_test=12", "probe.linear.l2_grid=[0.001]", "probe.linear.max_iter=20"]
+TINY_SCENES = [
+    "data.scenes.image_size=16",
+    "data.scenes.num_train=24",
+    "data.scenes.num_val=12",
+    "data.scenes.num_test=12",
+    "probe.linear.l2_grid=[0.001]",
+    "probe.linear.max_iter=20",
+]
 
 
 def test_xmodal_probe_takes_a_pretrained_library_model(tmp_path, capsys):
@@ -388,16 +487,53 @@ def test_xmodal_probe_takes_a_pretrained_library_model(tmp_path, capsys):
     _, path = _timm_reference("test_vit", tmp_path)
     sets = [arg for item in TINY_SCENES for arg in ("--set", item)]
     out = tmp_path / "probe"
-    assert main(["probe", "timm", "--option", "model=test_vit", "--pretrained", str(path),
-                 "--modality", "rgb", "--probes", "knn", "--data", "scenes", "--out", str(out),
-                 *sets]) == 0
+    assert (
+        main(
+            [
+                "probe",
+                "timm",
+                "--option",
+                "model=test_vit",
+                "--pretrained",
+                str(path),
+                "--modality",
+                "rgb",
+                "--probes",
+                "knn",
+                "--data",
+                "scenes",
+                "--out",
+                str(out),
+                *sets,
+            ]
+        )
+        == 0
+    )
     rows = json.loads((out / "results.json").read_text())
     assert {(r["modality"], r["method"], r["probe"]) for r in rows} == {("rgb", "timm", "knn")}
     meta = json.loads((out / "probe-targets" / "timm" / "encoder.json").read_text())
     assert meta["backbone_kwargs"] == {"model": "test_vit", "weights": str(path)}
     capsys.readouterr()
-    assert main(["probe", "timm", "--option", "model=test_vit", "--pretrained", str(tmp_path / "gone.pth"),
-                 "--modality", "rgb", "--data", "scenes", "--out", str(out), *sets]) == 2
+    assert (
+        main(
+            [
+                "probe",
+                "timm",
+                "--option",
+                "model=test_vit",
+                "--pretrained",
+                str(tmp_path / "gone.pth"),
+                "--modality",
+                "rgb",
+                "--data",
+                "scenes",
+                "--out",
+                str(out),
+                *sets,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "do not exist" in err
     assert main(["probe", "timm", "--option", "modle=test_vit", "--out", str(out)]) == 2
@@ -410,7 +546,9 @@ def test_run_caches_key_on_the_weights_files_and_folders(tmp_path):
 
     _, path = _timm_reference("test_vit", tmp_path)
     folder = _hf_folder(tmp_path, "dinov2")[2]
-    file_key = _pretrained_digest(EncoderConfig(name="timm", kwargs={"model": "test_vit", "weights": str(path)}))
+    file_key = _pretrained_digest(
+        EncoderConfig(name="timm", kwargs={"model": "test_vit", "weights": str(path)})
+    )
     hf = EncoderConfig(name="hf", kwargs={"model": str(folder)})
     folder_key = _pretrained_digest(hf)
     assert file_key and folder_key and file_key != folder_key

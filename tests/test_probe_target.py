@@ -11,11 +11,21 @@ import xmodal.pipelines.stages.probe as probe_stage
 from xmodal.cli.main import main
 from xmodal.encoders.export import export_encoder, load_encoder, read_export_metadata
 
-TINY = ["data.scenes.image_size=16", "data.scenes.num_train=48", "data.scenes.num_val=24",
-        "data.scenes.num_test=24", "teacher.optim.epochs=1", "distill.optim.epochs=1",
-        "teacher.optim.batch_size=16", "distill.optim.batch_size=16",
-        "distill.wcord.num_negatives=32", "probe.linear.l2_grid=[0.001]", "probe.linear.max_iter=20",
-        "distill.students=[depth]", "distill.methods=[none,wcord]"]
+TINY = [
+    "data.scenes.image_size=16",
+    "data.scenes.num_train=48",
+    "data.scenes.num_val=24",
+    "data.scenes.num_test=24",
+    "teacher.optim.epochs=1",
+    "distill.optim.epochs=1",
+    "teacher.optim.batch_size=16",
+    "distill.optim.batch_size=16",
+    "distill.wcord.num_negatives=32",
+    "probe.linear.l2_grid=[0.001]",
+    "probe.linear.max_iter=20",
+    "distill.students=[depth]",
+    "distill.methods=[none,wcord]",
+]
 
 
 def _sets(items):
@@ -30,8 +40,10 @@ def run(tmp_path_factory):
 
 
 def _rows(directory):
-    return {(r["modality"], r["method"], r["probe"], r["metric"]): r["value"]
-            for r in json.loads((directory / "results.json").read_text())}
+    return {
+        (r["modality"], r["method"], r["probe"], r["metric"]): r["value"]
+        for r in json.loads((directory / "results.json").read_text())
+    }
 
 
 def _counting_extractions(monkeypatch):
@@ -47,20 +59,26 @@ def _counting_extractions(monkeypatch):
 
 
 def test_exported_student_reproduces_the_pipeline_probe_and_caches_on_weights(
-        run, tmp_path, monkeypatch):
+    run, tmp_path, monkeypatch
+):
     student = run / "distill" / "seed0" / "depth" / "wcord"
     out = tmp_path / "probe"
     calls = _counting_extractions(monkeypatch)
     assert main(["probe", str(student), "--probes", "linear,knn", "--out", str(out)]) == 0
     assert len(calls) == 3  # train, val, test: once each for both probes
     ours, pipeline = _rows(out), _rows(run)
-    for key in [("depth", "wcord", p, m) for p in ("linear", "knn")
-                for m in ("accuracy", "mean_class_accuracy")]:
+    for key in [
+        ("depth", "wcord", p, m)
+        for p in ("linear", "knn")
+        for m in ("accuracy", "mean_class_accuracy")
+    ]:
         assert ours[key] == pipeline[key]  # same features, same fit: exactly equal
     first = set((out / "features").iterdir())
 
     calls.clear()
-    assert main(["probe", str(student / "encoder.json"), "--probes", "linear", "--out", str(out)]) == 0
+    assert (
+        main(["probe", str(student / "encoder.json"), "--probes", "linear", "--out", str(out)]) == 0
+    )
     assert calls == []  # same weights: features come from the cache
 
     encoder = load_encoder(student)
@@ -68,10 +86,29 @@ def test_exported_student_reproduces_the_pipeline_probe_and_caches_on_weights(
         next(encoder.parameters()).mul_(-1.0)  # new weights, same architecture
     meta = read_export_metadata(student)
     changed = tmp_path / "changed"
-    export_encoder(encoder, changed, meta["backbone"], meta["backbone_kwargs"],
-                   meta["frontend_kwargs"], extra=meta["extra"])
-    assert main(["probe", str(changed), "--probes", "linear", "--out", str(out),
-                 "--config", str(run / "config.yaml")]) == 0
+    export_encoder(
+        encoder,
+        changed,
+        meta["backbone"],
+        meta["backbone_kwargs"],
+        meta["frontend_kwargs"],
+        extra=meta["extra"],
+    )
+    assert (
+        main(
+            [
+                "probe",
+                str(changed),
+                "--probes",
+                "linear",
+                "--out",
+                str(out),
+                "--config",
+                str(run / "config.yaml"),
+            ]
+        )
+        == 0
+    )
     assert len(calls) == 3  # new weights: extracted again, into a new cache file
     assert len(set((out / "features").iterdir()) - first) == 1
 
@@ -97,15 +134,36 @@ def test_a_pretrained_backbone_is_probed(run, tmp_path):
     weights = tmp_path / "r18.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
     out = tmp_path / "probe-r18"
-    assert main(["probe", "resnet18", "--modality", "rgb", "--pretrained", str(weights),
-                 "--probes", "knn", "--out", str(out), "--data", "scenes", *_sets(TINY)]) == 0
+    assert (
+        main(
+            [
+                "probe",
+                "resnet18",
+                "--modality",
+                "rgb",
+                "--pretrained",
+                str(weights),
+                "--probes",
+                "knn",
+                "--out",
+                str(out),
+                "--data",
+                "scenes",
+                *_sets(TINY),
+            ]
+        )
+        == 0
+    )
     rows = json.loads((out / "results.json").read_text())
     assert {(r["modality"], r["method"], r["probe"]) for r in rows} == {("rgb", "resnet18", "knn")}
 
 
 def test_an_unknown_target_names_the_choices(tmp_path, capsys):
     assert main(["probe", "resnet9000", "--out", str(tmp_path)]) == 2
-    assert "not a path (exported encoder or run directory) nor a registered backbone" in capsys.readouterr().err
+    assert (
+        "not a path (exported encoder or run directory) nor a registered backbone"
+        in capsys.readouterr().err
+    )
 
 
 def test_report_rebuilds_and_compares_runs(run, tmp_path, capsys):
@@ -115,8 +173,12 @@ def test_report_rebuilds_and_compares_runs(run, tmp_path, capsys):
     assert main(["report", str(run)]) == 0
     assert (run / "report.md").is_file()
     assert {p.name for p in (run / "report").glob("*.png")} == {
-        "probe-results.png", "training-curves.png", "embedding-spread.png", "embeddings-pca.png",
-        "transport-plan.png"}
+        "probe-results.png",
+        "training-curves.png",
+        "embedding-spread.png",
+        "embeddings-pca.png",
+        "transport-plan.png",
+    }
 
     other = tmp_path / "other"  # any finished run or probe output compares
     assert main(["probe", str(run), "--probes", "linear", "--out", str(other)]) == 0
@@ -126,7 +188,9 @@ def test_report_rebuilds_and_compares_runs(run, tmp_path, capsys):
     header = [c.strip() for c in lines[2].strip("|").split("|")]
     assert header == ["probe", "metric", "modality", "method", run.name, other.name]
     cells = {tuple(c.strip() for c in line.strip("|").split("|")[:4]): line for line in lines[4:]}
-    linear = [c.strip() for c in cells[("linear", "accuracy", "depth", "wcord")].strip("|").split("|")]
+    linear = [
+        c.strip() for c in cells[("linear", "accuracy", "depth", "wcord")].strip("|").split("|")
+    ]
     key = ("depth", "wcord", "linear", "accuracy")
     assert linear[4:] == [f"{100 * _rows(run)[key]:.1f}", f"{100 * _rows(other)[key]:.1f}"]
     knn = [c.strip() for c in cells[("knn", "accuracy", "depth", "wcord")].strip("|").split("|")]

@@ -60,8 +60,14 @@ def test_entry_point_plugins_are_loaded_lazily(monkeypatch):
 
     def fake_entry_points(group):
         calls.append(group)
-        return [_FakeEntryPoint("plugin-net", "pkg.mod:build", obj="PLUGIN",
-                                dist=type("Dist", (), {"name": "my-plugin"})())]
+        return [
+            _FakeEntryPoint(
+                "plugin-net",
+                "pkg.mod:build",
+                obj="PLUGIN",
+                dist=type("Dist", (), {"name": "my-plugin"})(),
+            )
+        ]
 
     monkeypatch.setattr(metadata, "entry_points", fake_entry_points)
     reg: Registry[str] = Registry("encoders", "xmodal.encoders")
@@ -74,8 +80,13 @@ def test_entry_point_plugins_are_loaded_lazily(monkeypatch):
 
 
 def test_broken_plugin_names_itself(monkeypatch):
-    monkeypatch.setattr(metadata, "entry_points", lambda group: [
-        _FakeEntryPoint("bad", "pkg.bad:thing", error=ImportError("no module named pkg"))])
+    monkeypatch.setattr(
+        metadata,
+        "entry_points",
+        lambda group: [
+            _FakeEntryPoint("bad", "pkg.bad:thing", error=ImportError("no module named pkg"))
+        ],
+    )
     reg: Registry[str] = Registry("losses", "xmodal.losses")
     with pytest.raises(XmodalError, match="plugin 'bad' \\(pkg.bad:thing\\).*failed to load"):
         reg.names()
@@ -85,8 +96,12 @@ def test_project_registries_hold_the_builtins_after_import_xmodal_alone():
     import xmodal
 
     assert {"resnet8", "resnet18", "resnet50"} <= set(xmodal.list_components("backbones"))
-    assert {"none", "supervised", "wcord", "wcord-global", "wcord-local"} <= set(xmodal.list_components("methods"))
-    assert "scenes" in xmodal.DATASETS and "linear" in xmodal.PROBES and "scenes" in xmodal.PIPELINES
+    assert {"none", "supervised", "wcord", "wcord-global", "wcord-local"} <= set(
+        xmodal.list_components("methods")
+    )
+    assert (
+        "scenes" in xmodal.DATASETS and "linear" in xmodal.PROBES and "scenes" in xmodal.PIPELINES
+    )
     assert {"rgb", "depth", "audio"} <= set(xmodal.list_components("frontends"))
     with pytest.raises(XmodalError, match="unknown kind 'losses'"):
         xmodal.list_components("losses")
@@ -96,6 +111,10 @@ def test_messages_use_a_proper_singular():
     from xmodal.core.registry import METHODS
 
     assert [Registry(k).singular for k in ("encoders", "modalities", "classes", "boxes")] == [
-        "encoder", "modality", "class", "box"]
+        "encoder",
+        "modality",
+        "class",
+        "box",
+    ]
     with pytest.raises(XmodalError, match="unknown method 'wcrod': did you mean 'wcord'"):
         METHODS.get("wcrod")

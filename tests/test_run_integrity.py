@@ -23,11 +23,21 @@ from xmodal.cli.main import main
 from xmodal.core.errors import XmodalError
 from xmodal.training.checkpoint import file_digest
 
-TINY = ["data.scenes.image_size=16", "data.scenes.num_train=48", "data.scenes.num_val=24",
-        "data.scenes.num_test=24", "teacher.optim.epochs=1", "distill.optim.epochs=1",
-        "teacher.optim.batch_size=16", "distill.optim.batch_size=16",
-        "distill.wcord.num_negatives=32", "probe.linear.l2_grid=[0.001]", "probe.linear.max_iter=20",
-        "distill.students=[depth]", "distill.methods=[none,wcord]"]
+TINY = [
+    "data.scenes.image_size=16",
+    "data.scenes.num_train=48",
+    "data.scenes.num_val=24",
+    "data.scenes.num_test=24",
+    "teacher.optim.epochs=1",
+    "distill.optim.epochs=1",
+    "teacher.optim.batch_size=16",
+    "distill.optim.batch_size=16",
+    "distill.wcord.num_negatives=32",
+    "probe.linear.l2_grid=[0.001]",
+    "probe.linear.max_iter=20",
+    "distill.students=[depth]",
+    "distill.methods=[none,wcord]",
+]
 REPO = Path(__file__).resolve().parents[1]
 WCORD = ("distill", "seed0", "depth", "wcord")
 NONE = ("distill", "seed0", "depth", "none")
@@ -63,6 +73,7 @@ def fresh(tmp_path_factory):
 
 # 1. Nothing that xmodal reads can execute code ---------------------------------------------
 
+
 class _Evil:
     """Unpickling this calls ``open(marker, "w")``: a planted file that runs code."""
 
@@ -81,7 +92,8 @@ def _plant(path: Path, marker: Path) -> None:
 def test_planted_pickles_never_execute_at_any_load_site(fresh, tmp_path, capsys, monkeypatch):
     """Sites (grep torch.load): training/resume.py (train-state.pt), training/checkpoint.py
     load_checkpoint (encoder.pt, classifier.pt, teacher outputs, probe features),
-    encoders/torchvision_resnet.py (a pretrained file, and torchvision's hub cache)."""
+    encoders/torchvision_resnet.py (a pretrained file, and torchvision's hub cache).
+    """
     from xmodal.encoders.base import create_encoder
     from xmodal.training.checkpoint import load_encoder
 
@@ -119,9 +131,11 @@ def test_planted_pickles_never_execute_at_any_load_site(fresh, tmp_path, capsys,
 
 # 2. Stale features after a data change ----------------------------------------------------
 
+
 def test_data_change_recomputes_features_of_untrained_encoders(tmp_path):
     """The random-init ``none`` student and a frozen (0-epoch) teacher keep their checkpoint
-    digest when the data changes; their features must not."""
+    digest when the data changes; their features must not.
+    """
     frozen = ("teacher.optim.epochs=0",)
     assert main(_argv(tmp_path / "run", *frozen)) == 0
     assert main(_argv(tmp_path / "run", *frozen, "data.scenes.seed=1")) == 0
@@ -134,6 +148,7 @@ def test_data_change_recomputes_features_of_untrained_encoders(tmp_path):
 
 
 # 3. A copied or moved run directory reads its own files ---------------------------------------
+
 
 def test_copied_run_directory_reads_its_own_files_when_the_original_moves(fresh, tmp_path):
     copy = _copy(fresh, tmp_path / "copy")
@@ -150,6 +165,7 @@ def test_copied_run_directory_reads_its_own_files_when_the_original_moves(fresh,
 
 
 # 4. Settings that change numbers are part of the key; others are not -------------------------
+
 
 def _run_subprocess(out: Path, *extra: str) -> subprocess.CompletedProcess:
     """A run in its own process (Accelerate fixes mixed precision once per process)."""
@@ -175,6 +191,7 @@ def test_mixed_precision_retrains_and_threads_do_not(fresh, tmp_path):
 
 # 5. Digests are verified on every cache hit -----------------------------------------------
 
+
 def test_swapped_checkpoint_is_detected_and_retrained(fresh, tmp_path, capsys):
     run = _copy(fresh, tmp_path / "run")
     none, wcord = run.joinpath(*NONE, "encoder.pt"), run.joinpath(*WCORD, "encoder.pt")
@@ -189,11 +206,16 @@ def test_swapped_checkpoint_is_detected_and_retrained(fresh, tmp_path, capsys):
 
 # 6. One writer per run directory ----------------------------------------------------------
 
+
 def test_second_job_into_one_out_stops_with_one_line_naming_the_holder(fresh, tmp_path):
     argv = [sys.executable, "-m", "xmodal", *_argv(tmp_path / "run")]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    jobs = [subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             env=env) for _ in range(2)]
+    jobs = [
+        subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+        )
+        for _ in range(2)
+    ]
     errors = [job.communicate(timeout=300)[1] for job in jobs]
     codes = [job.returncode for job in jobs]
     assert sorted(codes) == [0, 2], errors
@@ -206,24 +228,28 @@ def test_second_job_into_one_out_stops_with_one_line_naming_the_holder(fresh, tm
 
 # 7. Values checked at load ----------------------------------------------------------------
 
-@pytest.mark.parametrize("override, key", [
-    ("probe.linear.l2_grid=[nan]", "probe.linear.l2_grid[0]"),
-    ("distill.optim.grad_clip=nan", "distill.optim.grad_clip"),
-    ("distill.optim.lr=.nan", "distill.optim.lr"),
-    ("teacher.optim.warmup_epochs=nan", "teacher.optim.warmup_epochs"),
-    ("distill.wcord.tau=inf", "distill.wcord.tau"),
-    ("distill.wcord.lambda_local=.inf", "distill.wcord.lambda_local"),
-    ("data.scenes.audio_seconds=1e400", "data.scenes.audio_seconds"),
-    ("distill.optim.lr=" + "9" * 400, "distill.optim.lr"),
-    ("distill.methods=[wcord,wcord]", "distill.methods"),
-    ("probe.linear.l2_grid=[0.1,0.1]", "probe.linear.l2_grid"),
-    ("seeds=[-1]", "seeds[0]"),
-    ("seeds=[4294967296]", "seeds[0]"),
-    ("data.scenes.seed=-3", "data.scenes.seed"),
-    ("distill.optim.epochs=99999999999999999999", "distill.optim.epochs"),
-    ("runtime.threads=-3", "invalid threads=-3 (must be an integer >= 0)"),
-    ("probe.linear.l2_grid=[-1]", "(must be a non-empty list, each item a finite number >= 0)"),
-])
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("probe.linear.l2_grid=[nan]", "probe.linear.l2_grid[0]"),
+        ("distill.optim.grad_clip=nan", "distill.optim.grad_clip"),
+        ("distill.optim.lr=.nan", "distill.optim.lr"),
+        ("teacher.optim.warmup_epochs=nan", "teacher.optim.warmup_epochs"),
+        ("distill.wcord.tau=inf", "distill.wcord.tau"),
+        ("distill.wcord.lambda_local=.inf", "distill.wcord.lambda_local"),
+        ("data.scenes.audio_seconds=1e400", "data.scenes.audio_seconds"),
+        ("distill.optim.lr=" + "9" * 400, "distill.optim.lr"),
+        ("distill.methods=[wcord,wcord]", "distill.methods"),
+        ("probe.linear.l2_grid=[0.1,0.1]", "probe.linear.l2_grid"),
+        ("seeds=[-1]", "seeds[0]"),
+        ("seeds=[4294967296]", "seeds[0]"),
+        ("data.scenes.seed=-3", "data.scenes.seed"),
+        ("distill.optim.epochs=99999999999999999999", "distill.optim.epochs"),
+        ("runtime.threads=-3", "invalid threads=-3 (must be an integer >= 0)"),
+        ("probe.linear.l2_grid=[-1]", "(must be a non-empty list, each item a finite number >= 0)"),
+    ],
+)
 def test_bad_values_are_one_line_at_load(override, key, tmp_path, capsys):
     assert main(_argv(tmp_path / "run", override)) == 2
     line = _error_line(capsys)
@@ -240,6 +266,7 @@ def test_repeats_allowed_where_a_list_is_a_shape():
 
 
 # 8. Divergence is never cached ------------------------------------------------------------
+
 
 def test_divergence_on_the_last_step_is_refused_and_rerun(fresh, tmp_path, capsys, monkeypatch):
     from xmodal.training import loop
@@ -276,6 +303,7 @@ def test_divergence_on_the_last_step_is_refused_and_rerun(fresh, tmp_path, capsy
 
 
 # 9. Disk full and unwritable output ---------------------------------------------------------
+
 
 def test_disk_full_is_one_line_leaves_nothing_half_written(fresh, tmp_path, capsys, monkeypatch):
     run = _copy(fresh, tmp_path / "run")
@@ -321,8 +349,9 @@ def tiny_filesystem(tmp_path):
     """A 1 MB tmpfs (needs root and a kernel that allows it; skipped elsewhere)."""
     mount = tmp_path / "small"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                          capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+    )
     if done.returncode != 0:
         pytest.skip("cannot mount a small tmpfs here")
     yield mount
@@ -343,10 +372,15 @@ def test_small_filesystem_run_then_rerun_after_freeing_space(fresh, tiny_filesys
 
 # 10. Unfriendly edges ---------------------------------------------------------------------
 
+
 def test_out_that_cannot_be_a_run_directory_is_one_line(tmp_path, capsys):
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
-    for out, words in [(a_file, "is a file"), (a_file / "under", "is a file"), ("", "--out is empty")]:
+    for out, words in [
+        (a_file, "is a file"),
+        (a_file / "under", "is a file"),
+        ("", "--out is empty"),
+    ]:
         assert main(_argv(out)) == 2
         assert words in _error_line(capsys)
     assert a_file.read_text() == "x"
@@ -356,8 +390,10 @@ def test_read_only_out_is_one_line(tmp_path, capsys):
     read_only = tmp_path / "ro"
     read_only.mkdir()
     if os.geteuid() == 0:  # root writes through permission bits: use a read-only mount
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs",
-                               str(read_only)], capture_output=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(read_only)],
+            capture_output=True,
+        )
         if done.returncode != 0:
             pytest.skip("cannot mount a read-only tmpfs here")
     else:
@@ -398,7 +434,8 @@ def test_bad_config_files_are_one_line(tmp_path, capsys):
 
 def test_a_job_that_loses_the_lock_race_by_microseconds_still_names_the_holder(tmp_path):
     """The holder writes its name just after taking the lock; a second job that reads the file
-    in between waits for the name instead of saying 'another process'."""
+    in between waits for the name instead of saying 'another process'.
+    """
     import fcntl
     import threading
     import time
@@ -427,9 +464,11 @@ def test_a_job_that_loses_the_lock_race_by_microseconds_still_names_the_holder(t
 
 # 11. Nothing read back is trusted because of its name (round 2) ------------------------------
 
+
 def _change_values(path: Path, *, keep_digest: bool = True) -> None:
     """Rewrite a keyed cache with other values under the same key (and, with ``keep_digest``,
-    the digest recorded when it was written: a file changed behind xmodal's back)."""
+    the digest recorded when it was written: a file changed behind xmodal's back).
+    """
     entry = torch.load(path, weights_only=True)
     value = entry["value"]
     name = "train" if "train" in value else "features"
@@ -459,8 +498,9 @@ def test_changed_features_caches_are_detected_and_extracted_again(fresh, tmp_pat
     assert {torch.load(c, weights_only=True)["digest"] for c in caches} == recorded
 
 
-def test_changed_teacher_outputs_are_detected_before_a_student_trains_on_them(fresh, tmp_path,
-                                                                               capsys):
+def test_changed_teacher_outputs_are_detected_before_a_student_trains_on_them(
+    fresh, tmp_path, capsys
+):
     run = _copy(fresh, tmp_path / "run")
     (outputs,) = (run / "teacher" / "seed0").glob("outputs-*.pt")
     _change_values(outputs)
@@ -470,20 +510,25 @@ def test_changed_teacher_outputs_are_detected_before_a_student_trains_on_them(fr
     out = " ".join(capsys.readouterr().out.split())
     assert "teacher outputs:" in out and "does not match the content digest" in out
     assert "recomputing them" in out
-    assert file_digest(run.joinpath(*WCORD, "encoder.pt")) == \
-        file_digest(fresh.joinpath(*WCORD, "encoder.pt"))
+    assert file_digest(run.joinpath(*WCORD, "encoder.pt")) == file_digest(
+        fresh.joinpath(*WCORD, "encoder.pt")
+    )
     assert _results(run) == _results(fresh)
 
 
-@pytest.mark.parametrize("override, setting", [
-    # weights stay finite, the embeddings do not (lr=1e3 of the issue blows up only at full
-    # size: at this tiny size 1e5 is the smallest power of ten that does)
-    ("distill.optim.lr=1e5", "distill.optim.lr"),
-    # the features turn NaN inside an epoch, and the OT solver refuses them before any loss
-    ("distill.optim.lr=1e9", "distill.optim.lr"),
-])
-def test_a_blow_up_with_finite_weights_is_refused_and_never_cached(fresh, tmp_path, capsys,
-                                                                   override, setting):
+@pytest.mark.parametrize(
+    "override, setting",
+    [
+        # weights stay finite, the embeddings do not (lr=1e3 of the issue blows up only at full
+        # size: at this tiny size 1e5 is the smallest power of ten that does)
+        ("distill.optim.lr=1e5", "distill.optim.lr"),
+        # the features turn NaN inside an epoch, and the OT solver refuses them before any loss
+        ("distill.optim.lr=1e9", "distill.optim.lr"),
+    ],
+)
+def test_a_blow_up_with_finite_weights_is_refused_and_never_cached(
+    fresh, tmp_path, capsys, override, setting
+):
     run = _copy(fresh, tmp_path / "run")
     shutil.rmtree(run.joinpath(*WCORD))
     for attempt in range(2):  # refused again: nothing was cached as done
@@ -507,11 +552,15 @@ def test_collapsed_or_non_finite_embeddings_are_named():
             return torch.full((len(x), 3), self.value)
 
     batch = torch.zeros(4, 2)
-    assert spread_problem(student_spread(Constant(0.0), batch, "cpu")) == \
-        "they are all the same point (effective rank 0)"
+    assert (
+        spread_problem(student_spread(Constant(0.0), batch, "cpu"))
+        == "they are all the same point (effective rank 0)"
+    )
     assert spread_problem(student_spread(Constant(7.0), batch, "cpu")) is not None
-    assert spread_problem(student_spread(Constant(float("inf")), batch, "cpu")) == \
-        "some are NaN or inf"
+    assert (
+        spread_problem(student_spread(Constant(float("inf")), batch, "cpu"))
+        == "some are NaN or inf"
+    )
     assert spread_problem(student_spread(torch.nn.Linear(2, 3), torch.randn(4, 2), "cpu")) is None
     assert spread_problem({}) is None  # no probe batch: nothing to check
 
@@ -530,15 +579,19 @@ def _pickled_npy(data: bytes) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("name, bad, words", [
-    ("transport-plan.npy", lambda data: data[:len(data) // 2], "is not a readable .npy array"),
-    ("transport-plan.npy", _pickled_npy, "is not a readable .npy array"),
-    ("history.json", lambda data: b'[{"loss": "x"}]', "is not a training history"),
-    ("history.json", lambda data: b"\xff\xfe[]", "is not UTF-8"),
-    ("encoder.json", lambda data: data.replace(b"{", b"{\xe9", 1), "is not UTF-8"),
-])
-def test_xmodal_report_on_a_bad_input_is_one_line_and_keeps_the_figures(fresh, tmp_path, capsys,
-                                                                         name, bad, words):
+@pytest.mark.parametrize(
+    "name, bad, words",
+    [
+        ("transport-plan.npy", lambda data: data[: len(data) // 2], "is not a readable .npy array"),
+        ("transport-plan.npy", _pickled_npy, "is not a readable .npy array"),
+        ("history.json", lambda data: b'[{"loss": "x"}]', "is not a training history"),
+        ("history.json", lambda data: b"\xff\xfe[]", "is not UTF-8"),
+        ("encoder.json", lambda data: data.replace(b"{", b"{\xe9", 1), "is not UTF-8"),
+    ],
+)
+def test_xmodal_report_on_a_bad_input_is_one_line_and_keeps_the_figures(
+    fresh, tmp_path, capsys, name, bad, words
+):
     run = _copy(fresh, tmp_path / "run")
     path = run.joinpath(*WCORD, name)
     path.write_bytes(bad(path.read_bytes()))

@@ -1,5 +1,6 @@
 """One writer per run directory for every command that writes into one (``run``, ``probe``,
-``report``), and the temporary files of killed writers removed when the lock is taken."""
+``report``), and the temporary files of killed writers removed when the lock is taken.
+"""
 
 from __future__ import annotations
 
@@ -15,19 +16,25 @@ from xmodal.cli.main import main
 from xmodal.core.lock import RunLock
 
 REPO = Path(__file__).resolve().parents[1]
-HOLD = ("import sys, time\n"
-        "from xmodal.core.lock import RunLock\n"
-        "with RunLock(sys.argv[1]):\n"
-        "    print('held', flush=True)\n"
-        "    time.sleep(120)\n")
+HOLD = (
+    "import sys, time\n"
+    "from xmodal.core.lock import RunLock\n"
+    "with RunLock(sys.argv[1]):\n"
+    "    print('held', flush=True)\n"
+    "    time.sleep(120)\n"
+)
 
 
 @pytest.fixture
 def held(tmp_path):
     """A run directory held by another process (as a running ``xmodal run`` holds it)."""
     run = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE,
-                              text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(run)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         yield run, holder.pid
@@ -39,8 +46,9 @@ def held(tmp_path):
 def _one_line(capsys, run: Path, pid: int) -> None:
     err = capsys.readouterr().err.strip()
     assert "\n" not in err
-    assert err.startswith(f"error: run directory '{run}' is in use by pid {pid} on host "
-                          f"{socket.gethostname()}")
+    assert err.startswith(
+        f"error: run directory '{run}' is in use by pid {pid} on host {socket.gethostname()}"
+    )
 
 
 def test_probe_into_a_held_directory_stops_at_once(held, tmp_path, capsys):
@@ -70,19 +78,23 @@ def test_taking_the_lock_removes_only_the_temp_files_of_dead_writers(tmp_path):
     dead, live = _dead_pid(), os.getpid()
     cache = run / "data" / "scenes"
     cache.mkdir(parents=True)
-    stale = [cache / f".data.h5.tmp{dead}-0123abcd",  # atomic_output's name
-             run / "export" / f".encoder.safetensors.tmp{dead}",  # the export writer's name
-             run / f".report.tmp{dead}-89abcdef"]  # a figures folder being built
+    stale = [
+        cache / f".data.h5.tmp{dead}-0123abcd",  # atomic_output's name
+        run / "export" / f".encoder.safetensors.tmp{dead}",  # the export writer's name
+        run / f".report.tmp{dead}-89abcdef",
+    ]  # a figures folder being built
     stale[1].parent.mkdir()
     stale[0].write_bytes(b"half an HDF5 file")
     stale[1].write_bytes(b"half the weights")
     stale[2].mkdir()
     (stale[2] / "curve.png").write_bytes(b"png")
-    kept = [cache / f".data.h5.tmp{live}-0123abcd",  # a live writer's
-            cache / "data.h5.part",  # a resumable cache: not a temp
-            run / f"notes.tmp{dead}",  # not hidden: not one of ours
-            run / f".x.tmp{dead}-NOTHEX12",  # not the exact pattern
-            run / "results.json"]
+    kept = [
+        cache / f".data.h5.tmp{live}-0123abcd",  # a live writer's
+        cache / "data.h5.part",  # a resumable cache: not a temp
+        run / f"notes.tmp{dead}",  # not hidden: not one of ours
+        run / f".x.tmp{dead}-NOTHEX12",  # not the exact pattern
+        run / "results.json",
+    ]
     for path in kept:
         path.write_bytes(b"x")
     with RunLock(run) as lock:

@@ -21,8 +21,8 @@ from xmodal.data.scenes import (
     WALL_ID,
     CameraPose,
     ObjectSpec,
-    SceneSpec,
     ScenesConfig,
+    SceneSpec,
     camera_intrinsics,
     fundamental_frequency,
     generate_scenes,
@@ -35,8 +35,9 @@ from xmodal.data.scenes.recipes import semantic_id
 from xmodal.data.scenes.render import sample_camera, sample_lighting
 
 KEYS = ("rgb", "depth", "semantic", "audio", "label", "num_objects")
-SMALL = dict(image_size=24, num_train=6, num_val=3, num_test=3, sample_rate=4000,
-             audio_seconds=0.25)
+SMALL = dict(
+    image_size=24, num_train=6, num_val=3, num_test=3, sample_rate=4000, audio_seconds=0.25
+)
 
 
 def _arrays(path: Path) -> dict[str, np.ndarray]:
@@ -52,8 +53,16 @@ def small_file(tmp_path_factory) -> Path:
 # ---------------------------------------------------------------- config
 
 
-@pytest.mark.parametrize("field, value", [("image_size", 0), ("num_val", -1), ("noise", -0.1),
-                                          ("sample_rate", 1000), ("audio_seconds", 0.0)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("image_size", 0),
+        ("num_val", -1),
+        ("noise", -0.1),
+        ("sample_rate", 1000),
+        ("audio_seconds", 0.0),
+    ],
+)
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         ScenesConfig(**{field: value})
@@ -73,7 +82,8 @@ def test_layout_dtypes_and_ranges(small_file):
         assert int(f.attrs["sample_rate"]) == cfg.sample_rate
         intr = json.loads(f.attrs["intrinsics"])
         assert tuple(intr[k] for k in ("fx", "fy", "cx", "cy")) == pytest.approx(
-            camera_intrinsics(s))
+            camera_intrinsics(s)
+        )
         for split in SPLITS:
             g, n = f[split], cfg.split_size(split)
             assert g["rgb"].shape == (n, s, s, 3) and g["rgb"].dtype == np.uint8
@@ -107,8 +117,11 @@ def test_generation_is_deterministic_and_per_sample(small_file, tmp_path):
     assert not np.array_equal(first["test/audio"], other_seed["test/audio"])
 
     # A sample depends on (seed, split, index) only, not on how many samples the splits hold.
-    bigger = _arrays(generate_scenes(tmp_path / "big.h5",
-                                     ScenesConfig(**{**SMALL, "num_train": 9, "num_val": 2})))
+    bigger = _arrays(
+        generate_scenes(
+            tmp_path / "big.h5", ScenesConfig(**{**SMALL, "num_train": 9, "num_val": 2})
+        )
+    )
     for key in KEYS:
         assert np.array_equal(bigger[f"train/{key}"][:6], first[f"train/{key}"]), key
         assert np.array_equal(bigger[f"val/{key}"], first[f"val/{key}"][:2]), key
@@ -217,8 +230,9 @@ def test_empty_scene_depth_matches_analytic_planes(pitch):
 
 def test_box_front_face_depth_and_label():
     size = 64
-    box = ObjectSpec(category=CATEGORIES.index("box"), size=0.5, x=0.0, y=2.0, yaw=0.0,
-                     albedo=(0.8, 0.1, 0.1))
+    box = ObjectSpec(
+        category=CATEGORIES.index("box"), size=0.5, x=0.0, y=2.0, yaw=0.0, albedo=(0.8, 0.1, 0.1)
+    )
     camera = CameraPose(x=0.0, y=0.0, height=0.3, yaw=0.0, pitch=0.0)
     view = render_scene(SceneSpec(objects=(box,), wall_distance=3.5), camera, size)
     fx, fy, cx, cy = camera_intrinsics(size)
@@ -290,16 +304,16 @@ def test_recipes_keep_the_class_recoverable_but_not_from_one_category():
         assert sum(c in r for r in recipes) >= 2, CATEGORIES[c]
     # Sharing at most one object means recipe + 1 distractor never equals another's.
     for i, a in enumerate(recipes):
-        for b in recipes[i + 1:]:
+        for b in recipes[i + 1 :]:
             assert sum((a & b).values()) <= 1
     assert [k.name for k in SCENE_CLASSES] == list(CLASSES)
 
 
 def test_semantic_ids_become_probe_labels_with_no_hit_unlabeled():
-    from xmodal.data.scenes.recipes import NUM_SEMANTIC_IDS
-    from xmodal.data.scenes.render import NO_HIT_ID
     import torch
 
+    from xmodal.data.scenes.recipes import NUM_SEMANTIC_IDS
+    from xmodal.data.scenes.render import NO_HIT_ID
     from xmodal.data.scenes_source import dense_semantic
 
     ids = torch.tensor([[0, 1, NUM_SEMANTIC_IDS - 1, NO_HIT_ID]], dtype=torch.uint8)
@@ -311,7 +325,9 @@ def test_dominant_object_matches_a_pixel_count():
     from xmodal.data.scenes_source import dominant_object
 
     rng = np.random.default_rng(3)
-    ids = np.array([FLOOR_ID, WALL_ID, NO_HIT_ID] + [semantic_id(c) for c in range(len(CATEGORIES))])
+    ids = np.array(
+        [FLOOR_ID, WALL_ID, NO_HIT_ID] + [semantic_id(c) for c in range(len(CATEGORIES))]
+    )
     maps = rng.choice(ids, size=(40, 8, 8)).astype(np.uint8)
     maps[0] = FLOOR_ID  # no object at all: category 0
     maps[1, :] = semantic_id(4)
@@ -331,8 +347,9 @@ def test_teacher_task_is_new_scenes_labelled_by_their_dominant_object(small_file
     options = ScenesConfig(**SMALL)
     task_options = source.teacher_task_options(options)
     assert task_options.seed != options.seed
-    assert {k: v for k, v in vars(task_options).items() if k != "seed"} == \
-        {k: v for k, v in vars(options).items() if k != "seed"}
+    assert {k: v for k, v in vars(task_options).items() if k != "seed"} == {
+        k: v for k, v in vars(options).items() if k != "seed"
+    }
     path = generate_scenes(tmp_path / "task.h5", task_options)
     task = source.load_teacher_task(path)
     assert task.num_classes == len(CATEGORIES) and task.class_names == list(CATEGORIES)
@@ -341,5 +358,8 @@ def test_teacher_task_is_new_scenes_labelled_by_their_dominant_object(small_file
     with h5py.File(path, "r") as f, h5py.File(small_file, "r") as g:
         semantic = f["train/semantic"][:]
         assert not np.array_equal(f["train/rgb"][:], g["train/rgb"][:])
-    want = [int(np.argmax([(m == semantic_id(c)).sum() for c in range(len(CATEGORIES))])) for m in semantic]
+    want = [
+        int(np.argmax([(m == semantic_id(c)).sum() for c in range(len(CATEGORIES))]))
+        for m in semantic
+    ]
     assert batch["label"].tolist() == want and batch["rgb"].shape[0] == len(train)

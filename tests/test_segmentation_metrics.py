@@ -1,5 +1,6 @@
 """Segmentation metrics: the confusion matrix agrees with a plain per-class loop, a hand
-example, and bad inputs raise."""
+example, and bad inputs raise.
+"""
 
 from __future__ import annotations
 

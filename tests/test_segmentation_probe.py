@@ -1,5 +1,6 @@
 """Segmentation probe: linearly decodable maps are segmented, random ones are not; fits are
-deterministic; weight decay is chosen on validation; feature maps are extracted as documented."""
+deterministic; weight decay is chosen on validation; feature maps are extracted as documented.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def _linear_split(n, seed, noise=0.3):
     """Maps ``[n, D, 8, 8]`` (float16) and labels ``[n, 16, 16]`` in 0..K, ~10% unlabeled.
 
     Classes are drawn on a 4x4 grid and upsampled, so that bilinear upsampling of the logits
-    from 8x8 to 16x16 only mixes neighbours near block edges."""
+    from 8x8 to 16x16 only mixes neighbours near block edges.
+    """
     g = torch.Generator().manual_seed(seed)
     cls = torch.randint(0, K, (n, 4, 4), generator=g)
     base = 3.0 * PROJ[cls].permute(0, 3, 1, 2) + noise * torch.randn(n, D, 4, 4, generator=g)
@@ -37,20 +39,24 @@ def _linear_split(n, seed, noise=0.3):
 
 def _random_split(n, seed):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(n, D, 8, 8, generator=g).half(),
-            torch.randint(0, K + 1, (n, 16, 16), generator=g))
+    return (
+        torch.randn(n, D, 8, 8, generator=g).half(),
+        torch.randint(0, K + 1, (n, 16, 16), generator=g),
+    )
 
 
 def test_linearly_decodable_maps_are_segmented(single_thread):
-    result = SegmentationProbe().evaluate_maps(_linear_split(48, 0), _linear_split(16, 1),
-                                               _linear_split(32, 2), num_classes=K)
+    result = SegmentationProbe().evaluate_maps(
+        _linear_split(48, 0), _linear_split(16, 1), _linear_split(32, 2), num_classes=K
+    )
     assert result.mean_iou > 0.9 and result.pixel_accuracy > 0.95
     assert result.mean_class_accuracy > 0.95 and result.val_mean_iou > 0.9
 
 
 def test_random_maps_stay_near_chance(single_thread):
-    result = SegmentationProbe().evaluate_maps(_random_split(48, 0), _random_split(16, 1),
-                                               _random_split(32, 2), num_classes=K)
+    result = SegmentationProbe().evaluate_maps(
+        _random_split(48, 0), _random_split(16, 1), _random_split(32, 2), num_classes=K
+    )
     # chance: pixel accuracy 1/4, IoU of independent uniform labels 1/7
     assert result.pixel_accuracy < 0.32 and result.mean_iou < 0.22
 
@@ -68,8 +74,9 @@ def test_weight_decay_is_chosen_by_validation_miou(single_thread):
     splits = tuple(_linear_split(n, seed, noise=0.8) for n, seed in ((16, 0), (8, 1), (8, 2)))
 
     def run(wds):
-        return SegmentationProbe(SegmentationProbeConfig(epochs=5, weight_decay_grid=wds)
-                                 ).evaluate_maps(*splits, num_classes=K)
+        return SegmentationProbe(
+            SegmentationProbeConfig(epochs=5, weight_decay_grid=wds)
+        ).evaluate_maps(*splits, num_classes=K)
 
     # a one-value grid reports that value's validation mIoU; fits share seed, init and order
     val = [run([wd]).val_mean_iou for wd in grid]
@@ -93,8 +100,9 @@ def test_extract_feature_maps_matches_manual_forward():
     encoder.eval()
     with torch.no_grad():
         stage = encoder.forward_features(depth)
-    expected = torch.cat([stage[1], F.interpolate(stage[2], size=(8, 8), mode="bilinear",
-                                                  align_corners=False)], 1)
+    expected = torch.cat(
+        [stage[1], F.interpolate(stage[2], size=(8, 8), mode="bilinear", align_corners=False)], 1
+    )
     torch.testing.assert_close(maps.float(), expected, atol=2e-3, rtol=2e-3)
 
     finest = extract_feature_maps(encoder, depth, stages=[2, 0])  # order kept, finest = stage 0
@@ -130,9 +138,18 @@ def test_bad_splits_raise():
         probe.evaluate_maps(train, val, (test[0][:, :4], test[1]), num_classes=K)
 
 
-@pytest.mark.parametrize("kwargs", [dict(stages=[]), dict(stages=[-1, -1]), dict(epochs=0),
-                                    dict(batch_size=0), dict(lr=0.0), dict(weight_decay_grid=[]),
-                                    dict(weight_decay_grid=[-1e-3])])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(stages=[]),
+        dict(stages=[-1, -1]),
+        dict(epochs=0),
+        dict(batch_size=0),
+        dict(lr=0.0),
+        dict(weight_decay_grid=[]),
+        dict(weight_decay_grid=[-1e-3]),
+    ],
+)
 def test_config_is_validated(kwargs):
     with pytest.raises(ValueError):
         SegmentationProbeConfig(**kwargs)

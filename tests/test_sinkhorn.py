@@ -19,7 +19,9 @@ def _random_marginal(n: int, g: torch.Generator) -> torch.Tensor:
     return w / w.sum()
 
 
-def _plain_sinkhorn(cost: np.ndarray, eps: float, a: np.ndarray, b: np.ndarray, iters: int) -> np.ndarray:
+def _plain_sinkhorn(
+    cost: np.ndarray, eps: float, a: np.ndarray, b: np.ndarray, iters: int
+) -> np.ndarray:
     """Textbook scaling form, float64: K = exp(-C/eps), u = a / K v, v = b / K^T u."""
     kernel = np.exp(-cost / eps)
     u = np.ones_like(a)
@@ -125,8 +127,13 @@ def test_small_eps_approaches_exact_ot() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(eps=0.0), dict(eps=-1.0), dict(eps=0.1, max_iters=0), dict(eps=0.1, tol=-1.0),
-     dict(eps=0.1, a=torch.full((3,), 1 / 3))],
+    [
+        dict(eps=0.0),
+        dict(eps=-1.0),
+        dict(eps=0.1, max_iters=0),
+        dict(eps=0.1, tol=-1.0),
+        dict(eps=0.1, a=torch.full((3,), 1 / 3)),
+    ],
 )
 def test_bad_arguments(kwargs: dict) -> None:
     with pytest.raises(ValueError):
@@ -135,7 +142,8 @@ def test_bad_arguments(kwargs: dict) -> None:
 
 def test_converged_flag_and_relative_error() -> None:
     """Small eps, uneven marginals, 100 iterations: Sinkhorn stops far from the marginals and
-    says so; a generous budget converges."""
+    says so; a generous budget converges.
+    """
     g = torch.Generator().manual_seed(0)
     cost = torch.rand(32, 32, generator=g) * 2
     a = torch.softmax(torch.randn(32, generator=g) * 2, 0)

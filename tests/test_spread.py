@@ -36,7 +36,9 @@ def _reference_rank(x: np.ndarray) -> float:
     return float(np.exp(-(p * np.log(p)).sum()))
 
 
-def _with_singular_values(values: list[float], n: int = 40, d: int = 12, seed: int = 0) -> np.ndarray:
+def _with_singular_values(
+    values: list[float], n: int = 40, d: int = 12, seed: int = 0
+) -> np.ndarray:
     """A centred ``[n, d]`` matrix whose singular values are ``values`` (then zeros)."""
     rng = np.random.default_rng(seed)
     u, _ = np.linalg.qr(rng.standard_normal((n, n)))
@@ -59,12 +61,15 @@ def test_k_equal_directions_have_effective_rank_k(k):
 
 def test_effective_rank_matches_an_svd_written_in_numpy():
     rng = np.random.default_rng(1)
-    for x in (_with_singular_values([9.0, 3.0, 1.0, 0.1]),
-              rng.standard_normal((30, 8)) * np.linspace(0.1, 4, 8) + 2,
-              rng.standard_normal((5, 20))):  # N < D: at most N - 1 after centring
+    for x in (
+        _with_singular_values([9.0, 3.0, 1.0, 0.1]),
+        rng.standard_normal((30, 8)) * np.linspace(0.1, 4, 8) + 2,
+        rng.standard_normal((5, 20)),
+    ):  # N < D: at most N - 1 after centring
         assert effective_rank(x) == pytest.approx(_reference_rank(x), rel=1e-12)
         assert effective_rank(torch.as_tensor(x, dtype=torch.float32)) == pytest.approx(
-            _reference_rank(x.astype(np.float32).astype(np.float64)), rel=1e-5)
+            _reference_rank(x.astype(np.float32).astype(np.float64)), rel=1e-5
+        )
     assert effective_rank(rng.standard_normal((5, 20))) <= 4 + 1e-9
 
 
@@ -87,7 +92,9 @@ def test_a_cone_is_narrower_and_lower_rank_than_isotropic_features():
     g = torch.Generator().manual_seed(3)
     isotropic = torch.randn(256, 64, generator=g)
     direction = torch.nn.functional.normalize(torch.randn(64, generator=g), dim=0)
-    cone = 4 * direction + 0.5 * torch.randn(256, 3, generator=g) @ torch.randn(3, 64, generator=g) / 8
+    cone = (
+        4 * direction + 0.5 * torch.randn(256, 3, generator=g) @ torch.randn(3, 64, generator=g) / 8
+    )
     assert abs(mean_pairwise_cosine(isotropic)) < 0.02
     assert mean_pairwise_cosine(cone) > 0.9
     assert mean_pairwise_cosine(torch.ones(4, 3)) == pytest.approx(1.0)
@@ -108,17 +115,26 @@ def test_bad_inputs_name_what_is_wrong(fn):
 
 # ----------------------------------------------------------------------------- in training
 
+
 def _dataset(n=40, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return ArrayDataset({"depth": torch.rand(n, 8, 8, generator=g) * 4 + 0.5,
-                         "label": torch.randint(0, 3, (n,), generator=g)})
+    return ArrayDataset(
+        {
+            "depth": torch.rand(n, 8, 8, generator=g) * 4 + 0.5,
+            "label": torch.randint(0, 3, (n,), generator=g),
+        }
+    )
 
 
 def _train(epochs=2, hflip=True):
     torch.manual_seed(0)
     task = DistillationTask(create_encoder("resnet8", "depth"), Supervised(64, 3), hflip=hflip)
-    history = fit(task, make_loader(_dataset(), 8, True, seed=5, drop_last=True),
-                  OptimConfig(epochs=epochs), Accelerator(cpu=True))
+    history = fit(
+        task,
+        make_loader(_dataset(), 8, True, seed=5, drop_last=True),
+        OptimConfig(epochs=epochs),
+        Accelerator(cpu=True),
+    )
     return task, history
 
 
@@ -131,7 +147,8 @@ def test_every_epoch_logs_the_students_spread_and_training_is_unchanged(monkeypa
     # the logged values are those of the final student on the first training samples
     probe = spread_probe(_dataset(), "depth")
     assert student_spread(task.student, probe, "cpu") == pytest.approx(
-        {k: history[-1][k] for k in (RANK_KEY, COSINE_KEY)}, rel=1e-6)
+        {k: history[-1][k] for k in (RANK_KEY, COSINE_KEY)}, rel=1e-6
+    )
     assert task.student.training  # the probe restored train mode
 
     monkeypatch.setattr(loop, "student_spread", lambda *args, **kwargs: {})

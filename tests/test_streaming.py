@@ -1,5 +1,6 @@
 """Splits streamed from the HDF5 cache: the rows read equal the arrays, in any order, through any
-number of DataLoader workers; a run with workers trains what a run without them trains."""
+number of DataLoader workers; a run with workers trains what a run without them trains.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from xmodal.data.hdf5_split import HDF5Split, as_long
 @pytest.fixture
 def cache(tmp_path):
     rng = np.random.default_rng(0)
-    arrays = {"x": rng.standard_normal((50, 3, 4)).astype(np.float32),
-              "label": rng.integers(0, 5, 50).astype(np.int16)}
+    arrays = {
+        "x": rng.standard_normal((50, 3, 4)).astype(np.float32),
+        "label": rng.integers(0, 5, 50).astype(np.int16),
+    }
     path = tmp_path / "cache.h5"
     with h5py.File(path, "w") as f:
         for key, value in arrays.items():
@@ -31,13 +34,17 @@ def cache(tmp_path):
 def test_rows_read_equal_the_arrays_in_any_order_with_repeats(cache):
     path, arrays = cache
     rows = np.array([7, 3, 40, 41, 42, 0, 49])  # a split's rows, not in file order
-    split = HDF5Split(path, {"x": "train/x", "label": "train/label"}, rows=rows,
-                      transforms={"label": as_long})
+    split = HDF5Split(
+        path, {"x": "train/x", "label": "train/label"}, rows=rows, transforms={"label": as_long}
+    )
     assert len(split) == 7 and split.keys() == ["x", "label"] and "x" in split
     asked = [6, 0, 0, 2, 5]  # unsorted, repeated
     batch = split.__getitems__(asked)
     np.testing.assert_array_equal(batch["x"].numpy(), arrays["x"][rows[asked]])
-    assert batch["label"].dtype == torch.long and batch["label"].tolist() == arrays["label"][rows[asked]].tolist()
+    assert (
+        batch["label"].dtype == torch.long
+        and batch["label"].tolist() == arrays["label"][rows[asked]].tolist()
+    )
     assert batch["index"].tolist() == asked
     np.testing.assert_array_equal(split.read("x", slice(2, 5)).numpy(), arrays["x"][[40, 41, 42]])
     np.testing.assert_array_equal(Rows(split, "x", slice(1, 6))[1:3].numpy(), arrays["x"][[40, 41]])
@@ -52,7 +59,11 @@ def test_streamed_and_in_memory_splits_give_the_same_batches_through_workers(cac
     streamed = HDF5Split(path, {"x": "train/x", "label": "train/label"})
     in_memory = ArrayDataset({k: torch.from_numpy(v) for k, v in arrays.items()})
     batches = {}
-    for name, data, workers in (("memory", in_memory, 0), ("stream", streamed, 0), ("workers", streamed, 2)):
+    for name, data, workers in (
+        ("memory", in_memory, 0),
+        ("stream", streamed, 0),
+        ("workers", streamed, 2),
+    ):
         loader = make_loader(data, 8, shuffle=True, seed=3, drop_last=True, num_workers=workers)
         batches[name] = [(b["index"].tolist(), b["x"]) for epoch in range(2) for b in loader]
     for name in ("stream", "workers"):
@@ -68,19 +79,43 @@ def test_a_corrupt_cache_is_one_clear_error(tmp_path):
 
 
 def test_a_run_with_loader_workers_trains_what_a_run_without_them_trains(tmp_path):
-    tiny = ["data.scenes.image_size=16", "data.scenes.num_train=48", "data.scenes.num_val=24",
-            "data.scenes.num_test=24", "teacher.optim.epochs=1", "distill.optim.epochs=1",
-            "teacher.optim.batch_size=16", "distill.optim.batch_size=16", "distill.students=[depth]",
-            "distill.methods=[wcord]", "distill.wcord.num_negatives=16", "probe.probes=[linear]",
-            "probe.linear.l2_grid=[0.001]", "probe.linear.max_iter=20"]
+    tiny = [
+        "data.scenes.image_size=16",
+        "data.scenes.num_train=48",
+        "data.scenes.num_val=24",
+        "data.scenes.num_test=24",
+        "teacher.optim.epochs=1",
+        "distill.optim.epochs=1",
+        "teacher.optim.batch_size=16",
+        "distill.optim.batch_size=16",
+        "distill.students=[depth]",
+        "distill.methods=[wcord]",
+        "distill.wcord.num_negatives=16",
+        "probe.probes=[linear]",
+        "probe.linear.l2_grid=[0.001]",
+        "probe.linear.max_iter=20",
+    ]
     results = []
     for workers in (0, 2):
-        argv = ["run", "scenes", "--out", str(tmp_path / f"w{workers}"), "--set", f"data.num_workers={workers}"]
+        argv = [
+            "run",
+            "scenes",
+            "--out",
+            str(tmp_path / f"w{workers}"),
+            "--set",
+            f"data.num_workers={workers}",
+        ]
         for item in tiny:
             argv += ["--set", item]
         assert main(argv) == 0
         results.append(json.loads((tmp_path / f"w{workers}" / "results.json").read_text()))
-    assert [(r["method"], r["value"]) for r in results[0]] == [(r["method"], r["value"]) for r in results[1]]
-    weights = [torch.load(tmp_path / f"w{w}" / "distill/seed0/depth/wcord/encoder.pt", weights_only=True)["state_dict"]
-               for w in (0, 2)]
+    assert [(r["method"], r["value"]) for r in results[0]] == [
+        (r["method"], r["value"]) for r in results[1]
+    ]
+    weights = [
+        torch.load(tmp_path / f"w{w}" / "distill/seed0/depth/wcord/encoder.pt", weights_only=True)[
+            "state_dict"
+        ]
+        for w in (0, 2)
+    ]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

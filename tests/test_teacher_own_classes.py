@@ -2,7 +2,8 @@
 classes; a checkpoint trained on another label space) keeps its classifier: its logits are
 ``[N, Ct]`` and the student reads them through a KD head of ``Ct``, apart from the classifier
 over the dataset's ``C``. End to end: tests/test_pipeline_scenes.py (every method from the
-transfer teacher; that teacher as a checkpoint under probe-labels)."""
+transfer teacher; that teacher as a checkpoint under probe-labels).
+"""
 
 from __future__ import annotations
 
@@ -23,9 +24,16 @@ N, DS, DT, C, CT = 40, 6, 5, 8, 6
 
 def _context(teacher_classes: int = CT, own: bool = False) -> ObjectiveContext:
     g = torch.Generator().manual_seed(0)
-    return ObjectiveContext(student_dim=DS, teacher_dim=DT, num_samples=N, num_classes=C, seed=1,
-                            teacher_logits=torch.randn(N, teacher_classes, generator=g) * 3,
-                            train_labels=torch.arange(N) % C, teacher_own_classes=own)
+    return ObjectiveContext(
+        student_dim=DS,
+        teacher_dim=DT,
+        num_samples=N,
+        num_classes=C,
+        seed=1,
+        teacher_logits=torch.randn(N, teacher_classes, generator=g) * 3,
+        train_labels=torch.arange(N) % C,
+        teacher_own_classes=own,
+    )
 
 
 def test_own_classes_follow_the_count_or_the_declaration() -> None:
@@ -35,20 +43,29 @@ def test_own_classes_follow_the_count_or_the_declaration() -> None:
     assert not teacher_has_own_classes(ObjectiveContext(DS, DT, N, C))  # no logits
 
 
-@pytest.mark.parametrize("alpha, teacher_classes, own, heads", [
-    (0.0, CT, False, (None, CT)),  # KD alone: a head of the teacher's size, no classifier
-    (0.5, CT, False, (C, CT)),  # CE over the dataset's 8, KD over the teacher's 6
-    (0.5, C, True, (C, C)),  # same count, another label space: still two heads
-    (0.5, C, False, (C, None)),  # the teacher's classes are the dataset's: one shared head
-])
+@pytest.mark.parametrize(
+    "alpha, teacher_classes, own, heads",
+    [
+        (0.0, CT, False, (None, CT)),  # KD alone: a head of the teacher's size, no classifier
+        (0.5, CT, False, (C, CT)),  # CE over the dataset's 8, KD over the teacher's 6
+        (0.5, C, True, (C, C)),  # same count, another label space: still two heads
+        (0.5, C, False, (C, None)),  # the teacher's classes are the dataset's: one shared head
+    ],
+)
 def test_kd_head_size(alpha, teacher_classes, own, heads) -> None:
     ctx = _context(teacher_classes, own)
     kd = METHODS.get("kd").build(ctx, KDConfig(alpha=alpha))
-    terms = METHODS.get("wcord").build(ctx, WCoRDConfig(embed_dim=4, alpha=alpha, beta=1.0)).label_terms
+    terms = (
+        METHODS.get("wcord").build(ctx, WCoRDConfig(embed_dim=4, alpha=alpha, beta=1.0)).label_terms
+    )
     for objective in (kd, terms):
-        got = tuple(None if m is None else m.out_features for m in (objective.classifier, objective.kd_head))
+        got = tuple(
+            None if m is None else m.out_features for m in (objective.classifier, objective.kd_head)
+        )
         assert got == heads
-        assert all(m is None or m.in_features == DS for m in (objective.classifier, objective.kd_head))
+        assert all(
+            m is None or m.in_features == DS for m in (objective.classifier, objective.kd_head)
+        )
 
 
 def test_two_heads_give_ce_over_the_dataset_and_kd_over_the_teacher() -> None:
@@ -62,14 +79,19 @@ def test_two_heads_give_ce_over_the_dataset_and_kd_over_the_teacher() -> None:
     kd = kd_loss(terms.kd_head(student), ctx.teacher_logits[idx], 4.0)
     assert torch.allclose(out["ce"], ce) and torch.allclose(out["kd"], kd)
     assert torch.allclose(out["loss"], 0.3 * ce + 2.0 * kd)
-    for name, options in (("kd", KDConfig(alpha=0.3)),
-                          ("wcord", WCoRDConfig(embed_dim=4, num_negatives=8, alpha=0.3, beta=2.0))):
+    for name, options in (
+        ("kd", KDConfig(alpha=0.3)),
+        ("wcord", WCoRDConfig(embed_dim=4, num_negatives=8, alpha=0.3, beta=2.0)),
+    ):
         objective = METHODS.get(name).build(ctx, options)
         result = objective(student, teacher, labels, idx)
         assert torch.isfinite(result["loss"]) and {"ce", "kd"} <= set(result)
         result["loss"].backward()
-        heads = (objective.classifier, objective.kd_head) if name == "kd" else \
-            (objective.label_terms.classifier, objective.label_terms.kd_head)
+        heads = (
+            (objective.classifier, objective.kd_head)
+            if name == "kd"
+            else (objective.label_terms.classifier, objective.label_terms.kd_head)
+        )
         assert all(h.weight.grad is not None and h.weight.grad.abs().sum() > 0 for h in heads), name
 
 

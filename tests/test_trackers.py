@@ -1,5 +1,6 @@
 """Experiment trackers through Accelerate: TensorBoard event files hold every loss term and the
-learning rate per step, and the probe results; missing tracker packages fail at load."""
+learning rate per step, and the probe results; missing tracker packages fail at load.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +10,22 @@ from xmodal.cli.main import main
 
 pytest.importorskip("tensorboard")
 
-TINY = ["data.scenes.image_size=16", "data.scenes.num_train=48", "data.scenes.num_val=24",
-        "data.scenes.num_test=24", "teacher.optim.epochs=1", "distill.optim.epochs=2",
-        "teacher.optim.batch_size=16", "distill.optim.batch_size=16",
-        "distill.wcord.num_negatives=32", "probe.linear.l2_grid=[0.001]",
-        "probe.linear.max_iter=20", "distill.students=[depth]", "distill.methods=[none,wcord]",
-        "runtime.log_with=[tensorboard]"]
+TINY = [
+    "data.scenes.image_size=16",
+    "data.scenes.num_train=48",
+    "data.scenes.num_val=24",
+    "data.scenes.num_test=24",
+    "teacher.optim.epochs=1",
+    "distill.optim.epochs=2",
+    "teacher.optim.batch_size=16",
+    "distill.optim.batch_size=16",
+    "distill.wcord.num_negatives=32",
+    "probe.linear.l2_grid=[0.001]",
+    "probe.linear.max_iter=20",
+    "distill.students=[depth]",
+    "distill.methods=[none,wcord]",
+    "runtime.log_with=[tensorboard]",
+]
 
 
 def _scalars(log_dir):
@@ -46,9 +57,11 @@ def test_tensorboard_event_files_hold_the_loss_terms_and_probe_results(tmp_path)
     history = json.loads((tmp_path / unit / "history.json").read_text())
     losses = [v for _, v in scalars[f"{unit}/loss"]]
     for epoch, record in enumerate(history):
-        chunk = losses[epoch * steps_per_epoch:(epoch + 1) * steps_per_epoch]
+        chunk = losses[epoch * steps_per_epoch : (epoch + 1) * steps_per_epoch]
         assert sum(chunk) / len(chunk) == pytest.approx(record["loss"], rel=1e-5)
-        assert scalars[f"{unit}/lr"][(epoch + 1) * steps_per_epoch - 1][1] == pytest.approx(record["lr"])
+        assert scalars[f"{unit}/lr"][(epoch + 1) * steps_per_epoch - 1][1] == pytest.approx(
+            record["lr"]
+        )
     rows = json.loads((tmp_path / "results.json").read_text())
     for row in rows:
         tag = f"probe/{row['modality']}/{row['method']}/{row['probe']}/{row['metric']}/seed0"
@@ -59,7 +72,8 @@ def test_a_tracker_whose_package_is_missing_fails_at_load(monkeypatch, capsys):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "wandb" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a)
+    )
     assert main(["run", "scenes", "--set", "runtime.log_with=[wandb]"]) == 2
     assert "'wandb' needs the package 'wandb': pip install wandb" in capsys.readouterr().err

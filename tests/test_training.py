@@ -12,8 +12,8 @@ from torch import nn
 from xmodal.core.errors import DataError
 from xmodal.data.arrays import ArrayDataset, make_loader
 from xmodal.encoders import create_encoder
-from xmodal.objectives.wcord import WCoRDLoss
 from xmodal.objectives.supervised import Supervised
+from xmodal.objectives.wcord import WCoRDLoss
 from xmodal.pipelines.context import Unit
 from xmodal.training import checkpoint as ckpt_mod
 from xmodal.training.checkpoint import load_encoder, save_atomic, save_encoder
@@ -25,8 +25,12 @@ from xmodal.training.train import standardise_features
 
 def _dataset(n=32, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return ArrayDataset({"depth": torch.rand(n, 8, 8, generator=g) * 4 + 0.5,
-                         "label": torch.randint(0, 3, (n,), generator=g)})
+    return ArrayDataset(
+        {
+            "depth": torch.rand(n, 8, 8, generator=g) * 4 + 0.5,
+            "label": torch.randint(0, 3, (n,), generator=g),
+        }
+    )
 
 
 class _NaNObjective(nn.Module):
@@ -49,10 +53,12 @@ class _EchoAccelerator:
 
 def test_after_step_writes_the_batch_into_both_banks():
     torch.manual_seed(0)
-    loss = WCoRDLoss(teacher_dim=6, student_dim=64, num_samples=32, embed_dim=4, num_negatives=8,
-                     momentum=0.5)
-    task = DistillationTask(create_encoder("resnet8", "depth"), loss,
-                            teacher_features=torch.randn(32, 6))
+    loss = WCoRDLoss(
+        teacher_dim=6, student_dim=64, num_samples=32, embed_dim=4, num_negatives=8, momentum=0.5
+    )
+    task = DistillationTask(
+        create_encoder("resnet8", "depth"), loss, teacher_features=torch.randn(32, 6)
+    )
     batch = _dataset().__getitems__([3, 7, 11])
     before_t = loss.teacher_bank.memory.clone()
     out = task(batch)
@@ -65,7 +71,11 @@ def test_after_step_writes_the_batch_into_both_banks():
 
 
 def test_standardise_features():
-    x = torch.rand(100, 5, dtype=torch.float64) * torch.tensor([1.0, 10, 100, 0.1, 3], dtype=torch.float64) + 7
+    x = (
+        torch.rand(100, 5, dtype=torch.float64)
+        * torch.tensor([1.0, 10, 100, 0.1, 3], dtype=torch.float64)
+        + 7
+    )
     z = standardise_features(x)
     assert torch.allclose(z.mean(0), torch.zeros(5, dtype=torch.float64), atol=1e-9)
     assert torch.allclose(z.std(0), torch.ones(5, dtype=torch.float64), atol=1e-9)
@@ -84,8 +94,16 @@ def _learning_rates(cfg: OptimConfig, steps_per_epoch: int) -> list[float]:
 
 
 def test_multistep_schedule_decays_at_milestones():
-    cfg = OptimConfig(epochs=6, lr=0.05, warmup_epochs=0, schedule="multistep", milestones=[2, 4],
-                      lr_decay=0.1, optimizer="sgd", nesterov=False)
+    cfg = OptimConfig(
+        epochs=6,
+        lr=0.05,
+        warmup_epochs=0,
+        schedule="multistep",
+        milestones=[2, 4],
+        lr_decay=0.1,
+        optimizer="sgd",
+        nesterov=False,
+    )
     assert build_optimizer([nn.Parameter(torch.zeros(1))], cfg).param_groups[0]["nesterov"] is False
     lrs = _learning_rates(cfg, steps_per_epoch=3)
     assert lrs == pytest.approx([0.05] * 6 + [0.005] * 6 + [0.0005] * 6)
@@ -152,7 +170,9 @@ def test_corrupt_checkpoints_name_the_file(tmp_path):
 
 def test_history_json_is_plain(tmp_path):
     task = DistillationTask(create_encoder("resnet8", "depth"), Supervised(64, 3))
-    history = fit(task, make_loader(_dataset(), 8, True), OptimConfig(epochs=2), Accelerator(cpu=True))
+    history = fit(
+        task, make_loader(_dataset(), 8, True), OptimConfig(epochs=2), Accelerator(cpu=True)
+    )
     assert [h["epoch"] for h in history] == [1, 2]
     assert all({"spread_rank", "spread_cosine"} <= h.keys() for h in history)
     json.dumps(history)
@@ -166,8 +186,9 @@ def test_a_batch_holding_every_sample_fails_before_training_with_the_fix(method)
 
     entry = METHODS.get(method)
     cfg = DistillConfig().options_for(method)
-    ctx = ObjectiveContext(student_dim=8, teacher_dim=8, num_samples=26, num_classes=3,
-                           batch_size=26)
+    ctx = ObjectiveContext(
+        student_dim=8, teacher_dim=8, num_samples=26, num_classes=3, batch_size=26
+    )
     with pytest.raises(ValueError, match="lower distill.optim.batch_size"):
         entry.build(ctx, cfg)
     ctx.batch_size = 25  # one sample left outside the batch: a negative exists
@@ -182,8 +203,14 @@ def _wcord_task(seed=0, n=32):
     torch.manual_seed(seed)
     encoder = create_encoder("resnet8", "depth")
     teacher = torch.randn(n, 16, generator=torch.Generator().manual_seed(99))
-    ctx = ObjectiveContext(student_dim=encoder.embed_dim, teacher_dim=16, num_samples=n,
-                           num_classes=3, seed=seed, batch_size=8)
+    ctx = ObjectiveContext(
+        student_dim=encoder.embed_dim,
+        teacher_dim=16,
+        num_samples=n,
+        num_classes=3,
+        seed=seed,
+        batch_size=8,
+    )
     objective = METHODS.get("wcord").build(ctx, WCoRDConfig(num_negatives=8, momentum=0.5))
     return DistillationTask(encoder, objective, teacher)
 
@@ -193,15 +220,18 @@ def test_logging_the_spread_changes_no_weight_bank_or_loss_of_wcord(monkeypatch)
 
     cfg = OptimConfig(epochs=2, batch_size=8)
     logged = _wcord_task()
-    history = fit(logged, make_loader(_dataset(), 8, True, seed=5, drop_last=True), cfg,
-                  Accelerator(cpu=True))
+    history = fit(
+        logged, make_loader(_dataset(), 8, True, seed=5, drop_last=True), cfg, Accelerator(cpu=True)
+    )
     monkeypatch.setattr(loop, "student_spread", lambda *args, **kwargs: {})
     plain = _wcord_task()
-    plain_history = fit(plain, make_loader(_dataset(), 8, True, seed=5, drop_last=True), cfg,
-                        Accelerator(cpu=True))
+    plain_history = fit(
+        plain, make_loader(_dataset(), 8, True, seed=5, drop_last=True), cfg, Accelerator(cpu=True)
+    )
     _assert_same_state(logged, plain)  # weights, BN statistics and both memory banks
-    assert [{k: v for k, v in h.items() if not k.startswith("spread_")} for h in history] \
-        == plain_history
+    assert [
+        {k: v for k, v in h.items() if not k.startswith("spread_")} for h in history
+    ] == plain_history
 
 
 def test_training_killed_after_an_epoch_resumes_to_identical_weights(tmp_path, monkeypatch):
@@ -221,13 +251,25 @@ def test_training_killed_after_an_epoch_resumes_to_identical_weights(tmp_path, m
 
     monkeypatch.setattr(loop, "save_train_state", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        fit(_wcord_task(), make_loader(_dataset(), 8, True, seed=5, drop_last=True), cfg,
-            Accelerator(cpu=True), state_path=state, state_key="k")
+        fit(
+            _wcord_task(),
+            make_loader(_dataset(), 8, True, seed=5, drop_last=True),
+            cfg,
+            Accelerator(cpu=True),
+            state_path=state,
+            state_key="k",
+        )
     monkeypatch.setattr(loop, "save_train_state", real_save)
     torch.manual_seed(1234)  # a fresh process: nothing but the state file carries over
     resumed = _wcord_task()
-    history = fit(resumed, make_loader(_dataset(), 8, True, seed=5, drop_last=True), cfg,
-                  Accelerator(cpu=True), state_path=state, state_key="k")
+    history = fit(
+        resumed,
+        make_loader(_dataset(), 8, True, seed=5, drop_last=True),
+        cfg,
+        Accelerator(cpu=True),
+        state_path=state,
+        state_key="k",
+    )
     assert [h["epoch"] for h in history] == [1, 2, 3]
     a, b = whole.state_dict(), resumed.state_dict()
     assert a.keys() == b.keys()
@@ -238,23 +280,50 @@ def test_training_killed_after_an_epoch_resumes_to_identical_weights(tmp_path, m
 def test_a_state_from_other_inputs_is_not_resumed(tmp_path):
     cfg = OptimConfig(epochs=1, batch_size=8)
     state = tmp_path / "train-state.pt"
-    fit(_wcord_task(), make_loader(_dataset(), 8, True, drop_last=True), cfg,
-        Accelerator(cpu=True), state_path=state, state_key="old")
+    fit(
+        _wcord_task(),
+        make_loader(_dataset(), 8, True, drop_last=True),
+        cfg,
+        Accelerator(cpu=True),
+        state_path=state,
+        state_key="old",
+    )
     task = _wcord_task(seed=3)
     before = {k: v.clone() for k, v in task.state_dict().items()}
-    history = fit(task, make_loader(_dataset(), 8, True, drop_last=True), cfg,
-                  Accelerator(cpu=True), state_path=state, state_key="new")
+    history = fit(
+        task,
+        make_loader(_dataset(), 8, True, drop_last=True),
+        cfg,
+        Accelerator(cpu=True),
+        state_path=state,
+        state_key="new",
+    )
     assert len(history) == 1  # trained, not skipped as "already done"
     assert any(not torch.equal(before[k], v) for k, v in task.state_dict().items())
     state.write_bytes(b"torn")  # unreadable: start over rather than fail
-    assert len(fit(_wcord_task(), make_loader(_dataset(), 8, True, drop_last=True), cfg,
-                   Accelerator(cpu=True), state_path=state, state_key="new")) == 1
+    assert (
+        len(
+            fit(
+                _wcord_task(),
+                make_loader(_dataset(), 8, True, drop_last=True),
+                cfg,
+                Accelerator(cpu=True),
+                state_path=state,
+                state_key="new",
+            )
+        )
+        == 1
+    )
 
 
 def _train_uninterrupted(cfg, loader_seed=5):
     whole = _wcord_task()
-    fit(whole, make_loader(_dataset(), 8, True, seed=loader_seed, drop_last=True), cfg,
-        Accelerator(cpu=True))
+    fit(
+        whole,
+        make_loader(_dataset(), 8, True, seed=loader_seed, drop_last=True),
+        cfg,
+        Accelerator(cpu=True),
+    )
     return whole
 
 
@@ -268,7 +337,8 @@ def _assert_same_state(a, b):
 @pytest.mark.parametrize("kill_at", [2, 6])  # inside epoch 1; inside epoch 2, after an epoch save
 def test_training_killed_mid_epoch_resumes_to_identical_weights(tmp_path, monkeypatch, kill_at):
     """checkpoint_every=2 with 4 steps per epoch: killed after the state at global step
-    ``kill_at`` was written, a fresh task resumes mid-epoch and ends bit-identical."""
+    ``kill_at`` was written, a fresh task resumes mid-epoch and ends bit-identical.
+    """
     from xmodal.training import loop
 
     cfg = OptimConfig(epochs=3, batch_size=8)
@@ -285,21 +355,36 @@ def test_training_killed_mid_epoch_resumes_to_identical_weights(tmp_path, monkey
 
     monkeypatch.setattr(loop, "save_train_state", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        fit(_wcord_task(), make_loader(_dataset(), 8, True, seed=5, drop_last=True), cfg,
-            Accelerator(cpu=True), state_path=state, state_key="k", checkpoint_every=2)
+        fit(
+            _wcord_task(),
+            make_loader(_dataset(), 8, True, seed=5, drop_last=True),
+            cfg,
+            Accelerator(cpu=True),
+            state_path=state,
+            state_key="k",
+            checkpoint_every=2,
+        )
     monkeypatch.setattr(loop, "save_train_state", real_save)
     assert torch.load(state, weights_only=False)["step"] == 2  # a mid-epoch state
     torch.manual_seed(4321)  # a fresh process: nothing but the state file carries over
     resumed = _wcord_task()
-    history = fit(resumed, make_loader(_dataset(), 8, True, seed=5, drop_last=True), cfg,
-                  Accelerator(cpu=True), state_path=state, state_key="k", checkpoint_every=2)
+    history = fit(
+        resumed,
+        make_loader(_dataset(), 8, True, seed=5, drop_last=True),
+        cfg,
+        Accelerator(cpu=True),
+        state_path=state,
+        state_key="k",
+        checkpoint_every=2,
+    )
     assert [h["epoch"] for h in history] == [1, 2, 3]
     _assert_same_state(whole, resumed)
 
 
 def test_a_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     """The write of the step-4 state dies half-way: the step-2 state is intact, and resuming
-    from it still ends bit-identical to an uninterrupted run."""
+    from it still ends bit-identical to an uninterrupted run.
+    """
     from xmodal.training import checkpoint, loop
 
     cfg = OptimConfig(epochs=2, batch_size=8)
@@ -318,12 +403,26 @@ def test_a_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monk
 
     monkeypatch.setattr(checkpoint.torch, "save", torn_save)
     with pytest.raises(KeyboardInterrupt):
-        fit(_wcord_task(), make_loader(_dataset(), 8, True, seed=5, drop_last=True), cfg,
-            Accelerator(cpu=True), state_path=state, state_key="k", checkpoint_every=2)
+        fit(
+            _wcord_task(),
+            make_loader(_dataset(), 8, True, seed=5, drop_last=True),
+            cfg,
+            Accelerator(cpu=True),
+            state_path=state,
+            state_key="k",
+            checkpoint_every=2,
+        )
     monkeypatch.setattr(checkpoint.torch, "save", real_torch_save)
     assert loop.read_train_state(state, "k")["step"] == 2  # the previous state, whole
     assert [p.name for p in tmp_path.iterdir()] == ["train-state.pt"]  # no temp file left
     resumed = _wcord_task()
-    fit(resumed, make_loader(_dataset(), 8, True, seed=5, drop_last=True), cfg,
-        Accelerator(cpu=True), state_path=state, state_key="k", checkpoint_every=2)
+    fit(
+        resumed,
+        make_loader(_dataset(), 8, True, seed=5, drop_last=True),
+        cfg,
+        Accelerator(cpu=True),
+        state_path=state,
+        state_key="k",
+        checkpoint_every=2,
+    )
     _assert_same_state(whole, resumed)

@@ -1,5 +1,6 @@
 """The WAV reader of ``paired``: integer PCM against the standard library's ``wave``, float and
-extensible WAVs against values written by hand, and each way a file can be wrong."""
+extensible WAVs against values written by hand, and each way a file can be wrong.
+"""
 
 from __future__ import annotations
 
@@ -29,8 +30,12 @@ def _fmt(tag: int, channels: int, rate: int, bits: int) -> bytes:
 
 def _extensible(sub_tag: int, channels: int, rate: int, bits: int) -> bytes:
     guid_tail = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
-    return (_fmt(0xFFFE, channels, rate, bits) + struct.pack("<HHI", 22, bits, 3)
-            + struct.pack("<H", sub_tag) + guid_tail)
+    return (
+        _fmt(0xFFFE, channels, rate, bits)
+        + struct.pack("<HHI", 22, bits, 3)
+        + struct.pack("<H", sub_tag)
+        + guid_tail
+    )
 
 
 @pytest.mark.parametrize("width", [1, 2, 3, 4])
@@ -48,8 +53,15 @@ def test_integer_pcm_matches_the_standard_library(tmp_path, width):
     if width == 1:
         expected = (np.frombuffer(raw, np.uint8).astype(np.float64) - 128) / 128
     elif width == 3:
-        expected = np.array([int.from_bytes(raw[i:i + 3], "little", signed=True)
-                             for i in range(0, len(raw), 3)]) / 2.0 ** 23
+        expected = (
+            np.array(
+                [
+                    int.from_bytes(raw[i : i + 3], "little", signed=True)
+                    for i in range(0, len(raw), 3)
+                ]
+            )
+            / 2.0**23
+        )
     else:
         expected = np.frombuffer(raw, f"<i{width}").astype(np.float64) / 2.0 ** (8 * width - 1)
     assert np.allclose(samples, expected.reshape(-1, 2).T, atol=1e-7)
@@ -79,7 +91,7 @@ def test_extensible_header_and_unknown_chunks_are_followed(tmp_path):
 def test_a_streamed_wav_without_its_data_size_reads_to_the_end(tmp_path):
     pcm = np.array([1000, -1000, 2000, -2000, 4000], "<i2")
     content = bytearray(_riff(_fmt(1, 1, 8000, 16), pcm.tobytes()))
-    content[-len(pcm.tobytes()) - 4:-len(pcm.tobytes())] = b"\xff\xff\xff\xff"
+    content[-len(pcm.tobytes()) - 4 : -len(pcm.tobytes())] = b"\xff\xff\xff\xff"
     (tmp_path / "s.wav").write_bytes(bytes(content))
     assert np.array_equal(read_wav(tmp_path / "s.wav")[0][0], pcm / 32768)
 
@@ -91,14 +103,20 @@ def test_float_wav_goes_through_read_audio(tmp_path):
     assert np.array_equal(audio, tone[:2000])
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b"OggS" + b"\x00" * 40, "not a RIFF/WAVE file"),
-    (b"RIFF\x00\x00\x00\x00WAVE", "no 'fmt ' chunk"),
-    (_riff(_fmt(1, 1, 8000, 16), b"\x00" * 100)[:-50], "the data chunk promises 100 bytes, the file holds 50"),
-    (_riff(_fmt(2, 1, 8000, 4), b"\x00" * 8), "format tag 2 (compressed?)"),
-    (_riff(_fmt(1, 1, 8000, 12), b"\x00" * 8), "inconsistent header"),
-    (_riff(_fmt(3, 1, 8000, 16), b"\x00" * 8), "16-bit float samples"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"OggS" + b"\x00" * 40, "not a RIFF/WAVE file"),
+        (b"RIFF\x00\x00\x00\x00WAVE", "no 'fmt ' chunk"),
+        (
+            _riff(_fmt(1, 1, 8000, 16), b"\x00" * 100)[:-50],
+            "the data chunk promises 100 bytes, the file holds 50",
+        ),
+        (_riff(_fmt(2, 1, 8000, 4), b"\x00" * 8), "format tag 2 (compressed?)"),
+        (_riff(_fmt(1, 1, 8000, 12), b"\x00" * 8), "inconsistent header"),
+        (_riff(_fmt(3, 1, 8000, 16), b"\x00" * 8), "16-bit float samples"),
+    ],
+)
 def test_bad_wavs_say_what_is_wrong(tmp_path, content, message):
     (tmp_path / "bad.wav").write_bytes(content)
     with pytest.raises(WavError, match=re.escape(message)):
@@ -115,6 +133,9 @@ def test_flac_without_a_decoder_says_how_to_get_one(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchaudio, "load", no_decoder)
     (tmp_path / "a.flac").write_bytes(b"fLaC")
-    with pytest.raises(DataError, match=r"'\.flac' audio needs torchaudio's decoder.*pip install "
-                                        r"torchcodec; it needs FFmpeg.*convert the files to WAV"):
+    with pytest.raises(
+        DataError,
+        match=r"'\.flac' audio needs torchaudio's decoder.*pip install "
+        r"torchcodec; it needs FFmpeg.*convert the files to WAV",
+    ):
         read_audio(tmp_path / "a.flac", PairedConfig())

@@ -16,7 +16,6 @@ from xmodal.objectives.lipschitz import gradient_norms, maximise_gradient
 from xmodal.objectives.objective import ObjectiveContext
 from xmodal.objectives.wcord import WCoRDConfig
 
-
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
@@ -40,12 +39,33 @@ def test_defaults_and_hparams_round_trip() -> None:
     loss = WCoRDLoss(64, 32, num_samples=1000)
     hp = loss.hparams()
     assert hp == dict(
-        teacher_dim=64, student_dim=32, num_samples=1000, embed_dim=128, num_negatives=16384,
-        tau=0.07, momentum=0.5, estimator="nce", lambda_global=0.8, lambda_local=0.1, lipschitz="spectral",
-        gp_weight=10.0, critic="dot", critic_hidden=256, negatives="uniform", sharing="batch",
-        sinkhorn_eps=0.05, sinkhorn_iters=500, sinkhorn_tol=1e-3, seed=0, local_solver="sinkhorn",
-        ipot_beta=1.0, local_scope="process", bank_dtype="float32",
-        alpha=0.0, beta=0.0, kd_temperature=4.0,
+        teacher_dim=64,
+        student_dim=32,
+        num_samples=1000,
+        embed_dim=128,
+        num_negatives=16384,
+        tau=0.07,
+        momentum=0.5,
+        estimator="nce",
+        lambda_global=0.8,
+        lambda_local=0.1,
+        lipschitz="spectral",
+        gp_weight=10.0,
+        critic="dot",
+        critic_hidden=256,
+        negatives="uniform",
+        sharing="batch",
+        sinkhorn_eps=0.05,
+        sinkhorn_iters=500,
+        sinkhorn_tol=1e-3,
+        seed=0,
+        local_solver="sinkhorn",
+        ipot_beta=1.0,
+        local_scope="process",
+        bank_dtype="float32",
+        alpha=0.0,
+        beta=0.0,
+        kd_temperature=4.0,
     )
     assert loss.num_negatives_effective == 999  # K capped at N - 1
     rebuilt = WCoRDLoss(**hp)
@@ -56,13 +76,31 @@ def test_defaults_and_hparams_round_trip() -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [
-        dict(teacher_dim=0), dict(student_dim=-1), dict(num_samples=1), dict(embed_dim=0),
-        dict(num_negatives=0), dict(tau=0.0), dict(tau=-0.1), dict(momentum=1.5),
-        dict(lambda_global=-1.0), dict(lambda_local=float("nan")),
-        dict(lambda_global=0.0, lambda_local=0.0), dict(lipschitz="gp"), dict(critic="mlp2"),
-        dict(sinkhorn_eps=0.0), dict(sinkhorn_iters=0), dict(sinkhorn_tol=-1e-3), dict(seed=-1),
-        dict(num_samples=10.5), dict(gp_weight=-1.0), dict(gp_weight=float("inf")),
-        dict(critic_hidden=0), dict(critic_hidden=2.5), dict(negatives="hard"), dict(sharing="pair"), dict(bank_dtype="float64"),
+        dict(teacher_dim=0),
+        dict(student_dim=-1),
+        dict(num_samples=1),
+        dict(embed_dim=0),
+        dict(num_negatives=0),
+        dict(tau=0.0),
+        dict(tau=-0.1),
+        dict(momentum=1.5),
+        dict(lambda_global=-1.0),
+        dict(lambda_local=float("nan")),
+        dict(lambda_global=0.0, lambda_local=0.0),
+        dict(lipschitz="gp"),
+        dict(critic="mlp2"),
+        dict(sinkhorn_eps=0.0),
+        dict(sinkhorn_iters=0),
+        dict(sinkhorn_tol=-1e-3),
+        dict(seed=-1),
+        dict(num_samples=10.5),
+        dict(gp_weight=-1.0),
+        dict(gp_weight=float("inf")),
+        dict(critic_hidden=0),
+        dict(critic_hidden=2.5),
+        dict(negatives="hard"),
+        dict(sharing="pair"),
+        dict(bank_dtype="float64"),
         dict(negatives="queue", sharing="anchor"),
         dict(negatives="other_class"),  # without sample_labels
         dict(ipot_beta=0.0),
@@ -84,8 +122,15 @@ def test_forward_outputs_and_banks_untouched() -> None:
     s.requires_grad_(True)
     banks = (loss.teacher_bank.memory.clone(), loss.student_bank.memory.clone())
     out = loss(s, t, indices=torch.arange(8))
-    assert set(out) == {"loss", "global", "local", "penalty", "marginal_error", "teacher_embed",
-                        "student_embed"}
+    assert set(out) == {
+        "loss",
+        "global",
+        "local",
+        "penalty",
+        "marginal_error",
+        "teacher_embed",
+        "student_embed",
+    }
     assert float(out["penalty"].detach()) == 0.0  # only under lipschitz="gradient_penalty"
     torch.testing.assert_close(out["loss"], 0.8 * out["global"] + 0.1 * out["local"])
     for key in ("teacher_embed", "student_embed"):
@@ -126,11 +171,16 @@ def test_variants_skip_terms() -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [dict(), dict(lipschitz="gradient_penalty", critic="bilinear"),
-     dict(critic="mlp", critic_hidden=8, sharing="anchor")],
+    [
+        dict(),
+        dict(lipschitz="gradient_penalty", critic="bilinear"),
+        dict(critic="mlp", critic_hidden=8, sharing="anchor"),
+    ],
 )
 def test_bf16_autocast_float32_terms(options: dict) -> None:
-    loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16, **options).eval()  # eval: frozen power iteration
+    loss = WCoRDLoss(
+        12, 10, num_samples=40, embed_dim=16, **options
+    ).eval()  # eval: frozen power iteration
     t, s = _features(8, 12, 10, seed=1)
     neg = torch.arange(8, 40)
     ref = loss(s, t, indices=torch.arange(8), negatives=neg)
@@ -150,8 +200,9 @@ def test_bf16_autocast_float32_terms(options: dict) -> None:
 
 def test_global_term_matches_per_anchor_reference() -> None:
     n, b, d = 50, 6, 8
-    loss = WCoRDLoss(9, 7, num_samples=n, embed_dim=d, tau=0.1, lambda_local=0.0, seed=3,
-                     estimator="infonce")
+    loss = WCoRDLoss(
+        9, 7, num_samples=n, embed_dim=d, tau=0.1, lambda_local=0.0, seed=3, estimator="infonce"
+    )
     g = _gen(11)
     loss.teacher_bank.memory.copy_(F.normalize(torch.randn(n, d, generator=g), dim=1))
     loss.student_bank.memory.copy_(F.normalize(torch.randn(n, d, generator=g), dim=1))
@@ -180,11 +231,21 @@ def test_global_term_matches_per_anchor_reference() -> None:
 @pytest.mark.parametrize("masked", [False, True])
 def test_nce_global_term_matches_per_anchor_reference(masked: bool) -> None:
     """estimator='nce': CRD's binary NCE with Z = N * mean(exp(scores)) estimated once, checked
-    against a float64 loop over anchors (masked negatives drop out of the negatives' sum only)."""
+    against a float64 loop over anchors (masked negatives drop out of the negatives' sum only).
+    """
     n, b, d, k, tau = 40, 5, 6, 8, 0.2
     labels = torch.arange(n) % 3
-    loss = WCoRDLoss(9, 7, num_samples=n, embed_dim=d, tau=tau, lambda_local=0.0, seed=4,
-                     sample_labels=labels, negatives="other_class" if masked else "uniform")
+    loss = WCoRDLoss(
+        9,
+        7,
+        num_samples=n,
+        embed_dim=d,
+        tau=tau,
+        lambda_local=0.0,
+        seed=4,
+        sample_labels=labels,
+        negatives="other_class" if masked else "uniform",
+    )
     g = _gen(13)
     loss.teacher_bank.memory.copy_(F.normalize(torch.randn(n, d, generator=g), dim=1))
     loss.student_bank.memory.copy_(F.normalize(torch.randn(n, d, generator=g), dim=1))
@@ -198,19 +259,29 @@ def test_nce_global_term_matches_per_anchor_reference(masked: bool) -> None:
             rows = []  # per anchor: the positive score and the kept negatives' scores
             for i in range(b):
                 keep = [j for j in neg[i].tolist() if not (masked and labels[j] == labels[idx[i]])]
-                rows.append((float(anchors[i] @ partners[i]) / tau,
-                             [float(bank[j] @ anchors[i]) / tau for j in keep]))
+                rows.append(
+                    (
+                        float(anchors[i] @ partners[i]) / tau,
+                        [float(bank[j] @ anchors[i]) / tau for j in keep],
+                    )
+                )
             sides.append(rows)
         if z is None:  # Z = N * mean of exp over every finite score of the batch, per side
-            z = tuple(n * sum(math.exp(p) + sum(math.exp(x) for x in ns) for p, ns in rows)
-                      / sum(1 + len(ns) for _, ns in rows) for rows in sides)
+            z = tuple(
+                n
+                * sum(math.exp(p) + sum(math.exp(x) for x in ns) for p, ns in rows)
+                / sum(1 + len(ns) for _, ns in rows)
+                for rows in sides
+            )
         c = k / n  # K * P_noise, the masked columns counted as in CRD
         total = 0.0
         for rows, zz in zip(sides, z):
             for p, ns in rows:
                 prob = math.exp(p) / zz
-                total -= (math.log(prob / (prob + c))
-                          + sum(math.log(c / (math.exp(x) / zz + c)) for x in ns)) / b
+                total -= (
+                    math.log(prob / (prob + c))
+                    + sum(math.log(c / (math.exp(x) / zz + c)) for x in ns)
+                ) / b
         return total, z
 
     t, s = _features(b, 9, 7, seed=3)
@@ -229,9 +300,14 @@ def test_nce_global_term_matches_per_anchor_reference(masked: bool) -> None:
 def test_estimators_differ_and_infonce_is_optional() -> None:
     """The two forms are different losses of the same scores; a bad estimator name is refused."""
     t, s = _features(6, 6, 5, seed=4)
-    values = {e: float(_banked_loss(estimator=e)(s, t, indices=torch.arange(6),
-                                                 negatives=torch.arange(10, 30))["global"])
-              for e in ("nce", "infonce")}
+    values = {
+        e: float(
+            _banked_loss(estimator=e)(
+                s, t, indices=torch.arange(6), negatives=torch.arange(10, 30)
+            )["global"]
+        )
+        for e in ("nce", "infonce")
+    }
     assert values["nce"] != pytest.approx(values["infonce"], rel=1e-3)
     with pytest.raises(ValueError, match="estimator"):
         WCoRDLoss(6, 5, num_samples=30, estimator="softmax")
@@ -247,8 +323,17 @@ def test_global_term_gradient_skips_bank() -> None:
 
 
 def test_local_term_gradient_is_frozen_plan_gradient() -> None:
-    loss = WCoRDLoss(10, 8, num_samples=30, embed_dim=6, lambda_global=0.0, lambda_local=1.0,
-                     sinkhorn_eps=0.1, sinkhorn_iters=500, sinkhorn_tol=1e-7).eval()
+    loss = WCoRDLoss(
+        10,
+        8,
+        num_samples=30,
+        embed_dim=6,
+        lambda_global=0.0,
+        lambda_local=1.0,
+        sinkhorn_eps=0.1,
+        sinkhorn_iters=500,
+        sinkhorn_tol=1e-7,
+    ).eval()
     t, s = _features(7, 10, 8, seed=5)
     s1 = s.clone().requires_grad_(True)
     out = loss(s1, t, indices=torch.arange(7))
@@ -267,7 +352,10 @@ def test_local_term_gradient_is_frozen_plan_gradient() -> None:
     frozen.backward()
     torch.testing.assert_close(s1.grad, s2.grad, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(
-        head_grad, loss.student_head.linear.parametrizations.weight.original.grad, atol=1e-6, rtol=1e-5
+        head_grad,
+        loss.student_head.linear.parametrizations.weight.original.grad,
+        atol=1e-6,
+        rtol=1e-5,
     )
     # Closed form at the embedding level: d<P, 1 - u v^T>/dv = -P^T u.
     v_leaf = out["student_embed"].clone().requires_grad_(True)
@@ -276,8 +364,16 @@ def test_local_term_gradient_is_frozen_plan_gradient() -> None:
 
 
 def test_local_term_finite_differences_with_frozen_plan() -> None:
-    loss = WCoRDLoss(5, 5, num_samples=10, embed_dim=4, lambda_global=0.0, lambda_local=1.0,
-                     lipschitz="none", sinkhorn_eps=0.2).eval()
+    loss = WCoRDLoss(
+        5,
+        5,
+        num_samples=10,
+        embed_dim=4,
+        lambda_global=0.0,
+        lambda_local=1.0,
+        lipschitz="none",
+        sinkhorn_eps=0.2,
+    ).eval()
     t, s = _features(4, 5, 5, seed=6)
     s = s.requires_grad_(True)
     out = loss(s, t, indices=torch.arange(4))
@@ -350,16 +446,21 @@ _SCALES = (0.01, 0.1, 1.0, 10.0)
 
 def _lipschitz_ratio(loss: WCoRDLoss, scale: float, seed: int = 9) -> float:
     """``max |grad g| * tau`` over 512 random pairs of raw features at ``scale``, in ``t`` and in
-    ``s`` separately. The bound under ``lipschitz="spectral"`` is 1."""
+    ``s`` separately. The bound under ``lipschitz="spectral"`` is 1.
+    """
     g = _gen(seed)
-    norm_t, norm_s = gradient_norms(loss.score, torch.randn(512, 12, generator=g) * scale,
-                                    torch.randn(512, 10, generator=g) * scale)
+    norm_t, norm_s = gradient_norms(
+        loss.score,
+        torch.randn(512, 12, generator=g) * scale,
+        torch.randn(512, 10, generator=g) * scale,
+    )
     return float(torch.maximum(norm_t, norm_s).max()) * loss.critic.tau
 
 
 def _adversarial_heads(loss: WCoRDLoss, steps: int = 300) -> None:
     """Train the heads and critic to *maximise* the critic's gradient norm at small and large
-    feature scales: the worst case for a constraint (train mode, as in training)."""
+    feature scales: the worst case for a constraint (train mode, as in training).
+    """
     maximise_gradient(loss.score, loss.parameters(), (12, 10), _SCALES, steps)
 
 
@@ -405,14 +506,18 @@ def test_lipschitz_modes_project_onto_ball_or_sphere() -> None:
         norms = out["student_embed"].norm(dim=1)
         if onto == "ball":
             z = loss.student_head.project(s * 0.01).detach()
-            torch.testing.assert_close(out["student_embed"], z / z.norm(dim=1, keepdim=True).clamp_min(1))
+            torch.testing.assert_close(
+                out["student_embed"], z / z.norm(dim=1, keepdim=True).clamp_min(1)
+            )
             assert norms.max() < 1.0  # small features stay inside the ball
         else:
             torch.testing.assert_close(norms, torch.ones(16))
         assert loss.teacher_bank.onto == onto
         with torch.no_grad():
-            torch.testing.assert_close(loss.score(t, s), loss.critic(out["teacher_embed"] * 0 + loss.teacher_head(t),
-                                                                      loss.student_head(s)))
+            torch.testing.assert_close(
+                loss.score(t, s),
+                loss.critic(out["teacher_embed"] * 0 + loss.teacher_head(t), loss.student_head(s)),
+            )
 
 
 # ---------------------------------------------------------------------------- toy distillation
@@ -421,7 +526,8 @@ def test_lipschitz_modes_project_onto_ball_or_sphere() -> None:
 @pytest.mark.parametrize("estimator, drop", [("nce", 0.2), ("infonce", 0.1)])
 def test_toy_distillation_recovers_pairs(estimator: str, drop: float) -> None:
     """Student input = fixed random linear map of the teacher features + noise: WCoRD must align
-    them under either estimator (NCE's loss keeps a floor from its negatives' terms)."""
+    them under either estimator (NCE's loss keeps a floor from its negatives' terms).
+    """
     n, dt, dy, ds, b = 256, 32, 24, 16, 64
     g = _gen(0)
     teacher = torch.randn(n, dt, generator=g)
@@ -465,7 +571,9 @@ def _randomised_critic(kind: str, d: int, tau: float, spectral: bool, seed: int 
     critic = build_critic(kind, d, tau, spectral=spectral, hidden=12)
     if kind == "bilinear":
         with torch.no_grad():
-            weight = critic.linear.parametrizations.weight.original if spectral else critic.linear.weight
+            weight = (
+                critic.linear.parametrizations.weight.original if spectral else critic.linear.weight
+            )
             weight.copy_(torch.randn(d, d))
     return critic
 
@@ -485,13 +593,19 @@ def test_critics_share_interface_and_argument_order(kind: str) -> None:
         return float(critic(teacher.unsqueeze(0), student.unsqueeze(0)))
 
     with torch.no_grad():
-        torch.testing.assert_close(critic(u, v), torch.tensor([g(u[i], v[i]) for i in range(b)]).double())
+        torch.testing.assert_close(
+            critic(u, v), torch.tensor([g(u[i], v[i]) for i in range(b)]).double()
+        )
         want_t = torch.tensor([[g(u[i], shared[j]) for j in range(k)] for i in range(b)]).double()
         want_s = torch.tensor([[g(shared[j], v[i]) for j in range(k)] for i in range(b)]).double()
         torch.testing.assert_close(critic.against(u, shared), want_t)
         torch.testing.assert_close(critic.against_teachers(shared, v), want_s)
-        want_t = torch.tensor([[g(u[i], per_anchor[i, j]) for j in range(k)] for i in range(b)]).double()
-        want_s = torch.tensor([[g(per_anchor[i, j], v[i]) for j in range(k)] for i in range(b)]).double()
+        want_t = torch.tensor(
+            [[g(u[i], per_anchor[i, j]) for j in range(k)] for i in range(b)]
+        ).double()
+        want_s = torch.tensor(
+            [[g(per_anchor[i, j], v[i]) for j in range(k)] for i in range(b)]
+        ).double()
         torch.testing.assert_close(critic.against(u, per_anchor), want_t)
         torch.testing.assert_close(critic.against_teachers(per_anchor, v), want_s)
         if kind != "dot":  # asymmetric: swapping the roles changes the scores
@@ -507,7 +621,9 @@ def test_bilinear_starts_as_dot_critic() -> None:
         bilinear = BilinearCritic(8, 0.1, spectral=spectral)
         torch.testing.assert_close(bilinear(u, v), dot(u, v))
         torch.testing.assert_close(bilinear.against(u, others), dot.against(u, others))
-        torch.testing.assert_close(bilinear.against_teachers(others, v), dot.against_teachers(others, v))
+        torch.testing.assert_close(
+            bilinear.against_teachers(others, v), dot.against_teachers(others, v)
+        )
 
 
 @pytest.mark.parametrize("per_anchor", [False, True])
@@ -515,19 +631,23 @@ def test_mlp_critic_chunked_matches_direct_loop(per_anchor: bool) -> None:
     """Chunked (and checkpointed) scoring against K negatives == a loop over pairs, values and grads."""
     b, k, d, hidden = 3, 11, 4, 5
     torch.manual_seed(0)
-    chunked = MLPCritic(d, 0.5, hidden=hidden, spectral=True, chunk_elements=2 * b * hidden)  # 2 per chunk
+    chunked = MLPCritic(
+        d, 0.5, hidden=hidden, spectral=True, chunk_elements=2 * b * hidden
+    )  # 2 per chunk
     whole = MLPCritic(d, 0.5, hidden=hidden, spectral=True)
     whole.load_state_dict(chunked.state_dict())
     chunked.eval(), whole.eval()  # frozen power iteration: both use the same normalised weights
     others = _unit(b, k, d, seed=3) if per_anchor else _unit(k, d, seed=3)
     u0, v0 = _unit(b, d, seed=1), _unit(b, d, seed=2)
 
-    def direct(critic: MLPCritic, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def direct(
+        critic: MLPCritic, u: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         rows_t, rows_s = [], []
         for i in range(b):
             cand = others[i] if per_anchor else others
-            rows_t.append(torch.stack([critic(u[i:i + 1], cand[j:j + 1])[0] for j in range(k)]))
-            rows_s.append(torch.stack([critic(cand[j:j + 1], v[i:i + 1])[0] for j in range(k)]))
+            rows_t.append(torch.stack([critic(u[i : i + 1], cand[j : j + 1])[0] for j in range(k)]))
+            rows_s.append(torch.stack([critic(cand[j : j + 1], v[i : i + 1])[0] for j in range(k)]))
         return torch.stack(rows_t), torch.stack(rows_s)
 
     results = []
@@ -577,12 +697,25 @@ def test_spectral_critic_lipschitz_on_sphere(kind: str) -> None:
 @pytest.mark.parametrize("masked", [False, True])
 def test_global_term_reference_all_critics(kind: str, masked: bool) -> None:
     """Exact value against a per-anchor loop scoring g(u_i, mS_k) and g(mT_k, v_i), per-anchor
-    negatives, with and without same-class masking."""
+    negatives, with and without same-class masking.
+    """
     n, b, d, k, tau = 40, 5, 6, 8, 0.2
     labels = torch.arange(n) % 3
-    loss = WCoRDLoss(9, 7, num_samples=n, embed_dim=d, tau=tau, lambda_local=0.0, critic=kind,
-                     critic_hidden=10, lipschitz="none", seed=4, sample_labels=labels,
-                     negatives="other_class" if masked else "uniform", estimator="infonce")
+    loss = WCoRDLoss(
+        9,
+        7,
+        num_samples=n,
+        embed_dim=d,
+        tau=tau,
+        lambda_local=0.0,
+        critic=kind,
+        critic_hidden=10,
+        lipschitz="none",
+        seed=4,
+        sample_labels=labels,
+        negatives="other_class" if masked else "uniform",
+        estimator="infonce",
+    )
     loss.critic = _randomised_critic(kind, d, tau, spectral=False, seed=6)
     g = _gen(12)
     loss.teacher_bank.memory.copy_(F.normalize(torch.randn(n, d, generator=g), dim=1))
@@ -603,8 +736,10 @@ def test_global_term_reference_all_critics(kind: str, masked: bool) -> None:
     for i in range(b):
         pos = score(u[i], v[i])
         keep = [j for j in neg[i].tolist() if not (masked and labels[j] == labels[idx[i]])]
-        for scores in ([pos] + [score(u[i], mem_s[j]) for j in keep],
-                       [pos] + [score(mem_t[j], v[i]) for j in keep]):
+        for scores in (
+            [pos] + [score(u[i], mem_s[j]) for j in keep],
+            [pos] + [score(mem_t[j], v[i]) for j in keep],
+        ):
             term = math.log(sum(math.exp(x) for x in scores)) - pos
             total += term / b
             if not keep:
@@ -632,14 +767,18 @@ def _banked_loss(**kwargs) -> WCoRDLoss:
 def test_other_class_mask_and_labels_argument() -> None:
     labels = torch.arange(30) % 4
     loss = _banked_loss(negatives="other_class", sample_labels=labels, estimator="infonce")
-    assert torch.equal(loss.teacher_bank.labels, labels) and "teacher_bank.labels" in loss.state_dict()
+    assert (
+        torch.equal(loss.teacher_bank.labels, labels) and "teacher_bank.labels" in loss.state_dict()
+    )
     t, s = _features(6, 6, 5, seed=4)
     t.requires_grad_(True)
     idx = torch.tensor([0, 1, 2, 3, 4, 5])
     neg = torch.arange(10, 30)
     out = loss(s, t, indices=idx, negatives=neg)
     # Explicit labels equal to the stored ones change nothing; others change the mask.
-    torch.testing.assert_close(loss(s, t, indices=idx, negatives=neg, labels=labels[idx])["global"], out["global"])
+    torch.testing.assert_close(
+        loss(s, t, indices=idx, negatives=neg, labels=labels[idx])["global"], out["global"]
+    )
     other = loss(s, t, indices=idx, negatives=neg, labels=(labels[idx] + 1) % 4)["global"]
     assert not torch.allclose(other, out["global"])
     # Masked == dropping those negatives by hand (uniform loss on a per-anchor subset).
@@ -647,7 +786,11 @@ def test_other_class_mask_and_labels_argument() -> None:
     manual = 0.0
     for i in range(6):
         keep = neg[labels[neg] != labels[idx[i]]]
-        manual = manual + uniform(s[i:i + 1], t[i:i + 1], indices=idx[i:i + 1], negatives=keep)["global"] / 6
+        manual = (
+            manual
+            + uniform(s[i : i + 1], t[i : i + 1], indices=idx[i : i + 1], negatives=keep)["global"]
+            / 6
+        )
     torch.testing.assert_close(out["global"], manual)
     # Sampled negatives: same masking path, finite gradients.
     sampled = loss(s, t, indices=idx)
@@ -672,10 +815,18 @@ def test_other_class_anchor_without_valid_negatives_contributes_zero() -> None:
 def test_bad_forward_labels_and_negatives() -> None:
     loss = _banked_loss(negatives="other_class", sample_labels=torch.arange(30) % 2)
     t, s = _features(4, 6, 5)
-    for bad in (torch.zeros(3, dtype=torch.long), torch.zeros(4), torch.zeros(4, 1, dtype=torch.long)):
+    for bad in (
+        torch.zeros(3, dtype=torch.long),
+        torch.zeros(4),
+        torch.zeros(4, 1, dtype=torch.long),
+    ):
         with pytest.raises(ValueError, match="labels"):
             loss(s, t, indices=torch.arange(4), labels=bad)
-    for bad in (torch.zeros(3, 5, dtype=torch.long), torch.zeros(5), torch.zeros(4, 2, 2, dtype=torch.long)):
+    for bad in (
+        torch.zeros(3, 5, dtype=torch.long),
+        torch.zeros(5),
+        torch.zeros(4, 2, 2, dtype=torch.long),
+    ):
         with pytest.raises(ValueError, match="negatives"):
             loss(s, t, indices=torch.arange(4), negatives=bad)
 
@@ -705,7 +856,8 @@ def test_sharing_anchor_sampler_and_equal_sets() -> None:
 
 def test_sharing_modes_same_expected_statistics() -> None:
     """Both samplers draw K uniform rows from the same allowed set: the mean per-anchor
-    denominator sum_k exp g(u_i, m_k) matches its exact expectation, and the mean losses agree."""
+    denominator sum_k exp g(u_i, m_k) matches its exact expectation, and the mean losses agree.
+    """
     b, k = 4, 6
     batch_loss = _banked_loss(num_negatives=k, seed=0).eval()
     anchor_loss = _banked_loss(num_negatives=k, seed=1, sharing="anchor").eval()
@@ -714,7 +866,9 @@ def test_sharing_modes_same_expected_statistics() -> None:
     idx = torch.tensor([0, 1, 2, 3])
     with torch.no_grad():
         u = batch_loss.teacher_head(t)
-        exp_scores = torch.exp(batch_loss.critic.against(u, batch_loss.student_bank.memory))  # [B, N]
+        exp_scores = torch.exp(
+            batch_loss.critic.against(u, batch_loss.student_bank.memory)
+        )  # [B, N]
         expected = exp_scores[:, 4:].mean(1) * k  # uniform over the 26 allowed rows
         for loss in (batch_loss, anchor_loss):
             draws = [loss.sample_negatives(idx) for _ in range(4000)]
@@ -734,8 +888,16 @@ def test_sharing_modes_same_expected_statistics() -> None:
 
 
 def _steep_bilinear(boost: float = 4.0, **kwargs) -> WCoRDLoss:
-    loss = WCoRDLoss(12, 10, num_samples=128, embed_dim=8, num_negatives=64, lambda_local=0.0,
-                     critic="bilinear", **kwargs)
+    loss = WCoRDLoss(
+        12,
+        10,
+        num_samples=128,
+        embed_dim=8,
+        num_negatives=64,
+        lambda_local=0.0,
+        critic="bilinear",
+        **kwargs,
+    )
     with torch.no_grad():  # a critic well above the bound 1/tau
         loss.critic.linear.weight.mul_(boost)
         loss.teacher_head.linear.weight.mul_(boost)
@@ -757,22 +919,34 @@ def test_gradient_penalty_value_and_total() -> None:
     out = loss(s, t, indices=torch.arange(5))
     want = 0.0
     for i in range(5):  # one pair at a time, independent autograd calls
-        ti, si = t[i:i + 1].clone().requires_grad_(True), s[i:i + 1].clone().requires_grad_(True)
+        ti, si = (
+            t[i : i + 1].clone().requires_grad_(True),
+            s[i : i + 1].clone().requires_grad_(True),
+        )
         score = loss.critic(loss.teacher_head(ti), loss.student_head(si))
         gt, gs = torch.autograd.grad(score.sum(), (ti, si))
-        want += 3.0 * (max(float(gt.norm()) - 10.0, 0.0) ** 2 + max(float(gs.norm()) - 10.0, 0.0) ** 2) / 5
+        want += (
+            3.0
+            * (max(float(gt.norm()) - 10.0, 0.0) ** 2 + max(float(gs.norm()) - 10.0, 0.0) ** 2)
+            / 5
+        )
     assert want > 1.0  # the steep critic is penalised
     assert float(out["penalty"].detach()) == pytest.approx(want, rel=1e-4)
-    torch.testing.assert_close(out["loss"], 0.8 * out["global"] + 0.5 * out["local"] + out["penalty"])
+    torch.testing.assert_close(
+        out["loss"], 0.8 * out["global"] + 0.5 * out["local"] + out["penalty"]
+    )
     with torch.no_grad():  # evaluated (detached) for monitoring under no_grad
-        assert float(loss(s, t, indices=torch.arange(5))["penalty"]) == pytest.approx(want, rel=1e-4)
+        assert float(loss(s, t, indices=torch.arange(5))["penalty"]) == pytest.approx(
+            want, rel=1e-4
+        )
     with torch.inference_mode():
         assert float(loss(s, t, indices=torch.arange(5))["penalty"]) == 0.0
 
 
 def test_gradient_penalty_zero_within_bound() -> None:
     """Features whose projections are long: |grad g| < 1/tau at every pair, so the one-sided
-    penalty is exactly 0 (and it is 0 under the other modes whatever the critic)."""
+    penalty is exactly 0 (and it is 0 under the other modes whatever the critic).
+    """
     loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=8, lipschitz="gradient_penalty")
     t, s = _features(16, 12, 10, seed=9)
     t, s = t * 10, s * 10
@@ -781,7 +955,9 @@ def test_gradient_penalty_zero_within_bound() -> None:
     assert float(out["penalty"].detach()) == 0.0
     torch.testing.assert_close(out["loss"], 0.8 * out["global"] + 0.1 * out["local"])
     for mode in ("none", "spectral"):
-        assert float(_steep_bilinear(lipschitz=mode)(s, t, indices=torch.arange(16))["penalty"]) == 0.0
+        assert (
+            float(_steep_bilinear(lipschitz=mode)(s, t, indices=torch.arange(16))["penalty"]) == 0.0
+        )
 
 
 def test_gradient_penalty_trains_heads_and_critic_not_student() -> None:
@@ -790,7 +966,11 @@ def test_gradient_penalty_trains_heads_and_critic_not_student() -> None:
     s.requires_grad_(True)
     penalty = loss(s, t, indices=torch.arange(8))["penalty"]
     assert penalty > 0 and penalty.requires_grad
-    params = [loss.teacher_head.linear.weight, loss.student_head.linear.weight, loss.critic.linear.weight]
+    params = [
+        loss.teacher_head.linear.weight,
+        loss.student_head.linear.weight,
+        loss.critic.linear.weight,
+    ]
     grads = torch.autograd.grad(penalty, [*params, s], allow_unused=True, retain_graph=True)
     for grad in grads[:3]:
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
@@ -805,11 +985,14 @@ def test_gradient_penalty_trains_heads_and_critic_not_student() -> None:
 
 def test_gradient_penalty_keeps_measured_lipschitz_near_bound() -> None:
     """Toy distillation from a steep start: with the penalty the measured constant at the data's
-    pairs ends within a few percent of 1/tau; without it, it stays well above."""
+    pairs ends within a few percent of 1/tau; without it, it stays well above.
+    """
     n, b, tau = 128, 32, 0.07
     g = _gen(0)
     teacher = torch.randn(n, 12, generator=g)
-    student = teacher @ (torch.randn(12, 10, generator=g) / math.sqrt(12)) + torch.randn(n, 10, generator=g)
+    student = teacher @ (torch.randn(12, 10, generator=g) / math.sqrt(12)) + torch.randn(
+        n, 10, generator=g
+    )
     measured = {}
     for mode in ("gradient_penalty", "none"):
         loss = _steep_bilinear(lipschitz=mode, seed=0)
@@ -834,16 +1017,32 @@ def test_local_term_with_ipot_solver_matches_exact_transport():
     from scipy.optimize import linear_sum_assignment
 
     torch.manual_seed(0)
-    loss = WCoRDLoss(teacher_dim=5, student_dim=5, num_samples=32, embed_dim=4, lambda_global=0.0,
-                     lambda_local=1.0, local_solver="ipot", sinkhorn_iters=500, sinkhorn_tol=1e-7)
+    loss = WCoRDLoss(
+        teacher_dim=5,
+        student_dim=5,
+        num_samples=32,
+        embed_dim=4,
+        lambda_global=0.0,
+        lambda_local=1.0,
+        local_solver="ipot",
+        sinkhorn_iters=500,
+        sinkhorn_tol=1e-7,
+    )
     u = torch.nn.functional.normalize(torch.randn(8, 4), dim=1)
     v = torch.nn.functional.normalize(torch.randn(8, 4), dim=1)
     cost = (1 - u @ v.t()).double().numpy()
     rows, cols = linear_sum_assignment(cost)
     exact = cost[rows, cols].sum() / 8
     assert float(loss.local_term(u, v)) == pytest.approx(exact, rel=1e-3)
-    entropic = WCoRDLoss(teacher_dim=5, student_dim=5, num_samples=32, embed_dim=4,
-                         lambda_global=0.0, lambda_local=1.0, sinkhorn_eps=0.5)
+    entropic = WCoRDLoss(
+        teacher_dim=5,
+        student_dim=5,
+        num_samples=32,
+        embed_dim=4,
+        lambda_global=0.0,
+        lambda_local=1.0,
+        sinkhorn_eps=0.5,
+    )
     assert float(entropic.local_term(u, v)) > exact + 1e-3  # a blurred plan costs more
     with pytest.raises(ValueError, match="local_solver"):
         WCoRDLoss(teacher_dim=5, student_dim=5, num_samples=32, local_solver="emd")
@@ -857,8 +1056,15 @@ def test_total_objective_alpha_beta_against_hand_computation(alpha: float, beta:
     n, c, b, temperature = 30, 5, 6, 4.0
     g = _gen(3)
     teacher_logits = torch.randn(n, c, generator=g) * 3
-    ctx = ObjectiveContext(student_dim=7, teacher_dim=9, num_samples=n, num_classes=c, seed=1,
-                           teacher_logits=teacher_logits, train_labels=torch.arange(n) % c)
+    ctx = ObjectiveContext(
+        student_dim=7,
+        teacher_dim=9,
+        num_samples=n,
+        num_classes=c,
+        seed=1,
+        teacher_logits=teacher_logits,
+        train_labels=torch.arange(n) % c,
+    )
     cfg = WCoRDConfig(embed_dim=8, alpha=alpha, beta=beta)
     method = METHODS.get("wcord")
     objective = method.build(ctx, cfg)
@@ -897,8 +1103,18 @@ def test_total_objective_alpha_beta_against_hand_computation(alpha: float, beta:
 
 @pytest.mark.parametrize("solver", ["sinkhorn", "ipot"])
 def test_unconverged_local_solver_warns_once_and_logs_error(solver: str) -> None:
-    loss = WCoRDLoss(12, 10, num_samples=64, embed_dim=16, lambda_global=0.0, lambda_local=1.0,
-                     sinkhorn_eps=1e-3, sinkhorn_iters=3, local_solver=solver, ipot_beta=1e-3)
+    loss = WCoRDLoss(
+        12,
+        10,
+        num_samples=64,
+        embed_dim=16,
+        lambda_global=0.0,
+        lambda_local=1.0,
+        sinkhorn_eps=1e-3,
+        sinkhorn_iters=3,
+        local_solver=solver,
+        ipot_beta=1e-3,
+    )
     t, s = _features(32, 12, 10, seed=8)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -908,20 +1124,41 @@ def test_unconverged_local_solver_warns_once_and_logs_error(solver: str) -> None
     relative = loss.last_transport.marginal_error * 32
     assert float(outs[-1]["marginal_error"]) == pytest.approx(relative, rel=1e-6)
     assert relative > 1e-4 and not loss.last_transport.converged
-    converged = WCoRDLoss(12, 10, num_samples=64, embed_dim=16, lambda_global=0.0, lambda_local=1.0,
-                          sinkhorn_iters=500)
+    converged = WCoRDLoss(
+        12,
+        10,
+        num_samples=64,
+        embed_dim=16,
+        lambda_global=0.0,
+        lambda_local=1.0,
+        sinkhorn_iters=500,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error", TransportNotConverged)  # a converged solve never warns
         out = converged(s, t, indices=torch.arange(32))
-    assert float(out["marginal_error"]) <= converged.sinkhorn_tol and converged.last_transport.converged
+    assert (
+        float(out["marginal_error"]) <= converged.sinkhorn_tol
+        and converged.last_transport.converged
+    )
 
 
 def test_local_tolerance_is_relative_to_mass_per_point() -> None:
     """The same relative tolerance gives the same error in units of 1/B at any batch size, so
-    the absolute error shrinks with B (an absolute 1e-4 would be 10 % of a point at B = 1024)."""
+    the absolute error shrinks with B (an absolute 1e-4 would be 10 % of a point at B = 1024).
+    """
     for b in (8, 512):
-        loss = WCoRDLoss(12, 10, num_samples=2 * b, embed_dim=16, lambda_global=0.0, lambda_local=1.0,
-                         sinkhorn_eps=0.02, sinkhorn_iters=1000, sinkhorn_tol=1e-2, lipschitz="none")
+        loss = WCoRDLoss(
+            12,
+            10,
+            num_samples=2 * b,
+            embed_dim=16,
+            lambda_global=0.0,
+            lambda_local=1.0,
+            sinkhorn_eps=0.02,
+            sinkhorn_iters=1000,
+            sinkhorn_tol=1e-2,
+            lipschitz="none",
+        )
         t, s = _features(b, 12, 10, seed=b)
         out = loss(s, t, indices=torch.arange(b))
         result = loss.last_transport
@@ -936,10 +1173,13 @@ def test_local_tolerance_is_relative_to_mass_per_point() -> None:
 def test_bf16_autocast_keeps_projections_plan_and_terms_in_float32() -> None:
     """runtime.mixed_precision=bf16 on a CPU: the heads' matmuls may run in bf16, but the ball
     projection, both terms and the OT plan are float32, and the loss stays within bf16's
-    rounding of the float32 loss."""
+    rounding of the float32 loss.
+    """
     t, s = _features(16, 12, 10, seed=3)
     torch.manual_seed(0)
-    reference = WCoRDLoss(12, 10, num_samples=64, embed_dim=16, num_negatives=32)(s, t, indices=torch.arange(16))
+    reference = WCoRDLoss(12, 10, num_samples=64, embed_dim=16, num_negatives=32)(
+        s, t, indices=torch.arange(16)
+    )
     torch.manual_seed(0)  # the same heads, banks and negatives
     loss = WCoRDLoss(12, 10, num_samples=64, embed_dim=16, num_negatives=32)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -10,14 +10,36 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "BACKBONES", "DATASETS", "FRONTENDS", "METHODS", "PIPELINES", "PROBES",
-           "STAGES", "create_encoder", "list_components", "load_encoder"]
+__all__ = [
+    "__version__",
+    "BACKBONES",
+    "DATASETS",
+    "FRONTENDS",
+    "METHODS",
+    "PIPELINES",
+    "PROBES",
+    "STAGES",
+    "create_encoder",
+    "list_components",
+    "load_encoder",
+]
 
 _LAZY = {
     "load_encoder": "xmodal.encoders.export",
     "create_encoder": "xmodal.encoders.base",
-    **{name: "xmodal.core.registry" for name in ("list_components", "BACKBONES", "DATASETS", "FRONTENDS",
-                                                  "METHODS", "PIPELINES", "PROBES", "STAGES")},
+    **{
+        name: "xmodal.core.registry"
+        for name in (
+            "list_components",
+            "BACKBONES",
+            "DATASETS",
+            "FRONTENDS",
+            "METHODS",
+            "PIPELINES",
+            "PROBES",
+            "STAGES",
+        )
+    },
 }
 
 

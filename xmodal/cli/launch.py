@@ -14,24 +14,41 @@ import subprocess
 from xmodal.training.distributed import launched_world_size
 
 #: our flag -> accelerate launch's flag
-_FLAGS = {"num_processes": "--num_processes", "num_machines": "--num_machines",
-          "machine_rank": "--machine_rank", "main_process_ip": "--main_process_ip",
-          "main_process_port": "--main_process_port"}
+_FLAGS = {
+    "num_processes": "--num_processes",
+    "num_machines": "--num_machines",
+    "machine_rank": "--machine_rank",
+    "main_process_ip": "--main_process_ip",
+    "main_process_port": "--main_process_port",
+}
 
 
 def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "launching", "run as one job of several processes or machines (Accelerate's launcher)")
-    group.add_argument("--num-processes", type=int, metavar="N",
-                       help="processes in all (e.g. one per GPU; CPU machines use gloo)")
+        "launching", "run as one job of several processes or machines (Accelerate's launcher)"
+    )
+    group.add_argument(
+        "--num-processes",
+        type=int,
+        metavar="N",
+        help="processes in all (e.g. one per GPU; CPU machines use gloo)",
+    )
     group.add_argument("--num-machines", type=int, metavar="M", help="machines in the job")
-    group.add_argument("--machine-rank", type=int, metavar="R",
-                       help="this machine's rank, 0 on the main machine")
+    group.add_argument(
+        "--machine-rank", type=int, metavar="R", help="this machine's rank, 0 on the main machine"
+    )
     group.add_argument("--main-process-ip", metavar="IP", help="address of the rank-0 machine")
-    group.add_argument("--main-process-port", type=int, metavar="PORT",
-                       help="port of the rank-0 process (default 29500)")
-    group.add_argument("--accelerate-config", metavar="FILE",
-                       help="an 'accelerate config' YAML; the flags above override it")
+    group.add_argument(
+        "--main-process-port",
+        type=int,
+        metavar="PORT",
+        help="port of the rank-0 process (default 29500)",
+    )
+    group.add_argument(
+        "--accelerate-config",
+        metavar="FILE",
+        help="an 'accelerate config' YAML; the flags above override it",
+    )
 
 
 def wants_launch(args: argparse.Namespace) -> bool:
@@ -49,11 +66,19 @@ def check_launch_arguments(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    if (args.num_machines or 1) > 1 and args.main_process_ip is None and args.accelerate_config is None:
-        raise ConfigError("--num-machines > 1 needs --main-process-ip (the rank-0 machine's "
-                          "address) and --machine-rank on each machine")
+    if (
+        (args.num_machines or 1) > 1
+        and args.main_process_ip is None
+        and args.accelerate_config is None
+    ):
+        raise ConfigError(
+            "--num-machines > 1 needs --main-process-ip (the rank-0 machine's "
+            "address) and --machine-rank on each machine"
+        )
     if args.machine_rank is not None and not 0 <= args.machine_rank < (args.num_machines or 1):
-        raise ConfigError(f"--machine-rank {args.machine_rank} is outside 0..{(args.num_machines or 1) - 1}")
+        raise ConfigError(
+            f"--machine-rank {args.machine_rank} is outside 0..{(args.num_machines or 1) - 1}"
+        )
 
 
 def launch_command(args: argparse.Namespace, run_argv: list[str]) -> list[str]:
@@ -75,8 +100,14 @@ def launch_command(args: argparse.Namespace, run_argv: list[str]) -> list[str]:
 
 def strip_launch_arguments(argv: list[str]) -> list[str]:
     """``argv`` without our launch flags (and their values)."""
-    flags = {"--num-processes", "--num-machines", "--machine-rank", "--main-process-ip",
-             "--main-process-port", "--accelerate-config"}
+    flags = {
+        "--num-processes",
+        "--num-machines",
+        "--machine-rank",
+        "--main-process-ip",
+        "--main-process-port",
+        "--accelerate-config",
+    }
     out: list[str] = []
     skip = False
     for item in argv:
@@ -93,13 +124,15 @@ def strip_launch_arguments(argv: list[str]) -> list[str]:
 
 def launch(args: argparse.Namespace, argv: list[str]) -> int:
     """Run ``xmodal`` ``argv`` (launch flags removed) as one job; returns its exit status (the
-    first failed process's, whose own one-line error is already printed)."""
+    first failed process's, whose own one-line error is already printed).
+    """
     from accelerate.commands.launch import launch_command as accelerate_launch
     from accelerate.commands.launch import launch_command_parser
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     launch_args = launch_command_parser().parse_args(
-        launch_command(args, strip_launch_arguments(argv)))
+        launch_command(args, strip_launch_arguments(argv))
+    )
     try:
         accelerate_launch(launch_args)
     except ChildFailedError as exc:  # torchrun's report: keep the exit status, drop its traceback

@@ -47,70 +47,128 @@ def _examples(*lines: str) -> str:
 
 def add_command(sub: Any, name: str, help: str, *examples: str) -> argparse.ArgumentParser:
     """A subcommand whose ``--help`` ends with examples."""
-    return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
-                          epilog=_examples(*examples),
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    return sub.add_parser(
+        name,
+        help=help,
+        description=help[0].upper() + help[1:] + ".",
+        epilog=_examples(*examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="xmodal", description="Cross-modal knowledge distillation with WCoRD.",
-                     epilog=_examples("xmodal run scenes                       # the default pipeline (minutes on a laptop)",
-                                      "xmodal probe runs/scenes                # probe every encoder of a run",
-                                      "xmodal report runs/a runs/b             # compare two runs",
-                                      "xmodal data info nyu_depth_v2_labeled.mat",
-                                      "xmodal list methods"),
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(
+        prog="xmodal",
+        description="Cross-modal knowledge distillation with WCoRD.",
+        epilog=_examples(
+            "xmodal run scenes                       # the default pipeline (minutes on a laptop)",
+            "xmodal probe runs/scenes                # probe every encoder of a run",
+            "xmodal report runs/a runs/b             # compare two runs",
+            "xmodal data info nyu_depth_v2_labeled.mat",
+            "xmodal list methods",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"xmodal {xmodal.__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
-    run = add_command(sub, "run", "run a pipeline end to end (cached, resumable)",
-                      "xmodal run scenes",
-                      "xmodal run scenes --set distill.methods=[none,wcord] --set seeds=[0,1,2]",
-                      "xmodal run nyu-depth --data nyu_depth_v2_labeled.mat --out runs/nyu",
-                      "xmodal run scenes --num-processes 2")
+    run = add_command(
+        sub,
+        "run",
+        "run a pipeline end to end (cached, resumable)",
+        "xmodal run scenes",
+        "xmodal run scenes --set distill.methods=[none,wcord] --set seeds=[0,1,2]",
+        "xmodal run nyu-depth --data nyu_depth_v2_labeled.mat --out runs/nyu",
+        "xmodal run scenes --num-processes 2",
+    )
     run.add_argument("pipeline", help="pipeline name (see 'xmodal list pipelines')")
     run.add_argument("--out", help="run directory (default: runs/PIPELINE)")
     run.add_argument("--config", help="YAML file overriding the pipeline's config")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override one config key, e.g. --set distill.optim.epochs=5 (repeatable)")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. --set distill.optim.epochs=5 (repeatable)",
+    )
     run.add_argument("--data", help="the dataset file, for datasets that read one (nyu-depth)")
     add_launch_arguments(run)
     probe = add_command(
-        sub, "probe", "probe an exported encoder, every encoder of a run, or a pretrained backbone",
+        sub,
+        "probe",
+        "probe an exported encoder, every encoder of a run, or a pretrained backbone",
         "xmodal probe runs/scenes --probes linear,knn,retrieval",
         "xmodal probe runs/scenes/distill/seed0/depth/wcord --probes linear,knn",
         "xmodal probe resnet18 --modality rgb --data scenes --probes knn",
         "xmodal probe timm --option model=vit_small_patch14_dinov2.lvd142m --pretrained "
-        "dinov2-s.safetensors --modality rgb --probes linear,knn")
-    probe.add_argument("target", help="exported encoder (directory or encoder.json), run "
-                                      "directory, or registered backbone name")
-    probe.add_argument("--data", help="dataset name (e.g. scenes) or dataset file (NYU .mat); "
-                                      "default: the data of the run holding the target")
-    probe.add_argument("--probes", type=lambda text: [p for p in text.split(",") if p],
-                       help="comma-separated probes (default: the config's probe.probes)")
+        "dinov2-s.safetensors --modality rgb --probes linear,knn",
+    )
+    probe.add_argument(
+        "target",
+        help="exported encoder (directory or encoder.json), run "
+        "directory, or registered backbone name",
+    )
+    probe.add_argument(
+        "--data",
+        help="dataset name (e.g. scenes) or dataset file (NYU .mat); "
+        "default: the data of the run holding the target",
+    )
+    probe.add_argument(
+        "--probes",
+        type=lambda text: [p for p in text.split(",") if p],
+        help="comma-separated probes (default: the config's probe.probes)",
+    )
     probe.add_argument("--out", help="output directory (default: runs/probe-TARGET)")
-    probe.add_argument("--pipeline", help="pipeline whose config sets data and probe options "
-                                          "(default: the target's run, else scenes)")
+    probe.add_argument(
+        "--pipeline",
+        help="pipeline whose config sets data and probe options "
+        "(default: the target's run, else scenes)",
+    )
     probe.add_argument("--config", help="YAML file overriding that config")
-    probe.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override one config key, e.g. --set probe.knn.k=10 (repeatable)")
-    probe.add_argument("--modality", help="input modality of a backbone-name target "
-                                          "(default: the config's teacher modality)")
-    probe.add_argument("--pretrained",
-                       help="weights of a backbone-name target: imagenet (the default for "
-                            "torchvision nets) or a .pth file; a timm weights file or folder, an "
-                            "open_clip tag or checkpoint, a Hugging Face model folder "
-                            "(docs/teachers.md)")
-    probe.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
-                       help="an option of a backbone-name target, e.g. --option model=resnet50 "
-                            "(repeatable)")
-    report = add_command(sub, "report", "rebuild a run's report.md, or compare several runs",
-                         "xmodal report runs/scenes",
-                         "xmodal report runs/scenes runs/scenes-tau0.1 --out comparison.md")
+    probe.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. --set probe.knn.k=10 (repeatable)",
+    )
+    probe.add_argument(
+        "--modality",
+        help="input modality of a backbone-name target (default: the config's teacher modality)",
+    )
+    probe.add_argument(
+        "--pretrained",
+        help="weights of a backbone-name target: imagenet (the default for "
+        "torchvision nets) or a .pth file; a timm weights file or folder, an "
+        "open_clip tag or checkpoint, a Hugging Face model folder "
+        "(docs/teachers.md)",
+    )
+    probe.add_argument(
+        "--option",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of a backbone-name target, e.g. --option model=resnet50 (repeatable)",
+    )
+    report = add_command(
+        sub,
+        "report",
+        "rebuild a run's report.md, or compare several runs",
+        "xmodal report runs/scenes",
+        "xmodal report runs/scenes runs/scenes-tau0.1 --out comparison.md",
+    )
     report.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
     report.add_argument("--out", help="with several runs: also write the comparison as Markdown")
     add_data_parser(sub, _Parser, add_command)
-    lst = add_command(sub, "list", "list registered components and their packages",
-                      "xmodal list", "xmodal list backbones")
+    lst = add_command(
+        sub,
+        "list",
+        "list registered components and their packages",
+        "xmodal list",
+        "xmodal list backbones",
+    )
     lst.add_argument("kind", nargs="?", choices=LIST_KINDS, help="which registry (default: all)")
     return parser
 
@@ -145,8 +203,12 @@ def _report(runs: list[str], out: str | None, console: Console) -> None:
         table.add_row(*row)
     console.print(table)
     if out:
-        write_text_atomic(out, f"# {len(runs)} runs side by side\n\n"
-                          + markdown_table(columns, rows, text_columns=4) + "\n")
+        write_text_atomic(
+            out,
+            f"# {len(runs)} runs side by side\n\n"
+            + markdown_table(columns, rows, text_columns=4)
+            + "\n",
+        )
         console.print(f"comparison: {out}")
 
 
@@ -167,15 +229,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             from xmodal.pipelines import run_pipeline
 
-            run_pipeline(args.pipeline, out=args.out, config_file=args.config,
-                         overrides=args.overrides, console=console, data_path=args.data)
+            run_pipeline(
+                args.pipeline,
+                out=args.out,
+                config_file=args.config,
+                overrides=args.overrides,
+                console=console,
+                data_path=args.data,
+            )
         elif args.command == "probe":
             from xmodal.pipelines.probe_target import probe_target
 
-            probe_target(args.target, out=args.out, data=args.data, probes=args.probes,
-                         pipeline=args.pipeline, config_file=args.config, overrides=args.overrides,
-                         modality=args.modality, pretrained=args.pretrained, options=args.options,
-                         console=console)
+            probe_target(
+                args.target,
+                out=args.out,
+                data=args.data,
+                probes=args.probes,
+                pipeline=args.pipeline,
+                config_file=args.config,
+                overrides=args.overrides,
+                modality=args.modality,
+                pretrained=args.pretrained,
+                options=args.options,
+                console=console,
+            )
         elif args.command == "report":
             _report(args.runs, args.out, console)
         elif args.command == "data":
@@ -187,8 +264,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     except XmodalError as exc:
         rank = os.environ.get("RANK", "0")  # one line per process of a launched job
-        err.print(f"{'' if rank == '0' else f'[rank {rank}] '}error: {exc}", soft_wrap=True,
-                  highlight=False, markup=False)
+        err.print(
+            f"{'' if rank == '0' else f'[rank {rank}] '}error: {exc}",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
         return 2
     except OSError as exc:  # a writer outside xmodal.core.atomic: full disk, read-only, ...
         error = output_error(exc, Path(exc.filename or "."))

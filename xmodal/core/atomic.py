@@ -38,7 +38,8 @@ def free_bytes(path: Path) -> int:
 
 def check_space(path: Path, needed: int) -> None:
     """Raise :class:`OutputError` before writing when ``path``'s filesystem has under
-    ``needed`` bytes free (a writer that runs out half-way, like HDF5, may even crash)."""
+    ``needed`` bytes free (a writer that runs out half-way, like HDF5, may even crash).
+    """
     free = free_bytes(path)
     if needed > free:
         raise OutputError(no_space_message(path, needed, free))
@@ -46,12 +47,15 @@ def check_space(path: Path, needed: int) -> None:
 
 def output_error(exc: OSError, path: Path, needed: int | None = None) -> OutputError | OSError:
     """The one-line :class:`OutputError` for an ``OSError`` met while writing ``path``; other
-    errors (not about the output) are returned unchanged."""
+    errors (not about the output) are returned unchanged.
+    """
     if exc.errno in NO_SPACE:
         return OutputError(no_space_message(path, needed, free_bytes(path)))
     if exc.errno in _NOT_WRITABLE:
-        return OutputError(f"cannot write '{path}' ({exc.strerror}): make that place writable "
-                           "or pass another --out")
+        return OutputError(
+            f"cannot write '{path}' ({exc.strerror}): make that place writable "
+            "or pass another --out"
+        )
     if exc.errno in _NOT_A_FOLDER:
         return OutputError(_not_a_folder(path))
     return exc
@@ -71,7 +75,8 @@ def make_directory(path: Path) -> Path:
 
 def temp_path(path: Path) -> Path:
     """A hidden name beside ``path``, unique to this process and call (it matches
-    :data:`TEMP_NAME`, whose ``pid`` group is this process's id)."""
+    :data:`TEMP_NAME`, whose ``pid`` group is this process's id).
+    """
     return path.with_name(f".{path.name}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
@@ -125,6 +130,7 @@ def atomic_output(path: str | Path, needed: int | None = None) -> Iterator[Path]
 
     Args:
         needed: bytes the file will take, checked against the free space before writing.
+
     Raises:
         OutputError: disk full (with the space needed), read-only, or not a folder.
     """
@@ -151,11 +157,15 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 
 def _not_a_folder(path: Path) -> str:
-    return (f"cannot create '{path}': it or one of its parents is a file, not a folder; "
-            "pass another --out")
+    return (
+        f"cannot create '{path}': it or one of its parents is a file, not a folder; "
+        "pass another --out"
+    )
 
 
 def no_space_message(path: Path, needed: int | None, free: int) -> str:
     need = f"needs about {megabytes(needed)}, " if needed is not None else ""
-    return (f"no space left to write '{path}' ({need}{megabytes(free)} free there): free some "
-            "space or pass another --out, then run the same command again")
+    return (
+        f"no space left to write '{path}' ({need}{megabytes(free)} free there): free some "
+        "space or pass another --out, then run the same command again"
+    )

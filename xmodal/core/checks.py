@@ -1,5 +1,6 @@
 """One validation style for every options dataclass: ``require(self, {field: rule})`` in
-``__post_init__`` raises one ``ValueError`` naming every field that breaks its rule."""
+``__post_init__`` raises one ``ValueError`` naming every field that breaks its rule.
+"""
 
 from __future__ import annotations
 
@@ -52,8 +53,11 @@ def within(low: float, high: float, *, high_open: bool = False, low_open: bool =
     left, right = "(" if low_open else "[", ")" if high_open else "]"
 
     def ok(v: Any) -> bool:
-        return (_number(v) and (v > low if low_open else v >= low)
-                and (v < high if high_open else v <= high))
+        return (
+            _number(v)
+            and (v > low if low_open else v >= low)
+            and (v < high if high_open else v <= high)
+        )
 
     return ok, f"in {left}{low}, {high}{right}"
 
@@ -70,10 +74,14 @@ def holds(condition: bool, need: str) -> Rule:
 
 def literal_rules(options: Any) -> dict[str, Rule]:
     """A :func:`one_of` rule for every ``Literal[...]`` field of a dataclass, so that building
-    options in code is checked like loading them from a config."""
+    options in code is checked like loading them from a config.
+    """
     hints = typing.get_type_hints(type(options))
-    return {f.name: one_of(typing.get_args(hints[f.name])) for f in dataclasses.fields(options)
-            if typing.get_origin(hints[f.name]) is typing.Literal}
+    return {
+        f.name: one_of(typing.get_args(hints[f.name]))
+        for f in dataclasses.fields(options)
+        if typing.get_origin(hints[f.name]) is typing.Literal
+    }
 
 
 def each(rule: Rule, *, increasing: bool = False) -> Rule:
@@ -82,6 +90,8 @@ def each(rule: Rule, *, increasing: bool = False) -> Rule:
 
     def check(v: Any) -> bool:
         items = list(v)
-        return bool(items) and all(ok(x) for x in items) and (not increasing or items == sorted(items))
+        return (
+            bool(items) and all(ok(x) for x in items) and (not increasing or items == sorted(items))
+        )
 
     return check, f"a non-empty{' increasing' if increasing else ''} list, each item {need}"

@@ -71,7 +71,8 @@ class ComponentSection:
 
     def fill(self, name: str) -> None:
         """Write ``name``'s default options into the section unless set, so that a resolved
-        config lists every option of every component it uses."""
+        config lists every option of every component it uses.
+        """
         key = self.components.options_key(name)
         options = self.components.options_type(name)
         if key not in self.by_name and options is not None and dataclasses.fields(options):
@@ -79,7 +80,11 @@ class ComponentSection:
 
 
 def _plain_fields(cls: type) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("component-options")}
+    return {
+        f.name: f
+        for f in dataclasses.fields(cls)
+        if f.init and not f.metadata.get("component-options")
+    }
 
 
 def _component_types(cls: type) -> dict[str, type]:
@@ -92,7 +97,9 @@ def _component_types(cls: type) -> dict[str, type]:
 def from_dict(cls: type[C], data: Any, path: str = "") -> C:
     """Build dataclass ``cls`` from a plain mapping, validating keys and types recursively."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__} {data!r}")
+        raise ConfigError(
+            f"{path or 'config'}: expected a mapping, got {type(data).__name__} {data!r}"
+        )
     hints = get_type_hints(cls, include_extras=True)
     fields = _plain_fields(cls)
     components = _component_types(cls) if any(k not in fields for k in data) else {}
@@ -100,8 +107,9 @@ def from_dict(cls: type[C], data: Any, path: str = "") -> C:
     for key, value in data.items():
         key_path = f"{path}.{key}" if path else str(key)
         if key in components:
-            kwargs.setdefault("by_name", {})[key] = from_dict(components[key], {} if value is None else value,
-                                                              key_path)
+            kwargs.setdefault("by_name", {})[key] = from_dict(
+                components[key], {} if value is None else value, key_path
+            )
             continue
         if key not in fields:
             valid = [*fields, *components]
@@ -125,8 +133,11 @@ def from_dict(cls: type[C], data: Any, path: str = "") -> C:
 def to_dict(obj: Any) -> Any:
     """Plain-data view of a config (dataclasses -> dicts), suitable for YAML/JSON."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out = {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-               if not f.metadata.get("component-options")}
+        out = {
+            f.name: to_dict(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not f.metadata.get("component-options")
+        }
         if isinstance(obj, ComponentSection):  # each component's options at the section's level
             out.update({key: to_dict(options) for key, options in obj.by_name.items()})
         return out
@@ -145,7 +156,8 @@ def fingerprint(obj: Any) -> str:
 
 def flat_hparams(data: Any, prefix: str = "") -> dict[str, Any]:
     """Nested plain config -> ``{"a.b": scalar}``; lists and None as text (trackers such as
-    TensorBoard's hparams accept only scalars)."""
+    TensorBoard's hparams accept only scalars).
+    """
     if isinstance(data, dict):
         out: dict[str, Any] = {}
         for key, value in data.items():
@@ -164,7 +176,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set '{text}': value is not valid YAML ({exc.__class__.__name__})") from None
+        raise ConfigError(
+            f"--set '{text}': value is not valid YAML ({exc.__class__.__name__})"
+        ) from None
     return key.strip().split("."), value
 
 
@@ -211,10 +225,15 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], schema: type) ->
     return merged
 
 
-def load_config(schema: type[C], path: str | Path | None = None, overrides: list[str] = (),
-                base: dict[str, Any] | None = None) -> C:
+def load_config(
+    schema: type[C],
+    path: str | Path | None = None,
+    overrides: list[str] = (),
+    base: dict[str, Any] | None = None,
+) -> C:
     """Load ``schema`` from defaults, then ``base`` (a dict), then the YAML at ``path``, then
-    ``overrides``; each later source wins key by key."""
+    ``overrides``; each later source wins key by key.
+    """
     data: dict[str, Any] = json.loads(json.dumps(base or {}))
     if path is not None:
         data = _deep_merge(data, read_yaml(path))
@@ -235,11 +254,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file '{path}' is not UTF-8 text (byte {exc.start}); save it "
-                          "as UTF-8") from None
+        raise ConfigError(
+            f"config file '{path}' is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file '{path}' is not valid YAML: "
-                          f"{' '.join(str(exc).split())}") from None
+        raise ConfigError(
+            f"config file '{path}' is not valid YAML: {' '.join(str(exc).split())}"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -298,15 +319,19 @@ def _convert(tp: Any, value: Any, path: str, repeats: bool = False) -> Any:
                 return _convert(arg, value, path)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(f"config key '{path}': expected {' or '.join(_type_name(a) for a in args)}, "
-                          f"got {value!r}")
+        raise ConfigError(
+            f"config key '{path}': expected {' or '.join(_type_name(a) for a in args)}, "
+            f"got {value!r}"
+        )
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:
             close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"config key '{path}': {value!r} is not one of "
-                              f"{', '.join(repr(a) for a in allowed)}{hint}")
+            raise ConfigError(
+                f"config key '{path}': {value!r} is not one of "
+                f"{', '.join(repr(a) for a in allowed)}{hint}"
+            )
         return value
     if origin in (list, tuple, typing.Sequence):
         (item,) = get_args(tp)[:1] or (Any,)
@@ -332,10 +357,12 @@ def _convert(tp: Any, value: Any, path: str, repeats: bool = False) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"config key '{path}': expected an integer, got {value!r}")
-        if path.rsplit(".", 1)[-1].split("[")[0] in ("seed", "seeds") \
-                and not 0 <= value < SEED_RANGE:
+        if (
+            path.rsplit(".", 1)[-1].split("[")[0] in ("seed", "seeds")
+            and not 0 <= value < SEED_RANGE
+        ):
             raise ConfigError(f"config key '{path}': seed {value} is outside [0, 2^32)")
-        if not -2**63 <= value < 2**63:
+        if not -(2**63) <= value < 2**63:
             raise ConfigError(f"config key '{path}': {value} does not fit in 64 bits")
         return value
     if tp is float:
@@ -362,10 +389,13 @@ def _convert(tp: Any, value: Any, path: str, repeats: bool = False) -> Any:
 
 def _check_distinct(items: list[Any], path: str) -> None:
     """A repeated item in a list of names or values is a mistake (``[wcord, wcord]`` would run
-    one method twice and report it as two seeds)."""
+    one method twice and report it as two seeds).
+    """
     seen: list[Any] = []
     for item in items:
         if item in seen:
-            raise ConfigError(f"config key '{path}': items must be distinct, {item!r} is listed "
-                              "twice; list each once")
+            raise ConfigError(
+                f"config key '{path}': items must be distinct, {item!r} is listed "
+                "twice; list each once"
+            )
         seen.append(item)

@@ -35,7 +35,8 @@ def _malloc_trim() -> Any:
 
 def release_free_heap() -> bool:
     """Return the heap's free pages to the OS (glibc ``malloc_trim(0)``); False where there is
-    no such call (nothing to do there)."""
+    no such call (nothing to do there).
+    """
     trim = _malloc_trim()
     if trim is None:
         return False

@@ -29,7 +29,8 @@ class RunDirectoryBusy(OutputError):
 
 class RunLock:
     """``with RunLock(run_dir):`` creates ``run_dir`` and holds it, or raises
-    :class:`RunDirectoryBusy` naming the job that holds it."""
+    :class:`RunDirectoryBusy` naming the job that holds it.
+    """
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
@@ -37,7 +38,7 @@ class RunLock:
         self._fd: int | None = None
         self.removed: list[Path] = []  # stale temporary files removed when the lock was taken
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         make_directory(self.directory)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -48,17 +49,31 @@ class RunLock:
         except BlockingIOError:
             holder = _holder(fd)
             os.close(fd)
-            raise RunDirectoryBusy(f"run directory '{self.directory}' is in use by {holder}; wait "
-                                   "for that run to finish or pass another --out") from None
+            raise RunDirectoryBusy(
+                f"run directory '{self.directory}' is in use by {holder}; wait "
+                "for that run to finish or pass another --out"
+            ) from None
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+        os.write(
+            fd,
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                }
+            ).encode(),
+        )
         self._fd = fd
         self.removed = remove_stale_temps(self.directory)
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self._fd is not None:
             os.ftruncate(self._fd, 0)  # nobody holds it any more
             fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -68,7 +83,8 @@ class RunLock:
 
 def _holder(fd: int, patience: float = 2.0) -> str:
     """The holder's name from the lock file; it writes it just after taking the lock, so a job
-    that lost the race by microseconds waits up to ``patience`` seconds for it."""
+    that lost the race by microseconds waits up to ``patience`` seconds for it.
+    """
     deadline = time.monotonic() + patience
     while True:
         os.lseek(fd, 0, os.SEEK_SET)

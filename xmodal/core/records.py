@@ -18,13 +18,15 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     """One CSV row per dict; columns are the union of keys in first-seen order; nested values
-    (dicts, lists) are written as JSON."""
+    (dicts, lists) are written as JSON.
+    """
     fields = list(dict.fromkeys(k for row in rows for k in row))
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=fields)
     if fields:
         writer.writeheader()
     for row in rows:
-        writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v
-                         for k, v in row.items()})
+        writer.writerow(
+            {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()}
+        )
     return write_text_atomic(path, text.getvalue())

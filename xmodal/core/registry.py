@@ -50,10 +50,16 @@ class Registry(Generic[T]):
             arguments of their signature as options (front ends, backbones), except these.
     """
 
-    def __init__(self, kind: str, entry_point_group: str | None = None, noun: str = "",
-                 builtins: tuple[str, ...] = (), legacy_groups: tuple[str, ...] = (),
-                 contract: Callable[[str, Any], None] | None = None,
-                 signature_options: tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        entry_point_group: str | None = None,
+        noun: str = "",
+        builtins: tuple[str, ...] = (),
+        legacy_groups: tuple[str, ...] = (),
+        contract: Callable[[str, Any], None] | None = None,
+        signature_options: tuple[str, ...] | None = None,
+    ) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
         self._noun = noun
@@ -72,7 +78,8 @@ class Registry(Generic[T]):
     def singular(self) -> str:
         """The noun for one entry in messages: ``noun`` if given (``"losses"`` -> ``"method"``),
         else ``"encoders"`` -> ``"encoder"``, ``"modalities"`` -> ``"modality"``,
-        ``"classes"`` -> ``"class"``."""
+        ``"classes"`` -> ``"class"``.
+        """
         if self._noun:
             return self._noun
         if self.kind.endswith("ies"):
@@ -90,13 +97,18 @@ class Registry(Generic[T]):
 
         return decorator
 
-    def add(self, name: str, entry: T, description: str = "", package: str = "", where: str = "") -> None:
+    def add(
+        self, name: str, entry: T, description: str = "", package: str = "", where: str = ""
+    ) -> None:
         """Register ``entry`` under ``name``; raises if the name is taken. ``package``: the
         distribution providing it (default: from the entry's module, ``xmodal`` for built-ins).
         A plugin (any other package) is checked against the kind's contract first; ``where``
-        names it in that message."""
+        names it in that message.
+        """
         if not name or not isinstance(name, str):
-            raise ValueError(f"{self.kind}: a registry name must be a non-empty string, got {name!r}")
+            raise ValueError(
+                f"{self.kind}: a registry name must be a non-empty string, got {name!r}"
+            )
         if name in self._entries:
             raise XmodalError(
                 f"{self.kind}: '{name}' is already registered (by {_origin(self._entries[name])}); "
@@ -125,7 +137,8 @@ class Registry(Generic[T]):
 
     def options_type(self, name: str) -> type | None:
         """The dataclass of ``name``'s options: its ``options`` attribute, else (for kinds with
-        ``signature_options``) one made from its signature's keyword arguments; None if it has none."""
+        ``signature_options``) one made from its signature's keyword arguments; None if it has none.
+        """
         entry = self.get(name)
         if name not in self._options:
             self._options[name] = _options_of(entry, name, self._signature_options)
@@ -142,7 +155,8 @@ class Registry(Generic[T]):
 
     def options_key(self, name: str) -> str:
         """The key under which ``name``'s options sit in its config section: the entry's
-        ``options_key`` (``wcord-global`` shares ``wcord``'s), else the name with ``-`` -> ``_``."""
+        ``options_key`` (``wcord-global`` shares ``wcord``'s), else the name with ``-`` -> ``_``.
+        """
         return getattr(self.get(name), "options_key", None) or name.replace("-", "_")
 
     def names(self, pattern: str = "*") -> list[str]:
@@ -189,19 +203,22 @@ class Registry(Generic[T]):
                 except Exception as exc:  # a broken plugin must name itself, not crash every lookup
                     raise XmodalError(
                         f"{self.kind}: {where}, entry-point group '{group}', failed to load: {exc}; "
-                        "fix or uninstall that package") from exc
+                        "fix or uninstall that package"
+                    ) from exc
                 self.add(ep.name, entry, package=dist.name if dist is not None else "", where=where)
 
     def check_plugin(self, name: str, entry: Any, where: str = "") -> None:
         """Check ``entry`` against this kind's contract (and its options type); one
-        :class:`XmodalError` naming the plugin and what is wrong."""
+        :class:`XmodalError` naming the plugin and what is wrong.
+        """
         try:
             _options_of(entry, name, self._signature_options)
             if self.contract is not None:
                 self.contract(name, entry)
         except (TypeError, ValueError, AttributeError) as exc:
-            raise XmodalError(f"{self.kind}: {where or repr(name)} breaks the {self.singular} "
-                              f"contract: {exc}") from None
+            raise XmodalError(
+                f"{self.kind}: {where or repr(name)} breaks the {self.singular} contract: {exc}"
+            ) from None
 
 
 def _options_of(entry: Any, name: str, signature: tuple[str, ...] | None) -> type | None:
@@ -215,9 +232,12 @@ def _options_of(entry: Any, name: str, signature: tuple[str, ...] | None) -> typ
     return options_from_signature(entry, name, skip=signature)
 
 
-def options_from_signature(factory: Callable[..., Any], name: str, skip: tuple[str, ...] = ()) -> type:
+def options_from_signature(
+    factory: Callable[..., Any], name: str, skip: tuple[str, ...] = ()
+) -> type:
     """A dataclass of ``factory``'s keyword arguments (typed by their annotations, ``Any``
-    without one), so that a front end or backbone gets typed options without declaring them."""
+    without one), so that a front end or backbone gets typed options without declaring them.
+    """
     target = factory.__init__ if inspect.isclass(factory) else factory
     hints = typing.get_type_hints(target, include_extras=True)
     fields = []
@@ -225,11 +245,16 @@ def options_from_signature(factory: Callable[..., Any], name: str, skip: tuple[s
         if param.name in skip or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         if param.default is param.empty:
-            raise TypeError(f"'{name}': argument '{param.name}' needs a default value (options "
-                            "are optional in the config)")
+            raise TypeError(
+                f"'{name}': argument '{param.name}' needs a default value (options "
+                "are optional in the config)"
+            )
         default = param.default
-        spec = (dataclasses.field(default_factory=lambda d=default: type(d)(d))
-                if isinstance(default, (list, dict, set)) else dataclasses.field(default=default))
+        spec = (
+            dataclasses.field(default_factory=lambda d=default: type(d)(d))
+            if isinstance(default, (list, dict, set))
+            else dataclasses.field(default=default)
+        )
         fields.append((param.name, hints.get(param.name, Any), spec))
     return dataclasses.make_dataclass(f"{name.title().replace('-', '')}Options", fields)
 
@@ -246,25 +271,38 @@ _SENTENCE_END = re.compile(r"(?<!e\.g)(?<!i\.e)(?<!etc)(?<! al)[.!?](?=\s|$)")
 
 def one_line(doc: str) -> str:
     """The first sentence of a docstring's first paragraph, on one line, in plain text
-    (reST roles and double backticks removed)."""
+    (reST roles and double backticks removed).
+    """
     paragraph = " ".join(doc.strip().split("\n\n")[0].split())
     text = _ROLE.sub(lambda m: m.group(1).rsplit(".", 1)[-1], paragraph).replace("``", "")
     end = _SENTENCE_END.search(text)
-    return text[:end.end()] if end else text.rstrip(";,:")
+    return text[: end.end()] if end else text.rstrip(";,:")
 
 
 # The registries. Each layer that defines a kind's protocol sets that registry's ``contract``
 # when it is imported (always before plugins load: built-ins are imported first).
 DATASETS: Registry[Any] = Registry("datasets", "xmodal.datasets", builtins=("xmodal.data",))
 FRONTENDS: Registry[Any] = Registry(
-    "frontends", "xmodal.frontends", noun="modality", builtins=("xmodal.encoders",),
-    legacy_groups=("xmodal.modalities",), signature_options=())
+    "frontends",
+    "xmodal.frontends",
+    noun="modality",
+    builtins=("xmodal.encoders",),
+    legacy_groups=("xmodal.modalities",),
+    signature_options=(),
+)
 BACKBONES: Registry[Any] = Registry(
-    "backbones", "xmodal.backbones", builtins=("xmodal.encoders",),
-    legacy_groups=("xmodal.encoders",), signature_options=("in_channels",))
+    "backbones",
+    "xmodal.backbones",
+    builtins=("xmodal.encoders",),
+    legacy_groups=("xmodal.encoders",),
+    signature_options=("in_channels",),
+)
 METHODS: Registry[Any] = Registry(
-    "methods", "xmodal.methods", builtins=("xmodal.objectives", "xmodal.objectives.baselines"),
-    legacy_groups=("xmodal.losses",))
+    "methods",
+    "xmodal.methods",
+    builtins=("xmodal.objectives", "xmodal.objectives.baselines"),
+    legacy_groups=("xmodal.losses",),
+)
 PROBES: Registry[Any] = Registry("probes", "xmodal.probes", builtins=("xmodal.evaluation",))
 STAGES: Registry[Any] = Registry("stages", "xmodal.stages", builtins=("xmodal.pipelines",))
 PIPELINES: Registry[Any] = Registry("pipelines", "xmodal.pipelines", builtins=("xmodal.pipelines",))
@@ -277,7 +315,8 @@ REGISTRIES: dict[str, Registry[Any]] = {
 
 def list_components(kind: str, pattern: str = "*") -> list[str]:
     """Registered names of one kind (``methods``, ``backbones``, ``frontends``, ``datasets``,
-    ``probes``, ``pipelines``, ``stages``) matching a wildcard, e.g. ``list_components("backbones", "resnet*")``."""
+    ``probes``, ``pipelines``, ``stages``) matching a wildcard, e.g. ``list_components("backbones", "resnet*")``.
+    """
     if kind not in REGISTRIES:
         close = difflib.get_close_matches(kind, REGISTRIES, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""

@@ -32,5 +32,7 @@ def resource_path(kind: str, relative: str) -> Path:
     """Path of a shipped file, e.g. ``resource_path("configs", "scenes.yaml")``."""
     path = resource_root(kind) / relative
     if not path.exists():
-        raise XmodalError(f"xmodal resource '{kind}/{relative}' not found under {resource_root(kind)}")
+        raise XmodalError(
+            f"xmodal resource '{kind}/{relative}' not found under {resource_root(kind)}"
+        )
     return path

@@ -16,7 +16,8 @@ from torch.utils.data import Dataset
 
 class SplitData(Protocol):
     """What stages read from a split, in memory or streamed: its length, batches of rows, one
-    column's rows, and whole small columns (labels)."""
+    column's rows, and whole small columns (labels).
+    """
 
     def __len__(self) -> int: ...
 
@@ -28,14 +29,17 @@ class SplitData(Protocol):
 
     def column(self, key: str) -> Tensor: ...
 
-    def derive(self, key: str, source: str, transform: Callable[[Tensor, np.ndarray], Tensor]) -> None: ...
+    def derive(
+        self, key: str, source: str, transform: Callable[[Tensor, np.ndarray], Tensor]
+    ) -> None: ...
 
     def __getitems__(self, indices: list[int]) -> dict[str, Tensor]: ...
 
 
 class Rows:
     """Column ``key`` of ``data`` restricted to ``rows``, sliced like a tensor (``len``,
-    ``[a:b]``) but read only when sliced: a streamed split's inputs, for extraction loops."""
+    ``[a:b]``) but read only when sliced: a streamed split's inputs, for extraction loops.
+    """
 
     def __init__(self, data: SplitData, key: str, rows: slice = slice(None)) -> None:
         self.data, self.key = data, key
@@ -81,7 +85,9 @@ class ArrayDataset(Dataset):
     def column(self, key: str) -> Tensor:
         return self.tensors[key]
 
-    def derive(self, key: str, source: str, transform: Callable[[Tensor, np.ndarray], Tensor]) -> None:
+    def derive(
+        self, key: str, source: str, transform: Callable[[Tensor, np.ndarray], Tensor]
+    ) -> None:
         """Add column ``key`` computed from column ``source`` (here at once, in memory)."""
         self.tensors[key] = transform(self.tensors[source], np.arange(self.size))
 
@@ -100,14 +106,27 @@ def batch_collate(batch: dict[str, Tensor]) -> dict[str, Tensor]:
     return batch
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0,
-                drop_last: bool = False, num_workers: int = 0) -> torch.utils.data.DataLoader:
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    drop_last: bool = False,
+    num_workers: int = 0,
+) -> torch.utils.data.DataLoader:
     """A DataLoader over ``dataset`` (any :class:`SplitData`) with a seeded shuffle
     (reproducible epochs) and ``num_workers`` reading batches in parallel; the order does not
-    depend on the number of workers."""
+    depend on the number of workers.
+    """
     generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
-                                       drop_last=drop_last, collate_fn=batch_collate,
-                                       generator=generator, num_workers=num_workers)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        collate_fn=batch_collate,
+        generator=generator,
+        num_workers=num_workers,
+    )
     # not persistent: each epoch's iterator draws its worker seed from ``generator``, as the
     # single-process one does, so every epoch's order is the same with or without workers

@@ -13,8 +13,9 @@ import torch
 from torch import Tensor
 
 
-def random_hflip(images: Tensor, generator: torch.Generator, p: float = 0.5,
-                 negate_channel: int | None = None) -> Tensor:
+def random_hflip(
+    images: Tensor, generator: torch.Generator, p: float = 0.5, negate_channel: int | None = None
+) -> Tensor:
     """Mirror each sample of ``images`` (``[B, H, W]`` or ``[B, H, W, C]``) left-right with
     probability ``p``, drawn from ``generator`` (CPU).
 
@@ -23,8 +24,9 @@ def random_hflip(images: Tensor, generator: torch.Generator, p: float = 0.5,
             the x component), the channel whose sign a mirror flips.
     """
     if images.ndim not in (3, 4):
-        raise ValueError(f"random_hflip needs [B, H, W] or [B, H, W, C] images, got "
-                         f"{list(images.shape)}")
+        raise ValueError(
+            f"random_hflip needs [B, H, W] or [B, H, W, C] images, got {list(images.shape)}"
+        )
     flip = torch.rand(images.shape[0], generator=generator) < p
     if not flip.any():
         return images
@@ -42,13 +44,20 @@ def random_hflip(images: Tensor, generator: torch.Generator, p: float = 0.5,
 def random_crop(images: Tensor, generator: torch.Generator, padding: int) -> Tensor:
     """Zero-pad ``images`` (``[B, H, W]`` or ``[B, H, W, C]``) by ``padding`` pixels on each side
     and cut a random ``H x W`` window per sample, offsets drawn from ``generator`` (CPU): the
-    ``RandomCrop(32, padding=4)`` of CIFAR training recipes."""
+    ``RandomCrop(32, padding=4)`` of CIFAR training recipes.
+    """
     if images.ndim not in (3, 4):
-        raise ValueError(f"random_crop needs [B, H, W] or [B, H, W, C] images, got {list(images.shape)}")
+        raise ValueError(
+            f"random_crop needs [B, H, W] or [B, H, W, C] images, got {list(images.shape)}"
+        )
     if padding == 0:
         return images
     b, h, w = images.shape[:3]
-    pad = (0, 0, padding, padding, padding, padding) if images.ndim == 4 else (padding, padding, padding, padding)
+    pad = (
+        (0, 0, padding, padding, padding, padding)
+        if images.ndim == 4
+        else (padding, padding, padding, padding)
+    )
     padded = torch.nn.functional.pad(images, pad)
     offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=generator).tolist()
-    return torch.stack([padded[i, y:y + h, x:x + w] for i, (y, x) in enumerate(offsets)])
+    return torch.stack([padded[i, y : y + h, x : x + w] for i, (y, x) in enumerate(offsets)])

@@ -53,7 +53,7 @@ class CIFAR100Config:
 
 
 def _reader(verify_md5: bool):
-    """torchvision's CIFAR100 class, or a subclass that checks presence instead of MD5 sums."""
+    """Torchvision's CIFAR100 class, or a subclass that checks presence instead of MD5 sums."""
     from torchvision.datasets import CIFAR100
 
     if verify_md5:
@@ -69,8 +69,10 @@ def _reader(verify_md5: bool):
 
 def _root(options: CIFAR100Config) -> Path:
     if not options.path:
-        raise DataError("cifar100: no data folder; pass --data DIR (the folder holding "
-                        f"{_FOLDER}/, or an empty one to download into)")
+        raise DataError(
+            "cifar100: no data folder; pass --data DIR (the folder holding "
+            f"{_FOLDER}/, or an empty one to download into)"
+        )
     return Path(options.path).expanduser()
 
 
@@ -85,26 +87,40 @@ class CIFAR100Source:
     def fingerprint(self, options: CIFAR100Config) -> dict[str, object]:
         """Size and mtime of each file (part of the data unit's cache key); empty before download."""
         folder = _root(options) / _FOLDER
-        return {name: [(folder / name).stat().st_size, int((folder / name).stat().st_mtime)]
-                for name in _FILES if (folder / name).is_file()}
+        return {
+            name: [(folder / name).stat().st_size, int((folder / name).stat().st_mtime)]
+            for name in _FILES
+            if (folder / name).is_file()
+        }
 
-    def prepare(self, options: CIFAR100Config, cache_path: Path,
-                progress: Callable[[int, int], None] | None = None) -> Path:
+    def prepare(
+        self,
+        options: CIFAR100Config,
+        cache_path: Path,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Path:
         root = _root(options)
         reader = _reader(options.verify_md5)
         splits = {}
         try:
-            for i, (split, limit) in enumerate((("train", options.max_train), ("test", options.max_test))):
+            for i, (split, limit) in enumerate(
+                (("train", options.max_train), ("test", options.max_test))
+            ):
                 data = reader(str(root), train=split == "train", download=options.download)
                 n = limit or len(data.data)
-                splits[split] = (np.ascontiguousarray(data.data[:n]), np.asarray(data.targets[:n], np.int64))
+                splits[split] = (
+                    np.ascontiguousarray(data.data[:n]),
+                    np.asarray(data.targets[:n], np.int64),
+                )
                 classes = list(data.classes)
                 if progress is not None:
                     progress(i + 1, 2)
         except (RuntimeError, OSError) as exc:  # torchvision: "Dataset not found or corrupted"
-            raise DataError(f"cifar100: cannot read {root / _FOLDER} ({exc}); put the official "
-                            f"cifar-100-python files there or set data.cifar100.download=true "
-                            "where there is network") from None
+            raise DataError(
+                f"cifar100: cannot read {root / _FOLDER} ({exc}); put the official "
+                f"cifar-100-python files there or set data.cifar100.download=true "
+                "where there is network"
+            ) from None
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_path.with_suffix(".tmp")
         with h5py.File(tmp, "w") as f:
@@ -117,11 +133,18 @@ class CIFAR100Source:
 
     def load(self, cache_path: Path) -> LoadedDataset:
         try:
-            splits = {split: HDF5Split(cache_path, {"rgb": f"{split}/rgb", "label": f"{split}/label"},
-                                       transforms={"label": as_long})
-                      for split in ("train", "test")}
+            splits = {
+                split: HDF5Split(
+                    cache_path,
+                    {"rgb": f"{split}/rgb", "label": f"{split}/label"},
+                    transforms={"label": as_long},
+                )
+                for split in ("train", "test")
+            }
             with h5py.File(cache_path, "r") as f:
                 classes = json.loads(f.attrs["classes"])
         except (OSError, KeyError) as exc:
-            raise DataError(f"cifar100 cache '{cache_path}' is unreadable ({exc}); delete it and rerun") from None
+            raise DataError(
+                f"cifar100 cache '{cache_path}' is unreadable ({exc}); delete it and rerun"
+            ) from None
         return LoadedDataset(splits=splits, num_classes=len(classes), class_names=classes)

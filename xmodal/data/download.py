@@ -67,7 +67,7 @@ KNOWN_FILES: dict[str, RemoteFile] = {
         sha256=None,
         filename="nyu_depth_v2_labeled.mat",
         description="NYU-Depth V2 labeled set (1449 RGB-D frames with labels, MATLAB v7.3, "
-                    "~2.8 GB)",
+        "~2.8 GB)",
     ),
 }
 
@@ -81,9 +81,18 @@ class _Transient(Exception):
         self.received = received
 
 
-def download(url: str, dest: Path, *, expected_size: int | None = None,
-             sha256: str | None = None, progress: bool = True, timeout: float = 60,
-             chunk_size: int = 1 << 20, retries: int = 3, backoff: float = 1.0) -> Path:
+def download(
+    url: str,
+    dest: Path,
+    *,
+    expected_size: int | None = None,
+    sha256: str | None = None,
+    progress: bool = True,
+    timeout: float = 60,
+    chunk_size: int = 1 << 20,
+    retries: int = 3,
+    backoff: float = 1.0,
+) -> Path:
     """Download ``url`` to ``dest``, resuming a previous partial download, and verify it.
 
     Args:
@@ -111,8 +120,9 @@ def download(url: str, dest: Path, *, expected_size: int | None = None,
     """
     dest = Path(dest)
     if not url.lower().startswith(("http://", "https://")):
-        raise DataError(f"cannot download '{url}': only http:// and https:// URLs are "
-                        f"supported; {_HINT}")
+        raise DataError(
+            f"cannot download '{url}': only http:// and https:// URLs are supported; {_HINT}"
+        )
     want_sha = sha256.lower() if sha256 else None
     if want_sha is not None and not _SHA256.fullmatch(want_sha):
         raise ValueError(f"sha256 must be 64 hex digits, got {sha256!r}")
@@ -129,9 +139,16 @@ def download(url: str, dest: Path, *, expected_size: int | None = None,
         part.unlink()  # longer than the file itself: cannot be a prefix of it
 
     with _Bar(progress, dest.name, completed=_size(part), total=expected_size) as bar:
-        total = _fetch_with_retries(url, part, expected_size=expected_size, timeout=timeout,
-                                    chunk_size=chunk_size, retries=retries, backoff=backoff,
-                                    bar=bar)
+        total = _fetch_with_retries(
+            url,
+            part,
+            expected_size=expected_size,
+            timeout=timeout,
+            chunk_size=chunk_size,
+            retries=retries,
+            backoff=backoff,
+            bar=bar,
+        )
     _verify(part, dest, url, total=total, expected_size=expected_size, sha256=want_sha)
     os.replace(part, dest)  # atomic: dest never holds a partial or unverified file
     return dest
@@ -147,8 +164,10 @@ def download_known(name: str, to_dir: Path, **kw: Any) -> Path:
     except KeyError:
         close = difflib.get_close_matches(name, list(KNOWN_FILES), n=1)
         guess = f"did you mean '{close[0]}'? " if close else ""
-        raise DataError(f"no downloadable dataset named '{name}'; {guess}"
-                        f"known: {', '.join(sorted(KNOWN_FILES))}") from None
+        raise DataError(
+            f"no downloadable dataset named '{name}'; {guess}"
+            f"known: {', '.join(sorted(KNOWN_FILES))}"
+        ) from None
     kw.setdefault("expected_size", entry.size)
     kw.setdefault("sha256", entry.sha256)
     return download(entry.url, Path(to_dir) / entry.filename, **kw)
@@ -156,14 +175,30 @@ def download_known(name: str, to_dir: Path, **kw: Any) -> Path:
 
 # --- transfer -------------------------------------------------------------------------------
 
-def _fetch_with_retries(url: str, part: Path, *, expected_size: int | None, timeout: float,
-                        chunk_size: int, retries: int, backoff: float, bar: _Bar) -> int | None:
+
+def _fetch_with_retries(
+    url: str,
+    part: Path,
+    *,
+    expected_size: int | None,
+    timeout: float,
+    chunk_size: int,
+    retries: int,
+    backoff: float,
+    bar: _Bar,
+) -> int | None:
     """Run attempts until one completes; returns the file size the server announced."""
     failures = 0
     while True:
         try:
-            return _fetch_once(url, part, expected_size=expected_size, timeout=timeout,
-                               chunk_size=chunk_size, bar=bar)
+            return _fetch_once(
+                url,
+                part,
+                expected_size=expected_size,
+                timeout=timeout,
+                chunk_size=chunk_size,
+                bar=bar,
+            )
         except _Transient as exc:
             # Only attempts that got nowhere use up the budget: a 2.8 GB file on a line that
             # drops every few minutes should still arrive.
@@ -172,12 +207,14 @@ def _fetch_with_retries(url: str, part: Path, *, expected_size: int | None, time
                 raise DataError(
                     f"could not download {url}: {exc.reason} ({failures} attempts in a row "
                     f"without data); the partial file '{part}' is kept, rerun to resume, or "
-                    f"{_HINT}") from None
+                    f"{_HINT}"
+                ) from None
             time.sleep(min(backoff * 2 ** max(failures - 1, 0), _MAX_BACKOFF_S))
 
 
-def _fetch_once(url: str, part: Path, *, expected_size: int | None, timeout: float,
-                chunk_size: int, bar: _Bar) -> int | None:
+def _fetch_once(
+    url: str, part: Path, *, expected_size: int | None, timeout: float, chunk_size: int, bar: _Bar
+) -> int | None:
     """One HTTP attempt that appends to (or restarts) ``part``; returns the announced size.
 
     Raises :class:`_Transient` for anything a retry may fix, :class:`DataError` otherwise.
@@ -185,14 +222,17 @@ def _fetch_once(url: str, part: Path, *, expected_size: int | None, timeout: flo
     offset = _size(part)
     if expected_size is not None and offset == expected_size:
         return expected_size  # every byte is here already; verification has the last word
-    headers = {"User-Agent": f"xmodal/{__version__}",
-               "Accept-Encoding": "identity"}  # byte ranges and sizes refer to the raw file
+    headers = {
+        "User-Agent": f"xmodal/{__version__}",
+        "Accept-Encoding": "identity",
+    }  # byte ranges and sizes refer to the raw file
     if offset:
         headers["Range"] = f"bytes={offset}-"
     received = 0
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
-                                    timeout=timeout) as resp:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=timeout
+        ) as resp:
             length = _int_or_none(resp.headers.get("Content-Length"))
             if resp.status == 206:
                 start, total = _parse_content_range(resp.headers.get("Content-Range"))
@@ -209,8 +249,10 @@ def _fetch_once(url: str, part: Path, *, expected_size: int | None, timeout: flo
                     bar.restart()
                 offset = 0
             if total is not None and expected_size is not None and total != expected_size:
-                raise DataError(f"{url} is {total} bytes, but {expected_size} were expected: "
-                                f"the file on the server differs from the known one; {_HINT}")
+                raise DataError(
+                    f"{url} is {total} bytes, but {expected_size} were expected: "
+                    f"the file on the server differs from the known one; {_HINT}"
+                )
             bar.set_total(total)
             with _open_part(part, mode) as f:
                 while data := resp.read(chunk_size):
@@ -223,8 +265,9 @@ def _fetch_once(url: str, part: Path, *, expected_size: int | None, timeout: flo
             return _after_416(part, offset, exc.headers.get("Content-Range"), expected_size)
         if exc.code in _TRANSIENT_STATUS:
             raise _Transient(f"HTTP {exc.code} {exc.reason}") from None
-        raise DataError(f"could not download {url}: HTTP {exc.code} {exc.reason}; check the "
-                        f"URL, or {_HINT}") from None
+        raise DataError(
+            f"could not download {url}: HTTP {exc.code} {exc.reason}; check the URL, or {_HINT}"
+        ) from None
     except (OSError, http.client.HTTPException) as exc:  # URLError, resets, timeouts
         raise _Transient(f"{type(exc).__name__}: {exc}", received) from exc
     # A clean EOF before the announced end is a cut connection too (http.client's read(n)
@@ -237,8 +280,9 @@ def _fetch_once(url: str, part: Path, *, expected_size: int | None, timeout: flo
     return total
 
 
-def _after_416(part: Path, offset: int, content_range: str | None,
-               expected_size: int | None) -> int | None:
+def _after_416(
+    part: Path, offset: int, content_range: str | None, expected_size: int | None
+) -> int | None:
     """Handle "416 Range Not Satisfiable" on a resume: the part is complete, or not a prefix."""
     _, total = _parse_content_range(content_range)
     known = total if total is not None else expected_size
@@ -250,26 +294,38 @@ def _after_416(part: Path, offset: int, content_range: str | None,
     raise _Transient(f"server has {known} bytes, the partial file {offset}; starting over")
 
 
-def _verify(part: Path, dest: Path, url: str, *, total: int | None, expected_size: int | None,
-            sha256: str | None) -> None:
+def _verify(
+    part: Path,
+    dest: Path,
+    url: str,
+    *,
+    total: int | None,
+    expected_size: int | None,
+    sha256: str | None,
+) -> None:
     """Check size and hash of the finished ``part``; delete it and raise on a mismatch."""
     size = _size(part)
     for want, source in ((expected_size, "expected"), (total, "announced by the server")):
         if want is not None and size != want:
             part.unlink(missing_ok=True)
-            raise DataError(f"'{dest}' downloaded from {url} is {size} bytes, {want} "
-                            f"{source}; deleted the corrupt partial file, rerun to download "
-                            f"it again, or {_HINT}")
+            raise DataError(
+                f"'{dest}' downloaded from {url} is {size} bytes, {want} "
+                f"{source}; deleted the corrupt partial file, rerun to download "
+                f"it again, or {_HINT}"
+            )
     if sha256 is not None:
         got = _sha256_of(part)
         if got != sha256:
             part.unlink(missing_ok=True)
-            raise DataError(f"'{dest}' downloaded from {url} has sha256 {got}, expected "
-                            f"{sha256}; deleted the corrupt partial file, rerun to download "
-                            f"it again, or {_HINT}")
+            raise DataError(
+                f"'{dest}' downloaded from {url} has sha256 {got}, expected "
+                f"{sha256}; deleted the corrupt partial file, rerun to download "
+                f"it again, or {_HINT}"
+            )
 
 
 # --- small helpers --------------------------------------------------------------------------
+
 
 def _matches(path: Path, expected_size: int | None, sha256: str | None) -> bool:
     """Whether an existing file is the wanted one (size first: it is free)."""
@@ -317,8 +373,9 @@ def _write(f: BinaryIO, data: bytes, part: Path) -> None:
     try:
         f.write(data)
     except OSError as exc:  # disk full, quota: not a network error, so do not retry
-        raise DataError(f"cannot write '{part}': {exc}; free some space and rerun to "
-                        f"resume") from None
+        raise DataError(
+            f"cannot write '{part}': {exc}; free some space and rerun to resume"
+        ) from None
 
 
 class _Bar:
@@ -338,9 +395,14 @@ class _Bar:
             TransferSpeedColumn,
         )
 
-        self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                                  DownloadColumn(), TransferSpeedColumn(),
-                                  TimeRemainingColumn(), console=Console(stderr=True))
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
         # Start at the resumed offset so speed and ETA count only new bytes.
         self._task = self._progress.add_task(label, total=total, completed=completed)
 
@@ -349,8 +411,12 @@ class _Bar:
             self._progress.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self._progress is not None:
             self._progress.stop()
 

@@ -29,7 +29,8 @@ def hdf5_bytes(array_bytes: int) -> int:
 @contextmanager
 def hdf5_writing(path: str | Path, needed: int) -> Iterator[None]:
     """Turn an HDF5 write error in the block into :class:`OutputError` naming ``path`` and the
-    ``needed`` bytes. The caller removes (or keeps, when resumable) what was written."""
+    ``needed`` bytes. The caller removes (or keeps, when resumable) what was written.
+    """
     path = Path(path)
     try:
         yield
@@ -41,9 +42,11 @@ def hdf5_writing(path: str | Path, needed: int) -> Iterator[None]:
         if no_space or free < needed:
             raise OutputError(no_space_message(path, needed, free)) from None
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise OutputError(f"cannot write '{path}' (HDF5: {text}; needs about {megabytes(needed)}, "
-                          f"{megabytes(free)} free there): check that place, free some space "
-                          "or pass another --out, then run the same command again") from None
+        raise OutputError(
+            f"cannot write '{path}' (HDF5: {text}; needs about {megabytes(needed)}, "
+            f"{megabytes(free)} free there): check that place, free some space "
+            "or pass another --out, then run the same command again"
+        ) from None
 
 
 def _from_h5py(exc: BaseException) -> bool:

@@ -57,8 +57,13 @@ class HDF5Split(Dataset):
         transforms: key -> :data:`Transform` (dtype changes, label maps, derived views).
     """
 
-    def __init__(self, path: str | Path, columns: dict[str, str], rows: Sequence[int] | np.ndarray | None = None,
-                 transforms: dict[str, Transform] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        columns: dict[str, str],
+        rows: Sequence[int] | np.ndarray | None = None,
+        transforms: dict[str, Transform] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.columns = dict(columns)
         self.transforms = dict(transforms or {})
@@ -66,13 +71,19 @@ class HDF5Split(Dataset):
             with h5py.File(self.path, "r") as f:
                 lengths = {key: f[name].shape[0] for key, name in self.columns.items()}
         except (OSError, KeyError) as exc:
-            raise DataError(f"cache '{self.path}' is unreadable or incomplete ({exc}); delete it and "
-                            "rerun preprocessing") from None
+            raise DataError(
+                f"cache '{self.path}' is unreadable or incomplete ({exc}); delete it and "
+                "rerun preprocessing"
+            ) from None
         if len(set(lengths.values())) > 1:
-            raise DataError(f"cache '{self.path}': columns of different lengths {lengths}; delete it "
-                            "and rerun preprocessing")
+            raise DataError(
+                f"cache '{self.path}': columns of different lengths {lengths}; delete it "
+                "and rerun preprocessing"
+            )
         total = next(iter(lengths.values()), 0)
-        self.rows = np.arange(total, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.rows = (
+            np.arange(total, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        )
         self._file: h5py.File | None = None
         self._pid = -1
 
@@ -99,7 +110,7 @@ class HDF5Split(Dataset):
         if len(unique) == 0:
             values = dataset[0:0]
         elif unique[-1] - unique[0] + 1 == len(unique):  # a contiguous run: one slice read
-            values = dataset[int(unique[0]):int(unique[-1]) + 1]
+            values = dataset[int(unique[0]) : int(unique[-1]) + 1]
         else:  # h5py reads a list of increasing rows
             values = dataset[unique.tolist()]
         tensor = torch.from_numpy(np.ascontiguousarray(values[inverse]))
@@ -112,7 +123,8 @@ class HDF5Split(Dataset):
 
     def derive(self, key: str, source: str, transform: Transform) -> None:
         """Add column ``key``, computed from column ``source`` whenever it is read (a view such
-        as points from depth, kept out of the cache)."""
+        as points from depth, kept out of the cache).
+        """
         base = self.transforms.get(source)
         self.columns[key] = self.columns[source]
         self.transforms[key] = transform if base is None else _Composed(transform, base)

@@ -39,14 +39,19 @@ class _Relabel:
 @DATASETS.register("nyu-depth")
 class NYUDepthSource:
     """NYU-Depth V2 labeled frames: RGB, metric depth, surface normals, HHA; 10 scene classes;
-    40/13-class per-pixel labels (``seg40``/``seg13``, 0 = unlabeled)."""
+    40/13-class per-pixel labels (``seg40``/``seg13``, 0 = unlabeled).
+    """
 
     name = "nyu-depth"
     modalities = ("rgb", "depth", "normals", "hha")
     options = NYUDepthConfig
 
-    def prepare(self, options: NYUDepthConfig, cache_path: Path,
-                progress: Callable[[int, int], None] | None = None) -> Path:
+    def prepare(
+        self,
+        options: NYUDepthConfig,
+        cache_path: Path,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Path:
         return build_cache(options, cache_path, progress)
 
     def fingerprint(self, options: NYUDepthConfig) -> dict[str, object]:
@@ -63,13 +68,29 @@ class NYUDepthSource:
                 split_codes = f["split"][()]  # one byte per frame: the only array read whole
                 classes = json.loads(f.attrs["scene10_names"])
         except (OSError, KeyError) as exc:
-            raise DataError(f"NYU cache '{cache_path}' is unreadable or incomplete ({exc}); delete "
-                            "it and rerun preprocessing") from None
-        columns = {"rgb": "rgb", "depth": "depth", "normals": "normals", "hha": "hha",
-                   "label": "scene10", "seg40": "labels40", "seg13": "labels40"}
+            raise DataError(
+                f"NYU cache '{cache_path}' is unreadable or incomplete ({exc}); delete "
+                "it and rerun preprocessing"
+            ) from None
+        columns = {
+            "rgb": "rgb",
+            "depth": "depth",
+            "normals": "normals",
+            "hha": "hha",
+            "label": "scene10",
+            "seg40": "labels40",
+            "seg13": "labels40",
+        }
         transforms = {"label": as_long, "seg40": as_long, "seg13": _Relabel(lut13)}
-        splits = {name: HDF5Split(cache_path, columns, rows=np.flatnonzero(split_codes == code),
-                                  transforms=transforms)  # streamed, a batch of frames at a time
-                  for name, code in SPLIT_CODES.items()}
-        return LoadedDataset(splits=splits, num_classes=len(classes), class_names=classes,
-                             dense_labels={"seg40": 40, "seg13": 13})
+        splits = {
+            name: HDF5Split(
+                cache_path, columns, rows=np.flatnonzero(split_codes == code), transforms=transforms
+            )  # streamed, a batch of frames at a time
+            for name, code in SPLIT_CODES.items()
+        }
+        return LoadedDataset(
+            splits=splits,
+            num_classes=len(classes),
+            class_names=classes,
+            dense_labels={"seg40": 40, "seg13": 13},
+        )

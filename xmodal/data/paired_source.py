@@ -24,7 +24,8 @@ from xmodal.data.source import LoadedDataset
 @DATASETS.register("paired")
 class PairedSource:
     """Your own paired recordings: a CSV/JSONL manifest with one row per sample and one
-    column per modality (file paths), optional labels and splits."""
+    column per modality (file paths), optional labels and splits.
+    """
 
     name = "paired"
     modalities: tuple[str, ...] = ()  # the manifest's columns: see modalities_for
@@ -32,30 +33,35 @@ class PairedSource:
 
     def modalities_for(self, options: PairedConfig) -> tuple[str, ...]:
         """The manifest's modality columns (none known before a manifest is given)."""
-        return (read_manifest(options.path, options.ignore_columns).modalities if options.path
-                else ())
+        return (
+            read_manifest(options.path, options.ignore_columns).modalities if options.path else ()
+        )
 
     def labelled_for(self, options: PairedConfig) -> bool:
         """Whether the manifest has a ``label`` column (assumed until a manifest is given)."""
-        return (read_manifest(options.path, options.ignore_columns).labelled if options.path
-                else True)
+        return (
+            read_manifest(options.path, options.ignore_columns).labelled if options.path else True
+        )
 
     def fingerprint(self, options: PairedConfig) -> dict[str, object]:
         """The manifest's SHA-256 and the sizes and times of its files (the data unit's key)."""
         manifest = read_manifest(options.path, options.ignore_columns)
         return {"manifest": manifest_digest(manifest.path), "files": files_digest(manifest)}
 
-    def prepare(self, options: PairedConfig, cache_path: Path,
-                progress: Callable[..., None] | None = None) -> Path:
+    def prepare(
+        self, options: PairedConfig, cache_path: Path, progress: Callable[..., None] | None = None
+    ) -> Path:
         """Check the manifest-wide rules (:mod:`~xmodal.data.paired.rules`: stop on one before
         any file is read), validate every row (stop on a problem, or leave bad rows out with
-        ``on_bad_sample=skip``), then convert the rows into the cache at ``cache_path``."""
+        ``on_bad_sample=skip``), then convert the rows into the cache at ``cache_path``.
+        """
         manifest = read_manifest(options.path, options.ignore_columns)
         rules = check_rules(manifest, options)
         if rules.errors:
             raise DataError(rules_message(manifest, rules.errors))
-        validation = validate_manifest(manifest, options, _phase(progress, "validate paired"),
-                                       rules)
+        validation = validate_manifest(
+            manifest, options, _phase(progress, "validate paired"), rules
+        )
         if validation.problems and options.on_bad_sample == "stop":
             raise DataError(stop_message(validation))
         _check_splits(validation)
@@ -74,15 +80,26 @@ class PairedSource:
                 skipped = json.loads(f.attrs["skipped_rows"])
                 notes = json.loads(f.attrs.get("warnings", "[]"))
         except (OSError, KeyError) as exc:
-            raise DataError(f"paired cache '{cache_path}' is unreadable or incomplete ({exc}); "
-                            "delete it and rerun preprocessing") from None
-        splits = {split: HDF5Split(cache_path, {key: f"{split}/{key}" for key in keys},
-                                   transforms={"label": as_long})
-                  for split in SPLITS}  # streamed, a batch of rows at a time
-        return LoadedDataset(splits=splits, num_classes=len(classes), class_names=classes,
-                             frontend_kwargs={"audio": {"sample_rate": sample_rate}}
-                             if "audio" in modalities else {},
-                             skipped_rows=skipped, notes=notes)
+            raise DataError(
+                f"paired cache '{cache_path}' is unreadable or incomplete ({exc}); "
+                "delete it and rerun preprocessing"
+            ) from None
+        splits = {
+            split: HDF5Split(
+                cache_path, {key: f"{split}/{key}" for key in keys}, transforms={"label": as_long}
+            )
+            for split in SPLITS
+        }  # streamed, a batch of rows at a time
+        return LoadedDataset(
+            splits=splits,
+            num_classes=len(classes),
+            class_names=classes,
+            frontend_kwargs={"audio": {"sample_rate": sample_rate}}
+            if "audio" in modalities
+            else {},
+            skipped_rows=skipped,
+            notes=notes,
+        )
 
 
 def stop_message(validation: Validation) -> str:
@@ -90,9 +107,11 @@ def stop_message(validation: Validation) -> str:
     manifest = validation.manifest
     bad = validation.bad_rows
     lines = "\n".join(f"  {line}" for line in summarise(validation.problems))
-    return (f"manifest '{manifest.path}': {len(bad)} of {len(manifest.rows)} rows have problems "
-            f"({ROW_NUMBERS}):\n{lines}\nfix them, or set data.paired.on_bad_sample=skip to "
-            "leave those rows out")
+    return (
+        f"manifest '{manifest.path}': {len(bad)} of {len(manifest.rows)} rows have problems "
+        f"({ROW_NUMBERS}):\n{lines}\nfix them, or set data.paired.on_bad_sample=skip to "
+        "leave those rows out"
+    )
 
 
 def _check_splits(validation: Validation) -> None:
@@ -101,13 +120,16 @@ def _check_splits(validation: Validation) -> None:
     if empty:
         bad = len(validation.bad_rows)
         skipped = f" after leaving out {bad} bad rows" if bad else ""
-        raise DataError(f"manifest '{validation.manifest.path}': split {', '.join(empty)} has no "
-                        f"rows{skipped}; every split needs some (a 'split' column, or more rows "
-                        "for data.paired.val_fraction / test_fraction)")
+        raise DataError(
+            f"manifest '{validation.manifest.path}': split {', '.join(empty)} has no "
+            f"rows{skipped}; every split needs some (a 'split' column, or more rows "
+            "for data.paired.val_fraction / test_fraction)"
+        )
 
 
-def _phase(progress: Callable[..., None] | None,
-           description: str) -> Callable[[int, int], None] | None:
+def _phase(
+    progress: Callable[..., None] | None, description: str
+) -> Callable[[int, int], None] | None:
     """``progress`` with the phase's name shown as the bar's description."""
     if progress is None:
         return None

@@ -29,7 +29,8 @@ TEACHER_TASK_SEED_OFFSET = 7_919
 
 def dominant_object(semantic: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
     """Rendered label maps ``[n, H, W]`` -> the object category covering the most pixels
-    ``[n]`` long (0..5; ties go to the lower category; a map without objects gives 0)."""
+    ``[n]`` long (0..5; ties go to the lower category; a map without objects gives 0).
+    """
     flat = semantic.long().reshape(semantic.shape[0], -1) - OBJECT_ID_OFFSET
     inside = (flat >= 0) & (flat < len(CATEGORIES))
     counts = torch.zeros(flat.shape[0], len(CATEGORIES), dtype=torch.long)
@@ -39,7 +40,8 @@ def dominant_object(semantic: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
 
 def dense_semantic(semantic: torch.Tensor) -> torch.Tensor:
     """Rendered ids (0 floor, 1 wall, 2 + c objects, ``NO_HIT_ID`` nothing) -> segmentation
-    labels in the probes' convention: ``id + 1`` (1..NUM_SEMANTIC_IDS), 0 = unlabeled."""
+    labels in the probes' convention: ``id + 1`` (1..NUM_SEMANTIC_IDS), 0 = unlabeled.
+    """
     labels = semantic.long() + 1
     return torch.where(semantic == NO_HIT_ID, torch.zeros_like(labels), labels)
 
@@ -55,8 +57,11 @@ class _ScenePoints:
         self.camera, self.num_points, self.seed, self.split = camera, num_points, seed, split
 
     def __call__(self, depth: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(scene_points(depth.numpy(), self.camera, self.num_points, self.seed,
-                                             self.split, indices=rows))
+        return torch.from_numpy(
+            scene_points(
+                depth.numpy(), self.camera, self.num_points, self.seed, self.split, indices=rows
+            )
+        )
 
 
 @DATASETS.register("scenes")
@@ -66,45 +71,65 @@ class ScenesSource:
     object categories) for the segmentation probe.
 
     A fourth modality, ``points`` (``[num_points, 3]`` xyz in metres per sample), is the depth
-    map back-projected with the camera's intrinsics, sampled as each batch is read."""
+    map back-projected with the camera's intrinsics, sampled as each batch is read.
+    """
 
     name = "scenes"
     modalities = ("rgb", "depth", "audio", "points")
     options = ScenesConfig
 
-    def prepare(self, options: ScenesConfig, cache_path: Path,
-                progress: Callable[[int, int], None] | None = None) -> Path:
+    def prepare(
+        self,
+        options: ScenesConfig,
+        cache_path: Path,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Path:
         return generate_scenes(cache_path, options, progress=progress)
 
     def teacher_task_options(self, options: ScenesConfig) -> ScenesConfig:
         """The options of the teacher's own set (``teacher.task=transfer``): new scenes (another
-        seed) of the same generator, labelled by :meth:`load_teacher_task`."""
+        seed) of the same generator, labelled by :meth:`load_teacher_task`.
+        """
         return dataclasses.replace(options, seed=options.seed + TEACHER_TASK_SEED_OFFSET)
 
     def load_teacher_task(self, cache_path: Path) -> LoadedDataset:
         """The teacher's own set: RGB labelled by its dominant object category (6 classes, a
-        label space apart from the scene classes that the students are probed on)."""
+        label space apart from the scene classes that the students are probed on).
+        """
         splits = {}
         for split in SPLITS:
-            splits[split] = HDF5Split(cache_path, {"rgb": f"{split}/rgb", "semantic": f"{split}/semantic"})
+            splits[split] = HDF5Split(
+                cache_path, {"rgb": f"{split}/rgb", "semantic": f"{split}/semantic"}
+            )
             splits[split].derive("label", "semantic", dominant_object)
-        return LoadedDataset(splits=splits, num_classes=len(CATEGORIES), class_names=list(CATEGORIES))
+        return LoadedDataset(
+            splits=splits, num_classes=len(CATEGORIES), class_names=list(CATEGORIES)
+        )
 
     def load(self, cache_path: Path) -> LoadedDataset:
         info = read_scenes_info(cache_path)  # one clear error for a missing/corrupt cache
-        options = ScenesConfig(**{k: v for k, v in info["config"].items()
-                                  if k in ScenesConfig.__dataclass_fields__})
+        options = ScenesConfig(
+            **{k: v for k, v in info["config"].items() if k in ScenesConfig.__dataclass_fields__}
+        )
         camera = Intrinsics(**info["intrinsics"])
         transforms = {"label": as_long, "semantic": _dense_semantic_rows}
         splits = {}
         for split in SPLITS:  # streamed: each batch reads its rows from the cache
-            splits[split] = HDF5Split(cache_path, {key: f"{split}/{key}" for key in
-                                                   ("rgb", "depth", "audio", "label", "semantic")},
-                                      transforms=transforms)
-            splits[split].derive("points", "depth", _ScenePoints(camera, options.num_points, options.seed, split))
+            splits[split] = HDF5Split(
+                cache_path,
+                {key: f"{split}/{key}" for key in ("rgb", "depth", "audio", "label", "semantic")},
+                transforms=transforms,
+            )
+            splits[split].derive(
+                "points", "depth", _ScenePoints(camera, options.num_points, options.seed, split)
+            )
         with h5py.File(cache_path, "r") as f:
             classes = json.loads(f.attrs["classes"])
             sample_rate = int(f.attrs["sample_rate"])
-        return LoadedDataset(splits=splits, num_classes=len(classes), class_names=classes,
-                             frontend_kwargs={"audio": {"sample_rate": sample_rate}},
-                             dense_labels={"semantic": NUM_SEMANTIC_IDS})
+        return LoadedDataset(
+            splits=splits,
+            num_classes=len(classes),
+            class_names=classes,
+            frontend_kwargs={"audio": {"sample_rate": sample_rate}},
+            dense_labels={"semantic": NUM_SEMANTIC_IDS},
+        )

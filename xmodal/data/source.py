@@ -55,8 +55,9 @@ class DatasetSource(Protocol):
     name: str
     modalities: tuple[str, ...]
 
-    def prepare(self, options: Any, cache_path: Path,
-                progress: Callable[..., None] | None = None) -> Path: ...
+    def prepare(
+        self, options: Any, cache_path: Path, progress: Callable[..., None] | None = None
+    ) -> Path: ...
 
     def load(self, cache_path: Path) -> LoadedDataset: ...
 
@@ -68,7 +69,8 @@ def _instance(source: Any) -> Any:
 def dataset_modalities(source: Any, options: Any) -> tuple[str, ...]:
     """The modalities ``source`` (a registered dataset class or instance) serves with
     ``options``: its ``modalities_for(options)`` when it has one, else its ``modalities``;
-    empty = not known yet (nothing is checked against it)."""
+    empty = not known yet (nothing is checked against it).
+    """
     if options is not None and hasattr(source, "modalities_for"):
         return tuple(_instance(source).modalities_for(options))
     return tuple(getattr(source, "modalities", ()))
@@ -76,7 +78,8 @@ def dataset_modalities(source: Any, options: Any) -> tuple[str, ...]:
 
 def dataset_labelled(source: Any, options: Any) -> bool:
     """Whether ``source`` with ``options`` has labels: its ``labelled_for(options)`` when it has
-    one, else its ``labelled`` attribute (default True)."""
+    one, else its ``labelled`` attribute (default True).
+    """
     if options is not None and hasattr(source, "labelled_for"):
         return bool(_instance(source).labelled_for(options))
     return bool(getattr(source, "labelled", True))

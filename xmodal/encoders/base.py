@@ -31,7 +31,6 @@ from torch import Tensor, nn
 from xmodal.core.errors import XmodalError
 from xmodal.core.registry import BACKBONES, FRONTENDS
 
-
 IMAGE, POINTS = "image", "points"
 
 
@@ -87,27 +86,39 @@ class Backbone(Protocol):
 
 def frontend_contract(name: str, entry: Any) -> None:
     """Build the front end with its default options, run it on its own example input and check
-    the :class:`Frontend` protocol; raises ``TypeError``/``ValueError`` saying what is wrong."""
+    the :class:`Frontend` protocol; raises ``TypeError``/``ValueError`` saying what is wrong.
+    """
     frontend = entry()
     if not isinstance(frontend, Frontend):
-        missing = [a for a in ("out_channels", "image_aligned", "example_input") if not hasattr(frontend, a)]
+        missing = [
+            a
+            for a in ("out_channels", "image_aligned", "example_input")
+            if not hasattr(frontend, a)
+        ]
         raise TypeError(f"front end '{name}' lacks {', '.join(missing) or 'a callable forward'}")
     if not (isinstance(frontend.out_channels, int) and frontend.out_channels >= 1):
-        raise ValueError(f"front end '{name}'.out_channels must be an int >= 1, got {frontend.out_channels!r}")
+        raise ValueError(
+            f"front end '{name}'.out_channels must be an int >= 1, got {frontend.out_channels!r}"
+        )
     if not isinstance(frontend.image_aligned, bool):
         raise ValueError(f"front end '{name}'.image_aligned must be True or False")
     if layout_of(entry) not in (IMAGE, POINTS):
-        raise ValueError(f"front end '{name}'.layout must be '{IMAGE}' or '{POINTS}', got {layout_of(entry)!r}")
+        raise ValueError(
+            f"front end '{name}'.layout must be '{IMAGE}' or '{POINTS}', got {layout_of(entry)!r}"
+        )
     out = frontend(frontend.example_input(2))
     if not isinstance(out, Tensor) or out.dim() < 2 or out.shape[:2] != (2, frontend.out_channels):
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"front end '{name}' maps its example_input(2) to {got}, not "
-                         f"[2, out_channels={frontend.out_channels}, ...]")
+        raise ValueError(
+            f"front end '{name}' maps its example_input(2) to {got}, not "
+            f"[2, out_channels={frontend.out_channels}, ...]"
+        )
 
 
 def backbone_contract(name: str, entry: Any) -> None:
     """Build the backbone for 3 input channels with its default options (or its factory's
-    ``example_options``) and check the :class:`Backbone` protocol."""
+    ``example_options``) and check the :class:`Backbone` protocol.
+    """
     backbone = entry(in_channels=3, **example_options(entry))
     if not isinstance(backbone, Backbone):
         raise TypeError(f"backbone '{name}' must have out_dim, stage_channels and forward_features")
@@ -124,7 +135,8 @@ def backbone_contract(name: str, entry: Any) -> None:
 
 def example_options(entry: object) -> dict[str, Any]:
     """Options for a quick build of a backbone factory in contract tests: its
-    ``example_options`` (a deep copy), else none (its defaults)."""
+    ``example_options`` (a deep copy), else none (its defaults).
+    """
     return copy.deepcopy(dict(getattr(entry, "example_options", None) or {}))
 
 
@@ -144,7 +156,8 @@ def backbone_fits(name: str, modality: str) -> bool:
 
 def layout_mismatch(name: str, modality: str) -> str | None:
     """Why registered backbone ``name`` cannot encode ``modality`` (its layout differs from the
-    front end's), or None when it can."""
+    front end's), or None when it can.
+    """
     takes, gives = layout_of(BACKBONES.get(name)), layout_of(FRONTENDS.get(modality))
     if takes == gives:
         return None
@@ -153,7 +166,8 @@ def layout_mismatch(name: str, modality: str) -> str | None:
 
 def backbone_for(modality: str, name: str) -> str:
     """``name`` if it takes ``modality``'s layout, else the front end's ``default_backbone``
-    when it declares one (``points``: ``pointnet``), else ``name`` (building it then fails)."""
+    when it declares one (``points``: ``pointnet``), else ``name`` (building it then fails).
+    """
     default = getattr(FRONTENDS.get(modality), "default_backbone", None)
     return default if default and not backbone_fits(name, modality) else name
 
@@ -196,8 +210,9 @@ class Encoder(nn.Module):
         return last.flatten(2).mean(-1)
 
 
-def create_encoder(name: str, modality: str, frontend_kwargs: dict | None = None,
-                   **backbone_kwargs: object) -> Encoder:
+def create_encoder(
+    name: str, modality: str, frontend_kwargs: dict | None = None, **backbone_kwargs: object
+) -> Encoder:
     """Build a registered backbone ``name`` behind the front end of ``modality``.
 
     Example: ``create_encoder("resnet8", "depth")``, or
@@ -212,10 +227,13 @@ def create_encoder(name: str, modality: str, frontend_kwargs: dict | None = None
     try:
         frontend = frontend_cls(**(frontend_kwargs or {}))
     except (TypeError, ValueError) as exc:  # an unknown option, or a value it refuses
-        raise XmodalError(f"front end '{modality}': bad frontend_kwargs "
-                          f"{dict(frontend_kwargs or {})}: {exc}") from None
+        raise XmodalError(
+            f"front end '{modality}': bad frontend_kwargs {dict(frontend_kwargs or {})}: {exc}"
+        ) from None
     try:
         backbone = factory(in_channels=frontend.out_channels, **backbone_kwargs)
     except TypeError as exc:
-        raise XmodalError(f"encoder '{name}': bad arguments {sorted(backbone_kwargs)}: {exc}") from None
+        raise XmodalError(
+            f"encoder '{name}': bad arguments {sorted(backbone_kwargs)}: {exc}"
+        ) from None
     return Encoder(modality, frontend, backbone)

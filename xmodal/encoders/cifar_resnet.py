@@ -18,7 +18,8 @@ Norm = Literal["batch", "group"]
 
 def norm_layer(kind: Norm, channels: int) -> nn.Module:
     """BatchNorm, or GroupNorm (up to 8 groups), which does not depend on the batch: the same
-    model on N processes with batch B then computes exactly what one process does with N*B."""
+    model on N processes with batch B then computes exactly what one process does with N*B.
+    """
     if kind == "group":
         return nn.GroupNorm(math.gcd(channels, 8), channels)
     return nn.BatchNorm2d(channels)
@@ -33,8 +34,9 @@ class BasicBlock(nn.Module):
         self.bn2 = norm_layer(norm, out_ch)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False),
-                                          norm_layer(norm, out_ch))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), norm_layer(norm, out_ch)
+            )
 
     def forward(self, x: Tensor) -> Tensor:
         out = nn.functional.relu(self.bn1(self.conv1(x)))
@@ -48,21 +50,31 @@ class CifarResNet(nn.Module):
     ``norm``: ``batch`` (the literature's) or ``group`` (batch-independent).
     """
 
-    def __init__(self, in_channels: int, blocks: int, widths: tuple[int, int, int],
-                 stem_width: int | None = None, norm: Norm = "batch") -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        blocks: int,
+        widths: tuple[int, int, int],
+        stem_width: int | None = None,
+        norm: Norm = "batch",
+    ) -> None:
         super().__init__()
         if in_channels < 1 or blocks < 1:
             raise ValueError(f"need in_channels >= 1 and blocks >= 1, got {in_channels}, {blocks}")
         if norm not in ("batch", "group"):
             raise ValueError(f"norm must be 'batch' or 'group', got {norm!r}")
         stem = stem_width or widths[0]
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False),
-                                  norm_layer(norm, stem), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False),
+            norm_layer(norm, stem),
+            nn.ReLU(inplace=True),
+        )
         stages, ch = [], stem
         for i, width in enumerate(widths):
-            layers = [BasicBlock(ch if j == 0 else width, width, 2 if (i > 0 and j == 0) else 1,
-                                 norm)
-                      for j in range(blocks)]
+            layers = [
+                BasicBlock(ch if j == 0 else width, width, 2 if (i > 0 and j == 0) else 1, norm)
+                for j in range(blocks)
+            ]
             stages.append(nn.Sequential(*layers))
             ch = width
         self.stages = nn.ModuleList(stages)
@@ -81,7 +93,9 @@ class CifarResNet(nn.Module):
         return maps
 
 
-def _register(name: str, blocks: int, widths: tuple[int, int, int], stem: int | None = None) -> None:
+def _register(
+    name: str, blocks: int, widths: tuple[int, int, int], stem: int | None = None
+) -> None:
     def build(in_channels: int, width_multiplier: float = 1.0, norm: Norm = "batch") -> CifarResNet:
         scaled = tuple(max(1, round(w * width_multiplier)) for w in widths)
         stem_w = max(1, round(stem * width_multiplier)) if stem else None

@@ -38,14 +38,28 @@ META_FILE = "encoder.json"
 _INIT_ONLY_KWARGS = ("pretrained",)
 _MAX_META_BYTES = 1 << 20
 _JSON_NAMES = {str: "a string", int: "an integer", dict: "an object"}
-_REQUIRED = {"format": str, "version": int, "backbone": str, "backbone_kwargs": dict,
-             "modality": str, "frontend_kwargs": dict, "embed_dim": int, "weights_sha256": str}
+_REQUIRED = {
+    "format": str,
+    "version": int,
+    "backbone": str,
+    "backbone_kwargs": dict,
+    "modality": str,
+    "frontend_kwargs": dict,
+    "embed_dim": int,
+    "weights_sha256": str,
+}
 
 
-def export_encoder(encoder: Encoder, directory: str | Path, backbone: str,
-                   backbone_kwargs: dict[str, Any], frontend_kwargs: dict[str, Any],
-                   xmodal_version: str = "", config_hash: str = "",
-                   extra: dict[str, Any] | None = None) -> Path:
+def export_encoder(
+    encoder: Encoder,
+    directory: str | Path,
+    backbone: str,
+    backbone_kwargs: dict[str, Any],
+    frontend_kwargs: dict[str, Any],
+    xmodal_version: str = "",
+    config_hash: str = "",
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write ``directory/encoder.safetensors`` and ``directory/encoder.json``; returns the JSON path.
 
     Args:
@@ -59,19 +73,29 @@ def export_encoder(encoder: Encoder, directory: str | Path, backbone: str,
     weights = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
     weights_path = directory / WEIGHTS_FILE
     _save_weights(weights, weights_path)
-    meta = {"format": FORMAT, "version": VERSION, "backbone": backbone,
-            "backbone_kwargs": dict(backbone_kwargs), "modality": encoder.modality,
-            "frontend_kwargs": dict(frontend_kwargs), "embed_dim": encoder.embed_dim,
-            "xmodal_version": xmodal_version, "config_hash": config_hash,
-            "weights_sha256": weights_digest(weights_path), "extra": dict(extra or {})}
-    return write_text_atomic(directory / META_FILE,
-                             json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "backbone": backbone,
+        "backbone_kwargs": dict(backbone_kwargs),
+        "modality": encoder.modality,
+        "frontend_kwargs": dict(frontend_kwargs),
+        "embed_dim": encoder.embed_dim,
+        "xmodal_version": xmodal_version,
+        "config_hash": config_hash,
+        "weights_sha256": weights_digest(weights_path),
+        "extra": dict(extra or {}),
+    }
+    return write_text_atomic(
+        directory / META_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n"
+    )
 
 
 def _save_weights(weights: dict[str, torch.Tensor], path: Path) -> None:
     """``safetensors.torch.save_file`` through :func:`~xmodal.core.atomic.atomic_output`: free
     space checked first; a full disk (safetensors' ``SafetensorError``) is one OutputError line
-    naming ``path`` and the space needed, and leaves no temporary file."""
+    naming ``path`` and the space needed, and leaves no temporary file.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import save_file
 
@@ -83,8 +107,10 @@ def _save_weights(weights: dict[str, torch.Tensor], path: Path) -> None:
             text = str(exc).splitlines()[0] if str(exc) else "SafetensorError"
             if any(sign in text for sign in ("os error 28", "StorageFull", "No space left")):
                 raise OutputError(no_space_message(path, needed, free_bytes(path))) from None
-            raise OutputError(f"cannot write '{path}' (safetensors: {text}): check that place "
-                              "or pass another --out, then run the same command again") from None
+            raise OutputError(
+                f"cannot write '{path}' (safetensors: {text}): check that place "
+                "or pass another --out, then run the same command again"
+            ) from None
 
 
 def weights_digest(path: str | Path) -> str:
@@ -101,13 +127,17 @@ def export_paths(path: str | Path) -> tuple[Path, Path]:
     path = Path(path)
     directory = path if path.is_dir() else path.parent
     if not path.is_dir() and path.name not in (META_FILE, WEIGHTS_FILE):
-        raise DataError(f"'{path}' is not an exported encoder: give its directory or its "
-                        f"{META_FILE}/{WEIGHTS_FILE}")
+        raise DataError(
+            f"'{path}' is not an exported encoder: give its directory or its "
+            f"{META_FILE}/{WEIGHTS_FILE}"
+        )
     meta, weights = directory / META_FILE, directory / WEIGHTS_FILE
     for file in (meta, weights):
         if not file.is_file():
-            raise DataError(f"exported encoder '{directory}': {file.name} is missing; an export "
-                            f"is the pair {META_FILE} + {WEIGHTS_FILE}")
+            raise DataError(
+                f"exported encoder '{directory}': {file.name} is missing; an export "
+                f"is the pair {META_FILE} + {WEIGHTS_FILE}"
+            )
     return meta, weights
 
 
@@ -119,18 +149,24 @@ def read_export_metadata(path: str | Path) -> dict[str, Any]:
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"'{meta_path}' is not valid JSON ({exc.__class__.__name__}); "
-                        "export the encoder again") from None
+        raise DataError(
+            f"'{meta_path}' is not valid JSON ({exc.__class__.__name__}); export the encoder again"
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise DataError(f"'{meta_path}' is not an xmodal encoder description "
-                        f"(needs \"format\": \"{FORMAT}\")")
+        raise DataError(
+            f'\'{meta_path}\' is not an xmodal encoder description (needs "format": "{FORMAT}")'
+        )
     for key, kind in _REQUIRED.items():
         if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
-            raise DataError(f"'{meta_path}': key '{key}' must be {_JSON_NAMES[kind]}, "
-                            f"got {meta.get(key)!r}; export the encoder again")
+            raise DataError(
+                f"'{meta_path}': key '{key}' must be {_JSON_NAMES[kind]}, "
+                f"got {meta.get(key)!r}; export the encoder again"
+            )
     if meta["version"] > VERSION:
-        raise DataError(f"'{meta_path}' has format version {meta['version']}; this xmodal reads "
-                        f"up to {VERSION}: upgrade xmodal")
+        raise DataError(
+            f"'{meta_path}' has format version {meta['version']}; this xmodal reads "
+            f"up to {VERSION}: upgrade xmodal"
+        )
     return meta
 
 
@@ -147,24 +183,32 @@ def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> nn.Mod
     meta = read_export_metadata(path)
     meta_path, weights_path = export_paths(path)
     if weights_digest(weights_path) != meta["weights_sha256"]:
-        raise DataError(f"'{weights_path}' does not match the SHA-256 recorded in {meta_path.name} "
-                        "(replaced or corrupted); export the encoder again")
+        raise DataError(
+            f"'{weights_path}' does not match the SHA-256 recorded in {meta_path.name} "
+            "(replaced or corrupted); export the encoder again"
+        )
     try:
         state = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise DataError(f"'{weights_path}' is not a readable safetensors file ({exc}); "
-                        "export the encoder again") from None
+        raise DataError(
+            f"'{weights_path}' is not a readable safetensors file ({exc}); export the encoder again"
+        ) from None
     init_only = getattr(BACKBONES.get(meta["backbone"]), "init_only", _INIT_ONLY_KWARGS)
     kwargs = {k: v for k, v in meta["backbone_kwargs"].items() if k not in init_only}
     try:
-        encoder = create_encoder(meta["backbone"], meta["modality"], meta["frontend_kwargs"], **kwargs)
+        encoder = create_encoder(
+            meta["backbone"], meta["modality"], meta["frontend_kwargs"], **kwargs
+        )
     except XmodalError as exc:  # e.g. tampered frontend_kwargs or backbone_kwargs
-        raise DataError(f"'{meta_path}' does not rebuild its encoder ({exc}); export the encoder "
-                        "again") from None
+        raise DataError(
+            f"'{meta_path}' does not rebuild its encoder ({exc}); export the encoder again"
+        ) from None
     try:
         encoder.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-        raise DataError(f"'{weights_path}' does not fit backbone '{meta['backbone']}' "
-                        f"({first}); export the encoder again") from None
+        raise DataError(
+            f"'{weights_path}' does not fit backbone '{meta['backbone']}' "
+            f"({first}); export the encoder again"
+        ) from None
     return encoder.to(device).eval()

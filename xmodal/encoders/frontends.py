@@ -105,12 +105,18 @@ class LogMelFrontend(nn.Module):
     image_aligned = False  # maps are time x frequency, not pixels: no dense probes
     out_channels = 1
 
-    def __init__(self, sample_rate: int = 8000, n_fft: int = 256, hop_length: int = 128,
-                 n_mels: int = 32) -> None:
+    def __init__(
+        self, sample_rate: int = 8000, n_fft: int = 256, hop_length: int = 128, n_mels: int = 32
+    ) -> None:
         super().__init__()
         self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
-            f_min=20.0, f_max=sample_rate / 2, power=2.0,
+            sample_rate=sample_rate,
+            n_fft=n_fft,
+            hop_length=hop_length,
+            n_mels=n_mels,
+            f_min=20.0,
+            f_max=sample_rate / 2,
+            power=2.0,
         )
 
     def example_input(self, batch: int = 2) -> Tensor:
@@ -149,7 +155,8 @@ class HHAFrontend(nn.Module):
 @FRONTENDS.register("normals")
 class NormalsFrontend(nn.Module):
     """Surface normals ``[B, H, W, 3]`` in the camera frame (unit floats, or int8 = 127 x unit
-    as cached for NYU; 0 = unknown) -> ``[B, 3, H, W]`` with components in [-1, 1]."""
+    as cached for NYU; 0 = unknown) -> ``[B, 3, H, W]`` with components in [-1, 1].
+    """
 
     image_aligned = True  # feature maps are aligned with image pixels
     mirror_negates_channel = 0  # a left-right mirror flips the sign of n_x
@@ -201,9 +208,11 @@ class PointsFrontend(nn.Module):
     def forward(self, points: Tensor) -> Tensor:
         c = self.out_channels
         if points.ndim != 3 or points.shape[-1] != c or points.shape[1] < 1:
-            raise ValueError(f"points input must be [B, N, {c}] (xyz in metres"
-                             f"{f' + {self.features} features' if self.features else ''}, N >= 1), "
-                             f"got {list(points.shape)}")
+            raise ValueError(
+                f"points input must be [B, N, {c}] (xyz in metres"
+                f"{f' + {self.features} features' if self.features else ''}, N >= 1), "
+                f"got {list(points.shape)}"
+            )
         x = points.float()
         valid = torch.isfinite(x).all(-1, keepdim=True)  # [B, N, 1]
         x = torch.where(valid, x, torch.zeros_like(x))

@@ -58,10 +58,17 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 class HFBackbone(LibraryBackbone):
     """A transformers ViT vision tower (and optional visual projection), behind its own
-    preprocessing."""
+    preprocessing.
+    """
 
-    def __init__(self, tower: nn.Module, projection: nn.Module | None, config: Any,
-                 preprocess: ModelPreprocess, stages: int) -> None:
+    def __init__(
+        self,
+        tower: nn.Module,
+        projection: nn.Module | None,
+        config: Any,
+        preprocess: ModelPreprocess,
+        stages: int,
+    ) -> None:
         super().__init__(preprocess)
         self.tower = tower
         self.projection = projection
@@ -69,9 +76,11 @@ class HFBackbone(LibraryBackbone):
         self._patch = (patch, patch) if isinstance(patch, int) else (int(patch[0]), int(patch[1]))
         self._indices = evenly_spaced(int(config.num_hidden_layers), stages)
         self.stage_channels = [int(config.hidden_size)] * len(self._indices)
-        self.out_dim = int(projection.out_features) if projection is not None else int(config.hidden_size)
+        self.out_dim = (
+            int(projection.out_features) if projection is not None else int(config.hidden_size)
+        )
         for name, parameter in tower.named_parameters():  # only for masked-image pretraining:
-            if name.endswith("mask_token"):              # never used here, so never trained
+            if name.endswith("mask_token"):  # never used here, so never trained
                 parameter.requires_grad_(False)
 
     def _grid(self, x: Tensor) -> tuple[int, int]:
@@ -104,7 +113,9 @@ def _quiet(transformers: Any) -> Iterator[None]:
             logging.enable_progress_bar()
 
 
-def _load(transformers: Any, model: str, offline: bool, model_kwargs: dict[str, Any]) -> tuple[nn.Module, Any]:
+def _load(
+    transformers: Any, model: str, offline: bool, model_kwargs: dict[str, Any]
+) -> tuple[nn.Module, Any]:
     """``(model, image processor)`` from a folder, a model type (random init) or a hub id."""
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
@@ -116,27 +127,40 @@ def _load(transformers: Any, model: str, offline: bool, model_kwargs: dict[str, 
         processor.do_center_crop, processor.size = False, {"height": side, "width": side}
         return transformers.AutoModel.from_config(config), processor
     if not folder.is_dir() and not _HUB_ID.fullmatch(model):
-        raise XmodalError(f"Hugging Face model folder '{model}' does not exist; give a folder "
-                          "written by save_pretrained (config.json, model.safetensors and the "
-                          "image processor's preprocessor_config.json)")
+        raise XmodalError(
+            f"Hugging Face model folder '{model}' does not exist; give a folder "
+            "written by save_pretrained (config.json, model.safetensors and the "
+            "image processor's preprocessor_config.json)"
+        )
     source = str(folder) if folder.is_dir() else model
     local = offline or folder.is_dir()
     try:
-        net = transformers.AutoModel.from_pretrained(source, local_files_only=local,
-                                                     dtype=torch.float32, **model_kwargs)
+        net = transformers.AutoModel.from_pretrained(
+            source, local_files_only=local, dtype=torch.float32, **model_kwargs
+        )
     except Exception as exc:
-        where = (f"folder '{source}'" if folder.is_dir() else
-                 f"'{source}' (not a local folder, nor in the local Hugging Face cache)")
-        raise XmodalError(f"transformers could not load a model from {where} ({first_line(exc)}); "
-                          "give a folder written by save_pretrained"
-                          + ("" if folder.is_dir() else ", or download it once with the backbone "
-                             "option offline=false")) from None
+        where = (
+            f"folder '{source}'"
+            if folder.is_dir()
+            else f"'{source}' (not a local folder, nor in the local Hugging Face cache)"
+        )
+        raise XmodalError(
+            f"transformers could not load a model from {where} ({first_line(exc)}); "
+            "give a folder written by save_pretrained"
+            + (
+                ""
+                if folder.is_dir()
+                else ", or download it once with the backbone option offline=false"
+            )
+        ) from None
     try:
         processor = transformers.AutoImageProcessor.from_pretrained(source, local_files_only=local)
     except Exception as exc:
-        raise XmodalError(f"'{source}' has no image processor config ({first_line(exc)}); save the "
-                          "model's image processor beside it (processor.save_pretrained(folder)): "
-                          "xmodal takes the input size, mean and std from it") from None
+        raise XmodalError(
+            f"'{source}' has no image processor config ({first_line(exc)}); save the "
+            "model's image processor beside it (processor.save_pretrained(folder)): "
+            "xmodal takes the input size, mean and std from it"
+        ) from None
     return net, processor
 
 
@@ -154,12 +178,15 @@ def _default_processor(model_type: str) -> Any:
             cls = auto.get_image_processor_class_from_name(name)
             if cls is not None:
                 return cls()
-    raise XmodalError(f"transformers has no image processor for model type '{model_type}'; give a "
-                      "folder with the model and its preprocessor_config.json instead")
+    raise XmodalError(
+        f"transformers has no image processor for model type '{model_type}'; give a "
+        "folder with the model and its preprocessor_config.json instead"
+    )
 
 
 def _preprocess(processor: Any, config: Any, resize: bool) -> ModelPreprocess:
     """The image processor's size, resampling and normalisation, for RGB in [0, 1]."""
+
     def field(size: Any, key: str) -> Any:
         return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
 
@@ -181,8 +208,14 @@ def _preprocess(processor: Any, config: Any, resize: bool) -> ModelPreprocess:
     return ModelPreprocess(mean, std, (int(height), int(width)), mode, resize)
 
 
-def build_hf(in_channels: int, model: str = "", offline: bool = True, model_kwargs: dict = {},  # noqa: B006
-             resize: bool = True, stages: int = 4) -> HFBackbone:
+def build_hf(
+    in_channels: int,
+    model: str = "",
+    offline: bool = True,
+    model_kwargs: dict = {},  # noqa: B006
+    resize: bool = True,
+    stages: int = 4,
+) -> HFBackbone:
     """A transformers vision encoder (``AutoModel``) from a local folder, with its own
     preprocessing (the folder's image processor).
 
@@ -201,12 +234,16 @@ def build_hf(in_channels: int, model: str = "", offline: bool = True, model_kwar
     """
     transformers = require("transformers", "hf", "hf")
     if not model:
-        raise XmodalError("backbone 'hf' needs its model option: a folder written by "
-                          "save_pretrained, e.g. --set teacher.encoder.kwargs.model=PATH")
+        raise XmodalError(
+            "backbone 'hf' needs its model option: a folder written by "
+            "save_pretrained, e.g. --set teacher.encoder.kwargs.model=PATH"
+        )
     with offline_hub(offline), _quiet(transformers):
         net, processor = _load(transformers, model, offline, copy.deepcopy(dict(model_kwargs)))
     config = getattr(net.config, "vision_config", None)
-    tower, projection = (net.vision_model, getattr(net, "visual_projection", None)) if config else (net, None)
+    tower, projection = (
+        (net.vision_model, getattr(net, "visual_projection", None)) if config else (net, None)
+    )
     config = config or net.config
     preprocess = _preprocess(processor, config, resize)
     if in_channels != 3:
@@ -228,8 +265,13 @@ class HFText(TextTower):
         self.pad_to_max = pad_to_max  # SigLIP was trained on max-length padding, without a mask
 
     def tokens(self, texts: list[str]) -> dict[str, Tensor]:
-        encoded = self.tokenizer(texts, padding="max_length" if self.pad_to_max else True,
-                                 truncation=True, max_length=self.max_length, return_tensors="pt")
+        encoded = self.tokenizer(
+            texts,
+            padding="max_length" if self.pad_to_max else True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
         return {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
 
     def forward(self, tokens: dict[str, Tensor]) -> Tensor:
@@ -254,22 +296,32 @@ def _config_json(model: str) -> dict[str, Any] | None:
 
 def hf_text_tower_missing(model: str = "", **_options: Any) -> str | None:
     """Why ``model`` has no text tower in its image embedding's space, or None (or unknown:
-    a hub id not in the cache is found out when the tower is built)."""
+    a hub id not in the cache is found out when the tower is built).
+    """
     folder = Path(model).expanduser()
     if not model or (not folder.is_dir() and not _HUB_ID.fullmatch(model)):
-        return (f"hf model '{model}' is not a folder of a trained dual model (a model type is "
-                "built at random); give a CLIP or SigLIP folder")
+        return (
+            f"hf model '{model}' is not a folder of a trained dual model (a model type is "
+            "built at random); give a CLIP or SigLIP folder"
+        )
     config = _config_json(model)
     if config is not None and not isinstance(config.get("text_config"), dict):
-        return (f"hf model '{model}' is vision-only (no text_config in its config.json); give a "
-                "CLIP or SigLIP folder")
+        return (
+            f"hf model '{model}' is vision-only (no text_config in its config.json); give a "
+            "CLIP or SigLIP folder"
+        )
     return None
 
 
-def build_hf_text(model: str = "", offline: bool = True, model_kwargs: dict = {},  # noqa: B006
-                  **_image_options: Any) -> HFText:
+def build_hf_text(
+    model: str = "",
+    offline: bool = True,
+    model_kwargs: dict = {},  # noqa: B006
+    **_image_options: Any,
+) -> HFText:
     """The text tower and tokenizer of the dual model (``CLIPModel``, ``SiglipModel``) that
-    :func:`build_hf` takes the vision tower of, from the same options."""
+    :func:`build_hf` takes the vision tower of, from the same options.
+    """
     transformers = require("transformers", "hf", "hf")
     why = hf_text_tower_missing(model)
     if why:
@@ -279,14 +331,19 @@ def build_hf_text(model: str = "", offline: bool = True, model_kwargs: dict = {}
     local = offline or folder.is_dir()
     try:
         with offline_hub(offline), _quiet(transformers):
-            net = transformers.AutoModel.from_pretrained(source, local_files_only=local,
-                                                         dtype=torch.float32,
-                                                         **copy.deepcopy(dict(model_kwargs)))
+            net = transformers.AutoModel.from_pretrained(
+                source,
+                local_files_only=local,
+                dtype=torch.float32,
+                **copy.deepcopy(dict(model_kwargs)),
+            )
             tokenizer = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local)
     except Exception as exc:
-        raise XmodalError(f"transformers could not load the text tower and tokenizer of '{source}' "
-                          f"({first_line(exc)}); give a folder written by save_pretrained with "
-                          "the tokenizer's files") from None
+        raise XmodalError(
+            f"transformers could not load the text tower and tokenizer of '{source}' "
+            f"({first_line(exc)}); give a folder written by save_pretrained with "
+            "the tokenizer's files"
+        ) from None
     text_config = getattr(net.config, "text_config", None)
     if text_config is None or not callable(getattr(net, "get_text_features", None)):
         raise XmodalError(f"hf model '{source}' has no text tower (get_text_features)")
@@ -301,13 +358,23 @@ def build_hf_text(model: str = "", offline: bool = True, model_kwargs: dict = {}
 #: a tiny random DINOv2 (2 layers of width 32 at 28 x 28 pixels) for contract tests: no files
 build_hf.example_options = {  # type: ignore[attr-defined]
     "model": "dinov2",
-    "model_kwargs": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                     "intermediate_size": 64, "image_size": 28, "patch_size": 14},
+    "model_kwargs": {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "image_size": 28,
+        "patch_size": 14,
+    },
 }
 build_hf.weights_option = "model"  # type: ignore[attr-defined]
 build_hf.text_tower = build_hf_text  # type: ignore[attr-defined]
 build_hf.text_tower_missing = hf_text_tower_missing  # type: ignore[attr-defined]
 build_hf.init_only = ()  # type: ignore[attr-defined]  # the folder is the architecture too
 build_hf.check_options = library_check("transformers", "hf", "hf")  # type: ignore[attr-defined]
-BACKBONES.add("hf", build_hf, "a Hugging Face transformers vision encoder (DINOv2, CLIP, SigLIP) "
-              "from a local folder, with its own image processor's preprocessing")
+BACKBONES.add(
+    "hf",
+    build_hf,
+    "a Hugging Face transformers vision encoder (DINOv2, CLIP, SigLIP) "
+    "from a local folder, with its own image processor's preprocessing",
+)

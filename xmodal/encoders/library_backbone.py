@@ -41,34 +41,47 @@ INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 PIL_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 #: smoothing filters without a tensor equivalent (and timm's training-only "random"):
 #: antialiased bicubic is used instead
-_SMOOTH_AS_BICUBIC = {"lanczos": "bicubic", "box": "bicubic", "hamming": "bicubic", "random": "bicubic"}
+_SMOOTH_AS_BICUBIC = {
+    "lanczos": "bicubic",
+    "box": "bicubic",
+    "hamming": "bicubic",
+    "random": "bicubic",
+}
 
 
 def require(module: str, extra: str, backbone: str) -> ModuleType:
     """Import ``module`` for backbone ``backbone``; if it is missing, one :class:`XmodalError`
-    naming the extra to install (``pip install 'xmodal[timm]'``)."""
+    naming the extra to install (``pip install 'xmodal[timm]'``).
+    """
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise XmodalError(f"backbone '{backbone}' needs the {module} package, which is not "
-                          f"installed ({exc.__class__.__name__}: {exc}); install it with: "
-                          f"pip install 'xmodal[{extra}]'") from None
+        raise XmodalError(
+            f"backbone '{backbone}' needs the {module} package, which is not "
+            f"installed ({exc.__class__.__name__}: {exc}); install it with: "
+            f"pip install 'xmodal[{extra}]'"
+        ) from None
 
 
 def missing_library(module: str, extra: str, backbone: str) -> str | None:
     """Without importing it: why backbone ``backbone`` cannot be built because ``module`` is
-    not installed (naming the extra to install), or None."""
+    not installed (naming the extra to install), or None.
+    """
     try:
         found = importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # a parent package missing, or a module set to None
         found = False
     if found:
         return None
-    return (f"backbone '{backbone}' needs the {module} package, which is not installed; "
-            f"install it with: pip install 'xmodal[{extra}]'")
+    return (
+        f"backbone '{backbone}' needs the {module} package, which is not installed; "
+        f"install it with: pip install 'xmodal[{extra}]'"
+    )
 
 
-def library_check(module: str, extra: str, backbone: str) -> Callable[[dict[str, Any], str], str | None]:
+def library_check(
+    module: str, extra: str, backbone: str
+) -> Callable[[dict[str, Any], str], str | None]:
     """A factory's ``check_options`` that only checks that its library is installed."""
 
     def check_options(options: dict[str, Any], key: str) -> str | None:
@@ -81,7 +94,8 @@ def library_check(module: str, extra: str, backbone: str) -> Callable[[dict[str,
 @contextlib.contextmanager
 def offline_hub(offline: bool) -> Iterator[None]:
     """While open and ``offline`` is true, the Hugging Face hub client (used by timm, open_clip
-    and transformers) reads only its local cache and never connects (``HF_HUB_OFFLINE``)."""
+    and transformers) reads only its local cache and never connects (``HF_HUB_OFFLINE``).
+    """
     if not offline:
         yield
         return
@@ -105,7 +119,8 @@ def offline_hub(offline: bool) -> Iterator[None]:
 
 def hub_cached_file(repo_id: str, filenames: Sequence[str]) -> str | None:
     """The local path of the first of ``filenames`` in repo ``repo_id`` of the Hugging Face
-    cache, or None (nothing is downloaded)."""
+    cache, or None (nothing is downloaded).
+    """
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
@@ -125,39 +140,55 @@ def first_line(exc: BaseException) -> str:
 
 def looks_like_path(text: str) -> bool:
     """Whether an option value is meant as a file system path (rather than a name or tag)."""
-    return (os.sep in text or text.startswith(("~", ".")) or Path(text).suffix.lower()
-            in (".pt", ".pth", ".bin", ".safetensors", ".ckpt"))
+    return (
+        os.sep in text
+        or text.startswith(("~", "."))
+        or Path(text).suffix.lower() in (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+    )
 
 
 def evenly_spaced(depth: int, count: int) -> list[int]:
     """``count`` block indices spread over ``depth`` blocks, the last block last:
-    ``evenly_spaced(12, 4) == [2, 5, 8, 11]``."""
+    ``evenly_spaced(12, 4) == [2, 5, 8, 11]``.
+    """
     if depth < 1 or count < 1:
-        raise XmodalError(f"need at least one block and one stage, got depth {depth}, stages {count}")
+        raise XmodalError(
+            f"need at least one block and one stage, got depth {depth}, stages {count}"
+        )
     count = min(count, depth)
     return [round((i + 1) * depth / count) - 1 for i in range(count)]
 
 
 def token_map(tokens: Tensor, grid: tuple[int, int]) -> Tensor:
     """ViT tokens ``[B, T, C]`` -> a stage map ``[B, C, H, W]`` of the last ``H * W`` (patch)
-    tokens; the leading class and register tokens are dropped."""
+    tokens; the leading class and register tokens are dropped.
+    """
     h, w = grid
     if tokens.shape[1] < h * w:
         raise ValueError(f"{tokens.shape[1]} tokens cannot fill a {h}x{w} patch grid")
-    patches = tokens[:, tokens.shape[1] - h * w:]
+    patches = tokens[:, tokens.shape[1] - h * w :]
     return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w).contiguous()
 
 
 def adapt_input_conv(root: nn.Module, in_channels: int) -> nn.Conv2d:
     """Replace the first 3-channel ``Conv2d`` under ``root`` (a patch embedding or stem) by one
     taking ``in_channels``: the RGB filters averaged and repeated, scaled by ``3 / in_channels``
-    (the usual cross-modal warm start); returns the new convolution."""
+    (the usual cross-modal warm start); returns the new convolution.
+    """
     for parent in root.modules():
         for name, child in parent.named_children():
             if isinstance(child, nn.Conv2d) and child.in_channels == 3:
-                new = nn.Conv2d(in_channels, child.out_channels, child.kernel_size, child.stride,
-                                child.padding, child.dilation, child.groups,
-                                bias=child.bias is not None, padding_mode=child.padding_mode)
+                new = nn.Conv2d(
+                    in_channels,
+                    child.out_channels,
+                    child.kernel_size,
+                    child.stride,
+                    child.padding,
+                    child.dilation,
+                    child.groups,
+                    bias=child.bias is not None,
+                    padding_mode=child.padding_mode,
+                )
                 with torch.no_grad():
                     mean = child.weight.mean(dim=1, keepdim=True)
                     new.weight.copy_(mean.repeat(1, in_channels, 1, 1) * (3.0 / in_channels))
@@ -184,15 +215,25 @@ class ModelPreprocess(nn.Module):
         resize: whether to resize at all (False: the model takes the input's own size).
     """
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], size: Sequence[int],
-                 interpolation: str, resize: bool = True) -> None:
+    def __init__(
+        self,
+        mean: Sequence[float],
+        std: Sequence[float],
+        size: Sequence[int],
+        interpolation: str,
+        resize: bool = True,
+    ) -> None:
         super().__init__()
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-            raise XmodalError(f"the model's normalisation must give 3 means and 3 positive stds, "
-                              f"got mean {tuple(mean)}, std {tuple(std)}")
+            raise XmodalError(
+                f"the model's normalisation must give 3 means and 3 positive stds, "
+                f"got mean {tuple(mean)}, std {tuple(std)}"
+            )
         interpolation = _SMOOTH_AS_BICUBIC.get(interpolation, interpolation)
         if interpolation not in INTERPOLATIONS:
-            raise XmodalError(f"interpolation '{interpolation}' is not one of {', '.join(INTERPOLATIONS)}")
+            raise XmodalError(
+                f"interpolation '{interpolation}' is not one of {', '.join(INTERPOLATIONS)}"
+            )
         self.register_buffer("mean", torch.tensor([float(v) for v in mean]))
         self.register_buffer("std", torch.tensor([float(v) for v in std]))
         self.register_buffer("size", torch.tensor([int(size[0]), int(size[1])]))
@@ -208,15 +249,22 @@ class ModelPreprocess(nn.Module):
     def forward(self, x: Tensor, pixels: bool = False) -> Tensor:
         if self.resize and tuple(x.shape[-2:]) != self._size:
             smooth = self._mode != "nearest"
-            x = nn.functional.interpolate(x, size=self._size, mode=self._mode,
-                                          align_corners=False if smooth else None, antialias=smooth)
+            x = nn.functional.interpolate(
+                x,
+                size=self._size,
+                mode=self._mode,
+                align_corners=False if smooth else None,
+                antialias=smooth,
+            )
         if pixels:
             x = (x - self.mean.view(1, 3, 1, 1)) / self.std.view(1, 3, 1, 1)
         return x
 
     def extra_repr(self) -> str:
-        return (f"size={self._size}, interpolation={self._mode}, mean={self.mean.tolist()}, "
-                f"std={self.std.tolist()}, resize={self.resize}")
+        return (
+            f"size={self._size}, interpolation={self._mode}, mean={self.mean.tolist()}, "
+            f"std={self.std.tolist()}, resize={self.resize}"
+        )
 
 
 class LibraryBackbone(nn.Module):
@@ -280,8 +328,9 @@ class TextTower:
         raise NotImplementedError
 
     @torch.inference_mode()
-    def encode(self, texts: list[str], batch_size: int = 256,
-               device: torch.device | str = "cpu") -> Tensor:
+    def encode(
+        self, texts: list[str], batch_size: int = 256, device: torch.device | str = "cpu"
+    ) -> Tensor:
         """Text embeddings ``[len(texts), D]``, float32 on CPU, in batches of ``batch_size``."""
         if not texts:
             raise ValueError("no texts to encode")
@@ -289,7 +338,10 @@ class TextTower:
         out = []
         try:
             for start in range(0, len(texts), batch_size):
-                tokens = {k: v.to(device) for k, v in self.tokens(texts[start:start + batch_size]).items()}
+                tokens = {
+                    k: v.to(device)
+                    for k, v in self.tokens(texts[start : start + batch_size]).items()
+                }
                 out.append(self.forward(tokens).float().cpu())
         finally:
             self.model.to("cpu")

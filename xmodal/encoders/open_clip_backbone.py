@@ -50,8 +50,9 @@ _PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
 class OpenClipBackbone(LibraryBackbone):
     """An open_clip image tower (``model.visual``), behind its own preprocessing."""
 
-    def __init__(self, visual: nn.Module, preprocess: ModelPreprocess, in_channels: int,
-                 stages: int) -> None:
+    def __init__(
+        self, visual: nn.Module, preprocess: ModelPreprocess, in_channels: int, stages: int
+    ) -> None:
         super().__init__(preprocess)
         self.visual = visual
         blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
@@ -66,8 +67,9 @@ class OpenClipBackbone(LibraryBackbone):
         self.out_dim = int(out["image_features"].shape[-1])
 
     def stage_maps(self, x: Tensor) -> list[Tensor]:
-        out = self.visual.forward_intermediates(x, indices=self._indices, intermediates_only=True,
-                                                normalize_intermediates=True)
+        out = self.visual.forward_intermediates(
+            x, indices=self._indices, intermediates_only=True, normalize_intermediates=True
+        )
         return list(out["image_intermediates"])
 
     def embedding(self, x: Tensor) -> Tensor:
@@ -76,13 +78,16 @@ class OpenClipBackbone(LibraryBackbone):
 
 def _weights(open_clip: Any, model: str, pretrained: str, offline: bool) -> dict[str, Any]:
     """``create_model`` keyword arguments that load ``pretrained`` (never a download when
-    ``offline``)."""
+    ``offline``).
+    """
     if model.startswith("local-dir:"):
         folder = Path(model.split(":", 1)[1]).expanduser()
         if not (folder / "open_clip_config.json").is_file():
-            raise XmodalError(f"open_clip model folder '{folder}' has no open_clip_config.json; "
-                              "give a folder saved by open_clip (open_clip_config.json + "
-                              "open_clip_model.safetensors)")
+            raise XmodalError(
+                f"open_clip model folder '{folder}' has no open_clip_config.json; "
+                "give a folder saved by open_clip (open_clip_config.json + "
+                "open_clip_model.safetensors)"
+            )
         return {}
     if not pretrained or model.startswith("hf-hub:"):
         return {}  # random init, or the hub repo's own weights (through the offline hub client)
@@ -94,34 +99,51 @@ def _weights(open_clip: Any, model: str, pretrained: str, offline: bool) -> dict
         if tag.get("hf_hub"):
             repo, filename = os.path.split(tag["hf_hub"])  # 'org/repo/' or 'org/repo/file'
             filename = filename or "open_clip_pytorch_model.bin"
-            names = [str(Path(filename).with_suffix(".safetensors")).replace("pytorch_model", "model"),
-                     str(Path(filename).with_suffix(".safetensors")), filename]
+            names = [
+                str(Path(filename).with_suffix(".safetensors")).replace("pytorch_model", "model"),
+                str(Path(filename).with_suffix(".safetensors")),
+                filename,
+            ]
             if hub_cached_file(repo, names):
                 return {"pretrained": pretrained}  # read from the cache, the hub client offline
             where = f"Hugging Face repo '{repo}'"
         else:
             cached = Path("~/.cache/clip").expanduser() / Path(tag.get("url", "")).name
             if tag.get("url") and cached.is_file():
-                return {"pretrained": str(cached),
-                        "force_preprocess_cfg": {k: tag[k] for k in _PREPROCESS_KEYS if k in tag}}
+                return {
+                    "pretrained": str(cached),
+                    "force_preprocess_cfg": {k: tag[k] for k in _PREPROCESS_KEYS if k in tag},
+                }
             where = tag.get("url") or "nowhere"
-        raise XmodalError(f"open_clip weights '{pretrained}' of '{model}' are not in the local cache "
-                          f"(from {where}); download them once with the backbone option "
-                          "offline=false, or give pretrained=PATH to a local checkpoint")
+        raise XmodalError(
+            f"open_clip weights '{pretrained}' of '{model}' are not in the local cache "
+            f"(from {where}); download them once with the backbone option "
+            "offline=false, or give pretrained=PATH to a local checkpoint"
+        )
     path = Path(pretrained).expanduser()
     if path.is_file():
         return {"pretrained": str(path)}
     if looks_like_path(pretrained):
-        raise XmodalError(f"open_clip checkpoint '{pretrained}' does not exist; set pretrained to "
-                          "a checkpoint file, a tag of the model or '' (random init)")
+        raise XmodalError(
+            f"open_clip checkpoint '{pretrained}' does not exist; set pretrained to "
+            "a checkpoint file, a tag of the model or '' (random init)"
+        )
     tags = open_clip.list_pretrained_tags_by_model(name)
-    raise XmodalError(f"open_clip has no pretrained tag '{pretrained}' for '{model}' and it is not a "
-                      f"file; tags: {', '.join(tags) or '(none)'}")
+    raise XmodalError(
+        f"open_clip has no pretrained tag '{pretrained}' for '{model}' and it is not a "
+        f"file; tags: {', '.join(tags) or '(none)'}"
+    )
 
 
-def build_open_clip(in_channels: int, model: str = "ViT-B-32", pretrained: str = "",
-                    offline: bool = True, model_kwargs: dict = {}, resize: bool = True,  # noqa: B006
-                    stages: int = 4) -> OpenClipBackbone:
+def build_open_clip(
+    in_channels: int,
+    model: str = "ViT-B-32",
+    pretrained: str = "",
+    offline: bool = True,
+    model_kwargs: dict = {},
+    resize: bool = True,  # noqa: B006
+    stages: int = 4,
+) -> OpenClipBackbone:
     """The image tower of an open_clip model (``open_clip.create_model``).
 
     Args:
@@ -145,11 +167,15 @@ def build_open_clip(in_channels: int, model: str = "ViT-B-32", pretrained: str =
     except XmodalError:
         raise
     except Exception as exc:
-        raise XmodalError(f"open_clip could not build '{model}' with pretrained "
-                          f"'{pretrained or 'none'}' ({first_line(exc)})") from None
+        raise XmodalError(
+            f"open_clip could not build '{model}' with pretrained "
+            f"'{pretrained or 'none'}' ({first_line(exc)})"
+        ) from None
     visual = net.visual
     cfg = visual.preprocess_cfg
-    preprocess = ModelPreprocess(cfg["mean"], cfg["std"], _pair(cfg["size"]), cfg["interpolation"], resize)
+    preprocess = ModelPreprocess(
+        cfg["mean"], cfg["std"], _pair(cfg["size"]), cfg["interpolation"], resize
+    )
     if in_channels != 3:
         adapt_input_conv(visual, in_channels)
     return OpenClipBackbone(visual, preprocess, in_channels, stages)
@@ -166,31 +192,43 @@ class OpenClipText(TextTower):
     def tokens(self, texts: list[str]) -> dict[str, Tensor]:
         ids = self.tokenizer(texts)
         if self.vocab_size and int(ids.max()) >= self.vocab_size:
-            raise XmodalError(f"the open_clip tokenizer gives token ids up to {int(ids.max())}, but "
-                              f"the model's text tower has a vocabulary of {self.vocab_size}: the "
-                              "model config and its tokenizer do not belong together")
+            raise XmodalError(
+                f"the open_clip tokenizer gives token ids up to {int(ids.max())}, but "
+                f"the model's text tower has a vocabulary of {self.vocab_size}: the "
+                "model config and its tokenizer do not belong together"
+            )
         return {"text": ids}
 
     def forward(self, tokens: dict[str, Tensor]) -> Tensor:
         return self.model.encode_text(tokens["text"], normalize=False)
 
 
-def build_open_clip_text(model: str = "ViT-B-32", pretrained: str = "", offline: bool = True,
-                         model_kwargs: dict = {}, **_image_options: Any) -> OpenClipText:  # noqa: B006
+def build_open_clip_text(
+    model: str = "ViT-B-32",
+    pretrained: str = "",
+    offline: bool = True,
+    model_kwargs: dict = {},
+    **_image_options: Any,
+) -> OpenClipText:  # noqa: B006
     """The text tower of the open_clip model that :func:`build_open_clip` takes the image tower
     of, from the same options (image-only options such as ``resize`` are ignored). The tokenizer
-    is the model's (``open_clip.get_tokenizer``), at the model's context length."""
+    is the model's (``open_clip.get_tokenizer``), at the model's context length.
+    """
     open_clip = require("open_clip", "open_clip", "open_clip")
     source = _weights(open_clip, model, pretrained, offline)
     try:
         with offline_hub(offline):
             net = open_clip.create_model(model, **{**copy.deepcopy(dict(model_kwargs)), **source})
-            tokenizer = open_clip.get_tokenizer(model, context_length=getattr(net, "context_length", None))
+            tokenizer = open_clip.get_tokenizer(
+                model, context_length=getattr(net, "context_length", None)
+            )
     except XmodalError:
         raise
     except Exception as exc:
-        raise XmodalError(f"open_clip could not build the text tower of '{model}' with pretrained "
-                          f"'{pretrained or 'none'}' ({first_line(exc)})") from None
+        raise XmodalError(
+            f"open_clip could not build the text tower of '{model}' with pretrained "
+            f"'{pretrained or 'none'}' ({first_line(exc)})"
+        ) from None
     if not callable(getattr(net, "encode_text", None)):
         raise XmodalError(f"open_clip model '{model}' has no text tower (encode_text)")
     net.visual = nn.Identity()  # the image tower is the backbone's; free its weights here
@@ -204,15 +242,25 @@ def _pair(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
 #: a tiny ViT (2 blocks of width 32 at 32 x 32 pixels) for contract tests: no files, no download
 build_open_clip.example_options = {  # type: ignore[attr-defined]
     "model": "ViT-B-32",
-    "model_kwargs": {"embed_dim": 16,
-                     "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8,
-                                    "head_width": 16},
-                     "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2,
-                                  "layers": 1}},
+    "model_kwargs": {
+        "embed_dim": 16,
+        "vision_cfg": {
+            "image_size": 32,
+            "layers": 2,
+            "width": 32,
+            "patch_size": 8,
+            "head_width": 16,
+        },
+        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1},
+    },
 }
 build_open_clip.weights_option = "pretrained"  # type: ignore[attr-defined]
 build_open_clip.text_tower = build_open_clip_text  # type: ignore[attr-defined]
 build_open_clip.init_only = ("pretrained",)  # type: ignore[attr-defined]  # an export holds its weights
 build_open_clip.check_options = library_check("open_clip", "open_clip", "open_clip")  # type: ignore[attr-defined]
-BACKBONES.add("open_clip", build_open_clip, "the image tower of an open_clip model, with its own "
-              "preprocessing; weights from a local checkpoint, folder or cache")
+BACKBONES.add(
+    "open_clip",
+    build_open_clip,
+    "the image tower of an open_clip model, with its own "
+    "preprocessing; weights from a local checkpoint, folder or cache",
+)

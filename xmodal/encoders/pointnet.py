@@ -27,7 +27,8 @@ WIDTHS = (64, 128, 256)
 
 def norm_layer(kind: Norm, channels: int, edges: bool = False) -> nn.Module:
     """BatchNorm over batch and points (or edges: ``[B, C, N, k]``), or GroupNorm (up to 8
-    groups, batch-independent)."""
+    groups, batch-independent).
+    """
     if kind == "group":
         return nn.GroupNorm(math.gcd(channels, 8), channels)
     return nn.BatchNorm2d(channels) if edges else nn.BatchNorm1d(channels)
@@ -35,7 +36,8 @@ def norm_layer(kind: Norm, channels: int, edges: bool = False) -> nn.Module:
 
 def knn(x: Tensor, k: int) -> Tensor:
     """``x [B, C, N]`` -> indices ``[B, N, k]`` of each point's ``k`` nearest points (itself
-    included), in no particular order."""
+    included), in no particular order.
+    """
     sq = (x * x).sum(1, keepdim=True)  # [B, 1, N]
     # |x_j|^2 - 2 x_i.x_j ranks the j of row i as |x_i - x_j|^2 does, in one fused product
     score = torch.baddbmm(sq, x.transpose(1, 2), x, alpha=-2)  # [B, N, N]
@@ -45,7 +47,8 @@ def knn(x: Tensor, k: int) -> Tensor:
 class EdgeConv(nn.Module):
     """Edge convolution (Wang et al. 2019, DGCNN): per point ``i``, ``max_j relu(norm(W [x_i,
     x_j - x_i]))`` over its ``k`` nearest neighbours ``j`` in xyz: local shape, which a per-point
-    MLP cannot see. ``[B, C, N]`` -> ``[B, out, N]``."""
+    MLP cannot see. ``[B, C, N]`` -> ``[B, out, N]``.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, k: int, norm: Norm) -> None:
         super().__init__()
@@ -82,13 +85,21 @@ class PointNet(nn.Module):
 
     layout = "points"  # takes [B, C, N]
 
-    def __init__(self, in_channels: int, widths: tuple[int, ...] = WIDTHS, layers: int = 1,
-                 norm: Norm = "batch", neighbours: int = 16) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        widths: tuple[int, ...] = WIDTHS,
+        layers: int = 1,
+        norm: Norm = "batch",
+        neighbours: int = 16,
+    ) -> None:
         super().__init__()
         if in_channels < 3 or layers < 1 or not widths or min(widths) < 1 or neighbours < 0:
-            raise ValueError(f"pointnet needs in_channels >= 3 (xyz first), layers and widths "
-                             f">= 1, neighbours >= 0, got {in_channels}, {layers}, "
-                             f"{list(widths)}, {neighbours}")
+            raise ValueError(
+                f"pointnet needs in_channels >= 3 (xyz first), layers and widths "
+                f">= 1, neighbours >= 0, got {in_channels}, {layers}, "
+                f"{list(widths)}, {neighbours}"
+            )
         if norm not in ("batch", "group"):
             raise ValueError(f"norm must be 'batch' or 'group', got {norm!r}")
         stages, ch = [], in_channels
@@ -98,8 +109,11 @@ class PointNet(nn.Module):
                 if neighbours and not stages and not block:
                     block.append(EdgeConv(ch, width, neighbours, norm))
                 else:
-                    block += [nn.Conv1d(ch, width, 1, bias=False), norm_layer(norm, width),
-                              nn.ReLU(inplace=True)]
+                    block += [
+                        nn.Conv1d(ch, width, 1, bias=False),
+                        norm_layer(norm, width),
+                        nn.ReLU(inplace=True),
+                    ]
                 ch = width
             stages.append(nn.Sequential(*block))
         self.stages = nn.ModuleList(stages)
@@ -123,10 +137,16 @@ class PointNet(nn.Module):
 
 
 @BACKBONES.register("pointnet")
-def build_pointnet(in_channels: int, width: float = 1.0, layers: int = 1,
-                   norm: Norm = "batch", neighbours: int = 16) -> PointNet:
+def build_pointnet(
+    in_channels: int,
+    width: float = 1.0,
+    layers: int = 1,
+    norm: Norm = "batch",
+    neighbours: int = 16,
+) -> PointNet:
     """PointNet-style point-set encoder: an edge convolution over 16 nearest neighbours, then a
-    shared per-point MLP (64, 128, 256 channels x width), max-pooled."""
+    shared per-point MLP (64, 128, 256 channels x width), max-pooled.
+    """
     if not width > 0:
         raise ValueError(f"pointnet width must be > 0, got {width!r}")
     widths = tuple(max(1, round(w * width)) for w in WIDTHS)

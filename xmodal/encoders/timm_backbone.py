@@ -46,9 +46,21 @@ LIBRARY_WEIGHTS = "pretrained"
 _FOLDER_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 #: what a folder's pretrained_cfg gives: preprocessing, and what timm needs to load the weights
 #: (keys that change the architecture, such as fixed_input_size, are left to model_kwargs)
-_FOLDER_CFG_KEYS = ("tag", "mean", "std", "input_size", "test_input_size", "interpolation",
-                    "crop_pct", "test_crop_pct", "crop_mode", "num_classes", "label_offset",
-                    "first_conv", "classifier")
+_FOLDER_CFG_KEYS = (
+    "tag",
+    "mean",
+    "std",
+    "input_size",
+    "test_input_size",
+    "interpolation",
+    "crop_pct",
+    "test_crop_pct",
+    "crop_mode",
+    "num_classes",
+    "label_offset",
+    "first_conv",
+    "classifier",
+)
 
 
 class TimmBackbone(LibraryBackbone):
@@ -59,16 +71,22 @@ class TimmBackbone(LibraryBackbone):
         self.net = net
         info = [dict(f) for f in net.feature_info]
         uniform = len({f["reduction"] for f in info}) == 1  # a ViT: every block at one stride
-        self._indices = (evenly_spaced(len(info), stages) if uniform and len(info) > 1
-                         else list(range(len(info))))
+        self._indices = (
+            evenly_spaced(len(info), stages)
+            if uniform and len(info) > 1
+            else list(range(len(info)))
+        )
         self.stage_channels = [int(info[i]["num_chs"]) for i in self._indices]
         self.out_dim = int(getattr(net, "head_hidden_size", None) or net.num_features)
         accepted = inspect.signature(net.forward_intermediates).parameters
         self._options = {k: v for k, v in (("norm", True), ("output_fmt", "NCHW")) if k in accepted}
 
     def stage_maps(self, x: Tensor) -> list[Tensor]:
-        return list(self.net.forward_intermediates(x, indices=self._indices, intermediates_only=True,
-                                                   **self._options))
+        return list(
+            self.net.forward_intermediates(
+                x, indices=self._indices, intermediates_only=True, **self._options
+            )
+        )
 
     def embedding(self, x: Tensor) -> Tensor:
         return spatial_mean(self.net.forward_head(self.net.forward_features(x), pre_logits=True))
@@ -84,19 +102,25 @@ def _weights_source(timm: Any, model: str, weights: str, offline: bool) -> dict[
     if path.is_dir():
         config_file = path / "config.json"
         if not config_file.is_file():
-            raise XmodalError(f"timm weights folder '{path}' has no config.json; give a folder "
-                              "saved by timm (timm.models.save_for_hf: config.json + "
-                              "model.safetensors) or the weights file itself")
+            raise XmodalError(
+                f"timm weights folder '{path}' has no config.json; give a folder "
+                "saved by timm (timm.models.save_for_hf: config.json + "
+                "model.safetensors) or the weights file itself"
+            )
         config = json.loads(config_file.read_text())
         architecture = str(config.get("architecture", ""))
         if architecture.split(".")[0] != model.split(".")[0]:
-            raise XmodalError(f"timm weights folder '{path}' holds a '{architecture}' (config.json), "
-                              f"but the backbone's model is '{model}'; set model={architecture}")
+            raise XmodalError(
+                f"timm weights folder '{path}' holds a '{architecture}' (config.json), "
+                f"but the backbone's model is '{model}'; set model={architecture}"
+            )
         files = [path / n for n in _FOLDER_WEIGHTS if (path / n).is_file()] or sorted(
-            p for p in path.iterdir() if p.suffix in (".safetensors", ".pth", ".bin"))
+            p for p in path.iterdir() if p.suffix in (".safetensors", ".pth", ".bin")
+        )
         if not files:
-            raise XmodalError(f"timm weights folder '{path}' holds no weights file "
-                              f"({', '.join(_FOLDER_WEIGHTS)})")
+            raise XmodalError(
+                f"timm weights folder '{path}' holds no weights file ({', '.join(_FOLDER_WEIGHTS)})"
+            )
         # the folder gives the weights and their pretrained_cfg (preprocessing); the architecture
         # is always model + model_kwargs, so an export rebuilds it without the folder
         saved = config.get("pretrained_cfg") or {}
@@ -104,26 +128,35 @@ def _weights_source(timm: Any, model: str, weights: str, offline: bool) -> dict[
         overlay.update(file=str(files[0]), hf_hub_id=None, url=None, source=None)
         return {"pretrained": True, "pretrained_cfg_overlay": overlay}
     if not path.is_file():
-        raise XmodalError(f"timm weights '{weights}' do not exist; set weights to a weights file "
-                          "(.safetensors, .pth, .bin), a folder saved by timm, "
-                          f"'{LIBRARY_WEIGHTS}' (timm's own, from the local cache) or '' (random init)")
+        raise XmodalError(
+            f"timm weights '{weights}' do not exist; set weights to a weights file "
+            "(.safetensors, .pth, .bin), a folder saved by timm, "
+            f"'{LIBRARY_WEIGHTS}' (timm's own, from the local cache) or '' (random init)"
+        )
     return {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path)}}
 
 
 def _cached_library_weights(timm: Any, model: str, offline: bool) -> dict[str, Any]:
     """Offline: where timm's own weights for ``model`` lie in the local caches (an error if
-    nowhere). Online: nothing to add (timm downloads them)."""
+    nowhere). Online: nothing to add (timm downloads them).
+    """
     try:
         cfg = timm.models.get_pretrained_cfg(model, allow_unregistered=False)
     except Exception:
         cfg = None
     if cfg is None:
-        raise XmodalError(f"timm has no pretrained weights for '{model}'; name a tagged model "
-                          "(timm.list_pretrained()) or give a weights file")
+        raise XmodalError(
+            f"timm has no pretrained weights for '{model}'; name a tagged model "
+            "(timm.list_pretrained()) or give a weights file"
+        )
     if not offline:
         return {}
     if cfg.hf_hub_id:
-        names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+        names = (
+            [cfg.hf_hub_filename]
+            if cfg.hf_hub_filename
+            else ["model.safetensors", "pytorch_model.bin"]
+        )
         if hub_cached_file(cfg.hf_hub_id, names):
             return {}  # timm reads it from the cache (the hub client is offline meanwhile)
         where = f"Hugging Face repo '{cfg.hf_hub_id}'"
@@ -134,9 +167,11 @@ def _cached_library_weights(timm: Any, model: str, offline: bool) -> dict[str, A
         where = cfg.url
     else:
         where = "nowhere (no hub id or URL)"
-    raise XmodalError(f"timm weights for '{model}' are not in the local cache (from {where}); "
-                      "download them once with the backbone option offline=false, or give "
-                      "weights=PATH to a local file")
+    raise XmodalError(
+        f"timm weights for '{model}' are not in the local cache (from {where}); "
+        "download them once with the backbone option offline=false, or give "
+        "weights=PATH to a local file"
+    )
 
 
 class _MissingKeys(logging.Handler):
@@ -151,8 +186,15 @@ class _MissingKeys(logging.Handler):
             self.messages.append(record.getMessage())
 
 
-def build_timm(in_channels: int, model: str = "resnet50", weights: str = "", offline: bool = True,
-               model_kwargs: dict = {}, resize: bool = True, stages: int = 4) -> TimmBackbone:  # noqa: B006
+def build_timm(
+    in_channels: int,
+    model: str = "resnet50",
+    weights: str = "",
+    offline: bool = True,
+    model_kwargs: dict = {},
+    resize: bool = True,
+    stages: int = 4,
+) -> TimmBackbone:  # noqa: B006
     """Any timm image model (``timm.create_model``), weights from a local file, folder or cache.
 
     Args:
@@ -178,48 +220,64 @@ def build_timm(in_channels: int, model: str = "resnet50", weights: str = "", off
     logger.setLevel(logging.INFO)
     try:
         with offline_hub(offline):
-            net = timm.create_model(model, in_chans=in_channels, num_classes=0,
-                                    **{**model_kwargs, **source})
+            net = timm.create_model(
+                model, in_chans=in_channels, num_classes=0, **{**model_kwargs, **source}
+            )
     except XmodalError:
         raise
     except Exception as exc:
-        raise XmodalError(f"timm could not build '{model}' with weights '{weights or 'none'}' "
-                          f"({first_line(exc)})") from None
+        raise XmodalError(
+            f"timm could not build '{model}' with weights '{weights or 'none'}' ({first_line(exc)})"
+        ) from None
     finally:
         logger.removeHandler(catcher)
         logger.setLevel(before)
     if catcher.messages:
-        raise XmodalError(f"timm weights '{weights}' do not fit '{model}': "
-                          f"{catcher.messages[0].split(' discovered')[0]}")
+        raise XmodalError(
+            f"timm weights '{weights}' do not fit '{model}': "
+            f"{catcher.messages[0].split(' discovered')[0]}"
+        )
     if not hasattr(net, "forward_intermediates"):
-        raise XmodalError(f"timm model '{model}' has no forward_intermediates, so its stage maps "
-                          "are unknown; choose another model")
+        raise XmodalError(
+            f"timm model '{model}' has no forward_intermediates, so its stage maps "
+            "are unknown; choose another model"
+        )
     from timm.data import resolve_data_config
 
     data = resolve_data_config({}, model=net)  # timm's own eval preprocessing
-    preprocess = ModelPreprocess(data["mean"], data["std"], tuple(data["input_size"][-2:]),
-                                 data["interpolation"], resize)
+    preprocess = ModelPreprocess(
+        data["mean"], data["std"], tuple(data["input_size"][-2:]), data["interpolation"], resize
+    )
     return TimmBackbone(net, preprocess, stages)
 
 
 def fetch_command(model: str, weights: str) -> str:
     """The shell command that saves timm's own weights of ``model`` at ``weights`` (a folder
-    saved by timm, or a ``.safetensors``/``.pth``/``.bin`` file), on a machine with network."""
+    saved by timm, or a ``.safetensors``/``.pth``/``.bin`` file), on a machine with network.
+    """
     if Path(weights).suffix.lower() in (".safetensors", ".pth", ".bin"):
-        save = ("from safetensors.torch import save_file as save; " if weights.lower().endswith(".safetensors")
-                else "from torch import save; ")
-        code = (f"import timm; from pathlib import Path; {save}p = Path({weights!r}); "
-                "p.parent.mkdir(parents=True, exist_ok=True); "
-                f"save(timm.create_model({model!r}, pretrained=True).state_dict(), p)")
+        save = (
+            "from safetensors.torch import save_file as save; "
+            if weights.lower().endswith(".safetensors")
+            else "from torch import save; "
+        )
+        code = (
+            f"import timm; from pathlib import Path; {save}p = Path({weights!r}); "
+            "p.parent.mkdir(parents=True, exist_ok=True); "
+            f"save(timm.create_model({model!r}, pretrained=True).state_dict(), p)"
+        )
     else:
-        code = (f"import timm; timm.models.save_for_hf(timm.create_model({model!r}, pretrained=True), "
-                f"{weights!r}, safe_serialization=True)")
+        code = (
+            f"import timm; timm.models.save_for_hf(timm.create_model({model!r}, pretrained=True), "
+            f"{weights!r}, safe_serialization=True)"
+        )
     return f'python3 -c "{code}"'
 
 
 def check_timm_options(options: dict[str, Any], key: str) -> str | None:
     """At config load, without importing timm: timm not installed, or a ``weights`` path that
-    does not exist (with the command that makes it); None when neither."""
+    does not exist (with the command that makes it); None when neither.
+    """
     missing = missing_library("timm", "timm", "timm")
     if missing:
         return f"{key}.name: {missing}"
@@ -231,14 +289,20 @@ def check_timm_options(options: dict[str, Any], key: str) -> str | None:
         return None
     model = str(options.get("model") or inspect.signature(build_timm).parameters["model"].default)
     where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
-    return (f"{key}.kwargs.weights: timm weights '{weights}' do not exist{where}; get them on a "
-            f"machine with network with: {fetch_command(model, weights)} and copy them here, "
-            f"or point --set {key}.kwargs.weights=PATH at a weights file or a folder saved by timm")
+    return (
+        f"{key}.kwargs.weights: timm weights '{weights}' do not exist{where}; get them on a "
+        f"machine with network with: {fetch_command(model, weights)} and copy them here, "
+        f"or point --set {key}.kwargs.weights=PATH at a weights file or a folder saved by timm"
+    )
 
 
 build_timm.example_options = {"model": "test_vit"}  # type: ignore[attr-defined]  # tiny, for contract tests
 build_timm.weights_option = "weights"  # type: ignore[attr-defined]
 build_timm.init_only = ("weights",)  # type: ignore[attr-defined]  # an export holds its weights
 build_timm.check_options = check_timm_options  # type: ignore[attr-defined]
-BACKBONES.add("timm", build_timm, "any timm image model (timm.create_model), with its own "
-              "preprocessing; weights from a local file, folder or cache")
+BACKBONES.add(
+    "timm",
+    build_timm,
+    "any timm image model (timm.create_model), with its own "
+    "preprocessing; weights from a local file, folder or cache",
+)

@@ -25,8 +25,9 @@ _WEIGHTS = {"resnet18": "ResNet18_Weights", "resnet50": "ResNet50_Weights"}
 class TorchvisionResNet(nn.Module):
     """A torchvision ResNet without its classifier; stage maps at strides 4, 8, 16, 32."""
 
-    def __init__(self, arch: str, in_channels: int, pretrained: str | None = None,
-                 small_input: bool = False) -> None:
+    def __init__(
+        self, arch: str, in_channels: int, pretrained: str | None = None, small_input: bool = False
+    ) -> None:
         super().__init__()
         net = getattr(torchvision.models, arch)(weights=None)
         if pretrained:
@@ -58,8 +59,9 @@ class TorchvisionResNet(nn.Module):
 
 
 def _adapt_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
-    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    bias=False)
+    new = nn.Conv2d(
+        in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=False
+    )
     with torch.no_grad():
         mean = conv.weight.mean(dim=1, keepdim=True)
         new.weight.copy_(mean.repeat(1, in_channels, 1, 1) * (3.0 / in_channels))
@@ -80,21 +82,27 @@ def _load_state_dict(arch: str, pretrained: str) -> dict[str, Tensor]:
             ) from None
     path = Path(pretrained)
     if not path.is_file():
-        raise XmodalError(f"pretrained weights file '{path}' does not exist; set 'pretrained' to "
-                          "'imagenet', a .pth path, or null")
+        raise XmodalError(
+            f"pretrained weights file '{path}' does not exist; set 'pretrained' to "
+            "'imagenet', a .pth path, or null"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise XmodalError(f"pretrained weights file '{path}' could not be read "
-                          f"({exc.__class__.__name__}); it must hold only tensors: a torch state "
-                          "dict saved with torch.save") from None
+        raise XmodalError(
+            f"pretrained weights file '{path}' could not be read "
+            f"({exc.__class__.__name__}); it must hold only tensors: a torch state "
+            "dict saved with torch.save"
+        ) from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     fresh = getattr(torchvision.models, arch)(weights=None).state_dict()
     missing = [k for k in fresh if not k.startswith("fc.") and k not in state]
     if missing:
-        raise XmodalError(f"pretrained weights file '{path}' is not a torchvision {arch} state "
-                          f"dict: missing {len(missing)} keys, e.g. '{missing[0]}'")
+        raise XmodalError(
+            f"pretrained weights file '{path}' is not a torchvision {arch} state "
+            f"dict: missing {len(missing)} keys, e.g. '{missing[0]}'"
+        )
     state.update({k: v for k, v in fresh.items() if k.startswith("fc.")})
     return state
 
@@ -102,15 +110,23 @@ def _load_state_dict(arch: str, pretrained: str) -> dict[str, Tensor]:
 def check_pretrained(options: dict, key: str) -> str | None:
     """At config load: a ``pretrained`` weights file that does not exist, or None."""
     pretrained = options.get("pretrained")
-    if not isinstance(pretrained, str) or pretrained in ("", "imagenet") or Path(pretrained).exists():
+    if (
+        not isinstance(pretrained, str)
+        or pretrained in ("", "imagenet")
+        or Path(pretrained).exists()
+    ):
         return None
     where = "" if Path(pretrained).is_absolute() else f" (relative to {Path.cwd()})"
-    return (f"{key}.kwargs.pretrained: weights file '{pretrained}' does not exist{where}; set it "
-            "to 'imagenet', the path of a torchvision state dict (.pth), or null")
+    return (
+        f"{key}.kwargs.pretrained: weights file '{pretrained}' does not exist{where}; set it "
+        "to 'imagenet', the path of a torchvision state dict (.pth), or null"
+    )
 
 
 def _register(arch: str) -> None:
-    def build(in_channels: int, pretrained: str | None = None, small_input: bool = False) -> TorchvisionResNet:
+    def build(
+        in_channels: int, pretrained: str | None = None, small_input: bool = False
+    ) -> TorchvisionResNet:
         return TorchvisionResNet(arch, in_channels, pretrained, small_input)
 
     build.__doc__ = f"torchvision {arch} (ImageNet weights optional), any input channels"

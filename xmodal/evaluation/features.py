@@ -13,9 +13,14 @@ from xmodal.encoders.base import Encoder
 
 
 @torch.inference_mode()
-def extract_features(encoder: Encoder, dataset: SplitData, batch_size: int = 256,
-                     device: torch.device | str = "cpu", rows: slice = slice(None),
-                     progress: Callable[[int, int], None] | None = None) -> Tensor:
+def extract_features(
+    encoder: Encoder,
+    dataset: SplitData,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    rows: slice = slice(None),
+    progress: Callable[[int, int], None] | None = None,
+) -> Tensor:
     """Pooled embeddings ``[N, D]`` (float32, on CPU) of ``dataset[encoder.modality][rows]``.
 
     The encoder is put in eval mode (BatchNorm uses running statistics) and restored after.
@@ -28,10 +33,10 @@ def extract_features(encoder: Encoder, dataset: SplitData, batch_size: int = 256
     out: Tensor | None = None
     try:
         for i in range(0, len(inputs), batch_size):
-            batch = encoder(inputs[i:i + batch_size].to(device)).float().cpu()
+            batch = encoder(inputs[i : i + batch_size].to(device)).float().cpu()
             if out is None:  # one allocation for all rows, not one kept chunk per batch
                 out = torch.empty((len(inputs), *batch.shape[1:]))
-            out[i:i + len(batch)] = batch
+            out[i : i + len(batch)] = batch
             if progress is not None:
                 progress(i + len(batch), len(inputs))
             release_free_heap()  # else resident memory grows with the rows read (see core.heap)

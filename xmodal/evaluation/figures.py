@@ -54,10 +54,12 @@ def _finish(fig: Any, axes: list[Any], used: int, title: str, path: Path) -> Any
     return fig
 
 
-def probe_results_figure(summary: list[dict[str, Any]], headline: dict[str, str], path: Path,
-                         title: str = "") -> Any:
+def probe_results_figure(
+    summary: list[dict[str, Any]], headline: dict[str, str], path: Path, title: str = ""
+) -> Any:
     """One panel per probe: its ``headline[probe]`` metric per modality (groups) and method
-    (bars, colours), mean over seeds with the standard deviation as error bars."""
+    (bars, colours), mean over seeds with the standard deviation as error bars.
+    """
     probes = list(headline)
     fig, axes = _panels(len(probes), 2, 6.0, 3.6)
     methods = list(dict.fromkeys(e["method"] for e in summary))
@@ -74,8 +76,15 @@ def probe_results_figure(summary: list[dict[str, Any]], headline: dict[str, str]
             group = [e for e in entries if e["modality"] == modality]
             start = x
             for e in group:
-                ax.bar(x, scale * e["mean"], 0.8, yerr=scale * e["std"] if e["n"] > 1 else None,
-                       color=colours[e["method"]], capsize=3, label=e["method"])
+                ax.bar(
+                    x,
+                    scale * e["mean"],
+                    0.8,
+                    yerr=scale * e["std"] if e["n"] > 1 else None,
+                    color=colours[e["method"]],
+                    capsize=3,
+                    label=e["method"],
+                )
                 x += 1
             ticks.append(((start + x - 1) / 2, modality))
             x += 0.8
@@ -90,10 +99,12 @@ def probe_results_figure(summary: list[dict[str, Any]], headline: dict[str, str]
     return _finish(fig, axes, len(probes), title, path)
 
 
-def training_curves_figure(histories: dict[str, list[dict[str, float]]], path: Path,
-                           title: str = "") -> Any:
+def training_curves_figure(
+    histories: dict[str, list[dict[str, float]]], path: Path, title: str = ""
+) -> Any:
     """One panel per trained encoder (``{panel title: per-epoch history}``): each loss term
-    (solid, left axis) and the learning rate (dashed grey, right axis) against the epoch."""
+    (solid, left axis) and the learning rate (dashed grey, right axis) against the epoch.
+    """
     from matplotlib.ticker import MaxNLocator
 
     names = [n for n, h in histories.items() if h]
@@ -101,11 +112,15 @@ def training_curves_figure(histories: dict[str, list[dict[str, float]]], path: P
     for ax, name in zip(axes, names):
         history = histories[name]
         epochs = [h["epoch"] for h in history]
-        terms = [k for k in history[0] if k not in _NOT_LOSSES
-                 and any(abs(h.get(k, 0.0)) > 0 for h in history)]  # skip always-zero terms
+        terms = [
+            k
+            for k in history[0]
+            if k not in _NOT_LOSSES and any(abs(h.get(k, 0.0)) > 0 for h in history)
+        ]  # skip always-zero terms
         for i, key in enumerate(terms):
-            ax.plot(epochs, [h.get(key, np.nan) for h in history], marker=".", color=f"C{i}",
-                    label=key)
+            ax.plot(
+                epochs, [h.get(key, np.nan) for h in history], marker=".", color=f"C{i}", label=key
+            )
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss term")
@@ -122,22 +137,31 @@ def training_curves_figure(histories: dict[str, list[dict[str, float]]], path: P
     return _finish(fig, axes, len(names), title, path)
 
 
-def spread_curves_figure(histories: dict[str, list[dict[str, float]]], path: Path,
-                         title: str = "") -> Any:
+def spread_curves_figure(
+    histories: dict[str, list[dict[str, float]]], path: Path, title: str = ""
+) -> Any:
     """Two panels, a line per encoder (``{name: per-epoch history}``) against the epoch: the
     effective rank and the mean pairwise cosine of its probe-batch features (history keys
     ``spread_rank``, ``spread_cosine``; see :mod:`xmodal.training.spread`). Histories without
-    them (older runs) are left out."""
+    them (older runs) are left out.
+    """
     from matplotlib.ticker import MaxNLocator
 
     names = [n for n, h in histories.items() if any(RANK_KEY in e for e in h)]
     fig, axes = _panels(2, 2, 4.6, 3.2)
-    for ax, key, label in ((axes[0], RANK_KEY, "effective rank"),
-                           (axes[1], COSINE_KEY, "mean pairwise cosine")):
+    for ax, key, label in (
+        (axes[0], RANK_KEY, "effective rank"),
+        (axes[1], COSINE_KEY, "mean pairwise cosine"),
+    ):
         for i, name in enumerate(names):
             history = [e for e in histories[name] if key in e]
-            ax.plot([e["epoch"] for e in history], [e[key] for e in history], marker=".",
-                    color=f"C{i % 10}", label=name)
+            ax.plot(
+                [e["epoch"] for e in history],
+                [e[key] for e in history],
+                marker=".",
+                color=f"C{i % 10}",
+                label=name,
+            )
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -148,31 +172,46 @@ def spread_curves_figure(histories: dict[str, list[dict[str, float]]], path: Pat
     axes[0].set_ylim(bottom=0)
     axes[1].set_ylim(-0.05, 1.05)  # |Σ unit rows|² >= 0 keeps the mean above -1/(N-1)
     if names:
-        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper",
-                   fontsize=8, title="encoder")
+        fig.legend(
+            *axes[0].get_legend_handles_labels(),
+            loc="outside right upper",
+            fontsize=8,
+            title="encoder",
+        )
     return _finish(fig, axes, 2, title, path)
 
 
 def pca_2d(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Project ``[N, D]`` onto its first two principal components: ``([N, 2], explained
-    variance ratio [2])``. Signs fixed so the largest loading of each component is positive."""
+    variance ratio [2])``. Signs fixed so the largest loading of each component is positive.
+    """
     x = features.astype(np.float64) - features.mean(0)
     _, s, vt = np.linalg.svd(x, full_matrices=False)
     vt = vt[:2] * np.sign(vt[:2][np.arange(2), np.abs(vt[:2]).argmax(1)])[:, None]
-    variance = s ** 2
+    variance = s**2
     return x @ vt.T, variance[:2] / max(variance.sum(), 1e-300)
 
 
-def embeddings_figure(panels: list[dict[str, Any]], class_names: list[str], path: Path,
-                      title: str = "") -> Any:
+def embeddings_figure(
+    panels: list[dict[str, Any]], class_names: list[str], path: Path, title: str = ""
+) -> Any:
     """Scatter plots of 2-D points coloured by class: each panel is ``{"title", "points"
-    [N, 2], "labels" [N], "explained" [2]}`` (one encoder's own PCA)."""
+    [N, 2], "labels" [N], "explained" [2]}`` (one encoder's own PCA).
+    """
     fig, axes = _panels(len(panels), 4, 3.3, 3.1)
     cmap = "tab10" if len(class_names) <= 10 else "tab20"
     for ax, panel in zip(axes, panels):
         points, labels = np.asarray(panel["points"]), np.asarray(panel["labels"])
-        ax.scatter(points[:, 0], points[:, 1], c=labels, cmap=cmap, vmin=-0.5,
-                   vmax=(10 if len(class_names) <= 10 else 20) - 0.5, s=6, alpha=0.8)
+        ax.scatter(
+            points[:, 0],
+            points[:, 1],
+            c=labels,
+            cmap=cmap,
+            vmin=-0.5,
+            vmax=(10 if len(class_names) <= 10 else 20) - 0.5,
+            s=6,
+            alpha=0.8,
+        )
         pc1, pc2 = (100 * float(v) for v in panel["explained"])
         ax.set_title(panel["title"], fontsize=10)
         ax.set_xlabel(f"PC1 ({pc1:.0f}%)", fontsize=8)
@@ -183,22 +222,27 @@ def embeddings_figure(panels: list[dict[str, Any]], class_names: list[str], path
     from matplotlib.lines import Line2D
 
     colours = colormaps[cmap]
-    handles = [Line2D([], [], marker="o", ls="", color=colours(i), label=name)
-               for i, name in enumerate(class_names)]
+    handles = [
+        Line2D([], [], marker="o", ls="", color=colours(i), label=name)
+        for i, name in enumerate(class_names)
+    ]
     fig.legend(handles=handles, loc="outside right upper", title="class", fontsize=8)
     return _finish(fig, axes, len(panels), title, path)
 
 
 def transport_plan_figure(plans: dict[str, np.ndarray], path: Path, title: str = "") -> Any:
     """Heat maps of transport plans ``{panel title: [B, B]}``, scaled by ``B`` so that 1 is
-    the mass of a one-to-one matching (rows: teacher samples, columns: student samples)."""
+    the mass of a one-to-one matching (rows: teacher samples, columns: student samples).
+    """
     names = list(plans)
     fig, axes = _panels(len(names), 3, 4.0, 4.0)
     for ax, name in zip(axes, names):
         plan = np.asarray(plans[name], dtype=np.float64) * len(plans[name])
         image = ax.imshow(plan, cmap="viridis", vmin=0.0, interpolation="nearest")
-        ax.set_title(f"{name}\ndiagonal mass {np.trace(plan) / len(plan):.2f} "
-                     f"(uniform {1 / len(plan):.2f})", fontsize=9)
+        ax.set_title(
+            f"{name}\ndiagonal mass {np.trace(plan) / len(plan):.2f} (uniform {1 / len(plan):.2f})",
+            fontsize=9,
+        )
         ax.set_xlabel("student sample in batch")
         ax.set_ylabel("teacher sample in batch")
         fig.colorbar(image, ax=ax, shrink=0.8, label="plan x batch size")

@@ -22,8 +22,8 @@ from xmodal.evaluation.linear_probe import accuracies
 @dataclass
 class KNNProbeConfig:
     """Attributes:
-        k: neighbours per test sample (DINO's 20).
-        temperature: vote temperature ``T``; weights are ``exp(cosine / T)`` (DINO's 0.07).
+    k: neighbours per test sample (DINO's 20).
+    temperature: vote temperature ``T``; weights are ``exp(cosine / T)`` (DINO's 0.07).
     """
 
     k: int = 20
@@ -43,16 +43,24 @@ class KNNResult:
     temperature: float
 
 
-def knn_votes(bank: Tensor, bank_labels: Tensor, queries: Tensor, num_classes: int, k: int,
-              temperature: float, chunk: int = 1024) -> Tensor:
+def knn_votes(
+    bank: Tensor,
+    bank_labels: Tensor,
+    queries: Tensor,
+    num_classes: int,
+    k: int,
+    temperature: float,
+    chunk: int = 1024,
+) -> Tensor:
     """Class scores ``[Q, C]``: the sum of ``exp(cos / T)`` over each query's ``k`` most similar
-    bank rows, per class. ``bank`` ``[N, D]``, ``bank_labels`` ``[N]``, ``queries`` ``[Q, D]``."""
+    bank rows, per class. ``bank`` ``[N, D]``, ``bank_labels`` ``[N]``, ``queries`` ``[Q, D]``.
+    """
     bank = torch.nn.functional.normalize(bank.float(), dim=1)
     queries = torch.nn.functional.normalize(queries.float(), dim=1)
     k = min(k, len(bank))
     scores = []
     for start in range(0, len(queries), chunk):  # bounds memory at chunk x N similarities
-        sims, idx = (queries[start:start + chunk] @ bank.T).topk(k, dim=1)
+        sims, idx = (queries[start : start + chunk] @ bank.T).topk(k, dim=1)
         votes = torch.zeros(len(sims), num_classes)
         scores.append(votes.scatter_add_(1, bank_labels[idx], (sims / temperature).exp()))
     return torch.cat(scores)
@@ -69,15 +77,25 @@ class KNNProbe:
     def __init__(self, config: KNNProbeConfig | None = None) -> None:
         self.config = config or KNNProbeConfig()
 
-    def evaluate(self, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor],
-                 test: tuple[Tensor, Tensor], num_classes: int) -> KNNResult:
+    def evaluate(
+        self,
+        train: tuple[Tensor, Tensor],
+        val: tuple[Tensor, Tensor],
+        test: tuple[Tensor, Tensor],
+        num_classes: int,
+    ) -> KNNResult:
         """Each split is ``(features [N, D], labels [N])``; train + val form the bank."""
         for name, (feats, _) in (("train", train), ("val", val), ("test", test)):
             if not torch.isfinite(feats).all():
                 raise ValueError(f"k-NN probe: {name} features contain NaN or inf")
         bank, bank_labels = torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]])
-        votes = knn_votes(bank, bank_labels, test[0], num_classes, self.config.k,
-                          self.config.temperature)
+        votes = knn_votes(
+            bank, bank_labels, test[0], num_classes, self.config.k, self.config.temperature
+        )
         acc, mca = accuracies(votes, test[1], num_classes)
-        return KNNResult(accuracy=acc, mean_class_accuracy=mca, k=self.config.k,
-                         temperature=self.config.temperature)
+        return KNNResult(
+            accuracy=acc,
+            mean_class_accuracy=mca,
+            k=self.config.k,
+            temperature=self.config.temperature,
+        )

@@ -22,8 +22,8 @@ from xmodal.core.registry import PROBES
 @dataclass
 class LinearProbeConfig:
     """Attributes:
-        l2_grid: candidate L2 strengths (on the mean loss), chosen by validation accuracy.
-        max_iter: L-BFGS iterations per fit.
+    l2_grid: candidate L2 strengths (on the mean loss), chosen by validation accuracy.
+    max_iter: L-BFGS iterations per fit.
     """
 
     l2_grid: list[float] = field(default_factory=lambda: [1e-5, 1e-4, 1e-3, 1e-2, 1e-1])
@@ -43,8 +43,14 @@ class ProbeResult:
     l2: float
 
 
-def fit_logistic(x: Tensor, y: Tensor, num_classes: int, l2: float, max_iter: int = 200,
-                 init: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+def fit_logistic(
+    x: Tensor,
+    y: Tensor,
+    num_classes: int,
+    l2: float,
+    max_iter: int = 200,
+    init: tuple[Tensor, Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
     """Weights ``[D, C]`` and bias ``[C]`` minimising mean cross-entropy + ``l2 * |W|^2``,
     starting from ``init`` (a nearby solution: fewer iterations, same optimum) or zeros.
 
@@ -56,14 +62,22 @@ def fit_logistic(x: Tensor, y: Tensor, num_classes: int, l2: float, max_iter: in
     xt = x.T.contiguous()
     onehot = torch.nn.functional.one_hot(y, num_classes).double()
     if init is None:
-        init = (torch.zeros(x.shape[1], num_classes, dtype=torch.float64),
-                torch.zeros(num_classes, dtype=torch.float64))
+        init = (
+            torch.zeros(x.shape[1], num_classes, dtype=torch.float64),
+            torch.zeros(num_classes, dtype=torch.float64),
+        )
     weight = init[0].detach().double().clone().requires_grad_(True)
     bias = init[1].detach().double().clone().requires_grad_(True)
     # tolerance_grad bounds the max abs gradient of the mean loss at the returned point
-    opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
-                            tolerance_grad=1e-7, tolerance_change=1e-12,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [weight, bias],
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=1e-7,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
 
     @torch.no_grad()
     def closure() -> Tensor:
@@ -103,8 +117,13 @@ class LinearProbe:
     def __init__(self, config: LinearProbeConfig | None = None) -> None:
         self.config = config or LinearProbeConfig()
 
-    def evaluate(self, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor],
-                 test: tuple[Tensor, Tensor], num_classes: int) -> ProbeResult:
+    def evaluate(
+        self,
+        train: tuple[Tensor, Tensor],
+        val: tuple[Tensor, Tensor],
+        test: tuple[Tensor, Tensor],
+        num_classes: int,
+    ) -> ProbeResult:
         """Each split is ``(features [N, D], labels [N])``."""
         (xtr, ytr), (xva, yva), (xte, yte) = train, val, test
         for name, feats in (("train", xtr), ("val", xva), ("test", xte)):
@@ -121,6 +140,8 @@ class LinearProbe:
                 best_acc, best_l2, best_fit = acc, l2, previous
         x_all, y_all = torch.cat([xtr, xva]), torch.cat([ytr, yva])
         norm = standardiser(x_all)
-        w, b = fit_logistic(norm(x_all), y_all, num_classes, best_l2, self.config.max_iter, best_fit)
+        w, b = fit_logistic(
+            norm(x_all), y_all, num_classes, best_l2, self.config.max_iter, best_fit
+        )
         acc, mca = accuracies(norm(xte) @ w + b, yte, num_classes)
         return ProbeResult(accuracy=acc, mean_class_accuracy=mca, val_accuracy=best_acc, l2=best_l2)

@@ -22,14 +22,16 @@ from xmodal.evaluation.linear_probe import standardiser
 
 RECALL_AT = (1, 5, 10)
 METRICS = tuple(f"{d}_recall@{k}" for d in ("s2t", "t2s") for k in RECALL_AT) + (
-    "s2t_median_rank", "t2s_median_rank")
+    "s2t_median_rank",
+    "t2s_median_rank",
+)
 
 
 @dataclass
 class RetrievalProbeConfig:
     """Attributes:
-        ridge_grid: candidate ridge strengths of the student -> teacher map (per sample, on
-            standardised features), chosen by mean val recall@1.
+    ridge_grid: candidate ridge strengths of the student -> teacher map (per sample, on
+        standardised features), chosen by mean val recall@1.
     """
 
     ridge_grid: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0])
@@ -40,7 +42,8 @@ class RetrievalProbeConfig:
 
 def match_ranks(queries: Tensor, gallery: Tensor) -> Tensor:
     """Rank (1 = best) of ``gallery[i]`` among all gallery rows for ``queries[i]``, by cosine
-    similarity; ties count against the match. ``[N, D]``, ``[N, D]`` -> ``[N]`` long."""
+    similarity; ties count against the match. ``[N, D]``, ``[N, D]`` -> ``[N]`` long.
+    """
     q = torch.nn.functional.normalize(queries.double(), dim=1)
     g = torch.nn.functional.normalize(gallery.double(), dim=1)
     sims = q @ g.T
@@ -58,8 +61,10 @@ def ridge_map(x: Tensor, y: Tensor, strength: float) -> Tensor:
 
 def _retrieval_metrics(student: Tensor, teacher: Tensor) -> dict[str, float]:
     out = {}
-    for direction, ranks in (("s2t", match_ranks(student, teacher)),
-                             ("t2s", match_ranks(teacher, student))):
+    for direction, ranks in (
+        ("s2t", match_ranks(student, teacher)),
+        ("t2s", match_ranks(teacher, student)),
+    ):
         for k in RECALL_AT:
             out[f"{direction}_recall@{k}"] = float((ranks <= k).double().mean())
         out[f"{direction}_median_rank"] = float(ranks.double().median())
@@ -78,17 +83,21 @@ class RetrievalProbe:
     def __init__(self, config: RetrievalProbeConfig | None = None) -> None:
         self.config = config or RetrievalProbeConfig()
 
-    def evaluate_pairs(self, teacher: dict[str, Tensor], student: dict[str, Tensor]
-                       ) -> dict[str, float]:
+    def evaluate_pairs(
+        self, teacher: dict[str, Tensor], student: dict[str, Tensor]
+    ) -> dict[str, float]:
         """``teacher``/``student``: ``{"train"|"val"|"test": features [N_split, D]}``, row i of
-        both the same sample. Returns the metrics plus ``ridge`` and ``val_recall@1``."""
+        both the same sample. Returns the metrics plus ``ridge`` and ``val_recall@1``.
+        """
         for side, feats in (("teacher", teacher), ("student", student)):
             for split in ("train", "val", "test"):
                 if not torch.isfinite(feats[split]).all():
                     raise ValueError(f"retrieval probe: {side} {split} features contain NaN or inf")
                 if len(feats[split]) != len(teacher[split]):
-                    raise ValueError(f"retrieval probe: {split} has {len(student[split])} student "
-                                     f"and {len(teacher[split])} teacher rows")
+                    raise ValueError(
+                        f"retrieval probe: {split} has {len(student[split])} student "
+                        f"and {len(teacher[split])} teacher rows"
+                    )
         s_norm, t_norm = standardiser(student["train"]), standardiser(teacher["train"])
         best, best_ridge = -1.0, self.config.ridge_grid[0]
         for ridge in self.config.ridge_grid:

@@ -41,18 +41,22 @@ class ConfusionMatrix:
         """
         c = self.num_classes
         if pred.shape != target.shape:
-            raise ValueError(f"pred and target shapes differ: {list(pred.shape)} vs "
-                             f"{list(target.shape)}")
+            raise ValueError(
+                f"pred and target shapes differ: {list(pred.shape)} vs {list(target.shape)}"
+            )
         for name, t in (("pred", pred), ("target", target)):
             if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
                 raise ValueError(f"{name} must hold integer class ids, got dtype {t.dtype}")
         pred, target = pred.reshape(-1).long().cpu(), target.reshape(-1).long().cpu()
         if pred.numel() and (pred.min() < 1 or pred.max() > c):
-            raise ValueError(f"pred values must be in 1..{c}, got range "
-                             f"{int(pred.min())}..{int(pred.max())}")
+            raise ValueError(
+                f"pred values must be in 1..{c}, got range {int(pred.min())}..{int(pred.max())}"
+            )
         if target.numel() and (target.min() < 0 or target.max() > c):
-            raise ValueError(f"target values must be in 0..{c} (0 = unlabeled), got range "
-                             f"{int(target.min())}..{int(target.max())}")
+            raise ValueError(
+                f"target values must be in 0..{c} (0 = unlabeled), got range "
+                f"{int(target.min())}..{int(target.max())}"
+            )
         labeled = target > 0
         index = (target[labeled] - 1) * c + (pred[labeled] - 1)
         self.matrix += torch.bincount(index, minlength=c * c).reshape(c, c)
@@ -76,7 +80,8 @@ class ConfusionMatrix:
     @property
     def per_class_iou(self) -> Tensor:
         """``[C]`` float64 IoU ``tp / (tp + fp + fn)``; NaN where the class is in neither
-        target nor prediction. Index ``i`` is class ``i + 1``."""
+        target nor prediction. Index ``i`` is class ``i + 1``.
+        """
         m = self._checked()
         tp = m.diagonal()
         union = m.sum(0) + m.sum(1) - tp

@@ -21,8 +21,8 @@ from torch.nn import functional as F
 from xmodal.core.checks import at_least, each, non_negative, positive, require
 from xmodal.core.heap import release_free_heap
 from xmodal.core.registry import PROBES
-from xmodal.encoders.base import Encoder
 from xmodal.data.arrays import Rows
+from xmodal.encoders.base import Encoder
 from xmodal.evaluation.segmentation_metrics import ConfusionMatrix
 
 Split = tuple[Tensor, Tensor]  # (maps [N, C, h, w], labels [N, H, W])
@@ -35,16 +35,23 @@ def _resolve_stages(stages: list[int], num_stages: int) -> list[int]:
     resolved = []
     for s in stages:
         if isinstance(s, bool) or not isinstance(s, int) or not -num_stages <= s < num_stages:
-            raise ValueError(f"stage index {s!r} is out of range for an encoder with {num_stages} "
-                             f"stages (valid: {-num_stages}..{num_stages - 1})")
+            raise ValueError(
+                f"stage index {s!r} is out of range for an encoder with {num_stages} "
+                f"stages (valid: {-num_stages}..{num_stages - 1})"
+            )
         resolved.append(s % num_stages)
     if len(set(resolved)) != len(resolved):
         raise ValueError(f"stages {stages} name the same stage twice")
     return resolved
 
 
-def extract_feature_maps(encoder: Encoder, inputs: Tensor | Rows, stages: list[int], batch_size: int = 32,
-                         device: torch.device | str = "cpu") -> Tensor:
+def extract_feature_maps(
+    encoder: Encoder,
+    inputs: Tensor | Rows,
+    stages: list[int],
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+) -> Tensor:
     """Concatenated stage maps ``[N, C_sum, h, w]`` (float16, on CPU) of raw ``inputs [N, ...]``.
 
     ``stages`` index ``encoder.forward_features``'s list (coarsest last; ``-1`` is the last
@@ -66,23 +73,30 @@ def extract_feature_maps(encoder: Encoder, inputs: Tensor | Rows, stages: list[i
     try:
         for start in range(0, len(inputs), batch_size):
             with torch.inference_mode():
-                maps = encoder.forward_features(inputs[start:start + batch_size].to(device))
+                maps = encoder.forward_features(inputs[start : start + batch_size].to(device))
                 maps = [maps[i] for i in chosen]
                 if maps[0].ndim != 4:  # e.g. points: [B, C, N], one column per point, no pixels
-                    raise ValueError(f"extract_feature_maps: modality '{encoder.modality}' gives "
-                                     f"maps of shape {list(maps[0].shape)}; per-pixel probes need "
-                                     "image maps [B, C, h, w]")
+                    raise ValueError(
+                        f"extract_feature_maps: modality '{encoder.modality}' gives "
+                        f"maps of shape {list(maps[0].shape)}; per-pixel probes need "
+                        "image maps [B, C, h, w]"
+                    )
                 size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
-                maps = [m if m.shape[-2:] == size else
-                        F.interpolate(m.float(), size=size, mode="bilinear", align_corners=False)
-                        for m in maps]
+                maps = [
+                    m
+                    if m.shape[-2:] == size
+                    else F.interpolate(m.float(), size=size, mode="bilinear", align_corners=False)
+                    for m in maps
+                ]
                 batch = torch.cat(maps, 1).to(torch.float16).cpu()
             if not torch.isfinite(batch).all():
-                raise ValueError(f"extract_feature_maps: samples {start}..{start + len(batch) - 1} "
-                                 "give NaN/inf maps (NaN in the encoder, or values beyond float16)")
+                raise ValueError(
+                    f"extract_feature_maps: samples {start}..{start + len(batch) - 1} "
+                    "give NaN/inf maps (NaN in the encoder, or values beyond float16)"
+                )
             if out is None:  # allocated outside inference_mode: a normal tensor for the caller
                 out = torch.empty((len(inputs), *batch.shape[1:]), dtype=torch.float16)
-            out[start:start + len(batch)] = batch
+            out[start : start + len(batch)] = batch
             release_free_heap()  # else resident memory grows with the rows read (see core.heap)
     finally:
         encoder.train(was_training)
@@ -93,13 +107,13 @@ def extract_feature_maps(encoder: Encoder, inputs: Tensor | Rows, stages: list[i
 @dataclass
 class SegmentationProbeConfig:
     """Attributes:
-        stages: stage indices whose maps the caller extracts (see :func:`extract_feature_maps`);
-            the probe itself takes whatever maps it is given.
-        epochs: passes over the training images per fit.
-        batch_size: images per AdamW step.
-        lr: peak AdamW learning rate (cosine-annealed to 0 over the fit).
-        weight_decay_grid: candidate AdamW weight decays, chosen by validation mIoU.
-        seed: seeds the head's initialisation and the batch order of every fit.
+    stages: stage indices whose maps the caller extracts (see :func:`extract_feature_maps`);
+        the probe itself takes whatever maps it is given.
+    epochs: passes over the training images per fit.
+    batch_size: images per AdamW step.
+    lr: peak AdamW learning rate (cosine-annealed to 0 over the fit).
+    weight_decay_grid: candidate AdamW weight decays, chosen by validation mIoU.
+    seed: seeds the head's initialisation and the batch order of every fit.
     """
 
     stages: list[int] = field(default_factory=lambda: [-2, -1])
@@ -110,18 +124,33 @@ class SegmentationProbeConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        require(self, {
-            "stages": ((lambda v: bool(v) and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
-                        and len(set(v)) == len(v)), "a non-empty list of distinct stage indices"),
-            "epochs": at_least(1), "batch_size": at_least(1), "lr": positive(),
-            "weight_decay_grid": each(non_negative()), "seed": at_least(0),
-        })
+        require(
+            self,
+            {
+                "stages": (
+                    (
+                        lambda v: (
+                            bool(v)
+                            and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+                            and len(set(v)) == len(v)
+                        )
+                    ),
+                    "a non-empty list of distinct stage indices",
+                ),
+                "epochs": at_least(1),
+                "batch_size": at_least(1),
+                "lr": positive(),
+                "weight_decay_grid": each(non_negative()),
+                "seed": at_least(0),
+            },
+        )
 
 
 @dataclass
 class SegmentationResult:
     """Test metrics (fractions in [0, 1]), the validation mIoU of the chosen weight decay,
-    and that weight decay."""
+    and that weight decay.
+    """
 
     pixel_accuracy: float
     mean_iou: float
@@ -135,11 +164,14 @@ class _Standardiser:
 
     def __init__(self, maps: list[Tensor], chunk: int) -> None:
         channels = maps[0].shape[1]
-        total, sq, count = torch.zeros(channels, dtype=torch.float64), torch.zeros(
-            channels, dtype=torch.float64), 0
+        total, sq, count = (
+            torch.zeros(channels, dtype=torch.float64),
+            torch.zeros(channels, dtype=torch.float64),
+            0,
+        )
         for m in maps:
             for i in range(0, len(m), chunk):
-                x = m[i:i + chunk].double()
+                x = m[i : i + chunk].double()
                 total += x.sum((0, 2, 3))
                 sq += x.pow(2).sum((0, 2, 3))
                 count += x.numel() // channels
@@ -152,15 +184,20 @@ class _Standardiser:
         return (maps.float() - self.mean) / self.std
 
 
-def _batches(splits: list[Split], batch_size: int, generator: torch.Generator | None
-             ) -> Iterator[tuple[Tensor, Tensor]]:
+def _batches(
+    splits: list[Split], batch_size: int, generator: torch.Generator | None
+) -> Iterator[tuple[Tensor, Tensor]]:
     """Batches within each split (sizes may differ between splits); shuffled when a
-    generator is given, in order otherwise."""
+    generator is given, in order otherwise.
+    """
     plan = []
     for k, (maps, _) in enumerate(splits):
-        order = (torch.randperm(len(maps), generator=generator) if generator is not None
-                 else torch.arange(len(maps)))
-        plan += [(k, order[i:i + batch_size]) for i in range(0, len(maps), batch_size)]
+        order = (
+            torch.randperm(len(maps), generator=generator)
+            if generator is not None
+            else torch.arange(len(maps))
+        )
+        plan += [(k, order[i : i + batch_size]) for i in range(0, len(maps), batch_size)]
     if generator is not None:
         plan = [plan[i] for i in torch.randperm(len(plan), generator=generator).tolist()]
     for k, idx in plan:
@@ -190,10 +227,12 @@ class SegmentationProbe:
     def __init__(self, config: SegmentationProbeConfig | None = None) -> None:
         self.config = config or SegmentationProbeConfig()
 
-    def evaluate_maps(self, train: Split, val: Split, test: Split, num_classes: int
-                      ) -> SegmentationResult:
+    def evaluate_maps(
+        self, train: Split, val: Split, test: Split, num_classes: int
+    ) -> SegmentationResult:
         """Each split is ``(maps [N, C, h, w] float, labels [N, H, W] int in 0..num_classes)``,
-        0 = unlabeled. Logits are upsampled bilinearly from ``(h, w)`` to ``(H, W)``."""
+        0 = unlabeled. Logits are upsampled bilinearly from ``(h, w)`` to ``(H, W)``.
+        """
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
         named = {"train": train, "val": val, "test": test}
@@ -214,41 +253,61 @@ class SegmentationProbe:
         norm = _Standardiser([train[0], val[0]], cfg.batch_size)
         head = self._fit([train, val], norm, num_classes, best_wd)
         cm = self._score(head, test, norm, num_classes)
-        return SegmentationResult(pixel_accuracy=cm.pixel_accuracy, mean_iou=cm.mean_iou,
-                                  mean_class_accuracy=cm.mean_class_accuracy,
-                                  val_mean_iou=best_miou, weight_decay=best_wd)
+        return SegmentationResult(
+            pixel_accuracy=cm.pixel_accuracy,
+            mean_iou=cm.mean_iou,
+            mean_class_accuracy=cm.mean_class_accuracy,
+            val_mean_iou=best_miou,
+            weight_decay=best_wd,
+        )
 
     @staticmethod
     def _check(name: str, split: Split, num_classes: int) -> None:
         maps, labels = split
         if maps.ndim != 4 or not maps.is_floating_point():
-            raise ValueError(f"segmentation probe: {name} maps must be float [N, C, h, w], got "
-                             f"{maps.dtype} {list(maps.shape)}")
+            raise ValueError(
+                f"segmentation probe: {name} maps must be float [N, C, h, w], got "
+                f"{maps.dtype} {list(maps.shape)}"
+            )
         if labels.ndim != 3 or labels.is_floating_point() or labels.dtype == torch.bool:
-            raise ValueError(f"segmentation probe: {name} labels must be integer [N, H, W], got "
-                             f"{labels.dtype} {list(labels.shape)}")
+            raise ValueError(
+                f"segmentation probe: {name} labels must be integer [N, H, W], got "
+                f"{labels.dtype} {list(labels.shape)}"
+            )
         if len(maps) != len(labels) or len(maps) == 0:
-            raise ValueError(f"segmentation probe: {name} has {len(maps)} maps but {len(labels)} "
-                             "label maps (need the same non-zero number)")
+            raise ValueError(
+                f"segmentation probe: {name} has {len(maps)} maps but {len(labels)} "
+                "label maps (need the same non-zero number)"
+            )
         for i in range(0, len(maps), 64):  # chunked: no full-size temporary
-            if not torch.isfinite(maps[i:i + 64]).all():
+            if not torch.isfinite(maps[i : i + 64]).all():
                 raise ValueError(f"segmentation probe: {name} maps contain NaN or inf")
         if labels.min() < 0 or labels.max() > num_classes:
-            raise ValueError(f"segmentation probe: {name} labels must be in 0..{num_classes} "
-                             f"(0 = unlabeled), got {int(labels.min())}..{int(labels.max())}")
+            raise ValueError(
+                f"segmentation probe: {name} labels must be in 0..{num_classes} "
+                f"(0 = unlabeled), got {int(labels.min())}..{int(labels.max())}"
+            )
         if not (labels > 0).any():
             raise ValueError(f"segmentation probe: {name} has no labeled pixel (all labels are 0)")
 
-    def _fit(self, splits: list[Split], norm: _Standardiser, num_classes: int, weight_decay: float
-             ) -> tuple[Tensor, Tensor]:
+    def _fit(
+        self, splits: list[Split], norm: _Standardiser, num_classes: int, weight_decay: float
+    ) -> tuple[Tensor, Tensor]:
         """Head ``(weight [K, C, 1, 1], bias [K])`` minimising per-pixel cross-entropy."""
         cfg = self.config
         generator = torch.Generator().manual_seed(cfg.seed)
         channels = splits[0][0].shape[1]
-        weight = (0.01 * torch.randn(num_classes, channels, 1, 1, generator=generator)).requires_grad_()
+        weight = (
+            0.01 * torch.randn(num_classes, channels, 1, 1, generator=generator)
+        ).requires_grad_()
         bias = torch.zeros(num_classes, requires_grad=True)
-        opt = torch.optim.AdamW([{"params": [weight], "weight_decay": weight_decay},
-                                 {"params": [bias], "weight_decay": 0.0}], lr=cfg.lr)
+        opt = torch.optim.AdamW(
+            [
+                {"params": [weight], "weight_decay": weight_decay},
+                {"params": [bias], "weight_decay": 0.0},
+            ],
+            lr=cfg.lr,
+        )
         steps = cfg.epochs * sum(math.ceil(len(m) / cfg.batch_size) for m, _ in splits)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
         with torch.enable_grad():
@@ -264,8 +323,9 @@ class SegmentationProbe:
                         sched.step()
         return weight.detach(), bias.detach()
 
-    def _score(self, head: tuple[Tensor, Tensor], split: Split, norm: _Standardiser,
-               num_classes: int) -> ConfusionMatrix:
+    def _score(
+        self, head: tuple[Tensor, Tensor], split: Split, norm: _Standardiser, num_classes: int
+    ) -> ConfusionMatrix:
         cm = ConfusionMatrix(num_classes)
         with torch.no_grad():
             for maps, labels in _batches([split], self.config.batch_size, None):

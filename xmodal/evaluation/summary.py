@@ -1,5 +1,6 @@
 """Aggregate probe rows over seeds: mean, standard deviation, and the share of the
-floor-to-reference gap a method closes."""
+floor-to-reference gap a method closes.
+"""
 
 from __future__ import annotations
 
@@ -13,16 +14,20 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (modality, method, probe, metric): ``mean``, ``std`` (sample, 0 for one
     seed), ``n`` seeds, ``values``, and ``gap_closed`` where a ``none`` and a ``supervised``
     row exist for the same modality/probe/metric:
-    ``(method - none) / (supervised - none)`` on the means."""
+    ``(method - none) / (supervised - none)`` on the means.
+    """
     groups: dict[tuple, list[float]] = {}
     for row in rows:
         groups.setdefault(tuple(row[k] for k in KEY), []).append(float(row["value"]))
     summary = []
     for key, values in groups.items():
         entry = dict(zip(KEY, key))
-        entry.update(mean=statistics.fmean(values),
-                     std=statistics.stdev(values) if len(values) > 1 else 0.0,
-                     n=len(values), values=values)
+        entry.update(
+            mean=statistics.fmean(values),
+            std=statistics.stdev(values) if len(values) > 1 else 0.0,
+            n=len(values),
+            values=values,
+        )
         summary.append(entry)
     means = {tuple(e[k] for k in KEY): e["mean"] for e in summary}
     for entry in summary:
@@ -35,8 +40,13 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return summary
 
 
-def gap_closed_per_seed(rows: list[dict[str, Any]], modality: str, method: str, probe: str = "linear",
-                        metric: str = "accuracy") -> dict[int, float | None]:
+def gap_closed_per_seed(
+    rows: list[dict[str, Any]],
+    modality: str,
+    method: str,
+    probe: str = "linear",
+    metric: str = "accuracy",
+) -> dict[int, float | None]:
     """The gap-closed ratio computed seed by seed (each seed's own floor and reference)."""
     by_seed: dict[int, dict[str, float]] = {}
     for row in rows:

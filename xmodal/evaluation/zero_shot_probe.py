@@ -26,29 +26,41 @@ from xmodal.evaluation.linear_probe import accuracies
 from xmodal.objectives.shared_heads import SharedHeads
 
 #: a few of CLIP's ImageNet prompt templates
-DEFAULT_TEMPLATES = ["a photo of a {name}.", "a photo of the {name}.", "a photo of my {name}.",
-                     "a blurry photo of a {name}.", "a low resolution photo of a {name}."]
+DEFAULT_TEMPLATES = [
+    "a photo of a {name}.",
+    "a photo of the {name}.",
+    "a photo of my {name}.",
+    "a blurry photo of a {name}.",
+    "a low resolution photo of a {name}.",
+]
 
 
 @dataclass
 class ZeroShotProbeConfig:
     """Attributes:
-        templates: prompt templates, each with one ``{name}``; a class's text embedding is the
-            average of its prompts' (normalised) embeddings.
-        class_names: the names put in the prompts, index = label (empty: the dataset's own
-            class names, with ``_`` read as a space).
+    templates: prompt templates, each with one ``{name}``; a class's text embedding is the
+        average of its prompts' (normalised) embeddings.
+    class_names: the names put in the prompts, index = label (empty: the dataset's own
+        class names, with ``_`` read as a space).
     """
 
     templates: list[str] = field(default_factory=lambda: list(DEFAULT_TEMPLATES))
     class_names: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        require(self, {
-            "templates": (lambda v: len(v) > 0 and all(_template(t) for t in v),
-                          "a non-empty list of texts, each with one {name}"),
-            "class_names": (lambda v: all(isinstance(n, str) and n.strip() for n in v),
-                            "a list of non-empty names (empty: the dataset's)"),
-        })
+        require(
+            self,
+            {
+                "templates": (
+                    lambda v: len(v) > 0 and all(_template(t) for t in v),
+                    "a non-empty list of texts, each with one {name}",
+                ),
+                "class_names": (
+                    lambda v: all(isinstance(n, str) and n.strip() for n in v),
+                    "a list of non-empty names (empty: the dataset's)",
+                ),
+            },
+        )
 
 
 def _template(template: object) -> bool:
@@ -77,11 +89,13 @@ def prompts(class_names: list[str], templates: list[str]) -> list[str]:
     return [template.format(name=name) for name in class_names for template in templates]
 
 
-def class_text_embeddings(encode: Callable[[list[str]], Tensor], class_names: list[str],
-                          templates: list[str]) -> Tensor:
+def class_text_embeddings(
+    encode: Callable[[list[str]], Tensor], class_names: list[str], templates: list[str]
+) -> Tensor:
     """Unit class vectors ``[C, Dt]``: each prompt's text embedding normalised, averaged over
     the ``T`` templates, normalised again (CLIP's prompt ensembling). ``encode`` maps ``P``
-    texts to ``[P, Dt]``."""
+    texts to ``[P, Dt]``.
+    """
     if not class_names:
         raise ValueError("zero-shot probe: no class names")
     texts = prompts(class_names, templates)
@@ -105,23 +119,30 @@ def zero_shot_similarities(features: Tensor, classes: Tensor, heads: SharedHeads
     """
     if heads is not None:
         if features.shape[1] != heads.student_dim or classes.shape[1] != heads.teacher_dim:
-            raise ValueError(f"zero-shot probe: heads take {heads.student_dim}-dim student and "
-                             f"{heads.teacher_dim}-dim teacher vectors, got {features.shape[1]} and "
-                             f"{classes.shape[1]}: the heads belong to another teacher or student")
+            raise ValueError(
+                f"zero-shot probe: heads take {heads.student_dim}-dim student and "
+                f"{heads.teacher_dim}-dim teacher vectors, got {features.shape[1]} and "
+                f"{classes.shape[1]}: the heads belong to another teacher or student"
+            )
         queries = heads.embed_student(features)
         keys = heads.embed_teacher(classes * heads.teacher_norm)
     else:
         if features.shape[1] != classes.shape[1]:
-            raise ValueError(f"zero-shot probe: {features.shape[1]}-dim image and "
-                             f"{classes.shape[1]}-dim text embeddings are not one space")
+            raise ValueError(
+                f"zero-shot probe: {features.shape[1]}-dim image and "
+                f"{classes.shape[1]}-dim text embeddings are not one space"
+            )
         queries, keys = features, classes
     q = torch.nn.functional.normalize(queries.double(), dim=1)
     k = torch.nn.functional.normalize(keys.double(), dim=1)
     return q @ k.T
 
 
-@PROBES.register("zero-shot", "classify students by CLIP-teacher text prompts through the objective's "
-                 "heads (heads methods; teacher: CLIP's own zero-shot)")
+@PROBES.register(
+    "zero-shot",
+    "classify students by CLIP-teacher text prompts through the objective's "
+    "heads (heads methods; teacher: CLIP's own zero-shot)",
+)
 class ZeroShotProbe:
     """Zero-shot scene classification: no parameters are fitted, no training labels read."""
 
@@ -138,17 +159,27 @@ class ZeroShotProbe:
         names = self.config.class_names or [n.replace("_", " ") for n in dataset_names]
         if len(names) != num_classes:
             source = "probe.zero-shot.class_names" if self.config.class_names else "the dataset"
-            raise ValueError(f"zero-shot probe: {source} names {len(names)} classes, the labels "
-                             f"have {num_classes}")
+            raise ValueError(
+                f"zero-shot probe: {source} names {len(names)} classes, the labels "
+                f"have {num_classes}"
+            )
         return names
 
-    def evaluate_zero_shot(self, features: Tensor, labels: Tensor, classes: Tensor,
-                           heads: SharedHeads | None, class_names: list[str]) -> ZeroShotResult:
+    def evaluate_zero_shot(
+        self,
+        features: Tensor,
+        labels: Tensor,
+        classes: Tensor,
+        heads: SharedHeads | None,
+        class_names: list[str],
+    ) -> ZeroShotResult:
         """``features`` ``[N, D]`` and ``labels`` ``[N]`` of the test split; ``classes``
-        ``[C, Dt]`` from :func:`class_text_embeddings`; ``heads`` None for the teacher itself."""
+        ``[C, Dt]`` from :func:`class_text_embeddings`; ``heads`` None for the teacher itself.
+        """
         if not torch.isfinite(features).all():
             raise ValueError("zero-shot probe: test features contain NaN or inf")
         sims = zero_shot_similarities(features, classes, heads)
         accuracy, mean_class = accuracies(sims, labels.long(), len(classes))
-        return ZeroShotResult(accuracy, mean_class, len(self.config.templates), list(class_names),
-                              heads is not None)
+        return ZeroShotResult(
+            accuracy, mean_class, len(self.config.templates), list(class_names), heads is not None
+        )

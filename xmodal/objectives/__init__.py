@@ -1,34 +1,54 @@
 """Layer 3: training objectives. Every distillation method is an :class:`Objective` registered in
 ``METHODS``: WCoRD (global dual + local primal term) and its variants, the baselines (KD, FitNet,
 CRD, RKD, PKT, InfoNCE), ``supervised`` and ``none``; with their building blocks (optimal transport,
-memory banks and queues, critics)."""
+memory banks and queues, critics).
+"""
 
 from xmodal.objectives import supervised, untrained  # noqa: F401  (registers the references)
 from xmodal.objectives.critic import (
-                                      CRITICS,
-                                      LIPSCHITZ_MODES,
-                                      BilinearCritic,
-                                      Critic,
-                                      DotCritic,
-                                      MLPCritic,
-                                      ProjectionHead,
-                                      build_critic,
+    CRITICS,
+    LIPSCHITZ_MODES,
+    BilinearCritic,
+    Critic,
+    DotCritic,
+    MLPCritic,
+    ProjectionHead,
+    build_critic,
 )
 from xmodal.objectives.ipot import ipot
 from xmodal.objectives.memory_bank import MemoryBank
 from xmodal.objectives.negative_queue import NegativeQueue
 from xmodal.objectives.objective import NEEDS, Objective, ObjectiveContext
 from xmodal.objectives.sinkhorn import (
-                                      TransportNotConverged,
-                                      TransportResult,
-                                      sinkhorn_log,
+    TransportNotConverged,
+    TransportResult,
+    sinkhorn_log,
 )
 from xmodal.objectives.transport import TRANSPORT_METHODS, solve_transport
 from xmodal.objectives.wcord import WCoRDConfig, WCoRDGlobal, WCoRDLocal, WCoRDLoss
 
 __all__ = [
-    "CRITICS", "LIPSCHITZ_MODES", "NEEDS", "TRANSPORT_METHODS", "BilinearCritic", "Critic",
-    "DotCritic", "MLPCritic", "MemoryBank", "NegativeQueue", "Objective", "ObjectiveContext",
-    "ProjectionHead", "TransportNotConverged", "TransportResult", "WCoRDConfig", "WCoRDGlobal",
-    "WCoRDLocal", "WCoRDLoss", "build_critic", "ipot", "sinkhorn_log", "solve_transport",
+    "CRITICS",
+    "LIPSCHITZ_MODES",
+    "NEEDS",
+    "TRANSPORT_METHODS",
+    "BilinearCritic",
+    "Critic",
+    "DotCritic",
+    "MLPCritic",
+    "MemoryBank",
+    "NegativeQueue",
+    "Objective",
+    "ObjectiveContext",
+    "ProjectionHead",
+    "TransportNotConverged",
+    "TransportResult",
+    "WCoRDConfig",
+    "WCoRDGlobal",
+    "WCoRDLocal",
+    "WCoRDLoss",
+    "build_critic",
+    "ipot",
+    "sinkhorn_log",
+    "solve_transport",
 ]

@@ -60,18 +60,26 @@ def project(z: Tensor, onto: str) -> Tensor:
 def spectral_linear(linear: nn.Linear, power_iterations: int = _POWER_ITERATIONS) -> nn.Module:
     """``linear`` with its weight spectrally normalised, the power vectors set to the exact top
     singular pair (torch's 15 warm-up iterations leave sigma up to ~1e-2 off when the top two
-    singular values are close)."""
+    singular values are close).
+    """
     wrapped = spectral_norm(linear, n_power_iterations=power_iterations)
     norm = wrapped.parametrizations.weight[0]
     with torch.no_grad():
-        left, _, right = torch.linalg.svd(wrapped.parametrizations.weight.original, full_matrices=False)
+        left, _, right = torch.linalg.svd(
+            wrapped.parametrizations.weight.original, full_matrices=False
+        )
         norm._u.copy_(left[:, 0])
         norm._v.copy_(right[0])
     return wrapped
 
 
 def _check_tau(cls: str, tau: Any) -> float:
-    if not (isinstance(tau, (int, float)) and not isinstance(tau, bool) and math.isfinite(tau) and tau > 0):
+    if not (
+        isinstance(tau, (int, float))
+        and not isinstance(tau, bool)
+        and math.isfinite(tau)
+        and tau > 0
+    ):
         raise ValueError(f"{cls}: tau must be a finite number > 0, got {tau!r}")
     return float(tau)
 
@@ -97,8 +105,14 @@ class ProjectionHead(nn.Module):
             of a few ``[d, D]`` mat-vecs.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, spectral: bool = True, power_iterations: int = 3,
-                 onto: str = "sphere") -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        spectral: bool = True,
+        power_iterations: int = 3,
+        onto: str = "sphere",
+    ) -> None:
         super().__init__()
         if not (isinstance(in_dim, int) and in_dim >= 1):
             raise ValueError(f"ProjectionHead: in_dim must be an int >= 1, got {in_dim!r}")
@@ -121,7 +135,8 @@ class ProjectionHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Features ``[B, in_dim]`` -> embeddings ``[B, out_dim]`` of norm 1 (sphere) or <= 1
-        (ball), float32."""
+        (ball), float32.
+        """
         # Project in float32: under bf16 autocast the unit vectors would be off by ~1e-2.
         return project(self.project(x).float(), self.onto)
 
@@ -140,7 +155,8 @@ class Critic(nn.Module):
     @property
     def lipschitz_bound(self) -> float:
         """Lipschitz constant of ``c`` in ``u`` (or ``v``) on the unit ball when its weights
-        are spectrally normalised (the target of the gradient penalty otherwise): ``1/tau``."""
+        are spectrally normalised (the target of the gradient penalty otherwise): ``1/tau``.
+        """
         return 1.0 / self.tau
 
     def forward(self, u: Tensor, v: Tensor) -> Tensor:  # pragma: no cover - abstract
@@ -149,12 +165,14 @@ class Critic(nn.Module):
 
     def against(self, u: Tensor, others: Tensor) -> Tensor:  # pragma: no cover - abstract
         """Teacher anchors ``u`` ``[B, d]`` against student candidates ``others`` ``[K, d]`` or
-        ``[B, K, d]`` -> ``c(u_i, others_k)`` ``[B, K]``."""
+        ``[B, K, d]`` -> ``c(u_i, others_k)`` ``[B, K]``.
+        """
         raise NotImplementedError
 
     def against_teachers(self, others: Tensor, v: Tensor) -> Tensor:  # pragma: no cover - abstract
         """Student anchors ``v`` ``[B, d]`` against teacher candidates ``others`` ``[K, d]`` or
-        ``[B, K, d]`` -> ``c(others_k, v_i)`` ``[B, K]``."""
+        ``[B, K, d]`` -> ``c(others_k, v_i)`` ``[B, K]``.
+        """
         raise NotImplementedError
 
 
@@ -232,13 +250,22 @@ def _mlp_tail(pre: Tensor, bias1: Tensor, w2: Tensor, bias2: Tensor, slope: floa
     return F.leaky_relu(pre + bias1, slope) @ w2 + bias2
 
 
-def _mlp_chunk_shared(a: Tensor, m: Tensor, bias1: Tensor, w2: Tensor, bias2: Tensor, slope: float) -> Tensor:
+def _mlp_chunk_shared(
+    a: Tensor, m: Tensor, bias1: Tensor, w2: Tensor, bias2: Tensor, slope: float
+) -> Tensor:
     """Anchors' first-layer part ``a`` ``[B, H]``, shared candidates' part ``m`` ``[Kc, H]``."""
     return _mlp_tail(a.unsqueeze(1) + m.unsqueeze(0), bias1, w2, bias2, slope)  # [B, Kc]
 
 
-def _mlp_chunk_anchor(a: Tensor, others: Tensor, w_other: Tensor, bias1: Tensor, w2: Tensor,
-                      bias2: Tensor, slope: float) -> Tensor:
+def _mlp_chunk_anchor(
+    a: Tensor,
+    others: Tensor,
+    w_other: Tensor,
+    bias1: Tensor,
+    w2: Tensor,
+    bias2: Tensor,
+    slope: float,
+) -> Tensor:
     """Anchors' part ``a`` ``[B, H]``, per-anchor candidates ``others`` ``[B, Kc, d]``."""
     return _mlp_tail(a.unsqueeze(1) + others @ w_other.t(), bias1, w2, bias2, slope)  # [B, Kc]
 
@@ -270,8 +297,14 @@ class MLPCritic(Critic):
 
     negative_slope = 0.2
 
-    def __init__(self, dim: int, tau: float = 0.07, hidden: int = 256, spectral: bool = True,
-                 chunk_elements: int = 2**24) -> None:
+    def __init__(
+        self,
+        dim: int,
+        tau: float = 0.07,
+        hidden: int = 256,
+        spectral: bool = True,
+        chunk_elements: int = 2**24,
+    ) -> None:
         super().__init__(tau)
         _check_dim("MLPCritic", "dim", dim)
         _check_dim("MLPCritic", "hidden", hidden)
@@ -289,7 +322,7 @@ class MLPCritic(Critic):
     def _weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """``W_1`` teacher part ``[H, d]``, student part ``[H, d]``, ``b_1``, ``w_2`` ``[H]``, ``b_2``."""
         w1 = self.first.weight
-        w_t, w_s = w1[:, : self.dim], w1[:, self.dim:]
+        w_t, w_s = w1[:, : self.dim], w1[:, self.dim :]
         return w_t, w_s, self.first.bias, self.second.weight[0], self.second.bias[0]
 
     def forward(self, u: Tensor, v: Tensor) -> Tensor:
@@ -308,7 +341,8 @@ class MLPCritic(Critic):
         self, a: Tensor, others: Tensor, w_other: Tensor, b1: Tensor, w2: Tensor, b2: Tensor
     ) -> Tensor:
         """Anchors' first-layer part ``a`` ``[B, H]`` against ``others`` ``[K, d]`` / ``[B, K, d]``
-        (first-layer weight ``w_other`` ``[H, d]``) -> ``[B, K]``, chunked over ``K``."""
+        (first-layer weight ``w_other`` ``[H, d]``) -> ``[B, K]``, chunked over ``K``.
+        """
         batch = a.shape[0]
         if not (others.dim() == 2 or (others.dim() == 3 and others.shape[0] == batch)):
             raise ValueError(
@@ -324,11 +358,24 @@ class MLPCritic(Critic):
         chunks = []
         for start in range(0, k, step):
             if shared:
-                fn, args = _mlp_chunk_shared, (a, m[start:start + step], b1, w2, b2, self.negative_slope)
+                fn, args = (
+                    _mlp_chunk_shared,
+                    (a, m[start : start + step], b1, w2, b2, self.negative_slope),
+                )
             else:
                 fn = _mlp_chunk_anchor
-                args = (a, others[:, start:start + step], w_other, b1, w2, b2, self.negative_slope)
-            chunks.append(checkpoint(fn, *args, use_reentrant=False) if use_checkpoint else fn(*args))
+                args = (
+                    a,
+                    others[:, start : start + step],
+                    w_other,
+                    b1,
+                    w2,
+                    b2,
+                    self.negative_slope,
+                )
+            chunks.append(
+                checkpoint(fn, *args, use_reentrant=False) if use_checkpoint else fn(*args)
+            )
         if not chunks:
             return a.new_zeros(batch, 0)
         return torch.cat(chunks, dim=1) / self.tau

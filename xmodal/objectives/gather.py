@@ -38,8 +38,10 @@ def all_gather_with_grad(x: Tensor) -> Tensor:
     dist.all_gather(sizes, torch.tensor([x.shape[0]], dtype=torch.long, device=x.device))
     sizes_list = [int(s.item()) for s in sizes]
     if len(set(sizes_list)) != 1:
-        raise ValueError(f"all_gather_with_grad: per-process batch sizes differ {sizes_list}; "
-                         "use a loader with drop_last=True")
+        raise ValueError(
+            f"all_gather_with_grad: per-process batch sizes differ {sizes_list}; "
+            "use a loader with drop_last=True"
+        )
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(x), dim=0)

@@ -70,9 +70,16 @@ def ipot(
             wrong shape, negative or non-finite entries, or a mass other than 1.
     """
     _check_cost(cost, "ipot")
-    if not (isinstance(beta, (int, float)) and not isinstance(beta, bool) and beta > 0 and math.isfinite(beta)):
+    if not (
+        isinstance(beta, (int, float))
+        and not isinstance(beta, bool)
+        and beta > 0
+        and math.isfinite(beta)
+    ):
         raise ValueError(f"ipot: beta must be a finite number > 0, got {beta!r}")
-    if not (isinstance(inner_iters, int) and not isinstance(inner_iters, bool) and inner_iters >= 1):
+    if not (
+        isinstance(inner_iters, int) and not isinstance(inner_iters, bool) and inner_iters >= 1
+    ):
         raise ValueError(f"ipot: inner_iters must be an int >= 1, got {inner_iters!r}")
     _check_loop_args("ipot", max_iters, tol)
 
@@ -93,7 +100,9 @@ def ipot(
             for _ in range(inner_iters):
                 log_d = log_a - _row_lse(torch.add(log_t, log_s.unsqueeze(-2), out=buf))
                 log_s = log_b - _col_lse(torch.add(log_t, log_d.unsqueeze(-1), out=buf))
-            log_t.add_(log_d.unsqueeze(-1)).add_(log_s.unsqueeze(-2))  # log T = log Q + log delta + log sigma
+            log_t.add_(log_d.unsqueeze(-1)).add_(
+                log_s.unsqueeze(-2)
+            )  # log T = log Q + log delta + log sigma
             last = iterations == max_iters
             if iterations % _CHECK_EVERY == 0 or last:
                 torch.threshold_(torch.clamp(log_t, min=_EXP_FLOOR, out=plan).exp_(), _TINY, 0.0)
@@ -110,5 +119,10 @@ def ipot(
                 if max(err, moved) < tol or last:
                     break
         total = _total_cost(plan, c)
-    return TransportResult(plan=plan, cost=total, iterations=iterations, marginal_error=err,
-                           converged=max(err, moved) < tol)
+    return TransportResult(
+        plan=plan,
+        cost=total,
+        iterations=iterations,
+        marginal_error=err,
+        converged=max(err, moved) < tol,
+    )

@@ -28,12 +28,15 @@ __all__ = ["MemoryBank", "negatives_per_step"]
 def negatives_per_step(requested: int, num_samples: int, indices: Tensor | None = None) -> int:
     """How many negatives a step can draw: ``requested``, capped at ``num_samples - 1`` and, with
     the batch's ``indices`` (all excluded), at ``num_samples - #distinct(indices)``; raises
-    ``ValueError`` with the fix when none is left."""
+    ``ValueError`` with the fix when none is left.
+    """
     taken = 1 if indices is None else int(torch.unique(indices.detach()).numel())
     count = min(requested, num_samples - max(taken, 1))
     if count < 1:
-        raise ValueError(f"a batch with {taken} distinct indices leaves no negatives among "
-                         f"num_samples={num_samples}; use num_samples > batch size")
+        raise ValueError(
+            f"a batch with {taken} distinct indices leaves no negatives among "
+            f"num_samples={num_samples}; use num_samples > batch size"
+        )
     return count
 
 
@@ -64,8 +67,14 @@ class MemoryBank(nn.Module):
     labels: Tensor | None
 
     def __init__(
-        self, size: int, dim: int, momentum: float = 0.5, seed: int = 0, labels: Tensor | None = None,
-        onto: str = "sphere", dtype: torch.dtype = torch.float32,
+        self,
+        size: int,
+        dim: int,
+        momentum: float = 0.5,
+        seed: int = 0,
+        labels: Tensor | None = None,
+        onto: str = "sphere",
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
         if not (isinstance(size, int) and size >= 2):
@@ -80,12 +89,20 @@ class MemoryBank(nn.Module):
             if not isinstance(labels, Tensor) or labels.shape != (size,):
                 shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
                 raise ValueError(f"MemoryBank: labels must be a [{size}] tensor, got {shape}")
-            if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
-                raise ValueError(f"MemoryBank: labels must be an integer tensor, got {labels.dtype}")
+            if (
+                labels.dtype.is_floating_point
+                or labels.dtype.is_complex
+                or labels.dtype == torch.bool
+            ):
+                raise ValueError(
+                    f"MemoryBank: labels must be an integer tensor, got {labels.dtype}"
+                )
         if onto not in PROJECTIONS:
             raise ValueError(f"MemoryBank: onto must be one of {PROJECTIONS}, got {onto!r}")
         if dtype not in STORAGE_DTYPES.values():
-            raise ValueError(f"MemoryBank: dtype must be one of {list(STORAGE_DTYPES)}, got {dtype}")
+            raise ValueError(
+                f"MemoryBank: dtype must be one of {list(STORAGE_DTYPES)}, got {dtype}"
+            )
         self.onto = onto
         self.size = size
         self.dim = dim
@@ -111,8 +128,9 @@ class MemoryBank(nn.Module):
             raise ValueError(f"MemoryBank.{caller}: exclude holds indices outside [0, {self.size})")
         return excluded
 
-    def _sampling_setup(self, num: int, exclude: Tensor | None, generator: torch.Generator | None,
-                        caller: str) -> tuple[torch.Generator, Tensor, int]:
+    def _sampling_setup(
+        self, num: int, exclude: Tensor | None, generator: torch.Generator | None, caller: str
+    ) -> tuple[torch.Generator, Tensor, int]:
         """Validate ``num`` and return (generator, sorted excluded rows, number of allowed rows)."""
         if not (isinstance(num, int) and num >= 0):
             raise ValueError(f"MemoryBank.{caller}: num must be an int >= 0, got {num!r}")
@@ -131,7 +149,9 @@ class MemoryBank(nn.Module):
         """Map rank ``r`` among the allowed rows to the ``r``-th allowed row (any shape)."""
         # row = r + #{excluded e_j whose rank e_j - j is <= r} (excluded is sorted and unique).
         shifted = excluded - torch.arange(excluded.numel(), device=excluded.device)
-        return ranks + torch.searchsorted(shifted, ranks.reshape(-1), right=True).reshape(ranks.shape)
+        return ranks + torch.searchsorted(shifted, ranks.reshape(-1), right=True).reshape(
+            ranks.shape
+        )
 
     def sample_negatives(
         self, num: int, exclude: Tensor | None = None, generator: torch.Generator | None = None
@@ -157,8 +177,13 @@ class MemoryBank(nn.Module):
         return self._rank_to_row(ranks, excluded).to(self.memory.device)
 
     def sample_negatives_per_anchor(
-        self, num: int, anchors: int, exclude: Tensor | None = None,
-        generator: torch.Generator | None = None, *, replacement: bool = True,
+        self,
+        num: int,
+        anchors: int,
+        exclude: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        *,
+        replacement: bool = True,
     ) -> Tensor:
         """Draw ``num`` row indices for each of ``anchors`` anchors, independently and uniformly
         among the rows not in ``exclude``, with replacement (default: ``O(anchors * num)``, and
@@ -182,21 +207,27 @@ class MemoryBank(nn.Module):
             raise ValueError(
                 f"MemoryBank.sample_negatives_per_anchor: anchors must be an int >= 0, got {anchors!r}"
             )
-        gen, excluded, allowed = self._sampling_setup(num, exclude, generator,
-                                                      "sample_negatives_per_anchor")
+        gen, excluded, allowed = self._sampling_setup(
+            num, exclude, generator, "sample_negatives_per_anchor"
+        )
         if num == 0 or anchors == 0:
             return torch.empty(anchors, num, dtype=torch.long, device=self.memory.device)
         if replacement:
             ranks = torch.randint(allowed, (anchors, num), generator=gen, device=gen.device)
         else:
-            ranks = torch.stack([torch.randperm(allowed, generator=gen, device=gen.device)[:num]
-                                 for _ in range(anchors)])
+            ranks = torch.stack(
+                [
+                    torch.randperm(allowed, generator=gen, device=gen.device)[:num]
+                    for _ in range(anchors)
+                ]
+            )
         return self._rank_to_row(ranks, excluded).to(self.memory.device)
 
     def _other_class_table(self) -> tuple[Tensor, Tensor, Tensor]:
         """``(classes [C], pools [C, M], counts [C])`` on the bank's device, built once: row ``c`` of
         ``pools`` lists the rows of every class but ``classes[c]`` (padded with 0 up to the
-        largest such set, ``M``), ``counts[c]`` how many are real."""
+        largest such set, ``M``), ``counts[c]`` how many are real.
+        """
         if self.labels is None:
             raise ValueError("MemoryBank: other-class sampling needs a bank built with labels")
         cached = self.__dict__.get("_other_class")
@@ -205,14 +236,21 @@ class MemoryBank(nn.Module):
             classes = labels.unique()
             pools = [torch.nonzero(labels != c).squeeze(1) for c in classes]
             counts = torch.tensor([p.numel() for p in pools], device=labels.device)
-            table = torch.zeros(len(pools), int(counts.max()), dtype=torch.long, device=labels.device)
+            table = torch.zeros(
+                len(pools), int(counts.max()), dtype=torch.long, device=labels.device
+            )
             for c, pool in enumerate(pools):
-                table[c, :pool.numel()] = pool
+                table[c, : pool.numel()] = pool
             cached = self.__dict__["_other_class"] = (classes, table, counts)
         return cached
 
-    def sample_other_class(self, num: int, anchor_labels: Tensor, replacement: bool,
-                           generator: torch.Generator | None = None) -> Tensor:
+    def sample_other_class(
+        self,
+        num: int,
+        anchor_labels: Tensor,
+        replacement: bool,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         """Draw ``num`` rows per anchor uniformly among the rows of **other classes** than the
         anchor's (``anchor_labels`` ``[B]``), with or without replacement -> ``[B, num]`` on the
         bank's device: RepDistiller's CIFAR sampler (``np.random.choice(cls_negative[y], K,
@@ -224,39 +262,53 @@ class MemoryBank(nn.Module):
         generator seeded by ``generator`` (deterministic, and fast on a GPU).
 
         Raises ``ValueError`` when an anchor's class leaves no row, or fewer than ``num``
-        without replacement (cap ``num`` at :meth:`fewest_other_class_rows`)."""
+        without replacement (cap ``num`` at :meth:`fewest_other_class_rows`).
+        """
         if not (isinstance(num, int) and num >= 0):
             raise ValueError(f"MemoryBank.sample_other_class: num must be an int >= 0, got {num!r}")
         classes, table, counts = self._other_class_table()
         device = table.device
         slot = torch.searchsorted(classes, anchor_labels.detach().to(device))  # [B] class slot
-        known = (slot < classes.numel()) & (classes[slot.clamp_max(classes.numel() - 1)] == anchor_labels.to(device))
+        known = (slot < classes.numel()) & (
+            classes[slot.clamp_max(classes.numel() - 1)] == anchor_labels.to(device)
+        )
         if not bool(known.all()):
-            raise ValueError("MemoryBank.sample_other_class: anchor_labels hold a class the bank does not")
+            raise ValueError(
+                "MemoryBank.sample_other_class: anchor_labels hold a class the bank does not"
+            )
         available = counts[slot]  # [B]
         least = int(available.min()) if slot.numel() else num
         if num > 0 and (least == 0 or (not replacement and num > least)):
-            raise ValueError(f"MemoryBank.sample_other_class: a class leaves {least} rows, {num} "
-                             f"requested {'with' if replacement else 'without'} replacement")
+            raise ValueError(
+                f"MemoryBank.sample_other_class: a class leaves {least} rows, {num} "
+                f"requested {'with' if replacement else 'without'} replacement"
+            )
         gen = self._generator if generator is None else generator
         keys_gen = torch.Generator(device=device).manual_seed(
-            int(torch.randint(2**62, (1,), generator=gen)))
+            int(torch.randint(2**62, (1,), generator=gen))
+        )
         b = slot.numel()
         if num == 0 or b == 0:
             return torch.empty(b, num, dtype=torch.long, device=device)
         if replacement:
-            position = (torch.rand(b, num, generator=keys_gen, device=device) * available.unsqueeze(1)).long()
+            position = (
+                torch.rand(b, num, generator=keys_gen, device=device) * available.unsqueeze(1)
+            ).long()
             position = torch.minimum(position, available.unsqueeze(1) - 1)  # rounding guard
         else:
             keys = torch.rand(b, table.shape[1], generator=keys_gen, device=device)
-            padding = torch.arange(table.shape[1], device=device).unsqueeze(0) >= available.unsqueeze(1)
+            padding = torch.arange(table.shape[1], device=device).unsqueeze(
+                0
+            ) >= available.unsqueeze(1)
             position = keys.masked_fill_(padding, -1.0).topk(num, dim=1, sorted=False).indices
         return table[slot].gather(1, position)
 
     def fewest_other_class_rows(self, anchor_labels: Tensor) -> int:
         """The smallest number of other-class rows among the anchors' classes."""
         classes, _, counts = self._other_class_table()
-        return int(counts[torch.searchsorted(classes, anchor_labels.detach().to(classes.device))].min())
+        return int(
+            counts[torch.searchsorted(classes, anchor_labels.detach().to(classes.device))].min()
+        )
 
     def labels_of(self, rows: Tensor) -> Tensor:
         """Class labels of bank ``rows`` (any shape, long); raises when the bank holds none."""
@@ -281,7 +333,11 @@ class MemoryBank(nn.Module):
             indices: ``[B]`` long row indices in ``[0, size)``.
             embeddings: ``[B, dim]`` new embeddings (normally already unit norm; any float dtype).
         """
-        if indices.dim() != 1 or embeddings.dim() != 2 or embeddings.shape != (indices.shape[0], self.dim):
+        if (
+            indices.dim() != 1
+            or embeddings.dim() != 2
+            or embeddings.shape != (indices.shape[0], self.dim)
+        ):
             raise ValueError(
                 f"MemoryBank.update: expected indices [B] and embeddings [B, {self.dim}], got "
                 f"{tuple(indices.shape)} and {tuple(embeddings.shape)}"
@@ -296,5 +352,7 @@ class MemoryBank(nn.Module):
         summed = torch.zeros(rows.numel(), self.dim, dtype=new.dtype, device=new.device)
         summed.index_add_(0, inverse, new)
         counts = torch.bincount(inverse, minlength=rows.numel()).to(new.dtype).unsqueeze(1)
-        mixed = self.momentum * self.memory[rows].float() + (1.0 - self.momentum) * (summed / counts)
+        mixed = self.momentum * self.memory[rows].float() + (1.0 - self.momentum) * (
+            summed / counts
+        )
         self.memory[rows] = project(mixed, self.onto).to(self.memory.dtype)

@@ -39,7 +39,8 @@ def nce_loss(log_positive: Tensor, log_negative: Tensor, log_noise: float) -> Te
 def nce_normaliser(positive: Tensor, negative: Tensor, num_samples: int) -> float:
     """CRD's estimate of ``Z``: ``N * mean(exp(scores))`` over the batch's ``[B, K + 1]`` scores
     (``positive`` ``[B]``, ``negative`` ``[B, K]``; masked ``-inf`` entries left out), averaged
-    over processes so that every replica uses the same constant."""
+    over processes so that every replica uses the same constant.
+    """
     scores = torch.cat([positive.detach().unsqueeze(1), negative.detach()], 1).float()
     mean = scores.exp().sum() / torch.isfinite(scores).sum()
     if world_size() > 1:

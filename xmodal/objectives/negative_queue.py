@@ -18,7 +18,6 @@ from xmodal.objectives.embedding_storage import STORAGE_DTYPES, random_unit_rows
 __all__ = ["NegativeQueue"]
 
 
-
 class NegativeQueue(nn.Module):
     """The ``size`` most recent embeddings (buffer ``memory`` ``[size, dim]``) and their dataset
     indices (buffer ``ids`` ``[size]``, -1 for the random start rows).
@@ -41,8 +40,14 @@ class NegativeQueue(nn.Module):
     ids: Tensor
     position: Tensor
 
-    def __init__(self, size: int, dim: int, seed: int = 0, onto: str = "sphere",
-                 dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        size: int,
+        dim: int,
+        seed: int = 0,
+        onto: str = "sphere",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         super().__init__()
         if not (isinstance(size, int) and size >= 1):
             raise ValueError(f"NegativeQueue: size must be an int >= 1, got {size!r}")
@@ -51,9 +56,13 @@ class NegativeQueue(nn.Module):
         if onto not in PROJECTIONS:
             raise ValueError(f"NegativeQueue: onto must be one of {PROJECTIONS}, got {onto!r}")
         if dtype not in STORAGE_DTYPES.values():
-            raise ValueError(f"NegativeQueue: dtype must be one of {list(STORAGE_DTYPES)}, got {dtype}")
+            raise ValueError(
+                f"NegativeQueue: dtype must be one of {list(STORAGE_DTYPES)}, got {dtype}"
+            )
         self.size, self.dim, self.onto = size, dim, onto
-        self.register_buffer("memory", random_unit_rows(size, dim, torch.Generator().manual_seed(seed), dtype))
+        self.register_buffer(
+            "memory", random_unit_rows(size, dim, torch.Generator().manual_seed(seed), dtype)
+        )
         self.register_buffer("ids", torch.full((size,), -1, dtype=torch.long))
         self.register_buffer("position", torch.zeros((), dtype=torch.long))  # next slot to write
 
@@ -78,14 +87,18 @@ class NegativeQueue(nn.Module):
             embeddings: ``[B, dim]`` embeddings (any float dtype).
         """
         if indices.dim() != 1 or embeddings.shape != (indices.shape[0], self.dim):
-            raise ValueError(f"NegativeQueue.enqueue: expected indices [B] and embeddings [B, {self.dim}], "
-                             f"got {tuple(indices.shape)} and {tuple(embeddings.shape)}")
+            raise ValueError(
+                f"NegativeQueue.enqueue: expected indices [B] and embeddings [B, {self.dim}], "
+                f"got {tuple(indices.shape)} and {tuple(embeddings.shape)}"
+            )
         if not torch.isfinite(embeddings).all():
             raise ValueError("NegativeQueue.enqueue: embeddings hold NaN or inf")
         total = indices.shape[0]
         kept = min(total, self.size)  # as if all were written in turn: the first ones overwritten
         start = self.position + (total - kept)
         slots = (start + torch.arange(kept, device=self.ids.device)) % self.size
-        self.memory[slots] = embeddings[total - kept:].detach().to(self.memory.device, self.memory.dtype)
-        self.ids[slots] = indices[total - kept:].to(self.ids.device, torch.long)
+        self.memory[slots] = (
+            embeddings[total - kept :].detach().to(self.memory.device, self.memory.dtype)
+        )
+        self.ids[slots] = indices[total - kept :].to(self.ids.device, torch.long)
         self.position.fill_(int((self.position + total) % self.size))

@@ -15,8 +15,13 @@ from torch import Tensor, nn
 
 from xmodal.core.registry import METHODS
 
-__all__ = ["NEEDS", "Objective", "ObjectiveContext", "check_room_for_negatives",
-           "teacher_has_own_classes"]
+__all__ = [
+    "NEEDS",
+    "Objective",
+    "ObjectiveContext",
+    "check_room_for_negatives",
+    "teacher_has_own_classes",
+]
 
 NEEDS = ("teacher", "teacher_logits", "labels")
 """What an objective may need: teacher features, the teacher's logits (a teacher with a
@@ -48,7 +53,8 @@ class ObjectiveContext:
 
 def teacher_has_own_classes(context: ObjectiveContext) -> bool:
     """Whether the teacher's logits are over classes other than the dataset's: declared so
-    (``teacher_own_classes``) or of another count. False without logits."""
+    (``teacher_own_classes``) or of another count. False without logits.
+    """
     logits = context.teacher_logits
     if logits is None:
         return False
@@ -84,7 +90,8 @@ class Objective(nn.Module):
     @classmethod
     def build(cls, context: ObjectiveContext, options: Any) -> Objective:
         """The objective for one training run; raise ``ValueError`` with the fix if the set-up
-        cannot serve it."""
+        cannot serve it.
+        """
         raise NotImplementedError(f"{cls.__name__} does not implement build()")
 
     @classmethod
@@ -92,31 +99,39 @@ class Objective(nn.Module):
         """Every hyperparameter by name, as the results record them."""
         return dataclasses.asdict(options) if options is not None else {}
 
-    def forward(self, student: Tensor, teacher: Tensor | None, labels: Tensor | None,
-                indices: Tensor) -> dict[str, Tensor]:
+    def forward(
+        self, student: Tensor, teacher: Tensor | None, labels: Tensor | None, indices: Tensor
+    ) -> dict[str, Tensor]:
         """``student`` ``[B, Ds]``, ``teacher`` ``[B, Dt]`` (or None), ``labels`` ``[B]`` long (or
         None), ``indices`` ``[B]`` long dataset indices -> at least ``{"loss": scalar}``; methods
-        with a memory also return detached ``teacher_embed``/``student_embed`` ``[B, d]``."""
+        with a memory also return detached ``teacher_embed``/``student_embed`` ``[B, d]``.
+        """
         raise NotImplementedError
 
     def update_memory(self, indices: Tensor, teacher_embed: Tensor, student_embed: Tensor) -> None:
         """Called after each optimiser step with tensors gathered from every process (memory
-        banks and queues); nothing by default."""
+        banks and queues); nothing by default.
+        """
 
 
 def check_room_for_negatives(context: ObjectiveContext, method: str) -> None:
     """Memory-bank methods draw negatives outside the batch: a batch holding the whole training
-    set leaves none. Fail at build time with the fix, not mid-training."""
+    set leaves none. Fail at build time with the fix, not mid-training.
+    """
     if context.batch_size is not None and context.batch_size >= context.num_samples:
-        raise ValueError(f"'{method}' draws negatives from training samples outside the batch, "
-                         f"but the batch size {context.batch_size} covers all {context.num_samples}: "
-                         "lower distill.optim.batch_size below the training-set size")
+        raise ValueError(
+            f"'{method}' draws negatives from training samples outside the batch, "
+            f"but the batch size {context.batch_size} covers all {context.num_samples}: "
+            "lower distill.optim.batch_size below the training-set size"
+        )
 
 
 def objective_contract(name: str, entry: Any) -> None:
     """A method plugin is an :class:`Objective` subclass with consistent class attributes."""
     if not (isinstance(entry, type) and issubclass(entry, Objective)):
-        raise TypeError(f"'{name}' must be a subclass of xmodal.objectives.objective.Objective, got {entry!r}")
+        raise TypeError(
+            f"'{name}' must be a subclass of xmodal.objectives.objective.Objective, got {entry!r}"
+        )
     unknown = set(entry.needs) - set(NEEDS)
     if unknown:
         raise ValueError(f"'{name}'.needs holds {sorted(unknown)}; allowed: {', '.join(NEEDS)}")

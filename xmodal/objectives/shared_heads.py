@@ -35,9 +35,11 @@ VERSION = 1
 
 def has_heads(objective: Any) -> bool:
     """Whether ``objective`` maps teacher and student into a shared space (a
-    :class:`ProjectionHead` ``teacher_head`` and ``student_head``)."""
-    return (isinstance(getattr(objective, "teacher_head", None), ProjectionHead)
-            and isinstance(getattr(objective, "student_head", None), ProjectionHead))
+    :class:`ProjectionHead` ``teacher_head`` and ``student_head``).
+    """
+    return isinstance(getattr(objective, "teacher_head", None), ProjectionHead) and isinstance(
+        getattr(objective, "student_head", None), ProjectionHead
+    )
 
 
 def _affine(head: ProjectionHead) -> dict[str, Tensor]:
@@ -48,15 +50,23 @@ def _affine(head: ProjectionHead) -> dict[str, Tensor]:
         with torch.no_grad():
             weight = head.linear.weight.detach().float().cpu().clone()
             bias = head.linear.bias
-            bias = (torch.zeros(weight.shape[0]) if bias is None
-                    else bias.detach().float().cpu().clone())
+            bias = (
+                torch.zeros(weight.shape[0])
+                if bias is None
+                else bias.detach().float().cpu().clone()
+            )
     finally:
         head.train(was_training)
     return {"weight": weight, "bias": bias}
 
 
-def heads_state(objective: nn.Module, method: str, teacher_mean: Tensor, teacher_std: Tensor,
-                teacher_norm: float) -> dict[str, Any] | None:
+def heads_state(
+    objective: nn.Module,
+    method: str,
+    teacher_mean: Tensor,
+    teacher_std: Tensor,
+    teacher_norm: float,
+) -> dict[str, Any] | None:
     """What :class:`SharedHeads` rebuilds ``objective``'s heads from, or None when it has none.
 
     Args:
@@ -70,13 +80,19 @@ def heads_state(objective: nn.Module, method: str, teacher_mean: Tensor, teacher
     if not has_heads(objective):
         return None
     teacher, student = _affine(objective.teacher_head), _affine(objective.student_head)
-    return {"format": FORMAT, "version": VERSION, "method": method,
-            "onto": objective.teacher_head.onto,
-            "teacher_weight": teacher["weight"], "teacher_bias": teacher["bias"],
-            "student_weight": student["weight"], "student_bias": student["bias"],
-            "teacher_mean": teacher_mean.detach().float().cpu().clone(),
-            "teacher_std": teacher_std.detach().float().cpu().clone(),
-            "teacher_norm": torch.tensor(float(teacher_norm))}
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "method": method,
+        "onto": objective.teacher_head.onto,
+        "teacher_weight": teacher["weight"],
+        "teacher_bias": teacher["bias"],
+        "student_weight": student["weight"],
+        "student_bias": student["bias"],
+        "teacher_mean": teacher_mean.detach().float().cpu().clone(),
+        "teacher_std": teacher_std.detach().float().cpu().clone(),
+        "teacher_norm": torch.tensor(float(teacher_norm)),
+    }
 
 
 @dataclass
@@ -104,23 +120,42 @@ class SharedHeads:
     def from_state(cls, state: Any, where: str = "heads") -> SharedHeads:
         """Check and wrap a :func:`heads_state` dict; ``where`` names it in errors."""
         if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise ValueError(f"{where}: not an xmodal heads file (no \"format\": \"{FORMAT}\")")
+            raise ValueError(f'{where}: not an xmodal heads file (no "format": "{FORMAT}")')
         if int(state.get("version", 0)) > VERSION:
-            raise ValueError(f"{where}: heads format version {state['version']}; this xmodal reads "
-                             f"up to {VERSION}: upgrade xmodal")
-        names = ("teacher_weight", "teacher_bias", "student_weight", "student_bias",
-                 "teacher_mean", "teacher_std", "teacher_norm")
+            raise ValueError(
+                f"{where}: heads format version {state['version']}; this xmodal reads "
+                f"up to {VERSION}: upgrade xmodal"
+            )
+        names = (
+            "teacher_weight",
+            "teacher_bias",
+            "student_weight",
+            "student_bias",
+            "teacher_mean",
+            "teacher_std",
+            "teacher_norm",
+        )
         missing = [n for n in names if not isinstance(state.get(n), Tensor)]
         if missing:
             raise ValueError(f"{where}: missing {', '.join(missing)}")
-        heads = cls(*(state[n].float() for n in names[:-1]), float(state["teacher_norm"]),
-                    method=str(state.get("method", "")))
+        heads = cls(
+            *(state[n].float() for n in names[:-1]),
+            float(state["teacher_norm"]),
+            method=str(state.get("method", "")),
+        )
         d, dt = heads.teacher_weight.shape
-        if (heads.teacher_bias.shape != (d,) or heads.student_weight.dim() != 2
-                or heads.student_weight.shape[0] != d or heads.student_bias.shape != (d,)
-                or heads.teacher_mean.shape != (dt,) or heads.teacher_std.shape != (dt,)):
-            raise ValueError(f"{where}: inconsistent shapes (teacher {tuple(heads.teacher_weight.shape)}, "
-                             f"student {tuple(heads.student_weight.shape)})")
+        if (
+            heads.teacher_bias.shape != (d,)
+            or heads.student_weight.dim() != 2
+            or heads.student_weight.shape[0] != d
+            or heads.student_bias.shape != (d,)
+            or heads.teacher_mean.shape != (dt,)
+            or heads.teacher_std.shape != (dt,)
+        ):
+            raise ValueError(
+                f"{where}: inconsistent shapes (teacher {tuple(heads.teacher_weight.shape)}, "
+                f"student {tuple(heads.student_weight.shape)})"
+            )
         return heads
 
     @property
@@ -133,7 +168,8 @@ class SharedHeads:
 
     def embed_teacher(self, features: Tensor) -> Tensor:
         """Raw teacher-space vectors ``[N, Dt]`` -> shared space ``[N, d]`` (standardised, then
-        ``h_T``'s affine map; not projected onto the ball or sphere)."""
+        ``h_T``'s affine map; not projected onto the ball or sphere).
+        """
         x = (features.float() - self.teacher_mean) / self.teacher_std
         return x @ self.teacher_weight.T + self.teacher_bias
 

@@ -61,7 +61,8 @@ class TransportResult:
     @property
     def relative_marginal_error(self) -> float:
         """``marginal_error`` in units of the uniform mass per point, ``1 / max(n, m)``: 0.01 means
-        the worst marginal is off by 1 % of one point's mass, whatever the batch size."""
+        the worst marginal is off by 1 % of one point's mass, whatever the batch size.
+        """
         return self.marginal_error * max(self.plan.shape[-2:])
 
 
@@ -99,7 +100,9 @@ def _marginal(
     if w is None:
         return torch.full((size,), 1.0 / size, dtype=torch.float32, device=cost.device), []
     if not isinstance(w, Tensor):
-        raise ValueError(f"{solver}: {name} must be a tensor [..., {size}] or None, got {type(w).__name__}")
+        raise ValueError(
+            f"{solver}: {name} must be a tensor [..., {size}] or None, got {type(w).__name__}"
+        )
     if w.dim() < 1 or w.shape[-1] != size:
         raise ValueError(
             f"{solver}: {name} must have shape [..., {size}] to match cost "
@@ -135,14 +138,16 @@ def _prepare(
     if not (math.isfinite(stats[0]) and math.isfinite(stats[1])):
         raise ValueError(f"{solver}: cost must be finite (it contains NaN or inf)")
     has_zero = False
-    for name, w_stats in (("a", stats[2:4] if a_stats else []), ("b", stats[2 + len(a_stats):])):
+    for name, w_stats in (("a", stats[2:4] if a_stats else []), ("b", stats[2 + len(a_stats) :])):
         if not w_stats:
             continue
         w_min, mass_err = w_stats
         if not w_min >= 0:  # also NaN
             raise ValueError(f"{solver}: {name} must be finite and non-negative")
         if not mass_err <= _MASS_TOL:  # also NaN and inf
-            raise ValueError(f"{solver}: {name} must sum to 1 (within {_MASS_TOL:g}) for every problem")
+            raise ValueError(
+                f"{solver}: {name} must sum to 1 (within {_MASS_TOL:g}) for every problem"
+            )
         has_zero = has_zero or w_min == 0
     return c, row_min, a_w, b_w, has_zero
 
@@ -169,7 +174,8 @@ def _log_iterations(
     c: Tensor, inv: float, log_a: Tensor, log_b: Tensor, beta: Tensor, k: int, buf: Tensor
 ) -> tuple[Tensor, Tensor]:
     """``k`` log-domain Sinkhorn iterations (row then column update) on the kernel
-    ``log K = inv * c``; returns ``(alpha, beta)``. ``buf`` (shaped like ``c``) is scratch."""
+    ``log K = inv * c``; returns ``(alpha, beta)``. ``buf`` (shaped like ``c``) is scratch.
+    """
     alpha = beta  # placeholder, overwritten in the first iteration
     for _ in range(k):
         alpha = log_a - _row_lse(torch.add(beta.unsqueeze(-2), c, alpha=inv, out=buf))
@@ -193,7 +199,9 @@ def _total_cost(plan: Tensor, c: Tensor) -> Tensor:
 def _matvecs(use_mm: bool, two_d: bool):
     """``(K v, K^T u)`` products for ``K [..., n, m]``, vectors ``[..., m]`` / ``[..., n]``."""
     if not use_mm:  # exact float32 on devices where matmul may run in TF32
-        return (lambda k, v: (k * v.unsqueeze(-2)).sum(-1)), (lambda k, u: (k * u.unsqueeze(-1)).sum(-2))
+        return (lambda k, v: (k * v.unsqueeze(-2)).sum(-1)), (
+            lambda k, u: (k * u.unsqueeze(-1)).sum(-2)
+        )
     if two_d:
         return (lambda k, v: torch.mv(k, v)), (lambda k, u: torch.mv(k.t(), u))
     # Batched: a row vector on the left is much faster than [..., n, m] @ [..., m, 1] on CPU.
@@ -246,7 +254,12 @@ def sinkhorn_log(
             negative or non-finite entries, or a mass other than 1.
     """
     _check_cost(cost, "sinkhorn_log")
-    if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps > 0 and math.isfinite(eps)):
+    if not (
+        isinstance(eps, (int, float))
+        and not isinstance(eps, bool)
+        and eps > 0
+        and math.isfinite(eps)
+    ):
         raise ValueError(f"sinkhorn_log: eps must be a finite number > 0, got {eps!r}")
     _check_loop_args("sinkhorn_log", max_iters, tol)
 
@@ -261,7 +274,9 @@ def sinkhorn_log(
 
         # Both marginals side by side, shaped like [rows | cols], for a 4-op error check.
         batch = c.shape[:-2]
-        target = torch.cat([a_w.expand(batch + a_w.shape[-1:]), b_w.expand(batch + b_w.shape[-1:])], -1)
+        target = torch.cat(
+            [a_w.expand(batch + a_w.shape[-1:]), b_w.expand(batch + b_w.shape[-1:])], -1
+        )
 
         def plan_and_error(alpha: Tensor, beta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
             plan = _fill_plan(buf, c, inv, alpha, beta)
@@ -308,5 +323,6 @@ def sinkhorn_log(
             plan, rows, err_t = plan_and_error(alpha, beta)
             err = float(err_t)
         total = _total_cost(plan, c)
-    return TransportResult(plan=plan, cost=total, iterations=iterations, marginal_error=err,
-                           converged=err < tol)
+    return TransportResult(
+        plan=plan, cost=total, iterations=iterations, marginal_error=err, converged=err < tol
+    )

@@ -29,8 +29,9 @@ class Supervised(Objective):
     def build(cls, context: ObjectiveContext, options: Any) -> Supervised:
         return cls(context.student_dim, context.num_classes)
 
-    def forward(self, student: Tensor, teacher: Tensor | None, labels: Tensor | None,
-                indices: Tensor) -> dict[str, Tensor]:
+    def forward(
+        self, student: Tensor, teacher: Tensor | None, labels: Tensor | None, indices: Tensor
+    ) -> dict[str, Tensor]:
         if labels is None:
             raise ValueError("supervised: needs labels")
         logits = self.classifier(student)

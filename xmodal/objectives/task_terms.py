@@ -53,20 +53,35 @@ class LabelTerms(nn.Module):
 
     teacher_logits: Tensor | None
 
-    def __init__(self, student_dim: int, num_classes: int, alpha: float, beta: float,
-                 temperature: float = 4.0, teacher_logits: Tensor | None = None, seed: int = 0,
-                 own_teacher_classes: bool = False) -> None:
+    def __init__(
+        self,
+        student_dim: int,
+        num_classes: int,
+        alpha: float,
+        beta: float,
+        temperature: float = 4.0,
+        teacher_logits: Tensor | None = None,
+        seed: int = 0,
+        own_teacher_classes: bool = False,
+    ) -> None:
         super().__init__()
         if alpha < 0 or beta < 0 or temperature <= 0:
-            raise ValueError(f"LabelTerms: need alpha, beta >= 0 and temperature > 0, got "
-                             f"{alpha}, {beta}, {temperature}")
-        if beta > 0 and (teacher_logits is None or teacher_logits.dim() != 2
-                         or teacher_logits.shape[1] < 1):
+            raise ValueError(
+                f"LabelTerms: need alpha, beta >= 0 and temperature > 0, got "
+                f"{alpha}, {beta}, {temperature}"
+            )
+        if beta > 0 and (
+            teacher_logits is None or teacher_logits.dim() != 2 or teacher_logits.shape[1] < 1
+        ):
             shape = None if teacher_logits is None else tuple(teacher_logits.shape)
-            raise ValueError(f"LabelTerms: beta > 0 needs the teacher's [N, C] logits, got "
-                             f"{shape}; set beta = 0 when the teacher has no classifier")
+            raise ValueError(
+                f"LabelTerms: beta > 0 needs the teacher's [N, C] logits, got "
+                f"{shape}; set beta = 0 when the teacher has no classifier"
+            )
         self.alpha, self.beta, self.temperature = float(alpha), float(beta), float(temperature)
-        teacher_classes = int(teacher_logits.shape[1]) if beta > 0 and teacher_logits is not None else 0
+        teacher_classes = (
+            int(teacher_logits.shape[1]) if beta > 0 and teacher_logits is not None else 0
+        )
         separate = beta > 0 and (own_teacher_classes or teacher_classes != num_classes)
         if alpha > 0 and num_classes < 1:
             raise ValueError("LabelTerms: alpha > 0 needs the dataset's classes (num_classes >= 1)")
@@ -83,7 +98,8 @@ class LabelTerms(nn.Module):
 
     def forward(self, student: Tensor, labels: Tensor, indices: Tensor) -> dict[str, Tensor]:
         """``student`` ``[B, Ds]``, ``labels`` ``[B]``, ``indices`` ``[B]`` -> ``{"loss", "ce",
-        "kd"}`` (scalars; ``ce``/``kd`` detached, present when their weight is > 0)."""
+        "kd"}`` (scalars; ``ce``/``kd`` detached, present when their weight is > 0).
+        """
         first = self.classifier if self.classifier is not None else self.kd_head
         assert first is not None
         student = student.to(first.weight.dtype)
@@ -99,8 +115,11 @@ class LabelTerms(nn.Module):
             assert self.teacher_logits is not None
             kd_logits = self.kd_head(student).float() if self.kd_head is not None else logits
             assert kd_logits is not None
-            kd = kd_loss(kd_logits, self.teacher_logits[indices.to(self.teacher_logits.device)],
-                         self.temperature)
+            kd = kd_loss(
+                kd_logits,
+                self.teacher_logits[indices.to(self.teacher_logits.device)],
+                self.temperature,
+            )
             loss = loss + self.beta * kd
             out["kd"] = kd.detach()
         out["loss"] = loss

@@ -46,7 +46,9 @@ def solve_transport(
         ValueError: for an unknown ``method`` or anything the solver rejects.
     """
     if method not in TRANSPORT_METHODS:
-        raise ValueError(f"solve_transport: method must be one of {TRANSPORT_METHODS}, got {method!r}")
+        raise ValueError(
+            f"solve_transport: method must be one of {TRANSPORT_METHODS}, got {method!r}"
+        )
     reg = DEFAULT_REG[method] if reg is None else reg
     if method == "sinkhorn":
         return sinkhorn_log(cost, reg, a=a, b=b, **kwargs)  # type: ignore[arg-type]

@@ -94,18 +94,34 @@ class WCoRDConfig(MemoryOptions):
     kd_temperature: float = 4.0
 
     def __post_init__(self) -> None:
-        require(self, {
-            **self.memory_rules(), "lambda_global": non_negative(),
-            "lambda_local": non_negative(), "gp_weight": non_negative(), "critic_hidden": at_least(1),
-            "sinkhorn_eps": positive(), "sinkhorn_iters": at_least(1), "sinkhorn_tol": positive(),
-            "ipot_beta": positive(), "alpha": non_negative(), "beta": non_negative(),
-            "kd_temperature": positive(), **literal_rules(self),
-        })
-        require(self, {
-            "lambda_local": holds(self.lambda_global > 0 or self.lambda_local > 0,
-                                  "> 0 when lambda_global is 0 (one term at least)"),
-            **self.memory_relations(),
-        })
+        require(
+            self,
+            {
+                **self.memory_rules(),
+                "lambda_global": non_negative(),
+                "lambda_local": non_negative(),
+                "gp_weight": non_negative(),
+                "critic_hidden": at_least(1),
+                "sinkhorn_eps": positive(),
+                "sinkhorn_iters": at_least(1),
+                "sinkhorn_tol": positive(),
+                "ipot_beta": positive(),
+                "alpha": non_negative(),
+                "beta": non_negative(),
+                "kd_temperature": positive(),
+                **literal_rules(self),
+            },
+        )
+        require(
+            self,
+            {
+                "lambda_local": holds(
+                    self.lambda_global > 0 or self.lambda_local > 0,
+                    "> 0 when lambda_global is 0 (one term at least)",
+                ),
+                **self.memory_relations(),
+            },
+        )
 
 
 @METHODS.register("wcord", "WCoRD: global (dual) + local (primal) Wasserstein terms")
@@ -174,22 +190,50 @@ class WCoRDLoss(Objective):
         if options.alpha > 0 or options.beta > 0:
             logits = context.teacher_logits if options.beta > 0 else None
             if options.beta > 0 and logits is None:
-                raise ValueError("wcord.beta > 0 needs the teacher's logits; the teacher has no "
-                                 "classifier here, so set wcord.beta = 0")
+                raise ValueError(
+                    "wcord.beta > 0 needs the teacher's logits; the teacher has no "
+                    "classifier here, so set wcord.beta = 0"
+                )
             # KD over the teacher's own classes gets a head of their size; CE the dataset's
-            terms = LabelTerms(context.student_dim, context.num_classes, options.alpha, options.beta,
-                               options.kd_temperature, teacher_logits=logits, seed=context.seed,
-                               own_teacher_classes=teacher_has_own_classes(context))
-        return cls(context.teacher_dim, context.student_dim, context.num_samples, options,
-                   seed=context.seed, sample_labels=labels, label_terms=terms)
+            terms = LabelTerms(
+                context.student_dim,
+                context.num_classes,
+                options.alpha,
+                options.beta,
+                options.kd_temperature,
+                teacher_logits=logits,
+                seed=context.seed,
+                own_teacher_classes=teacher_has_own_classes(context),
+            )
+        return cls(
+            context.teacher_dim,
+            context.student_dim,
+            context.num_samples,
+            options,
+            seed=context.seed,
+            sample_labels=labels,
+            label_terms=terms,
+        )
 
-    def __init__(self, teacher_dim: int, student_dim: int, num_samples: int,
-                 options: WCoRDConfig | None = None, *, seed: int = 0,
-                 sample_labels: Tensor | None = None, label_terms: LabelTerms | None = None,
-                 **overrides: Any) -> None:
+    def __init__(
+        self,
+        teacher_dim: int,
+        student_dim: int,
+        num_samples: int,
+        options: WCoRDConfig | None = None,
+        *,
+        seed: int = 0,
+        sample_labels: Tensor | None = None,
+        label_terms: LabelTerms | None = None,
+        **overrides: Any,
+    ) -> None:
         super().__init__()
-        for name, value, low in (("teacher_dim", teacher_dim, 1), ("student_dim", student_dim, 1),
-                                 ("num_samples", num_samples, 2), ("seed", seed, 0)):
+        for name, value, low in (
+            ("teacher_dim", teacher_dim, 1),
+            ("student_dim", student_dim, 1),
+            ("num_samples", num_samples, 2),
+            ("seed", seed, 0),
+        ):
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
                 raise ValueError(f"WCoRDLoss: {name} must be an int >= {low}, got {value!r}")
         try:
@@ -199,16 +243,31 @@ class WCoRDLoss(Objective):
         options = self.resolved(options)
         if sample_labels is not None:
             if not isinstance(sample_labels, Tensor) or sample_labels.shape != (num_samples,):
-                got = tuple(sample_labels.shape) if isinstance(sample_labels, Tensor) else type(sample_labels)
-                raise ValueError(f"WCoRDLoss: sample_labels must be a [num_samples={num_samples}] tensor, got {got}")
+                got = (
+                    tuple(sample_labels.shape)
+                    if isinstance(sample_labels, Tensor)
+                    else type(sample_labels)
+                )
+                raise ValueError(
+                    f"WCoRDLoss: sample_labels must be a [num_samples={num_samples}] tensor, got {got}"
+                )
             if not _is_integer(sample_labels):
-                raise ValueError(f"WCoRDLoss: sample_labels must be an integer tensor, got {sample_labels.dtype}")
+                raise ValueError(
+                    f"WCoRDLoss: sample_labels must be an integer tensor, got {sample_labels.dtype}"
+                )
         elif options.negatives == "other_class":
-            raise ValueError("WCoRDLoss: negatives='other_class' needs sample_labels (the [N] labels of the dataset)")
+            raise ValueError(
+                "WCoRDLoss: negatives='other_class' needs sample_labels (the [N] labels of the dataset)"
+            )
 
         self.config = options
-        self._hparams: dict[str, Any] = dict(teacher_dim=teacher_dim, student_dim=student_dim,
-                                             num_samples=num_samples, **dataclasses.asdict(options), seed=seed)
+        self._hparams: dict[str, Any] = dict(
+            teacher_dim=teacher_dim,
+            student_dim=student_dim,
+            num_samples=num_samples,
+            **dataclasses.asdict(options),
+            seed=seed,
+        )
         self.num_samples = num_samples
         self.num_negatives_effective = negatives_per_step(options.num_negatives, num_samples)
         self.lambda_global, self.lambda_local = options.lambda_global, options.lambda_local
@@ -218,7 +277,9 @@ class WCoRDLoss(Objective):
         self.local_solver, self.local_scope = options.local_solver, options.local_scope
         self.estimator = options.estimator
         # Sinkhorn's reg is eps; IPOT's is its proximal step beta (it approaches the exact plan).
-        self.local_reg = options.sinkhorn_eps if options.local_solver == "sinkhorn" else options.ipot_beta
+        self.local_reg = (
+            options.sinkhorn_eps if options.local_solver == "sinkhorn" else options.ipot_beta
+        )
         self.label_terms = label_terms
 
         spectral = options.lipschitz == "spectral"
@@ -226,15 +287,25 @@ class WCoRDLoss(Objective):
         onto = "sphere" if options.lipschitz == "none" else "ball"
         with torch.random.fork_rng(devices=[]):  # reproducible heads without reseeding the caller
             torch.manual_seed(seed)
-            self.teacher_head = ProjectionHead(teacher_dim, options.embed_dim, spectral=spectral, onto=onto)
-            self.student_head = ProjectionHead(student_dim, options.embed_dim, spectral=spectral, onto=onto)
-            self.critic: Critic = build_critic(options.critic, options.embed_dim, options.tau,
-                                               spectral=spectral, hidden=options.critic_hidden)
+            self.teacher_head = ProjectionHead(
+                teacher_dim, options.embed_dim, spectral=spectral, onto=onto
+            )
+            self.student_head = ProjectionHead(
+                student_dim, options.embed_dim, spectral=spectral, onto=onto
+            )
+            self.critic: Critic = build_critic(
+                options.critic,
+                options.embed_dim,
+                options.tau,
+                spectral=spectral,
+                hidden=options.critic_hidden,
+            )
         self.teacher_bank: Memory | None = None
         self.student_bank: Memory | None = None
         if self.lambda_global > 0:  # the local-only variant needs no negatives
-            self.teacher_bank, self.student_bank = build_memories(options, num_samples, seed, onto,
-                                                                  sample_labels)
+            self.teacher_bank, self.student_bank = build_memories(
+                options, num_samples, seed, onto, sample_labels
+            )
         self._negative_generator = torch.Generator().manual_seed(seed + 2)
         self.register_buffer("z_teacher", torch.tensor(-1.0))
         self.register_buffer("z_student", torch.tensor(-1.0))
@@ -248,7 +319,8 @@ class WCoRDLoss(Objective):
 
     def hparams(self) -> dict[str, Any]:
         """Every setting by name: the sizes, the options and the seed
-        (``WCoRDLoss(**loss.hparams(), sample_labels=labels)`` rebuilds it)."""
+        (``WCoRDLoss(**loss.hparams(), sample_labels=labels)`` rebuilds it).
+        """
         return dict(self._hparams)
 
     def extra_repr(self) -> str:
@@ -259,15 +331,26 @@ class WCoRDLoss(Objective):
     def score(self, teacher_features: Tensor, student_features: Tensor) -> Tensor:
         """The critic on the positive pairs, ``g(t_i, s_i)`` ``[B]`` float32, as a function of
         the raw features ``[B, Dt]`` and ``[B, Ds]`` (heads, projection and critic; differentiable
-        in both). Under ``lipschitz="spectral"`` it is ``1/tau``-Lipschitz in each argument."""
-        with parametrize.cached(), torch.autocast(device_type=teacher_features.device.type, enabled=False):
+        in both). Under ``lipschitz="spectral"`` it is ``1/tau``-Lipschitz in each argument.
+        """
+        with (
+            parametrize.cached(),
+            torch.autocast(device_type=teacher_features.device.type, enabled=False),
+        ):
             dtype = next(self.teacher_head.parameters()).dtype
             u = self.teacher_head(teacher_features.to(dtype))
             v = self.student_head(student_features.to(dtype))
             return self.critic(u, v)
 
-    def forward(self, student: Tensor, teacher: Tensor | None, labels: Tensor | None = None,
-                indices: Tensor | None = None, *, negatives: Tensor | None = None) -> dict[str, Tensor]:
+    def forward(
+        self,
+        student: Tensor,
+        teacher: Tensor | None,
+        labels: Tensor | None = None,
+        indices: Tensor | None = None,
+        *,
+        negatives: Tensor | None = None,
+    ) -> dict[str, Tensor]:
         """The WCoRD loss of one batch of positive pairs.
 
         Args:
@@ -321,8 +404,13 @@ class WCoRDLoss(Objective):
                 global_term = zero
                 penalty = zero
                 if self.lambda_global > 0:
-                    global_term = self.global_term(u, v, indices, negatives,
-                                                   labels if self.negatives == "other_class" else None)
+                    global_term = self.global_term(
+                        u,
+                        v,
+                        indices,
+                        negatives,
+                        labels if self.negatives == "other_class" else None,
+                    )
                     if self.lipschitz == "gradient_penalty":
                         penalty = self.gradient_penalty(teacher_features, student_features)
                 local_term = self.local_term(u, v) if self.lambda_local > 0 else zero
@@ -332,7 +420,8 @@ class WCoRDLoss(Objective):
             "global": global_term,
             "local": local_term,
             "penalty": penalty,
-            "marginal_error": zero if self.last_transport is None or self.lambda_local == 0
+            "marginal_error": zero
+            if self.last_transport is None or self.lambda_local == 0
             else zero.new_tensor(self.last_transport.relative_marginal_error),
             "teacher_embed": u.detach(),
             "student_embed": v.detach(),
@@ -355,17 +444,25 @@ class WCoRDLoss(Objective):
         negatives), which caps K at ``num_samples - #distinct(indices)`` in this step.
         """
         if not isinstance(self.teacher_bank, MemoryBank):
-            raise ValueError("WCoRDLoss: rows are sampled only from memory banks (lambda_global > 0, "
-                             "negatives other than 'queue')")
+            raise ValueError(
+                "WCoRDLoss: rows are sampled only from memory banks (lambda_global > 0, "
+                "negatives other than 'queue')"
+            )
         k = negatives_per_step(self.num_negatives_effective, self.num_samples, indices)
         if self.sharing == "anchor":
             return self.teacher_bank.sample_negatives_per_anchor(
                 k, indices.shape[0], exclude=indices, generator=self._negative_generator
             )
-        return self.teacher_bank.sample_negatives(k, exclude=indices, generator=self._negative_generator)
+        return self.teacher_bank.sample_negatives(
+            k, exclude=indices, generator=self._negative_generator
+        )
 
     def global_term(
-        self, u: Tensor, v: Tensor, indices: Tensor, negatives: Tensor | None = None,
+        self,
+        u: Tensor,
+        v: Tensor,
+        indices: Tensor,
+        negatives: Tensor | None = None,
         labels: Tensor | None = None,
     ) -> Tensor:
         """Symmetric dual (contrastive) term, scalar in nats.
@@ -383,12 +480,20 @@ class WCoRDLoss(Objective):
         batch = u.shape[0]
         if isinstance(self.teacher_bank, NegativeQueue):
             if negatives is not None:
-                raise ValueError("WCoRDLoss: under negatives='queue' the negatives are the queue's entries")
+                raise ValueError(
+                    "WCoRDLoss: under negatives='queue' the negatives are the queue's entries"
+                )
             with parametrize.cached():
                 positive = self.critic(u, v)  # [B]
-                teacher_anchored = self.critic.against(u, self.student_bank.memory.to(u.dtype))  # [B, K]
-                student_anchored = self.critic.against_teachers(self.teacher_bank.memory.to(u.dtype), v)
-            own = self.teacher_bank.own_rows(indices)  # an anchor's own older embedding is no negative
+                teacher_anchored = self.critic.against(
+                    u, self.student_bank.memory.to(u.dtype)
+                )  # [B, K]
+                student_anchored = self.critic.against_teachers(
+                    self.teacher_bank.memory.to(u.dtype), v
+                )
+            own = self.teacher_bank.own_rows(
+                indices
+            )  # an anchor's own older embedding is no negative
             teacher_anchored = teacher_anchored.masked_fill(own, -math.inf)
             student_anchored = student_anchored.masked_fill(own, -math.inf)
             return self._both_directions(positive, teacher_anchored, student_anchored)
@@ -411,24 +516,31 @@ class WCoRDLoss(Objective):
             student_anchored = self.critic.against_teachers(bank_t, v)  # [B, K]: g(mT_k, v_i)
         if self.negatives == "other_class":
             anchor_labels = self.teacher_bank.labels_of(indices) if labels is None else labels
-            same = self.teacher_bank.labels_of(negatives) == anchor_labels.to(negatives.device).unsqueeze(1)
+            same = self.teacher_bank.labels_of(negatives) == anchor_labels.to(
+                negatives.device
+            ).unsqueeze(1)
             teacher_anchored = teacher_anchored.masked_fill(same, -math.inf)
             student_anchored = student_anchored.masked_fill(same, -math.inf)
         return self._both_directions(positive, teacher_anchored, student_anchored)
 
-    def _both_directions(self, positive: Tensor, teacher_anchored: Tensor,
-                         student_anchored: Tensor) -> Tensor:
+    def _both_directions(
+        self, positive: Tensor, teacher_anchored: Tensor, student_anchored: Tensor
+    ) -> Tensor:
         """The contrast of the positives ``[B]`` against the teacher- and the student-anchored
-        negatives ``[B, K]``, summed, under the configured estimator."""
+        negatives ``[B, K]``, summed, under the configured estimator.
+        """
         if self.estimator == "infonce":
-            return self._contrast(positive, teacher_anchored) + self._contrast(positive, student_anchored)
+            return self._contrast(positive, teacher_anchored) + self._contrast(
+                positive, student_anchored
+            )
         if self.z_teacher <= 0 or self.z_student <= 0:  # once, from the first batch, as CRD
             self.z_teacher.fill_(nce_normaliser(positive, teacher_anchored, self.num_samples))
             self.z_student.fill_(nce_normaliser(positive, student_anchored, self.num_samples))
         log_noise = math.log(teacher_anchored.shape[1] / self.num_samples)
         log_z_t, log_z_s = self.z_teacher.log(), self.z_student.log()
-        return (nce_loss(positive - log_z_t, teacher_anchored - log_z_t, log_noise)
-                + nce_loss(positive - log_z_s, student_anchored - log_z_s, log_noise))
+        return nce_loss(positive - log_z_t, teacher_anchored - log_z_t, log_noise) + nce_loss(
+            positive - log_z_s, student_anchored - log_z_s, log_noise
+        )
 
     @staticmethod
     def _contrast(positive: Tensor, negative: Tensor) -> Tensor:
@@ -454,10 +566,15 @@ class WCoRDLoss(Objective):
         if torch.is_inference_mode_enabled():
             return zero
         create_graph = torch.is_grad_enabled()
-        with torch.enable_grad(), torch.autocast(device_type=teacher_features.device.type, enabled=False):
+        with (
+            torch.enable_grad(),
+            torch.autocast(device_type=teacher_features.device.type, enabled=False),
+        ):
             t = teacher_features.detach().to(dtype).requires_grad_(True)
             s = student_features.detach().to(dtype).requires_grad_(True)
-            score = self.critic(self.teacher_head(t), self.student_head(s))  # [B], pairs independent
+            score = self.critic(
+                self.teacher_head(t), self.student_head(s)
+            )  # [B], pairs independent
             grad_t, grad_s = torch.autograd.grad(score.sum(), (t, s), create_graph=create_graph)
             bound = self.critic.lipschitz_bound  # 1/tau
             excess = (grad_t.float().norm(dim=1) - bound).clamp_min(0).square()
@@ -476,8 +593,13 @@ class WCoRDLoss(Objective):
         cost = 1.0 - u @ v.t()  # [B, B]
         # Relative tolerance: an absolute 1e-4 would allow 10 % of a point's mass at B = 1024.
         tol = self.sinkhorn_tol / max(cost.shape)
-        result = solve_transport(cost, self.local_solver, reg=self.local_reg,  # type: ignore[arg-type]
-                                 max_iters=self.sinkhorn_iters, tol=tol)
+        result = solve_transport(
+            cost,
+            self.local_solver,
+            reg=self.local_reg,  # type: ignore[arg-type]
+            max_iters=self.sinkhorn_iters,
+            tol=tol,
+        )
         self.last_transport = result
         if tol > 0 and not result.converged and not self._warned_unconverged:
             self._warned_unconverged = True  # once per run: the error is logged every step anyway
@@ -486,7 +608,9 @@ class WCoRDLoss(Objective):
                 f"with marginal error {result.relative_marginal_error:.3g} x (1/B), above "
                 f"sinkhorn_tol={self.sinkhorn_tol:g}; raise sinkhorn_iters or sinkhorn_eps "
                 "(the marginal error is logged as 'marginal_error' in the training history)",
-                TransportNotConverged, stacklevel=2)
+                TransportNotConverged,
+                stacklevel=2,
+            )
         return (result.plan * cost).sum()
 
     # ------------------------------------------------------------------ memory

@@ -70,8 +70,11 @@ class Unit:
             return None  # inputs changed
         record = done.get("record")
         digests = record.get("files") if isinstance(record, dict) else None
-        if not isinstance(digests, dict) or not set(files) <= set(digests) \
-                or not all(isinstance(d, str) for d in digests.values()):
+        if (
+            not isinstance(digests, dict)
+            or not set(files) <= set(digests)
+            or not all(isinstance(d, str) for d in digests.values())
+        ):
             return self._stale("its done.json is malformed")
         for name, digest in digests.items():
             path = self.directory / name
@@ -87,11 +90,13 @@ class Unit:
 
     def finish(self, record: dict[str, Any], files: Sequence[str] = ()) -> dict[str, Any]:
         """Mark the unit done with ``record``, vouching for ``files`` (names in its folder) by
-        their content digests (``record["files"]``)."""
+        their content digests (``record["files"]``).
+        """
         record = {**record, "files": {name: file_digest(self.directory / name) for name in files}}
         if self.is_main:
-            write_json_atomic(self.done_file, {"key": self.key, "inputs": self.inputs,
-                                               "record": record})
+            write_json_atomic(
+                self.done_file, {"key": self.key, "inputs": self.inputs, "record": record}
+            )
         return record
 
 
@@ -107,8 +112,13 @@ class RunContext:
     log: list[str] = field(default_factory=list)
 
     def unit(self, *parts: str, inputs: dict[str, Any]) -> Unit:
-        return Unit(self.run_dir.joinpath(*parts), inputs, self.accelerator.is_main_process,
-                    self.say, self.agree)
+        return Unit(
+            self.run_dir.joinpath(*parts),
+            inputs,
+            self.accelerator.is_main_process,
+            self.say,
+            self.agree,
+        )
 
     def agree(self, value: Any) -> Any:
         """``value`` as the main process computed it, on every process."""

@@ -1,6 +1,7 @@
 """Every component name in a run config, and what each method needs, is checked when the config
 is loaded, before any stage runs: a typo or an impossible combination costs a second and one
-line naming the config key, not an hour of preprocessing and teacher training."""
+line naming the config key, not an hour of preprocessing and teacher training.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def _resolve(registry: Registry[Any], name: str, key: str) -> Any:
 def check_component_names(config: RunConfig) -> None:
     """Raise one :class:`ConfigError`, naming the config key, for the first name that is not
     registered or that the dataset cannot serve (a modality it does not provide; for a dataset
-    whose modalities depend on its options, e.g. a manifest's columns, those of its options)."""
+    whose modalities depend on its options, e.g. a manifest's columns, those of its options).
+    """
     source = _resolve(DATASETS, config.data.name, "data.name")
     provided = dataset_modalities(source, config.data.options())
     modalities = [("teacher.modality", config.teacher.modality)]
@@ -44,12 +46,19 @@ def check_component_names(config: RunConfig) -> None:
     for key, modality in modalities:
         _resolve(FRONTENDS, modality, key)
         if provided and modality not in provided:
-            raise ConfigError(f"{key}: dataset '{config.data.name}' has no modality '{modality}' "
-                              f"(it has {', '.join(provided)})")
-    if (config.teacher.task == "transfer" and not config.teacher.checkpoint
-            and not hasattr(source, "teacher_task_options")):
-        raise ConfigError(f"teacher.task: dataset '{config.data.name}' has no teacher task of its own "
-                          "for 'transfer'; set teacher.task=probe-labels or give teacher.checkpoint")
+            raise ConfigError(
+                f"{key}: dataset '{config.data.name}' has no modality '{modality}' "
+                f"(it has {', '.join(provided)})"
+            )
+    if (
+        config.teacher.task == "transfer"
+        and not config.teacher.checkpoint
+        and not hasattr(source, "teacher_task_options")
+    ):
+        raise ConfigError(
+            f"teacher.task: dataset '{config.data.name}' has no teacher task of its own "
+            "for 'transfer'; set teacher.task=probe-labels or give teacher.checkpoint"
+        )
     _resolve(BACKBONES, config.teacher.encoder.name, "teacher.encoder.name")
     _resolve(BACKBONES, config.distill.encoder.name, "distill.encoder.name")
     for modality, encoder in config.distill.encoders.items():
@@ -67,8 +76,13 @@ def check_component_names(config: RunConfig) -> None:
 
 def _chosen_encoders(config: RunConfig) -> list[tuple[str, str, EncoderConfig]]:
     """(config key, modality, backbone config) of the teacher, then of each student."""
-    chosen = [("teacher.encoder", config.teacher.modality,
-               encoder_for(config.teacher.modality, config.teacher.encoder))]
+    chosen = [
+        (
+            "teacher.encoder",
+            config.teacher.modality,
+            encoder_for(config.teacher.modality, config.teacher.encoder),
+        )
+    ]
     for m in config.distill.students:  # an image backbone for points falls back to its default
         key = f"distill.encoders.{m}" if m in config.distill.encoders else "distill.encoder"
         chosen.append((key, m, encoder_for(m, config.distill.encoder, config.distill.encoders)))
@@ -79,7 +93,8 @@ def check_encoder_options(config: RunConfig, stages: Sequence[str]) -> None:
     """Raise one :class:`ConfigError` for the first encoder that ``stages`` will build (the
     teacher, unless ``teacher.checkpoint`` gives it; the students) whose backbone's own
     load-time check fails (its factory's ``check_options``: a weights file that is not there,
-    a library that is not installed), so that it fails before preprocessing, not after."""
+    a library that is not installed), so that it fails before preprocessing, not after.
+    """
     builds = {"teacher.encoder": "teacher" in stages and not config.teacher.checkpoint}
     for key, _, encoder in _chosen_encoders(config):
         if not builds.get(key, "distill" in stages):
@@ -93,7 +108,8 @@ def check_encoder_options(config: RunConfig, stages: Sequence[str]) -> None:
 def teacher_logits_missing(config: RunConfig, spec: PipelineSpec) -> str | None:
     """Why the run's teacher will have no logits, or None. A teacher with a classifier has
     logits over the classes it was trained on, the dataset's or (``teacher.task=transfer``, or a
-    checkpoint from another label space) its own; logit methods read either."""
+    checkpoint from another label space) its own; logit methods read either.
+    """
     if config.teacher.checkpoint:
         if not (Path(config.teacher.checkpoint) / "classifier.pt").is_file():
             return f"teacher.checkpoint '{config.teacher.checkpoint}' holds no classifier.pt"
@@ -108,27 +124,36 @@ def teacher_logits_missing(config: RunConfig, spec: PipelineSpec) -> str | None:
 def check_label_needs(config: RunConfig, spec: PipelineSpec) -> None:
     """On a dataset without labels (e.g. a manifest without a ``label`` column), raise one
     :class:`ConfigError` for a teacher that would train on labels or a probe that reads them
-    (pair probes such as ``retrieval`` need none)."""
+    (pair probes such as ``retrieval`` need none).
+    """
     if dataset_labelled(DATASETS.get(config.data.name), config.data.options()):
         return
     name = config.data.name
-    if ("teacher" in spec.stages and not config.teacher.checkpoint
-            and config.teacher.optim.epochs > 0):
-        raise ConfigError(f"teacher.optim.epochs: the teacher trains on labels, but dataset "
-                          f"'{name}' has none; set teacher.optim.epochs=0 and a pretrained "
-                          "teacher (teacher.encoder.kwargs.pretrained), or teacher.checkpoint")
+    if (
+        "teacher" in spec.stages
+        and not config.teacher.checkpoint
+        and config.teacher.optim.epochs > 0
+    ):
+        raise ConfigError(
+            f"teacher.optim.epochs: the teacher trains on labels, but dataset "
+            f"'{name}' has none; set teacher.optim.epochs=0 and a pretrained "
+            "teacher (teacher.encoder.kwargs.pretrained), or teacher.checkpoint"
+        )
     if "probe" in spec.stages:
         for i, probe in enumerate(config.probe.probes):
             if not getattr(PROBES.get(probe), "consumes_pairs", False):
-                raise ConfigError(f"probe.probes[{i}]: probe '{probe}' needs labels, but dataset "
-                                  f"'{name}' has none; use probes that compare students with "
-                                  "their teacher (probe.probes=[retrieval]), or add labels")
+                raise ConfigError(
+                    f"probe.probes[{i}]: probe '{probe}' needs labels, but dataset "
+                    f"'{name}' has none; use probes that compare students with "
+                    "their teacher (probe.probes=[retrieval]), or add labels"
+                )
 
 
 def check_method_needs(config: RunConfig, spec: PipelineSpec) -> None:
     """Raise one :class:`ConfigError` for the first method whose needs (teacher features, the
     teacher's logits, labels) this run cannot meet, naming the key and the way out; then for a
-    teacher or probe that needs labels the dataset lacks (:func:`check_label_needs`)."""
+    teacher or probe that needs labels the dataset lacks (:func:`check_label_needs`).
+    """
     if "distill" not in spec.stages:
         check_label_needs(config, spec)
         return
@@ -140,25 +165,33 @@ def check_method_needs(config: RunConfig, spec: PipelineSpec) -> None:
         needs = method.needs_for(config.distill.options_for(name))
         key = f"distill.methods[{i}]: method '{name}'"
         if "labels" in needs and not labelled:
-            raise ConfigError(f"{key} needs labels, but dataset '{config.data.name}' has none; "
-                              "choose a label-free method (wcord, crd, fitnet, rkd, pkt, infonce)")
+            raise ConfigError(
+                f"{key} needs labels, but dataset '{config.data.name}' has none; "
+                "choose a label-free method (wcord, crd, fitnet, rkd, pkt, infonce)"
+            )
         if ("teacher" in needs or "teacher_logits" in needs) and not (
-                config.teacher.checkpoint or "teacher" in spec.stages):
-            raise ConfigError(f"{key} needs a teacher, but pipeline '{spec.name}' has none; "
-                              "set teacher.checkpoint")
+            config.teacher.checkpoint or "teacher" in spec.stages
+        ):
+            raise ConfigError(
+                f"{key} needs a teacher, but pipeline '{spec.name}' has none; "
+                "set teacher.checkpoint"
+            )
         if "teacher_logits" in needs:
             why = teacher_logits_missing(config, spec)
             if why:
-                raise ConfigError(f"{key} needs the teacher's logits, but {why}; use a "
-                                  "feature-based method (fitnet, crd, rkd, pkt, infonce, wcord) or give "
-                                  "the teacher a classifier")
+                raise ConfigError(
+                    f"{key} needs the teacher's logits, but {why}; use a "
+                    "feature-based method (fitnet, crd, rkd, pkt, infonce, wcord) or give "
+                    "the teacher a classifier"
+                )
     check_label_needs(config, spec)
 
 
 def check_text_probes(config: RunConfig, spec: PipelineSpec) -> None:
     """Raise one :class:`ConfigError` for a probe that reads the teacher's text tower
     (``zero-shot``) in a run whose teacher has none in its image embedding's space: a backbone
-    without a text tower, a non-RGB teacher, or a teacher that training fine-tunes."""
+    without a text tower, a non-RGB teacher, or a teacher that training fine-tunes.
+    """
     if "probe" not in spec.stages:
         return
     for i, probe in enumerate(config.probe.probes):
@@ -172,8 +205,10 @@ def check_text_probes(config: RunConfig, spec: PipelineSpec) -> None:
             name, options, modality = encoder_description(checkpoint)
             where = f"teacher.checkpoint holds a '{name}' {modality} encoder"
             if fine_tuned(checkpoint):
-                raise ConfigError(f"{key}, but {where} that was fine-tuned away from its text "
-                                  "tower's space; give a frozen (untrained) teacher")
+                raise ConfigError(
+                    f"{key}, but {where} that was fine-tuned away from its text "
+                    "tower's space; give a frozen (untrained) teacher"
+                )
         elif "teacher" in spec.stages:
             encoder = encoder_for(config.teacher.modality, config.teacher.encoder)
             name, options, modality = encoder.name, encoder.kwargs, config.teacher.modality
@@ -184,6 +219,8 @@ def check_text_probes(config: RunConfig, spec: PipelineSpec) -> None:
         if why:
             raise ConfigError(f"{key}, but {where}: {why}; or leave this probe out")
         if not config.teacher.checkpoint and config.teacher.optim.epochs > 0:
-            raise ConfigError(f"{key}, but teacher.optim.epochs={config.teacher.optim.epochs} "
-                              "fine-tunes the teacher away from its text tower's space; set "
-                              "teacher.optim.epochs=0")
+            raise ConfigError(
+                f"{key}, but teacher.optim.epochs={config.teacher.optim.epochs} "
+                "fine-tunes the teacher away from its text tower's space; set "
+                "teacher.optim.epochs=0"
+            )

@@ -45,14 +45,18 @@ def find_exports(target: Path) -> list[Path]:
     if (target / META_FILE).is_file():
         return [target / META_FILE]
     if target.is_dir():
-        found = sorted(p for p in target.glob(f"**/{META_FILE}")
-                       if "probe-targets" not in p.parts)  # not a previous probe's own exports
+        found = sorted(
+            p for p in target.glob(f"**/{META_FILE}") if "probe-targets" not in p.parts
+        )  # not a previous probe's own exports
         if found:
             return found
-        raise ConfigError(f"'{target}' holds no exported encoder ({META_FILE} + {WEIGHTS_FILE}); "
-                          "runs write them since xmodal 0.1: rerun the run to export its encoders")
-    raise ConfigError(f"'{target}' is not an exported encoder ({META_FILE}/{WEIGHTS_FILE} or their "
-                      "directory)")
+        raise ConfigError(
+            f"'{target}' holds no exported encoder ({META_FILE} + {WEIGHTS_FILE}); "
+            "runs write them since xmodal 0.1: rerun the run to export its encoders"
+        )
+    raise ConfigError(
+        f"'{target}' is not an exported encoder ({META_FILE}/{WEIGHTS_FILE} or their directory)"
+    )
 
 
 def enclosing_run_config(path: Path) -> Path | None:
@@ -65,15 +69,29 @@ def enclosing_run_config(path: Path) -> Path | None:
 
 def target_digest(meta: dict[str, Any], data_key: str) -> str:
     """Cache key of one encoder's features on one prepared dataset (see the module docstring)."""
-    return fingerprint({"weights": meta["weights_sha256"], "modality": meta["modality"],
-                        "frontend": meta["frontend_kwargs"], "data": data_key})
+    return fingerprint(
+        {
+            "weights": meta["weights_sha256"],
+            "modality": meta["modality"],
+            "frontend": meta["frontend_kwargs"],
+            "data": data_key,
+        }
+    )
 
 
-def probe_target(target: str, out: str | Path | None = None, data: str | None = None,
-                 probes: list[str] | None = None, pipeline: str | None = None,
-                 config_file: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
-                 modality: str | None = None, pretrained: str | None = None,
-                 options: list[str] | tuple[str, ...] = (), console: Console | None = None) -> RunResult:
+def probe_target(
+    target: str,
+    out: str | Path | None = None,
+    data: str | None = None,
+    probes: list[str] | None = None,
+    pipeline: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    modality: str | None = None,
+    pretrained: str | None = None,
+    options: list[str] | tuple[str, ...] = (),
+    console: Console | None = None,
+) -> RunResult:
     """Probe ``target`` on a pipeline's dataset; returns the rows and summary, and writes
     ``results.json``, ``summary.json`` and ``report.md`` into ``out``.
 
@@ -96,8 +114,10 @@ def probe_target(target: str, out: str | Path | None = None, data: str | None = 
     backbone = None
     if not path.exists():
         if target not in BACKBONES:
-            raise ConfigError(f"probe target '{target}' is not a path (exported encoder or run "
-                              f"directory) nor a registered backbone ({', '.join(BACKBONES.names())})")
+            raise ConfigError(
+                f"probe target '{target}' is not a path (exported encoder or run "
+                f"directory) nor a registered backbone ({', '.join(BACKBONES.names())})"
+            )
         backbone = target
         backbone_options = _backbone_options(backbone, pretrained, options)
     run_config = None if backbone else enclosing_run_config(path)
@@ -112,11 +132,14 @@ def probe_target(target: str, out: str | Path | None = None, data: str | None = 
             data_path = data
     spec_name = pipeline or (_pipeline_of(config_file) if config_file else "scenes")
     # only preprocessing and probes run here: the pipeline's teacher and students are never built
-    spec, config = resolve_config(spec_name, config_file, overrides, data_path,
-                                  stages=["preprocess", "probe", "report"])
+    spec, config = resolve_config(
+        spec_name, config_file, overrides, data_path, stages=["preprocess", "probe", "report"]
+    )
     for probe_name in probes or []:
         PROBES.get(probe_name)  # a typo fails before any work
-    accelerator = Accelerator(cpu=config.runtime.cpu, mixed_precision=config.runtime.mixed_precision)
+    accelerator = Accelerator(
+        cpu=config.runtime.cpu, mixed_precision=config.runtime.mixed_precision
+    )
     name = backbone or (path.parent.name if path.is_file() else path.name) or "target"
     run_dir = Path(out) if out is not None else Path("runs") / f"probe-{name}"
     # the main process holds run_dir as `xmodal run` does: a second job into it stops at once
@@ -128,18 +151,29 @@ def probe_target(target: str, out: str | Path | None = None, data: str | None = 
         dataset = ctx.state.dataset
         if backbone:
             modality = modality or config.teacher.modality
-            encoder = create_encoder(backbone, modality, dataset.frontend_kwargs.get(modality, {}),
-                                     **backbone_options)
-            exports = [export_encoder(encoder, run_dir / "probe-targets" / backbone, backbone,
-                                      backbone_options, dataset.frontend_kwargs.get(modality, {}),
-                                      xmodal.__version__,
-                                      extra={"method": backbone, "role": "pretrained"})]
+            encoder = create_encoder(
+                backbone, modality, dataset.frontend_kwargs.get(modality, {}), **backbone_options
+            )
+            exports = [
+                export_encoder(
+                    encoder,
+                    run_dir / "probe-targets" / backbone,
+                    backbone,
+                    backbone_options,
+                    dataset.frontend_kwargs.get(modality, {}),
+                    xmodal.__version__,
+                    extra={"method": backbone, "role": "pretrained"},
+                )
+            ]
         else:
             exports = find_exports(path)
         models = [_model_record(ctx, meta_path) for meta_path in exports]
         has_teacher = any(m["role"] == "teacher" for m in models)
-        chosen = probes or [p for p in config.probe.probes
-                            if has_teacher or not getattr(PROBES.get(p), "consumes_pairs", False)]
+        chosen = probes or [
+            p
+            for p in config.probe.probes
+            if has_teacher or not getattr(PROBES.get(p), "consumes_pairs", False)
+        ]
         config.probe.probes = chosen
         ctx.state.models = models
         STAGES.get("probe")(ctx)
@@ -147,10 +181,12 @@ def probe_target(target: str, out: str | Path | None = None, data: str | None = 
     return RunResult(run_dir, ctx.state.rows, ctx.state.summary)
 
 
-def _backbone_options(backbone: str, pretrained: str | None,
-                      options: list[str] | tuple[str, ...]) -> dict[str, Any]:
+def _backbone_options(
+    backbone: str, pretrained: str | None, options: list[str] | tuple[str, ...]
+) -> dict[str, Any]:
     """The options of a backbone-name target: ``--option KEY=VALUE``s, then its weights, checked
-    against the backbone's options like ``teacher.encoder.kwargs``."""
+    against the backbone's options like ``teacher.encoder.kwargs``.
+    """
     factory = BACKBONES.get(backbone)
     chosen: dict[str, Any] = {}
     for text in options:
@@ -184,18 +220,30 @@ def _model_record(ctx: RunContext, meta_path: Path) -> dict[str, Any]:
     dataset = ctx.state.dataset
     available = dataset_modalities(ctx.state.dataset_source, ctx.config.data.options())
     if modality not in available:
-        raise ConfigError(f"'{meta_path}': a {modality} encoder, but dataset '{ctx.config.data.name}' "
-                          f"has {', '.join(available)}; choose a dataset with --data")
+        raise ConfigError(
+            f"'{meta_path}': a {modality} encoder, but dataset '{ctx.config.data.name}' "
+            f"has {', '.join(available)}; choose a dataset with --data"
+        )
     expected = dataset.frontend_kwargs.get(modality, {})  # facts of the data (sample rate)
     if any(meta["frontend_kwargs"].get(key) != value for key, value in expected.items()):
-        raise ConfigError(f"'{meta_path}': the encoder's {modality} front end was "
-                          f"{meta['frontend_kwargs']}, the dataset gives {expected}; its features "
-                          "would not mean the same: probe it on the data it was trained for")
+        raise ConfigError(
+            f"'{meta_path}': the encoder's {modality} front end was "
+            f"{meta['frontend_kwargs']}, the dataset gives {expected}; its features "
+            "would not mean the same: probe it on the data it was trained for"
+        )
     extra = meta.get("extra", {})
     role = extra.get("role", "student")
     digest = target_digest(meta, ctx.state.data_key)
-    return {"seed": int(extra.get("seed", 0)), "modality": modality,
-            "method": "teacher" if role == "teacher" else str(extra.get("method", meta["backbone"])),
-            "role": role, "directory": str(meta_path.parent), "encoder": meta["backbone"],
-            "checkpoint": str(meta_path), "digest": digest, "key": digest, "hparams": {},
-            "teacher": None}
+    return {
+        "seed": int(extra.get("seed", 0)),
+        "modality": modality,
+        "method": "teacher" if role == "teacher" else str(extra.get("method", meta["backbone"])),
+        "role": role,
+        "directory": str(meta_path.parent),
+        "encoder": meta["backbone"],
+        "checkpoint": str(meta_path),
+        "digest": digest,
+        "key": digest,
+        "hparams": {},
+        "teacher": None,
+    }

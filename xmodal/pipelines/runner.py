@@ -31,9 +31,9 @@ from xmodal.training.distributed import create_accelerator
 @dataclass
 class RunResult:
     """Attributes:
-        run_dir: where every stage wrote its outputs.
-        rows: one dict per (model, probe, metric, seed), as in ``results.json``.
-        summary: rows aggregated over seeds, as in ``summary.json``.
+    run_dir: where every stage wrote its outputs.
+    rows: one dict per (model, probe, metric, seed), as in ``results.json``.
+    summary: rows aggregated over seeds, as in ``summary.json``.
     """
 
     run_dir: Path
@@ -41,13 +41,18 @@ class RunResult:
     summary: list[dict[str, Any]]
 
 
-def resolve_config(pipeline: str, config_file: str | Path | None = None,
-                   overrides: list[str] | tuple[str, ...] = (), data_path: str | Path | None = None,
-                   stages: Sequence[str] | None = None) -> tuple[PipelineSpec, RunConfig]:
+def resolve_config(
+    pipeline: str,
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    data_path: str | Path | None = None,
+    stages: Sequence[str] | None = None,
+) -> tuple[PipelineSpec, RunConfig]:
     """Library defaults <- the pipeline's shipped config <- ``config_file`` <- ``overrides``;
     ``data_path`` (``--data``) sets the selected dataset's ``path`` option last. The encoders
     that ``stages`` (default: all the pipeline's) will build are checked too (weights files,
-    libraries)."""
+    libraries).
+    """
     spec: PipelineSpec = PIPELINES.get(pipeline)
     spec.check_stages()
     shipped = spec.config_path()
@@ -58,7 +63,9 @@ def resolve_config(pipeline: str, config_file: str | Path | None = None,
     if data_path is not None:
         key = DATASETS.options_key(config.data.name)
         if not hasattr(config.data.options(), "path"):
-            raise ConfigError(f"--data: dataset '{config.data.name}' reads no file (it is generated)")
+            raise ConfigError(
+                f"--data: dataset '{config.data.name}' reads no file (it is generated)"
+            )
         overrides = [*overrides, f"data.{key}.path={Path(data_path)}"]
         config = load_config(RunConfig, config_file, list(overrides), base=base)
         check_component_names(config)  # again: a manifest's columns are the modalities
@@ -69,10 +76,15 @@ def resolve_config(pipeline: str, config_file: str | Path | None = None,
     return spec, config
 
 
-def run_pipeline(pipeline: str, out: str | Path | None = None, config_file: str | Path | None = None,
-                 overrides: list[str] | tuple[str, ...] = (), console: Console | None = None,
-                 data_path: str | Path | None = None, stages: list[str] | None = None
-                 ) -> RunResult:
+def run_pipeline(
+    pipeline: str,
+    out: str | Path | None = None,
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    console: Console | None = None,
+    data_path: str | Path | None = None,
+    stages: list[str] | None = None,
+) -> RunResult:
     """Run ``pipeline`` end to end; finished units found in ``out`` are reused.
 
     The main process holds ``out`` for the whole run (:class:`~xmodal.core.lock.RunLock`: a
@@ -93,17 +105,21 @@ def run_pipeline(pipeline: str, out: str | Path | None = None, config_file: str 
     run_dir = Path(out) if out is not None else Path("runs") / spec.name
     if config.runtime.threads > 0:
         torch.set_num_threads(config.runtime.threads)
-    accelerator = create_accelerator(cpu=config.runtime.cpu,
-                                     mixed_precision=config.runtime.mixed_precision,
-                                     log_with=config.runtime.log_with or None,
-                                     project_dir=str(run_dir / "logs"))
+    accelerator = create_accelerator(
+        cpu=config.runtime.cpu,
+        mixed_precision=config.runtime.mixed_precision,
+        log_with=config.runtime.log_with or None,
+        project_dir=str(run_dir / "logs"),
+    )
     with RunLock(run_dir) if accelerator.is_main_process else nullcontext():
         accelerator.wait_for_everyone()  # the others start once the main process holds run_dir
         if config.runtime.log_with:
             accelerator.init_trackers(spec.name, config=flat_hparams(to_dict(config)))
         ctx = RunContext(config=config, run_dir=run_dir, accelerator=accelerator, console=console)
-        ctx.say(f"[bold]xmodal run {spec.name}[/bold] -> {run_dir} "
-                f"({accelerator.num_processes} process(es) on {accelerator.device})")
+        ctx.say(
+            f"[bold]xmodal run {spec.name}[/bold] -> {run_dir} "
+            f"({accelerator.num_processes} process(es) on {accelerator.device})"
+        )
         try:
             for stage in spec.stages if stages is None else [s for s in spec.stages if s in stages]:
                 STAGES.get(stage)(ctx)

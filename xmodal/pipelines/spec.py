@@ -18,10 +18,10 @@ from xmodal.pipelines.state import check_stage_order
 @dataclass
 class PipelineSpec:
     """Attributes:
-        name: what users type after ``xmodal run``.
-        description: one line for ``xmodal list pipelines``.
-        config: default config file, relative to ``configs/`` (or absolute).
-        stages: registered stage names, run in order.
+    name: what users type after ``xmodal run``.
+    description: one line for ``xmodal list pipelines``.
+    config: default config file, relative to ``configs/`` (or absolute).
+    stages: registered stage names, run in order.
     """
 
     name: str

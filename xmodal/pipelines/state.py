@@ -1,6 +1,7 @@
 """What stages hand each other: one typed :class:`StageState`, and the ``stage`` decorator that
 declares which of its fields a stage needs and which it produces, so that a pipeline spec whose
-stages do not fit together is refused when it is loaded."""
+stages do not fit together is refused when it is loaded.
+"""
 
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ __all__ = ["StageState", "stage", "check_stage_order"]
 @dataclass
 class StageState:
     """Attributes:
-        dataset_source: the registered dataset object (``preprocess``).
-        dataset: its loaded splits, a :class:`~xmodal.data.source.LoadedDataset` (``preprocess``).
-        data_key: fingerprint of the prepared data, part of every later cache key (``preprocess``).
-        teachers: per seed, the teacher's record with its train-split features and logits (``teacher``).
-        models: one record per trained or loaded encoder (``teacher``, ``distill``).
-        rows: result rows, one per model x probe x metric x seed (``probe``, ``classify``).
-        summary: rows summarised over seeds (``report``).
+    dataset_source: the registered dataset object (``preprocess``).
+    dataset: its loaded splits, a :class:`~xmodal.data.source.LoadedDataset` (``preprocess``).
+    data_key: fingerprint of the prepared data, part of every later cache key (``preprocess``).
+    teachers: per seed, the teacher's record with its train-split features and logits (``teacher``).
+    models: one record per trained or loaded encoder (``teacher``, ``distill``).
+    rows: result rows, one per model x probe x metric x seed (``probe``, ``classify``).
+    summary: rows summarised over seeds (``report``).
     """
 
     dataset_source: Any = None
@@ -38,10 +39,12 @@ class StageState:
 FIELDS = frozenset(f.name for f in dataclasses.fields(StageState))
 
 
-def stage(name: str, description: str, *, needs: Iterable[str] = (),
-          produces: Iterable[str] = ()) -> Callable[[Callable[..., None]], Callable[..., None]]:
+def stage(
+    name: str, description: str, *, needs: Iterable[str] = (), produces: Iterable[str] = ()
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Register ``fn(ctx)`` as stage ``name``, declaring the :class:`StageState` fields it reads
-    (``needs``) and writes (``produces``)."""
+    (``needs``) and writes (``produces``).
+    """
 
     def decorate(fn: Callable[..., None]) -> Callable[..., None]:
         fn.needs = frozenset(needs)  # type: ignore[attr-defined]
@@ -60,12 +63,16 @@ def stage_contract(name: str, entry: Any) -> None:
     for attribute in ("needs", "produces"):
         value = getattr(entry, attribute, None)
         if not isinstance(value, (set, frozenset)):
-            raise TypeError(f"stage '{name}' must declare '{attribute}' (a set of StageState "
-                            "fields); register it with xmodal.pipelines.state.stage")
+            raise TypeError(
+                f"stage '{name}' must declare '{attribute}' (a set of StageState "
+                "fields); register it with xmodal.pipelines.state.stage"
+            )
         unknown = set(value) - FIELDS
         if unknown:
-            raise ValueError(f"stage '{name}'.{attribute} names {sorted(unknown)}, not fields of "
-                             f"StageState ({', '.join(sorted(FIELDS))})")
+            raise ValueError(
+                f"stage '{name}'.{attribute} names {sorted(unknown)}, not fields of "
+                f"StageState ({', '.join(sorted(FIELDS))})"
+            )
 
 
 STAGES.contract = stage_contract
@@ -73,15 +80,23 @@ STAGES.contract = stage_contract
 
 def check_stage_order(pipeline: str, stages: list[str]) -> None:
     """Raise ``ValueError`` when a stage needs a field that no earlier stage produces, naming
-    the stages that would."""
+    the stages that would.
+    """
     available: set[str] = set()
     for name in stages:
         fn = STAGES.get(name)
         missing = sorted(fn.needs - available)
         if missing:
-            producers = sorted({other for other in STAGES.names()
-                                if set(missing) & getattr(STAGES.get(other), "produces", set())})
-            raise ValueError(f"pipeline '{pipeline}': stage '{name}' needs {', '.join(missing)}, "
-                             f"which no stage before it produces; put "
-                             f"{' or '.join(repr(p) for p in producers) or 'a stage producing it'} before it")
+            producers = sorted(
+                {
+                    other
+                    for other in STAGES.names()
+                    if set(missing) & getattr(STAGES.get(other), "produces", set())
+                }
+            )
+            raise ValueError(
+                f"pipeline '{pipeline}': stage '{name}' needs {', '.join(missing)}, "
+                f"which no stage before it produces; put "
+                f"{' or '.join(repr(p) for p in producers) or 'a stage producing it'} before it"
+            )
         available |= fn.produces

@@ -1,6 +1,7 @@
 """Atomic checkpoints: write to a temporary file, then ``os.replace``, so a crash never leaves
 half a file where a finished one is expected. Every file is read with ``weights_only=True``:
-tensors and plain containers only, never code."""
+tensors and plain containers only, never code.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def save_atomic(obj: Any, path: str | Path) -> Path:
 
 def payload_bytes(obj: Any) -> int:
     """Bytes of every tensor in ``obj`` (nested dicts, lists, tuples) plus 64 KiB for the rest:
-    about what ``torch.save`` writes."""
+    about what ``torch.save`` writes.
+    """
     if isinstance(obj, torch.Tensor):
         return obj.nelement() * obj.element_size()
     if isinstance(obj, dict):
@@ -46,7 +48,8 @@ class KeyedEntry(NamedTuple):
 def save_keyed(obj: Any, path: str | Path, key: str) -> str:
     """Save a cache entry tagged with the ``key`` of everything it was computed from and the
     content digest of ``obj`` (:func:`value_digest`), which every read checks; returns that
-    digest."""
+    digest.
+    """
     digest = value_digest(obj)
     save_atomic({"key": key, "value": obj, "digest": digest}, path)
     return digest
@@ -54,7 +57,8 @@ def save_keyed(obj: Any, path: str | Path, key: str) -> str:
 
 def load_keyed(path: str | Path, key: str) -> tuple[Any, str | None]:
     """``(value, None)`` for a cache entry saved by :func:`save_keyed` under ``key``, else
-    ``(None, why)`` (see :func:`read_keyed`)."""
+    ``(None, why)`` (see :func:`read_keyed`).
+    """
     entry, why = read_keyed(path, key)
     return (None if entry is None else entry.value), why
 
@@ -63,7 +67,8 @@ def read_keyed(path: str | Path, key: str) -> tuple[KeyedEntry | None, str | Non
     """``(entry, None)`` for a cache entry saved by :func:`save_keyed` under ``key`` whose
     value still has the content digest recorded with it, else ``(None, why)``: missing,
     unreadable (torn, or not plain tensors), from other inputs, without a digest (an older
-    layout) or changed since it was written. Nothing is trusted because of its name or key."""
+    layout) or changed since it was written. Nothing is trusted because of its name or key.
+    """
     path = Path(path)
     if not path.is_file():
         return None, "missing"
@@ -81,15 +86,18 @@ def read_keyed(path: str | Path, key: str) -> tuple[KeyedEntry | None, str | Non
     except TypeError:
         actual = None
     if actual != digest:
-        return None, (f"'{path}' does not match the content digest recorded with it (changed "
-                      "since it was written)")
+        return None, (
+            f"'{path}' does not match the content digest recorded with it (changed "
+            "since it was written)"
+        )
     return KeyedEntry(entry["value"], digest), None
 
 
 def value_digest(obj: Any, length: int = 16) -> str:
     """SHA-256 (first ``length`` hex digits) of a cache value: nested dicts (by sorted key),
     lists and tuples of tensors (dtype, shape and bytes), numbers, strings, booleans and None.
-    Independent of how the file stores it; ``TypeError`` for anything else."""
+    Independent of how the file stores it; ``TypeError`` for anything else.
+    """
     digest = hashlib.sha256()
     _feed(digest, obj)
     return digest.hexdigest()[:length]
@@ -126,8 +134,10 @@ def load_checkpoint(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise DataError(f"checkpoint '{path}' is unreadable ({exc.__class__.__name__}); delete it "
-                        "and rerun the run to recompute it") from None
+        raise DataError(
+            f"checkpoint '{path}' is unreadable ({exc.__class__.__name__}); delete it "
+            "and rerun the run to recompute it"
+        ) from None
 
 
 def file_digest(path: str | Path, length: int = 16) -> str:
@@ -139,19 +149,35 @@ def file_digest(path: str | Path, length: int = 16) -> str:
     return digest.hexdigest()[:length]
 
 
-def save_encoder(encoder: "Encoder", path: str | Path, name: str, kwargs: dict[str, Any],
-                 frontend_kwargs: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+def save_encoder(
+    encoder: Encoder,
+    path: str | Path,
+    name: str,
+    kwargs: dict[str, Any],
+    frontend_kwargs: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Save a self-describing encoder checkpoint: weights plus what rebuilds it."""
-    return save_atomic({"format": "xmodal-encoder", "version": 1, "name": name,
-                        "modality": encoder.modality, "kwargs": kwargs,
-                        "frontend_kwargs": frontend_kwargs, "extra": extra or {},
-                        "state_dict": encoder.state_dict()}, path)
+    return save_atomic(
+        {
+            "format": "xmodal-encoder",
+            "version": 1,
+            "name": name,
+            "modality": encoder.modality,
+            "kwargs": kwargs,
+            "frontend_kwargs": frontend_kwargs,
+            "extra": extra or {},
+            "state_dict": encoder.state_dict(),
+        },
+        path,
+    )
 
 
-def load_encoder(path: str | Path) -> "Encoder":
+def load_encoder(path: str | Path) -> Encoder:
     """Rebuild an encoder saved by :func:`save_encoder`, or exported by
     :func:`xmodal.encoders.export.export_encoder` (a directory or ``encoder.json``/
-    ``.safetensors``), in eval mode."""
+    ``.safetensors``), in eval mode.
+    """
     from xmodal.encoders import export
     from xmodal.encoders.base import create_encoder
 
@@ -159,24 +185,37 @@ def load_encoder(path: str | Path) -> "Encoder":
         return export.load_encoder(path)  # type: ignore[return-value]
     ckpt = load_checkpoint(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != "xmodal-encoder":
-        raise DataError(f"'{path}' is not an xmodal encoder checkpoint (no 'format' key); "
-                        "save encoders with xmodal.training.checkpoint.save_encoder")
-    for key, kind in (("name", str), ("modality", str), ("kwargs", dict),
-                      ("frontend_kwargs", dict), ("state_dict", dict)):
+        raise DataError(
+            f"'{path}' is not an xmodal encoder checkpoint (no 'format' key); "
+            "save encoders with xmodal.training.checkpoint.save_encoder"
+        )
+    for key, kind in (
+        ("name", str),
+        ("modality", str),
+        ("kwargs", dict),
+        ("frontend_kwargs", dict),
+        ("state_dict", dict),
+    ):
         if not isinstance(ckpt.get(key), kind):
-            raise DataError(f"'{path}': key '{key}' must be a {kind.__name__}, got "
-                            f"{type(ckpt.get(key)).__name__}; save the encoder again")
+            raise DataError(
+                f"'{path}': key '{key}' must be a {kind.__name__}, got "
+                f"{type(ckpt.get(key)).__name__}; save the encoder again"
+            )
     try:
-        encoder = create_encoder(ckpt["name"], ckpt["modality"], ckpt["frontend_kwargs"],
-                                 **ckpt["kwargs"])
+        encoder = create_encoder(
+            ckpt["name"], ckpt["modality"], ckpt["frontend_kwargs"], **ckpt["kwargs"]
+        )
     except XmodalError as exc:
-        raise DataError(f"'{path}' does not rebuild its encoder ({exc}); save the encoder "
-                        "again") from None
+        raise DataError(
+            f"'{path}' does not rebuild its encoder ({exc}); save the encoder again"
+        ) from None
     try:
         encoder.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
         lines = str(exc).splitlines()
-        raise DataError(f"'{path}': its weights do not fit backbone '{ckpt['name']}' "
-                        f"({(lines[1] if len(lines) > 1 else lines[0]).strip()}); save the "
-                        "encoder again") from None
+        raise DataError(
+            f"'{path}': its weights do not fit backbone '{ckpt['name']}' "
+            f"({(lines[1] if len(lines) > 1 else lines[0]).strip()}); save the "
+            "encoder again"
+        ) from None
     return encoder.eval()

@@ -34,8 +34,9 @@ def launched_world_size() -> int:
         return 1
 
 
-def create_accelerator(*, cpu: bool = False, mixed_precision: str = "no",
-                       **kwargs: Any) -> Accelerator:
+def create_accelerator(
+    *, cpu: bool = False, mixed_precision: str = "no", **kwargs: Any
+) -> Accelerator:
     """An Accelerator that is part of the launcher's job, or a clear error.
 
     Args:
@@ -54,7 +55,8 @@ def create_accelerator(*, cpu: bool = False, mixed_precision: str = "no",
             f"this process was started as rank {rank} of a {world}-process job, but it joined a "
             f"job of {accelerator.num_processes}; it stops rather than run as a racing copy. "
             "Check the launcher's settings (MASTER_ADDR/MASTER_PORT), or start the run with "
-            "'xmodal run PIPELINE --num-processes N'")
+            "'xmodal run PIPELINE --num-processes N'"
+        )
     return accelerator
 
 
@@ -72,7 +74,9 @@ def main_process_decides(value: Any, accelerator: Accelerator) -> Any:
     return box[0]
 
 
-def computed_in_shares(compute: Callable[[slice], Tensor], total: int, accelerator: Accelerator) -> Tensor:
+def computed_in_shares(
+    compute: Callable[[slice], Tensor], total: int, accelerator: Accelerator
+) -> Tensor:
     """``compute(rows)`` over ``range(total)``, each process computing one contiguous share of
     the rows once; the shares gathered in order on every process -> ``[total, ...]`` on CPU.
 
@@ -86,8 +90,10 @@ def computed_in_shares(compute: Callable[[slice], Tensor], total: int, accelerat
     share = -(-total // world)  # ceil: every share but the last is full
     start, stop = min(rank * share, total), min((rank + 1) * share, total)
     # an empty share (e.g. 5 rows on 4 processes) still needs the trailing shape and dtype
-    part = (compute(slice(start, stop)) if stop > start else compute(slice(0, 1))[:0]).to(accelerator.device)
+    part = (compute(slice(start, stop)) if stop > start else compute(slice(0, 1))[:0]).to(
+        accelerator.device
+    )
     padded = part.new_zeros((share, *part.shape[1:]))  # gathers need equal shapes
-    padded[:part.shape[0]] = part
+    padded[: part.shape[0]] = part
     gathered = accelerator.gather(padded.contiguous()).cpu()  # [world * share, ...] in rank order
     return gathered[:total]  # the padding sits after the last real row, in the last share

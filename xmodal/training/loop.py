@@ -27,10 +27,19 @@ class TrainingDiverged(XmodalError):
     """The loss became NaN or infinite."""
 
 
-def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerator: Accelerator,
-        description: str = "train", console: Any = None, state_path: Path | None = None,
-        state_key: str = "", checkpoint_every: int = 0, log_prefix: str | None = None,
-        settings: str = "optim") -> list[dict[str, float]]:
+def fit(
+    task: DistillationTask,
+    loader: DataLoader,
+    cfg: OptimConfig,
+    accelerator: Accelerator,
+    description: str = "train",
+    console: Any = None,
+    state_path: Path | None = None,
+    state_key: str = "",
+    checkpoint_every: int = 0,
+    log_prefix: str | None = None,
+    settings: str = "optim",
+) -> list[dict[str, float]]:
     """Train ``task`` in place for ``cfg.epochs`` epochs; returns per-epoch mean metrics
     (every scalar the objective returns), ``lr``, the learning rate at the epoch's end, and
     ``spread_rank`` and ``spread_cosine``, the effective rank and mean pairwise cosine of the
@@ -84,14 +93,29 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
 
     def save(epoch: int, step: int, sums: dict[str, float]) -> None:
         if state_path is not None and accelerator.is_main_process:
-            save_train_state(state_path, state_key, epoch, core, optimizer, schedule,
-                             accelerator.scaler, generators, history, step=step, sums=sums,
-                             epoch_order=epoch_order)
+            save_train_state(
+                state_path,
+                state_key,
+                epoch,
+                core,
+                optimizer,
+                schedule,
+                accelerator.scaler,
+                generators,
+                history,
+                step=step,
+                sums=sums,
+                epoch_order=epoch_order,
+            )
 
     steps = len(loader)
     with progress_bar(accelerator.is_main_process, console) as bar:
-        job = bar.add_task(description, total=cfg.epochs * steps, info="",
-                           completed=start_epoch * steps + start_step)
+        job = bar.add_task(
+            description,
+            total=cfg.epochs * steps,
+            info="",
+            completed=start_epoch * steps + start_step,
+        )
         if start_epoch or start_step:
             bar.update(job, info=f"resumed at epoch {start_epoch + 1}, step {start_step}")
         for epoch in range(start_epoch, cfg.epochs):
@@ -113,13 +137,15 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
                     raise TrainingDiverged(
                         f"{description}: {exc} at epoch {epoch + 1}, step {step + 1}; lower the "
                         f"learning rate ({settings}.lr) or enable gradient clipping "
-                        f"({settings}.grad_clip)") from None
+                        f"({settings}.grad_clip)"
+                    ) from None
                 loss = out["loss"]
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
                         f"{description}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
                         f"lower the learning rate ({settings}.lr) or enable gradient clipping "
-                        f"({settings}.grad_clip)")
+                        f"({settings}.grad_clip)"
+                    )
                 accelerator.backward(loss)
                 if cfg.grad_clip > 0:
                     accelerator.clip_grad_norm_(params, cfg.grad_clip)
@@ -131,24 +157,33 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
                 scalars = {k: float(v.detach()) for k, v in out.items() if v.ndim == 0}
                 for key, value in scalars.items():
                     sums[key] = sums.get(key, 0.0) + value
-                bar.update(job, advance=1, info=f"epoch {epoch + 1}/{cfg.epochs} loss {scalars['loss']:.3f}")
+                bar.update(
+                    job,
+                    advance=1,
+                    info=f"epoch {epoch + 1}/{cfg.epochs} loss {scalars['loss']:.3f}",
+                )
                 done = epoch * steps + step + 1
                 if log_prefix is not None and accelerator.trackers:  # main process only
                     scalars["lr"] = schedule.get_last_lr()[0]
                     accelerator.log({f"{log_prefix}/{k}": v for k, v in scalars.items()}, step=done)
                 if checkpoint_every > 0 and done % checkpoint_every == 0 and step + 1 < steps:
-                    _check_finite(core, f"{description}: at epoch {epoch + 1}, step {step + 1}",
-                                  settings)
+                    _check_finite(
+                        core, f"{description}: at epoch {epoch + 1}, step {step + 1}", settings
+                    )
                     save(epoch, step + 1, sums)
             _check_finite(core, f"{description}: after epoch {epoch + 1}", settings)
             spread: dict[str, float] = {}
             if probe is not None:
                 with accelerator.autocast():
                     spread = student_spread(core.student, probe, accelerator.device, probe_batch)
-                _check_embeddings(spread, len(probe), f"{description}: after epoch {epoch + 1}",
-                                  settings)
-            history.append({k: v / max(1, steps) for k, v in sums.items()}
-                           | {"lr": schedule.get_last_lr()[0], "epoch": epoch + 1} | spread)
+                _check_embeddings(
+                    spread, len(probe), f"{description}: after epoch {epoch + 1}", settings
+                )
+            history.append(
+                {k: v / max(1, steps) for k, v in sums.items()}
+                | {"lr": schedule.get_last_lr()[0], "epoch": epoch + 1}
+                | spread
+            )
             save(epoch + 1, 0, {})
     _sync_batchnorm_statistics(core, accelerator)
     accelerator.wait_for_everyone()
@@ -158,30 +193,37 @@ def fit(task: DistillationTask, loader: DataLoader, cfg: OptimConfig, accelerato
 
 def _check_finite(module: torch.nn.Module, where: str, settings: str) -> None:
     """Raise :class:`TrainingDiverged` if any floating weight or buffer of ``module`` is NaN or
-    inf (a last step can diverge after its loss was checked)."""
+    inf (a last step can diverge after its loss was checked).
+    """
     for name, tensor in module.state_dict().items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise TrainingDiverged(f"{where}, '{name}' holds NaN or inf (training diverged); lower "
-                                   f"the learning rate ({settings}.lr) or enable gradient "
-                                   f"clipping ({settings}.grad_clip)")
+            raise TrainingDiverged(
+                f"{where}, '{name}' holds NaN or inf (training diverged); lower "
+                f"the learning rate ({settings}.lr) or enable gradient "
+                f"clipping ({settings}.grad_clip)"
+            )
 
 
 def _check_embeddings(spread: dict[str, float], samples: int, where: str, settings: str) -> None:
     """Raise :class:`TrainingDiverged` if the student's features of the probe batch (their
     ``spread``) are NaN or inf, or all one point (see
     :func:`~xmodal.training.spread.spread_problem`): a training can blow up while its weights
-    stay finite."""
+    stay finite.
+    """
     why = spread_problem(spread)
     if why is not None:
-        raise TrainingDiverged(f"{where}, the student's embeddings of the first {samples} "
-                               f"training samples are unusable ({why}): training diverged or "
-                               f"collapsed; lower the learning rate ({settings}.lr) or enable "
-                               f"gradient clipping ({settings}.grad_clip)")
+        raise TrainingDiverged(
+            f"{where}, the student's embeddings of the first {samples} "
+            f"training samples are unusable ({why}): training diverged or "
+            f"collapsed; lower the learning rate ({settings}.lr) or enable "
+            f"gradient clipping ({settings}.grad_clip)"
+        )
 
 
 def _everywhere(flag: bool, accelerator: Accelerator) -> bool:
     """True only if ``flag`` holds on every process (a state file rank 0 sees but another
-    machine does not must not split the processes into resumed and fresh ones)."""
+    machine does not must not split the processes into resumed and fresh ones).
+    """
     if accelerator.num_processes == 1:
         return flag
     votes = accelerator.gather(torch.tensor([int(flag)], device=accelerator.device))

@@ -48,24 +48,36 @@ class OptimConfig:
     crop_padding: int = 0
 
     def __post_init__(self) -> None:
-        require(self, {
-            "epochs": at_least(0), "batch_size": at_least(1), "lr": positive(),
-            "weight_decay": non_negative(), "warmup_epochs": non_negative(), "grad_clip": non_negative(),
-            "milestones": ((lambda v: not v or each(at_least(1), increasing=True)[0](v)),
-                           "increasing epochs >= 1"),
-            "lr_decay": within(0, 1, low_open=True), "crop_padding": at_least(0),
-        })
+        require(
+            self,
+            {
+                "epochs": at_least(0),
+                "batch_size": at_least(1),
+                "lr": positive(),
+                "weight_decay": non_negative(),
+                "warmup_epochs": non_negative(),
+                "grad_clip": non_negative(),
+                "milestones": (
+                    (lambda v: not v or each(at_least(1), increasing=True)[0](v)),
+                    "increasing epochs >= 1",
+                ),
+                "lr_decay": within(0, 1, low_open=True),
+                "crop_padding": at_least(0),
+            },
+        )
 
 
 def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=0.9, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        )
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def build_schedule(optimizer: torch.optim.Optimizer, cfg: OptimConfig,
-                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_schedule(
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up, then cosine decay to 0 at the last step, or step decay at milestones."""
     total = max(1, cfg.epochs * steps_per_epoch)
     warmup = min(total - 1, int(cfg.warmup_epochs * steps_per_epoch))
@@ -75,7 +87,7 @@ def build_schedule(optimizer: torch.optim.Optimizer, cfg: OptimConfig,
             return (step + 1) / (warmup + 1)
         if cfg.schedule == "multistep":  # the factor for the epoch this step belongs to
             passed = sum(step >= m * steps_per_epoch for m in cfg.milestones)
-            return cfg.lr_decay ** passed
+            return cfg.lr_decay**passed
         progress = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 

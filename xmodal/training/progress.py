@@ -40,7 +40,8 @@ class _Silent:
 
 class FittingProgress(Progress):
     """A ``Progress`` that drops the columns of ``drop_order`` (first listed, first dropped)
-    until the rest fit the console's width; the bar counts as ``MIN_BAR`` characters."""
+    until the rest fit the console's width; the bar counts as ``MIN_BAR`` characters.
+    """
 
     def __init__(self, *columns: Any, drop_order: tuple[Any, ...] = (), **kwargs: Any) -> None:
         self.drop_order = drop_order
@@ -59,8 +60,9 @@ class FittingProgress(Progress):
     def _fitting(self, tasks: Any) -> list[Any]:
         visible = [t for t in tasks if t.visible]
         kept = list(self.columns)
-        widths = {id(c): MIN_BAR if isinstance(c, BarColumn) else self._width(c, visible)
-                  for c in kept}
+        widths = {
+            id(c): MIN_BAR if isinstance(c, BarColumn) else self._width(c, visible) for c in kept
+        }
         for column in self.drop_order:
             if sum(widths[id(c)] for c in kept) + len(kept) - 1 <= self.console.width:
                 break
@@ -71,20 +73,30 @@ class FittingProgress(Progress):
         widest = 0
         for task in tasks:
             renderable = column.format(task=task) if isinstance(column, str) else column(task)
-            widest = max(widest, Measurement.get(self.console, self.console.options,
-                                                 renderable).maximum)
+            widest = max(
+                widest, Measurement.get(self.console, self.console.options, renderable).maximum
+            )
         return widest
 
 
 def make_progress(console: Console | None = None) -> FittingProgress:
     """Description, bar, done/total, info, elapsed, remaining; in a narrow terminal remaining,
-    elapsed, the bar and the info go, in that order."""
+    elapsed, the bar and the info go, in that order.
+    """
     description, bar = TextColumn("[bold]{task.description}"), BarColumn(bar_width=None)
     counts, info = MofNCompleteColumn(), TextColumn("{task.fields[info]}")
     elapsed, remaining = TimeElapsedColumn(), TimeRemainingColumn()
-    return FittingProgress(description, bar, counts, info, elapsed, remaining,
-                           drop_order=(remaining, elapsed, bar, info), console=console,
-                           transient=False)
+    return FittingProgress(
+        description,
+        bar,
+        counts,
+        info,
+        elapsed,
+        remaining,
+        drop_order=(remaining, elapsed, bar, info),
+        console=console,
+        transient=False,
+    )
 
 
 @contextmanager

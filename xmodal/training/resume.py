@@ -29,7 +29,8 @@ LOADER_GENERATOR = "loader.sampler.generator"
 
 def module_generators(module: nn.Module) -> dict[str, torch.Generator]:
     """Every ``torch.Generator`` held as an attribute by ``module`` or a submodule, by a stable
-    name (``"<submodule path>.<attribute>"``)."""
+    name (``"<submodule path>.<attribute>"``).
+    """
     found = {}
     for path, sub in module.named_modules():
         for attr, value in vars(sub).items():
@@ -38,11 +39,20 @@ def module_generators(module: nn.Module) -> dict[str, torch.Generator]:
     return found
 
 
-def save_train_state(path: Path, key: str, epoch: int, module: nn.Module, optimizer: Any,
-                     schedule: Any, scaler: Any, generators: dict[str, torch.Generator],
-                     history: list[dict[str, float]], step: int = 0,
-                     sums: dict[str, float] | None = None, epoch_order: Tensor | None = None
-                     ) -> None:
+def save_train_state(
+    path: Path,
+    key: str,
+    epoch: int,
+    module: nn.Module,
+    optimizer: Any,
+    schedule: Any,
+    scaler: Any,
+    generators: dict[str, torch.Generator],
+    history: list[dict[str, float]],
+    step: int = 0,
+    sums: dict[str, float] | None = None,
+    epoch_order: Tensor | None = None,
+) -> None:
     """Write the state after ``epoch`` finished epochs and ``step`` optimiser steps of the
     next (call on the main process only).
 
@@ -51,9 +61,15 @@ def save_train_state(path: Path, key: str, epoch: int, module: nn.Module, optimi
     epoch's order is replayed and its first ``step`` batches skipped.
     """
     state = {
-        "format": STATE_FORMAT, "key": key, "epoch": epoch, "history": history,
-        "step": step, "sums": sums or {}, "epoch_order": epoch_order if step else None,
-        "module": module.state_dict(), "optimizer": optimizer.state_dict(),
+        "format": STATE_FORMAT,
+        "key": key,
+        "epoch": epoch,
+        "history": history,
+        "step": step,
+        "sums": sums or {},
+        "epoch_order": epoch_order if step else None,
+        "module": module.state_dict(),
+        "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "generators": {name: g.get_state() for name, g in generators.items()},
@@ -63,11 +79,13 @@ def save_train_state(path: Path, key: str, epoch: int, module: nn.Module, optimi
     save_atomic(state, path)
 
 
-def read_train_state(path: Path, key: str,
-                     notice: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+def read_train_state(
+    path: Path, key: str, notice: Callable[[str], None] | None = None
+) -> dict[str, Any] | None:
     """The saved state if it exists, is readable and belongs to the unit ``key``; else None
     (a state from other inputs, a torn file, or one holding more than tensors and plain data,
-    is never resumed: training starts over, and ``notice`` is told why)."""
+    is never resumed: training starts over, and ``notice`` is told why).
+    """
     if not path.is_file():
         return None
     try:
@@ -83,8 +101,14 @@ def read_train_state(path: Path, key: str,
     return None
 
 
-def restore_train_state(state: dict[str, Any], module: nn.Module, optimizer: Any, schedule: Any,
-                        scaler: Any, generators: dict[str, torch.Generator]) -> None:
+def restore_train_state(
+    state: dict[str, Any],
+    module: nn.Module,
+    optimizer: Any,
+    schedule: Any,
+    scaler: Any,
+    generators: dict[str, torch.Generator],
+) -> None:
     """Load ``state`` (from :func:`read_train_state`) into the live training objects."""
     module.load_state_dict(state["module"])
     optimizer.load_state_dict(state["optimizer"])

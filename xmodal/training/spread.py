@@ -32,8 +32,7 @@ def _matrix(features: Tensor | np.ndarray, what: str) -> Tensor:
     if x.ndim != 2:
         raise ValueError(f"{what} needs a feature matrix [N, D]; got shape {tuple(x.shape)}")
     if x.shape[0] < 2 or x.shape[1] < 1:
-        raise ValueError(f"{what} needs at least 2 rows and 1 column; got shape "
-                         f"{tuple(x.shape)}")
+        raise ValueError(f"{what} needs at least 2 rows and 1 column; got shape {tuple(x.shape)}")
     bad = int((~torch.isfinite(x)).sum())
     if bad:
         raise ValueError(f"{what}: {bad} of the {x.numel()} entries are NaN or inf")
@@ -82,7 +81,8 @@ def mean_pairwise_cosine(features: Tensor | np.ndarray) -> float:
 def spread_probe(dataset: Any, modality: str, limit: int = PROBE_SAMPLES) -> Rows | None:
     """The fixed probe batch: ``modality`` of the first ``min(limit, len(dataset))`` rows of
     ``dataset``, read when sliced; None where the dataset cannot be read by column (no
-    :meth:`~xmodal.data.arrays.SplitData.read`) or has fewer than 2 rows."""
+    :meth:`~xmodal.data.arrays.SplitData.read`) or has fewer than 2 rows.
+    """
     if not callable(getattr(dataset, "read", None)) or modality not in dataset:
         return None
     rows = Rows(dataset, modality, slice(0, limit))
@@ -90,8 +90,9 @@ def spread_probe(dataset: Any, modality: str, limit: int = PROBE_SAMPLES) -> Row
 
 
 @torch.no_grad()
-def student_spread(encoder: nn.Module, probe: Rows, device: torch.device | str,
-                   batch_size: int = PROBE_SAMPLES) -> dict[str, float]:
+def student_spread(
+    encoder: nn.Module, probe: Rows, device: torch.device | str, batch_size: int = PROBE_SAMPLES
+) -> dict[str, float]:
     """``{RANK_KEY: effective rank, COSINE_KEY: mean pairwise cosine}`` of ``encoder``'s
     pooled features of ``probe``, read and encoded ``batch_size`` rows at a time.
 
@@ -105,8 +106,10 @@ def student_spread(encoder: nn.Module, probe: Rows, device: torch.device | str,
     encoder.eval()
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            parts = [encoder(probe[i:i + step].to(device)).float().cpu()
-                     for i in range(0, len(probe), step)]
+            parts = [
+                encoder(probe[i : i + step].to(device)).float().cpu()
+                for i in range(0, len(probe), step)
+            ]
     finally:
         for module, training in modes:
             module.training = training
@@ -119,7 +122,8 @@ def student_spread(encoder: nn.Module, probe: Rows, device: torch.device | str,
 def spread_problem(spread: dict[str, float]) -> str | None:
     """Why the features behind ``spread`` (:func:`student_spread`'s result) are unusable, or
     None: some are NaN or inf (both values NaN), or every row is the same point (effective
-    rank exactly 0: the centred features are all zero, nothing tells the samples apart)."""
+    rank exactly 0: the centred features are all zero, nothing tells the samples apart).
+    """
     rank = spread.get(RANK_KEY)
     if rank is None:
         return None

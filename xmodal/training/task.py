@@ -20,7 +20,8 @@ from xmodal.encoders.base import Encoder
 
 class NonFiniteFeatures(ArithmeticError):
     """The student's features of a training batch hold NaN or inf (its training diverged), and
-    the objective refused them before giving a loss."""
+    the objective refused them before giving a loss.
+    """
 
 
 class DistillationTask(nn.Module):
@@ -38,9 +39,15 @@ class DistillationTask(nn.Module):
             (:func:`~xmodal.data.augment.random_crop`); 0 disables; image-aligned modalities.
     """
 
-    def __init__(self, student: Encoder, objective: nn.Module,
-                 teacher_features: Tensor | None = None, hflip: bool = False,
-                 seed: int = 0, crop_padding: int = 0) -> None:
+    def __init__(
+        self,
+        student: Encoder,
+        objective: nn.Module,
+        teacher_features: Tensor | None = None,
+        hflip: bool = False,
+        seed: int = 0,
+        crop_padding: int = 0,
+    ) -> None:
         super().__init__()
         self.student = student
         self.objective = objective
@@ -50,8 +57,10 @@ class DistillationTask(nn.Module):
         self.crop_padding = crop_padding
         for key, on in (("hflip", hflip), ("crop_padding", crop_padding > 0)):
             if on and not getattr(student.frontend, "image_aligned", False):
-                raise ConfigError(f"optim.{key} augments images, but modality '{self.modality}' is not "
-                                  f"image-aligned; turn optim.{key} off for it")
+                raise ConfigError(
+                    f"optim.{key} augments images, but modality '{self.modality}' is not "
+                    f"image-aligned; turn optim.{key} off for it"
+                )
         self._negate = getattr(student.frontend, "mirror_negates_channel", None)
         self._flip_generator = torch.Generator().manual_seed(seed + 7)
 
@@ -66,15 +75,20 @@ class DistillationTask(nn.Module):
         if self.teacher_features is not None:
             teacher = self.teacher_features[batch["index"].to(self.teacher_features.device)]
         try:
-            return self.objective(features, teacher, batch.get("label"), batch["index"])  # None: unlabelled
+            return self.objective(
+                features, teacher, batch.get("label"), batch["index"]
+            )  # None: unlabelled
         except ValueError:
             if not torch.isfinite(features).all():
                 raise NonFiniteFeatures("the student's features are NaN or inf") from None
             raise
 
-    def after_step(self, outputs: dict[str, Any], batch: dict[str, Tensor], accelerator: Any) -> None:
+    def after_step(
+        self, outputs: dict[str, Any], batch: dict[str, Tensor], accelerator: Any
+    ) -> None:
         """Update memory banks with embeddings gathered from every process, so that each
-        replica holds the same bank."""
+        replica holds the same bank.
+        """
         update = getattr(self.objective, "update_memory", None)
         if update is None or "teacher_embed" not in outputs:
             return

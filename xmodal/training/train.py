@@ -35,29 +35,43 @@ def standardise_features(features: Tensor) -> Tensor:
 def feature_standardisation(features: Tensor) -> tuple[Tensor, Tensor]:
     """The per-dimension ``(mean [D], std [D])`` that :func:`standardise_features` applies to
     ``features`` ``[N, D]`` (std floored at 1e-6); saved beside an objective's heads, whose
-    teacher head was trained on the standardised features."""
+    teacher head was trained on the standardised features.
+    """
     return features.mean(0), features.std(0).clamp_min(1e-6)
 
 
 @dataclass
 class TrainResult:
     """Attributes:
-        history: per-epoch mean of every scalar the objective returns.
-        objective: the trained objective module (heads, classifier), None for ``none``.
+    history: per-epoch mean of every scalar the objective returns.
+    objective: the trained objective module (heads, classifier), None for ``none``.
     """
 
     history: list[dict[str, float]]
     objective: nn.Module | None
 
 
-def train_encoder(encoder: Encoder, method: type[Objective], options: Any, optim: OptimConfig,
-                  dataset: LoadedDataset, accelerator: Accelerator, seed: int,
-                  teacher_features: Tensor | None = None, teacher_logits: Tensor | None = None,
-                  description: str = "train", console: Any = None,
-                  state_path: Path | None = None, state_key: str = "",
-                  checkpoint_every: int = 0, log_prefix: str | None = None,
-                  settings: str = "optim", method_name: str = "", num_workers: int = 0,
-                  teacher_own_classes: bool = False) -> TrainResult:
+def train_encoder(
+    encoder: Encoder,
+    method: type[Objective],
+    options: Any,
+    optim: OptimConfig,
+    dataset: LoadedDataset,
+    accelerator: Accelerator,
+    seed: int,
+    teacher_features: Tensor | None = None,
+    teacher_logits: Tensor | None = None,
+    description: str = "train",
+    console: Any = None,
+    state_path: Path | None = None,
+    state_key: str = "",
+    checkpoint_every: int = 0,
+    log_prefix: str | None = None,
+    settings: str = "optim",
+    method_name: str = "",
+    num_workers: int = 0,
+    teacher_own_classes: bool = False,
+) -> TrainResult:
     """Train ``encoder`` in place on the train split with ``method`` (a registered
     :class:`Objective` class) and its ``options``.
 
@@ -83,22 +97,48 @@ def train_encoder(encoder: Encoder, method: type[Objective], options: Any, optim
     if teacher_features is not None:
         teacher_features = standardise_features(teacher_features)
     set_seed(seed)
-    context = ObjectiveContext(student_dim=encoder.embed_dim,
-                               teacher_dim=None if teacher_features is None else teacher_features.shape[1],
-                               num_samples=len(train), num_classes=dataset.num_classes, seed=seed,
-                               teacher_logits=teacher_logits,
-                               train_labels=train.column("label") if "label" in train else None,
-                               batch_size=min(optim.batch_size, len(train)),
-                               teacher_own_classes=teacher_own_classes)
+    context = ObjectiveContext(
+        student_dim=encoder.embed_dim,
+        teacher_dim=None if teacher_features is None else teacher_features.shape[1],
+        num_samples=len(train),
+        num_classes=dataset.num_classes,
+        seed=seed,
+        teacher_logits=teacher_logits,
+        train_labels=train.column("label") if "label" in train else None,
+        batch_size=min(optim.batch_size, len(train)),
+        teacher_own_classes=teacher_own_classes,
+    )
     try:
         objective = method.build(context, options)
     except ValueError as exc:  # a method that cannot run on this set-up: a user's choice to fix
         raise ConfigError(f"method '{method_name or method.__name__}': {exc}") from None
-    task = DistillationTask(encoder, objective, teacher_features if uses_teacher else None,
-                            hflip=optim.hflip, seed=seed, crop_padding=optim.crop_padding)
-    loader = make_loader(train, optim.batch_size, shuffle=True, seed=seed, num_workers=num_workers,
-                         drop_last=len(train) > optim.batch_size)
-    history = fit(task, loader, optim, accelerator, description=description, console=console,
-                  state_path=state_path, state_key=state_key, checkpoint_every=checkpoint_every,
-                  log_prefix=log_prefix, settings=settings)
+    task = DistillationTask(
+        encoder,
+        objective,
+        teacher_features if uses_teacher else None,
+        hflip=optim.hflip,
+        seed=seed,
+        crop_padding=optim.crop_padding,
+    )
+    loader = make_loader(
+        train,
+        optim.batch_size,
+        shuffle=True,
+        seed=seed,
+        num_workers=num_workers,
+        drop_last=len(train) > optim.batch_size,
+    )
+    history = fit(
+        task,
+        loader,
+        optim,
+        accelerator,
+        description=description,
+        console=console,
+        state_path=state_path,
+        state_key=state_key,
+        checkpoint_every=checkpoint_every,
+        log_prefix=log_prefix,
+        settings=settings,
+    )
     return TrainResult(history, objective)

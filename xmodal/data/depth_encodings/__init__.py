@@ -12,9 +12,9 @@ normals method imports Open3D on use.
 from __future__ import annotations
 
 from xmodal.data.depth_encodings.backproject import (
-           backproject,
-           valid_depth,
-           valid_depth_mask,
+    backproject,
+    valid_depth,
+    valid_depth_mask,
 )
 from xmodal.data.depth_encodings.gravity import estimate_gravity
 from xmodal.data.depth_encodings.height import height_above_ground
@@ -23,6 +23,16 @@ from xmodal.data.depth_encodings.intrinsics import Intrinsics
 from xmodal.data.depth_encodings.normals import surface_normals
 from xmodal.data.depth_encodings.points import sample_points
 
-__all__ = ["DepthEncodings", "Intrinsics", "backproject", "encode_depth", "estimate_gravity",
-           "height_above_ground", "hha", "sample_points", "surface_normals", "valid_depth",
-           "valid_depth_mask"]
+__all__ = [
+    "DepthEncodings",
+    "Intrinsics",
+    "backproject",
+    "encode_depth",
+    "estimate_gravity",
+    "height_above_ground",
+    "hha",
+    "sample_points",
+    "surface_normals",
+    "valid_depth",
+    "valid_depth_mask",
+]

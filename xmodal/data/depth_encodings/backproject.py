@@ -18,8 +18,10 @@ def check_depth(depth: np.ndarray) -> np.ndarray:
     if depth.ndim != 2:
         raise ValueError(f"depth must be a 2-D [H, W] array of metres, got shape {depth.shape}")
     if not np.issubdtype(depth.dtype, np.floating):
-        raise ValueError(f"depth must be a float array of metres, got dtype {depth.dtype} "
-                         "(raw sensor depth in millimetres? divide by 1000 first)")
+        raise ValueError(
+            f"depth must be a float array of metres, got dtype {depth.dtype} "
+            "(raw sensor depth in millimetres? divide by 1000 first)"
+        )
     if depth.size == 0:
         raise ValueError(f"depth is empty (shape {depth.shape})")
     return depth.astype(np.float32, copy=False)

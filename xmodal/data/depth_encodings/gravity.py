@@ -23,10 +23,13 @@ import numpy as np
 MIN_NORMALS = 10
 
 
-def estimate_gravity(normals: np.ndarray, initial_up: Sequence[float] = (0.0, -1.0, 0.0),
-                     iterations: int = 5,
-                     thresholds_deg: Sequence[float] = (45.0, 15.0),
-                     max_normals: int = 50_000) -> np.ndarray:
+def estimate_gravity(
+    normals: np.ndarray,
+    initial_up: Sequence[float] = (0.0, -1.0, 0.0),
+    iterations: int = 5,
+    thresholds_deg: Sequence[float] = (45.0, 15.0),
+    max_normals: int = 50_000,
+) -> np.ndarray:
     """Estimate the up direction in camera coordinates (x right, y down, z forward).
 
     Args:

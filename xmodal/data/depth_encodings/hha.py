@@ -43,8 +43,9 @@ class DepthEncodings:
     hha: np.ndarray
 
 
-def encode_depth(depth: np.ndarray, K: Intrinsics, normals_method: str = "gradient",
-                 up: np.ndarray | None = None) -> DepthEncodings:
+def encode_depth(
+    depth: np.ndarray, K: Intrinsics, normals_method: str = "gradient", up: np.ndarray | None = None
+) -> DepthEncodings:
     """Normals, gravity, height and HHA of a depth map.
 
     Args:
@@ -80,13 +81,15 @@ def encode_depth(depth: np.ndarray, K: Intrinsics, normals_method: str = "gradie
     out[..., 1][valid] = _levels(HEIGHT_LEVELS_PER_METRE * height[valid])
     cosine = np.clip(normals @ g.astype(np.float32), -1.0, 1.0)
     has_normal = ~np.isnan(cosine)
-    out[..., 2][has_normal] = _levels(np.degrees(np.arccos(cosine[has_normal]))
-                                      * ANGLE_LEVELS_PER_DEGREE)
+    out[..., 2][has_normal] = _levels(
+        np.degrees(np.arccos(cosine[has_normal])) * ANGLE_LEVELS_PER_DEGREE
+    )
     return DepthEncodings(normals=normals, height=height, up=g, hha=out)
 
 
-def hha(depth: np.ndarray, K: Intrinsics, normals_method: str = "gradient",
-        up: np.ndarray | None = None) -> np.ndarray:
+def hha(
+    depth: np.ndarray, K: Intrinsics, normals_method: str = "gradient", up: np.ndarray | None = None
+) -> np.ndarray:
     """``[H, W, 3]`` uint8 HHA image of ``depth`` (metres); see :func:`encode_depth`."""
     return encode_depth(depth, K, normals_method=normals_method, up=up).hha
 

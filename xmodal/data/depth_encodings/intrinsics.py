@@ -46,8 +46,9 @@ class Intrinsics:
         """
         if not (sy > 0 and sx > 0):
             raise ValueError(f"scale factors must be > 0, got sy={sy}, sx={sx}")
-        return Intrinsics(self.fx * sx, self.fy * sy,
-                          (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5)
+        return Intrinsics(
+            self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5
+        )
 
     def matrix(self) -> np.ndarray:
         """The ``[3, 3]`` float64 calibration matrix ``K`` (``[u, v, 1]^T ~ K [x, y, z]^T``)."""

@@ -20,9 +20,16 @@ from xmodal.data.depth_encodings.intrinsics import Intrinsics
 METHODS = ("gradient", "open3d")
 
 
-def surface_normals(depth: np.ndarray, K: Intrinsics, method: str = "gradient", *,
-                    step: int = 2, smooth: int = 2, radius: float = 0.1,
-                    max_nn: int = 30) -> np.ndarray:
+def surface_normals(
+    depth: np.ndarray,
+    K: Intrinsics,
+    method: str = "gradient",
+    *,
+    step: int = 2,
+    smooth: int = 2,
+    radius: float = 0.1,
+    max_nn: int = 30,
+) -> np.ndarray:
     """Unit surface normals of ``depth``.
 
     Args:
@@ -111,8 +118,7 @@ def _gradient_normals(depth: np.ndarray, K: Intrinsics, step: int, smooth: int) 
     return _orient_and_normalise(normals, points, valid)
 
 
-def _orient_and_normalise(normals: np.ndarray, points: np.ndarray,
-                          valid: np.ndarray) -> np.ndarray:
+def _orient_and_normalise(normals: np.ndarray, points: np.ndarray, valid: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         length = np.linalg.norm(normals, axis=-1, keepdims=True)
         normals = normals / length

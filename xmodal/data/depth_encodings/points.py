@@ -13,8 +13,9 @@ from xmodal.data.depth_encodings.backproject import backproject
 from xmodal.data.depth_encodings.intrinsics import Intrinsics
 
 
-def sample_points(depth: np.ndarray, K: Intrinsics, num_points: int,
-                  rng: np.random.Generator) -> np.ndarray:
+def sample_points(
+    depth: np.ndarray, K: Intrinsics, num_points: int, rng: np.random.Generator
+) -> np.ndarray:
     """``num_points`` camera-frame points of the pixels with depth, in random order.
 
     Args:

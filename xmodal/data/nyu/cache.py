@@ -28,8 +28,8 @@ import torch
 from xmodal.core.atomic import check_space
 from xmodal.core.errors import DataError
 from xmodal.core.memory import release_free_heap
-from xmodal.data.hdf5_output import hdf5_bytes, hdf5_writing
 from xmodal.data.depth_encodings import Intrinsics, encode_depth, valid_depth
+from xmodal.data.hdf5_output import hdf5_bytes, hdf5_writing
 from xmodal.data.nyu.config import NYUDepthConfig
 from xmodal.data.nyu.facts import load_nyu_facts
 from xmodal.data.nyu.reader import NYULabeledFile
@@ -40,7 +40,8 @@ CACHE_VERSION = 2
 
 def source_fingerprint(path: Path, block: int = 1 << 20) -> dict[str, Any]:
     """Size, mtime and a SHA-256 of the first and last MiB: cheap, and changes when the file
-    is replaced or truncated (hashing 2.8 GB every run would cost a minute)."""
+    is replaced or truncated (hashing 2.8 GB every run would cost a minute).
+    """
     stat = path.stat()
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -61,7 +62,8 @@ def _resize(array: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
 
 def _resize_valid(array: np.ndarray, valid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Area-average ``array`` (``[H, W]`` or ``[H, W, C]``) over ``valid`` ``[H, W]`` pixels only:
-    holes must not pull values towards 0. Output pixels under half covered by valid input -> 0."""
+    holes must not pull values towards 0. Output pixels under half covered by valid input -> 0.
+    """
     weight = _resize(valid.astype(np.float32), size, "area")
     if array.ndim == 3:
         valid, weight = valid[..., None], weight[..., None]
@@ -73,7 +75,8 @@ def process_frame(frame: Any, facts: Any, config: NYUDepthConfig) -> dict[str, n
     """One source frame -> cached arrays at ``config.image_size`` (see module docstring):
     ``rgb`` uint8 [h, w, 3], ``depth`` float32 metres (0 = missing), ``normals`` int8
     [h, w, 3] (127 x unit normal, camera frame, 0 = unknown), ``height`` float32 metres above
-    the estimated floor (0 = unknown), ``hha`` uint8 [h, w, 3], ``labels40`` uint8."""
+    the estimated floor (0 = unknown), ``hha`` uint8 [h, w, 3], ``labels40`` uint8.
+    """
     top, bottom, left, right = facts.valid_crop
     size = (config.image_size[0], config.image_size[1])
     crop = (slice(top, bottom + 1), slice(left, right + 1))
@@ -91,32 +94,43 @@ def process_frame(frame: Any, facts: Any, config: NYUDepthConfig) -> dict[str, n
         "normals": np.rint(normals * 127).astype(np.int8),
         "height": _resize_valid(np.nan_to_num(enc.height), np.isfinite(enc.height), size),
         "hha": np.clip(np.rint(_resize(enc.hha, size, "area")), 0, 255).astype(np.uint8),
-        "labels40": _resize(facts.labels40(frame.labels[crop]).astype(np.float32), size,
-                            "nearest").astype(np.uint8),
+        "labels40": _resize(
+            facts.labels40(frame.labels[crop]).astype(np.float32), size, "nearest"
+        ).astype(np.uint8),
     }
 
 
 def _manifest(source: Path, config: NYUDepthConfig) -> dict[str, Any]:
     options = {k: v for k, v in dataclasses.asdict(config).items() if k != "path"}
-    return {"format": CACHE_FORMAT, "version": CACHE_VERSION, "source": str(source.resolve()),
-            "fingerprint": source_fingerprint(source), "options": options}
+    return {
+        "format": CACHE_FORMAT,
+        "version": CACHE_VERSION,
+        "source": str(source.resolve()),
+        "fingerprint": source_fingerprint(source),
+        "options": options,
+    }
 
 
 def require_source(config: NYUDepthConfig) -> Path:
     """The configured labeled file, or one DataError saying where to get it and how to pass it."""
     if not config.path:
-        raise DataError("nyu-depth needs the labeled file nyu_depth_v2_labeled.mat (2.8 GB): get "
-                        "it with 'xmodal data download nyu-depth --to DIR', then pass --data PATH "
-                        "(or set data.nyu_depth.path) with PATH = DIR/nyu_depth_v2_labeled.mat")
+        raise DataError(
+            "nyu-depth needs the labeled file nyu_depth_v2_labeled.mat (2.8 GB): get "
+            "it with 'xmodal data download nyu-depth --to DIR', then pass --data PATH "
+            "(or set data.nyu_depth.path) with PATH = DIR/nyu_depth_v2_labeled.mat"
+        )
     source = Path(config.path)
     if not source.is_file():
-        raise DataError(f"NYU file '{source}' does not exist; pass the path of "
-                        "nyu_depth_v2_labeled.mat (see 'xmodal data download nyu-depth')")
+        raise DataError(
+            f"NYU file '{source}' does not exist; pass the path of "
+            "nyu_depth_v2_labeled.mat (see 'xmodal data download nyu-depth')"
+        )
     return source
 
 
-def build_cache(config: NYUDepthConfig, cache_path: Path,
-                progress: Callable[[int, int], None] | None = None) -> Path:
+def build_cache(
+    config: NYUDepthConfig, cache_path: Path, progress: Callable[[int, int], None] | None = None
+) -> Path:
     """Build (or resume, or reuse) the cache for ``config.path`` at ``cache_path``."""
     source = require_source(config)
     manifest = _manifest(source, config)
@@ -129,10 +143,12 @@ def build_cache(config: NYUDepthConfig, cache_path: Path,
     with NYULabeledFile(source) as nyu:
         if (nyu.height, nyu.width) != tuple(facts.image_size):
             # The valid crop and the intrinsics are those of the 480 x 640 Kinect frames.
-            raise DataError(f"NYU file '{source}' has {nyu.height} x {nyu.width} frames; the "
-                            f"labeled set's are {facts.image_size[0]} x {facts.image_size[1]} "
-                            "(crop and camera intrinsics assume them): use the official "
-                            "nyu_depth_v2_labeled.mat")
+            raise DataError(
+                f"NYU file '{source}' has {nyu.height} x {nyu.width} frames; the "
+                f"labeled set's are {facts.image_size[0]} x {facts.image_size[1]} "
+                "(crop and camera intrinsics assume them): use the official "
+                "nyu_depth_v2_labeled.mat"
+            )
         total = len(nyu) if not config.max_frames else min(len(nyu), config.max_frames)
         split = _split_of(facts, total, config)
         h, w = config.image_size

@@ -33,8 +33,15 @@ class NYUDepthConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        require(self, {
-            "image_size": ((lambda v: len(v) == 2 and min(v) >= 8), "[height, width] >= 8 pixels"),
-            "val_fraction": within(0, 1, low_open=True, high_open=True),
-            "normals": one_of(("gradient", "open3d")), "max_frames": at_least(0),
-        })
+        require(
+            self,
+            {
+                "image_size": (
+                    (lambda v: len(v) == 2 and min(v) >= 8),
+                    "[height, width] >= 8 pixels",
+                ),
+                "val_fraction": within(0, 1, low_open=True, high_open=True),
+                "normals": one_of(("gradient", "open3d")),
+                "max_frames": at_least(0),
+            },
+        )

@@ -85,8 +85,10 @@ def _lookup(table: np.ndarray, labels: np.ndarray, kind: str) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.size and (labels.min() < 0 or labels.max() >= len(table)):
         # Out-of-range labels mean a corrupt or foreign label array, not a bug here.
-        raise DataError(f"{kind} labels must lie in 0..{len(table) - 1}, found values in "
-                        f"{labels.min()}..{labels.max()}; check the label array's source file")
+        raise DataError(
+            f"{kind} labels must lie in 0..{len(table) - 1}, found values in "
+            f"{labels.min()}..{labels.max()}; check the label array's source file"
+        )
     return table[labels.astype(np.intp, copy=False)].astype(np.uint8)
 
 
@@ -95,20 +97,25 @@ def _read(name: str) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"'{path}' is unreadable ({exc}); reinstall xmodal or regenerate it with "
-                        "scripts/make_nyu_meta.py") from None
+        raise DataError(
+            f"'{path}' is unreadable ({exc}); reinstall xmodal or regenerate it with "
+            "scripts/make_nyu_meta.py"
+        ) from None
 
 
 def _need(data: dict[str, Any], name: str, key: str, length: int | None = None) -> Any:
     """``data[key]``, checked for presence (and length): a hand-edited file fails here, clearly."""
     where = f"datasets/{FACTS_DIR}/{name}"
     if key not in data:
-        raise DataError(f"'{where}' has no key '{key}'; regenerate it with "
-                        "scripts/make_nyu_meta.py")
+        raise DataError(
+            f"'{where}' has no key '{key}'; regenerate it with scripts/make_nyu_meta.py"
+        )
     value = data[key]
     if length is not None and len(value) != length:
-        raise DataError(f"'{where}' key '{key}' has {len(value)} entries, expected {length}; "
-                        "regenerate it with scripts/make_nyu_meta.py")
+        raise DataError(
+            f"'{where}' key '{key}' has {len(value)} entries, expected {length}; "
+            "regenerate it with scripts/make_nyu_meta.py"
+        )
     return value
 
 

@@ -69,24 +69,34 @@ def _is_ref(dataset: h5py.Dataset) -> bool:
 
 def _open(path: Path) -> h5py.File:
     """Open ``path`` read-only as HDF5, turning every way that fails into a DataError."""
-    return open_hdf5(path, "the reader needs the labeled set nyu_depth_v2_labeled.mat saved as "
-                           f"MATLAB v7.3 (HDF5); {_GET_IT}", label="NYU file ")
+    return open_hdf5(
+        path,
+        "the reader needs the labeled set nyu_depth_v2_labeled.mat saved as "
+        f"MATLAB v7.3 (HDF5); {_GET_IT}",
+        label="NYU file ",
+    )
 
 
 def _check_layout(f: h5py.File, path: Path) -> tuple[int, int, int]:
     """Check required keys, kinds and shapes; return ``(frames, height, width)``."""
     for key in REQUIRED_KEYS:
         if key not in f or not isinstance(f[key], h5py.Dataset):
-            raise DataError(f"NYU file '{path}' has no dataset '{key}'; it is not the labeled "
-                            f"set (keys found: {sorted(k for k in f if not k.startswith('#'))}); "
-                            f"{_GET_IT}")
+            raise DataError(
+                f"NYU file '{path}' has no dataset '{key}'; it is not the labeled "
+                f"set (keys found: {sorted(k for k in f if not k.startswith('#'))}); "
+                f"{_GET_IT}"
+            )
     images = f["images"]
     if images.ndim != 4 or images.shape[1] != 3:
-        raise DataError(f"NYU file '{path}' key 'images' has h5py shape {images.shape}, expected "
-                        f"(frames, 3, width, height); {_GET_IT}")
+        raise DataError(
+            f"NYU file '{path}' key 'images' has h5py shape {images.shape}, expected "
+            f"(frames, 3, width, height); {_GET_IT}"
+        )
     if images.dtype != np.uint8:
-        raise DataError(f"NYU file '{path}' key 'images' has dtype {images.dtype}, expected "
-                        f"uint8 RGB; {_GET_IT}")
+        raise DataError(
+            f"NYU file '{path}' key 'images' has dtype {images.dtype}, expected "
+            f"uint8 RGB; {_GET_IT}"
+        )
     n, _, w, h = images.shape
     expected = {key: (n, w, h) for key in PIXEL_KEYS}
     expected.update({"accelData": (4, n), "scenes": (1, n), "sceneTypes": (1, n)})
@@ -94,15 +104,19 @@ def _check_layout(f: h5py.File, path: Path) -> tuple[int, int, int]:
         found = f[key].shape
         # Cells may be stored as a row or a column; both hold the same references.
         if found != shape and not (key in STRING_KEYS and found == shape[::-1]):
-            raise DataError(f"NYU file '{path}' key '{key}' has h5py shape {found}, expected "
-                            f"{shape} to match 'images' {images.shape} (MATLAB axes reversed); "
-                            f"{_GET_IT}")
+            raise DataError(
+                f"NYU file '{path}' key '{key}' has h5py shape {found}, expected "
+                f"{shape} to match 'images' {images.shape} (MATLAB axes reversed); "
+                f"{_GET_IT}"
+            )
     for key in REQUIRED_KEYS:
         is_ref = _is_ref(f[key])
         if is_ref != (key in STRING_KEYS) or (not is_ref and f[key].dtype.kind not in "uifb"):
             want = "a cell of strings" if key in STRING_KEYS else "a numeric array"
-            raise DataError(f"NYU file '{path}' key '{key}' has dtype {f[key].dtype}, expected "
-                            f"{want}; {_GET_IT}")
+            raise DataError(
+                f"NYU file '{path}' key '{key}' has dtype {f[key].dtype}, expected "
+                f"{want}; {_GET_IT}"
+            )
     return n, h, w
 
 
@@ -116,10 +130,19 @@ def validate(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     with _open(path) as f:
         n, h, w = _check_layout(f, path)
-        keys = {k: {"shape": list(f[k].shape), "dtype": str(f[k].dtype)}
-                for k in sorted(f) if not k.startswith("#") and isinstance(f[k], h5py.Dataset)}
-    return {"path": str(path), "file_size": path.stat().st_size, "frames": n,
-            "height": h, "width": w, "keys": keys}
+        keys = {
+            k: {"shape": list(f[k].shape), "dtype": str(f[k].dtype)}
+            for k in sorted(f)
+            if not k.startswith("#") and isinstance(f[k], h5py.Dataset)
+        }
+    return {
+        "path": str(path),
+        "file_size": path.stat().st_size,
+        "frames": n,
+        "height": h,
+        "width": w,
+        "keys": keys,
+    }
 
 
 class NYULabeledFile:
@@ -141,8 +164,12 @@ class NYULabeledFile:
     def __enter__(self) -> NYULabeledFile:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -156,8 +183,10 @@ class NYULabeledFile:
         try:
             return self._file[key][index]
         except OSError as exc:
-            raise DataError(f"NYU file '{self.path}' key '{key}' could not be read at {index} "
-                            f"({exc}); the file is damaged: {_GET_IT}") from None
+            raise DataError(
+                f"NYU file '{self.path}' key '{key}' could not be read at {index} "
+                f"({exc}); the file is damaged: {_GET_IT}"
+            ) from None
 
     def _string(self, key: str, i: int) -> str:
         ref = self._read(key, (0, i) if self._file[key].shape[0] == 1 else (i, 0))

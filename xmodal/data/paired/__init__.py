@@ -14,5 +14,11 @@ from xmodal.data.paired.manifest import Manifest, read_manifest
 from xmodal.data.paired.problems import Problem
 from xmodal.data.paired.validate import Validation, validate_manifest
 
-__all__ = ["Manifest", "PairedConfig", "Problem", "Validation", "read_manifest",
-           "validate_manifest"]
+__all__ = [
+    "Manifest",
+    "PairedConfig",
+    "Problem",
+    "Validation",
+    "read_manifest",
+    "validate_manifest",
+]

@@ -45,15 +45,26 @@ def cache_key(validation: Validation, options: PairedConfig) -> dict[str, Any]:
     """What the cache's content depends on (a different key rebuilds it)."""
     manifest = validation.manifest
     settings = {k: v for k, v in dataclasses.asdict(options).items() if k != "path"}
-    return {"format": CACHE_FORMAT, "version": CACHE_VERSION,
-            "manifest": str(manifest.path.resolve()), "sha256": manifest_digest(manifest.path),
-            "files": files_digest(manifest), "options": settings, "rows": validation.good_rows}
+    return {
+        "format": CACHE_FORMAT,
+        "version": CACHE_VERSION,
+        "manifest": str(manifest.path.resolve()),
+        "sha256": manifest_digest(manifest.path),
+        "files": files_digest(manifest),
+        "options": settings,
+        "rows": validation.good_rows,
+    }
 
 
-def build_cache(validation: Validation, options: PairedConfig, cache_path: Path,
-                progress: Callable[..., None] | None = None) -> Path:
+def build_cache(
+    validation: Validation,
+    options: PairedConfig,
+    cache_path: Path,
+    progress: Callable[..., None] | None = None,
+) -> Path:
     """Write the validation's good rows into ``cache_path`` (or resume, or reuse);
-    ``progress(done, total)`` after each row."""
+    ``progress(done, total)`` after each row.
+    """
     key = cache_key(validation, options)
     if cache_path.is_file() and read_key(cache_path) == key:
         return cache_path
@@ -62,8 +73,10 @@ def build_cache(validation: Validation, options: PairedConfig, cache_path: Path,
         part.unlink()  # another manifest, other options or other rows: start over
     rows = validation.good_rows
     places = _places(validation, rows)
-    per_row = sum(int(np.prod(shape)) * np.dtype(validation.dtypes[m]).itemsize
-                  for m, shape in validation.shapes.items())
+    per_row = sum(
+        int(np.prod(shape)) * np.dtype(validation.dtypes[m]).itemsize
+        for m, shape in validation.shapes.items()
+    )
     written = part.stat().st_size if part.is_file() else 0
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     needed = max(0, hdf5_bytes(len(rows) * (per_row + 64)) - written)
@@ -114,14 +127,19 @@ def _places(validation: Validation, rows: list[int]) -> list[tuple[str, int]]:
     return places
 
 
-def _create(f: h5py.File, validation: Validation, places: list[tuple[str, int]],
-            key: dict[str, Any]) -> None:
+def _create(
+    f: h5py.File, validation: Validation, places: list[tuple[str, int]], key: dict[str, Any]
+) -> None:
     sizes = {split: sum(1 for s, _ in places if s == split) for split in SPLITS}
     for split, n in sizes.items():
         group = f.create_group(split)
         for modality, shape in validation.shapes.items():
-            group.create_dataset(modality, (n, *shape), validation.dtypes[modality],
-                                 chunks=(1, *shape) if n else None)
+            group.create_dataset(
+                modality,
+                (n, *shape),
+                validation.dtypes[modality],
+                chunks=(1, *shape) if n else None,
+            )
         group.create_dataset("row", (n,), np.int64)
         group.create_dataset("id", (n,), h5py.string_dtype())
         if validation.labels is not None:

@@ -63,22 +63,41 @@ class PairedConfig:
     allow_outside: bool = False
 
     def __post_init__(self) -> None:
-        require(self, {
-            "image_size": ((lambda v: len(v) == 2 and min(v) >= 1), "[height, width] >= 1 pixel"),
-            "depth_scale": positive(), "sample_rate": at_least(1), "audio_seconds": positive(),
-            "num_points": at_least(1),
-            "val_fraction": within(0, 1, low_open=True, high_open=True),
-            "test_fraction": within(0, 1, low_open=True, high_open=True),
-            "seed": at_least(0),
-            "on_bad_sample": ((lambda v: v in ("stop", "skip")), "'stop' or 'skip'"),
-            "ignore_columns": ((lambda v: not set(v) & {"label", "split", "id"}),
-                               "columns other than label, split and id"),
-        })
-        require(self, {"test_fraction": holds(self.val_fraction + self.test_fraction < 1,
-                                              "< 1 - val_fraction: some rows must train")})
+        require(
+            self,
+            {
+                "image_size": (
+                    (lambda v: len(v) == 2 and min(v) >= 1),
+                    "[height, width] >= 1 pixel",
+                ),
+                "depth_scale": positive(),
+                "sample_rate": at_least(1),
+                "audio_seconds": positive(),
+                "num_points": at_least(1),
+                "val_fraction": within(0, 1, low_open=True, high_open=True),
+                "test_fraction": within(0, 1, low_open=True, high_open=True),
+                "seed": at_least(0),
+                "on_bad_sample": ((lambda v: v in ("stop", "skip")), "'stop' or 'skip'"),
+                "ignore_columns": (
+                    (lambda v: not set(v) & {"label", "split", "id"}),
+                    "columns other than label, split and id",
+                ),
+            },
+        )
+        require(
+            self,
+            {
+                "test_fraction": holds(
+                    self.val_fraction + self.test_fraction < 1,
+                    "< 1 - val_fraction: some rows must train",
+                )
+            },
+        )
         if round(self.audio_seconds * self.sample_rate) < 1:
-            raise ValueError(f"PairedConfig: audio_seconds={self.audio_seconds} at "
-                             f"sample_rate={self.sample_rate} gives no sample")
+            raise ValueError(
+                f"PairedConfig: audio_seconds={self.audio_seconds} at "
+                f"sample_rate={self.sample_rate} gives no sample"
+            )
 
     @property
     def num_audio_samples(self) -> int:

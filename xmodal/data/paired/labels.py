@@ -17,8 +17,8 @@ from xmodal.data.paired.problems import Finding, Problem, rows_text
 @dataclass
 class Labels:
     """Attributes:
-        class_names: index = label.
-        values: one label per manifest row; ``None`` where the row has a label problem.
+    class_names: index = label.
+    values: one label per manifest row; ``None`` where the row has a label problem.
     """
 
     class_names: list[str]
@@ -34,12 +34,14 @@ def _integer(cell: str) -> int | None:
 
 def resolve_labels(manifest: Manifest, classes: list[str]) -> tuple[Labels | None, list[Problem]]:
     """The manifest's labels (None without a ``label`` column) and the rows whose label is
-    empty or outside the class list."""
+    empty or outside the class list.
+    """
     if not manifest.labelled:
         return None, []
     cells = [row.get("label") for row in manifest.rows]
-    problems = [Problem(i + 1, "label", "no label (empty cell)")
-                for i, cell in enumerate(cells) if not cell]
+    problems = [
+        Problem(i + 1, "label", "no label (empty cell)") for i, cell in enumerate(cells) if not cell
+    ]
     given = [cell for cell in cells if cell]
     if classes:
         names = list(classes)
@@ -58,9 +60,12 @@ def resolve_labels(manifest: Manifest, classes: list[str]) -> tuple[Labels | Non
             continue
         number = index.get(cell, _integer(cell) if not index or classes else None)
         if number is None or not 0 <= number < len(names):
-            what = (f"label {cell!r} is not in the class list (data.paired.classes: "
-                    f"{_listed(names)}) nor an index 0..{len(names) - 1}" if classes
-                    else f"label {cell!r} is negative: integer labels count classes from 0")
+            what = (
+                f"label {cell!r} is not in the class list (data.paired.classes: "
+                f"{_listed(names)}) nor an index 0..{len(names) - 1}"
+                if classes
+                else f"label {cell!r} is negative: integer labels count classes from 0"
+            )
             problems.append(Problem(i + 1, "label", what))
             values.append(None)
         else:
@@ -71,7 +76,8 @@ def resolve_labels(manifest: Manifest, classes: list[str]) -> tuple[Labels | Non
 def mixed_labels(manifest: Manifest, classes: list[str]) -> Finding | None:
     """The error of a ``label`` column mixing class names and integers (``cat``, ``1``), which
     would otherwise count ``1`` as a class of its own; None when all are of one kind. A cell
-    equal to a name in ``classes`` counts as a name even when it looks like an integer."""
+    equal to a name in ``classes`` counts as a name even when it looks like an integer.
+    """
     if not manifest.labelled:
         return None
     named = set(classes)
@@ -85,10 +91,13 @@ def mixed_labels(manifest: Manifest, classes: list[str]) -> Finding | None:
     if not names or not integers:
         return None
     fewer = min(names, integers, key=len)
-    return Finding("label", tuple(n for n, _ in fewer),
-                   f"labels mix class names ({_examples(names)}) and integers "
-                   f"({_examples(integers)}); write every label as a class name, or every one "
-                   "as an integer index from 0")
+    return Finding(
+        "label",
+        tuple(n for n, _ in fewer),
+        f"labels mix class names ({_examples(names)}) and integers "
+        f"({_examples(integers)}); write every label as a class name, or every one "
+        "as an integer index from 0",
+    )
 
 
 def _examples(cells: list[tuple[int, str]], limit: int = 3) -> str:

@@ -28,12 +28,12 @@ FORMATS = {".csv": "CSV", ".jsonl": "JSONL"}
 @dataclass
 class Manifest:
     """Attributes:
-        path: the manifest file.
-        format: ``CSV`` or ``JSONL``.
-        columns: every column, in file order.
-        rows: one ``{column: cell}`` per data row (``None``: the row lacks the column).
-        problems: rows whose layout is wrong (a CSV line with more cells than the header).
-        ignored: columns that are not read (``data.paired.ignore_columns``).
+    path: the manifest file.
+    format: ``CSV`` or ``JSONL``.
+    columns: every column, in file order.
+    rows: one ``{column: cell}`` per data row (``None``: the row lacks the column).
+    problems: rows whose layout is wrong (a CSV line with more cells than the header).
+    ignored: columns that are not read (``data.paired.ignore_columns``).
     """
 
     path: Path
@@ -62,12 +62,16 @@ class Manifest:
 def require_manifest(path: str) -> Path:
     """The configured manifest, or one DataError saying how to give it."""
     if not path:
-        raise DataError("paired needs a manifest (a .csv or .jsonl file, one row per sample): "
-                        "pass --data manifest.csv, or set data.paired.path")
+        raise DataError(
+            "paired needs a manifest (a .csv or .jsonl file, one row per sample): "
+            "pass --data manifest.csv, or set data.paired.path"
+        )
     manifest = Path(path).expanduser()
     if manifest.suffix.lower() not in FORMATS:
-        raise DataError(f"manifest '{manifest}' is neither .csv nor .jsonl; write one row per "
-                        "sample in either format")
+        raise DataError(
+            f"manifest '{manifest}' is neither .csv nor .jsonl; write one row per "
+            "sample in either format"
+        )
     if not manifest.is_file():
         raise DataError(f"manifest '{manifest}' does not exist; check --data / data.paired.path")
     return manifest
@@ -75,21 +79,25 @@ def require_manifest(path: str) -> Path:
 
 def read_manifest(path: str | Path, ignore_columns: list[str] | tuple[str, ...] = ()) -> Manifest:
     """Parse ``path`` (see the module docstring), leaving ``ignore_columns`` unread; DataError
-    when it is not a manifest at all."""
+    when it is not a manifest at all.
+    """
     source = require_manifest(str(path))
     try:
         text = source.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DataError(f"manifest '{source}' is not UTF-8 text (byte {exc.start}); save it "
-                        "as UTF-8") from None
+        raise DataError(
+            f"manifest '{source}' is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
     kind = FORMATS[source.suffix.lower()]
     manifest = _read_csv(source, text) if kind == "CSV" else _read_jsonl(source, text)
     manifest.ignored = tuple(ignore_columns)
     if not manifest.modalities:
         ignored = f", ignored: {', '.join(manifest.ignored)}" if manifest.ignored else ""
-        raise DataError(f"manifest '{source}' has no modality column (columns: "
-                        f"{', '.join(manifest.columns) or 'none'}{ignored}); name one column per "
-                        "modality after its front end, e.g. rgb, depth, audio")
+        raise DataError(
+            f"manifest '{source}' has no modality column (columns: "
+            f"{', '.join(manifest.columns) or 'none'}{ignored}); name one column per "
+            "modality after its front end, e.g. rgb, depth, audio"
+        )
     if not manifest.rows:
         raise DataError(f"manifest '{source}' has no rows")
     return manifest
@@ -102,7 +110,8 @@ def manifest_digest(path: Path) -> str:
 
 def files_digest(manifest: Manifest) -> str:
     """SHA-256 over every referenced file's path, size and modification time: changes when a
-    file is replaced, without reading the files."""
+    file is replaced, without reading the files.
+    """
     digest = hashlib.sha256()
     for row in manifest.rows:
         for modality in manifest.modalities:
@@ -130,11 +139,17 @@ def _read_csv(source: Path, text: str) -> Manifest:
     _check_columns(source, header)
     rows, problems = [], []
     for number, cells in enumerate(lines[1:], start=1):
-        row: dict[str, str | None] = {c: (cells[i].strip() if i < len(cells) else None)
-                                      for i, c in enumerate(header)}
-        if len(cells) > len(header) and any(c.strip() for c in cells[len(header):]):
-            problems.append(Problem(number, "(row)", f"{len(cells)} cells, but the header names "
-                                                     f"{len(header)} columns"))
+        row: dict[str, str | None] = {
+            c: (cells[i].strip() if i < len(cells) else None) for i, c in enumerate(header)
+        }
+        if len(cells) > len(header) and any(c.strip() for c in cells[len(header) :]):
+            problems.append(
+                Problem(
+                    number,
+                    "(row)",
+                    f"{len(cells)} cells, but the header names {len(header)} columns",
+                )
+            )
         rows.append(row)
     return Manifest(source, "CSV", header, rows, problems)
 
@@ -148,17 +163,23 @@ def _read_jsonl(source: Path, text: str) -> Manifest:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"manifest '{source}', line {line_number}: not valid JSON "
-                            f"({exc.msg}); write one JSON object per line") from None
+            raise DataError(
+                f"manifest '{source}', line {line_number}: not valid JSON "
+                f"({exc.msg}); write one JSON object per line"
+            ) from None
         if not isinstance(record, dict):
-            raise DataError(f"manifest '{source}', line {line_number}: expected a JSON object "
-                            f"{{\"rgb\": \"...\", ...}}, got {type(record).__name__}")
+            raise DataError(
+                f"manifest '{source}', line {line_number}: expected a JSON object "
+                f'{{"rgb": "...", ...}}, got {type(record).__name__}'
+            )
         columns.update(dict.fromkeys(str(k).strip() for k in record))
         records.append({str(k).strip(): v for k, v in record.items()})
     header = list(columns)
     _check_columns(source, header)
-    rows = [{c: (None if c not in r else "" if r[c] is None else str(r[c]).strip())
-             for c in header} for r in records]
+    rows = [
+        {c: (None if c not in r else "" if r[c] is None else str(r[c]).strip()) for c in header}
+        for r in records
+    ]
     return Manifest(source, "JSONL", header, rows)
 
 

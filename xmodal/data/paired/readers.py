@@ -52,15 +52,20 @@ def read_rgb(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
         image = (image.float() / 257.0).round()
     height, width = options.image_size
     if tuple(image.shape[1:]) != (height, width):
-        image = torch.nn.functional.interpolate(image[None].float(), size=(height, width),
-                                                mode="bilinear", antialias=True,
-                                                align_corners=False)[0]
+        image = torch.nn.functional.interpolate(
+            image[None].float(),
+            size=(height, width),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )[0]
     return image.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
 
 def read_depth(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
     """16-bit PNG (``value / depth_scale`` metres) or ``.npy`` (metres) -> ``[H, W]`` float32
-    metres at ``options.image_size``; 0 = no depth."""
+    metres at ``options.image_size``; 0 = no depth.
+    """
     _require_type(file, (".png", ".npy"), "depth", "a 16-bit PNG or a .npy in metres")
     if file.suffix.lower() == ".npy":
         depth = _load_npy(file)
@@ -74,18 +79,23 @@ def read_depth(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
     else:
         image = _decode_image(file)
         if image.shape[0] != 1:
-            raise SampleError(f"{image.shape[0]} channels; a depth PNG has 1 (16-bit, units of "
-                              f"1/{options.depth_scale:g} m)")
+            raise SampleError(
+                f"{image.shape[0]} channels; a depth PNG has 1 (16-bit, units of "
+                f"1/{options.depth_scale:g} m)"
+            )
         if image.dtype != torch.uint16:
-            raise SampleError("an 8-bit PNG; a depth PNG is 16-bit (units of "
-                              f"1/{options.depth_scale:g} m), e.g. millimetres")
+            raise SampleError(
+                "an 8-bit PNG; a depth PNG is 16-bit (units of "
+                f"1/{options.depth_scale:g} m), e.g. millimetres"
+            )
         metres = image[0].numpy().astype(np.float32) / np.float32(options.depth_scale)
     return resize_depth(metres, (options.image_size[0], options.image_size[1]))
 
 
 def resize_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``[H, W]`` metres -> ``size``, averaging valid (finite, > 0) pixels only, so holes do
-    not pull depth towards 0; output pixels less than half covered by valid input are 0."""
+    not pull depth towards 0; output pixels less than half covered by valid input are 0.
+    """
     valid = np.isfinite(depth) & (depth > 0)
     if depth.shape == size:
         return np.where(valid, depth, 0).astype(np.float32)
@@ -116,7 +126,8 @@ def read_audio(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
 
 def read_points(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
     """PLY/PCD (open3d) or ``.npy`` ``[M, 3]`` -> ``[N, 3]`` float32, ``N = num_points``:
-    a seeded sample without replacement (all points, then repeats, when ``M < N``)."""
+    a seeded sample without replacement (all points, then repeats, when ``M < N``).
+    """
     _require_type(file, (*POINT_TYPES, ".npy"), "points", "PLY, PCD or a .npy [M, 3]")
     if file.suffix.lower() == ".npy":
         points = _load_npy(file)
@@ -131,8 +142,11 @@ def read_points(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
         raise SampleError("point coordinates are NaN or infinite")
     rng = np.random.default_rng([options.seed, row])
     n, m = options.num_points, len(points)
-    pick = (rng.choice(m, n, replace=False) if m >= n
-            else np.concatenate([np.arange(m), rng.choice(m, n - m)]))
+    pick = (
+        rng.choice(m, n, replace=False)
+        if m >= n
+        else np.concatenate([np.arange(m), rng.choice(m, n - m)])
+    )
     return points[pick].astype(np.float32)
 
 
@@ -149,8 +163,12 @@ def read_array(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
     return array
 
 
-READERS: dict[str, Reader] = {"rgb": read_rgb, "depth": read_depth, "audio": read_audio,
-                              "points": read_points}
+READERS: dict[str, Reader] = {
+    "rgb": read_rgb,
+    "depth": read_depth,
+    "audio": read_audio,
+    "points": read_points,
+}
 """The reader of each modality with a known file type; other columns are ``.npy`` arrays."""
 
 
@@ -166,14 +184,19 @@ def reader_for(modality: str, file: Path) -> Reader:
 def expected_shape(modality: str, options: PairedConfig) -> tuple[int, ...] | None:
     """The cached shape of one sample of ``modality`` (None: set by the first good row)."""
     height, width = options.image_size
-    return {"rgb": (height, width, 3), "depth": (height, width),
-            "audio": (options.num_audio_samples,), "points": (options.num_points, 3)}.get(modality)
+    return {
+        "rgb": (height, width, 3),
+        "depth": (height, width),
+        "audio": (options.num_audio_samples,),
+        "points": (options.num_points, 3),
+    }.get(modality)
 
 
 def _require_type(file: Path, suffixes: tuple[str, ...], what: str, expected: str) -> None:
     if file.suffix.lower() not in suffixes:
-        raise SampleError(f"'{file.suffix or file.name}' files cannot be read as {what} "
-                          f"(expected {expected})")
+        raise SampleError(
+            f"'{file.suffix or file.name}' files cannot be read as {what} (expected {expected})"
+        )
 
 
 def _decode_image(file: Path) -> torch.Tensor:
@@ -194,7 +217,8 @@ def _load_npy(file: Path) -> np.ndarray:
 
 def _decode_audio(file: Path) -> tuple[np.ndarray, int]:
     """``([C, T] float samples, rate in Hz)``: WAV (integer PCM or float) with our own reader,
-    anything else (FLAC, ...) through torchaudio."""
+    anything else (FLAC, ...) through torchaudio.
+    """
     if file.suffix.lower() == ".wav":
         try:
             return read_wav(file)
@@ -207,9 +231,11 @@ def _decode_audio(file: Path) -> tuple[np.ndarray, int]:
     try:
         samples, rate = torchaudio.load(str(file))
     except ImportError as exc:  # torchaudio >= 2.9 decodes through torchcodec (and FFmpeg)
-        raise DataError(f"reading '{file.suffix}' audio needs torchaudio's decoder: {exc} "
-                        "(pip install torchcodec; it needs FFmpeg), or convert the files to "
-                        "WAV") from None
+        raise DataError(
+            f"reading '{file.suffix}' audio needs torchaudio's decoder: {exc} "
+            "(pip install torchcodec; it needs FFmpeg), or convert the files to "
+            "WAV"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - decoders raise many types for a bad file
         raise SampleError(f"cannot decode the audio (corrupt?): {exc}") from None
     return samples.numpy(), int(rate)

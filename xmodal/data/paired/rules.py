@@ -65,12 +65,18 @@ def check_rules(manifest: Manifest, options: PairedConfig) -> Rules:
     files = _resolved_files(manifest, skip={f.column for f in unknown})  # not files, maybe
     if not options.allow_outside:
         findings += _outside(manifest, files)
-    shared = {column: {path: rows for path, rows in by_path.items() if len(rows) > 1}
-              for column, by_path in _rows_by_file(files).items()}
+    shared = {
+        column: {path: rows for path, rows in by_path.items() if len(rows) > 1}
+        for column, by_path in _rows_by_file(files).items()
+    }
     together = _connected([rows for by_path in shared.values() for rows in by_path.values()])
-    splits, split_problems = assign_splits(manifest, options.val_fraction, options.test_fraction,
-                                           options.seed,
-                                           together if options.allow_duplicates else ())
+    splits, split_problems = assign_splits(
+        manifest,
+        options.val_fraction,
+        options.test_fraction,
+        options.seed,
+        together if options.allow_duplicates else (),
+    )
     for column, by_path in shared.items():
         if by_path:
             findings += _duplicate_files(column, by_path, splits, options.allow_duplicates)
@@ -95,10 +101,17 @@ def _unknown_columns(manifest: Manifest) -> list[Finding]:
             continue
         close = difflib.get_close_matches(column, [*FRONTENDS.names(), *RESERVED], n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        findings.append(Finding(column, (), (
-            f"unknown column: no front end '{column}' is registered{hint}, and it is not id, "
-            f"label or split; set data.paired.ignore_columns=[{column}] to leave it unread, or "
-            f"register a front end '{column}' (a plugin; --set plugins=[module])")))
+        findings.append(
+            Finding(
+                column,
+                (),
+                (
+                    f"unknown column: no front end '{column}' is registered{hint}, and it is not id, "
+                    f"label or split; set data.paired.ignore_columns=[{column}] to leave it unread, or "
+                    f"register a front end '{column}' (a plugin; --set plugins=[module])"
+                ),
+            )
+        )
     return findings
 
 
@@ -113,15 +126,21 @@ def _duplicate_ids(manifest: Manifest) -> list[Finding]:
     if not repeated:
         return []
     listed = [f"{cell!r} in {rows_text(rows)}" for cell, rows in repeated.items()]
-    return [Finding("id", tuple(sorted(n for rows in repeated.values() for n in rows)),
-                    f"ids repeat: {_first(listed, 'ids')}; ids must be unique: rename or remove "
-                    "the repeated rows")]
+    return [
+        Finding(
+            "id",
+            tuple(sorted(n for rows in repeated.values() for n in rows)),
+            f"ids repeat: {_first(listed, 'ids')}; ids must be unique: rename or remove "
+            "the repeated rows",
+        )
+    ]
 
 
 def _resolved_files(manifest: Manifest, skip: set[str]) -> dict[str, dict[int, tuple[str, str]]]:
     """``{column: {row: (cell, resolved path)}}`` of every non-empty cell of the modality
     columns not in ``skip``, as ``Path.resolve`` gives it (symbolic links followed), with each
-    folder resolved once and one ``lstat`` per file (no file is read)."""
+    folder resolved once and one ``lstat`` per file (no file is read).
+    """
     base = str(manifest.path.parent)
     folders: dict[str, str] = {}
 
@@ -155,15 +174,23 @@ def _outside(manifest: Manifest, files: dict[str, dict[int, tuple[str, str]]]) -
     inside = folder.rstrip(os.sep) + os.sep
     findings = []
     for column, cells in files.items():
-        outside = [(n, cell, path) for n, (cell, path) in cells.items()
-                   if not path.startswith(inside)]
+        outside = [
+            (n, cell, path) for n, (cell, path) in cells.items() if not path.startswith(inside)
+        ]
         if not outside:
             continue
         number, cell, path = outside[0]
         also = f" (also {rows_text([n for n, _, _ in outside[1:]])})" if len(outside) > 1 else ""
-        findings.append(Finding(column, tuple(n for n, _, _ in outside), (
-            f"row {number}'s '{cell}' resolves to {path}, outside the manifest's folder "
-            f"{folder}{also}; keep the files inside it, or set data.paired.allow_outside=true")))
+        findings.append(
+            Finding(
+                column,
+                tuple(n for n, _, _ in outside),
+                (
+                    f"row {number}'s '{cell}' resolves to {path}, outside the manifest's folder "
+                    f"{folder}{also}; keep the files inside it, or set data.paired.allow_outside=true"
+                ),
+            )
+        )
     return findings
 
 
@@ -195,38 +222,65 @@ def _connected(groups: list[list[int]]) -> list[list[int]]:
     return [sorted(rows) for rows in linked.values()]
 
 
-def _duplicate_files(column: str, by_path: dict[str, list[int]], splits: list[str | None],
-                     allowed: bool) -> list[Finding]:
+def _duplicate_files(
+    column: str, by_path: dict[str, list[int]], splits: list[str | None], allowed: bool
+) -> list[Finding]:
     def described(path: str, rows: list[int]) -> str:
         used = [splits[n - 1] for n in rows]
         if len({s for s in used if s}) > 1:
-            return f"{path} in " + ", ".join(f"row {n} ({s or 'no split'})"
-                                             for n, s in zip(rows, used))
+            return f"{path} in " + ", ".join(
+                f"row {n} ({s or 'no split'})" for n, s in zip(rows, used)
+            )
         return f"{path} in {rows_text(rows)}"
 
-    parted = {p: rows for p, rows in by_path.items()
-              if len({splits[n - 1] for n in rows if splits[n - 1]}) > 1}
+    parted = {
+        p: rows
+        for p, rows in by_path.items()
+        if len({splits[n - 1] for n in rows if splits[n - 1]}) > 1
+    }
     findings = []
     if not allowed:
         listed = [described(p, rows) for p, rows in by_path.items()]
         leak = "; in different splits, test samples would be trained on" if parted else ""
-        findings.append(Finding(column, _all(by_path), (
-            f"the same file in several rows: {_first(listed, 'files')}{leak}; remove the "
-            "repeated rows, or set data.paired.allow_duplicates=true to keep them (they then "
-            "share one split)")))
+        findings.append(
+            Finding(
+                column,
+                _all(by_path),
+                (
+                    f"the same file in several rows: {_first(listed, 'files')}{leak}; remove the "
+                    "repeated rows, or set data.paired.allow_duplicates=true to keep them (they then "
+                    "share one split)"
+                ),
+            )
+        )
         return findings
     if parted:
         listed = [described(p, rows) for p, rows in parted.items()]
-        findings.append(Finding(column, _all(parted), (
-            f"rows of different splits share a file: {_first(listed, 'files')}; test samples "
-            "would be trained on, even with data.paired.allow_duplicates=true: give rows that "
-            "share a file the same split cell")))
+        findings.append(
+            Finding(
+                column,
+                _all(parted),
+                (
+                    f"rows of different splits share a file: {_first(listed, 'files')}; test samples "
+                    "would be trained on, even with data.paired.allow_duplicates=true: give rows that "
+                    "share a file the same split cell"
+                ),
+            )
+        )
     kept = {p: rows for p, rows in by_path.items() if p not in parted}
     if kept:
         listed = [described(p, rows) for p, rows in kept.items()]
-        findings.append(Finding(column, _all(kept), (
-            f"the same file in several rows, kept (data.paired.allow_duplicates=true) in one "
-            f"split: {_first(listed, 'files')}"), warning=True))
+        findings.append(
+            Finding(
+                column,
+                _all(kept),
+                (
+                    f"the same file in several rows, kept (data.paired.allow_duplicates=true) in one "
+                    f"split: {_first(listed, 'files')}"
+                ),
+                warning=True,
+            )
+        )
     return findings
 
 

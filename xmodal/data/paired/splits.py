@@ -19,11 +19,17 @@ from xmodal.data.paired.problems import Problem
 SPLITS = ("train", "val", "test")
 
 
-def assign_splits(manifest: Manifest, val_fraction: float, test_fraction: float, seed: int,
-                  together: Sequence[Sequence[int]] = ()) -> tuple[list[str | None], list[Problem]]:
+def assign_splits(
+    manifest: Manifest,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    together: Sequence[Sequence[int]] = (),
+) -> tuple[list[str | None], list[Problem]]:
     """One split per row (``None`` where the cell is not a split) and the rows whose ``split``
     cell is empty or unknown. ``together``: groups of row numbers (from 1) that a seeded split
-    keeps in one split (a ``split`` column is taken as written)."""
+    keeps in one split (a ``split`` column is taken as written).
+    """
     n = len(manifest.rows)
     if "split" in manifest.columns:
         splits: list[str | None] = []
@@ -44,7 +50,7 @@ def assign_splits(manifest: Manifest, val_fraction: float, test_fraction: float,
     seeded: list[str | None] = ["train"] * n
     for i in order[:n_test]:
         seeded[i] = "test"
-    for i in order[n_test:n_test + n_val]:
+    for i in order[n_test : n_test + n_val]:
         seeded[i] = "val"
     for group in together:
         first = min(group)

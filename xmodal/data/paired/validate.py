@@ -59,11 +59,15 @@ class Validation:
         return [r for r in range(1, len(self.manifest.rows) + 1) if r not in bad]
 
 
-def validate_manifest(manifest: Manifest, options: PairedConfig,
-                      progress: Callable[..., None] | None = None,
-                      rules: Rules | None = None) -> Validation:
+def validate_manifest(
+    manifest: Manifest,
+    options: PairedConfig,
+    progress: Callable[..., None] | None = None,
+    rules: Rules | None = None,
+) -> Validation:
     """Read every cell once (``progress(done_rows, total_rows)`` after each row); ``rules``: the
-    manifest's :func:`~xmodal.data.paired.rules.check_rules`, when already checked."""
+    manifest's :func:`~xmodal.data.paired.rules.check_rules`, when already checked.
+    """
     rules = check_rules(manifest, options) if rules is None else rules
     splits = rules.splits
     labels, label_problems = resolve_labels(manifest, options.classes)
@@ -81,18 +85,29 @@ def validate_manifest(manifest: Manifest, options: PairedConfig,
                 continue
             dtypes.setdefault(modality, array.dtype.name)
             if modality in shapes and tuple(array.shape) != shapes[modality]:
-                problems.append(Problem(number, modality, f"shape {list(array.shape)}; expected "
-                                                          f"{list(shapes[modality])}"))
+                problems.append(
+                    Problem(
+                        number,
+                        modality,
+                        f"shape {list(array.shape)}; expected {list(shapes[modality])}",
+                    )
+                )
             elif modality not in shapes:
                 seen.setdefault(modality, {}).setdefault(tuple(array.shape), []).append(number)
         if progress is not None:
             progress(number, total)
     for modality, by_shape in seen.items():  # the most common shape is the column's
         shapes[modality] = max(by_shape, key=lambda shape: len(by_shape[shape]))
-        problems += [Problem(number, modality, f"shape {list(shape)}; most of this column's "
-                                               f"arrays are {list(shapes[modality])}")
-                     for shape, numbers in by_shape.items() if shape != shapes[modality]
-                     for number in numbers]
+        problems += [
+            Problem(
+                number,
+                modality,
+                f"shape {list(shape)}; most of this column's arrays are {list(shapes[modality])}",
+            )
+            for shape, numbers in by_shape.items()
+            if shape != shapes[modality]
+            for number in numbers
+        ]
     return Validation(manifest, problems, splits, labels, shapes, dtypes, rules.findings)
 
 
@@ -115,19 +130,24 @@ def read_cell(manifest: Manifest, number: int, modality: str, options: PairedCon
 
 def read_row(validation: Validation, number: int, options: PairedConfig) -> dict[str, np.ndarray]:
     """Every modality of a row that passed validation, as cached (a file changed since the
-    validation pass raises DataError)."""
+    validation pass raises DataError).
+    """
     arrays: dict[str, Any] = {}
     for modality in validation.manifest.modalities:
         try:
             array = read_cell(validation.manifest, number, modality, options)
         except SampleError as exc:
             problem = Problem(number, modality, str(exc))
-            raise DataError(f"manifest '{validation.manifest.path}', {problem} (the file changed "
-                            "during preprocessing); rerun") from None
+            raise DataError(
+                f"manifest '{validation.manifest.path}', {problem} (the file changed "
+                "during preprocessing); rerun"
+            ) from None
         if tuple(array.shape) != validation.shapes[modality]:
-            raise DataError(f"manifest '{validation.manifest.path}', row {number}, column "
-                            f"'{modality}': shape {list(array.shape)}, validated as "
-                            f"{list(validation.shapes[modality])} (the file changed during "
-                            "preprocessing); rerun")
+            raise DataError(
+                f"manifest '{validation.manifest.path}', row {number}, column "
+                f"'{modality}': shape {list(array.shape)}, validated as "
+                f"{list(validation.shapes[modality])} (the file changed during "
+                "preprocessing); rerun"
+            )
         arrays[modality] = array.astype(validation.dtypes[modality], copy=False)
     return arrays

@@ -30,17 +30,18 @@ def read_wav(file: Path) -> tuple[np.ndarray, int]:
     fmt, frames = None, None
     pos = 12
     while pos + 8 <= len(data):
-        name, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
-        body = data[pos + 8:pos + 8 + size]
+        name, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+        body = data[pos + 8 : pos + 8 + size]
         if name == b"fmt ":
             fmt = body
         elif name == b"data":
             if size == STREAMED:  # written before its length was known: the rest of the file
-                body = data[pos + 8:]
+                body = data[pos + 8 :]
                 size = len(body)
             if len(body) < size:
-                raise WavError(f"the data chunk promises {size} bytes, the file holds {len(body)} "
-                               "(truncated?)")
+                raise WavError(
+                    f"the data chunk promises {size} bytes, the file holds {len(body)} (truncated?)"
+                )
             frames = body
             break
         pos += 8 + size + (size & 1)  # chunks are padded to an even size
@@ -56,8 +57,10 @@ def read_wav(file: Path) -> tuple[np.ndarray, int]:
     if tag not in (PCM, IEEE_FLOAT):
         raise WavError(f"WAV format tag {tag} (compressed?); expected integer PCM or IEEE float")
     if channels < 1 or rate < 1 or block != channels * ((bits + 7) // 8):
-        raise WavError(f"inconsistent header: {channels} channels, {rate} Hz, {bits}-bit, "
-                       f"{block} bytes per frame")
+        raise WavError(
+            f"inconsistent header: {channels} channels, {rate} Hz, {bits}-bit, "
+            f"{block} bytes per frame"
+        )
     usable = len(frames) - len(frames) % block
     samples = _decode(frames[:usable], tag, bits)
     return np.ascontiguousarray(samples.reshape(-1, channels).T), rate
@@ -70,7 +73,7 @@ def _decode(raw: bytes, tag: int, bits: int) -> np.ndarray:
     if tag == IEEE_FLOAT:
         raise WavError(f"{bits}-bit float samples; expected 32 or 64-bit")
     if bits == 8:  # unsigned, centred on 128
-        return ((np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128)
+        return (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128
     if bits == 24:
         b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
         value = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)

@@ -71,7 +71,9 @@ def synthesize_audio(
     n = len(categories)
     t = np.arange(num_samples) / sample_rate  # [T] seconds
 
-    f0 = pitch_shift * np.array([fundamental_frequency(c, s) for c, s in zip(categories, sizes)]).reshape(n)
+    f0 = pitch_shift * np.array(
+        [fundamental_frequency(c, s) for c, s in zip(categories, sizes)]
+    ).reshape(n)
     harmonics = np.arange(1, HARMONIC_PROFILE.shape[1] + 1)
     freqs = f0[:, None] * harmonics[None, :]  # [n, K] Hz
     amps = HARMONIC_PROFILE[categories] * (freqs < MAX_FREQUENCY_FRACTION * sample_rate)

@@ -40,7 +40,13 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_IDS: dict[str, int] = {name: i for i, name in enumerate(SPLITS)}
 DATASET_KEYS: tuple[str, ...] = ("rgb", "depth", "semantic", "audio", "label", "num_objects")
 ATTR_KEYS: tuple[str, ...] = (
-    "format", "version", "config", "categories", "classes", "intrinsics", "sample_rate",
+    "format",
+    "version",
+    "config",
+    "categories",
+    "classes",
+    "intrinsics",
+    "sample_rate",
 )
 #: Samples per HDF5 chunk and per write: small chunks keep random per-sample reads cheap.
 CHUNK_SAMPLES = 16
@@ -99,9 +105,13 @@ class ScenesConfig:
         if not 0 <= self.noise < 1:
             raise ValueError(f"ScenesConfig.noise must be in [0, 1), got {self.noise!r}")
         if not 0 <= self.audio_noise < 10:
-            raise ValueError(f"ScenesConfig.audio_noise must be in [0, 10), got {self.audio_noise!r}")
+            raise ValueError(
+                f"ScenesConfig.audio_noise must be in [0, 10), got {self.audio_noise!r}"
+            )
         if not 0 <= self.pitch_jitter < 1:
-            raise ValueError(f"ScenesConfig.pitch_jitter must be in [0, 1), got {self.pitch_jitter!r}")
+            raise ValueError(
+                f"ScenesConfig.pitch_jitter must be in [0, 1), got {self.pitch_jitter!r}"
+            )
 
     @property
     def num_audio_samples(self) -> int:
@@ -173,11 +183,16 @@ def _split_shapes(n: int, config: ScenesConfig) -> dict[str, tuple[tuple[int, ..
 
 def file_bytes(config: ScenesConfig) -> int:
     """The free space to ask for before generating: its arrays plus HDF5's margin
-    (:func:`~xmodal.data.hdf5_output.hdf5_bytes`)."""
-    shapes = [shape_dtype for split in SPLITS
-              for shape_dtype in _split_shapes(config.split_size(split), config).values()]
-    return hdf5_bytes(sum(int(np.prod(shape)) * np.dtype(dtype).itemsize
-                          for shape, dtype in shapes))
+    (:func:`~xmodal.data.hdf5_output.hdf5_bytes`).
+    """
+    shapes = [
+        shape_dtype
+        for split in SPLITS
+        for shape_dtype in _split_shapes(config.split_size(split), config).values()
+    ]
+    return hdf5_bytes(
+        sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in shapes)
+    )
 
 
 def _create_split(group: h5py.Group, n: int, config: ScenesConfig) -> None:

@@ -56,7 +56,8 @@ FLOOR_BACK: float = -6.0
 @dataclass(frozen=True)
 class ObjectSpec:
     """One object: category id, size (largest side, m), floor position ``x, y`` (m), yaw (rad),
-    diffuse albedo (RGB in [0, 1])."""
+    diffuse albedo (RGB in [0, 1]).
+    """
 
     category: int
     size: float

@@ -17,11 +17,18 @@ from xmodal.data.scenes.generate import SPLIT_IDS
 POINTS_STREAM = 1
 
 
-def scene_points(depth: np.ndarray, intrinsics: Intrinsics, num_points: int, seed: int,
-                 split: str, indices: np.ndarray | None = None) -> np.ndarray:
+def scene_points(
+    depth: np.ndarray,
+    intrinsics: Intrinsics,
+    num_points: int,
+    seed: int,
+    split: str,
+    indices: np.ndarray | None = None,
+) -> np.ndarray:
     """``[N, H, W]`` depth maps (metres) of ``split`` -> ``[N, num_points, 3]`` float32 camera-frame
     xyz in metres; sample ``i`` (its index in the split: ``indices[k]`` for the ``k``-th map, or
-    ``k``) is drawn with the generator of ``(seed, split, i)``."""
+    ``k``) is drawn with the generator of ``(seed, split, i)``.
+    """
     if depth.ndim != 3:
         raise ValueError(f"scene_points needs depth maps [N, H, W], got shape {depth.shape}")
     out = np.empty((len(depth), num_points, 3), np.float32)

@@ -67,7 +67,8 @@ class CameraPose:
 
     def rotation(self) -> np.ndarray:
         """Camera-to-world rotation, float64 ``[3, 3]``: columns are the camera's x (right),
-        y (down) and z (forward) axes in world coordinates."""
+        y (down) and z (forward) axes in world coordinates.
+        """
         cy, sy = math.cos(self.yaw), math.sin(self.yaw)
         cp, sp = math.cos(self.pitch), math.sin(self.pitch)
         forward = np.array([sy * cp, cy * cp, -sp])
@@ -95,7 +96,8 @@ def sample_camera(rng: np.random.Generator) -> CameraPose:
 @dataclass(frozen=True)
 class Lighting:
     """A directional light: unit ``direction`` (world, pointing from surfaces towards the light)
-    and the ambient fraction in [0, 1] of the total illumination."""
+    and the ambient fraction in [0, 1] of the total illumination.
+    """
 
     direction: tuple[float, float, float] = (0.0, -0.6, 0.8)
     ambient: float = 0.35

@@ -55,13 +55,22 @@ class CRDConfig(MemoryOptions):
     alpha: float = 0.0
 
     def __post_init__(self) -> None:
-        require(self, {**self.memory_rules(), "weight": positive(),
-                       "replacement": ((lambda v: isinstance(v, bool)), "true or false"),
-                       "alpha": non_negative(), **literal_rules(self)})
+        require(
+            self,
+            {
+                **self.memory_rules(),
+                "weight": positive(),
+                "replacement": ((lambda v: isinstance(v, bool)), "true or false"),
+                "alpha": non_negative(),
+                **literal_rules(self),
+            },
+        )
         require(self, self.memory_relations())
 
 
-@METHODS.register("crd", "CRD: NCE against memory-bank negatives, Z estimated once from the first batch")
+@METHODS.register(
+    "crd", "CRD: NCE against memory-bank negatives, Z estimated once from the first batch"
+)
 class CRDObjective(Objective):
     """CRD NCE objective with its heads, memory banks and normalisation constants.
 
@@ -98,25 +107,44 @@ class CRDObjective(Objective):
             check_room_for_negatives(context, "crd")
         if options.negatives == "other_class" and context.train_labels is None:
             raise ValueError("crd.negatives=other_class needs labels; use crd.negatives=uniform")
-        return cls(context.teacher_dim, context.student_dim, context.num_samples, options,
-                   seed=context.seed, sample_labels=context.train_labels, num_classes=context.num_classes)
-
+        return cls(
+            context.teacher_dim,
+            context.student_dim,
+            context.num_samples,
+            options,
+            seed=context.seed,
+            sample_labels=context.train_labels,
+            num_classes=context.num_classes,
+        )
 
     z_teacher: Tensor
     z_student: Tensor
 
-    def __init__(self, teacher_dim: int, student_dim: int, num_samples: int,
-                 config: CRDConfig | None = None, seed: int = 0,
-                 sample_labels: Tensor | None = None, num_classes: int | None = None) -> None:
+    def __init__(
+        self,
+        teacher_dim: int,
+        student_dim: int,
+        num_samples: int,
+        config: CRDConfig | None = None,
+        seed: int = 0,
+        sample_labels: Tensor | None = None,
+        num_classes: int | None = None,
+    ) -> None:
         super().__init__()
         config = config if config is not None else CRDConfig()
-        for name, value, low in (("teacher_dim", teacher_dim, 1), ("student_dim", student_dim, 1),
-                                 ("num_samples", num_samples, 2), ("seed", seed, 0)):
+        for name, value, low in (
+            ("teacher_dim", teacher_dim, 1),
+            ("student_dim", student_dim, 1),
+            ("num_samples", num_samples, 2),
+            ("seed", seed, 0),
+        ):
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
                 raise ValueError(f"CRDObjective: {name} must be an int >= {low}, got {value!r}")
         if config.negatives == "other_class" and sample_labels is None:
-            raise ValueError("CRDObjective: negatives=other_class needs sample_labels (the [N] labels "
-                             "of the training split); use negatives=uniform on unlabelled data")
+            raise ValueError(
+                "CRDObjective: negatives=other_class needs sample_labels (the [N] labels "
+                "of the training split); use negatives=uniform on unlabelled data"
+            )
         self.config = config
         self.num_samples = num_samples
         self.tau = float(config.tau)
@@ -127,7 +155,9 @@ class CRDObjective(Objective):
             self.teacher_head = ProjectionHead(teacher_dim, config.embed_dim, spectral=False)
             self.student_head = ProjectionHead(student_dim, config.embed_dim, spectral=False)
         labels = sample_labels if config.negatives == "other_class" else None
-        self.teacher_bank, self.student_bank = build_memories(config, num_samples, seed, labels=labels)
+        self.teacher_bank, self.student_bank = build_memories(
+            config, num_samples, seed, labels=labels
+        )
         self.label_terms: LabelTerms | None = None
         if config.alpha > 0:
             if num_classes is None:
@@ -149,10 +179,13 @@ class CRDObjective(Objective):
 
     def sample_negatives(self, indices: Tensor) -> Tensor:
         """Bank rows outside the batch's ``indices`` per the config: ``[K]`` shared or ``[B, K]``
-        per anchor (see the module docstring)."""
+        per anchor (see the module docstring).
+        """
         cfg, bank, gen = self.config, self.teacher_bank, self._negative_generator
         if not isinstance(bank, MemoryBank):
-            raise ValueError("CRDObjective: under negatives=queue the negatives are the queue's entries")
+            raise ValueError(
+                "CRDObjective: under negatives=queue the negatives are the queue's entries"
+            )
         k = negatives_per_step(self.num_negatives_effective, self.num_samples, indices)
         if cfg.sharing == "batch":
             if cfg.replacement:
@@ -163,11 +196,18 @@ class CRDObjective(Objective):
             if not cfg.replacement:
                 k = min(k, bank.fewest_other_class_rows(anchor_labels))
             return bank.sample_other_class(k, anchor_labels, cfg.replacement, generator=gen)
-        return bank.sample_negatives_per_anchor(k, indices.shape[0], exclude=indices, generator=gen,
-                                                replacement=cfg.replacement)
+        return bank.sample_negatives_per_anchor(
+            k, indices.shape[0], exclude=indices, generator=gen, replacement=cfg.replacement
+        )
 
-    def forward(self, student: Tensor, teacher: Tensor | None, labels: Tensor, indices: Tensor,
-                negatives: Tensor | None = None) -> dict[str, Tensor]:
+    def forward(
+        self,
+        student: Tensor,
+        teacher: Tensor | None,
+        labels: Tensor,
+        indices: Tensor,
+        negatives: Tensor | None = None,
+    ) -> dict[str, Tensor]:
         """CRD loss of one batch.
 
         Args:
@@ -184,30 +224,53 @@ class CRDObjective(Objective):
         """
         if teacher is None:
             raise ValueError("CRDObjective: needs teacher features")
-        if (student.dim() != 2 or teacher.dim() != 2 or student.shape[0] != teacher.shape[0]
-                or indices.shape != (student.shape[0],) or student.shape[0] == 0):
-            raise ValueError(f"CRDObjective: need student [B, Ds], teacher [B, Dt], indices [B] with B >= 1, "
-                             f"got {tuple(student.shape)}, {tuple(teacher.shape)}, {tuple(indices.shape)}")
-        if indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool:
-            raise ValueError(f"CRDObjective: indices must be an integer tensor, got {indices.dtype}")
+        if (
+            student.dim() != 2
+            or teacher.dim() != 2
+            or student.shape[0] != teacher.shape[0]
+            or indices.shape != (student.shape[0],)
+            or student.shape[0] == 0
+        ):
+            raise ValueError(
+                f"CRDObjective: need student [B, Ds], teacher [B, Dt], indices [B] with B >= 1, "
+                f"got {tuple(student.shape)}, {tuple(teacher.shape)}, {tuple(indices.shape)}"
+            )
+        if (
+            indices.dtype.is_floating_point
+            or indices.dtype.is_complex
+            or indices.dtype == torch.bool
+        ):
+            raise ValueError(
+                f"CRDObjective: indices must be an integer tensor, got {indices.dtype}"
+            )
         queue = isinstance(self.teacher_bank, NegativeQueue)
         if queue and negatives is not None:
-            raise ValueError("CRDObjective: under negatives=queue the negatives are the queue's entries")
+            raise ValueError(
+                "CRDObjective: under negatives=queue the negatives are the queue's entries"
+            )
         if queue:
             negatives = torch.arange(self.teacher_bank.size, device=self.teacher_bank.memory.device)
         elif negatives is None:
             negatives = self.sample_negatives(indices)
-        elif (negatives.dim() not in (1, 2) or negatives.dtype != torch.long or negatives.shape[-1] == 0
-              or (negatives.dim() == 2 and negatives.shape[0] != student.shape[0])):
-            raise ValueError(f"CRDObjective: negatives must be a non-empty [K] or [B, K] long tensor, got "
-                             f"{negatives.dtype} {tuple(negatives.shape)}")
+        elif (
+            negatives.dim() not in (1, 2)
+            or negatives.dtype != torch.long
+            or negatives.shape[-1] == 0
+            or (negatives.dim() == 2 and negatives.shape[0] != student.shape[0])
+        ):
+            raise ValueError(
+                f"CRDObjective: negatives must be a non-empty [K] or [B, K] long tensor, got "
+                f"{negatives.dtype} {tuple(negatives.shape)}"
+            )
         dtype = self.teacher_head.linear.weight.dtype
         u = self.teacher_head(teacher.detach().to(dtype))  # [B, d] float32, unit norm
         v = self.student_head(student.to(dtype))
         negatives = negatives.to(self.teacher_bank.memory.device)
         k = negatives.shape[-1]
         with torch.autocast(device_type=u.device.type, enabled=False):
-            bank_t = self.teacher_bank.memory[negatives].to(u.dtype)  # [K, d] or [B, K, d], no gradient
+            bank_t = self.teacher_bank.memory[negatives].to(
+                u.dtype
+            )  # [K, d] or [B, K, d], no gradient
             bank_s = self.student_bank.memory[negatives].to(u.dtype)
             positive = (u * v).sum(1) / self.tau  # [B] log of the unnormalised score
             if negatives.dim() == 1:
@@ -228,11 +291,20 @@ class CRDObjective(Objective):
             if not self.z_estimated:
                 self._estimate_z(positive, negative_t, negative_s)
             log_noise = math.log(k / self.num_samples)
-            loss_t = nce_loss(positive - self.z_teacher.log(), negative_t - self.z_teacher.log(), log_noise)
-            loss_s = nce_loss(positive - self.z_student.log(), negative_s - self.z_student.log(), log_noise)
+            loss_t = nce_loss(
+                positive - self.z_teacher.log(), negative_t - self.z_teacher.log(), log_noise
+            )
+            loss_s = nce_loss(
+                positive - self.z_student.log(), negative_s - self.z_student.log(), log_noise
+            )
             total = self.weight * (loss_t + loss_s)
-        out = {"loss": total, "nce_teacher_anchor": loss_t.detach(), "nce_student_anchor": loss_s.detach(),
-               "teacher_embed": u.detach(), "student_embed": v.detach()}
+        out = {
+            "loss": total,
+            "nce_teacher_anchor": loss_t.detach(),
+            "nce_student_anchor": loss_s.detach(),
+            "teacher_embed": u.detach(),
+            "student_embed": v.detach(),
+        }
         if self.label_terms is not None:
             terms = self.label_terms(student, labels, indices)
             out = {**out, **terms, "loss": total + terms["loss"]}
@@ -247,6 +319,7 @@ class CRDObjective(Objective):
     @torch.no_grad()
     def update_memory(self, indices: Tensor, teacher_embed: Tensor, student_embed: Tensor) -> None:
         """Momentum-update both banks (or enqueue into both queues) with a (gathered) batch; call
-        after the optimiser step."""
+        after the optimiser step.
+        """
         self.teacher_bank.record(indices, teacher_embed)
         self.student_bank.record(indices, student_embed)

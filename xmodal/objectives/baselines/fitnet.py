@@ -42,7 +42,9 @@ class FitNetConfig:
         require(self, {"weight": positive()})
 
 
-@METHODS.register("fitnet", "FitNet: MSE from a linear connector on the student's features to the teacher's")
+@METHODS.register(
+    "fitnet", "FitNet: MSE from a linear connector on the student's features to the teacher's"
+)
 class FitNetObjective(Objective):
     """FitNet hint loss through a linear connector.
 
@@ -64,9 +66,9 @@ class FitNetObjective(Objective):
             raise ValueError("needs teacher features")
         return cls(context.student_dim, context.teacher_dim, options, seed=context.seed)
 
-
-    def __init__(self, student_dim: int, teacher_dim: int, config: FitNetConfig | None = None,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, student_dim: int, teacher_dim: int, config: FitNetConfig | None = None, seed: int = 0
+    ) -> None:
         super().__init__()
         config = config if config is not None else FitNetConfig()
         for name, value in (("student_dim", student_dim), ("teacher_dim", teacher_dim)):
@@ -78,13 +80,16 @@ class FitNetObjective(Objective):
             torch.manual_seed(seed)
             self.connector = nn.Linear(student_dim, teacher_dim)
 
-    def forward(self, student: Tensor, teacher: Tensor | None, labels: Tensor,
-                indices: Tensor) -> dict[str, Tensor]:
+    def forward(
+        self, student: Tensor, teacher: Tensor | None, labels: Tensor, indices: Tensor
+    ) -> dict[str, Tensor]:
         if teacher is None:
             raise ValueError("FitNetObjective: needs teacher features")
         if student.dim() != 2 or teacher.dim() != 2 or student.shape[0] != teacher.shape[0]:
-            raise ValueError(f"FitNetObjective: need student [B, Ds] and teacher [B, Dt], got "
-                             f"{tuple(student.shape)} and {tuple(teacher.shape)}")
+            raise ValueError(
+                f"FitNetObjective: need student [B, Ds] and teacher [B, Dt], got "
+                f"{tuple(student.shape)} and {tuple(teacher.shape)}"
+            )
         predicted = self.connector(student.to(self.connector.weight.dtype))
         with torch.autocast(device_type=predicted.device.type, enabled=False):
             mse = F.mse_loss(predicted.float(), teacher.detach().float())

@@ -50,21 +50,36 @@ class InfoNCEConfig:
     weight: float = 1.0
 
     def __post_init__(self) -> None:
-        require(self, {"embed_dim": at_least(1), "init_temperature": positive(),
-                       "max_logit_scale": positive(),
-                       "learn_temperature": ((lambda v: isinstance(v, bool)), "true or false"),
-                       "weight": positive()})
+        require(
+            self,
+            {
+                "embed_dim": at_least(1),
+                "init_temperature": positive(),
+                "max_logit_scale": positive(),
+                "learn_temperature": ((lambda v: isinstance(v, bool)), "true or false"),
+                "weight": positive(),
+            },
+        )
         low = 1.0 / self.max_logit_scale
-        require(self, {
-            "max_logit_scale": holds(self.max_logit_scale >= 1.0,
-                                     ">= 1: the scale is clamped to [1, max_logit_scale]"),
-            "init_temperature": holds(low <= self.init_temperature <= 1.0,
-                                      f"in [1/max_logit_scale, 1] = [{low:g}, 1]: outside it the clamp "
-                                      "holds the scale at a bound, where it gets no gradient"),
-        })
+        require(
+            self,
+            {
+                "max_logit_scale": holds(
+                    self.max_logit_scale >= 1.0,
+                    ">= 1: the scale is clamped to [1, max_logit_scale]",
+                ),
+                "init_temperature": holds(
+                    low <= self.init_temperature <= 1.0,
+                    f"in [1/max_logit_scale, 1] = [{low:g}, 1]: outside it the clamp "
+                    "holds the scale at a bound, where it gets no gradient",
+                ),
+            },
+        )
 
 
-@METHODS.register("infonce", "InfoNCE (ImageBind/CLIP): symmetric in-batch contrastive loss, learned temperature")
+@METHODS.register(
+    "infonce", "InfoNCE (ImageBind/CLIP): symmetric in-batch contrastive loss, learned temperature"
+)
 class InfoNCEObjective(Objective):
     """Symmetric InfoNCE between projected teacher and student features.
 
@@ -89,18 +104,24 @@ class InfoNCEObjective(Objective):
         if context.teacher_dim is None:
             raise ValueError("needs teacher features")
         if context.batch_size is not None and context.batch_size < 2:
-            raise ValueError(f"contrasts each pair with the other pairs of its batch, and a batch of "
-                             f"{context.batch_size} has none: raise distill.optim.batch_size to >= 2")
+            raise ValueError(
+                f"contrasts each pair with the other pairs of its batch, and a batch of "
+                f"{context.batch_size} has none: raise distill.optim.batch_size to >= 2"
+            )
         return cls(context.teacher_dim, context.student_dim, options, seed=context.seed)
 
     logit_scale: Tensor
 
-    def __init__(self, teacher_dim: int, student_dim: int, config: InfoNCEConfig | None = None,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, teacher_dim: int, student_dim: int, config: InfoNCEConfig | None = None, seed: int = 0
+    ) -> None:
         super().__init__()
         config = config if config is not None else InfoNCEConfig()
-        for name, value, low in (("teacher_dim", teacher_dim, 1), ("student_dim", student_dim, 1),
-                                 ("seed", seed, 0)):
+        for name, value, low in (
+            ("teacher_dim", teacher_dim, 1),
+            ("student_dim", student_dim, 1),
+            ("seed", seed, 0),
+        ):
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
                 raise ValueError(f"InfoNCEObjective: {name} must be an int >= {low}, got {value!r}")
         self.config = config
@@ -117,8 +138,9 @@ class InfoNCEObjective(Objective):
         else:
             self.register_buffer("logit_scale", scale)
 
-    def forward(self, student: Tensor, teacher: Tensor | None, labels: Tensor | None,
-                indices: Tensor) -> dict[str, Tensor]:
+    def forward(
+        self, student: Tensor, teacher: Tensor | None, labels: Tensor | None, indices: Tensor
+    ) -> dict[str, Tensor]:
         """InfoNCE of one batch (``labels`` and ``indices`` are not read).
 
         Args:
@@ -131,12 +153,19 @@ class InfoNCEObjective(Objective):
         """
         if teacher is None:
             raise ValueError("InfoNCEObjective: needs teacher features")
-        if (student.dim() != 2 or teacher.dim() != 2 or student.shape[0] != teacher.shape[0]
-                or student.shape[0] == 0 or student.shape[1] != self.student_dim
-                or teacher.shape[1] != self.teacher_dim):
-            raise ValueError(f"InfoNCEObjective: need student [B, {self.student_dim}] and teacher "
-                             f"[B, {self.teacher_dim}] with B >= 1, got {tuple(student.shape)} and "
-                             f"{tuple(teacher.shape)}")
+        if (
+            student.dim() != 2
+            or teacher.dim() != 2
+            or student.shape[0] != teacher.shape[0]
+            or student.shape[0] == 0
+            or student.shape[1] != self.student_dim
+            or teacher.shape[1] != self.teacher_dim
+        ):
+            raise ValueError(
+                f"InfoNCEObjective: need student [B, {self.student_dim}] and teacher "
+                f"[B, {self.teacher_dim}] with B >= 1, got {tuple(student.shape)} and "
+                f"{tuple(teacher.shape)}"
+            )
         dtype = self.teacher_head.linear.weight.dtype
         u = self.teacher_head(teacher.detach().to(dtype))  # [B, d] float32, unit norm
         v = self.student_head(student.to(dtype))
@@ -150,5 +179,8 @@ class InfoNCEObjective(Objective):
             teacher_anchor = F.cross_entropy(scale * u @ v_all.t(), targets)
             student_anchor = F.cross_entropy(scale * v @ u_all.t(), targets)
             infonce = (teacher_anchor + student_anchor) / 2
-        return {"loss": self.weight * infonce, "infonce": infonce.detach(),
-                "temperature": (1.0 / scale).detach()}
+        return {
+            "loss": self.weight * infonce,
+            "infonce": infonce.detach(),
+            "temperature": (1.0 / scale).detach(),
+        }

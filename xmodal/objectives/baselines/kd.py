@@ -51,10 +51,20 @@ class KDConfig:
 
     def __post_init__(self) -> None:
         require(self, {"temperature": positive(), "alpha": non_negative(), "beta": non_negative()})
-        require(self, {"beta": holds(self.alpha > 0 or self.beta > 0, "> 0 when alpha is 0 (one term at least)")})
+        require(
+            self,
+            {
+                "beta": holds(
+                    self.alpha > 0 or self.beta > 0, "> 0 when alpha is 0 (one term at least)"
+                )
+            },
+        )
 
 
-@METHODS.register("kd", "Hinton KD: KL to the teacher's softened logits (T^2-scaled) + alpha * CE; reads labels only when kd.alpha > 0")
+@METHODS.register(
+    "kd",
+    "Hinton KD: KL to the teacher's softened logits (T^2-scaled) + alpha * CE; reads labels only when kd.alpha > 0",
+)
 class KDObjective(Objective):
     """KD objective: a linear student head trained to match the teacher's softened logits.
 
@@ -86,30 +96,50 @@ class KDObjective(Objective):
     def build(cls, context: ObjectiveContext, options: Any) -> KDObjective:
         logits = context.teacher_logits
         if logits is None:
-            raise ValueError("needs the teacher's logits on the training split; the teacher has "
-                             "none, so it has no classifier: use a feature-based baseline "
-                             "(fitnet, crd, rkd, pkt, infonce)")
+            raise ValueError(
+                "needs the teacher's logits on the training split; the teacher has "
+                "none, so it has no classifier: use a feature-based baseline "
+                "(fitnet, crd, rkd, pkt, infonce)"
+            )
         if logits.shape[0] != context.num_samples:
-            raise ValueError(f"teacher_logits has {logits.shape[0]} rows, the training split "
-                             f"{context.num_samples}")
-        return cls(context.student_dim, logits, options, seed=context.seed,
-                   num_classes=context.num_classes, own_teacher_classes=teacher_has_own_classes(context))
-
+            raise ValueError(
+                f"teacher_logits has {logits.shape[0]} rows, the training split "
+                f"{context.num_samples}"
+            )
+        return cls(
+            context.student_dim,
+            logits,
+            options,
+            seed=context.seed,
+            num_classes=context.num_classes,
+            own_teacher_classes=teacher_has_own_classes(context),
+        )
 
     teacher_logits: Tensor
 
-    def __init__(self, student_dim: int, teacher_logits: Tensor, config: KDConfig | None = None,
-                 seed: int = 0, *, num_classes: int | None = None,
-                 own_teacher_classes: bool = False) -> None:
+    def __init__(
+        self,
+        student_dim: int,
+        teacher_logits: Tensor,
+        config: KDConfig | None = None,
+        seed: int = 0,
+        *,
+        num_classes: int | None = None,
+        own_teacher_classes: bool = False,
+    ) -> None:
         super().__init__()
         config = config if config is not None else KDConfig()
         if not (isinstance(student_dim, int) and student_dim >= 1):
             raise ValueError(f"KDObjective: student_dim must be an int >= 1, got {student_dim!r}")
         if teacher_logits is None:
-            raise ValueError("KDObjective: needs the teacher's logits (ObjectiveContext.teacher_logits); "
-                             "the teacher has no classifier, so use a feature-based method instead")
+            raise ValueError(
+                "KDObjective: needs the teacher's logits (ObjectiveContext.teacher_logits); "
+                "the teacher has no classifier, so use a feature-based method instead"
+            )
         if teacher_logits.dim() != 2 or teacher_logits.shape[0] == 0 or teacher_logits.shape[1] < 1:
-            raise ValueError(f"KDObjective: teacher_logits must be [N, C], got {tuple(teacher_logits.shape)}")
+            raise ValueError(
+                f"KDObjective: teacher_logits must be [N, C], got {tuple(teacher_logits.shape)}"
+            )
         if not torch.isfinite(teacher_logits).all():
             raise ValueError("KDObjective: teacher_logits hold non-finite values")
         self.config = config
@@ -120,7 +150,9 @@ class KDObjective(Objective):
         classes = self.num_classes if num_classes is None else int(num_classes)
         separate = own_teacher_classes or classes != self.num_classes
         if self.alpha > 0 and classes < 1:
-            raise ValueError("KDObjective: alpha > 0 needs the dataset's classes (num_classes >= 1)")
+            raise ValueError(
+                "KDObjective: alpha > 0 needs the dataset's classes (num_classes >= 1)"
+            )
         self.classifier: nn.Linear | None = None
         self.kd_head: nn.Linear | None = None
         with torch.random.fork_rng(devices=[]):
@@ -132,15 +164,21 @@ class KDObjective(Objective):
                 if self.alpha > 0:
                     self.classifier = nn.Linear(student_dim, classes)
         # Non-persistent: the logits are an input (rebuilt from the teacher), not learned state.
-        self.register_buffer("teacher_logits", teacher_logits.detach().float().clone(), persistent=False)
+        self.register_buffer(
+            "teacher_logits", teacher_logits.detach().float().clone(), persistent=False
+        )
 
-    def forward(self, student: Tensor, teacher: Tensor | None, labels: Tensor,
-                indices: Tensor) -> dict[str, Tensor]:
+    def forward(
+        self, student: Tensor, teacher: Tensor | None, labels: Tensor, indices: Tensor
+    ) -> dict[str, Tensor]:
         """``student`` ``[B, Ds]``; ``teacher`` (features) is ignored; ``labels`` ``[B]`` are read
-        only when ``alpha > 0``; ``indices`` ``[B]`` select the teacher's logits."""
+        only when ``alpha > 0``; ``indices`` ``[B]`` select the teacher's logits.
+        """
         if student.dim() != 2 or indices.shape != (student.shape[0],):
-            raise ValueError(f"KDObjective: need student [B, D] and indices [B], got "
-                             f"{tuple(student.shape)} and {tuple(indices.shape)}")
+            raise ValueError(
+                f"KDObjective: need student [B, D] and indices [B], got "
+                f"{tuple(student.shape)} and {tuple(indices.shape)}"
+            )
         head = self.kd_head if self.kd_head is not None else self.classifier
         assert head is not None
         student = student.to(head.weight.dtype)
@@ -152,7 +190,9 @@ class KDObjective(Objective):
             out: dict[str, Tensor] = {"loss": loss, "kd": kd.detach()}
             if self.alpha > 0:
                 assert self.classifier is not None
-                class_logits = logits if self.kd_head is None else self.classifier(student)  # [B, C]
+                class_logits = (
+                    logits if self.kd_head is None else self.classifier(student)
+                )  # [B, C]
                 ce = F.cross_entropy(class_logits.float(), labels.to(logits.device))
                 out["loss"] = loss + self.alpha * ce
                 out["ce"] = ce.detach()

@@ -61,7 +61,9 @@ class PKTConfig:
         require(self, {"weight": positive()})
 
 
-@METHODS.register("pkt", "PKT: KL between cosine-kernel conditional probabilities of teacher and student")
+@METHODS.register(
+    "pkt", "PKT: KL between cosine-kernel conditional probabilities of teacher and student"
+)
 class PKTObjective(Objective):
     """PKT between the student's and the teacher's pooled features (no parameters).
 
@@ -75,19 +77,21 @@ class PKTObjective(Objective):
     def build(cls, context: ObjectiveContext, options: Any) -> PKTObjective:
         return cls(options)
 
-
     def __init__(self, config: PKTConfig | None = None) -> None:
         super().__init__()
         self.config = config if config is not None else PKTConfig()
         self.weight = float(self.config.weight)
 
-    def forward(self, student: Tensor, teacher: Tensor | None, labels: Tensor,
-                indices: Tensor) -> dict[str, Tensor]:
+    def forward(
+        self, student: Tensor, teacher: Tensor | None, labels: Tensor, indices: Tensor
+    ) -> dict[str, Tensor]:
         if teacher is None:
             raise ValueError("PKTObjective: needs teacher features")
         if student.dim() != 2 or teacher.dim() != 2 or student.shape[0] != teacher.shape[0]:
-            raise ValueError(f"PKTObjective: need student [B, Ds] and teacher [B, Dt], got "
-                             f"{tuple(student.shape)} and {tuple(teacher.shape)}")
+            raise ValueError(
+                f"PKTObjective: need student [B, Ds] and teacher [B, Dt], got "
+                f"{tuple(student.shape)} and {tuple(teacher.shape)}"
+            )
         with torch.autocast(device_type=student.device.type, enabled=False):
             kl = pkt_loss(student, teacher)
         return {"loss": self.weight * kl, "kl": kl.detach()}

@@ -104,8 +104,15 @@ class RKDConfig:
 
     def __post_init__(self) -> None:
         require(self, {"distance_weight": non_negative(), "angle_weight": non_negative()})
-        require(self, {"angle_weight": holds(self.distance_weight > 0 or self.angle_weight > 0,
-                                             "> 0 when distance_weight is 0 (one term at least)")})
+        require(
+            self,
+            {
+                "angle_weight": holds(
+                    self.distance_weight > 0 or self.angle_weight > 0,
+                    "> 0 when distance_weight is 0 (one term at least)",
+                )
+            },
+        )
 
 
 @METHODS.register("rkd", "RKD: relational distance + angle matching of the batch's features")
@@ -124,20 +131,22 @@ class RKDObjective(Objective):
     def build(cls, context: ObjectiveContext, options: Any) -> RKDObjective:
         return cls(options)
 
-
     def __init__(self, config: RKDConfig | None = None) -> None:
         super().__init__()
         self.config = config if config is not None else RKDConfig()
         self.distance_weight = float(self.config.distance_weight)
         self.angle_weight = float(self.config.angle_weight)
 
-    def forward(self, student: Tensor, teacher: Tensor | None, labels: Tensor,
-                indices: Tensor) -> dict[str, Tensor]:
+    def forward(
+        self, student: Tensor, teacher: Tensor | None, labels: Tensor, indices: Tensor
+    ) -> dict[str, Tensor]:
         if teacher is None:
             raise ValueError("RKDObjective: needs teacher features")
         if student.dim() != 2 or teacher.dim() != 2 or student.shape[0] != teacher.shape[0]:
-            raise ValueError(f"RKDObjective: need student [B, Ds] and teacher [B, Dt], got "
-                             f"{tuple(student.shape)} and {tuple(teacher.shape)}")
+            raise ValueError(
+                f"RKDObjective: need student [B, Ds] and teacher [B, Dt], got "
+                f"{tuple(student.shape)} and {tuple(teacher.shape)}"
+            )
         with torch.autocast(device_type=student.device.type, enabled=False):
             zero = student.new_zeros((), dtype=torch.float32)
             distance = rkd_distance(student, teacher) if self.distance_weight > 0 else zero

@@ -23,8 +23,12 @@ from xmodal.pipelines.state import stage
 from xmodal.training.checkpoint import load_checkpoint, load_encoder
 
 
-@stage("classify", "top-1 test accuracy of each model's own classifier",
-       needs=("dataset", "data_key", "models"), produces=("rows",))
+@stage(
+    "classify",
+    "top-1 test accuracy of each model's own classifier",
+    needs=("dataset", "data_key", "models"),
+    produces=("rows",),
+)
 def classify(ctx: RunContext) -> None:
     test = ctx.state.dataset.splits["test"]
     labels = test.column("label")
@@ -33,19 +37,39 @@ def classify(ctx: RunContext) -> None:
         classifier_file = Path(model["directory"]) / "classifier.pt"
         if not classifier_file.is_file() or model.get("own_classes"):
             continue
-        unit = ctx.unit("classify", f"seed{model['seed']}", f"{model['modality']}-{model['method']}",
-                        inputs={"checkpoint": model["digest"], "data": ctx.state.data_key,
-                                "classifier": str(classifier_file)})
+        unit = ctx.unit(
+            "classify",
+            f"seed{model['seed']}",
+            f"{model['modality']}-{model['method']}",
+            inputs={
+                "checkpoint": model["digest"],
+                "data": ctx.state.data_key,
+                "classifier": str(classifier_file),
+            },
+        )
         record = unit.record()
         if record is None:
-            features = extract_features(load_encoder(model["checkpoint"]), test,
-                                        device=ctx.accelerator.device)
+            features = extract_features(
+                load_encoder(model["checkpoint"]), test, device=ctx.accelerator.device
+            )
             state = load_checkpoint(classifier_file)
             classifier = torch.nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
             classifier.load_state_dict(state)
             with torch.inference_mode():
                 predicted = classifier(features).argmax(1)
-            record = unit.finish({"top1": float((predicted == labels).float().mean()), "n": len(labels)})
-        rows.append({"modality": model["modality"], "method": model["method"], "probe": "classifier",
-                     "metric": "top1", "value": record["top1"], "seed": model["seed"],
-                     "encoder": model["encoder"], "role": model["role"], "hparams": model["hparams"]})
+            record = unit.finish(
+                {"top1": float((predicted == labels).float().mean()), "n": len(labels)}
+            )
+        rows.append(
+            {
+                "modality": model["modality"],
+                "method": model["method"],
+                "probe": "classifier",
+                "metric": "top1",
+                "value": record["top1"],
+                "seed": model["seed"],
+                "encoder": model["encoder"],
+                "role": model["role"],
+                "hparams": model["hparams"],
+            }
+        )

@@ -26,24 +26,32 @@ from xmodal.training.optim import OptimConfig
 from xmodal.training.train import feature_standardisation, train_encoder
 
 
-def frontend_kwargs(ctx: RunContext, modality: str, dataset: LoadedDataset | None = None) -> dict[str, Any]:
+def frontend_kwargs(
+    ctx: RunContext, modality: str, dataset: LoadedDataset | None = None
+) -> dict[str, Any]:
     """The front end's options: as configured (``frontends.<modality>``), then the dataset's facts
-    about its data (e.g. the audio sample rate), which win."""
+    about its data (e.g. the audio sample rate), which win.
+    """
     options = ctx.config.frontends.options_for(modality)
     dataset = dataset if dataset is not None else ctx.state.dataset
-    return {**(to_dict(options) if options is not None else {}), **dataset.frontend_kwargs.get(modality, {})}
+    return {
+        **(to_dict(options) if options is not None else {}),
+        **dataset.frontend_kwargs.get(modality, {}),
+    }
 
 
 def build_encoder(cfg: EncoderConfig, modality: str, frontend: dict[str, Any]) -> Encoder:
     return create_encoder(cfg.name, modality, frontend, **cfg.kwargs)
 
 
-def encoder_for(modality: str, cfg: EncoderConfig,
-                overrides: dict[str, EncoderConfig] | None = None) -> EncoderConfig:
+def encoder_for(
+    modality: str, cfg: EncoderConfig, overrides: dict[str, EncoderConfig] | None = None
+) -> EncoderConfig:
     """The backbone config that encodes ``modality``: its entry in ``overrides`` (e.g.
     ``distill.encoders``), else ``cfg`` when that backbone takes the front end's layout, else
     the front end's ``default_backbone`` with default options (``points``: ``pointnet``, since a
-    2-D CNN cannot take ``[B, C, N]``; see :func:`~xmodal.encoders.base.backbone_for`)."""
+    2-D CNN cannot take ``[B, C, N]``; see :func:`~xmodal.encoders.base.backbone_for`).
+    """
     if overrides and modality in overrides:
         return overrides[modality]
     name = backbone_for(modality, cfg.name)
@@ -53,8 +61,10 @@ def encoder_for(modality: str, cfg: EncoderConfig,
 def check_modality(ctx: RunContext, modality: str, key: str) -> None:
     available = dataset_modalities(ctx.state.dataset_source, ctx.config.data.options())
     if modality not in available:
-        raise ConfigError(f"{key}: dataset '{ctx.config.data.name}' has no modality '{modality}' "
-                          f"(it has {', '.join(available)})")
+        raise ConfigError(
+            f"{key}: dataset '{ctx.config.data.name}' has no modality '{modality}' "
+            f"(it has {', '.join(available)})"
+        )
 
 
 #: the last training batch's transport plan ``[B, B]`` of an OT objective (for the report)
@@ -66,10 +76,20 @@ HISTORY = report_files.HISTORY
 TRAIN_STATE = "train-state.pt"
 
 
-def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: str,
-                         encoder_cfg: EncoderConfig, optim: OptimConfig, method_name: str,
-                         options: Any, seed: int, teacher: dict[str, Any] | None,
-                         role: str, data: tuple[LoadedDataset, str] | None = None) -> dict[str, Any]:
+def trained_encoder_unit(
+    ctx: RunContext,
+    parts: tuple[str, ...],
+    *,
+    modality: str,
+    encoder_cfg: EncoderConfig,
+    optim: OptimConfig,
+    method_name: str,
+    options: Any,
+    seed: int,
+    teacher: dict[str, Any] | None,
+    role: str,
+    data: tuple[LoadedDataset, str] | None = None,
+) -> dict[str, Any]:
     """Train (or reuse) one encoder; returns its model record for the probe stage.
 
     ``data``: the dataset to train on and its key, when not the run's (a transfer teacher's set).
@@ -79,15 +99,20 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
     needs = method.needs_for(options) if method.trains else frozenset()
     uses_teacher = bool(needs & {"teacher", "teacher_logits"})
     frontend = frontend_kwargs(ctx, modality, dataset)
-    inputs = {"data": data_key, "modality": modality, "encoder": to_dict(encoder_cfg),
-              "frontend": frontend,
-              "pretrained": _pretrained_digest(encoder_cfg),
-              "method": method_name, "seed": seed,
-              "optim": to_dict(optim) if method.trains else None,
-              # settings that change the numbers; ones that do not (threads) stay out
-              "mixed_precision": ctx.config.runtime.mixed_precision if method.trains else None,
-              "hparams": method.hparams_of(options),
-              "teacher": teacher["key"] if uses_teacher else None}
+    inputs = {
+        "data": data_key,
+        "modality": modality,
+        "encoder": to_dict(encoder_cfg),
+        "frontend": frontend,
+        "pretrained": _pretrained_digest(encoder_cfg),
+        "method": method_name,
+        "seed": seed,
+        "optim": to_dict(optim) if method.trains else None,
+        # settings that change the numbers; ones that do not (threads) stay out
+        "mixed_precision": ctx.config.runtime.mixed_precision if method.trains else None,
+        "hparams": method.hparams_of(options),
+        "teacher": teacher["key"] if uses_teacher else None,
+    }
     unit = ctx.unit(*parts, inputs=inputs)
     checkpoint = unit.directory / "encoder.pt"
     record = unit.record(files=[checkpoint.name])
@@ -95,54 +120,105 @@ def trained_encoder_unit(ctx: RunContext, parts: tuple[str, ...], *, modality: s
         set_seed(seed)
         encoder = build_encoder(encoder_cfg, modality, frontend)
         result = train_encoder(
-            encoder, method, options, optim, dataset, ctx.accelerator, seed,
+            encoder,
+            method,
+            options,
+            optim,
+            dataset,
+            ctx.accelerator,
+            seed,
             teacher_features=teacher["features"] if "teacher" in needs else None,
             teacher_logits=teacher.get("logits") if "teacher_logits" in needs else None,
-            teacher_own_classes=bool(teacher.get("own_classes")) if "teacher_logits" in needs else False,
-            description=f"{role} {modality} {method_name} seed {seed}", console=ctx.console,
-            state_path=unit.directory / TRAIN_STATE, state_key=unit.key,
-            checkpoint_every=ctx.config.runtime.checkpoint_every, log_prefix="/".join(parts),
-            settings="teacher.optim" if role == "teacher" else "distill.optim", method_name=method_name,
-            num_workers=ctx.config.data.num_workers)
+            teacher_own_classes=bool(teacher.get("own_classes"))
+            if "teacher_logits" in needs
+            else False,
+            description=f"{role} {modality} {method_name} seed {seed}",
+            console=ctx.console,
+            state_path=unit.directory / TRAIN_STATE,
+            state_key=unit.key,
+            checkpoint_every=ctx.config.runtime.checkpoint_every,
+            log_prefix="/".join(parts),
+            settings="teacher.optim" if role == "teacher" else "distill.optim",
+            method_name=method_name,
+            num_workers=ctx.config.data.num_workers,
+        )
         history = result.history
         if ctx.accelerator.is_main_process:
             (unit.directory / "classifier.pt").unlink(missing_ok=True)  # from earlier inputs
             classifier = getattr(result.objective, "classifier", None)
             if isinstance(classifier, torch.nn.Linear) and history:  # a trained one gives logits
                 save_atomic(classifier.state_dict(), unit.directory / "classifier.pt")
-            save_heads(result.objective, method_name, teacher if "teacher" in needs else None,
-                       unit.directory / HEADS_FILE)
-            save_encoder(encoder, checkpoint, encoder_cfg.name, encoder_cfg.kwargs, frontend,
-                         extra={"method": method_name})
-            export_encoder(encoder, unit.directory, encoder_cfg.name, encoder_cfg.kwargs,
-                           frontend, xmodal.__version__,
-                           fingerprint(to_dict(ctx.config)),
-                           extra={"method": method_name, "role": role, "seed": seed})
+            save_heads(
+                result.objective,
+                method_name,
+                teacher if "teacher" in needs else None,
+                unit.directory / HEADS_FILE,
+            )
+            save_encoder(
+                encoder,
+                checkpoint,
+                encoder_cfg.name,
+                encoder_cfg.kwargs,
+                frontend,
+                extra={"method": method_name},
+            )
+            export_encoder(
+                encoder,
+                unit.directory,
+                encoder_cfg.name,
+                encoder_cfg.kwargs,
+                frontend,
+                xmodal.__version__,
+                fingerprint(to_dict(ctx.config)),
+                extra={"method": method_name, "role": role, "seed": seed},
+            )
             save_transport_plan(result.objective, unit.directory / TRANSPORT_PLAN)
             write_json_atomic(unit.directory / HISTORY, history)
         ctx.accelerator.wait_for_everyone()
         # done.json vouches for every file a later stage or user reads, the export and the
         # report's inputs included
-        saved = [name for name in (checkpoint.name, "classifier.pt", HEADS_FILE, WEIGHTS_FILE,
-                                   META_FILE, HISTORY, TRANSPORT_PLAN)
-                 if (unit.directory / name).is_file()]
-        record = unit.finish({"checkpoint": checkpoint.name, "final": history[-1] if history else {}},
-                             files=saved)
+        saved = [
+            name
+            for name in (
+                checkpoint.name,
+                "classifier.pt",
+                HEADS_FILE,
+                WEIGHTS_FILE,
+                META_FILE,
+                HISTORY,
+                TRANSPORT_PLAN,
+            )
+            if (unit.directory / name).is_file()
+        ]
+        record = unit.finish(
+            {"checkpoint": checkpoint.name, "final": history[-1] if history else {}}, files=saved
+        )
         if ctx.accelerator.is_main_process:  # finished: the resume state has served its purpose
             (unit.directory / TRAIN_STATE).unlink(missing_ok=True)
     else:
         ctx.say(f"[dim]{role} {modality} {method_name} seed {seed}: cached[/dim]")
-    return {"seed": seed, "modality": modality, "method": method_name, "role": role,
-            "directory": str(unit.directory),
-            "encoder": encoder_cfg.name, "checkpoint": str(checkpoint),
-            "digest": record["files"][checkpoint.name], "key": unit.key, "hparams": inputs["hparams"],
-            "teacher": inputs["teacher"]}
+    return {
+        "seed": seed,
+        "modality": modality,
+        "method": method_name,
+        "role": role,
+        "directory": str(unit.directory),
+        "encoder": encoder_cfg.name,
+        "checkpoint": str(checkpoint),
+        "digest": record["files"][checkpoint.name],
+        "key": unit.key,
+        "hparams": inputs["hparams"],
+        "teacher": inputs["teacher"],
+    }
 
 
-def save_heads(objective: Any, method_name: str, teacher: dict[str, Any] | None, path: Path) -> None:
+def save_heads(
+    objective: Any, method_name: str, teacher: dict[str, Any] | None, path: Path
+) -> None:
     """Save ``objective``'s teacher and student heads to ``path`` (``heads.pt``), with the
     standardisation its teacher head was trained behind (of ``teacher["features"]``, the raw
-    train features); remove a stale file when there are none (no heads, nothing trained)."""
+    train features); remove a stale file when there are none (no heads, nothing trained).
+    """
     path.unlink(missing_ok=True)  # from earlier inputs
     if objective is None or teacher is None:
         return
@@ -157,12 +233,15 @@ def _pretrained_digest(cfg: EncoderConfig) -> str | None:
     """Content digest of the local weights the encoder's kwargs name (a replaced file must
     retrain): every option that is the path of a file, or of a folder (every file in it; also
     open_clip's ``local-dir:FOLDER``), such as ``pretrained``, timm's ``weights`` or hf's
-    ``model``; None when no option names one."""
+    ``model``; None when no option names one.
+    """
     digests = {}
     for key, value in sorted(cfg.kwargs.items()):
         if not isinstance(value, str) or not value:
             continue
-        path = Path(value.split(":", 1)[1] if value.startswith("local-dir:") else value).expanduser()
+        path = Path(
+            value.split(":", 1)[1] if value.startswith("local-dir:") else value
+        ).expanduser()
         if path.is_file():
             digests[key] = file_digest(path)
         elif path.is_dir():
@@ -178,7 +257,8 @@ def _pretrained_digest(cfg: EncoderConfig) -> str | None:
 def save_transport_plan(objective: torch.nn.Module | None, path: Any) -> None:
     """Save the plan of the objective's last local OT solve (teacher rows, student columns) as
     ``.npy``, when the objective has one (WCoRD's ``last_transport``); a stale one from earlier
-    inputs is removed."""
+    inputs is removed.
+    """
     import numpy as np
 
     Path(path).unlink(missing_ok=True)

@@ -7,8 +7,12 @@ from xmodal.pipelines.stages.common import check_modality, encoder_for, trained_
 from xmodal.pipelines.state import stage
 
 
-@stage("distill", "distil each student modality with each method",
-       needs=("dataset", "dataset_source", "data_key"), produces=("models",))
+@stage(
+    "distill",
+    "distil each student modality with each method",
+    needs=("dataset", "dataset_source", "data_key"),
+    produces=("models",),
+)
 def distill(ctx: RunContext) -> None:
     cfg = ctx.config.distill
     for i, modality in enumerate(cfg.students):
@@ -18,8 +22,17 @@ def distill(ctx: RunContext) -> None:
         teacher = ctx.state.teachers.get(seed)
         for modality in cfg.students:
             for method in cfg.methods:
-                models.append(trained_encoder_unit(
-                    ctx, ("distill", f"seed{seed}", modality, method), modality=modality,
-                    encoder_cfg=encoder_for(modality, cfg.encoder, cfg.encoders), optim=cfg.optim,
-                    method_name=method,
-                    options=cfg.options_for(method), seed=seed, teacher=teacher, role="student"))
+                models.append(
+                    trained_encoder_unit(
+                        ctx,
+                        ("distill", f"seed{seed}", modality, method),
+                        modality=modality,
+                        encoder_cfg=encoder_for(modality, cfg.encoder, cfg.encoders),
+                        optim=cfg.optim,
+                        method_name=method,
+                        options=cfg.options_for(method),
+                        seed=seed,
+                        teacher=teacher,
+                        role="student",
+                    )
+                )

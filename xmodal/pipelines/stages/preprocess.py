@@ -16,21 +16,28 @@ from xmodal.training.checkpoint import file_digest
 from xmodal.training.progress import progress_bar
 
 
-@stage("preprocess", "generate or convert the dataset into the run's cache",
-       produces=("dataset_source", "dataset", "data_key"))
+@stage(
+    "preprocess",
+    "generate or convert the dataset into the run's cache",
+    produces=("dataset_source", "dataset", "data_key"),
+)
 def preprocess(ctx: RunContext) -> None:
     data_cfg = ctx.config.data
     source = DATASETS.get(data_cfg.name)()
     options = data_cfg.options()
     if options is None:
-        raise ConfigError(f"dataset '{data_cfg.name}' has no options section 'data.{data_cfg.name}'")
+        raise ConfigError(
+            f"dataset '{data_cfg.name}' has no options section 'data.{data_cfg.name}'"
+        )
     path, ctx.state.data_key = prepared_cache(ctx, source, options, data_cfg.name)
     ctx.state.dataset = source.load(path)
     skipped = ctx.state.dataset.skipped_rows
     if skipped:
         shown = ", ".join(map(str, skipped[:20])) + (", ..." if len(skipped) > 20 else "")
-        ctx.say(f"[yellow]{data_cfg.name}: {len(skipped)} bad row(s) left out (rows {shown}; "
-                f"on_bad_sample=skip); 'xmodal data info' on the manifest lists why[/yellow]")
+        ctx.say(
+            f"[yellow]{data_cfg.name}: {len(skipped)} bad row(s) left out (rows {shown}; "
+            f"on_bad_sample=skip); 'xmodal data info' on the manifest lists why[/yellow]"
+        )
     for note in ctx.state.dataset.notes:
         ctx.say(f"[yellow]{data_cfg.name}: warning: {escape(note)}[/yellow]")
     ctx.state.dataset_source = source
@@ -39,9 +46,12 @@ def preprocess(ctx: RunContext) -> None:
 def prepared_cache(ctx: RunContext, source: Any, options: Any, name: str) -> tuple[Path, str]:
     """Build (main process) or reuse the cache ``data/<name>/data.h5`` of ``source`` with
     ``options``; returns its path and the data key that every later unit is keyed on (the
-    data's settings and its content)."""
+    data's settings and its content).
+    """
     inputs = {"dataset": ctx.config.data.name, "options": to_dict(options)}
-    if hasattr(source, "fingerprint"):  # file-backed sources: a replaced file must not hit the cache
+    if hasattr(
+        source, "fingerprint"
+    ):  # file-backed sources: a replaced file must not hit the cache
         inputs["source"] = source.fingerprint(options)
     unit = ctx.unit("data", name, inputs=inputs)
     path = unit.directory / "data.h5"
@@ -51,8 +61,13 @@ def prepared_cache(ctx: RunContext, source: Any, options: Any, name: str) -> tup
             unit.directory.mkdir(parents=True, exist_ok=True)
             with progress_bar(True, ctx.console) as bar:
                 job = bar.add_task(f"preprocess {name}", total=None, info="")
-                source.prepare(options, path, progress=lambda done, total, **fields: bar.update(
-                    job, completed=done, total=total, **fields))
+                source.prepare(
+                    options,
+                    path,
+                    progress=lambda done, total, **fields: bar.update(
+                        job, completed=done, total=total, **fields
+                    ),
+                )
             unit.finish({"path": path.name}, files=[path.name])
         ctx.accelerator.wait_for_everyone()
         digest = file_digest(path)

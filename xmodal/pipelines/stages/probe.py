@@ -43,8 +43,12 @@ POOLED_METRICS = ("accuracy", "mean_class_accuracy")
 DENSE_METRICS = ("mean_iou", "pixel_accuracy", "mean_class_accuracy")  # headline first
 
 
-@stage("probe", "probe the frozen features of every encoder (linear, k-NN, retrieval, ...)",
-       needs=("dataset", "data_key", "models"), produces=("rows",))
+@stage(
+    "probe",
+    "probe the frozen features of every encoder (linear, k-NN, retrieval, ...)",
+    needs=("dataset", "data_key", "models"),
+    produces=("rows",),
+)
 def probe(ctx: RunContext) -> None:
     cfg = ctx.config.probe
     probes = {name: PROBES.get(name) for name in cfg.probes}
@@ -54,8 +58,11 @@ def probe(ctx: RunContext) -> None:
 
     def pooled(encoder: Any, split: str) -> Any:  # each process embeds its share of the rows
         data = dataset.splits[split]
-        return computed_in_shares(lambda rows: extract_features(encoder, data, device=device, rows=rows),
-                                  len(data), ctx.accelerator)
+        return computed_in_shares(
+            lambda rows: extract_features(encoder, data, device=device, rows=rows),
+            len(data),
+            ctx.accelerator,
+        )
 
     text_memo: dict[str, Any] = {}  # class text embeddings, once per teacher
     teacher_memo: dict[Path, KeyedEntry] = {}  # teachers' features, for the pair probes
@@ -74,8 +81,10 @@ def probe(ctx: RunContext) -> None:
             teacher = _teacher_of(ctx, model, probe_name) if pairs else None
             zero_shot = _text_inputs(ctx, probe_cls(probe_cfg), model, text_memo) if text else None
             if isinstance(zero_shot, str):
-                ctx.say(f"[dim]probe {probe_name}: {name} seed {model['seed']} skipped "
-                        f"({zero_shot})[/dim]")
+                ctx.say(
+                    f"[dim]probe {probe_name}: {name} seed {model['seed']} skipped "
+                    f"({zero_shot})[/dim]"
+                )
                 continue
             targets = dataset.dense_labels if dense else {"label": dataset.num_classes}
             for target, num_classes in targets.items():
@@ -84,46 +93,91 @@ def probe(ctx: RunContext) -> None:
                 if dense:
                     stages = probe_cfg.stages
                     feats = _frozen_entry(
-                        ctx, model, f"-maps{'-'.join(str(s) for s in stages)}", memo,
+                        ctx,
+                        model,
+                        f"-maps{'-'.join(str(s) for s in stages)}",
+                        memo,
                         lambda enc, split: computed_in_shares(
                             lambda rows: extract_feature_maps(
-                                enc, Rows(dataset.splits[split], model["modality"], rows),
-                                stages, batch_size=32, device=device),
-                            len(dataset.splits[split]), ctx.accelerator))
+                                enc,
+                                Rows(dataset.splits[split], model["modality"], rows),
+                                stages,
+                                batch_size=32,
+                                device=device,
+                            ),
+                            len(dataset.splits[split]),
+                            ctx.accelerator,
+                        ),
+                    )
                 else:
                     feats = _frozen_entry(ctx, model, "", memo, pooled)
                 pair = _frozen_entry(ctx, teacher, "", teacher_memo, pooled) if teacher else None
-                unit = ctx.unit("probe", f"seed{model['seed']}", name, label,
-                                inputs={"checkpoint": model["digest"], "data": ctx.state.data_key,
-                                        "probe": probe_name, "target": target,
-                                        "config": to_dict(probe_cfg), "features": feats.digest,
-                                        **({"teacher": teacher["digest"],
-                                            "teacher_features": pair.digest} if pair else {}),
-                                        **(zero_shot["inputs"] if zero_shot else {})})
+                unit = ctx.unit(
+                    "probe",
+                    f"seed{model['seed']}",
+                    name,
+                    label,
+                    inputs={
+                        "checkpoint": model["digest"],
+                        "data": ctx.state.data_key,
+                        "probe": probe_name,
+                        "target": target,
+                        "config": to_dict(probe_cfg),
+                        "features": feats.digest,
+                        **(
+                            {"teacher": teacher["digest"], "teacher_features": pair.digest}
+                            if pair
+                            else {}
+                        ),
+                        **(zero_shot["inputs"] if zero_shot else {}),
+                    },
+                )
                 record = unit.record()
                 if record is None:
                     if dense:
                         result = probe_cls(probe_cfg).evaluate_maps(
                             *[(feats.value[s], dataset.splits[s].column(target)) for s in SPLITS],
-                            num_classes=num_classes)
+                            num_classes=num_classes,
+                        )
                     elif zero_shot is not None:
                         result = zero_shot["probe"].evaluate_zero_shot(
-                            feats.value["test"], dataset.splits["test"].column("label"),
-                            zero_shot["classes"](), zero_shot["heads"], zero_shot["names"])
+                            feats.value["test"],
+                            dataset.splits["test"].column("label"),
+                            zero_shot["classes"](),
+                            zero_shot["heads"],
+                            zero_shot["names"],
+                        )
                     elif pair is not None:
                         result = probe_cls(probe_cfg).evaluate_pairs(pair.value, feats.value)
                     else:
                         result = probe_cls(probe_cfg).evaluate(
                             *[(feats.value[s], dataset.splits[s].column("label")) for s in SPLITS],
-                            num_classes=num_classes)
+                            num_classes=num_classes,
+                        )
                     record = unit.finish(to_dict(result))
-                for metric in getattr(probe_cls, "metrics", DENSE_METRICS if dense else POOLED_METRICS):
-                    rows.append({"modality": model["modality"], "method": model["method"],
-                                 "probe": label, "metric": metric, "value": record[metric],
-                                 "seed": model["seed"], "encoder": model["encoder"],
-                                 "role": model["role"], "hparams": model["hparams"],
-                                 **({"probe_weight_decay": record["weight_decay"]} if dense
-                                    else {"probe_l2": record["l2"]} if "l2" in record else {})})
+                for metric in getattr(
+                    probe_cls, "metrics", DENSE_METRICS if dense else POOLED_METRICS
+                ):
+                    rows.append(
+                        {
+                            "modality": model["modality"],
+                            "method": model["method"],
+                            "probe": label,
+                            "metric": metric,
+                            "value": record[metric],
+                            "seed": model["seed"],
+                            "encoder": model["encoder"],
+                            "role": model["role"],
+                            "hparams": model["hparams"],
+                            **(
+                                {"probe_weight_decay": record["weight_decay"]}
+                                if dense
+                                else {"probe_l2": record["l2"]}
+                                if "l2" in record
+                                else {}
+                            ),
+                        }
+                    )
 
 
 def _teacher_of(ctx: RunContext, model: dict[str, Any], probe_name: str) -> dict[str, Any]:
@@ -131,20 +185,30 @@ def _teacher_of(ctx: RunContext, model: dict[str, Any], probe_name: str) -> dict
     for other in ctx.state.models:
         if other["role"] == "teacher" and other["seed"] == model["seed"]:
             return other
-    raise ConfigError(f"probe '{probe_name}' compares students with their teacher, but no teacher "
-                      f"of seed {model['seed']} is among the encoders; probe a run directory, or "
-                      "leave this probe out")
+    raise ConfigError(
+        f"probe '{probe_name}' compares students with their teacher, but no teacher "
+        f"of seed {model['seed']} is among the encoders; probe a run directory, or "
+        "leave this probe out"
+    )
 
 
-def _text_inputs(ctx: RunContext, probe: Any, model: dict[str, Any],
-                 text_memo: dict[str, Any]) -> dict[str, Any] | str:
+def _text_inputs(
+    ctx: RunContext, probe: Any, model: dict[str, Any], text_memo: dict[str, Any]
+) -> dict[str, Any] | str:
     """What a text probe needs for ``model``: the probe, the class names, their text vectors
     ``[C, Dt]`` from the teacher's text tower (``classes()``: built only when the probe runs),
     the student's heads (None for a teacher or a pretrained ``xmodal probe`` target: its own
-    space) and the unit inputs they add; or why ``model`` is skipped."""
+    space) and the unit inputs they add; or why ``model`` is skipped.
+    """
     own = model["role"] in ("teacher", "pretrained")  # CLIP's own zero-shot, no heads
-    teacher = model if own else next(
-        (m for m in ctx.state.models if m["role"] == "teacher" and m["seed"] == model["seed"]), None)
+    teacher = (
+        model
+        if own
+        else next(
+            (m for m in ctx.state.models if m["role"] == "teacher" and m["seed"] == model["seed"]),
+            None,
+        )
+    )
     if teacher is None:
         return f"no teacher of seed {model['seed']} among the encoders"
     heads, inputs = None, {"teacher": teacher["key"]}
@@ -161,20 +225,35 @@ def _text_inputs(ctx: RunContext, probe: Any, model: dict[str, Any],
     why = teacher_text_problem(teacher)
     if why:
         return why
-    return {"probe": probe, "names": names, "heads": heads, "inputs": inputs,
-            "classes": lambda: teacher_text(ctx, teacher, names, probe.config.templates, text_memo)}
+    return {
+        "probe": probe,
+        "names": names,
+        "heads": heads,
+        "inputs": inputs,
+        "classes": lambda: teacher_text(ctx, teacher, names, probe.config.templates, text_memo),
+    }
 
 
-def _frozen_outputs(ctx: RunContext, model: dict[str, Any], tag: str,
-                    memo: dict[Path, KeyedEntry],
-                    extract: Callable[[Any, str], Any], everywhere: bool = True) -> dict[str, Any]:
+def _frozen_outputs(
+    ctx: RunContext,
+    model: dict[str, Any],
+    tag: str,
+    memo: dict[Path, KeyedEntry],
+    extract: Callable[[Any, str], Any],
+    everywhere: bool = True,
+) -> dict[str, Any]:
     """``{split: extract(encoder, split)}`` of the frozen encoder (see :func:`_frozen_entry`)."""
     return _frozen_entry(ctx, model, tag, memo, extract, everywhere).value
 
 
-def _frozen_entry(ctx: RunContext, model: dict[str, Any], tag: str,
-                  memo: dict[Path, KeyedEntry],
-                  extract: Callable[[Any, str], Any], everywhere: bool = True) -> KeyedEntry:
+def _frozen_entry(
+    ctx: RunContext,
+    model: dict[str, Any],
+    tag: str,
+    memo: dict[Path, KeyedEntry],
+    extract: Callable[[Any, str], Any],
+    everywhere: bool = True,
+) -> KeyedEntry:
     """``{split: extract(encoder, split)}`` of the frozen encoder and its content digest,
     computed once per checkpoint: from ``memo``, else from ``features/<key>.pt`` when it still
     has the digest recorded with it, else extracted and saved there (a changed or older file:
@@ -186,8 +265,15 @@ def _frozen_entry(ctx: RunContext, model: dict[str, Any], tag: str,
         DataError: the features hold NaN or inf (the encoder's training diverged), naming its
             folder and the setting to lower.
     """
-    key = fingerprint({"checkpoint": model["digest"], "data": ctx.state.data_key,
-                       "modality": model["modality"], "outputs": tag, "splits": SPLITS})
+    key = fingerprint(
+        {
+            "checkpoint": model["digest"],
+            "data": ctx.state.data_key,
+            "modality": model["modality"],
+            "outputs": tag,
+            "splits": SPLITS,
+        }
+    )
     cache = ctx.run_dir / "features" / f"{key}.pt"
     if cache not in memo:
         entry, why = read_keyed(cache, key)
@@ -217,8 +303,11 @@ def _check_finite(value: dict[str, Any], model: dict[str, Any], cache: Path) -> 
     for split, features in value.items():
         if isinstance(features, torch.Tensor) and not torch.isfinite(features).all():
             setting = {"teacher": "teacher.optim.lr", "student": "distill.optim.lr"}.get(
-                model["role"], "its learning rate")
-            raise DataError(f"{model['modality']} {model['method']} seed {model['seed']}: its "
-                            f"{split} features ('{cache}') contain NaN or inf, so its training "
-                            f"diverged; lower {setting} and delete '{model['directory']}' to "
-                            "retrain it")
+                model["role"], "its learning rate"
+            )
+            raise DataError(
+                f"{model['modality']} {model['method']} seed {model['seed']}: its "
+                f"{split} features ('{cache}') contain NaN or inf, so its training "
+                f"diverged; lower {setting} and delete '{model['directory']}' to "
+                "retrain it"
+            )

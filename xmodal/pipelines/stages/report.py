@@ -1,6 +1,7 @@
 """Stage ``report``: results table on the console, ``results.json``/``results.csv`` (one row
 per model x probe x metric x seed), ``summary.json``/``summary.csv`` (over seeds), and
-``report.md`` with its PNG figures (see :mod:`xmodal.evaluation.report`)."""
+``report.md`` with its PNG figures (see :mod:`xmodal.evaluation.report`).
+"""
 
 from __future__ import annotations
 
@@ -19,8 +20,12 @@ from xmodal.pipelines.state import stage
 from xmodal.training.checkpoint import load_encoder
 
 
-@stage("report", "write results.json/csv and report.md with figures; print the tables",
-       needs=("rows",), produces=("summary",))
+@stage(
+    "report",
+    "write results.json/csv and report.md with figures; print the tables",
+    needs=("rows",),
+    produces=("summary",),
+)
 def report(ctx: RunContext) -> None:
     rows: list[dict[str, Any]] = ctx.state.rows
     summary = summarise(rows)
@@ -28,26 +33,51 @@ def report(ctx: RunContext) -> None:
     if not ctx.accelerator.is_main_process:
         return
     if ctx.accelerator.trackers:
-        ctx.accelerator.log({"/".join(("probe", r["modality"], r["method"], r["probe"], r["metric"],
-                                       f"seed{r['seed']}")): r["value"] for r in rows})
+        ctx.accelerator.log(
+            {
+                "/".join(
+                    (
+                        "probe",
+                        r["modality"],
+                        r["method"],
+                        r["probe"],
+                        r["metric"],
+                        f"seed{r['seed']}",
+                    )
+                ): r["value"]
+                for r in rows
+            }
+        )
     write_json_atomic(ctx.run_dir / "results.json", rows)
-    gaps = {f"{e['modality']}/{e['method']}/{e['probe']}/{e['metric']}":
-            gap_closed_per_seed(rows, e["modality"], e["method"], e["probe"], e["metric"])
-            for e in summary if e["gap_closed"] is not None}
+    gaps = {
+        f"{e['modality']}/{e['method']}/{e['probe']}/{e['metric']}": gap_closed_per_seed(
+            rows, e["modality"], e["method"], e["probe"], e["metric"]
+        )
+        for e in summary
+        if e["gap_closed"] is not None
+    }
     skipped = ctx.state.dataset.skipped_rows if ctx.state.dataset is not None else []
-    write_json_atomic(ctx.run_dir / "summary.json", {"config": to_dict(ctx.config), "summary": summary,
-                                                     "gap_closed_per_seed": gaps,
-                                                     "data": {"skipped_rows": len(skipped),
-                                                              "skipped_row_numbers": skipped}})
+    write_json_atomic(
+        ctx.run_dir / "summary.json",
+        {
+            "config": to_dict(ctx.config),
+            "summary": summary,
+            "gap_closed_per_seed": gaps,
+            "data": {"skipped_rows": len(skipped), "skipped_row_numbers": skipped},
+        },
+    )
     write_csv(ctx.run_dir / "results.csv", rows)
     write_csv(ctx.run_dir / "summary.csv", summary)
     _write_test_embeddings(ctx)
     report_file = write_report(ctx.run_dir)
-    for table in results_tables(summary, ctx.config.pipeline, len(ctx.config.seeds),
-                                width=ctx.console.width):
+    for table in results_tables(
+        summary, ctx.config.pipeline, len(ctx.config.seeds), width=ctx.console.width
+    ):
         ctx.console.print(table)
-    ctx.say(f"results: {ctx.run_dir / 'results.json'} (rows), {ctx.run_dir / 'summary.csv'} "
-            f"(over seeds), {report_file} (report with figures)")
+    ctx.say(
+        f"results: {ctx.run_dir / 'results.json'} (rows), {ctx.run_dir / 'summary.csv'} "
+        f"(over seeds), {report_file} (report with figures)"
+    )
 
 
 def _write_test_embeddings(ctx: RunContext) -> None:
@@ -59,6 +89,7 @@ def _write_test_embeddings(ctx: RunContext) -> None:
     test = dataset.splits["test"]
     seed = min(m["seed"] for m in models)
     panels = []
+
     def extract(encoder: Any, split: str) -> Any:
         return extract_features(encoder, dataset.splits[split], device=ctx.accelerator.device)
 
@@ -67,28 +98,38 @@ def _write_test_embeddings(ctx: RunContext) -> None:
             feats = _frozen_outputs(ctx, model, "", {}, extract, everywhere=False)["test"]
         else:  # e.g. cifar100 (train/test only, no probe stage): the test split alone
             feats = extract(load_encoder(model["checkpoint"]), "test")
-        panels.append({"title": f"{model['modality']} {model['method']} (seed {seed})",
-                       "features": feats.numpy(),
-                       "labels": test.column("label").tolist() if "label" in test
-                       else [-1] * len(test)})  # -1: no labels
+        panels.append(
+            {
+                "title": f"{model['modality']} {model['method']} (seed {seed})",
+                "features": feats.numpy(),
+                "labels": test.column("label").tolist() if "label" in test else [-1] * len(test),
+            }
+        )  # -1: no labels
     write_embeddings(ctx.run_dir, panels, dataset.class_names)
 
 
-def results_tables(summary: list[dict[str, Any]], title: str, seeds: int,
-                   width: int | None = None) -> list[Table]:
+def results_tables(
+    summary: list[dict[str, Any]], title: str, seeds: int, width: int | None = None
+) -> list[Table]:
     """The console version of :func:`xmodal.evaluation.report.probe_tables`. With ``width``
     (the terminal's columns), metric columns that do not fit are left out, last first, rather
-    than squeezed until names and numbers are cut; ``report.md`` keeps them all."""
+    than squeezed until names and numbers are cut; ``report.md`` keeps them all.
+    """
     tables = []
     for spec in probe_tables(summary, seeds):
         keep = _columns_that_fit(spec["columns"], spec["rows"], width)
         dropped = len(spec["columns"]) - len(keep)
-        table = Table(title=f"{title}: {spec['probe']} probe, test metrics"
-                            + (f", mean ± std over {seeds} seeds" if seeds > 1 else ""),
-                      caption=f"{dropped} more column(s) in report.md" if dropped else None)
+        table = Table(
+            title=f"{title}: {spec['probe']} probe, test metrics"
+            + (f", mean ± std over {seeds} seeds" if seeds > 1 else ""),
+            caption=f"{dropped} more column(s) in report.md" if dropped else None,
+        )
         for i in keep:  # cells never wrap or shrink; long headers wrap at their spaces
-            table.add_column(spec["columns"][i], justify="left" if i < 2 else "right",
-                             min_width=max([len(r[i]) for r in spec["rows"]] + [1]))
+            table.add_column(
+                spec["columns"][i],
+                justify="left" if i < 2 else "right",
+                min_width=max([len(r[i]) for r in spec["rows"]] + [1]),
+            )
         for row in spec["rows"]:
             table.add_row(*(row[i] for i in keep))
         tables.append(table)
@@ -97,7 +138,9 @@ def results_tables(summary: list[dict[str, Any]], title: str, seeds: int,
 
 def _columns_that_fit(columns: list[str], rows: list[list[str]], width: int | None) -> list[int]:
     """Indices of the columns to show: the two names, the headline metric and the last (gap
-    closed) always; the other metrics in order while the table fits in ``width``."""
+    closed) always; the other metrics in order while the table fits in ``width``.
+    """
+
     def need(i: int) -> int:  # widest cell or header word, plus rich's padding and border
         words = [len(w) for w in columns[i].split()] + [len(r[i]) for r in rows]
         return max(words) + 3

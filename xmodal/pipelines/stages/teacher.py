@@ -7,7 +7,8 @@ The teacher keeps its own classifier: ``Ct`` is the size of its saved ``classifi
 dataset's classes for a teacher trained on them, its own label space's for a transfer teacher
 (``scenes``: 6 object categories against 8 scene classes) or for a ``teacher.checkpoint``
 trained elsewhere. Logit methods then read the logits through a student head of size ``Ct``
-(``own_classes`` in the teacher's record). A teacher without a classifier has no logits."""
+(``own_classes`` in the teacher's record). A teacher without a classifier has no logits.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ from xmodal.pipelines.context import RunContext
 from xmodal.pipelines.stages.common import check_modality, encoder_for, trained_encoder_unit
 from xmodal.pipelines.stages.preprocess import prepared_cache
 from xmodal.pipelines.state import stage
-from xmodal.training.progress import progress_bar
 from xmodal.training.checkpoint import (
     file_digest,
     load_checkpoint,
@@ -32,10 +32,15 @@ from xmodal.training.checkpoint import (
     save_atomic,
     save_keyed,
 )
+from xmodal.training.progress import progress_bar
 
 
-@stage("teacher", "train the teacher encoder and cache its features",
-       needs=("dataset", "dataset_source", "data_key"), produces=("teachers", "models"))
+@stage(
+    "teacher",
+    "train the teacher encoder and cache its features",
+    needs=("dataset", "dataset_source", "data_key"),
+    produces=("teachers", "models"),
+)
 def teacher(ctx: RunContext) -> None:
     cfg = ctx.config.teacher
     check_modality(ctx, cfg.modality, "teacher.modality")
@@ -46,18 +51,31 @@ def teacher(ctx: RunContext) -> None:
         if cfg.checkpoint:
             model = _loaded_teacher(ctx, Path(cfg.checkpoint), seed)
         else:
-            model = trained_encoder_unit(ctx, ("teacher", f"seed{seed}"), modality=cfg.modality,
-                                         encoder_cfg=encoder_for(cfg.modality, cfg.encoder), optim=cfg.optim,
-                                         method_name="supervised", options=None, seed=seed,
-                                         teacher=None, role="teacher", data=own_data)
+            model = trained_encoder_unit(
+                ctx,
+                ("teacher", f"seed{seed}"),
+                modality=cfg.modality,
+                encoder_cfg=encoder_for(cfg.modality, cfg.encoder),
+                optim=cfg.optim,
+                method_name="supervised",
+                options=None,
+                seed=seed,
+                teacher=None,
+                role="teacher",
+                data=own_data,
+            )
         model["method"] = "teacher"
         directory = Path(model["directory"])
         classifier_file = directory / "classifier.pt"
-        key = fingerprint({"unit": model["key"], "checkpoint": model["digest"],
-                           # bf16 extraction gives other features than float32
-                           "mixed_precision": ctx.config.runtime.mixed_precision,
-                           "classifier": file_digest(classifier_file)
-                           if classifier_file.is_file() else None})
+        key = fingerprint(
+            {
+                "unit": model["key"],
+                "checkpoint": model["digest"],
+                # bf16 extraction gives other features than float32
+                "mixed_precision": ctx.config.runtime.mixed_precision,
+                "classifier": file_digest(classifier_file) if classifier_file.is_file() else None,
+            }
+        )
         outputs_file = directory / f"outputs-{key}.pt"
         outputs, why = load_keyed(outputs_file, key)
         if outputs is not None and classifier_file.is_file() and "logits" not in outputs:
@@ -67,12 +85,17 @@ def teacher(ctx: RunContext) -> None:
             if why != "missing":
                 ctx.say(f"teacher outputs: {why}; recomputing them")
             encoder = load_encoder(model["checkpoint"])
-            with progress_bar(ctx.accelerator.is_main_process, ctx.console) as bar, ctx.accelerator.autocast():
+            with (
+                progress_bar(ctx.accelerator.is_main_process, ctx.console) as bar,
+                ctx.accelerator.autocast(),
+            ):
                 job = bar.add_task(f"teacher features seed {seed}", total=None, info="")
-                features = extract_features(encoder, ctx.state.dataset.splits["train"],
-                                            device=ctx.accelerator.device,
-                                            progress=lambda done, total: bar.update(job, completed=done,
-                                                                                    total=total))
+                features = extract_features(
+                    encoder,
+                    ctx.state.dataset.splits["train"],
+                    device=ctx.accelerator.device,
+                    progress=lambda done, total: bar.update(job, completed=done, total=total),
+                )
             outputs = {"features": features}
             if classifier_file.is_file():  # absent for a frozen (untrained) teacher
                 outputs["logits"] = _teacher_logits(classifier_file, features, cfg.checkpoint)
@@ -82,19 +105,29 @@ def teacher(ctx: RunContext) -> None:
                 ctx.accelerator.wait_for_everyone()
         for name, tensor in outputs.items():
             if not torch.isfinite(tensor).all():
-                raise DataError(f"teacher {name} in {outputs_file} contain NaN or inf: the teacher "
-                                "diverged; lower teacher.optim.lr and delete that folder")
+                raise DataError(
+                    f"teacher {name} in {outputs_file} contain NaN or inf: the teacher "
+                    "diverged; lower teacher.optim.lr and delete that folder"
+                )
         logits = outputs.get("logits")
         classes = None if logits is None else int(logits.shape[1])
         # a transfer teacher's classes are its own; a checkpoint's when their count differs
         # from the dataset's (an equal count is taken for the dataset's classes)
-        own = classes is not None and ((cfg.task == "transfer" and not cfg.checkpoint)
-                                       or classes != ctx.state.dataset.num_classes)
+        own = classes is not None and (
+            (cfg.task == "transfer" and not cfg.checkpoint)
+            or classes != ctx.state.dataset.num_classes
+        )
         if own:
-            ctx.say(f"[dim]teacher seed {seed}: logits over its own {classes} classes "
-                    f"(the dataset has {ctx.state.dataset.num_classes or 'none'})[/dim]")
-        ctx.state.teachers[seed] = {"key": model["digest"], **outputs, "classes": classes,
-                                    "own_classes": own}
+            ctx.say(
+                f"[dim]teacher seed {seed}: logits over its own {classes} classes "
+                f"(the dataset has {ctx.state.dataset.num_classes or 'none'})[/dim]"
+            )
+        ctx.state.teachers[seed] = {
+            "key": model["digest"],
+            **outputs,
+            "classes": classes,
+            "own_classes": own,
+        }
         model["classes"], model["own_classes"] = classes, own
         ctx.state.models.append(model)
 
@@ -102,19 +135,32 @@ def teacher(ctx: RunContext) -> None:
 def _teacher_logits(classifier_file: Path, features: torch.Tensor, checkpoint: str) -> torch.Tensor:
     """The teacher's logits ``[N, Ct]`` from its saved linear classifier, built at the saved
     weights' shape ``[Ct, Dt]`` (its own classes, whatever the dataset's), on ``features``
-    ``[N, Dt]``."""
+    ``[N, Dt]``.
+    """
     state = load_checkpoint(classifier_file)
     weight = state.get("weight") if isinstance(state, dict) else None
     bias = state.get("bias") if isinstance(state, dict) else None
-    fix = ("point teacher.checkpoint at a folder whose classifier.pt belongs to its encoder.pt"
-           if checkpoint else "delete that teacher folder to retrain it")
-    if (not isinstance(weight, torch.Tensor) or weight.dim() != 2 or weight.shape[0] < 1
-            or not isinstance(bias, torch.Tensor) or bias.shape != weight.shape[:1]):
-        raise DataError(f"teacher classifier '{classifier_file}' is not a linear layer's weights "
-                        f"(weight [C, D], bias [C]); {fix}")
+    fix = (
+        "point teacher.checkpoint at a folder whose classifier.pt belongs to its encoder.pt"
+        if checkpoint
+        else "delete that teacher folder to retrain it"
+    )
+    if (
+        not isinstance(weight, torch.Tensor)
+        or weight.dim() != 2
+        or weight.shape[0] < 1
+        or not isinstance(bias, torch.Tensor)
+        or bias.shape != weight.shape[:1]
+    ):
+        raise DataError(
+            f"teacher classifier '{classifier_file}' is not a linear layer's weights "
+            f"(weight [C, D], bias [C]); {fix}"
+        )
     if weight.shape[1] != features.shape[1]:
-        raise DataError(f"teacher classifier '{classifier_file}' takes {weight.shape[1]}-dim features, "
-                        f"but the teacher encoder gives {features.shape[1]}; {fix}")
+        raise DataError(
+            f"teacher classifier '{classifier_file}' takes {weight.shape[1]}-dim features, "
+            f"but the teacher encoder gives {features.shape[1]}; {fix}"
+        )
     classifier = torch.nn.Linear(weight.shape[1], weight.shape[0])
     classifier.load_state_dict({"weight": weight, "bias": bias})
     with torch.inference_mode():
@@ -123,11 +169,14 @@ def _teacher_logits(classifier_file: Path, features: torch.Tensor, checkpoint: s
 
 def _teacher_task_data(ctx: RunContext) -> tuple[LoadedDataset, str]:
     """The teacher's own labelled set under ``teacher.task=transfer`` (a cached unit beside
-    the run's data) and its data key."""
+    the run's data) and its data key.
+    """
     source, name = ctx.state.dataset_source, ctx.config.data.name
     if not hasattr(source, "teacher_task_options"):
-        raise ConfigError(f"teacher.task=transfer: dataset '{name}' has no teacher task of its own; "
-                          "set teacher.task=probe-labels or give teacher.checkpoint")
+        raise ConfigError(
+            f"teacher.task=transfer: dataset '{name}' has no teacher task of its own; "
+            "set teacher.task=probe-labels or give teacher.checkpoint"
+        )
     options = source.teacher_task_options(ctx.config.data.options())
     path, key = prepared_cache(ctx, source, options, f"{name}-teacher-task")
     return source.load_teacher_task(path), key
@@ -136,11 +185,14 @@ def _teacher_task_data(ctx: RunContext) -> tuple[LoadedDataset, str]:
 def _loaded_teacher(ctx: RunContext, folder: Path, seed: int) -> dict:
     """The model record of a teacher trained elsewhere (``teacher.checkpoint``), its classifier
     (over the classes it was trained on) copied into this run's teacher folder so the cached
-    outputs live with the run."""
+    outputs live with the run.
+    """
     checkpoint = folder / "encoder.pt"
     if not checkpoint.is_file():
-        raise ConfigError(f"teacher.checkpoint: no encoder.pt in '{folder}'; point it at the "
-                          "teacher folder of an earlier run (e.g. runs/cifar100/teacher/seed0)")
+        raise ConfigError(
+            f"teacher.checkpoint: no encoder.pt in '{folder}'; point it at the "
+            "teacher folder of an earlier run (e.g. runs/cifar100/teacher/seed0)"
+        )
     directory = ctx.run_dir / "teacher" / f"seed{seed}"
     if ctx.accelerator.is_main_process:
         directory.mkdir(parents=True, exist_ok=True)
@@ -149,7 +201,15 @@ def _loaded_teacher(ctx: RunContext, folder: Path, seed: int) -> dict:
         else:  # one copied from an earlier checkpoint would give this encoder its logits
             (directory / "classifier.pt").unlink(missing_ok=True)
     ctx.accelerator.wait_for_everyone()
-    return {"seed": seed, "modality": ctx.config.teacher.modality, "role": "teacher",
-            "directory": str(directory), "encoder": ctx.config.teacher.encoder.name,
-            "checkpoint": str(checkpoint), "digest": file_digest(checkpoint),
-            "key": file_digest(checkpoint), "hparams": {"checkpoint": str(checkpoint)}, "teacher": None}
+    return {
+        "seed": seed,
+        "modality": ctx.config.teacher.modality,
+        "role": "teacher",
+        "directory": str(directory),
+        "encoder": ctx.config.teacher.encoder.name,
+        "checkpoint": str(checkpoint),
+        "digest": file_digest(checkpoint),
+        "key": file_digest(checkpoint),
+        "hparams": {"checkpoint": str(checkpoint)},
+        "teacher": None,
+    }

@@ -26,7 +26,8 @@ from xmodal.training.checkpoint import file_digest, load_checkpoint
 def encoder_description(checkpoint: str | Path) -> tuple[str, dict[str, Any], str]:
     """``(backbone name, backbone options, modality)`` of a saved encoder: an ``encoder.pt``
     written by :func:`~xmodal.training.checkpoint.save_encoder` (read memory-mapped, its
-    weights untouched) or an export."""
+    weights untouched) or an export.
+    """
     path = Path(checkpoint)
     if path.is_dir() or path.name in (META_FILE, WEIGHTS_FILE):
         meta = read_export_metadata(path)
@@ -34,8 +35,10 @@ def encoder_description(checkpoint: str | Path) -> tuple[str, dict[str, Any], st
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:
-        raise DataError(f"encoder checkpoint '{path}' is unreadable ({exc.__class__.__name__}); "
-                        "rerun the stage that writes it") from None
+        raise DataError(
+            f"encoder checkpoint '{path}' is unreadable ({exc.__class__.__name__}); "
+            "rerun the stage that writes it"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != "xmodal-encoder":
         raise DataError(f"'{path}' is not an xmodal encoder checkpoint")
     return str(ckpt["name"]), dict(ckpt["kwargs"]), str(ckpt["modality"])
@@ -44,37 +47,46 @@ def encoder_description(checkpoint: str | Path) -> tuple[str, dict[str, Any], st
 def text_tower_problem(name: str, options: dict[str, Any], modality: str) -> str | None:
     """Why backbone ``name`` with ``options`` on ``modality`` gives no text tower whose space is
     its image embedding's, or None. A backbone factory offers one with a ``text_tower``
-    attribute (and may explain a missing one with ``text_tower_missing(options)``)."""
+    attribute (and may explain a missing one with ``text_tower_missing(options)``).
+    """
     factory = BACKBONES.get(name)
     if getattr(factory, "text_tower", None) is None:
-        return (f"backbone '{name}' has no text tower; use teacher.encoder.name=open_clip, or hf "
-                "with a CLIP or SigLIP folder")
+        return (
+            f"backbone '{name}' has no text tower; use teacher.encoder.name=open_clip, or hf "
+            "with a CLIP or SigLIP folder"
+        )
     missing = getattr(factory, "text_tower_missing", None)
     why = missing(**options) if missing is not None else None
     if why:
         return why
     if not getattr(FRONTENDS.get(modality), "gives_pixels", False):
-        return (f"its text tower describes RGB images, but it reads '{modality}'; set "
-                "teacher.modality=rgb")
+        return (
+            f"its text tower describes RGB images, but it reads '{modality}'; set "
+            "teacher.modality=rgb"
+        )
     return None
 
 
 def fine_tuned(checkpoint: str | Path) -> bool:
     """Whether the encoder saved at ``checkpoint`` was trained (its unit's ``history.json`` has
-    epochs): then its image embeddings have left its text tower's space."""
+    epochs): then its image embeddings have left its text tower's space.
+    """
     history = Path(checkpoint).parent / "history.json"
     if not history.is_file():
         return False
     try:
         return bool(json.loads(history.read_bytes().decode("utf-8")))
     except (OSError, ValueError):  # unreadable, not UTF-8 or not JSON: trained or not, unknown
-        raise DataError(f"'{history}' is not readable JSON, so whether that encoder was "
-                        "fine-tuned is unknown; delete its folder to retrain it") from None
+        raise DataError(
+            f"'{history}' is not readable JSON, so whether that encoder was "
+            "fine-tuned is unknown; delete its folder to retrain it"
+        ) from None
 
 
 def teacher_text_problem(teacher: dict[str, Any]) -> str | None:
     """Why ``teacher`` (a model record) gives no class text vectors in its image embedding's
-    space, or None."""
+    space, or None.
+    """
     name, options, modality = encoder_description(teacher["checkpoint"])
     why = text_tower_problem(name, options, modality)
     if why is None and fine_tuned(teacher["checkpoint"]):
@@ -82,17 +94,24 @@ def teacher_text_problem(teacher: dict[str, Any]) -> str | None:
     return f"teacher: {why}" if why else None
 
 
-def teacher_text(ctx: Any, teacher: dict[str, Any], class_names: list[str], templates: list[str],
-                 memo: dict[str, Any]) -> torch.Tensor:
+def teacher_text(
+    ctx: Any,
+    teacher: dict[str, Any],
+    class_names: list[str],
+    templates: list[str],
+    memo: dict[str, Any],
+) -> torch.Tensor:
     """Unit class text vectors ``[C, Dt]`` from ``teacher``'s text tower (built from the options
-    its checkpoint was built with), once per teacher, names and templates (``memo``)."""
+    its checkpoint was built with), once per teacher, names and templates (``memo``).
+    """
     key = fingerprint({"teacher": teacher["key"], "names": class_names, "templates": templates})
     if key not in memo:
         name, options, _ = encoder_description(teacher["checkpoint"])
         tower = BACKBONES.get(name).text_tower(**options)
         device = ctx.accelerator.device
-        memo[key] = class_text_embeddings(lambda texts: tower.encode(texts, device=device),
-                                          class_names, templates)
+        memo[key] = class_text_embeddings(
+            lambda texts: tower.encode(texts, device=device), class_names, templates
+        )
     return memo[key]
 
 
@@ -102,15 +121,25 @@ def student_heads(model: dict[str, Any]) -> tuple[SharedHeads, str] | str:
     if not path.is_file():
         method = METHODS.get(model["method"]) if model["method"] in METHODS else None
         if not getattr(method, "shared_heads", False):
-            return (f"method '{model['method']}' has no teacher/student projection heads; "
-                    "wcord*, crd and infonce have")
-        return (f"no {HEADS_FILE} beside its encoder: trained before xmodal saved the heads; "
-                "delete its folder to retrain it")
+            return (
+                f"method '{model['method']}' has no teacher/student projection heads; "
+                "wcord*, crd and infonce have"
+            )
+        return (
+            f"no {HEADS_FILE} beside its encoder: trained before xmodal saved the heads; "
+            "delete its folder to retrain it"
+        )
     try:
         return SharedHeads.from_state(load_checkpoint(path), str(path)), file_digest(path)
     except ValueError as exc:
         raise DataError(f"{exc}; delete that folder to retrain the student") from None
 
 
-__all__ = ["encoder_description", "fine_tuned", "student_heads", "teacher_text", "teacher_text_problem",
-           "text_tower_problem"]
+__all__ = [
+    "encoder_description",
+    "fine_tuned",
+    "student_heads",
+    "teacher_text",
+    "teacher_text_problem",
+    "text_tower_problem",
+]
