@@ -3,8 +3,10 @@
 A target is an exported encoder (its directory, ``encoder.json`` or ``encoder.safetensors``),
 a run directory (every encoder it exported: teacher and students), or a registered backbone
 name (built with its pretrained weights and options and exported first, so every target is
-probed the same way). The dataset is prepared as in a run, then the pipeline's own ``probe`` and
-``report`` stages run on the targets, so rows, caches and the report match a run's.
+probed the same way). ``xmodal probe`` is a mode of the one runner
+(:func:`~xmodal.pipelines.runner.execute`): the pipeline's own ``preprocess`` stage, then
+:class:`ProbeTargets`, then its ``probe`` and ``report`` stages, so rows, caches, the report and
+the run directory (lock, trackers, ``config.yaml``) match a run's.
 
 Feature caches are keyed by :func:`target_digest`: the SHA-256 of the weights file, the
 modality, the front end's options and the dataset's cache key (dataset, options such as image
