@@ -1,6 +1,7 @@
-"""The ``sequence`` layout: the ``sequence`` front end, the ``temporal_conv`` backbone, layouts
-checked at registration and at load, and ``paired`` manifests with ``[C, T]`` ``.npy`` columns
-from reader to a whole run.
+"""The ``sequence`` layout: front end, ``temporal_conv``, layout checks, ``paired`` sequences.
+
+Layouts are checked at registration and at load; ``paired`` manifests with ``[C, T]`` ``.npy``
+columns are followed from the reader to a whole run.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from xmodal.data.paired.readers import (
     sequence_frontend_kwargs,
 )
 from xmodal.encoders import create_encoder
-from xmodal.encoders.base import LAYOUTS, Encoder, check_layout, layout_example
+from xmodal.encoders.base import LAYOUTS, Encoder, backbone_for, check_layout, layout_example
 from xmodal.encoders.frontends import PointsFrontend, SequenceFrontend
 from xmodal.encoders.pointnet import build_pointnet
 from xmodal.encoders.temporal_conv import build_temporal_conv, receptive_field
@@ -64,8 +65,10 @@ def test_temporal_conv_gradients_reach_every_parameter():
 
 @pytest.mark.parametrize("depth, kernel_size", [(1, 3), (2, 3), (3, 3), (4, 3), (2, 5)])
 def test_receptive_field_grows_with_dilation(depth, kernel_size):
-    """In eval mode (fixed norm statistics) output step t depends on exactly the input steps
-    within (k - 1)(2**depth - 1) of t: 3, 7, 15, 31 steps each side for k = 3.
+    """In eval mode, output step t depends on exactly the input steps near t.
+
+    With fixed norm statistics, those within (k - 1)(2**depth - 1) of t: 3, 7, 15, 31 steps each
+    side for k = 3.
     """
     torch.manual_seed(0)
     net = build_temporal_conv(1, width=16, depth=depth, kernel_size=kernel_size).eval()
@@ -220,12 +223,18 @@ def test_layout_example_has_the_layout_shape():
 
 
 def test_an_image_backbone_gives_way_to_temporal_conv_for_sequences():
-    """``distill.encoder`` (resnet8) serves the image students; a sequence student gets the
-    front end's ``default_backbone`` with its defaults, as a point student gets pointnet.
+    """An image ``distill.encoder`` gives way to the front end's default backbone.
+
+    ``distill.encoder`` (resnet8) serves the image students; a sequence student gets the front
+    end's ``default_backbone`` with its defaults, as a point student gets pointnet. A backbone
+    of another layout is never swapped: the load checks refuse it.
     """
     shared = EncoderConfig(name="resnet8", kwargs={"width_multiplier": 2.0})
     assert encoder_for("sequence", shared) == EncoderConfig(name="temporal_conv")
+    assert encoder_for("points", shared) == EncoderConfig(name="pointnet")
     assert encoder_for("depth", shared) is shared
+    assert backbone_for("sequence", "pointnet") == "pointnet"
+    assert backbone_for("points", "temporal_conv") == "temporal_conv"
 
 
 def test_a_sequence_backbone_behind_an_image_front_end_is_refused_at_load(tmp_path, capsys):
@@ -310,12 +319,50 @@ def test_sequence_statistics_of_the_train_split(tmp_path):
     assert again == facts  # chunking changes no number
 
 
+class _ImuFrontend(nn.Module):
+    """A plugin's IMU front end: ``[B, T, 6]`` -> ``[B, 6, T]``, scaled by ``gain``."""
+
+    out_channels, image_aligned, layout = 6, False, "sequence"
+
+    def __init__(self, gain: float = 1.0) -> None:
+        super().__init__()
+        self.gain = gain
+
+    def example_input(self, batch: int = 2) -> torch.Tensor:
+        return torch.randn(batch, 32, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(1, 2) * self.gain
+
+
+class _Channels(_ImuFrontend):
+    def __init__(self, channels: int = 6) -> None:
+        super().__init__()
+
+
+def test_a_plugin_sequence_column_is_read_as_sequences_and_given_only_its_options(
+    tmp_path, monkeypatch
+):
+    for name, entry in (("imu", _ImuFrontend), ("emg", _Channels)):
+        monkeypatch.setitem(FRONTENDS._entries, name, entry)  # registered for this test only
+        monkeypatch.setitem(FRONTENDS._packages, name, "some-plugin")
+        monkeypatch.setitem(FRONTENDS._descriptions, name, "a plugin")
+    FRONTENDS.check_plugin("imu", _ImuFrontend)  # it keeps the front-end contract
+    assert reader_for("imu", tmp_path / "a.npy") is read_sequence
+    with h5py.File(tmp_path / "cache.h5", "w") as f:
+        f["train/imu"] = f["train/emg"] = np.ones((3, 6, 10), np.float32)
+    facts = sequence_frontend_kwargs(tmp_path / "cache.h5", ["imu", "emg"])
+    assert facts == {"imu": {}, "emg": {"channels": 6}}  # never an option it does not take
+
+
 CLASSES = ("slow", "mid", "fast")
 
 
 def _paired_sequences(folder: Path, n: int, channels: int = 3, steps: int = 48) -> Path:
-    """``n`` rows of a 16x16 RGB PNG (a class colour plus noise) and a ``[C, T]`` ``.npy`` of
-    sines at a class frequency (plus an offset of 9.8 on channel 0, as gravity on an IMU).
+    """A manifest of ``n`` rows: an RGB PNG and a ``[C, T]`` ``.npy`` each.
+
+    16x16 images of a class colour plus noise; sines at a class frequency (plus an offset of
+    9.8 on channel 0, as gravity on an IMU).
     """
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -384,24 +431,33 @@ def test_xmodal_run_paired_with_a_sequence_student(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "override, message",
+    "overrides, message",
     [
         (
-            "distill.encoders.sequence.name=pointnet",
+            ["distill.encoders.sequence.name=pointnet"],
             "distill.encoders.sequence: backbone 'pointnet' takes points input [B, C, N], but "
             "modality 'sequence' gives sequence input [B, C, T]",
         ),
         (
-            "distill.encoders.sequence={name: temporal_conv, kwargs: {kernel_size: 4}}",
+            [
+                "teacher.modality=sequence",
+                "teacher.encoder.name=pointnet",
+                "distill.students=[rgb]",
+            ],
+            "teacher.encoder: backbone 'pointnet' takes points input [B, C, N], but "
+            "modality 'sequence' gives sequence input [B, C, T]",
+        ),
+        (
+            ["distill.encoders.sequence={name: temporal_conv, kwargs: {kernel_size: 4}}"],
             "kernel_size=4 (must be an odd integer >= 3)",
         ),
-        ("frontends.sequence.std=[0]", "std=[0.0] (must be a list of numbers > 0)"),
+        (["frontends.sequence.std=[0]"], "std=[0.0] (must be a list of numbers > 0)"),
     ],
 )
-def test_a_bad_sequence_encoder_is_refused_at_load(tmp_path, capsys, override, message):
+def test_a_bad_sequence_encoder_is_refused_at_load(tmp_path, capsys, overrides, message):
     manifest = _paired_sequences(tmp_path / "data", 6)
     out = tmp_path / "run"
-    assert main(_argv(manifest, out, override)) == 2
+    assert main(_argv(manifest, out, *overrides)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not out.exists()

@@ -225,12 +225,14 @@ def layout_mismatch(name: str, modality: str) -> str | None:
 def backbone_for(modality: str, name: str) -> str:
     """The backbone that encodes ``modality`` when ``name`` is configured.
 
-    ``name`` if it takes ``modality``'s layout, else the front end's ``default_backbone`` when
-    it declares one (``points``: ``pointnet``; ``sequence``: ``temporal_conv``), else ``name``
-    (building it then fails).
+    ``name`` if it takes ``modality``'s layout. An image backbone (the shared default of image
+    students) gives way to the front end's ``default_backbone`` when it declares one
+    (``points``: ``pointnet``; ``sequence``: ``temporal_conv``). Otherwise ``name``: a backbone
+    of another layout is never swapped silently, and the load checks refuse the pair.
     """
     default = getattr(FRONTENDS.get(modality), "default_backbone", None)
-    return default if default and not backbone_fits(name, modality) else name
+    gives_way = layout_of(BACKBONES.get(name)) == IMAGE and not backbone_fits(name, modality)
+    return default if default and gives_way else name
 
 
 class Encoder(nn.Module):

@@ -228,8 +228,9 @@ def sequence_frontend_kwargs(
     """The facts of each sequence column of a paired cache, for its front end's options.
 
     ``channels`` ``C`` and the per-channel ``mean`` and ``std`` over every step of every train
-    row (two passes of float64 sums in row order: the same cache gives the same numbers). A
-    channel that is constant (std within float32 rounding of its magnitude) gets std 1.
+    row (two passes of float64 sums in row order: the same cache gives the same numbers), each
+    only when the front end takes that option. A channel that is constant (std within float32
+    rounding of its magnitude) gets std 1.
     """
     facts: dict[str, dict[str, Any]] = {}
     with h5py.File(cache_path, "r") as f:
@@ -252,12 +253,24 @@ def sequence_frontend_kwargs(
                 squares += np.square(block - mean[:, None]).sum(axis=(0, 2))
             std = np.sqrt(squares / count)
             std = np.where(std > 1e-7 * peak, std, 1.0)
-            facts[modality] = {
+            found = {
                 "channels": channels,
                 "mean": [float(m) for m in mean],
                 "std": [float(s) for s in std],
             }
+            taken = _options_taken(modality)  # a plugin's front end may take none of them
+            facts[modality] = {k: v for k, v in found.items() if k in taken}
     return facts
+
+
+def _options_taken(modality: str) -> set[str]:
+    """The options of ``modality``'s front end (its ``options`` dataclass, or its signature's)."""
+    import dataclasses
+
+    from xmodal.core.registry import FRONTENDS
+
+    options = FRONTENDS.options_type(modality)
+    return {f.name for f in dataclasses.fields(options)} if options is not None else set()
 
 
 def expected_shape(modality: str, options: PairedConfig) -> tuple[int, ...] | None:
