@@ -154,7 +154,7 @@ def build_temporal_conv(
     norm: Norm = "batch",
     dropout: float = 0.0,
 ) -> TemporalConvNet:
-    """Dilated temporal conv net for sequences [B, C, T]: residual blocks, dilations 1, 2, 4, 8."""
+    """Dilated temporal conv net (TCN) for sequences [B, C, T], averaged over time."""
     options = TemporalConvOptions(width, depth, kernel_size, norm, dropout)
     return TemporalConvNet(in_channels, options)
 
