@@ -155,8 +155,9 @@ class CIFAR100Source:
         options: CIFAR100Config,
         progress: Callable[..., None] | None = None,
     ) -> list[Section] | None:
-        """A cifar100 cache written by ``prepare`` (``xmodal data info``): images per split and
-        the classes with their counts; None for any other file.
+        """Describe a cifar100 cache written by ``prepare``, for ``xmodal data info``.
+
+        Images per split and the classes with their counts; None for any other file.
         """
         try:
             with h5py.File(path, "r") as f:

@@ -101,8 +101,10 @@ class NYUDepthSource:
         options: NYUDepthConfig,
         progress: Callable[..., None] | None = None,
     ) -> list[Section] | None:
-        """The labeled file (``xmodal data info``): frames, image size, the official split and
-        the scene types with counts; None for any other file.
+        """Describe the labeled file, for ``xmodal data info``.
+
+        Frames, image size, the official split and the scene types with counts; None for any
+        other file.
         """
         from collections import Counter
 

@@ -107,9 +107,10 @@ class PairedSource:
         options: PairedConfig,
         progress: Callable[..., None] | None = None,
     ) -> list[Section] | None:
-        """A manifest (``.csv``/``.jsonl``, for ``xmodal data info``): rows, modalities, label
-        counts, splits and every problem, after reading each file once (the manifest-wide rules
-        first, then each row); None for any other file.
+        """Describe a manifest (``.csv``/``.jsonl``), for ``xmodal data info``.
+
+        Rows, modalities, label counts, splits and every problem, after reading each file once
+        (the manifest-wide rules first, then each row); None for any other file.
         """
         from collections import Counter
 
@@ -156,6 +157,7 @@ class PairedSource:
             [f"{len(errors)} manifest-wide (rules of the whole manifest)"] if errors else []
         ) + ([f"{len(validation.problems)} in {len(bad)} rows"] if bad else [])
         ignored = [c for c in manifest.ignored if c in manifest.columns]
+        ignored_row = [["ignored columns", ", ".join(ignored) or "none present"]]
         overview = [
             ["file", str(path)],
             ["format", f"paired manifest ({manifest.format})"],
@@ -166,7 +168,7 @@ class PairedSource:
                 else str(len(manifest.rows)),
             ],
             ["modalities", "; ".join(modalities)],
-            *([["ignored columns", ", ".join(ignored) or "none present"]] if manifest.ignored else []),
+            *(ignored_row if manifest.ignored else []),
             [
                 "labels",
                 "class names and integers mixed (see problems)"

@@ -140,8 +140,10 @@ class ScenesSource:
         options: ScenesConfig,
         progress: Callable[..., None] | None = None,
     ) -> list[Section] | None:
-        """A scenes cache (``xmodal data info``): splits, image and audio sizes, modalities and
-        the scene classes per split; None for any other file.
+        """Describe a scenes cache, for ``xmodal data info``.
+
+        Splits, image and audio sizes, modalities and the scene classes per split; None for any
+        other file.
         """
         from collections import Counter
 
