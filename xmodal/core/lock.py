@@ -28,8 +28,9 @@ class RunDirectoryBusy(OutputError):
 
 
 class RunLock:
-    """``with RunLock(run_dir):`` creates ``run_dir`` and holds it, or raises
-    :class:`RunDirectoryBusy` naming the job that holds it.
+    """``with RunLock(run_dir):`` creates ``run_dir`` and holds it.
+
+    Raises :class:`RunDirectoryBusy` naming the job that holds it already.
     """
 
     def __init__(self, directory: str | Path) -> None:
@@ -82,8 +83,10 @@ class RunLock:
 
 
 def _holder(fd: int, patience: float = 2.0) -> str:
-    """The holder's name from the lock file; it writes it just after taking the lock, so a job
-    that lost the race by microseconds waits up to ``patience`` seconds for it.
+    """The holder's name, from the lock file.
+
+    The holder writes it just after taking the lock, so a job that lost the race by
+    microseconds waits up to ``patience`` seconds for it.
     """
     deadline = time.monotonic() + patience
     while True:

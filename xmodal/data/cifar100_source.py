@@ -21,7 +21,7 @@ from xmodal.core.checks import at_least, require
 from xmodal.core.errors import DataError
 from xmodal.core.registry import DATASETS
 from xmodal.data.hdf5_split import HDF5Split, as_long
-from xmodal.data.source import LoadedDataset
+from xmodal.data.source import LoadedDataset, Section, human_bytes
 
 __all__ = ["CIFAR100Config", "CIFAR100Source"]
 
@@ -148,3 +148,37 @@ class CIFAR100Source:
                 f"cifar100 cache '{cache_path}' is unreadable ({exc}); delete it and rerun"
             ) from None
         return LoadedDataset(splits=splits, num_classes=len(classes), class_names=classes)
+
+    def describe_file(
+        self,
+        path: Path,
+        options: CIFAR100Config,
+        progress: Callable[..., None] | None = None,
+    ) -> list[Section] | None:
+        """Describe a cifar100 cache written by ``prepare``, for ``xmodal data info``.
+
+        Images per split and the classes with their counts; None for any other file.
+        """
+        try:
+            with h5py.File(path, "r") as f:
+                if set(f) != {"train", "test"} or "classes" not in f.attrs or "format" in f.attrs:
+                    return None
+                classes = json.loads(f.attrs["classes"])
+                labels = {split: f[split]["label"][()] for split in ("train", "test")}
+                shape = f["train"]["rgb"].shape[1:]
+        except (OSError, KeyError, ValueError):  # not HDF5, or another layout
+            return None
+        overview = [
+            ["file", str(path)],
+            ["format", "xmodal cifar100 cache"],
+            ["size", human_bytes(path.stat().st_size)],
+            ["rows", ", ".join(f"{len(v)} {split}" for split, v in labels.items())],
+            ["image size", " x ".join(map(str, shape)) + " uint8 (H x W x RGB)"],
+            ["labels", f"fine class per row ({len(classes)} classes)"],
+        ]
+        counts = {split: np.bincount(v, minlength=len(classes)) for split, v in labels.items()}
+        rows = [[name, *(str(counts[s][i]) for s in counts)] for i, name in enumerate(classes)]
+        return [
+            ("cifar100 dataset cache", ["", ""], overview),
+            ("classes per split", ["class", *counts], rows),
+        ]

@@ -18,7 +18,7 @@ from xmodal.data.scenes import ScenesConfig, generate_scenes, read_scenes_info
 from xmodal.data.scenes.points import scene_points
 from xmodal.data.scenes.recipes import CATEGORIES, NUM_SEMANTIC_IDS, OBJECT_ID_OFFSET
 from xmodal.data.scenes.render import NO_HIT_ID
-from xmodal.data.source import LoadedDataset
+from xmodal.data.source import LoadedDataset, Section, human_bytes
 
 SPLITS = ("train", "val", "test")
 
@@ -133,3 +133,71 @@ class ScenesSource:
             frontend_kwargs={"audio": {"sample_rate": sample_rate}},
             dense_labels={"semantic": NUM_SEMANTIC_IDS},
         )
+
+    def describe_file(
+        self,
+        path: Path,
+        options: ScenesConfig,
+        progress: Callable[..., None] | None = None,
+    ) -> list[Section] | None:
+        """Describe a scenes cache, for ``xmodal data info``.
+
+        Splits, image and audio sizes, modalities and the scene classes per split; None for any
+        other file.
+        """
+        from collections import Counter
+
+        try:
+            with h5py.File(path, "r") as f:
+                if f.attrs.get("format") != "xmodal-scenes":
+                    return None
+        except OSError:  # not HDF5, or unreadable: the next dataset (or data info) says which
+            return None
+        info = read_scenes_info(path)
+        classes = list(info["classes"])
+        counts: dict[str, Counter[int]] = {}
+        shapes: dict[str, str] = {}
+        with h5py.File(path, "r") as f:
+            for split in info["splits"]:
+                counts[split] = Counter(int(v) for v in f[split]["label"][()])
+                for key, array in f[split].items():
+                    shapes.setdefault(
+                        key, f"{' x '.join(map(str, array.shape[1:])) or 'scalar'} {array.dtype}"
+                    )
+        size = int(info["image_size"])
+        num_points = int(info["config"].get("num_points", ScenesConfig.num_points))
+        overview = [
+            ["file", str(path)],
+            ["format", f"xmodal scenes cache, version {info['version']}"],
+            ["size", human_bytes(path.stat().st_size)],
+            ["rows", ", ".join(f"{n} {s}" for s, n in info["splits"].items())],
+            ["image size", f"{size} x {size} pixels"],
+            ["audio", f"{int(info['audio_length'])} samples at {int(info['sample_rate'])} Hz"],
+            [
+                "modalities",
+                ", ".join(
+                    f"{k} ({v})"
+                    for k, v in shapes.items()
+                    if k not in ("label", "num_objects", "semantic")
+                )
+                + f", points ({num_points} x 3 float32, from depth at load)",
+            ],
+            [
+                "labels",
+                f"scene class per row ({len(classes)} classes)"
+                + (", per-pixel classes" if "semantic" in shapes else ""),
+            ],
+        ]
+        splits = list(counts)
+        rows = [[name, *(str(counts[s][i]) for s in splits)] for i, name in enumerate(classes)]
+        empty = [
+            f"class '{classes[i]}' has no {s} rows"
+            for s in splits
+            for i in range(len(classes))
+            if counts[s][i] == 0
+        ]
+        overview.append(["problems", "; ".join(empty) or "none found"])
+        return [
+            ("scenes dataset cache", ["", ""], overview),
+            ("scene classes per split", ["class", *splits], rows),
+        ]

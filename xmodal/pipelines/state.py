@@ -40,15 +40,22 @@ FIELDS = frozenset(f.name for f in dataclasses.fields(StageState))
 
 
 def stage(
-    name: str, description: str, *, needs: Iterable[str] = (), produces: Iterable[str] = ()
+    name: str,
+    description: str,
+    *,
+    needs: Iterable[str] = (),
+    produces: Iterable[str] = (),
+    config: Iterable[str] = (),
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Register ``fn(ctx)`` as stage ``name``, declaring the :class:`StageState` fields it reads
-    (``needs``) and writes (``produces``).
+    (``needs``) and writes (``produces``), and the run-config sections it acts on (``config``,
+    e.g. ``("teacher",)``: the load-time checks of a section run when a stage acts on it).
     """
 
     def decorate(fn: Callable[..., None]) -> Callable[..., None]:
         fn.needs = frozenset(needs)  # type: ignore[attr-defined]
         fn.produces = frozenset(produces)  # type: ignore[attr-defined]
+        fn.config_sections = frozenset(config)  # type: ignore[attr-defined]
         stage_contract(name, fn)
         STAGES.add(name, fn, description)
         return fn

@@ -12,6 +12,7 @@ from xmodal.pipelines.state import stage
     "distil each student modality with each method",
     needs=("dataset", "dataset_source", "data_key"),
     produces=("models",),
+    config=("distill",),
 )
 def distill(ctx: RunContext) -> None:
     cfg = ctx.config.distill

@@ -48,6 +48,7 @@ DENSE_METRICS = ("mean_iou", "pixel_accuracy", "mean_class_accuracy")  # headlin
     "probe the frozen features of every encoder (linear, k-NN, retrieval, ...)",
     needs=("dataset", "data_key", "models"),
     produces=("rows",),
+    config=("probe",),
 )
 def probe(ctx: RunContext) -> None:
     """Fit and score each of ``probe.probes`` on every model's features; appends result rows."""

@@ -40,6 +40,7 @@ from xmodal.training.progress import progress_bar
     "train the teacher encoder and cache its features",
     needs=("dataset", "dataset_source", "data_key"),
     produces=("teachers", "models"),
+    config=("teacher",),
 )
 def teacher(ctx: RunContext) -> None:
     cfg = ctx.config.teacher
