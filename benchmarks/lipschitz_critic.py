@@ -30,7 +30,7 @@ def measure(loss: WCoRDLoss, scale: float) -> float:
         torch.randn(512, 12, generator=g) * scale,
         torch.randn(512, 10, generator=g) * scale,
     )
-    return float(torch.maximum(norm_t, norm_s).max()) * loss.critic.tau
+    return float(torch.maximum(norm_t, norm_s).max()) * loss.config.tau
 
 
 def build(variant: str) -> WCoRDLoss:

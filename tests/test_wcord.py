@@ -454,7 +454,7 @@ def _lipschitz_ratio(loss: WCoRDLoss, scale: float, seed: int = 9) -> float:
         torch.randn(512, 12, generator=g) * scale,
         torch.randn(512, 10, generator=g) * scale,
     )
-    return float(torch.maximum(norm_t, norm_s).max()) * loss.critic.tau
+    return float(torch.maximum(norm_t, norm_s).max()) * loss.config.tau
 
 
 def _adversarial_heads(loss: WCoRDLoss, steps: int = 300) -> None:
@@ -568,7 +568,9 @@ def test_toy_distillation_recovers_pairs(estimator: str, drop: float) -> None:
 def _randomised_critic(kind: str, d: int, tau: float, spectral: bool, seed: int = 0):
     """A critic with non-trivial weights (bilinear's identity init would hide its asymmetry)."""
     torch.manual_seed(seed)
-    critic = build_critic(kind, d, tau, spectral=spectral, hidden=12)
+    critic = build_critic(
+        WCoRDConfig(critic=kind, embed_dim=d, tau=tau, critic_hidden=12), spectral=spectral
+    )
     if kind == "bilinear":
         with torch.no_grad():
             weight = (
@@ -616,9 +618,10 @@ def test_critics_share_interface_and_argument_order(kind: str) -> None:
 
 def test_bilinear_starts_as_dot_critic() -> None:
     u, v, others = _unit(4, 8, seed=1), _unit(4, 8, seed=2), _unit(9, 8, seed=3)
-    dot = DotCritic(0.1)
+    options = WCoRDConfig(embed_dim=8, tau=0.1)
+    dot = DotCritic(options)
     for spectral in (True, False):
-        bilinear = BilinearCritic(8, 0.1, spectral=spectral)
+        bilinear = BilinearCritic(options, spectral=spectral)
         torch.testing.assert_close(bilinear(u, v), dot(u, v))
         torch.testing.assert_close(bilinear.against(u, others), dot.against(u, others))
         torch.testing.assert_close(
@@ -631,10 +634,9 @@ def test_mlp_critic_chunked_matches_direct_loop(per_anchor: bool) -> None:
     """Chunked (and checkpointed) scoring against K negatives == a loop over pairs, values and grads."""
     b, k, d, hidden = 3, 11, 4, 5
     torch.manual_seed(0)
-    chunked = MLPCritic(
-        d, 0.5, hidden=hidden, spectral=True, chunk_elements=2 * b * hidden
-    )  # 2 per chunk
-    whole = MLPCritic(d, 0.5, hidden=hidden, spectral=True)
+    options = WCoRDConfig(embed_dim=d, tau=0.5, critic_hidden=hidden)
+    chunked = MLPCritic(options, spectral=True, chunk_elements=2 * b * hidden)  # 2 per chunk
+    whole = MLPCritic(options, spectral=True)
     whole.load_state_dict(chunked.state_dict())
     chunked.eval(), whole.eval()  # frozen power iteration: both use the same normalised weights
     others = _unit(b, k, d, seed=3) if per_anchor else _unit(k, d, seed=3)
@@ -914,7 +916,7 @@ def _feature_gradient_norms(loss: WCoRDLoss, t: torch.Tensor, s: torch.Tensor) -
 
 def test_gradient_penalty_value_and_total() -> None:
     loss = _steep_bilinear(lipschitz="gradient_penalty", gp_weight=3.0, tau=0.1)
-    loss.lambda_local = 0.5  # also exercise the local term in the total
+    loss.config.lambda_local = 0.5  # also exercise the local term in the total
     t, s = _features(5, 12, 10, seed=8)
     out = loss(s, t, indices=torch.arange(5))
     want = 0.0
@@ -1137,7 +1139,7 @@ def test_unconverged_local_solver_warns_once_and_logs_error(solver: str) -> None
         warnings.simplefilter("error", TransportNotConverged)  # a converged solve never warns
         out = converged(s, t, indices=torch.arange(32))
     assert (
-        float(out["marginal_error"]) <= converged.sinkhorn_tol
+        float(out["marginal_error"]) <= converged.config.sinkhorn_tol
         and converged.last_transport.converged
     )
 

@@ -17,10 +17,12 @@ from xmodal.objectives.critic import (
 )
 from xmodal.objectives.ipot import ipot
 from xmodal.objectives.memory_bank import MemoryBank
+from xmodal.objectives.memory_options import MemoryOptions
 from xmodal.objectives.negative_queue import NegativeQueue
 from xmodal.objectives.objective import NEEDS, Objective, ObjectiveContext
 from xmodal.objectives.sinkhorn import (
     TransportNotConverged,
+    TransportOptions,
     TransportResult,
     sinkhorn_log,
 )
@@ -37,11 +39,13 @@ __all__ = [
     "DotCritic",
     "MLPCritic",
     "MemoryBank",
+    "MemoryOptions",
     "NegativeQueue",
     "Objective",
     "ObjectiveContext",
     "ProjectionHead",
     "TransportNotConverged",
+    "TransportOptions",
     "TransportResult",
     "WCoRDConfig",
     "WCoRDGlobal",

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from xmodal.objectives.critic import PROJECTIONS, project
 from xmodal.objectives.embedding_storage import STORAGE_DTYPES, random_unit_rows
+from xmodal.objectives.memory_options import MemoryOptions
 
 __all__ = ["MemoryBank", "negatives_per_step"]
 
@@ -41,26 +42,25 @@ def negatives_per_step(requested: int, num_samples: int, indices: Tensor | None 
 
 
 class MemoryBank(nn.Module):
-    """``size`` vectors of dimension ``dim`` (buffer ``memory`` ``[size, dim]``, float32), unit
-    norm (``onto="sphere"``) or norm <= 1 (``onto="ball"``).
+    """``size`` embeddings of norm <= 1, one per training sample, updated with momentum.
 
-    The buffer is part of the ``state_dict`` so checkpoints restore the bank. Under several
-    processes call :meth:`update` with indices and embeddings gathered from all of them, so
-    every replica holds the same bank.
+    Buffer ``memory`` ``[size, d]`` (``d = options.embed_dim``), unit norm (``onto="sphere"``)
+    or norm <= 1 (``onto="ball"``). The buffer is part of the ``state_dict`` so checkpoints
+    restore the bank. Under several processes call :meth:`update` with indices and embeddings
+    gathered from all of them, so every replica holds the same bank.
 
     Args:
         size: number of rows ``N`` (number of training samples), >= 2.
-        dim: embedding dimension ``d``, >= 1.
-        momentum: ``mu`` in [0, 1]: weight of the old row in the update (0 = overwrite,
-            1 = frozen). CRD's default 0.5.
+        options: :class:`~xmodal.objectives.memory_options.MemoryOptions`; the bank reads
+            ``embed_dim``, ``momentum`` (``mu``, the weight of the old row in the update) and
+            ``bank_dtype`` (``float32``, or 16 bits to halve the bank: updates are computed in
+            float32 and rounded once).
         seed: seeds the random unit-vector initialisation and the bank's own sampling generator.
         labels: optional ``[size]`` integer class label of every sample (stored as the long
             buffer ``labels``, part of the ``state_dict``); None (default) stores no labels.
         onto: ``"sphere"`` (default) or ``"ball"``: the projection applied after each update,
             the same as the heads' (:func:`~xmodal.objectives.critic.project`). Rows start on
             the sphere either way.
-        dtype: storage dtype, ``torch.float32`` (default), ``bfloat16`` or ``float16``: 16 bits
-            halve the bank; updates are computed in float32 and rounded once.
     """
 
     memory: Tensor
@@ -69,20 +69,14 @@ class MemoryBank(nn.Module):
     def __init__(
         self,
         size: int,
-        dim: int,
-        momentum: float = 0.5,
+        options: MemoryOptions,
         seed: int = 0,
         labels: Tensor | None = None,
         onto: str = "sphere",
-        dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
         if not (isinstance(size, int) and size >= 2):
             raise ValueError(f"MemoryBank: size must be an int >= 2, got {size!r}")
-        if not (isinstance(dim, int) and dim >= 1):
-            raise ValueError(f"MemoryBank: dim must be an int >= 1, got {dim!r}")
-        if not (isinstance(momentum, (int, float)) and 0.0 <= momentum <= 1.0):
-            raise ValueError(f"MemoryBank: momentum must be in [0, 1], got {momentum!r}")
         if not isinstance(seed, int):
             raise ValueError(f"MemoryBank: seed must be an int, got {seed!r}")
         if labels is not None:
@@ -99,25 +93,29 @@ class MemoryBank(nn.Module):
                 )
         if onto not in PROJECTIONS:
             raise ValueError(f"MemoryBank: onto must be one of {PROJECTIONS}, got {onto!r}")
-        if dtype not in STORAGE_DTYPES.values():
-            raise ValueError(
-                f"MemoryBank: dtype must be one of {list(STORAGE_DTYPES)}, got {dtype}"
-            )
+        self.options = options
         self.onto = onto
         self.size = size
-        self.dim = dim
-        self.momentum = float(momentum)
         self._generator = torch.Generator().manual_seed(seed)
         # Isotropic Gaussian rows, normalised: uniform on the unit sphere, so an untrained bank
         # gives negatives with no preferred direction.
-        self.register_buffer("memory", random_unit_rows(size, dim, self._generator, dtype))
+        self.register_buffer(
+            "memory",
+            random_unit_rows(
+                size, options.embed_dim, self._generator, STORAGE_DTYPES[options.bank_dtype]
+            ),
+        )
         # A None buffer is not in the state_dict: banks without labels load old checkpoints.
         self.register_buffer(
             "labels", None if labels is None else labels.detach().to(torch.long).clone()
         )
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, dim={self.dim}, momentum={self.momentum}, labels={self.labels is not None}"
+        """Size, dimension, momentum and whether the bank holds labels."""
+        return (
+            f"size={self.size}, dim={self.options.embed_dim}, "
+            f"momentum={self.options.momentum}, labels={self.labels is not None}"
+        )
 
     def _excluded(self, exclude: Tensor | None, device: torch.device, caller: str) -> Tensor:
         """Sorted unique rows of ``exclude`` on ``device`` (validated to lie in ``[0, size)``)."""
@@ -333,13 +331,14 @@ class MemoryBank(nn.Module):
             indices: ``[B]`` long row indices in ``[0, size)``.
             embeddings: ``[B, dim]`` new embeddings (normally already unit norm; any float dtype).
         """
+        dim = self.options.embed_dim
         if (
             indices.dim() != 1
             or embeddings.dim() != 2
-            or embeddings.shape != (indices.shape[0], self.dim)
+            or embeddings.shape != (indices.shape[0], dim)
         ):
             raise ValueError(
-                f"MemoryBank.update: expected indices [B] and embeddings [B, {self.dim}], got "
+                f"MemoryBank.update: expected indices [B] and embeddings [B, {dim}], got "
                 f"{tuple(indices.shape)} and {tuple(embeddings.shape)}"
             )
         if indices.numel() == 0:
@@ -349,10 +348,9 @@ class MemoryBank(nn.Module):
             raise ValueError(f"MemoryBank.update: indices outside [0, {self.size})")
         new = embeddings.detach().to(device=self.memory.device, dtype=torch.float32)
         rows, inverse = torch.unique(idx, return_inverse=True)
-        summed = torch.zeros(rows.numel(), self.dim, dtype=new.dtype, device=new.device)
+        summed = torch.zeros(rows.numel(), dim, dtype=new.dtype, device=new.device)
         summed.index_add_(0, inverse, new)
         counts = torch.bincount(inverse, minlength=rows.numel()).to(new.dtype).unsqueeze(1)
-        mixed = self.momentum * self.memory[rows].float() + (1.0 - self.momentum) * (
-            summed / counts
-        )
+        momentum = self.options.momentum
+        mixed = momentum * self.memory[rows].float() + (1.0 - momentum) * (summed / counts)
         self.memory[rows] = project(mixed, self.onto).to(self.memory.dtype)

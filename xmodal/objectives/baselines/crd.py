@@ -23,7 +23,8 @@ from xmodal.core.registry import METHODS
 from xmodal.objectives.critic import ProjectionHead
 from xmodal.objectives.memory_bank import MemoryBank, negatives_per_step
 from xmodal.objectives.nce import nce_loss, nce_normaliser
-from xmodal.objectives.negative_memory import MemoryOptions, build_memories
+from xmodal.objectives.memory_options import MemoryOptions
+from xmodal.objectives.negative_memory import build_memories
 from xmodal.objectives.negative_queue import NegativeQueue
 from xmodal.objectives.objective import (
     Objective,
@@ -147,8 +148,6 @@ class CRDObjective(Objective):
             )
         self.config = config
         self.num_samples = num_samples
-        self.tau = float(config.tau)
-        self.weight = float(config.weight)
         self.num_negatives_effective = negatives_per_step(config.num_negatives, num_samples)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -272,13 +271,17 @@ class CRDObjective(Objective):
                 u.dtype
             )  # [K, d] or [B, K, d], no gradient
             bank_s = self.student_bank.memory[negatives].to(u.dtype)
-            positive = (u * v).sum(1) / self.tau  # [B] log of the unnormalised score
+            positive = (u * v).sum(1) / self.config.tau  # [B] log of the unnormalised score
             if negatives.dim() == 1:
-                negative_t = u @ bank_s.t() / self.tau  # [B, K] teacher anchors vs student bank
-                negative_s = v @ bank_t.t() / self.tau  # [B, K] student anchors vs teacher bank
+                negative_t = (
+                    u @ bank_s.t() / self.config.tau
+                )  # [B, K] teacher anchors vs student bank
+                negative_s = (
+                    v @ bank_t.t() / self.config.tau
+                )  # [B, K] student anchors vs teacher bank
             else:
-                negative_t = torch.bmm(bank_s, u.unsqueeze(-1)).squeeze(-1) / self.tau
-                negative_s = torch.bmm(bank_t, v.unsqueeze(-1)).squeeze(-1) / self.tau
+                negative_t = torch.bmm(bank_s, u.unsqueeze(-1)).squeeze(-1) / self.config.tau
+                negative_s = torch.bmm(bank_t, v.unsqueeze(-1)).squeeze(-1) / self.config.tau
             if isinstance(self.teacher_bank, NegativeQueue):  # an anchor's own older embedding
                 own = self.teacher_bank.own_rows(indices)
                 negative_t = negative_t.masked_fill(own, -math.inf)
@@ -297,7 +300,7 @@ class CRDObjective(Objective):
             loss_s = nce_loss(
                 positive - self.z_student.log(), negative_s - self.z_student.log(), log_noise
             )
-            total = self.weight * (loss_t + loss_s)
+            total = self.config.weight * (loss_t + loss_s)
         out = {
             "loss": total,
             "nce_teacher_anchor": loss_t.detach(),
