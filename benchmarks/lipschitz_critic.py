@@ -35,7 +35,7 @@ def measure(loss: WCoRDLoss, scale: float) -> float:
 
 def build(variant: str) -> WCoRDLoss:
     lipschitz = "none" if variant == "none" else "spectral"
-    loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16, lipschitz=lipschitz)
+    loss = WCoRDLoss(10, 12, num_samples=40, embed_dim=16, lipschitz=lipschitz)
     if variant == "spectral-sphere":  # the construction before issue 9
         torch.manual_seed(0)
         loss.teacher_head = ProjectionHead(12, 16, spectral=True, onto="sphere")

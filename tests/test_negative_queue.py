@@ -63,8 +63,8 @@ def test_queue_refuses_bad_batches(bad):
 def test_wcord_queue_term_equals_a_hand_computation_with_own_entries_masked(estimator):
     torch.manual_seed(0)
     loss = WCoRDLoss(
-        6,
         5,
+        6,
         num_samples=50,
         embed_dim=4,
         num_negatives=6,

@@ -64,6 +64,12 @@ def teacher_has_own_classes(context: ObjectiveContext) -> bool:
 class Objective(nn.Module):
     """Base of every method. Subclasses set the class attributes and implement :meth:`forward`.
 
+    Argument order, one for all: the student side first, then the teacher's, as in
+    :meth:`forward` ``(student, teacher, labels, indices)`` and :class:`ObjectiveContext`. A
+    constructor takes ``(student_dim, teacher_dim or teacher_logits, num_samples, config,
+    seed, ...)`` (the parts a method needs, in that order) and keeps its options dataclass as
+    ``self.config``; ``options`` (below) names the dataclass type.
+
     Class attributes:
         options: dataclass of the method's hyperparameters, or None; its values go to the results.
         options_key: config key of the options (default: the registered name), so that

@@ -15,15 +15,15 @@ class Supervised(Objective):
     """A linear classifier on the pooled features, trained with cross-entropy.
 
     Args:
-        feature_dim: student feature size ``Ds``.
+        student_dim: student feature size ``Ds``.
         num_classes: classes ``C``.
     """
 
     needs: ClassVar[frozenset[str]] = frozenset({"labels"})
 
-    def __init__(self, feature_dim: int, num_classes: int) -> None:
+    def __init__(self, student_dim: int, num_classes: int) -> None:
         super().__init__()
-        self.classifier = nn.Linear(feature_dim, num_classes)
+        self.classifier = nn.Linear(student_dim, num_classes)
 
     @classmethod
     def build(cls, context: ObjectiveContext, options: Any) -> Supervised:

@@ -131,13 +131,15 @@ class WCoRDLoss(Objective):
     """WCoRD with its projection heads, critic and memory (banks or queues).
 
     Args:
-        teacher_dim, student_dim: feature sizes ``Dt``, ``Ds``.
+        student_dim: student feature size ``Ds``.
+        teacher_dim: teacher feature size ``Dt``.
         num_samples: training-set size ``N`` (bank rows), >= 2.
-        options: :class:`WCoRDConfig`; keyword ``overrides`` replace single fields
-            (``WCoRDLoss(64, 32, 1000, tau=0.1)``).
+        config: :class:`WCoRDConfig`, kept as ``config`` (the memories, critic and solver
+            read it as it is).
         seed: seeds heads, critic, banks and negative sampling (the global RNG is untouched).
         sample_labels: ``[N]`` class of every training sample (``negatives=other_class``).
         label_terms: the ``alpha * CE + beta * KD`` terms (built by :meth:`build`), or None.
+        **overrides: single fields replacing ``config``'s (``WCoRDLoss(32, 64, 1000, tau=0.1)``).
 
     Attributes:
         teacher_head, student_head: :class:`ProjectionHead` ``h_T``, ``h_S``.
@@ -211,8 +213,8 @@ class WCoRDLoss(Objective):
                 own_teacher_classes=teacher_has_own_classes(context),
             )
         return cls(
-            context.teacher_dim,
             context.student_dim,
+            context.teacher_dim,
             context.num_samples,
             options,
             seed=context.seed,
@@ -222,10 +224,10 @@ class WCoRDLoss(Objective):
 
     def __init__(
         self,
-        teacher_dim: int,
         student_dim: int,
+        teacher_dim: int,
         num_samples: int,
-        options: WCoRDConfig | None = None,
+        config: WCoRDConfig | None = None,
         *,
         seed: int = 0,
         sample_labels: Tensor | None = None,
@@ -234,14 +236,14 @@ class WCoRDLoss(Objective):
     ) -> None:
         super().__init__()
         for name, value, low in (
-            ("teacher_dim", teacher_dim, 1),
             ("student_dim", student_dim, 1),
+            ("teacher_dim", teacher_dim, 1),
             ("num_samples", num_samples, 2),
             ("seed", seed, 0),
         ):
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
                 raise ValueError(f"WCoRDLoss: {name} must be an int >= {low}, got {value!r}")
-        options = options if options is not None else WCoRDConfig()
+        options = config if config is not None else WCoRDConfig()
         if overrides:
             try:
                 options = dataclasses.replace(options, **overrides)
@@ -269,8 +271,8 @@ class WCoRDLoss(Objective):
 
         self.config = options
         self._hparams: dict[str, Any] = dict(
-            teacher_dim=teacher_dim,
             student_dim=student_dim,
+            teacher_dim=teacher_dim,
             num_samples=num_samples,
             **dataclasses.asdict(options),
             seed=seed,

@@ -76,8 +76,8 @@ class CRDObjective(Objective):
     """CRD NCE objective with its heads, memory banks and normalisation constants.
 
     Args:
-        teacher_dim: teacher feature size ``Dt``.
         student_dim: student feature size ``Ds``.
+        teacher_dim: teacher feature size ``Dt``.
         num_samples: training-set size ``N`` (bank rows), >= 2.
         config: :class:`CRDConfig`.
         seed: seeds the heads (without touching the global RNG), the banks and the sampling.
@@ -109,8 +109,8 @@ class CRDObjective(Objective):
         if options.negatives == "other_class" and context.train_labels is None:
             raise ValueError("crd.negatives=other_class needs labels; use crd.negatives=uniform")
         return cls(
-            context.teacher_dim,
             context.student_dim,
+            context.teacher_dim,
             context.num_samples,
             options,
             seed=context.seed,
@@ -123,8 +123,8 @@ class CRDObjective(Objective):
 
     def __init__(
         self,
-        teacher_dim: int,
         student_dim: int,
+        teacher_dim: int,
         num_samples: int,
         config: CRDConfig | None = None,
         seed: int = 0,
@@ -134,8 +134,8 @@ class CRDObjective(Objective):
         super().__init__()
         config = config if config is not None else CRDConfig()
         for name, value, low in (
-            ("teacher_dim", teacher_dim, 1),
             ("student_dim", student_dim, 1),
+            ("teacher_dim", teacher_dim, 1),
             ("num_samples", num_samples, 2),
             ("seed", seed, 0),
         ):

@@ -84,8 +84,8 @@ class InfoNCEObjective(Objective):
     """Symmetric InfoNCE between projected teacher and student features.
 
     Args:
-        teacher_dim: teacher feature size ``Dt``.
         student_dim: student feature size ``Ds``.
+        teacher_dim: teacher feature size ``Dt``.
         config: :class:`InfoNCEConfig`.
         seed: seeds the heads without touching the global RNG.
 
@@ -108,24 +108,24 @@ class InfoNCEObjective(Objective):
                 f"contrasts each pair with the other pairs of its batch, and a batch of "
                 f"{context.batch_size} has none: raise distill.optim.batch_size to >= 2"
             )
-        return cls(context.teacher_dim, context.student_dim, options, seed=context.seed)
+        return cls(context.student_dim, context.teacher_dim, options, seed=context.seed)
 
     logit_scale: Tensor
 
     def __init__(
-        self, teacher_dim: int, student_dim: int, config: InfoNCEConfig | None = None, seed: int = 0
+        self, student_dim: int, teacher_dim: int, config: InfoNCEConfig | None = None, seed: int = 0
     ) -> None:
         super().__init__()
         config = config if config is not None else InfoNCEConfig()
         for name, value, low in (
-            ("teacher_dim", teacher_dim, 1),
             ("student_dim", student_dim, 1),
+            ("teacher_dim", teacher_dim, 1),
             ("seed", seed, 0),
         ):
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
                 raise ValueError(f"InfoNCEObjective: {name} must be an int >= {low}, got {value!r}")
         self.config = config
-        self.teacher_dim, self.student_dim = teacher_dim, student_dim
+        self.student_dim, self.teacher_dim = student_dim, teacher_dim
         self.weight = float(config.weight)
         self.max_log_scale = math.log(config.max_logit_scale)
         with torch.random.fork_rng(devices=[]):
