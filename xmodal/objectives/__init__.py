@@ -1,7 +1,8 @@
-"""Layer 3: training objectives. Every distillation method is an :class:`Objective` registered in
-``METHODS``: WCoRD (global dual + local primal term) and its variants, the baselines (KD, FitNet,
-CRD, RKD, PKT, InfoNCE), ``supervised`` and ``none``; with their building blocks (optimal transport,
-memory banks and queues, critics).
+"""Layer 3: training objectives, each an :class:`Objective` registered in ``METHODS``.
+
+WCoRD (global dual + local primal term) and its variants, the baselines (KD, FitNet, CRD, RKD,
+PKT, InfoNCE), ``supervised`` and ``none``; with their building blocks (optimal transport,
+memory banks and queues, critics), which take their method's options dataclass as it is.
 """
 
 from xmodal.objectives import supervised, untrained  # noqa: F401  (registers the references)

@@ -14,7 +14,8 @@ Details: docs/critic.md (why the unit ball: docs/lipschitz-critic.md).
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +43,7 @@ LIPSCHITZ_MODES = ("spectral", "gradient_penalty", "none")
 critic's weights, a gradient penalty on the critic's inputs, or not at all."""
 
 CRITICS = ("dot", "bilinear", "mlp")
-"""Critic forms: ``<u, v> / tau``, ``u^T W v / tau``, ``MLP([u; v]) / tau`` on embeddings of norm <= 1."""
+"""Critic forms on embeddings of norm <= 1: ``<u, v>/tau``, ``u^T W v/tau``, ``MLP([u; v])/tau``."""
 
 PROJECTIONS = ("ball", "sphere")
 """Where the heads' outputs land: the unit ball (1-Lipschitz projection) or the unit sphere."""
@@ -51,33 +52,39 @@ _POWER_ITERATIONS = 3  # see ProjectionHead: keeps the normalised weight within 
 
 
 def project(z: Tensor, onto: str) -> Tensor:
-    """``z`` ``[..., d]`` onto the unit ``"ball"`` (``z / max(1, |z|)``) or ``"sphere"`` (``z / |z|``)."""
+    """``z`` ``[..., d]`` onto the unit ``"ball"`` (``z / max(1, |z|)``) or ``"sphere"``.
+
+    The sphere is ``z / |z|``.
+    """
     if onto == "ball":
-        return z / z.norm(dim=-1, keepdim=True).clamp_min(1.0)
+        inside: Tensor = z / z.norm(dim=-1, keepdim=True).clamp_min(1.0)
+        return inside
     if onto == "sphere":
-        return F.normalize(z, dim=-1)
+        unit: Tensor = F.normalize(z, dim=-1)
+        return unit
     raise ValueError(f"projection must be one of {PROJECTIONS}, got {onto!r}")
 
 
-def spectral_linear(linear: nn.Linear, power_iterations: int = _POWER_ITERATIONS) -> nn.Module:
-    """``linear`` with its weight spectrally normalised, the power vectors set to the exact top
-    singular pair (torch's 15 warm-up iterations leave sigma up to ~1e-2 off when the top two
-    singular values are close).
+def spectral_linear(linear: nn.Linear, power_iterations: int = _POWER_ITERATIONS) -> nn.Linear:
+    """``linear`` with its weight spectrally normalised, the power vectors at the top singular pair.
+
+    Set exactly: torch's 15 warm-up iterations leave sigma up to ~1e-2 off when the top two
+    singular values are close.
     """
-    wrapped = spectral_norm(linear, n_power_iterations=power_iterations)
-    norm = wrapped.parametrizations.weight[0]
+    spectral_norm(linear, n_power_iterations=power_iterations)  # in place: returns ``linear``
+    weight: Any = getattr(linear, "parametrizations").weight  # noqa: B009  (added at run time)
+    norm = weight[0]
     with torch.no_grad():
-        left, _, right = torch.linalg.svd(
-            wrapped.parametrizations.weight.original, full_matrices=False
-        )
+        left, _, right = torch.linalg.svd(weight.original, full_matrices=False)
         norm._u.copy_(left[:, 0])
         norm._v.copy_(right[0])
-    return wrapped
+    return linear
 
 
 class CriticOptions(Protocol):
-    """What a critic reads from its method's options (e.g. :class:`~xmodal.objectives.wcord.
-    WCoRDConfig`), under the config keys' names; the options dataclass checks their ranges.
+    """What a critic reads from its method's options, under the config keys' names.
+
+    E.g. :class:`~xmodal.objectives.wcord.WCoRDConfig`, which checks their ranges.
     """
 
     @property
@@ -142,17 +149,19 @@ class ProjectionHead(nn.Module):
         if onto not in PROJECTIONS:
             raise ValueError(f"ProjectionHead: onto must be one of {PROJECTIONS}, got {onto!r}")
         linear = nn.Linear(in_dim, out_dim)
-        self.linear: nn.Module = spectral_linear(linear, power_iterations) if spectral else linear
+        self.linear: nn.Linear = spectral_linear(linear, power_iterations) if spectral else linear
         self.spectral = spectral
         self.onto = onto
 
     def project(self, x: Tensor) -> Tensor:
         """Features ``[B, in_dim]`` -> unnormalised projection ``z`` ``[B, out_dim]``."""
-        return self.linear(x)
+        z: Tensor = self.linear(x)
+        return z
 
     def forward(self, x: Tensor) -> Tensor:
-        """Features ``[B, in_dim]`` -> embeddings ``[B, out_dim]`` of norm 1 (sphere) or <= 1
-        (ball), float32.
+        """Features ``[B, in_dim]`` -> embeddings ``[B, out_dim]``, float32.
+
+        Of norm 1 (sphere) or <= 1 (ball).
         """
         # Project in float32: under bf16 autocast the unit vectors would be off by ~1e-2.
         return project(self.project(x).float(), self.onto)
@@ -184,27 +193,30 @@ class Critic(nn.Module):
         raise NotImplementedError
 
     def against(self, u: Tensor, others: Tensor) -> Tensor:  # pragma: no cover - abstract
-        """Teacher anchors ``u`` ``[B, d]`` against student candidates ``others`` ``[K, d]`` or
-        ``[B, K, d]`` -> ``c(u_i, others_k)`` ``[B, K]``.
+        """Teacher anchors against student candidates, ``c(u_i, others_k)`` ``[B, K]``.
+
+        ``u`` is ``[B, d]``; ``others`` ``[K, d]`` (shared) or ``[B, K, d]`` (per anchor).
         """
         raise NotImplementedError
 
     def against_teachers(self, others: Tensor, v: Tensor) -> Tensor:  # pragma: no cover - abstract
-        """Student anchors ``v`` ``[B, d]`` against teacher candidates ``others`` ``[K, d]`` or
-        ``[B, K, d]`` -> ``c(others_k, v_i)`` ``[B, K]``.
+        """Student anchors against teacher candidates, ``c(others_k, v_i)`` ``[B, K]``.
+
+        ``v`` is ``[B, d]``; ``others`` ``[K, d]`` (shared) or ``[B, K, d]`` (per anchor).
         """
         raise NotImplementedError
 
 
 def _inner(anchors: Tensor, others: Tensor) -> Tensor:
-    """``<anchors_i, others_k>`` ``[B, K]`` for ``others`` shared ``[K, d]`` or per anchor ``[B, K, d]``."""
+    """``<anchors_i, others_k>`` ``[B, K]``; ``others`` shared ``[K, d]`` or ``[B, K, d]``."""
     if others.dim() == 2:
         # One [B, d] x [d, K] matmul: shared negatives are never gathered per anchor.
         return anchors @ others.t()
     if others.dim() == 3 and others.shape[0] == anchors.shape[0]:
         return torch.bmm(others, anchors.unsqueeze(-1)).squeeze(-1)
     raise ValueError(
-        f"critic: others must be [K, d] or [B, K, d] with B={anchors.shape[0]}, got {tuple(others.shape)}"
+        f"critic: others must be [K, d] or [B, K, d] with B={anchors.shape[0]}, "
+        f"got {tuple(others.shape)}"
     )
 
 
@@ -249,7 +261,7 @@ class BilinearCritic(Critic):
         linear = nn.Linear(dim, dim, bias=False)
         with torch.no_grad():
             linear.weight.copy_(torch.eye(dim))
-        self.linear: nn.Module = spectral_linear(linear) if spectral else linear
+        self.linear: nn.Linear = spectral_linear(linear) if spectral else linear
         self.spectral = spectral
 
     @property
@@ -334,41 +346,47 @@ class MLPCritic(Critic):
         first, second = nn.Linear(2 * dim, hidden), nn.Linear(hidden, 1)
         if spectral:
             first, second = spectral_linear(first), spectral_linear(second)
-        self.first: nn.Module = first
-        self.second: nn.Module = second
+        self.first: nn.Linear = first
+        self.second: nn.Linear = second
         self.spectral = spectral
 
     def _weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """``W_1`` teacher part ``[H, d]``, student part ``[H, d]``, ``b_1``, ``w_2`` ``[H]``, ``b_2``."""
+        """``W_1``'s teacher part ``[H, d]`` and student part, ``b_1``, ``w_2`` ``[H]``, ``b_2``."""
         w1 = self.first.weight
         dim = self.options.embed_dim
         w_t, w_s = w1[:, :dim], w1[:, dim:]
         return w_t, w_s, self.first.bias, self.second.weight[0], self.second.bias[0]
 
     def forward(self, u: Tensor, v: Tensor) -> Tensor:
+        """Paired scores ``[B]``."""
         w_t, w_s, b1, w2, b2 = self._weights()
         return (
             _mlp_tail(u @ w_t.t() + v @ w_s.t(), b1, w2, b2, self.negative_slope) / self.options.tau
         )
 
     def against(self, u: Tensor, others: Tensor) -> Tensor:
+        """Teacher anchors against student candidates, ``[B, K]`` (chunked over ``K``)."""
         w_t, w_s, b1, w2, b2 = self._weights()
         return self._score(u @ w_t.t(), others, w_s, b1, w2, b2)
 
     def against_teachers(self, others: Tensor, v: Tensor) -> Tensor:
+        """Student anchors against teacher candidates, ``[B, K]`` (chunked over ``K``)."""
         w_t, w_s, b1, w2, b2 = self._weights()
         return self._score(v @ w_s.t(), others, w_t, b1, w2, b2)
 
     def _score(
         self, a: Tensor, others: Tensor, w_other: Tensor, b1: Tensor, w2: Tensor, b2: Tensor
     ) -> Tensor:
-        """Anchors' first-layer part ``a`` ``[B, H]`` against ``others`` ``[K, d]`` / ``[B, K, d]``
-        (first-layer weight ``w_other`` ``[H, d]``) -> ``[B, K]``, chunked over ``K``.
+        """Anchors' first-layer part ``a`` ``[B, H]`` against ``others``, chunked over ``K``.
+
+        ``others`` ``[K, d]`` / ``[B, K, d]`` with first-layer weight ``w_other`` ``[H, d]``
+        -> ``[B, K]``.
         """
         batch = a.shape[0]
         if not (others.dim() == 2 or (others.dim() == 3 and others.shape[0] == batch)):
             raise ValueError(
-                f"MLPCritic: others must be [K, d] or [B, K, d] with B={batch}, got {tuple(others.shape)}"
+                f"MLPCritic: others must be [K, d] or [B, K, d] with B={batch}, "
+                f"got {tuple(others.shape)}"
             )
         k = others.shape[-2]
         step = max(1, self.chunk_elements // max(1, batch * self.options.critic_hidden))
@@ -378,8 +396,10 @@ class MLPCritic(Critic):
             x.requires_grad for x in (a, others, w_other, b1, w2, b2)
         )
         chunks = []
+        fn: Callable[..., Tensor]
+        args: tuple[Tensor | float, ...]
         for start in range(0, k, step):
-            if shared:
+            if m is not None:
                 fn, args = (
                     _mlp_chunk_shared,
                     (a, m[start : start + step], b1, w2, b2, self.negative_slope),

@@ -10,8 +10,9 @@ in the ball, so there ``P`` only guards rounding).
 Negatives are drawn either as one set shared by a whole batch (:meth:`MemoryBank.sample_negatives`,
 without replacement) or as one set per anchor (:meth:`MemoryBank.sample_negatives_per_anchor`,
 uniformly, with or without replacement; :meth:`MemoryBank.sample_other_class`, from the rows of
-other classes only: RepDistiller's CIFAR sampler draws K of them per anchor without replacement). The bank optionally holds each sample's class label
-(buffer ``labels``), used to mask or avoid same-class negatives.
+other classes only: RepDistiller's CIFAR sampler draws K of them per anchor without
+replacement). The bank optionally holds each sample's class label (buffer ``labels``), used to
+mask or avoid same-class negatives.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ __all__ = ["MemoryBank", "negatives_per_step"]
 
 
 def negatives_per_step(requested: int, num_samples: int, indices: Tensor | None = None) -> int:
-    """How many negatives a step can draw: ``requested``, capped at ``num_samples - 1`` and, with
-    the batch's ``indices`` (all excluded), at ``num_samples - #distinct(indices)``; raises
-    ``ValueError`` with the fix when none is left.
+    """How many negatives a step can draw: ``requested``, capped by what is left.
+
+    Capped at ``num_samples - 1`` and, with the batch's ``indices`` (all excluded), at
+    ``num_samples - #distinct(indices)``; raises ``ValueError`` with the fix when none is left.
     """
     taken = 1 if indices is None else int(torch.unique(indices.detach()).numel())
     count = min(requested, num_samples - max(taken, 1))
@@ -121,7 +123,8 @@ class MemoryBank(nn.Module):
         """Sorted unique rows of ``exclude`` on ``device`` (validated to lie in ``[0, size)``)."""
         if exclude is None or exclude.numel() == 0:
             return torch.empty(0, dtype=torch.long, device=device)
-        excluded = torch.unique(exclude.detach().reshape(-1).to(device=device, dtype=torch.long))
+        rows = exclude.detach().reshape(-1).to(device=device, dtype=torch.long)
+        excluded: Tensor = torch.unique(rows)
         if int(excluded[0]) < 0 or int(excluded[-1]) >= self.size:
             raise ValueError(f"MemoryBank.{caller}: exclude holds indices outside [0, {self.size})")
         return excluded
@@ -157,7 +160,8 @@ class MemoryBank(nn.Module):
         """Draw ``num`` distinct row indices uniformly among the rows not in ``exclude``.
 
         Sampling is without replacement, so no row is counted twice in one contrastive
-        denominator. The caller caps ``num`` (``K <= size - 1``, and ``<= size - #distinct(exclude)``).
+        denominator. The caller caps ``num`` (``K <= size - 1``, and
+        ``<= size - #distinct(exclude)``).
 
         Args:
             num: number of negatives ``K`` (>= 0).
@@ -183,10 +187,12 @@ class MemoryBank(nn.Module):
         *,
         replacement: bool = True,
     ) -> Tensor:
-        """Draw ``num`` row indices for each of ``anchors`` anchors, independently and uniformly
-        among the rows not in ``exclude``, with replacement (default: ``O(anchors * num)``, and
-        for ``num << size`` duplicates are rare) or without (one permutation of the allowed rows
-        per anchor, ``O(anchors * size)``). Every anchor's set has the same distribution of
+        """Draw ``num`` row indices for each of ``anchors`` anchors, among the rows not excluded.
+
+        Independently and uniformly among the rows not in ``exclude``, with replacement
+        (default: ``O(anchors * num)``, and for ``num << size`` duplicates are rare) or without
+        (one permutation of the allowed rows per anchor, ``O(anchors * size)``). Every
+        anchor's set has the same distribution of
         denominators ``sum_k exp g(., m_k)`` in expectation as a shared set drawn by
         :meth:`sample_negatives` (both are ``num`` uniform draws from the same rows).
 
@@ -203,7 +209,8 @@ class MemoryBank(nn.Module):
         """
         if not (isinstance(anchors, int) and anchors >= 0):
             raise ValueError(
-                f"MemoryBank.sample_negatives_per_anchor: anchors must be an int >= 0, got {anchors!r}"
+                "MemoryBank.sample_negatives_per_anchor: anchors must be an int >= 0, "
+                f"got {anchors!r}"
             )
         gen, excluded, allowed = self._sampling_setup(
             num, exclude, generator, "sample_negatives_per_anchor"
@@ -222,16 +229,17 @@ class MemoryBank(nn.Module):
         return self._rank_to_row(ranks, excluded).to(self.memory.device)
 
     def _other_class_table(self) -> tuple[Tensor, Tensor, Tensor]:
-        """``(classes [C], pools [C, M], counts [C])`` on the bank's device, built once: row ``c`` of
-        ``pools`` lists the rows of every class but ``classes[c]`` (padded with 0 up to the
-        largest such set, ``M``), ``counts[c]`` how many are real.
+        """``(classes [C], pools [C, M], counts [C])`` on the bank's device, built once.
+
+        Row ``c`` of ``pools`` lists the rows of every class but ``classes[c]`` (padded with 0
+        up to the largest such set, ``M``), ``counts[c]`` how many are real.
         """
         if self.labels is None:
             raise ValueError("MemoryBank: other-class sampling needs a bank built with labels")
         cached = self.__dict__.get("_other_class")
         if cached is None or cached[1].device != self.memory.device:
             labels = self.labels.to(self.memory.device)
-            classes = labels.unique()
+            classes = torch.unique(labels)
             pools = [torch.nonzero(labels != c).squeeze(1) for c in classes]
             counts = torch.tensor([p.numel() for p in pools], device=labels.device)
             table = torch.zeros(
@@ -249,11 +257,12 @@ class MemoryBank(nn.Module):
         replacement: bool,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Draw ``num`` rows per anchor uniformly among the rows of **other classes** than the
-        anchor's (``anchor_labels`` ``[B]``), with or without replacement -> ``[B, num]`` on the
-        bank's device: RepDistiller's CIFAR sampler (``np.random.choice(cls_negative[y], K,
-        replace=False)``). The anchor's own row is of its class, so it is never drawn; other rows
-        of the batch may be, as in the reference.
+        """Draw ``num`` rows per anchor uniformly among the rows of **other classes**.
+
+        Other than the anchor's (``anchor_labels`` ``[B]``), with or without replacement ->
+        ``[B, num]`` on the bank's device: RepDistiller's CIFAR sampler
+        (``np.random.choice(cls_negative[y], K, replace=False)``). The anchor's own row is of its
+        class, so it is never drawn; other rows of the batch may be, as in the reference.
 
         Vectorised: without replacement, the ``num`` largest of ``[B, M]`` uniform keys (an
         unsorted top-k) pick each anchor's rows; the keys are drawn on the bank's device from a
@@ -320,7 +329,7 @@ class MemoryBank(nn.Module):
 
     @torch.no_grad()
     def update(self, indices: Tensor, embeddings: Tensor) -> None:
-        """Momentum update ``m[i] <- P(mu * m[i] + (1 - mu) * e_i)`` (no gradient, ``P`` per ``onto``).
+        """Momentum update ``m[i] <- P(mu * m[i] + (1 - mu) * e_i)`` (no gradient; ``P``: ``onto``).
 
         Duplicate indices in one call are **averaged**: the rows of ``embeddings`` sharing an
         index are averaged into one ``e_i``, which is then applied once. The result therefore

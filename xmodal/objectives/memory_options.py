@@ -45,7 +45,7 @@ class MemoryOptions:
         require(self, self.memory_relations())
 
     def memory_rules(self) -> dict[str, Rule]:
-        """The range of each of these fields (Literal fields aside), for a subclass's ``require``."""
+        """The range of each of these fields (Literals aside), for a subclass's ``require``."""
         return {
             "embed_dim": at_least(1),
             "num_negatives": at_least(1),

@@ -1,5 +1,6 @@
-"""A FIFO queue of the last K embeddings (MoCo's), the memory of negatives that does not grow
-with the dataset.
+"""A FIFO queue of the last K embeddings (MoCo's): a memory of negatives of a fixed size.
+
+It does not grow with the dataset.
 
 A :class:`~xmodal.objectives.memory_bank.MemoryBank` keeps one row per training sample, ``N x d``
 per modality, which outgrows a GPU at audio-corpus or ImageNet scale. The queue keeps only the
@@ -79,8 +80,9 @@ class NegativeQueue(nn.Module):
 
     @torch.no_grad()
     def enqueue(self, indices: Tensor, embeddings: Tensor) -> None:
-        """Write a (gathered) batch over the oldest entries, in order; of a batch larger than the
-        queue only its last ``size`` rows stay.
+        """Write a (gathered) batch over the oldest entries, in order.
+
+        Of a batch larger than the queue only its last ``size`` rows stay.
 
         Args:
             indices: ``[B]`` long dataset indices.

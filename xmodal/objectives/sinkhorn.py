@@ -109,8 +109,9 @@ class TransportResult:
 
     @property
     def relative_marginal_error(self) -> float:
-        """``marginal_error`` in units of the uniform mass per point, ``1 / max(n, m)``: 0.01 means
-        the worst marginal is off by 1 % of one point's mass, whatever the batch size.
+        """``marginal_error`` in units of the uniform mass per point, ``1 / max(n, m)``.
+
+        0.01 means the worst marginal is off by 1 % of one point's mass, whatever the batch size.
         """
         return self.marginal_error * max(self.plan.shape[-2:])
 
@@ -152,7 +153,7 @@ def _marginal(
         )
     batch, w_batch = tuple(cost.shape[:-2]), tuple(w.shape[:-1])
     if len(w_batch) > len(batch) or any(
-        x != 1 and x != y for x, y in zip(reversed(w_batch), reversed(batch))
+        x != 1 and x != y for x, y in zip(reversed(w_batch), reversed(batch), strict=False)
     ):
         raise ValueError(
             f"{solver}: {name} must have batch dimensions that broadcast to the cost's {batch}, "
@@ -215,8 +216,9 @@ def _col_lse(x: Tensor) -> Tensor:
 def _log_iterations(
     c: Tensor, inv: float, log_a: Tensor, log_b: Tensor, beta: Tensor, k: int, buf: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """``k`` log-domain Sinkhorn iterations (row then column update) on the kernel
-    ``log K = inv * c``; returns ``(alpha, beta)``. ``buf`` (shaped like ``c``) is scratch.
+    """``k`` log-domain Sinkhorn iterations (row then column update); ``(alpha, beta)``.
+
+    On the kernel ``log K = inv * c``. ``buf`` (shaped like ``c``) is scratch.
     """
     alpha = beta  # placeholder, overwritten in the first iteration
     for _ in range(k):
@@ -226,7 +228,7 @@ def _log_iterations(
 
 
 def _fill_plan(buf: Tensor, c: Tensor, inv: float, alpha: Tensor, beta: Tensor) -> Tensor:
-    """``buf <- exp(inv * c + alpha_i + beta_j)``, entries below ~1.7e-38 set to 0; no temporaries."""
+    """``buf <- exp(inv * c + alpha_i + beta_j)``, entries below ~1.7e-38 at 0; no temporaries."""
     torch.add(alpha.unsqueeze(-1), c, alpha=inv, out=buf).add_(beta.unsqueeze(-2))
     return torch.threshold_(buf.clamp_(min=_EXP_FLOOR).exp_(), _TINY, 0.0)
 

@@ -27,11 +27,13 @@ class Supervised(Objective):
 
     @classmethod
     def build(cls, context: ObjectiveContext, options: Any) -> Supervised:
+        """A classifier over the dataset's classes (no options)."""
         return cls(context.student_dim, context.num_classes)
 
     def forward(
         self, student: Tensor, teacher: Tensor | None, labels: Tensor | None, indices: Tensor
     ) -> dict[str, Tensor]:
+        """``loss`` (cross-entropy) and ``accuracy`` of one labelled batch."""
         if labels is None:
             raise ValueError("supervised: needs labels")
         logits = self.classifier(student)

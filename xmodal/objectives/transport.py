@@ -35,9 +35,10 @@ def solve_transport(
 
     Args:
         cost: cost matrices ``[..., n, m]``.
-        options: the solver and its settings (:class:`~xmodal.objectives.sinkhorn.TransportOptions`),
-            passed to :func:`~xmodal.objectives.sinkhorn.sinkhorn_log` or
-            :func:`~xmodal.objectives.ipot.ipot` as they are.
+        options: the solver and its settings
+            (:class:`~xmodal.objectives.sinkhorn.TransportOptions`), passed as they are to
+            :func:`~xmodal.objectives.sinkhorn.sinkhorn_log` or
+            :func:`~xmodal.objectives.ipot.ipot`.
         a: row marginal (uniform if None).
         b: column marginal (uniform if None).
 

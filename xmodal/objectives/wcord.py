@@ -36,8 +36,8 @@ from xmodal.core.registry import METHODS
 from xmodal.objectives.critic import Critic, ProjectionHead, build_critic
 from xmodal.objectives.gather import all_gather_with_grad
 from xmodal.objectives.memory_bank import MemoryBank, negatives_per_step
-from xmodal.objectives.nce import nce_loss, nce_normaliser
 from xmodal.objectives.memory_options import MemoryOptions
+from xmodal.objectives.nce import nce_loss, nce_normaliser
 from xmodal.objectives.negative_memory import Memory, build_memories
 from xmodal.objectives.negative_queue import NegativeQueue
 from xmodal.objectives.objective import (
@@ -169,10 +169,12 @@ class WCoRDLoss(Objective):
 
     @classmethod
     def hparams_of(cls, options: Any) -> dict[str, Any]:
+        """Every option by name, with the values this variant pins."""
         return dataclasses.asdict(cls.resolved(options))
 
     @classmethod
     def needs_for(cls, options: Any) -> frozenset[str]:
+        """The teacher; labels for ``alpha`` or other-class negatives; logits for ``beta``."""
         options = cls.resolved(options)
         needs = {"teacher"}
         if options.alpha > 0 or (options.negatives == "other_class" and options.lambda_global > 0):
@@ -183,6 +185,7 @@ class WCoRDLoss(Objective):
 
     @classmethod
     def build(cls, context: ObjectiveContext, options: Any) -> WCoRDLoss:
+        """WCoRD for this set-up, holding ``options`` (with the label terms when on)."""
         options = cls.resolved(options)
         if context.teacher_dim is None:
             raise ValueError("needs teacher features")
@@ -258,7 +261,8 @@ class WCoRDLoss(Objective):
                     else type(sample_labels)
                 )
                 raise ValueError(
-                    f"WCoRDLoss: sample_labels must be a [num_samples={num_samples}] tensor, got {got}"
+                    f"WCoRDLoss: sample_labels must be a [num_samples={num_samples}] tensor, "
+                    f"got {got}"
                 )
             if not _is_integer(sample_labels):
                 raise ValueError(
@@ -266,7 +270,8 @@ class WCoRDLoss(Objective):
                 )
         elif options.negatives == "other_class":
             raise ValueError(
-                "WCoRDLoss: negatives='other_class' needs sample_labels (the [N] labels of the dataset)"
+                "WCoRDLoss: negatives='other_class' needs sample_labels (the [N] labels of the "
+                "dataset)"
             )
 
         self.config = options
@@ -311,20 +316,24 @@ class WCoRDLoss(Objective):
         return None if self.label_terms is None else self.label_terms.classifier
 
     def hparams(self) -> dict[str, Any]:
-        """Every setting by name: the sizes, the options and the seed
-        (``WCoRDLoss(**loss.hparams(), sample_labels=labels)`` rebuilds it).
+        """Every setting by name: the sizes, the options and the seed.
+
+        ``WCoRDLoss(**loss.hparams(), sample_labels=labels)`` rebuilds it.
         """
         return dict(self._hparams)
 
     def extra_repr(self) -> str:
+        """Every setting, as :meth:`hparams`."""
         return ", ".join(f"{k}={v}" for k, v in self._hparams.items())
 
     # ------------------------------------------------------------------ forward
 
     def score(self, teacher_features: Tensor, student_features: Tensor) -> Tensor:
-        """The critic on the positive pairs, ``g(t_i, s_i)`` ``[B]`` float32, as a function of
-        the raw features ``[B, Dt]`` and ``[B, Ds]`` (heads, projection and critic; differentiable
-        in both). Under ``lipschitz="spectral"`` it is ``1/tau``-Lipschitz in each argument.
+        """The critic on the positive pairs, ``g(t_i, s_i)`` ``[B]`` float32, of raw features.
+
+        A function of the raw features ``[B, Dt]`` and ``[B, Ds]`` (heads, projection and critic;
+        differentiable in both). Under ``lipschitz="spectral"`` it is ``1/tau``-Lipschitz in
+        each argument.
         """
         with (
             parametrize.cached(),
@@ -333,7 +342,8 @@ class WCoRDLoss(Objective):
             dtype = next(self.teacher_head.parameters()).dtype
             u = self.teacher_head(teacher_features.to(dtype))
             v = self.student_head(student_features.to(dtype))
-            return self.critic(u, v)
+            scores: Tensor = self.critic(u, v)
+            return scores
 
     def forward(
         self,
@@ -373,7 +383,8 @@ class WCoRDLoss(Objective):
         batch = teacher_features.shape[0]
         if student_features.shape[0] != batch or indices.shape != (batch,) or batch == 0:
             raise ValueError(
-                f"WCoRDLoss: need matching non-empty batches, got teacher {tuple(teacher_features.shape)}, "
+                "WCoRDLoss: need matching non-empty batches, got teacher "
+                f"{tuple(teacher_features.shape)}, "
                 f"student {tuple(student_features.shape)}, indices {tuple(indices.shape)}"
             )
         if not _is_integer(indices):
@@ -392,7 +403,7 @@ class WCoRDLoss(Objective):
             u = self.teacher_head(teacher_features.detach().to(dtype))  # [B, d] float32, norm <= 1
             v = self.student_head(student_features.to(dtype))  # [B, d] float32, norm <= 1
             zero = u.new_zeros(())
-            # Scores with 1/tau ~ 14 lose ~0.05 nats per logit in bf16; compute the terms in float32.
+            # Scores with 1/tau ~ 14 lose ~0.05 nats per logit in bf16: the terms are float32.
             with torch.autocast(device_type=u.device.type, enabled=False):
                 global_term = zero
                 penalty = zero
@@ -433,9 +444,10 @@ class WCoRDLoss(Objective):
     # ------------------------------------------------------------------ terms
 
     def sample_negatives(self, indices: Tensor) -> Tensor:
-        """Negative bank rows for a batch with dataset ``indices`` ``[B]``: ``[K]`` shared by the
-        batch (``sharing="batch"``, without replacement) or ``[B, K]`` (``sharing="anchor"``,
-        independently per anchor, with replacement).
+        """Negative bank rows for a batch with dataset ``indices`` ``[B]``.
+
+        ``[K]`` shared by the batch (``sharing="batch"``, without replacement) or ``[B, K]``
+        (``sharing="anchor"``, independently per anchor, with replacement).
 
         All of the batch's indices are excluded (so no anchor meets its own pair among the
         negatives), which caps K at ``num_samples - #distinct(indices)`` in this step.
@@ -523,8 +535,9 @@ class WCoRDLoss(Objective):
     def _both_directions(
         self, positive: Tensor, teacher_anchored: Tensor, student_anchored: Tensor
     ) -> Tensor:
-        """The contrast of the positives ``[B]`` against the teacher- and the student-anchored
-        negatives ``[B, K]``, summed, under the configured estimator.
+        """The contrast of the positives ``[B]`` against both sides' negatives ``[B, K]``.
+
+        The teacher- and the student-anchored contrasts, summed, under the configured estimator.
         """
         if self.config.estimator == "infonce":
             return self._contrast(positive, teacher_anchored) + self._contrast(
@@ -541,8 +554,9 @@ class WCoRDLoss(Objective):
 
     @staticmethod
     def _contrast(positive: Tensor, negative: Tensor) -> Tensor:
-        """InfoNCE: ``-mean_i [p_i - log(exp p_i + sum_k exp n_ik)]`` for ``positive`` [B],
-        ``negative`` [B, K].
+        """InfoNCE: ``-mean_i [p_i - log(exp p_i + sum_k exp n_ik)]``.
+
+        For ``positive`` [B] and ``negative`` [B, K].
 
         Masked negatives (``-inf``) drop out of the sum; an anchor with none left gives 0.
         """
@@ -552,11 +566,12 @@ class WCoRDLoss(Objective):
     def gradient_penalty(self, teacher_features: Tensor, student_features: Tensor) -> Tensor:
         """One-sided gradient penalty at the positive pairs, times ``gp_weight`` (scalar).
 
-        ``gp_weight * mean_i [(|grad_t g(t_i, s_i)| - 1/tau)_+^2 + (|grad_s g(t_i, s_i)| - 1/tau)_+^2]``
-        with ``g(t, s) = critic(P(h_T(t)), P(h_S(s)))``, the gradient taken w.r.t. detached
-        float32 copies of the features with ``create_graph=True`` when grad mode is on (so the
-        penalty trains the heads and the critic, not the student encoder). Under ``no_grad`` it
-        is evaluated (detached) for monitoring; under ``inference_mode`` it is 0.
+        ``gp_weight * mean_i [(|grad_t g_i| - 1/tau)_+^2 + (|grad_s g_i| - 1/tau)_+^2]``,
+        ``g_i = g(t_i, s_i)``, with ``g(t, s) = critic(P(h_T(t)), P(h_S(s)))``, the gradient
+        taken w.r.t. detached float32 copies of the features with ``create_graph=True`` when
+        grad mode is on (so the penalty trains the heads and the critic, not the student
+        encoder). Under ``no_grad`` it is evaluated (detached) for monitoring; under
+        ``inference_mode`` it is 0.
         """
         dtype = next(self.teacher_head.parameters()).dtype
         zero = torch.zeros((), dtype=torch.float32, device=teacher_features.device)
@@ -564,7 +579,7 @@ class WCoRDLoss(Objective):
             return zero
         create_graph = torch.is_grad_enabled()
         with (
-            torch.enable_grad(),
+            torch.set_grad_enabled(True),
             torch.autocast(device_type=teacher_features.device.type, enabled=False),
         ):
             t = teacher_features.detach().to(dtype).requires_grad_(True)
@@ -576,7 +591,7 @@ class WCoRDLoss(Objective):
             bound = self.critic.lipschitz_bound  # 1/tau
             excess = (grad_t.float().norm(dim=1) - bound).clamp_min(0).square()
             excess = excess + (grad_s.float().norm(dim=1) - bound).clamp_min(0).square()
-            penalty = self.config.gp_weight * excess.mean()
+            penalty: Tensor = self.config.gp_weight * excess.mean()
         return penalty if create_graph else penalty.detach()
 
     def local_term(self, u: Tensor, v: Tensor) -> Tensor:
@@ -610,8 +625,9 @@ class WCoRDLoss(Objective):
 
     @torch.no_grad()
     def update_memory(self, indices: Tensor, teacher_embed: Tensor, student_embed: Tensor) -> None:
-        """Update both memories with a (gathered) batch (banks: momentum; queues: enqueue); call
-        after the optimiser step.
+        """Update both memories with a (gathered) batch (banks: momentum; queues: enqueue).
+
+        Call after the optimiser step.
 
         Args:
             indices: ``[B]`` long dataset indices (from all processes).
