@@ -38,8 +38,9 @@ def standardise_features(features: Tensor) -> Tensor:
 
 
 def feature_standardisation(features: Tensor) -> tuple[Tensor, Tensor]:
-    """The per-dimension ``(mean [D], std [D])`` that :func:`standardise_features` applies to
-    ``features`` ``[N, D]`` (std floored at 1e-6); saved beside an objective's heads, whose
+    """The per-dimension ``(mean [D], std [D])`` that :func:`standardise_features` applies.
+
+    To ``features`` ``[N, D]`` (std floored at 1e-6); saved beside an objective's heads, whose
     teacher head was trained on the standardised features.
     """
     return features.mean(0), features.std(0).clamp_min(1e-6)
