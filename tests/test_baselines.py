@@ -397,8 +397,8 @@ def test_pkt_is_zero_for_equal_features_and_positive_otherwise() -> None:
 
 def _crd(n=50, dt=5, ds=4, d=3, k=16384, tau=0.5, momentum=0.5, weight=0.8, seed=0) -> CRDObjective:
     return CRDObjective(
-        dt,
         ds,
+        dt,
         n,
         CRDConfig(embed_dim=d, num_negatives=k, tau=tau, momentum=momentum, weight=weight),
         seed=seed,
@@ -545,7 +545,7 @@ def test_crd_sampler_modes(negatives: str, sharing: str, replacement: bool) -> N
         sharing=sharing,
         replacement=replacement,
     )
-    crd = CRDObjective(5, 4, n, cfg, seed=0, sample_labels=labels)
+    crd = CRDObjective(4, 5, n, cfg, seed=0, sample_labels=labels)
     indices = torch.tensor([0, 5, 6, 11, 13])
     sets = [crd.sample_negatives(indices) for _ in range(5)]
     for drawn in sets:
@@ -577,8 +577,8 @@ def test_crd_shared_other_class_masks_same_class_negatives() -> None:
     """
     n, labels = 40, torch.arange(40) % 2
     cfg = CRDConfig(embed_dim=3, tau=0.3, negatives="other_class")
-    crd = CRDObjective(5, 4, n, cfg, seed=0, sample_labels=labels)
-    plain = CRDObjective(5, 4, n, CRDConfig(embed_dim=3, tau=0.3), seed=0)
+    crd = CRDObjective(4, 5, n, cfg, seed=0, sample_labels=labels)
+    plain = CRDObjective(4, 5, n, CRDConfig(embed_dim=3, tau=0.3), seed=0)
     for obj in (crd, plain):
         obj.z_teacher.fill_(30.0)
         obj.z_student.fill_(40.0)
@@ -597,15 +597,15 @@ def test_crd_shared_other_class_masks_same_class_negatives() -> None:
     want_t = nce_loss(pos - math.log(30.0), negative - math.log(30.0), log_noise)
     assert out["nce_teacher_anchor"].item() == pytest.approx(want_t.item(), rel=1e-5)
     with pytest.raises(ValueError, match="sample_labels"):
-        CRDObjective(5, 4, n, cfg)
+        CRDObjective(4, 5, n, cfg)
 
 
 def test_crd_alpha_adds_cross_entropy_of_its_classifier() -> None:
     g = _gen(14)
     student, teacher = torch.randn(6, 4, generator=g), torch.randn(6, 5, generator=g)
     labels = torch.arange(6) % 3
-    plain = CRDObjective(5, 4, 30, CRDConfig(embed_dim=3), seed=0)
-    with_ce = CRDObjective(5, 4, 30, CRDConfig(embed_dim=3, alpha=0.5), seed=0, num_classes=3)
+    plain = CRDObjective(4, 5, 30, CRDConfig(embed_dim=3), seed=0)
+    with_ce = CRDObjective(4, 5, 30, CRDConfig(embed_dim=3, alpha=0.5), seed=0, num_classes=3)
     assert plain.classifier is None and with_ce.classifier.out_features == 3
     negatives = torch.arange(10, 30)
     a = plain(student, teacher, labels, torch.arange(6), negatives=negatives)
@@ -613,7 +613,7 @@ def test_crd_alpha_adds_cross_entropy_of_its_classifier() -> None:
     ce = F.cross_entropy(with_ce.classifier(student), labels)
     assert b["loss"].item() == pytest.approx(a["loss"].item() + 0.5 * ce.item(), rel=1e-5)
     with pytest.raises(ValueError, match="num_classes"):
-        CRDObjective(5, 4, 30, CRDConfig(alpha=1.0))
+        CRDObjective(4, 5, 30, CRDConfig(alpha=1.0))
 
 
 # ---------------------------------------------------------------------------- toy distillation

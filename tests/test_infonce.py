@@ -153,7 +153,7 @@ def test_build_and_constructor_reject_what_cannot_run() -> None:
     ],
 )
 def test_bad_shapes_raise_one_clear_error(student, teacher) -> None:
-    objective = InfoNCEObjective(DT, DS, InfoNCEConfig(embed_dim=D))
+    objective = InfoNCEObjective(DS, DT, InfoNCEConfig(embed_dim=D))
     with pytest.raises(
         ValueError, match=r"InfoNCEObjective: need student \[B, 4\] and teacher \[B, 5\]"
     ):
@@ -168,7 +168,7 @@ def test_bad_shapes_raise_one_clear_error(student, teacher) -> None:
 @pytest.mark.parametrize(("temperature", "weight"), [(0.07, 1.0), (0.5, 0.3)])
 def test_loss_and_every_gradient_match_a_float64_reference(temperature, weight) -> None:
     objective = InfoNCEObjective(
-        DT, DS, InfoNCEConfig(embed_dim=D, init_temperature=temperature, weight=weight), seed=2
+        DS, DT, InfoNCEConfig(embed_dim=D, init_temperature=temperature, weight=weight), seed=2
     )
     student, teacher = _batch(seed=3)
     student.requires_grad_(True)
@@ -207,7 +207,7 @@ def test_matched_pairs_score_lower_than_shuffled_ones() -> None:
 
 
 def test_the_scale_is_clamped_at_max_logit_scale_with_zero_gradient_past_it() -> None:
-    objective = InfoNCEObjective(DT, DS, InfoNCEConfig(embed_dim=D), seed=1)
+    objective = InfoNCEObjective(DS, DT, InfoNCEConfig(embed_dim=D), seed=1)
     student, teacher = _batch(seed=5)
     with torch.no_grad():
         objective.logit_scale.fill_(math.log(100.0))
@@ -235,7 +235,7 @@ def test_the_scale_is_clamped_at_max_logit_scale_with_zero_gradient_past_it() ->
 
 def test_a_fixed_temperature_is_a_buffer_that_training_leaves_alone() -> None:
     objective = InfoNCEObjective(
-        DT, DS, InfoNCEConfig(embed_dim=D, init_temperature=0.2, learn_temperature=False)
+        DS, DT, InfoNCEConfig(embed_dim=D, init_temperature=0.2, learn_temperature=False)
     )
     assert "logit_scale" not in dict(objective.named_parameters())
     assert "logit_scale" in objective.state_dict() and not objective.logit_scale.requires_grad
@@ -252,7 +252,7 @@ def test_a_fixed_temperature_is_a_buffer_that_training_leaves_alone() -> None:
 
 
 def test_a_learned_temperature_moves() -> None:
-    objective = InfoNCEObjective(DT, DS, InfoNCEConfig(embed_dim=D))
+    objective = InfoNCEObjective(DS, DT, InfoNCEConfig(embed_dim=D))
     optimiser = torch.optim.SGD(objective.parameters(), lr=0.5)
     before = objective.logit_scale.item()
     out = _run(objective, *_batch(seed=7))
@@ -266,8 +266,8 @@ def test_a_learned_temperature_moves() -> None:
 
 def test_seeded_heads_are_reproducible_and_leave_the_global_rng_alone() -> None:
     state = torch.random.get_rng_state()
-    a, b = (InfoNCEObjective(DT, DS, InfoNCEConfig(embed_dim=D), seed=4) for _ in range(2))
-    c = InfoNCEObjective(DT, DS, InfoNCEConfig(embed_dim=D), seed=5)
+    a, b = (InfoNCEObjective(DS, DT, InfoNCEConfig(embed_dim=D), seed=4) for _ in range(2))
+    c = InfoNCEObjective(DS, DT, InfoNCEConfig(embed_dim=D), seed=5)
     assert torch.equal(torch.random.get_rng_state(), state)
     for (key, x), y, z in zip(
         a.state_dict().items(), b.state_dict().values(), c.state_dict().values()
@@ -300,7 +300,7 @@ def _two_process_worker(rank: int, world: int, port: int, out: str) -> None:
         student, teacher = _batch(b=8, seed=9)
         rows = slice(rank * 4, (rank + 1) * 4)
         local = student[rows].clone().requires_grad_()
-        objective = InfoNCEObjective(DT, DS, InfoNCEConfig(embed_dim=D), seed=2)
+        objective = InfoNCEObjective(DS, DT, InfoNCEConfig(embed_dim=D), seed=2)
         loss = _run(objective, local, teacher[rows])["loss"]
         loss.backward()
         grads = {name: p.grad for name, p in objective.named_parameters()}
@@ -326,7 +326,7 @@ def test_two_processes_train_on_the_global_batch(tmp_path) -> None:
 
     student, teacher = _batch(b=8, seed=9)
     student.requires_grad_(True)
-    objective = InfoNCEObjective(DT, DS, InfoNCEConfig(embed_dim=D), seed=2)
+    objective = InfoNCEObjective(DS, DT, InfoNCEConfig(embed_dim=D), seed=2)
     loss = _run(objective, student, teacher)["loss"]
     loss.backward()
     torch.testing.assert_close(

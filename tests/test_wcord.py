@@ -36,7 +36,7 @@ def _sigma_max(head: ProjectionHead) -> float:
 
 
 def test_defaults_and_hparams_round_trip() -> None:
-    loss = WCoRDLoss(64, 32, num_samples=1000)
+    loss = WCoRDLoss(32, 64, num_samples=1000)
     hp = loss.hparams()
     assert hp == dict(
         teacher_dim=64,
@@ -117,7 +117,7 @@ def test_bad_constructor_arguments(kwargs: dict) -> None:
 
 
 def test_forward_outputs_and_banks_untouched() -> None:
-    loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16)
+    loss = WCoRDLoss(10, 12, num_samples=40, embed_dim=16)
     t, s = _features(8, 12, 10)
     s.requires_grad_(True)
     banks = (loss.teacher_bank.memory.clone(), loss.student_bank.memory.clone())
@@ -159,10 +159,10 @@ def test_sampled_negatives_exclude_batch() -> None:
 
 def test_variants_skip_terms() -> None:
     t, s = _features(6, 5, 7)
-    global_only = WCoRDLoss(5, 7, num_samples=20, lambda_local=0.0)
+    global_only = WCoRDLoss(7, 5, num_samples=20, lambda_local=0.0)
     out = global_only(s, t, indices=torch.arange(6))
     assert float(out["local"]) == 0.0 and global_only.last_transport is None
-    local_only = WCoRDLoss(5, 7, num_samples=20, lambda_global=0.0)
+    local_only = WCoRDLoss(7, 5, num_samples=20, lambda_global=0.0)
     assert local_only.teacher_bank is None and local_only.student_bank is None
     out = local_only(s, t, indices=torch.arange(6))
     assert float(out["global"]) == 0.0 and local_only.last_transport is not None
@@ -179,7 +179,7 @@ def test_variants_skip_terms() -> None:
 )
 def test_bf16_autocast_float32_terms(options: dict) -> None:
     loss = WCoRDLoss(
-        12, 10, num_samples=40, embed_dim=16, **options
+        10, 12, num_samples=40, embed_dim=16, **options
     ).eval()  # eval: frozen power iteration
     t, s = _features(8, 12, 10, seed=1)
     neg = torch.arange(8, 40)
@@ -201,7 +201,7 @@ def test_bf16_autocast_float32_terms(options: dict) -> None:
 def test_global_term_matches_per_anchor_reference() -> None:
     n, b, d = 50, 6, 8
     loss = WCoRDLoss(
-        9, 7, num_samples=n, embed_dim=d, tau=0.1, lambda_local=0.0, seed=3, estimator="infonce"
+        7, 9, num_samples=n, embed_dim=d, tau=0.1, lambda_local=0.0, seed=3, estimator="infonce"
     )
     g = _gen(11)
     loss.teacher_bank.memory.copy_(F.normalize(torch.randn(n, d, generator=g), dim=1))
@@ -236,8 +236,8 @@ def test_nce_global_term_matches_per_anchor_reference(masked: bool) -> None:
     n, b, d, k, tau = 40, 5, 6, 8, 0.2
     labels = torch.arange(n) % 3
     loss = WCoRDLoss(
-        9,
         7,
+        9,
         num_samples=n,
         embed_dim=d,
         tau=tau,
@@ -310,7 +310,7 @@ def test_estimators_differ_and_infonce_is_optional() -> None:
     }
     assert values["nce"] != pytest.approx(values["infonce"], rel=1e-3)
     with pytest.raises(ValueError, match="estimator"):
-        WCoRDLoss(6, 5, num_samples=30, estimator="softmax")
+        WCoRDLoss(5, 6, num_samples=30, estimator="softmax")
 
 
 def test_global_term_gradient_skips_bank() -> None:
@@ -324,8 +324,8 @@ def test_global_term_gradient_skips_bank() -> None:
 
 def test_local_term_gradient_is_frozen_plan_gradient() -> None:
     loss = WCoRDLoss(
-        10,
         8,
+        10,
         num_samples=30,
         embed_dim=6,
         lambda_global=0.0,
@@ -415,7 +415,7 @@ def _train_a_few_steps(loss: WCoRDLoss, steps: int = 30, lr: float = 0.01) -> No
 
 
 def test_spectral_heads_are_one_lipschitz_after_training() -> None:
-    loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16)
+    loss = WCoRDLoss(10, 12, num_samples=40, embed_dim=16)
     _train_a_few_steps(loss)
     with torch.no_grad():  # blow up the raw weight: the normalised one must not follow
         loss.student_head.linear.parametrizations.weight.original.mul_(5.0)
@@ -426,14 +426,14 @@ def test_spectral_heads_are_one_lipschitz_after_training() -> None:
         assert _sigma_max(head) <= 1.0 + 1e-3
         assert _sigma_max(head) >= 1.0 - 1e-3  # normalised to 1, not merely below it
     for lr in (0.05, 0.001):  # harsher and gentler optimisers
-        other = WCoRDLoss(12, 10, num_samples=40, embed_dim=16, seed=1)
+        other = WCoRDLoss(10, 12, num_samples=40, embed_dim=16, seed=1)
         _train_a_few_steps(other, lr=lr)
         for head in (other.teacher_head, other.student_head):
             assert _sigma_max(head) <= 1.0 + 1e-3
 
 
 def test_unconstrained_heads_are_not_normalised() -> None:
-    loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16, lipschitz="none")
+    loss = WCoRDLoss(10, 12, num_samples=40, embed_dim=16, lipschitz="none")
     with torch.no_grad():
         loss.student_head.linear.weight.mul_(5.0)
     _train_a_few_steps(loss)
@@ -454,7 +454,7 @@ def _lipschitz_ratio(loss: WCoRDLoss, scale: float, seed: int = 9) -> float:
         torch.randn(512, 12, generator=g) * scale,
         torch.randn(512, 10, generator=g) * scale,
     )
-    return float(torch.maximum(norm_t, norm_s).max()) * loss.critic.tau
+    return float(torch.maximum(norm_t, norm_s).max()) * loss.config.tau
 
 
 def _adversarial_heads(loss: WCoRDLoss, steps: int = 300) -> None:
@@ -466,7 +466,7 @@ def _adversarial_heads(loss: WCoRDLoss, steps: int = 300) -> None:
 
 @pytest.mark.parametrize("critic", CRITICS)
 def test_critic_is_lipschitz_in_raw_features_at_every_scale(critic: str) -> None:
-    loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16, critic=critic, critic_hidden=16)
+    loss = WCoRDLoss(10, 12, num_samples=40, embed_dim=16, critic=critic, critic_hidden=16)
     _adversarial_heads(loss)
     for head in (loss.teacher_head, loss.student_head):  # moved far from the initialisation
         assert float(head.linear.parametrizations.weight.original.detach().norm()) > 5.0
@@ -484,7 +484,7 @@ def test_critic_is_lipschitz_in_raw_features_at_every_scale(critic: str) -> None
 
 
 def test_unconstrained_critic_exceeds_bound() -> None:
-    loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16, lipschitz="none")
+    loss = WCoRDLoss(10, 12, num_samples=40, embed_dim=16, lipschitz="none")
     _adversarial_heads(loss, steps=50)
     ratios = [_lipschitz_ratio(loss, scale) for scale in _SCALES]
     assert max(ratios) > 2.0, ratios  # L2 normalisation is 1/|z|-Lipschitz: unbounded near 0
@@ -493,7 +493,7 @@ def test_unconstrained_critic_exceeds_bound() -> None:
 
 def test_spectral_sigma_is_one_at_construction() -> None:
     for seed in range(5):
-        loss = WCoRDLoss(300, 200, num_samples=40, seed=seed, critic="bilinear")
+        loss = WCoRDLoss(200, 300, num_samples=40, seed=seed, critic="bilinear")
         for module in (loss.teacher_head.linear, loss.student_head.linear, loss.critic.linear):
             assert abs(float(torch.linalg.matrix_norm(module.weight.detach(), ord=2)) - 1.0) <= 1e-5
 
@@ -501,7 +501,7 @@ def test_spectral_sigma_is_one_at_construction() -> None:
 def test_lipschitz_modes_project_onto_ball_or_sphere() -> None:
     t, s = _features(16, 12, 10)
     for lipschitz, onto in (("spectral", "ball"), ("gradient_penalty", "ball"), ("none", "sphere")):
-        loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16, lipschitz=lipschitz)
+        loss = WCoRDLoss(10, 12, num_samples=40, embed_dim=16, lipschitz=lipschitz)
         out = loss(s * 0.01, t * 0.01, indices=torch.arange(16))
         norms = out["student_embed"].norm(dim=1)
         if onto == "ball":
@@ -535,7 +535,7 @@ def test_toy_distillation_recovers_pairs(estimator: str, drop: float) -> None:
     student_input = teacher @ mixing + 0.05 * torch.randn(n, dy, generator=g)
     torch.manual_seed(0)
     student = torch.nn.Linear(dy, ds)
-    loss = WCoRDLoss(dt, ds, num_samples=n, embed_dim=32, seed=0, estimator=estimator)
+    loss = WCoRDLoss(ds, dt, num_samples=n, embed_dim=32, seed=0, estimator=estimator)
     opt = torch.optim.Adam([*student.parameters(), *loss.parameters()], lr=1e-2)
 
     def retrieval() -> float:
@@ -568,7 +568,9 @@ def test_toy_distillation_recovers_pairs(estimator: str, drop: float) -> None:
 def _randomised_critic(kind: str, d: int, tau: float, spectral: bool, seed: int = 0):
     """A critic with non-trivial weights (bilinear's identity init would hide its asymmetry)."""
     torch.manual_seed(seed)
-    critic = build_critic(kind, d, tau, spectral=spectral, hidden=12)
+    critic = build_critic(
+        WCoRDConfig(critic=kind, embed_dim=d, tau=tau, critic_hidden=12), spectral=spectral
+    )
     if kind == "bilinear":
         with torch.no_grad():
             weight = (
@@ -616,9 +618,10 @@ def test_critics_share_interface_and_argument_order(kind: str) -> None:
 
 def test_bilinear_starts_as_dot_critic() -> None:
     u, v, others = _unit(4, 8, seed=1), _unit(4, 8, seed=2), _unit(9, 8, seed=3)
-    dot = DotCritic(0.1)
+    options = WCoRDConfig(embed_dim=8, tau=0.1)
+    dot = DotCritic(options)
     for spectral in (True, False):
-        bilinear = BilinearCritic(8, 0.1, spectral=spectral)
+        bilinear = BilinearCritic(options, spectral=spectral)
         torch.testing.assert_close(bilinear(u, v), dot(u, v))
         torch.testing.assert_close(bilinear.against(u, others), dot.against(u, others))
         torch.testing.assert_close(
@@ -631,10 +634,9 @@ def test_mlp_critic_chunked_matches_direct_loop(per_anchor: bool) -> None:
     """Chunked (and checkpointed) scoring against K negatives == a loop over pairs, values and grads."""
     b, k, d, hidden = 3, 11, 4, 5
     torch.manual_seed(0)
-    chunked = MLPCritic(
-        d, 0.5, hidden=hidden, spectral=True, chunk_elements=2 * b * hidden
-    )  # 2 per chunk
-    whole = MLPCritic(d, 0.5, hidden=hidden, spectral=True)
+    options = WCoRDConfig(embed_dim=d, tau=0.5, critic_hidden=hidden)
+    chunked = MLPCritic(options, spectral=True, chunk_elements=2 * b * hidden)  # 2 per chunk
+    whole = MLPCritic(options, spectral=True)
     whole.load_state_dict(chunked.state_dict())
     chunked.eval(), whole.eval()  # frozen power iteration: both use the same normalised weights
     others = _unit(b, k, d, seed=3) if per_anchor else _unit(k, d, seed=3)
@@ -702,8 +704,8 @@ def test_global_term_reference_all_critics(kind: str, masked: bool) -> None:
     n, b, d, k, tau = 40, 5, 6, 8, 0.2
     labels = torch.arange(n) % 3
     loss = WCoRDLoss(
-        9,
         7,
+        9,
         num_samples=n,
         embed_dim=d,
         tau=tau,
@@ -757,7 +759,7 @@ def test_global_term_reference_all_critics(kind: str, masked: bool) -> None:
 
 def _banked_loss(**kwargs) -> WCoRDLoss:
     n = kwargs.pop("num_samples", 30)
-    loss = WCoRDLoss(6, 5, num_samples=n, embed_dim=4, tau=0.3, lambda_local=0.0, **kwargs)
+    loss = WCoRDLoss(5, 6, num_samples=n, embed_dim=4, tau=0.3, lambda_local=0.0, **kwargs)
     g = _gen(21)
     loss.teacher_bank.memory.copy_(F.normalize(torch.randn(n, 4, generator=g), dim=1))
     loss.student_bank.memory.copy_(F.normalize(torch.randn(n, 4, generator=g), dim=1))
@@ -889,8 +891,8 @@ def test_sharing_modes_same_expected_statistics() -> None:
 
 def _steep_bilinear(boost: float = 4.0, **kwargs) -> WCoRDLoss:
     loss = WCoRDLoss(
-        12,
         10,
+        12,
         num_samples=128,
         embed_dim=8,
         num_negatives=64,
@@ -914,7 +916,7 @@ def _feature_gradient_norms(loss: WCoRDLoss, t: torch.Tensor, s: torch.Tensor) -
 
 def test_gradient_penalty_value_and_total() -> None:
     loss = _steep_bilinear(lipschitz="gradient_penalty", gp_weight=3.0, tau=0.1)
-    loss.lambda_local = 0.5  # also exercise the local term in the total
+    loss.config.lambda_local = 0.5  # also exercise the local term in the total
     t, s = _features(5, 12, 10, seed=8)
     out = loss(s, t, indices=torch.arange(5))
     want = 0.0
@@ -947,7 +949,7 @@ def test_gradient_penalty_zero_within_bound() -> None:
     """Features whose projections are long: |grad g| < 1/tau at every pair, so the one-sided
     penalty is exactly 0 (and it is 0 under the other modes whatever the critic).
     """
-    loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=8, lipschitz="gradient_penalty")
+    loss = WCoRDLoss(10, 12, num_samples=40, embed_dim=8, lipschitz="gradient_penalty")
     t, s = _features(16, 12, 10, seed=9)
     t, s = t * 10, s * 10
     assert _feature_gradient_norms(loss, t, s).max() < 1 / 0.07
@@ -1104,8 +1106,8 @@ def test_total_objective_alpha_beta_against_hand_computation(alpha: float, beta:
 @pytest.mark.parametrize("solver", ["sinkhorn", "ipot"])
 def test_unconverged_local_solver_warns_once_and_logs_error(solver: str) -> None:
     loss = WCoRDLoss(
-        12,
         10,
+        12,
         num_samples=64,
         embed_dim=16,
         lambda_global=0.0,
@@ -1125,8 +1127,8 @@ def test_unconverged_local_solver_warns_once_and_logs_error(solver: str) -> None
     assert float(outs[-1]["marginal_error"]) == pytest.approx(relative, rel=1e-6)
     assert relative > 1e-4 and not loss.last_transport.converged
     converged = WCoRDLoss(
-        12,
         10,
+        12,
         num_samples=64,
         embed_dim=16,
         lambda_global=0.0,
@@ -1137,7 +1139,7 @@ def test_unconverged_local_solver_warns_once_and_logs_error(solver: str) -> None
         warnings.simplefilter("error", TransportNotConverged)  # a converged solve never warns
         out = converged(s, t, indices=torch.arange(32))
     assert (
-        float(out["marginal_error"]) <= converged.sinkhorn_tol
+        float(out["marginal_error"]) <= converged.config.sinkhorn_tol
         and converged.last_transport.converged
     )
 
@@ -1148,8 +1150,8 @@ def test_local_tolerance_is_relative_to_mass_per_point() -> None:
     """
     for b in (8, 512):
         loss = WCoRDLoss(
-            12,
             10,
+            12,
             num_samples=2 * b,
             embed_dim=16,
             lambda_global=0.0,
@@ -1177,11 +1179,11 @@ def test_bf16_autocast_keeps_projections_plan_and_terms_in_float32() -> None:
     """
     t, s = _features(16, 12, 10, seed=3)
     torch.manual_seed(0)
-    reference = WCoRDLoss(12, 10, num_samples=64, embed_dim=16, num_negatives=32)(
+    reference = WCoRDLoss(10, 12, num_samples=64, embed_dim=16, num_negatives=32)(
         s, t, indices=torch.arange(16)
     )
     torch.manual_seed(0)  # the same heads, banks and negatives
-    loss = WCoRDLoss(12, 10, num_samples=64, embed_dim=16, num_negatives=32)
+    loss = WCoRDLoss(10, 12, num_samples=64, embed_dim=16, num_negatives=32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = loss(s, t, indices=torch.arange(16))
     for name in ("loss", "global", "local"):

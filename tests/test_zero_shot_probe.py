@@ -60,7 +60,7 @@ def clip_folder(tmp_path_factory):
 
 def _trained_like_wcord(teacher_dim: int, student_dim: int) -> WCoRDLoss:
     """WCoRD heads (spectral, onto the ball) moved away from their init by a few steps."""
-    loss = WCoRDLoss(teacher_dim, student_dim, 64, embed_dim=8, num_negatives=16, seed=3)
+    loss = WCoRDLoss(student_dim, teacher_dim, 64, embed_dim=8, num_negatives=16, seed=3)
     opt = torch.optim.SGD([p for n, p in loss.named_parameters() if "head" in n], lr=0.5)
     g = torch.Generator().manual_seed(1)
     for _ in range(3):

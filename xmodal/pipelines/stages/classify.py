@@ -30,6 +30,7 @@ from xmodal.training.checkpoint import load_checkpoint, load_encoder
     produces=("rows",),
 )
 def classify(ctx: RunContext) -> None:
+    """Score every model that has a classifier over the dataset's classes on the test split."""
     test = ctx.state.dataset.splits["test"]
     labels = test.column("label")
     rows: list[dict[str, Any]] = ctx.state.rows

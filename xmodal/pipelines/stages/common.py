@@ -23,7 +23,14 @@ from xmodal.pipelines.config import EncoderConfig
 from xmodal.pipelines.context import RunContext
 from xmodal.training.checkpoint import file_digest, save_atomic, save_encoder
 from xmodal.training.optim import OptimConfig
-from xmodal.training.train import feature_standardisation, train_encoder
+from xmodal.training.train import (
+    TeacherOutputs,
+    TrainJob,
+    TrainOutputs,
+    TrainSetup,
+    feature_standardisation,
+    train_encoder,
+)
 
 
 def frontend_kwargs(
@@ -120,27 +127,34 @@ def trained_encoder_unit(
         set_seed(seed)
         encoder = build_encoder(encoder_cfg, modality, frontend)
         result = train_encoder(
-            encoder,
-            method,
-            options,
-            optim,
-            dataset,
-            ctx.accelerator,
-            seed,
-            teacher_features=teacher["features"] if "teacher" in needs else None,
-            teacher_logits=teacher.get("logits") if "teacher_logits" in needs else None,
-            teacher_own_classes=bool(teacher.get("own_classes"))
-            if "teacher_logits" in needs
-            else False,
-            description=f"{role} {modality} {method_name} seed {seed}",
-            console=ctx.console,
-            state_path=unit.directory / TRAIN_STATE,
-            state_key=unit.key,
-            checkpoint_every=ctx.config.runtime.checkpoint_every,
-            log_prefix="/".join(parts),
-            settings="teacher.optim" if role == "teacher" else "distill.optim",
-            method_name=method_name,
-            num_workers=ctx.config.data.num_workers,
+            TrainJob(
+                encoder,
+                method_name,
+                options,
+                dataset,
+                seed,
+                teacher=TeacherOutputs(
+                    features=teacher["features"] if "teacher" in needs else None,
+                    logits=teacher.get("logits") if "teacher_logits" in needs else None,
+                    own_classes=bool(teacher.get("own_classes"))
+                    if "teacher_logits" in needs
+                    else False,
+                ),
+                description=f"{role} {modality} {method_name} seed {seed}",
+            ),
+            TrainSetup(
+                optim,
+                ctx.accelerator,
+                optim_key="teacher.optim" if role == "teacher" else "distill.optim",
+                num_workers=ctx.config.data.num_workers,
+            ),
+            TrainOutputs(
+                state_path=unit.directory / TRAIN_STATE,
+                state_key=unit.key,
+                checkpoint_every=ctx.config.runtime.checkpoint_every,
+                log_prefix="/".join(parts),
+                console=ctx.console,
+            ),
         )
         history = result.history
         if ctx.accelerator.is_main_process:
