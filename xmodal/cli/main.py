@@ -26,7 +26,7 @@ from xmodal.cli.launch import (
     launch,
     wants_launch,
 )
-from xmodal.core.atomic import output_error, write_text_atomic
+from xmodal.core.cache import output_error, write_text_atomic
 from xmodal.core.errors import OutputError, XmodalError
 
 LIST_KINDS = ("methods", "backbones", "frontends", "datasets", "probes", "pipelines", "stages")
@@ -271,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             markup=False,
         )
         return 2
-    except OSError as exc:  # a writer outside xmodal.core.atomic: full disk, read-only, ...
+    except OSError as exc:  # a writer outside xmodal.core.cache: full disk, read-only, ...
         error = output_error(exc, Path(exc.filename or "."))
         if not isinstance(error, OutputError):
             raise

@@ -36,6 +36,7 @@ from xmodal.encoders.export import (
 )
 from xmodal.pipelines.context import RunContext
 from xmodal.pipelines.runner import RunResult, resolve_config
+from xmodal.pipelines.state import ModelRecord
 
 
 def find_exports(target: Path) -> list[Path]:
@@ -168,7 +169,7 @@ def probe_target(
         else:
             exports = find_exports(path)
         models = [_model_record(ctx, meta_path) for meta_path in exports]
-        has_teacher = any(m["role"] == "teacher" for m in models)
+        has_teacher = any(m.role == "teacher" for m in models)
         chosen = probes or [
             p
             for p in config.probe.probes
@@ -213,7 +214,7 @@ def _pipeline_of(config_file: str | Path) -> str:
     return str(read_yaml(config_file).get("pipeline", "scenes"))
 
 
-def _model_record(ctx: RunContext, meta_path: Path) -> dict[str, Any]:
+def _model_record(ctx: RunContext, meta_path: Path) -> ModelRecord:
     """A probe-stage model record for one export, checked against the dataset."""
     meta = read_export_metadata(meta_path)
     modality = meta["modality"]
@@ -234,16 +235,15 @@ def _model_record(ctx: RunContext, meta_path: Path) -> dict[str, Any]:
     extra = meta.get("extra", {})
     role = extra.get("role", "student")
     digest = target_digest(meta, ctx.state.data_key)
-    return {
-        "seed": int(extra.get("seed", 0)),
-        "modality": modality,
-        "method": "teacher" if role == "teacher" else str(extra.get("method", meta["backbone"])),
-        "role": role,
-        "directory": str(meta_path.parent),
-        "encoder": meta["backbone"],
-        "checkpoint": str(meta_path),
-        "digest": digest,
-        "key": digest,
-        "hparams": {},
-        "teacher": None,
-    }
+    return ModelRecord(
+        seed=int(extra.get("seed", 0)),
+        modality=modality,
+        method="teacher" if role == "teacher" else str(extra.get("method", meta["backbone"])),
+        role=role,
+        directory=str(meta_path.parent),
+        encoder=meta["backbone"],
+        checkpoint=str(meta_path),
+        digest=digest,
+        key=digest,
+        hparams={},
+    )
