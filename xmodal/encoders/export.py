@@ -34,12 +34,11 @@ from xmodal.core.errors import DataError, OutputError, XmodalError
 from xmodal.core.registry import BACKBONES
 from xmodal.encoders.base import Encoder, create_encoder
 
+#: ``format`` of both encoder files: an export's JSON and a checkpoint (:func:`save_encoder`)
 FORMAT = "xmodal-encoder"
 VERSION = 1
 WEIGHTS_FILE = "encoder.safetensors"
 META_FILE = "encoder.json"
-#: ``format`` of an encoder checkpoint (:func:`save_encoder`)
-CHECKPOINT_FORMAT = "xmodal-encoder"
 #: backbone options that fetch initial weights, ignored on load (the file holds the weights),
 #: unless the backbone's factory names its own (``init_only``)
 _INIT_ONLY_KWARGS = ("pretrained",)
@@ -196,7 +195,7 @@ def save_encoder(
     """
     return save_atomic(
         {
-            "format": CHECKPOINT_FORMAT,
+            "format": FORMAT,
             "version": 1,
             "name": name,
             "modality": encoder.modality,
@@ -260,7 +259,7 @@ def _load_export(path: Path) -> Encoder:
 def _load_checkpoint_file(path: Path) -> Encoder:
     """The encoder of a checkpoint written by :func:`save_encoder` (its keys validated)."""
     ckpt = load_checkpoint(path)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise DataError(
             f"'{path}' is not an xmodal encoder checkpoint (no 'format' key) nor an export; "
             "save encoders with xmodal.encoders.export.save_encoder or export_encoder"

@@ -20,12 +20,7 @@ from xmodal.core.cache import file_digest, load_checkpoint
 from xmodal.core.config import fingerprint
 from xmodal.core.errors import DataError
 from xmodal.core.registry import BACKBONES, FRONTENDS, METHODS
-from xmodal.encoders.export import (
-    CHECKPOINT_FORMAT,
-    META_FILE,
-    WEIGHTS_FILE,
-    read_export_metadata,
-)
+from xmodal.encoders.export import FORMAT, META_FILE, WEIGHTS_FILE, read_export_metadata
 from xmodal.evaluation.zero_shot_probe import class_text_embeddings
 from xmodal.objectives.shared_heads import HEADS_FILE, SharedHeads
 from xmodal.pipelines.state import ModelRecord
@@ -48,7 +43,7 @@ def encoder_description(checkpoint: str | Path) -> tuple[str, dict[str, Any], st
             f"encoder checkpoint '{path}' is unreadable ({exc.__class__.__name__}); "
             "rerun the stage that writes it"
         ) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise DataError(f"'{path}' is not an xmodal encoder checkpoint")
     return str(ckpt["name"]), dict(ckpt["kwargs"]), str(ckpt["modality"])
 
