@@ -6,8 +6,9 @@
 ``bench_streaming.py --sizes 20000`` writes (``.../rows20000/cache.h5``). Each variant runs in a
 fresh process: ``--steps`` training steps of a resnet8 rgb encoder, then extraction of the whole
 train split with :func:`xmodal.evaluation.features.extract_features`; it reports both times,
-the process's peak RSS and its RSS once extraction is done (what the heap kept). The reference is ``no trim`` (extraction without
-``release_free_heap``, as before 3db597e); ``as shipped`` trims after each extraction batch;
+the process's peak RSS and its RSS once extraction is done (what the heap kept). The reference
+is ``no trim`` (extraction without ``release_free_heap``, as before 3db597e); ``as shipped``
+trims after each extraction batch;
 the ``mmap`` variants instead fix glibc's mmap threshold, and ``trim every step`` also trims
 after each training step.
 """
@@ -106,9 +107,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             }
         )
     ref = rows[0]
-    table = Table(
-        title=f"training {args.steps} steps + extracting {rows[0]['rows']} rows (ratios to 'no trim')"
-    )
+    title = f"training {args.steps} steps + extracting {rows[0]['rows']} rows"
+    table = Table(title=f"{title} (ratios to 'no trim')")
     for col in (
         "variant",
         "train s",

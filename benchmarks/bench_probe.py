@@ -1,5 +1,7 @@
-"""Probing cached features: xmodal's linear and k-NN probes on 10,000 512-d features, against
-scikit-learn's ``LogisticRegression`` doing the same linear-probe work.
+"""Probing cached features: xmodal's linear and k-NN probes against scikit-learn.
+
+xmodal's probes on 10,000 512-d features, against scikit-learn's ``LogisticRegression`` doing
+the same linear-probe work.
 
     python3 benchmarks/bench_probe.py [--out benchmarks/results] [--threads 2] [--samples 10000]
                                       [--dim 512] [--classes 10] [--repeats 3]
@@ -114,13 +116,15 @@ def main(argv: list[str] | None = None) -> int:
             cached = timed("load", lambda: torch.load(cache, weights_only=True))
             parts = [cached[s] for s in ("train", "val", "test")]
             accuracy["linear"] = timed(
-                "linear", lambda: LinearProbe().evaluate(*parts, num_classes=args.classes)
+                "linear",
+                lambda parts=parts: LinearProbe().evaluate(*parts, num_classes=args.classes),
             ).accuracy
             accuracy["knn"] = timed(
-                "knn", lambda: KNNProbe().evaluate(*parts, num_classes=args.classes)
+                "knn", lambda parts=parts: KNNProbe().evaluate(*parts, num_classes=args.classes)
             ).accuracy
             accuracy["sklearn linear"] = timed(
-                "sklearn linear", lambda: sklearn_linear(cached, args.classes, LinearProbeConfig())
+                "sklearn linear",
+                lambda cached=cached: sklearn_linear(cached, args.classes, LinearProbeConfig()),
             )
     median = {k: statistics.median(v) for k, v in times.items()}
     median_cpu = {k: statistics.median(v) for k, v in cpu.items()}

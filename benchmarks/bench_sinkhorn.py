@@ -122,10 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         b = torch.full((size,), 1.0 / size, device=device)
         for eps in args.eps:
 
-            def run_xmodal():
+            def run_xmodal(cost=cost, eps=eps, a=a, b=b):  # this case's values, bound now
                 return sinkhorn_log(cost, eps, a, b, max_iters=args.max_iters, tol=args.tol)
 
-            def run_pot():
+            def run_pot(cost=cost, eps=eps, a=a, b=b):
                 return ot.sinkhorn(
                     a,
                     b,

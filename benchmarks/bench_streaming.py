@@ -133,8 +133,10 @@ def _run(manifest: str, out: str, workers: int, result: multiprocessing.Queue) -
 
 
 def _in_fresh_process(target, *args):
-    """``target(*args, queue)`` in a spawned process -> what it put on the queue; a child that
-    dies first (its error is printed above) stops the benchmark instead of hanging it.
+    """``target(*args, queue)`` in a spawned process -> what it put on the queue.
+
+    A child that dies first (its error is printed above) stops the benchmark instead of hanging
+    it.
     """
     import queue as queues
 

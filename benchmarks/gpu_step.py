@@ -106,9 +106,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             }
         )
     base = rows[0]
-    table = Table(
-        title=f"one WCoRD step: resnet18 on {args.image_size[0]}x{args.image_size[1]} HHA, batch {args.batch}"
-    )
+    height, width = args.image_size[0], args.image_size[1]
+    table = Table(title=f"one WCoRD step: resnet18 on {height}x{width} HHA, batch {args.batch}")
     for col in ("precision", "step ms", "fp32 / this", "peak MB", "fp32 / this"):
         table.add_column(col, justify="right")
     for r in rows:

@@ -1,5 +1,6 @@
-"""Measured Lipschitz constant of WCoRD's critic g(t, s) in the raw features, at several
-feature scales, after the heads are trained adversarially to maximise it.
+"""Measured Lipschitz constant of WCoRD's critic g(t, s) in the raw features.
+
+Measured at several feature scales, after the heads are trained adversarially to maximise it.
 
 Compares, in one run: the default (spectral heads projected onto the unit ball), the previous
 construction (spectral heads L2-normalised onto the sphere: the reference) and lipschitz="none".

@@ -4,10 +4,10 @@
                                         [--out table.md] [--csv table.csv]
 
 Each argument is a run's ``results.json`` (or a run directory holding one); ``::LABEL`` names
-that run's trained students' method ``LABEL`` (e.g. a search's setting beside the defaults). Rows are merged,
-a (modality, method, probe, metric, seed) seen twice keeps its first value, and each method's
-mean ± std over seeds is printed per student for the linear probe (accuracy), k-NN (accuracy)
-and segmentation (mIoU), with the seeds counted and the gap closed
+that run's trained students' method ``LABEL`` (e.g. a search's setting beside the defaults).
+Rows are merged, a (modality, method, probe, metric, seed) seen twice keeps its first value,
+and each method's mean ± std over seeds is printed per student for the linear probe
+(accuracy), k-NN (accuracy) and segmentation (mIoU), with the seeds counted and the gap closed
 ``(method - none) / (supervised - none)`` on the linear means. Writes markdown and CSV.
 """
 

@@ -1,7 +1,7 @@
 """Search on val for what WCoRD, CRD and InfoNCE each need, with the same budget of settings.
 
-    python3 benchmarks/search_contrastive.py [--out runs/search] [--seeds 0] [--final-seeds 0 1 2]
-                                             [--methods wcord crd infonce] [--wide] [--set KEY=VALUE ...]
+    python3 benchmarks/search_contrastive.py [--out runs/search] [--seeds 0]
+        [--final-seeds 0 1 2] [--methods wcord crd infonce] [--wide] [--set KEY=VALUE ...]
 
 The protocol is the ``scenes`` default (transfer teacher, depth and audio students). One base
 run trains the data, the teacher, ``none`` and ``supervised``; every setting then reuses them
@@ -221,8 +221,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def _test_rows(
     rows: list[dict[str, Any]], method: str, setting: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """Mean and std over seeds of every probe metric of ``method`` (one row per student, probe
-    and metric).
+    """Mean and std over seeds of every probe metric of ``method``.
+
+    One row per student, probe and metric.
     """
     out = []
     picked = [r for r in rows if r["method"] == method]

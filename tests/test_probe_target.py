@@ -196,3 +196,71 @@ def test_report_rebuilds_and_compares_runs(run, tmp_path, capsys):
     knn = [c.strip() for c in cells[("knn", "accuracy", "depth", "wcord")].strip("|").split("|")]
     assert knn[5] == "-"  # the second run has no knn probe
     assert "runs side by side" in capsys.readouterr().out
+
+
+#: a fresh CIFAR ResNet-8 probed with k-NN on a tiny scenes set
+BACKBONE = ["probe", "resnet8", "--modality", "rgb", "--data", "scenes", "--probes", "knn"]
+
+
+def test_probe_runs_under_runtime_threads_and_leaves_a_run_directory(tmp_path, monkeypatch):
+    seen = []
+    real = probe_stage.extract_features
+
+    def counted(encoder, dataset, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(encoder, dataset, **kwargs)
+
+    monkeypatch.setattr(probe_stage, "extract_features", counted)
+    before = torch.get_num_threads()
+    threads = before + 1
+    out, again = tmp_path / "probe", tmp_path / "again"
+    try:
+        argv = [*BACKBONE, "--out", str(out), *_sets([*TINY[:4], f"runtime.threads={threads}"])]
+        assert main(argv) == 0
+        assert seen and set(seen) == {threads}  # every split embedded under runtime.threads
+        # its exported backbone probed again, with no settings: the config.yaml of the run
+        # directory holding it gives the same data and options, so the same rows
+        seen.clear()
+        target = out / "probe-targets" / "resnet8"
+        assert main(["probe", str(target), "--probes", "knn", "--out", str(again)]) == 0
+        assert len(seen) == 3 and set(seen) == {threads}
+    finally:
+        torch.set_num_threads(before)
+    import yaml
+
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["runtime"]["threads"] == threads
+    assert config["probe"]["probes"] == ["knn"]  # what ran, not the pipeline's default list
+    assert config["data"]["scenes"]["num_train"] == 48
+    assert _rows(again) == _rows(out)
+
+
+def test_a_probe_launched_alone_in_its_job_stops_before_its_out_exists(
+    tmp_path, monkeypatch, capsys
+):
+    """The launch guard of ``xmodal run`` holds for ``xmodal probe``.
+
+    A process started as one of two that joins a job of one stops with one line, before it takes
+    or writes anything.
+    """
+    from xmodal.training import distributed
+
+    class Alone:
+        num_processes = 1
+
+        def __init__(self, **kwargs):
+            pass
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(distributed, "Accelerator", Alone)
+    target = tmp_path / "target"
+    target.mkdir()
+    assert main(["probe", str(target), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert err.startswith(
+        "[rank 1] error: this process was started as rank 1 of a 2-process job, but it joined "
+        "a job of 1"
+    )
+    assert not (tmp_path / "out").exists()

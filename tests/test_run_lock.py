@@ -1,9 +1,12 @@
-"""One writer per run directory for every command that writes into one (``run``, ``probe``,
-``report``), and the temporary files of killed writers removed when the lock is taken.
+"""One writer per run directory, for every command that writes into one.
+
+``run``, ``probe`` and ``report`` hold it; the temporary files of killed writers are removed when
+the lock is taken.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -65,6 +68,95 @@ def test_report_of_a_held_run_stops_at_once(held, capsys):
     assert main(["report", str(run)]) == 2
     _one_line(capsys, run, pid)
     assert sorted(p.name for p in run.iterdir()) == [".lock"]
+
+
+#: a small probe: a fresh CIFAR ResNet-8 on a tiny scenes set, k-NN only
+PROBE = [
+    "probe",
+    "resnet8",
+    "--modality",
+    "rgb",
+    "--data",
+    "scenes",
+    "--probes",
+    "knn",
+    *("--set", "data.scenes.image_size=16"),
+    *("--set", "data.scenes.num_train=48"),
+    *("--set", "data.scenes.num_val=24"),
+    *("--set", "data.scenes.num_test=24"),
+]
+#: ``xmodal ARGS`` that stops inside the probe stage (so holding its --out) until told to go on
+PAUSED = (
+    "import sys\n"
+    "import xmodal.pipelines.stages.probe as stage\n"
+    "from xmodal.cli.main import main\n"
+    "real = stage.extract_features\n"
+    "def paused(*args, **kwargs):\n"
+    "    print('probing', flush=True)\n"
+    "    sys.stdin.readline()\n"
+    "    stage.extract_features = real\n"
+    "    return real(*args, **kwargs)\n"
+    "stage.extract_features = paused\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def test_a_second_job_into_a_probes_out_stops_with_the_line_run_gives(tmp_path):
+    """Real processes: ``xmodal probe`` holds its --out as ``xmodal run`` holds its own.
+
+    A second probe into it, and a run into it, stop with one and the same line, writing nothing.
+    """
+    out = tmp_path / "probe"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    first = subprocess.Popen(
+        [sys.executable, "-c", PAUSED, *PROBE, "--out", str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        said = []
+        for line in first.stdout:  # the console's lines, then ours from inside the probe stage
+            said.append(line)
+            if line.strip() == "probing":
+                break
+        else:
+            raise AssertionError(f"the first probe ended early: {said} {first.stderr.read()}")
+        before = sorted(out.rglob("*"))
+        others = [
+            subprocess.Popen(
+                [sys.executable, "-m", "xmodal", *argv, "--out", str(out)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for argv in (PROBE, ["run", "scenes"])
+        ]
+        errors = [job.communicate(timeout=300)[1].strip() for job in others]
+        assert [job.returncode for job in others] == [2, 2], errors
+        probe_line, run_line = errors
+        assert "\n" not in probe_line
+        assert probe_line.startswith(
+            f"error: run directory '{out}' is in use by pid {first.pid} on host "
+            f"{socket.gethostname()}"
+        )
+        assert probe_line == run_line
+        assert sorted(out.rglob("*")) == before  # neither wrote anything
+        first.stdin.write("go on\n")
+        first.stdin.flush()
+        _, err = first.communicate(timeout=300)
+        assert first.returncode == 0, err
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    rows = json.loads((out / "results.json").read_text())
+    assert {(r["modality"], r["method"], r["probe"]) for r in rows} == {("rgb", "resnet8", "knn")}
+    assert (out / "config.yaml").is_file()  # a run directory, as `xmodal run` leaves one
+    assert (out / ".lock").read_text() == ""  # released
 
 
 def _dead_pid() -> int:

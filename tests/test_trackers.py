@@ -1,5 +1,7 @@
-"""Experiment trackers through Accelerate: TensorBoard event files hold every loss term and the
-learning rate per step, and the probe results; missing tracker packages fail at load.
+"""Experiment trackers through Accelerate, for ``xmodal run`` and ``xmodal probe``.
+
+TensorBoard event files hold every loss term and the learning rate per step, and the probe
+results; missing tracker packages fail at load.
 """
 
 from __future__ import annotations
@@ -77,3 +79,20 @@ def test_a_tracker_whose_package_is_missing_fails_at_load(monkeypatch, capsys):
     )
     assert main(["run", "scenes", "--set", "runtime.log_with=[wandb]"]) == 2
     assert "'wandb' needs the package 'wandb': pip install wandb" in capsys.readouterr().err
+
+
+def test_probe_logs_its_results_to_the_trackers(tmp_path):
+    import json
+
+    argv = ["probe", "resnet8", "--modality", "rgb", "--data", "scenes", "--out", str(tmp_path)]
+    argv += ["--probes", "linear,knn"]
+    for item in [*TINY[:4], "probe.linear.l2_grid=[0.001]", "probe.linear.max_iter=20"]:
+        argv += ["--set", item]
+    assert main([*argv, "--set", "runtime.log_with=[tensorboard]"]) == 0
+    scalars = _scalars(tmp_path / "logs")
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert {r["probe"] for r in rows} == {"linear", "knn"}
+    assert len(scalars) == len(rows)  # one scalar per row, nothing else
+    for row in rows:
+        tag = f"probe/rgb/resnet8/{row['probe']}/{row['metric']}/seed0"
+        assert [v for _, v in scalars[tag]] == [pytest.approx(row["value"])]

@@ -15,6 +15,7 @@ from xmodal.data.paired.cache import CACHE_FORMAT, build_cache
 from xmodal.data.paired.config import PairedConfig
 from xmodal.data.paired.manifest import files_digest, manifest_digest, read_manifest
 from xmodal.data.paired.problems import ROW_NUMBERS, summarise
+from xmodal.data.paired.readers import sequence_frontend_kwargs
 from xmodal.data.paired.rules import check_rules, rules_message
 from xmodal.data.paired.splits import SPLITS
 from xmodal.data.paired.validate import Validation, validate_manifest
@@ -94,9 +95,10 @@ class PairedSource:
             splits=splits,
             num_classes=len(classes),
             class_names=classes,
-            frontend_kwargs={"audio": {"sample_rate": sample_rate}}
-            if "audio" in modalities
-            else {},
+            frontend_kwargs={
+                **({"audio": {"sample_rate": sample_rate}} if "audio" in modalities else {}),
+                **sequence_frontend_kwargs(cache_path, modalities),  # C, train mean and std
+            },
             skipped_rows=skipped,
             notes=notes,
         )

@@ -2,11 +2,12 @@
 
 An :class:`Encoder` is a modality front end followed by a backbone. ``forward`` returns the
 pooled embedding ``[B, D]``; ``forward_features`` returns the feature map of every stage
-(``[B, C_i, H_i, W_i]`` for images, ``[B, C_i, N]`` for point sets; coarsest last) for dense
-probes and feature-level baselines.
+(``[B, C_i, H_i, W_i]`` for images, ``[B, C_i, N]`` for point sets, ``[B, C_i, T]`` for
+sequences; coarsest last) for dense probes and feature-level baselines.
 
-Front ends and backbones declare a ``layout``: ``"image"`` (``[B, C, H, W]``, the default when
-absent) or ``"points"`` (``[B, C, N]``); a backbone only takes a front end of its own layout.
+Front ends and backbones declare a ``layout`` (:data:`LAYOUTS`): ``"image"`` (``[B, C, H, W]``,
+the default when absent), ``"points"`` (``[B, C, N]``, an unordered set) or ``"sequence"``
+(``[B, C, T]``, channels over time); a backbone only takes a front end of its own layout.
 A backbone may own its pooling (``pool``: last map -> ``[B, D]``; PointNet max-pools over
 points, then normalises), or its whole embedding (``embed``: network input -> ``[B, D]``, for an
 embedding that is not a function of the last map: a ViT's class token, CLIP's projected
@@ -23,7 +24,7 @@ backbone takes the front end's output as it is.
 from __future__ import annotations
 
 import copy
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -31,19 +32,27 @@ from torch import Tensor, nn
 from xmodal.core.errors import XmodalError
 from xmodal.core.registry import BACKBONES, FRONTENDS
 
-IMAGE, POINTS = "image", "points"
+IMAGE, POINTS, SEQUENCE = "image", "points", "sequence"
+LAYOUTS: dict[str, str] = {
+    IMAGE: "[B, C, H, W]",
+    POINTS: "[B, C, N]",
+    SEQUENCE: "[B, C, T]",
+}
+"""Every layout a front end may give and a backbone may take, with its network-input shape."""
 
 
 @runtime_checkable
 class Frontend(Protocol):
-    """What a registered front end builds (``FRONTENDS``, keyed by modality): a module taking
-    the modality's raw tensors in natural units to network input ``[B, out_channels, ...]``.
+    """What a registered front end builds (``FRONTENDS``, keyed by modality).
+
+    A module taking the modality's raw tensors in natural units to network input
+    ``[B, out_channels, ...]``.
 
     Attributes:
         out_channels: channels of its output (the backbone's ``in_channels``).
         image_aligned: whether output positions are image pixels (dense probes, flips, crops).
 
-    Optional: ``layout`` (``"image"`` when absent, ``"points"`` for ``[B, C, N]``),
+    Optional: ``layout`` (one of :data:`LAYOUTS`; ``"image"`` when absent),
     ``default_backbone`` (used when the configured backbone cannot take that layout) and
     ``gives_pixels`` (True: setting its ``normalise`` attribute to False makes it give RGB in
     [0, 1], for a backbone that normalises pixels itself).
@@ -56,19 +65,23 @@ class Frontend(Protocol):
         """A valid raw input of ``batch`` samples, for tests."""
         ...
 
-    def __call__(self, x: Tensor) -> Tensor: ...
+    def __call__(self, x: Tensor) -> Tensor:
+        """Raw input -> network input ``[B, out_channels, ...]`` of its layout."""
+        ...
 
 
 @runtime_checkable
 class Backbone(Protocol):
-    """What a registered backbone factory ``build(in_channels, **options)`` returns: a module
-    with per-stage feature maps, the last of which is pooled into the embedding.
+    """What a registered backbone factory ``build(in_channels, **options)`` returns.
 
-    Optional: ``layout`` (``"image"`` when absent; set it on the factory too, so it can be
-    checked before building), ``pool(last_map) -> [B, out_dim]`` (global average pooling
-    when absent), ``embed(x) -> [B, out_dim]`` (the embedding from the network input, used
-    instead of pooling the last map) and ``pixel_input`` (a bool: the backbone normalises RGB
-    pixels in [0, 1] itself when the :class:`Encoder` sets it). On the factory: ``example_options``
+    A module with per-stage feature maps, the last of which is pooled into the embedding.
+
+    Optional: ``layout`` (one of :data:`LAYOUTS`, ``"image"`` when absent; set it on the
+    factory, where it is checked before building, and on the module too if you like),
+    ``pool(last_map) -> [B, out_dim]`` (global average pooling when absent),
+    ``embed(x) -> [B, out_dim]`` (the embedding from the network input, used instead of
+    pooling the last map) and ``pixel_input`` (a bool: the backbone normalises RGB pixels in
+    [0, 1] itself when the :class:`Encoder` sets it). On the factory: ``example_options``
     (options for a quick build in contract tests, when the defaults name a large model or need
     files), ``weights_option`` (the option that names pretrained weights, ``pretrained`` when
     absent), ``init_only`` (options that only fetch initial weights, left out when an export is
@@ -81,12 +94,16 @@ class Backbone(Protocol):
     out_dim: int
     stage_channels: list[int]
 
-    def forward_features(self, x: Tensor) -> list[Tensor]: ...
+    def forward_features(self, x: Tensor) -> list[Tensor]:
+        """Network input -> the feature map of every stage, coarsest last."""
+        ...
 
 
 def frontend_contract(name: str, entry: Any) -> None:
-    """Build the front end with its default options, run it on its own example input and check
-    the :class:`Frontend` protocol; raises ``TypeError``/``ValueError`` saying what is wrong.
+    """Check a front end class against the :class:`Frontend` protocol and :data:`LAYOUTS`.
+
+    Builds it with its default options and runs it on its own example input; raises
+    ``TypeError``/``ValueError`` saying what is wrong.
     """
     frontend = entry()
     if not isinstance(frontend, Frontend):
@@ -102,9 +119,11 @@ def frontend_contract(name: str, entry: Any) -> None:
         )
     if not isinstance(frontend.image_aligned, bool):
         raise ValueError(f"front end '{name}'.image_aligned must be True or False")
-    if layout_of(entry) not in (IMAGE, POINTS):
+    check_layout("front end", name, entry)
+    if layout_of(frontend) != layout_of(entry):
         raise ValueError(
-            f"front end '{name}'.layout must be '{IMAGE}' or '{POINTS}', got {layout_of(entry)!r}"
+            f"front end '{name}' declares layout {layout_of(entry)!r} on its class but "
+            f"{layout_of(frontend)!r} once built"
         )
     out = frontend(frontend.example_input(2))
     if not isinstance(out, Tensor) or out.dim() < 2 or out.shape[:2] != (2, frontend.out_channels):
@@ -116,10 +135,19 @@ def frontend_contract(name: str, entry: Any) -> None:
 
 
 def backbone_contract(name: str, entry: Any) -> None:
-    """Build the backbone for 3 input channels with its default options (or its factory's
-    ``example_options``) and check the :class:`Backbone` protocol.
+    """Check a backbone factory against the :class:`Backbone` protocol and :data:`LAYOUTS`.
+
+    Builds it for 3 input channels with its default options (or its factory's
+    ``example_options``); raises ``TypeError``/``ValueError`` saying what is wrong.
     """
+    check_layout("backbone", name, entry)
     backbone = entry(in_channels=3, **example_options(entry))
+    built = getattr(backbone, "layout", None)
+    if built is not None and built != layout_of(entry):
+        raise ValueError(
+            f"backbone '{name}' takes layout {layout_of(entry)!r} by its factory but its "
+            f"module says {built!r}; set the same on both"
+        )
     if not isinstance(backbone, Backbone):
         raise TypeError(f"backbone '{name}' must have out_dim, stage_channels and forward_features")
     if not (isinstance(backbone.out_dim, int) and backbone.out_dim >= 1):
@@ -134,8 +162,9 @@ def backbone_contract(name: str, entry: Any) -> None:
 
 
 def example_options(entry: object) -> dict[str, Any]:
-    """Options for a quick build of a backbone factory in contract tests: its
-    ``example_options`` (a deep copy), else none (its defaults).
+    """Options for a quick build of a backbone factory in contract tests.
+
+    Its ``example_options`` (a deep copy), else none (its defaults).
     """
     return copy.deepcopy(dict(getattr(entry, "example_options", None) or {}))
 
@@ -149,27 +178,61 @@ def layout_of(entry: object) -> str:
     return getattr(entry, "layout", IMAGE)
 
 
+def check_layout(kind: str, name: str, entry: object) -> None:
+    """Raise ``ValueError`` unless ``entry`` declares one of :data:`LAYOUTS` (or none: image).
+
+    ``entry`` is a front end class or backbone factory; ``kind`` names it in the message.
+    """
+    layout = layout_of(entry)
+    if not isinstance(layout, str) or layout not in LAYOUTS:
+        known = ", ".join(f"'{k}' {v}" for k, v in LAYOUTS.items())
+        raise ValueError(f"{kind} '{name}'.layout must be one of {known}; got {layout!r}")
+
+
+def layout_example(layout: str, channels: int, batch: int = 2) -> Tensor:
+    """A random network input of ``layout``, as a front end of it gives, for dry runs and tests.
+
+    ``[batch, channels, 16, 16]`` images, ``[batch, channels, 64]`` point sets or sequences;
+    seeded, and drawn without touching the global RNG.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
+    g = torch.Generator().manual_seed(0)  # leaves the global RNG alone
+    size = (16, 16) if layout == IMAGE else (64,)
+    return torch.randn(batch, channels, *size, generator=g)
+
+
 def backbone_fits(name: str, modality: str) -> bool:
     """Whether registered backbone ``name`` takes the layout of ``modality``'s front end."""
     return layout_mismatch(name, modality) is None
 
 
 def layout_mismatch(name: str, modality: str) -> str | None:
-    """Why registered backbone ``name`` cannot encode ``modality`` (its layout differs from the
-    front end's), or None when it can.
+    """Why registered backbone ``name`` cannot encode ``modality``, or None when it can.
+
+    It cannot when its layout differs from that of the modality's front end; the reason names
+    both layouts and their shapes.
     """
     takes, gives = layout_of(BACKBONES.get(name)), layout_of(FRONTENDS.get(modality))
     if takes == gives:
         return None
-    return f"backbone '{name}' takes {takes} input, but modality '{modality}' gives {gives} input"
+    return (
+        f"backbone '{name}' takes {takes} input {LAYOUTS.get(takes, '')}, but modality "
+        f"'{modality}' gives {gives} input {LAYOUTS.get(gives, '')}"
+    )
 
 
 def backbone_for(modality: str, name: str) -> str:
-    """``name`` if it takes ``modality``'s layout, else the front end's ``default_backbone``
-    when it declares one (``points``: ``pointnet``), else ``name`` (building it then fails).
+    """The backbone that encodes ``modality`` when ``name`` is configured.
+
+    ``name`` if it takes ``modality``'s layout. An image backbone (the shared default of image
+    students) gives way to the front end's ``default_backbone`` when it declares one
+    (``points``: ``pointnet``; ``sequence``: ``temporal_conv``). Otherwise ``name``: a backbone
+    of another layout is never swapped silently, and the load checks refuse the pair.
     """
     default = getattr(FRONTENDS.get(modality), "default_backbone", None)
-    return default if default and not backbone_fits(name, modality) else name
+    gives_way = layout_of(BACKBONES.get(name)) == IMAGE and not backbone_fits(name, modality)
+    return default if default and gives_way else name
 
 
 class Encoder(nn.Module):
@@ -183,35 +246,53 @@ class Encoder(nn.Module):
 
     def __init__(self, modality: str, frontend: nn.Module, backbone: nn.Module) -> None:
         super().__init__()
+        gives, takes = layout_of(frontend), getattr(backbone, "layout", None)
+        if takes is not None and takes != gives:  # a backbone module that names its layout
+            raise XmodalError(
+                f"backbone {type(backbone).__name__} takes {takes} input "
+                f"{LAYOUTS.get(takes, '')}, but front end '{modality}' gives {gives} input "
+                f"{LAYOUTS.get(gives, '')}"
+            )
         self.modality = modality
         self.frontend = frontend
         self.backbone = backbone
-        self.embed_dim: int = backbone.out_dim
-        self.stage_channels: list[int] = list(backbone.stage_channels)
+        spec = cast(Backbone, backbone)  # the protocol its factory's contract checks
+        self.embed_dim: int = spec.out_dim
+        self.stage_channels: list[int] = list(spec.stage_channels)
         if hasattr(backbone, "pixel_input") and getattr(frontend, "gives_pixels", False):
-            frontend.normalise = False  # the backbone applies its own model's mean and std
-            backbone.pixel_input = True
+            pixels: Any = frontend  # attributes outside the Frontend protocol
+            pixels.normalise = False  # the backbone applies its own model's mean and std
+            switch: Any = backbone
+            switch.pixel_input = True
 
     def forward_features(self, x: Tensor) -> list[Tensor]:
-        """Raw modality input -> stage feature maps ``[B, C_i, H_i, W_i]`` or ``[B, C_i, N]``."""
-        return self.backbone.forward_features(self.frontend(x))
+        """Raw modality input -> stage feature maps ``[B, C_i, ...]`` of the layout.
+
+        ``[B, C_i, H_i, W_i]`` (image), ``[B, C_i, N]`` (points) or ``[B, C_i, T]`` (sequence).
+        """
+        return cast(Backbone, self.backbone).forward_features(self.frontend(x))
 
     def forward(self, x: Tensor) -> Tensor:
-        """Raw modality input -> pooled embedding ``[B, D]`` (over pixels or points)."""
+        """Raw modality input -> pooled embedding ``[B, D]`` (over pixels, points or steps)."""
         embed = getattr(self.backbone, "embed", None)
         if embed is not None:
-            return embed(self.frontend(x))
+            embedded: Tensor = embed(self.frontend(x))
+            return embedded
         last = self.forward_features(x)[-1]
         pool = getattr(self.backbone, "pool", None)
         if pool is not None:
-            return pool(last)
+            pooled: Tensor = pool(last)
+            return pooled
         if last.ndim == 4:  # the image path, unchanged to the last bit
             return torch.flatten(nn.functional.adaptive_avg_pool2d(last, 1), 1)
         return last.flatten(2).mean(-1)
 
 
 def create_encoder(
-    name: str, modality: str, frontend_kwargs: dict | None = None, **backbone_kwargs: object
+    name: str,
+    modality: str,
+    frontend_kwargs: dict[str, Any] | None = None,
+    **backbone_kwargs: object,
 ) -> Encoder:
     """Build a registered backbone ``name`` behind the front end of ``modality``.
 

@@ -17,8 +17,10 @@ Norm = Literal["batch", "group"]
 
 
 def norm_layer(kind: Norm, channels: int) -> nn.Module:
-    """BatchNorm, or GroupNorm (up to 8 groups), which does not depend on the batch: the same
-    model on N processes with batch B then computes exactly what one process does with N*B.
+    """BatchNorm, or GroupNorm (up to 8 groups), which does not depend on the batch.
+
+    With GroupNorm the same model on N processes with batch B computes exactly what one process
+    does with N*B.
     """
     if kind == "group":
         return nn.GroupNorm(math.gcd(channels, 8), channels)
@@ -26,6 +28,8 @@ def norm_layer(kind: Norm, channels: int) -> nn.Module:
 
 
 class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a shortcut (a 1x1 projection when the shape changes)."""
+
     def __init__(self, in_ch: int, out_ch: int, stride: int, norm: Norm = "batch") -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
@@ -39,6 +43,7 @@ class BasicBlock(nn.Module):
             )
 
     def forward(self, x: Tensor) -> Tensor:
+        """``[B, in, H, W]`` -> ``[B, out, H / stride, W / stride]``."""
         out = nn.functional.relu(self.bn1(self.conv1(x)))
         return nn.functional.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
@@ -46,8 +51,9 @@ class BasicBlock(nn.Module):
 class CifarResNet(nn.Module):
     """Stem + 3 stages of ``blocks`` basic blocks with widths ``widths`` (strides 1, 2, 2).
 
-    Input ``[B, in_channels, H, W]``; stage maps at ``H``, ``H/2``, ``H/4``; ``out_dim = widths[-1]``.
-    ``norm``: ``batch`` (the literature's) or ``group`` (batch-independent).
+    Input ``[B, in_channels, H, W]``; stage maps at ``H``, ``H/2``, ``H/4``;
+    ``out_dim = widths[-1]``. ``norm``: ``batch`` (the literature's) or ``group``
+    (batch-independent).
     """
 
     def __init__(
@@ -85,6 +91,7 @@ class CifarResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward_features(self, x: Tensor) -> list[Tensor]:
+        """``[B, C, H, W]`` -> the three stages' maps, at ``H``, ``H/2`` and ``H/4``."""
         x = self.stem(x)
         maps = []
         for stage in self.stages:

@@ -1,18 +1,24 @@
 """Modality front ends: raw sensor tensors in physical units -> normalised network input.
 
 Each front end is registered under its modality name and tells the backbone how many input
-channels it produces, and in which ``layout``: ``"image"`` maps ``[B, C, H, W]`` (the default)
-or ``"points"`` sets ``[B, C, N]``. Keeping this step inside the encoder means checkpoints
-carry their own normalisation and users feed data in its natural units (uint8 RGB, metres,
-waveform samples).
+channels it produces, and in which ``layout``: ``"image"`` maps ``[B, C, H, W]`` (the default),
+``"points"`` sets ``[B, C, N]`` or ``"sequence"`` channels over time ``[B, C, T]``. Keeping this
+step inside the encoder means checkpoints carry their own normalisation and users feed data in
+its natural units (uint8 RGB, metres, waveform samples, sensor readings).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 import torchaudio
 from torch import Tensor, nn
 
+from xmodal.core.checks import at_least, require
+from xmodal.core.config import AllowRepeats
 from xmodal.core.registry import FRONTENDS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -28,7 +34,7 @@ def channels_first(image: Tensor, modality: str) -> Tensor:
 
 @FRONTENDS.register("rgb")
 class RGBFrontend(nn.Module):
-    """RGB image ``[B, H, W, 3]`` (uint8 0..255 or float 0..1) -> ``[B, 3, H, W]``, ImageNet-normalised.
+    """RGB ``[B, H, W, 3]`` (uint8 0..255 or float 0..1) -> ``[B, 3, H, W]``, ImageNet-normalised.
 
     Behind a backbone that normalises pixels with its own model's mean and std (timm, open_clip,
     Hugging Face models), the encoder sets ``normalise = False``: the output is then RGB in [0, 1].
@@ -37,6 +43,8 @@ class RGBFrontend(nn.Module):
     image_aligned = True  # feature maps are aligned with image pixels
     out_channels = 3
     gives_pixels = True  # with normalise = False: RGB in [0, 1]
+    mean: Tensor  # [1, 3, 1, 1] buffers, not saved with the weights
+    std: Tensor
 
     def __init__(self) -> None:
         super().__init__()
@@ -49,6 +57,7 @@ class RGBFrontend(nn.Module):
         return torch.randint(0, 256, (batch, 16, 16, 3), dtype=torch.uint8)
 
     def forward(self, image: Tensor) -> Tensor:
+        """``[B, H, W, 3]`` -> ``[B, 3, H, W]`` float32."""
         x = channels_first(image, "rgb")
         if image.dtype == torch.uint8:
             x = x / 255.0
@@ -83,6 +92,7 @@ class DepthFrontend(nn.Module):
         return depth
 
     def forward(self, depth: Tensor) -> Tensor:
+        """``[B, H, W]`` metres -> ``[B, 1, H, W]``; missing depth -> 0."""
         if depth.ndim != 3:
             raise ValueError(f"depth input must be [B, H, W] in metres, got {list(depth.shape)}")
         d = depth.float()
@@ -124,6 +134,7 @@ class LogMelFrontend(nn.Module):
         return torch.rand(batch, 2048) * 2 - 1
 
     def forward(self, wave: Tensor) -> Tensor:
+        """``[B, T]`` samples -> ``[B, 1, n_mels, frames]``, standardised per clip."""
         if wave.ndim != 2:
             raise ValueError(f"audio input must be [B, T] samples, got {list(wave.shape)}")
         with torch.autocast(wave.device.type, enabled=False):  # FFT in float32
@@ -135,10 +146,10 @@ class LogMelFrontend(nn.Module):
 
 @FRONTENDS.register("hha")
 class HHAFrontend(nn.Module):
-    """HHA depth encoding ``[B, H, W, 3]`` uint8 (disparity, height above ground, angle with
-    gravity; Gupta et al. 2014) -> ``[B, 3, H, W]`` scaled to about [-2, 2].
+    """HHA depth encoding ``[B, H, W, 3]`` uint8 -> ``[B, 3, H, W]`` scaled to about [-2, 2].
 
-    Same layout as RGB, so ImageNet-initialised backbones take it without changes.
+    HHA (Gupta et al. 2014): disparity, height above ground, angle with gravity. Same layout
+    as RGB, so ImageNet-initialised backbones take it without changes.
     """
 
     image_aligned = True  # feature maps are aligned with image pixels
@@ -149,13 +160,15 @@ class HHAFrontend(nn.Module):
         return torch.randint(0, 256, (batch, 16, 16, 3), dtype=torch.uint8)
 
     def forward(self, image: Tensor) -> Tensor:
+        """``[B, H, W, 3]`` uint8 -> ``[B, 3, H, W]`` float32."""
         return (channels_first(image, "hha") / 255.0 - 0.5) / 0.25
 
 
 @FRONTENDS.register("normals")
 class NormalsFrontend(nn.Module):
-    """Surface normals ``[B, H, W, 3]`` in the camera frame (unit floats, or int8 = 127 x unit
-    as cached for NYU; 0 = unknown) -> ``[B, 3, H, W]`` with components in [-1, 1].
+    """Surface normals ``[B, H, W, 3]`` in the camera frame -> ``[B, 3, H, W]`` in [-1, 1].
+
+    Unit floats, or int8 = 127 x unit as cached for NYU; 0 = unknown.
     """
 
     image_aligned = True  # feature maps are aligned with image pixels
@@ -167,6 +180,7 @@ class NormalsFrontend(nn.Module):
         return torch.nn.functional.normalize(torch.randn(batch, 16, 16, 3), dim=-1)
 
     def forward(self, normals: Tensor) -> Tensor:
+        """``[B, H, W, 3]`` -> ``[B, 3, H, W]`` float32 (NaN -> 0)."""
         x = channels_first(normals, "normals")
         if normals.dtype == torch.int8:
             x = x / 127.0
@@ -175,14 +189,14 @@ class NormalsFrontend(nn.Module):
 
 @FRONTENDS.register("points")
 class PointsFrontend(nn.Module):
-    """Point clouds ``[B, N, 3 + F]`` (xyz in metres, then F per-point features) ->
-    ``[B, 3 + F, N]``, each cloud centred on its centroid and scaled into the unit ball.
+    """Point clouds ``[B, N, 3 + F]`` -> ``[B, 3 + F, N]``, centred and scaled into the unit ball.
 
-    A point with any non-finite value is missing: centroid and radius come from the other
-    points, and it is replaced by a copy of the cloud's first valid point, which adds no new
-    position (a per-point, max-pooling backbone embeds the cloud exactly as if the missing
-    points were absent; a neighbourhood one sees the copies only near that point). A cloud with
-    no valid point becomes zeros; a cloud of one point (radius 0) is centred but not scaled.
+    xyz in metres, then F per-point features; each cloud is centred on its centroid. A point
+    with any non-finite value is missing: centroid and radius come from the other points, and
+    it is replaced by a copy of the cloud's first valid point, which adds no new position (a
+    per-point, max-pooling backbone embeds the cloud exactly as if the missing points were
+    absent; a neighbourhood one sees the copies only near that point). A cloud with no valid
+    point becomes zeros; a cloud of one point (radius 0) is centred but not scaled.
 
     Args:
         features: number F of per-point features after xyz (passed through unscaled).
@@ -200,12 +214,13 @@ class PointsFrontend(nn.Module):
         self.out_channels = 3 + features
 
     def example_input(self, batch: int = 2) -> Tensor:
-        """``[batch, 64, 3 + F]`` random points in metres, one missing (NaN) (for contract tests)."""
+        """``[batch, 64, 3 + F]`` random points in metres, one missing (NaN), for contract tests."""
         points = torch.randn(batch, 64, self.out_channels)
         points[:, 0] = float("nan")
         return points
 
     def forward(self, points: Tensor) -> Tensor:
+        """``[B, N, 3 + F]`` -> ``[B, 3 + F, N]`` float32."""
         c = self.out_channels
         if points.ndim != 3 or points.shape[-1] != c or points.shape[1] < 1:
             raise ValueError(
@@ -227,3 +242,84 @@ class PointsFrontend(nn.Module):
         filler = x[torch.arange(len(x), device=x.device), first].unsqueeze(1)  # [B, 1, C]
         x = torch.where(valid, x, filler * valid.any(1, keepdim=True))
         return x.transpose(1, 2).contiguous()
+
+
+@dataclass
+class SequenceOptions:
+    """Options of the ``sequence`` front end (checked when a config is loaded).
+
+    Attributes:
+        channels: ``C``, channels per time step (``paired`` sets it from its arrays).
+        mean, std: per-channel standardisation constants in the data's own units: one value
+            per channel, or one for all (checked against ``channels`` when the front end is
+            built); empty: no shift (mean) or no scaling (std). ``paired`` sets both from its
+            train split.
+    """
+
+    channels: int = 1
+    mean: Annotated[list[float], AllowRepeats] = field(default_factory=list)
+    std: Annotated[list[float], AllowRepeats] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        require(
+            self,
+            {
+                "channels": at_least(1),
+                "std": ((lambda v: all(s > 0 for s in v)), "a list of numbers > 0"),
+            },
+        )
+
+
+@FRONTENDS.register("sequence")
+class SequenceFrontend(nn.Module):
+    """A multichannel sequence ``[B, C, T]`` -> ``[B, C, T]`` float32, standardised per channel.
+
+    IMU, EMG, ECG, radar: channels first, in the data's own units, shifted by ``mean`` and
+    scaled by ``std`` (per channel, or one for all). A missing sample (NaN or infinite) becomes
+    0 after standardisation, i.e. the channel's mean. Any ``T`` works. A sound waveform with
+    a sample rate is better served by ``audio`` (log-mel); see docs/sequences.md.
+
+    Args:
+        channels: ``C``. mean, std: per-channel constants (see :class:`SequenceOptions`).
+    """
+
+    image_aligned = False  # one column per time step, not per pixel: no dense image probes
+    layout = "sequence"  # [B, C, T]: needs a sequence backbone
+    default_backbone = "temporal_conv"  # used when the configured backbone takes images
+    options = SequenceOptions
+    mean: Tensor  # [1, C or 1, 1] buffers, not saved with the weights (the options hold them)
+    std: Tensor
+
+    def __init__(
+        self, channels: int = 1, mean: Sequence[float] = (), std: Sequence[float] = ()
+    ) -> None:
+        super().__init__()
+        checked = SequenceOptions(channels, [float(m) for m in mean], [float(s) for s in std])
+        for name, values in (("mean", checked.mean), ("std", checked.std)):
+            if len(values) not in (0, 1, checked.channels):  # channels may come from the data
+                raise ValueError(
+                    f"sequence front end: {name} has {len(values)} values; give one per "
+                    f"channel (channels={checked.channels}), one for all, or none"
+                )
+        self.channels = self.out_channels = checked.channels
+        shift = torch.tensor(checked.mean or [0.0], dtype=torch.float32)
+        scale = torch.tensor(checked.std or [1.0], dtype=torch.float32)
+        self.register_buffer("mean", shift.view(1, -1, 1), persistent=False)
+        self.register_buffer("std", scale.view(1, -1, 1), persistent=False)
+
+    def example_input(self, batch: int = 2) -> Tensor:
+        """``[batch, C, 64]`` random steps, one missing (NaN) (for contract tests)."""
+        x = torch.randn(batch, self.channels, 64)
+        x[:, 0, 0] = float("nan")
+        return x
+
+    def forward(self, sequence: Tensor) -> Tensor:
+        """``[B, C, T]`` -> ``[B, C, T]`` float32; a non-finite value -> 0."""
+        c = self.channels
+        if sequence.ndim != 3 or sequence.shape[1] != c or sequence.shape[2] < 1:
+            raise ValueError(
+                f"sequence input must be [B, C={c}, T >= 1] (channels first), "
+                f"got {list(sequence.shape)}"
+            )
+        x = (sequence.float() - self.mean) / self.std
+        return torch.where(torch.isfinite(x), x, torch.zeros_like(x))

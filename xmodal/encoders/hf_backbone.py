@@ -1,7 +1,7 @@
-"""A Hugging Face transformers vision encoder as an xmodal backbone (``hf``): DINOv2, CLIP or
-SigLIP vision towers, or any ``AutoModel`` ViT, loaded from a local folder.
+"""A Hugging Face transformers vision encoder as an xmodal backbone (``hf``), from a folder.
 
-The folder is what ``save_pretrained`` writes (``config.json``, ``model.safetensors``) plus the
+DINOv2, CLIP or SigLIP vision towers, or any ``AutoModel`` ViT, loaded from a local folder. The
+folder is what ``save_pretrained`` writes (``config.json``, ``model.safetensors``) plus the
 image processor's ``preprocessor_config.json``; it is read with ``local_files_only=True``. For a
 dual model (``CLIPModel``, ``SiglipModel``) the vision tower is kept and the text tower dropped.
 
@@ -57,14 +57,12 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 class HFBackbone(LibraryBackbone):
-    """A transformers ViT vision tower (and optional visual projection), behind its own
-    preprocessing.
-    """
+    """A transformers ViT vision tower (and visual projection, if any), behind its preprocessing."""
 
     def __init__(
         self,
         tower: nn.Module,
-        projection: nn.Module | None,
+        projection: nn.Linear | None,
         config: Any,
         preprocess: ModelPreprocess,
         stages: int,
@@ -87,17 +85,22 @@ class HFBackbone(LibraryBackbone):
         return x.shape[-2] // self._patch[0], x.shape[-1] // self._patch[1]
 
     def stage_maps(self, x: Tensor) -> list[Tensor]:
+        """Model input -> patch-token maps ``[B, C, H / p, W / p]`` of the chosen layers."""
         out = self.tower(pixel_values=x, output_hidden_states=True, return_dict=True)
         grid = self._grid(x)
         hidden = [out.hidden_states[i + 1] for i in self._indices[:-1]]  # [0] is the embeddings
         return [token_map(h, grid) for h in (*hidden, out.last_hidden_state)]
 
     def embedding(self, x: Tensor) -> Tensor:
+        """Model input -> its pooled output ``[B, out_dim]``, projected in a dual model."""
         out = self.tower(pixel_values=x, return_dict=True)
-        pooled = getattr(out, "pooler_output", None)
+        pooled: Tensor | None = getattr(out, "pooler_output", None)
         if pooled is None:
             return token_map(out.last_hidden_state, self._grid(x)).flatten(2).mean(-1)
-        return self.projection(pooled) if self.projection is not None else pooled
+        if self.projection is not None:
+            projected: Tensor = self.projection(pooled)
+            return projected
+        return pooled
 
 
 @contextlib.contextmanager
@@ -115,7 +118,7 @@ def _quiet(transformers: Any) -> Iterator[None]:
 
 def _load(
     transformers: Any, model: str, offline: bool, model_kwargs: dict[str, Any]
-) -> tuple[nn.Module, Any]:
+) -> tuple[Any, Any]:
     """``(model, image processor)`` from a folder, a model type (random init) or a hub id."""
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
@@ -166,15 +169,15 @@ def _load(
 
 def _default_processor(model_type: str) -> Any:
     """The image processor transformers pairs with ``model_type``, with its default values."""
-    from transformers.models.auto import image_processing_auto as auto
-
+    auto = require("transformers.models.auto.image_processing_auto", "hf", "hf")
     for key in (model_type, model_type.removesuffix("_vision_model")):
-        names = auto.IMAGE_PROCESSOR_MAPPING_NAMES.get(key)
-        if isinstance(names, dict):
-            names = [n for n in (names.get("torchvision"), names.get("pil")) if n]
-        elif isinstance(names, str):
-            names = [names]
-        for name in names or ():
+        found = auto.IMAGE_PROCESSOR_MAPPING_NAMES.get(key)  # a name, or names by backend
+        names: list[str] = []
+        if isinstance(found, dict):
+            names = [n for n in (found.get("torchvision"), found.get("pil")) if n]
+        elif isinstance(found, str):
+            names = [found]
+        for name in names:
             cls = auto.get_image_processor_class_from_name(name)
             if cls is not None:
                 return cls()
@@ -212,12 +215,11 @@ def build_hf(
     in_channels: int,
     model: str = "",
     offline: bool = True,
-    model_kwargs: dict = {},  # noqa: B006
+    model_kwargs: dict[str, Any] = {},  # noqa: B006  (never mutated: copied before use)
     resize: bool = True,
     stages: int = 4,
 ) -> HFBackbone:
-    """A transformers vision encoder (``AutoModel``) from a local folder, with its own
-    preprocessing (the folder's image processor).
+    """A transformers vision encoder (``AutoModel``) from a folder, behind its image processor.
 
     Args:
         in_channels: input channels; other than 3, the patch embedding is adapted (RGB filters
@@ -265,6 +267,7 @@ class HFText(TextTower):
         self.pad_to_max = pad_to_max  # SigLIP was trained on max-length padding, without a mask
 
     def tokens(self, texts: list[str]) -> dict[str, Tensor]:
+        """Texts -> ``input_ids`` (and ``attention_mask``) ``[P, L]``."""
         encoded = self.tokenizer(
             texts,
             padding="max_length" if self.pad_to_max else True,
@@ -275,8 +278,13 @@ class HFText(TextTower):
         return {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
 
     def forward(self, tokens: dict[str, Tensor]) -> Tensor:
-        out = self.model.get_text_features(**tokens)
-        return out if isinstance(out, Tensor) else out.pooler_output
+        """Tokens -> text embeddings ``[P, D]`` (``get_text_features``), unnormalised."""
+        dual: Any = self.model  # a transformers dual model (untyped)
+        out = dual.get_text_features(**tokens)
+        if isinstance(out, Tensor):
+            return out
+        pooled: Tensor = out.pooler_output
+        return pooled
 
 
 def _config_json(model: str) -> dict[str, Any] | None:
@@ -289,14 +297,16 @@ def _config_json(model: str) -> dict[str, Any] | None:
     if path is None or not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        config: dict[str, Any] = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    return config
 
 
 def hf_text_tower_missing(model: str = "", **_options: Any) -> str | None:
-    """Why ``model`` has no text tower in its image embedding's space, or None (or unknown:
-    a hub id not in the cache is found out when the tower is built).
+    """Why ``model`` has no text tower in its image embedding's space, or None.
+
+    None too when unknown: a hub id not in the cache is found out when the tower is built.
     """
     folder = Path(model).expanduser()
     if not model or (not folder.is_dir() and not _HUB_ID.fullmatch(model)):
@@ -316,11 +326,12 @@ def hf_text_tower_missing(model: str = "", **_options: Any) -> str | None:
 def build_hf_text(
     model: str = "",
     offline: bool = True,
-    model_kwargs: dict = {},  # noqa: B006
+    model_kwargs: dict[str, Any] = {},  # noqa: B006  (never mutated: copied before use)
     **_image_options: Any,
 ) -> HFText:
-    """The text tower and tokenizer of the dual model (``CLIPModel``, ``SiglipModel``) that
-    :func:`build_hf` takes the vision tower of, from the same options.
+    """The text tower and tokenizer of the dual model whose vision tower :func:`build_hf` takes.
+
+    A ``CLIPModel`` or ``SiglipModel``, from the same options.
     """
     transformers = require("transformers", "hf", "hf")
     why = hf_text_tower_missing(model)

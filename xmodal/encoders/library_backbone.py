@@ -28,7 +28,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -50,8 +50,9 @@ _SMOOTH_AS_BICUBIC = {
 
 
 def require(module: str, extra: str, backbone: str) -> ModuleType:
-    """Import ``module`` for backbone ``backbone``; if it is missing, one :class:`XmodalError`
-    naming the extra to install (``pip install 'xmodal[timm]'``).
+    """Import ``module`` for backbone ``backbone``, or raise one line naming the extra to install.
+
+    The :class:`XmodalError` says e.g. ``pip install 'xmodal[timm]'``.
     """
     try:
         return importlib.import_module(module)
@@ -64,8 +65,9 @@ def require(module: str, extra: str, backbone: str) -> ModuleType:
 
 
 def missing_library(module: str, extra: str, backbone: str) -> str | None:
-    """Without importing it: why backbone ``backbone`` cannot be built because ``module`` is
-    not installed (naming the extra to install), or None.
+    """Why backbone ``backbone`` cannot be built for want of ``module``, or None.
+
+    Found without importing it; the reason names the extra to install.
     """
     try:
         found = importlib.util.find_spec(module) is not None
@@ -93,8 +95,10 @@ def library_check(
 
 @contextlib.contextmanager
 def offline_hub(offline: bool) -> Iterator[None]:
-    """While open and ``offline`` is true, the Hugging Face hub client (used by timm, open_clip
-    and transformers) reads only its local cache and never connects (``HF_HUB_OFFLINE``).
+    """While open and ``offline`` is true, the Hugging Face hub client reads only its cache.
+
+    The client (used by timm, open_clip and transformers) then never connects
+    (``HF_HUB_OFFLINE``).
     """
     if not offline:
         yield
@@ -118,8 +122,9 @@ def offline_hub(offline: bool) -> Iterator[None]:
 
 
 def hub_cached_file(repo_id: str, filenames: Sequence[str]) -> str | None:
-    """The local path of the first of ``filenames`` in repo ``repo_id`` of the Hugging Face
-    cache, or None (nothing is downloaded).
+    """The local path of the first of ``filenames`` of ``repo_id`` in the Hugging Face cache.
+
+    None when none is cached; nothing is downloaded.
     """
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -148,7 +153,8 @@ def looks_like_path(text: str) -> bool:
 
 
 def evenly_spaced(depth: int, count: int) -> list[int]:
-    """``count`` block indices spread over ``depth`` blocks, the last block last:
+    """``count`` block indices spread over ``depth`` blocks, the last block last.
+
     ``evenly_spaced(12, 4) == [2, 5, 8, 11]``.
     """
     if depth < 1 or count < 1:
@@ -160,8 +166,9 @@ def evenly_spaced(depth: int, count: int) -> list[int]:
 
 
 def token_map(tokens: Tensor, grid: tuple[int, int]) -> Tensor:
-    """ViT tokens ``[B, T, C]`` -> a stage map ``[B, C, H, W]`` of the last ``H * W`` (patch)
-    tokens; the leading class and register tokens are dropped.
+    """ViT tokens ``[B, T, C]`` -> a stage map ``[B, C, H, W]`` of the last ``H * W`` tokens.
+
+    Those are the patch tokens; the leading class and register tokens are dropped.
     """
     h, w = grid
     if tokens.shape[1] < h * w:
@@ -171,20 +178,22 @@ def token_map(tokens: Tensor, grid: tuple[int, int]) -> Tensor:
 
 
 def adapt_input_conv(root: nn.Module, in_channels: int) -> nn.Conv2d:
-    """Replace the first 3-channel ``Conv2d`` under ``root`` (a patch embedding or stem) by one
-    taking ``in_channels``: the RGB filters averaged and repeated, scaled by ``3 / in_channels``
-    (the usual cross-modal warm start); returns the new convolution.
+    """Replace the first 3-channel ``Conv2d`` under ``root`` by one taking ``in_channels``.
+
+    ``root`` is a patch embedding or stem. The RGB filters are averaged and repeated, scaled by
+    ``3 / in_channels`` (the usual cross-modal warm start); returns the new convolution.
     """
     for parent in root.modules():
         for name, child in parent.named_children():
             if isinstance(child, nn.Conv2d) and child.in_channels == 3:
+                padding = child.padding if isinstance(child.padding, str) else pair(child.padding)
                 new = nn.Conv2d(
                     in_channels,
                     child.out_channels,
-                    child.kernel_size,
-                    child.stride,
-                    child.padding,
-                    child.dilation,
+                    pair(child.kernel_size),
+                    pair(child.stride),
+                    padding,
+                    pair(child.dilation),
                     child.groups,
                     bias=child.bias is not None,
                     padding_mode=child.padding_mode,
@@ -192,11 +201,21 @@ def adapt_input_conv(root: nn.Module, in_channels: int) -> nn.Conv2d:
                 with torch.no_grad():
                     mean = child.weight.mean(dim=1, keepdim=True)
                     new.weight.copy_(mean.repeat(1, in_channels, 1, 1) * (3.0 / in_channels))
-                    if child.bias is not None:
+                    if child.bias is not None and new.bias is not None:
                         new.bias.copy_(child.bias)
                 setattr(parent, name, new)
                 return new
     raise XmodalError(f"found no 3-channel input convolution to adapt to {in_channels} channels")
+
+
+def pair(values: tuple[int, ...]) -> tuple[int, int]:
+    """A 2-D convolution's ``(height, width)`` setting, as ``nn.Conv2d`` stores it."""
+    return values[0], values[1]
+
+
+def _resync(module: nn.Module, _keys: Any) -> None:
+    """After ``load_state_dict``: refresh a :class:`ModelPreprocess`'s plain copies."""
+    cast(ModelPreprocess, module)._sync()
 
 
 class ModelPreprocess(nn.Module):
@@ -214,6 +233,11 @@ class ModelPreprocess(nn.Module):
             ``hamming`` become antialiased bicubic).
         resize: whether to resize at all (False: the model takes the input's own size).
     """
+
+    mean: Tensor  # [3] buffers, saved with the weights
+    std: Tensor
+    size: Tensor  # [2] (height, width)
+    interpolation: Tensor  # index into INTERPOLATIONS
 
     def __init__(
         self,
@@ -240,13 +264,14 @@ class ModelPreprocess(nn.Module):
         self.register_buffer("interpolation", torch.tensor(INTERPOLATIONS.index(interpolation)))
         self.resize = resize
         self._sync()
-        self.register_load_state_dict_post_hook(lambda module, _: module._sync())
+        self.register_load_state_dict_post_hook(_resync)  # type: ignore[no-untyped-call]  # torch: unannotated
 
     def _sync(self) -> None:  # plain copies, so that forward never reads a device tensor
         self._size = (int(self.size[0]), int(self.size[1]))
         self._mode = INTERPOLATIONS[int(self.interpolation)]
 
     def forward(self, x: Tensor, pixels: bool = False) -> Tensor:
+        """``[B, C, H, W]`` -> resized to the model's size; normalised too when ``pixels``."""
         if self.resize and tuple(x.shape[-2:]) != self._size:
             smooth = self._mode != "nearest"
             x = nn.functional.interpolate(
@@ -261,6 +286,7 @@ class ModelPreprocess(nn.Module):
         return x
 
     def extra_repr(self) -> str:
+        """The settings, for ``print(model)``."""
         return (
             f"size={self._size}, interpolation={self._mode}, mean={self.mean.tolist()}, "
             f"std={self.std.tolist()}, resize={self.resize}"
@@ -289,18 +315,23 @@ class LibraryBackbone(nn.Module):
 
     def prepare(self, x: Tensor) -> Tensor:
         """Front-end output -> the model's input (resized; normalised when it is pixels)."""
-        return self.preprocess(x, pixels=self.pixel_input)
+        prepared: Tensor = self.preprocess(x, pixels=self.pixel_input)
+        return prepared
 
     def forward_features(self, x: Tensor) -> list[Tensor]:
+        """Front-end output -> the model's stage maps ``[B, C_i, H_i, W_i]``, coarsest last."""
         return self.stage_maps(self.prepare(x))
 
     def embed(self, x: Tensor) -> Tensor:
+        """Front-end output -> the model's own pooled embedding ``[B, out_dim]``."""
         return self.embedding(self.prepare(x))
 
     def stage_maps(self, x: Tensor) -> list[Tensor]:  # pragma: no cover - abstract
+        """Model input -> stage maps; the subclass's."""
         raise NotImplementedError
 
     def embedding(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """Model input -> ``[B, out_dim]``; the subclass's."""
         raise NotImplementedError
 
 
@@ -310,9 +341,10 @@ def spatial_mean(x: Tensor) -> Tensor:
 
 
 class TextTower:
-    """The text encoder paired with a CLIP-style image backbone (open_clip's ``encode_text``,
-    transformers' ``get_text_features``), for zero-shot probes; built by the backbone factory's
-    ``text_tower(**options)`` from the same options as the image tower.
+    """The text encoder paired with a CLIP-style image backbone, for zero-shot probes.
+
+    open_clip's ``encode_text`` or transformers' ``get_text_features``, built by the backbone
+    factory's ``text_tower(**options)`` from the same options as the image tower.
 
     ``encode(texts)`` gives the model's text embeddings ``[P, D]`` (float32, CPU, *not*
     normalised), in the space of the backbone's image embedding ``encoder(x)``.
@@ -322,9 +354,11 @@ class TextTower:
         self.model = model.eval()
 
     def tokens(self, texts: list[str]) -> dict[str, Tensor]:  # pragma: no cover - abstract
+        """Texts -> the model's token tensors; the subclass's."""
         raise NotImplementedError
 
     def forward(self, tokens: dict[str, Tensor]) -> Tensor:  # pragma: no cover - abstract
+        """Tokens -> text embeddings ``[P, D]``; the subclass's."""
         raise NotImplementedError
 
     @torch.inference_mode()

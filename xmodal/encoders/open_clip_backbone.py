@@ -51,10 +51,10 @@ class OpenClipBackbone(LibraryBackbone):
     """An open_clip image tower (``model.visual``), behind its own preprocessing."""
 
     def __init__(
-        self, visual: nn.Module, preprocess: ModelPreprocess, in_channels: int, stages: int
+        self, visual: Any, preprocess: ModelPreprocess, in_channels: int, stages: int
     ) -> None:
         super().__init__(preprocess)
-        self.visual = visual
+        self.visual = visual  # an open_clip tower (untyped): forward_intermediates, ...
         blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
         self._indices = evenly_spaced(len(blocks), stages) if blocks is not None else None
         was_training = visual.training
@@ -67,18 +67,22 @@ class OpenClipBackbone(LibraryBackbone):
         self.out_dim = int(out["image_features"].shape[-1])
 
     def stage_maps(self, x: Tensor) -> list[Tensor]:
+        """Model input -> the chosen blocks' or stages' maps ``[B, C_i, H_i, W_i]``."""
         out = self.visual.forward_intermediates(
             x, indices=self._indices, intermediates_only=True, normalize_intermediates=True
         )
         return list(out["image_intermediates"])
 
     def embedding(self, x: Tensor) -> Tensor:
-        return self.visual(x)
+        """Model input -> CLIP's image embedding ``[B, out_dim]``, unnormalised."""
+        embedded: Tensor = self.visual(x)
+        return embedded
 
 
 def _weights(open_clip: Any, model: str, pretrained: str, offline: bool) -> dict[str, Any]:
-    """``create_model`` keyword arguments that load ``pretrained`` (never a download when
-    ``offline``).
+    """``create_model`` keyword arguments that load ``pretrained``.
+
+    Never a download when ``offline``.
     """
     if model.startswith("local-dir:"):
         folder = Path(model.split(":", 1)[1]).expanduser()
@@ -140,8 +144,8 @@ def build_open_clip(
     model: str = "ViT-B-32",
     pretrained: str = "",
     offline: bool = True,
-    model_kwargs: dict = {},
-    resize: bool = True,  # noqa: B006
+    model_kwargs: dict[str, Any] = {},  # noqa: B006  (never mutated: copied before use)
+    resize: bool = True,
     stages: int = 4,
 ) -> OpenClipBackbone:
     """The image tower of an open_clip model (``open_clip.create_model``).
@@ -190,6 +194,7 @@ class OpenClipText(TextTower):
         self.vocab_size = int(getattr(model, "vocab_size", 0) or 0)
 
     def tokens(self, texts: list[str]) -> dict[str, Tensor]:
+        """Texts -> ``{"text": token ids [P, context_length]}``."""
         ids = self.tokenizer(texts)
         if self.vocab_size and int(ids.max()) >= self.vocab_size:
             raise XmodalError(
@@ -200,19 +205,23 @@ class OpenClipText(TextTower):
         return {"text": ids}
 
     def forward(self, tokens: dict[str, Tensor]) -> Tensor:
-        return self.model.encode_text(tokens["text"], normalize=False)
+        """Tokens -> text embeddings ``[P, D]``, unnormalised."""
+        clip: Any = self.model  # an open_clip model (untyped)
+        embedded: Tensor = clip.encode_text(tokens["text"], normalize=False)
+        return embedded
 
 
 def build_open_clip_text(
     model: str = "ViT-B-32",
     pretrained: str = "",
     offline: bool = True,
-    model_kwargs: dict = {},
+    model_kwargs: dict[str, Any] = {},  # noqa: B006  (never mutated: copied before use)
     **_image_options: Any,
-) -> OpenClipText:  # noqa: B006
-    """The text tower of the open_clip model that :func:`build_open_clip` takes the image tower
-    of, from the same options (image-only options such as ``resize`` are ignored). The tokenizer
-    is the model's (``open_clip.get_tokenizer``), at the model's context length.
+) -> OpenClipText:
+    """The text tower of the open_clip model whose image tower :func:`build_open_clip` takes.
+
+    Built from the same options (image-only options such as ``resize`` are ignored). The
+    tokenizer is the model's (``open_clip.get_tokenizer``), at the model's context length.
     """
     open_clip = require("open_clip", "open_clip", "open_clip")
     source = _weights(open_clip, model, pretrained, offline)
@@ -236,6 +245,7 @@ def build_open_clip_text(
 
 
 def _pair(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """An image size, one number or (height, width), as (height, width)."""
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
@@ -256,8 +266,10 @@ build_open_clip.example_options = {  # type: ignore[attr-defined]
 }
 build_open_clip.weights_option = "pretrained"  # type: ignore[attr-defined]
 build_open_clip.text_tower = build_open_clip_text  # type: ignore[attr-defined]
-build_open_clip.init_only = ("pretrained",)  # type: ignore[attr-defined]  # an export holds its weights
-build_open_clip.check_options = library_check("open_clip", "open_clip", "open_clip")  # type: ignore[attr-defined]
+build_open_clip.init_only = ("pretrained",)  # type: ignore[attr-defined]  # export holds them
+build_open_clip.check_options = library_check(  # type: ignore[attr-defined]
+    "open_clip", "open_clip", "open_clip"
+)
 BACKBONES.add(
     "open_clip",
     build_open_clip,

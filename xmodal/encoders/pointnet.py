@@ -1,14 +1,14 @@
-"""PointNet-style backbone (Qi et al. 2017, without the T-Nets): a shared per-point MLP, led by
-one edge convolution (Wang et al. 2019) over each point's nearest neighbours.
+"""PointNet-style backbone (Qi et al. 2017, without the T-Nets) for point sets ``[B, C, N]``.
 
-A per-point MLP sees each point alone, so it cannot tell a sphere from a box: on ``scenes`` a
-plain PointNet (``neighbours=0``) learned the scene classes to 35 % linear-probe accuracy with
-labels. The first layer therefore looks at each point's ``k`` nearest neighbours; every later
-layer is a 1x1 convolution over points. The embedding is the max over points, which makes it
-independent of their order, then batch-normalised: a max over hundreds of points shares a large
-common part across clouds (|mean| about 10x the spread between them), which the Lipschitz
-projection heads of WCoRD cannot scale away. Without it the distilled student collapsed
-(linear probe 34.5 % against 52.8 % supervised, seed 0).
+A shared per-point MLP, led by one edge convolution (Wang et al. 2019) over each point's nearest
+neighbours. A per-point MLP sees each point alone, so it cannot tell a sphere from a box: on
+``scenes`` a plain PointNet (``neighbours=0``) learned the scene classes to 35 % linear-probe
+accuracy with labels. The first layer therefore looks at each point's ``k`` nearest neighbours;
+every later layer is a 1x1 convolution over points. The embedding is the max over points, which
+makes it independent of their order, then batch-normalised: a max over hundreds of points shares a
+large common part across clouds (|mean| about 10x the spread between them), which the Lipschitz
+projection heads of WCoRD cannot scale away. Without it the distilled student collapsed (linear
+probe 34.5 % against 52.8 % supervised, seed 0).
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ WIDTHS = (64, 128, 256)
 
 
 def norm_layer(kind: Norm, channels: int, edges: bool = False) -> nn.Module:
-    """BatchNorm over batch and points (or edges: ``[B, C, N, k]``), or GroupNorm (up to 8
-    groups, batch-independent).
+    """BatchNorm over batch and points (or edges ``[B, C, N, k]``), or GroupNorm.
+
+    GroupNorm uses up to 8 groups and is batch-independent.
     """
     if kind == "group":
         return nn.GroupNorm(math.gcd(channels, 8), channels)
@@ -35,8 +36,9 @@ def norm_layer(kind: Norm, channels: int, edges: bool = False) -> nn.Module:
 
 
 def knn(x: Tensor, k: int) -> Tensor:
-    """``x [B, C, N]`` -> indices ``[B, N, k]`` of each point's ``k`` nearest points (itself
-    included), in no particular order.
+    """``x [B, C, N]`` -> indices ``[B, N, k]`` of each point's ``k`` nearest points.
+
+    The point itself is included; the order is arbitrary.
     """
     sq = (x * x).sum(1, keepdim=True)  # [B, 1, N]
     # |x_j|^2 - 2 x_i.x_j ranks the j of row i as |x_i - x_j|^2 does, in one fused product
@@ -45,9 +47,10 @@ def knn(x: Tensor, k: int) -> Tensor:
 
 
 class EdgeConv(nn.Module):
-    """Edge convolution (Wang et al. 2019, DGCNN): per point ``i``, ``max_j relu(norm(W [x_i,
-    x_j - x_i]))`` over its ``k`` nearest neighbours ``j`` in xyz: local shape, which a per-point
-    MLP cannot see. ``[B, C, N]`` -> ``[B, out, N]``.
+    """Edge convolution (Wang et al. 2019, DGCNN): ``[B, C, N]`` -> ``[B, out, N]``.
+
+    Per point ``i``, ``max_j relu(norm(W [x_i, x_j - x_i]))`` over its ``k`` nearest neighbours
+    ``j`` in xyz: local shape, which a per-point MLP cannot see.
     """
 
     def __init__(self, in_channels: int, out_channels: int, k: int, norm: Norm) -> None:
@@ -57,6 +60,7 @@ class EdgeConv(nn.Module):
         self.norm = norm_layer(norm, out_channels, edges=True)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``[B, C, N]`` -> ``[B, out, N]``."""
         b, c, n = x.shape
         with torch.no_grad():  # neighbours in space, whatever the other channels
             idx = knn(x[:, :3], self.k)
@@ -68,8 +72,9 @@ class EdgeConv(nn.Module):
 
 
 class PointNet(nn.Module):
-    """Stages of shared per-point layers ``Conv1d(k=1) + norm + ReLU``, the very first an
-    :class:`EdgeConv` when ``neighbours > 0``.
+    """Stages of shared per-point layers ``Conv1d(k=1) + norm + ReLU``.
+
+    The very first is an :class:`EdgeConv` when ``neighbours > 0``.
 
     Input ``[B, in_channels, N]``; each stage's output ``[B, C_i, N]`` keeps one column per input
     point (for dense use); :meth:`pool` gives the embedding, ``out_dim = widths[-1]``.
@@ -102,7 +107,8 @@ class PointNet(nn.Module):
             )
         if norm not in ("batch", "group"):
             raise ValueError(f"norm must be 'batch' or 'group', got {norm!r}")
-        stages, ch = [], in_channels
+        stages: list[nn.Module] = []
+        ch = in_channels
         for width in widths:
             block: list[nn.Module] = []
             for _ in range(layers):
@@ -133,7 +139,8 @@ class PointNet(nn.Module):
 
     def pool(self, last: Tensor) -> Tensor:
         """Last stage ``[B, C, N]`` -> embedding ``[B, C]``: max over points, then normalised."""
-        return self.embed_norm(last.amax(-1))
+        embedding: Tensor = self.embed_norm(last.amax(-1))
+        return embedding
 
 
 @BACKBONES.register("pointnet")
@@ -144,8 +151,10 @@ def build_pointnet(
     norm: Norm = "batch",
     neighbours: int = 16,
 ) -> PointNet:
-    """PointNet-style point-set encoder: an edge convolution over 16 nearest neighbours, then a
-    shared per-point MLP (64, 128, 256 channels x width), max-pooled.
+    """PointNet-style point-set encoder: an edge convolution, a per-point MLP, max-pooled.
+
+    The edge convolution looks at 16 nearest neighbours; the MLP has 64, 128, 256 channels x
+    ``width``.
     """
     if not width > 0:
         raise ValueError(f"pointnet width must be > 0, got {width!r}")
@@ -153,4 +162,4 @@ def build_pointnet(
     return PointNet(in_channels, widths, layers, norm, neighbours)
 
 
-build_pointnet.layout = "points"  # type: ignore[attr-defined]  # read before building
+build_pointnet.layout = "points"  # read before building

@@ -10,8 +10,8 @@ model has no pooling. The classifier itself is dropped (``num_classes=0``).
 
 Preprocessing is timm's ``resolve_data_config`` of the model, i.e. its ``pretrained_cfg``
 (``mean``, ``std``, ``input_size``, ``interpolation``; of the tag named in ``model``, or of the
-weights folder's ``config.json``), see :mod:`xmodal.encoders.library_backbone`. ``crop_pct`` is not applied: the whole image is
-resized to ``input_size``.
+weights folder's ``config.json``), see :mod:`xmodal.encoders.library_backbone`. ``crop_pct`` is
+not applied: the whole image is resized to ``input_size``.
 """
 
 from __future__ import annotations
@@ -66,9 +66,9 @@ _FOLDER_CFG_KEYS = (
 class TimmBackbone(LibraryBackbone):
     """A timm model without its classifier, behind its own preprocessing."""
 
-    def __init__(self, net: torch.nn.Module, preprocess: ModelPreprocess, stages: int) -> None:
+    def __init__(self, net: Any, preprocess: ModelPreprocess, stages: int) -> None:
         super().__init__(preprocess)
-        self.net = net
+        self.net = net  # a timm model (untyped): forward_intermediates, forward_head, ...
         info = [dict(f) for f in net.feature_info]
         uniform = len({f["reduction"] for f in info}) == 1  # a ViT: every block at one stride
         self._indices = (
@@ -82,6 +82,7 @@ class TimmBackbone(LibraryBackbone):
         self._options = {k: v for k, v in (("norm", True), ("output_fmt", "NCHW")) if k in accepted}
 
     def stage_maps(self, x: Tensor) -> list[Tensor]:
+        """Model input -> the chosen stages' maps ``[B, C_i, H_i, W_i]``, coarsest last."""
         return list(
             self.net.forward_intermediates(
                 x, indices=self._indices, intermediates_only=True, **self._options
@@ -89,6 +90,7 @@ class TimmBackbone(LibraryBackbone):
         )
 
     def embedding(self, x: Tensor) -> Tensor:
+        """Model input -> its pooled pre-logits ``[B, out_dim]`` (``forward_head``)."""
         return spatial_mean(self.net.forward_head(self.net.forward_features(x), pre_logits=True))
 
 
@@ -137,8 +139,10 @@ def _weights_source(timm: Any, model: str, weights: str, offline: bool) -> dict[
 
 
 def _cached_library_weights(timm: Any, model: str, offline: bool) -> dict[str, Any]:
-    """Offline: where timm's own weights for ``model`` lie in the local caches (an error if
-    nowhere). Online: nothing to add (timm downloads them).
+    """``create_model`` arguments that find timm's own weights for ``model`` offline.
+
+    Offline: where they lie in the local caches (an error if nowhere). Online: nothing to add
+    (timm downloads them).
     """
     try:
         cfg = timm.models.get_pretrained_cfg(model, allow_unregistered=False)
@@ -182,6 +186,7 @@ class _MissingKeys(logging.Handler):
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Keep a 'Missing keys' message."""
         if record.getMessage().startswith("Missing keys"):
             self.messages.append(record.getMessage())
 
@@ -191,10 +196,10 @@ def build_timm(
     model: str = "resnet50",
     weights: str = "",
     offline: bool = True,
-    model_kwargs: dict = {},
+    model_kwargs: dict[str, Any] = {},  # noqa: B006  (never mutated: copied before use)
     resize: bool = True,
     stages: int = 4,
-) -> TimmBackbone:  # noqa: B006
+) -> TimmBackbone:
     """Any timm image model (``timm.create_model``), weights from a local file, folder or cache.
 
     Args:
@@ -242,9 +247,8 @@ def build_timm(
             f"timm model '{model}' has no forward_intermediates, so its stage maps "
             "are unknown; choose another model"
         )
-    from timm.data import resolve_data_config
-
-    data = resolve_data_config({}, model=net)  # timm's own eval preprocessing
+    timm_data = require("timm.data", "timm", "timm")
+    data = timm_data.resolve_data_config({}, model=net)  # timm's own eval preprocessing
     preprocess = ModelPreprocess(
         data["mean"], data["std"], tuple(data["input_size"][-2:]), data["interpolation"], resize
     )
@@ -252,8 +256,10 @@ def build_timm(
 
 
 def fetch_command(model: str, weights: str) -> str:
-    """The shell command that saves timm's own weights of ``model`` at ``weights`` (a folder
-    saved by timm, or a ``.safetensors``/``.pth``/``.bin`` file), on a machine with network.
+    """The shell command that saves timm's own weights of ``model`` at ``weights``.
+
+    ``weights`` is a folder saved by timm, or a ``.safetensors``/``.pth``/``.bin`` file; the
+    command runs on a machine with network.
     """
     if Path(weights).suffix.lower() in (".safetensors", ".pth", ".bin"):
         save = (
@@ -275,8 +281,10 @@ def fetch_command(model: str, weights: str) -> str:
 
 
 def check_timm_options(options: dict[str, Any], key: str) -> str | None:
-    """At config load, without importing timm: timm not installed, or a ``weights`` path that
-    does not exist (with the command that makes it); None when neither.
+    """At config load, without importing timm: what stops the build, or None.
+
+    timm not installed, or a ``weights`` path that does not exist (with the command that makes
+    it).
     """
     missing = missing_library("timm", "timm", "timm")
     if missing:
@@ -296,7 +304,7 @@ def check_timm_options(options: dict[str, Any], key: str) -> str | None:
     )
 
 
-build_timm.example_options = {"model": "test_vit"}  # type: ignore[attr-defined]  # tiny, for contract tests
+build_timm.example_options = {"model": "test_vit"}  # type: ignore[attr-defined]  # tiny
 build_timm.weights_option = "weights"  # type: ignore[attr-defined]
 build_timm.init_only = ("weights",)  # type: ignore[attr-defined]  # an export holds its weights
 build_timm.check_options = check_timm_options  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ path of a local ``.pth`` state dict (for machines without internet).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torchvision
@@ -20,6 +21,11 @@ from xmodal.core.errors import XmodalError
 from xmodal.core.registry import BACKBONES
 
 _WEIGHTS = {"resnet18": "ResNet18_Weights", "resnet50": "ResNet50_Weights"}
+
+
+def pair(values: tuple[int, ...]) -> tuple[int, int]:
+    """A 2-D convolution's ``(height, width)`` setting, as ``nn.Conv2d`` stores it."""
+    return values[0], values[1]
 
 
 class TorchvisionResNet(nn.Module):
@@ -44,12 +50,13 @@ class TorchvisionResNet(nn.Module):
         self.out_dim = self.stage_channels[-1]
 
     @staticmethod
-    def _channels(stage: nn.Sequential) -> int:
-        last = stage[-1]
-        bn = getattr(last, "bn3", None) or last.bn2
-        return bn.num_features
+    def _channels(stage: nn.Module) -> int:
+        last = list(stage.children())[-1]  # a BasicBlock (bn2 last) or Bottleneck (bn3)
+        bn = getattr(last, "bn3", None) or last.get_submodule("bn2")
+        return cast(nn.BatchNorm2d, bn).num_features
 
     def forward_features(self, x: Tensor) -> list[Tensor]:
+        """``[B, C, H, W]`` -> the four stages' maps, at strides 4, 8, 16 and 32."""
         x = self.stem(x)
         maps = []
         for stage in self.stages:
@@ -59,8 +66,15 @@ class TorchvisionResNet(nn.Module):
 
 
 def _adapt_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """``conv`` for ``in_channels`` inputs: its filters averaged over RGB, repeated, rescaled."""
+    padding = conv.padding if isinstance(conv.padding, str) else pair(conv.padding)
     new = nn.Conv2d(
-        in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=False
+        in_channels,
+        conv.out_channels,
+        pair(conv.kernel_size),
+        pair(conv.stride),
+        padding,
+        bias=False,
     )
     with torch.no_grad():
         mean = conv.weight.mean(dim=1, keepdim=True)
@@ -72,7 +86,8 @@ def _load_state_dict(arch: str, pretrained: str) -> dict[str, Tensor]:
     if pretrained == "imagenet":
         weights = getattr(torchvision.models, _WEIGHTS[arch]).IMAGENET1K_V1
         try:
-            return weights.get_state_dict(progress=False, weights_only=True)  # tensors, never code
+            state: dict[str, Tensor] = weights.get_state_dict(progress=False, weights_only=True)
+            return state  # tensors, never code
         except Exception as exc:  # no network and nothing in the torch hub cache
             reason = str(exc).splitlines()[0] if str(exc) else ""
             raise XmodalError(
@@ -87,15 +102,15 @@ def _load_state_dict(arch: str, pretrained: str) -> dict[str, Tensor]:
             "'imagenet', a .pth path, or null"
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise XmodalError(
             f"pretrained weights file '{path}' could not be read "
             f"({exc.__class__.__name__}); it must hold only tensors: a torch state "
             "dict saved with torch.save"
         ) from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    loaded = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else loaded
+    state = {k: v for k, v in loaded.items() if not k.startswith("fc.")}
     fresh = getattr(torchvision.models, arch)(weights=None).state_dict()
     missing = [k for k in fresh if not k.startswith("fc.") and k not in state]
     if missing:
@@ -107,7 +122,7 @@ def _load_state_dict(arch: str, pretrained: str) -> dict[str, Tensor]:
     return state
 
 
-def check_pretrained(options: dict, key: str) -> str | None:
+def check_pretrained(options: dict[str, Any], key: str) -> str | None:
     """At config load: a ``pretrained`` weights file that does not exist, or None."""
     pretrained = options.get("pretrained")
     if (

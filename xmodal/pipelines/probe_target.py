@@ -3,8 +3,10 @@
 A target is an exported encoder (its directory, ``encoder.json`` or ``encoder.safetensors``),
 a run directory (every encoder it exported: teacher and students), or a registered backbone
 name (built with its pretrained weights and options and exported first, so every target is
-probed the same way). The dataset is prepared as in a run, then the pipeline's own ``probe`` and
-``report`` stages run on the targets, so rows, caches and the report match a run's.
+probed the same way). ``xmodal probe`` is a mode of the one runner
+(:func:`~xmodal.pipelines.runner.execute`): the pipeline's own ``preprocess`` stage, then
+:class:`ProbeTargets`, then its ``probe`` and ``report`` stages, so rows, caches, the report and
+the run directory (lock, trackers, ``config.yaml``) match a run's.
 
 Feature caches are keyed by :func:`target_digest`: the SHA-256 of the weights file, the
 modality, the front end's options and the dataset's cache key (dataset, options such as image
@@ -14,17 +16,15 @@ by the same digest, so new weights mean new features and new probe results.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from accelerate import Accelerator
 from rich.console import Console
 
 import xmodal
 from xmodal.core.config import fingerprint, from_dict, parse_override, read_yaml
 from xmodal.core.errors import ConfigError
-from xmodal.core.lock import RunLock
 from xmodal.core.registry import BACKBONES, DATASETS, PROBES, STAGES
 from xmodal.data.source import dataset_modalities
 from xmodal.encoders.base import create_encoder
@@ -35,7 +35,7 @@ from xmodal.encoders.export import (
     read_export_metadata,
 )
 from xmodal.pipelines.context import RunContext
-from xmodal.pipelines.runner import RunResult, resolve_config
+from xmodal.pipelines.runner import RunResult, check_out, execute, resolve_config
 from xmodal.pipelines.state import ModelRecord
 
 
@@ -80,6 +80,69 @@ def target_digest(meta: dict[str, Any], data_key: str) -> str:
     )
 
 
+@dataclass
+class ProbeTargets:
+    """The step ``xmodal probe`` runs between ``preprocess`` and ``probe``: its targets.
+
+    It sets ``ctx.state.models`` (one record per encoder, checked against the prepared dataset)
+    and ``probe.probes`` (the probes asked for; by default the config's, pair probes such as
+    ``retrieval`` only when a teacher is among the targets).
+
+    Attributes:
+        path: an exported encoder or a run directory; None for a backbone.
+        backbone: a registered backbone, built and exported into ``probe-targets/<backbone>``.
+        backbone_options: its options (see :func:`_backbone_options`).
+        modality: the backbone's input modality (None: the config's teacher modality).
+        probes: the probes asked for (None: the config's that fit the targets).
+    """
+
+    path: Path | None = None
+    backbone: str | None = None
+    backbone_options: dict[str, Any] = field(default_factory=dict)
+    modality: str | None = None
+    probes: list[str] | None = None
+
+    def __call__(self, ctx: RunContext) -> None:
+        """Set ``ctx.state.models`` and ``ctx.config.probe.probes`` (see the class docstring)."""
+        if self.backbone is not None:
+            exports = [self._export_backbone(ctx, self.backbone)]
+        elif self.path is not None:
+            exports = find_exports(self.path)
+        else:
+            raise ValueError("ProbeTargets needs a path or a backbone")
+        models = [_model_record(ctx, meta_path) for meta_path in exports]
+        has_teacher = any(m.role == "teacher" for m in models)
+        ctx.config.probe.probes = self.probes or [
+            p
+            for p in ctx.config.probe.probes
+            if has_teacher or not getattr(PROBES.get(p), "consumes_pairs", False)
+        ]
+        ctx.state.models = models
+
+    def _export_backbone(self, ctx: RunContext, backbone: str) -> Path:
+        """Build the backbone for the dataset's front end and export it; returns its JSON path.
+
+        Exported, it is probed as any exported encoder is. The main process exports, and every
+        process reads that one export.
+        """
+        modality = self.modality or ctx.config.teacher.modality
+        frontend = ctx.state.dataset.frontend_kwargs.get(modality, {})
+        directory = ctx.run_dir / "probe-targets" / backbone
+        if ctx.accelerator.is_main_process:
+            encoder = create_encoder(backbone, modality, frontend, **self.backbone_options)
+            export_encoder(
+                encoder,
+                directory,
+                backbone,
+                self.backbone_options,
+                frontend,
+                xmodal.__version__,
+                extra={"method": backbone, "role": "pretrained"},
+            )
+        ctx.accelerator.wait_for_everyone()
+        return directory / META_FILE
+
+
 def probe_target(
     target: str,
     out: str | Path | None = None,
@@ -93,35 +156,48 @@ def probe_target(
     options: list[str] | tuple[str, ...] = (),
     console: Console | None = None,
 ) -> RunResult:
-    """Probe ``target`` on a pipeline's dataset; returns the rows and summary, and writes
-    ``results.json``, ``summary.json`` and ``report.md`` into ``out``.
+    """Probe ``target`` on a pipeline's dataset, through the runner as ``xmodal run`` is.
+
+    The stages are ``preprocess``, :class:`ProbeTargets`, ``probe`` and ``report``, run by
+    :func:`~xmodal.pipelines.runner.execute` (the run lock on ``out``, the launch guard,
+    ``runtime.threads``, mixed precision, trackers); ``out`` receives ``results.json``,
+    ``summary.json``, ``report.md`` and ``config.yaml``.
 
     Args:
+        target: an exported encoder (its directory or a file), a run directory, or a
+            registered backbone's name.
+        out: the run directory (default ``runs/probe-<target's name>``).
         data: a registered dataset name (``scenes``) or the dataset's file (``.mat`` for NYU).
         probes: registered probes (default: the config's ``probe.probes``; pair probes such as
             ``retrieval`` only when a teacher is among the targets).
-        pipeline, config_file: where the dataset and probe settings come from (default: the
-            run that holds the target, else the ``scenes`` pipeline).
-        modality, pretrained: for a backbone-name target: its input modality (default: the
-            config's teacher modality) and its weights (the option its factory names in
-            ``weights_option``: ``pretrained`` for torchvision nets and open_clip, ``weights`` for
-            timm, ``model`` for hf; default: the factory's ``probe_weights``, ``imagenet`` for
-            torchvision nets, else the option's own default).
-        options: the backbone's other options as ``KEY=VALUE`` (YAML values; dotted keys
+        pipeline: the pipeline whose config sets the dataset and probe options (default: that
+            of the run holding the target, else ``scenes``).
+        config_file: YAML overriding that config (default: the ``config.yaml`` of the run
+            holding the target).
+        overrides: ``KEY=VALUE`` strings, e.g. ``["probe.knn.k=10"]``.
+        modality: a backbone target's input modality (default: the config's teacher modality).
+        pretrained: a backbone target's weights (the option its factory names in
+            ``weights_option``: ``pretrained`` for torchvision nets and open_clip, ``weights``
+            for timm, ``model`` for hf; default: the factory's ``probe_weights``, ``imagenet``
+            for torchvision nets, else the option's own default).
+        options: a backbone target's other options as ``KEY=VALUE`` (YAML values; dotted keys
             reach into dict options), e.g. ``model=vit_small_patch14_dinov2.lvd142m``.
+        console: where the main process prints.
     """
-    console = console or Console()
+    check_out(out)
     path = Path(target)
-    backbone = None
-    if not path.exists():
-        if target not in BACKBONES:
-            raise ConfigError(
-                f"probe target '{target}' is not a path (exported encoder or run "
-                f"directory) nor a registered backbone ({', '.join(BACKBONES.names())})"
-            )
-        backbone = target
-        backbone_options = _backbone_options(backbone, pretrained, options)
-    run_config = None if backbone else enclosing_run_config(path)
+    step = ProbeTargets(modality=modality, probes=probes)
+    if path.exists():
+        step.path = path
+    elif target in BACKBONES:
+        step.backbone = target
+        step.backbone_options = _backbone_options(target, pretrained, options)
+    else:
+        raise ConfigError(
+            f"probe target '{target}' is not a path (exported encoder or run "
+            f"directory) nor a registered backbone ({', '.join(BACKBONES.names())})"
+        )
+    run_config = None if step.backbone else enclosing_run_config(path)
     if config_file is None and run_config is not None:
         config_file = run_config
     overrides = list(overrides)
@@ -133,60 +209,28 @@ def probe_target(
             data_path = data
     spec_name = pipeline or (_pipeline_of(config_file) if config_file else "scenes")
     # only preprocessing and probes run here: the pipeline's teacher and students are never built
-    spec, config = resolve_config(
+    _, config = resolve_config(
         spec_name, config_file, overrides, data_path, stages=["preprocess", "probe", "report"]
     )
     for probe_name in probes or []:
         PROBES.get(probe_name)  # a typo fails before any work
-    accelerator = Accelerator(
-        cpu=config.runtime.cpu, mixed_precision=config.runtime.mixed_precision
+    name = step.backbone or (path.parent.name if path.is_file() else path.name) or "target"
+    return execute(
+        "probe",
+        config,
+        Path(out) if out is not None else Path("runs") / f"probe-{name}",
+        [STAGES.get("preprocess"), step, STAGES.get("probe"), STAGES.get("report")],
+        title=f"xmodal probe {target}",
+        console=console,
     )
-    name = backbone or (path.parent.name if path.is_file() else path.name) or "target"
-    run_dir = Path(out) if out is not None else Path("runs") / f"probe-{name}"
-    # the main process holds run_dir as `xmodal run` does: a second job into it stops at once
-    with RunLock(run_dir) if accelerator.is_main_process else nullcontext():
-        accelerator.wait_for_everyone()
-        ctx = RunContext(config=config, run_dir=run_dir, accelerator=accelerator, console=console)
-        ctx.say(f"[bold]xmodal probe {target}[/bold] -> {run_dir} (data: {config.data.name})")
-        STAGES.get("preprocess")(ctx)
-        dataset = ctx.state.dataset
-        if backbone:
-            modality = modality or config.teacher.modality
-            encoder = create_encoder(
-                backbone, modality, dataset.frontend_kwargs.get(modality, {}), **backbone_options
-            )
-            exports = [
-                export_encoder(
-                    encoder,
-                    run_dir / "probe-targets" / backbone,
-                    backbone,
-                    backbone_options,
-                    dataset.frontend_kwargs.get(modality, {}),
-                    xmodal.__version__,
-                    extra={"method": backbone, "role": "pretrained"},
-                )
-            ]
-        else:
-            exports = find_exports(path)
-        models = [_model_record(ctx, meta_path) for meta_path in exports]
-        has_teacher = any(m.role == "teacher" for m in models)
-        chosen = probes or [
-            p
-            for p in config.probe.probes
-            if has_teacher or not getattr(PROBES.get(p), "consumes_pairs", False)
-        ]
-        config.probe.probes = chosen
-        ctx.state.models = models
-        STAGES.get("probe")(ctx)
-        STAGES.get("report")(ctx)
-    return RunResult(run_dir, ctx.state.rows, ctx.state.summary)
 
 
 def _backbone_options(
     backbone: str, pretrained: str | None, options: list[str] | tuple[str, ...]
 ) -> dict[str, Any]:
-    """The options of a backbone-name target: ``--option KEY=VALUE``s, then its weights, checked
-    against the backbone's options like ``teacher.encoder.kwargs``.
+    """The options of a backbone-name target: ``--option KEY=VALUE``s, then its weights.
+
+    They are checked against the backbone's options as ``teacher.encoder.kwargs`` is.
     """
     factory = BACKBONES.get(backbone)
     chosen: dict[str, Any] = {}
@@ -232,6 +276,8 @@ def _model_record(ctx: RunContext, meta_path: Path) -> ModelRecord:
             f"{meta['frontend_kwargs']}, the dataset gives {expected}; its features "
             "would not mean the same: probe it on the data it was trained for"
         )
+    if ctx.state.data_key is None:
+        raise ValueError("probe targets are read once the dataset is prepared ('preprocess')")
     extra = meta.get("extra", {})
     role = extra.get("role", "student")
     digest = target_digest(meta, ctx.state.data_key)

@@ -1,8 +1,15 @@
-"""Resolve a pipeline's config and run its stages in order inside one run directory."""
+"""The one runner: every command that trains, extracts or probes goes through :func:`execute`.
+
+``xmodal run`` (:func:`run_pipeline`), ``xmodal data prepare`` (a pipeline's ``preprocess``
+stage alone) and ``xmodal probe`` (:mod:`.probe_target`: ``preprocess``, the probe targets,
+``probe`` and ``report``) differ only in their config and their stages; :func:`execute` gives
+them one run directory, one lock, the launch guard, ``runtime.threads``, mixed precision and the
+trackers.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +34,18 @@ from xmodal.pipelines.name_checks import (
 from xmodal.pipelines.spec import PipelineSpec
 from xmodal.training.distributed import create_accelerator
 
+#: a stage as the runner calls it: a registered stage, or a command's own step
+Stage = Callable[[RunContext], None]
+
 
 @dataclass
 class RunResult:
-    """Attributes:
-    run_dir: where every stage wrote its outputs.
-    rows: one dict per (model, probe, metric, seed), as in ``results.json``.
-    summary: rows aggregated over seeds, as in ``summary.json``.
+    """What a run left in its run directory.
+
+    Attributes:
+        run_dir: where every stage wrote its outputs.
+        rows: one dict per (model, probe, metric, seed), as in ``results.json``.
+        summary: rows aggregated over seeds, as in ``summary.json``.
     """
 
     run_dir: Path
@@ -48,7 +60,9 @@ def resolve_config(
     data_path: str | Path | None = None,
     stages: Sequence[str] | None = None,
 ) -> tuple[PipelineSpec, RunConfig]:
-    """Library defaults <- the pipeline's shipped config <- ``config_file`` <- ``overrides``;
+    """A pipeline's spec and its checked config.
+
+    Library defaults <- the pipeline's shipped config <- ``config_file`` <- ``overrides``;
     ``data_path`` (``--data``) sets the selected dataset's ``path`` option last. The encoders
     that ``stages`` (default: all the pipeline's) will build are checked too (weights files,
     libraries).
@@ -76,33 +90,39 @@ def resolve_config(
     return spec, config
 
 
-def run_pipeline(
-    pipeline: str,
-    out: str | Path | None = None,
-    config_file: str | Path | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
-    console: Console | None = None,
-    data_path: str | Path | None = None,
-    stages: list[str] | None = None,
-) -> RunResult:
-    """Run ``pipeline`` end to end; finished units found in ``out`` are reused.
+def check_out(out: str | Path | None) -> None:
+    """Refuse an empty ``--out`` (it would mean the current folder), before any work."""
+    if out is not None and not str(out).strip():
+        raise ConfigError("--out is empty: give a run directory, e.g. --out runs/scenes")
 
-    The main process holds ``out`` for the whole run (:class:`~xmodal.core.lock.RunLock`: a
-    second job stops with one line naming the holder) and writes ``config.yaml`` last, so it
+
+def execute(
+    name: str,
+    config: RunConfig,
+    run_dir: Path,
+    stages: Sequence[Stage],
+    *,
+    title: str,
+    console: Console | None = None,
+) -> RunResult:
+    """Run ``stages`` in order inside ``run_dir``: the entry of every command that does work.
+
+    In order: ``runtime.threads``; the Accelerator (``runtime.cpu``, ``runtime.mixed_precision``,
+    the trackers of ``runtime.log_with`` under ``<run_dir>/logs``, and the launch guard: a
+    process that joined another job than the one it was started in stops); the run lock,
+    which the main process holds for the whole job (:class:`~xmodal.core.lock.RunLock`: a
+    second job into ``run_dir`` stops with one line naming the holder); the trackers' project
+    ``name`` with the flat config as hyperparameters; the stages; last ``config.yaml``, so it
     never describes results that were not written.
 
     Args:
-        out: run directory (default ``runs/<pipeline>``).
-        config_file: YAML overriding the pipeline's defaults.
-        overrides: ``KEY=VALUE`` strings, e.g. ``["distill.optim.epochs=2"]``.
-        data_path: the dataset file for datasets that read one (``--data``).
-        stages: run only these of the pipeline's stages (e.g. ``["preprocess"]``).
+        name: the pipeline's name, or the command's (``probe``): the trackers' project.
+        config: the checked config (see :func:`resolve_config`); stages may fill it in.
+        run_dir: where the stages write.
+        stages: called as ``stage(ctx)`` in order.
+        title: the command as the first console line names it (``xmodal run scenes``).
+        console: where the main process prints.
     """
-    if out is not None and not str(out).strip():
-        raise ConfigError("--out is empty: give a run directory, e.g. --out runs/scenes")
-    spec, config = resolve_config(pipeline, config_file, overrides, data_path, stages)
-    console = console or Console()
-    run_dir = Path(out) if out is not None else Path("runs") / spec.name
     if config.runtime.threads > 0:
         torch.set_num_threads(config.runtime.threads)
     accelerator = create_accelerator(
@@ -114,18 +134,53 @@ def run_pipeline(
     with RunLock(run_dir) if accelerator.is_main_process else nullcontext():
         accelerator.wait_for_everyone()  # the others start once the main process holds run_dir
         if config.runtime.log_with:
-            accelerator.init_trackers(spec.name, config=flat_hparams(to_dict(config)))
-        ctx = RunContext(config=config, run_dir=run_dir, accelerator=accelerator, console=console)
+            accelerator.init_trackers(name, config=flat_hparams(to_dict(config)))
+        ctx = RunContext(
+            config=config, run_dir=run_dir, accelerator=accelerator, console=console or Console()
+        )
         ctx.say(
-            f"[bold]xmodal run {spec.name}[/bold] -> {run_dir} "
-            f"({accelerator.num_processes} process(es) on {accelerator.device})"
+            f"[bold]{title}[/bold] -> {run_dir} ({accelerator.num_processes} process(es) on "
+            f"{accelerator.device}, data: {config.data.name})"
         )
         try:
-            for stage in spec.stages if stages is None else [s for s in spec.stages if s in stages]:
-                STAGES.get(stage)(ctx)
+            for stage in stages:
+                stage(ctx)
         finally:
             if config.runtime.log_with:
                 accelerator.end_training()  # flush and close the trackers
         if accelerator.is_main_process:
             write_text_atomic(run_dir / "config.yaml", dump_yaml(config))
     return RunResult(run_dir, ctx.state.rows, ctx.state.summary)
+
+
+def run_pipeline(
+    pipeline: str,
+    out: str | Path | None = None,
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    console: Console | None = None,
+    data_path: str | Path | None = None,
+    stages: list[str] | None = None,
+) -> RunResult:
+    """Run ``pipeline`` end to end through :func:`execute`; finished units in ``out`` are reused.
+
+    Args:
+        pipeline: a registered pipeline's name (``scenes``).
+        out: run directory (default ``runs/<pipeline>``).
+        config_file: YAML overriding the pipeline's defaults.
+        overrides: ``KEY=VALUE`` strings, e.g. ``["distill.optim.epochs=2"]``.
+        console: where the main process prints.
+        data_path: the dataset file for datasets that read one (``--data``).
+        stages: run only these of the pipeline's stages (e.g. ``["preprocess"]``).
+    """
+    check_out(out)
+    spec, config = resolve_config(pipeline, config_file, overrides, data_path, stages)
+    chosen = spec.stages if stages is None else [s for s in spec.stages if s in stages]
+    return execute(
+        spec.name,
+        config,
+        Path(out) if out is not None else Path("runs") / spec.name,
+        [STAGES.get(stage) for stage in chosen],
+        title=f"xmodal run {spec.name}",
+        console=console,
+    )

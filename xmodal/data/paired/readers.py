@@ -12,6 +12,10 @@
 - point clouds (``points``, or any ``.ply``/``.pcd`` file): PLY or PCD through open3d, or a
   ``.npy`` ``[M, 3]``; ``num_points`` sampled, seeded by the seed and the row -> ``[N, 3]``
   float32.
+- sequences (``sequence``, or any column whose front end has the ``sequence`` layout, e.g. a
+  plugin's ``imu``): a ``.npy`` ``[C, T]`` (channels first) of finite numbers -> ``[C, T]``
+  float32; every row of a column has the same ``[C, T]``. :func:`sequence_frontend_kwargs`
+  gives their front ends ``C`` and per-channel statistics of the train split.
 - any other column: a ``.npy`` array (floats -> float32), as stored.
 
 A file that cannot be used raises :class:`SampleError` with what is wrong; the validation pass
@@ -20,9 +24,11 @@ reports it with its row and column.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
+import h5py
 import numpy as np
 import torch
 
@@ -63,8 +69,9 @@ def read_rgb(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
 
 
 def read_depth(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
-    """16-bit PNG (``value / depth_scale`` metres) or ``.npy`` (metres) -> ``[H, W]`` float32
-    metres at ``options.image_size``; 0 = no depth.
+    """Depth -> ``[H, W]`` float32 metres at ``options.image_size``; 0 = no depth.
+
+    A 16-bit PNG holds ``value / depth_scale`` metres, a ``.npy`` metres.
     """
     _require_type(file, (".png", ".npy"), "depth", "a 16-bit PNG or a .npy in metres")
     if file.suffix.lower() == ".npy":
@@ -93,8 +100,10 @@ def read_depth(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
 
 
 def resize_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``[H, W]`` metres -> ``size``, averaging valid (finite, > 0) pixels only, so holes do
-    not pull depth towards 0; output pixels less than half covered by valid input are 0.
+    """``[H, W]`` metres -> ``size``, averaging valid (finite, > 0) pixels only.
+
+    So holes do not pull depth towards 0; output pixels less than half covered by valid input
+    are 0.
     """
     valid = np.isfinite(depth) & (depth > 0)
     if depth.shape == size:
@@ -125,8 +134,9 @@ def read_audio(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
 
 
 def read_points(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
-    """PLY/PCD (open3d) or ``.npy`` ``[M, 3]`` -> ``[N, 3]`` float32, ``N = num_points``:
-    a seeded sample without replacement (all points, then repeats, when ``M < N``).
+    """PLY/PCD (open3d) or ``.npy`` ``[M, 3]`` -> ``[N, 3]`` float32, ``N = num_points``.
+
+    A seeded sample without replacement (all points, then repeats, when ``M < N``).
     """
     _require_type(file, (*POINT_TYPES, ".npy"), "points", "PLY, PCD or a .npy [M, 3]")
     if file.suffix.lower() == ".npy":
@@ -148,6 +158,25 @@ def read_points(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
         else np.concatenate([np.arange(m), rng.choice(m, n - m)])
     )
     return points[pick].astype(np.float32)
+
+
+def read_sequence(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
+    """A ``.npy`` ``[C, T]`` (channels first, finite numbers) -> ``[C, T]`` float32."""
+    _require_type(file, (".npy",), "a sequence", "a .npy [C, T], channels first")
+    array = _load_npy(file)
+    if array.ndim != 2:
+        hint = " (one channel: save it as [1, T])" if array.ndim == 1 else ""
+        raise SampleError(
+            f"shape {list(array.shape)}; a sequence .npy must be [C, T], channels first{hint}"
+        )
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
+        raise SampleError(f"dtype {array.dtype}; a sequence .npy holds numbers")
+    if array.shape[1] == 0:
+        raise SampleError(f"shape {list(array.shape)}: no time steps")
+    values = array.astype(np.float32)
+    if not np.isfinite(values).all():
+        raise SampleError("NaN or infinite values (fill gaps before writing the .npy)")
+    return values
 
 
 def read_array(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
@@ -176,9 +205,72 @@ def reader_for(modality: str, file: Path) -> Reader:
     """The reader for ``file`` in column ``modality``."""
     if modality in READERS:
         return READERS[modality]
+    if is_sequence(modality):
+        return read_sequence
     if file.suffix.lower() in POINT_TYPES:
         return read_points
     return read_array
+
+
+def is_sequence(modality: str) -> bool:
+    """Whether ``modality``'s registered front end takes sequences (the ``sequence`` layout)."""
+    from xmodal.core.registry import FRONTENDS, UnknownNameError
+
+    try:
+        return getattr(FRONTENDS.get(modality), "layout", "image") == "sequence"
+    except UnknownNameError:  # reported by the manifest rules, with the column
+        return False
+
+
+def sequence_frontend_kwargs(
+    cache_path: Path, modalities: Iterable[str], chunk: int = 256
+) -> dict[str, dict[str, Any]]:
+    """The facts of each sequence column of a paired cache, for its front end's options.
+
+    ``channels`` ``C`` and the per-channel ``mean`` and ``std`` over every step of every train
+    row (two passes of float64 sums in row order: the same cache gives the same numbers), each
+    only when the front end takes that option. A channel that is constant (std within float32
+    rounding of its magnitude) gets std 1.
+    """
+    facts: dict[str, dict[str, Any]] = {}
+    with h5py.File(cache_path, "r") as f:
+        for modality in modalities:
+            if not is_sequence(modality):
+                continue
+            data = f[f"train/{modality}"]  # [n, C, T] float32
+            n, channels, steps = (int(d) for d in data.shape)
+            count = max(1, n * steps)
+            blocks = [slice(start, start + chunk) for start in range(0, n, chunk)]
+            total, peak = np.zeros(channels), np.zeros(channels)
+            for rows in blocks:
+                block = np.asarray(data[rows], dtype=np.float64)
+                total += block.sum(axis=(0, 2))
+                peak = np.maximum(peak, np.abs(block).max(axis=(0, 2)))
+            mean = total / count
+            squares = np.zeros(channels)
+            for rows in blocks:
+                block = np.asarray(data[rows], dtype=np.float64)
+                squares += np.square(block - mean[:, None]).sum(axis=(0, 2))
+            std = np.sqrt(squares / count)
+            std = np.where(std > 1e-7 * peak, std, 1.0)
+            found = {
+                "channels": channels,
+                "mean": [float(m) for m in mean],
+                "std": [float(s) for s in std],
+            }
+            taken = _options_taken(modality)  # a plugin's front end may take none of them
+            facts[modality] = {k: v for k, v in found.items() if k in taken}
+    return facts
+
+
+def _options_taken(modality: str) -> set[str]:
+    """The options of ``modality``'s front end (its ``options`` dataclass, or its signature's)."""
+    import dataclasses
+
+    from xmodal.core.registry import FRONTENDS
+
+    options = FRONTENDS.options_type(modality)
+    return {f.name for f in dataclasses.fields(options)} if options is not None else set()
 
 
 def expected_shape(modality: str, options: PairedConfig) -> tuple[int, ...] | None:
@@ -203,21 +295,25 @@ def _decode_image(file: Path) -> torch.Tensor:
     from torchvision.io import ImageReadMode, decode_image, read_file
 
     try:
-        return decode_image(read_file(str(file)), mode=ImageReadMode.UNCHANGED)
+        image: torch.Tensor = decode_image(read_file(str(file)), mode=ImageReadMode.UNCHANGED)
+        return image
     except RuntimeError as exc:
         raise SampleError(f"cannot decode the image (corrupt or truncated?): {exc}") from None
 
 
 def _load_npy(file: Path) -> np.ndarray:
     try:
-        return np.load(file, allow_pickle=False)
+        array: np.ndarray = np.load(file, allow_pickle=False)
+        return array
     except (ValueError, OSError, EOFError) as exc:
         raise SampleError(f"cannot read the .npy array (corrupt or not .npy?): {exc}") from None
 
 
 def _decode_audio(file: Path) -> tuple[np.ndarray, int]:
-    """``([C, T] float samples, rate in Hz)``: WAV (integer PCM or float) with our own reader,
-    anything else (FLAC, ...) through torchaudio.
+    """``([C, T] float samples, rate in Hz)`` of an audio file.
+
+    WAV (integer PCM or float) with our own reader, anything else (FLAC, ...) through
+    torchaudio.
     """
     if file.suffix.lower() == ".wav":
         try:
@@ -249,5 +345,8 @@ def _read_point_cloud(file: Path) -> np.ndarray:
     if file.suffix.lower() == ".ply" and not head.startswith(b"ply"):
         raise SampleError("not a PLY file (its first line is not 'ply')")
     with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
-        cloud = o3d.io.read_point_cloud(str(file), format=file.suffix.lower()[1:])
+        cloud = o3d.io.read_point_cloud(
+            str(file),  # type: ignore[arg-type]  # stubs say PathLike; str works in every version
+            format=file.suffix.lower()[1:],
+        )
     return np.asarray(cloud.points)

@@ -1,6 +1,6 @@
 """Registered pipeline stages; a pipeline spec lists them by name."""
 
-from xmodal.pipelines.stages import (  # noqa: F401
+from xmodal.pipelines.stages import (  # noqa: F401  (importing them registers them)
     classify,
     distill,
     preprocess,

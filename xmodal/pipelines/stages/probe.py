@@ -7,9 +7,9 @@ per-pixel label set the dataset has (e.g. ``seg40``, ``seg13``). Features are ex
 per checkpoint and cached under its content digest, so changing only probe settings re-fits
 probes without re-extracting; every reuse checks the digest recorded with the cached values
 (a changed file is extracted again, with one line saying why), and that digest is part of each
-probe unit's key, so results computed from other features are recomputed. Text probes (``zero-shot``) read a CLIP teacher's class text
-embeddings and each student's saved objective heads (:mod:`.text_teacher`); a model without
-them is skipped with the reason.
+probe unit's key, so results computed from other features are recomputed. Text probes
+(``zero-shot``) read a CLIP teacher's class text embeddings and each student's saved objective
+heads (:mod:`.text_teacher`); a model without them is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ DENSE_METRICS = ("mean_iou", "pixel_accuracy", "mean_class_accuracy")  # headlin
     produces=("rows",),
 )
 def probe(ctx: RunContext) -> None:
+    """Fit and score each of ``probe.probes`` on every model's features; appends result rows."""
     cfg = ctx.config.probe
     probes = {name: PROBES.get(name) for name in cfg.probes}
     dataset = ctx.state.dataset
@@ -91,17 +92,7 @@ def probe(ctx: RunContext) -> None:
                         model,
                         f"-maps{'-'.join(str(s) for s in stages)}",
                         memo,
-                        lambda enc, split: computed_in_shares(
-                            lambda rows: extract_feature_maps(
-                                enc,
-                                Rows(dataset.splits[split], model.modality, rows),
-                                stages,
-                                batch_size=32,
-                                device=device,
-                            ),
-                            len(dataset.splits[split]),
-                            ctx.accelerator,
-                        ),
+                        _maps_in_shares(ctx, model.modality, stages),
                     )
                 else:
                     feats = _frozen_entry(ctx, model, "", memo, pooled)
@@ -120,7 +111,7 @@ def probe(ctx: RunContext) -> None:
                         "features": feats.digest,
                         **(
                             {"teacher": teacher.digest, "teacher_features": pair.digest}
-                            if pair
+                            if pair is not None and teacher is not None
                             else {}
                         ),
                         **(zero_shot["inputs"] if zero_shot else {}),
@@ -174,6 +165,30 @@ def probe(ctx: RunContext) -> None:
                     )
 
 
+def _maps_in_shares(ctx: RunContext, modality: str, stages: list[int]) -> Callable[[Any, str], Any]:
+    """``extract(encoder, split)``: the stage feature maps ``[N, C, h, w]`` of a split.
+
+    The maps are of the split's ``modality`` inputs; each process computes its share of the rows.
+    """
+    dataset = ctx.state.dataset
+
+    def extract(encoder: Any, split: str) -> Any:
+        data = dataset.splits[split]
+        return computed_in_shares(
+            lambda rows: extract_feature_maps(
+                encoder,
+                Rows(data, modality, rows),
+                stages,
+                batch_size=32,
+                device=ctx.accelerator.device,
+            ),
+            len(data),
+            ctx.accelerator,
+        )
+
+    return extract
+
+
 def _teacher_of(ctx: RunContext, model: ModelRecord, probe_name: str) -> ModelRecord:
     """The teacher model record of ``model``'s seed (for probes comparing the two)."""
     for other in ctx.state.models:
@@ -189,10 +204,12 @@ def _teacher_of(ctx: RunContext, model: ModelRecord, probe_name: str) -> ModelRe
 def _text_inputs(
     ctx: RunContext, probe: Any, model: ModelRecord, text_memo: dict[str, Any]
 ) -> dict[str, Any] | str:
-    """What a text probe needs for ``model``: the probe, the class names, their text vectors
-    ``[C, Dt]`` from the teacher's text tower (``classes()``: built only when the probe runs),
-    the student's heads (None for a teacher or a pretrained ``xmodal probe`` target: its own
-    space) and the unit inputs they add; or why ``model`` is skipped.
+    """What a text probe needs for ``model``, or why ``model`` is skipped.
+
+    That is: the probe, the class names, their text vectors ``[C, Dt]`` from the teacher's text
+    tower (``classes()``: built only when the probe runs), the student's heads (None for a
+    teacher or a pretrained ``xmodal probe`` target: its own space) and the unit inputs they
+    add.
     """
     own = model.role in ("teacher", "pretrained")  # CLIP's own zero-shot, no heads
     teacher = (
@@ -237,7 +254,8 @@ def _frozen_outputs(
     everywhere: bool = True,
 ) -> dict[str, Any]:
     """``{split: extract(encoder, split)}`` of the frozen encoder (see :func:`_frozen_entry`)."""
-    return _frozen_entry(ctx, model, tag, memo, extract, everywhere).value
+    value: dict[str, Any] = _frozen_entry(ctx, model, tag, memo, extract, everywhere).value
+    return value
 
 
 def _frozen_entry(
@@ -248,8 +266,9 @@ def _frozen_entry(
     extract: Callable[[Any, str], Any],
     everywhere: bool = True,
 ) -> KeyedEntry:
-    """``{split: extract(encoder, split)}`` of the frozen encoder and its content digest,
-    computed once per checkpoint: from ``memo``, else from ``features/<key>.pt`` when it still
+    """``{split: extract(encoder, split)}`` of the frozen encoder and its content digest.
+
+    Computed once per checkpoint: from ``memo``, else from ``features/<key>.pt`` when it still
     has the digest recorded with it, else extracted and saved there (a changed or older file:
     one line saying why). ``everywhere``: called by every process alike (then they agree on
     reuse, and ``extract`` may share the work); False from code that runs on the main process

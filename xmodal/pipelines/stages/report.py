@@ -1,6 +1,8 @@
-"""Stage ``report``: results table on the console, ``results.json``/``results.csv`` (one row
-per model x probe x metric x seed), ``summary.json``/``summary.csv`` (over seeds), and
-``report.md`` with its PNG figures (see :mod:`xmodal.evaluation.report`).
+"""Stage ``report``: the results written, summarised and printed.
+
+Results tables on the console, ``results.json``/``results.csv`` (one row per model x probe x
+metric x seed), ``summary.json``/``summary.csv`` (over seeds), and ``report.md`` with its PNG
+figures (see :mod:`xmodal.evaluation.report`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from xmodal.pipelines.state import stage
     produces=("summary",),
 )
 def report(ctx: RunContext) -> None:
+    """Summarise ``ctx.state.rows`` over seeds; the main process logs and writes the results."""
     rows: list[dict[str, Any]] = ctx.state.rows
     summary = summarise(rows)
     ctx.state.summary = summary
@@ -111,9 +114,10 @@ def _write_test_embeddings(ctx: RunContext) -> None:
 def results_tables(
     summary: list[dict[str, Any]], title: str, seeds: int, width: int | None = None
 ) -> list[Table]:
-    """The console version of :func:`xmodal.evaluation.report.probe_tables`. With ``width``
-    (the terminal's columns), metric columns that do not fit are left out, last first, rather
-    than squeezed until names and numbers are cut; ``report.md`` keeps them all.
+    """The console version of :func:`xmodal.evaluation.report.probe_tables`.
+
+    With ``width`` (the terminal's columns), metric columns that do not fit are left out, last
+    first, rather than squeezed until names and numbers are cut; ``report.md`` keeps them all.
     """
     tables = []
     for spec in probe_tables(summary, seeds):
@@ -137,8 +141,10 @@ def results_tables(
 
 
 def _columns_that_fit(columns: list[str], rows: list[list[str]], width: int | None) -> list[int]:
-    """Indices of the columns to show: the two names, the headline metric and the last (gap
-    closed) always; the other metrics in order while the table fits in ``width``.
+    """Indices of the columns to show.
+
+    Always the two names, the headline metric and the last (gap closed); the other metrics in
+    order while the table fits in ``width``.
     """
 
     def need(i: int) -> int:  # widest cell or header word, plus rich's padding and border
