@@ -383,8 +383,8 @@ class Unit:
         inputs: everything the unit's results depend on (plain data; see ``fingerprint``).
         is_main: whether this process writes ``done.json`` (the main process).
         notice: called with one line when a finished unit must be recomputed, and why.
-        agree: makes every process take the main process's answer (see
-            :func:`~xmodal.training.distributed.main_process_decides`).
+        agree: makes every process take the main process's answer (a run passes one that
+            broadcasts it; alone, the identity).
     """
 
     directory: Path
