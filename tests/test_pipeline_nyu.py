@@ -191,7 +191,7 @@ print(marks[3], marks[-1])
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc")
 def test_preprocessing_memory_stays_flat_frame_after_frame(nyu_file, tmp_path):
-    # Without handing freed heap back (xmodal.core.memory), glibc fragmentation grew the
+    # Without handing freed heap back (xmodal.core.heap), glibc fragmentation grew the
     # resident size by ~9 MB per full-resolution frame: ~180 MB over these 20 frames.
     import subprocess
 

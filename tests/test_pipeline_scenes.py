@@ -225,8 +225,8 @@ def test_batch_covering_the_whole_train_split_is_one_clear_error(tiny_run, tmp_p
 
 
 def test_distillation_killed_mid_training_resumes_from_its_last_epoch(tmp_path, monkeypatch):
+    from xmodal.encoders.export import load_encoder
     from xmodal.training import loop
-    from xmodal.training.checkpoint import load_encoder
 
     extra = ("distill.students=[depth]", "distill.methods=[wcord]", "distill.optim.epochs=2")
     assert main(_argv(tmp_path / "whole", *extra)) == 0
@@ -276,7 +276,7 @@ def test_a_run_killed_mid_epoch_resumes_there_with_identical_weights(tmp_path):
     import sys
     from pathlib import Path
 
-    from xmodal.training.checkpoint import load_encoder
+    from xmodal.encoders.export import load_encoder
 
     extra = (
         "distill.students=[depth]",

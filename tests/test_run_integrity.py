@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from xmodal.cli.main import main
+from xmodal.core.cache import file_digest
 from xmodal.core.errors import XmodalError
-from xmodal.training.checkpoint import file_digest
 
 TINY = [
     "data.scenes.image_size=16",
@@ -90,12 +90,12 @@ def _plant(path: Path, marker: Path) -> None:
 
 
 def test_planted_pickles_never_execute_at_any_load_site(fresh, tmp_path, capsys, monkeypatch):
-    """Sites (grep torch.load): training/resume.py (train-state.pt), training/checkpoint.py
+    """Sites (grep torch.load): training/resume.py (train-state.pt), core/cache.py
     load_checkpoint (encoder.pt, classifier.pt, teacher outputs, probe features),
     encoders/torchvision_resnet.py (a pretrained file, and torchvision's hub cache).
     """
     from xmodal.encoders.base import create_encoder
-    from xmodal.training.checkpoint import load_encoder
+    from xmodal.encoders.export import load_encoder
 
     marker = tmp_path / "pwned"
     run = _copy(fresh, tmp_path / "run")
@@ -333,7 +333,7 @@ def test_disk_full_is_one_line_leaves_nothing_half_written(fresh, tmp_path, caps
 
 
 def test_any_writer_on_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
-    """A writer outside xmodal.core.atomic (e.g. a figure) still gives one line, not a traceback."""
+    """A writer outside xmodal.core.cache (e.g. a figure) still gives one line, not a traceback."""
     import xmodal.pipelines
 
     def full(*args, **kwargs):
@@ -622,8 +622,7 @@ def test_a_torn_report_input_retrains_its_unit_on_rerun(fresh, tmp_path, capsys)
 
 
 def test_tampered_frontend_options_are_one_line_naming_the_file(fresh, tmp_path):
-    from xmodal.encoders.export import load_encoder as load_export
-    from xmodal.training.checkpoint import load_encoder
+    from xmodal.encoders.export import load_encoder
 
     checkpoint = torch.load(fresh.joinpath(*WCORD, "encoder.pt"), weights_only=True)
     checkpoint["frontend_kwargs"]["bogus"] = 1
@@ -632,9 +631,9 @@ def test_tampered_frontend_options_are_one_line_naming_the_file(fresh, tmp_path)
     meta = json.loads((export / "encoder.json").read_text())
     meta["frontend_kwargs"]["std_m"] = "wide"
     (export / "encoder.json").write_text(json.dumps(meta))
-    for load, path in ((load_encoder, tmp_path / "encoder.pt"), (load_export, export)):
+    for path in (tmp_path / "encoder.pt", export):  # a checkpoint and an export
         with pytest.raises(XmodalError) as info:
-            load(path)
+            load_encoder(path)
         message = str(info.value)
         assert "\n" not in message and "frontend_kwargs" in message
         assert ("encoder.pt" if path.is_file() else "encoder.json") in message

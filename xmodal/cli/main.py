@@ -25,7 +25,7 @@ from rich.table import Table
 
 import xmodal
 from xmodal.cli.data_commands import add_data_parser, run_data_command
-from xmodal.core.atomic import output_error, write_text_atomic
+from xmodal.core.cache import output_error, write_text_atomic
 from xmodal.core.errors import DeprecatedSpelling, OutputError, XmodalError
 from xmodal.core.registry import REGISTRIES
 
@@ -348,7 +348,7 @@ def _main(argv: Sequence[str] | None, console: Console, err: Console) -> int:
             markup=False,
         )
         return 2
-    except OSError as exc:  # a writer outside xmodal.core.atomic: full disk, read-only, ...
+    except OSError as exc:  # a writer outside xmodal.core.cache: full disk, read-only, ...
         error = output_error(exc, Path(exc.filename or "."))
         if not isinstance(error, OutputError):
             raise

@@ -4,7 +4,7 @@ The lock is an advisory ``flock`` on ``<run dir>/.lock``, so the operating syste
 when the holder exits, even on ``kill -9``: a crashed run never blocks the next one. The file
 names the holder (pid, host, start time) for the message a second job gets. Taking the lock
 removes the temporary files that dead writers left in the directory
-(:func:`~xmodal.core.atomic.remove_stale_temps`).
+(:func:`~xmodal.core.cache.remove_stale_temps`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from xmodal.core.atomic import make_directory, output_error, remove_stale_temps
+from xmodal.core.cache import make_directory, output_error, remove_stale_temps
 from xmodal.core.errors import OutputError
 
 LOCK_NAME = ".lock"

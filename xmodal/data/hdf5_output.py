@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from xmodal.core.atomic import NO_SPACE, free_bytes, megabytes, no_space_message
+from xmodal.core.cache import NO_SPACE, free_bytes, megabytes, no_space_message
 from xmodal.core.errors import OutputError
 
 MARGIN = 0.10  # of the arrays' bytes

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from xmodal.core.atomic import make_directory, temp_path, write_text_atomic
+from xmodal.core.cache import make_directory, temp_path, write_text_atomic
 from xmodal.core.errors import DataError
 from xmodal.core.records import write_json_atomic
 from xmodal.evaluation import figures

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from xmodal.core.cache import load_checkpoint, save_atomic
 from xmodal.core.errors import DataError
-from xmodal.training.checkpoint import load_checkpoint, save_atomic
 
 STATE_FORMAT = "xmodal-train-state"
 #: name under which the data order's generator is saved

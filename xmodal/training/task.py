@@ -30,7 +30,7 @@ class DistillationTask(nn.Module):
 
     Args:
         student: encoder of ``modality``; ``batch[modality]`` is its raw input.
-        objective: a method's objective module (see :mod:`xmodal.objectives.objective`).
+        objective: a method's objective (an :class:`~xmodal.objectives.objective.Objective`).
         teacher_features: ``[N, Dt]`` frozen teacher embeddings of the training split, indexed
             by ``batch["index"]``, or None for methods without a teacher.
         hflip: mirror student inputs left-right at random while training

@@ -59,22 +59,27 @@ class TrainResult:
     objective: nn.Module | None
 
 
-@dataclass
+@dataclass(frozen=True)
 class TeacherOutputs:
-    """What the frozen teacher hands a student's training, on the train split.
+    """One seed's frozen teacher outputs on the train split, which students learn from.
 
     Attributes:
         features: ``[N_train, Dt]`` teacher embeddings, for methods that need the teacher;
             standardised by :func:`train_encoder` (see :func:`standardise_features`).
         logits: ``[N_train, Ct]`` teacher logits over its classes ``Ct``, for logit-based
-            methods (KD).
+            methods (KD), or None (it has no classifier).
         own_classes: those classes are a label space of the teacher's own, not the dataset's
             (a transfer teacher); KD then reads them through a head of their size.
+        classes: ``Ct``, or None without logits.
+        digest: the teacher checkpoint's content digest, which keys every student trained
+            from it ("" where no checkpoint stands behind the outputs).
     """
 
     features: Tensor | None = None
     logits: Tensor | None = None
     own_classes: bool = False
+    classes: int | None = None
+    digest: str = ""
 
 
 @dataclass

@@ -25,9 +25,9 @@ import h5py
 import numpy as np
 import torch
 
-from xmodal.core.atomic import check_space
+from xmodal.core.cache import check_space
 from xmodal.core.errors import DataError
-from xmodal.core.memory import release_free_heap
+from xmodal.core.heap import release_free_heap
 from xmodal.data.depth_encodings import Intrinsics, encode_depth, valid_depth
 from xmodal.data.hdf5_output import hdf5_bytes, hdf5_writing
 from xmodal.data.nyu.config import NYUDepthConfig

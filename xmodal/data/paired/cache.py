@@ -27,7 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from xmodal.core.atomic import check_space
+from xmodal.core.cache import check_space
 from xmodal.data.hdf5_output import hdf5_bytes, hdf5_writing
 from xmodal.data.paired.config import PairedConfig
 from xmodal.data.paired.manifest import files_digest, manifest_digest
