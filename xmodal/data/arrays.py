@@ -29,6 +29,8 @@ class SplitData(Protocol):
 
     def column(self, key: str) -> Tensor: ...
 
+    def select(self, keys: Sequence[str]) -> SplitData: ...
+
     def derive(
         self, key: str, source: str, transform: Callable[[Tensor, np.ndarray], Tensor]
     ) -> None: ...
@@ -84,6 +86,10 @@ class ArrayDataset(Dataset):
 
     def column(self, key: str) -> Tensor:
         return self.tensors[key]
+
+    def select(self, keys: Sequence[str]) -> ArrayDataset:
+        """A view with only the columns ``keys`` (the tensors are shared, not copied)."""
+        return ArrayDataset({k: self.tensors[k] for k in keys})
 
     def derive(
         self, key: str, source: str, transform: Callable[[Tensor, np.ndarray], Tensor]

@@ -169,6 +169,8 @@ def train_encoder(
     if uses_teacher and teacher_features is None:
         raise ValueError(f"method '{job.method}' needs teacher features")
     train = job.dataset.splits["train"]
+    if hasattr(train, "select"):  # read only what training uses (a plugin's split may not offer it)
+        train = train.select([k for k in (job.encoder.modality, "label") if k in train])
     if teacher_features is not None:
         teacher_features = standardise_features(teacher_features)
     set_seed(seed)
