@@ -269,3 +269,102 @@ def test_a_launched_process_alone_in_its_job_stops(monkeypatch):
         distributed.LaunchError, match="rank 1 of a 2-process job, but it joined a job of 1"
     ):
         distributed.create_accelerator()
+
+
+_DYING_WORKER = """
+import os, signal, sys
+from xmodal.training import loop
+
+real, calls = loop._everywhere, [0]
+
+def dying(flag, accelerator):  # every process calls it when a training starts
+    calls[0] += 1
+    if os.environ.get("RANK") == "1" and calls[0] == 2:  # the first student's training
+        print("rank 1: SIGKILL now", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(flag, accelerator)
+
+loop._everywhere = dying
+from xmodal.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+_LAUNCHING_THE_DYING_WORKER = """
+import sys
+from xmodal.cli import launch
+
+real = launch.launch_command
+
+def with_worker(args, argv):  # the job's processes run the worker script, not 'xmodal'
+    cmd = real(args, argv)
+    at = cmd.index("-m")
+    return [*cmd[:at], sys.argv[1], *cmd[at + 2 :]]
+
+launch.launch_command = with_worker
+from xmodal.cli.main import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_a_killed_process_is_one_line_and_the_rerun_resumes(tmp_path):
+    """kill -9 of rank 1 of a 2-process run as its first student starts training: rank 0 stops
+    without a traceback, the launcher prints one line naming rank 1 and SIGKILL, the reports go
+    to RUN/logs/job.log, and the same command again reuses the teacher and finishes.
+    """
+    out = tmp_path / "run"
+    worker = tmp_path / "worker.py"
+    worker.write_text(_DYING_WORKER)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    argv = ["run", "scenes", "--out", str(out)]
+    for item in (
+        "data.scenes.image_size=16",
+        "data.scenes.num_train=32",
+        "data.scenes.num_val=16",
+        "data.scenes.num_test=16",
+        "teacher.optim.epochs=1",
+        "distill.optim.epochs=1",
+        "distill.students=[depth]",
+        "distill.methods=[fitnet]",
+        "probe.probes=[knn]",
+        "teacher.task=probe-labels",
+    ):
+        argv += ["--set", item]
+    argv += ["--num-processes", "2", "--main-process-port", str(_free_port())]
+    killed = subprocess.run(
+        [sys.executable, "-c", _LAUNCHING_THE_DYING_WORKER, str(worker), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # one stream, in the order things were written
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert killed.returncode == 128 + 9, killed.stdout[-3000:]
+    before, marker, after = killed.stdout.partition("rank 1: SIGKILL now\n")
+    assert marker, killed.stdout[-3000:]
+    lines = [line for line in after.splitlines() if line.strip()]
+    assert 1 <= len(lines) <= 3, after
+    assert "Traceback" not in killed.stdout
+    said = " ".join(lines)
+    assert "process rank 1 of the job" in said and "died of SIGKILL" in said
+    assert "run the same command again to resume" in said and str(out / "logs" / "job.log") in said
+    assert "failed (exitcode: -9) local_rank: 1" in (out / "logs" / "job.log").read_text()
+    teacher = out / "teacher" / "seed0" / "encoder.pt"
+    stamp = teacher.stat().st_mtime_ns
+    assert not (out / "distill" / "seed0" / "depth" / "fitnet" / "done.json").exists()
+
+    argv[-1] = str(_free_port())
+    rerun = subprocess.run(
+        [sys.executable, "-m", "xmodal", *argv],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert teacher.stat().st_mtime_ns == stamp  # reused, not trained again
+    assert (out / "distill" / "seed0" / "depth" / "fitnet" / "done.json").is_file()
+    assert (out / "results.json").is_file()

@@ -24,6 +24,7 @@ from xmodal.cli.launch import (
     add_launch_arguments,
     check_launch_arguments,
     launch,
+    stop_after_lost_peer,
     wants_launch,
 )
 from xmodal.core.atomic import output_error, write_text_atomic
@@ -277,6 +278,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         err.print(f"error: {error}", soft_wrap=True, highlight=False, markup=False)
         return 2
+    except Exception as exc:  # noqa: BLE001  (re-raised unless a launched peer is gone)
+        status = stop_after_lost_peer(exc)  # its traceback to the job's log, not the terminal
+        if status is None:
+            raise
+        return status
     except SystemExit as exc:  # --help / --version
         return int(exc.code or 0)
     except KeyboardInterrupt:
