@@ -307,9 +307,11 @@ sys.exit(main(sys.argv[2:]))
 
 
 def test_a_killed_process_is_one_line_and_the_rerun_resumes(tmp_path):
-    """kill -9 of rank 1 of a 2-process run as its first student starts training: rank 0 stops
-    without a traceback, the launcher prints one line naming rank 1 and SIGKILL, the reports go
-    to RUN/logs/job.log, and the same command again reuses the teacher and finishes.
+    """A kill -9 of one process of a 2-process run is one line, and the rerun resumes.
+
+    Rank 1 dies as its first student starts training: rank 0 stops without a traceback, the
+    launcher prints one line naming rank 1 and SIGKILL, the reports go to RUN/logs/job.log, and
+    the same command again reuses the teacher and finishes.
     """
     out = tmp_path / "run"
     worker = tmp_path / "worker.py"
