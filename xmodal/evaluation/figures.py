@@ -1,9 +1,13 @@
 """The run report's figures, drawn with matplotlib into PNG files.
 
 Each function takes plain data (summary rows, training histories, 2-D points, a plan matrix),
-writes one PNG and returns the saved ``Figure`` (for tests); none reads a run directory (that is :mod:`xmodal.evaluation.report`).
-Figures are built on ``matplotlib.figure.Figure`` directly, not ``pyplot``: no global state,
-no GUI backend, safe to call from any process.
+writes one PNG and returns the saved ``Figure`` (for tests); none reads a run directory (that
+is :mod:`xmodal.evaluation.report`). Figures are built on ``matplotlib.figure.Figure`` directly,
+not ``pyplot``: no global state, no GUI backend, safe to call from any process.
+
+A PNG is written whole or not at all (a temporary file renamed when complete), after a check
+that its folder's filesystem has room for it uncompressed: a full disk is one
+:class:`~xmodal.core.errors.OutputError` line naming the PNG, never half a file.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from xmodal.core.atomic import atomic_output
 from xmodal.training.spread import COSINE_KEY, RANK_KEY
 
 #: per-epoch history keys that are not loss terms
@@ -50,8 +55,27 @@ def _finish(fig: Any, axes: list[Any], used: int, title: str, path: Path) -> Any
         ax.set_visible(False)
     if title:
         fig.suptitle(title)
-    fig.savefig(path)
+    save_png(fig, path)
     return fig
+
+
+def png_bytes(fig: Any) -> int:
+    """An upper bound on the size of ``fig``'s PNG: its pixels as raw RGBA, plus 64 kB."""
+    width, height = fig.get_size_inches() * fig.dpi
+    return int(width * height * 4) + (64 << 10)
+
+
+def save_png(fig: Any, path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` as a PNG, whole or not at all; returns ``path``.
+
+    Raises:
+        OutputError: the filesystem has less than :func:`png_bytes` free, or it filled up
+            (or is read-only) while writing; the message names ``path``.
+    """
+    path = Path(path)
+    with atomic_output(path, needed=png_bytes(fig)) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
 
 
 def probe_results_figure(

@@ -6,6 +6,7 @@ with ``xmodal report RUN``. Several runs are compared side by side with :func:`c
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -14,8 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from xmodal.core.atomic import make_directory, temp_path, write_text_atomic
-from xmodal.core.errors import DataError
+from xmodal.core.atomic import (
+    check_space,
+    make_directory,
+    output_error,
+    temp_path,
+    write_text_atomic,
+)
+from xmodal.core.errors import DataError, OutputError
 from xmodal.core.records import write_json_atomic
 from xmodal.evaluation import figures
 from xmodal.evaluation.figures import metric_label
@@ -494,6 +501,8 @@ def write_report(run_dir: str | Path) -> Path:
                 "embedding is matched to its own teacher embedding",
             )
         _swap_in(build, fig_dir)
+    except OutputError as exc:  # name the figures folder, not its temporary twin
+        raise OutputError(str(exc).replace(str(build), str(fig_dir))) from None
     finally:
         shutil.rmtree(build, ignore_errors=True)  # gone already when swapped in
     return write_text_atomic(run_dir / REPORT, "\n".join(lines))
@@ -504,17 +513,33 @@ def _new_figures_folder(fig_dir: Path) -> Path:
     ``spread.json`` (those are drawn again; one whose input went away must not linger).
     """
     build = temp_path(fig_dir)
-    if fig_dir.is_dir():
-        top = str(fig_dir)
-        shutil.copytree(
-            fig_dir,
-            build,
-            ignore=lambda folder, names: [
-                n for n in names if folder == top and (n.endswith(".png") or n == SPREAD)
-            ],
-        )
-    else:
-        make_directory(build)
+    if not fig_dir.is_dir():
+        return make_directory(build)
+    top = str(fig_dir)
+
+    def drawn_again(folder: str, names: list[str]) -> list[str]:
+        return [n for n in names if folder == top and (n.endswith(".png") or n == SPREAD)]
+
+    kept = sum(
+        (Path(folder) / name).stat().st_size
+        for folder, _, names in os.walk(fig_dir)
+        for name in set(names) - set(drawn_again(folder, names))
+    )
+    check_space(fig_dir, kept)
+    try:
+        shutil.copytree(fig_dir, build, ignore=drawn_again)
+    except OSError as exc:  # shutil.Error lists (source, target, reason) per file
+        shutil.rmtree(build, ignore_errors=True)
+        reasons = exc.args[0] if isinstance(exc, shutil.Error) else [("", "", str(exc))]
+        if isinstance(exc, shutil.Error) and any("No space" in r[2] for r in reasons):
+            exc = OSError(errno.ENOSPC, "No space left on device")
+        error = output_error(exc, fig_dir, kept)
+        if isinstance(error, OutputError):
+            raise error from None
+        raise OutputError(
+            f"cannot copy '{fig_dir}' beside itself to rebuild the report ({reasons[0][2]}): "
+            "check that place, or delete the folder to draw the report afresh"
+        ) from None
     return build
 
 
