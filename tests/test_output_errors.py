@@ -163,8 +163,9 @@ def _report_run(run: Path) -> Path:
 
 
 def test_a_full_disk_while_drawing_a_figure_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
-    """The PNG named in the line is the report's, not '.' nor a temporary name; the earlier
-    figure stays whole and no half PNG or temporary file is left.
+    """The line names the report's PNG, not '.' nor a temporary name.
+
+    The earlier figure stays whole, and no half PNG or temporary file is left.
     """
     from matplotlib.figure import Figure
 
