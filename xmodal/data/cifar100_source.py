@@ -17,9 +17,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from xmodal.core.atomic import atomic_output
 from xmodal.core.checks import at_least, require
 from xmodal.core.errors import DataError
 from xmodal.core.registry import DATASETS
+from xmodal.data.hdf5_output import hdf5_bytes, hdf5_writing
 from xmodal.data.hdf5_split import HDF5Split, as_long
 from xmodal.data.source import LoadedDataset
 
@@ -121,14 +123,16 @@ class CIFAR100Source:
                 f"cifar-100-python files there or set data.cifar100.download=true "
                 "where there is network"
             ) from None
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_suffix(".tmp")
-        with h5py.File(tmp, "w") as f:
-            for split, (images, labels) in splits.items():
-                f.create_dataset(f"{split}/rgb", data=images)
-                f.create_dataset(f"{split}/label", data=labels)
-            f.attrs["classes"] = json.dumps(classes)
-        tmp.replace(cache_path)
+        names = json.dumps(classes)
+        needed = hdf5_bytes(sum(a.nbytes for pair in splits.values() for a in pair) + len(names))
+        # a temporary name unique to this process, free space checked first (HDF5 may crash on
+        # a full disk), an HDF5 write error one line: as data.h5 is written
+        with atomic_output(cache_path, needed=needed) as tmp, hdf5_writing(cache_path, needed):
+            with h5py.File(tmp, "w") as f:
+                for split, (images, labels) in splits.items():
+                    f.create_dataset(f"{split}/rgb", data=images)
+                    f.create_dataset(f"{split}/label", data=labels)
+                f.attrs["classes"] = names
         return cache_path
 
     def load(self, cache_path: Path) -> LoadedDataset:
