@@ -119,7 +119,9 @@ def test_run_cifar100_end_to_end_gives_top1_rows(tmp_path):
 
 
 def test_the_cache_is_written_like_data_h5_space_checked_one_line_no_temp(tmp_path, monkeypatch):
-    """A unique temporary name (two writers never share one), free space checked against the
+    """The cifar100 cache is written as data.h5 is.
+
+    A unique temporary name (two writers never share one), free space checked against the
     arrays plus HDF5's margin before writing, and a disk that fills while writing is one line
     naming the cache; neither leaves a temporary file.
     """
