@@ -2,8 +2,9 @@
 
 Every column other than ``label``, ``split``, ``id`` and those ignored
 (``data.paired.ignore_columns``) is a modality whose cells are file paths relative to the
-manifest's folder (:mod:`.rules` checks the manifest as a whole: known columns, unique ids and
-files, one kind of label, paths inside the folder). A CSV's first line is its header; a JSONL
+manifest's folder (:mod:`.rules` checks the manifest as a whole: known columns, non-empty
+unique ids, unique files, one file per column of a row, one kind of label, paths inside the
+folder). A CSV's first line is its header; a JSONL
 file holds one JSON object per line (blank lines are skipped) and its columns are the keys of
 all rows, in order of first appearance. Cells are kept as text: ``None`` where a row lacks the
 column (a short CSV line, a missing JSON key), ``""`` for an empty cell.

@@ -32,9 +32,11 @@ class Problem:
 
 @dataclass(frozen=True)
 class Finding:
-    """A manifest-wide rule that some rows or a column break (duplicate ids, a file in two
-    rows, mixed label kinds, an unknown column, a path outside the manifest's folder): leaving
-    rows out does not fix it, so it stops preprocessing whatever ``on_bad_sample`` says.
+    """A manifest-wide rule that some rows or a column break.
+
+    Duplicate or empty ids, a file in two rows or in two columns of a row, mixed label kinds,
+    an unknown column, a path outside the manifest's folder: leaving rows out does not fix it,
+    so it stops preprocessing whatever ``on_bad_sample`` says.
 
     Attributes:
         column: the manifest column, e.g. ``id``.

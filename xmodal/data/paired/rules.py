@@ -3,7 +3,10 @@ resolved paths only). Each broken rule is one :class:`~xmodal.data.paired.proble
 
 - every column is a modality named after a registered front end, or ``id``, ``label``,
   ``split``, or listed in ``data.paired.ignore_columns``;
-- ids are unique (so no two splits share one);
+- with an ``id`` column, every row has an id (no empty cell) and ids are unique (so no two
+  splits share one);
+- no row holds the same file (by resolved path) in two columns: one file is not two
+  modalities, whatever ``data.paired.allow_duplicates`` says;
 - a ``label`` column holds class names or integers, not both (:func:`.labels.mixed_labels`);
 - every file resolves (symbolic links followed) inside the manifest's folder, unless
   ``data.paired.allow_outside``;
@@ -58,13 +61,14 @@ class Rules:
 def check_rules(manifest: Manifest, options: PairedConfig) -> Rules:
     """Check the rules of the module docstring and assign the splits."""
     unknown = _unknown_columns(manifest)
-    findings = [*unknown, *_duplicate_ids(manifest)]
+    findings = [*unknown, *_empty_ids(manifest), *_duplicate_ids(manifest)]
     mixed = mixed_labels(manifest, options.classes)
     if mixed is not None:
         findings.append(mixed)
     files = _resolved_files(manifest, skip={f.column for f in unknown})  # not files, maybe
     if not options.allow_outside:
         findings += _outside(manifest, files)
+    findings += _one_file_in_two_columns(files)
     shared = {
         column: {path: rows for path, rows in by_path.items() if len(rows) > 1}
         for column, by_path in _rows_by_file(files).items()
@@ -110,6 +114,55 @@ def _unknown_columns(manifest: Manifest) -> list[Finding]:
                     f"label or split; set data.paired.ignore_columns=[{column}] to leave it unread, or "
                     f"register a front end '{column}' (a plugin; --set plugins=[module])"
                 ),
+            )
+        )
+    return findings
+
+
+def _empty_ids(manifest: Manifest) -> list[Finding]:
+    """Rows of a manifest with an ``id`` column whose id is empty or absent (a JSONL key)."""
+    if "id" not in manifest.columns:
+        return []
+    empty = [n for n, row in enumerate(manifest.rows, start=1) if not row.get("id")]
+    if not empty:
+        return []
+    return [
+        Finding(
+            "id",
+            tuple(empty),
+            f"empty id in {rows_text(empty)}; give every row a unique id, or remove the id "
+            "column (rows are then known by their numbers)",
+        )
+    ]
+
+
+def _one_file_in_two_columns(files: dict[str, dict[int, tuple[str, str]]]) -> list[Finding]:
+    """Rows whose cells of two columns resolve to one file: a finding per pair of columns,
+    on the later column, naming the earlier one.
+    """
+    by_pair: dict[tuple[str, str], list[tuple[int, str, str]]] = {}
+    rows = sorted({n for cells in files.values() for n in cells})
+    for number in rows:
+        first: dict[str, str] = {}  # resolved path -> the first column holding it
+        for column, cells in files.items():
+            if number not in cells:
+                continue
+            cell, path = cells[number]
+            if path in first:
+                by_pair.setdefault((first[path], column), []).append((number, cell, path))
+            else:
+                first[path] = column
+    findings = []
+    for (earlier, column), found in by_pair.items():
+        listed = [f"row {n}: '{cell}' -> {path}" for n, cell, path in found]
+        numbers = [n for n, _, _ in found]
+        findings.append(
+            Finding(
+                column,
+                tuple(numbers),
+                f"the same file as column '{earlier}' in {rows_text(numbers)} "
+                f"({_first(listed, 'rows')}); one file is not two modalities: give each column "
+                "its own modality's file (data.paired.allow_duplicates does not allow this)",
             )
         )
     return findings

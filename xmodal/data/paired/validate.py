@@ -5,8 +5,9 @@ Checked: a row lacking a modality column or with an empty cell, a missing file, 
 cannot be read or decoded, a wrong shape or channel count (images need 3 channels, depth
 PNGs 1 at 16 bits; a ``.npy`` column's rows share the first good row's shape), a label outside
 the class list and a split that is not train, val or test. The manifest-wide rules
-(:mod:`.rules`: known columns, unique ids and files, paths inside the folder) come first and
-are kept apart as ``findings``: leaving rows out does not fix them.
+(:mod:`.rules`: known columns, non-empty unique ids, unique files, one file per column of a
+row, paths inside the folder) come first and are kept apart as ``findings``: leaving rows out
+does not fix them.
 """
 
 from __future__ import annotations
