@@ -1,8 +1,10 @@
-"""The manifest-wide rules of ``paired`` (:mod:`xmodal.data.paired.rules`): duplicate ids,
-empty ids, one file in two columns of a row, one file in two rows (and never in two splits), mixed label kinds, unknown columns, paths
-outside the manifest's folder. Each is one error naming rows and columns and the option that
-allows it, raised before any file is read (``xmodal run paired`` exits 2 before training), and
-``xmodal data info`` lists it and exits 1 (0 on a clean manifest).
+"""The manifest-wide rules of ``paired`` (:mod:`xmodal.data.paired.rules`).
+
+Duplicate or empty ids, one file in two columns of a row, one file in two rows (and never in
+two splits), mixed label kinds, unknown columns, paths outside the manifest's folder. Each is
+one error naming rows and columns and the option that allows it, raised before any file is read
+(``xmodal run paired`` exits 2 before training), and ``xmodal data info`` lists it and exits 1
+(0 on a clean manifest).
 """
 
 from __future__ import annotations
@@ -277,8 +279,10 @@ def test_allow_duplicates_does_not_allow_one_file_in_two_columns(tmp_path):
 
 
 def test_each_pair_of_columns_sharing_a_file_is_its_own_finding(tmp_path):
-    """A row naming one file in three columns: two findings, each on a later column, naming
-    the first; no finding for a file that only looks alike (another path to another file).
+    """A row naming one file in three columns is two findings.
+
+    Each is on a later column and names the first; a path that only looks alike (another path
+    to another file) is no finding.
     """
     manifest = _dataset(
         tmp_path / "data",
