@@ -113,6 +113,9 @@ def trained_encoder_unit(
         "hparams": method.hparams_of(options),
         "teacher": teacher["key"] if uses_teacher else None,
     }
+    if "teacher_logits" in needs and teacher is not None and teacher.get("classifier"):
+        # a replaced classifier.pt beside an unchanged encoder.pt gives other logits
+        inputs["teacher_classifier"] = teacher["classifier"]
     unit = ctx.unit(*parts, inputs=inputs)
     checkpoint = unit.directory / "encoder.pt"
     record = unit.record(files=[checkpoint.name])

@@ -67,13 +67,14 @@ def teacher(ctx: RunContext) -> None:
         model["method"] = "teacher"
         directory = Path(model["directory"])
         classifier_file = directory / "classifier.pt"
+        classifier = file_digest(classifier_file) if classifier_file.is_file() else None
         key = fingerprint(
             {
                 "unit": model["key"],
                 "checkpoint": model["digest"],
                 # bf16 extraction gives other features than float32
                 "mixed_precision": ctx.config.runtime.mixed_precision,
-                "classifier": file_digest(classifier_file) if classifier_file.is_file() else None,
+                "classifier": classifier,
             }
         )
         outputs_file = directory / f"outputs-{key}.pt"
@@ -124,6 +125,7 @@ def teacher(ctx: RunContext) -> None:
             )
         ctx.state.teachers[seed] = {
             "key": model["digest"],
+            "classifier": classifier,  # students of its logits depend on it too
             **outputs,
             "classes": classes,
             "own_classes": own,
