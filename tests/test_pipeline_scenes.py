@@ -338,8 +338,10 @@ def test_segmentation_probe_on_scenes_skips_audio(tiny_run, tmp_path):
 def test_a_replaced_teacher_classifier_retrains_the_students_of_its_logits(
     tiny_run, tmp_path, capsys
 ):
-    """A teacher.checkpoint folder whose classifier.pt is replaced, its encoder.pt unchanged:
-    the logits change, so kd (which reads them) trains again; fitnet (features only) is reused.
+    """A replaced classifier.pt beside an unchanged encoder.pt retrains kd, not fitnet.
+
+    The teacher.checkpoint folder's logits change, so kd (which reads them) trains again;
+    fitnet (features only) is reused.
     """
     import shutil
 
