@@ -28,13 +28,15 @@ FORMATS = {".csv": "CSV", ".jsonl": "JSONL"}
 
 @dataclass
 class Manifest:
-    """Attributes:
-    path: the manifest file.
-    format: ``CSV`` or ``JSONL``.
-    columns: every column, in file order.
-    rows: one ``{column: cell}`` per data row (``None``: the row lacks the column).
-    problems: rows whose layout is wrong (a CSV line with more cells than the header).
-    ignored: columns that are not read (``data.paired.ignore_columns``).
+    """A manifest as read: its columns and each row's cells, as text.
+
+    Attributes:
+        path: the manifest file.
+        format: ``CSV`` or ``JSONL``.
+        columns: every column, in file order.
+        rows: one ``{column: cell}`` per data row (``None``: the row lacks the column).
+        problems: rows whose layout is wrong (a CSV line with more cells than the header).
+        ignored: columns that are not read (``data.paired.ignore_columns``).
     """
 
     path: Path
@@ -79,8 +81,10 @@ def require_manifest(path: str) -> Path:
 
 
 def read_manifest(path: str | Path, ignore_columns: list[str] | tuple[str, ...] = ()) -> Manifest:
-    """Parse ``path`` (see the module docstring), leaving ``ignore_columns`` unread; DataError
-    when it is not a manifest at all.
+    """Parse ``path`` (see the module docstring), leaving ``ignore_columns`` unread.
+
+    Raises:
+        DataError: it is not a manifest at all (not UTF-8, no modality column, no rows, ...).
     """
     source = require_manifest(str(path))
     try:
@@ -110,8 +114,9 @@ def manifest_digest(path: Path) -> str:
 
 
 def files_digest(manifest: Manifest) -> str:
-    """SHA-256 over every referenced file's path, size and modification time: changes when a
-    file is replaced, without reading the files.
+    """SHA-256 over every referenced file's path, size and modification time.
+
+    It changes when a file is replaced, without reading the files.
     """
     digest = hashlib.sha256()
     for row in manifest.rows:
