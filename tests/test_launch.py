@@ -370,3 +370,51 @@ def test_a_killed_process_is_one_line_and_the_rerun_resumes(tmp_path):
     assert teacher.stat().st_mtime_ns == stamp  # reused, not trained again
     assert (out / "distill" / "seed0" / "depth" / "fitnet" / "done.json").is_file()
     assert (out / "results.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "codes, status, words",
+    [
+        ({0: 75, 1: -9}, 137, ["process rank 1 of the job (pid 101) died of SIGKILL", "resume"]),
+        ({1: -15}, 143, ["process rank 1 of the job (pid 101) died of SIGTERM"]),
+        ({0: 2, 1: 75}, 2, None),  # rank 0 printed its own one-line error
+        ({0: 1}, 1, None),  # a traceback, printed by the process itself
+        ({0: 75}, 75, ["process rank 0 lost another process of the job", "job.log"]),
+    ],
+)
+def test_the_launcher_names_the_process_that_died(codes, status, words, tmp_path):
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from xmodal.cli.launch import PEER_LOST, failure_status
+
+    assert PEER_LOST == 75
+    failures = {
+        rank: ProcessFailure(local_rank=rank, pid=100 + rank, exitcode=code, error_file="<N/A>")
+        for rank, code in codes.items()
+    }
+    got, line = failure_status(ChildFailedError("xmodal", failures), tmp_path / "job.log")
+    assert got == status
+    if words is None:
+        assert line is None
+    else:
+        assert line is not None and "\n" not in line and all(w in line for w in words)
+
+
+def test_only_a_launched_process_that_lost_a_peer_stops_quietly(monkeypatch, tmp_path):
+    from xmodal.cli.launch import JOB_LOG_ENV, PEER_LOST, stop_after_lost_peer
+
+    gone = RuntimeError("[gloo/transport/tcp/pair.cc:538] Read error: Connection reset by peer")
+    log = tmp_path / "logs" / "job.log"
+    assert stop_after_lost_peer(gone) is None  # not launched by xmodal: re-raised
+    monkeypatch.setenv(JOB_LOG_ENV, str(log))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert stop_after_lost_peer(RuntimeError("a bug")) is None  # keeps its traceback
+    assert not log.exists()
+    try:
+        raise gone
+    except RuntimeError as exc:
+        assert stop_after_lost_peer(exc) == PEER_LOST
+    text = log.read_text()
+    assert "rank 1 (pid " in text and "another process of the job is gone" in text
+    assert "Traceback" in text and "Connection reset by peer" in text
