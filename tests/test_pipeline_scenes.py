@@ -333,3 +333,43 @@ def test_segmentation_probe_on_scenes_skips_audio(tiny_run, tmp_path):
                 "pixel_accuracy",
                 "mean_class_accuracy",
             )
+
+
+def test_a_replaced_teacher_classifier_retrains_the_students_of_its_logits(
+    tiny_run, tmp_path, capsys
+):
+    """A replaced classifier.pt beside an unchanged encoder.pt retrains kd, not fitnet.
+
+    The teacher.checkpoint folder's logits change, so kd (which reads them) trains again;
+    fitnet (features only) is reused.
+    """
+    import shutil
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_run / "teacher" / "seed0", teacher)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run / "data", run / "data")  # the generated scenes, not regenerated
+    argv = _argv(
+        run,
+        "distill.students=[depth]",
+        "distill.methods=[kd,fitnet]",
+        "teacher.task=probe-labels",
+        "probe.probes=[knn]",
+        f"teacher.checkpoint={teacher}",
+    )
+    assert main(argv) == 0
+    units = {m: run / "distill" / "seed0" / "depth" / m for m in ("kd", "fitnet")}
+    keys = {m: json.loads((u / "done.json").read_text())["key"] for m, u in units.items()}
+    weights = torch.load(units["kd"] / "encoder.pt", weights_only=True)["state_dict"]
+
+    head = torch.load(teacher / "classifier.pt", weights_only=True)
+    torch.save({name: -value for name, value in head.items()}, teacher / "classifier.pt")
+    capsys.readouterr()
+    assert main(argv) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "student depth fitnet seed 0: cached" in out
+    assert "student depth kd seed 0: cached" not in out
+    again = {m: json.loads((u / "done.json").read_text())["key"] for m, u in units.items()}
+    assert again["fitnet"] == keys["fitnet"] and again["kd"] != keys["kd"]
+    retrained = torch.load(units["kd"] / "encoder.pt", weights_only=True)["state_dict"]
+    assert any(not torch.equal(weights[k], retrained[k]) for k in weights)

@@ -354,6 +354,13 @@ def _main(argv: Sequence[str] | None, console: Console, err: Console) -> int:
             raise
         err.print(f"error: {error}", soft_wrap=True, highlight=False, markup=False)
         return 2
+    except Exception as exc:  # noqa: BLE001  (re-raised unless a launched peer is gone)
+        from xmodal.cli.launch import stop_after_lost_peer  # imports torch: only on failure
+
+        status = stop_after_lost_peer(exc)  # its traceback to the job's log, not the terminal
+        if status is None:
+            raise
+        return status
     except SystemExit as exc:  # --help / --version
         return int(exc.code or 0)
     except KeyboardInterrupt:

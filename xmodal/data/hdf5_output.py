@@ -28,8 +28,10 @@ def hdf5_bytes(array_bytes: int) -> int:
 
 @contextmanager
 def hdf5_writing(path: str | Path, needed: int) -> Iterator[None]:
-    """Turn an HDF5 write error in the block into :class:`OutputError` naming ``path`` and the
-    ``needed`` bytes. The caller removes (or keeps, when resumable) what was written.
+    """Turn an HDF5 write error in the block into :class:`OutputError` naming ``path``.
+
+    The message names the ``needed`` bytes too. The caller removes (or keeps, when resumable)
+    what was written.
     """
     path = Path(path)
     try:

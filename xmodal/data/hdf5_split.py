@@ -52,7 +52,7 @@ class _Composed:
         return self.outer(self.inner(values, rows), rows)
 
 
-class HDF5Split(Dataset):
+class HDF5Split(Dataset[dict[str, Tensor]]):
     """Rows ``rows`` of the HDF5 datasets ``columns`` (``{key: dataset path}``) of ``path``.
 
     Item access matches :class:`~xmodal.data.arrays.ArrayDataset`: ``__getitems__(indices)``
@@ -104,6 +104,7 @@ class HDF5Split(Dataset):
         return len(self.rows)
 
     def keys(self) -> list[str]:
+        """The column names."""
         return list(self.columns)
 
     def __contains__(self, key: object) -> bool:
@@ -170,8 +171,9 @@ class HDF5Split(Dataset):
         return view
 
     def derive(self, key: str, source: str, transform: Transform) -> None:
-        """Add column ``key``, computed from column ``source`` whenever it is read (a view such
-        as points from depth, kept out of the cache).
+        """Add column ``key``, computed from column ``source`` whenever it is read.
+
+        A view such as points from depth, kept out of the cache.
         """
         base = self.transforms.get(source)
         self.columns[key] = self.columns[source]

@@ -12,14 +12,10 @@ import torch
 
 from xmodal.core.errors import DataError
 from xmodal.core.registry import DATASETS
-from xmodal.data.hdf5_split import HDF5Split, as_long
-from xmodal.data.nyu.cache import (
-    CACHE_FORMAT,
-    NYUDepthConfig,
-    build_cache,
-    require_source,
-    source_fingerprint,
-)
+from xmodal.data.arrays import SplitData
+from xmodal.data.hdf5_split import HDF5Split, Transform, as_long
+from xmodal.data.nyu.cache import CACHE_FORMAT, build_cache, require_source, source_fingerprint
+from xmodal.data.nyu.config import NYUDepthConfig
 from xmodal.data.nyu.facts import load_nyu_facts
 from xmodal.data.source import LoadedDataset, Section, human_bytes
 
@@ -38,8 +34,9 @@ class _Relabel:
 
 @DATASETS.register("nyu-depth")
 class NYUDepthSource:
-    """NYU-Depth V2 labeled frames: RGB, metric depth, surface normals, HHA; 10 scene classes;
-    40/13-class per-pixel labels (``seg40``/``seg13``, 0 = unlabeled).
+    """NYU-Depth V2 labeled frames: RGB, metric depth, surface normals, HHA.
+
+    10 scene classes; 40/13-class per-pixel labels (``seg40``/``seg13``, 0 = unlabeled).
     """
 
     name = "nyu-depth"
@@ -52,6 +49,7 @@ class NYUDepthSource:
         cache_path: Path,
         progress: Callable[[int, int], None] | None = None,
     ) -> Path:
+        """Convert the labeled ``.mat`` file into the HDF5 cache at ``cache_path`` (resumable)."""
         return build_cache(options, cache_path, progress)
 
     def fingerprint(self, options: NYUDepthConfig) -> dict[str, object]:
@@ -59,6 +57,7 @@ class NYUDepthSource:
         return source_fingerprint(require_source(options))
 
     def load(self, cache_path: Path) -> LoadedDataset:
+        """The official train/val/test frames streamed from the cache, with both label sets."""
         facts = load_nyu_facts()
         lut13 = torch.tensor(np.array(facts.map40to13), dtype=torch.uint8)
         try:
@@ -81,8 +80,12 @@ class NYUDepthSource:
             "seg40": "labels40",
             "seg13": "labels40",
         }
-        transforms = {"label": as_long, "seg40": as_long, "seg13": _Relabel(lut13)}
-        splits = {
+        transforms: dict[str, Transform] = {
+            "label": as_long,
+            "seg40": as_long,
+            "seg13": _Relabel(lut13),
+        }
+        splits: dict[str, SplitData] = {
             name: HDF5Split(
                 cache_path, columns, rows=np.flatnonzero(split_codes == code), transforms=transforms
             )  # streamed, a batch of frames at a time

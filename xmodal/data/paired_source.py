@@ -10,6 +10,7 @@ import h5py
 
 from xmodal.core.errors import DataError
 from xmodal.core.registry import DATASETS
+from xmodal.data.arrays import SplitData
 from xmodal.data.hdf5_split import HDF5Split, as_long
 from xmodal.data.paired.cache import CACHE_FORMAT, build_cache
 from xmodal.data.paired.config import PairedConfig
@@ -24,8 +25,9 @@ from xmodal.data.source import PROBLEMS, LoadedDataset, Section
 
 @DATASETS.register("paired")
 class PairedSource:
-    """Your own paired recordings: a CSV/JSONL manifest with one row per sample and one
-    column per modality (file paths), optional labels and splits.
+    """Your own paired recordings, listed in a CSV/JSONL manifest with one row per sample.
+
+    One column per modality (file paths), optional labels and splits.
     """
 
     name = "paired"
@@ -52,9 +54,10 @@ class PairedSource:
     def prepare(
         self, options: PairedConfig, cache_path: Path, progress: Callable[..., None] | None = None
     ) -> Path:
-        """Check the manifest-wide rules (:mod:`~xmodal.data.paired.rules`: stop on one before
-        any file is read), validate every row (stop on a problem, or leave bad rows out with
-        ``on_bad_sample=skip``), then convert the rows into the cache at ``cache_path``.
+        """Check the manifest, validate every row, then convert the rows into ``cache_path``.
+
+        A broken manifest-wide rule (:mod:`~xmodal.data.paired.rules`) stops before any file is
+        read; a row problem stops, or leaves bad rows out with ``on_bad_sample=skip``.
         """
         manifest = read_manifest(options.path, options.ignore_columns)
         rules = check_rules(manifest, options)
@@ -69,6 +72,7 @@ class PairedSource:
         return build_cache(validation, options, cache_path, _phase(progress, "convert paired"))
 
     def load(self, cache_path: Path) -> LoadedDataset:
+        """The splits streamed from the cache, with the skipped rows and allowed warnings."""
         try:
             with h5py.File(cache_path, "r") as f:
                 if f.attrs.get("format") != CACHE_FORMAT:
@@ -85,7 +89,7 @@ class PairedSource:
                 f"paired cache '{cache_path}' is unreadable or incomplete ({exc}); "
                 "delete it and rerun preprocessing"
             ) from None
-        splits = {
+        splits: dict[str, SplitData] = {
             split: HDF5Split(
                 cache_path, {key: f"{split}/{key}" for key in keys}, transforms={"label": as_long}
             )

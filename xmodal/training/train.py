@@ -73,6 +73,8 @@ class TeacherOutputs:
         classes: ``Ct``, or None without logits.
         digest: the teacher checkpoint's content digest, which keys every student trained
             from it ("" where no checkpoint stands behind the outputs).
+        classifier: the content digest of its ``classifier.pt``, or None; keys the students of
+            its logits (a replaced classifier beside an unchanged encoder gives other logits).
     """
 
     features: Tensor | None = None
@@ -80,6 +82,7 @@ class TeacherOutputs:
     own_classes: bool = False
     classes: int | None = None
     digest: str = ""
+    classifier: str | None = None
 
 
 @dataclass

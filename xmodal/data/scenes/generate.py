@@ -182,8 +182,9 @@ def _split_shapes(n: int, config: ScenesConfig) -> dict[str, tuple[tuple[int, ..
 
 
 def file_bytes(config: ScenesConfig) -> int:
-    """The free space to ask for before generating: its arrays plus HDF5's margin
-    (:func:`~xmodal.data.hdf5_output.hdf5_bytes`).
+    """The free space to ask for before generating: its arrays plus HDF5's margin.
+
+    See :func:`~xmodal.data.hdf5_output.hdf5_bytes`.
     """
     shapes = [
         shape_dtype

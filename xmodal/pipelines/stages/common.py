@@ -131,6 +131,9 @@ def trained_encoder_unit(
         "hparams": method.hparams_of(options),
         "teacher": teacher.digest if teacher is not None and uses_teacher else None,
     }
+    if "teacher_logits" in needs and teacher is not None and teacher.classifier:
+        # a replaced classifier.pt beside an unchanged encoder.pt gives other logits
+        inputs["teacher_classifier"] = teacher.classifier
     unit = ctx.unit(*parts, inputs=inputs)
     checkpoint = unit.directory / "encoder.pt"
     done = unit.record(files=[checkpoint.name])
@@ -245,7 +248,7 @@ def save_heads(
     none (no heads, nothing trained).
     """
     path.unlink(missing_ok=True)  # from earlier inputs
-    if objective is None or teacher is None:
+    if objective is None or teacher is None or teacher.features is None:
         return
     features = teacher.features.float()
     mean, std = feature_standardisation(features)

@@ -66,13 +66,14 @@ def teacher(ctx: RunContext) -> None:
             )
         directory = Path(model.directory)
         classifier_file = directory / "classifier.pt"
+        classifier = file_digest(classifier_file) if classifier_file.is_file() else None
         key = fingerprint(
             {
                 "unit": model.key,
                 "checkpoint": model.digest,
                 # bf16 extraction gives other features than float32
                 "mixed_precision": ctx.config.runtime.mixed_precision,
-                "classifier": file_digest(classifier_file) if classifier_file.is_file() else None,
+                "classifier": classifier,
             }
         )
         outputs_file = directory / f"outputs-{key}.pt"
@@ -116,6 +117,7 @@ def teacher(ctx: RunContext) -> None:
             logits=logits,
             classes=classes,
             own_classes=own,
+            classifier=classifier,  # students of its logits depend on it too
         )
         ctx.state.models.append(
             dataclasses.replace(model, method="teacher", classes=classes, own_classes=own)
