@@ -27,7 +27,7 @@ from io import TextIOWrapper
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from xmodal.training.distributed import launched_world_size
+from xmodal.core.launched import launched_world_size
 
 if TYPE_CHECKING:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError

@@ -20,18 +20,11 @@ from accelerate.utils import broadcast_object_list
 from torch import Tensor
 
 from xmodal.core.errors import XmodalError
+from xmodal.core.launched import launched_world_size
 
 
 class LaunchError(XmodalError):
     """A process started by a launcher that did not join the launcher's job."""
-
-
-def launched_world_size() -> int:
-    """Processes in the job the launcher started this one in (1 when not launched)."""
-    try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    except ValueError:
-        return 1
 
 
 def create_accelerator(
