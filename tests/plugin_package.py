@@ -1,7 +1,8 @@
-"""A third-party package, built and pip-installed by the tests into a folder put on
-``PYTHONPATH``: a module and a ``pyproject.toml`` declaring its entry points. It registers one component of each pluggable
-kind it exercises, each with an option: a ``thermal`` front end, a ``thermal-scenes`` dataset, a
-``cosine`` method and a ``centroid`` probe.
+"""A third-party package, built and pip-installed by the tests into a folder on ``PYTHONPATH``.
+
+It is a module and a ``pyproject.toml`` declaring its entry points. It registers one component
+of each pluggable kind it exercises, each with an option: a ``thermal`` front end, a
+``thermal-scenes`` dataset, a ``cosine`` method and a ``centroid`` probe.
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ class ThermalScenes(ScenesSource):
     def load(self, cache_path):
         loaded = super().load(cache_path)
         for split in loaded.splits.values():
-            split.derive("thermal", "depth", lambda depth, rows: 273.15 + 20.0 + 8.0 / (1.0 + depth.float()))
+            split.derive(
+                "thermal", "depth", lambda depth, rows: 273.15 + 20.0 + 8.0 / (1.0 + depth.float())
+            )
         return loaded
 
 
@@ -115,7 +118,10 @@ class CentroidProbe:
         y = torch.cat([train[1], val[1]])
         centroids = torch.stack([x[y == c].mean(0) for c in range(num_classes)])
         if self.config.metric == "cosine":
-            score = nn.functional.normalize(test[0], dim=1) @ nn.functional.normalize(centroids, dim=1).T
+            score = (
+                nn.functional.normalize(test[0], dim=1)
+                @ nn.functional.normalize(centroids, dim=1).T
+            )
         else:
             score = -torch.cdist(test[0], centroids)
         return {"accuracy": float((score.argmax(1) == test[1]).float().mean())}
@@ -142,7 +148,8 @@ ENTRY_POINTS = {
 
 
 def write_project(folder: Path, broken: bool = False) -> Path:
-    """The package's source project (``pyproject.toml`` with its entry points, and the module);
+    """The package's source project: ``pyproject.toml`` with its entry points, and the module.
+
     ``broken`` also registers a front end that breaks the contract.
     """
     groups = {group: dict(entries) for group, entries in ENTRY_POINTS.items()}
@@ -164,8 +171,9 @@ def write_project(folder: Path, broken: bool = False) -> Path:
 
 
 def install(site: Path, broken: bool = False) -> Path:
-    """Build the package and pip-install it into ``site`` (a folder for ``PYTHONPATH``), as a
-    user's ``pip install`` would: its entry points come from the installed metadata.
+    """Build the package and pip-install it into ``site`` (a folder for ``PYTHONPATH``).
+
+    This is what a user's ``pip install`` does: its entry points come from the installed metadata.
     """
     project = write_project(site.parent / f"{site.name}-src", broken)
     proc = subprocess.run(

@@ -1,5 +1,7 @@
-"""One contract per kind, run over every registered entry: built-ins and any plugin installed in
-the test environment (the loops read the registries, not hand-written lists).
+"""One contract per kind, run over every registered entry.
+
+The entries are the built-ins and any plugin installed in the test environment: the loops read
+the registries, not hand-written lists.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def _check_encoder(backbone: str, modality: str, tmp_path) -> None:
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
     # a seed fixes the initial weights
     again = _encoder(backbone, modality)
-    for (name, a), b in zip(encoder.state_dict().items(), again.state_dict().values()):
+    for (name, a), b in zip(encoder.state_dict().items(), again.state_dict().values(), strict=True):
         if a.dtype.is_floating_point and "running" not in name:
             assert torch.equal(a, b), name
     # the export loads back to the same embeddings

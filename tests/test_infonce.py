@@ -1,5 +1,7 @@
-"""InfoNCE (ImageBind/CLIP): loss and gradients against a float64 reference, the temperature's
-clamp and freezing, validation, seeding, and the global batch under two real processes.
+"""InfoNCE (ImageBind/CLIP): loss and gradients against a float64 reference.
+
+Also the temperature's clamp and freezing, validation, seeding, and the global batch under two
+real processes.
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ def _run(
 def _reference(
     student, teacher, params: dict[str, torch.Tensor], log_scale, max_logit_scale, weight
 ):
-    """The loss by hand in float64: linear maps, division by the norm, exp of the clamped
-    log-scale, log-softmax as ``x - max - log(sum(exp(x - max)))`` along rows and columns.
+    """The loss by hand in float64.
+
+    Linear maps, division by the norm, exp of the clamped log-scale, log-softmax as
+    ``x - max - log(sum(exp(x - max)))`` along rows and columns.
     """
 
     def embed(x, w, b):
@@ -270,7 +274,7 @@ def test_seeded_heads_are_reproducible_and_leave_the_global_rng_alone() -> None:
     c = InfoNCEObjective(DS, DT, InfoNCEConfig(embed_dim=D), seed=5)
     assert torch.equal(torch.random.get_rng_state(), state)
     for (key, x), y, z in zip(
-        a.state_dict().items(), b.state_dict().values(), c.state_dict().values()
+        a.state_dict().items(), b.state_dict().values(), c.state_dict().values(), strict=True
     ):
         assert torch.equal(x, y), key
         if key != "logit_scale":
@@ -312,9 +316,11 @@ def _two_process_worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 def test_two_processes_train_on_the_global_batch(tmp_path) -> None:
-    """Each rank's 4 anchors against all 8 candidates: the ranks' mean loss is the one-process
-    loss of the 8 pairs; after DDP's mean over ranks, every parameter's gradient is the
-    one-process gradient; a rank's raw feature gradient is 2x (see xmodal.objectives.gather).
+    """Each rank's 4 anchors against all 8 candidates agree with one process.
+
+    The ranks' mean loss is the one-process loss of the 8 pairs; after DDP's mean over ranks,
+    every parameter's gradient is the one-process gradient; a rank's raw feature gradient is 2x
+    (see xmodal.objectives.gather).
     """
     import torch.distributed as dist
     import torch.multiprocessing as mp

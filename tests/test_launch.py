@@ -1,6 +1,7 @@
-"""One job across processes: ``xmodal run --num-processes 2`` and ``torchrun -m xmodal run`` on a
-CPU-only machine (gloo), and a 2-process run that trains the same students as one process with
-the same global batch.
+"""One job across processes, on a CPU-only machine (gloo).
+
+``xmodal run --num-processes 2`` and ``torchrun -m xmodal run``, and a 2-process run that trains
+the same students as one process with the same global batch.
 """
 
 from __future__ import annotations
@@ -125,13 +126,15 @@ def test_num_processes_starts_one_job_of_two(two_processes):
 def test_two_processes_train_what_one_process_trains_with_the_same_global_batch(
     one_process, two_processes
 ):
-    """Tolerance 1e-3 absolute on every weight. Only the order of floating-point sums differs
-    (the all-reduce adds two half-batch gradients; convolutions see batches of 8, not 16), which
-    Adam's normalised steps amplify to at most ~2e-4 after 8 steps here; a real difference in
-    what is computed (BatchNorm over 8 instead of 16 samples, other negatives) moves weights by
-    ~1e-2 in the same run. Memory-bank negatives are drawn per process, excluding that process's
-    batch, so they agree in distribution only; wcord and crd are compared with ``negatives=queue``,
-    whose negatives are every entry of the queue that all processes fill alike.
+    """Tolerance 1e-3 absolute on every weight.
+
+    Only the order of floating-point sums differs (the all-reduce adds two half-batch gradients;
+    convolutions see batches of 8, not 16), which Adam's normalised steps amplify to at most ~2e-4
+    after 8 steps here; a real difference in what is computed (BatchNorm over 8 instead of 16
+    samples, other negatives) moves weights by ~1e-2 in the same run. Memory-bank negatives are
+    drawn per process, excluding that process's batch, so they agree in distribution only; wcord and
+    crd are compared with ``negatives=queue``, whose negatives are every entry of the queue that all
+    processes fill alike.
     """
     two, _ = two_processes
     for unit in UNITS:
@@ -251,8 +254,9 @@ def test_launch_command_passes_our_flags_to_accelerate_and_strips_them():
 
 
 def test_a_launched_process_alone_in_its_job_stops(monkeypatch):
-    """Started as one of 2 processes, but the Accelerator formed a job of 1: a clear error,
-    never a second copy racing on the same files.
+    """Started as one of 2 processes, but the Accelerator formed a job of 1: a clear error.
+
+    Never a second copy racing on the same files.
     """
     from xmodal.training import distributed
 

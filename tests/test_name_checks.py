@@ -1,5 +1,6 @@
-"""A misspelt component name fails at load, with exit 2, one line naming the config key and a
-suggestion, before any stage writes anything.
+"""A misspelt component name fails at load, before any stage writes anything.
+
+It exits 2 with one line naming the config key and a suggestion.
 """
 
 from __future__ import annotations
@@ -44,11 +45,13 @@ def test_a_misspelt_name_fails_before_any_stage(override, message, tmp_path, cap
     [
         (
             ["distill.methods=[kd]", "teacher.optim.epochs=0"],
-            "distill.methods[0]: method 'kd' needs the teacher's logits, but teacher.optim.epochs is 0",
+            "distill.methods[0]: method 'kd' needs the teacher's logits, "
+            "but teacher.optim.epochs is 0",
         ),
         (
             ["distill.methods=[wcord]", "distill.wcord.beta=1", "teacher.checkpoint=NOWHERE"],
-            "method 'wcord' needs the teacher's logits, but teacher.checkpoint 'NOWHERE' holds no classifier.pt",
+            "method 'wcord' needs the teacher's logits, "
+            "but teacher.checkpoint 'NOWHERE' holds no classifier.pt",
         ),
         (
             [
@@ -90,8 +93,9 @@ def test_a_method_whose_needs_the_run_cannot_meet_fails_at_load(
     ],
 )
 def test_a_trained_teacher_has_logits_whatever_its_task(overrides):
-    """The scenes transfer teacher has a classifier over its own classes: kd and wcord.beta
-    (with alpha) are accepted at load, as under probe-labels.
+    """The scenes transfer teacher has a classifier over its own classes.
+
+    Hence kd and wcord.beta (with alpha) are accepted at load, as under probe-labels.
     """
     from xmodal.pipelines.runner import resolve_config
 
@@ -120,11 +124,13 @@ def test_needs_follow_the_options():
     [
         (
             ["teacher", "distill", "probe", "report"],
-            "stage 'teacher' needs data_key, dataset, dataset_source, which no stage before it produces; put 'preprocess' before it",
+            "stage 'teacher' needs data_key, dataset, dataset_source, which no stage before it "
+            "produces; put 'preprocess' before it",
         ),
         (
             ["preprocess", "probe", "report"],
-            "stage 'probe' needs models, which no stage before it produces; put 'distill' or 'teacher' before it",
+            "stage 'probe' needs models, which no stage before it produces; "
+            "put 'distill' or 'teacher' before it",
         ),
         (["preprocess", "distill", "reprot"], "unknown stage 'reprot': did you mean 'report'"),
     ],

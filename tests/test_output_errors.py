@@ -1,5 +1,7 @@
-"""A full disk while writing data.h5 or encoder.safetensors is one line naming the file and the
-space it needs, and leaves no temporary file (issue "nothing silently wrong", round 2: T1, T3).
+"""A full disk while writing data.h5 or encoder.safetensors is one line naming the file.
+
+The line gives the space it needs, and no temporary file is left (issue "nothing silently
+wrong", round 2: T1, T3).
 """
 
 from __future__ import annotations
@@ -121,8 +123,10 @@ def test_an_export_still_writes_and_loads(tmp_path):
 
 
 def test_a_small_filesystem_is_refused_before_hdf5_writes(tmp_path, capsys):
-    """3 MB free: the arrays (about 1.7 MB) would fit the old estimate but leave HDF5 no room;
-    the estimate with its margin refuses before writing (needs root to mount; skipped elsewhere).
+    """3 MB free: the estimate with its margin refuses before writing.
+
+    The arrays (about 1.7 MB) would fit the old estimate but leave HDF5 no room. Needs root to
+    mount; skipped elsewhere.
     """
     import subprocess
 

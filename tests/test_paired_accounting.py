@@ -99,9 +99,9 @@ CASES = {  # name: (writer, fragments of the one error line)
     "mixed labels": (
         _mixed_labels,
         [
-            "column 'label': labels mix class names (rows 1, 3, 5, 6, 7, 8: 'red', 'blue', 'green', "
-            "...) and integers (rows 2, 4: '1', '0'); write every label as a class name, or every "
-            "one as an integer"
+            "column 'label': labels mix class names (rows 1, 3, 5, 6, 7, 8: 'red', 'blue', "
+            "'green', ...) and integers (rows 2, 4: '1', '0'); write every label as a class name, "
+            "or every one as an integer"
         ],
     ),
     "unknown column": (

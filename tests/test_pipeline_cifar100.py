@@ -1,5 +1,7 @@
-"""End to end: ``xmodal run cifar100 --data DIR`` on a tiny folder in the official CIFAR-100
-format (pickled ``train``/``test``/``meta`` under ``cifar-100-python/``, read by torchvision).
+"""End to end: ``xmodal run cifar100 --data DIR`` on a tiny folder in the official format.
+
+That is CIFAR-100's: pickled ``train``/``test``/``meta`` under ``cifar-100-python/``, read by
+torchvision.
 """
 
 from __future__ import annotations

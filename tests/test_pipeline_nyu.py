@@ -38,8 +38,9 @@ def teacher_weights(tmp_path_factory):
 
 
 def _torchvision_teacher(weights: Path) -> str:
-    """The whole teacher.encoder replaced (the default's timm options do not apply to resnet18;
-    the default timm teacher runs in tests/test_nyu_teacher.py).
+    """The whole teacher.encoder replaced: the default's timm options do not apply to resnet18.
+
+    The default timm teacher runs in tests/test_nyu_teacher.py.
     """
     return f"teacher.encoder={{name: resnet18, kwargs: {{pretrained: '{weights}'}}}}"
 

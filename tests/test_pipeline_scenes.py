@@ -161,8 +161,10 @@ def _teacher_outputs(run):
 
 
 def test_a_six_class_teacher_checkpoint_under_probe_labels(tiny_run, tmp_path):
-    """The transfer teacher's folder as teacher.checkpoint on the 8-class scenes (a raw
-    'size mismatch' traceback before): its logits keep its 6 classes, kd and wcord.beta run.
+    """The transfer teacher's folder as teacher.checkpoint on the 8-class scenes.
+
+    Its logits keep its 6 classes, and kd and wcord.beta run (a raw 'size mismatch' traceback
+    before).
     """
     import shutil
 
@@ -268,8 +270,9 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_a_run_killed_mid_epoch_resumes_there_with_identical_weights(tmp_path):
-    """A real SIGKILL inside the second epoch of a distillation unit, with
-    runtime.checkpoint_every=1; the rerun of the same command resumes at that step.
+    """A real SIGKILL inside the second epoch of a distillation unit.
+
+    With runtime.checkpoint_every=1, the rerun of the same command resumes at that step.
     """
     import os
     import subprocess

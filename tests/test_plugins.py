@@ -1,6 +1,8 @@
-"""A package installed beside xmodal adds a front end, a dataset, a method and a probe through
-entry points, each with options reachable from ``--set`` with the built-ins' checks; a plugin that
-breaks its kind's contract is named with its package. Each run is a fresh process, as a user's is.
+"""A package installed beside xmodal adds a front end, a dataset, a method and a probe.
+
+They come through entry points, each with options reachable from ``--set`` with the built-ins'
+checks; a plugin that breaks its kind's contract is named with its package. Each run is a fresh
+process, as a user's is.
 """
 
 from __future__ import annotations
@@ -127,7 +129,8 @@ def test_the_same_options_from_a_yaml_file(site, tmp_path):
     [
         (
             "data.thermal_scenes.ambiant_c=25",
-            "unknown config key 'data.thermal_scenes.ambiant_c'; did you mean 'data.thermal_scenes.ambient_c'?",
+            "unknown config key 'data.thermal_scenes.ambiant_c'; "
+            "did you mean 'data.thermal_scenes.ambient_c'?",
         ),
         (
             "distill.cosine.weigth=2",
@@ -139,7 +142,8 @@ def test_the_same_options_from_a_yaml_file(site, tmp_path):
         ),
         (
             "frontends.thermal.scale=5",
-            "unknown config key 'frontends.thermal.scale'; did you mean 'frontends.thermal.scale_k'?",
+            "unknown config key 'frontends.thermal.scale'; "
+            "did you mean 'frontends.thermal.scale_k'?",
         ),
         ("probe.centroid.metric=manhattan", "'manhattan' is not one of 'cosine', 'euclidean'"),
         ("distill.methods=[none,cosin]", "unknown method 'cosin': did you mean 'cosine'"),

@@ -1,5 +1,6 @@
-"""Nothing executes from a file, nothing stale is reused, nothing is silently wrong (issue 13,
-and its second round: section 11).
+"""Nothing executes from a file, nothing stale is reused, nothing is silently wrong.
+
+Issue 13, and its second round: section 11.
 
 One test per finding of the hostile-user probe; each compares the run's values against a fresh
 run of the same settings (the module's ``fresh`` run, or one made in the test).
@@ -90,7 +91,9 @@ def _plant(path: Path, marker: Path) -> None:
 
 
 def test_planted_pickles_never_execute_at_any_load_site(fresh, tmp_path, capsys, monkeypatch):
-    """Sites (grep torch.load): training/resume.py (train-state.pt), core/cache.py
+    """A pickle planted at every torch.load site is never executed.
+
+    Sites (grep torch.load): training/resume.py (train-state.pt), core/cache.py
     load_checkpoint (encoder.pt, classifier.pt, teacher outputs, probe features),
     encoders/torchvision_resnet.py (a pretrained file, and torchvision's hub cache).
     """
@@ -133,8 +136,9 @@ def test_planted_pickles_never_execute_at_any_load_site(fresh, tmp_path, capsys,
 
 
 def test_data_change_recomputes_features_of_untrained_encoders(tmp_path):
-    """The random-init ``none`` student and a frozen (0-epoch) teacher keep their checkpoint
-    digest when the data changes; their features must not.
+    """A checkpoint digest may stay the same when the data changes; the features must not.
+
+    The cases: the random-init ``none`` student and a frozen (0-epoch) teacher.
     """
     frozen = ("teacher.optim.epochs=0",)
     assert main(_argv(tmp_path / "run", *frozen)) == 0
@@ -433,8 +437,10 @@ def test_bad_config_files_are_one_line(tmp_path, capsys):
 
 
 def test_a_job_that_loses_the_lock_race_by_microseconds_still_names_the_holder(tmp_path):
-    """The holder writes its name just after taking the lock; a second job that reads the file
-    in between waits for the name instead of saying 'another process'.
+    """The holder writes its name just after taking the lock.
+
+    A second job that reads the file in between waits for the name instead of saying 'another
+    process'.
     """
     import fcntl
     import threading
@@ -466,8 +472,10 @@ def test_a_job_that_loses_the_lock_race_by_microseconds_still_names_the_holder(t
 
 
 def _change_values(path: Path, *, keep_digest: bool = True) -> None:
-    """Rewrite a keyed cache with other values under the same key (and, with ``keep_digest``,
-    the digest recorded when it was written: a file changed behind xmodal's back).
+    """Rewrite a keyed cache with other values under the same key.
+
+    With ``keep_digest``, also keep the digest recorded when it was written: a file changed
+    behind xmodal's back.
     """
     entry = torch.load(path, weights_only=True)
     value = entry["value"]
@@ -531,7 +539,7 @@ def test_a_blow_up_with_finite_weights_is_refused_and_never_cached(
 ):
     run = _copy(fresh, tmp_path / "run")
     shutil.rmtree(run.joinpath(*WCORD))
-    for attempt in range(2):  # refused again: nothing was cached as done
+    for _attempt in range(2):  # refused again: nothing was cached as done
         capsys.readouterr()
         assert main(_argv(run, override)) == 2
         line = _error_line(capsys)

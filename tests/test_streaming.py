@@ -1,5 +1,7 @@
-"""Splits streamed from the HDF5 cache: the rows read equal the arrays, in any order, through any
-number of DataLoader workers; a run with workers trains what a run without them trains.
+"""Splits streamed from the HDF5 cache: the rows read equal the arrays.
+
+This holds in any order and through any number of DataLoader workers; a run with workers trains
+what a run without them trains.
 """
 
 from __future__ import annotations
@@ -91,7 +93,10 @@ def test_streamed_and_in_memory_splits_give_the_same_batches_through_workers(cac
         batches[name] = [(b["index"].tolist(), b["x"]) for epoch in range(2) for b in loader]
     for name in ("stream", "workers"):
         assert [i for i, _ in batches[name]] == [i for i, _ in batches["memory"]]
-        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(batches[name], batches["memory"]))
+        assert all(
+            torch.equal(a, b)
+            for (_, a), (_, b) in zip(batches[name], batches["memory"], strict=True)
+        )
 
 
 def test_a_corrupt_cache_is_one_clear_error(tmp_path):

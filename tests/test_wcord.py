@@ -230,8 +230,10 @@ def test_global_term_matches_per_anchor_reference() -> None:
 
 @pytest.mark.parametrize("masked", [False, True])
 def test_nce_global_term_matches_per_anchor_reference(masked: bool) -> None:
-    """estimator='nce': CRD's binary NCE with Z = N * mean(exp(scores)) estimated once, checked
-    against a float64 loop over anchors (masked negatives drop out of the negatives' sum only).
+    """estimator='nce': CRD's binary NCE with Z = N * mean(exp(scores)) estimated once.
+
+    Checked against a float64 loop over anchors (masked negatives drop out of the negatives' sum
+    only).
     """
     n, b, d, k, tau = 40, 5, 6, 8, 0.2
     labels = torch.arange(n) % 3
@@ -255,7 +257,7 @@ def test_nce_global_term_matches_per_anchor_reference(masked: bool) -> None:
 
     def reference(u: torch.Tensor, v: torch.Tensor, z: tuple[float, float] | None):
         sides = []
-        for anchors, partners, bank, swap in ((u, v, mem_s, False), (v, u, mem_t, True)):
+        for anchors, partners, bank, _swap in ((u, v, mem_s, False), (v, u, mem_t, True)):
             rows = []  # per anchor: the positive score and the kept negatives' scores
             for i in range(b):
                 keep = [j for j in neg[i].tolist() if not (masked and labels[j] == labels[idx[i]])]
@@ -275,7 +277,7 @@ def test_nce_global_term_matches_per_anchor_reference(masked: bool) -> None:
             )
         c = k / n  # K * P_noise, the masked columns counted as in CRD
         total = 0.0
-        for rows, zz in zip(sides, z):
+        for rows, zz in zip(sides, z, strict=True):
             for p, ns in rows:
                 prob = math.exp(p) / zz
                 total -= (
@@ -445,8 +447,9 @@ _SCALES = (0.01, 0.1, 1.0, 10.0)
 
 
 def _lipschitz_ratio(loss: WCoRDLoss, scale: float, seed: int = 9) -> float:
-    """``max |grad g| * tau`` over 512 random pairs of raw features at ``scale``, in ``t`` and in
-    ``s`` separately. The bound under ``lipschitz="spectral"`` is 1.
+    """``max |grad g| * tau`` over 512 random pairs of raw features at ``scale``.
+
+    Computed in ``t`` and in ``s`` separately. The bound under ``lipschitz="spectral"`` is 1.
     """
     g = _gen(seed)
     norm_t, norm_s = gradient_norms(
@@ -458,8 +461,10 @@ def _lipschitz_ratio(loss: WCoRDLoss, scale: float, seed: int = 9) -> float:
 
 
 def _adversarial_heads(loss: WCoRDLoss, steps: int = 300) -> None:
-    """Train the heads and critic to *maximise* the critic's gradient norm at small and large
-    feature scales: the worst case for a constraint (train mode, as in training).
+    """Train the heads and critic to *maximise* the critic's gradient norm.
+
+    At small and large feature scales, in train mode as in training: the worst case for a
+    constraint.
     """
     maximise_gradient(loss.score, loss.parameters(), (12, 10), _SCALES, steps)
 
@@ -525,8 +530,10 @@ def test_lipschitz_modes_project_onto_ball_or_sphere() -> None:
 
 @pytest.mark.parametrize("estimator, drop", [("nce", 0.2), ("infonce", 0.1)])
 def test_toy_distillation_recovers_pairs(estimator: str, drop: float) -> None:
-    """Student input = fixed random linear map of the teacher features + noise: WCoRD must align
-    them under either estimator (NCE's loss keeps a floor from its negatives' terms).
+    """WCoRD must align a student input that is a noisy linear map of the teacher features.
+
+    The map is fixed and random; this holds under either estimator (NCE's loss keeps a floor from
+    its negatives' terms).
     """
     n, dt, dy, ds, b = 256, 32, 24, 16, 64
     g = _gen(0)
@@ -631,7 +638,7 @@ def test_bilinear_starts_as_dot_critic() -> None:
 
 @pytest.mark.parametrize("per_anchor", [False, True])
 def test_mlp_critic_chunked_matches_direct_loop(per_anchor: bool) -> None:
-    """Chunked (and checkpointed) scoring against K negatives == a loop over pairs, values and grads."""
+    """Chunked (and checkpointed) scoring of K negatives == a loop over pairs, values and grads."""
     b, k, d, hidden = 3, 11, 4, 5
     torch.manual_seed(0)
     options = WCoRDConfig(embed_dim=d, tau=0.5, critic_hidden=hidden)
@@ -663,9 +670,9 @@ def test_mlp_critic_chunked_matches_direct_loop(per_anchor: bool) -> None:
         (st.square().sum() + ss.sin().sum()).backward()
         grads = [p.grad.clone() for p in critic.parameters()]
         results.append((st.detach(), ss.detach(), u.grad, v.grad, grads))
-    for got, want in zip(results[0][:4], results[1][:4]):
+    for got, want in zip(results[0][:4], results[1][:4], strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    for got, want in zip(results[0][4], results[1][4]):
+    for got, want in zip(results[0][4], results[1][4], strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
@@ -698,8 +705,9 @@ def test_spectral_critic_lipschitz_on_sphere(kind: str) -> None:
 @pytest.mark.parametrize("kind", CRITICS)
 @pytest.mark.parametrize("masked", [False, True])
 def test_global_term_reference_all_critics(kind: str, masked: bool) -> None:
-    """Exact value against a per-anchor loop scoring g(u_i, mS_k) and g(mT_k, v_i), per-anchor
-    negatives, with and without same-class masking.
+    """Exact value against a per-anchor loop scoring g(u_i, mS_k) and g(mT_k, v_i).
+
+    Per-anchor negatives, with and without same-class masking.
     """
     n, b, d, k, tau = 40, 5, 6, 8, 0.2
     labels = torch.arange(n) % 3
@@ -852,13 +860,15 @@ def test_sharing_anchor_sampler_and_equal_sets() -> None:
         z = anchor_loss(s, t, indices=idx, negatives=shared_set.expand(b, -1).clone())
         torch.testing.assert_close(z["global"], a["global"])
         a["loss"].backward(), z["loss"].backward()
-        for pa, pz in zip(batch_loss.parameters(), anchor_loss.parameters()):
+        for pa, pz in zip(batch_loss.parameters(), anchor_loss.parameters(), strict=True):
             torch.testing.assert_close(pz.grad, pa.grad, atol=1e-6, rtol=1e-5)
 
 
 def test_sharing_modes_same_expected_statistics() -> None:
-    """Both samplers draw K uniform rows from the same allowed set: the mean per-anchor
-    denominator sum_k exp g(u_i, m_k) matches its exact expectation, and the mean losses agree.
+    """Both samplers draw K uniform rows from the same allowed set.
+
+    The mean per-anchor denominator sum_k exp g(u_i, m_k) matches its exact expectation, and the
+    mean losses agree.
     """
     b, k = 4, 6
     batch_loss = _banked_loss(num_negatives=k, seed=0).eval()
@@ -946,8 +956,10 @@ def test_gradient_penalty_value_and_total() -> None:
 
 
 def test_gradient_penalty_zero_within_bound() -> None:
-    """Features whose projections are long: |grad g| < 1/tau at every pair, so the one-sided
-    penalty is exactly 0 (and it is 0 under the other modes whatever the critic).
+    """Features whose projections are long: |grad g| < 1/tau at every pair.
+
+    So the one-sided penalty is exactly 0 (and it is 0 under the other modes whatever the
+    critic).
     """
     loss = WCoRDLoss(10, 12, num_samples=40, embed_dim=8, lipschitz="gradient_penalty")
     t, s = _features(16, 12, 10, seed=9)
@@ -986,8 +998,10 @@ def test_gradient_penalty_trains_heads_and_critic_not_student() -> None:
 
 
 def test_gradient_penalty_keeps_measured_lipschitz_near_bound() -> None:
-    """Toy distillation from a steep start: with the penalty the measured constant at the data's
-    pairs ends within a few percent of 1/tau; without it, it stays well above.
+    """Toy distillation from a steep start, with and without the gradient penalty.
+
+    With the penalty the measured constant at the data's pairs ends within a few percent of
+    1/tau; without it, it stays well above.
     """
     n, b, tau = 128, 32, 0.07
     g = _gen(0)
@@ -1087,7 +1101,11 @@ def test_total_objective_alpha_beta_against_hand_computation(alpha: float, beta:
             p_s = [math.exp(x / temperature) for x in logits[i].tolist()]
             p_t = [math.exp(x / temperature) for x in teacher_logits[idx[i]].double().tolist()]
             p_s, p_t = [x / sum(p_s) for x in p_s], [x / sum(p_t) for x in p_t]
-            kd += temperature**2 * sum(pt * math.log(pt / ps) for pt, ps in zip(p_t, p_s)) / b
+            kd += (
+                temperature**2
+                * sum(pt * math.log(pt / ps) for pt, ps in zip(p_t, p_s, strict=True))
+                / b
+            )
         want += alpha * ce + beta * kd
         if alpha > 0:
             assert float(out["ce"]) == pytest.approx(ce, rel=1e-5)
@@ -1145,8 +1163,9 @@ def test_unconverged_local_solver_warns_once_and_logs_error(solver: str) -> None
 
 
 def test_local_tolerance_is_relative_to_mass_per_point() -> None:
-    """The same relative tolerance gives the same error in units of 1/B at any batch size, so
-    the absolute error shrinks with B (an absolute 1e-4 would be 10 % of a point at B = 1024).
+    """The same relative tolerance gives the same error in units of 1/B at any batch size.
+
+    So the absolute error shrinks with B (an absolute 1e-4 would be 10 % of a point at B = 1024).
     """
     for b in (8, 512):
         loss = WCoRDLoss(
@@ -1173,9 +1192,10 @@ def test_local_tolerance_is_relative_to_mass_per_point() -> None:
 
 
 def test_bf16_autocast_keeps_projections_plan_and_terms_in_float32() -> None:
-    """runtime.mixed_precision=bf16 on a CPU: the heads' matmuls may run in bf16, but the ball
-    projection, both terms and the OT plan are float32, and the loss stays within bf16's
-    rounding of the float32 loss.
+    """runtime.mixed_precision=bf16 on a CPU: the loss stays within bf16's rounding of float32.
+
+    The heads' matmuls may run in bf16, but the ball projection, both terms and the OT plan are
+    float32.
     """
     t, s = _features(16, 12, 10, seed=3)
     torch.manual_seed(0)

@@ -1,6 +1,8 @@
-"""The zero-shot probe: class prompts through a CLIP teacher's text tower and the objective's
-heads, against a hand computation on a tiny random open_clip model built offline; its refusal at
-load; skipping for methods without heads; and one tiny scenes run writing zero-shot rows.
+"""The zero-shot probe: class prompts through a CLIP teacher's text tower and the heads.
+
+They are the objective's heads, checked against a hand computation on a tiny random open_clip
+model built offline; also its refusal at load, skipping for methods without heads, and one
+tiny scenes run writing zero-shot rows.
 """
 
 from __future__ import annotations
