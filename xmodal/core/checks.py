@@ -40,6 +40,17 @@ def _integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def require_ints(owner: str, *checks: tuple[str, Any, int]) -> None:
+    """Raise ``ValueError`` at the first ``(name, value, low)`` whose value is no int >= ``low``.
+
+    For constructor arguments (sizes, seeds): ``"{owner}: {name} must be an int >= {low}, got
+    {value!r}"``. A bool is no int here.
+    """
+    for name, value, low in checks:
+        if not (_integer(value) and value >= low):
+            raise ValueError(f"{owner}: {name} must be an int >= {low}, got {value!r}")
+
+
 def positive() -> Rule:
     """A finite number > 0."""
     return (lambda v: _number(v) and v > 0), "a finite number > 0"

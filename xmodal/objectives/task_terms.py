@@ -126,3 +126,21 @@ class LabelTerms(nn.Module):
             out["kd"] = kd.detach()
         out["loss"] = loss
         return out
+
+    def added_to(
+        self,
+        out: dict[str, Tensor],
+        student: Tensor,
+        labels: Tensor | None,
+        indices: Tensor,
+        *,
+        missing: str,
+    ) -> dict[str, Tensor]:
+        """An objective's outputs ``out`` with these terms merged in and added to its ``loss``.
+
+        Raises ``ValueError(missing)`` when the batch has no ``labels``.
+        """
+        if labels is None:
+            raise ValueError(missing)
+        terms = self(student, labels, indices)
+        return {**out, **terms, "loss": out["loss"] + terms["loss"]}

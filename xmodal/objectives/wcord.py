@@ -31,6 +31,7 @@ from xmodal.core.checks import (
     non_negative,
     positive,
     require,
+    require_ints,
 )
 from xmodal.core.registry import METHODS
 from xmodal.objectives.critic import Critic, ProjectionHead, build_critic
@@ -238,14 +239,13 @@ class WCoRDLoss(Objective):
         **overrides: Any,
     ) -> None:
         super().__init__()
-        for name, value, low in (
+        require_ints(
+            "WCoRDLoss",
             ("student_dim", student_dim, 1),
             ("teacher_dim", teacher_dim, 1),
             ("num_samples", num_samples, 2),
             ("seed", seed, 0),
-        ):
-            if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
-                raise ValueError(f"WCoRDLoss: {name} must be an int >= {low}, got {value!r}")
+        )
         options = config if config is not None else WCoRDConfig()
         if overrides:
             try:
@@ -435,10 +435,8 @@ class WCoRDLoss(Objective):
             "student_embed": v.detach(),
         }
         if self.label_terms is not None:
-            if labels is None:
-                raise ValueError("WCoRDLoss: alpha > 0 or beta > 0 needs the batch's labels")
-            terms = self.label_terms(student, labels, indices)
-            out = {**out, **terms, "loss": out["loss"] + terms["loss"]}
+            missing = "WCoRDLoss: alpha > 0 or beta > 0 needs the batch's labels"
+            out = self.label_terms.added_to(out, student, labels, indices, missing=missing)
         return out
 
     # ------------------------------------------------------------------ terms

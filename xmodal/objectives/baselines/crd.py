@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from xmodal.core.checks import literal_rules, non_negative, positive, require
+from xmodal.core.checks import literal_rules, non_negative, positive, require, require_ints
 from xmodal.core.registry import METHODS
 from xmodal.objectives.critic import ProjectionHead
 from xmodal.objectives.memory_bank import MemoryBank, negatives_per_step
@@ -137,14 +137,13 @@ class CRDObjective(Objective):
     ) -> None:
         super().__init__()
         config = config if config is not None else CRDConfig()
-        for name, value, low in (
+        require_ints(
+            "CRDObjective",
             ("student_dim", student_dim, 1),
             ("teacher_dim", teacher_dim, 1),
             ("num_samples", num_samples, 2),
             ("seed", seed, 0),
-        ):
-            if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
-                raise ValueError(f"CRDObjective: {name} must be an int >= {low}, got {value!r}")
+        )
         if config.negatives == "other_class" and sample_labels is None:
             raise ValueError(
                 "CRDObjective: negatives=other_class needs sample_labels (the [N] labels "
@@ -312,10 +311,8 @@ class CRDObjective(Objective):
             "student_embed": v.detach(),
         }
         if self.label_terms is not None:
-            if labels is None:
-                raise ValueError("CRDObjective: alpha > 0 needs the batch's labels")
-            terms = self.label_terms(student, labels, indices)
-            out = {**out, **terms, "loss": total + terms["loss"]}
+            missing = "CRDObjective: alpha > 0 needs the batch's labels"
+            out = self.label_terms.added_to(out, student, labels, indices, missing=missing)
         return out
 
     @torch.no_grad()

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xmodal.core.checks import positive, require
+from xmodal.core.checks import positive, require, require_ints
 from xmodal.core.registry import METHODS
 from xmodal.objectives.objective import Objective, ObjectiveContext
 
@@ -72,9 +72,9 @@ class FitNetObjective(Objective):
     ) -> None:
         super().__init__()
         config = config if config is not None else FitNetConfig()
-        for name, value in (("student_dim", student_dim), ("teacher_dim", teacher_dim)):
-            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-                raise ValueError(f"FitNetObjective: {name} must be an int >= 1, got {value!r}")
+        require_ints(
+            "FitNetObjective", ("student_dim", student_dim, 1), ("teacher_dim", teacher_dim, 1)
+        )
         self.config = config
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

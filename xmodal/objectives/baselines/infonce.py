@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xmodal.core.checks import at_least, holds, positive, require
+from xmodal.core.checks import at_least, holds, positive, require, require_ints
 from xmodal.core.registry import METHODS
 from xmodal.objectives.critic import ProjectionHead
 from xmodal.objectives.gather import all_gather_with_grad, rank
@@ -121,13 +121,12 @@ class InfoNCEObjective(Objective):
     ) -> None:
         super().__init__()
         config = config if config is not None else InfoNCEConfig()
-        for name, value, low in (
+        require_ints(
+            "InfoNCEObjective",
             ("student_dim", student_dim, 1),
             ("teacher_dim", teacher_dim, 1),
             ("seed", seed, 0),
-        ):
-            if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
-                raise ValueError(f"InfoNCEObjective: {name} must be an int >= {low}, got {value!r}")
+        )
         self.config = config
         self.student_dim, self.teacher_dim = student_dim, teacher_dim
         self.max_log_scale = math.log(config.max_logit_scale)
