@@ -16,7 +16,7 @@ from torch import Tensor
 
 from xmodal.core.checks import at_least, positive, require
 from xmodal.core.registry import PROBES
-from xmodal.evaluation.linear_probe import accuracies
+from xmodal.evaluation.linear_probe import accuracies, require_finite
 
 
 @dataclass
@@ -89,9 +89,7 @@ class KNNProbe:
         num_classes: int,
     ) -> KNNResult:
         """Each split is ``(features [N, D], labels [N])``; train + val form the bank."""
-        for name, (feats, _) in (("train", train), ("val", val), ("test", test)):
-            if not torch.isfinite(feats).all():
-                raise ValueError(f"k-NN probe: {name} features contain NaN or inf")
+        require_finite("k-NN probe", {"train": train[0], "val": val[0], "test": test[0]})
         bank, bank_labels = torch.cat([train[0], val[0]]), torch.cat([train[1], val[1]])
         votes = knn_votes(
             bank, bank_labels, test[0], num_classes, self.config.k, self.config.temperature

@@ -103,6 +103,13 @@ def accuracies(logits: Tensor, y: Tensor, num_classes: int) -> tuple[float, floa
     return float(correct.mean()), float(torch.stack(per_class).mean())
 
 
+def require_finite(probe: str, splits: dict[str, Tensor]) -> None:
+    """Raise ``ValueError`` naming the first of ``splits`` whose features hold NaN or inf."""
+    for name, feats in splits.items():
+        if not torch.isfinite(feats).all():
+            raise ValueError(f"{probe}: {name} features contain NaN or inf")
+
+
 def standardiser(reference: Tensor) -> Callable[[Tensor], Tensor]:
     """Function standardising features with ``reference``'s per-dimension mean and std."""
     mean, std = reference.double().mean(0), reference.double().std(0).clamp_min(1e-6)
@@ -130,9 +137,7 @@ class LinearProbe:
     ) -> ProbeResult:
         """Each split is ``(features [N, D], labels [N])``."""
         (xtr, ytr), (xva, yva), (xte, yte) = train, val, test
-        for name, feats in (("train", xtr), ("val", xva), ("test", xte)):
-            if not torch.isfinite(feats).all():
-                raise ValueError(f"linear probe: {name} features contain NaN or inf")
+        require_finite("linear probe", {"train": xtr, "val": xva, "test": xte})
         norm = standardiser(xtr)
         xs, xv = norm(xtr), norm(xva)
         best_acc, best_l2, best_fit, previous = -1.0, self.config.l2_grid[0], None, None

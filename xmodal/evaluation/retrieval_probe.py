@@ -20,7 +20,7 @@ from torch import Tensor
 
 from xmodal.core.checks import each, positive, require
 from xmodal.core.registry import PROBES
-from xmodal.evaluation.linear_probe import standardiser
+from xmodal.evaluation.linear_probe import require_finite, standardiser
 
 RECALL_AT = (1, 5, 10)
 METRICS = tuple(f"{d}_recall@{k}" for d in ("s2t", "t2s") for k in RECALL_AT) + (
@@ -99,8 +99,7 @@ class RetrievalProbe:
         """
         for side, feats in (("teacher", teacher), ("student", student)):
             for split in ("train", "val", "test"):
-                if not torch.isfinite(feats[split]).all():
-                    raise ValueError(f"retrieval probe: {side} {split} features contain NaN or inf")
+                require_finite("retrieval probe", {f"{side} {split}": feats[split]})
                 if len(feats[split]) != len(teacher[split]):
                     raise ValueError(
                         f"retrieval probe: {split} has {len(student[split])} student "

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from xmodal.core.checks import require
 from xmodal.core.registry import PROBES
-from xmodal.evaluation.linear_probe import accuracies
+from xmodal.evaluation.linear_probe import accuracies, require_finite
 from xmodal.objectives.shared_heads import SharedHeads
 
 #: a few of CLIP's ImageNet prompt templates
@@ -186,8 +186,7 @@ class ZeroShotProbe:
         ``features`` ``[N, D]`` and ``labels`` ``[N]`` of the test split; ``classes``
         ``[C, Dt]`` from :func:`class_text_embeddings`; ``heads`` None for the teacher itself.
         """
-        if not torch.isfinite(features).all():
-            raise ValueError("zero-shot probe: test features contain NaN or inf")
+        require_finite("zero-shot probe", {"test": features})
         sims = zero_shot_similarities(features, classes, heads)
         accuracy, mean_class = accuracies(sims, labels.long(), len(classes))
         return ZeroShotResult(
