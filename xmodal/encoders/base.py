@@ -288,6 +288,15 @@ class Encoder(nn.Module):
         return last.flatten(2).mean(-1)
 
 
+def chain_stages(stages: nn.ModuleList, x: Tensor) -> list[Tensor]:
+    """Run ``x`` through ``stages`` in turn and return every stage's output, finest first."""
+    maps = []
+    for stage in stages:
+        x = stage(x)
+        maps.append(x)
+    return maps
+
+
 def create_encoder(
     name: str,
     modality: str,

@@ -12,6 +12,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from xmodal.core.registry import BACKBONES
+from xmodal.encoders.base import chain_stages
 
 Norm = Literal["batch", "group"]
 
@@ -92,12 +93,7 @@ class CifarResNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> list[Tensor]:
         """``[B, C, H, W]`` -> the three stages' maps, at ``H``, ``H/2`` and ``H/4``."""
-        x = self.stem(x)
-        maps = []
-        for stage in self.stages:
-            x = stage(x)
-            maps.append(x)
-        return maps
+        return chain_stages(self.stages, self.stem(x))
 
 
 def _register(

@@ -186,26 +186,35 @@ def adapt_input_conv(root: nn.Module, in_channels: int) -> nn.Conv2d:
     for parent in root.modules():
         for name, child in parent.named_children():
             if isinstance(child, nn.Conv2d) and child.in_channels == 3:
-                padding = child.padding if isinstance(child.padding, str) else pair(child.padding)
-                new = nn.Conv2d(
-                    in_channels,
-                    child.out_channels,
-                    pair(child.kernel_size),
-                    pair(child.stride),
-                    padding,
-                    pair(child.dilation),
-                    child.groups,
-                    bias=child.bias is not None,
-                    padding_mode=child.padding_mode,
-                )
-                with torch.no_grad():
-                    mean = child.weight.mean(dim=1, keepdim=True)
-                    new.weight.copy_(mean.repeat(1, in_channels, 1, 1) * (3.0 / in_channels))
-                    if child.bias is not None and new.bias is not None:
-                        new.bias.copy_(child.bias)
+                new = adapt_conv(child, in_channels)
                 setattr(parent, name, new)
                 return new
     raise XmodalError(f"found no 3-channel input convolution to adapt to {in_channels} channels")
+
+
+def adapt_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """``conv`` for ``in_channels`` inputs: its filters averaged over RGB, repeated, rescaled.
+
+    The scale ``3 / in_channels`` keeps the activations' magnitude; the bias is copied.
+    """
+    padding = conv.padding if isinstance(conv.padding, str) else pair(conv.padding)
+    new = nn.Conv2d(
+        in_channels,
+        conv.out_channels,
+        pair(conv.kernel_size),
+        pair(conv.stride),
+        padding,
+        pair(conv.dilation),
+        conv.groups,
+        bias=conv.bias is not None,
+        padding_mode=conv.padding_mode,
+    )
+    with torch.no_grad():
+        mean = conv.weight.mean(dim=1, keepdim=True)
+        new.weight.copy_(mean.repeat(1, in_channels, 1, 1) * (3.0 / in_channels))
+        if conv.bias is not None and new.bias is not None:
+            new.bias.copy_(conv.bias)
+    return new
 
 
 def pair(values: tuple[int, ...]) -> tuple[int, int]:

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from xmodal.core.registry import BACKBONES
+from xmodal.encoders.base import chain_stages
 
 Norm = Literal["batch", "group"]
 WIDTHS = (64, 128, 256)
@@ -131,11 +132,7 @@ class PointNet(nn.Module):
         """``[B, C, N]`` -> per-point features of every stage, ``[B, C_i, N]``."""
         if x.ndim != 3:
             raise ValueError(f"pointnet takes point sets [B, C, N], got {list(x.shape)}")
-        maps = []
-        for stage in self.stages:
-            x = stage(x)
-            maps.append(x)
-        return maps
+        return chain_stages(self.stages, x)
 
     def pool(self, last: Tensor) -> Tensor:
         """Last stage ``[B, C, N]`` -> embedding ``[B, C]``: max over points, then normalised."""

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from xmodal.core.checks import at_least, one_of, require, within
 from xmodal.core.registry import BACKBONES
+from xmodal.encoders.base import chain_stages
 
 Norm = Literal["batch", "group"]
 SEQUENCE = "sequence"  # the layout: [B, C, T] (xmodal.encoders.base.SEQUENCE)
@@ -133,12 +134,7 @@ class TemporalConvNet(nn.Module):
                 f"temporal_conv takes sequences [B, C={self.in_channels}, T >= 1] (channels "
                 f"first), got {list(x.shape)}"
             )
-        x = self.stem(x)
-        maps = []
-        for stage in self.stages:
-            x = stage(x)
-            maps.append(x)
-        return maps
+        return chain_stages(self.stages, self.stem(x))
 
     def pool(self, last: Tensor) -> Tensor:
         """Last stage ``[B, C, T]`` -> embedding ``[B, C]``: the average over time."""

@@ -19,13 +19,10 @@ from torch import Tensor, nn
 
 from xmodal.core.errors import XmodalError
 from xmodal.core.registry import BACKBONES
+from xmodal.encoders.base import chain_stages
+from xmodal.encoders.library_backbone import adapt_conv
 
 _WEIGHTS = {"resnet18": "ResNet18_Weights", "resnet50": "ResNet50_Weights"}
-
-
-def pair(values: tuple[int, ...]) -> tuple[int, int]:
-    """A 2-D convolution's ``(height, width)`` setting, as ``nn.Conv2d`` stores it."""
-    return values[0], values[1]
 
 
 class TorchvisionResNet(nn.Module):
@@ -39,7 +36,7 @@ class TorchvisionResNet(nn.Module):
         if pretrained:
             net.load_state_dict(_load_state_dict(arch, pretrained))
         if in_channels != 3:
-            net.conv1 = _adapt_conv(net.conv1, in_channels)
+            net.conv1 = adapt_conv(net.conv1, in_channels)
         if small_input:  # CIFAR-sized inputs: keep resolution in the stem
             old = net.conv1
             net.conv1 = nn.Conv2d(in_channels, old.out_channels, 3, 1, 1, bias=False)
@@ -57,29 +54,7 @@ class TorchvisionResNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> list[Tensor]:
         """``[B, C, H, W]`` -> the four stages' maps, at strides 4, 8, 16 and 32."""
-        x = self.stem(x)
-        maps = []
-        for stage in self.stages:
-            x = stage(x)
-            maps.append(x)
-        return maps
-
-
-def _adapt_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
-    """``conv`` for ``in_channels`` inputs: its filters averaged over RGB, repeated, rescaled."""
-    padding = conv.padding if isinstance(conv.padding, str) else pair(conv.padding)
-    new = nn.Conv2d(
-        in_channels,
-        conv.out_channels,
-        pair(conv.kernel_size),
-        pair(conv.stride),
-        padding,
-        bias=False,
-    )
-    with torch.no_grad():
-        mean = conv.weight.mean(dim=1, keepdim=True)
-        new.weight.copy_(mean.repeat(1, in_channels, 1, 1) * (3.0 / in_channels))
-    return new
+        return chain_stages(self.stages, self.stem(x))
 
 
 def _load_state_dict(arch: str, pretrained: str) -> dict[str, Tensor]:
