@@ -17,6 +17,13 @@ from typing import Any
 from rich.console import Console
 
 
+def add_overrides(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """Add the repeatable ``--set KEY=VALUE`` option (into ``overrides``) to ``parser``."""
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help_text
+    )
+
+
 def add_data_parser(sub: Any, parser_class: type, add_command: Callable[..., Any]) -> None:
     """Add ``xmodal data`` and its verbs to the subcommands ``sub``."""
     data = add_command(
@@ -44,13 +51,9 @@ def add_data_parser(sub: Any, parser_class: type, add_command: Callable[..., Any
         help="a dataset's file (the NYU labeled .mat, a dataset cache, a paired manifest "
         ".csv or .jsonl, a plugin's) or any HDF5 file; exits 1 when it has problems",
     )
-    info.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an option of the file's dataset, e.g. data.paired.ignore_columns=[notes], or "
+    add_overrides(
+        info,
+        "an option of the file's dataset, e.g. data.paired.ignore_columns=[notes], or "
         "plugins=[module] (repeatable)",
     )
     prep = add_command(
@@ -65,14 +68,7 @@ def add_data_parser(sub: Any, parser_class: type, add_command: Callable[..., Any
         "--data", help="source file (nyu-depth: nyu_depth_v2_labeled.mat; paired: the manifest)"
     )
     prep.add_argument("--out", help="run directory whose cache to fill (default: runs/DATASET)")
-    prep.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config key (repeatable)",
-    )
+    add_overrides(prep, "override one config key (repeatable)")
     dl = add_command(
         verbs,
         "download",

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 import xmodal
-from xmodal.cli.data_commands import add_data_parser, run_data_command
+from xmodal.cli.data_commands import add_data_parser, add_overrides, run_data_command
 from xmodal.core.cache import output_error, write_text_atomic
 from xmodal.core.errors import DeprecatedSpelling, OutputError, XmodalError
 from xmodal.core.registry import REGISTRIES
@@ -117,13 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("pipeline", help="pipeline name (see 'xmodal list pipelines')")
     run.add_argument("--out", help="run directory (default: runs/PIPELINE)")
     run.add_argument("--config", help="YAML file overriding the pipeline's config")
-    run.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config key, e.g. --set distill.optim.epochs=5 (repeatable)",
+    add_overrides(
+        run,
+        "override one config key, e.g. --set distill.optim.epochs=5 (repeatable)",
     )
     run.add_argument("--data", help="the dataset file, for datasets that read one (nyu-depth)")
     run.later.append(_launch_arguments)
@@ -159,13 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the target's run, else scenes)",
     )
     probe.add_argument("--config", help="YAML file overriding that config")
-    probe.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config key, e.g. --set probe.knn.k=10 (repeatable)",
+    add_overrides(
+        probe,
+        "override one config key, e.g. --set probe.knn.k=10 (repeatable)",
     )
     probe.add_argument(
         "--modality",
