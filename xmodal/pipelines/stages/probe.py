@@ -246,19 +246,6 @@ def _text_inputs(
     }
 
 
-def _frozen_outputs(
-    ctx: RunContext,
-    model: ModelRecord,
-    tag: str,
-    memo: dict[Path, KeyedEntry],
-    extract: Callable[[Any, str], Any],
-    everywhere: bool = True,
-) -> dict[str, Any]:
-    """``{split: extract(encoder, split)}`` of the frozen encoder (see :func:`_frozen_entry`)."""
-    value: dict[str, Any] = _frozen_entry(ctx, model, tag, memo, extract, everywhere).value
-    return value
-
-
 def _frozen_entry(
     ctx: RunContext,
     model: ModelRecord,

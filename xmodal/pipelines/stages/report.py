@@ -18,7 +18,7 @@ from xmodal.evaluation.features import extract_features
 from xmodal.evaluation.report import probe_tables, write_embeddings, write_report
 from xmodal.evaluation.summary import gap_closed_per_seed, summarise
 from xmodal.pipelines.context import RunContext
-from xmodal.pipelines.stages.probe import SPLITS, _frozen_outputs
+from xmodal.pipelines.stages.probe import SPLITS, _frozen_entry
 from xmodal.pipelines.state import stage
 
 
@@ -98,7 +98,7 @@ def _write_test_embeddings(ctx: RunContext) -> None:
 
     for model in (m for m in models if m.seed == seed):
         if set(SPLITS) <= set(dataset.splits):  # the probe stage's cache (filled by it, usually)
-            feats = _frozen_outputs(ctx, model, "", {}, extract, everywhere=False)["test"]
+            feats = _frozen_entry(ctx, model, "", {}, extract, everywhere=False).value["test"]
         else:  # e.g. cifar100 (train/test only, no probe stage): the test split alone
             feats = extract(load_encoder(model.checkpoint), "test")
         panels.append(
