@@ -24,7 +24,7 @@ from xmodal.objectives.critic import PROJECTIONS, project
 from xmodal.objectives.embedding_storage import STORAGE_DTYPES, random_unit_rows
 from xmodal.objectives.memory_options import MemoryOptions
 
-__all__ = ["MemoryBank", "negatives_per_step"]
+__all__ = ["MemoryBank", "is_integer", "negatives_per_step"]
 
 
 def negatives_per_step(requested: int, num_samples: int, indices: Tensor | None = None) -> int:
@@ -41,6 +41,11 @@ def negatives_per_step(requested: int, num_samples: int, indices: Tensor | None 
             f"num_samples={num_samples}; use num_samples > batch size"
         )
     return count
+
+
+def is_integer(x: Tensor) -> bool:
+    """Whether ``x`` holds integers (no float, complex or bool dtype): indices and labels."""
+    return not (x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool)
 
 
 class MemoryBank(nn.Module):
@@ -85,11 +90,7 @@ class MemoryBank(nn.Module):
             if not isinstance(labels, Tensor) or labels.shape != (size,):
                 shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
                 raise ValueError(f"MemoryBank: labels must be a [{size}] tensor, got {shape}")
-            if (
-                labels.dtype.is_floating_point
-                or labels.dtype.is_complex
-                or labels.dtype == torch.bool
-            ):
+            if not is_integer(labels):
                 raise ValueError(
                     f"MemoryBank: labels must be an integer tensor, got {labels.dtype}"
                 )

@@ -36,7 +36,7 @@ from xmodal.core.checks import (
 from xmodal.core.registry import METHODS
 from xmodal.objectives.critic import Critic, ProjectionHead, build_critic
 from xmodal.objectives.gather import all_gather_with_grad
-from xmodal.objectives.memory_bank import MemoryBank, negatives_per_step
+from xmodal.objectives.memory_bank import MemoryBank, is_integer, negatives_per_step
 from xmodal.objectives.memory_options import MemoryOptions
 from xmodal.objectives.nce import nce_loss, nce_normaliser
 from xmodal.objectives.negative_memory import Memory, build_memories
@@ -264,7 +264,7 @@ class WCoRDLoss(Objective):
                     f"WCoRDLoss: sample_labels must be a [num_samples={num_samples}] tensor, "
                     f"got {got}"
                 )
-            if not _is_integer(sample_labels):
+            if not is_integer(sample_labels):
                 raise ValueError(
                     f"WCoRDLoss: sample_labels must be an integer tensor, got {sample_labels.dtype}"
                 )
@@ -387,9 +387,9 @@ class WCoRDLoss(Objective):
                 f"{tuple(teacher_features.shape)}, "
                 f"student {tuple(student_features.shape)}, indices {tuple(indices.shape)}"
             )
-        if not _is_integer(indices):
+        if not is_integer(indices):
             raise ValueError(f"WCoRDLoss: indices must be an integer tensor, got {indices.dtype}")
-        if labels is not None and (labels.shape != (batch,) or not _is_integer(labels)):
+        if labels is not None and (labels.shape != (batch,) or not is_integer(labels)):
             raise ValueError(
                 f"WCoRDLoss: labels must be a [B={batch}] integer tensor, got "
                 f"{labels.dtype} {tuple(labels.shape)}"
@@ -649,7 +649,3 @@ class WCoRDLocal(WCoRDLoss):
     """``wcord`` with ``lambda_global = 0``: no memory, no negatives."""
 
     fixed: ClassVar[dict[str, float]] = {"lambda_global": 0.0}
-
-
-def _is_integer(x: Tensor) -> bool:
-    return not (x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool)

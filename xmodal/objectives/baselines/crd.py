@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from xmodal.core.checks import literal_rules, non_negative, positive, require, require_ints
 from xmodal.core.registry import METHODS
 from xmodal.objectives.critic import ProjectionHead
-from xmodal.objectives.memory_bank import MemoryBank, negatives_per_step
+from xmodal.objectives.memory_bank import MemoryBank, is_integer, negatives_per_step
 from xmodal.objectives.memory_options import MemoryOptions
 from xmodal.objectives.nce import nce_loss, nce_normaliser
 from xmodal.objectives.negative_memory import build_memories
@@ -238,11 +238,7 @@ class CRDObjective(Objective):
                 f"CRDObjective: need student [B, Ds], teacher [B, Dt], indices [B] with B >= 1, "
                 f"got {tuple(student.shape)}, {tuple(teacher.shape)}, {tuple(indices.shape)}"
             )
-        if (
-            indices.dtype.is_floating_point
-            or indices.dtype.is_complex
-            or indices.dtype == torch.bool
-        ):
+        if not is_integer(indices):
             raise ValueError(
                 f"CRDObjective: indices must be an integer tensor, got {indices.dtype}"
             )
