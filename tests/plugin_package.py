@@ -1,7 +1,9 @@
-"""A third-party package, built and pip-installed by the tests into a folder put on
-``PYTHONPATH``: a module and a ``pyproject.toml`` declaring its entry points. It registers one component of each pluggable
-kind it exercises, each with an option: a ``thermal`` front end, a ``thermal-scenes`` dataset, a
-``cosine`` method and a ``centroid`` probe.
+"""A third-party package written by the tests, pip-installed into a folder put on ``PYTHONPATH``.
+
+A module and a ``pyproject.toml`` declaring its entry points. It registers a component of four
+kinds, each with an option: a ``thermal`` front end, a ``thermal-scenes`` dataset, a ``cosine``
+method and a ``centroid`` probe. The worked example of a plugin package, with one component of
+each kind, is ``examples/xmodal-imu`` (``tests/test_example_plugin.py``).
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class ThermalScenes(ScenesSource):
     def load(self, cache_path):
         loaded = super().load(cache_path)
         for split in loaded.splits.values():
-            split.derive("thermal", "depth", lambda depth, rows: 273.15 + 20.0 + 8.0 / (1.0 + depth.float()))
+            split.derive("thermal", "depth", lambda d, rows: 293.15 + 8.0 / (1.0 + d.float()))
         return loaded
 
 
@@ -115,7 +117,8 @@ class CentroidProbe:
         y = torch.cat([train[1], val[1]])
         centroids = torch.stack([x[y == c].mean(0) for c in range(num_classes)])
         if self.config.metric == "cosine":
-            score = nn.functional.normalize(test[0], dim=1) @ nn.functional.normalize(centroids, dim=1).T
+            unit = nn.functional.normalize
+            score = unit(test[0], dim=1) @ unit(centroids, dim=1).T
         else:
             score = -torch.cdist(test[0], centroids)
         return {"accuracy": float((score.argmax(1) == test[1]).float().mean())}
@@ -142,7 +145,8 @@ ENTRY_POINTS = {
 
 
 def write_project(folder: Path, broken: bool = False) -> Path:
-    """The package's source project (``pyproject.toml`` with its entry points, and the module);
+    """Write the package's source project: ``pyproject.toml`` with its entry points, the module.
+
     ``broken`` also registers a front end that breaks the contract.
     """
     groups = {group: dict(entries) for group, entries in ENTRY_POINTS.items()}
@@ -164,10 +168,19 @@ def write_project(folder: Path, broken: bool = False) -> Path:
 
 
 def install(site: Path, broken: bool = False) -> Path:
-    """Build the package and pip-install it into ``site`` (a folder for ``PYTHONPATH``), as a
-    user's ``pip install`` would: its entry points come from the installed metadata.
+    """Build the package and pip-install it into ``site`` (a folder for ``PYTHONPATH``).
+
+    As a user's ``pip install`` would: its entry points come from the installed metadata.
     """
-    project = write_project(site.parent / f"{site.name}-src", broken)
+    return pip_install(write_project(site.parent / f"{site.name}-src", broken), site)
+
+
+def pip_install(project: Path, site: Path) -> Path:
+    """``pip install --no-deps --target site project``; returns ``site``.
+
+    ``project`` is a package folder with its ``pyproject.toml``, built in pip's isolated
+    environment (setuptools from the configured index).
+    """
     proc = subprocess.run(
         [
             sys.executable,
@@ -185,5 +198,5 @@ def install(site: Path, broken: bool = False) -> Path:
         timeout=600,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"pip could not install the test package: {proc.stderr[-2000:]}")
+        raise RuntimeError(f"pip could not install {project.name}: {proc.stderr[-2000:]}")
     return site

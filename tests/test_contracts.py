@@ -1,6 +1,7 @@
-"""One contract per kind, run over every registered entry: built-ins and any plugin installed in
-the test environment, through ``xmodal.testing``, the code a plugin's own tests and
-``xmodal check`` run. Then that the checks catch what they promise to catch.
+"""One contract per kind, run over every registered entry through ``xmodal.testing``.
+
+Built-ins and any plugin installed in the test environment go through the code a plugin's own
+tests and ``xmodal check`` run. Then: the checks catch what they promise to catch.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def normalise_kind(kind: str) -> str:
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
-    if not isinstance(exc, AssertionError) or not text:
+    if not isinstance(exc, (AssertionError, XmodalError)) or not text:  # those say it all
         text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return text if len(text) <= 400 else text[:397] + "..."
 
@@ -79,12 +79,13 @@ def _same_package(a: str, b: str) -> bool:
 
 
 def _package(registry: Registry[Any], name: str) -> str:
+    """The package declaring ``name`` by an entry point, else the registry's answer, else ``?``."""
+    for dist, found in _declared().items():
+        if (registry.kind, name) in found:
+            return dist
     try:
         return registry.package(name)
-    except Exception:  # a plugin that fails to load: its package from the installed metadata
-        for dist, found in _declared().items():
-            if (registry.kind, name) in found:
-                return dist
+    except Exception:  # not loadable: the load check says why
         return "?"
 
 
@@ -123,16 +124,18 @@ def run_checks(
         if unknown:
             raise ValueError(f"{kind} have no check {unknown}; their checks: {', '.join(known)}")
         chosen = tuple(c for c in chosen if c.name in wanted)
+    try:
+        entry, failure = registry.get(name), None
+    except Exception as exc:  # an unknown name, or a plugin that fails to import or breaks
+        entry, failure = None, exc
     package = _package(registry, name)
 
     def result(check: str, status: Status, exc: BaseException | None = None) -> CheckResult:
         reason = "" if exc is None else str(exc) if status == "skipped" else _one_line(exc)
         return CheckResult(kind, name, package, check, status, reason, exc)
 
-    try:
-        entry = registry.get(name)
-    except Exception as exc:  # an unknown name, or a plugin that fails to import
-        return [result("load", "failed", exc)]
+    if failure is not None:
+        return [result("load", "failed", failure)]
     results = []
     with _isolated():
         for check in chosen:
@@ -258,6 +261,20 @@ def _unknown(target: str) -> str:
     )
 
 
+def _known(kind: str, name: str) -> bool:
+    """Whether ``name`` is declared by an entry point, or else registered.
+
+    The entry points are read first, so that a plugin that breaks is found without loading it
+    (then checked, and reported, like any other).
+    """
+    if any((kind, name) in found for found in _declared().values()):
+        return True
+    try:
+        return name in REGISTRIES[kind]
+    except XmodalError:  # another plugin of the kind fails to load
+        return False
+
+
 def resolve(target: str) -> list[tuple[str, str]]:
     """The components ``xmodal check TARGET`` checks.
 
@@ -270,13 +287,13 @@ def resolve(target: str) -> list[tuple[str, str]]:
     if ":" in target:
         kind, _, name = target.partition(":")
         kind = normalise_kind(kind)
-        if name not in REGISTRIES[kind]:
+        if not _known(kind, name):
             REGISTRIES[kind].get(name)  # raises UnknownNameError, with close matches
         return [(kind, name)]
     packages = installed_packages()
     if any(_same_package(p, target) for p in packages) or _same_package(target, "xmodal"):
         return components(target)
-    kinds = [k for k in KINDS if target in REGISTRIES[k]]
+    kinds = [k for k in KINDS if _known(k, target)]
     if len(kinds) > 1:
         raise XmodalError(
             f"'{target}' names a component of several kinds; say which: "
