@@ -7,7 +7,8 @@
 Inputs: for each batch size B, WCoRD's local-term cost ``C = 1 - <u_i, v_j>`` for random unit
 vectors (d = 128, WCoRD's projection size), B x B float32, uniform marginals. Both solvers get
 the same torch tensors (POT through its torch backend), the same ``eps``, stopping tolerance and
-iteration cap: ``sinkhorn_log(C, eps, a, b, max_iters, tol)`` and
+iteration cap: ``sinkhorn_log(C, TransportOptions(eps, max_iters, tol * B), a, b)`` (its
+tolerance is per point) and
 ``ot.sinkhorn(a, b, C, eps, method="sinkhorn_log", numItermax=max_iters, stopThr=tol)``.
 
 Their stopping tests differ (xmodal: max abs marginal error < tol, checked every 10 iterations;
@@ -36,7 +37,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from xmodal.core.records import write_csv, write_json_atomic  # noqa: E402
-from xmodal.objectives.sinkhorn import sinkhorn_log  # noqa: E402
+from xmodal.objectives.sinkhorn import TransportOptions, sinkhorn_log  # noqa: E402
 
 
 def make_cost(size: int, dim: int, seed: int, device: torch.device) -> torch.Tensor:
@@ -121,9 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         a = torch.full((size,), 1.0 / size, device=device)
         b = torch.full((size,), 1.0 / size, device=device)
         for eps in args.eps:
+            options = TransportOptions(
+                sinkhorn_eps=eps, sinkhorn_iters=args.max_iters, sinkhorn_tol=args.tol * size
+            )
 
-            def run_xmodal(cost=cost, eps=eps, a=a, b=b):  # this case's values, bound now
-                return sinkhorn_log(cost, eps, a, b, max_iters=args.max_iters, tol=args.tol)
+            def run_xmodal(options: TransportOptions = options, cost=cost, a=a, b=b):
+                return sinkhorn_log(cost, options, a, b)
 
             def run_pot(cost=cost, eps=eps, a=a, b=b):
                 return ot.sinkhorn(

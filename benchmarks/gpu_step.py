@@ -37,7 +37,7 @@ NUM_SAMPLES = 1449  # NYU-Depth V2's labeled frames
 def build_step(device: torch.device, batch: int, size: tuple[int, int], dtype: torch.dtype | None):
     torch.manual_seed(0)
     student = create_encoder("resnet18", "hha").to(device)
-    loss = WCoRDLoss(512, student.embed_dim, NUM_SAMPLES).to(device)
+    loss = WCoRDLoss(student.embed_dim, 512, NUM_SAMPLES).to(device)
     optimizer = torch.optim.AdamW([*student.parameters(), *loss.parameters()], lr=1e-3)
     g = torch.Generator().manual_seed(0)
     hha = torch.randint(0, 256, (batch, *size, 3), dtype=torch.uint8, generator=g).to(device)

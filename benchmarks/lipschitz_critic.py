@@ -31,12 +31,12 @@ def measure(loss: WCoRDLoss, scale: float) -> float:
         torch.randn(512, 12, generator=g) * scale,
         torch.randn(512, 10, generator=g) * scale,
     )
-    return float(torch.maximum(norm_t, norm_s).max()) * loss.critic.tau
+    return float(torch.maximum(norm_t, norm_s).max()) * loss.config.tau
 
 
 def build(variant: str) -> WCoRDLoss:
     lipschitz = "none" if variant == "none" else "spectral"
-    loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16, lipschitz=lipschitz)
+    loss = WCoRDLoss(10, 12, num_samples=40, embed_dim=16, lipschitz=lipschitz)
     if variant == "spectral-sphere":  # the construction before issue 9
         torch.manual_seed(0)
         loss.teacher_head = ProjectionHead(12, 16, spectral=True, onto="sphere")

@@ -8,8 +8,9 @@ import torch
 
 @pytest.fixture
 def single_thread():
-    """Tiny tensors: one intra-op thread is faster, and does not spin when the two CPUs are
-    shared (two threads under load made the objective tests about 7x slower).
+    """Tiny tensors run on one intra-op thread: it is faster, and does not spin on shared CPUs.
+
+    The two CPUs are shared; two threads under load made the objective tests about 7x slower.
     """
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -71,7 +71,7 @@ def main(out_dir: str) -> None:
 
 
 def rows_in_shares(out_dir: str, accelerator: Accelerator) -> None:
-    """Probe-style extraction split over the processes: what each computed, and the gathered result."""
+    """Probe-style extraction split over the processes: each one's share and the gathered result."""
     from xmodal.training.distributed import computed_in_shares
 
     values = torch.arange(7 * 3, dtype=torch.float32).reshape(7, 3) ** 2
@@ -92,8 +92,9 @@ def rows_in_shares(out_dir: str, accelerator: Accelerator) -> None:
 
 
 def gathered_local_term(out_dir: str) -> None:
-    """The local term with ``local_scope="global"`` on this rank's half of a fixed batch: its
-    value and the raw gradients of this rank's rows, for comparison with one process.
+    """The local term with ``local_scope="global"`` on this rank's half of a fixed batch.
+
+    Its value and the raw gradients of this rank's rows, for comparison with one process.
     """
     import torch.distributed as dist
     from torch.nn import functional as F

@@ -29,7 +29,8 @@ def _cell(strings: list[str]) -> np.ndarray:
 
 
 def planted(frames: int = 3, height: int = 480, width: int = 640, seed: int = 0) -> dict[str, Any]:
-    """The arrays and strings :func:`write_nyu_labeled` stores, in image orientation:
+    """The arrays and strings :func:`write_nyu_labeled` stores, in image orientation.
+
     ``rgb`` [N, H, W, 3] uint8, ``depth``/``raw_depth`` [N, H, W] float32 metres, ``labels``
     [N, H, W] uint16, ``instances`` [N, H, W] uint8, ``accel`` [N, 4], ``names`` (894),
     ``scenes`` and ``scene_types`` (N each).

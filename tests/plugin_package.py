@@ -69,7 +69,9 @@ class ThermalScenes(ScenesSource):
     def load(self, cache_path):
         loaded = super().load(cache_path)
         for split in loaded.splits.values():
-            split.derive("thermal", "depth", lambda d, rows: 293.15 + 8.0 / (1.0 + d.float()))
+            split.derive(
+                "thermal", "depth", lambda depth, rows: 273.15 + 20.0 + 8.0 / (1.0 + depth.float())
+            )
         return loaded
 
 
@@ -117,8 +119,10 @@ class CentroidProbe:
         y = torch.cat([train[1], val[1]])
         centroids = torch.stack([x[y == c].mean(0) for c in range(num_classes)])
         if self.config.metric == "cosine":
-            unit = nn.functional.normalize
-            score = unit(test[0], dim=1) @ unit(centroids, dim=1).T
+            score = (
+                nn.functional.normalize(test[0], dim=1)
+                @ nn.functional.normalize(centroids, dim=1).T
+            )
         else:
             score = -torch.cdist(test[0], centroids)
         return {"accuracy": float((score.argmax(1) == test[1]).float().mean())}
@@ -145,7 +149,7 @@ ENTRY_POINTS = {
 
 
 def write_project(folder: Path, broken: bool = False) -> Path:
-    """Write the package's source project: ``pyproject.toml`` with its entry points, the module.
+    """The package's source project: ``pyproject.toml`` with its entry points, and the module.
 
     ``broken`` also registers a front end that breaks the contract.
     """

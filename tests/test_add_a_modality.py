@@ -1,6 +1,8 @@
-"""``docs/add-a-modality.md``, followed literally: its files are written from the page's code
-blocks and its commands run as printed (plus settings that make the run tiny). The package is
-built and installed by pip; the second half registers the front end in code instead.
+"""``docs/add-a-modality.md``, followed literally.
+
+Its files are written from the page's code blocks and its commands run as printed (plus settings
+that make the run tiny). The package is built and installed by pip; the second half registers
+the front end in code instead.
 """
 
 from __future__ import annotations

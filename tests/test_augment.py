@@ -14,9 +14,10 @@ from xmodal.training.task import DistillationTask
 def test_each_sample_is_either_mirrored_or_untouched():
     images = torch.arange(64 * 3 * 5 * 2, dtype=torch.float32).view(64, 3, 5, 2)
     out = random_hflip(images, torch.Generator().manual_seed(0))
-    mirrored = [torch.equal(o, x.flip(1)) for o, x in zip(out, images)]
-    kept = [torch.equal(o, x) for o, x in zip(out, images)]
-    assert all(m != k for m, k in zip(mirrored, kept))  # exactly one of the two, per sample
+    mirrored = [torch.equal(o, x.flip(1)) for o, x in zip(out, images, strict=True)]
+    kept = [torch.equal(o, x) for o, x in zip(out, images, strict=True)]
+    # exactly one of the two, per sample
+    assert all(m != k for m, k in zip(mirrored, kept, strict=True))
     assert 16 < sum(mirrored) < 48  # p = 0.5 over 64 samples
     again = random_hflip(images, torch.Generator().manual_seed(0))
     assert torch.equal(out, again)  # the generator decides

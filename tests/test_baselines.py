@@ -1,4 +1,7 @@
-"""Baselines (kd, fitnet, crd, rkd, pkt, infonce): hand computations, known limits, toy training, configs."""
+"""Baselines (kd, fitnet, crd, rkd, pkt, infonce).
+
+Hand computations, known limits, toy training, configs.
+"""
 
 from __future__ import annotations
 
@@ -206,9 +209,9 @@ def test_kd_matches_a_hand_computation() -> None:
         return [x / sum(e) for x in e]
 
     total = 0.0
-    for t_row, s_row in zip(teacher_logits.tolist(), student_logits):
+    for t_row, s_row in zip(teacher_logits.tolist(), student_logits, strict=True):
         p, q = softmax(t_row), softmax(s_row)
-        total += sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+        total += sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
     expected = temperature**2 * total / 2
     out = kd(torch.tensor(student_logits), None, _no_labels(2), torch.tensor([0, 1]))
     assert out["loss"].item() == pytest.approx(expected, rel=1e-5)
@@ -224,7 +227,7 @@ def test_kd_matches_a_hand_computation() -> None:
     ce = (
         sum(
             -math.log(math.exp(s[y]) / sum(math.exp(x) for x in s))
-            for s, y in zip(student_logits, labels.tolist())
+            for s, y in zip(student_logits, labels.tolist(), strict=True)
         )
         / 2
     )
@@ -259,7 +262,7 @@ def _hand_rkd(student: list[list[float]], teacher: list[list[float]]) -> tuple[f
     """Distance and angle terms by explicit loops over pairs and triplets."""
 
     def sub(a, b):
-        return [x - y for x, y in zip(a, b)]
+        return [x - y for x, y in zip(a, b, strict=True)]
 
     def norm(a):
         return math.sqrt(sum(x * x for x in a))
@@ -280,7 +283,7 @@ def _hand_rkd(student: list[list[float]], teacher: list[list[float]]) -> tuple[f
 
     def psi_a(x, i, j, k):
         e1, e2 = sub(x[i], x[j]), sub(x[k], x[j])
-        return sum(a * b for a, b in zip(e1, e2)) / (norm(e1) * norm(e2))
+        return sum(a * b for a, b in zip(e1, e2, strict=True)) / (norm(e1) * norm(e2))
 
     triplets = [t for t in itertools.permutations(range(n), 3)]
     angle = sum(huber(psi_a(student, *t) - psi_a(teacher, *t)) for t in triplets) / len(triplets)
@@ -349,7 +352,7 @@ def test_rkd_compares_features_of_different_sizes_and_small_batches() -> None:
 
 def _hand_pkt(student: list[list[float]], teacher: list[list[float]]) -> float:
     def cos(a, b):
-        return sum(x * y for x, y in zip(a, b)) / math.sqrt(
+        return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(
             sum(x * x for x in a) * sum(y * y for y in b)
         )
 
@@ -397,8 +400,8 @@ def test_pkt_is_zero_for_equal_features_and_positive_otherwise() -> None:
 
 def _crd(n=50, dt=5, ds=4, d=3, k=16384, tau=0.5, momentum=0.5, weight=0.8, seed=0) -> CRDObjective:
     return CRDObjective(
-        dt,
         ds,
+        dt,
         n,
         CRDConfig(embed_dim=d, num_negatives=k, tau=tau, momentum=momentum, weight=weight),
         seed=seed,
@@ -428,7 +431,7 @@ def test_crd_estimates_z_once_from_the_first_batch() -> None:
     assert float(crd.z_student) == pytest.approx(float(scores_s.exp().mean()) * n, rel=1e-5)
     z = (crd.z_teacher.clone(), crd.z_student.clone())
     assert {"z_teacher", "z_student"} <= set(crd.state_dict())  # checkpointed with the banks
-    for step in range(3):  # later batches, bank updates and sampled negatives leave Z unchanged
+    for _step in range(3):  # later batches, bank updates and sampled negatives leave Z unchanged
         crd.update_memory(indices, u, v)
         indices = torch.randperm(n, generator=g)[:8]
         out = crd(
@@ -486,7 +489,7 @@ def test_crd_equals_a_per_anchor_loop() -> None:
     k, c = len(negatives), len(negatives) / n
 
     def dot(a, b):
-        return sum(x * y for x, y in zip(a, b))
+        return sum(x * y for x, y in zip(a, b, strict=True))
 
     def direction(anchors, partners, bank, z):
         total = 0.0
@@ -532,8 +535,10 @@ def test_crd_negatives_and_memory_update() -> None:
 @pytest.mark.parametrize("sharing", ["batch", "anchor"])
 @pytest.mark.parametrize("replacement", [False, True])
 def test_crd_sampler_modes(negatives: str, sharing: str, replacement: bool) -> None:
-    """RepDistiller's CIFAR sampler is other_class + anchor + without replacement: no negative
-    shares the anchor's class (shared sets are masked instead), no row repeats when asked.
+    """RepDistiller's CIFAR sampler is other_class + anchor + without replacement.
+
+    No negative shares the anchor's class (shared sets are masked instead), and no row repeats
+    when asked.
     """
     n, classes = 60, 4
     labels = torch.arange(n) % classes
@@ -545,7 +550,7 @@ def test_crd_sampler_modes(negatives: str, sharing: str, replacement: bool) -> N
         sharing=sharing,
         replacement=replacement,
     )
-    crd = CRDObjective(5, 4, n, cfg, seed=0, sample_labels=labels)
+    crd = CRDObjective(4, 5, n, cfg, seed=0, sample_labels=labels)
     indices = torch.tensor([0, 5, 6, 11, 13])
     sets = [crd.sample_negatives(indices) for _ in range(5)]
     for drawn in sets:
@@ -572,13 +577,15 @@ def test_crd_sampler_modes(negatives: str, sharing: str, replacement: bool) -> N
 
 
 def test_crd_shared_other_class_masks_same_class_negatives() -> None:
-    """A masked negative's NCE term is 0: the loss equals that of the other-class rows alone
-    (with the noise constant K/N of the K rows drawn).
+    """A masked negative's NCE term is 0.
+
+    The loss equals that of the other-class rows alone (with the noise constant K/N of the K
+    rows drawn).
     """
     n, labels = 40, torch.arange(40) % 2
     cfg = CRDConfig(embed_dim=3, tau=0.3, negatives="other_class")
-    crd = CRDObjective(5, 4, n, cfg, seed=0, sample_labels=labels)
-    plain = CRDObjective(5, 4, n, CRDConfig(embed_dim=3, tau=0.3), seed=0)
+    crd = CRDObjective(4, 5, n, cfg, seed=0, sample_labels=labels)
+    plain = CRDObjective(4, 5, n, CRDConfig(embed_dim=3, tau=0.3), seed=0)
     for obj in (crd, plain):
         obj.z_teacher.fill_(30.0)
         obj.z_student.fill_(40.0)
@@ -597,15 +604,15 @@ def test_crd_shared_other_class_masks_same_class_negatives() -> None:
     want_t = nce_loss(pos - math.log(30.0), negative - math.log(30.0), log_noise)
     assert out["nce_teacher_anchor"].item() == pytest.approx(want_t.item(), rel=1e-5)
     with pytest.raises(ValueError, match="sample_labels"):
-        CRDObjective(5, 4, n, cfg)
+        CRDObjective(4, 5, n, cfg)
 
 
 def test_crd_alpha_adds_cross_entropy_of_its_classifier() -> None:
     g = _gen(14)
     student, teacher = torch.randn(6, 4, generator=g), torch.randn(6, 5, generator=g)
     labels = torch.arange(6) % 3
-    plain = CRDObjective(5, 4, 30, CRDConfig(embed_dim=3), seed=0)
-    with_ce = CRDObjective(5, 4, 30, CRDConfig(embed_dim=3, alpha=0.5), seed=0, num_classes=3)
+    plain = CRDObjective(4, 5, 30, CRDConfig(embed_dim=3), seed=0)
+    with_ce = CRDObjective(4, 5, 30, CRDConfig(embed_dim=3, alpha=0.5), seed=0, num_classes=3)
     assert plain.classifier is None and with_ce.classifier.out_features == 3
     negatives = torch.arange(10, 30)
     a = plain(student, teacher, labels, torch.arange(6), negatives=negatives)
@@ -613,15 +620,16 @@ def test_crd_alpha_adds_cross_entropy_of_its_classifier() -> None:
     ce = F.cross_entropy(with_ce.classifier(student), labels)
     assert b["loss"].item() == pytest.approx(a["loss"].item() + 0.5 * ce.item(), rel=1e-5)
     with pytest.raises(ValueError, match="num_classes"):
-        CRDObjective(5, 4, 30, CRDConfig(alpha=1.0))
+        CRDObjective(4, 5, 30, CRDConfig(alpha=1.0))
 
 
 # ---------------------------------------------------------------------------- toy distillation
 
 
 def _toy(n=256, dt=12, dx=10, c=4, seed=11):
-    """Teacher features T, student inputs X = T A + noise (a fixed linear map of the teacher),
-    teacher logits T W (a linear teacher classifier).
+    """Teacher features T, student inputs X = T A + noise, teacher logits T W.
+
+    X is a fixed linear map of the teacher plus noise; W is a linear teacher classifier.
     """
     g = _gen(seed)
     teacher = torch.randn(n, dt, generator=g)

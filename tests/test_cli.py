@@ -9,6 +9,7 @@ import pytest
 
 import xmodal
 from xmodal.cli.main import main
+from xmodal.core.errors import XmodalError
 
 
 def _one_error_line(capsys) -> str:
@@ -74,6 +75,43 @@ def test_version_and_list(capsys):
     out = capsys.readouterr().out
     for kind in ("methods", "backbones", "frontends", "datasets", "probes", "pipelines", "stages"):
         assert kind in out
+
+
+#: modules that make a start slow; a quick command imports none of them
+HEAVY = ("torch", "torchvision", "torchaudio", "accelerate", "numpy", "h5py", "open3d")
+#: xmodal's layers above core and the CLI
+LAYERS = ("data", "encoders", "objectives", "training", "evaluation", "pipelines")
+
+
+def _imported_by(argv: list[str]) -> tuple[int, str, list[str]]:
+    """Run ``xmodal ARGV`` in a fresh interpreter: (exit status, stdout, heavy modules imported)."""
+    code = (
+        "import sys\n"
+        "from xmodal.cli.main import main\n"
+        f"status = main({argv!r})\n"
+        f"heavy = sorted(m for m in sys.modules if m.partition('.')[0] in {HEAVY!r}\n"
+        f"    or m.startswith('xmodal.') and m.split('.')[1] in {LAYERS!r})\n"
+        "print('IMPORTED', status, ' '.join(heavy))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out, _, tail = proc.stdout.rpartition("IMPORTED ")
+    status, _, modules = tail.strip().partition(" ")
+    return int(status), out, modules.split()
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["list"]])
+def test_quick_commands_import_no_torch_and_no_layer(argv):
+    status, out, imported = _imported_by(argv)
+    assert imported == [], imported
+    if argv == ["list"]:
+        assert status == 0 and "wcord" in out and "resnet8" in out and "scenes" in out
+
+
+def test_list_of_one_kind_imports_only_what_describes_it():
+    status, out, imported = _imported_by(["list", "pipelines"])
+    assert status == 0 and "embedded tri-modal scenes" in out
+    assert imported == ["xmodal.pipelines", "xmodal.pipelines.spec", "xmodal.pipelines.state"]
 
 
 def test_python_dash_m_entry_point():
@@ -204,3 +242,94 @@ def test_progress_bars_drop_columns_instead_of_cutting_numbers(width, dropped):
     assert max(len(line) for line in text.splitlines()) <= width
     for cell in ("-:--:--", "0:00:00"):
         assert (cell in text) == (cell not in dropped)
+
+
+def test_data_info_describes_a_cifar100_cache_through_its_dataset(tmp_path, capsys):
+    from test_pipeline_cifar100 import _write_cifar
+
+    from xmodal.data.cifar100_source import CIFAR100Config, CIFAR100Source
+
+    root = _write_cifar(tmp_path / "cifar", n_train=30, n_test=12, classes=4)
+    options = CIFAR100Config(path=str(root), download=False, verify_md5=False)
+    cache = CIFAR100Source().prepare(options, tmp_path / "cache.h5")
+    assert main(["data", "info", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert "cifar100 dataset cache" in out and "30 train, 12 test" in out
+    assert "32 x 32 x 3 uint8" in out and "100 classes" in out
+
+
+@pytest.fixture
+def restore_datasets():
+    """Registers made in a test are undone after it."""
+    from xmodal.core.registry import DATASETS
+
+    saved = {k: dict(v) for k, v in vars(DATASETS).items() if isinstance(v, dict)}
+    yield DATASETS
+    for key, value in saved.items():
+        setattr(DATASETS, key, value)
+
+
+def test_data_info_asks_a_dataset_registered_in_code_with_its_options(
+    restore_datasets, tmp_path, capsys
+):
+    """A newcomer's dataset describes its own files; ``--set data.KEY.X`` reaches its options."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class NotesOptions:
+        path: str = ""
+        upper: bool = False
+
+    class NotesSource:
+        """Text notes, one sample per line."""
+
+        name = "notes-test"
+        modalities = ("text",)
+        options = NotesOptions
+
+        def describe_file(self, path, options, progress=None):
+            if path.suffix != ".notes":
+                return None
+            lines = path.read_text().splitlines()
+            if progress is not None:
+                progress(len(lines), len(lines), description="count notes")
+            first = lines[0].upper() if options.upper else lines[0]
+            assert options.path == str(path)  # its path option is the file
+            return [("notes", ["", ""], [["lines", str(len(lines))], ["first", first]])]
+
+    restore_datasets.add("notes-test", NotesSource)
+    notes = tmp_path / "a.notes"
+    notes.write_text("hello\nworld\n")
+    assert main(["data", "info", str(notes), "--set", "data.notes_test.upper=true"]) == 0
+    out = capsys.readouterr().out
+    assert "lines" in out and "2" in out and "HELLO" in out
+    assert main(["data", "info", str(notes), "--set", "data.paired.ignore_columns=[x]"]) == 2
+    line = _one_error_line(capsys)
+    assert "is a file of dataset 'notes-test'; data info takes data.notes_test.KEY=VALUE" in line
+    assert main(["data", "info", str(notes), "--set", "data.notes_test.uper=true"]) == 2
+    assert "unknown config key 'uper'; did you mean 'upper'?" in _one_error_line(capsys)
+
+
+def test_data_prepare_takes_any_dataset_a_pipeline_selects():
+    from xmodal.cli.data_commands import preparation
+
+    assert preparation("nyu-depth") == ("nyu-depth", ["preprocess"], [])
+    assert preparation("cifar100") == ("cifar100", ["preprocess"], [])
+    assert preparation("scenes") == ("scenes", ["preprocess"], [])
+    with pytest.raises(XmodalError, match="unknown dataset 'scene': did you mean 'scenes'"):
+        preparation("scene")
+
+
+def test_a_deprecation_is_one_warning_line(monkeypatch, capsys):
+    import warnings
+
+    import xmodal.cli.main as cli
+    from xmodal.core.errors import DeprecatedSpelling
+
+    def old_spelling(kind, console):
+        message = "entry-point group 'xmodal.losses' is an old name"
+        warnings.warn(message, DeprecatedSpelling, stacklevel=2)
+
+    monkeypatch.setattr(cli, "_list", old_spelling)
+    assert main(["list"]) == 0
+    assert capsys.readouterr().err == "warning: entry-point group 'xmodal.losses' is an old name\n"

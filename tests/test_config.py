@@ -99,7 +99,8 @@ def test_overrides_reach_into_free_form_mappings():
     [
         (
             "teacher.encoder.kwargs.pretrained=imagenet",  # resnet8 takes no pretrained weights
-            "teacher.encoder: backbone 'resnet8': unknown config key 'kwargs.pretrained' (valid keys here: width_multiplier, norm)",
+            "teacher.encoder: backbone 'resnet8': unknown config key 'kwargs.pretrained' "
+            "(valid keys here: width_multiplier, norm)",
         ),
         (
             "teacher.encoder.kwargs.norm=grup",

@@ -1,6 +1,7 @@
-"""Depth encodings against independent geometry: depth maps are rendered analytically from
-planes (ray-plane intersection per pixel), so every expected value comes from the scene, not
-from the code under test.
+"""Depth encodings against independent geometry.
+
+Depth maps are rendered analytically from planes (ray-plane intersection per pixel), so every
+expected value comes from the scene, not from the code under test.
 """
 
 from __future__ import annotations
@@ -328,8 +329,10 @@ def test_backprojection_with_the_shipped_nyu_intrinsics_matches_the_toolbox():
 
 @pytest.mark.parametrize("method", ["gradient", "open3d"])
 def test_encodings_of_a_ray_cast_room_match_its_known_geometry(method):
-    """An open3d ray-cast room (the scenes generator: floor z = 0, a wall, objects) seen by a
-    pitched, yawed camera of known pose: gravity, heights and HHA angles follow the world.
+    """An open3d ray-cast room seen by a pitched, yawed camera of known pose.
+
+    The room comes from the scenes generator (floor z = 0, a wall, objects); gravity, heights
+    and HHA angles follow the world.
     """
     from xmodal.data.scenes.geometry import sample_scene
     from xmodal.data.scenes.render import camera_intrinsics, render_scene, sample_camera

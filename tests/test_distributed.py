@@ -69,9 +69,10 @@ def test_student_weights_stay_in_sync(ranks):
 
 
 def test_gathered_local_term_is_the_global_batch_term(ranks):
-    """local_scope="global": every rank computes the plan over both ranks' rows; the raw
-    gradient of a rank's rows is world x the one-process gradient (DDP's mean then gives
-    exactly the global-batch gradient).
+    """local_scope="global": every rank computes the plan over both ranks' rows.
+
+    The raw gradient of a rank's rows is world x the one-process gradient (DDP's mean then
+    gives exactly the global-batch gradient).
     """
     from xmodal.objectives.wcord import WCoRDLoss
 
@@ -97,9 +98,10 @@ def test_gathered_local_term_is_the_global_batch_term(ranks):
 
 
 def test_shares_are_computed_once_and_gathered_in_order(ranks):
-    """Probe features under 2 processes: each row embedded by exactly one process, and every
-    process holds all rows in the original order (7 rows: uneven shares; 1 row: fewer rows
-    than processes, computed everywhere).
+    """Probe features under 2 processes: each row is embedded by exactly one process.
+
+    Every process holds all rows in the original order (7 rows: uneven shares; 1 row: fewer
+    rows than processes, computed everywhere).
     """
     out = Path(ranks[0]["out_dir"])
     parts = [torch.load(out / f"shares{r}.pt", weights_only=True) for r in range(2)]

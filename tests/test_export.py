@@ -13,7 +13,13 @@ import torch
 import xmodal
 from xmodal.core.errors import DataError
 from xmodal.encoders import create_encoder
-from xmodal.encoders.export import META_FILE, WEIGHTS_FILE, export_encoder, load_encoder
+from xmodal.encoders.export import (
+    META_FILE,
+    WEIGHTS_FILE,
+    export_encoder,
+    load_encoder,
+    save_encoder,
+)
 
 
 def _trained_like(modality: str, frontend: dict, seed: int = 0):
@@ -132,7 +138,66 @@ def test_weights_of_another_backbone_are_refused(tmp_path):
         load_encoder(tmp_path)
 
 
-def test_a_foreign_file_name_is_refused(tmp_path):
+def test_a_foreign_file_is_refused(tmp_path):
     (tmp_path / "model.pt").write_bytes(b"x")
-    with pytest.raises(DataError, match="is not an exported encoder"):
+    with pytest.raises(DataError, match="model.pt' is unreadable"):
         load_encoder(tmp_path / "model.pt")
+    (tmp_path / "notes.txt").write_text("{}")
+    with pytest.raises(DataError, match="notes.txt' is unreadable"):
+        load_encoder(tmp_path / "notes.txt")
+
+
+def test_encoder_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    enc = create_encoder("resnet8", "audio", {"sample_rate": 8000}).eval()
+    path = save_encoder(enc, tmp_path / "enc.pt", "resnet8", {}, {"sample_rate": 8000})
+    again = load_encoder(path)
+    assert not again.training
+    x = torch.randn(2, 4000) * 0.3
+    assert torch.equal(enc(x), again(x))
+
+
+def test_one_loader_reads_a_checkpoint_and_an_export_alike(tmp_path):
+    encoder = _trained_like("depth", {})
+    save_encoder(encoder, tmp_path / "encoder.pt", "resnet8", {}, {}, extra={"method": "none"})
+    export_encoder(encoder, tmp_path, "resnet8", {}, {})
+    x = 1 + 5 * torch.rand(3, 16, 16)
+    with torch.no_grad():
+        from_checkpoint, from_export = (
+            load_encoder(tmp_path / name)(x) for name in ("encoder.pt", META_FILE)
+        )
+        assert torch.equal(from_checkpoint, encoder(x)) and torch.equal(from_export, encoder(x))
+
+
+def test_a_checkpoint_rebuilds_without_its_initial_weights_file(tmp_path):
+    """The checkpoint holds the weights: the file ``pretrained`` named is not read again."""
+    torch.manual_seed(0)
+    encoder = create_encoder("resnet18", "rgb").eval()
+    gone = str(tmp_path / "moved-away.pth")
+    path = save_encoder(encoder, tmp_path / "encoder.pt", "resnet18", {"pretrained": gone}, {})
+    x = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.equal(load_encoder(path)(x), encoder(x))
+
+
+def test_corrupt_checkpoints_name_the_file(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(DataError, match="bad.pt' is unreadable"):
+        load_encoder(bad)
+    other = tmp_path / "other.pt"
+    torch.save({"state": 1}, other)
+    with pytest.raises(DataError, match="not an xmodal encoder checkpoint"):
+        load_encoder(other)
+    with pytest.raises(DataError, match="does not exist"):
+        load_encoder(tmp_path / "missing.pt")
+    encoder = create_encoder("resnet8", "depth")
+    save_encoder(encoder, tmp_path / "renamed.pt", "no-such-backbone", {}, {})
+    with pytest.raises(DataError) as info:
+        load_encoder(tmp_path / "renamed.pt")
+    message = str(info.value)
+    assert "\n" not in message and "renamed.pt' does not rebuild its encoder" in message
+    assert "save the encoder again" in message
+    torch.save({**torch.load(tmp_path / "renamed.pt"), "name": "resnet14"}, other)
+    with pytest.raises(DataError, match="other.pt' does not fit backbone 'resnet14'"):
+        load_encoder(other)

@@ -1,5 +1,7 @@
-"""Extraction loops give freed heap memory back (glibc ``malloc_trim``), so resident memory does
-not grow with the rows read; and they return exactly what the encoder gives.
+"""Extraction loops give freed heap memory back (glibc ``malloc_trim``).
+
+Resident memory does not grow with the rows read, and the loops return exactly what the encoder
+gives.
 """
 
 from __future__ import annotations

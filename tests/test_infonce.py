@@ -1,5 +1,7 @@
-"""InfoNCE (ImageBind/CLIP): loss and gradients against a float64 reference, the temperature's
-clamp and freezing, validation, seeding, and the global batch under two real processes.
+"""InfoNCE (ImageBind/CLIP): loss and gradients against a float64 reference.
+
+Also the temperature's clamp and freezing, validation, seeding, and the global batch under two
+real processes.
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ def _run(
 def _reference(
     student, teacher, params: dict[str, torch.Tensor], log_scale, max_logit_scale, weight
 ):
-    """The loss by hand in float64: linear maps, division by the norm, exp of the clamped
-    log-scale, log-softmax as ``x - max - log(sum(exp(x - max)))`` along rows and columns.
+    """The loss by hand in float64.
+
+    Linear maps, division by the norm, exp of the clamped log-scale, log-softmax as
+    ``x - max - log(sum(exp(x - max)))`` along rows and columns.
     """
 
     def embed(x, w, b):
@@ -153,7 +157,7 @@ def test_build_and_constructor_reject_what_cannot_run() -> None:
     ],
 )
 def test_bad_shapes_raise_one_clear_error(student, teacher) -> None:
-    objective = InfoNCEObjective(DT, DS, InfoNCEConfig(embed_dim=D))
+    objective = InfoNCEObjective(DS, DT, InfoNCEConfig(embed_dim=D))
     with pytest.raises(
         ValueError, match=r"InfoNCEObjective: need student \[B, 4\] and teacher \[B, 5\]"
     ):
@@ -168,7 +172,7 @@ def test_bad_shapes_raise_one_clear_error(student, teacher) -> None:
 @pytest.mark.parametrize(("temperature", "weight"), [(0.07, 1.0), (0.5, 0.3)])
 def test_loss_and_every_gradient_match_a_float64_reference(temperature, weight) -> None:
     objective = InfoNCEObjective(
-        DT, DS, InfoNCEConfig(embed_dim=D, init_temperature=temperature, weight=weight), seed=2
+        DS, DT, InfoNCEConfig(embed_dim=D, init_temperature=temperature, weight=weight), seed=2
     )
     student, teacher = _batch(seed=3)
     student.requires_grad_(True)
@@ -207,7 +211,7 @@ def test_matched_pairs_score_lower_than_shuffled_ones() -> None:
 
 
 def test_the_scale_is_clamped_at_max_logit_scale_with_zero_gradient_past_it() -> None:
-    objective = InfoNCEObjective(DT, DS, InfoNCEConfig(embed_dim=D), seed=1)
+    objective = InfoNCEObjective(DS, DT, InfoNCEConfig(embed_dim=D), seed=1)
     student, teacher = _batch(seed=5)
     with torch.no_grad():
         objective.logit_scale.fill_(math.log(100.0))
@@ -235,7 +239,7 @@ def test_the_scale_is_clamped_at_max_logit_scale_with_zero_gradient_past_it() ->
 
 def test_a_fixed_temperature_is_a_buffer_that_training_leaves_alone() -> None:
     objective = InfoNCEObjective(
-        DT, DS, InfoNCEConfig(embed_dim=D, init_temperature=0.2, learn_temperature=False)
+        DS, DT, InfoNCEConfig(embed_dim=D, init_temperature=0.2, learn_temperature=False)
     )
     assert "logit_scale" not in dict(objective.named_parameters())
     assert "logit_scale" in objective.state_dict() and not objective.logit_scale.requires_grad
@@ -252,7 +256,7 @@ def test_a_fixed_temperature_is_a_buffer_that_training_leaves_alone() -> None:
 
 
 def test_a_learned_temperature_moves() -> None:
-    objective = InfoNCEObjective(DT, DS, InfoNCEConfig(embed_dim=D))
+    objective = InfoNCEObjective(DS, DT, InfoNCEConfig(embed_dim=D))
     optimiser = torch.optim.SGD(objective.parameters(), lr=0.5)
     before = objective.logit_scale.item()
     out = _run(objective, *_batch(seed=7))
@@ -266,11 +270,11 @@ def test_a_learned_temperature_moves() -> None:
 
 def test_seeded_heads_are_reproducible_and_leave_the_global_rng_alone() -> None:
     state = torch.random.get_rng_state()
-    a, b = (InfoNCEObjective(DT, DS, InfoNCEConfig(embed_dim=D), seed=4) for _ in range(2))
-    c = InfoNCEObjective(DT, DS, InfoNCEConfig(embed_dim=D), seed=5)
+    a, b = (InfoNCEObjective(DS, DT, InfoNCEConfig(embed_dim=D), seed=4) for _ in range(2))
+    c = InfoNCEObjective(DS, DT, InfoNCEConfig(embed_dim=D), seed=5)
     assert torch.equal(torch.random.get_rng_state(), state)
     for (key, x), y, z in zip(
-        a.state_dict().items(), b.state_dict().values(), c.state_dict().values()
+        a.state_dict().items(), b.state_dict().values(), c.state_dict().values(), strict=True
     ):
         assert torch.equal(x, y), key
         if key != "logit_scale":
@@ -300,7 +304,7 @@ def _two_process_worker(rank: int, world: int, port: int, out: str) -> None:
         student, teacher = _batch(b=8, seed=9)
         rows = slice(rank * 4, (rank + 1) * 4)
         local = student[rows].clone().requires_grad_()
-        objective = InfoNCEObjective(DT, DS, InfoNCEConfig(embed_dim=D), seed=2)
+        objective = InfoNCEObjective(DS, DT, InfoNCEConfig(embed_dim=D), seed=2)
         loss = _run(objective, local, teacher[rows])["loss"]
         loss.backward()
         grads = {name: p.grad for name, p in objective.named_parameters()}
@@ -312,9 +316,11 @@ def _two_process_worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 def test_two_processes_train_on_the_global_batch(tmp_path) -> None:
-    """Each rank's 4 anchors against all 8 candidates: the ranks' mean loss is the one-process
-    loss of the 8 pairs; after DDP's mean over ranks, every parameter's gradient is the
-    one-process gradient; a rank's raw feature gradient is 2x (see xmodal.objectives.gather).
+    """Each rank's 4 anchors against all 8 candidates agree with one process.
+
+    The ranks' mean loss is the one-process loss of the 8 pairs; after DDP's mean over ranks,
+    every parameter's gradient is the one-process gradient; a rank's raw feature gradient is 2x
+    (see xmodal.objectives.gather).
     """
     import torch.distributed as dist
     import torch.multiprocessing as mp
@@ -326,7 +332,7 @@ def test_two_processes_train_on_the_global_batch(tmp_path) -> None:
 
     student, teacher = _batch(b=8, seed=9)
     student.requires_grad_(True)
-    objective = InfoNCEObjective(DT, DS, InfoNCEConfig(embed_dim=D), seed=2)
+    objective = InfoNCEObjective(DS, DT, InfoNCEConfig(embed_dim=D), seed=2)
     loss = _run(objective, student, teacher)["loss"]
     loss.backward()
     torch.testing.assert_close(

@@ -1,5 +1,6 @@
-"""k-NN and retrieval probes against independent references; the linear probe against
-scikit-learn's LogisticRegression.
+"""k-NN and retrieval probes against independent references.
+
+The linear probe against scikit-learn's LogisticRegression.
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def test_ridge_map_is_the_regularised_least_squares_solution():
 def _pairs(student_of, n=(200, 60, 80), dim=24, seed=4):
     rng = np.random.default_rng(seed)
     teacher = {
-        s: torch.tensor(rng.normal(size=(m, dim))) for s, m in zip(("train", "val", "test"), n)
+        s: torch.tensor(rng.normal(size=(m, dim)))
+        for s, m in zip(("train", "val", "test"), n, strict=True)
     }
     return teacher, {s: student_of(t, rng) for s, t in teacher.items()}
 
@@ -115,8 +117,10 @@ def test_retrieval_of_unrelated_embeddings_is_at_chance():
 
 
 def test_linear_probe_agrees_with_sklearn_logistic_regression():
-    """Same standardised features, same penalty: ours minimises mean CE + l2 |W|^2, sklearn
-    C * sum CE + |W|^2 / 2, so C = 1 / (2 N l2); the intercept is unpenalised in both.
+    """Same standardised features and same penalty as scikit-learn's LogisticRegression.
+
+    Ours minimises mean CE + l2 |W|^2, sklearn C * sum CE + |W|^2 / 2, so C = 1 / (2 N l2); the
+    intercept is unpenalised in both.
     """
     from sklearn.datasets import make_classification
     from sklearn.linear_model import LogisticRegression

@@ -1,6 +1,7 @@
-"""One job across processes: ``xmodal run --num-processes 2`` and ``torchrun -m xmodal run`` on a
-CPU-only machine (gloo), and a 2-process run that trains the same students as one process with
-the same global batch.
+"""One job across processes, on a CPU-only machine (gloo).
+
+``xmodal run --num-processes 2`` and ``torchrun -m xmodal run``, and a 2-process run that trains
+the same students as one process with the same global batch.
 """
 
 from __future__ import annotations
@@ -125,13 +126,15 @@ def test_num_processes_starts_one_job_of_two(two_processes):
 def test_two_processes_train_what_one_process_trains_with_the_same_global_batch(
     one_process, two_processes
 ):
-    """Tolerance 1e-3 absolute on every weight. Only the order of floating-point sums differs
-    (the all-reduce adds two half-batch gradients; convolutions see batches of 8, not 16), which
-    Adam's normalised steps amplify to at most ~2e-4 after 8 steps here; a real difference in
-    what is computed (BatchNorm over 8 instead of 16 samples, other negatives) moves weights by
-    ~1e-2 in the same run. Memory-bank negatives are drawn per process, excluding that process's
-    batch, so they agree in distribution only; wcord and crd are compared with ``negatives=queue``,
-    whose negatives are every entry of the queue that all processes fill alike.
+    """Tolerance 1e-3 absolute on every weight.
+
+    Only the order of floating-point sums differs (the all-reduce adds two half-batch gradients;
+    convolutions see batches of 8, not 16), which Adam's normalised steps amplify to at most ~2e-4
+    after 8 steps here; a real difference in what is computed (BatchNorm over 8 instead of 16
+    samples, other negatives) moves weights by ~1e-2 in the same run. Memory-bank negatives are
+    drawn per process, excluding that process's batch, so they agree in distribution only; wcord and
+    crd are compared with ``negatives=queue``, whose negatives are every entry of the queue that all
+    processes fill alike.
     """
     two, _ = two_processes
     for unit in UNITS:
@@ -251,8 +254,9 @@ def test_launch_command_passes_our_flags_to_accelerate_and_strips_them():
 
 
 def test_a_launched_process_alone_in_its_job_stops(monkeypatch):
-    """Started as one of 2 processes, but the Accelerator formed a job of 1: a clear error,
-    never a second copy racing on the same files.
+    """Started as one of 2 processes, but the Accelerator formed a job of 1: a clear error.
+
+    Never a second copy racing on the same files.
     """
     from xmodal.training import distributed
 
@@ -269,3 +273,152 @@ def test_a_launched_process_alone_in_its_job_stops(monkeypatch):
         distributed.LaunchError, match="rank 1 of a 2-process job, but it joined a job of 1"
     ):
         distributed.create_accelerator()
+
+
+_DYING_WORKER = """
+import os, signal, sys
+from xmodal.training import loop
+
+real, calls = loop._everywhere, [0]
+
+def dying(flag, accelerator):  # every process calls it when a training starts
+    calls[0] += 1
+    if os.environ.get("RANK") == "1" and calls[0] == 2:  # the first student's training
+        print("rank 1: SIGKILL now", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(flag, accelerator)
+
+loop._everywhere = dying
+from xmodal.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+_LAUNCHING_THE_DYING_WORKER = """
+import sys
+from xmodal.cli import launch
+
+real = launch.launch_command
+
+def with_worker(args, argv):  # the job's processes run the worker script, not 'xmodal'
+    cmd = real(args, argv)
+    at = cmd.index("-m")
+    return [*cmd[:at], sys.argv[1], *cmd[at + 2 :]]
+
+launch.launch_command = with_worker
+from xmodal.cli.main import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_a_killed_process_is_one_line_and_the_rerun_resumes(tmp_path):
+    """A kill -9 of one process of a 2-process run is one line, and the rerun resumes.
+
+    Rank 1 dies as its first student starts training: rank 0 stops without a traceback, the
+    launcher prints one line naming rank 1 and SIGKILL, the reports go to RUN/logs/job.log, and
+    the same command again reuses the teacher and finishes.
+    """
+    out = tmp_path / "run"
+    worker = tmp_path / "worker.py"
+    worker.write_text(_DYING_WORKER)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    argv = ["run", "scenes", "--out", str(out)]
+    for item in (
+        "data.scenes.image_size=16",
+        "data.scenes.num_train=32",
+        "data.scenes.num_val=16",
+        "data.scenes.num_test=16",
+        "teacher.optim.epochs=1",
+        "distill.optim.epochs=1",
+        "distill.students=[depth]",
+        "distill.methods=[fitnet]",
+        "probe.probes=[knn]",
+        "teacher.task=probe-labels",
+    ):
+        argv += ["--set", item]
+    argv += ["--num-processes", "2", "--main-process-port", str(_free_port())]
+    killed = subprocess.run(
+        [sys.executable, "-c", _LAUNCHING_THE_DYING_WORKER, str(worker), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # one stream, in the order things were written
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert killed.returncode == 128 + 9, killed.stdout[-3000:]
+    before, marker, after = killed.stdout.partition("rank 1: SIGKILL now\n")
+    assert marker, killed.stdout[-3000:]
+    lines = [line for line in after.splitlines() if line.strip()]
+    assert 1 <= len(lines) <= 3, after
+    assert "Traceback" not in killed.stdout
+    said = " ".join(lines)
+    assert "process rank 1 of the job" in said and "died of SIGKILL" in said
+    assert "run the same command again to resume" in said and str(out / "logs" / "job.log") in said
+    assert "failed (exitcode: -9) local_rank: 1" in (out / "logs" / "job.log").read_text()
+    teacher = out / "teacher" / "seed0" / "encoder.pt"
+    stamp = teacher.stat().st_mtime_ns
+    assert not (out / "distill" / "seed0" / "depth" / "fitnet" / "done.json").exists()
+
+    argv[-1] = str(_free_port())
+    rerun = subprocess.run(
+        [sys.executable, "-m", "xmodal", *argv],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert teacher.stat().st_mtime_ns == stamp  # reused, not trained again
+    assert (out / "distill" / "seed0" / "depth" / "fitnet" / "done.json").is_file()
+    assert (out / "results.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "codes, status, words",
+    [
+        ({0: 75, 1: -9}, 137, ["process rank 1 of the job (pid 101) died of SIGKILL", "resume"]),
+        ({1: -15}, 143, ["process rank 1 of the job (pid 101) died of SIGTERM"]),
+        ({0: 2, 1: 75}, 2, None),  # rank 0 printed its own one-line error
+        ({0: 1}, 1, None),  # a traceback, printed by the process itself
+        ({0: 75}, 75, ["process rank 0 lost another process of the job", "job.log"]),
+    ],
+)
+def test_the_launcher_names_the_process_that_died(codes, status, words, tmp_path):
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from xmodal.cli.launch import PEER_LOST, failure_status
+
+    assert PEER_LOST == 75
+    failures = {
+        rank: ProcessFailure(local_rank=rank, pid=100 + rank, exitcode=code, error_file="<N/A>")
+        for rank, code in codes.items()
+    }
+    got, line = failure_status(ChildFailedError("xmodal", failures), tmp_path / "job.log")
+    assert got == status
+    if words is None:
+        assert line is None
+    else:
+        assert line is not None and "\n" not in line and all(w in line for w in words)
+
+
+def test_only_a_launched_process_that_lost_a_peer_stops_quietly(monkeypatch, tmp_path):
+    from xmodal.cli.launch import JOB_LOG_ENV, PEER_LOST, stop_after_lost_peer
+
+    gone = RuntimeError("[gloo/transport/tcp/pair.cc:538] Read error: Connection reset by peer")
+    log = tmp_path / "logs" / "job.log"
+    assert stop_after_lost_peer(gone) is None  # not launched by xmodal: re-raised
+    monkeypatch.setenv(JOB_LOG_ENV, str(log))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert stop_after_lost_peer(RuntimeError("a bug")) is None  # keeps its traceback
+    assert not log.exists()
+    try:
+        raise gone
+    except RuntimeError as exc:
+        assert stop_after_lost_peer(exc) == PEER_LOST
+    text = log.read_text()
+    assert "rank 1 (pid " in text and "another process of the job is gone" in text
+    assert "Traceback" in text and "Connection reset by peer" in text

@@ -6,24 +6,29 @@ import pytest
 import torch
 
 from xmodal.objectives.memory_bank import MemoryBank
+from xmodal.objectives.memory_options import MemoryOptions
+
+
+def _bank(size: int, dim: int, momentum: float = 0.5, **kwargs) -> MemoryBank:
+    return MemoryBank(size, MemoryOptions(embed_dim=dim, momentum=momentum), **kwargs)
 
 
 def test_init_rows_are_unit_and_seeded() -> None:
-    bank = MemoryBank(50, 8, seed=3)
+    bank = _bank(50, 8, seed=3)
     assert bank.memory.shape == (50, 8) and bank.memory.dtype == torch.float32
     torch.testing.assert_close(bank.memory.norm(dim=1), torch.ones(50))
-    torch.testing.assert_close(bank.memory, MemoryBank(50, 8, seed=3).memory)
-    assert not torch.allclose(bank.memory, MemoryBank(50, 8, seed=4).memory)
+    torch.testing.assert_close(bank.memory, _bank(50, 8, seed=3).memory)
+    assert not torch.allclose(bank.memory, _bank(50, 8, seed=4).memory)
     assert "memory" in bank.state_dict()
 
 
 def test_update_matches_hand_computation() -> None:
-    bank = MemoryBank(6, 3, momentum=0.25)
+    bank = _bank(6, 3, momentum=0.25)
     before = bank.memory.clone().double()
     idx = torch.tensor([4, 1])
     new = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.6, 0.8]])
     bank.update(idx, new)
-    for row, e in zip(idx.tolist(), new.double()):
+    for row, e in zip(idx.tolist(), new.double(), strict=False):
         mixed = 0.25 * before[row] + 0.75 * e
         want = mixed / mixed.norm()
         torch.testing.assert_close(bank.memory[row].double(), want, atol=1e-6, rtol=0)
@@ -32,7 +37,7 @@ def test_update_matches_hand_computation() -> None:
 
 
 def test_rows_stay_unit_norm_and_no_grad() -> None:
-    bank = MemoryBank(20, 5, momentum=0.5)
+    bank = _bank(20, 5, momentum=0.5)
     g = torch.Generator().manual_seed(0)
     for _ in range(10):
         idx = torch.randint(0, 20, (7,), generator=g)
@@ -43,7 +48,7 @@ def test_rows_stay_unit_norm_and_no_grad() -> None:
 
 
 def test_ball_bank_keeps_convex_combinations() -> None:
-    bank = MemoryBank(6, 3, momentum=0.5, seed=0, onto="ball")
+    bank = _bank(6, 3, momentum=0.5, seed=0, onto="ball")
     old = bank.memory.clone()
     new = torch.tensor([[0.1, 0.0, 0.0], [3.0, 4.0, 0.0]])  # inside the ball; outside (norm 5)
     bank.update(torch.tensor([1, 2]), new)
@@ -51,21 +56,25 @@ def test_ball_bank_keeps_convex_combinations() -> None:
     mixed = 0.5 * old[2] + 0.5 * new[1]
     torch.testing.assert_close(bank.memory[2], mixed / mixed.norm())  # projected back onto the ball
     with pytest.raises(ValueError, match="onto"):
-        MemoryBank(6, 3, onto="cube")
+        _bank(6, 3, onto="cube")
 
 
-def test_momentum_extremes() -> None:
-    bank = MemoryBank(4, 2, momentum=0.0)
+def test_momentum_range_is_zero_to_one_open() -> None:
+    """``momentum`` in [0, 1): 0 overwrites a row; 1 would freeze the random start rows."""
+    bank = _bank(4, 2, momentum=0.0)
     bank.update(torch.tensor([2]), torch.tensor([[3.0, 4.0]]))
     torch.testing.assert_close(bank.memory[2], torch.tensor([0.6, 0.8]))
-    frozen = MemoryBank(4, 2, momentum=1.0)
-    before = frozen.memory.clone()
-    frozen.update(torch.tensor([2]), torch.tensor([[3.0, 4.0]]))
-    torch.testing.assert_close(frozen.memory, before)
+    slow = _bank(4, 2, momentum=0.999)
+    before = slow.memory.clone()
+    slow.update(torch.tensor([2]), torch.tensor([[3.0, 4.0]]))
+    moved = float((slow.memory[2] - before[2]).norm())
+    assert 0 < moved < 5e-3
+    with pytest.raises(ValueError, match=r"momentum=1.0 \(must be in \[0, 1\)\)"):
+        MemoryOptions(momentum=1.0)
 
 
 def test_duplicate_indices_are_averaged_order_free() -> None:
-    bank = MemoryBank(5, 3, momentum=0.5)
+    bank = _bank(5, 3, momentum=0.5)
     before = bank.memory.clone()
     e1 = torch.tensor([1.0, 0.0, 0.0])
     e2 = torch.tensor([0.0, 1.0, 0.0])
@@ -73,13 +82,13 @@ def test_duplicate_indices_are_averaged_order_free() -> None:
     mixed = 0.5 * before[3] + 0.5 * (e1 + e2) / 2
     torch.testing.assert_close(bank.memory[3], mixed / mixed.norm())
     # Same multiset in another order: identical bank (replicas agree whatever the gather order).
-    other = MemoryBank(5, 3, momentum=0.5)
+    other = _bank(5, 3, momentum=0.5)
     other.update(torch.tensor([0, 3, 3]), torch.stack([torch.tensor([0.0, 0.0, 1.0]), e2, e1]))
     torch.testing.assert_close(other.memory, bank.memory)
 
 
 def test_negatives_exclude_and_in_range() -> None:
-    bank = MemoryBank(30, 4)
+    bank = _bank(30, 4)
     exclude = torch.tensor([0, 5, 5, 29, 17, 3])
     g = torch.Generator().manual_seed(1)
     seen = torch.zeros(30, dtype=torch.long)
@@ -98,7 +107,7 @@ def test_negatives_exclude_and_in_range() -> None:
 
 
 def test_negatives_take_all_allowed_rows() -> None:
-    bank = MemoryBank(10, 2)
+    bank = _bank(10, 2)
     exclude = torch.tensor([9, 2, 4])
     neg = bank.sample_negatives(7, exclude=exclude)
     assert sorted(neg.tolist()) == [0, 1, 3, 5, 6, 7, 8]
@@ -110,27 +119,21 @@ def test_negatives_take_all_allowed_rows() -> None:
 
 
 def test_sampling_is_reproducible() -> None:
-    a = MemoryBank(100, 2, seed=5).sample_negatives(20)
-    b = MemoryBank(100, 2, seed=5).sample_negatives(20)
+    a = _bank(100, 2, seed=5).sample_negatives(20)
+    b = _bank(100, 2, seed=5).sample_negatives(20)
     assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        dict(size=1, dim=4),
-        dict(size=10, dim=0),
-        dict(size=10, dim=4, momentum=1.5),
-        dict(size=10, dim=4, momentum=-0.1),
-    ],
-)
-def test_bad_arguments(kwargs: dict) -> None:
-    with pytest.raises(ValueError):
-        MemoryBank(**kwargs)
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="size"):
+        MemoryBank(1, MemoryOptions(embed_dim=4))
+    for name, value in (("embed_dim", 0), ("momentum", 1.5), ("momentum", -0.1)):
+        with pytest.raises(ValueError, match=name):
+            MemoryOptions(**{name: value})
 
 
 def test_update_rejects_bad_shapes() -> None:
-    bank = MemoryBank(10, 4)
+    bank = _bank(10, 4)
     with pytest.raises(ValueError):
         bank.update(torch.tensor([1, 2]), torch.randn(2, 3))
     with pytest.raises(ValueError):
@@ -139,7 +142,7 @@ def test_update_rejects_bad_shapes() -> None:
 
 def test_labels_buffer() -> None:
     labels = torch.tensor([3, 1, 4, 1, 5, 9], dtype=torch.int32)
-    bank = MemoryBank(6, 2, labels=labels)
+    bank = _bank(6, 2, labels=labels)
     assert bank.labels.dtype == torch.long and torch.equal(bank.labels, labels.long())
     labels[0] = 7  # stored as a copy
     assert int(bank.labels[0]) == 3
@@ -147,11 +150,11 @@ def test_labels_buffer() -> None:
     assert torch.equal(
         bank.labels_of(torch.tensor([[4, 0], [2, 2]])), torch.tensor([[5, 3], [4, 4]])
     )
-    plain = MemoryBank(6, 2)
+    plain = _bank(6, 2)
     assert plain.labels is None and "labels" not in plain.state_dict()
     with pytest.raises(ValueError):
         plain.labels_of(torch.tensor([0]))
-    restored = MemoryBank(6, 2, labels=torch.zeros(6, dtype=torch.long))
+    restored = _bank(6, 2, labels=torch.zeros(6, dtype=torch.long))
     restored.load_state_dict(bank.state_dict())
     assert torch.equal(restored.labels, bank.labels)
 
@@ -162,11 +165,11 @@ def test_labels_buffer() -> None:
 )
 def test_bad_labels(labels) -> None:
     with pytest.raises(ValueError, match="labels"):
-        MemoryBank(6, 2, labels=labels)
+        _bank(6, 2, labels=labels)
 
 
 def test_negatives_per_anchor() -> None:
-    bank = MemoryBank(30, 4)
+    bank = _bank(30, 4)
     exclude = torch.tensor([0, 5, 5, 29, 17, 3])
     g = torch.Generator().manual_seed(2)
     seen = torch.zeros(30, dtype=torch.long)
@@ -184,8 +187,8 @@ def test_negatives_per_anchor() -> None:
     assert (seen[~allowed] == 0).all()
     # roughly uniform over the 25 allowed rows: expected 192 hits each
     assert seen[allowed].min() > 130 and seen[allowed].max() < 260
-    a = MemoryBank(100, 2, seed=5).sample_negatives_per_anchor(7, 3)
-    assert torch.equal(a, MemoryBank(100, 2, seed=5).sample_negatives_per_anchor(7, 3))
+    a = _bank(100, 2, seed=5).sample_negatives_per_anchor(7, 3)
+    assert torch.equal(a, _bank(100, 2, seed=5).sample_negatives_per_anchor(7, 3))
     assert bank.sample_negatives_per_anchor(0, 4).shape == (4, 0)
     assert bank.sample_negatives_per_anchor(25, 2, exclude=exclude).shape == (2, 25)
     with pytest.raises(ValueError):

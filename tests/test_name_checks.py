@@ -1,5 +1,6 @@
-"""A misspelt component name fails at load, with exit 2, one line naming the config key and a
-suggestion, before any stage writes anything.
+"""A misspelt component name fails at load, before any stage writes anything.
+
+It exits 2 with one line naming the config key and a suggestion.
 """
 
 from __future__ import annotations
@@ -44,11 +45,13 @@ def test_a_misspelt_name_fails_before_any_stage(override, message, tmp_path, cap
     [
         (
             ["distill.methods=[kd]", "teacher.optim.epochs=0"],
-            "distill.methods[0]: method 'kd' needs the teacher's logits, but teacher.optim.epochs is 0",
+            "distill.methods[0]: method 'kd' needs the teacher's logits, "
+            "but teacher.optim.epochs is 0",
         ),
         (
             ["distill.methods=[wcord]", "distill.wcord.beta=1", "teacher.checkpoint=NOWHERE"],
-            "method 'wcord' needs the teacher's logits, but teacher.checkpoint 'NOWHERE' holds no classifier.pt",
+            "method 'wcord' needs the teacher's logits, "
+            "but teacher.checkpoint 'NOWHERE' holds no classifier.pt",
         ),
         (
             [
@@ -90,8 +93,9 @@ def test_a_method_whose_needs_the_run_cannot_meet_fails_at_load(
     ],
 )
 def test_a_trained_teacher_has_logits_whatever_its_task(overrides):
-    """The scenes transfer teacher has a classifier over its own classes: kd and wcord.beta
-    (with alpha) are accepted at load, as under probe-labels.
+    """The scenes transfer teacher has a classifier over its own classes.
+
+    Hence kd and wcord.beta (with alpha) are accepted at load, as under probe-labels.
     """
     from xmodal.pipelines.runner import resolve_config
 
@@ -120,11 +124,13 @@ def test_needs_follow_the_options():
     [
         (
             ["teacher", "distill", "probe", "report"],
-            "stage 'teacher' needs data_key, dataset, dataset_source, which no stage before it produces; put 'preprocess' before it",
+            "stage 'teacher' needs data_key, dataset, dataset_source, which no stage before it "
+            "produces; put 'preprocess' before it",
         ),
         (
             ["preprocess", "probe", "report"],
-            "stage 'probe' needs models, which no stage before it produces; put 'distill' or 'teacher' before it",
+            "stage 'probe' needs models, which no stage before it produces; "
+            "put 'distill' or 'teacher' before it",
         ),
         (["preprocess", "distill", "reprot"], "unknown stage 'reprot': did you mean 'report'"),
     ],
@@ -138,3 +144,79 @@ def test_a_pipeline_whose_stages_do_not_fit_is_refused_at_load(stages, message, 
     with pytest.raises(ConfigError) as info:
         load_spec(spec).check_stages()
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, ways_out",
+    [
+        ([], "use a feature-based method (crd, fitnet, infonce, pkt, rkd, wcord, wcord-global, "),
+        (["distill.wcord.beta=0.5"], "use a feature-based method (crd, fitnet, infonce, pkt, rkd)"),
+    ],
+)
+def test_a_refusal_lists_the_methods_that_fit_with_the_runs_options(
+    overrides, ways_out, tmp_path, capsys
+):
+    """The way out is asked of the registered methods (their needs under the run's options)."""
+    argv = ["run", "scenes", "--out", str(tmp_path / "run")]
+    for item in ["distill.methods=[kd]", "teacher.optim.epochs=0", *overrides]:
+        argv += ["--set", item]
+    assert main(argv) == 2
+    assert ways_out in capsys.readouterr().err
+
+
+def test_a_pipeline_without_a_teacher_stage_refuses_a_method_that_needs_one(tmp_path):
+    """The checks ask the stages which config sections they act on, not for stage names."""
+    from xmodal.core.errors import ConfigError
+    from xmodal.core.registry import PIPELINES
+    from xmodal.pipelines.runner import resolve_config
+    from xmodal.pipelines.spec import PipelineSpec
+
+    name = "no-teacher-test"
+    if name not in PIPELINES:
+        spec = PipelineSpec(name, config="scenes.yaml", stages=["preprocess", "distill"])
+        PIPELINES.add(name, spec)
+    with pytest.raises(ConfigError, match=f"needs a teacher, but pipeline '{name}' has none"):
+        resolve_config(name, None, ["distill.methods=[fitnet]"])
+    _, config = resolve_config(name, None, ["distill.methods=[none]"])  # trains no student
+    assert config.distill.methods == ["none"]
+    # a stage of another name that acts on the teacher section gives the run its teacher
+    from xmodal.core.registry import STAGES
+    from xmodal.pipelines.state import stage
+
+    if "own-teacher-test" not in STAGES:
+        needs, produces = ("dataset", "dataset_source", "data_key"), ("teachers", "models")
+        stage("own-teacher-test", "a teacher", needs=needs, produces=produces, config=["teacher"])(
+            lambda ctx: None
+        )
+    name = "own-teacher-test"
+    if name not in PIPELINES:
+        stages = ["preprocess", "own-teacher-test", "distill"]
+        PIPELINES.add(name, PipelineSpec(name, config="scenes.yaml", stages=stages))
+    _, config = resolve_config(name, None, ["distill.methods=[fitnet]"])
+    assert config.distill.methods == ["fitnet"]
+
+
+def test_names_are_refused_before_torch_or_any_layer_is_imported(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from xmodal.core.errors import ConfigError\n"
+        "from xmodal.pipelines.name_checks import check_names_early\n"
+        "check_names_early('scenes', None, ['distill.methods=[none]', 'probe.probes=linear'])\n"
+        "try:\n"
+        "    check_names_early('scenes', None, ['distill.methods=[none,wcrod]'])\n"
+        "except ConfigError as exc:\n"
+        "    print(exc)\n"
+        "layers = ('data', 'encoders', 'objectives', 'training', 'evaluation')\n"
+        "print(sorted(m for m in sys.modules if m.partition('.')[0] in ('torch', 'numpy')"
+        " or m.startswith('xmodal.') and m.split('.')[1] in layers))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    message, imported = proc.stdout.strip().splitlines()
+    assert message.startswith("distill.methods[1]: unknown method 'wcrod': did you mean 'wcord'")
+    assert imported == "[]"

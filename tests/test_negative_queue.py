@@ -13,13 +13,14 @@ from xmodal.core.config import load_config
 from xmodal.core.errors import ConfigError
 from xmodal.objectives.baselines.crd import CRDConfig, CRDObjective
 from xmodal.objectives.memory_bank import MemoryBank
+from xmodal.objectives.memory_options import MemoryOptions
 from xmodal.objectives.negative_queue import NegativeQueue
 from xmodal.objectives.wcord import WCoRDLoss
 from xmodal.pipelines.config import RunConfig
 
 
 def test_queue_keeps_the_last_k_in_order_like_a_deque():
-    queue = NegativeQueue(size=5, dim=2, seed=0)
+    queue = NegativeQueue(5, MemoryOptions(embed_dim=2), seed=0)
     start = queue.memory.clone()
     reference = deque([(-1, tuple(row.tolist())) for row in start], maxlen=5)
     counter = 0
@@ -28,16 +29,16 @@ def test_queue_keeps_the_last_k_in_order_like_a_deque():
         rows = torch.stack([torch.tensor([float(i), -float(i)]) for i in ids])
         counter += count
         queue.enqueue(ids, rows)
-        reference.extend((int(i), tuple(r.tolist())) for i, r in zip(ids, rows))
-        held = {(int(i), tuple(r.tolist())) for i, r in zip(queue.ids, queue.memory)}
+        reference.extend((int(i), tuple(r.tolist())) for i, r in zip(ids, rows, strict=False))
+        held = {(int(i), tuple(r.tolist())) for i, r in zip(queue.ids, queue.memory, strict=False)}
         assert held == set(reference)
     assert int(queue.position) == counter % 5
 
 
 def test_queue_state_dict_round_trip_continues_the_same_queue():
-    a = NegativeQueue(size=4, dim=3, seed=1)
+    a = NegativeQueue(4, MemoryOptions(embed_dim=3), seed=1)
     a.enqueue(torch.tensor([7, 8, 9]), torch.randn(3, 3))
-    b = NegativeQueue(size=4, dim=3, seed=2)
+    b = NegativeQueue(4, MemoryOptions(embed_dim=3), seed=2)
     b.load_state_dict(a.state_dict())
     batch = (torch.tensor([1, 2]), torch.randn(2, 3))
     a.enqueue(*batch)
@@ -55,15 +56,15 @@ def test_queue_state_dict_round_trip_continues_the_same_queue():
 )
 def test_queue_refuses_bad_batches(bad):
     with pytest.raises(ValueError, match="NegativeQueue.enqueue"):
-        NegativeQueue(size=4, dim=4).enqueue(*bad)
+        NegativeQueue(4, MemoryOptions(embed_dim=4)).enqueue(*bad)
 
 
 @pytest.mark.parametrize("estimator", ["infonce", "nce"])
 def test_wcord_queue_term_equals_a_hand_computation_with_own_entries_masked(estimator):
     torch.manual_seed(0)
     loss = WCoRDLoss(
-        6,
         5,
+        6,
         num_samples=50,
         embed_dim=4,
         num_negatives=6,
@@ -121,8 +122,8 @@ def test_crd_queue_scores_every_entry_but_the_anchors_own():
 
 def test_half_precision_bank_halves_memory_and_tracks_the_float32_bank():
     banks = {
-        dtype: MemoryBank(200, 64, momentum=0.5, seed=0, dtype=dtype)
-        for dtype in (torch.float32, torch.bfloat16)
+        dtype: MemoryBank(200, MemoryOptions(embed_dim=64, bank_dtype=name), seed=0)
+        for dtype, name in ((torch.float32, "float32"), (torch.bfloat16, "bfloat16"))
     }
     generator = torch.Generator().manual_seed(0)
     for _ in range(20):

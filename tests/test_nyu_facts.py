@@ -1,5 +1,7 @@
-"""The shipped NYU-Depth V2 facts: counts, maps, scene classes, camera; and agreement with the
-public metadata files when ``../shared/nyu-meta`` sits beside the repository.
+"""The shipped NYU-Depth V2 facts: counts, maps, scene classes, camera.
+
+Also their agreement with the public metadata files when ``../shared/nyu-meta`` sits beside the
+repository.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""A full disk while writing data.h5 or encoder.safetensors is one line naming the file and the
-space it needs, and leaves no temporary file (issue "nothing silently wrong", round 2: T1, T3).
+"""A full disk while writing data.h5 or encoder.safetensors is one line naming the file.
+
+The line gives the space it needs, and no temporary file is left (issue "nothing silently
+wrong", round 2: T1, T3).
 """
 
 from __future__ import annotations
@@ -121,8 +123,10 @@ def test_an_export_still_writes_and_loads(tmp_path):
 
 
 def test_a_small_filesystem_is_refused_before_hdf5_writes(tmp_path, capsys):
-    """3 MB free: the arrays (about 1.7 MB) would fit the old estimate but leave HDF5 no room;
-    the estimate with its margin refuses before writing (needs root to mount; skipped elsewhere).
+    """3 MB free: the estimate with its margin refuses before writing.
+
+    The arrays (about 1.7 MB) would fit the old estimate but leave HDF5 no room. Needs root to
+    mount; skipped elsewhere.
     """
     import subprocess
 
@@ -145,3 +149,82 @@ def test_a_small_filesystem_is_refused_before_hdf5_writes(tmp_path, capsys):
         assert not _temps(mount)
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def _report_run(run: Path) -> Path:
+    """The smallest run a report draws a figure for: one unit with a two-epoch history."""
+    import json
+
+    unit = run / "teacher"
+    unit.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({"config": {"seeds": [0]}, "summary": []}))
+    (unit / "encoder.json").write_text(
+        json.dumps({"modality": "rgb", "extra": {"role": "teacher", "method": "sup", "seed": 0}})
+    )
+    history = [{"loss": 2.0 - e, "lr": 0.1, "epoch": e} for e in (1, 2)]
+    (unit / "history.json").write_text(json.dumps(history))
+    return run
+
+
+def test_a_full_disk_while_drawing_a_figure_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
+    """The line names the report's PNG, not '.' nor a temporary name.
+
+    The earlier figure stays whole, and no half PNG or temporary file is left.
+    """
+    from matplotlib.figure import Figure
+
+    run = _report_run(tmp_path / "run")
+    assert main(["report", str(run)]) == 0
+    png = run / "report" / "training-curves.png"
+    before = png.read_bytes()
+    assert before.startswith(b"\x89PNG")
+
+    def fills_up(self, target, **kwargs):
+        Path(target).write_bytes(b"\x89PNG half")  # got some way, then the disk was full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", fills_up)
+    capsys.readouterr()
+    assert main(["report", str(run)]) == 2
+    line = _error_line(capsys)
+    assert line.startswith(f"error: no space left to write '{png}' (needs about "), line
+    assert png.read_bytes() == before
+    assert not _temps(run)
+
+
+def test_a_figure_is_refused_before_drawing_on_a_nearly_full_disk(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from xmodal.core import atomic
+    from xmodal.evaluation.figures import png_bytes, save_png
+
+    fig = Figure(figsize=(4.0, 3.0), dpi=100)
+    assert png_bytes(fig) == 400 * 300 * 4 + (64 << 10)  # raw RGBA: PNG never needs more here
+    path = tmp_path / "figs" / "a.png"
+    assert save_png(fig, path) == path and path.read_bytes().startswith(b"\x89PNG")
+    assert path.stat().st_size < png_bytes(fig)
+    monkeypatch.setattr(atomic, "free_bytes", lambda where: 100_000)
+    with pytest.raises(OutputError, match=r"no space left to write '.*b\.png' \(needs about 0\.5"):
+        save_png(fig, tmp_path / "figs" / "b.png")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["a.png"]
+
+
+def test_a_full_disk_while_copying_the_report_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    run = _report_run(tmp_path / "run")
+    assert main(["report", str(run)]) == 0
+    (run / "report" / "notes.txt").write_text("kept across rebuilds")
+
+    def fills_up(source, target, **kwargs):
+        Path(target).mkdir()
+        reason = f"[Errno 28] No space left on device: '{target}/notes.txt'"
+        raise shutil.Error([(f"{source}/notes.txt", f"{target}/notes.txt", reason)])
+
+    monkeypatch.setattr(shutil, "copytree", fills_up)
+    capsys.readouterr()
+    assert main(["report", str(run)]) == 2
+    line = _error_line(capsys)
+    assert line.startswith(f"error: no space left to write '{run / 'report'}' (needs about"), line
+    assert not _temps(run)
+    assert (run / "report" / "training-curves.png").is_file()

@@ -1,7 +1,9 @@
-"""The ``paired`` dataset: readers against independent expectations, manifests in CSV and JSONL,
-seeded splits, one test per kind of bad data (with its row and column), skip mode, a resumed
-conversion, the load-time checks for unlabelled manifests, ``xmodal data info`` and a tiny
-``xmodal run paired`` end to end.
+"""The ``paired`` dataset, from its readers to a tiny ``xmodal run paired``.
+
+Readers against independent expectations, manifests in CSV and JSONL, seeded splits, one test
+per kind of bad data (with its row and column), skip mode, a resumed conversion, the load-time
+checks for unlabelled manifests, ``xmodal data info`` and a tiny ``xmodal run paired`` end to
+end.
 """
 
 from __future__ import annotations
@@ -75,8 +77,10 @@ def _dataset(
     fmt: str = "csv",
     extra: dict[int, dict[str, str]] | None = None,
 ) -> Path:
-    """``n`` rows of 16x16 RGB PNG (a class colour plus noise), 16-bit depth PNG and WAV; rows
-    in ``extra`` get those cells instead (bad data). Returns the manifest.
+    """Write ``n`` rows of 16x16 RGB PNG, 16-bit depth PNG and WAV; return the manifest.
+
+    Each RGB image is a class colour plus noise; rows in ``extra`` get those cells instead (bad
+    data).
     """
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

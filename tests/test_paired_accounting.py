@@ -1,8 +1,10 @@
-"""The manifest-wide rules of ``paired`` (:mod:`xmodal.data.paired.rules`): duplicate ids,
-one file in two rows (and never in two splits), mixed label kinds, unknown columns, paths
-outside the manifest's folder. Each is one error naming rows and columns and the option that
-allows it, raised before any file is read (``xmodal run paired`` exits 2 before training), and
-``xmodal data info`` lists it and exits 1 (0 on a clean manifest).
+"""The manifest-wide rules of ``paired`` (:mod:`xmodal.data.paired.rules`).
+
+Duplicate or empty ids, one file in two columns of a row, one file in two rows (and never in
+two splits), mixed label kinds, unknown columns, paths outside the manifest's folder. Each is
+one error naming rows and columns and the option that allows it, raised before any file is read
+(``xmodal run paired`` exits 2 before training), and ``xmodal data info`` lists it and exits 1
+(0 on a clean manifest).
 """
 
 from __future__ import annotations
@@ -39,6 +41,14 @@ def _duplicate_ids(folder: Path) -> Path:
     return _dataset(folder, ROWS, extra={4: {"id": "s1"}})
 
 
+def _empty_ids(folder: Path) -> Path:
+    return _dataset(folder, ROWS, extra={2: {"id": ""}, 5: {"id": ""}})
+
+
+def _one_file_in_two_columns(folder: Path) -> Path:
+    return _dataset(folder, ROWS, extra={3: {"depth": "./3.png"}})  # row 4: its rgb file
+
+
 def _duplicate_file_across_splits(folder: Path) -> Path:
     return _dataset(folder, ROWS, split=True, extra={6: {"rgb": "./0.png"}})  # row 7 (val)
 
@@ -66,6 +76,17 @@ CASES = {  # name: (writer, fragments of the one error line)
         _duplicate_ids,
         ["column 'id': ids repeat: 's1' in rows 2, 5; ids must be unique"],
     ),
+    "empty ids": (
+        _empty_ids,
+        ["column 'id': empty id in rows 3, 6; give every row a unique id, or remove the id column"],
+    ),
+    "one file in two columns": (
+        _one_file_in_two_columns,
+        [
+            "column 'depth': the same file as column 'rgb' in row 4 (row 4: './3.png' -> ",
+            "3.png); one file is not two modalities",
+        ],
+    ),
     "duplicate file across splits": (
         _duplicate_file_across_splits,
         [
@@ -78,9 +99,9 @@ CASES = {  # name: (writer, fragments of the one error line)
     "mixed labels": (
         _mixed_labels,
         [
-            "column 'label': labels mix class names (rows 1, 3, 5, 6, 7, 8: 'red', 'blue', 'green', "
-            "...) and integers (rows 2, 4: '1', '0'); write every label as a class name, or every "
-            "one as an integer"
+            "column 'label': labels mix class names (rows 1, 3, 5, 6, 7, 8: 'red', 'blue', "
+            "'green', ...) and integers (rows 2, 4: '1', '0'); write every label as a class name, "
+            "or every one as an integer"
         ],
     ),
     "unknown column": (
@@ -241,3 +262,32 @@ def test_integer_labels_with_a_class_list_are_indices(tmp_path):
     message = _problems(_dataset(tmp_path, ROWS, extra=extra), classes=list(CLASSES))
     assert "row 8, column 'label': label '5' is not in the class list" in message
     assert "mix" not in message
+
+
+def test_a_jsonl_row_without_its_id_key_has_an_empty_id(tmp_path):
+    manifest = _dataset(tmp_path / "data", ROWS, fmt="jsonl", extra={6: {"id": None}})
+    assert "column 'id': empty id in row 7; " in _problems(manifest)
+
+
+def test_allow_duplicates_does_not_allow_one_file_in_two_columns(tmp_path):
+    manifest = _one_file_in_two_columns(tmp_path / "data")
+    message = _problems(manifest, allow_duplicates=True)
+    assert "column 'depth': the same file as column 'rgb' in row 4" in message
+
+
+def test_each_pair_of_columns_sharing_a_file_is_its_own_finding(tmp_path):
+    """A row naming one file in three columns is two findings.
+
+    Each is on a later column and names the first; a path that only looks alike (another path
+    to another file) is no finding.
+    """
+    manifest = _dataset(
+        tmp_path / "data",
+        ROWS,
+        extra={1: {"depth": "1.png", "audio": "./1.png"}, 2: {"depth": "../data/2-depth.png"}},
+    )
+    message = _problems(manifest, allow_outside=True)
+    assert message.startswith(f"manifest '{manifest}' breaks 2 rules")
+    assert "column 'depth': the same file as column 'rgb' in row 2 (row 2: '1.png' -> " in message
+    assert "column 'audio': the same file as column 'rgb' in row 2 (row 2: './1.png' -> " in message
+    assert "row 3" not in message

@@ -1,11 +1,14 @@
-"""End to end: ``xmodal run cifar100 --data DIR`` on a tiny folder in the official CIFAR-100
-format (pickled ``train``/``test``/``meta`` under ``cifar-100-python/``, read by torchvision).
+"""End to end: ``xmodal run cifar100 --data DIR`` on a tiny folder in the official format.
+
+That is CIFAR-100's: pickled ``train``/``test``/``meta`` under ``cifar-100-python/``, read by
+torchvision.
 """
 
 from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,3 +118,51 @@ def test_run_cifar100_end_to_end_gives_top1_rows(tmp_path):
     assert not (again / "teacher" / "seed0" / "encoder.pt").exists()
     assert next(r for r in rows2 if r["method"] == "teacher")["value"] == teacher["value"]
     assert {r["method"] for r in rows2} == {"teacher", "kd"}
+
+
+def test_the_cache_is_written_like_data_h5_space_checked_one_line_no_temp(tmp_path, monkeypatch):
+    """The cifar100 cache is written as data.h5 is.
+
+    A unique temporary name (two writers never share one), free space checked against the
+    arrays plus HDF5's margin before writing, and a disk that fills while writing is one line
+    naming the cache; neither leaves a temporary file.
+    """
+    import errno
+
+    import h5py
+
+    from xmodal.core import atomic
+    from xmodal.core.errors import OutputError
+    from xmodal.data.hdf5_output import hdf5_bytes
+
+    root = _write_cifar(tmp_path / "cifar", n_train=20, n_test=10)
+    options = CIFAR100Config(path=str(root), download=False, verify_md5=False)
+    cache = tmp_path / "data" / "cache.h5"
+    arrays = 30 * 32 * 32 * 3 + 30 * 8 + len(json.dumps([f"class{i}" for i in range(100)]))
+    free = hdf5_bytes(arrays) - 1
+    monkeypatch.setattr(atomic, "free_bytes", lambda path: free)
+    with pytest.raises(OutputError) as caught:
+        CIFAR100Source().prepare(options, cache)
+    needed = f"needs about {hdf5_bytes(arrays) / 1e6:.1f} MB, {free / 1e6:.1f} MB free"
+    assert str(caught.value).startswith(f"no space left to write '{cache}' ({needed}")
+    assert list(cache.parent.iterdir()) == []
+
+    monkeypatch.setattr(atomic, "free_bytes", lambda path: 1 << 40)
+    names = []
+    real = h5py.File
+
+    def fills_up(name, mode="r", **kwargs):
+        if mode == "w":
+            names.append(Path(name).name)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(name, mode, **kwargs)
+
+    monkeypatch.setattr(h5py, "File", fills_up)
+    with pytest.raises(OutputError, match=f"no space left to write '{cache}'"):
+        CIFAR100Source().prepare(options, cache)
+    assert names[0].startswith(".cache.h5.tmp") and names[0] != ".cache.h5.tmp"
+    assert list(cache.parent.iterdir()) == []
+    monkeypatch.setattr(h5py, "File", real)
+    loaded = CIFAR100Source().load(CIFAR100Source().prepare(options, cache))
+    assert loaded.splits["train"].column("label").shape == (20,)
+    assert [p.name for p in cache.parent.iterdir()] == ["cache.h5"]

@@ -38,8 +38,9 @@ def teacher_weights(tmp_path_factory):
 
 
 def _torchvision_teacher(weights: Path) -> str:
-    """The whole teacher.encoder replaced (the default's timm options do not apply to resnet18;
-    the default timm teacher runs in tests/test_nyu_teacher.py).
+    """The whole teacher.encoder replaced: the default's timm options do not apply to resnet18.
+
+    The default timm teacher runs in tests/test_nyu_teacher.py.
     """
     return f"teacher.encoder={{name: resnet18, kwargs: {{pretrained: '{weights}'}}}}"
 
@@ -191,7 +192,7 @@ print(marks[3], marks[-1])
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc")
 def test_preprocessing_memory_stays_flat_frame_after_frame(nyu_file, tmp_path):
-    # Without handing freed heap back (xmodal.core.memory), glibc fragmentation grew the
+    # Without handing freed heap back (xmodal.core.heap), glibc fragmentation grew the
     # resident size by ~9 MB per full-resolution frame: ~180 MB over these 20 frames.
     import subprocess
 

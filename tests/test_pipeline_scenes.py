@@ -161,8 +161,10 @@ def _teacher_outputs(run):
 
 
 def test_a_six_class_teacher_checkpoint_under_probe_labels(tiny_run, tmp_path):
-    """The transfer teacher's folder as teacher.checkpoint on the 8-class scenes (a raw
-    'size mismatch' traceback before): its logits keep its 6 classes, kd and wcord.beta run.
+    """The transfer teacher's folder as teacher.checkpoint on the 8-class scenes.
+
+    Its logits keep its 6 classes, and kd and wcord.beta run (a raw 'size mismatch' traceback
+    before).
     """
     import shutil
 
@@ -225,8 +227,8 @@ def test_batch_covering_the_whole_train_split_is_one_clear_error(tiny_run, tmp_p
 
 
 def test_distillation_killed_mid_training_resumes_from_its_last_epoch(tmp_path, monkeypatch):
+    from xmodal.encoders.export import load_encoder
     from xmodal.training import loop
-    from xmodal.training.checkpoint import load_encoder
 
     extra = ("distill.students=[depth]", "distill.methods=[wcord]", "distill.optim.epochs=2")
     assert main(_argv(tmp_path / "whole", *extra)) == 0
@@ -268,15 +270,16 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_a_run_killed_mid_epoch_resumes_there_with_identical_weights(tmp_path):
-    """A real SIGKILL inside the second epoch of a distillation unit, with
-    runtime.checkpoint_every=1; the rerun of the same command resumes at that step.
+    """A real SIGKILL inside the second epoch of a distillation unit.
+
+    With runtime.checkpoint_every=1, the rerun of the same command resumes at that step.
     """
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    from xmodal.training.checkpoint import load_encoder
+    from xmodal.encoders.export import load_encoder
 
     extra = (
         "distill.students=[depth]",
@@ -333,3 +336,43 @@ def test_segmentation_probe_on_scenes_skips_audio(tiny_run, tmp_path):
                 "pixel_accuracy",
                 "mean_class_accuracy",
             )
+
+
+def test_a_replaced_teacher_classifier_retrains_the_students_of_its_logits(
+    tiny_run, tmp_path, capsys
+):
+    """A replaced classifier.pt beside an unchanged encoder.pt retrains kd, not fitnet.
+
+    The teacher.checkpoint folder's logits change, so kd (which reads them) trains again;
+    fitnet (features only) is reused.
+    """
+    import shutil
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_run / "teacher" / "seed0", teacher)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run / "data", run / "data")  # the generated scenes, not regenerated
+    argv = _argv(
+        run,
+        "distill.students=[depth]",
+        "distill.methods=[kd,fitnet]",
+        "teacher.task=probe-labels",
+        "probe.probes=[knn]",
+        f"teacher.checkpoint={teacher}",
+    )
+    assert main(argv) == 0
+    units = {m: run / "distill" / "seed0" / "depth" / m for m in ("kd", "fitnet")}
+    keys = {m: json.loads((u / "done.json").read_text())["key"] for m, u in units.items()}
+    weights = torch.load(units["kd"] / "encoder.pt", weights_only=True)["state_dict"]
+
+    head = torch.load(teacher / "classifier.pt", weights_only=True)
+    torch.save({name: -value for name, value in head.items()}, teacher / "classifier.pt")
+    capsys.readouterr()
+    assert main(argv) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "student depth fitnet seed 0: cached" in out
+    assert "student depth kd seed 0: cached" not in out
+    again = {m: json.loads((u / "done.json").read_text())["key"] for m, u in units.items()}
+    assert again["fitnet"] == keys["fitnet"] and again["kd"] != keys["kd"]
+    retrained = torch.load(units["kd"] / "encoder.pt", weights_only=True)["state_dict"]
+    assert any(not torch.equal(weights[k], retrained[k]) for k in weights)

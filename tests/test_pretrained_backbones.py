@@ -1,6 +1,8 @@
-"""Backbones from timm, open_clip and Hugging Face transformers: tiny random models built with
-each library, saved to local files, loaded back through xmodal offline, and compared with the
-library's own preprocessing + forward; as students; through an export; and their errors.
+"""Backbones from timm, open_clip and Hugging Face transformers.
+
+Tiny random models built with each library, saved to local files, loaded back through xmodal
+offline, and compared with the library's own preprocessing + forward; as students; through an
+export; and their errors.
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ def _timm_reference(name: str, tmp_path, **kwargs):
 
 
 def _timm_library_features(model, images):
-    """Timm's own eval transform (crop_pct 1: xmodal resizes the whole image, never crops) +
-    the model's pre-logits features.
+    """Timm's own eval transform + the model's pre-logits features.
+
+    The transform uses crop_pct 1: xmodal resizes the whole image, never crops.
     """
     data = timm.data.resolve_data_config({}, model=model)
     transform = timm.data.create_transform(**{**data, "crop_pct": 1.0})

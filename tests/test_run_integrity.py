@@ -1,5 +1,6 @@
-"""Nothing executes from a file, nothing stale is reused, nothing is silently wrong (issue 13,
-and its second round: section 11).
+"""Nothing executes from a file, nothing stale is reused, nothing is silently wrong.
+
+Issue 13, and its second round: section 11.
 
 One test per finding of the hostile-user probe; each compares the run's values against a fresh
 run of the same settings (the module's ``fresh`` run, or one made in the test).
@@ -20,8 +21,8 @@ import pytest
 import torch
 
 from xmodal.cli.main import main
+from xmodal.core.cache import file_digest
 from xmodal.core.errors import XmodalError
-from xmodal.training.checkpoint import file_digest
 
 TINY = [
     "data.scenes.image_size=16",
@@ -90,12 +91,14 @@ def _plant(path: Path, marker: Path) -> None:
 
 
 def test_planted_pickles_never_execute_at_any_load_site(fresh, tmp_path, capsys, monkeypatch):
-    """Sites (grep torch.load): training/resume.py (train-state.pt), training/checkpoint.py
+    """A pickle planted at every torch.load site is never executed.
+
+    Sites (grep torch.load): training/resume.py (train-state.pt), core/cache.py
     load_checkpoint (encoder.pt, classifier.pt, teacher outputs, probe features),
     encoders/torchvision_resnet.py (a pretrained file, and torchvision's hub cache).
     """
     from xmodal.encoders.base import create_encoder
-    from xmodal.training.checkpoint import load_encoder
+    from xmodal.encoders.export import load_encoder
 
     marker = tmp_path / "pwned"
     run = _copy(fresh, tmp_path / "run")
@@ -133,8 +136,9 @@ def test_planted_pickles_never_execute_at_any_load_site(fresh, tmp_path, capsys,
 
 
 def test_data_change_recomputes_features_of_untrained_encoders(tmp_path):
-    """The random-init ``none`` student and a frozen (0-epoch) teacher keep their checkpoint
-    digest when the data changes; their features must not.
+    """A checkpoint digest may stay the same when the data changes; the features must not.
+
+    The cases: the random-init ``none`` student and a frozen (0-epoch) teacher.
     """
     frozen = ("teacher.optim.epochs=0",)
     assert main(_argv(tmp_path / "run", *frozen)) == 0
@@ -333,7 +337,7 @@ def test_disk_full_is_one_line_leaves_nothing_half_written(fresh, tmp_path, caps
 
 
 def test_any_writer_on_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
-    """A writer outside xmodal.core.atomic (e.g. a figure) still gives one line, not a traceback."""
+    """A writer outside xmodal.core.cache (e.g. a figure) still gives one line, not a traceback."""
     import xmodal.pipelines
 
     def full(*args, **kwargs):
@@ -433,8 +437,10 @@ def test_bad_config_files_are_one_line(tmp_path, capsys):
 
 
 def test_a_job_that_loses_the_lock_race_by_microseconds_still_names_the_holder(tmp_path):
-    """The holder writes its name just after taking the lock; a second job that reads the file
-    in between waits for the name instead of saying 'another process'.
+    """The holder writes its name just after taking the lock.
+
+    A second job that reads the file in between waits for the name instead of saying 'another
+    process'.
     """
     import fcntl
     import threading
@@ -466,8 +472,10 @@ def test_a_job_that_loses_the_lock_race_by_microseconds_still_names_the_holder(t
 
 
 def _change_values(path: Path, *, keep_digest: bool = True) -> None:
-    """Rewrite a keyed cache with other values under the same key (and, with ``keep_digest``,
-    the digest recorded when it was written: a file changed behind xmodal's back).
+    """Rewrite a keyed cache with other values under the same key.
+
+    With ``keep_digest``, also keep the digest recorded when it was written: a file changed
+    behind xmodal's back.
     """
     entry = torch.load(path, weights_only=True)
     value = entry["value"]
@@ -531,7 +539,7 @@ def test_a_blow_up_with_finite_weights_is_refused_and_never_cached(
 ):
     run = _copy(fresh, tmp_path / "run")
     shutil.rmtree(run.joinpath(*WCORD))
-    for attempt in range(2):  # refused again: nothing was cached as done
+    for _attempt in range(2):  # refused again: nothing was cached as done
         capsys.readouterr()
         assert main(_argv(run, override)) == 2
         line = _error_line(capsys)
@@ -622,8 +630,7 @@ def test_a_torn_report_input_retrains_its_unit_on_rerun(fresh, tmp_path, capsys)
 
 
 def test_tampered_frontend_options_are_one_line_naming_the_file(fresh, tmp_path):
-    from xmodal.encoders.export import load_encoder as load_export
-    from xmodal.training.checkpoint import load_encoder
+    from xmodal.encoders.export import load_encoder
 
     checkpoint = torch.load(fresh.joinpath(*WCORD, "encoder.pt"), weights_only=True)
     checkpoint["frontend_kwargs"]["bogus"] = 1
@@ -632,9 +639,9 @@ def test_tampered_frontend_options_are_one_line_naming_the_file(fresh, tmp_path)
     meta = json.loads((export / "encoder.json").read_text())
     meta["frontend_kwargs"]["std_m"] = "wide"
     (export / "encoder.json").write_text(json.dumps(meta))
-    for load, path in ((load_encoder, tmp_path / "encoder.pt"), (load_export, export)):
+    for path in (tmp_path / "encoder.pt", export):  # a checkpoint and an export
         with pytest.raises(XmodalError) as info:
-            load(path)
+            load_encoder(path)
         message = str(info.value)
         assert "\n" not in message and "frontend_kwargs" in message
         assert ("encoder.pt" if path.is_file() else "encoder.json") in message

@@ -1,5 +1,6 @@
-"""Segmentation metrics: the confusion matrix agrees with a plain per-class loop, a hand
-example, and bad inputs raise.
+"""Segmentation metrics against a plain per-class loop and a hand example.
+
+The confusion matrix agrees with both, and bad inputs raise.
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ from xmodal.evaluation.segmentation_metrics import ConfusionMatrix
 
 def _reference(pred, target, c):
     """Independent per-class loop over plain Python lists."""
-    pairs = [(int(t), int(p)) for p, t in zip(pred.flatten(), target.flatten()) if int(t) != 0]
+    pairs = [
+        (int(t), int(p))
+        for p, t in zip(pred.flatten(), target.flatten(), strict=True)
+        if int(t) != 0
+    ]
     correct = sum(t == p for t, p in pairs)
     ious, recalls = [], []
     for k in range(1, c + 1):

@@ -1,5 +1,7 @@
-"""Segmentation probe: linearly decodable maps are segmented, random ones are not; fits are
-deterministic; weight decay is chosen on validation; feature maps are extracted as documented.
+"""Segmentation probe: linearly decodable maps are segmented, random ones are not.
+
+Fits are deterministic; weight decay is chosen on validation; feature maps are extracted as
+documented.
 """
 
 from __future__ import annotations

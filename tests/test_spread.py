@@ -157,7 +157,7 @@ def test_every_epoch_logs_the_students_spread_and_training_is_unchanged(monkeypa
     assert a.keys() == b.keys()
     for name in a:  # weights and BatchNorm statistics, bit for bit
         assert torch.equal(a[name], b[name]), name
-    for logged, plain in zip(history, history_without):
+    for logged, plain in zip(history, history_without, strict=True):
         assert {k: v for k, v in logged.items() if k not in (RANK_KEY, COSINE_KEY)} == plain
 
 

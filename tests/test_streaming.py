@@ -1,5 +1,7 @@
-"""Splits streamed from the HDF5 cache: the rows read equal the arrays, in any order, through any
-number of DataLoader workers; a run with workers trains what a run without them trains.
+"""Splits streamed from the HDF5 cache: the rows read equal the arrays.
+
+This holds in any order and through any number of DataLoader workers; a run with workers trains
+what a run without them trains.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ def cache(tmp_path):
     return path, arrays
 
 
-def test_rows_read_equal_the_arrays_in_any_order_with_repeats(cache):
+@pytest.mark.parametrize("budget", [0, 10**9], ids=["streamed", "kept-in-memory"])
+def test_rows_read_equal_the_arrays_in_any_order_with_repeats(cache, monkeypatch, budget):
+    monkeypatch.setattr("xmodal.data.hdf5_split.IN_MEMORY_BYTES", budget)
     path, arrays = cache
     rows = np.array([7, 3, 40, 41, 42, 0, 49])  # a split's rows, not in file order
     split = HDF5Split(
@@ -52,6 +56,27 @@ def test_rows_read_equal_the_arrays_in_any_order_with_repeats(cache):
     assert torch.equal(copy.read("label", [2]), split.read("label", [2]))
     split.derive("x2", "x", lambda t, r: t * 2)
     np.testing.assert_allclose(split.read("x2", [1]).numpy(), 2 * arrays["x"][[3]])
+    # kept in memory exactly when under the budget: the split's 7 rows, not the file's 50
+    kept = split._memory.get("train/x")
+    assert (kept is None) if budget == 0 else kept.shape == (7, 3, 4)
+
+
+def test_a_selected_view_reads_and_derives_only_its_columns(cache):
+    path, arrays = cache
+    split = HDF5Split(path, {"x": "train/x", "label": "train/label"}, transforms={"label": as_long})
+    derived = []
+    split.derive("x2", "x", lambda t, r: derived.append(len(r)) or t * 2)
+    view = split.select(["label"])
+    batch = view.__getitems__([4, 1])
+    assert sorted(batch) == ["index", "label"] and derived == []
+    assert batch["label"].tolist() == arrays["label"][[4, 1]].tolist() and len(view) == 50
+    assert split.__getitems__([4])["x2"].shape == (1, 3, 4) and derived == [1]  # untouched
+    memory = ArrayDataset({k: torch.from_numpy(v) for k, v in arrays.items()}).select(["x"])
+    assert memory.keys() == ["x"] and torch.equal(
+        memory.read("x", [3]), torch.from_numpy(arrays["x"][[3]])
+    )
+    with pytest.raises(KeyError, match="no column"):
+        split.select(["depth"])
 
 
 def test_streamed_and_in_memory_splits_give_the_same_batches_through_workers(cache):
@@ -68,7 +93,10 @@ def test_streamed_and_in_memory_splits_give_the_same_batches_through_workers(cac
         batches[name] = [(b["index"].tolist(), b["x"]) for epoch in range(2) for b in loader]
     for name in ("stream", "workers"):
         assert [i for i, _ in batches[name]] == [i for i, _ in batches["memory"]]
-        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(batches[name], batches["memory"]))
+        assert all(
+            torch.equal(a, b)
+            for (_, a), (_, b) in zip(batches[name], batches["memory"], strict=True)
+        )
 
 
 def test_a_corrupt_cache_is_one_clear_error(tmp_path):

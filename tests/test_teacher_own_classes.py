@@ -1,8 +1,10 @@
-"""A teacher with classes of its own (a transfer teacher: 6 object categories against the 8 scene
-classes; a checkpoint trained on another label space) keeps its classifier: its logits are
-``[N, Ct]`` and the student reads them through a KD head of ``Ct``, apart from the classifier
-over the dataset's ``C``. End to end: tests/test_pipeline_scenes.py (every method from the
-transfer teacher; that teacher as a checkpoint under probe-labels).
+"""A teacher with classes of its own keeps its classifier.
+
+Such a teacher is a transfer teacher (6 object categories against the 8 scene classes) or a
+checkpoint trained on another label space. Its logits are ``[N, Ct]`` and the student reads
+them through a KD head of ``Ct``, apart from the classifier over the dataset's ``C``. End to
+end: tests/test_pipeline_scenes.py (every method from the transfer teacher; that teacher as a
+checkpoint under probe-labels).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The WAV reader of ``paired``: integer PCM against the standard library's ``wave``, float and
-extensible WAVs against values written by hand, and each way a file can be wrong.
+"""The WAV reader of ``paired``: integer PCM against the standard library's ``wave``.
+
+Float and extensible WAVs against values written by hand, and each way a file can be wrong.
 """
 
 from __future__ import annotations

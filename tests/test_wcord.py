@@ -36,7 +36,7 @@ def _sigma_max(head: ProjectionHead) -> float:
 
 
 def test_defaults_and_hparams_round_trip() -> None:
-    loss = WCoRDLoss(64, 32, num_samples=1000)
+    loss = WCoRDLoss(32, 64, num_samples=1000)
     hp = loss.hparams()
     assert hp == dict(
         teacher_dim=64,
@@ -117,7 +117,7 @@ def test_bad_constructor_arguments(kwargs: dict) -> None:
 
 
 def test_forward_outputs_and_banks_untouched() -> None:
-    loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16)
+    loss = WCoRDLoss(10, 12, num_samples=40, embed_dim=16)
     t, s = _features(8, 12, 10)
     s.requires_grad_(True)
     banks = (loss.teacher_bank.memory.clone(), loss.student_bank.memory.clone())
@@ -159,10 +159,10 @@ def test_sampled_negatives_exclude_batch() -> None:
 
 def test_variants_skip_terms() -> None:
     t, s = _features(6, 5, 7)
-    global_only = WCoRDLoss(5, 7, num_samples=20, lambda_local=0.0)
+    global_only = WCoRDLoss(7, 5, num_samples=20, lambda_local=0.0)
     out = global_only(s, t, indices=torch.arange(6))
     assert float(out["local"]) == 0.0 and global_only.last_transport is None
-    local_only = WCoRDLoss(5, 7, num_samples=20, lambda_global=0.0)
+    local_only = WCoRDLoss(7, 5, num_samples=20, lambda_global=0.0)
     assert local_only.teacher_bank is None and local_only.student_bank is None
     out = local_only(s, t, indices=torch.arange(6))
     assert float(out["global"]) == 0.0 and local_only.last_transport is not None
@@ -179,7 +179,7 @@ def test_variants_skip_terms() -> None:
 )
 def test_bf16_autocast_float32_terms(options: dict) -> None:
     loss = WCoRDLoss(
-        12, 10, num_samples=40, embed_dim=16, **options
+        10, 12, num_samples=40, embed_dim=16, **options
     ).eval()  # eval: frozen power iteration
     t, s = _features(8, 12, 10, seed=1)
     neg = torch.arange(8, 40)
@@ -201,7 +201,7 @@ def test_bf16_autocast_float32_terms(options: dict) -> None:
 def test_global_term_matches_per_anchor_reference() -> None:
     n, b, d = 50, 6, 8
     loss = WCoRDLoss(
-        9, 7, num_samples=n, embed_dim=d, tau=0.1, lambda_local=0.0, seed=3, estimator="infonce"
+        7, 9, num_samples=n, embed_dim=d, tau=0.1, lambda_local=0.0, seed=3, estimator="infonce"
     )
     g = _gen(11)
     loss.teacher_bank.memory.copy_(F.normalize(torch.randn(n, d, generator=g), dim=1))
@@ -230,14 +230,16 @@ def test_global_term_matches_per_anchor_reference() -> None:
 
 @pytest.mark.parametrize("masked", [False, True])
 def test_nce_global_term_matches_per_anchor_reference(masked: bool) -> None:
-    """estimator='nce': CRD's binary NCE with Z = N * mean(exp(scores)) estimated once, checked
-    against a float64 loop over anchors (masked negatives drop out of the negatives' sum only).
+    """estimator='nce': CRD's binary NCE with Z = N * mean(exp(scores)) estimated once.
+
+    Checked against a float64 loop over anchors (masked negatives drop out of the negatives' sum
+    only).
     """
     n, b, d, k, tau = 40, 5, 6, 8, 0.2
     labels = torch.arange(n) % 3
     loss = WCoRDLoss(
-        9,
         7,
+        9,
         num_samples=n,
         embed_dim=d,
         tau=tau,
@@ -255,7 +257,7 @@ def test_nce_global_term_matches_per_anchor_reference(masked: bool) -> None:
 
     def reference(u: torch.Tensor, v: torch.Tensor, z: tuple[float, float] | None):
         sides = []
-        for anchors, partners, bank, swap in ((u, v, mem_s, False), (v, u, mem_t, True)):
+        for anchors, partners, bank, _swap in ((u, v, mem_s, False), (v, u, mem_t, True)):
             rows = []  # per anchor: the positive score and the kept negatives' scores
             for i in range(b):
                 keep = [j for j in neg[i].tolist() if not (masked and labels[j] == labels[idx[i]])]
@@ -275,7 +277,7 @@ def test_nce_global_term_matches_per_anchor_reference(masked: bool) -> None:
             )
         c = k / n  # K * P_noise, the masked columns counted as in CRD
         total = 0.0
-        for rows, zz in zip(sides, z):
+        for rows, zz in zip(sides, z, strict=True):
             for p, ns in rows:
                 prob = math.exp(p) / zz
                 total -= (
@@ -310,7 +312,7 @@ def test_estimators_differ_and_infonce_is_optional() -> None:
     }
     assert values["nce"] != pytest.approx(values["infonce"], rel=1e-3)
     with pytest.raises(ValueError, match="estimator"):
-        WCoRDLoss(6, 5, num_samples=30, estimator="softmax")
+        WCoRDLoss(5, 6, num_samples=30, estimator="softmax")
 
 
 def test_global_term_gradient_skips_bank() -> None:
@@ -324,8 +326,8 @@ def test_global_term_gradient_skips_bank() -> None:
 
 def test_local_term_gradient_is_frozen_plan_gradient() -> None:
     loss = WCoRDLoss(
-        10,
         8,
+        10,
         num_samples=30,
         embed_dim=6,
         lambda_global=0.0,
@@ -415,7 +417,7 @@ def _train_a_few_steps(loss: WCoRDLoss, steps: int = 30, lr: float = 0.01) -> No
 
 
 def test_spectral_heads_are_one_lipschitz_after_training() -> None:
-    loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16)
+    loss = WCoRDLoss(10, 12, num_samples=40, embed_dim=16)
     _train_a_few_steps(loss)
     with torch.no_grad():  # blow up the raw weight: the normalised one must not follow
         loss.student_head.linear.parametrizations.weight.original.mul_(5.0)
@@ -426,14 +428,14 @@ def test_spectral_heads_are_one_lipschitz_after_training() -> None:
         assert _sigma_max(head) <= 1.0 + 1e-3
         assert _sigma_max(head) >= 1.0 - 1e-3  # normalised to 1, not merely below it
     for lr in (0.05, 0.001):  # harsher and gentler optimisers
-        other = WCoRDLoss(12, 10, num_samples=40, embed_dim=16, seed=1)
+        other = WCoRDLoss(10, 12, num_samples=40, embed_dim=16, seed=1)
         _train_a_few_steps(other, lr=lr)
         for head in (other.teacher_head, other.student_head):
             assert _sigma_max(head) <= 1.0 + 1e-3
 
 
 def test_unconstrained_heads_are_not_normalised() -> None:
-    loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16, lipschitz="none")
+    loss = WCoRDLoss(10, 12, num_samples=40, embed_dim=16, lipschitz="none")
     with torch.no_grad():
         loss.student_head.linear.weight.mul_(5.0)
     _train_a_few_steps(loss)
@@ -445,8 +447,9 @@ _SCALES = (0.01, 0.1, 1.0, 10.0)
 
 
 def _lipschitz_ratio(loss: WCoRDLoss, scale: float, seed: int = 9) -> float:
-    """``max |grad g| * tau`` over 512 random pairs of raw features at ``scale``, in ``t`` and in
-    ``s`` separately. The bound under ``lipschitz="spectral"`` is 1.
+    """``max |grad g| * tau`` over 512 random pairs of raw features at ``scale``.
+
+    Computed in ``t`` and in ``s`` separately. The bound under ``lipschitz="spectral"`` is 1.
     """
     g = _gen(seed)
     norm_t, norm_s = gradient_norms(
@@ -454,19 +457,21 @@ def _lipschitz_ratio(loss: WCoRDLoss, scale: float, seed: int = 9) -> float:
         torch.randn(512, 12, generator=g) * scale,
         torch.randn(512, 10, generator=g) * scale,
     )
-    return float(torch.maximum(norm_t, norm_s).max()) * loss.critic.tau
+    return float(torch.maximum(norm_t, norm_s).max()) * loss.config.tau
 
 
 def _adversarial_heads(loss: WCoRDLoss, steps: int = 300) -> None:
-    """Train the heads and critic to *maximise* the critic's gradient norm at small and large
-    feature scales: the worst case for a constraint (train mode, as in training).
+    """Train the heads and critic to *maximise* the critic's gradient norm.
+
+    At small and large feature scales, in train mode as in training: the worst case for a
+    constraint.
     """
     maximise_gradient(loss.score, loss.parameters(), (12, 10), _SCALES, steps)
 
 
 @pytest.mark.parametrize("critic", CRITICS)
 def test_critic_is_lipschitz_in_raw_features_at_every_scale(critic: str) -> None:
-    loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16, critic=critic, critic_hidden=16)
+    loss = WCoRDLoss(10, 12, num_samples=40, embed_dim=16, critic=critic, critic_hidden=16)
     _adversarial_heads(loss)
     for head in (loss.teacher_head, loss.student_head):  # moved far from the initialisation
         assert float(head.linear.parametrizations.weight.original.detach().norm()) > 5.0
@@ -484,7 +489,7 @@ def test_critic_is_lipschitz_in_raw_features_at_every_scale(critic: str) -> None
 
 
 def test_unconstrained_critic_exceeds_bound() -> None:
-    loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16, lipschitz="none")
+    loss = WCoRDLoss(10, 12, num_samples=40, embed_dim=16, lipschitz="none")
     _adversarial_heads(loss, steps=50)
     ratios = [_lipschitz_ratio(loss, scale) for scale in _SCALES]
     assert max(ratios) > 2.0, ratios  # L2 normalisation is 1/|z|-Lipschitz: unbounded near 0
@@ -493,7 +498,7 @@ def test_unconstrained_critic_exceeds_bound() -> None:
 
 def test_spectral_sigma_is_one_at_construction() -> None:
     for seed in range(5):
-        loss = WCoRDLoss(300, 200, num_samples=40, seed=seed, critic="bilinear")
+        loss = WCoRDLoss(200, 300, num_samples=40, seed=seed, critic="bilinear")
         for module in (loss.teacher_head.linear, loss.student_head.linear, loss.critic.linear):
             assert abs(float(torch.linalg.matrix_norm(module.weight.detach(), ord=2)) - 1.0) <= 1e-5
 
@@ -501,7 +506,7 @@ def test_spectral_sigma_is_one_at_construction() -> None:
 def test_lipschitz_modes_project_onto_ball_or_sphere() -> None:
     t, s = _features(16, 12, 10)
     for lipschitz, onto in (("spectral", "ball"), ("gradient_penalty", "ball"), ("none", "sphere")):
-        loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=16, lipschitz=lipschitz)
+        loss = WCoRDLoss(10, 12, num_samples=40, embed_dim=16, lipschitz=lipschitz)
         out = loss(s * 0.01, t * 0.01, indices=torch.arange(16))
         norms = out["student_embed"].norm(dim=1)
         if onto == "ball":
@@ -525,8 +530,10 @@ def test_lipschitz_modes_project_onto_ball_or_sphere() -> None:
 
 @pytest.mark.parametrize("estimator, drop", [("nce", 0.2), ("infonce", 0.1)])
 def test_toy_distillation_recovers_pairs(estimator: str, drop: float) -> None:
-    """Student input = fixed random linear map of the teacher features + noise: WCoRD must align
-    them under either estimator (NCE's loss keeps a floor from its negatives' terms).
+    """WCoRD must align a student input that is a noisy linear map of the teacher features.
+
+    The map is fixed and random; this holds under either estimator (NCE's loss keeps a floor from
+    its negatives' terms).
     """
     n, dt, dy, ds, b = 256, 32, 24, 16, 64
     g = _gen(0)
@@ -535,7 +542,7 @@ def test_toy_distillation_recovers_pairs(estimator: str, drop: float) -> None:
     student_input = teacher @ mixing + 0.05 * torch.randn(n, dy, generator=g)
     torch.manual_seed(0)
     student = torch.nn.Linear(dy, ds)
-    loss = WCoRDLoss(dt, ds, num_samples=n, embed_dim=32, seed=0, estimator=estimator)
+    loss = WCoRDLoss(ds, dt, num_samples=n, embed_dim=32, seed=0, estimator=estimator)
     opt = torch.optim.Adam([*student.parameters(), *loss.parameters()], lr=1e-2)
 
     def retrieval() -> float:
@@ -568,7 +575,9 @@ def test_toy_distillation_recovers_pairs(estimator: str, drop: float) -> None:
 def _randomised_critic(kind: str, d: int, tau: float, spectral: bool, seed: int = 0):
     """A critic with non-trivial weights (bilinear's identity init would hide its asymmetry)."""
     torch.manual_seed(seed)
-    critic = build_critic(kind, d, tau, spectral=spectral, hidden=12)
+    critic = build_critic(
+        WCoRDConfig(critic=kind, embed_dim=d, tau=tau, critic_hidden=12), spectral=spectral
+    )
     if kind == "bilinear":
         with torch.no_grad():
             weight = (
@@ -616,9 +625,10 @@ def test_critics_share_interface_and_argument_order(kind: str) -> None:
 
 def test_bilinear_starts_as_dot_critic() -> None:
     u, v, others = _unit(4, 8, seed=1), _unit(4, 8, seed=2), _unit(9, 8, seed=3)
-    dot = DotCritic(0.1)
+    options = WCoRDConfig(embed_dim=8, tau=0.1)
+    dot = DotCritic(options)
     for spectral in (True, False):
-        bilinear = BilinearCritic(8, 0.1, spectral=spectral)
+        bilinear = BilinearCritic(options, spectral=spectral)
         torch.testing.assert_close(bilinear(u, v), dot(u, v))
         torch.testing.assert_close(bilinear.against(u, others), dot.against(u, others))
         torch.testing.assert_close(
@@ -628,13 +638,12 @@ def test_bilinear_starts_as_dot_critic() -> None:
 
 @pytest.mark.parametrize("per_anchor", [False, True])
 def test_mlp_critic_chunked_matches_direct_loop(per_anchor: bool) -> None:
-    """Chunked (and checkpointed) scoring against K negatives == a loop over pairs, values and grads."""
+    """Chunked (and checkpointed) scoring of K negatives == a loop over pairs, values and grads."""
     b, k, d, hidden = 3, 11, 4, 5
     torch.manual_seed(0)
-    chunked = MLPCritic(
-        d, 0.5, hidden=hidden, spectral=True, chunk_elements=2 * b * hidden
-    )  # 2 per chunk
-    whole = MLPCritic(d, 0.5, hidden=hidden, spectral=True)
+    options = WCoRDConfig(embed_dim=d, tau=0.5, critic_hidden=hidden)
+    chunked = MLPCritic(options, spectral=True, chunk_elements=2 * b * hidden)  # 2 per chunk
+    whole = MLPCritic(options, spectral=True)
     whole.load_state_dict(chunked.state_dict())
     chunked.eval(), whole.eval()  # frozen power iteration: both use the same normalised weights
     others = _unit(b, k, d, seed=3) if per_anchor else _unit(k, d, seed=3)
@@ -661,9 +670,9 @@ def test_mlp_critic_chunked_matches_direct_loop(per_anchor: bool) -> None:
         (st.square().sum() + ss.sin().sum()).backward()
         grads = [p.grad.clone() for p in critic.parameters()]
         results.append((st.detach(), ss.detach(), u.grad, v.grad, grads))
-    for got, want in zip(results[0][:4], results[1][:4]):
+    for got, want in zip(results[0][:4], results[1][:4], strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    for got, want in zip(results[0][4], results[1][4]):
+    for got, want in zip(results[0][4], results[1][4], strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
@@ -696,14 +705,15 @@ def test_spectral_critic_lipschitz_on_sphere(kind: str) -> None:
 @pytest.mark.parametrize("kind", CRITICS)
 @pytest.mark.parametrize("masked", [False, True])
 def test_global_term_reference_all_critics(kind: str, masked: bool) -> None:
-    """Exact value against a per-anchor loop scoring g(u_i, mS_k) and g(mT_k, v_i), per-anchor
-    negatives, with and without same-class masking.
+    """Exact value against a per-anchor loop scoring g(u_i, mS_k) and g(mT_k, v_i).
+
+    Per-anchor negatives, with and without same-class masking.
     """
     n, b, d, k, tau = 40, 5, 6, 8, 0.2
     labels = torch.arange(n) % 3
     loss = WCoRDLoss(
-        9,
         7,
+        9,
         num_samples=n,
         embed_dim=d,
         tau=tau,
@@ -757,7 +767,7 @@ def test_global_term_reference_all_critics(kind: str, masked: bool) -> None:
 
 def _banked_loss(**kwargs) -> WCoRDLoss:
     n = kwargs.pop("num_samples", 30)
-    loss = WCoRDLoss(6, 5, num_samples=n, embed_dim=4, tau=0.3, lambda_local=0.0, **kwargs)
+    loss = WCoRDLoss(5, 6, num_samples=n, embed_dim=4, tau=0.3, lambda_local=0.0, **kwargs)
     g = _gen(21)
     loss.teacher_bank.memory.copy_(F.normalize(torch.randn(n, 4, generator=g), dim=1))
     loss.student_bank.memory.copy_(F.normalize(torch.randn(n, 4, generator=g), dim=1))
@@ -850,13 +860,15 @@ def test_sharing_anchor_sampler_and_equal_sets() -> None:
         z = anchor_loss(s, t, indices=idx, negatives=shared_set.expand(b, -1).clone())
         torch.testing.assert_close(z["global"], a["global"])
         a["loss"].backward(), z["loss"].backward()
-        for pa, pz in zip(batch_loss.parameters(), anchor_loss.parameters()):
+        for pa, pz in zip(batch_loss.parameters(), anchor_loss.parameters(), strict=True):
             torch.testing.assert_close(pz.grad, pa.grad, atol=1e-6, rtol=1e-5)
 
 
 def test_sharing_modes_same_expected_statistics() -> None:
-    """Both samplers draw K uniform rows from the same allowed set: the mean per-anchor
-    denominator sum_k exp g(u_i, m_k) matches its exact expectation, and the mean losses agree.
+    """Both samplers draw K uniform rows from the same allowed set.
+
+    The mean per-anchor denominator sum_k exp g(u_i, m_k) matches its exact expectation, and the
+    mean losses agree.
     """
     b, k = 4, 6
     batch_loss = _banked_loss(num_negatives=k, seed=0).eval()
@@ -889,8 +901,8 @@ def test_sharing_modes_same_expected_statistics() -> None:
 
 def _steep_bilinear(boost: float = 4.0, **kwargs) -> WCoRDLoss:
     loss = WCoRDLoss(
-        12,
         10,
+        12,
         num_samples=128,
         embed_dim=8,
         num_negatives=64,
@@ -914,7 +926,7 @@ def _feature_gradient_norms(loss: WCoRDLoss, t: torch.Tensor, s: torch.Tensor) -
 
 def test_gradient_penalty_value_and_total() -> None:
     loss = _steep_bilinear(lipschitz="gradient_penalty", gp_weight=3.0, tau=0.1)
-    loss.lambda_local = 0.5  # also exercise the local term in the total
+    loss.config.lambda_local = 0.5  # also exercise the local term in the total
     t, s = _features(5, 12, 10, seed=8)
     out = loss(s, t, indices=torch.arange(5))
     want = 0.0
@@ -944,10 +956,12 @@ def test_gradient_penalty_value_and_total() -> None:
 
 
 def test_gradient_penalty_zero_within_bound() -> None:
-    """Features whose projections are long: |grad g| < 1/tau at every pair, so the one-sided
-    penalty is exactly 0 (and it is 0 under the other modes whatever the critic).
+    """Features whose projections are long: |grad g| < 1/tau at every pair.
+
+    So the one-sided penalty is exactly 0 (and it is 0 under the other modes whatever the
+    critic).
     """
-    loss = WCoRDLoss(12, 10, num_samples=40, embed_dim=8, lipschitz="gradient_penalty")
+    loss = WCoRDLoss(10, 12, num_samples=40, embed_dim=8, lipschitz="gradient_penalty")
     t, s = _features(16, 12, 10, seed=9)
     t, s = t * 10, s * 10
     assert _feature_gradient_norms(loss, t, s).max() < 1 / 0.07
@@ -984,8 +998,10 @@ def test_gradient_penalty_trains_heads_and_critic_not_student() -> None:
 
 
 def test_gradient_penalty_keeps_measured_lipschitz_near_bound() -> None:
-    """Toy distillation from a steep start: with the penalty the measured constant at the data's
-    pairs ends within a few percent of 1/tau; without it, it stays well above.
+    """Toy distillation from a steep start, with and without the gradient penalty.
+
+    With the penalty the measured constant at the data's pairs ends within a few percent of
+    1/tau; without it, it stays well above.
     """
     n, b, tau = 128, 32, 0.07
     g = _gen(0)
@@ -1085,7 +1101,11 @@ def test_total_objective_alpha_beta_against_hand_computation(alpha: float, beta:
             p_s = [math.exp(x / temperature) for x in logits[i].tolist()]
             p_t = [math.exp(x / temperature) for x in teacher_logits[idx[i]].double().tolist()]
             p_s, p_t = [x / sum(p_s) for x in p_s], [x / sum(p_t) for x in p_t]
-            kd += temperature**2 * sum(pt * math.log(pt / ps) for pt, ps in zip(p_t, p_s)) / b
+            kd += (
+                temperature**2
+                * sum(pt * math.log(pt / ps) for pt, ps in zip(p_t, p_s, strict=True))
+                / b
+            )
         want += alpha * ce + beta * kd
         if alpha > 0:
             assert float(out["ce"]) == pytest.approx(ce, rel=1e-5)
@@ -1104,8 +1124,8 @@ def test_total_objective_alpha_beta_against_hand_computation(alpha: float, beta:
 @pytest.mark.parametrize("solver", ["sinkhorn", "ipot"])
 def test_unconverged_local_solver_warns_once_and_logs_error(solver: str) -> None:
     loss = WCoRDLoss(
-        12,
         10,
+        12,
         num_samples=64,
         embed_dim=16,
         lambda_global=0.0,
@@ -1125,8 +1145,8 @@ def test_unconverged_local_solver_warns_once_and_logs_error(solver: str) -> None
     assert float(outs[-1]["marginal_error"]) == pytest.approx(relative, rel=1e-6)
     assert relative > 1e-4 and not loss.last_transport.converged
     converged = WCoRDLoss(
-        12,
         10,
+        12,
         num_samples=64,
         embed_dim=16,
         lambda_global=0.0,
@@ -1137,19 +1157,20 @@ def test_unconverged_local_solver_warns_once_and_logs_error(solver: str) -> None
         warnings.simplefilter("error", TransportNotConverged)  # a converged solve never warns
         out = converged(s, t, indices=torch.arange(32))
     assert (
-        float(out["marginal_error"]) <= converged.sinkhorn_tol
+        float(out["marginal_error"]) <= converged.config.sinkhorn_tol
         and converged.last_transport.converged
     )
 
 
 def test_local_tolerance_is_relative_to_mass_per_point() -> None:
-    """The same relative tolerance gives the same error in units of 1/B at any batch size, so
-    the absolute error shrinks with B (an absolute 1e-4 would be 10 % of a point at B = 1024).
+    """The same relative tolerance gives the same error in units of 1/B at any batch size.
+
+    So the absolute error shrinks with B (an absolute 1e-4 would be 10 % of a point at B = 1024).
     """
     for b in (8, 512):
         loss = WCoRDLoss(
-            12,
             10,
+            12,
             num_samples=2 * b,
             embed_dim=16,
             lambda_global=0.0,
@@ -1171,17 +1192,18 @@ def test_local_tolerance_is_relative_to_mass_per_point() -> None:
 
 
 def test_bf16_autocast_keeps_projections_plan_and_terms_in_float32() -> None:
-    """runtime.mixed_precision=bf16 on a CPU: the heads' matmuls may run in bf16, but the ball
-    projection, both terms and the OT plan are float32, and the loss stays within bf16's
-    rounding of the float32 loss.
+    """runtime.mixed_precision=bf16 on a CPU: the loss stays within bf16's rounding of float32.
+
+    The heads' matmuls may run in bf16, but the ball projection, both terms and the OT plan are
+    float32.
     """
     t, s = _features(16, 12, 10, seed=3)
     torch.manual_seed(0)
-    reference = WCoRDLoss(12, 10, num_samples=64, embed_dim=16, num_negatives=32)(
+    reference = WCoRDLoss(10, 12, num_samples=64, embed_dim=16, num_negatives=32)(
         s, t, indices=torch.arange(16)
     )
     torch.manual_seed(0)  # the same heads, banks and negatives
-    loss = WCoRDLoss(12, 10, num_samples=64, embed_dim=16, num_negatives=32)
+    loss = WCoRDLoss(10, 12, num_samples=64, embed_dim=16, num_negatives=32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = loss(s, t, indices=torch.arange(16))
     for name in ("loss", "global", "local"):

@@ -1,11 +1,14 @@
-"""The zero-shot probe: class prompts through a CLIP teacher's text tower and the objective's
-heads, against a hand computation on a tiny random open_clip model built offline; its refusal at
-load; skipping for methods without heads; and one tiny scenes run writing zero-shot rows.
+"""The zero-shot probe: class prompts through a CLIP teacher's text tower and the heads.
+
+They are the objective's heads, checked against a hand computation on a tiny random open_clip
+model built offline; also its refusal at load, skipping for methods without heads, and one
+tiny scenes run writing zero-shot rows.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -23,6 +26,7 @@ from xmodal.objectives.shared_heads import SharedHeads, heads_state
 from xmodal.objectives.wcord import WCoRDLoss
 from xmodal.pipelines.runner import resolve_config
 from xmodal.pipelines.stages.text_teacher import student_heads
+from xmodal.pipelines.state import ModelRecord
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -60,7 +64,7 @@ def clip_folder(tmp_path_factory):
 
 def _trained_like_wcord(teacher_dim: int, student_dim: int) -> WCoRDLoss:
     """WCoRD heads (spectral, onto the ball) moved away from their init by a few steps."""
-    loss = WCoRDLoss(teacher_dim, student_dim, 64, embed_dim=8, num_negatives=16, seed=3)
+    loss = WCoRDLoss(student_dim, teacher_dim, 64, embed_dim=8, num_negatives=16, seed=3)
     opt = torch.optim.SGD([p for n, p in loss.named_parameters() if "head" in n], lr=0.5)
     g = torch.Generator().manual_seed(1)
     for _ in range(3):
@@ -123,8 +127,8 @@ def test_similarities_shapes_and_checks():
 
 def test_zero_shot_matches_hand_computation_on_tiny_open_clip(clip_folder, tmp_path):
     open_clip = pytest.importorskip("open_clip")
+    from xmodal.core.cache import load_checkpoint
     from xmodal.encoders.open_clip_backbone import build_open_clip_text
-    from xmodal.training.checkpoint import load_checkpoint
 
     model_name = f"local-dir:{clip_folder}"
     g = torch.Generator().manual_seed(0)
@@ -181,14 +185,23 @@ def test_heads_are_kept_only_for_objectives_with_heads(tmp_path):
     assert state["teacher_weight"].shape == (8, 16) and state["student_weight"].shape == (8, 12)
     folder = tmp_path / "unit"
     folder.mkdir()
-    record = {"checkpoint": str(folder / "encoder.pt")}
-    assert "method 'none' has no teacher/student projection" in student_heads(
-        {**record, "method": "none"}
+    record = ModelRecord(
+        seed=0,
+        modality="depth",
+        method="none",
+        role="student",
+        directory=str(folder),
+        encoder="resnet8",
+        checkpoint=str(folder / "encoder.pt"),
+        digest="0" * 16,
+        key="0" * 16,
+        hparams={},
     )
-    assert "method 'fitnet' has no" in student_heads({**record, "method": "fitnet"})
-    assert "trained before xmodal saved the heads" in student_heads({**record, "method": "crd"})
+    assert "method 'none' has no teacher/student projection" in student_heads(record)
+    assert "method 'fitnet' has no" in student_heads(replace(record, method="fitnet"))
+    assert "trained before xmodal saved the heads" in student_heads(replace(record, method="crd"))
     torch.save(state, folder / "heads.pt")
-    heads, digest = student_heads({**record, "method": "wcord"})
+    heads, digest = student_heads(replace(record, method="wcord"))
     assert heads.student_dim == 12 and len(digest) == 16
 
 

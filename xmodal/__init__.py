@@ -1,8 +1,9 @@
 """xmodal: cross-modal knowledge distillation with WCoRD (Chen et al., CVPR 2021).
 
-``import xmodal`` gives every registry and the helpers below; built-in components register on
-first use, so ``import xmodal`` alone imports neither torch nor any layer (``xmodal --version``
-stays fast).
+``import xmodal`` gives every registry and the helpers below. Components, built-in or not, are
+declared by entry points (xmodal's own in its ``pyproject.toml``) and imported when first used,
+so ``import xmodal`` alone imports neither torch nor any layer (``xmodal --version`` stays
+fast).
 """
 
 from __future__ import annotations

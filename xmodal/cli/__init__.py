@@ -1,1 +1,1 @@
-"""cli"""
+"""Layer 7: the ``xmodal`` command line."""

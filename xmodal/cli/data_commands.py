@@ -1,8 +1,8 @@
 """``xmodal data``: inspect, prepare and download datasets.
 
-xmodal data info PATH [--set data.paired.KEY=VALUE ...]
+xmodal data info PATH [--set data.DATASET.KEY=VALUE ...]
                                             validate a data file or manifest, describe it
-                                            (exit 1: a manifest with problems)
+                                            (exit 1: a file with problems)
 xmodal data prepare DATASET [--data PATH] [--out DIR] [--set KEY=VALUE ...]
 xmodal data download DATASET [--to DIR]
 """
@@ -16,13 +16,9 @@ from typing import Any
 
 from rich.console import Console
 
-from xmodal.cli.data_info import PROBLEMS, info
-
-#: which pipeline's config describes a dataset's default options, by dataset name
-_PIPELINE_OF = {"scenes": "scenes", "nyu-depth": "nyu-depth", "paired": "paired"}
-
 
 def add_data_parser(sub: Any, parser_class: type, add_command: Callable[..., Any]) -> None:
+    """Add ``xmodal data`` and its verbs to the subcommands ``sub``."""
     data = add_command(
         sub,
         "data",
@@ -45,9 +41,8 @@ def add_data_parser(sub: Any, parser_class: type, add_command: Callable[..., Any
     )
     info.add_argument(
         "path",
-        help="an HDF5 file (the NYU labeled .mat, or a dataset cache), "
-        "or a paired manifest (.csv or .jsonl); exits 1 when a "
-        "manifest has problems",
+        help="a dataset's file (the NYU labeled .mat, a dataset cache, a paired manifest "
+        ".csv or .jsonl, a plugin's) or any HDF5 file; exits 1 when it has problems",
     )
     info.add_argument(
         "--set",
@@ -55,7 +50,8 @@ def add_data_parser(sub: Any, parser_class: type, add_command: Callable[..., Any
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a manifest's option, data.paired.KEY=VALUE, or plugins=[module] (repeatable)",
+        help="an option of the file's dataset, e.g. data.paired.ignore_columns=[notes], or "
+        "plugins=[module] (repeatable)",
     )
     prep = add_command(
         verbs,
@@ -64,7 +60,7 @@ def add_data_parser(sub: Any, parser_class: type, add_command: Callable[..., Any
         "xmodal data prepare scenes --set data.scenes.image_size=64",
         "xmodal data prepare nyu-depth --data nyu_depth_v2_labeled.mat --out runs/nyu",
     )
-    prep.add_argument("dataset", choices=sorted(_PIPELINE_OF))
+    prep.add_argument("dataset", help="a registered dataset (see 'xmodal list datasets')")
     prep.add_argument(
         "--data", help="source file (nyu-depth: nyu_depth_v2_labeled.mat; paired: the manifest)"
     )
@@ -87,20 +83,46 @@ def add_data_parser(sub: Any, parser_class: type, add_command: Callable[..., Any
     dl.add_argument("--to", default=".", help="folder to save into (default: current folder)")
 
 
+def preparation(dataset: str) -> tuple[str, list[str], list[str]]:
+    """How ``xmodal data prepare DATASET`` runs: (pipeline, its data stages, overrides).
+
+    The pipeline is the first whose shipped config selects the dataset (its options are that
+    config's), else the default pipeline with ``data.name`` set; its data stages are those
+    that produce the dataset.
+    """
+    from xmodal.core.config import read_yaml
+    from xmodal.core.registry import DATASETS, PIPELINES, STAGES
+    from xmodal.pipelines.config import RunConfig
+
+    DATASETS.check_name(dataset)
+    chosen, overrides = RunConfig.pipeline, [f"data.name={dataset}"]
+    for name in PIPELINES.names():
+        path = PIPELINES.get(name).config_path()
+        data = read_yaml(path).get("data") if path is not None else None
+        if isinstance(data, dict) and data.get("name") == dataset:
+            chosen, overrides = name, []
+            break
+    stages = [s for s in PIPELINES.get(chosen).stages if "dataset" in STAGES.get(s).produces]
+    return chosen, stages, overrides
+
+
 def run_data_command(args: argparse.Namespace, console: Console) -> int:
-    """Run ``xmodal data VERB``; the exit status (1: ``info`` found a manifest's problems)."""
+    """Run ``xmodal data VERB``; the exit status (1: ``info`` found a file's problems)."""
+    from xmodal.cli.data_info import PROBLEMS, info
+
     if args.verb == "info":
         return 1 if PROBLEMS in info(Path(args.path), console, args.overrides) else 0
     if args.verb == "prepare":
         from xmodal.pipelines import run_pipeline
 
+        pipeline, stages, overrides = preparation(args.dataset)
         result = run_pipeline(
-            _PIPELINE_OF[args.dataset],
+            pipeline,
             out=args.out,
-            overrides=args.overrides,
+            overrides=[*overrides, *args.overrides],
             console=console,
             data_path=args.data,
-            stages=["preprocess"],
+            stages=stages,
         )
         console.print(f"prepared: {result.run_dir / 'data'}")
     elif args.verb == "download":

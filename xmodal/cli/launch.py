@@ -4,14 +4,44 @@ Users never write a launch script: the command re-executes itself under
 ``accelerate launch`` (torchrun underneath, gloo on CPU machines, NCCL on GPUs), with the
 launch flags removed. Multi-node jobs take the same flags on every machine (with its own
 ``--machine-rank``), or an accelerate config file (``--accelerate-config``).
+
+A process of the job that dies (kill -9, out of memory) is one line on the terminal: its rank,
+its signal, and that a rerun resumes. The other processes then stop without a word, and
+everything the launcher and they would have printed about it (the survivors' tracebacks,
+torchrun's reports) goes to ``RUN/logs/job.log``.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import signal
 import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from io import TextIOWrapper
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from xmodal.training.distributed import launched_world_size
+from xmodal.core.launched import launched_world_size
+
+if TYPE_CHECKING:
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+#: exit status of a launched process that stopped because another process of its job is gone
+PEER_LOST = 75
+#: the job's log file, set by :func:`launch` for the processes it starts
+JOB_LOG_ENV = "XMODAL_JOB_LOG"
+# what gloo, the TCP store and the OS say when the other end of a connection has gone
+_PEER_GONE = (
+    "Connection reset by peer",
+    "Connection closed by peer",
+    "Broken pipe",
+)
 
 #: our flag -> accelerate launch's flag
 _FLAGS = {
@@ -24,6 +54,7 @@ _FLAGS = {
 
 
 def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--num-processes`` and the other launch flags to the ``run`` parser."""
     group = parser.add_argument_group(
         "launching", "run as one job of several processes or machines (Accelerate's launcher)"
     )
@@ -60,6 +91,7 @@ def wants_launch(args: argparse.Namespace) -> bool:
 
 
 def check_launch_arguments(args: argparse.Namespace) -> None:
+    """Refuse impossible launch flags with one line (:class:`ConfigError`)."""
     from xmodal.core.errors import ConfigError
 
     for name in ("num_processes", "num_machines"):
@@ -122,9 +154,126 @@ def strip_launch_arguments(argv: list[str]) -> list[str]:
     return out
 
 
+def job_log(args: argparse.Namespace) -> Path:
+    """The log file of the job that ``args`` start: ``RUN/logs/job.log``, as an absolute path."""
+    if args.out is not None:
+        run_dir = Path(args.out)
+    else:
+        from xmodal.core.registry import PIPELINES
+
+        run_dir = Path("runs") / PIPELINES.get(args.pipeline).name  # the runner's default
+    return (run_dir / "logs" / "job.log").absolute()
+
+
+def lost_a_peer(exc: BaseException) -> bool:
+    """True when ``exc`` says another process of the job is gone (its connection broke)."""
+    from torch.distributed import DistNetworkError, DistStoreError
+
+    if isinstance(exc, DistNetworkError | DistStoreError):
+        return True
+    return isinstance(exc, RuntimeError) and any(sign in str(exc) for sign in _PEER_GONE)
+
+
+def stop_after_lost_peer(exc: BaseException) -> int | None:
+    """In a process started by :func:`launch`: log ``exc`` when it says a peer is gone.
+
+    The traceback goes to the job's log, nothing to the terminal: the launcher prints the one
+    line that names the process that died.
+
+    Returns:
+        :data:`PEER_LOST` (the exit status to stop with), or None where ``exc`` is something
+        else or this process was not started by :func:`launch` (the caller re-raises it).
+    """
+    path = os.environ.get(JOB_LOG_ENV)
+    if not path or launched_world_size() <= 1 or not lost_a_peer(exc):
+        return None
+    rank = os.environ.get("RANK", "?")
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')} rank {rank} (pid {os.getpid()}) stopped: "
+                "another process of the job is gone\n"
+            )
+            traceback.print_exception(exc, file=log)
+    except OSError:
+        pass  # no log (full disk, read-only): the launcher's line still names the dead process
+    return PEER_LOST
+
+
+class _LazyFileHandler(logging.FileHandler):
+    """A file handler that creates the file, and its folder, only when there is a record."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, encoding="utf-8", delay=True)
+
+    def _open(self) -> TextIOWrapper:
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
+@contextmanager
+def _launcher_logs_to(path: Path) -> Iterator[None]:
+    """Send torchrun's reports to ``path`` instead of the terminal; tell the processes ``path``.
+
+    The reports are ``Sending process ... closing signal SIGTERM``, ``failed (exitcode: -9)``.
+    """
+    logger = logging.getLogger("torch.distributed.elastic")
+    handler = _LazyFileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    propagate, before = logger.propagate, os.environ.get(JOB_LOG_ENV)
+    logger.addHandler(handler)
+    logger.propagate = False
+    os.environ[JOB_LOG_ENV] = str(path)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.propagate = propagate
+        if before is None:
+            os.environ.pop(JOB_LOG_ENV, None)
+        else:
+            os.environ[JOB_LOG_ENV] = before
+
+
+def failure_status(exc: ChildFailedError, log: Path) -> tuple[int, str | None]:
+    """The exit status of a failed job and the line to print (None: a process printed its own).
+
+    A process that died of a signal is the cause; the others stopped because it was gone
+    (:data:`PEER_LOST`) or were stopped by torchrun. A process that failed by itself (exit 2
+    after its one-line error, or a traceback) has already said why.
+    """
+    failures = sorted(exc.failures.items())
+    for rank, failure in failures:
+        if failure.exitcode < 0:
+            return 128 - failure.exitcode, (
+                f"process rank {rank} of the job (pid {failure.pid}) died of "
+                f"{_signal_name(-failure.exitcode)}; finished units are kept: run the same "
+                f"command again to resume (the other processes' reports: {log})"
+            )
+    own = [failure.exitcode for _, failure in failures if failure.exitcode != PEER_LOST]
+    if own:
+        return own[0], None
+    ranks = ", ".join(str(rank) for rank, _ in failures)
+    return PEER_LOST, (
+        f"process rank {ranks} lost another process of the job (on another machine?); "
+        f"finished units are kept: run the same command again to resume (details: {log})"
+    )
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def launch(args: argparse.Namespace, argv: list[str]) -> int:
-    """Run ``xmodal`` ``argv`` (launch flags removed) as one job; returns its exit status (the
-    first failed process's, whose own one-line error is already printed).
+    """Run ``xmodal`` ``argv`` (launch flags removed) as one job; returns its exit status.
+
+    A process that fails by itself prints its own error (one line); a process that dies of a
+    signal is one line printed here (see :func:`failure_status`).
     """
     from accelerate.commands.launch import launch_command as accelerate_launch
     from accelerate.commands.launch import launch_command_parser
@@ -133,11 +282,15 @@ def launch(args: argparse.Namespace, argv: list[str]) -> int:
     launch_args = launch_command_parser().parse_args(
         launch_command(args, strip_launch_arguments(argv))
     )
+    log = job_log(args)
     try:
-        accelerate_launch(launch_args)
+        with _launcher_logs_to(log):
+            accelerate_launch(launch_args)
     except ChildFailedError as exc:  # torchrun's report: keep the exit status, drop its traceback
-        codes = [f.exitcode for f in exc.failures.values()]
-        return next((c for c in codes if c > 0), 1)
+        status, line = failure_status(exc, log)
+        if line is not None:
+            print(f"error: {line}", file=sys.stderr, flush=True)
+        return status
     except subprocess.CalledProcessError as exc:
         return exc.returncode or 1
     return 0

@@ -2,7 +2,11 @@
 
 ``main(argv)`` returns an exit status instead of exiting, so tests can call it. A user mistake
 (an :class:`~xmodal.core.errors.XmodalError`, or bad arguments) prints one line and returns 2;
-``xmodal data info`` returns 1 when it lists a manifest's problems.
+``xmodal data info`` returns 1 when it lists a file's problems.
+
+Starting is cheap: ``--version``, ``--help`` and ``list`` import no layer above ``core`` (and no
+torch), and ``run`` checks every name in its config against the registries' entry points before
+it imports the pipelines. Each command imports what it uses when it runs.
 """
 
 from __future__ import annotations
@@ -10,26 +14,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
 
 import xmodal
 from xmodal.cli.data_commands import add_data_parser, run_data_command
-from xmodal.cli.launch import (
-    add_launch_arguments,
-    check_launch_arguments,
-    launch,
-    wants_launch,
-)
-from xmodal.core.atomic import output_error, write_text_atomic
-from xmodal.core.errors import OutputError, XmodalError
+from xmodal.core.cache import output_error, write_text_atomic
+from xmodal.core.errors import DeprecatedSpelling, OutputError, XmodalError
+from xmodal.core.registry import REGISTRIES
 
-LIST_KINDS = ("methods", "backbones", "frontends", "datasets", "probes", "pipelines", "stages")
+LIST_KINDS = tuple(REGISTRIES)
 
 
 class _UsageError(XmodalError):
@@ -37,26 +37,60 @@ class _UsageError(XmodalError):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not usage + message
+    """One-line errors; ``later`` adds arguments when the parser is first used.
+
+    So that a subcommand whose arguments come from a heavy module (``run``'s launch flags) costs
+    nothing until that subcommand is parsed or its help shown.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.later: list[Callable[[argparse.ArgumentParser], None]] = []
+
+    def _complete(self) -> None:
+        while self.later:
+            self.later.pop(0)(self)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._complete()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._complete()
+        return super().format_help()
+
+    def format_usage(self) -> str:
+        self._complete()
+        return super().format_usage()
+
+    def error(self, message: str) -> None:  # type: ignore[override]  # one line, not usage + message
         raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _launch_arguments(parser: argparse.ArgumentParser) -> None:
+    from xmodal.cli.launch import add_launch_arguments
+
+    add_launch_arguments(parser)
 
 
 def _examples(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
-def add_command(sub: Any, name: str, help: str, *examples: str) -> argparse.ArgumentParser:
+def add_command(sub: Any, name: str, help: str, *examples: str) -> _Parser:
     """A subcommand whose ``--help`` ends with examples."""
-    return sub.add_parser(
+    parser: _Parser = sub.add_parser(
         name,
         help=help,
         description=help[0].upper() + help[1:] + ".",
         epilog=_examples(*examples),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``xmodal`` parser; building it imports no layer (``run`` adds its flags on use)."""
     parser = _Parser(
         prog="xmodal",
         description="Cross-modal knowledge distillation with WCoRD.",
@@ -92,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="override one config key, e.g. --set distill.optim.epochs=5 (repeatable)",
     )
     run.add_argument("--data", help="the dataset file, for datasets that read one (nyu-depth)")
-    add_launch_arguments(run)
+    run.later.append(_launch_arguments)
     probe = add_command(
         sub,
         "probe",
@@ -169,7 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
         "xmodal list",
         "xmodal list backbones",
     )
-    lst.add_argument("kind", nargs="?", choices=LIST_KINDS, help="which registry (default: all)")
+    lst.add_argument(
+        "kind",
+        nargs="?",
+        choices=LIST_KINDS,
+        help="one registry, with a description of each entry (default: every name of all)",
+    )
     check = add_command(
         sub,
         "check",
@@ -184,17 +223,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _list(kind: str | None, console: Console) -> None:
-    from xmodal.core.registry import REGISTRIES
+    """Print every kind's names and packages, or one kind's entries with descriptions.
 
+    The names and packages come from entry points (nothing imported); a description needs the
+    entry's docstring, so one kind's listing imports its entries' modules.
+    """
     for name in [kind] if kind else LIST_KINDS:
         registry = REGISTRIES[name]
         table = Table(title=name, title_justify="left", show_header=False)
         table.add_column("name", no_wrap=True)
-        table.add_column("description", overflow="fold")
+        if kind:
+            table.add_column("description", overflow="fold")
         table.add_column("package", no_wrap=True, style="dim")
         for entry in registry.names():
-            table.add_row(entry, registry.describe(entry), registry.package(entry))
+            described = [registry.describe(entry)] if kind else []
+            table.add_row(entry, *described, registry.package(entry))
         console.print(table, markup=False, highlight=False)
+    if not kind:
+        console.print("descriptions: xmodal list KIND", markup=False, highlight=False)
 
 
 def _report(runs: list[str], out: str | None, console: Console) -> None:
@@ -205,7 +251,7 @@ def _report(runs: list[str], out: str | None, console: Console) -> None:
         with RunLock(runs[0]) if Path(runs[0]).is_dir() else nullcontext():
             console.print(f"report: {write_report(runs[0])}")
         return
-    columns, rows = compare_runs(runs)
+    columns, rows = compare_runs(list[str | Path](runs))
     table = Table(title=f"{len(runs)} runs side by side (test metrics, % unless a rank)")
     for i, column in enumerate(columns):
         table.add_column(column, justify="left" if i < 4 else "right")
@@ -222,14 +268,45 @@ def _report(runs: list[str], out: str | None, console: Console) -> None:
         console.print(f"comparison: {out}")
 
 
+def _one_line_warnings(err: Console) -> Callable[..., None]:
+    """``warnings.showwarning`` that prints a deprecation as one ``warning:`` line."""
+    default = warnings.showwarning
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if issubclass(category, DeprecatedSpelling):
+            err.print(f"warning: {message}", soft_wrap=True, highlight=False, markup=False)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``xmodal`` command; the exit status (2: a user mistake, printed as one line)."""
     console = Console()
     err = Console(stderr=True)
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warnings(err)
+        return _main(argv, console, err)
+
+
+def _main(argv: Sequence[str] | None, console: Console, err: Console) -> int:
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
         if args.command == "run":
+            from xmodal.cli.launch import check_launch_arguments, launch, wants_launch
+            from xmodal.pipelines.name_checks import check_names_early
+
             check_launch_arguments(args)
+            check_names_early(args.pipeline, args.config, args.overrides)  # before torch loads
         if args.command == "run" and wants_launch(args):
             from xmodal.pipelines import resolve_config
 
@@ -285,12 +362,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             markup=False,
         )
         return 2
-    except OSError as exc:  # a writer outside xmodal.core.atomic: full disk, read-only, ...
+    except OSError as exc:  # a writer outside xmodal.core.cache: full disk, read-only, ...
         error = output_error(exc, Path(exc.filename or "."))
         if not isinstance(error, OutputError):
             raise
         err.print(f"error: {error}", soft_wrap=True, highlight=False, markup=False)
         return 2
+    except Exception as exc:  # noqa: BLE001  (re-raised unless a launched peer is gone)
+        from xmodal.cli.launch import stop_after_lost_peer  # imports torch: only on failure
+
+        status = stop_after_lost_peer(exc)  # its traceback to the job's log, not the terminal
+        if status is None:
+            raise
+        return status
     except SystemExit as exc:  # --help / --version
         return int(exc.code or 0)
     except KeyboardInterrupt:

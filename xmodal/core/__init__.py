@@ -1,1 +1,1 @@
-"""Layer 0: errors, registries, config and resource lookup shared by every other layer."""
+"""Layer 0: errors, registries, config, the cache and resource lookup, shared by all layers."""

@@ -1,5 +1,7 @@
-"""One validation style for every options dataclass: ``require(self, {field: rule})`` in
-``__post_init__`` raises one ``ValueError`` naming every field that breaks its rule.
+"""One validation style for every options dataclass.
+
+``require(self, {field: rule})`` in ``__post_init__`` raises one ``ValueError`` naming every
+field that breaks its rule.
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ import typing
 from collections.abc import Callable, Iterable
 from typing import Any
 
+#: a predicate on a field's value and the requirement it states, e.g.
+#: ``(lambda v: v > 0, "> 0")``
 Rule = tuple[Callable[[Any], bool], str]
-"""A predicate on a field's value and the requirement it states, e.g. ``(lambda v: v > 0, "> 0")``."""
 
 
 def require(options: Any, rules: dict[str, Rule]) -> None:
-    """Raise ``ValueError`` listing each ``field=value (must be ...)`` of ``options`` whose rule fails."""
+    """Raise ``ValueError`` listing each ``field=value (must be ...)`` whose rule fails."""
     bad = []
     for name, (ok, need) in rules.items():
         value = getattr(options, name)
@@ -38,18 +41,22 @@ def _integer(value: Any) -> bool:
 
 
 def positive() -> Rule:
+    """A finite number > 0."""
     return (lambda v: _number(v) and v > 0), "a finite number > 0"
 
 
 def non_negative() -> Rule:
+    """A finite number >= 0."""
     return (lambda v: _number(v) and v >= 0), "a finite number >= 0"
 
 
 def at_least(low: int) -> Rule:
+    """An integer >= ``low``."""
     return (lambda v: _integer(v) and v >= low), f"an integer >= {low}"
 
 
 def within(low: float, high: float, *, high_open: bool = False, low_open: bool = False) -> Rule:
+    """A finite number between ``low`` and ``high`` (each end closed unless ``*_open``)."""
     left, right = "(" if low_open else "[", ")" if high_open else "]"
 
     def ok(v: Any) -> bool:
@@ -63,6 +70,7 @@ def within(low: float, high: float, *, high_open: bool = False, low_open: bool =
 
 
 def one_of(choices: Iterable[Any]) -> Rule:
+    """One of ``choices``."""
     allowed = tuple(choices)
     return (lambda v: v in allowed), "one of " + ", ".join(repr(c) for c in allowed)
 
@@ -73,8 +81,9 @@ def holds(condition: bool, need: str) -> Rule:
 
 
 def literal_rules(options: Any) -> dict[str, Rule]:
-    """A :func:`one_of` rule for every ``Literal[...]`` field of a dataclass, so that building
-    options in code is checked like loading them from a config.
+    """A :func:`one_of` rule for every ``Literal[...]`` field of a dataclass.
+
+    So that building options in code is checked like loading them from a config.
     """
     hints = typing.get_type_hints(type(options))
     return {

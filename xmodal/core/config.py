@@ -3,8 +3,9 @@
 Every config section is a dataclass whose field annotations are the schema. A section that
 selects components (:class:`ComponentSection`: datasets, methods, probes, front ends) also holds
 each component's options under its name, typed by the dataclass the component declares, so a
-plugin's options get the same checks as a built-in's. Loading checks each key against it: an unknown key fails with its full dotted path and a close-match
-suggestion, a value of the wrong type fails with the expected type. Values are checked too:
+plugin's options get the same checks as a built-in's. Loading checks each key against it: an
+unknown key fails with its full dotted path and a close-match suggestion, a value of the wrong
+type fails with the expected type. Values are checked too:
 floats must be finite, seeds (keys named ``seed``/``seeds``) lie in [0, 2^32), integers fit in
 64 bits, and lists hold no repeats unless annotated ``Annotated[list[...], AllowRepeats]`` (a
 shape such as ``[64, 64]``). Overrides are parsed as YAML scalars/lists
@@ -20,6 +21,7 @@ import json
 import math
 import types
 import typing
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import (
     Annotated,
@@ -50,10 +52,11 @@ COMPONENT_OPTIONS = {"component-options": True}
 
 
 class ComponentSection:
-    """A config section that selects components of one kind and holds, beside its own fields,
-    the options of each under its options key (``distill.wcord.tau``, ``data.scenes.image_size``).
+    """A config section that selects components of one kind and holds their options.
 
-    Subclasses are dataclasses that set ``components`` (the registry) and declare
+    Beside its own fields, it holds the options of each component under its options key
+    (``distill.wcord.tau``, ``data.scenes.image_size``). Subclasses are dataclasses that set
+    ``components`` (the registry) and declare
     ``by_name: dict[str, Any] = field(default_factory=dict, metadata=COMPONENT_OPTIONS)``; the
     YAML never names ``by_name``: each component's options sit at the section's level.
     """
@@ -62,7 +65,7 @@ class ComponentSection:
     by_name: dict[str, Any]
 
     def options_for(self, name: str) -> Any:
-        """The options of component ``name`` (as configured, else its defaults; None if it takes none)."""
+        """The options of component ``name``: as configured, else its defaults; None if none."""
         key = self.components.options_key(name)
         if key in self.by_name:
             return self.by_name[key]
@@ -70,8 +73,9 @@ class ComponentSection:
         return None if options is None else options()
 
     def fill(self, name: str) -> None:
-        """Write ``name``'s default options into the section unless set, so that a resolved
-        config lists every option of every component it uses.
+        """Write ``name``'s default options into the section unless set.
+
+        So that a resolved config lists every option of every component it uses.
         """
         key = self.components.options_key(name)
         options = self.components.options_type(name)
@@ -79,7 +83,7 @@ class ComponentSection:
             self.by_name[key] = options()
 
 
-def _plain_fields(cls: type) -> dict[str, dataclasses.Field]:
+def _plain_fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
     return {
         f.name: f
         for f in dataclasses.fields(cls)
@@ -87,11 +91,34 @@ def _plain_fields(cls: type) -> dict[str, dataclasses.Field]:
     }
 
 
-def _component_types(cls: type) -> dict[str, type]:
-    """``{options key: options type}`` of the components a section may hold (none for plain sections)."""
+class _ComponentOptions(Mapping[str, type]):
+    """``{options key: options type}`` of the components a section may hold, looked up lazily.
+
+    A lookup loads only the components the key names; listing the keys (for a message about an
+    unknown one) loads them all.
+    """
+
+    def __init__(self, registry: Registry[Any] | None) -> None:
+        self.registry = registry
+
+    def __getitem__(self, key: str) -> type:
+        options = self.registry.options_for_key(key) if self.registry is not None else None
+        if options is None:  # also makes ``key in mapping`` False (Mapping.__contains__)
+            raise KeyError(key)
+        return options
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.registry.options_by_key() if self.registry is not None else {})
+
+    def __len__(self) -> int:
+        return len(self.registry.options_by_key()) if self.registry is not None else 0
+
+
+def _component_types(cls: type) -> Mapping[str, type]:
+    """The options types of the components a section may hold (none for plain sections)."""
     if isinstance(cls, type) and issubclass(cls, ComponentSection):
-        return cls.components.options_by_key()
-    return {}
+        return _ComponentOptions(cls.components)
+    return _ComponentOptions(None)
 
 
 def from_dict(cls: type[C], data: Any, path: str = "") -> C:
@@ -102,11 +129,13 @@ def from_dict(cls: type[C], data: Any, path: str = "") -> C:
         )
     hints = get_type_hints(cls, include_extras=True)
     fields = _plain_fields(cls)
-    components = _component_types(cls) if any(k not in fields for k in data) else {}
+    components: Mapping[str, type] = (
+        _component_types(cls) if any(k not in fields for k in data) else {}
+    )
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         key_path = f"{path}.{key}" if path else str(key)
-        if key in components:
+        if key not in fields and key in components:  # a component's options, loaded by key
             kwargs.setdefault("by_name", {})[key] = from_dict(
                 components[key], {} if value is None else value, key_path
             )
@@ -115,10 +144,11 @@ def from_dict(cls: type[C], data: Any, path: str = "") -> C:
             valid = [*fields, *components]
             close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
             hint = f"; did you mean '{_join(path, close[0])}'?" if close else ""
-            owner = f" or {cls.components.singular} options" if components else ""
+            registry: Registry[Any] | None = getattr(cls, "components", None)
+            owner = f" or {registry.singular} options" if components and registry else ""
             raise ConfigError(
-                f"unknown config key '{key_path}'{hint} (valid keys here: {', '.join(fields)}{owner}"
-                f"{': ' + ', '.join(components) if components else ''})"
+                f"unknown config key '{key_path}'{hint} (valid keys here: "
+                f"{', '.join(fields)}{owner}{': ' + ', '.join(components) if components else ''})"
             )
         kwargs[key] = _convert(hints[key], value, key_path)
     try:
@@ -155,8 +185,9 @@ def fingerprint(obj: Any) -> str:
 
 
 def flat_hparams(data: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested plain config -> ``{"a.b": scalar}``; lists and None as text (trackers such as
-    TensorBoard's hparams accept only scalars).
+    """Nested plain config -> ``{"a.b": scalar}``; lists and None as text.
+
+    Trackers such as TensorBoard's hparams accept only scalars.
     """
     if isinstance(data, dict):
         out: dict[str, Any] = {}
@@ -184,10 +215,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], schema: type) -> dict[str, Any]:
     """Return a copy of ``data`` with each ``KEY=VALUE`` override set, checking keys exist."""
-    merged = json.loads(json.dumps(data))  # deep copy of plain data
+    merged: dict[str, Any] = json.loads(json.dumps(data))  # deep copy of plain data
     for text in overrides:
         keys, value = parse_override(text)
-        node, cls, walked = merged, schema, []
+        node: Any = merged
+        cls: type = schema
+        walked: list[str] = []
         for i, key in enumerate(keys):
             walked.append(key)
             if cls is dict:  # inside a free-form mapping (e.g. encoder kwargs): any key goes
@@ -216,23 +249,47 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], schema: type) ->
                 node[key] = value
             else:
                 field_type = get_type_hints(cls)[key]
-                cls = dict if get_origin(field_type) is dict else _dataclass_of(field_type)
-                if cls is None:
+                section = dict if get_origin(field_type) is dict else _dataclass_of(field_type)
+                if section is None:
                     raise ConfigError(f"--set '{text}': '{'.'.join(walked)}' is not a section")
+                cls = section
                 node = node.setdefault(key, {})
                 if not isinstance(node, dict):
                     raise ConfigError(f"--set '{text}': '{'.'.join(walked)}' is not a section")
     return merged
 
 
+def merged_data(
+    base: dict[str, Any], path: str | Path | None = None, overrides: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The plain data of a config: ``base`` <- the YAML at ``path`` <- ``overrides``, unchecked.
+
+    For checks that must run before the schema's layers are imported (names only);
+    :func:`load_config` checks every key and value. An override whose path crosses a value
+    that is not a mapping is left out here (loading reports it).
+    """
+    data: dict[str, Any] = json.loads(json.dumps(base))
+    if path is not None:
+        data = _deep_merge(data, read_yaml(path))
+    for text in overrides:
+        keys, value = parse_override(text)
+        node: Any = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {}) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node[keys[-1]] = value
+    return data
+
+
 def load_config(
     schema: type[C],
     path: str | Path | None = None,
-    overrides: list[str] = (),
+    overrides: Sequence[str] = (),
     base: dict[str, Any] | None = None,
 ) -> C:
-    """Load ``schema`` from defaults, then ``base`` (a dict), then the YAML at ``path``, then
-    ``overrides``; each later source wins key by key.
+    """Load ``schema`` from defaults <- ``base`` <- the YAML at ``path`` <- ``overrides``.
+
+    Each later source wins key by key.
     """
     data: dict[str, Any] = json.loads(json.dumps(base or {}))
     if path is not None:
@@ -270,7 +327,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def dump_yaml(obj: Any) -> str:
     """A config (section) as YAML text, keys in schema order."""
-    return yaml.safe_dump(to_dict(obj), sort_keys=False)
+    return str(yaml.safe_dump(to_dict(obj), sort_keys=False))
 
 
 def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -288,10 +345,10 @@ def _join(path: str, key: str) -> str:
 
 
 def _dataclass_of(tp: Any) -> type | None:
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return tp
     for arg in get_args(tp):
-        if dataclasses.is_dataclass(arg):
+        if isinstance(arg, type) and dataclasses.is_dataclass(arg):
             return arg
     return None
 
@@ -307,7 +364,7 @@ def _convert(tp: Any, value: Any, path: str, repeats: bool = False) -> Any:
     if origin is Annotated:
         base, *meta = get_args(tp)
         return _convert(base, value, path, repeats=AllowRepeats in meta)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)
     if origin in (Union, types.UnionType):
         args = get_args(tp)
@@ -388,8 +445,9 @@ def _convert(tp: Any, value: Any, path: str, repeats: bool = False) -> Any:
 
 
 def _check_distinct(items: list[Any], path: str) -> None:
-    """A repeated item in a list of names or values is a mistake (``[wcord, wcord]`` would run
-    one method twice and report it as two seeds).
+    """Refuse a repeated item in a list of names or values.
+
+    ``[wcord, wcord]`` would run one method twice and report it as two seeds.
     """
     seen: list[Any] = []
     for item in items:

@@ -22,3 +22,11 @@ class DataError(XmodalError):
 
 class OutputError(XmodalError):
     """An output that cannot be written: disk full, read-only, or a file where a folder must be."""
+
+
+class DeprecatedSpelling(FutureWarning):
+    """An old spelling (a config key, an entry-point group) that works for one more release.
+
+    The message names the new spelling. A ``FutureWarning``, so that users see it by default;
+    the CLI prints it as one ``warning:`` line.
+    """

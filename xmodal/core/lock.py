@@ -4,7 +4,7 @@ The lock is an advisory ``flock`` on ``<run dir>/.lock``, so the operating syste
 when the holder exits, even on ``kill -9``: a crashed run never blocks the next one. The file
 names the holder (pid, host, start time) for the message a second job gets. Taking the lock
 removes the temporary files that dead writers left in the directory
-(:func:`~xmodal.core.atomic.remove_stale_temps`).
+(:func:`~xmodal.core.cache.remove_stale_temps`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from xmodal.core.atomic import make_directory, output_error, remove_stale_temps
+from xmodal.core.cache import make_directory, output_error, remove_stale_temps
 from xmodal.core.errors import OutputError
 
 LOCK_NAME = ".lock"
@@ -28,8 +28,9 @@ class RunDirectoryBusy(OutputError):
 
 
 class RunLock:
-    """``with RunLock(run_dir):`` creates ``run_dir`` and holds it, or raises
-    :class:`RunDirectoryBusy` naming the job that holds it.
+    """``with RunLock(run_dir):`` creates ``run_dir`` and holds it.
+
+    Raises :class:`RunDirectoryBusy` naming the job that holds it already.
     """
 
     def __init__(self, directory: str | Path) -> None:
@@ -82,8 +83,10 @@ class RunLock:
 
 
 def _holder(fd: int, patience: float = 2.0) -> str:
-    """The holder's name from the lock file; it writes it just after taking the lock, so a job
-    that lost the race by microseconds waits up to ``patience`` seconds for it.
+    """The holder's name, from the lock file.
+
+    The holder writes it just after taking the lock, so a job that lost the race by
+    microseconds waits up to ``patience`` seconds for it.
     """
     deadline = time.monotonic() + patience
     while True:

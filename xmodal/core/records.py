@@ -8,17 +8,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xmodal.core.atomic import write_text_atomic
+from xmodal.core.cache import write_text_atomic
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as indented JSON, atomically (:mod:`xmodal.core.atomic`)."""
+    """Write ``data`` as indented JSON, atomically (see :mod:`xmodal.core.cache`)."""
     return write_text_atomic(path, json.dumps(data, indent=2, default=str))
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> Path:
-    """One CSV row per dict; columns are the union of keys in first-seen order; nested values
-    (dicts, lists) are written as JSON.
+    """Write one CSV row per dict, atomically.
+
+    Columns are the union of keys in first-seen order; nested values (dicts, lists) are
+    written as JSON.
     """
     fields = list(dict.fromkeys(k for row in rows for k in row))
     text = io.StringIO(newline="")

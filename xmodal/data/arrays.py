@@ -1,12 +1,14 @@
-"""In-memory paired data (aligned tensors of every modality, fetched a whole batch at a time),
-the access every split offers (:class:`SplitData`: in memory here, streamed from a cache by
-:class:`~xmodal.data.hdf5_split.HDF5Split`), and the loader over either.
+"""Paired data in memory, the access every split offers, and the loader over any split.
+
+:class:`ArrayDataset` holds aligned tensors of every modality, fetched a whole batch at a time;
+:class:`SplitData` is what every split offers (in memory here, streamed from a cache by
+:class:`~xmodal.data.hdf5_split.HDF5Split`); :func:`make_loader` iterates either.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -15,30 +17,45 @@ from torch.utils.data import Dataset
 
 
 class SplitData(Protocol):
-    """What stages read from a split, in memory or streamed: its length, batches of rows, one
-    column's rows, and whole small columns (labels).
+    """What stages read from a split, in memory or streamed.
+
+    Its length, batches of rows, one column's rows, and whole small columns (labels).
     """
 
     def __len__(self) -> int: ...
 
     def __contains__(self, key: object) -> bool: ...
 
-    def keys(self) -> list[str]: ...
+    def keys(self) -> list[str]:
+        """The column names."""
+        ...
 
-    def read(self, key: str, indices: Sequence[int] | np.ndarray | slice) -> Tensor: ...
+    def read(self, key: str, indices: Sequence[int] | np.ndarray | slice) -> Tensor:
+        """Column ``key`` at ``indices`` (rows of the split)."""
+        ...
 
-    def column(self, key: str) -> Tensor: ...
+    def column(self, key: str) -> Tensor:
+        """Column ``key`` whole, ``[N, ...]`` (small columns: labels)."""
+        ...
+
+    def select(self, keys: Sequence[str]) -> SplitData:
+        """A view with only the columns ``keys`` (what a loader then reads)."""
+        ...
 
     def derive(
         self, key: str, source: str, transform: Callable[[Tensor, np.ndarray], Tensor]
-    ) -> None: ...
+    ) -> None:
+        """Add column ``key``: ``transform(rows of source, their row indices)``."""
+        ...
 
     def __getitems__(self, indices: list[int]) -> dict[str, Tensor]: ...
 
 
 class Rows:
-    """Column ``key`` of ``data`` restricted to ``rows``, sliced like a tensor (``len``,
-    ``[a:b]``) but read only when sliced: a streamed split's inputs, for extraction loops.
+    """Column ``key`` of ``data`` restricted to ``rows``, read only when sliced.
+
+    It is sliced like a tensor (``len``, ``[a:b]``): a streamed split's inputs, for extraction
+    loops.
     """
 
     def __init__(self, data: SplitData, key: str, rows: slice = slice(None)) -> None:
@@ -53,7 +70,7 @@ class Rows:
         return self.data.read(self.key, slice(self.start + start, self.start + stop))
 
 
-class ArrayDataset(Dataset):
+class ArrayDataset(Dataset[dict[str, Tensor]]):
     """Aligned tensors ``{key: [N, ...]}``; item ``i`` is ``{key: t[i]}`` plus ``"index": i``.
 
     Use with :func:`batch_collate` (or :func:`make_loader`) so that the DataLoader fetches a
@@ -71,6 +88,7 @@ class ArrayDataset(Dataset):
         return self.size
 
     def keys(self) -> list[str]:
+        """The column names."""
         return list(self.tensors)
 
     def __contains__(self, key: object) -> bool:
@@ -83,7 +101,12 @@ class ArrayDataset(Dataset):
         return self.tensors[key][torch.as_tensor(np.asarray(indices), dtype=torch.long)]
 
     def column(self, key: str) -> Tensor:
+        """Column ``key`` whole, ``[N, ...]``."""
         return self.tensors[key]
+
+    def select(self, keys: Sequence[str]) -> ArrayDataset:
+        """A view with only the columns ``keys`` (the tensors are shared, not copied)."""
+        return ArrayDataset({k: self.tensors[k] for k in keys})
 
     def derive(
         self, key: str, source: str, transform: Callable[[Tensor, np.ndarray], Tensor]
@@ -107,15 +130,16 @@ def batch_collate(batch: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def make_loader(
-    dataset: Dataset,
+    dataset: Dataset[Any],
     batch_size: int,
     shuffle: bool,
     seed: int = 0,
     drop_last: bool = False,
     num_workers: int = 0,
-) -> torch.utils.data.DataLoader:
-    """A DataLoader over ``dataset`` (any :class:`SplitData`) with a seeded shuffle
-    (reproducible epochs) and ``num_workers`` reading batches in parallel; the order does not
+) -> torch.utils.data.DataLoader[Any]:
+    """A DataLoader over ``dataset`` (any :class:`SplitData`) with a seeded shuffle.
+
+    Epochs are reproducible, and ``num_workers`` read batches in parallel; the order does not
     depend on the number of workers.
     """
     generator = torch.Generator().manual_seed(seed)
@@ -124,7 +148,7 @@ def make_loader(
         batch_size=batch_size,
         shuffle=shuffle,
         drop_last=drop_last,
-        collate_fn=batch_collate,
+        collate_fn=batch_collate,  # type: ignore[arg-type]  # given whole batches, not lists
         generator=generator,
         num_workers=num_workers,
     )

@@ -16,10 +16,12 @@ from torch import Tensor
 def random_hflip(
     images: Tensor, generator: torch.Generator, p: float = 0.5, negate_channel: int | None = None
 ) -> Tensor:
-    """Mirror each sample of ``images`` (``[B, H, W]`` or ``[B, H, W, C]``) left-right with
-    probability ``p``, drawn from ``generator`` (CPU).
+    """Mirror each sample of ``images`` left-right with probability ``p``.
 
     Args:
+        images: ``[B, H, W]`` or ``[B, H, W, C]``.
+        generator: the (CPU) generator the coin flips are drawn from.
+        p: probability of mirroring a sample.
         negate_channel: for vector fields in the camera frame (surface normals: channel 0 is
             the x component), the channel whose sign a mirror flips.
     """
@@ -42,9 +44,11 @@ def random_hflip(
 
 
 def random_crop(images: Tensor, generator: torch.Generator, padding: int) -> Tensor:
-    """Zero-pad ``images`` (``[B, H, W]`` or ``[B, H, W, C]``) by ``padding`` pixels on each side
-    and cut a random ``H x W`` window per sample, offsets drawn from ``generator`` (CPU): the
-    ``RandomCrop(32, padding=4)`` of CIFAR training recipes.
+    """Cut a random ``H x W`` window per sample from ``images`` zero-padded by ``padding``.
+
+    ``images`` is ``[B, H, W]`` or ``[B, H, W, C]``, padded by ``padding`` pixels on each side;
+    the offsets are drawn from ``generator`` (CPU): the ``RandomCrop(32, padding=4)`` of CIFAR
+    training recipes.
     """
     if images.ndim not in (3, 4):
         raise ValueError(

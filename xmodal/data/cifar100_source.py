@@ -1,5 +1,7 @@
-"""CIFAR-100 as a registered dataset source, ``cifar100``: the compression setting of the
-WCoRD paper (resnet32x4 -> resnet8x4 on the same RGB images).
+"""CIFAR-100 as a registered dataset source, ``cifar100``.
+
+It is the compression setting of the WCoRD paper (resnet32x4 -> resnet8x4 on the same RGB
+images).
 
 The files are read with torchvision's reader (``torchvision.datasets.CIFAR100``) from the
 folder that holds ``cifar-100-python/`` (``train``, ``test``, ``meta``: pickled batches, the
@@ -13,15 +15,19 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 
+from xmodal.core.cache import atomic_output
 from xmodal.core.checks import at_least, require
 from xmodal.core.errors import DataError
 from xmodal.core.registry import DATASETS
+from xmodal.data.arrays import SplitData
+from xmodal.data.hdf5_output import hdf5_bytes, hdf5_writing
 from xmodal.data.hdf5_split import HDF5Split, as_long
-from xmodal.data.source import LoadedDataset
+from xmodal.data.source import LoadedDataset, Section, human_bytes
 
 __all__ = ["CIFAR100Config", "CIFAR100Source"]
 
@@ -52,14 +58,14 @@ class CIFAR100Config:
         require(self, {"max_train": at_least(0), "max_test": at_least(0)})
 
 
-def _reader(verify_md5: bool):
+def _reader(verify_md5: bool) -> Any:
     """Torchvision's CIFAR100 class, or a subclass that checks presence instead of MD5 sums."""
     from torchvision.datasets import CIFAR100
 
     if verify_md5:
         return CIFAR100
 
-    class UncheckedCIFAR100(CIFAR100):
+    class UncheckedCIFAR100(CIFAR100):  # type: ignore[misc]  # torchvision is untyped here
         train_list = [[name, None] for name, _ in CIFAR100.train_list]
         test_list = [[name, None] for name, _ in CIFAR100.test_list]
         meta = {**CIFAR100.meta, "md5": None}
@@ -85,7 +91,10 @@ class CIFAR100Source:
     options = CIFAR100Config
 
     def fingerprint(self, options: CIFAR100Config) -> dict[str, object]:
-        """Size and mtime of each file (part of the data unit's cache key); empty before download."""
+        """Size and mtime of each file (part of the data unit's cache key).
+
+        Empty before the download.
+        """
         folder = _root(options) / _FOLDER
         return {
             name: [(folder / name).stat().st_size, int((folder / name).stat().st_mtime)]
@@ -99,6 +108,7 @@ class CIFAR100Source:
         cache_path: Path,
         progress: Callable[[int, int], None] | None = None,
     ) -> Path:
+        """Copy the official files (downloaded first with ``download``) into ``cache_path``."""
         root = _root(options)
         reader = _reader(options.verify_md5)
         splits = {}
@@ -121,19 +131,22 @@ class CIFAR100Source:
                 f"cifar-100-python files there or set data.cifar100.download=true "
                 "where there is network"
             ) from None
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_suffix(".tmp")
-        with h5py.File(tmp, "w") as f:
-            for split, (images, labels) in splits.items():
-                f.create_dataset(f"{split}/rgb", data=images)
-                f.create_dataset(f"{split}/label", data=labels)
-            f.attrs["classes"] = json.dumps(classes)
-        tmp.replace(cache_path)
+        names = json.dumps(classes)
+        needed = hdf5_bytes(sum(a.nbytes for pair in splits.values() for a in pair) + len(names))
+        # a temporary name unique to this process, free space checked first (HDF5 may crash on
+        # a full disk), an HDF5 write error one line: as data.h5 is written
+        with atomic_output(cache_path, needed=needed) as tmp, hdf5_writing(cache_path, needed):
+            with h5py.File(tmp, "w") as f:
+                for split, (images, labels) in splits.items():
+                    f.create_dataset(f"{split}/rgb", data=images)
+                    f.create_dataset(f"{split}/label", data=labels)
+                f.attrs["classes"] = names
         return cache_path
 
     def load(self, cache_path: Path) -> LoadedDataset:
+        """The train and test splits streamed from the cache, with the 100 fine class names."""
         try:
-            splits = {
+            splits: dict[str, SplitData] = {
                 split: HDF5Split(
                     cache_path,
                     {"rgb": f"{split}/rgb", "label": f"{split}/label"},
@@ -148,3 +161,37 @@ class CIFAR100Source:
                 f"cifar100 cache '{cache_path}' is unreadable ({exc}); delete it and rerun"
             ) from None
         return LoadedDataset(splits=splits, num_classes=len(classes), class_names=classes)
+
+    def describe_file(
+        self,
+        path: Path,
+        options: CIFAR100Config,
+        progress: Callable[..., None] | None = None,
+    ) -> list[Section] | None:
+        """Describe a cifar100 cache written by ``prepare``, for ``xmodal data info``.
+
+        Images per split and the classes with their counts; None for any other file.
+        """
+        try:
+            with h5py.File(path, "r") as f:
+                if set(f) != {"train", "test"} or "classes" not in f.attrs or "format" in f.attrs:
+                    return None
+                classes = json.loads(f.attrs["classes"])
+                labels = {split: f[split]["label"][()] for split in ("train", "test")}
+                shape = f["train"]["rgb"].shape[1:]
+        except (OSError, KeyError, ValueError):  # not HDF5, or another layout
+            return None
+        overview = [
+            ["file", str(path)],
+            ["format", "xmodal cifar100 cache"],
+            ["size", human_bytes(path.stat().st_size)],
+            ["rows", ", ".join(f"{len(v)} {split}" for split, v in labels.items())],
+            ["image size", " x ".join(map(str, shape)) + " uint8 (H x W x RGB)"],
+            ["labels", f"fine class per row ({len(classes)} classes)"],
+        ]
+        counts = {split: np.bincount(v, minlength=len(classes)) for split, v in labels.items()}
+        rows = [[name, *(str(counts[s][i]) for s in counts)] for i, name in enumerate(classes)]
+        return [
+            ("cifar100 dataset cache", ["", ""], overview),
+            ("classes per split", ["class", *counts], rows),
+        ]

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from xmodal.core.atomic import NO_SPACE, free_bytes, megabytes, no_space_message
+from xmodal.core.cache import NO_SPACE, free_bytes, megabytes, no_space_message
 from xmodal.core.errors import OutputError
 
 MARGIN = 0.10  # of the arrays' bytes
@@ -28,8 +28,10 @@ def hdf5_bytes(array_bytes: int) -> int:
 
 @contextmanager
 def hdf5_writing(path: str | Path, needed: int) -> Iterator[None]:
-    """Turn an HDF5 write error in the block into :class:`OutputError` naming ``path`` and the
-    ``needed`` bytes. The caller removes (or keeps, when resumable) what was written.
+    """Turn an HDF5 write error in the block into :class:`OutputError` naming ``path``.
+
+    The message names the ``needed`` bytes too. The caller removes (or keeps, when resumable)
+    what was written.
     """
     path = Path(path)
     try:

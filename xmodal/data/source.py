@@ -1,13 +1,24 @@
-"""What a registered dataset provides: preparation into a cache, and loading of its splits."""
+"""What a registered dataset provides: preparation into a cache, loading, and a description.
+
+A dataset may describe its own files for ``xmodal data info`` as :data:`Section` tables
+(``describe_file``); :func:`describe_dataset_file` asks it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from xmodal.data.arrays import SplitData
+if TYPE_CHECKING:
+    from xmodal.data.arrays import SplitData
+
+#: one table of a file's description: (title, column headers, rows of cells); headers ``["", ""]``
+#: make a two-column overview without a header row
+Section = tuple[str, list[str], list[list[str]]]
+#: the title of a section listing a file's problems (``xmodal data info`` then exits 1)
+PROBLEMS = "problems"
 
 
 @dataclass
@@ -16,8 +27,8 @@ class LoadedDataset:
 
     Attributes:
         splits: ``{"train"|"val"|"test": SplitData}``, streamed from the cache
-            (:class:`~xmodal.data.hdf5_split.HDF5Split`) or in memory; each has one column per modality
-            plus ``label`` (``[N]`` long).
+            (:class:`~xmodal.data.hdf5_split.HDF5Split`) or in memory; each has one column per
+            modality plus ``label`` (``[N]`` long).
         num_classes: number of scene classes.
         class_names: their names, index = label.
         frontend_kwargs: per-modality keyword arguments for the encoder front ends (e.g. the
@@ -33,7 +44,7 @@ class LoadedDataset:
     ``class_names``.
     """
 
-    splits: dict[str, SplitData]
+    splits: Mapping[str, SplitData]
     num_classes: int
     class_names: list[str]
     frontend_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -50,6 +61,14 @@ class DatasetSource(Protocol):
     depend on its options (a manifest's columns) also has ``modalities_for(options)`` and
     ``labelled_for(options)``; read them through :func:`dataset_modalities` and
     :func:`dataset_labelled`.
+
+    A dataset describes its files for ``xmodal data info`` with
+    ``describe_file(path, options, progress) -> list[Section] | None``: the tables describing
+    ``path`` (its source file, its cache, ...), or None when ``path`` is none of its files (the
+    next dataset is asked). ``options`` are its options (with ``path`` set to the file when they
+    have one, and the user's ``--set data.KEY.OPTION=VALUE``); ``progress`` as in ``prepare``.
+    Problems found go in a section titled :data:`PROBLEMS`.
+    Read it through :func:`describe_dataset_file`.
     """
 
     name: str
@@ -57,9 +76,13 @@ class DatasetSource(Protocol):
 
     def prepare(
         self, options: Any, cache_path: Path, progress: Callable[..., None] | None = None
-    ) -> Path: ...
+    ) -> Path:
+        """Write the dataset with ``options`` into the cache at ``cache_path``; returns it."""
+        ...
 
-    def load(self, cache_path: Path) -> LoadedDataset: ...
+    def load(self, cache_path: Path) -> LoadedDataset:
+        """The splits of a prepared cache."""
+        ...
 
 
 def _instance(source: Any) -> Any:
@@ -67,9 +90,10 @@ def _instance(source: Any) -> Any:
 
 
 def dataset_modalities(source: Any, options: Any) -> tuple[str, ...]:
-    """The modalities ``source`` (a registered dataset class or instance) serves with
-    ``options``: its ``modalities_for(options)`` when it has one, else its ``modalities``;
-    empty = not known yet (nothing is checked against it).
+    """The modalities ``source`` (a registered dataset class or instance) serves with ``options``.
+
+    Its ``modalities_for(options)`` when it has one, else its ``modalities``; empty = not known
+    yet (nothing is checked against it).
     """
     if options is not None and hasattr(source, "modalities_for"):
         return tuple(_instance(source).modalities_for(options))
@@ -77,9 +101,32 @@ def dataset_modalities(source: Any, options: Any) -> tuple[str, ...]:
 
 
 def dataset_labelled(source: Any, options: Any) -> bool:
-    """Whether ``source`` with ``options`` has labels: its ``labelled_for(options)`` when it has
-    one, else its ``labelled`` attribute (default True).
+    """Whether ``source`` with ``options`` has labels.
+
+    Its ``labelled_for(options)`` when it has one, else its ``labelled`` attribute (default True).
     """
     if options is not None and hasattr(source, "labelled_for"):
         return bool(_instance(source).labelled_for(options))
     return bool(getattr(source, "labelled", True))
+
+
+def describe_dataset_file(
+    source: Any, path: Path, options: Any, progress: Callable[..., None] | None = None
+) -> list[Section] | None:
+    """The tables with which ``source`` (a registered dataset class or instance) describes ``path``.
+
+    None when it does not recognise the file, or describes no files.
+    """
+    if not hasattr(source, "describe_file"):
+        return None
+    sections = _instance(source).describe_file(path, options, progress)
+    return None if sections is None else list(sections)
+
+
+def human_bytes(size: float) -> str:
+    """``2_972_000_000`` -> ``"2.8 GiB"`` (powers of 1024, 3 significant digits)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.3g} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")

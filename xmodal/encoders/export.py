@@ -1,39 +1,45 @@
-"""Exported encoders: ``encoder.safetensors`` (weights) + ``encoder.json`` (what rebuilds them).
+"""Encoder files: exports (``encoder.safetensors`` + ``encoder.json``) and checkpoints (``.pt``).
 
-An export is usable without the training code or the run directory: ``load_encoder(path)``
-reads the JSON, builds the registered backbone behind its modality's front end and loads the
+An export is usable without the training code or the run directory: :func:`load_encoder` reads
+the JSON, builds the registered backbone behind its modality's front end and loads the
 weights. Nothing in an export can execute code: safetensors holds raw tensors only, the JSON
 holds names and plain options, and both are validated before use. The JSON records the
 SHA-256 of the weights file, so a swapped or corrupted weights file is refused, and tools can
 key caches on the weights' content.
+
+A run also keeps each encoder as a checkpoint (``encoder.pt``, :func:`save_encoder`): the
+weights and what rebuilds them in one tensor file, read with ``weights_only=True`` (never
+code). :func:`load_encoder` reads either.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from xmodal.core.atomic import (
+from xmodal.core.cache import (
     atomic_output,
+    file_digest,
     free_bytes,
+    load_checkpoint,
     make_directory,
     no_space_message,
+    save_atomic,
     write_text_atomic,
 )
 from xmodal.core.errors import DataError, OutputError, XmodalError
 from xmodal.core.registry import BACKBONES
 from xmodal.encoders.base import Encoder, create_encoder
 
+#: ``format`` of both encoder files: an export's JSON and a checkpoint (:func:`save_encoder`)
 FORMAT = "xmodal-encoder"
 VERSION = 1
 WEIGHTS_FILE = "encoder.safetensors"
 META_FILE = "encoder.json"
-#: backbone options that fetch initial weights, ignored on load (the export holds the weights),
+#: backbone options that fetch initial weights, ignored on load (the file holds the weights),
 #: unless the backbone's factory names its own (``init_only``)
 _INIT_ONLY_KWARGS = ("pretrained",)
 _MAX_META_BYTES = 1 << 20
@@ -60,14 +66,21 @@ def export_encoder(
     config_hash: str = "",
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``directory/encoder.safetensors`` and ``directory/encoder.json``; returns the JSON path.
+    """Write ``directory/encoder.safetensors`` and ``directory/encoder.json``.
 
     Args:
-        backbone, backbone_kwargs: the registered backbone name and its options
+        encoder: the encoder to export.
+        directory: where the two files go (created if needed).
+        backbone: the registered backbone name
             (``create_encoder(backbone, modality, frontend_kwargs, **backbone_kwargs)``).
+        backbone_kwargs: the backbone's options.
         frontend_kwargs: options of the modality's front end (e.g. the audio sample rate, Hz).
+        xmodal_version: the xmodal version that wrote it (provenance).
         config_hash: fingerprint of the run config that trained the encoder (provenance).
         extra: more provenance (method, role, seed), plain JSON values.
+
+    Returns:
+        The path of ``encoder.json``.
     """
     directory = make_directory(Path(directory))
     weights = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
@@ -83,7 +96,7 @@ def export_encoder(
         "embed_dim": encoder.embed_dim,
         "xmodal_version": xmodal_version,
         "config_hash": config_hash,
-        "weights_sha256": weights_digest(weights_path),
+        "weights_sha256": file_digest(weights_path, length=64),
         "extra": dict(extra or {}),
     }
     return write_text_atomic(
@@ -92,9 +105,10 @@ def export_encoder(
 
 
 def _save_weights(weights: dict[str, torch.Tensor], path: Path) -> None:
-    """``safetensors.torch.save_file`` through :func:`~xmodal.core.atomic.atomic_output`: free
-    space checked first; a full disk (safetensors' ``SafetensorError``) is one OutputError line
-    naming ``path`` and the space needed, and leaves no temporary file.
+    """``safetensors.torch.save_file`` through :func:`~xmodal.core.cache.atomic_output`.
+
+    Free space is checked first; a full disk (safetensors' ``SafetensorError``) is one
+    OutputError line naming ``path`` and the space needed, and leaves no temporary file.
     """
     from safetensors import SafetensorError
     from safetensors.torch import save_file
@@ -111,15 +125,6 @@ def _save_weights(weights: dict[str, torch.Tensor], path: Path) -> None:
                 f"cannot write '{path}' (safetensors: {text}): check that place "
                 "or pass another --out, then run the same command again"
             ) from None
-
-
-def weights_digest(path: str | Path) -> str:
-    """SHA-256 (hex) of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_paths(path: str | Path) -> tuple[Path, Path]:
@@ -170,19 +175,65 @@ def read_export_metadata(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
-    """A ready encoder (eval mode) from an export: its directory, ``encoder.json`` or
-    ``encoder.safetensors``. Input: the modality's raw tensor; output: embeddings ``[B, D]``.
+def save_encoder(
+    encoder: Encoder,
+    path: str | Path,
+    name: str,
+    kwargs: dict[str, Any],
+    frontend_kwargs: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Save an encoder checkpoint (``.pt``): its weights and what rebuilds them, atomically.
+
+    Args:
+        encoder: the encoder to save.
+        path: the checkpoint file.
+        name: the registered backbone name.
+        kwargs: the backbone's options.
+        frontend_kwargs: options of the modality's front end.
+        extra: provenance (e.g. the method), plain values.
+    """
+    return save_atomic(
+        {
+            "format": FORMAT,
+            "version": 1,
+            "name": name,
+            "modality": encoder.modality,
+            "kwargs": kwargs,
+            "frontend_kwargs": frontend_kwargs,
+            "extra": extra or {},
+            "state_dict": encoder.state_dict(),
+        },
+        path,
+    )
+
+
+def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> Encoder:
+    """A ready encoder (eval mode, on ``device``) from an export or an encoder checkpoint.
+
+    ``path`` is an export (its directory, ``encoder.json`` or ``encoder.safetensors``) or a
+    checkpoint written by :func:`save_encoder` (``encoder.pt``). Input: the modality's raw
+    tensor; output: embeddings ``[B, D]``.
 
     Raises:
         DataError: a missing, corrupted, tampered or foreign file, with the path and the fix.
     """
+    path = Path(path)
+    if path.is_dir() or path.name in (META_FILE, WEIGHTS_FILE):
+        encoder = _load_export(path)
+    else:
+        encoder = _load_checkpoint_file(path)
+    return encoder.to(device).eval()
+
+
+def _load_export(path: Path) -> Encoder:
+    """The encoder of an export (validated, its weights checked against the JSON's SHA-256)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     meta = read_export_metadata(path)
     meta_path, weights_path = export_paths(path)
-    if weights_digest(weights_path) != meta["weights_sha256"]:
+    if file_digest(weights_path, length=64) != meta["weights_sha256"]:
         raise DataError(
             f"'{weights_path}' does not match the SHA-256 recorded in {meta_path.name} "
             "(replaced or corrupted); export the encoder again"
@@ -193,22 +244,77 @@ def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> nn.Mod
         raise DataError(
             f"'{weights_path}' is not a readable safetensors file ({exc}); export the encoder again"
         ) from None
-    init_only = getattr(BACKBONES.get(meta["backbone"]), "init_only", _INIT_ONLY_KWARGS)
-    kwargs = {k: v for k, v in meta["backbone_kwargs"].items() if k not in init_only}
-    try:
-        encoder = create_encoder(
-            meta["backbone"], meta["modality"], meta["frontend_kwargs"], **kwargs
-        )
-    except XmodalError as exc:  # e.g. tampered frontend_kwargs or backbone_kwargs
+    return _rebuild(
+        meta["backbone"],
+        meta["modality"],
+        meta["frontend_kwargs"],
+        meta["backbone_kwargs"],
+        state,
+        described=meta_path,
+        weights=weights_path,
+        fix="export the encoder again",
+    )
+
+
+def _load_checkpoint_file(path: Path) -> Encoder:
+    """The encoder of a checkpoint written by :func:`save_encoder` (its keys validated)."""
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise DataError(
-            f"'{meta_path}' does not rebuild its encoder ({exc}); export the encoder again"
-        ) from None
+            f"'{path}' is not an xmodal encoder checkpoint (no 'format' key) nor an export; "
+            "save encoders with xmodal.encoders.export.save_encoder or export_encoder"
+        )
+    for key, kind in (
+        ("name", str),
+        ("modality", str),
+        ("kwargs", dict),
+        ("frontend_kwargs", dict),
+        ("state_dict", dict),
+    ):
+        if not isinstance(ckpt.get(key), kind):
+            raise DataError(
+                f"'{path}': key '{key}' must be a {kind.__name__}, got "
+                f"{type(ckpt.get(key)).__name__}; save the encoder again"
+            )
+    return _rebuild(
+        ckpt["name"],
+        ckpt["modality"],
+        ckpt["frontend_kwargs"],
+        ckpt["kwargs"],
+        ckpt["state_dict"],
+        described=path,
+        weights=path,
+        fix="save the encoder again",
+    )
+
+
+def _rebuild(
+    backbone: str,
+    modality: str,
+    frontend_kwargs: dict[str, Any],
+    backbone_kwargs: dict[str, Any],
+    state: dict[str, torch.Tensor],
+    *,
+    described: Path,
+    weights: Path,
+    fix: str,
+) -> Encoder:
+    """Build ``backbone`` behind ``modality``'s front end and load ``state`` into it.
+
+    Options that only fetch initial weights (``init_only``) are left out: the file holds the
+    weights. Errors name ``described`` (the file with the options) or ``weights``, and ``fix``.
+    """
+    try:  # an unknown backbone, or tampered frontend_kwargs or backbone_kwargs
+        init_only = getattr(BACKBONES.get(backbone), "init_only", _INIT_ONLY_KWARGS)
+        kwargs = {k: v for k, v in backbone_kwargs.items() if k not in init_only}
+        encoder = create_encoder(backbone, modality, frontend_kwargs, **kwargs)
+    except XmodalError as exc:
+        raise DataError(f"'{described}' does not rebuild its encoder ({exc}); {fix}") from None
     try:
         encoder.load_state_dict(state)
     except RuntimeError as exc:
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
         raise DataError(
-            f"'{weights_path}' does not fit backbone '{meta['backbone']}' "
-            f"({first}); export the encoder again"
+            f"'{weights}' does not fit backbone '{backbone}' ({first}); {fix}"
         ) from None
-    return encoder.to(device).eval()
+    return encoder

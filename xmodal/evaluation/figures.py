@@ -1,9 +1,13 @@
 """The run report's figures, drawn with matplotlib into PNG files.
 
 Each function takes plain data (summary rows, training histories, 2-D points, a plan matrix),
-writes one PNG and returns the saved ``Figure`` (for tests); none reads a run directory (that is :mod:`xmodal.evaluation.report`).
-Figures are built on ``matplotlib.figure.Figure`` directly, not ``pyplot``: no global state,
-no GUI backend, safe to call from any process.
+writes one PNG and returns the saved ``Figure`` (for tests); none reads a run directory (that
+is :mod:`xmodal.evaluation.report`). Figures are built on ``matplotlib.figure.Figure`` directly,
+not ``pyplot``: no global state, no GUI backend, safe to call from any process.
+
+A PNG is written whole or not at all (a temporary file renamed when complete), after a check
+that its folder's filesystem has room for it uncompressed: a full disk is one
+:class:`~xmodal.core.errors.OutputError` line naming the PNG, never half a file.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from xmodal.core.cache import atomic_output
 from xmodal.training.spread import COSINE_KEY, RANK_KEY
 
 #: per-epoch history keys that are not loss terms
@@ -21,7 +26,10 @@ _DPI = 110
 
 
 def metric_label(metric: str) -> str:
-    """``"s2t_recall@1"`` -> ``"s→t R@1"``, ``"mean_class_accuracy"`` -> ``"mean class accuracy"``."""
+    """A metric's label for axes and tables: ``"s2t_recall@1"`` -> ``"s→t R@1"``.
+
+    Other underscores become spaces: ``"mean_class_accuracy"`` -> ``"mean class accuracy"``.
+    """
     direction, _, rest = metric.partition("_")
     if direction in ("s2t", "t2s"):
         arrow = "s→t" if direction == "s2t" else "t→s"
@@ -50,21 +58,42 @@ def _finish(fig: Any, axes: list[Any], used: int, title: str, path: Path) -> Any
         ax.set_visible(False)
     if title:
         fig.suptitle(title)
-    fig.savefig(path)
+    save_png(fig, path)
     return fig
+
+
+def png_bytes(fig: Any) -> int:
+    """An upper bound on the size of ``fig``'s PNG: its pixels as raw RGBA, plus 64 kB."""
+    width, height = fig.get_size_inches() * fig.dpi
+    return int(width * height * 4) + (64 << 10)
+
+
+def save_png(fig: Any, path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` as a PNG, whole or not at all; returns ``path``.
+
+    Raises:
+        OutputError: the filesystem has less than :func:`png_bytes` free, or it filled up
+            (or is read-only) while writing; the message names ``path``.
+    """
+    path = Path(path)
+    with atomic_output(path, needed=png_bytes(fig)) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
 
 
 def probe_results_figure(
     summary: list[dict[str, Any]], headline: dict[str, str], path: Path, title: str = ""
 ) -> Any:
-    """One panel per probe: its ``headline[probe]`` metric per modality (groups) and method
-    (bars, colours), mean over seeds with the standard deviation as error bars.
+    """Draw one panel per probe: its ``headline[probe]`` metric per modality and method.
+
+    Modalities are groups, methods bars (one colour each): the mean over seeds, with the
+    standard deviation as error bars.
     """
     probes = list(headline)
     fig, axes = _panels(len(probes), 2, 6.0, 3.6)
     methods = list(dict.fromkeys(e["method"] for e in summary))
     colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
-    for ax, probe in zip(axes, probes):
+    for ax, probe in zip(axes, probes, strict=False):  # spare panels hidden later
         metric = headline[probe]
         entries = [e for e in summary if e["probe"] == probe and e["metric"] == metric]
         percent = not metric.endswith("median_rank")
@@ -94,7 +123,7 @@ def probe_results_figure(
         if percent:
             ax.set_ylim(0, 100)
         ax.grid(axis="y", alpha=0.3)
-    handles = {m: h for ax in axes for h, m in zip(*ax.get_legend_handles_labels())}
+    handles = {m: h for ax in axes for h, m in zip(*ax.get_legend_handles_labels(), strict=True)}
     fig.legend(list(handles.values()), list(handles), loc="outside right upper", title="method")
     return _finish(fig, axes, len(probes), title, path)
 
@@ -102,14 +131,16 @@ def probe_results_figure(
 def training_curves_figure(
     histories: dict[str, list[dict[str, float]]], path: Path, title: str = ""
 ) -> Any:
-    """One panel per trained encoder (``{panel title: per-epoch history}``): each loss term
-    (solid, left axis) and the learning rate (dashed grey, right axis) against the epoch.
+    """Draw one panel per trained encoder (``{panel title: per-epoch history}``).
+
+    Each loss term (solid, left axis) and the learning rate (dashed grey, right axis) against
+    the epoch.
     """
     from matplotlib.ticker import MaxNLocator
 
     names = [n for n, h in histories.items() if h]
     fig, axes = _panels(len(names), 3, 4.2, 3.0)
-    for ax, name in zip(axes, names):
+    for ax, name in zip(axes, names, strict=False):  # spare panels hidden later
         history = histories[name]
         epochs = [h["epoch"] for h in history]
         terms = [
@@ -140,10 +171,11 @@ def training_curves_figure(
 def spread_curves_figure(
     histories: dict[str, list[dict[str, float]]], path: Path, title: str = ""
 ) -> Any:
-    """Two panels, a line per encoder (``{name: per-epoch history}``) against the epoch: the
-    effective rank and the mean pairwise cosine of its probe-batch features (history keys
-    ``spread_rank``, ``spread_cosine``; see :mod:`xmodal.training.spread`). Histories without
-    them (older runs) are left out.
+    """Draw the spread of each encoder's probe-batch features against the epoch.
+
+    Two panels, a line per encoder (``{name: per-epoch history}``): the effective rank and the
+    mean pairwise cosine (history keys ``spread_rank``, ``spread_cosine``; see
+    :mod:`xmodal.training.spread`). Histories without them (older runs) are left out.
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -182,8 +214,11 @@ def spread_curves_figure(
 
 
 def pca_2d(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Project ``[N, D]`` onto its first two principal components: ``([N, 2], explained
-    variance ratio [2])``. Signs fixed so the largest loading of each component is positive.
+    """Project ``[N, D]`` onto its first two principal components.
+
+    Returns:
+        ``([N, 2] points, [2] explained variance ratio)``; signs fixed so that the largest
+        loading of each component is positive.
     """
     x = features.astype(np.float64) - features.mean(0)
     _, s, vt = np.linalg.svd(x, full_matrices=False)
@@ -195,12 +230,14 @@ def pca_2d(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def embeddings_figure(
     panels: list[dict[str, Any]], class_names: list[str], path: Path, title: str = ""
 ) -> Any:
-    """Scatter plots of 2-D points coloured by class: each panel is ``{"title", "points"
-    [N, 2], "labels" [N], "explained" [2]}`` (one encoder's own PCA).
+    """Draw scatter plots of 2-D points coloured by class, a panel per encoder.
+
+    Each panel is ``{"title", "points" [N, 2], "labels" [N], "explained" [2]}`` (one
+    encoder's own PCA).
     """
     fig, axes = _panels(len(panels), 4, 3.3, 3.1)
     cmap = "tab10" if len(class_names) <= 10 else "tab20"
-    for ax, panel in zip(axes, panels):
+    for ax, panel in zip(axes, panels, strict=False):  # spare panels hidden later
         points, labels = np.asarray(panel["points"]), np.asarray(panel["labels"])
         ax.scatter(
             points[:, 0],
@@ -231,12 +268,14 @@ def embeddings_figure(
 
 
 def transport_plan_figure(plans: dict[str, np.ndarray], path: Path, title: str = "") -> Any:
-    """Heat maps of transport plans ``{panel title: [B, B]}``, scaled by ``B`` so that 1 is
-    the mass of a one-to-one matching (rows: teacher samples, columns: student samples).
+    """Draw heat maps of transport plans ``{panel title: [B, B]}``.
+
+    Plans are scaled by ``B`` so that 1 is the mass of a one-to-one matching (rows: teacher
+    samples, columns: student samples).
     """
     names = list(plans)
     fig, axes = _panels(len(names), 3, 4.0, 4.0)
-    for ax, name in zip(axes, names):
+    for ax, name in zip(axes, names, strict=False):  # spare panels hidden later
         plan = np.asarray(plans[name], dtype=np.float64) * len(plans[name])
         image = ax.imshow(plan, cmap="viridis", vmin=0.0, interpolation="nearest")
         ax.set_title(

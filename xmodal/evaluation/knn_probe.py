@@ -21,9 +21,11 @@ from xmodal.evaluation.linear_probe import accuracies
 
 @dataclass
 class KNNProbeConfig:
-    """Attributes:
-    k: neighbours per test sample (DINO's 20).
-    temperature: vote temperature ``T``; weights are ``exp(cosine / T)`` (DINO's 0.07).
+    """Options of the k-NN probe.
+
+    Attributes:
+        k: neighbours per test sample (DINO's 20).
+        temperature: vote temperature ``T``; weights are ``exp(cosine / T)`` (DINO's 0.07).
     """
 
     k: int = 20
@@ -52,8 +54,10 @@ def knn_votes(
     temperature: float,
     chunk: int = 1024,
 ) -> Tensor:
-    """Class scores ``[Q, C]``: the sum of ``exp(cos / T)`` over each query's ``k`` most similar
-    bank rows, per class. ``bank`` ``[N, D]``, ``bank_labels`` ``[N]``, ``queries`` ``[Q, D]``.
+    """Class scores ``[Q, C]``: per class, ``exp(cos / T)`` summed over the ``k`` nearest rows.
+
+    ``bank`` ``[N, D]``, ``bank_labels`` ``[N]``, ``queries`` ``[Q, D]``; the ``k`` most
+    cosine-similar bank rows of each query vote for their classes.
     """
     bank = torch.nn.functional.normalize(bank.float(), dim=1)
     queries = torch.nn.functional.normalize(queries.float(), dim=1)

@@ -10,6 +10,7 @@ is walked from the strongest penalty down, each fit starting from the previous s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -21,9 +22,11 @@ from xmodal.core.registry import PROBES
 
 @dataclass
 class LinearProbeConfig:
-    """Attributes:
-    l2_grid: candidate L2 strengths (on the mean loss), chosen by validation accuracy.
-    max_iter: L-BFGS iterations per fit.
+    """Options of the linear probe.
+
+    Attributes:
+        l2_grid: candidate L2 strengths (on the mean loss), chosen by validation accuracy.
+        max_iter: L-BFGS iterations per fit.
     """
 
     l2_grid: list[float] = field(default_factory=lambda: [1e-5, 1e-4, 1e-3, 1e-2, 1e-1])
@@ -51,8 +54,9 @@ def fit_logistic(
     max_iter: int = 200,
     init: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Weights ``[D, C]`` and bias ``[C]`` minimising mean cross-entropy + ``l2 * |W|^2``,
-    starting from ``init`` (a nearby solution: fewer iterations, same optimum) or zeros.
+    """Weights ``[D, C]`` and bias ``[C]`` minimising mean cross-entropy + ``l2 * |W|^2``.
+
+    L-BFGS starts from ``init`` (a nearby solution: fewer iterations, same optimum) or zeros.
 
     The gradient is written out (``x^T (softmax - onehot) / N + 2 l2 W``) rather than taken by
     autograd: two matrix products per evaluation instead of about six, with ``x^T`` laid out
@@ -87,7 +91,7 @@ def fit_logistic(
         bias.grad = residual.sum(0)
         return -(log_p * onehot).sum() / len(x) + l2 * weight.pow(2).sum()
 
-    opt.step(closure)
+    opt.step(closure)  # type: ignore[no-untyped-call]  # torch's LBFGS.step is untyped
     return weight.detach(), bias.detach()
 
 
@@ -99,7 +103,7 @@ def accuracies(logits: Tensor, y: Tensor, num_classes: int) -> tuple[float, floa
     return float(correct.mean()), float(torch.stack(per_class).mean())
 
 
-def standardiser(reference: Tensor):
+def standardiser(reference: Tensor) -> Callable[[Tensor], Tensor]:
     """Function standardising features with ``reference``'s per-dimension mean and std."""
     mean, std = reference.double().mean(0), reference.double().std(0).clamp_min(1e-6)
     return lambda t: (t.double() - mean) / std

@@ -1,11 +1,14 @@
-"""A run's ``report.md``: config summary, results tables and figures, built from the files a
-run leaves (``config.yaml``, ``summary.json``, each unit's ``encoder.json``, ``history.json``
-and ``transport-plan.npy``, and ``report/embeddings.json``), so it can be rebuilt at any time
-with ``xmodal report RUN``. Several runs are compared side by side with :func:`compare_runs`.
+"""A run's ``report.md``: config summary, results tables and figures.
+
+The report is built from the files a run leaves (``config.yaml``, ``summary.json``, each
+unit's ``encoder.json``, ``history.json`` and ``transport-plan.npy``, and
+``report/embeddings.json``), so it can be rebuilt at any time with ``xmodal report RUN``.
+Several runs are compared side by side with :func:`compare_runs`.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -14,8 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from xmodal.core.atomic import make_directory, temp_path, write_text_atomic
-from xmodal.core.errors import DataError
+from xmodal.core.cache import (
+    check_space,
+    make_directory,
+    output_error,
+    temp_path,
+    write_text_atomic,
+)
+from xmodal.core.errors import DataError, OutputError
 from xmodal.core.records import write_json_atomic
 from xmodal.evaluation import figures
 from xmodal.evaluation.figures import metric_label
@@ -53,9 +62,10 @@ def format_value(entry: dict[str, Any] | None, seeds: int) -> str:
 
 
 def probe_tables(summary: list[dict[str, Any]], seeds: int) -> list[dict[str, Any]]:
-    """One table per probe (in run order): ``{"probe", "columns", "rows"}`` with a row per
-    (modality, method), a cell per metric (recalls and accuracies in %, ranks as ranks) and
-    the gap closed on the probe's first (headline) metric.
+    """One table per probe (in run order): ``{"probe", "columns", "rows"}``.
+
+    A row per (modality, method), a cell per metric (recalls and accuracies in %, ranks as
+    ranks) and the gap closed on the probe's first (headline) metric.
     """
     index = {(e["modality"], e["method"], e["probe"], e["metric"]): e for e in summary}
     models = list(dict.fromkeys((e["modality"], e["method"]) for e in summary))
@@ -87,8 +97,9 @@ def probe_tables(summary: list[dict[str, Any]], seeds: int) -> list[dict[str, An
 
 
 def markdown_table(columns: list[str], rows: list[list[str]], text_columns: int = 2) -> str:
-    """A GitHub-flavoured Markdown table; the first ``text_columns`` left-, the rest
-    right-aligned.
+    """A GitHub-flavoured Markdown table.
+
+    The first ``text_columns`` columns are left-aligned, the rest right-aligned.
     """
 
     def escape(cell: str) -> str:
@@ -104,9 +115,11 @@ def markdown_table(columns: list[str], rows: list[list[str]], text_columns: int 
 
 
 def spread_table(units: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Columns and rows of the embedding-spread table: a row per (modality, method) in the
-    order of ``units`` (each with its last epoch's ``"spread_rank"`` and ``"spread_cosine"``),
-    the mean over seeds (± sample std with several seeds).
+    """Columns and rows of the embedding-spread table.
+
+    A row per (modality, method) in the order of ``units`` (each with its last epoch's
+    ``"spread_rank"`` and ``"spread_cosine"``): the mean over seeds (± sample std with several
+    seeds).
     """
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for unit in units:
@@ -164,8 +177,10 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
 
 
 def _read_json(path: Path, fix: str) -> Any:
-    """The JSON in ``path``, or DataError naming it (unreadable, not UTF-8, not JSON) and
-    ``fix``.
+    """The JSON in ``path``.
+
+    Raises:
+        DataError: naming ``path`` (unreadable, not UTF-8, not JSON) and ``fix``.
     """
     try:
         return json.loads(path.read_bytes().decode("utf-8"))
@@ -178,9 +193,10 @@ def _read_json(path: Path, fix: str) -> Any:
 
 
 def trained_units(run_dir: Path) -> list[dict[str, Any]]:
-    """Every exported encoder of the run: ``{"directory", "role", "modality", "method", "seed"}``
-    (teachers first), from each unit's ``encoder.json``; DataError naming one that cannot be
-    read.
+    """Every exported encoder of the run, teachers first, from each unit's ``encoder.json``.
+
+    Each is ``{"directory", "role", "modality", "method", "seed"}``; DataError names an
+    ``encoder.json`` that cannot be read.
     """
     units = []
     for meta_path in sorted(run_dir.glob("**/encoder.json")):
@@ -210,8 +226,9 @@ def _unit_title(unit: dict[str, Any]) -> str:
 
 
 def _read_history(unit: dict[str, Any]) -> list[dict[str, Any]]:
-    """A unit's ``history.json`` (one entry per epoch, numbers by name), ``[]`` where absent;
-    DataError naming it where it cannot be read or holds something else.
+    """A unit's ``history.json`` (one entry per epoch, numbers by name), ``[]`` where absent.
+
+    DataError names it where it cannot be read or holds something else.
     """
     path = unit["directory"] / HISTORY
     if not path.is_file():
@@ -230,8 +247,9 @@ def _is_number(value: Any) -> bool:
 
 
 def _read_plan(unit: dict[str, Any]) -> np.ndarray | None:
-    """A unit's transport plan ``[B, B]`` (``transport-plan.npy``), None where absent;
-    DataError naming it where it cannot be read or is not a matrix of finite numbers.
+    """A unit's transport plan ``[B, B]`` (``transport-plan.npy``), None where absent.
+
+    DataError names it where it cannot be read or is not a matrix of finite numbers.
     """
     path = unit["directory"] / TRANSPORT_PLAN
     if not path.is_file():
@@ -259,9 +277,10 @@ def _read_plan(unit: dict[str, Any]) -> np.ndarray | None:
 
 
 def _final_spreads(units: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each unit whose history's last epoch holds the spread keys (runs before they were
-    logged hold none): ``{"modality", "method", "role", "seed", "epoch", "spread_rank",
-    "spread_cosine"}``.
+    """Each unit whose history's last epoch holds the spread keys, with those values.
+
+    Items are ``{"modality", "method", "role", "seed", "epoch", "spread_rank",
+    "spread_cosine"}``; runs from before the spread was logged hold none.
     """
     out = []
     for unit in units:
@@ -280,8 +299,10 @@ def _final_spreads(units: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write_embeddings(run_dir: Path, panels: list[dict[str, Any]], class_names: list[str]) -> Path:
-    """Save 2-D projections for the report: each panel ``{"title", "features" [N, D] array,
-    "labels" [N]}`` is reduced by its own PCA (encoders' spaces differ).
+    """Save 2-D projections of each encoder's test features for the report.
+
+    Each panel ``{"title", "features" [N, D] array, "labels" [N]}`` is reduced by its own PCA
+    (encoders' spaces differ).
     """
     out = []
     for panel in panels:
@@ -318,9 +339,10 @@ def _teacher_protocol(teacher: dict[str, Any]) -> str:
 
 
 def _student_backbones(distill: dict[str, Any]) -> str:
-    """``"depth, audio / `resnet8`; points / `pointnet`"``: the students grouped by the backbone
-    that encoded them (``distill.encoders``, else the front end's default where
-    ``distill.encoder`` cannot take its input).
+    """The students grouped by backbone: ``"depth, audio / `resnet8`; points / `pointnet`"``.
+
+    A student's backbone is its ``distill.encoders`` entry, else ``distill.encoder``, else the
+    front end's default where ``distill.encoder`` cannot take its input.
     """
     from xmodal.core.registry import UnknownNameError
     from xmodal.encoders.base import backbone_for
@@ -431,7 +453,7 @@ def write_report(run_dir: str | Path) -> Path:
         def add(file: str, caption: str) -> None:
             lines.extend([f"![{caption}]({FIGURES_DIR}/{file})", "", f"*{caption}*", ""])
 
-        headline = {}
+        headline: dict[str, str] = {}
         for e in summary:
             headline.setdefault(e["probe"], e["metric"])
         if headline:
@@ -494,34 +516,52 @@ def write_report(run_dir: str | Path) -> Path:
                 "embedding is matched to its own teacher embedding",
             )
         _swap_in(build, fig_dir)
+    except OutputError as exc:  # name the figures folder, not its temporary twin
+        raise OutputError(str(exc).replace(str(build), str(fig_dir))) from None
     finally:
         shutil.rmtree(build, ignore_errors=True)  # gone already when swapped in
     return write_text_atomic(run_dir / REPORT, "\n".join(lines))
 
 
 def _new_figures_folder(fig_dir: Path) -> Path:
-    """A temporary folder beside ``fig_dir`` holding its files other than the figures and
-    ``spread.json`` (those are drawn again; one whose input went away must not linger).
+    """A temporary folder beside ``fig_dir`` holding its files but the figures and ``spread.json``.
+
+    Those are drawn again (one whose input went away must not linger). The space the copied
+    files need is checked first; a failure is one OutputError line naming ``fig_dir``.
     """
     build = temp_path(fig_dir)
-    if fig_dir.is_dir():
-        top = str(fig_dir)
-        shutil.copytree(
-            fig_dir,
-            build,
-            ignore=lambda folder, names: [
-                n for n in names if folder == top and (n.endswith(".png") or n == SPREAD)
-            ],
-        )
-    else:
-        make_directory(build)
+    if not fig_dir.is_dir():
+        return make_directory(build)
+    top = str(fig_dir)
+
+    def drawn_again(folder: str, names: list[str]) -> list[str]:
+        return [n for n in names if folder == top and (n.endswith(".png") or n == SPREAD)]
+
+    kept = sum(
+        (Path(folder) / name).stat().st_size
+        for folder, _, names in os.walk(fig_dir)
+        for name in set(names) - set(drawn_again(folder, names))
+    )
+    check_space(fig_dir, kept)
+    try:
+        shutil.copytree(fig_dir, build, ignore=drawn_again)
+    except OSError as exc:  # shutil.Error lists (source, target, reason) per file
+        shutil.rmtree(build, ignore_errors=True)
+        reasons = exc.args[0] if isinstance(exc, shutil.Error) else [("", "", str(exc))]
+        if isinstance(exc, shutil.Error) and any("No space" in r[2] for r in reasons):
+            exc = OSError(errno.ENOSPC, "No space left on device")
+        error = output_error(exc, fig_dir, kept)
+        if isinstance(error, OutputError):
+            raise error from None
+        raise OutputError(
+            f"cannot copy '{fig_dir}' beside itself to rebuild the report ({reasons[0][2]}): "
+            "check that place, or delete the folder to draw the report afresh"
+        ) from None
     return build
 
 
 def _swap_in(build: Path, fig_dir: Path) -> None:
-    """Put the complete ``build`` folder where ``fig_dir`` is (two renames), then delete the
-    old one.
-    """
+    """Put the complete ``build`` folder where ``fig_dir`` is (two renames); delete the old one."""
     old = temp_path(fig_dir) if fig_dir.exists() else None
     if old is not None:
         os.replace(fig_dir, old)
@@ -531,13 +571,14 @@ def _swap_in(build: Path, fig_dir: Path) -> None:
 
 
 def _read_embeddings(path: Path) -> dict[str, Any] | None:
-    """``report/embeddings.json`` (see :func:`write_embeddings`), None where absent; DataError
-    naming it where it cannot be read or drawn.
+    """``report/embeddings.json`` (see :func:`write_embeddings`), None where absent.
+
+    DataError names it where it cannot be read or drawn.
     """
     if not path.is_file():
         return None
     fix = "delete it (its figure is left out) or rerun the run to rewrite it"
-    data = _read_json(path, fix)
+    data: dict[str, Any] = _read_json(path, fix)  # checked below to be a dict
     try:
         panels, names = data["panels"], data["class_names"]
         ok = (
@@ -570,8 +611,10 @@ def _read_embeddings(path: Path) -> dict[str, Any] | None:
 
 
 def compare_runs(run_dirs: list[str | Path]) -> tuple[list[str], list[list[str]]]:
-    """A side-by-side table: a row per (probe, metric, modality, method) found in any run, a
-    column per run with its mean (± std over its seeds); ``"-"`` where a run lacks the row.
+    """A side-by-side table of several runs' results.
+
+    A row per (probe, metric, modality, method) found in any run, a column per run with its
+    mean (± std over its seeds); ``"-"`` where a run lacks the row.
     """
     runs = [(Path(d), read_run(d)) for d in run_dirs]
     keys: dict[tuple[str, str, str, str], None] = {}

@@ -1,5 +1,7 @@
-"""Cross-modal retrieval probe: find a test sample's teacher embedding from its student
-embedding (``s2t``) and the reverse (``t2s``), among all test samples.
+"""Cross-modal retrieval probe: find a test sample's teacher embedding from its student's.
+
+``s2t`` ranks the teacher embeddings of all test samples for a student embedding; ``t2s``
+the reverse.
 
 The two spaces are aligned by a ridge least-squares map ``W`` from standardised student to
 standardised teacher features, fitted on train pairs (strength chosen on val by mean
@@ -29,9 +31,11 @@ METRICS = tuple(f"{d}_recall@{k}" for d in ("s2t", "t2s") for k in RECALL_AT) + 
 
 @dataclass
 class RetrievalProbeConfig:
-    """Attributes:
-    ridge_grid: candidate ridge strengths of the student -> teacher map (per sample, on
-        standardised features), chosen by mean val recall@1.
+    """Options of the retrieval probe.
+
+    Attributes:
+        ridge_grid: candidate ridge strengths of the student -> teacher map (per sample, on
+            standardised features), chosen by mean val recall@1.
     """
 
     ridge_grid: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0])
@@ -41,8 +45,9 @@ class RetrievalProbeConfig:
 
 
 def match_ranks(queries: Tensor, gallery: Tensor) -> Tensor:
-    """Rank (1 = best) of ``gallery[i]`` among all gallery rows for ``queries[i]``, by cosine
-    similarity; ties count against the match. ``[N, D]``, ``[N, D]`` -> ``[N]`` long.
+    """Rank (1 = best) of ``gallery[i]`` among all gallery rows for ``queries[i]``, by cosine.
+
+    Ties count against the match. ``[N, D]``, ``[N, D]`` -> ``[N]`` long.
     """
     q = torch.nn.functional.normalize(queries.double(), dim=1)
     g = torch.nn.functional.normalize(gallery.double(), dim=1)
@@ -56,7 +61,8 @@ def ridge_map(x: Tensor, y: Tensor, strength: float) -> Tensor:
     """``W`` ``[Dx, Dy]`` minimising ``|x W - y|^2 / N + strength * |W|^2`` (float64)."""
     x, y = x.double(), y.double()
     gram = x.T @ x / len(x) + strength * torch.eye(x.shape[1], dtype=torch.float64)
-    return torch.linalg.solve(gram, x.T @ y / len(x))
+    w: Tensor = torch.linalg.solve(gram, x.T @ y / len(x))
+    return w
 
 
 def _retrieval_metrics(student: Tensor, teacher: Tensor) -> dict[str, float]:
@@ -86,7 +92,9 @@ class RetrievalProbe:
     def evaluate_pairs(
         self, teacher: dict[str, Tensor], student: dict[str, Tensor]
     ) -> dict[str, float]:
-        """``teacher``/``student``: ``{"train"|"val"|"test": features [N_split, D]}``, row i of
+        """Recall@k and median rank in both directions, on the test split.
+
+        ``teacher``/``student``: ``{"train"|"val"|"test": features [N_split, D]}``, row i of
         both the same sample. Returns the metrics plus ``ridge`` and ``val_recall@1``.
         """
         for side, feats in (("teacher", teacher), ("student", student)):

@@ -32,6 +32,7 @@ class ConfusionMatrix:
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
 
     def reset(self) -> None:
+        """Forget every batch added."""
         self.matrix.zero_()
 
     def update(self, pred: Tensor, target: Tensor) -> None:
@@ -79,8 +80,9 @@ class ConfusionMatrix:
 
     @property
     def per_class_iou(self) -> Tensor:
-        """``[C]`` float64 IoU ``tp / (tp + fp + fn)``; NaN where the class is in neither
-        target nor prediction. Index ``i`` is class ``i + 1``.
+        """``[C]`` float64 IoU ``tp / (tp + fp + fn)``; index ``i`` is class ``i + 1``.
+
+        NaN where the class is in neither target nor prediction.
         """
         m = self._checked()
         tp = m.diagonal()

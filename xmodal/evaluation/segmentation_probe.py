@@ -106,14 +106,16 @@ def extract_feature_maps(
 
 @dataclass
 class SegmentationProbeConfig:
-    """Attributes:
-    stages: stage indices whose maps the caller extracts (see :func:`extract_feature_maps`);
-        the probe itself takes whatever maps it is given.
-    epochs: passes over the training images per fit.
-    batch_size: images per AdamW step.
-    lr: peak AdamW learning rate (cosine-annealed to 0 over the fit).
-    weight_decay_grid: candidate AdamW weight decays, chosen by validation mIoU.
-    seed: seeds the head's initialisation and the batch order of every fit.
+    """Options of the segmentation probe.
+
+    Attributes:
+        stages: stage indices whose maps the caller extracts (see
+            :func:`extract_feature_maps`); the probe itself takes whatever maps it is given.
+        epochs: passes over the training images per fit.
+        batch_size: images per AdamW step.
+        lr: peak AdamW learning rate (cosine-annealed to 0 over the fit).
+        weight_decay_grid: candidate AdamW weight decays, chosen by validation mIoU.
+        seed: seeds the head's initialisation and the batch order of every fit.
     """
 
     stages: list[int] = field(default_factory=lambda: [-2, -1])
@@ -148,9 +150,7 @@ class SegmentationProbeConfig:
 
 @dataclass
 class SegmentationResult:
-    """Test metrics (fractions in [0, 1]), the validation mIoU of the chosen weight decay,
-    and that weight decay.
-    """
+    """Test metrics (fractions in [0, 1]), the chosen weight decay and its validation mIoU."""
 
     pixel_accuracy: float
     mean_iou: float
@@ -187,8 +187,9 @@ class _Standardiser:
 def _batches(
     splits: list[Split], batch_size: int, generator: torch.Generator | None
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Batches within each split (sizes may differ between splits); shuffled when a
-    generator is given, in order otherwise.
+    """Batches within each split (sizes may differ between splits).
+
+    Shuffled when a generator is given, in order otherwise.
     """
     plan = []
     for k, (maps, _) in enumerate(splits):
@@ -230,7 +231,9 @@ class SegmentationProbe:
     def evaluate_maps(
         self, train: Split, val: Split, test: Split, num_classes: int
     ) -> SegmentationResult:
-        """Each split is ``(maps [N, C, h, w] float, labels [N, H, W] int in 0..num_classes)``,
+        """Fit a head per weight decay on train, choose on val, score on test.
+
+        Each split is ``(maps [N, C, h, w] float, labels [N, H, W] int in 0..num_classes)``,
         0 = unlabeled. Logits are upsampled bilinearly from ``(h, w)`` to ``(H, W)``.
         """
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -310,7 +313,7 @@ class SegmentationProbe:
         )
         steps = cfg.epochs * sum(math.ceil(len(m) / cfg.batch_size) for m, _ in splits)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-        with torch.enable_grad():
+        with torch.set_grad_enabled(True):  # enable_grad, typed
             for _ in range(cfg.epochs):
                 for maps, labels in _batches(splits, cfg.batch_size, generator):
                     target = labels.long() - 1  # unlabeled -> -1, ignored
@@ -318,7 +321,7 @@ class SegmentationProbe:
                         logits = _logits(norm(maps), weight, bias, target.shape[-2:])
                         loss = F.cross_entropy(logits, target, ignore_index=-1)
                         opt.zero_grad()
-                        loss.backward()
+                        torch.autograd.backward(loss)  # loss.backward(), typed
                         opt.step()
                         sched.step()
         return weight.detach(), bias.detach()

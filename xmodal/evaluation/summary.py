@@ -1,5 +1,6 @@
-"""Aggregate probe rows over seeds: mean, standard deviation, and the share of the
-floor-to-reference gap a method closes.
+"""Aggregate probe rows over seeds: mean, standard deviation and the gap a method closes.
+
+The gap is the one from the floor (``none``) to the reference (``supervised``).
 """
 
 from __future__ import annotations
@@ -11,17 +12,18 @@ KEY = ("modality", "method", "probe", "metric")
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (modality, method, probe, metric): ``mean``, ``std`` (sample, 0 for one
-    seed), ``n`` seeds, ``values``, and ``gap_closed`` where a ``none`` and a ``supervised``
-    row exist for the same modality/probe/metric:
-    ``(method - none) / (supervised - none)`` on the means.
+    """One row per (modality, method, probe, metric), over seeds.
+
+    Each row has ``mean``, ``std`` (sample, 0 for one seed), ``n`` seeds, ``values``, and
+    ``gap_closed`` where a ``none`` and a ``supervised`` row exist for the same
+    modality/probe/metric: ``(method - none) / (supervised - none)`` on the means.
     """
-    groups: dict[tuple, list[float]] = {}
+    groups: dict[tuple[Any, ...], list[float]] = {}
     for row in rows:
         groups.setdefault(tuple(row[k] for k in KEY), []).append(float(row["value"]))
     summary = []
     for key, values in groups.items():
-        entry = dict(zip(KEY, key))
+        entry = dict(zip(KEY, key, strict=True))
         entry.update(
             mean=statistics.fmean(values),
             std=statistics.stdev(values) if len(values) > 1 else 0.0,

@@ -1,5 +1,7 @@
-"""Zero-shot probe: classify a student's test samples by text prompts read by a CLIP teacher's
-text tower, through the distillation objective's shared space (ImageBind's emergent zero-shot).
+"""Zero-shot probe: classify a student's test samples by text prompts, as CLIP does.
+
+The prompts are read by a CLIP teacher's text tower and compared through the distillation
+objective's shared space (ImageBind's emergent zero-shot).
 
 Each class name becomes prompts (``templates``, e.g. ``"a photo of a {name}."``); the teacher's
 text tower embeds them, and as in CLIP each prompt embedding is L2-normalised, averaged over the
@@ -37,11 +39,13 @@ DEFAULT_TEMPLATES = [
 
 @dataclass
 class ZeroShotProbeConfig:
-    """Attributes:
-    templates: prompt templates, each with one ``{name}``; a class's text embedding is the
-        average of its prompts' (normalised) embeddings.
-    class_names: the names put in the prompts, index = label (empty: the dataset's own
-        class names, with ``_`` read as a space).
+    """Options of the zero-shot probe.
+
+    Attributes:
+        templates: prompt templates, each with one ``{name}``; a class's text embedding is the
+            average of its prompts' (normalised) embeddings.
+        class_names: the names put in the prompts, index = label (empty: the dataset's own
+            class names, with ``_`` read as a space).
     """
 
     templates: list[str] = field(default_factory=lambda: list(DEFAULT_TEMPLATES))
@@ -92,9 +96,10 @@ def prompts(class_names: list[str], templates: list[str]) -> list[str]:
 def class_text_embeddings(
     encode: Callable[[list[str]], Tensor], class_names: list[str], templates: list[str]
 ) -> Tensor:
-    """Unit class vectors ``[C, Dt]``: each prompt's text embedding normalised, averaged over
-    the ``T`` templates, normalised again (CLIP's prompt ensembling). ``encode`` maps ``P``
-    texts to ``[P, Dt]``.
+    """Unit class vectors ``[C, Dt]`` by CLIP's prompt ensembling.
+
+    Each prompt's text embedding is normalised, averaged over the ``T`` templates, and
+    normalised again. ``encode`` maps ``P`` texts to ``[P, Dt]``.
     """
     if not class_names:
         raise ValueError("zero-shot probe: no class names")
@@ -155,7 +160,10 @@ class ZeroShotProbe:
         self.config = config or ZeroShotProbeConfig()
 
     def class_names(self, dataset_names: list[str], num_classes: int) -> list[str]:
-        """The names put in the prompts: the configured ones, else the dataset's (``_`` -> space)."""
+        """The names put in the prompts: the configured ones, else the dataset's.
+
+        The dataset's names are read with ``_`` as a space.
+        """
         names = self.config.class_names or [n.replace("_", " ") for n in dataset_names]
         if len(names) != num_classes:
             source = "probe.zero-shot.class_names" if self.config.class_names else "the dataset"
@@ -173,7 +181,9 @@ class ZeroShotProbe:
         heads: SharedHeads | None,
         class_names: list[str],
     ) -> ZeroShotResult:
-        """``features`` ``[N, D]`` and ``labels`` ``[N]`` of the test split; ``classes``
+        """Accuracy and mean class accuracy of the zero-shot classification of the test split.
+
+        ``features`` ``[N, D]`` and ``labels`` ``[N]`` of the test split; ``classes``
         ``[C, Dt]`` from :func:`class_text_embeddings`; ``heads`` None for the teacher itself.
         """
         if not torch.isfinite(features).all():

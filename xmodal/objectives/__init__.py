@@ -1,7 +1,8 @@
-"""Layer 3: training objectives. Every distillation method is an :class:`Objective` registered in
-``METHODS``: WCoRD (global dual + local primal term) and its variants, the baselines (KD, FitNet,
-CRD, RKD, PKT, InfoNCE), ``supervised`` and ``none``; with their building blocks (optimal transport,
-memory banks and queues, critics).
+"""Layer 3: training objectives, each an :class:`Objective` registered in ``METHODS``.
+
+WCoRD (global dual + local primal term) and its variants, the baselines (KD, FitNet, CRD, RKD,
+PKT, InfoNCE), ``supervised`` and ``none``; with their building blocks (optimal transport,
+memory banks and queues, critics), which take their method's options dataclass as it is.
 """
 
 from xmodal.objectives import supervised, untrained  # noqa: F401  (registers the references)
@@ -17,10 +18,12 @@ from xmodal.objectives.critic import (
 )
 from xmodal.objectives.ipot import ipot
 from xmodal.objectives.memory_bank import MemoryBank
+from xmodal.objectives.memory_options import MemoryOptions
 from xmodal.objectives.negative_queue import NegativeQueue
 from xmodal.objectives.objective import NEEDS, Objective, ObjectiveContext
 from xmodal.objectives.sinkhorn import (
     TransportNotConverged,
+    TransportOptions,
     TransportResult,
     sinkhorn_log,
 )
@@ -37,11 +40,13 @@ __all__ = [
     "DotCritic",
     "MLPCritic",
     "MemoryBank",
+    "MemoryOptions",
     "NegativeQueue",
     "Objective",
     "ObjectiveContext",
     "ProjectionHead",
     "TransportNotConverged",
+    "TransportOptions",
     "TransportResult",
     "WCoRDConfig",
     "WCoRDGlobal",

@@ -6,14 +6,16 @@ sphere (:data:`PROJECTIONS`); ``c`` is ``dot``, ``bilinear`` or ``mlp``, scaled 
 (:data:`CRITICS`); the constraint is ``spectral``, ``gradient_penalty`` or ``none``
 (:data:`LIPSCHITZ_MODES`). Under ``spectral``, ``g`` is ``1/tau``-Lipschitz in ``t`` and ``s``.
 Critics always take the teacher side first: ``forward``, ``against``, ``against_teachers``.
+A critic takes its method's options as they are (:class:`CriticOptions`: ``tau``, ``embed_dim``,
+``critic``, ``critic_hidden``), whose ranges the options dataclass checks.
 
 Details: docs/critic.md (why the unit ball: docs/lipschitz-critic.md).
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +24,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from torch.utils.checkpoint import checkpoint
 
 __all__ = [
+    "CriticOptions",
     "LIPSCHITZ_MODES",
     "PROJECTIONS",
     "project",
@@ -40,7 +43,7 @@ LIPSCHITZ_MODES = ("spectral", "gradient_penalty", "none")
 critic's weights, a gradient penalty on the critic's inputs, or not at all."""
 
 CRITICS = ("dot", "bilinear", "mlp")
-"""Critic forms: ``<u, v> / tau``, ``u^T W v / tau``, ``MLP([u; v]) / tau`` on embeddings of norm <= 1."""
+"""Critic forms on embeddings of norm <= 1: ``<u, v>/tau``, ``u^T W v/tau``, ``MLP([u; v])/tau``."""
 
 PROJECTIONS = ("ball", "sphere")
 """Where the heads' outputs land: the unit ball (1-Lipschitz projection) or the unit sphere."""
@@ -49,44 +52,65 @@ _POWER_ITERATIONS = 3  # see ProjectionHead: keeps the normalised weight within 
 
 
 def project(z: Tensor, onto: str) -> Tensor:
-    """``z`` ``[..., d]`` onto the unit ``"ball"`` (``z / max(1, |z|)``) or ``"sphere"`` (``z / |z|``)."""
+    """``z`` ``[..., d]`` onto the unit ``"ball"`` (``z / max(1, |z|)``) or ``"sphere"``.
+
+    The sphere is ``z / |z|``.
+    """
     if onto == "ball":
-        return z / z.norm(dim=-1, keepdim=True).clamp_min(1.0)
+        inside: Tensor = z / z.norm(dim=-1, keepdim=True).clamp_min(1.0)
+        return inside
     if onto == "sphere":
-        return F.normalize(z, dim=-1)
+        unit: Tensor = F.normalize(z, dim=-1)
+        return unit
     raise ValueError(f"projection must be one of {PROJECTIONS}, got {onto!r}")
 
 
-def spectral_linear(linear: nn.Linear, power_iterations: int = _POWER_ITERATIONS) -> nn.Module:
-    """``linear`` with its weight spectrally normalised, the power vectors set to the exact top
-    singular pair (torch's 15 warm-up iterations leave sigma up to ~1e-2 off when the top two
-    singular values are close).
+def spectral_linear(linear: nn.Linear, power_iterations: int = _POWER_ITERATIONS) -> nn.Linear:
+    """``linear`` with its weight spectrally normalised, the power vectors at the top singular pair.
+
+    Set exactly: torch's 15 warm-up iterations leave sigma up to ~1e-2 off when the top two
+    singular values are close.
     """
-    wrapped = spectral_norm(linear, n_power_iterations=power_iterations)
-    norm = wrapped.parametrizations.weight[0]
+    spectral_norm(linear, n_power_iterations=power_iterations)  # in place: returns ``linear``
+    weight: Any = getattr(linear, "parametrizations").weight  # noqa: B009  (added at run time)
+    norm = weight[0]
     with torch.no_grad():
-        left, _, right = torch.linalg.svd(
-            wrapped.parametrizations.weight.original, full_matrices=False
-        )
+        left, _, right = torch.linalg.svd(weight.original, full_matrices=False)
         norm._u.copy_(left[:, 0])
         norm._v.copy_(right[0])
-    return wrapped
+    return linear
 
 
-def _check_tau(cls: str, tau: Any) -> float:
-    if not (
-        isinstance(tau, (int, float))
-        and not isinstance(tau, bool)
-        and math.isfinite(tau)
-        and tau > 0
-    ):
-        raise ValueError(f"{cls}: tau must be a finite number > 0, got {tau!r}")
-    return float(tau)
+class CriticOptions(Protocol):
+    """What a critic reads from its method's options, under the config keys' names.
+
+    E.g. :class:`~xmodal.objectives.wcord.WCoRDConfig`, which checks their ranges.
+    """
+
+    @property
+    def embed_dim(self) -> int:
+        """Size ``d`` of the embeddings scored (>= 1)."""
+        ...
+
+    @property
+    def tau(self) -> float:
+        """Temperature (> 0): every critic is scaled by ``1/tau``."""
+        ...
+
+    @property
+    def critic(self) -> str:
+        """The critic's form, one of :data:`CRITICS`."""
+        ...
+
+    @property
+    def critic_hidden(self) -> int:
+        """Hidden width ``H`` of the ``mlp`` critic (>= 1)."""
+        ...
 
 
-def _check_dim(cls: str, name: str, value: Any) -> None:
+def _check_chunk(value: object) -> None:
     if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-        raise ValueError(f"{cls}: {name} must be an int >= 1, got {value!r}")
+        raise ValueError(f"MLPCritic: chunk_elements must be an int >= 1, got {value!r}")
 
 
 class ProjectionHead(nn.Module):
@@ -125,17 +149,19 @@ class ProjectionHead(nn.Module):
         if onto not in PROJECTIONS:
             raise ValueError(f"ProjectionHead: onto must be one of {PROJECTIONS}, got {onto!r}")
         linear = nn.Linear(in_dim, out_dim)
-        self.linear: nn.Module = spectral_linear(linear, power_iterations) if spectral else linear
+        self.linear: nn.Linear = spectral_linear(linear, power_iterations) if spectral else linear
         self.spectral = spectral
         self.onto = onto
 
     def project(self, x: Tensor) -> Tensor:
         """Features ``[B, in_dim]`` -> unnormalised projection ``z`` ``[B, out_dim]``."""
-        return self.linear(x)
+        z: Tensor = self.linear(x)
+        return z
 
     def forward(self, x: Tensor) -> Tensor:
-        """Features ``[B, in_dim]`` -> embeddings ``[B, out_dim]`` of norm 1 (sphere) or <= 1
-        (ball), float32.
+        """Features ``[B, in_dim]`` -> embeddings ``[B, out_dim]``, float32.
+
+        Of norm 1 (sphere) or <= 1 (ball).
         """
         # Project in float32: under bf16 autocast the unit vectors would be off by ~1e-2.
         return project(self.project(x).float(), self.onto)
@@ -145,46 +171,52 @@ class Critic(nn.Module):
     """Base class: a critic ``c(u, v)`` on teacher (``u``) and student (``v``) unit embeddings.
 
     Args:
-        tau: temperature (> 0); every critic is scaled by ``1/tau``.
+        options: :class:`CriticOptions` (kept as ``options``); every critic is scaled by
+            ``1/options.tau``.
     """
 
-    def __init__(self, tau: float = 0.07) -> None:
+    def __init__(self, options: CriticOptions) -> None:
         super().__init__()
-        self.tau = _check_tau(type(self).__name__, tau)
+        self.options = options
 
     @property
     def lipschitz_bound(self) -> float:
-        """Lipschitz constant of ``c`` in ``u`` (or ``v``) on the unit ball when its weights
-        are spectrally normalised (the target of the gradient penalty otherwise): ``1/tau``.
+        """``1/tau``: the Lipschitz constant of ``c`` in ``u`` (or ``v``) on the unit ball.
+
+        It holds when the weights are spectrally normalised; the gradient penalty targets it
+        otherwise.
         """
-        return 1.0 / self.tau
+        return 1.0 / self.options.tau
 
     def forward(self, u: Tensor, v: Tensor) -> Tensor:  # pragma: no cover - abstract
         """Paired scores: ``u`` ``[B, d]``, ``v`` ``[B, d]`` -> ``c(u_i, v_i)`` ``[B]``."""
         raise NotImplementedError
 
     def against(self, u: Tensor, others: Tensor) -> Tensor:  # pragma: no cover - abstract
-        """Teacher anchors ``u`` ``[B, d]`` against student candidates ``others`` ``[K, d]`` or
-        ``[B, K, d]`` -> ``c(u_i, others_k)`` ``[B, K]``.
+        """Teacher anchors against student candidates, ``c(u_i, others_k)`` ``[B, K]``.
+
+        ``u`` is ``[B, d]``; ``others`` ``[K, d]`` (shared) or ``[B, K, d]`` (per anchor).
         """
         raise NotImplementedError
 
     def against_teachers(self, others: Tensor, v: Tensor) -> Tensor:  # pragma: no cover - abstract
-        """Student anchors ``v`` ``[B, d]`` against teacher candidates ``others`` ``[K, d]`` or
-        ``[B, K, d]`` -> ``c(others_k, v_i)`` ``[B, K]``.
+        """Student anchors against teacher candidates, ``c(others_k, v_i)`` ``[B, K]``.
+
+        ``v`` is ``[B, d]``; ``others`` ``[K, d]`` (shared) or ``[B, K, d]`` (per anchor).
         """
         raise NotImplementedError
 
 
 def _inner(anchors: Tensor, others: Tensor) -> Tensor:
-    """``<anchors_i, others_k>`` ``[B, K]`` for ``others`` shared ``[K, d]`` or per anchor ``[B, K, d]``."""
+    """``<anchors_i, others_k>`` ``[B, K]``; ``others`` shared ``[K, d]`` or ``[B, K, d]``."""
     if others.dim() == 2:
         # One [B, d] x [d, K] matmul: shared negatives are never gathered per anchor.
         return anchors @ others.t()
     if others.dim() == 3 and others.shape[0] == anchors.shape[0]:
         return torch.bmm(others, anchors.unsqueeze(-1)).squeeze(-1)
     raise ValueError(
-        f"critic: others must be [K, d] or [B, K, d] with B={anchors.shape[0]}, got {tuple(others.shape)}"
+        f"critic: others must be [K, d] or [B, K, d] with B={anchors.shape[0]}, "
+        f"got {tuple(others.shape)}"
     )
 
 
@@ -192,18 +224,21 @@ class DotCritic(Critic):
     """``c(u, v) = <u, v> / tau`` on embeddings of norm <= 1; values in ``[-1/tau, 1/tau]``.
 
     Args:
-        tau: temperature (> 0). ``1/tau`` is the critic's Lipschitz constant in each argument
-            on the unit ball.
+        options: :class:`CriticOptions` (reads ``tau``). ``1/tau`` is the critic's Lipschitz
+            constant in each argument on the unit ball.
     """
 
     def forward(self, u: Tensor, v: Tensor) -> Tensor:
-        return (u * v).sum(-1) / self.tau
+        """Paired scores ``[B]``."""
+        return (u * v).sum(-1) / self.options.tau
 
     def against(self, u: Tensor, others: Tensor) -> Tensor:
-        return _inner(u, others) / self.tau
+        """Teacher anchors against student candidates, ``[B, K]``."""
+        return _inner(u, others) / self.options.tau
 
     def against_teachers(self, others: Tensor, v: Tensor) -> Tensor:
-        return _inner(v, others) / self.tau  # symmetric
+        """Student anchors against teacher candidates, ``[B, K]`` (the dot critic is symmetric)."""
+        return _inner(v, others) / self.options.tau
 
 
 class BilinearCritic(Critic):
@@ -215,19 +250,18 @@ class BilinearCritic(Critic):
     matmul, like the dot critic.
 
     Args:
-        dim: embedding size ``d``.
-        tau: temperature (> 0).
+        options: :class:`CriticOptions` (reads ``embed_dim`` ``d`` and ``tau``).
         spectral: spectrally normalise ``W``.
     """
 
-    def __init__(self, dim: int, tau: float = 0.07, spectral: bool = True) -> None:
-        super().__init__(tau)
-        _check_dim("BilinearCritic", "dim", dim)
+    def __init__(self, options: CriticOptions, spectral: bool = True) -> None:
+        super().__init__(options)
+        dim = options.embed_dim
         # Linear(v) = W v, so <u, linear(v)> = u^T W v; ``weight`` is W.
         linear = nn.Linear(dim, dim, bias=False)
         with torch.no_grad():
             linear.weight.copy_(torch.eye(dim))
-        self.linear: nn.Module = spectral_linear(linear) if spectral else linear
+        self.linear: nn.Linear = spectral_linear(linear) if spectral else linear
         self.spectral = spectral
 
     @property
@@ -236,13 +270,16 @@ class BilinearCritic(Critic):
         return self.linear.weight
 
     def forward(self, u: Tensor, v: Tensor) -> Tensor:
-        return (u @ self.weight * v).sum(-1) / self.tau
+        """Paired scores ``[B]``."""
+        return (u @ self.weight * v).sum(-1) / self.options.tau
 
     def against(self, u: Tensor, others: Tensor) -> Tensor:
-        return _inner(u @ self.weight, others) / self.tau  # (u^T W) o_k
+        """Teacher anchors against student candidates, ``(u^T W) o_k`` ``[B, K]``."""
+        return _inner(u @ self.weight, others) / self.options.tau
 
     def against_teachers(self, others: Tensor, v: Tensor) -> Tensor:
-        return _inner(v @ self.weight.t(), others) / self.tau  # o_k^T (W v)
+        """Student anchors against teacher candidates, ``o_k^T (W v)`` ``[B, K]``."""
+        return _inner(v @ self.weight.t(), others) / self.options.tau
 
 
 def _mlp_tail(pre: Tensor, bias1: Tensor, w2: Tensor, bias2: Tensor, slope: float) -> Tensor:
@@ -288,9 +325,8 @@ class MLPCritic(Critic):
     of 64 MiB with the default budget.
 
     Args:
-        dim: embedding size ``d``.
-        tau: temperature (> 0).
-        hidden: hidden width ``H``.
+        options: :class:`CriticOptions` (reads ``embed_dim`` ``d``, ``critic_hidden`` ``H``
+            and ``tau``).
         spectral: spectrally normalise ``W_1`` and ``w_2``.
         chunk_elements: maximum elements of one ``[B, Kc, H]`` chunk (default ``2**24``).
     """
@@ -299,65 +335,71 @@ class MLPCritic(Critic):
 
     def __init__(
         self,
-        dim: int,
-        tau: float = 0.07,
-        hidden: int = 256,
+        options: CriticOptions,
         spectral: bool = True,
         chunk_elements: int = 2**24,
     ) -> None:
-        super().__init__(tau)
-        _check_dim("MLPCritic", "dim", dim)
-        _check_dim("MLPCritic", "hidden", hidden)
-        _check_dim("MLPCritic", "chunk_elements", chunk_elements)
-        self.dim = dim
-        self.hidden = hidden
+        super().__init__(options)
+        _check_chunk(chunk_elements)
         self.chunk_elements = chunk_elements
+        dim, hidden = options.embed_dim, options.critic_hidden
         first, second = nn.Linear(2 * dim, hidden), nn.Linear(hidden, 1)
         if spectral:
             first, second = spectral_linear(first), spectral_linear(second)
-        self.first: nn.Module = first
-        self.second: nn.Module = second
+        self.first: nn.Linear = first
+        self.second: nn.Linear = second
         self.spectral = spectral
 
     def _weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """``W_1`` teacher part ``[H, d]``, student part ``[H, d]``, ``b_1``, ``w_2`` ``[H]``, ``b_2``."""
+        """``W_1``'s teacher part ``[H, d]`` and student part, ``b_1``, ``w_2`` ``[H]``, ``b_2``."""
         w1 = self.first.weight
-        w_t, w_s = w1[:, : self.dim], w1[:, self.dim :]
+        dim = self.options.embed_dim
+        w_t, w_s = w1[:, :dim], w1[:, dim:]
         return w_t, w_s, self.first.bias, self.second.weight[0], self.second.bias[0]
 
     def forward(self, u: Tensor, v: Tensor) -> Tensor:
+        """Paired scores ``[B]``."""
         w_t, w_s, b1, w2, b2 = self._weights()
-        return _mlp_tail(u @ w_t.t() + v @ w_s.t(), b1, w2, b2, self.negative_slope) / self.tau
+        return (
+            _mlp_tail(u @ w_t.t() + v @ w_s.t(), b1, w2, b2, self.negative_slope) / self.options.tau
+        )
 
     def against(self, u: Tensor, others: Tensor) -> Tensor:
+        """Teacher anchors against student candidates, ``[B, K]`` (chunked over ``K``)."""
         w_t, w_s, b1, w2, b2 = self._weights()
         return self._score(u @ w_t.t(), others, w_s, b1, w2, b2)
 
     def against_teachers(self, others: Tensor, v: Tensor) -> Tensor:
+        """Student anchors against teacher candidates, ``[B, K]`` (chunked over ``K``)."""
         w_t, w_s, b1, w2, b2 = self._weights()
         return self._score(v @ w_s.t(), others, w_t, b1, w2, b2)
 
     def _score(
         self, a: Tensor, others: Tensor, w_other: Tensor, b1: Tensor, w2: Tensor, b2: Tensor
     ) -> Tensor:
-        """Anchors' first-layer part ``a`` ``[B, H]`` against ``others`` ``[K, d]`` / ``[B, K, d]``
-        (first-layer weight ``w_other`` ``[H, d]``) -> ``[B, K]``, chunked over ``K``.
+        """Anchors' first-layer part ``a`` ``[B, H]`` against ``others``, chunked over ``K``.
+
+        ``others`` ``[K, d]`` / ``[B, K, d]`` with first-layer weight ``w_other`` ``[H, d]``
+        -> ``[B, K]``.
         """
         batch = a.shape[0]
         if not (others.dim() == 2 or (others.dim() == 3 and others.shape[0] == batch)):
             raise ValueError(
-                f"MLPCritic: others must be [K, d] or [B, K, d] with B={batch}, got {tuple(others.shape)}"
+                f"MLPCritic: others must be [K, d] or [B, K, d] with B={batch}, "
+                f"got {tuple(others.shape)}"
             )
         k = others.shape[-2]
-        step = max(1, self.chunk_elements // max(1, batch * self.hidden))
+        step = max(1, self.chunk_elements // max(1, batch * self.options.critic_hidden))
         shared = others.dim() == 2
         m = others @ w_other.t() if shared else None  # [K, H]: each candidate projected once
         use_checkpoint = torch.is_grad_enabled() and any(
             x.requires_grad for x in (a, others, w_other, b1, w2, b2)
         )
         chunks = []
+        fn: Callable[..., Tensor]
+        args: tuple[Tensor | float, ...]
         for start in range(0, k, step):
-            if shared:
+            if m is not None:
                 fn, args = (
                     _mlp_chunk_shared,
                     (a, m[start : start + step], b1, w2, b2, self.negative_slope),
@@ -378,15 +420,15 @@ class MLPCritic(Critic):
             )
         if not chunks:
             return a.new_zeros(batch, 0)
-        return torch.cat(chunks, dim=1) / self.tau
+        return torch.cat(chunks, dim=1) / self.options.tau
 
 
-def build_critic(kind: str, dim: int, tau: float, spectral: bool, hidden: int = 256) -> Critic:
-    """The critic named ``kind`` (one of :data:`CRITICS`) on ``dim``-dimensional embeddings."""
-    if kind == "dot":
-        return DotCritic(tau)
-    if kind == "bilinear":
-        return BilinearCritic(dim, tau, spectral=spectral)
-    if kind == "mlp":
-        return MLPCritic(dim, tau, hidden=hidden, spectral=spectral)
-    raise ValueError(f"critic must be one of {CRITICS}, got {kind!r}")
+def build_critic(options: CriticOptions, spectral: bool) -> Critic:
+    """The critic ``options.critic`` names (one of :data:`CRITICS`), holding ``options``."""
+    if options.critic == "dot":
+        return DotCritic(options)
+    if options.critic == "bilinear":
+        return BilinearCritic(options, spectral=spectral)
+    if options.critic == "mlp":
+        return MLPCritic(options, spectral=spectral)
+    raise ValueError(f"critic must be one of {CRITICS}, got {options.critic!r}")

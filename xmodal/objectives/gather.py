@@ -44,4 +44,5 @@ def all_gather_with_grad(x: Tensor) -> Tensor:
         )
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(x), dim=0)
+    parts = all_gather(x)  # type: ignore[no-untyped-call]  # torch's function has no annotations
+    return torch.cat(parts, dim=0)

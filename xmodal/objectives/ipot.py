@@ -5,6 +5,7 @@ Xie et al., UAI 2019. Each outer step
 ``inner_iters`` Sinkhorn scalings of ``exp(-C / beta) * T_prev``; unlike entropic Sinkhorn, the
 plan approaches the unregularised optimal plan as outer steps accumulate. Everything is kept in
 the log domain; runs under ``torch.no_grad()`` and in float32, on batches ``[..., n, m]``.
+Its settings come in :class:`~xmodal.objectives.sinkhorn.TransportOptions` (``ipot_beta``).
 
 Details (the algorithm, choosing ``beta``, numerics): docs/optimal-transport.md.
 """
@@ -19,9 +20,9 @@ from torch import Tensor
 from xmodal.objectives.sinkhorn import (
     _EXP_FLOOR,
     _TINY,
+    TransportOptions,
     TransportResult,
     _check_cost,
-    _check_loop_args,
     _col_lse,
     _prepare,
     _row_lse,
@@ -36,28 +37,27 @@ _CHECK_EVERY = 10
 
 def ipot(
     cost: Tensor,
+    options: TransportOptions,
     a: Tensor | None = None,
     b: Tensor | None = None,
-    beta: float = 1.0,
-    max_iters: int = 200,
     inner_iters: int = 1,
-    tol: float = 1e-6,
 ) -> TransportResult:
     """Approximately optimal (unregularised) transport plan by IPOT.
 
     Args:
         cost: cost matrices ``C`` ``[..., n, m]`` (any float dtype; cast to float32; finite).
             Leading dimensions are independent problems solved together.
+        options: ``ipot_beta`` (the proximal step, in the units of ``C``), ``sinkhorn_iters``
+            (the most outer steps) and ``sinkhorn_tol``, checked by
+            :class:`~xmodal.objectives.sinkhorn.TransportOptions`: stop once both the largest
+            marginal error and the largest change of any plan entry since the previous check
+            fall below ``sinkhorn_tol`` times the mass per point. Checked every
+            :data:`_CHECK_EVERY` outer steps, so a run stops at the earliest after
+            ``2 * _CHECK_EVERY`` steps.
         a: row marginal ``[n]`` or ``[..., n]`` (batch dims broadcastable to the cost's;
             non-negative, summing to 1 within 1e-4 per problem); uniform ``1/n`` if None.
         b: column marginal ``[m]`` or ``[..., m]``, same rules; uniform ``1/m`` if None.
-        beta: proximal step size (> 0), in the units of ``C`` (1.0 for costs in [0, 2]).
-        max_iters: maximum number of outer (proximal) steps (>= 1).
         inner_iters: scaling iterations per proximal step (>= 1; the paper uses 1).
-        tol: stop once both the largest marginal error and the largest change of any plan entry
-            since the previous check fall below ``tol`` (>= 0; 0 runs all ``max_iters``).
-            Checked every :data:`_CHECK_EVERY` outer steps, so a run stops at the earliest after
-            ``2 * _CHECK_EVERY`` steps.
 
     Returns:
         :class:`~xmodal.objectives.sinkhorn.TransportResult`: plan ``[..., n, m]`` and cost
@@ -66,27 +66,20 @@ def ipot(
 
     Raises:
         ValueError: naming the argument, for a cost that is not ``[..., n, m]`` or not finite,
-            ``beta``/``max_iters``/``inner_iters``/``tol`` out of range, or a marginal with the
-            wrong shape, negative or non-finite entries, or a mass other than 1.
+            ``inner_iters`` out of range, or a marginal with the wrong shape, negative or
+            non-finite entries, or a mass other than 1.
     """
     _check_cost(cost, "ipot")
-    if not (
-        isinstance(beta, (int, float))
-        and not isinstance(beta, bool)
-        and beta > 0
-        and math.isfinite(beta)
-    ):
-        raise ValueError(f"ipot: beta must be a finite number > 0, got {beta!r}")
     if not (
         isinstance(inner_iters, int) and not isinstance(inner_iters, bool) and inner_iters >= 1
     ):
         raise ValueError(f"ipot: inner_iters must be an int >= 1, got {inner_iters!r}")
-    _check_loop_args("ipot", max_iters, tol)
+    mass_tol = options.absolute_tol(cost)  # sinkhorn_tol in probability mass
 
     with torch.no_grad(), torch.autocast(device_type=cost.device.type, enabled=False):
         c, _, a_w, b_w, _ = _prepare(cost, a, b, "ipot")
         log_a, log_b = a_w.log(), b_w.log()
-        inv = -1.0 / beta  # log G = inv * C
+        inv = -1.0 / options.ipot_beta  # log G = inv * C
         m = c.shape[-1]
         log_t = torch.zeros_like(c)  # log T, T = 1 1^T initially (paper)
         log_s = torch.full(c.shape[:-2] + (m,), -math.log(m), dtype=torch.float32, device=c.device)
@@ -95,7 +88,7 @@ def ipot(
         prev: Tensor | None = None  # plan at the previous check
         err = moved = math.inf
         iterations = 0
-        for iterations in range(1, max_iters + 1):
+        for iterations in range(1, options.sinkhorn_iters + 1):
             log_t.add_(c, alpha=inv)  # log Q = log G + log T
             for _ in range(inner_iters):
                 log_d = log_a - _row_lse(torch.add(log_t, log_s.unsqueeze(-2), out=buf))
@@ -103,7 +96,7 @@ def ipot(
             log_t.add_(log_d.unsqueeze(-1)).add_(
                 log_s.unsqueeze(-2)
             )  # log T = log Q + log delta + log sigma
-            last = iterations == max_iters
+            last = iterations == options.sinkhorn_iters
             if iterations % _CHECK_EVERY == 0 or last:
                 torch.threshold_(torch.clamp(log_t, min=_EXP_FLOOR, out=plan).exp_(), _TINY, 0.0)
                 err_t = torch.maximum(
@@ -116,7 +109,7 @@ def ipot(
                     moved_t = prev.sub_(plan).abs_().amax()
                     err, moved = torch.stack([err_t, moved_t]).tolist()
                     prev.copy_(plan)
-                if max(err, moved) < tol or last:
+                if max(err, moved) < mass_tol or last:
                     break
         total = _total_cost(plan, c)
     return TransportResult(
@@ -124,5 +117,5 @@ def ipot(
         cost=total,
         iterations=iterations,
         marginal_error=err,
-        converged=max(err, moved) < tol,
+        converged=max(err, moved) < mass_tol,
     )

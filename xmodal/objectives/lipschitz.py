@@ -22,9 +22,10 @@ Score = Callable[[Tensor, Tensor], Tensor]
 def gradient_norms(
     score: Score, t: Tensor, s: Tensor, create_graph: bool = False
 ) -> tuple[Tensor, Tensor]:
-    """``|grad_t g(t_i, s_i)|`` and ``|grad_s g(t_i, s_i)|``, each ``[B]``, for pairs ``t`` ``[B, Dt]``,
-    ``s`` ``[B, Ds]`` (row ``i`` of the gradient of ``sum_i g_i`` is ``grad g_i``: pairs are
-    scored independently).
+    """``|grad_t g(t_i, s_i)|`` and ``|grad_s g(t_i, s_i)|``, each ``[B]``.
+
+    For pairs ``t`` ``[B, Dt]``, ``s`` ``[B, Ds]`` (row ``i`` of the gradient of ``sum_i g_i``
+    is ``grad g_i``: pairs are scored independently).
     """
     t = t.detach().requires_grad_(True)
     s = s.detach().requires_grad_(True)
@@ -42,8 +43,9 @@ def maximise_gradient(
     batch: int = 32,
     seed: int = 21,
 ) -> None:
-    """Adversary: ``steps`` Adam steps on ``parameters`` that maximise the mean gradient norms
-    at random Gaussian features of dimensions ``dims`` = ``(Dt, Ds)``, cycling through
+    """Adversary: ``steps`` Adam steps on ``parameters`` that maximise the mean gradient norms.
+
+    At random Gaussian features of dimensions ``dims`` = ``(Dt, Ds)``, cycling through
     ``scales`` (small scales are where an L2-normalised critic breaks).
     """
     opt = torch.optim.Adam(parameters, lr=lr)
@@ -54,5 +56,5 @@ def maximise_gradient(
         s = torch.randn(batch, dims[1], generator=g) * scale
         norm_t, norm_s = gradient_norms(score, t, s, create_graph=True)
         opt.zero_grad()
-        (-(norm_t.mean() + norm_s.mean())).backward()
+        torch.autograd.backward(-(norm_t.mean() + norm_s.mean()))
         opt.step()

@@ -10,8 +10,9 @@ in the ball, so there ``P`` only guards rounding).
 Negatives are drawn either as one set shared by a whole batch (:meth:`MemoryBank.sample_negatives`,
 without replacement) or as one set per anchor (:meth:`MemoryBank.sample_negatives_per_anchor`,
 uniformly, with or without replacement; :meth:`MemoryBank.sample_other_class`, from the rows of
-other classes only: RepDistiller's CIFAR sampler draws K of them per anchor without replacement). The bank optionally holds each sample's class label
-(buffer ``labels``), used to mask or avoid same-class negatives.
+other classes only: RepDistiller's CIFAR sampler draws K of them per anchor without
+replacement). The bank optionally holds each sample's class label (buffer ``labels``), used to
+mask or avoid same-class negatives.
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ from torch import Tensor, nn
 
 from xmodal.objectives.critic import PROJECTIONS, project
 from xmodal.objectives.embedding_storage import STORAGE_DTYPES, random_unit_rows
+from xmodal.objectives.memory_options import MemoryOptions
 
 __all__ = ["MemoryBank", "negatives_per_step"]
 
 
 def negatives_per_step(requested: int, num_samples: int, indices: Tensor | None = None) -> int:
-    """How many negatives a step can draw: ``requested``, capped at ``num_samples - 1`` and, with
-    the batch's ``indices`` (all excluded), at ``num_samples - #distinct(indices)``; raises
-    ``ValueError`` with the fix when none is left.
+    """How many negatives a step can draw: ``requested``, capped by what is left.
+
+    Capped at ``num_samples - 1`` and, with the batch's ``indices`` (all excluded), at
+    ``num_samples - #distinct(indices)``; raises ``ValueError`` with the fix when none is left.
     """
     taken = 1 if indices is None else int(torch.unique(indices.detach()).numel())
     count = min(requested, num_samples - max(taken, 1))
@@ -41,26 +44,25 @@ def negatives_per_step(requested: int, num_samples: int, indices: Tensor | None 
 
 
 class MemoryBank(nn.Module):
-    """``size`` vectors of dimension ``dim`` (buffer ``memory`` ``[size, dim]``, float32), unit
-    norm (``onto="sphere"``) or norm <= 1 (``onto="ball"``).
+    """``size`` embeddings of norm <= 1, one per training sample, updated with momentum.
 
-    The buffer is part of the ``state_dict`` so checkpoints restore the bank. Under several
-    processes call :meth:`update` with indices and embeddings gathered from all of them, so
-    every replica holds the same bank.
+    Buffer ``memory`` ``[size, d]`` (``d = options.embed_dim``), unit norm (``onto="sphere"``)
+    or norm <= 1 (``onto="ball"``). The buffer is part of the ``state_dict`` so checkpoints
+    restore the bank. Under several processes call :meth:`update` with indices and embeddings
+    gathered from all of them, so every replica holds the same bank.
 
     Args:
         size: number of rows ``N`` (number of training samples), >= 2.
-        dim: embedding dimension ``d``, >= 1.
-        momentum: ``mu`` in [0, 1]: weight of the old row in the update (0 = overwrite,
-            1 = frozen). CRD's default 0.5.
+        options: :class:`~xmodal.objectives.memory_options.MemoryOptions`; the bank reads
+            ``embed_dim``, ``momentum`` (``mu``, the weight of the old row in the update) and
+            ``bank_dtype`` (``float32``, or 16 bits to halve the bank: updates are computed in
+            float32 and rounded once).
         seed: seeds the random unit-vector initialisation and the bank's own sampling generator.
         labels: optional ``[size]`` integer class label of every sample (stored as the long
             buffer ``labels``, part of the ``state_dict``); None (default) stores no labels.
         onto: ``"sphere"`` (default) or ``"ball"``: the projection applied after each update,
             the same as the heads' (:func:`~xmodal.objectives.critic.project`). Rows start on
             the sphere either way.
-        dtype: storage dtype, ``torch.float32`` (default), ``bfloat16`` or ``float16``: 16 bits
-            halve the bank; updates are computed in float32 and rounded once.
     """
 
     memory: Tensor
@@ -69,20 +71,14 @@ class MemoryBank(nn.Module):
     def __init__(
         self,
         size: int,
-        dim: int,
-        momentum: float = 0.5,
+        options: MemoryOptions,
         seed: int = 0,
         labels: Tensor | None = None,
         onto: str = "sphere",
-        dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
         if not (isinstance(size, int) and size >= 2):
             raise ValueError(f"MemoryBank: size must be an int >= 2, got {size!r}")
-        if not (isinstance(dim, int) and dim >= 1):
-            raise ValueError(f"MemoryBank: dim must be an int >= 1, got {dim!r}")
-        if not (isinstance(momentum, (int, float)) and 0.0 <= momentum <= 1.0):
-            raise ValueError(f"MemoryBank: momentum must be in [0, 1], got {momentum!r}")
         if not isinstance(seed, int):
             raise ValueError(f"MemoryBank: seed must be an int, got {seed!r}")
         if labels is not None:
@@ -99,31 +95,36 @@ class MemoryBank(nn.Module):
                 )
         if onto not in PROJECTIONS:
             raise ValueError(f"MemoryBank: onto must be one of {PROJECTIONS}, got {onto!r}")
-        if dtype not in STORAGE_DTYPES.values():
-            raise ValueError(
-                f"MemoryBank: dtype must be one of {list(STORAGE_DTYPES)}, got {dtype}"
-            )
+        self.options = options
         self.onto = onto
         self.size = size
-        self.dim = dim
-        self.momentum = float(momentum)
         self._generator = torch.Generator().manual_seed(seed)
         # Isotropic Gaussian rows, normalised: uniform on the unit sphere, so an untrained bank
         # gives negatives with no preferred direction.
-        self.register_buffer("memory", random_unit_rows(size, dim, self._generator, dtype))
+        self.register_buffer(
+            "memory",
+            random_unit_rows(
+                size, options.embed_dim, self._generator, STORAGE_DTYPES[options.bank_dtype]
+            ),
+        )
         # A None buffer is not in the state_dict: banks without labels load old checkpoints.
         self.register_buffer(
             "labels", None if labels is None else labels.detach().to(torch.long).clone()
         )
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, dim={self.dim}, momentum={self.momentum}, labels={self.labels is not None}"
+        """Size, dimension, momentum and whether the bank holds labels."""
+        return (
+            f"size={self.size}, dim={self.options.embed_dim}, "
+            f"momentum={self.options.momentum}, labels={self.labels is not None}"
+        )
 
     def _excluded(self, exclude: Tensor | None, device: torch.device, caller: str) -> Tensor:
         """Sorted unique rows of ``exclude`` on ``device`` (validated to lie in ``[0, size)``)."""
         if exclude is None or exclude.numel() == 0:
             return torch.empty(0, dtype=torch.long, device=device)
-        excluded = torch.unique(exclude.detach().reshape(-1).to(device=device, dtype=torch.long))
+        rows = exclude.detach().reshape(-1).to(device=device, dtype=torch.long)
+        excluded: Tensor = torch.unique(rows)
         if int(excluded[0]) < 0 or int(excluded[-1]) >= self.size:
             raise ValueError(f"MemoryBank.{caller}: exclude holds indices outside [0, {self.size})")
         return excluded
@@ -159,7 +160,8 @@ class MemoryBank(nn.Module):
         """Draw ``num`` distinct row indices uniformly among the rows not in ``exclude``.
 
         Sampling is without replacement, so no row is counted twice in one contrastive
-        denominator. The caller caps ``num`` (``K <= size - 1``, and ``<= size - #distinct(exclude)``).
+        denominator. The caller caps ``num`` (``K <= size - 1``, and
+        ``<= size - #distinct(exclude)``).
 
         Args:
             num: number of negatives ``K`` (>= 0).
@@ -185,10 +187,12 @@ class MemoryBank(nn.Module):
         *,
         replacement: bool = True,
     ) -> Tensor:
-        """Draw ``num`` row indices for each of ``anchors`` anchors, independently and uniformly
-        among the rows not in ``exclude``, with replacement (default: ``O(anchors * num)``, and
-        for ``num << size`` duplicates are rare) or without (one permutation of the allowed rows
-        per anchor, ``O(anchors * size)``). Every anchor's set has the same distribution of
+        """Draw ``num`` row indices for each of ``anchors`` anchors, among the rows not excluded.
+
+        Independently and uniformly among the rows not in ``exclude``, with replacement
+        (default: ``O(anchors * num)``, and for ``num << size`` duplicates are rare) or without
+        (one permutation of the allowed rows per anchor, ``O(anchors * size)``). Every
+        anchor's set has the same distribution of
         denominators ``sum_k exp g(., m_k)`` in expectation as a shared set drawn by
         :meth:`sample_negatives` (both are ``num`` uniform draws from the same rows).
 
@@ -205,7 +209,8 @@ class MemoryBank(nn.Module):
         """
         if not (isinstance(anchors, int) and anchors >= 0):
             raise ValueError(
-                f"MemoryBank.sample_negatives_per_anchor: anchors must be an int >= 0, got {anchors!r}"
+                "MemoryBank.sample_negatives_per_anchor: anchors must be an int >= 0, "
+                f"got {anchors!r}"
             )
         gen, excluded, allowed = self._sampling_setup(
             num, exclude, generator, "sample_negatives_per_anchor"
@@ -224,16 +229,17 @@ class MemoryBank(nn.Module):
         return self._rank_to_row(ranks, excluded).to(self.memory.device)
 
     def _other_class_table(self) -> tuple[Tensor, Tensor, Tensor]:
-        """``(classes [C], pools [C, M], counts [C])`` on the bank's device, built once: row ``c`` of
-        ``pools`` lists the rows of every class but ``classes[c]`` (padded with 0 up to the
-        largest such set, ``M``), ``counts[c]`` how many are real.
+        """``(classes [C], pools [C, M], counts [C])`` on the bank's device, built once.
+
+        Row ``c`` of ``pools`` lists the rows of every class but ``classes[c]`` (padded with 0
+        up to the largest such set, ``M``), ``counts[c]`` how many are real.
         """
         if self.labels is None:
             raise ValueError("MemoryBank: other-class sampling needs a bank built with labels")
         cached = self.__dict__.get("_other_class")
         if cached is None or cached[1].device != self.memory.device:
             labels = self.labels.to(self.memory.device)
-            classes = labels.unique()
+            classes = torch.unique(labels)
             pools = [torch.nonzero(labels != c).squeeze(1) for c in classes]
             counts = torch.tensor([p.numel() for p in pools], device=labels.device)
             table = torch.zeros(
@@ -251,11 +257,12 @@ class MemoryBank(nn.Module):
         replacement: bool,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Draw ``num`` rows per anchor uniformly among the rows of **other classes** than the
-        anchor's (``anchor_labels`` ``[B]``), with or without replacement -> ``[B, num]`` on the
-        bank's device: RepDistiller's CIFAR sampler (``np.random.choice(cls_negative[y], K,
-        replace=False)``). The anchor's own row is of its class, so it is never drawn; other rows
-        of the batch may be, as in the reference.
+        """Draw ``num`` rows per anchor uniformly among the rows of **other classes**.
+
+        Other than the anchor's (``anchor_labels`` ``[B]``), with or without replacement ->
+        ``[B, num]`` on the bank's device: RepDistiller's CIFAR sampler
+        (``np.random.choice(cls_negative[y], K, replace=False)``). The anchor's own row is of its
+        class, so it is never drawn; other rows of the batch may be, as in the reference.
 
         Vectorised: without replacement, the ``num`` largest of ``[B, M]`` uniform keys (an
         unsorted top-k) pick each anchor's rows; the keys are drawn on the bank's device from a
@@ -322,7 +329,7 @@ class MemoryBank(nn.Module):
 
     @torch.no_grad()
     def update(self, indices: Tensor, embeddings: Tensor) -> None:
-        """Momentum update ``m[i] <- P(mu * m[i] + (1 - mu) * e_i)`` (no gradient, ``P`` per ``onto``).
+        """Momentum update ``m[i] <- P(mu * m[i] + (1 - mu) * e_i)`` (no gradient; ``P``: ``onto``).
 
         Duplicate indices in one call are **averaged**: the rows of ``embeddings`` sharing an
         index are averaged into one ``e_i``, which is then applied once. The result therefore
@@ -333,13 +340,14 @@ class MemoryBank(nn.Module):
             indices: ``[B]`` long row indices in ``[0, size)``.
             embeddings: ``[B, dim]`` new embeddings (normally already unit norm; any float dtype).
         """
+        dim = self.options.embed_dim
         if (
             indices.dim() != 1
             or embeddings.dim() != 2
-            or embeddings.shape != (indices.shape[0], self.dim)
+            or embeddings.shape != (indices.shape[0], dim)
         ):
             raise ValueError(
-                f"MemoryBank.update: expected indices [B] and embeddings [B, {self.dim}], got "
+                f"MemoryBank.update: expected indices [B] and embeddings [B, {dim}], got "
                 f"{tuple(indices.shape)} and {tuple(embeddings.shape)}"
             )
         if indices.numel() == 0:
@@ -349,10 +357,9 @@ class MemoryBank(nn.Module):
             raise ValueError(f"MemoryBank.update: indices outside [0, {self.size})")
         new = embeddings.detach().to(device=self.memory.device, dtype=torch.float32)
         rows, inverse = torch.unique(idx, return_inverse=True)
-        summed = torch.zeros(rows.numel(), self.dim, dtype=new.dtype, device=new.device)
+        summed = torch.zeros(rows.numel(), dim, dtype=new.dtype, device=new.device)
         summed.index_add_(0, inverse, new)
         counts = torch.bincount(inverse, minlength=rows.numel()).to(new.dtype).unsqueeze(1)
-        mixed = self.momentum * self.memory[rows].float() + (1.0 - self.momentum) * (
-            summed / counts
-        )
+        momentum = self.options.momentum
+        mixed = momentum * self.memory[rows].float() + (1.0 - momentum) * (summed / counts)
         self.memory[rows] = project(mixed, self.onto).to(self.memory.dtype)

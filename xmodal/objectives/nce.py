@@ -1,5 +1,6 @@
-"""Noise-contrastive estimation as CRD uses it (Tian et al., ICLR 2020), shared by ``crd`` and
-WCoRD's global term under ``estimator="nce"``.
+"""Noise-contrastive estimation as CRD uses it (Tian et al., ICLR 2020).
+
+Shared by ``crd`` and WCoRD's global term under ``estimator="nce"``.
 
 A pair's score ``s`` is read as ``log P = s - log Z``: an unnormalised model whose constant ``Z``
 is estimated once, from the first batch, as ``N * mean(exp(scores))``. Each anchor's positive
@@ -37,8 +38,9 @@ def nce_loss(log_positive: Tensor, log_negative: Tensor, log_noise: float) -> Te
 
 @torch.no_grad()
 def nce_normaliser(positive: Tensor, negative: Tensor, num_samples: int) -> float:
-    """CRD's estimate of ``Z``: ``N * mean(exp(scores))`` over the batch's ``[B, K + 1]`` scores
-    (``positive`` ``[B]``, ``negative`` ``[B, K]``; masked ``-inf`` entries left out), averaged
+    """CRD's estimate of ``Z``: ``N * mean(exp(scores))`` over the batch's ``[B, K + 1]`` scores.
+
+    ``positive`` ``[B]``, ``negative`` ``[B, K]`` (masked ``-inf`` entries left out); averaged
     over processes so that every replica uses the same constant.
     """
     scores = torch.cat([positive.detach().unsqueeze(1), negative.detach()], 1).float()

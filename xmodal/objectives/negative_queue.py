@@ -1,5 +1,6 @@
-"""A FIFO queue of the last K embeddings (MoCo's), the memory of negatives that does not grow
-with the dataset.
+"""A FIFO queue of the last K embeddings (MoCo's): a memory of negatives of a fixed size.
+
+It does not grow with the dataset.
 
 A :class:`~xmodal.objectives.memory_bank.MemoryBank` keeps one row per training sample, ``N x d``
 per modality, which outgrows a GPU at audio-corpus or ImageNet scale. The queue keeps only the
@@ -14,26 +15,27 @@ from torch import Tensor, nn
 
 from xmodal.objectives.critic import PROJECTIONS
 from xmodal.objectives.embedding_storage import STORAGE_DTYPES, random_unit_rows
+from xmodal.objectives.memory_options import MemoryOptions
 
 __all__ = ["NegativeQueue"]
 
 
 class NegativeQueue(nn.Module):
-    """The ``size`` most recent embeddings (buffer ``memory`` ``[size, dim]``) and their dataset
-    indices (buffer ``ids`` ``[size]``, -1 for the random start rows).
+    """The ``size`` most recent embeddings and the dataset index each came from.
 
-    It starts full of random unit vectors (MoCo does the same), so ``K`` negatives exist from the
-    first step. All three buffers are in the ``state_dict``, so a resumed run continues the
-    same queue. Under several processes, :meth:`enqueue` takes indices and embeddings gathered
-    from all of them, so every replica holds the same queue.
+    Buffers ``memory`` ``[size, d]`` (``d = options.embed_dim``) and ``ids`` ``[size]`` (-1
+    for the random start rows). It starts full of random unit vectors (MoCo does the same), so
+    ``K`` negatives exist from the first step. All three buffers are in the ``state_dict``, so
+    a resumed run continues the same queue. Under several processes, :meth:`enqueue` takes
+    indices and embeddings gathered from all of them, so every replica holds the same queue.
 
     Args:
         size: ``K``, the number of embeddings kept (>= 1).
-        dim: embedding dimension ``d`` (>= 1).
+        options: :class:`~xmodal.objectives.memory_options.MemoryOptions`; the queue reads
+            ``embed_dim`` and ``bank_dtype`` (16 bits halve it).
         seed: seeds the random start rows.
         onto: ``"sphere"`` or ``"ball"``; start rows lie on the sphere either way (entries come
             from the heads, already projected).
-        dtype: storage dtype (``float32``, ``bfloat16`` or ``float16``): half the memory in 16 bits.
     """
 
     memory: Tensor
@@ -43,31 +45,30 @@ class NegativeQueue(nn.Module):
     def __init__(
         self,
         size: int,
-        dim: int,
+        options: MemoryOptions,
         seed: int = 0,
         onto: str = "sphere",
-        dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
         if not (isinstance(size, int) and size >= 1):
             raise ValueError(f"NegativeQueue: size must be an int >= 1, got {size!r}")
-        if not (isinstance(dim, int) and dim >= 1):
-            raise ValueError(f"NegativeQueue: dim must be an int >= 1, got {dim!r}")
         if onto not in PROJECTIONS:
             raise ValueError(f"NegativeQueue: onto must be one of {PROJECTIONS}, got {onto!r}")
-        if dtype not in STORAGE_DTYPES.values():
-            raise ValueError(
-                f"NegativeQueue: dtype must be one of {list(STORAGE_DTYPES)}, got {dtype}"
-            )
-        self.size, self.dim, self.onto = size, dim, onto
-        self.register_buffer(
-            "memory", random_unit_rows(size, dim, torch.Generator().manual_seed(seed), dtype)
+        self.options = options
+        self.size, self.onto = size, onto
+        start_rows = random_unit_rows(
+            size,
+            options.embed_dim,
+            torch.Generator().manual_seed(seed),
+            STORAGE_DTYPES[options.bank_dtype],
         )
+        self.register_buffer("memory", start_rows)
         self.register_buffer("ids", torch.full((size,), -1, dtype=torch.long))
         self.register_buffer("position", torch.zeros((), dtype=torch.long))  # next slot to write
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, dim={self.dim}, dtype={self.memory.dtype}"
+        """Size, dimension and storage dtype."""
+        return f"size={self.size}, dim={self.options.embed_dim}, dtype={self.memory.dtype}"
 
     def own_rows(self, indices: Tensor) -> Tensor:
         """``[B, K]`` bool: entry ``k`` holds an older embedding of anchor ``b``'s own sample."""
@@ -79,16 +80,18 @@ class NegativeQueue(nn.Module):
 
     @torch.no_grad()
     def enqueue(self, indices: Tensor, embeddings: Tensor) -> None:
-        """Write a (gathered) batch over the oldest entries, in order; of a batch larger than the
-        queue only its last ``size`` rows stay.
+        """Write a (gathered) batch over the oldest entries, in order.
+
+        Of a batch larger than the queue only its last ``size`` rows stay.
 
         Args:
             indices: ``[B]`` long dataset indices.
             embeddings: ``[B, dim]`` embeddings (any float dtype).
         """
-        if indices.dim() != 1 or embeddings.shape != (indices.shape[0], self.dim):
+        dim = self.options.embed_dim
+        if indices.dim() != 1 or embeddings.shape != (indices.shape[0], dim):
             raise ValueError(
-                f"NegativeQueue.enqueue: expected indices [B] and embeddings [B, {self.dim}], "
+                f"NegativeQueue.enqueue: expected indices [B] and embeddings [B, {dim}], "
                 f"got {tuple(indices.shape)} and {tuple(embeddings.shape)}"
             )
         if not torch.isfinite(embeddings).all():

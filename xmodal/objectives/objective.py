@@ -30,8 +30,10 @@ classifier, over the dataset's classes or its own) and labels of the training sp
 
 @dataclass
 class ObjectiveContext:
-    """What an objective is built from: feature sizes, the training split's size and classes,
-    the seed, the teacher's train-split logits (when it has a classifier), labels, batch size.
+    """What an objective is built from, beside its options.
+
+    Feature sizes, the training split's size and classes, the seed, the teacher's train-split
+    logits (when it has a classifier), labels, batch size.
 
     ``teacher_logits`` are over the teacher's own classes ``Ct``: the dataset's when it was
     trained on the dataset's labels, another label space when ``teacher_own_classes`` (a
@@ -52,8 +54,9 @@ class ObjectiveContext:
 
 
 def teacher_has_own_classes(context: ObjectiveContext) -> bool:
-    """Whether the teacher's logits are over classes other than the dataset's: declared so
-    (``teacher_own_classes``) or of another count. False without logits.
+    """Whether the teacher's logits are over classes other than the dataset's.
+
+    Declared so (``teacher_own_classes``) or of another count. False without logits.
     """
     logits = context.teacher_logits
     if logits is None:
@@ -63,6 +66,12 @@ def teacher_has_own_classes(context: ObjectiveContext) -> bool:
 
 class Objective(nn.Module):
     """Base of every method. Subclasses set the class attributes and implement :meth:`forward`.
+
+    Argument order, one for all: the student side first, then the teacher's, as in
+    :meth:`forward` ``(student, teacher, labels, indices)`` and :class:`ObjectiveContext`. A
+    constructor takes ``(student_dim, teacher_dim or teacher_logits, num_samples, config,
+    seed, ...)`` (the parts a method needs, in that order) and keeps its options dataclass as
+    ``self.config``; ``options`` (below) names the dataclass type.
 
     Class attributes:
         options: dataclass of the method's hyperparameters, or None; its values go to the results.
@@ -89,8 +98,9 @@ class Objective(nn.Module):
 
     @classmethod
     def build(cls, context: ObjectiveContext, options: Any) -> Objective:
-        """The objective for one training run; raise ``ValueError`` with the fix if the set-up
-        cannot serve it.
+        """The objective for one training run, holding ``options`` as they are.
+
+        Raise ``ValueError`` with the fix if the set-up cannot serve it.
         """
         raise NotImplementedError(f"{cls.__name__} does not implement build()")
 
@@ -102,21 +112,26 @@ class Objective(nn.Module):
     def forward(
         self, student: Tensor, teacher: Tensor | None, labels: Tensor | None, indices: Tensor
     ) -> dict[str, Tensor]:
-        """``student`` ``[B, Ds]``, ``teacher`` ``[B, Dt]`` (or None), ``labels`` ``[B]`` long (or
-        None), ``indices`` ``[B]`` long dataset indices -> at least ``{"loss": scalar}``; methods
-        with a memory also return detached ``teacher_embed``/``student_embed`` ``[B, d]``.
+        """The loss of one batch: at least ``{"loss": scalar}``.
+
+        ``student`` ``[B, Ds]``, ``teacher`` ``[B, Dt]`` (or None), ``labels`` ``[B]`` long (or
+        None), ``indices`` ``[B]`` long dataset indices. Methods with a memory also return
+        detached ``teacher_embed``/``student_embed`` ``[B, d]``.
         """
         raise NotImplementedError
 
     def update_memory(self, indices: Tensor, teacher_embed: Tensor, student_embed: Tensor) -> None:
-        """Called after each optimiser step with tensors gathered from every process (memory
-        banks and queues); nothing by default.
+        """Called after each optimiser step with tensors gathered from every process.
+
+        For memory banks and queues; nothing by default.
         """
 
 
 def check_room_for_negatives(context: ObjectiveContext, method: str) -> None:
-    """Memory-bank methods draw negatives outside the batch: a batch holding the whole training
-    set leaves none. Fail at build time with the fix, not mid-training.
+    """Refuse a batch that holds the whole training set, for methods with a memory bank.
+
+    They draw negatives outside the batch, and such a batch leaves none. Fail at build time
+    with the fix, not mid-training.
     """
     if context.batch_size is not None and context.batch_size >= context.num_samples:
         raise ValueError(

@@ -1,5 +1,6 @@
-"""An objective's trained projection heads, kept after training as plain affine maps into the
-shared embedding space (``heads.pt`` beside a student's ``encoder.pt``).
+"""An objective's trained projection heads, kept after training as plain affine maps.
+
+Maps into the shared embedding space (``heads.pt`` beside a student's ``encoder.pt``).
 
 Objectives that contrast teacher and student embeddings (``wcord*``, ``crd``, ``infonce``) own a
 teacher head ``h_T`` and a student head ``h_S`` (:class:`~xmodal.objectives.critic.ProjectionHead`:
@@ -34,8 +35,9 @@ VERSION = 1
 
 
 def has_heads(objective: Any) -> bool:
-    """Whether ``objective`` maps teacher and student into a shared space (a
-    :class:`ProjectionHead` ``teacher_head`` and ``student_head``).
+    """Whether ``objective`` maps teacher and student into a shared space.
+
+    That is, whether it has a :class:`ProjectionHead` ``teacher_head`` and ``student_head``.
     """
     return isinstance(getattr(objective, "teacher_head", None), ProjectionHead) and isinstance(
         getattr(objective, "student_head", None), ProjectionHead
@@ -49,11 +51,11 @@ def _affine(head: ProjectionHead) -> dict[str, Tensor]:
     try:
         with torch.no_grad():
             weight = head.linear.weight.detach().float().cpu().clone()
-            bias = head.linear.bias
+            linear_bias = head.linear.bias
             bias = (
                 torch.zeros(weight.shape[0])
-                if bias is None
-                else bias.detach().float().cpu().clone()
+                if linear_bias is None
+                else linear_bias.detach().float().cpu().clone()
             )
     finally:
         head.train(was_training)
@@ -70,21 +72,25 @@ def heads_state(
     """What :class:`SharedHeads` rebuilds ``objective``'s heads from, or None when it has none.
 
     Args:
+        objective: the trained objective.
         method: the objective's registered name (kept for messages).
-        teacher_mean, teacher_std: ``[Dt]``, the standardisation training applied to the
-            teacher features before ``h_T``.
+        teacher_mean: ``[Dt]``, the mean training subtracted from the teacher features before
+            ``h_T``.
+        teacher_std: ``[Dt]``, the standard deviation it divided them by.
         teacher_norm: mean L2 norm of the raw teacher train features (the scale a vector from
             the teacher's embedding space is given before standardising, see
             :mod:`xmodal.evaluation.zero_shot_probe`).
     """
-    if not has_heads(objective):
-        return None
-    teacher, student = _affine(objective.teacher_head), _affine(objective.student_head)
+    teacher_head = getattr(objective, "teacher_head", None)
+    student_head = getattr(objective, "student_head", None)
+    if not (isinstance(teacher_head, ProjectionHead) and isinstance(student_head, ProjectionHead)):
+        return None  # the same test as has_heads, written out so the types narrow
+    teacher, student = _affine(teacher_head), _affine(student_head)
     return {
         "format": FORMAT,
         "version": VERSION,
         "method": method,
-        "onto": objective.teacher_head.onto,
+        "onto": teacher_head.onto,
         "teacher_weight": teacher["weight"],
         "teacher_bias": teacher["bias"],
         "student_weight": student["weight"],
@@ -139,8 +145,13 @@ class SharedHeads:
         if missing:
             raise ValueError(f"{where}: missing {', '.join(missing)}")
         heads = cls(
-            *(state[n].float() for n in names[:-1]),
-            float(state["teacher_norm"]),
+            teacher_weight=state["teacher_weight"].float(),
+            teacher_bias=state["teacher_bias"].float(),
+            student_weight=state["student_weight"].float(),
+            student_bias=state["student_bias"].float(),
+            teacher_mean=state["teacher_mean"].float(),
+            teacher_std=state["teacher_std"].float(),
+            teacher_norm=float(state["teacher_norm"]),
             method=str(state.get("method", "")),
         )
         d, dt = heads.teacher_weight.shape
@@ -160,15 +171,18 @@ class SharedHeads:
 
     @property
     def teacher_dim(self) -> int:
+        """``Dt``."""
         return int(self.teacher_weight.shape[1])
 
     @property
     def student_dim(self) -> int:
+        """``Ds``."""
         return int(self.student_weight.shape[1])
 
     def embed_teacher(self, features: Tensor) -> Tensor:
-        """Raw teacher-space vectors ``[N, Dt]`` -> shared space ``[N, d]`` (standardised, then
-        ``h_T``'s affine map; not projected onto the ball or sphere).
+        """Raw teacher-space vectors ``[N, Dt]`` -> shared space ``[N, d]``.
+
+        Standardised, then ``h_T``'s affine map; not projected onto the ball or sphere.
         """
         x = (features.float() - self.teacher_mean) / self.teacher_std
         return x @ self.teacher_weight.T + self.teacher_bias

@@ -6,21 +6,29 @@ small ``eps`` neither underflows nor produces NaN. For speed, iterations run in 
 plain scaling form on the absorbed kernel, redone in the log domain when a block is unsafe.
 Runs under ``torch.no_grad()`` and in float32: WCoRD uses the plan as a constant.
 
+Both solvers (this one and :func:`xmodal.objectives.ipot.ipot`) read their settings from one
+:class:`TransportOptions`, under the names of WCoRD's config keys (``distill.wcord.sinkhorn_eps``
+reaches the solver as ``options.sinkhorn_eps``), and the range of each lives there.
+
 Details (the iteration scheme, its safety test, numerics): docs/optimal-transport.md.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-__all__ = ["TransportResult", "TransportNotConverged", "sinkhorn_log"]
+from xmodal.core.checks import Rule, at_least, literal_rules, non_negative, positive, require
+
+__all__ = ["TransportOptions", "TransportResult", "TransportNotConverged", "sinkhorn_log"]
 
 # Iterations per block: the marginal error is checked (one host sync) once per block, so a run
-# stops at most this many iterations after reaching ``tol``. POT checks every 10 as well.
+# stops at most this many iterations after reaching ``sinkhorn_tol``. POT checks every 10 as well.
 _CHECK_EVERY = 10
 # A scaling block is accepted only when ``max log u + max log v`` stays below this (see module doc).
 _MAX_LOG_GROWTH = 50.0
@@ -36,6 +44,47 @@ _F32_MIN = torch.finfo(torch.float32).min
 
 
 @dataclass
+class TransportOptions:
+    """How an optimal-transport plan is solved: the solver and its settings.
+
+    The names are WCoRD's config keys (``distill.wcord.*``); :class:`~xmodal.objectives.wcord.
+    WCoRDConfig` is one of these, and each range below is checked here only.
+
+    Attributes:
+        sinkhorn_eps: Sinkhorn's entropic regularisation ``eps`` (> 0), in the units of the
+            cost. Smaller is closer to exact OT but needs more iterations.
+        sinkhorn_iters: most iterations of either solver (>= 1; IPOT: proximal steps).
+        sinkhorn_tol: stop once the largest marginal error falls below this many times the
+            mass per point, ``1 / max(n, m)`` (>= 0; 0 runs all ``sinkhorn_iters``).
+        local_solver: ``sinkhorn`` (entropic plan) or ``ipot`` (approaches the exact plan).
+        ipot_beta: IPOT's proximal step (> 0), in the units of the cost (1.0 for costs in
+            [0, 2]).
+    """
+
+    sinkhorn_eps: float = 0.05
+    sinkhorn_iters: int = 500
+    sinkhorn_tol: float = 1e-3
+    local_solver: Literal["sinkhorn", "ipot"] = "sinkhorn"
+    ipot_beta: float = 1.0
+
+    def transport_rules(self) -> dict[str, Rule]:
+        """The range of each field (the Literal aside), for a subclass's ``require``."""
+        return {
+            "sinkhorn_eps": positive(),
+            "sinkhorn_iters": at_least(1),
+            "sinkhorn_tol": non_negative(),
+            "ipot_beta": positive(),
+        }
+
+    def __post_init__(self) -> None:
+        require(self, {**self.transport_rules(), **literal_rules(self)})
+
+    def absolute_tol(self, cost: Tensor) -> float:
+        """``sinkhorn_tol`` in probability mass for ``cost`` ``[..., n, m]``."""
+        return self.sinkhorn_tol / max(cost.shape[-2:])
+
+
+@dataclass
 class TransportResult:
     """Output of :func:`sinkhorn_log` (and of :func:`xmodal.objectives.ipot.ipot`).
 
@@ -48,8 +97,8 @@ class TransportResult:
             for IPOT one proximal step).
         marginal_error: ``max |plan.sum(-1) - a|`` and ``|plan.sum(-2) - b|`` over all entries of
             all problems in the batch, at stop (absolute probability mass).
-        converged: whether the solver stopped because it met ``tol`` (False when it ran out of
-            ``max_iters``, and always with ``tol = 0``).
+        converged: whether the solver stopped because it met ``sinkhorn_tol`` (False when it
+            ran out of ``sinkhorn_iters``, and always with ``sinkhorn_tol = 0``).
     """
 
     plan: Tensor
@@ -60,14 +109,15 @@ class TransportResult:
 
     @property
     def relative_marginal_error(self) -> float:
-        """``marginal_error`` in units of the uniform mass per point, ``1 / max(n, m)``: 0.01 means
-        the worst marginal is off by 1 % of one point's mass, whatever the batch size.
+        """``marginal_error`` in units of the uniform mass per point, ``1 / max(n, m)``.
+
+        0.01 means the worst marginal is off by 1 % of one point's mass, whatever the batch size.
         """
         return self.marginal_error * max(self.plan.shape[-2:])
 
 
 class TransportNotConverged(RuntimeWarning):
-    """An OT solver stopped at ``max_iters`` with its marginal error above the tolerance."""
+    """An OT solver stopped at ``sinkhorn_iters`` with its marginal error above the tolerance."""
 
 
 # --------------------------------------------------------------------------- input checks
@@ -79,13 +129,6 @@ def _check_cost(cost: object, solver: str) -> None:
         raise ValueError(f"{solver}: cost must be a tensor [..., n, m], got {shape}")
     if cost.shape[-1] == 0 or cost.shape[-2] == 0:
         raise ValueError(f"{solver}: cost must have n, m >= 1, got shape {tuple(cost.shape)}")
-
-
-def _check_loop_args(solver: str, max_iters: object, tol: object) -> None:
-    if not (isinstance(max_iters, int) and not isinstance(max_iters, bool) and max_iters >= 1):
-        raise ValueError(f"{solver}: max_iters must be an int >= 1, got {max_iters!r}")
-    if not (isinstance(tol, (int, float)) and not isinstance(tol, bool) and tol >= 0):
-        raise ValueError(f"{solver}: tol must be a number >= 0, got {tol!r}")
 
 
 def _marginal(
@@ -110,7 +153,7 @@ def _marginal(
         )
     batch, w_batch = tuple(cost.shape[:-2]), tuple(w.shape[:-1])
     if len(w_batch) > len(batch) or any(
-        x != 1 and x != y for x, y in zip(reversed(w_batch), reversed(batch))
+        x != 1 and x != y for x, y in zip(reversed(w_batch), reversed(batch), strict=False)
     ):
         raise ValueError(
             f"{solver}: {name} must have batch dimensions that broadcast to the cost's {batch}, "
@@ -173,8 +216,9 @@ def _col_lse(x: Tensor) -> Tensor:
 def _log_iterations(
     c: Tensor, inv: float, log_a: Tensor, log_b: Tensor, beta: Tensor, k: int, buf: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """``k`` log-domain Sinkhorn iterations (row then column update) on the kernel
-    ``log K = inv * c``; returns ``(alpha, beta)``. ``buf`` (shaped like ``c``) is scratch.
+    """``k`` log-domain Sinkhorn iterations (row then column update); ``(alpha, beta)``.
+
+    On the kernel ``log K = inv * c``. ``buf`` (shaped like ``c``) is scratch.
     """
     alpha = beta  # placeholder, overwritten in the first iteration
     for _ in range(k):
@@ -184,7 +228,7 @@ def _log_iterations(
 
 
 def _fill_plan(buf: Tensor, c: Tensor, inv: float, alpha: Tensor, beta: Tensor) -> Tensor:
-    """``buf <- exp(inv * c + alpha_i + beta_j)``, entries below ~1.7e-38 set to 0; no temporaries."""
+    """``buf <- exp(inv * c + alpha_i + beta_j)``, entries below ~1.7e-38 at 0; no temporaries."""
     torch.add(alpha.unsqueeze(-1), c, alpha=inv, out=buf).add_(beta.unsqueeze(-2))
     return torch.threshold_(buf.clamp_(min=_EXP_FLOOR).exp_(), _TINY, 0.0)
 
@@ -196,7 +240,10 @@ def _total_cost(plan: Tensor, c: Tensor) -> Tensor:
     return torch.matmul(plan.flatten(-2).unsqueeze(-2), c.flatten(-2).unsqueeze(-1))[..., 0, 0]
 
 
-def _matvecs(use_mm: bool, two_d: bool):
+_MatVec = Callable[[Tensor, Tensor], Tensor]
+
+
+def _matvecs(use_mm: bool, two_d: bool) -> tuple[_MatVec, _MatVec]:
     """``(K v, K^T u)`` products for ``K [..., n, m]``, vectors ``[..., m]`` / ``[..., n]``."""
     if not use_mm:  # exact float32 on devices where matmul may run in TF32
         return (lambda k, v: (k * v.unsqueeze(-2)).sum(-1)), (
@@ -222,52 +269,41 @@ def _use_matmul(device: torch.device) -> bool:
 
 def sinkhorn_log(
     cost: Tensor,
-    eps: float,
+    options: TransportOptions,
     a: Tensor | None = None,
     b: Tensor | None = None,
-    max_iters: int = 100,
-    tol: float = 1e-6,
 ) -> TransportResult:
     """Entropic OT plan between marginals ``a`` and ``b`` for the cost ``C``.
 
     Args:
         cost: cost matrices ``C`` ``[..., n, m]`` (any float dtype; cast to float32; must be
             finite). Leading dimensions are independent problems solved together.
-        eps: entropic regularisation (> 0), in the units of ``C``. Smaller is closer to exact
-            OT but needs more iterations.
+        options: ``sinkhorn_eps`` (the regularisation), ``sinkhorn_iters`` (the most
+            iterations) and ``sinkhorn_tol`` (the marginal error to stop at, relative to the
+            mass per point), checked by :class:`TransportOptions`. The error is checked every
+            :data:`_CHECK_EVERY` iterations (and at the last). In float32 the potentials reach
+            ``max(C)/eps``, so the attainable relative accuracy of the plan is about
+            ``1e-7 * max(C) / eps`` (~1e-4 at eps=1e-3 on costs in [0, 2]).
         a: row marginal ``[n]`` or ``[..., n]`` (batch dims broadcastable to the cost's;
             non-negative, summing to 1 within 1e-4 per problem); uniform ``1/n`` if None.
         b: column marginal ``[m]`` or ``[..., m]``, same rules; uniform ``1/m`` if None.
-        max_iters: maximum number of iterations (>= 1).
-        tol: stop as soon as the largest absolute marginal error falls below this (>= 0; 0 runs
-            all ``max_iters``). Checked every :data:`_CHECK_EVERY` iterations (and at
-            ``max_iters``). In float32 the potentials reach ``max(C)/eps``, so the attainable
-            relative accuracy of the plan is about ``1e-7 * max(C) / eps`` (~1e-4 at eps=1e-3 on
-            costs in [0, 2]).
 
     Returns:
         :class:`TransportResult` with the plan ``[..., n, m]`` and cost ``[...]`` in float32.
 
     Raises:
         ValueError: naming the argument, for a cost that is not ``[..., n, m]`` or not finite,
-            ``eps``/``max_iters``/``tol`` out of range, or a marginal with the wrong shape,
-            negative or non-finite entries, or a mass other than 1.
+            or a marginal with the wrong shape, negative or non-finite entries, or a mass
+            other than 1.
     """
     _check_cost(cost, "sinkhorn_log")
-    if not (
-        isinstance(eps, (int, float))
-        and not isinstance(eps, bool)
-        and eps > 0
-        and math.isfinite(eps)
-    ):
-        raise ValueError(f"sinkhorn_log: eps must be a finite number > 0, got {eps!r}")
-    _check_loop_args("sinkhorn_log", max_iters, tol)
+    mass_tol = options.absolute_tol(cost)  # sinkhorn_tol in probability mass
 
     # Autocast would run logsumexp/exp in bf16/fp16 where exponents of -C/eps lose all precision.
     with torch.no_grad(), torch.autocast(device_type=cost.device.type, enabled=False):
         c, row_min, a_w, b_w, has_zero = _prepare(cost, a, b, "sinkhorn_log")
         log_a, log_b = a_w.log(), b_w.log()
-        inv = -1.0 / eps  # log K = inv * C, folded into every pass instead of stored
+        inv = -1.0 / options.sinkhorn_eps  # log K = inv * C, folded into every pass, not stored
         buf = torch.empty_like(c)  # the plan / scratch: the only [..., n, m] allocation
         use_scaling = not has_zero
         kv, ktu = _matvecs(_use_matmul(c.device), c.dim() == 2)
@@ -287,17 +323,19 @@ def sinkhorn_log(
         # Start: potentials that put each row's largest kernel entry at exactly 1 (K <= 1, no row
         # all zero), so the first scaling block can run; it then performs the first iteration
         # exactly as the log-domain update would.
-        alpha = row_min / eps
+        alpha = row_min / options.sinkhorn_eps
         beta = torch.zeros(c.shape[:-2] + (c.shape[-1],), dtype=torch.float32, device=c.device)
-        plan = rows = None
+        plan: Tensor | None = None
+        rows: Tensor | None = None
         if use_scaling:
             plan = _fill_plan(buf, c, inv, alpha, beta)
             rows = plan.sum(-1)
         iterations = 0
         err = math.inf
-        while iterations < max_iters and not err < tol:
-            k = min(_CHECK_EVERY, max_iters - iterations)
+        while iterations < options.sinkhorn_iters and not err < mass_tol:
+            k = min(_CHECK_EVERY, options.sinkhorn_iters - iterations)
             if use_scaling:
+                assert plan is not None and rows is not None  # set before the loop, or below
                 # Scaling form on the absorbed kernel K = plan; K @ 1 = rows is already known.
                 u = a_w / rows
                 v = b_w / ktu(plan, u)
@@ -322,7 +360,8 @@ def sinkhorn_log(
             iterations += k
             plan, rows, err_t = plan_and_error(alpha, beta)
             err = float(err_t)
+        assert plan is not None  # the loop ran at least once (sinkhorn_iters >= 1)
         total = _total_cost(plan, c)
     return TransportResult(
-        plan=plan, cost=total, iterations=iterations, marginal_error=err, converged=err < tol
+        plan=plan, cost=total, iterations=iterations, marginal_error=err, converged=err < mass_tol
     )

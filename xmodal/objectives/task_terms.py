@@ -97,8 +97,10 @@ class LabelTerms(nn.Module):
         self.register_buffer("teacher_logits", logits, persistent=False)
 
     def forward(self, student: Tensor, labels: Tensor, indices: Tensor) -> dict[str, Tensor]:
-        """``student`` ``[B, Ds]``, ``labels`` ``[B]``, ``indices`` ``[B]`` -> ``{"loss", "ce",
-        "kd"}`` (scalars; ``ce``/``kd`` detached, present when their weight is > 0).
+        """``student`` ``[B, Ds]``, ``labels`` ``[B]``, ``indices`` ``[B]`` -> the terms.
+
+        ``{"loss", "ce", "kd"}`` (scalars; ``ce``/``kd`` detached, present when their weight
+        is > 0).
         """
         first = self.classifier if self.classifier is not None else self.kd_head
         assert first is not None

@@ -36,8 +36,9 @@ from xmodal.core.registry import METHODS
 from xmodal.objectives.critic import Critic, ProjectionHead, build_critic
 from xmodal.objectives.gather import all_gather_with_grad
 from xmodal.objectives.memory_bank import MemoryBank, negatives_per_step
+from xmodal.objectives.memory_options import MemoryOptions
 from xmodal.objectives.nce import nce_loss, nce_normaliser
-from xmodal.objectives.negative_memory import Memory, MemoryOptions, build_memories
+from xmodal.objectives.negative_memory import Memory, build_memories
 from xmodal.objectives.negative_queue import NegativeQueue
 from xmodal.objectives.objective import (
     Objective,
@@ -45,7 +46,7 @@ from xmodal.objectives.objective import (
     check_room_for_negatives,
     teacher_has_own_classes,
 )
-from xmodal.objectives.sinkhorn import TransportNotConverged, TransportResult
+from xmodal.objectives.sinkhorn import TransportNotConverged, TransportOptions, TransportResult
 from xmodal.objectives.task_terms import LabelTerms
 from xmodal.objectives.transport import solve_transport
 
@@ -53,27 +54,36 @@ __all__ = ["WCoRDConfig", "WCoRDLoss", "WCoRDGlobal", "WCoRDLocal"]
 
 
 @dataclass
-class WCoRDConfig(MemoryOptions):
-    """WCoRD's options (defaults from ``WCORD.md``; every one is written to the results), beside
-    the memory's (:class:`~xmodal.objectives.negative_memory.MemoryOptions`: ``embed_dim``,
-    ``num_negatives``, ``tau``, ``momentum``, ``negatives``, ``sharing``, ``bank_dtype``).
+class WCoRDConfig(TransportOptions, MemoryOptions):
+    """WCoRD's options (defaults from ``WCORD.md``; every one is written to the results).
+
+    Beside its own, the memory's (:class:`~xmodal.objectives.memory_options.MemoryOptions`:
+    ``embed_dim``, ``num_negatives``, ``tau``, ``momentum``, ``negatives``, ``sharing``,
+    ``bank_dtype``) and the local term's optimal transport
+    (:class:`~xmodal.objectives.sinkhorn.TransportOptions`: ``sinkhorn_eps``,
+    ``sinkhorn_iters``, ``sinkhorn_tol``, ``local_solver``, ``ipot_beta``). The memories and
+    the solver take this object as it is, so each value keeps its name from the config key to
+    the line that uses it, and each range is checked once, by the dataclass that declares it.
 
     Attributes:
         estimator: form of the global term's contrast: ``nce`` (CRD's binary NCE with a
             normaliser ``Z`` estimated once, the paper's form; see docs/wcord-paper-audit.md) or
             ``infonce`` (a softmax over the positive and the ``K`` negatives).
-        lambda_global, lambda_local: weights of the dual and the primal term (not both 0).
+        lambda_global: weight of the dual term (>= 0; not both weights 0).
+        lambda_local: weight of the primal term (>= 0).
         lipschitz: ``spectral`` (spectrally normalised heads onto the unit ball and critic),
             ``gradient_penalty`` (one-sided, weight ``gp_weight``) or ``none`` (heads onto the
             sphere: the InfoNCE/CRD-like ablation).
-        critic: ``dot`` (<u, v>/tau), ``bilinear`` (u^T W v/tau) or ``mlp`` (width ``critic_hidden``).
-        sinkhorn_eps, sinkhorn_iters, sinkhorn_tol: the local term's entropic OT (tolerance
-            relative to the mass per point).
-        local_solver: ``sinkhorn`` or ``ipot`` (approaches the exact plan; step ``ipot_beta``).
+        gp_weight: weight of the gradient penalty (>= 0).
+        critic: ``dot`` (<u, v>/tau), ``bilinear`` (u^T W v/tau) or ``mlp`` (width
+            ``critic_hidden``).
+        critic_hidden: hidden width of the ``mlp`` critic (>= 1).
         local_scope: ``process`` (plan over each process's batch) or ``global`` (over the
             gathered batch).
-        alpha, beta, kd_temperature: the paper's cross-entropy on labels and KD on the
-            teacher's logits, through a linear student classifier (0: label-free).
+        alpha: weight of the paper's cross-entropy on labels, through a linear student
+            classifier (0: label-free).
+        beta: weight of the paper's KD on the teacher's logits (0: none).
+        kd_temperature: KD's temperature (> 0).
     """
 
     estimator: Literal["nce", "infonce"] = "nce"
@@ -83,11 +93,6 @@ class WCoRDConfig(MemoryOptions):
     gp_weight: float = 10.0
     critic: Literal["dot", "bilinear", "mlp"] = "dot"
     critic_hidden: int = 256
-    sinkhorn_eps: float = 0.05
-    sinkhorn_iters: int = 500
-    sinkhorn_tol: float = 1e-3
-    local_solver: Literal["sinkhorn", "ipot"] = "sinkhorn"
-    ipot_beta: float = 1.0
     local_scope: Literal["process", "global"] = "process"
     alpha: float = 0.0
     beta: float = 0.0
@@ -98,14 +103,11 @@ class WCoRDConfig(MemoryOptions):
             self,
             {
                 **self.memory_rules(),
+                **self.transport_rules(),
                 "lambda_global": non_negative(),
                 "lambda_local": non_negative(),
                 "gp_weight": non_negative(),
                 "critic_hidden": at_least(1),
-                "sinkhorn_eps": positive(),
-                "sinkhorn_iters": at_least(1),
-                "sinkhorn_tol": positive(),
-                "ipot_beta": positive(),
                 "alpha": non_negative(),
                 "beta": non_negative(),
                 "kd_temperature": positive(),
@@ -129,13 +131,15 @@ class WCoRDLoss(Objective):
     """WCoRD with its projection heads, critic and memory (banks or queues).
 
     Args:
-        teacher_dim, student_dim: feature sizes ``Dt``, ``Ds``.
+        student_dim: student feature size ``Ds``.
+        teacher_dim: teacher feature size ``Dt``.
         num_samples: training-set size ``N`` (bank rows), >= 2.
-        options: :class:`WCoRDConfig`; keyword ``overrides`` replace single fields
-            (``WCoRDLoss(64, 32, 1000, tau=0.1)``).
+        config: :class:`WCoRDConfig`, kept as ``config`` (the memories, critic and solver
+            read it as it is).
         seed: seeds heads, critic, banks and negative sampling (the global RNG is untouched).
         sample_labels: ``[N]`` class of every training sample (``negatives=other_class``).
         label_terms: the ``alpha * CE + beta * KD`` terms (built by :meth:`build`), or None.
+        **overrides: single fields replacing ``config``'s (``WCoRDLoss(32, 64, 1000, tau=0.1)``).
 
     Attributes:
         teacher_head, student_head: :class:`ProjectionHead` ``h_T``, ``h_S``.
@@ -153,19 +157,24 @@ class WCoRDLoss(Objective):
     shared_heads: ClassVar[bool] = True  # teacher_head, student_head
     options: ClassVar[type] = WCoRDConfig
     options_key: ClassVar[str] = "wcord"
-    fixed: ClassVar[dict[str, float]] = {}
+    fixed: ClassVar[dict[str, Any]] = {}
     """Option values a variant pins (``wcord-global``: ``lambda_local = 0``)."""
 
     @classmethod
     def resolved(cls, options: WCoRDConfig) -> WCoRDConfig:
-        return dataclasses.replace(options, **cls.fixed) if cls.fixed else options
+        """``options`` with the values this variant pins (the same object when they hold)."""
+        if all(getattr(options, name) == value for name, value in cls.fixed.items()):
+            return options
+        return dataclasses.replace(options, **cls.fixed)
 
     @classmethod
     def hparams_of(cls, options: Any) -> dict[str, Any]:
+        """Every option by name, with the values this variant pins."""
         return dataclasses.asdict(cls.resolved(options))
 
     @classmethod
     def needs_for(cls, options: Any) -> frozenset[str]:
+        """The teacher; labels for ``alpha`` or other-class negatives; logits for ``beta``."""
         options = cls.resolved(options)
         needs = {"teacher"}
         if options.alpha > 0 or (options.negatives == "other_class" and options.lambda_global > 0):
@@ -176,6 +185,7 @@ class WCoRDLoss(Objective):
 
     @classmethod
     def build(cls, context: ObjectiveContext, options: Any) -> WCoRDLoss:
+        """WCoRD for this set-up, holding ``options`` (with the label terms when on)."""
         options = cls.resolved(options)
         if context.teacher_dim is None:
             raise ValueError("needs teacher features")
@@ -206,8 +216,8 @@ class WCoRDLoss(Objective):
                 own_teacher_classes=teacher_has_own_classes(context),
             )
         return cls(
-            context.teacher_dim,
             context.student_dim,
+            context.teacher_dim,
             context.num_samples,
             options,
             seed=context.seed,
@@ -217,10 +227,10 @@ class WCoRDLoss(Objective):
 
     def __init__(
         self,
-        teacher_dim: int,
         student_dim: int,
+        teacher_dim: int,
         num_samples: int,
-        options: WCoRDConfig | None = None,
+        config: WCoRDConfig | None = None,
         *,
         seed: int = 0,
         sample_labels: Tensor | None = None,
@@ -229,17 +239,19 @@ class WCoRDLoss(Objective):
     ) -> None:
         super().__init__()
         for name, value, low in (
-            ("teacher_dim", teacher_dim, 1),
             ("student_dim", student_dim, 1),
+            ("teacher_dim", teacher_dim, 1),
             ("num_samples", num_samples, 2),
             ("seed", seed, 0),
         ):
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
                 raise ValueError(f"WCoRDLoss: {name} must be an int >= {low}, got {value!r}")
-        try:
-            options = dataclasses.replace(options or WCoRDConfig(), **overrides)
-        except TypeError as exc:  # an override that is no option
-            raise ValueError(f"WCoRDLoss: {exc}") from None
+        options = config if config is not None else WCoRDConfig()
+        if overrides:
+            try:
+                options = dataclasses.replace(options, **overrides)
+            except TypeError as exc:  # an override that is no option
+                raise ValueError(f"WCoRDLoss: {exc}") from None
         options = self.resolved(options)
         if sample_labels is not None:
             if not isinstance(sample_labels, Tensor) or sample_labels.shape != (num_samples,):
@@ -249,7 +261,8 @@ class WCoRDLoss(Objective):
                     else type(sample_labels)
                 )
                 raise ValueError(
-                    f"WCoRDLoss: sample_labels must be a [num_samples={num_samples}] tensor, got {got}"
+                    f"WCoRDLoss: sample_labels must be a [num_samples={num_samples}] tensor, "
+                    f"got {got}"
                 )
             if not _is_integer(sample_labels):
                 raise ValueError(
@@ -257,29 +270,20 @@ class WCoRDLoss(Objective):
                 )
         elif options.negatives == "other_class":
             raise ValueError(
-                "WCoRDLoss: negatives='other_class' needs sample_labels (the [N] labels of the dataset)"
+                "WCoRDLoss: negatives='other_class' needs sample_labels (the [N] labels of the "
+                "dataset)"
             )
 
         self.config = options
         self._hparams: dict[str, Any] = dict(
-            teacher_dim=teacher_dim,
             student_dim=student_dim,
+            teacher_dim=teacher_dim,
             num_samples=num_samples,
             **dataclasses.asdict(options),
             seed=seed,
         )
         self.num_samples = num_samples
         self.num_negatives_effective = negatives_per_step(options.num_negatives, num_samples)
-        self.lambda_global, self.lambda_local = options.lambda_global, options.lambda_local
-        self.lipschitz, self.gp_weight = options.lipschitz, options.gp_weight
-        self.negatives, self.sharing = options.negatives, options.sharing
-        self.sinkhorn_iters, self.sinkhorn_tol = options.sinkhorn_iters, options.sinkhorn_tol
-        self.local_solver, self.local_scope = options.local_solver, options.local_scope
-        self.estimator = options.estimator
-        # Sinkhorn's reg is eps; IPOT's is its proximal step beta (it approaches the exact plan).
-        self.local_reg = (
-            options.sinkhorn_eps if options.local_solver == "sinkhorn" else options.ipot_beta
-        )
         self.label_terms = label_terms
 
         spectral = options.lipschitz == "spectral"
@@ -293,16 +297,10 @@ class WCoRDLoss(Objective):
             self.student_head = ProjectionHead(
                 student_dim, options.embed_dim, spectral=spectral, onto=onto
             )
-            self.critic: Critic = build_critic(
-                options.critic,
-                options.embed_dim,
-                options.tau,
-                spectral=spectral,
-                hidden=options.critic_hidden,
-            )
+            self.critic: Critic = build_critic(options, spectral=spectral)
         self.teacher_bank: Memory | None = None
         self.student_bank: Memory | None = None
-        if self.lambda_global > 0:  # the local-only variant needs no negatives
+        if options.lambda_global > 0:  # the local-only variant needs no negatives
             self.teacher_bank, self.student_bank = build_memories(
                 options, num_samples, seed, onto, sample_labels
             )
@@ -318,20 +316,24 @@ class WCoRDLoss(Objective):
         return None if self.label_terms is None else self.label_terms.classifier
 
     def hparams(self) -> dict[str, Any]:
-        """Every setting by name: the sizes, the options and the seed
-        (``WCoRDLoss(**loss.hparams(), sample_labels=labels)`` rebuilds it).
+        """Every setting by name: the sizes, the options and the seed.
+
+        ``WCoRDLoss(**loss.hparams(), sample_labels=labels)`` rebuilds it.
         """
         return dict(self._hparams)
 
     def extra_repr(self) -> str:
+        """Every setting, as :meth:`hparams`."""
         return ", ".join(f"{k}={v}" for k, v in self._hparams.items())
 
     # ------------------------------------------------------------------ forward
 
     def score(self, teacher_features: Tensor, student_features: Tensor) -> Tensor:
-        """The critic on the positive pairs, ``g(t_i, s_i)`` ``[B]`` float32, as a function of
-        the raw features ``[B, Dt]`` and ``[B, Ds]`` (heads, projection and critic; differentiable
-        in both). Under ``lipschitz="spectral"`` it is ``1/tau``-Lipschitz in each argument.
+        """The critic on the positive pairs, ``g(t_i, s_i)`` ``[B]`` float32, of raw features.
+
+        A function of the raw features ``[B, Dt]`` and ``[B, Ds]`` (heads, projection and critic;
+        differentiable in both). Under ``lipschitz="spectral"`` it is ``1/tau``-Lipschitz in
+        each argument.
         """
         with (
             parametrize.cached(),
@@ -340,7 +342,8 @@ class WCoRDLoss(Objective):
             dtype = next(self.teacher_head.parameters()).dtype
             u = self.teacher_head(teacher_features.to(dtype))
             v = self.student_head(student_features.to(dtype))
-            return self.critic(u, v)
+            scores: Tensor = self.critic(u, v)
+            return scores
 
     def forward(
         self,
@@ -380,7 +383,8 @@ class WCoRDLoss(Objective):
         batch = teacher_features.shape[0]
         if student_features.shape[0] != batch or indices.shape != (batch,) or batch == 0:
             raise ValueError(
-                f"WCoRDLoss: need matching non-empty batches, got teacher {tuple(teacher_features.shape)}, "
+                "WCoRDLoss: need matching non-empty batches, got teacher "
+                f"{tuple(teacher_features.shape)}, "
                 f"student {tuple(student_features.shape)}, indices {tuple(indices.shape)}"
             )
         if not _is_integer(indices):
@@ -399,29 +403,33 @@ class WCoRDLoss(Objective):
             u = self.teacher_head(teacher_features.detach().to(dtype))  # [B, d] float32, norm <= 1
             v = self.student_head(student_features.to(dtype))  # [B, d] float32, norm <= 1
             zero = u.new_zeros(())
-            # Scores with 1/tau ~ 14 lose ~0.05 nats per logit in bf16; compute the terms in float32.
+            # Scores with 1/tau ~ 14 lose ~0.05 nats per logit in bf16: the terms are float32.
             with torch.autocast(device_type=u.device.type, enabled=False):
                 global_term = zero
                 penalty = zero
-                if self.lambda_global > 0:
+                if self.config.lambda_global > 0:
                     global_term = self.global_term(
                         u,
                         v,
                         indices,
                         negatives,
-                        labels if self.negatives == "other_class" else None,
+                        labels if self.config.negatives == "other_class" else None,
                     )
-                    if self.lipschitz == "gradient_penalty":
+                    if self.config.lipschitz == "gradient_penalty":
                         penalty = self.gradient_penalty(teacher_features, student_features)
-                local_term = self.local_term(u, v) if self.lambda_local > 0 else zero
-                total = self.lambda_global * global_term + self.lambda_local * local_term + penalty
+                local_term = self.local_term(u, v) if self.config.lambda_local > 0 else zero
+                total = (
+                    self.config.lambda_global * global_term
+                    + self.config.lambda_local * local_term
+                    + penalty
+                )
         out = {
             "loss": total,
             "global": global_term,
             "local": local_term,
             "penalty": penalty,
             "marginal_error": zero
-            if self.last_transport is None or self.lambda_local == 0
+            if self.last_transport is None or self.config.lambda_local == 0
             else zero.new_tensor(self.last_transport.relative_marginal_error),
             "teacher_embed": u.detach(),
             "student_embed": v.detach(),
@@ -436,9 +444,10 @@ class WCoRDLoss(Objective):
     # ------------------------------------------------------------------ terms
 
     def sample_negatives(self, indices: Tensor) -> Tensor:
-        """Negative bank rows for a batch with dataset ``indices`` ``[B]``: ``[K]`` shared by the
-        batch (``sharing="batch"``, without replacement) or ``[B, K]`` (``sharing="anchor"``,
-        independently per anchor, with replacement).
+        """Negative bank rows for a batch with dataset ``indices`` ``[B]``.
+
+        ``[K]`` shared by the batch (``sharing="batch"``, without replacement) or ``[B, K]``
+        (``sharing="anchor"``, independently per anchor, with replacement).
 
         All of the batch's indices are excluded (so no anchor meets its own pair among the
         negatives), which caps K at ``num_samples - #distinct(indices)`` in this step.
@@ -449,7 +458,7 @@ class WCoRDLoss(Objective):
                 "negatives other than 'queue')"
             )
         k = negatives_per_step(self.num_negatives_effective, self.num_samples, indices)
-        if self.sharing == "anchor":
+        if self.config.sharing == "anchor":
             return self.teacher_bank.sample_negatives_per_anchor(
                 k, indices.shape[0], exclude=indices, generator=self._negative_generator
             )
@@ -514,7 +523,7 @@ class WCoRDLoss(Objective):
             positive = self.critic(u, v)  # [B]: g(u_i, v_i)
             teacher_anchored = self.critic.against(u, bank_s)  # [B, K]: g(u_i, mS_k)
             student_anchored = self.critic.against_teachers(bank_t, v)  # [B, K]: g(mT_k, v_i)
-        if self.negatives == "other_class":
+        if self.config.negatives == "other_class":
             anchor_labels = self.teacher_bank.labels_of(indices) if labels is None else labels
             same = self.teacher_bank.labels_of(negatives) == anchor_labels.to(
                 negatives.device
@@ -526,10 +535,11 @@ class WCoRDLoss(Objective):
     def _both_directions(
         self, positive: Tensor, teacher_anchored: Tensor, student_anchored: Tensor
     ) -> Tensor:
-        """The contrast of the positives ``[B]`` against the teacher- and the student-anchored
-        negatives ``[B, K]``, summed, under the configured estimator.
+        """The contrast of the positives ``[B]`` against both sides' negatives ``[B, K]``.
+
+        The teacher- and the student-anchored contrasts, summed, under the configured estimator.
         """
-        if self.estimator == "infonce":
+        if self.config.estimator == "infonce":
             return self._contrast(positive, teacher_anchored) + self._contrast(
                 positive, student_anchored
             )
@@ -544,8 +554,9 @@ class WCoRDLoss(Objective):
 
     @staticmethod
     def _contrast(positive: Tensor, negative: Tensor) -> Tensor:
-        """InfoNCE: ``-mean_i [p_i - log(exp p_i + sum_k exp n_ik)]`` for ``positive`` [B],
-        ``negative`` [B, K].
+        """InfoNCE: ``-mean_i [p_i - log(exp p_i + sum_k exp n_ik)]``.
+
+        For ``positive`` [B] and ``negative`` [B, K].
 
         Masked negatives (``-inf``) drop out of the sum; an anchor with none left gives 0.
         """
@@ -555,11 +566,12 @@ class WCoRDLoss(Objective):
     def gradient_penalty(self, teacher_features: Tensor, student_features: Tensor) -> Tensor:
         """One-sided gradient penalty at the positive pairs, times ``gp_weight`` (scalar).
 
-        ``gp_weight * mean_i [(|grad_t g(t_i, s_i)| - 1/tau)_+^2 + (|grad_s g(t_i, s_i)| - 1/tau)_+^2]``
-        with ``g(t, s) = critic(P(h_T(t)), P(h_S(s)))``, the gradient taken w.r.t. detached
-        float32 copies of the features with ``create_graph=True`` when grad mode is on (so the
-        penalty trains the heads and the critic, not the student encoder). Under ``no_grad`` it
-        is evaluated (detached) for monitoring; under ``inference_mode`` it is 0.
+        ``gp_weight * mean_i [(|grad_t g_i| - 1/tau)_+^2 + (|grad_s g_i| - 1/tau)_+^2]``,
+        ``g_i = g(t_i, s_i)``, with ``g(t, s) = critic(P(h_T(t)), P(h_S(s)))``, the gradient
+        taken w.r.t. detached float32 copies of the features with ``create_graph=True`` when
+        grad mode is on (so the penalty trains the heads and the critic, not the student
+        encoder). Under ``no_grad`` it is evaluated (detached) for monitoring; under
+        ``inference_mode`` it is 0.
         """
         dtype = next(self.teacher_head.parameters()).dtype
         zero = torch.zeros((), dtype=torch.float32, device=teacher_features.device)
@@ -567,7 +579,7 @@ class WCoRDLoss(Objective):
             return zero
         create_graph = torch.is_grad_enabled()
         with (
-            torch.enable_grad(),
+            torch.set_grad_enabled(True),
             torch.autocast(device_type=teacher_features.device.type, enabled=False),
         ):
             t = teacher_features.detach().to(dtype).requires_grad_(True)
@@ -579,7 +591,7 @@ class WCoRDLoss(Objective):
             bound = self.critic.lipschitz_bound  # 1/tau
             excess = (grad_t.float().norm(dim=1) - bound).clamp_min(0).square()
             excess = excess + (grad_s.float().norm(dim=1) - bound).clamp_min(0).square()
-            penalty = self.gp_weight * excess.mean()
+            penalty: Tensor = self.config.gp_weight * excess.mean()
         return penalty if create_graph else penalty.detach()
 
     def local_term(self, u: Tensor, v: Tensor) -> Tensor:
@@ -588,25 +600,21 @@ class WCoRDLoss(Objective):
         ``P`` is computed without gradient; the gradient flows through ``C = 1 - u v^T`` only
         (by the envelope theorem this is also the gradient of the regularised OT value).
         """
-        if self.local_scope == "global":
+        if self.config.local_scope == "global":
             u, v = all_gather_with_grad(u), all_gather_with_grad(v)  # [world * B, d]
         cost = 1.0 - u @ v.t()  # [B, B]
-        # Relative tolerance: an absolute 1e-4 would allow 10 % of a point's mass at B = 1024.
-        tol = self.sinkhorn_tol / max(cost.shape)
-        result = solve_transport(
-            cost,
-            self.local_solver,
-            reg=self.local_reg,  # type: ignore[arg-type]
-            max_iters=self.sinkhorn_iters,
-            tol=tol,
-        )
+        # The solver reads its settings from the options as they are (sinkhorn_eps or
+        # ipot_beta, sinkhorn_iters, and sinkhorn_tol relative to the mass per point: an
+        # absolute 1e-4 would allow 10 % of a point's mass at B = 1024).
+        result = solve_transport(cost, self.config)
         self.last_transport = result
-        if tol > 0 and not result.converged and not self._warned_unconverged:
+        if self.config.sinkhorn_tol > 0 and not result.converged and not self._warned_unconverged:
             self._warned_unconverged = True  # once per run: the error is logged every step anyway
             warnings.warn(
-                f"WCoRD local term: {self.local_solver} stopped after {result.iterations} iterations "
+                f"WCoRD local term: {self.config.local_solver} stopped after "
+                f"{result.iterations} iterations "
                 f"with marginal error {result.relative_marginal_error:.3g} x (1/B), above "
-                f"sinkhorn_tol={self.sinkhorn_tol:g}; raise sinkhorn_iters or sinkhorn_eps "
+                f"sinkhorn_tol={self.config.sinkhorn_tol:g}; raise sinkhorn_iters or sinkhorn_eps "
                 "(the marginal error is logged as 'marginal_error' in the training history)",
                 TransportNotConverged,
                 stacklevel=2,
@@ -617,8 +625,9 @@ class WCoRDLoss(Objective):
 
     @torch.no_grad()
     def update_memory(self, indices: Tensor, teacher_embed: Tensor, student_embed: Tensor) -> None:
-        """Update both memories with a (gathered) batch (banks: momentum; queues: enqueue); call
-        after the optimiser step.
+        """Update both memories with a (gathered) batch (banks: momentum; queues: enqueue).
+
+        Call after the optimiser step.
 
         Args:
             indices: ``[B]`` long dataset indices (from all processes).

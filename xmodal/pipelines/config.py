@@ -31,11 +31,14 @@ from xmodal.training.optim import OptimConfig
 
 @dataclass
 class DataConfig(ComponentSection):
-    """Attributes:
-    name: registered dataset (``xmodal list datasets``); its options sit under its name
-        (``data.scenes``, ``data.nyu_depth``, ``data.cifar100``, ``data.paired``, a plugin's).
-    num_workers: DataLoader workers reading training batches from the cache (0: the main
-        process reads them); the data order does not depend on it.
+    """The dataset and how its training batches are read (``data``).
+
+    Attributes:
+        name: registered dataset (``xmodal list datasets``); its options sit under its name
+            (``data.scenes``, ``data.nyu_depth``, ``data.cifar100``, ``data.paired``, a
+            plugin's).
+        num_workers: DataLoader workers reading training batches from the cache (0: the main
+            process reads them); the data order does not depend on it.
     """
 
     components = DATASETS
@@ -53,10 +56,12 @@ class DataConfig(ComponentSection):
 
 @dataclass
 class EncoderConfig:
-    """Attributes:
-    name: registered backbone (``xmodal list backbones``).
-    kwargs: the backbone's options, e.g. ``{pretrained: imagenet}`` for torchvision nets;
-        checked against the options it declares (its factory's keyword arguments).
+    """A backbone and its options.
+
+    Attributes:
+        name: registered backbone (``xmodal list backbones``).
+        kwargs: the backbone's options, e.g. ``{pretrained: imagenet}`` for torchvision nets;
+            checked against the options it declares (its factory's keyword arguments).
     """
 
     name: str = "resnet8"
@@ -101,18 +106,21 @@ class TeacherConfig:
 
 @dataclass
 class DistillConfig(ComponentSection):
-    """Attributes:
-    students: student modalities, each distilled from the teacher.
-    methods: registered methods (``xmodal list methods``); ``none`` and ``supervised`` are
-        the floor and the upper reference. Each method's options sit under its options key
-        (``distill.wcord``, shared by ``wcord-global``/``wcord-local``; ``distill.kd``...).
-    encoder: the student backbone.
-    encoders: per-modality student backbones that replace ``encoder`` for that modality,
-        e.g. ``{points: {name: pointnet, kwargs: {width: 2}}}`` (give ``name``: it
-        defaults to ``resnet8`` as everywhere). A modality without one whose front end
-        cannot feed ``encoder`` (a point cloud into a 2-D CNN) gets its front end's
-        ``default_backbone`` (``points``: ``pointnet``) with default options.
-    optim: student training.
+    """The students, the methods that distil them and their training (``distill``).
+
+    Attributes:
+        students: student modalities, each distilled from the teacher.
+        methods: registered methods (``xmodal list methods``); ``none`` and ``supervised`` are
+            the floor and the upper reference. Each method's options sit under its options key
+            (``distill.wcord``, shared by ``wcord-global``/``wcord-local``; ``distill.kd``...),
+            and reach its objective as that one object (:meth:`options_for`).
+        encoder: the student backbone.
+        encoders: per-modality student backbones that replace ``encoder`` for that modality,
+            e.g. ``{points: {name: pointnet, kwargs: {width: 2}}}`` (give ``name``: it
+            defaults to ``resnet8`` as everywhere). A modality without one whose front end
+            cannot feed ``encoder`` (a point cloud into a 2-D CNN) gets its front end's
+            ``default_backbone`` (``points``: ``pointnet``) with default options.
+        optim: student training.
     """
 
     components = METHODS
@@ -126,10 +134,12 @@ class DistillConfig(ComponentSection):
 
 @dataclass
 class ProbeConfig(ComponentSection):
-    """Attributes:
-    probes: registered probes to run (``xmodal list probes``); each probe's options sit
-        under its name (``probe.linear``, ``probe.knn``, ``probe.retrieval``,
-        ``probe.segmentation``, ``probe.zero_shot``).
+    """The probes that score each trained encoder (``probe``).
+
+    Attributes:
+        probes: registered probes to run (``xmodal list probes``); each probe's options sit
+            under its name (``probe.linear``, ``probe.knn``, ``probe.retrieval``,
+            ``probe.segmentation``, ``probe.zero_shot``).
     """
 
     components = PROBES
@@ -140,6 +150,7 @@ class ProbeConfig(ComponentSection):
 @dataclass
 class FrontendsConfig(ComponentSection):
     """The options of each modality's front end, under its name (``frontends.depth.max_m``).
+
     Facts of the data (the audio sample rate) come from the dataset and win.
     """
 
@@ -158,15 +169,17 @@ TRACKER_PACKAGES = {
 
 @dataclass
 class RuntimeConfig:
-    """Attributes:
-    mixed_precision: Accelerate's ``no``, ``bf16`` or ``fp16``.
-    cpu: force CPU even where a GPU exists.
-    threads: torch intra-op threads (0 = torch's default).
-    checkpoint_every: also save the training state every this many optimiser steps inside
-        an epoch (0 = at the end of each epoch only); a killed run resumes from there.
-    log_with: experiment trackers, through Accelerate: ``tensorboard``, ``wandb``,
-        ``mlflow``, ``aim``; each logs every loss term and the learning rate per step, and
-        the probe results at the end (files under ``<run>/logs``).
+    """Where and how the run computes (``runtime``).
+
+    Attributes:
+        mixed_precision: Accelerate's ``no``, ``bf16`` or ``fp16``.
+        cpu: force CPU even where a GPU exists.
+        threads: torch intra-op threads (0 = torch's default).
+        checkpoint_every: also save the training state every this many optimiser steps inside
+            an epoch (0 = at the end of each epoch only); a killed run resumes from there.
+        log_with: experiment trackers, through Accelerate: ``tensorboard``, ``wandb``,
+            ``mlflow``, ``aim``; each logs every loss term and the learning rate per step, and
+            the probe results at the end (files under ``<run>/logs``).
     """
 
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
@@ -187,12 +200,14 @@ class RuntimeConfig:
 
 @dataclass
 class RunConfig:
-    """Attributes:
-    pipeline: the pipeline this config belongs to.
-    seeds: training seeds; results report mean and standard deviation over them.
-    plugins: Python modules imported before the config is checked, for components a module
-        registers in code (e.g. `FRONTENDS.add("thermal", ThermalFrontend)`) rather than
-        through entry points; the folder holding them must be on PYTHONPATH.
+    """Every setting of a pipeline run.
+
+    Attributes:
+        pipeline: the pipeline this config belongs to.
+        seeds: training seeds; results report mean and standard deviation over them.
+        plugins: Python modules imported before the config is checked, for components a module
+            registers in code (e.g. `FRONTENDS.add("thermal", ThermalFrontend)`) rather than
+            through entry points; the folder holding them must be on PYTHONPATH.
     """
 
     pipeline: str = "scenes"
@@ -213,8 +228,9 @@ class RunConfig:
 
     @staticmethod
     def before_load(data: dict[str, Any], overrides: list[str]) -> None:
-        """Import the modules named in ``plugins`` (the config's, or ``--set plugins=[...]``),
-        so that components they register in code are known when the config is checked.
+        """Import the modules named in ``plugins`` (the config's, or ``--set plugins=[...]``).
+
+        So that components they register in code are known when the config is checked.
         """
         plugins = data.get("plugins", [])
         for text in overrides:
@@ -233,8 +249,9 @@ class RunConfig:
                 ) from None
 
     def fill_defaults(self) -> None:
-        """Write the default options of every component the run uses into its section, so a
-        resolved ``config.yaml`` lists all of them (names must have been checked).
+        """Write the default options of every component the run uses into its section.
+
+        So that a resolved ``config.yaml`` lists all of them (names must have been checked).
         """
         self.data.fill(self.data.name)
         for method in self.distill.methods:

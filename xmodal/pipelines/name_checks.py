@@ -1,30 +1,37 @@
-"""Every component name in a run config, and what each method needs, is checked when the config
-is loaded, before any stage runs: a typo or an impossible combination costs a second and one
-line naming the config key, not an hour of preprocessing and teacher training.
+"""Load-time checks of a run config: every component name, and what each component needs.
+
+A typo or an impossible combination costs a second and one line naming the config key, not an
+hour of preprocessing and teacher training. :func:`check_names_early` reads the names from the
+config's plain data against the registries' entry points, before the typed config (and torch)
+load; the other checks run on the typed config and ask the components and stages what they need
+(a method's ``needs_for``, a probe's ``consumes_pairs``, a stage's ``config_sections``), so a
+plugin is checked as a built-in is. This module imports the layers it asks only inside those
+checks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from xmodal.core.config import merged_data, read_yaml, to_dict
 from xmodal.core.errors import ConfigError
 from xmodal.core.registry import (
     BACKBONES,
     DATASETS,
     FRONTENDS,
     METHODS,
+    PIPELINES,
     PROBES,
+    STAGES,
     Registry,
     UnknownNameError,
 )
-from xmodal.data.source import dataset_labelled, dataset_modalities
-from xmodal.encoders.base import layout_mismatch
-from xmodal.pipelines.config import EncoderConfig, RunConfig
-from xmodal.pipelines.spec import PipelineSpec
-from xmodal.pipelines.stages.common import encoder_for
-from xmodal.pipelines.stages.text_teacher import encoder_description, fine_tuned, text_tower_problem
+
+if TYPE_CHECKING:
+    from xmodal.pipelines.config import EncoderConfig, RunConfig
+    from xmodal.pipelines.spec import PipelineSpec
 
 
 def _resolve(registry: Registry[Any], name: str, key: str) -> Any:
@@ -34,17 +41,95 @@ def _resolve(registry: Registry[Any], name: str, key: str) -> Any:
         raise ConfigError(f"{key}: {exc}") from None
 
 
-def check_component_names(config: RunConfig) -> None:
-    """Raise one :class:`ConfigError`, naming the config key, for the first name that is not
-    registered or that the dataset cannot serve (a modality it does not provide; for a dataset
-    whose modalities depend on its options, e.g. a manifest's columns, those of its options).
+def _section(data: Any, key: str) -> dict[str, Any]:
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _names(value: Any) -> list[str]:
+    """The names a config value lists: a lone name counts as a list of one (as it loads)."""
+    if isinstance(value, str):
+        return [value]
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def component_names(data: dict[str, Any]) -> list[tuple[str, Registry[Any], str]]:
+    """``(config key, registry, name)`` of every component a config names, in its plain data.
+
+    Values of the wrong type are left out (loading the typed config reports them).
     """
-    source = _resolve(DATASETS, config.data.name, "data.name")
+    section = {key: _section(data, key) for key in ("data", "teacher", "distill", "probe")}
+    teacher, distill = section["teacher"], section["distill"]
+    found: list[tuple[str, Registry[Any], str]] = []
+
+    def add(key: str, registry: Registry[Any], value: Any, listed: bool = False) -> None:
+        names = _names(value)
+        found.extend(
+            (f"{key}[{i}]" if listed else key, registry, name) for i, name in enumerate(names)
+        )
+
+    add("data.name", DATASETS, section["data"].get("name"))
+    add("teacher.modality", FRONTENDS, teacher.get("modality"))
+    add("distill.students", FRONTENDS, distill.get("students"), listed=True)
+    add("teacher.encoder.name", BACKBONES, _section(teacher, "encoder").get("name"))
+    add("distill.encoder.name", BACKBONES, _section(distill, "encoder").get("name"))
+    for modality, encoder in _section(distill, "encoders").items():
+        add(f"distill.encoders.{modality}", FRONTENDS, modality)
+        if isinstance(encoder, dict):
+            add(f"distill.encoders.{modality}.name", BACKBONES, encoder.get("name"))
+    add("distill.methods", METHODS, distill.get("methods"), listed=True)
+    add("probe.probes", PROBES, section["probe"].get("probes"), listed=True)
+    return found
+
+
+def _check_names(named: Iterable[tuple[str, Registry[Any], str]]) -> None:
+    for key, registry, name in named:
+        try:
+            registry.check_name(name)
+        except UnknownNameError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
+
+
+def check_names_early(
+    pipeline: str,
+    config_file: str | Path | None = None,
+    overrides: Sequence[str] = (),
+) -> None:
+    """Refuse an unknown pipeline, stage or component name before the layers are imported.
+
+    Names only, from the installed entry points and the config's plain data (the pipeline's
+    shipped config <- ``config_file`` <- ``overrides``), with the messages of the full checks.
+    A config naming ``plugins`` (modules that register components in code) is left to them.
+    """
+    spec = PIPELINES.get(pipeline)
+    for stage in spec.stages:
+        try:
+            STAGES.check_name(stage)
+        except UnknownNameError as exc:
+            raise ConfigError(f"pipeline '{spec.name}': {exc}") from None
+    shipped = spec.config_path()
+    data = merged_data(read_yaml(shipped) if shipped else {}, config_file, list(overrides))
+    if data.get("plugins"):
+        return
+    _check_names(component_names(data))
+
+
+def check_component_names(config: RunConfig) -> None:
+    """Raise one :class:`ConfigError`, naming the config key, for the first name that is wrong.
+
+    Wrong: not registered, or one the dataset cannot serve (a modality it does not provide;
+    for a dataset whose modalities depend on its options, e.g. a manifest's columns, those of
+    its options), or a backbone that cannot take its modality's input.
+    """
+    from xmodal.data.source import dataset_modalities
+    from xmodal.encoders.base import layout_mismatch
+
+    _check_names(component_names(to_dict(config)))
+    source = DATASETS.get(config.data.name)
     provided = dataset_modalities(source, config.data.options())
     modalities = [("teacher.modality", config.teacher.modality)]
     modalities += [(f"distill.students[{i}]", m) for i, m in enumerate(config.distill.students)]
     for key, modality in modalities:
-        _resolve(FRONTENDS, modality, key)
         if provided and modality not in provided:
             raise ConfigError(
                 f"{key}: dataset '{config.data.name}' has no modality '{modality}' "
@@ -59,23 +144,25 @@ def check_component_names(config: RunConfig) -> None:
             f"teacher.task: dataset '{config.data.name}' has no teacher task of its own "
             "for 'transfer'; set teacher.task=probe-labels or give teacher.checkpoint"
         )
-    _resolve(BACKBONES, config.teacher.encoder.name, "teacher.encoder.name")
-    _resolve(BACKBONES, config.distill.encoder.name, "distill.encoder.name")
-    for modality, encoder in config.distill.encoders.items():
-        _resolve(FRONTENDS, modality, f"distill.encoders.{modality}")
-        _resolve(BACKBONES, encoder.name, f"distill.encoders.{modality}.name")
     for key, modality, encoder in _chosen_encoders(config):
         mismatch = layout_mismatch(encoder.name, modality)
         if mismatch:
             raise ConfigError(f"{key}: {mismatch}; choose another with --set {key}.name=NAME")
-    for i, method in enumerate(config.distill.methods):
-        _resolve(METHODS, method, f"distill.methods[{i}]")
-    for i, probe in enumerate(config.probe.probes):
-        _resolve(PROBES, probe, f"probe.probes[{i}]")
+
+
+def reads(stages: Iterable[str], section: str) -> bool:
+    """Whether one of ``stages`` reads config section ``section`` (its ``config_sections``).
+
+    ``teacher``: the pipeline trains or loads a teacher; ``distill``: it trains students;
+    ``probe``: it probes them.
+    """
+    return any(section in getattr(STAGES.get(s), "config_sections", ()) for s in stages)
 
 
 def _chosen_encoders(config: RunConfig) -> list[tuple[str, str, EncoderConfig]]:
     """(config key, modality, backbone config) of the teacher, then of each student."""
+    from xmodal.pipelines.stages.common import encoder_for
+
     chosen = [
         (
             "teacher.encoder",
@@ -90,14 +177,15 @@ def _chosen_encoders(config: RunConfig) -> list[tuple[str, str, EncoderConfig]]:
 
 
 def check_encoder_options(config: RunConfig, stages: Sequence[str]) -> None:
-    """Raise one :class:`ConfigError` for the first encoder that ``stages`` will build (the
-    teacher, unless ``teacher.checkpoint`` gives it; the students) whose backbone's own
-    load-time check fails (its factory's ``check_options``: a weights file that is not there,
-    a library that is not installed), so that it fails before preprocessing, not after.
+    """Raise one :class:`ConfigError` for the first encoder whose backbone's own check fails.
+
+    The encoders are those ``stages`` will build (the teacher, unless ``teacher.checkpoint``
+    gives it; the students); the check is the factory's ``check_options`` (a weights file that
+    is not there, a library that is not installed), so that it fails before preprocessing.
     """
-    builds = {"teacher.encoder": "teacher" in stages and not config.teacher.checkpoint}
+    builds = {"teacher.encoder": reads(stages, "teacher") and not config.teacher.checkpoint}
     for key, _, encoder in _chosen_encoders(config):
-        if not builds.get(key, "distill" in stages):
+        if not builds.get(key, reads(stages, "distill")):
             continue
         check = getattr(BACKBONES.get(encoder.name), "check_options", None)
         problem = check(dict(encoder.kwargs), key) if check is not None else None
@@ -106,15 +194,17 @@ def check_encoder_options(config: RunConfig, stages: Sequence[str]) -> None:
 
 
 def teacher_logits_missing(config: RunConfig, spec: PipelineSpec) -> str | None:
-    """Why the run's teacher will have no logits, or None. A teacher with a classifier has
-    logits over the classes it was trained on, the dataset's or (``teacher.task=transfer``, or a
-    checkpoint from another label space) its own; logit methods read either.
+    """Why the run's teacher will have no logits, or None.
+
+    A teacher with a classifier has logits over the classes it was trained on, the dataset's
+    or (``teacher.task=transfer``, or a checkpoint from another label space) its own; logit
+    methods read either.
     """
     if config.teacher.checkpoint:
         if not (Path(config.teacher.checkpoint) / "classifier.pt").is_file():
             return f"teacher.checkpoint '{config.teacher.checkpoint}' holds no classifier.pt"
         return None
-    if "teacher" not in spec.stages:
+    if not reads(spec.stages, "teacher"):
         return f"pipeline '{spec.name}' trains no teacher"
     if config.teacher.optim.epochs == 0:
         return "teacher.optim.epochs is 0, so the teacher's classifier is never trained"
@@ -122,15 +212,19 @@ def teacher_logits_missing(config: RunConfig, spec: PipelineSpec) -> str | None:
 
 
 def check_label_needs(config: RunConfig, spec: PipelineSpec) -> None:
-    """On a dataset without labels (e.g. a manifest without a ``label`` column), raise one
-    :class:`ConfigError` for a teacher that would train on labels or a probe that reads them
-    (pair probes such as ``retrieval`` need none).
+    """Raise one :class:`ConfigError` for a teacher or probe that needs labels the data lacks.
+
+    On a dataset without labels (e.g. a manifest without a ``label`` column): a teacher that
+    would train on labels, or a probe that reads them (pair probes such as ``retrieval`` need
+    none).
     """
+    from xmodal.data.source import dataset_labelled
+
     if dataset_labelled(DATASETS.get(config.data.name), config.data.options()):
         return
     name = config.data.name
     if (
-        "teacher" in spec.stages
+        reads(spec.stages, "teacher")
         and not config.teacher.checkpoint
         and config.teacher.optim.epochs > 0
     ):
@@ -139,7 +233,7 @@ def check_label_needs(config: RunConfig, spec: PipelineSpec) -> None:
             f"'{name}' has none; set teacher.optim.epochs=0 and a pretrained "
             "teacher (teacher.encoder.kwargs.pretrained), or teacher.checkpoint"
         )
-    if "probe" in spec.stages:
+    if reads(spec.stages, "probe"):
         for i, probe in enumerate(config.probe.probes):
             if not getattr(PROBES.get(probe), "consumes_pairs", False):
                 raise ConfigError(
@@ -150,11 +244,14 @@ def check_label_needs(config: RunConfig, spec: PipelineSpec) -> None:
 
 
 def check_method_needs(config: RunConfig, spec: PipelineSpec) -> None:
-    """Raise one :class:`ConfigError` for the first method whose needs (teacher features, the
-    teacher's logits, labels) this run cannot meet, naming the key and the way out; then for a
-    teacher or probe that needs labels the dataset lacks (:func:`check_label_needs`).
+    """Raise one :class:`ConfigError` for the first method whose needs this run cannot meet.
+
+    Needs: teacher features, the teacher's logits, labels (each method's ``needs_for`` its
+    options); the message names the key and the way out. Then :func:`check_label_needs`.
     """
-    if "distill" not in spec.stages:
+    from xmodal.data.source import dataset_labelled
+
+    if not reads(spec.stages, "distill"):
         check_label_needs(config, spec)
         return
     labelled = dataset_labelled(DATASETS.get(config.data.name), config.data.options())
@@ -167,10 +264,10 @@ def check_method_needs(config: RunConfig, spec: PipelineSpec) -> None:
         if "labels" in needs and not labelled:
             raise ConfigError(
                 f"{key} needs labels, but dataset '{config.data.name}' has none; "
-                "choose a label-free method (wcord, crd, fitnet, rkd, pkt, infonce)"
+                f"choose a label-free method ({_methods_without(config, 'labels')})"
             )
         if ("teacher" in needs or "teacher_logits" in needs) and not (
-            config.teacher.checkpoint or "teacher" in spec.stages
+            config.teacher.checkpoint or reads(spec.stages, "teacher")
         ):
             raise ConfigError(
                 f"{key} needs a teacher, but pipeline '{spec.name}' has none; "
@@ -180,19 +277,43 @@ def check_method_needs(config: RunConfig, spec: PipelineSpec) -> None:
             why = teacher_logits_missing(config, spec)
             if why:
                 raise ConfigError(
-                    f"{key} needs the teacher's logits, but {why}; use a "
-                    "feature-based method (fitnet, crd, rkd, pkt, infonce, wcord) or give "
+                    f"{key} needs the teacher's logits, but {why}; use a feature-based "
+                    f"method ({_methods_without(config, 'teacher_logits')}) or give "
                     "the teacher a classifier"
                 )
     check_label_needs(config, spec)
 
 
-def check_text_probes(config: RunConfig, spec: PipelineSpec) -> None:
-    """Raise one :class:`ConfigError` for a probe that reads the teacher's text tower
-    (``zero-shot``) in a run whose teacher has none in its image embedding's space: a backbone
-    without a text tower, a non-RGB teacher, or a teacher that training fine-tunes.
+def _methods_without(config: RunConfig, *needs: str) -> str:
+    """The feature-based methods that need none of ``needs``, for a message's way out.
+
+    Asked of every registered method, with the run's options: comma-separated names.
     """
-    if "probe" not in spec.stages:
+    found = []
+    for name in METHODS.names():
+        method = METHODS.get(name)
+        if getattr(method, "trains", False):
+            wants = method.needs_for(config.distill.options_for(name))
+            if "teacher" in wants and not wants & set(needs):
+                found.append(name)
+    return ", ".join(found) or "none is registered"
+
+
+def check_text_probes(config: RunConfig, spec: PipelineSpec) -> None:
+    """Raise one :class:`ConfigError` for a text probe whose teacher has no usable text tower.
+
+    A probe that reads the teacher's text tower (``zero-shot``) in a run whose teacher has none
+    in its image embedding's space: a backbone without a text tower, a non-RGB teacher, or a
+    teacher that training fine-tunes.
+    """
+    from xmodal.pipelines.stages.common import encoder_for
+    from xmodal.pipelines.stages.text_teacher import (
+        encoder_description,
+        fine_tuned,
+        text_tower_problem,
+    )
+
+    if not reads(spec.stages, "probe"):
         return
     for i, probe in enumerate(config.probe.probes):
         if not getattr(PROBES.get(probe), "consumes_text", False):
@@ -209,7 +330,7 @@ def check_text_probes(config: RunConfig, spec: PipelineSpec) -> None:
                     f"{key}, but {where} that was fine-tuned away from its text "
                     "tower's space; give a frozen (untrained) teacher"
                 )
-        elif "teacher" in spec.stages:
+        elif reads(spec.stages, "teacher"):
             encoder = encoder_for(config.teacher.modality, config.teacher.encoder)
             name, options, modality = encoder.name, encoder.kwargs, config.teacher.modality
             where = f"teacher.encoder.name={name}, teacher.modality={modality}"

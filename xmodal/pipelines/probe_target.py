@@ -36,6 +36,7 @@ from xmodal.encoders.export import (
 )
 from xmodal.pipelines.context import RunContext
 from xmodal.pipelines.runner import RunResult, check_out, execute, resolve_config
+from xmodal.pipelines.state import ModelRecord
 
 
 def find_exports(target: Path) -> list[Path]:
@@ -110,7 +111,7 @@ class ProbeTargets:
         else:
             raise ValueError("ProbeTargets needs a path or a backbone")
         models = [_model_record(ctx, meta_path) for meta_path in exports]
-        has_teacher = any(m["role"] == "teacher" for m in models)
+        has_teacher = any(m.role == "teacher" for m in models)
         ctx.config.probe.probes = self.probes or [
             p
             for p in ctx.config.probe.probes
@@ -257,7 +258,7 @@ def _pipeline_of(config_file: str | Path) -> str:
     return str(read_yaml(config_file).get("pipeline", "scenes"))
 
 
-def _model_record(ctx: RunContext, meta_path: Path) -> dict[str, Any]:
+def _model_record(ctx: RunContext, meta_path: Path) -> ModelRecord:
     """A probe-stage model record for one export, checked against the dataset."""
     meta = read_export_metadata(meta_path)
     modality = meta["modality"]
@@ -280,16 +281,15 @@ def _model_record(ctx: RunContext, meta_path: Path) -> dict[str, Any]:
     extra = meta.get("extra", {})
     role = extra.get("role", "student")
     digest = target_digest(meta, ctx.state.data_key)
-    return {
-        "seed": int(extra.get("seed", 0)),
-        "modality": modality,
-        "method": "teacher" if role == "teacher" else str(extra.get("method", meta["backbone"])),
-        "role": role,
-        "directory": str(meta_path.parent),
-        "encoder": meta["backbone"],
-        "checkpoint": str(meta_path),
-        "digest": digest,
-        "key": digest,
-        "hparams": {},
-        "teacher": None,
-    }
+    return ModelRecord(
+        seed=int(extra.get("seed", 0)),
+        modality=modality,
+        method="teacher" if role == "teacher" else str(extra.get("method", meta["backbone"])),
+        role=role,
+        directory=str(meta_path.parent),
+        encoder=meta["backbone"],
+        checkpoint=str(meta_path),
+        digest=digest,
+        key=digest,
+        hparams={},
+    )

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from xmodal.core.atomic import write_text_atomic
+from xmodal.core.cache import write_text_atomic
 from xmodal.core.config import dump_yaml, flat_hparams, load_config, read_yaml, to_dict
 from xmodal.core.errors import ConfigError
 from xmodal.core.lock import RunLock

@@ -1,6 +1,8 @@
-"""Pipeline specs: the YAML files under ``pipelines/`` that name a pipeline's stages and its
-default config. Each spec found there is registered in the ``pipelines`` registry; packages can
-add more through the ``xmodal.pipelines`` entry-point group (an entry is a :class:`PipelineSpec`).
+"""Pipeline specs: the YAML files under ``pipelines/`` that name a pipeline's stages and its config.
+
+Each spec shipped there is registered in the ``pipelines`` registry when this module is imported
+(xmodal's ``pyproject.toml`` declares their names, pointing here); packages add more through the
+``xmodal.pipelines`` entry-point group (an entry is a :class:`PipelineSpec`).
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from xmodal.pipelines.state import check_stage_order
 
 @dataclass
 class PipelineSpec:
-    """Attributes:
-    name: what users type after ``xmodal run``.
-    description: one line for ``xmodal list pipelines``.
-    config: default config file, relative to ``configs/`` (or absolute).
-    stages: registered stage names, run in order.
+    """A pipeline: its stages and its default config.
+
+    Attributes:
+        name: what users type after ``xmodal run``.
+        description: one line for ``xmodal list pipelines``.
+        config: default config file, relative to ``configs/`` (or absolute).
+        stages: registered stage names, run in order.
     """
 
     name: str
@@ -34,6 +38,7 @@ class PipelineSpec:
             raise ValueError(f"pipeline '{self.name}' lists no stages")
 
     def config_path(self) -> Path | None:
+        """The default config file, or None without one."""
         if not self.config:
             return None
         path = Path(self.config)
@@ -53,15 +58,17 @@ class PipelineSpec:
 
 
 def load_spec(path: Path) -> PipelineSpec:
+    """The spec in the YAML file at ``path``; one ConfigError naming the file if it is wrong."""
     try:
         return from_dict(PipelineSpec, read_yaml(path), path="")
     except ConfigError as exc:
         raise ConfigError(f"pipeline spec '{path}': {exc}") from None
 
 
-def register_builtin_pipelines() -> None:
-    """Register every ``pipelines/*.yaml`` shipped with xmodal (once)."""
-    for path in sorted(resource_root("pipelines").glob("*.yaml")):
-        spec = load_spec(path)
-        if spec.name not in PIPELINES._entries:
-            PIPELINES.add(spec.name, spec, spec.description)
+def shipped_specs() -> list[PipelineSpec]:
+    """The specs shipped with xmodal (``pipelines/*.yaml``), by file name."""
+    return [load_spec(path) for path in sorted(resource_root("pipelines").glob("*.yaml"))]
+
+
+for _spec in shipped_specs():  # this module is the entry point of each shipped pipeline
+    PIPELINES.add(_spec.name, _spec, _spec.description)

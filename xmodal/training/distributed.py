@@ -20,18 +20,11 @@ from accelerate.utils import broadcast_object_list
 from torch import Tensor
 
 from xmodal.core.errors import XmodalError
+from xmodal.core.launched import launched_world_size
 
 
 class LaunchError(XmodalError):
     """A process started by a launcher that did not join the launcher's job."""
-
-
-def launched_world_size() -> int:
-    """Processes in the job the launcher started this one in (1 when not launched)."""
-    try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    except ValueError:
-        return 1
 
 
 def create_accelerator(
@@ -42,6 +35,7 @@ def create_accelerator(
     Args:
         cpu: force the CPU even where a GPU exists.
         mixed_precision: ``no``, ``bf16`` or ``fp16``.
+        **kwargs: passed to ``Accelerator`` (e.g. ``log_with``, ``project_dir``).
     """
     world = launched_world_size()
     # DDP's hint about 1x1-conv gradient layouts costs nothing measurable here; keep logs clean
@@ -77,8 +71,10 @@ def main_process_decides(value: Any, accelerator: Accelerator) -> Any:
 def computed_in_shares(
     compute: Callable[[slice], Tensor], total: int, accelerator: Accelerator
 ) -> Tensor:
-    """``compute(rows)`` over ``range(total)``, each process computing one contiguous share of
-    the rows once; the shares gathered in order on every process -> ``[total, ...]`` on CPU.
+    """``compute(rows)`` over ``range(total)``, the rows shared among the processes.
+
+    Each process computes one contiguous share of the rows once; the shares are gathered in
+    order on every process -> ``[total, ...]`` on CPU.
 
     ``compute`` must map a slice of ``n`` rows to a ``[n, ...]`` tensor (the same trailing
     shape and dtype on every process). With one process, or fewer rows than processes, it is
@@ -95,5 +91,6 @@ def computed_in_shares(
     )
     padded = part.new_zeros((share, *part.shape[1:]))  # gathers need equal shapes
     padded[: part.shape[0]] = part
-    gathered = accelerator.gather(padded.contiguous()).cpu()  # [world * share, ...] in rank order
+    # [world * share, ...] in rank order
+    gathered: Tensor = accelerator.gather(padded.contiguous()).cpu()
     return gathered[:total]  # the padding sits after the last real row, in the last share

@@ -29,7 +29,7 @@ class TrainingDiverged(XmodalError):
 
 def fit(
     task: DistillationTask,
-    loader: DataLoader,
+    loader: DataLoader[Any],
     cfg: OptimConfig,
     accelerator: Accelerator,
     description: str = "train",
@@ -40,14 +40,15 @@ def fit(
     log_prefix: str | None = None,
     settings: str = "optim",
 ) -> list[dict[str, float]]:
-    """Train ``task`` in place for ``cfg.epochs`` epochs; returns per-epoch mean metrics
-    (every scalar the objective returns), ``lr``, the learning rate at the epoch's end, and
-    ``spread_rank`` and ``spread_cosine``, the effective rank and mean pairwise cosine of the
-    student's features of the first 256 training samples at the epoch's end (in eval mode,
-    without touching weights, statistics or random state; see :mod:`xmodal.training.spread`;
-    left out, with the check of those features below, where the loader's dataset cannot be
-    read by column). Every process computes
-    them on its own replica; the main process's values are the ones saved.
+    """Train ``task`` in place for ``cfg.epochs`` epochs; returns per-epoch mean metrics.
+
+    The metrics: every scalar the objective returns, ``lr``, the learning rate at the epoch's
+    end, and ``spread_rank`` and ``spread_cosine``, the effective rank and mean pairwise cosine
+    of the student's features of the first 256 training samples at the epoch's end (in eval
+    mode, without touching weights, statistics or random state; see
+    :mod:`xmodal.training.spread`; left out, with the check of those features below, where the
+    loader's dataset cannot be read by column). Every process computes them on its own
+    replica; the main process's values are the ones saved.
 
     With ``state_path``, the full training state is saved there (main process) after every
     epoch and, with ``checkpoint_every > 0``, every that many optimiser steps inside an epoch.
@@ -85,7 +86,8 @@ def fit(
     epoch_order: Any = None  # the data order's generator state when the current epoch began
     notice = console.print if console is not None and accelerator.is_main_process else None
     state = read_train_state(state_path, state_key, notice) if state_path is not None else None
-    if _everywhere(state is not None, accelerator):
+    resume = _everywhere(state is not None, accelerator)  # a collective: every process calls it
+    if resume and state is not None:
         restore_train_state(state, core, optimizer, schedule, accelerator.scaler, generators)
         start_epoch, history = int(state["epoch"]), list(state["history"])
         start_step, sums = int(state.get("step", 0)), dict(state.get("sums", {}))
@@ -142,7 +144,8 @@ def fit(
                 loss = out["loss"]
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
-                        f"{description}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                        f"{description}: loss is {loss.item()} at epoch {epoch + 1}, "
+                        f"step {step + 1}; "
                         f"lower the learning rate ({settings}.lr) or enable gradient clipping "
                         f"({settings}.grad_clip)"
                     )
@@ -192,8 +195,9 @@ def fit(
 
 
 def _check_finite(module: torch.nn.Module, where: str, settings: str) -> None:
-    """Raise :class:`TrainingDiverged` if any floating weight or buffer of ``module`` is NaN or
-    inf (a last step can diverge after its loss was checked).
+    """Raise :class:`TrainingDiverged` if any floating weight or buffer of ``module`` is NaN/inf.
+
+    A last step can diverge after its loss was checked.
     """
     for name, tensor in module.state_dict().items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
@@ -205,8 +209,9 @@ def _check_finite(module: torch.nn.Module, where: str, settings: str) -> None:
 
 
 def _check_embeddings(spread: dict[str, float], samples: int, where: str, settings: str) -> None:
-    """Raise :class:`TrainingDiverged` if the student's features of the probe batch (their
-    ``spread``) are NaN or inf, or all one point (see
+    """Raise :class:`TrainingDiverged` if the student's features of the probe batch are unusable.
+
+    That is, if they (their ``spread``) are NaN or inf, or all one point (see
     :func:`~xmodal.training.spread.spread_problem`): a training can blow up while its weights
     stay finite.
     """
@@ -221,8 +226,10 @@ def _check_embeddings(spread: dict[str, float], samples: int, where: str, settin
 
 
 def _everywhere(flag: bool, accelerator: Accelerator) -> bool:
-    """True only if ``flag`` holds on every process (a state file rank 0 sees but another
-    machine does not must not split the processes into resumed and fresh ones).
+    """True only if ``flag`` holds on every process.
+
+    A state file rank 0 sees but another machine does not must not split the processes into
+    resumed and fresh ones.
     """
     if accelerator.num_processes == 1:
         return flag

@@ -68,6 +68,7 @@ class OptimConfig:
 
 
 def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW, or SGD with momentum 0.9 (Nesterov under ``cfg.nesterov``), over ``params``."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             params, lr=cfg.lr, momentum=0.9, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay

@@ -17,6 +17,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -28,8 +29,8 @@ MIN_BAR = 10
 
 
 class _Silent:
-    def add_task(self, *args: Any, **kwargs: Any) -> int:
-        return 0
+    def add_task(self, *args: Any, **kwargs: Any) -> TaskID:
+        return TaskID(0)
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         pass
@@ -39,8 +40,10 @@ class _Silent:
 
 
 class FittingProgress(Progress):
-    """A ``Progress`` that drops the columns of ``drop_order`` (first listed, first dropped)
-    until the rest fit the console's width; the bar counts as ``MIN_BAR`` characters.
+    """A ``Progress`` that drops columns until the rest fit the console's width.
+
+    The columns of ``drop_order`` go first listed, first dropped; the bar counts as
+    ``MIN_BAR`` characters.
     """
 
     def __init__(self, *columns: Any, drop_order: tuple[Any, ...] = (), **kwargs: Any) -> None:
@@ -48,6 +51,7 @@ class FittingProgress(Progress):
         super().__init__(*columns, **kwargs)
 
     def make_tasks_table(self, tasks: Any) -> Table:
+        """Rich's table of the tasks, with the columns that fit."""
         if not hasattr(self, "live"):  # rich's first render, inside __init__: no console yet
             return super().make_tasks_table(tasks)
         every = self.columns
@@ -80,8 +84,9 @@ class FittingProgress(Progress):
 
 
 def make_progress(console: Console | None = None) -> FittingProgress:
-    """Description, bar, done/total, info, elapsed, remaining; in a narrow terminal remaining,
-    elapsed, the bar and the info go, in that order.
+    """Description, bar, done/total, info, elapsed, remaining.
+
+    In a narrow terminal remaining, elapsed, the bar and the info go, in that order.
     """
     description, bar = TextColumn("[bold]{task.description}"), BarColumn(bar_width=None)
     counts, info = MofNCompleteColumn(), TextColumn("{task.fields[info]}")

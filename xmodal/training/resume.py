@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from xmodal.core.cache import load_checkpoint, save_atomic
 from xmodal.core.errors import DataError
-from xmodal.training.checkpoint import load_checkpoint, save_atomic
 
 STATE_FORMAT = "xmodal-train-state"
 #: name under which the data order's generator is saved
@@ -28,8 +28,9 @@ LOADER_GENERATOR = "loader.sampler.generator"
 
 
 def module_generators(module: nn.Module) -> dict[str, torch.Generator]:
-    """Every ``torch.Generator`` held as an attribute by ``module`` or a submodule, by a stable
-    name (``"<submodule path>.<attribute>"``).
+    """Every ``torch.Generator`` held as an attribute by ``module`` or a submodule.
+
+    By a stable name (``"<submodule path>.<attribute>"``).
     """
     found = {}
     for path, sub in module.named_modules():
@@ -53,8 +54,9 @@ def save_train_state(
     sums: dict[str, float] | None = None,
     epoch_order: Tensor | None = None,
 ) -> None:
-    """Write the state after ``epoch`` finished epochs and ``step`` optimiser steps of the
-    next (call on the main process only).
+    """Write the state after ``epoch`` finished epochs and ``step`` optimiser steps of the next.
+
+    Call on the main process only.
 
     Mid-epoch (``step > 0``) the state also holds the running metric ``sums`` of that epoch and
     ``epoch_order``, the data order's generator state when the epoch began, from which the
@@ -82,8 +84,9 @@ def save_train_state(
 def read_train_state(
     path: Path, key: str, notice: Callable[[str], None] | None = None
 ) -> dict[str, Any] | None:
-    """The saved state if it exists, is readable and belongs to the unit ``key``; else None
-    (a state from other inputs, a torn file, or one holding more than tensors and plain data,
+    """The saved state if it exists, is readable and belongs to the unit ``key``; else None.
+
+    (A state from other inputs, a torn file, or one holding more than tensors and plain data,
     is never resumed: training starts over, and ``notice`` is told why).
     """
     if not path.is_file():

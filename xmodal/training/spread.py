@@ -60,11 +60,12 @@ def effective_rank(features: Tensor | np.ndarray) -> float:
 
 
 def mean_pairwise_cosine(features: Tensor | np.ndarray) -> float:
-    """Mean cosine similarity of the rows of ``features`` ``[N, D]`` over all ordered pairs
-    ``i != j``, uncentred: about 0 for directions spread evenly around the origin, 1 when every
-    row points the same way (a collapsed cone). Non-negative features (pooled after a ReLU)
-    score above 0 however well spread. A zero row has cosine 0 with every other row
-    (its pairs still count). Computed in float64, in O(N D).
+    """Mean cosine similarity of the rows of ``features`` ``[N, D]``, uncentred.
+
+    Over all ordered pairs ``i != j``: about 0 for directions spread evenly around the origin,
+    1 when every row points the same way (a collapsed cone). Non-negative features (pooled
+    after a ReLU) score above 0 however well spread. A zero row has cosine 0 with every other
+    row (its pairs still count). Computed in float64, in O(N D).
 
     Raises:
         ValueError: not 2-D, fewer than 2 rows, or non-finite entries.
@@ -79,8 +80,9 @@ def mean_pairwise_cosine(features: Tensor | np.ndarray) -> float:
 
 
 def spread_probe(dataset: Any, modality: str, limit: int = PROBE_SAMPLES) -> Rows | None:
-    """The fixed probe batch: ``modality`` of the first ``min(limit, len(dataset))`` rows of
-    ``dataset``, read when sliced; None where the dataset cannot be read by column (no
+    """The fixed probe batch: ``modality`` of the first ``min(limit, len(dataset))`` rows.
+
+    Of ``dataset``, read when sliced; None where the dataset cannot be read by column (no
     :meth:`~xmodal.data.arrays.SplitData.read`) or has fewer than 2 rows.
     """
     if not callable(getattr(dataset, "read", None)) or modality not in dataset:
@@ -93,13 +95,13 @@ def spread_probe(dataset: Any, modality: str, limit: int = PROBE_SAMPLES) -> Row
 def student_spread(
     encoder: nn.Module, probe: Rows, device: torch.device | str, batch_size: int = PROBE_SAMPLES
 ) -> dict[str, float]:
-    """``{RANK_KEY: effective rank, COSINE_KEY: mean pairwise cosine}`` of ``encoder``'s
-    pooled features of ``probe``, read and encoded ``batch_size`` rows at a time.
+    """``{RANK_KEY: effective rank, COSINE_KEY: mean pairwise cosine}`` of ``encoder``'s features.
 
-    The encoder runs in eval mode (BatchNorm uses, and does not update, its running statistics)
-    and every module gets its mode back after; no gradient is kept; the random state of the CPU and of
-    ``device`` is restored after, so the training's random stream is the same with or without
-    this call. Both values are NaN if a feature is NaN or inf.
+    Its pooled features of ``probe``, read and encoded ``batch_size`` rows at a time. The
+    encoder runs in eval mode (BatchNorm uses, and does not update, its running statistics)
+    and every module gets its mode back after; no gradient is kept; the random state of the
+    CPU and of ``device`` is restored after, so the training's random stream is the same with
+    or without this call. Both values are NaN if a feature is NaN or inf.
     """
     device, step = torch.device(device), max(1, batch_size)
     modes = [(m, m.training) for m in encoder.modules()]  # each module's own, mixed or not
@@ -120,8 +122,9 @@ def student_spread(
 
 
 def spread_problem(spread: dict[str, float]) -> str | None:
-    """Why the features behind ``spread`` (:func:`student_spread`'s result) are unusable, or
-    None: some are NaN or inf (both values NaN), or every row is the same point (effective
+    """Why the features behind ``spread`` (:func:`student_spread`'s result) are unusable, or None.
+
+    Unusable: some are NaN or inf (both values NaN), or every row is the same point (effective
     rank exactly 0: the centred features are all zero, nothing tells the samples apart).
     """
     rank = spread.get(RANK_KEY)

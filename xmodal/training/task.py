@@ -19,8 +19,9 @@ from xmodal.encoders.base import Encoder
 
 
 class NonFiniteFeatures(ArithmeticError):
-    """The student's features of a training batch hold NaN or inf (its training diverged), and
-    the objective refused them before giving a loss.
+    """The student's features of a training batch hold NaN or inf (its training diverged).
+
+    The objective refused them before giving a loss.
     """
 
 
@@ -29,7 +30,7 @@ class DistillationTask(nn.Module):
 
     Args:
         student: encoder of ``modality``; ``batch[modality]`` is its raw input.
-        objective: a method's objective module (see :mod:`xmodal.objectives.methods`).
+        objective: a method's objective (an :class:`~xmodal.objectives.objective.Objective`).
         teacher_features: ``[N, Dt]`` frozen teacher embeddings of the training split, indexed
             by ``batch["index"]``, or None for methods without a teacher.
         hflip: mirror student inputs left-right at random while training
@@ -38,6 +39,8 @@ class DistillationTask(nn.Module):
         crop_padding: padded random crop of student inputs while training
             (:func:`~xmodal.data.augment.random_crop`); 0 disables; image-aligned modalities.
     """
+
+    teacher_features: Tensor | None
 
     def __init__(
         self,
@@ -65,6 +68,7 @@ class DistillationTask(nn.Module):
         self._flip_generator = torch.Generator().manual_seed(seed + 7)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The objective's outputs for one batch (augmented while training)."""
         inputs = batch[self.modality]
         if self.hflip and self.training:
             inputs = random_hflip(inputs, self._flip_generator, negate_channel=self._negate)
@@ -74,10 +78,11 @@ class DistillationTask(nn.Module):
         teacher = None
         if self.teacher_features is not None:
             teacher = self.teacher_features[batch["index"].to(self.teacher_features.device)]
-        try:
-            return self.objective(
+        try:  # labels None: unlabelled
+            out: dict[str, Tensor] = self.objective(
                 features, teacher, batch.get("label"), batch["index"]
-            )  # None: unlabelled
+            )
+            return out
         except ValueError:
             if not torch.isfinite(features).all():
                 raise NonFiniteFeatures("the student's features are NaN or inf") from None
@@ -86,8 +91,9 @@ class DistillationTask(nn.Module):
     def after_step(
         self, outputs: dict[str, Any], batch: dict[str, Tensor], accelerator: Any
     ) -> None:
-        """Update memory banks with embeddings gathered from every process, so that each
-        replica holds the same bank.
+        """Update memory banks with embeddings gathered from every process.
+
+        So that each replica holds the same bank.
         """
         update = getattr(self.objective, "update_memory", None)
         if update is None or "teacher_embed" not in outputs:

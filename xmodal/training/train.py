@@ -1,8 +1,12 @@
-"""Train one encoder with one registered method: the entry point stages call."""
+"""Train one encoder with one registered method: the entry point stages call.
+
+:func:`train_encoder` takes three objects: what to train (:class:`TrainJob`), how
+(:class:`TrainSetup`) and where its state and progress go (:class:`TrainOutputs`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +15,7 @@ from accelerate.utils import set_seed
 from torch import Tensor, nn
 
 from xmodal.core.errors import ConfigError
+from xmodal.core.registry import METHODS
 from xmodal.data.arrays import make_loader
 from xmodal.data.source import LoadedDataset
 from xmodal.encoders.base import Encoder
@@ -33,8 +38,9 @@ def standardise_features(features: Tensor) -> Tensor:
 
 
 def feature_standardisation(features: Tensor) -> tuple[Tensor, Tensor]:
-    """The per-dimension ``(mean [D], std [D])`` that :func:`standardise_features` applies to
-    ``features`` ``[N, D]`` (std floored at 1e-6); saved beside an objective's heads, whose
+    """The per-dimension ``(mean [D], std [D])`` that :func:`standardise_features` applies.
+
+    To ``features`` ``[N, D]`` (std floored at 1e-6); saved beside an objective's heads, whose
     teacher head was trained on the standardised features.
     """
     return features.mean(0), features.std(0).clamp_min(1e-6)
@@ -42,78 +48,152 @@ def feature_standardisation(features: Tensor) -> tuple[Tensor, Tensor]:
 
 @dataclass
 class TrainResult:
-    """Attributes:
-    history: per-epoch mean of every scalar the objective returns.
-    objective: the trained objective module (heads, classifier), None for ``none``.
+    """What a training returns.
+
+    Attributes:
+        history: per-epoch mean of every scalar the objective returns.
+        objective: the trained objective module (heads, classifier), None for ``none``.
     """
 
     history: list[dict[str, float]]
     objective: nn.Module | None
 
 
-def train_encoder(
-    encoder: Encoder,
-    method: type[Objective],
-    options: Any,
-    optim: OptimConfig,
-    dataset: LoadedDataset,
-    accelerator: Accelerator,
-    seed: int,
-    teacher_features: Tensor | None = None,
-    teacher_logits: Tensor | None = None,
-    description: str = "train",
-    console: Any = None,
-    state_path: Path | None = None,
-    state_key: str = "",
-    checkpoint_every: int = 0,
-    log_prefix: str | None = None,
-    settings: str = "optim",
-    method_name: str = "",
-    num_workers: int = 0,
-    teacher_own_classes: bool = False,
-) -> TrainResult:
-    """Train ``encoder`` in place on the train split with ``method`` (a registered
-    :class:`Objective` class) and its ``options``.
+@dataclass(frozen=True)
+class TeacherOutputs:
+    """One seed's frozen teacher outputs on the train split, which students learn from.
 
-    Args:
-        teacher_features: ``[N_train, Dt]`` frozen teacher embeddings, required when the
-            method needs the teacher; standardised here (see :func:`standardise_features`).
-        teacher_logits: ``[N_train, Ct]`` frozen teacher logits, for logit-based methods (KD),
-            over the teacher's classes ``Ct``.
-        teacher_own_classes: those classes are a label space of the teacher's own, not the
-            dataset's (a transfer teacher); KD then reads them through a head of their size.
-        state_path, state_key, checkpoint_every: training state for resuming (see :func:`fit`).
-        log_prefix: name of this training in the experiment trackers (see :func:`fit`).
-        settings: the config section of ``optim``, named in divergence messages.
-        method_name: the method's registered name, for messages.
+    Attributes:
+        features: ``[N_train, Dt]`` teacher embeddings, for methods that need the teacher;
+            standardised by :func:`train_encoder` (see :func:`standardise_features`).
+        logits: ``[N_train, Ct]`` teacher logits over its classes ``Ct``, for logit-based
+            methods (KD), or None (it has no classifier).
+        own_classes: those classes are a label space of the teacher's own, not the dataset's
+            (a transfer teacher); KD then reads them through a head of their size.
+        classes: ``Ct``, or None without logits.
+        digest: the teacher checkpoint's content digest, which keys every student trained
+            from it ("" where no checkpoint stands behind the outputs).
+        classifier: the content digest of its ``classifier.pt``, or None; keys the students of
+            its logits (a replaced classifier beside an unchanged encoder gives other logits).
+    """
+
+    features: Tensor | None = None
+    logits: Tensor | None = None
+    own_classes: bool = False
+    classes: int | None = None
+    digest: str = ""
+    classifier: str | None = None
+
+
+@dataclass
+class TrainJob:
+    """What to train: an encoder, with a registered method and its options, on a dataset.
+
+    Attributes:
+        encoder: the student (or teacher) encoder, trained in place.
+        method: the method's registered name (``xmodal list methods``).
+        options: the method's options dataclass (``distill.<method>``), handed to its
+            objective as it is; None for a method without options.
+        dataset: the data; training reads its ``train`` split.
+        seed: seeds the objective, the data order and the augmentation.
+        teacher: the frozen teacher's outputs the method reads.
+        description: names the job in the progress bar and in messages.
+    """
+
+    encoder: Encoder
+    method: str
+    options: Any
+    dataset: LoadedDataset
+    seed: int
+    teacher: TeacherOutputs = field(default_factory=TeacherOutputs)
+    description: str = "train"
+
+
+@dataclass
+class TrainSetup:
+    """How to train.
+
+    Attributes:
+        optim: the optimiser, schedule, epochs and batch size.
+        accelerator: the devices and processes (and mixed precision) to train on.
+        optim_key: the config key of ``optim`` (``distill.optim``), named in messages.
         num_workers: DataLoader workers reading the training batches.
     """
+
+    optim: OptimConfig
+    accelerator: Accelerator
+    optim_key: str = "optim"
+    num_workers: int = 0
+
+
+@dataclass
+class TrainOutputs:
+    """Where a training's state and progress go (see :func:`~xmodal.training.loop.fit`).
+
+    Attributes:
+        state_path: the resumable training state's file, or None to keep none.
+        state_key: the key the state is saved under (a state of another key is not resumed).
+        checkpoint_every: also save the state every this many optimiser steps (0: per epoch).
+        log_prefix: name of this training in the experiment trackers, or None.
+        console: where progress is printed (a rich console), or None.
+    """
+
+    state_path: Path | None = None
+    state_key: str = ""
+    checkpoint_every: int = 0
+    log_prefix: str | None = None
+    console: Any = None
+
+
+def train_encoder(
+    job: TrainJob, setup: TrainSetup, outputs: TrainOutputs | None = None
+) -> TrainResult:
+    """Train ``job.encoder`` in place on the train split with ``job.method`` and its options.
+
+    Args:
+        job: what to train.
+        setup: how to train it.
+        outputs: where its state and progress go (none kept by default).
+
+    Returns:
+        The per-epoch history and the trained objective (empty and None when nothing trains:
+        ``none``, or ``optim.epochs == 0``).
+
+    Raises:
+        ConfigError: when the method cannot run on this set-up (its ``build`` refuses it).
+    """
+    outputs = outputs if outputs is not None else TrainOutputs()
+    method: type[Objective] = METHODS.get(job.method)
+    optim, options, seed = setup.optim, job.options, job.seed
     if not method.trains or optim.epochs == 0:  # nothing to train (e.g. a frozen teacher)
         return TrainResult([], None)
     uses_teacher = "teacher" in method.needs_for(options)
+    teacher_features = job.teacher.features
     if uses_teacher and teacher_features is None:
-        raise ValueError(f"method '{method.__name__}' needs teacher features")
-    train = dataset.splits["train"]
+        raise ValueError(f"method '{job.method}' needs teacher features")
+    train = job.dataset.splits["train"]
+    if hasattr(train, "select"):  # read only what training uses (a plugin's split may not offer it)
+        train = train.select([k for k in (job.encoder.modality, "label") if k in train])
     if teacher_features is not None:
         teacher_features = standardise_features(teacher_features)
     set_seed(seed)
     context = ObjectiveContext(
-        student_dim=encoder.embed_dim,
+        student_dim=job.encoder.embed_dim,
         teacher_dim=None if teacher_features is None else teacher_features.shape[1],
         num_samples=len(train),
-        num_classes=dataset.num_classes,
+        num_classes=job.dataset.num_classes,
         seed=seed,
-        teacher_logits=teacher_logits,
+        teacher_logits=job.teacher.logits,
         train_labels=train.column("label") if "label" in train else None,
         batch_size=min(optim.batch_size, len(train)),
-        teacher_own_classes=teacher_own_classes,
+        teacher_own_classes=job.teacher.own_classes,
     )
     try:
         objective = method.build(context, options)
     except ValueError as exc:  # a method that cannot run on this set-up: a user's choice to fix
-        raise ConfigError(f"method '{method_name or method.__name__}': {exc}") from None
+        raise ConfigError(f"method '{job.method}': {exc}") from None
     task = DistillationTask(
-        encoder,
+        job.encoder,
         objective,
         teacher_features if uses_teacher else None,
         hflip=optim.hflip,
@@ -121,24 +201,24 @@ def train_encoder(
         crop_padding=optim.crop_padding,
     )
     loader = make_loader(
-        train,
+        train,  # type: ignore[arg-type]  # a SplitData reads batches like a Dataset
         optim.batch_size,
         shuffle=True,
         seed=seed,
-        num_workers=num_workers,
+        num_workers=setup.num_workers,
         drop_last=len(train) > optim.batch_size,
     )
     history = fit(
         task,
         loader,
         optim,
-        accelerator,
-        description=description,
-        console=console,
-        state_path=state_path,
-        state_key=state_key,
-        checkpoint_every=checkpoint_every,
-        log_prefix=log_prefix,
-        settings=settings,
+        setup.accelerator,
+        description=job.description,
+        console=outputs.console,
+        state_path=outputs.state_path,
+        state_key=outputs.state_key,
+        checkpoint_every=outputs.checkpoint_every,
+        log_prefix=outputs.log_prefix,
+        settings=setup.optim_key,
     )
     return TrainResult(history, objective)

@@ -31,7 +31,8 @@ def valid_depth_mask(depth: np.ndarray) -> np.ndarray:
     """``[...]`` depth in metres (any shape) -> bool mask of the same shape: finite and > 0."""
     depth = np.asarray(depth)
     with np.errstate(invalid="ignore"):  # NaN > 0 is simply False
-        return np.isfinite(depth) & (depth > 0)
+        valid: np.ndarray = np.isfinite(depth) & (depth > 0)
+    return valid
 
 
 def valid_depth(depth: np.ndarray) -> np.ndarray:

@@ -72,4 +72,5 @@ def estimate_gravity(
             g = np.linalg.eigh(a)[1][:, 0]  # eigenvalues ascending
             if g @ up0 < 0:
                 g = -g
-    return g / np.linalg.norm(g)
+    unit: np.ndarray = g / np.linalg.norm(g)
+    return unit

@@ -36,4 +36,5 @@ def height_above_ground(points: np.ndarray, up: np.ndarray, percentile: float = 
     if not valid.any():
         return np.full(along.shape, np.nan, np.float32)
     floor = np.percentile(along[valid], percentile)
-    return (along - floor).astype(np.float32)
+    height: np.ndarray = (along - floor).astype(np.float32)
+    return height

@@ -95,4 +95,5 @@ def hha(
 
 
 def _levels(values: np.ndarray, low: int = 0) -> np.ndarray:
-    return np.clip(np.rint(values), low, 255).astype(np.uint8)
+    levels: np.ndarray = np.clip(np.rint(values), low, 255).astype(np.uint8)
+    return levels

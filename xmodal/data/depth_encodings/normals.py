@@ -108,7 +108,8 @@ def _difference(points: np.ndarray, axis: int, step: int) -> np.ndarray:
     for fallback in (ahead - points, points - behind):
         missing = np.isnan(diff).any(-1, keepdims=True)
         diff = np.where(missing, fallback, diff)
-    return diff
+    derivative: np.ndarray = diff
+    return derivative
 
 
 def _gradient_normals(depth: np.ndarray, K: Intrinsics, step: int, smooth: int) -> np.ndarray:

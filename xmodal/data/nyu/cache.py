@@ -25,9 +25,9 @@ import h5py
 import numpy as np
 import torch
 
-from xmodal.core.atomic import check_space
+from xmodal.core.cache import check_space
 from xmodal.core.errors import DataError
-from xmodal.core.memory import release_free_heap
+from xmodal.core.heap import release_free_heap
 from xmodal.data.depth_encodings import Intrinsics, encode_depth, valid_depth
 from xmodal.data.hdf5_output import hdf5_bytes, hdf5_writing
 from xmodal.data.nyu.config import NYUDepthConfig
@@ -39,8 +39,10 @@ CACHE_VERSION = 2
 
 
 def source_fingerprint(path: Path, block: int = 1 << 20) -> dict[str, Any]:
-    """Size, mtime and a SHA-256 of the first and last MiB: cheap, and changes when the file
-    is replaced or truncated (hashing 2.8 GB every run would cost a minute).
+    """Size, mtime and a SHA-256 of the first and last MiB of the labeled file.
+
+    Cheap, and it changes when the file is replaced or truncated (hashing 2.8 GB every run
+    would cost a minute).
     """
     stat = path.stat()
     digest = hashlib.sha256()
@@ -52,7 +54,7 @@ def source_fingerprint(path: Path, block: int = 1 << 20) -> dict[str, Any]:
 
 
 def _resize(array: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
-    """``[H, W]`` or ``[H, W, C]`` -> ``size`` with torch's interpolate (``area`` or ``nearest``)."""
+    """Resize ``[H, W]`` or ``[H, W, C]`` to ``size`` with torch's ``area`` or ``nearest``."""
     t = torch.from_numpy(np.ascontiguousarray(array)).float()
     t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
     out = torch.nn.functional.interpolate(t, size=size, mode=mode)[0]
@@ -61,8 +63,10 @@ def _resize(array: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
 
 
 def _resize_valid(array: np.ndarray, valid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Area-average ``array`` (``[H, W]`` or ``[H, W, C]``) over ``valid`` ``[H, W]`` pixels only:
-    holes must not pull values towards 0. Output pixels under half covered by valid input -> 0.
+    """Area-average ``array`` (``[H, W]`` or ``[H, W, C]``) over ``valid`` ``[H, W]`` pixels only.
+
+    Holes must not pull values towards 0. Output pixels under half covered by valid input
+    are 0.
     """
     weight = _resize(valid.astype(np.float32), size, "area")
     if array.ndim == 3:
@@ -72,7 +76,8 @@ def _resize_valid(array: np.ndarray, valid: np.ndarray, size: tuple[int, int]) -
 
 
 def process_frame(frame: Any, facts: Any, config: NYUDepthConfig) -> dict[str, np.ndarray]:
-    """One source frame -> cached arrays at ``config.image_size`` (see module docstring):
+    """One source frame -> its cached arrays at ``config.image_size`` (see module docstring).
+
     ``rgb`` uint8 [h, w, 3], ``depth`` float32 metres (0 = missing), ``normals`` int8
     [h, w, 3] (127 x unit normal, camera frame, 0 = unknown), ``height`` float32 metres above
     the estimated floor (0 = unknown), ``hha`` uint8 [h, w, 3], ``labels40`` uint8.
@@ -214,6 +219,7 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
         with h5py.File(path, "r") as f:
             if "frames_done" not in f.attrs:
                 return None
-            return json.loads(f.attrs["manifest"])
+            manifest = json.loads(f.attrs["manifest"])
+            return manifest if isinstance(manifest, dict) else None
     except (OSError, KeyError, json.JSONDecodeError):
         return None  # unreadable or torn: rebuild

@@ -24,7 +24,7 @@ FACTS_DIR = "nyu-depth-v2"
 
 def _frozen(values: Any, dtype: type) -> np.ndarray:
     """A read-only array: the facts are shared by every caller through the cache."""
-    array = np.asarray(values, dtype=dtype)
+    array: np.ndarray = np.asarray(values, dtype=dtype)
     array.setflags(write=False)
     return array
 
@@ -95,7 +95,8 @@ def _lookup(table: np.ndarray, labels: np.ndarray, kind: str) -> np.ndarray:
 def _read(name: str) -> dict[str, Any]:
     path: Path = resource_path("datasets", f"{FACTS_DIR}/{name}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        facts: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return facts
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(
             f"'{path}' is unreadable ({exc}); reinstall xmodal or regenerate it with "

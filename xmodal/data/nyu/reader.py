@@ -98,7 +98,7 @@ def _check_layout(f: h5py.File, path: Path) -> tuple[int, int, int]:
             f"uint8 RGB; {_GET_IT}"
         )
     n, _, w, h = images.shape
-    expected = {key: (n, w, h) for key in PIXEL_KEYS}
+    expected: dict[str, tuple[int, ...]] = {key: (n, w, h) for key in PIXEL_KEYS}
     expected.update({"accelData": (4, n), "scenes": (1, n), "sceneTypes": (1, n)})
     for key, shape in expected.items():
         found = f[key].shape
@@ -173,6 +173,7 @@ class NYULabeledFile:
         self.close()
 
     def close(self) -> None:
+        """Close the file."""
         self._file.close()
 
     def __len__(self) -> int:
@@ -181,7 +182,8 @@ class NYULabeledFile:
     def _read(self, key: str, index: tuple[Any, ...]) -> np.ndarray:
         """``f[key][index]``: a corrupt chunk becomes a DataError naming file, key and index."""
         try:
-            return self._file[key][index]
+            values: np.ndarray = self._file[key][index]
+            return values
         except OSError as exc:
             raise DataError(
                 f"NYU file '{self.path}' key '{key}' could not be read at {index} "

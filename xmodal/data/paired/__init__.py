@@ -1,12 +1,12 @@
-"""The ``paired`` dataset: your own recordings, one manifest row per sample (see
-:class:`~xmodal.data.paired.config.PairedConfig` for the manifest's layout).
+"""The ``paired`` dataset: your own recordings, one manifest row per sample.
 
+:class:`~xmodal.data.paired.config.PairedConfig` describes the manifest's layout.
 :mod:`.manifest` reads the CSV/JSONL file, :mod:`.rules` checks it as a whole (known columns,
-unique ids and files, one kind of label, paths inside its folder, splits that share no file)
-before any file is read, :mod:`.labels` and :mod:`.splits` give each row its class and split,
-:mod:`.readers` turn each file into its cached array, :mod:`.validate` reads every row once and
-reports problems by row and column (:mod:`.problems`), and :mod:`.cache` writes the good rows
-into a resumable HDF5 cache.
+non-empty unique ids, unique files, one file per column of a row, one kind of label, paths
+inside its folder, splits that share no file) before any file is read, :mod:`.labels` and
+:mod:`.splits` give each row its class and split, :mod:`.readers` turn each file into its cached
+array, :mod:`.validate` reads every row once and reports problems by row and column
+(:mod:`.problems`), and :mod:`.cache` writes the good rows into a resumable HDF5 cache.
 """
 
 from xmodal.data.paired.config import PairedConfig

@@ -27,7 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from xmodal.core.atomic import check_space
+from xmodal.core.cache import check_space
 from xmodal.data.hdf5_output import hdf5_bytes, hdf5_writing
 from xmodal.data.paired.config import PairedConfig
 from xmodal.data.paired.manifest import files_digest, manifest_digest
@@ -62,8 +62,9 @@ def build_cache(
     cache_path: Path,
     progress: Callable[..., None] | None = None,
 ) -> Path:
-    """Write the validation's good rows into ``cache_path`` (or resume, or reuse);
-    ``progress(done, total)`` after each row.
+    """Write the validation's good rows into ``cache_path`` (or resume, or reuse).
+
+    ``progress(done, total)`` is called after each row.
     """
     key = cache_key(validation, options)
     if cache_path.is_file() and read_key(cache_path) == key:
@@ -111,7 +112,8 @@ def read_key(path: Path) -> dict[str, Any] | None:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != CACHE_FORMAT or "rows_done" not in f.attrs:
                 return None
-            return json.loads(f.attrs["key"])
+            key = json.loads(f.attrs["key"])
+            return key if isinstance(key, dict) else None
     except (OSError, KeyError, json.JSONDecodeError):
         return None
 
@@ -122,6 +124,7 @@ def _places(validation: Validation, rows: list[int]) -> list[tuple[str, int]]:
     places = []
     for number in rows:
         split = validation.splits[number - 1]
+        assert split is not None, number  # a row without a split is a problem: never kept
         places.append((split, filled[split]))
         filled[split] += 1
     return places

@@ -18,7 +18,8 @@ class PairedConfig:
             ``xmodal run paired --data manifest.csv``). Columns: one per modality, named after a
             registered front end (``rgb``, ``depth``, ``audio``, a plugin's), holding a file path
             relative to the manifest; optional ``label`` (an integer or a class name), ``split``
-            (``train``, ``val`` or ``test``) and ``id``.
+            (``train``, ``val`` or ``test``) and ``id`` (then non-empty and unique in every row).
+            No row may name one file in two columns.
         image_size: ``[height, width]`` in pixels that images and depth maps are resized to.
         depth_scale: 16-bit depth PNG values per metre (1000: the PNG holds millimetres);
             ``.npy`` depth is read as metres.

@@ -16,9 +16,11 @@ from xmodal.data.paired.problems import Finding, Problem, rows_text
 
 @dataclass
 class Labels:
-    """Attributes:
-    class_names: index = label.
-    values: one label per manifest row; ``None`` where the row has a label problem.
+    """A manifest's classes and each row's label.
+
+    Attributes:
+        class_names: index = label.
+        values: one label per manifest row; ``None`` where the row has a label problem.
     """
 
     class_names: list[str]
@@ -33,8 +35,9 @@ def _integer(cell: str) -> int | None:
 
 
 def resolve_labels(manifest: Manifest, classes: list[str]) -> tuple[Labels | None, list[Problem]]:
-    """The manifest's labels (None without a ``label`` column) and the rows whose label is
-    empty or outside the class list.
+    """The manifest's labels (None without a ``label`` column) and the rows with bad ones.
+
+    A label is bad when it is empty or outside the class list.
     """
     if not manifest.labelled:
         return None, []
@@ -46,8 +49,8 @@ def resolve_labels(manifest: Manifest, classes: list[str]) -> tuple[Labels | Non
     if classes:
         names = list(classes)
         index = {name: i for i, name in enumerate(names)}
-    elif given and all(_integer(cell) is not None for cell in given):
-        top = max(_integer(cell) for cell in given)
+    elif given and None not in (integers := [_integer(cell) for cell in given]):
+        top = max(i for i in integers if i is not None)
         names = [str(i) for i in range(max(top, 0) + 1)]
         index = {}
     else:
@@ -74,8 +77,9 @@ def resolve_labels(manifest: Manifest, classes: list[str]) -> tuple[Labels | Non
 
 
 def mixed_labels(manifest: Manifest, classes: list[str]) -> Finding | None:
-    """The error of a ``label`` column mixing class names and integers (``cat``, ``1``), which
-    would otherwise count ``1`` as a class of its own; None when all are of one kind. A cell
+    """The error of a ``label`` column mixing class names and integers (``cat``, ``1``).
+
+    Mixed, ``1`` would count as a class of its own. None when all are of one kind. A cell
     equal to a name in ``classes`` counts as a name even when it looks like an integer.
     """
     if not manifest.labelled:

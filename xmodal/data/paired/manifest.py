@@ -2,8 +2,9 @@
 
 Every column other than ``label``, ``split``, ``id`` and those ignored
 (``data.paired.ignore_columns``) is a modality whose cells are file paths relative to the
-manifest's folder (:mod:`.rules` checks the manifest as a whole: known columns, unique ids and
-files, one kind of label, paths inside the folder). A CSV's first line is its header; a JSONL
+manifest's folder (:mod:`.rules` checks the manifest as a whole: known columns, non-empty
+unique ids, unique files, one file per column of a row, one kind of label, paths inside the
+folder). A CSV's first line is its header; a JSONL
 file holds one JSON object per line (blank lines are skipped) and its columns are the keys of
 all rows, in order of first appearance. Cells are kept as text: ``None`` where a row lacks the
 column (a short CSV line, a missing JSON key), ``""`` for an empty cell.
@@ -27,13 +28,15 @@ FORMATS = {".csv": "CSV", ".jsonl": "JSONL"}
 
 @dataclass
 class Manifest:
-    """Attributes:
-    path: the manifest file.
-    format: ``CSV`` or ``JSONL``.
-    columns: every column, in file order.
-    rows: one ``{column: cell}`` per data row (``None``: the row lacks the column).
-    problems: rows whose layout is wrong (a CSV line with more cells than the header).
-    ignored: columns that are not read (``data.paired.ignore_columns``).
+    """A manifest as read: its columns and each row's cells, as text.
+
+    Attributes:
+        path: the manifest file.
+        format: ``CSV`` or ``JSONL``.
+        columns: every column, in file order.
+        rows: one ``{column: cell}`` per data row (``None``: the row lacks the column).
+        problems: rows whose layout is wrong (a CSV line with more cells than the header).
+        ignored: columns that are not read (``data.paired.ignore_columns``).
     """
 
     path: Path
@@ -78,8 +81,10 @@ def require_manifest(path: str) -> Path:
 
 
 def read_manifest(path: str | Path, ignore_columns: list[str] | tuple[str, ...] = ()) -> Manifest:
-    """Parse ``path`` (see the module docstring), leaving ``ignore_columns`` unread; DataError
-    when it is not a manifest at all.
+    """Parse ``path`` (see the module docstring), leaving ``ignore_columns`` unread.
+
+    Raises:
+        DataError: it is not a manifest at all (not UTF-8, no modality column, no rows, ...).
     """
     source = require_manifest(str(path))
     try:
@@ -109,8 +114,9 @@ def manifest_digest(path: Path) -> str:
 
 
 def files_digest(manifest: Manifest) -> str:
-    """SHA-256 over every referenced file's path, size and modification time: changes when a
-    file is replaced, without reading the files.
+    """SHA-256 over every referenced file's path, size and modification time.
+
+    It changes when a file is replaced, without reading the files.
     """
     digest = hashlib.sha256()
     for row in manifest.rows:

@@ -1,6 +1,7 @@
-"""What is wrong with one manifest row: a :class:`Problem` per (row, column), and the summary
-that lists them one per line; what is wrong with the manifest as a whole: a :class:`Finding` per
-broken rule (see :mod:`.rules`).
+"""What is wrong with a manifest's rows, and with the manifest as a whole.
+
+A :class:`Problem` per (row, column), and the summary that lists them one per line; a
+:class:`Finding` per manifest-wide rule broken (see :mod:`.rules`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ ROW_NUMBERS = "rows count data rows from 1, the header line excluded"
 
 @dataclass(frozen=True)
 class Problem:
-    """Attributes:
-    row: the row's number in the manifest, counted from 1 over data rows (a CSV's header
-        line is not a row; a JSONL file's blank lines are skipped).
-    column: the manifest column, e.g. ``rgb`` or ``label``.
-    message: what is wrong, e.g. ``missing file 'img/4.png'``.
+    """What is wrong with one cell of a manifest.
+
+    Attributes:
+        row: the row's number in the manifest, counted from 1 over data rows (a CSV's header
+            line is not a row; a JSONL file's blank lines are skipped).
+        column: the manifest column, e.g. ``rgb`` or ``label``.
+        message: what is wrong, e.g. ``missing file 'img/4.png'``.
     """
 
     row: int
@@ -32,9 +35,11 @@ class Problem:
 
 @dataclass(frozen=True)
 class Finding:
-    """A manifest-wide rule that some rows or a column break (duplicate ids, a file in two
-    rows, mixed label kinds, an unknown column, a path outside the manifest's folder): leaving
-    rows out does not fix it, so it stops preprocessing whatever ``on_bad_sample`` says.
+    """A manifest-wide rule that some rows or a column break.
+
+    Duplicate or empty ids, a file in two rows or in two columns of a row, mixed label kinds,
+    an unknown column, a path outside the manifest's folder: leaving rows out does not fix it,
+    so it stops preprocessing whatever ``on_bad_sample`` says.
 
     Attributes:
         column: the manifest column, e.g. ``id``.

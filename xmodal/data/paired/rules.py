@@ -1,9 +1,14 @@
-"""The rules of a manifest as a whole, checked before any file is read (cheap: cells and
-resolved paths only). Each broken rule is one :class:`~xmodal.data.paired.problems.Finding`:
+"""The rules of a manifest as a whole, checked before any file is read.
+
+The check is cheap: cells and resolved paths only. Each broken rule is one
+:class:`~xmodal.data.paired.problems.Finding`.
 
 - every column is a modality named after a registered front end, or ``id``, ``label``,
   ``split``, or listed in ``data.paired.ignore_columns``;
-- ids are unique (so no two splits share one);
+- with an ``id`` column, every row has an id (no empty cell) and ids are unique (so no two
+  splits share one);
+- no row holds the same file (by resolved path) in two columns: one file is not two
+  modalities, whatever ``data.paired.allow_duplicates`` says;
 - a ``label`` column holds class names or integers, not both (:func:`.labels.mixed_labels`);
 - every file resolves (symbolic links followed) inside the manifest's folder, unless
   ``data.paired.allow_outside``;
@@ -48,23 +53,26 @@ class Rules:
 
     @property
     def errors(self) -> list[Finding]:
+        """The broken rules that stop preprocessing."""
         return [f for f in self.findings if not f.warning]
 
     @property
     def warnings(self) -> list[Finding]:
+        """The broken rules an option allowed (reported, not errors)."""
         return [f for f in self.findings if f.warning]
 
 
 def check_rules(manifest: Manifest, options: PairedConfig) -> Rules:
     """Check the rules of the module docstring and assign the splits."""
     unknown = _unknown_columns(manifest)
-    findings = [*unknown, *_duplicate_ids(manifest)]
+    findings = [*unknown, *_empty_ids(manifest), *_duplicate_ids(manifest)]
     mixed = mixed_labels(manifest, options.classes)
     if mixed is not None:
         findings.append(mixed)
     files = _resolved_files(manifest, skip={f.column for f in unknown})  # not files, maybe
     if not options.allow_outside:
         findings += _outside(manifest, files)
+    findings += _one_file_in_two_columns(files)
     shared = {
         column: {path: rows for path, rows in by_path.items() if len(rows) > 1}
         for column, by_path in _rows_by_file(files).items()
@@ -106,10 +114,60 @@ def _unknown_columns(manifest: Manifest) -> list[Finding]:
                 column,
                 (),
                 (
-                    f"unknown column: no front end '{column}' is registered{hint}, and it is not id, "
-                    f"label or split; set data.paired.ignore_columns=[{column}] to leave it unread, or "
-                    f"register a front end '{column}' (a plugin; --set plugins=[module])"
+                    f"unknown column: no front end '{column}' is registered{hint}, and it is not "
+                    f"id, label or split; set data.paired.ignore_columns=[{column}] to leave it "
+                    f"unread, or register a front end '{column}' (a plugin; --set plugins=[module])"
                 ),
+            )
+        )
+    return findings
+
+
+def _empty_ids(manifest: Manifest) -> list[Finding]:
+    """Rows of a manifest with an ``id`` column whose id is empty or absent (a JSONL key)."""
+    if "id" not in manifest.columns:
+        return []
+    empty = [n for n, row in enumerate(manifest.rows, start=1) if not row.get("id")]
+    if not empty:
+        return []
+    return [
+        Finding(
+            "id",
+            tuple(empty),
+            f"empty id in {rows_text(empty)}; give every row a unique id, or remove the id "
+            "column (rows are then known by their numbers)",
+        )
+    ]
+
+
+def _one_file_in_two_columns(files: dict[str, dict[int, tuple[str, str]]]) -> list[Finding]:
+    """Rows whose cells of two columns resolve to one file.
+
+    A finding per pair of columns, on the later column, naming the earlier one.
+    """
+    by_pair: dict[tuple[str, str], list[tuple[int, str, str]]] = {}
+    rows = sorted({n for cells in files.values() for n in cells})
+    for number in rows:
+        first: dict[str, str] = {}  # resolved path -> the first column holding it
+        for column, cells in files.items():
+            if number not in cells:
+                continue
+            cell, path = cells[number]
+            if path in first:
+                by_pair.setdefault((first[path], column), []).append((number, cell, path))
+            else:
+                first[path] = column
+    findings = []
+    for (earlier, column), found in by_pair.items():
+        listed = [f"row {n}: '{cell}' -> {path}" for n, cell, path in found]
+        numbers = [n for n, _, _ in found]
+        findings.append(
+            Finding(
+                column,
+                tuple(numbers),
+                f"the same file as column '{earlier}' in {rows_text(numbers)} "
+                f"({_first(listed, 'rows')}); one file is not two modalities: give each column "
+                "its own modality's file (data.paired.allow_duplicates does not allow this)",
             )
         )
     return findings
@@ -120,8 +178,8 @@ def _duplicate_ids(manifest: Manifest) -> list[Finding]:
         return []
     by_id: dict[str, list[int]] = {}
     for number, row in enumerate(manifest.rows, start=1):
-        if row.get("id"):
-            by_id.setdefault(row["id"], []).append(number)
+        if cell := row.get("id"):
+            by_id.setdefault(cell, []).append(number)
     repeated = {cell: rows for cell, rows in by_id.items() if len(rows) > 1}
     if not repeated:
         return []
@@ -137,9 +195,10 @@ def _duplicate_ids(manifest: Manifest) -> list[Finding]:
 
 
 def _resolved_files(manifest: Manifest, skip: set[str]) -> dict[str, dict[int, tuple[str, str]]]:
-    """``{column: {row: (cell, resolved path)}}`` of every non-empty cell of the modality
-    columns not in ``skip``, as ``Path.resolve`` gives it (symbolic links followed), with each
-    folder resolved once and one ``lstat`` per file (no file is read).
+    """``{column: {row: (cell, resolved path)}}`` of the modality columns not in ``skip``.
+
+    Every non-empty cell, resolved as ``Path.resolve`` would (symbolic links followed), with
+    each folder resolved once and one ``lstat`` per file (no file is read).
     """
     base = str(manifest.path.parent)
     folders: dict[str, str] = {}
@@ -186,8 +245,9 @@ def _outside(manifest: Manifest, files: dict[str, dict[int, tuple[str, str]]]) -
                 column,
                 tuple(n for n, _, _ in outside),
                 (
-                    f"row {number}'s '{cell}' resolves to {path}, outside the manifest's folder "
-                    f"{folder}{also}; keep the files inside it, or set data.paired.allow_outside=true"
+                    f"row {number}'s '{cell}' resolves to {path}, outside the manifest's "
+                    f"folder {folder}{also}; keep the files inside it, or set "
+                    "data.paired.allow_outside=true"
                 ),
             )
         )
@@ -229,7 +289,7 @@ def _duplicate_files(
         used = [splits[n - 1] for n in rows]
         if len({s for s in used if s}) > 1:
             return f"{path} in " + ", ".join(
-                f"row {n} ({s or 'no split'})" for n, s in zip(rows, used)
+                f"row {n} ({s or 'no split'})" for n, s in zip(rows, used, strict=True)
             )
         return f"{path} in {rows_text(rows)}"
 
@@ -247,9 +307,9 @@ def _duplicate_files(
                 column,
                 _all(by_path),
                 (
-                    f"the same file in several rows: {_first(listed, 'files')}{leak}; remove the "
-                    "repeated rows, or set data.paired.allow_duplicates=true to keep them (they then "
-                    "share one split)"
+                    f"the same file in several rows: {_first(listed, 'files')}{leak}; remove "
+                    "the repeated rows, or set data.paired.allow_duplicates=true to keep them "
+                    "(they then share one split)"
                 ),
             )
         )
@@ -261,9 +321,9 @@ def _duplicate_files(
                 column,
                 _all(parted),
                 (
-                    f"rows of different splits share a file: {_first(listed, 'files')}; test samples "
-                    "would be trained on, even with data.paired.allow_duplicates=true: give rows that "
-                    "share a file the same split cell"
+                    f"rows of different splits share a file: {_first(listed, 'files')}; test "
+                    "samples would be trained on, even with data.paired.allow_duplicates=true: "
+                    "give rows that share a file the same split cell"
                 ),
             )
         )
@@ -275,8 +335,8 @@ def _duplicate_files(
                 column,
                 _all(kept),
                 (
-                    f"the same file in several rows, kept (data.paired.allow_duplicates=true) in one "
-                    f"split: {_first(listed, 'files')}"
+                    "the same file in several rows, kept (data.paired.allow_duplicates=true) in "
+                    f"one split: {_first(listed, 'files')}"
                 ),
                 warning=True,
             )

@@ -26,9 +26,10 @@ def assign_splits(
     seed: int,
     together: Sequence[Sequence[int]] = (),
 ) -> tuple[list[str | None], list[Problem]]:
-    """One split per row (``None`` where the cell is not a split) and the rows whose ``split``
-    cell is empty or unknown. ``together``: groups of row numbers (from 1) that a seeded split
-    keeps in one split (a ``split`` column is taken as written).
+    """One split per row (``None`` where the cell is not a split) and the rows with bad cells.
+
+    A ``split`` cell is bad when empty or unknown. ``together``: groups of row numbers (from 1)
+    that a seeded split keeps in one split (a ``split`` column is taken as written).
     """
     n = len(manifest.rows)
     if "split" in manifest.columns:

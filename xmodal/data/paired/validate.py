@@ -1,12 +1,14 @@
-"""The validation pass: every cell of every manifest row is read once before conversion, and
-each problem is kept with its row and column (see :mod:`xmodal.data.paired.problems`).
+"""The validation pass: every cell of every manifest row is read once before conversion.
+
+Each problem is kept with its row and column (see :mod:`xmodal.data.paired.problems`).
 
 Checked: a row lacking a modality column or with an empty cell, a missing file, a file that
 cannot be read or decoded, a wrong shape or channel count (images need 3 channels, depth
 PNGs 1 at 16 bits; a ``.npy`` column's rows share the first good row's shape), a label outside
 the class list and a split that is not train, val or test. The manifest-wide rules
-(:mod:`.rules`: known columns, unique ids and files, paths inside the folder) come first and
-are kept apart as ``findings``: leaving rows out does not fix them.
+(:mod:`.rules`: known columns, non-empty unique ids, unique files, one file per column of a
+row, paths inside the folder) come first and are kept apart as ``findings``: leaving rows out
+does not fix them.
 """
 
 from __future__ import annotations
@@ -65,8 +67,10 @@ def validate_manifest(
     progress: Callable[..., None] | None = None,
     rules: Rules | None = None,
 ) -> Validation:
-    """Read every cell once (``progress(done_rows, total_rows)`` after each row); ``rules``: the
-    manifest's :func:`~xmodal.data.paired.rules.check_rules`, when already checked.
+    """Read every cell once; ``progress(done_rows, total_rows)`` is called after each row.
+
+    ``rules``: the manifest's :func:`~xmodal.data.paired.rules.check_rules`, when already
+    checked.
     """
     rules = check_rules(manifest, options) if rules is None else rules
     splits = rules.splits
@@ -129,8 +133,9 @@ def read_cell(manifest: Manifest, number: int, modality: str, options: PairedCon
 
 
 def read_row(validation: Validation, number: int, options: PairedConfig) -> dict[str, np.ndarray]:
-    """Every modality of a row that passed validation, as cached (a file changed since the
-    validation pass raises DataError).
+    """Every modality of a row that passed validation, as cached.
+
+    A file changed since the validation pass raises DataError.
     """
     arrays: dict[str, Any] = {}
     for modality in validation.manifest.modalities:

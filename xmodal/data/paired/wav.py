@@ -1,5 +1,7 @@
-"""A WAV reader without a decoder library: integer PCM (8/16/24/32-bit) and IEEE float
-(32/64-bit), plain or ``WAVE_FORMAT_EXTENSIBLE``.
+"""A WAV reader without a decoder library.
+
+It reads integer PCM (8/16/24/32-bit) and IEEE float (32/64-bit), plain or
+``WAVE_FORMAT_EXTENSIBLE``.
 
 The standard library's ``wave`` reads integer PCM only, and torchaudio >= 2.9 decodes through
 torchcodec and FFmpeg, which a fresh machine often lacks; float WAVs (what numpy/soundfile

@@ -1,5 +1,7 @@
-"""The embedded procedural tri-modal dataset ``scenes``: RGB, metric depth and audio of small
-synthetic rooms (floor, back wall, a few primitive objects), labelled with a scene class.
+"""The embedded procedural tri-modal dataset ``scenes``.
+
+RGB, metric depth and audio of small synthetic rooms (floor, back wall, a few primitive
+objects), labelled with a scene class.
 
 ``generate_scenes`` writes all splits to one HDF5 file (layout in :mod:`.generate`);
 ``read_scenes_info`` validates such a file. The vocabulary lives in :mod:`.recipes`.

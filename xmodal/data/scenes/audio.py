@@ -48,8 +48,8 @@ def fundamental_frequency(category: int, size: float) -> float:
 
 
 def synthesize_audio(
-    categories: Sequence[int],
-    sizes: Sequence[float],
+    categories: Sequence[int] | np.ndarray,
+    sizes: Sequence[float] | np.ndarray,
     sample_rate: int,
     num_samples: int,
     noise: float,
@@ -72,7 +72,7 @@ def synthesize_audio(
     t = np.arange(num_samples) / sample_rate  # [T] seconds
 
     f0 = pitch_shift * np.array(
-        [fundamental_frequency(c, s) for c, s in zip(categories, sizes)]
+        [fundamental_frequency(c, s) for c, s in zip(categories, sizes, strict=True)]
     ).reshape(n)
     harmonics = np.arange(1, HARMONIC_PROFILE.shape[1] + 1)
     freqs = f0[:, None] * harmonics[None, :]  # [n, K] Hz
@@ -94,4 +94,5 @@ def synthesize_audio(
     peak = np.abs(clip).max()
     if peak > 0:
         clip = clip / peak
-    return clip.astype(np.float32)
+    samples: np.ndarray = clip.astype(np.float32)
+    return samples

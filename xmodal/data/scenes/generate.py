@@ -20,7 +20,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from xmodal.core.atomic import atomic_output
+from xmodal.core.cache import atomic_output
 from xmodal.core.errors import DataError
 from xmodal.data.hdf5_output import hdf5_bytes, hdf5_writing
 from xmodal.data.scenes.audio import synthesize_audio
@@ -182,8 +182,9 @@ def _split_shapes(n: int, config: ScenesConfig) -> dict[str, tuple[tuple[int, ..
 
 
 def file_bytes(config: ScenesConfig) -> int:
-    """The free space to ask for before generating: its arrays plus HDF5's margin
-    (:func:`~xmodal.data.hdf5_output.hdf5_bytes`).
+    """The free space to ask for before generating: its arrays plus HDF5's margin.
+
+    See :func:`~xmodal.data.hdf5_output.hdf5_bytes`.
     """
     shapes = [
         shape_dtype
@@ -208,7 +209,7 @@ def generate_scenes(
 ) -> Path:
     """Generate every split of ``config`` into the HDF5 file ``path``; return ``path``.
 
-    Writes a temporary file unique to this process first (:func:`xmodal.core.atomic.atomic_output`,
+    Writes a temporary file unique to this process first (:func:`xmodal.core.cache.atomic_output`,
     free space checked before with a margin: HDF5 may crash on a full disk) and renames it over
     ``path`` only when complete, so an interrupted run never leaves a partial file at ``path``;
     an HDF5 write error is one OutputError line and removes the temporary file.

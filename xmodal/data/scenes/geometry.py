@@ -12,6 +12,7 @@ copy of those vertices. That keeps per-sample cost to a few small matrix product
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,9 +54,17 @@ BACKGROUND_THICKNESS: float = 0.1
 FLOOR_BACK: float = -6.0
 
 
+def triple(values: Iterable[float]) -> tuple[float, float, float]:
+    """Three numbers (an RGB albedo, a direction) as the plain floats the specs hold."""
+    x, y, z = (float(v) for v in values)
+    return x, y, z
+
+
 @dataclass(frozen=True)
 class ObjectSpec:
-    """One object: category id, size (largest side, m), floor position ``x, y`` (m), yaw (rad),
+    """One object of a scene.
+
+    Its category id, size (largest side, m), floor position ``x, y`` (m), yaw (rad) and
     diffuse albedo (RGB in [0, 1]).
     """
 
@@ -182,8 +191,8 @@ def scene_meshes(spec: SceneSpec) -> list[o3d.t.geometry.TriangleMesh]:
     meshes = []
     for vertices, triangles in parts:
         mesh = o3d.t.geometry.TriangleMesh()
-        mesh.vertex.positions = o3d.core.Tensor(vertices)
-        mesh.triangle.indices = o3d.core.Tensor(triangles.astype(np.int64))
+        mesh.vertex.positions = o3d.core.Tensor(vertices)  # type: ignore[call-overload]  # stubs: dtype and device required
+        mesh.triangle.indices = o3d.core.Tensor(triangles.astype(np.int64))  # type: ignore[call-overload]  # as above
         meshes.append(mesh)
     return meshes
 
@@ -193,7 +202,7 @@ def build_scene_geometry(spec: SceneSpec) -> SceneGeometry:
     scene = o3d.t.geometry.RaycastingScene()
     parts = background_triangles(spec.wall_distance) + [object_triangles(o) for o in spec.objects]
     for vertices, triangles in parts:
-        scene.add_triangles(o3d.core.Tensor(vertices), o3d.core.Tensor(triangles))
+        scene.add_triangles(o3d.core.Tensor(vertices), o3d.core.Tensor(triangles))  # type: ignore[call-overload]  # stubs: dtype and device required
     semantic = np.array(
         [FLOOR_ID, WALL_ID] + [semantic_id(o.category) for o in spec.objects], dtype=np.uint8
     )
@@ -239,12 +248,12 @@ def sample_scene(class_index: int, rng: np.random.Generator) -> SceneSpec:
                 x=float(x),
                 y=float(y),
                 yaw=float(rng.uniform(-1.0, 1.0) * YAW_HALF_RANGE[category]),
-                albedo=tuple(float(a) for a in sample_object_albedo(category, rng)),
+                albedo=triple(sample_object_albedo(category, rng)),
             )
         )
     return SceneSpec(
         objects=tuple(objects),
         wall_distance=wall_distance,
-        floor_albedo=tuple(float(a) for a in floor_albedo),
-        wall_albedo=tuple(float(a) for a in wall_albedo),
+        floor_albedo=triple(floor_albedo),
+        wall_albedo=triple(wall_albedo),
     )

@@ -25,9 +25,10 @@ def scene_points(
     split: str,
     indices: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``[N, H, W]`` depth maps (metres) of ``split`` -> ``[N, num_points, 3]`` float32 camera-frame
-    xyz in metres; sample ``i`` (its index in the split: ``indices[k]`` for the ``k``-th map, or
-    ``k``) is drawn with the generator of ``(seed, split, i)``.
+    """``[N, H, W]`` depth maps (metres) of ``split`` -> ``[N, num_points, 3]`` point clouds.
+
+    Float32 camera-frame xyz in metres; sample ``i`` (its index in the split: ``indices[k]``
+    for the ``k``-th map, or ``k``) is drawn with the generator of ``(seed, split, i)``.
     """
     if depth.ndim != 3:
         raise ValueError(f"scene_points needs depth maps [N, H, W], got shape {depth.shape}")

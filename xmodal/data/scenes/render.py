@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import open3d as o3d
 
-from xmodal.data.scenes.geometry import SceneSpec, build_scene_geometry
+from xmodal.data.scenes.geometry import SceneSpec, build_scene_geometry, triple
 
 # NYU-Depth-V2 RGB camera, pixels, for its 640x480 images.
 NYU_FX, NYU_FY, NYU_CX, NYU_CY = 518.8579, 519.4696, 325.5824, 253.7362
@@ -66,8 +66,10 @@ class CameraPose:
     pitch: float = CAMERA_PITCH
 
     def rotation(self) -> np.ndarray:
-        """Camera-to-world rotation, float64 ``[3, 3]``: columns are the camera's x (right),
-        y (down) and z (forward) axes in world coordinates.
+        """Camera-to-world rotation, float64 ``[3, 3]``.
+
+        Its columns are the camera's x (right), y (down) and z (forward) axes in world
+        coordinates.
         """
         cy, sy = math.cos(self.yaw), math.sin(self.yaw)
         cp, sp = math.cos(self.pitch), math.sin(self.pitch)
@@ -95,8 +97,10 @@ def sample_camera(rng: np.random.Generator) -> CameraPose:
 
 @dataclass(frozen=True)
 class Lighting:
-    """A directional light: unit ``direction`` (world, pointing from surfaces towards the light)
-    and the ambient fraction in [0, 1] of the total illumination.
+    """A directional light and the ambient share of the illumination.
+
+    ``direction``: unit vector (world, pointing from surfaces towards the light); ``ambient``:
+    the fraction in [0, 1] of the total illumination.
     """
 
     direction: tuple[float, float, float] = (0.0, -0.6, 0.8)
@@ -108,7 +112,7 @@ def sample_lighting(rng: np.random.Generator) -> Lighting:
     d = np.array([rng.uniform(-0.7, 0.7), rng.uniform(-1.0, -0.3), rng.uniform(0.4, 1.0)])
     d /= np.linalg.norm(d)
     ambient = float(rng.uniform(*AMBIENT_RANGE))
-    return Lighting(direction=tuple(float(a) for a in d), ambient=ambient)
+    return Lighting(direction=triple(d), ambient=ambient)
 
 
 def camera_rays(camera: CameraPose, image_size: int) -> np.ndarray:
@@ -153,7 +157,7 @@ def render_scene(
     """
     geometry = build_scene_geometry(spec)
     rays = camera_rays(camera, image_size)
-    hits = geometry.scene.cast_rays(o3d.core.Tensor(rays))
+    hits = geometry.scene.cast_rays(o3d.core.Tensor(rays))  # type: ignore[call-overload]  # stubs: dtype and device required
     t_hit = hits["t_hit"].numpy()
     geometry_ids = hits["geometry_ids"].numpy()
     normals = hits["primitive_normals"].numpy()

@@ -22,8 +22,9 @@ from xmodal.core.checks import literal_rules, non_negative, positive, require
 from xmodal.core.registry import METHODS
 from xmodal.objectives.critic import ProjectionHead
 from xmodal.objectives.memory_bank import MemoryBank, negatives_per_step
+from xmodal.objectives.memory_options import MemoryOptions
 from xmodal.objectives.nce import nce_loss, nce_normaliser
-from xmodal.objectives.negative_memory import MemoryOptions, build_memories
+from xmodal.objectives.negative_memory import build_memories
 from xmodal.objectives.negative_queue import NegativeQueue
 from xmodal.objectives.objective import (
     Objective,
@@ -37,9 +38,11 @@ __all__ = ["CRDConfig", "CRDObjective", "nce_loss"]
 
 @dataclass
 class CRDConfig(MemoryOptions):
-    """Tian et al. 2019, "Contrastive Representation Distillation" (NCE form, reference defaults),
-    beside the memory's options (:class:`~xmodal.objectives.negative_memory.MemoryOptions`; under
-    ``negatives=other_class, sharing=batch`` the anchor's own class is masked out of the shared set).
+    """Tian et al. 2019, "Contrastive Representation Distillation" (NCE form, reference defaults).
+
+    Beside the memory's options (:class:`~xmodal.objectives.memory_options.MemoryOptions`;
+    under ``negatives=other_class, sharing=batch`` the anchor's own class is masked out of the
+    shared set).
 
     Attributes:
         weight: weight of the (two-direction) NCE loss (> 0); 0.8 (CRD's beta).
@@ -75,8 +78,8 @@ class CRDObjective(Objective):
     """CRD NCE objective with its heads, memory banks and normalisation constants.
 
     Args:
-        teacher_dim: teacher feature size ``Dt``.
         student_dim: student feature size ``Ds``.
+        teacher_dim: teacher feature size ``Dt``.
         num_samples: training-set size ``N`` (bank rows), >= 2.
         config: :class:`CRDConfig`.
         seed: seeds the heads (without touching the global RNG), the banks and the sampling.
@@ -96,11 +99,13 @@ class CRDObjective(Objective):
 
     @classmethod
     def needs_for(cls, options: Any) -> frozenset[str]:
+        """The teacher, and labels for ``alpha > 0`` or ``negatives=other_class``."""
         labelled = options.alpha > 0 or options.negatives == "other_class"
         return cls.needs | ({"labels"} if labelled else set())
 
     @classmethod
     def build(cls, context: ObjectiveContext, options: Any) -> CRDObjective:
+        """CRD for this set-up (its heads, memories and, with ``alpha > 0``, a classifier)."""
         if context.teacher_dim is None:
             raise ValueError("needs teacher features")
         if options.negatives != "queue":
@@ -108,8 +113,8 @@ class CRDObjective(Objective):
         if options.negatives == "other_class" and context.train_labels is None:
             raise ValueError("crd.negatives=other_class needs labels; use crd.negatives=uniform")
         return cls(
-            context.teacher_dim,
             context.student_dim,
+            context.teacher_dim,
             context.num_samples,
             options,
             seed=context.seed,
@@ -122,8 +127,8 @@ class CRDObjective(Objective):
 
     def __init__(
         self,
-        teacher_dim: int,
         student_dim: int,
+        teacher_dim: int,
         num_samples: int,
         config: CRDConfig | None = None,
         seed: int = 0,
@@ -133,8 +138,8 @@ class CRDObjective(Objective):
         super().__init__()
         config = config if config is not None else CRDConfig()
         for name, value, low in (
-            ("teacher_dim", teacher_dim, 1),
             ("student_dim", student_dim, 1),
+            ("teacher_dim", teacher_dim, 1),
             ("num_samples", num_samples, 2),
             ("seed", seed, 0),
         ):
@@ -147,8 +152,6 @@ class CRDObjective(Objective):
             )
         self.config = config
         self.num_samples = num_samples
-        self.tau = float(config.tau)
-        self.weight = float(config.weight)
         self.num_negatives_effective = negatives_per_step(config.num_negatives, num_samples)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -178,8 +181,9 @@ class CRDObjective(Objective):
         return bool(self.z_teacher > 0) and bool(self.z_student > 0)
 
     def sample_negatives(self, indices: Tensor) -> Tensor:
-        """Bank rows outside the batch's ``indices`` per the config: ``[K]`` shared or ``[B, K]``
-        per anchor (see the module docstring).
+        """Bank rows outside the batch's ``indices`` per the config.
+
+        ``[K]`` shared or ``[B, K]`` per anchor (see the module docstring).
         """
         cfg, bank, gen = self.config, self.teacher_bank, self._negative_generator
         if not isinstance(bank, MemoryBank):
@@ -204,7 +208,7 @@ class CRDObjective(Objective):
         self,
         student: Tensor,
         teacher: Tensor | None,
-        labels: Tensor,
+        labels: Tensor | None,
         indices: Tensor,
         negatives: Tensor | None = None,
     ) -> dict[str, Tensor]:
@@ -268,24 +272,26 @@ class CRDObjective(Objective):
         negatives = negatives.to(self.teacher_bank.memory.device)
         k = negatives.shape[-1]
         with torch.autocast(device_type=u.device.type, enabled=False):
-            bank_t = self.teacher_bank.memory[negatives].to(
-                u.dtype
-            )  # [K, d] or [B, K, d], no gradient
+            # [K, d] or [B, K, d], no gradient
+            bank_t = self.teacher_bank.memory[negatives].to(u.dtype)
             bank_s = self.student_bank.memory[negatives].to(u.dtype)
-            positive = (u * v).sum(1) / self.tau  # [B] log of the unnormalised score
+            positive = (u * v).sum(1) / self.config.tau  # [B] log of the unnormalised score
             if negatives.dim() == 1:
-                negative_t = u @ bank_s.t() / self.tau  # [B, K] teacher anchors vs student bank
-                negative_s = v @ bank_t.t() / self.tau  # [B, K] student anchors vs teacher bank
+                # [B, K]: teacher anchors vs the student bank, student anchors vs the teacher's
+                negative_t = u @ bank_s.t() / self.config.tau
+                negative_s = v @ bank_t.t() / self.config.tau
             else:
-                negative_t = torch.bmm(bank_s, u.unsqueeze(-1)).squeeze(-1) / self.tau
-                negative_s = torch.bmm(bank_t, v.unsqueeze(-1)).squeeze(-1) / self.tau
+                negative_t = torch.bmm(bank_s, u.unsqueeze(-1)).squeeze(-1) / self.config.tau
+                negative_s = torch.bmm(bank_t, v.unsqueeze(-1)).squeeze(-1) / self.config.tau
             if isinstance(self.teacher_bank, NegativeQueue):  # an anchor's own older embedding
                 own = self.teacher_bank.own_rows(indices)
                 negative_t = negative_t.masked_fill(own, -math.inf)
                 negative_s = negative_s.masked_fill(own, -math.inf)
-            if self.config.negatives == "other_class":  # shared sets still hold same-class rows
-                anchor_labels = self.teacher_bank.labels_of(indices).unsqueeze(1)  # [B, 1]
-                same = self.teacher_bank.labels_of(negatives) == anchor_labels  # [B, K]
+            bank = self.teacher_bank
+            if self.config.negatives == "other_class" and isinstance(bank, MemoryBank):
+                # shared sets still hold same-class rows
+                anchor_labels = bank.labels_of(indices).unsqueeze(1)  # [B, 1]
+                same = bank.labels_of(negatives) == anchor_labels  # [B, K]
                 negative_t = negative_t.masked_fill(same, -math.inf)
                 negative_s = negative_s.masked_fill(same, -math.inf)
             if not self.z_estimated:
@@ -297,7 +303,7 @@ class CRDObjective(Objective):
             loss_s = nce_loss(
                 positive - self.z_student.log(), negative_s - self.z_student.log(), log_noise
             )
-            total = self.weight * (loss_t + loss_s)
+            total = self.config.weight * (loss_t + loss_s)
         out = {
             "loss": total,
             "nce_teacher_anchor": loss_t.detach(),
@@ -306,6 +312,8 @@ class CRDObjective(Objective):
             "student_embed": v.detach(),
         }
         if self.label_terms is not None:
+            if labels is None:
+                raise ValueError("CRDObjective: alpha > 0 needs the batch's labels")
             terms = self.label_terms(student, labels, indices)
             out = {**out, **terms, "loss": total + terms["loss"]}
         return out
@@ -318,8 +326,9 @@ class CRDObjective(Objective):
 
     @torch.no_grad()
     def update_memory(self, indices: Tensor, teacher_embed: Tensor, student_embed: Tensor) -> None:
-        """Momentum-update both banks (or enqueue into both queues) with a (gathered) batch; call
-        after the optimiser step.
+        """Momentum-update both banks (or enqueue into both queues) with a (gathered) batch.
+
+        Call after the optimiser step.
         """
         self.teacher_bank.record(indices, teacher_embed)
         self.student_bank.record(indices, student_embed)

@@ -62,6 +62,7 @@ class FitNetObjective(Objective):
 
     @classmethod
     def build(cls, context: ObjectiveContext, options: Any) -> FitNetObjective:
+        """FitNet for this set-up (a connector ``Ds -> Dt``)."""
         if context.teacher_dim is None:
             raise ValueError("needs teacher features")
         return cls(context.student_dim, context.teacher_dim, options, seed=context.seed)
@@ -75,14 +76,14 @@ class FitNetObjective(Objective):
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
                 raise ValueError(f"FitNetObjective: {name} must be an int >= 1, got {value!r}")
         self.config = config
-        self.weight = float(config.weight)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.connector = nn.Linear(student_dim, teacher_dim)
 
     def forward(
-        self, student: Tensor, teacher: Tensor | None, labels: Tensor, indices: Tensor
+        self, student: Tensor, teacher: Tensor | None, labels: Tensor | None, indices: Tensor
     ) -> dict[str, Tensor]:
+        """``loss`` and ``mse`` of one batch (``labels`` and ``indices`` are not read)."""
         if teacher is None:
             raise ValueError("FitNetObjective: needs teacher features")
         if student.dim() != 2 or teacher.dim() != 2 or student.shape[0] != teacher.shape[0]:
@@ -93,4 +94,4 @@ class FitNetObjective(Objective):
         predicted = self.connector(student.to(self.connector.weight.dtype))
         with torch.autocast(device_type=predicted.device.type, enabled=False):
             mse = F.mse_loss(predicted.float(), teacher.detach().float())
-        return {"loss": self.weight * mse, "mse": mse.detach()}
+        return {"loss": self.config.weight * mse, "mse": mse.detach()}

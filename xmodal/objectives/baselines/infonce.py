@@ -1,5 +1,6 @@
-"""Symmetric in-batch InfoNCE, the CLIP loss that ImageBind binds modalities with
-(Girdhar et al., CVPR 2023; Radford et al. 2021).
+"""Symmetric in-batch InfoNCE, the CLIP loss that ImageBind binds modalities with.
+
+Girdhar et al., CVPR 2023; Radford et al. 2021.
 
 Linear heads and L2 normalisation embed the teacher and student features (``u_i``, ``v_i``);
 ``logits = exp(s) * u v^T`` with a learnable log-scale ``s`` clamped to ``[0, log(max)]``, and
@@ -31,8 +32,9 @@ __all__ = ["InfoNCEConfig", "InfoNCEObjective"]
 
 @dataclass
 class InfoNCEConfig:
-    """Girdhar et al. 2023, "ImageBind: One Embedding Space To Bind Them All" (CLIP's loss and
-    temperature handling).
+    """Girdhar et al. 2023, "ImageBind: One Embedding Space To Bind Them All".
+
+    CLIP's loss and temperature handling.
 
     Attributes:
         embed_dim: size ``d`` of the shared embedding space (>= 1).
@@ -84,13 +86,14 @@ class InfoNCEObjective(Objective):
     """Symmetric InfoNCE between projected teacher and student features.
 
     Args:
-        teacher_dim: teacher feature size ``Dt``.
         student_dim: student feature size ``Ds``.
+        teacher_dim: teacher feature size ``Dt``.
         config: :class:`InfoNCEConfig`.
         seed: seeds the heads without touching the global RNG.
 
     Attributes:
-        teacher_head, student_head: linear :class:`ProjectionHead` onto the sphere (no spectral norm).
+        teacher_head, student_head: linear :class:`ProjectionHead` onto the sphere (no
+            spectral norm).
         logit_scale: scalar ``s`` (``log(1/temperature)``); a parameter under
             ``learn_temperature``, else a buffer.
         max_log_scale: ``log(max_logit_scale)``, the upper clamp of ``s``.
@@ -101,6 +104,7 @@ class InfoNCEObjective(Objective):
 
     @classmethod
     def build(cls, context: ObjectiveContext, options: Any) -> InfoNCEObjective:
+        """InfoNCE for this set-up; a batch needs 2 pairs at least."""
         if context.teacher_dim is None:
             raise ValueError("needs teacher features")
         if context.batch_size is not None and context.batch_size < 2:
@@ -108,25 +112,24 @@ class InfoNCEObjective(Objective):
                 f"contrasts each pair with the other pairs of its batch, and a batch of "
                 f"{context.batch_size} has none: raise distill.optim.batch_size to >= 2"
             )
-        return cls(context.teacher_dim, context.student_dim, options, seed=context.seed)
+        return cls(context.student_dim, context.teacher_dim, options, seed=context.seed)
 
     logit_scale: Tensor
 
     def __init__(
-        self, teacher_dim: int, student_dim: int, config: InfoNCEConfig | None = None, seed: int = 0
+        self, student_dim: int, teacher_dim: int, config: InfoNCEConfig | None = None, seed: int = 0
     ) -> None:
         super().__init__()
         config = config if config is not None else InfoNCEConfig()
         for name, value, low in (
-            ("teacher_dim", teacher_dim, 1),
             ("student_dim", student_dim, 1),
+            ("teacher_dim", teacher_dim, 1),
             ("seed", seed, 0),
         ):
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
                 raise ValueError(f"InfoNCEObjective: {name} must be an int >= {low}, got {value!r}")
         self.config = config
-        self.teacher_dim, self.student_dim = teacher_dim, student_dim
-        self.weight = float(config.weight)
+        self.student_dim, self.teacher_dim = student_dim, teacher_dim
         self.max_log_scale = math.log(config.max_logit_scale)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -146,6 +149,8 @@ class InfoNCEObjective(Objective):
         Args:
             student: ``[B, Ds]`` student features (gradient flows).
             teacher: ``[B, Dt]`` frozen teacher features (detached here).
+            labels: not read.
+            indices: not read.
 
         Returns:
             ``loss`` (``weight * infonce``), ``infonce`` (before ``weight``, nats) and
@@ -173,14 +178,14 @@ class InfoNCEObjective(Objective):
             # Clamp the value used, not the parameter: past a bound its gradient is 0.
             scale = self.logit_scale.float().clamp(0.0, self.max_log_scale).exp()
             # Local anchors against every process's candidates: [B, world * B] logits, the
-            # positive of row i at column rank * B + i (open_clip's local_loss with gather_with_grad).
+            # positive of row i at column rank * B + i (open_clip's local_loss, gather_with_grad).
             u_all, v_all = all_gather_with_grad(u), all_gather_with_grad(v)
             targets = torch.arange(u.shape[0], device=u.device) + rank() * u.shape[0]
             teacher_anchor = F.cross_entropy(scale * u @ v_all.t(), targets)
             student_anchor = F.cross_entropy(scale * v @ u_all.t(), targets)
             infonce = (teacher_anchor + student_anchor) / 2
         return {
-            "loss": self.weight * infonce,
+            "loss": self.config.weight * infonce,
             "infonce": infonce.detach(),
             "temperature": (1.0 / scale).detach(),
         }

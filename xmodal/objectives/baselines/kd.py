@@ -63,7 +63,8 @@ class KDConfig:
 
 @METHODS.register(
     "kd",
-    "Hinton KD: KL to the teacher's softened logits (T^2-scaled) + alpha * CE; reads labels only when kd.alpha > 0",
+    "Hinton KD: KL to the teacher's softened logits (T^2-scaled) + alpha * CE; reads labels "
+    "only when kd.alpha > 0",
 )
 class KDObjective(Objective):
     """KD objective: a linear student head trained to match the teacher's softened logits.
@@ -90,10 +91,12 @@ class KDObjective(Objective):
 
     @classmethod
     def needs_for(cls, options: Any) -> frozenset[str]:
+        """The teacher's logits, and labels for ``alpha > 0``."""
         return cls.needs | ({"labels"} if options.alpha > 0 else set())
 
     @classmethod
     def build(cls, context: ObjectiveContext, options: Any) -> KDObjective:
+        """KD for this set-up; the teacher must have logits on the training split."""
         logits = context.teacher_logits
         if logits is None:
             raise ValueError(
@@ -143,13 +146,10 @@ class KDObjective(Objective):
         if not torch.isfinite(teacher_logits).all():
             raise ValueError("KDObjective: teacher_logits hold non-finite values")
         self.config = config
-        self.temperature = float(config.temperature)
-        self.alpha = float(config.alpha)
-        self.beta = float(config.beta)
         self.num_classes = int(teacher_logits.shape[1])
         classes = self.num_classes if num_classes is None else int(num_classes)
         separate = own_teacher_classes or classes != self.num_classes
-        if self.alpha > 0 and classes < 1:
+        if config.alpha > 0 and classes < 1:
             raise ValueError(
                 "KDObjective: alpha > 0 needs the dataset's classes (num_classes >= 1)"
             )
@@ -161,7 +161,7 @@ class KDObjective(Objective):
                 self.classifier = nn.Linear(student_dim, self.num_classes)
             else:
                 self.kd_head = nn.Linear(student_dim, self.num_classes)
-                if self.alpha > 0:
+                if config.alpha > 0:
                     self.classifier = nn.Linear(student_dim, classes)
         # Non-persistent: the logits are an input (rebuilt from the teacher), not learned state.
         self.register_buffer(
@@ -169,32 +169,40 @@ class KDObjective(Objective):
         )
 
     def forward(
-        self, student: Tensor, teacher: Tensor | None, labels: Tensor, indices: Tensor
+        self, student: Tensor, teacher: Tensor | None, labels: Tensor | None, indices: Tensor
     ) -> dict[str, Tensor]:
-        """``student`` ``[B, Ds]``; ``teacher`` (features) is ignored; ``labels`` ``[B]`` are read
-        only when ``alpha > 0``; ``indices`` ``[B]`` select the teacher's logits.
+        """``loss``, ``kd``, ``agreement`` (and ``ce`` when ``alpha > 0``) of one batch.
+
+        Args:
+            student: ``[B, Ds]`` student features.
+            teacher: the teacher's features, ignored (KD reads its logits).
+            labels: ``[B]`` classes, read only when ``alpha > 0``.
+            indices: ``[B]`` dataset indices, selecting the teacher's logits.
         """
         if student.dim() != 2 or indices.shape != (student.shape[0],):
             raise ValueError(
                 f"KDObjective: need student [B, D] and indices [B], got "
                 f"{tuple(student.shape)} and {tuple(indices.shape)}"
             )
+        if labels is None and self.config.alpha > 0:
+            raise ValueError("KDObjective: alpha > 0 needs the batch's labels")
         head = self.kd_head if self.kd_head is not None else self.classifier
         assert head is not None
         student = student.to(head.weight.dtype)
         logits = head(student)  # [B, Ct]
         target = self.teacher_logits[indices.to(self.teacher_logits.device)]
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            kd = kd_loss(logits, target, self.temperature)
-            loss = self.beta * kd
+            kd = kd_loss(logits, target, self.config.temperature)
+            loss = self.config.beta * kd
             out: dict[str, Tensor] = {"loss": loss, "kd": kd.detach()}
-            if self.alpha > 0:
+            if self.config.alpha > 0:
                 assert self.classifier is not None
                 class_logits = (
                     logits if self.kd_head is None else self.classifier(student)
                 )  # [B, C]
+                assert labels is not None  # checked above
                 ce = F.cross_entropy(class_logits.float(), labels.to(logits.device))
-                out["loss"] = loss + self.alpha * ce
+                out["loss"] = loss + self.config.alpha * ce
                 out["ce"] = ce.detach()
         out["agreement"] = (logits.argmax(1) == target.argmax(1)).float().mean().detach()
         return out

@@ -75,16 +75,17 @@ class PKTObjective(Objective):
 
     @classmethod
     def build(cls, context: ObjectiveContext, options: Any) -> PKTObjective:
+        """PKT (no parameters)."""
         return cls(options)
 
     def __init__(self, config: PKTConfig | None = None) -> None:
         super().__init__()
         self.config = config if config is not None else PKTConfig()
-        self.weight = float(self.config.weight)
 
     def forward(
-        self, student: Tensor, teacher: Tensor | None, labels: Tensor, indices: Tensor
+        self, student: Tensor, teacher: Tensor | None, labels: Tensor | None, indices: Tensor
     ) -> dict[str, Tensor]:
+        """``loss`` and ``kl`` of one batch (``labels`` and ``indices`` are not read)."""
         if teacher is None:
             raise ValueError("PKTObjective: needs teacher features")
         if student.dim() != 2 or teacher.dim() != 2 or student.shape[0] != teacher.shape[0]:
@@ -94,4 +95,4 @@ class PKTObjective(Objective):
             )
         with torch.autocast(device_type=student.device.type, enabled=False):
             kl = pkt_loss(student, teacher)
-        return {"loss": self.weight * kl, "kl": kl.detach()}
+        return {"loss": self.config.weight * kl, "kl": kl.detach()}

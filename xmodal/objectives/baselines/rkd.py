@@ -129,17 +129,17 @@ class RKDObjective(Objective):
 
     @classmethod
     def build(cls, context: ObjectiveContext, options: Any) -> RKDObjective:
+        """RKD (no parameters)."""
         return cls(options)
 
     def __init__(self, config: RKDConfig | None = None) -> None:
         super().__init__()
         self.config = config if config is not None else RKDConfig()
-        self.distance_weight = float(self.config.distance_weight)
-        self.angle_weight = float(self.config.angle_weight)
 
     def forward(
-        self, student: Tensor, teacher: Tensor | None, labels: Tensor, indices: Tensor
+        self, student: Tensor, teacher: Tensor | None, labels: Tensor | None, indices: Tensor
     ) -> dict[str, Tensor]:
+        """``loss``, ``distance`` and ``angle`` of one batch (``labels``, ``indices`` unread)."""
         if teacher is None:
             raise ValueError("RKDObjective: needs teacher features")
         if student.dim() != 2 or teacher.dim() != 2 or student.shape[0] != teacher.shape[0]:
@@ -149,7 +149,7 @@ class RKDObjective(Objective):
             )
         with torch.autocast(device_type=student.device.type, enabled=False):
             zero = student.new_zeros((), dtype=torch.float32)
-            distance = rkd_distance(student, teacher) if self.distance_weight > 0 else zero
-            angle = rkd_angle(student, teacher) if self.angle_weight > 0 else zero
-            loss = self.distance_weight * distance + self.angle_weight * angle
+            distance = rkd_distance(student, teacher) if self.config.distance_weight > 0 else zero
+            angle = rkd_angle(student, teacher) if self.config.angle_weight > 0 else zero
+            loss = self.config.distance_weight * distance + self.config.angle_weight * angle
         return {"loss": loss, "distance": distance.detach(), "angle": angle.detach()}

@@ -17,10 +17,11 @@ from typing import Any
 
 import torch
 
+from xmodal.core.cache import load_checkpoint
+from xmodal.encoders.export import load_encoder
 from xmodal.evaluation.features import extract_features
 from xmodal.pipelines.context import RunContext
 from xmodal.pipelines.state import stage
-from xmodal.training.checkpoint import load_checkpoint, load_encoder
 
 
 @stage(
@@ -30,19 +31,20 @@ from xmodal.training.checkpoint import load_checkpoint, load_encoder
     produces=("rows",),
 )
 def classify(ctx: RunContext) -> None:
+    """Score every model that has a classifier over the dataset's classes on the test split."""
     test = ctx.state.dataset.splits["test"]
     labels = test.column("label")
     rows: list[dict[str, Any]] = ctx.state.rows
     for model in ctx.state.models:
-        classifier_file = Path(model["directory"]) / "classifier.pt"
-        if not classifier_file.is_file() or model.get("own_classes"):
+        classifier_file = Path(model.directory) / "classifier.pt"
+        if not classifier_file.is_file() or model.own_classes:
             continue
         unit = ctx.unit(
             "classify",
-            f"seed{model['seed']}",
-            f"{model['modality']}-{model['method']}",
+            f"seed{model.seed}",
+            f"{model.modality}-{model.method}",
             inputs={
-                "checkpoint": model["digest"],
+                "checkpoint": model.digest,
                 "data": ctx.state.data_key,
                 "classifier": str(classifier_file),
             },
@@ -50,7 +52,7 @@ def classify(ctx: RunContext) -> None:
         record = unit.record()
         if record is None:
             features = extract_features(
-                load_encoder(model["checkpoint"]), test, device=ctx.accelerator.device
+                load_encoder(model.checkpoint), test, device=ctx.accelerator.device
             )
             state = load_checkpoint(classifier_file)
             classifier = torch.nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
@@ -62,14 +64,14 @@ def classify(ctx: RunContext) -> None:
             )
         rows.append(
             {
-                "modality": model["modality"],
-                "method": model["method"],
+                "modality": model.modality,
+                "method": model.method,
                 "probe": "classifier",
                 "metric": "top1",
                 "value": record["top1"],
-                "seed": model["seed"],
-                "encoder": model["encoder"],
-                "role": model["role"],
-                "hparams": model["hparams"],
+                "seed": model.seed,
+                "encoder": model.encoder,
+                "role": model.role,
+                "hparams": model.hparams,
             }
         )

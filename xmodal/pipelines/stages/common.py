@@ -9,28 +9,37 @@ import torch
 from accelerate.utils import set_seed
 
 import xmodal
-from xmodal.core.atomic import atomic_output
+from xmodal.core.cache import atomic_output, file_digest, save_atomic
 from xmodal.core.config import fingerprint, to_dict
 from xmodal.core.errors import ConfigError
 from xmodal.core.records import write_json_atomic
 from xmodal.core.registry import METHODS
 from xmodal.data.source import LoadedDataset, dataset_modalities
 from xmodal.encoders.base import Encoder, backbone_for, create_encoder
-from xmodal.encoders.export import META_FILE, WEIGHTS_FILE, export_encoder
+from xmodal.encoders.export import META_FILE, WEIGHTS_FILE, export_encoder, save_encoder
 from xmodal.evaluation import report as report_files
 from xmodal.objectives.shared_heads import HEADS_FILE, heads_state
 from xmodal.pipelines.config import EncoderConfig
 from xmodal.pipelines.context import RunContext
-from xmodal.training.checkpoint import file_digest, save_atomic, save_encoder
+from xmodal.pipelines.state import ModelRecord
 from xmodal.training.optim import OptimConfig
-from xmodal.training.train import feature_standardisation, train_encoder
+from xmodal.training.train import (
+    TeacherOutputs,
+    TrainJob,
+    TrainOutputs,
+    TrainSetup,
+    feature_standardisation,
+    train_encoder,
+)
 
 
 def frontend_kwargs(
     ctx: RunContext, modality: str, dataset: LoadedDataset | None = None
 ) -> dict[str, Any]:
-    """The front end's options: as configured (``frontends.<modality>``), then the dataset's facts
-    about its data (e.g. the audio sample rate), which win.
+    """The front end's options for ``modality``.
+
+    As configured (``frontends.<modality>``), then the dataset's facts about its data (e.g. the
+    audio sample rate), which win.
     """
     options = ctx.config.frontends.options_for(modality)
     dataset = dataset if dataset is not None else ctx.state.dataset
@@ -41,16 +50,19 @@ def frontend_kwargs(
 
 
 def build_encoder(cfg: EncoderConfig, modality: str, frontend: dict[str, Any]) -> Encoder:
+    """The backbone ``cfg`` behind ``modality``'s front end with options ``frontend``."""
     return create_encoder(cfg.name, modality, frontend, **cfg.kwargs)
 
 
 def encoder_for(
     modality: str, cfg: EncoderConfig, overrides: dict[str, EncoderConfig] | None = None
 ) -> EncoderConfig:
-    """The backbone config that encodes ``modality``: its entry in ``overrides`` (e.g.
-    ``distill.encoders``), else ``cfg`` when that backbone takes the front end's layout, else
-    the front end's ``default_backbone`` with default options (``points``: ``pointnet``, since a
-    2-D CNN cannot take ``[B, C, N]``; see :func:`~xmodal.encoders.base.backbone_for`).
+    """The backbone config that encodes ``modality``.
+
+    Its entry in ``overrides`` (e.g. ``distill.encoders``), else ``cfg`` when that backbone
+    takes the front end's layout, else the front end's ``default_backbone`` with default
+    options (``points``: ``pointnet``, since a 2-D CNN cannot take ``[B, C, N]``; see
+    :func:`~xmodal.encoders.base.backbone_for`).
     """
     if overrides and modality in overrides:
         return overrides[modality]
@@ -59,6 +71,7 @@ def encoder_for(
 
 
 def check_modality(ctx: RunContext, modality: str, key: str) -> None:
+    """Raise ConfigError (naming config ``key``) when the dataset has no ``modality``."""
     available = dataset_modalities(ctx.state.dataset_source, ctx.config.data.options())
     if modality not in available:
         raise ConfigError(
@@ -86,11 +99,11 @@ def trained_encoder_unit(
     method_name: str,
     options: Any,
     seed: int,
-    teacher: dict[str, Any] | None,
+    teacher: TeacherOutputs | None,
     role: str,
     data: tuple[LoadedDataset, str] | None = None,
-) -> dict[str, Any]:
-    """Train (or reuse) one encoder; returns its model record for the probe stage.
+) -> ModelRecord:
+    """Train (or reuse) one encoder; returns its record for the stages after.
 
     ``data``: the dataset to train on and its key, when not the run's (a transfer teacher's set).
     """
@@ -98,6 +111,11 @@ def trained_encoder_unit(
     dataset, data_key = data if data is not None else (ctx.state.dataset, ctx.state.data_key)
     needs = method.needs_for(options) if method.trains else frozenset()
     uses_teacher = bool(needs & {"teacher", "teacher_logits"})
+    if uses_teacher and teacher is None:
+        raise ConfigError(
+            f"method '{method_name}' learns from a teacher, but no teacher of seed {seed} "
+            "was made before it; put the 'teacher' stage before it in the pipeline"
+        )
     frontend = frontend_kwargs(ctx, modality, dataset)
     inputs = {
         "data": data_key,
@@ -111,36 +129,44 @@ def trained_encoder_unit(
         # settings that change the numbers; ones that do not (threads) stay out
         "mixed_precision": ctx.config.runtime.mixed_precision if method.trains else None,
         "hparams": method.hparams_of(options),
-        "teacher": teacher["key"] if uses_teacher else None,
+        "teacher": teacher.digest if teacher is not None and uses_teacher else None,
     }
+    if "teacher_logits" in needs and teacher is not None and teacher.classifier:
+        # a replaced classifier.pt beside an unchanged encoder.pt gives other logits
+        inputs["teacher_classifier"] = teacher.classifier
     unit = ctx.unit(*parts, inputs=inputs)
     checkpoint = unit.directory / "encoder.pt"
-    record = unit.record(files=[checkpoint.name])
-    if record is None:
+    done = unit.record(files=[checkpoint.name])
+    if done is None:
         set_seed(seed)
         encoder = build_encoder(encoder_cfg, modality, frontend)
         result = train_encoder(
-            encoder,
-            method,
-            options,
-            optim,
-            dataset,
-            ctx.accelerator,
-            seed,
-            teacher_features=teacher["features"] if "teacher" in needs else None,
-            teacher_logits=teacher.get("logits") if "teacher_logits" in needs else None,
-            teacher_own_classes=bool(teacher.get("own_classes"))
-            if "teacher_logits" in needs
-            else False,
-            description=f"{role} {modality} {method_name} seed {seed}",
-            console=ctx.console,
-            state_path=unit.directory / TRAIN_STATE,
-            state_key=unit.key,
-            checkpoint_every=ctx.config.runtime.checkpoint_every,
-            log_prefix="/".join(parts),
-            settings="teacher.optim" if role == "teacher" else "distill.optim",
-            method_name=method_name,
-            num_workers=ctx.config.data.num_workers,
+            TrainJob(
+                encoder,
+                method_name,
+                options,
+                dataset,
+                seed,
+                teacher=TeacherOutputs(
+                    features=teacher.features if teacher and "teacher" in needs else None,
+                    logits=teacher.logits if teacher and "teacher_logits" in needs else None,
+                    own_classes=bool(teacher and "teacher_logits" in needs and teacher.own_classes),
+                ),
+                description=f"{role} {modality} {method_name} seed {seed}",
+            ),
+            TrainSetup(
+                optim,
+                ctx.accelerator,
+                optim_key="teacher.optim" if role == "teacher" else "distill.optim",
+                num_workers=ctx.config.data.num_workers,
+            ),
+            TrainOutputs(
+                state_path=unit.directory / TRAIN_STATE,
+                state_key=unit.key,
+                checkpoint_every=ctx.config.runtime.checkpoint_every,
+                log_prefix="/".join(parts),
+                console=ctx.console,
+            ),
         )
         history = result.history
         if ctx.accelerator.is_main_process:
@@ -190,39 +216,41 @@ def trained_encoder_unit(
             )
             if (unit.directory / name).is_file()
         ]
-        record = unit.finish(
+        done = unit.finish(
             {"checkpoint": checkpoint.name, "final": history[-1] if history else {}}, files=saved
         )
         if ctx.accelerator.is_main_process:  # finished: the resume state has served its purpose
             (unit.directory / TRAIN_STATE).unlink(missing_ok=True)
     else:
         ctx.say(f"[dim]{role} {modality} {method_name} seed {seed}: cached[/dim]")
-    return {
-        "seed": seed,
-        "modality": modality,
-        "method": method_name,
-        "role": role,
-        "directory": str(unit.directory),
-        "encoder": encoder_cfg.name,
-        "checkpoint": str(checkpoint),
-        "digest": record["files"][checkpoint.name],
-        "key": unit.key,
-        "hparams": inputs["hparams"],
-        "teacher": inputs["teacher"],
-    }
+    return ModelRecord(
+        seed=seed,
+        modality=modality,
+        method=method_name,
+        role=role,
+        directory=str(unit.directory),
+        encoder=encoder_cfg.name,
+        checkpoint=str(checkpoint),
+        digest=done["files"][checkpoint.name],
+        key=unit.key,
+        hparams=inputs["hparams"],
+        teacher=inputs["teacher"],
+    )
 
 
 def save_heads(
-    objective: Any, method_name: str, teacher: dict[str, Any] | None, path: Path
+    objective: Any, method_name: str, teacher: TeacherOutputs | None, path: Path
 ) -> None:
-    """Save ``objective``'s teacher and student heads to ``path`` (``heads.pt``), with the
-    standardisation its teacher head was trained behind (of ``teacher["features"]``, the raw
-    train features); remove a stale file when there are none (no heads, nothing trained).
+    """Save ``objective``'s teacher and student heads to ``path`` (``heads.pt``).
+
+    With them goes the standardisation its teacher head was trained behind (of
+    ``teacher.features``, the raw train features). A stale file is removed when there are
+    none (no heads, nothing trained).
     """
     path.unlink(missing_ok=True)  # from earlier inputs
-    if objective is None or teacher is None:
+    if objective is None or teacher is None or teacher.features is None:
         return
-    features = teacher["features"].float()
+    features = teacher.features.float()
     mean, std = feature_standardisation(features)
     state = heads_state(objective, method_name, mean, std, float(features.norm(dim=1).mean()))
     if state is not None:
@@ -230,8 +258,9 @@ def save_heads(
 
 
 def _pretrained_digest(cfg: EncoderConfig) -> str | None:
-    """Content digest of the local weights the encoder's kwargs name (a replaced file must
-    retrain): every option that is the path of a file, or of a folder (every file in it; also
+    """Content digest of the local weights the encoder's kwargs name (a replaced file retrains).
+
+    Every option that is the path of a file, or of a folder (every file in it; also
     open_clip's ``local-dir:FOLDER``), such as ``pretrained``, timm's ``weights`` or hf's
     ``model``; None when no option names one.
     """
@@ -255,9 +284,10 @@ def _pretrained_digest(cfg: EncoderConfig) -> str | None:
 
 
 def save_transport_plan(objective: torch.nn.Module | None, path: Any) -> None:
-    """Save the plan of the objective's last local OT solve (teacher rows, student columns) as
-    ``.npy``, when the objective has one (WCoRD's ``last_transport``); a stale one from earlier
-    inputs is removed.
+    """Save the plan of the objective's last local OT solve as ``.npy``, if it has one.
+
+    The plan ``[B, B]`` has teacher rows and student columns (WCoRD's ``last_transport``); a
+    stale file from earlier inputs is removed.
     """
     import numpy as np
 

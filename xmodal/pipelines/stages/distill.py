@@ -12,8 +12,13 @@ from xmodal.pipelines.state import stage
     "distil each student modality with each method",
     needs=("dataset", "dataset_source", "data_key"),
     produces=("models",),
+    config=("distill",),
 )
 def distill(ctx: RunContext) -> None:
+    """Train (or reuse) one student per seed, modality and method; each method gets its options.
+
+    The options are ``distill.<options key>`` as loaded, handed on as one object.
+    """
     cfg = ctx.config.distill
     for i, modality in enumerate(cfg.students):
         check_modality(ctx, modality, f"distill.students[{i}]")

@@ -7,12 +7,12 @@ from typing import Any
 
 from rich.markup import escape
 
+from xmodal.core.cache import file_digest
 from xmodal.core.config import fingerprint, to_dict
 from xmodal.core.errors import ConfigError
 from xmodal.core.registry import DATASETS
 from xmodal.pipelines.context import RunContext
 from xmodal.pipelines.state import stage
-from xmodal.training.checkpoint import file_digest
 from xmodal.training.progress import progress_bar
 
 
@@ -22,6 +22,7 @@ from xmodal.training.progress import progress_bar
     produces=("dataset_source", "dataset", "data_key"),
 )
 def preprocess(ctx: RunContext) -> None:
+    """Prepare (or reuse) the dataset's cache and load its splits into the state."""
     data_cfg = ctx.config.data
     source = DATASETS.get(data_cfg.name)()
     options = data_cfg.options()
@@ -44,9 +45,11 @@ def preprocess(ctx: RunContext) -> None:
 
 
 def prepared_cache(ctx: RunContext, source: Any, options: Any, name: str) -> tuple[Path, str]:
-    """Build (main process) or reuse the cache ``data/<name>/data.h5`` of ``source`` with
-    ``options``; returns its path and the data key that every later unit is keyed on (the
-    data's settings and its content).
+    """Build (main process) or reuse the cache ``data/<name>/data.h5`` of ``source``.
+
+    Returns:
+        The cache's path, and the data key that every later unit is keyed on (the data's
+        settings, ``options``, and its content).
     """
     inputs = {"dataset": ctx.config.data.name, "options": to_dict(options)}
     if hasattr(

@@ -20,22 +20,17 @@ from typing import Any
 
 import torch
 
+from xmodal.core.cache import KeyedEntry, read_keyed, save_keyed, value_digest
 from xmodal.core.config import fingerprint, to_dict
 from xmodal.core.errors import ConfigError, DataError
 from xmodal.core.registry import FRONTENDS, PROBES
 from xmodal.data.arrays import Rows
+from xmodal.encoders.export import load_encoder
 from xmodal.evaluation.features import extract_features
 from xmodal.evaluation.segmentation_probe import extract_feature_maps
 from xmodal.pipelines.context import RunContext
 from xmodal.pipelines.stages.text_teacher import student_heads, teacher_text, teacher_text_problem
-from xmodal.pipelines.state import stage
-from xmodal.training.checkpoint import (
-    KeyedEntry,
-    load_encoder,
-    read_keyed,
-    save_keyed,
-    value_digest,
-)
+from xmodal.pipelines.state import ModelRecord, stage
 from xmodal.training.distributed import computed_in_shares, main_process_decides
 
 SPLITS = ("train", "val", "test")
@@ -48,6 +43,7 @@ DENSE_METRICS = ("mean_iou", "pixel_accuracy", "mean_class_accuracy")  # headlin
     "probe the frozen features of every encoder (linear, k-NN, retrieval, ...)",
     needs=("dataset", "data_key", "models"),
     produces=("rows",),
+    config=("probe",),
 )
 def probe(ctx: RunContext) -> None:
     """Fit and score each of ``probe.probes`` on every model's features; appends result rows."""
@@ -68,23 +64,22 @@ def probe(ctx: RunContext) -> None:
     text_memo: dict[str, Any] = {}  # class text embeddings, once per teacher
     teacher_memo: dict[Path, KeyedEntry] = {}  # teachers' features, for the pair probes
     for model in ctx.state.models:
-        name = f"{model['modality']}-{model['method']}"
+        name = f"{model.modality}-{model.method}"
         memo: dict[Path, KeyedEntry] = {}  # this model's outputs, read once for all targets
         for probe_name, probe_cls in probes.items():
             probe_cfg = cfg.options_for(probe_name)
             dense = getattr(probe_cls, "consumes_maps", False)
             pairs = getattr(probe_cls, "consumes_pairs", False)  # teacher <-> student probes
             text = getattr(probe_cls, "consumes_text", False)  # class prompts through the heads
-            if dense and not getattr(FRONTENDS.get(model["modality"]), "image_aligned", False):
+            if dense and not getattr(FRONTENDS.get(model.modality), "image_aligned", False):
                 continue  # per-pixel labels mean nothing for, e.g., a spectrogram's maps
-            if pairs and model["role"] == "teacher":
+            if pairs and model.role == "teacher":
                 continue  # the teacher against itself
             teacher = _teacher_of(ctx, model, probe_name) if pairs else None
             zero_shot = _text_inputs(ctx, probe_cls(probe_cfg), model, text_memo) if text else None
             if isinstance(zero_shot, str):
                 ctx.say(
-                    f"[dim]probe {probe_name}: {name} seed {model['seed']} skipped "
-                    f"({zero_shot})[/dim]"
+                    f"[dim]probe {probe_name}: {name} seed {model.seed} skipped ({zero_shot})[/dim]"
                 )
                 continue
             targets = dataset.dense_labels if dense else {"label": dataset.num_classes}
@@ -98,25 +93,25 @@ def probe(ctx: RunContext) -> None:
                         model,
                         f"-maps{'-'.join(str(s) for s in stages)}",
                         memo,
-                        _maps_in_shares(ctx, model["modality"], stages),
+                        _maps_in_shares(ctx, model.modality, stages),
                     )
                 else:
                     feats = _frozen_entry(ctx, model, "", memo, pooled)
                 pair = _frozen_entry(ctx, teacher, "", teacher_memo, pooled) if teacher else None
                 unit = ctx.unit(
                     "probe",
-                    f"seed{model['seed']}",
+                    f"seed{model.seed}",
                     name,
                     label,
                     inputs={
-                        "checkpoint": model["digest"],
+                        "checkpoint": model.digest,
                         "data": ctx.state.data_key,
                         "probe": probe_name,
                         "target": target,
                         "config": to_dict(probe_cfg),
                         "features": feats.digest,
                         **(
-                            {"teacher": teacher["digest"], "teacher_features": pair.digest}
+                            {"teacher": teacher.digest, "teacher_features": pair.digest}
                             if pair is not None and teacher is not None
                             else {}
                         ),
@@ -151,15 +146,15 @@ def probe(ctx: RunContext) -> None:
                 ):
                     rows.append(
                         {
-                            "modality": model["modality"],
-                            "method": model["method"],
+                            "modality": model.modality,
+                            "method": model.method,
                             "probe": label,
                             "metric": metric,
                             "value": record[metric],
-                            "seed": model["seed"],
-                            "encoder": model["encoder"],
-                            "role": model["role"],
-                            "hparams": model["hparams"],
+                            "seed": model.seed,
+                            "encoder": model.encoder,
+                            "role": model.role,
+                            "hparams": model.hparams,
                             **(
                                 {"probe_weight_decay": record["weight_decay"]}
                                 if dense
@@ -195,20 +190,20 @@ def _maps_in_shares(ctx: RunContext, modality: str, stages: list[int]) -> Callab
     return extract
 
 
-def _teacher_of(ctx: RunContext, model: dict[str, Any], probe_name: str) -> dict[str, Any]:
+def _teacher_of(ctx: RunContext, model: ModelRecord, probe_name: str) -> ModelRecord:
     """The teacher model record of ``model``'s seed (for probes comparing the two)."""
     for other in ctx.state.models:
-        if other["role"] == "teacher" and other["seed"] == model["seed"]:
+        if other.role == "teacher" and other.seed == model.seed:
             return other
     raise ConfigError(
         f"probe '{probe_name}' compares students with their teacher, but no teacher "
-        f"of seed {model['seed']} is among the encoders; probe a run directory, or "
+        f"of seed {model.seed} is among the encoders; probe a run directory, or "
         "leave this probe out"
     )
 
 
 def _text_inputs(
-    ctx: RunContext, probe: Any, model: dict[str, Any], text_memo: dict[str, Any]
+    ctx: RunContext, probe: Any, model: ModelRecord, text_memo: dict[str, Any]
 ) -> dict[str, Any] | str:
     """What a text probe needs for ``model``, or why ``model`` is skipped.
 
@@ -217,18 +212,18 @@ def _text_inputs(
     teacher or a pretrained ``xmodal probe`` target: its own space) and the unit inputs they
     add.
     """
-    own = model["role"] in ("teacher", "pretrained")  # CLIP's own zero-shot, no heads
+    own = model.role in ("teacher", "pretrained")  # CLIP's own zero-shot, no heads
     teacher = (
         model
         if own
         else next(
-            (m for m in ctx.state.models if m["role"] == "teacher" and m["seed"] == model["seed"]),
+            (m for m in ctx.state.models if m.role == "teacher" and m.seed == model.seed),
             None,
         )
     )
     if teacher is None:
-        return f"no teacher of seed {model['seed']} among the encoders"
-    heads, inputs = None, {"teacher": teacher["key"]}
+        return f"no teacher of seed {model.seed} among the encoders"
+    heads, inputs = None, {"teacher": teacher.key}
     if not own:
         found = student_heads(model)
         if isinstance(found, str):
@@ -253,7 +248,7 @@ def _text_inputs(
 
 def _frozen_outputs(
     ctx: RunContext,
-    model: dict[str, Any],
+    model: ModelRecord,
     tag: str,
     memo: dict[Path, KeyedEntry],
     extract: Callable[[Any, str], Any],
@@ -266,7 +261,7 @@ def _frozen_outputs(
 
 def _frozen_entry(
     ctx: RunContext,
-    model: dict[str, Any],
+    model: ModelRecord,
     tag: str,
     memo: dict[Path, KeyedEntry],
     extract: Callable[[Any, str], Any],
@@ -286,9 +281,9 @@ def _frozen_entry(
     """
     key = fingerprint(
         {
-            "checkpoint": model["digest"],
+            "checkpoint": model.digest,
             "data": ctx.state.data_key,
-            "modality": model["modality"],
+            "modality": model.modality,
             "outputs": tag,
             "splits": SPLITS,
         }
@@ -303,7 +298,7 @@ def _frozen_entry(
         if entry is None:
             if why != "missing":
                 ctx.say(f"features: {why}; extracting them again")
-            encoder = load_encoder(model["checkpoint"])
+            encoder = load_encoder(model.checkpoint)
             value = {split: extract(encoder, split) for split in SPLITS}
             if ctx.accelerator.is_main_process:
                 digest = save_keyed(value, cache, key)
@@ -317,16 +312,16 @@ def _frozen_entry(
     return memo[cache]
 
 
-def _check_finite(value: dict[str, Any], model: dict[str, Any], cache: Path) -> None:
+def _check_finite(value: dict[str, Any], model: ModelRecord, cache: Path) -> None:
     """DataError when a split's features hold NaN or inf: the encoder behind them diverged."""
     for split, features in value.items():
         if isinstance(features, torch.Tensor) and not torch.isfinite(features).all():
             setting = {"teacher": "teacher.optim.lr", "student": "distill.optim.lr"}.get(
-                model["role"], "its learning rate"
+                model.role, "its learning rate"
             )
             raise DataError(
-                f"{model['modality']} {model['method']} seed {model['seed']}: its "
+                f"{model.modality} {model.method} seed {model.seed}: its "
                 f"{split} features ('{cache}') contain NaN or inf, so its training "
-                f"diverged; lower {setting} and delete '{model['directory']}' to "
+                f"diverged; lower {setting} and delete '{model.directory}' to "
                 "retrain it"
             )

@@ -13,13 +13,13 @@ from rich.table import Table
 
 from xmodal.core.config import to_dict
 from xmodal.core.records import write_csv, write_json_atomic
+from xmodal.encoders.export import load_encoder
 from xmodal.evaluation.features import extract_features
 from xmodal.evaluation.report import probe_tables, write_embeddings, write_report
 from xmodal.evaluation.summary import gap_closed_per_seed, summarise
 from xmodal.pipelines.context import RunContext
 from xmodal.pipelines.stages.probe import SPLITS, _frozen_outputs
 from xmodal.pipelines.state import stage
-from xmodal.training.checkpoint import load_encoder
 
 
 @stage(
@@ -90,20 +90,20 @@ def _write_test_embeddings(ctx: RunContext) -> None:
         return
     dataset = ctx.state.dataset
     test = dataset.splits["test"]
-    seed = min(m["seed"] for m in models)
+    seed = min(m.seed for m in models)
     panels = []
 
     def extract(encoder: Any, split: str) -> Any:
         return extract_features(encoder, dataset.splits[split], device=ctx.accelerator.device)
 
-    for model in (m for m in models if m["seed"] == seed):
+    for model in (m for m in models if m.seed == seed):
         if set(SPLITS) <= set(dataset.splits):  # the probe stage's cache (filled by it, usually)
             feats = _frozen_outputs(ctx, model, "", {}, extract, everywhere=False)["test"]
         else:  # e.g. cifar100 (train/test only, no probe stage): the test split alone
-            feats = extract(load_encoder(model["checkpoint"]), "test")
+            feats = extract(load_encoder(model.checkpoint), "test")
         panels.append(
             {
-                "title": f"{model['modality']} {model['method']} (seed {seed})",
+                "title": f"{model.modality} {model.method} (seed {seed})",
                 "features": feats.numpy(),
                 "labels": test.column("label").tolist() if "label" in test else [-1] * len(test),
             }

@@ -1,38 +1,37 @@
-"""Stage ``teacher``: train the teacher with labels (the dataset's own, or under
-``teacher.task=transfer`` a separate set with another label space), then cache its frozen
-train-split features ``[N, Dt]`` and logits ``[N, Ct]`` (inputs of feature- and logit-based
-distillation).
+"""Stage ``teacher``: train the teacher, then cache its frozen train-split outputs.
+
+The teacher learns with labels (the dataset's own, or under ``teacher.task=transfer`` a
+separate set with another label space); its train-split features ``[N, Dt]`` and logits
+``[N, Ct]`` are the inputs of feature- and logit-based distillation.
 
 The teacher keeps its own classifier: ``Ct`` is the size of its saved ``classifier.pt``, the
 dataset's classes for a teacher trained on them, its own label space's for a transfer teacher
 (``scenes``: 6 object categories against 8 scene classes) or for a ``teacher.checkpoint``
 trained elsewhere. Logit methods then read the logits through a student head of size ``Ct``
-(``own_classes`` in the teacher's record). A teacher without a classifier has no logits.
+(``own_classes`` in :class:`~xmodal.training.train.TeacherOutputs`). A teacher without a
+classifier has no logits.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 
+from xmodal.core.cache import file_digest, load_checkpoint, load_keyed, save_atomic, save_keyed
 from xmodal.core.config import fingerprint
 from xmodal.core.errors import ConfigError, DataError
 from xmodal.data.source import LoadedDataset
+from xmodal.encoders.base import Encoder
+from xmodal.encoders.export import load_encoder
 from xmodal.evaluation.features import extract_features
 from xmodal.pipelines.context import RunContext
 from xmodal.pipelines.stages.common import check_modality, encoder_for, trained_encoder_unit
 from xmodal.pipelines.stages.preprocess import prepared_cache
-from xmodal.pipelines.state import stage
-from xmodal.training.checkpoint import (
-    file_digest,
-    load_checkpoint,
-    load_encoder,
-    load_keyed,
-    save_atomic,
-    save_keyed,
-)
+from xmodal.pipelines.state import ModelRecord, stage
 from xmodal.training.progress import progress_bar
+from xmodal.training.train import TeacherOutputs
 
 
 @stage(
@@ -40,12 +39,13 @@ from xmodal.training.progress import progress_bar
     "train the teacher encoder and cache its features",
     needs=("dataset", "dataset_source", "data_key"),
     produces=("teachers", "models"),
+    config=("teacher",),
 )
 def teacher(ctx: RunContext) -> None:
+    """Train or load each seed's teacher; hand on its record and its train-split outputs."""
     cfg = ctx.config.teacher
     check_modality(ctx, cfg.modality, "teacher.modality")
     ctx.state.teachers = {}
-    ctx.state.models
     own_data = _teacher_task_data(ctx) if cfg.task == "transfer" and not cfg.checkpoint else None
     for seed in ctx.config.seeds:
         if cfg.checkpoint:
@@ -64,16 +64,16 @@ def teacher(ctx: RunContext) -> None:
                 role="teacher",
                 data=own_data,
             )
-        model["method"] = "teacher"
-        directory = Path(model["directory"])
+        directory = Path(model.directory)
         classifier_file = directory / "classifier.pt"
+        classifier = file_digest(classifier_file) if classifier_file.is_file() else None
         key = fingerprint(
             {
-                "unit": model["key"],
-                "checkpoint": model["digest"],
+                "unit": model.key,
+                "checkpoint": model.digest,
                 # bf16 extraction gives other features than float32
                 "mixed_precision": ctx.config.runtime.mixed_precision,
-                "classifier": file_digest(classifier_file) if classifier_file.is_file() else None,
+                "classifier": classifier,
             }
         )
         outputs_file = directory / f"outputs-{key}.pt"
@@ -84,18 +84,7 @@ def teacher(ctx: RunContext) -> None:
         if recompute or outputs is None:
             if why != "missing":
                 ctx.say(f"teacher outputs: {why}; recomputing them")
-            encoder = load_encoder(model["checkpoint"])
-            with (
-                progress_bar(ctx.accelerator.is_main_process, ctx.console) as bar,
-                ctx.accelerator.autocast(),
-            ):
-                job = bar.add_task(f"teacher features seed {seed}", total=None, info="")
-                features = extract_features(
-                    encoder,
-                    ctx.state.dataset.splits["train"],
-                    device=ctx.accelerator.device,
-                    progress=lambda done, total: bar.update(job, completed=done, total=total),
-                )
+            features = _train_features(ctx, load_encoder(model.checkpoint), seed)
             outputs = {"features": features}
             if classifier_file.is_file():  # absent for a frozen (untrained) teacher
                 outputs["logits"] = _teacher_logits(classifier_file, features, cfg.checkpoint)
@@ -122,20 +111,24 @@ def teacher(ctx: RunContext) -> None:
                 f"[dim]teacher seed {seed}: logits over its own {classes} classes "
                 f"(the dataset has {ctx.state.dataset.num_classes or 'none'})[/dim]"
             )
-        ctx.state.teachers[seed] = {
-            "key": model["digest"],
-            **outputs,
-            "classes": classes,
-            "own_classes": own,
-        }
-        model["classes"], model["own_classes"] = classes, own
-        ctx.state.models.append(model)
+        ctx.state.teachers[seed] = TeacherOutputs(
+            digest=model.digest,
+            features=outputs["features"],
+            logits=logits,
+            classes=classes,
+            own_classes=own,
+            classifier=classifier,  # students of its logits depend on it too
+        )
+        ctx.state.models.append(
+            dataclasses.replace(model, method="teacher", classes=classes, own_classes=own)
+        )
 
 
 def _teacher_logits(classifier_file: Path, features: torch.Tensor, checkpoint: str) -> torch.Tensor:
-    """The teacher's logits ``[N, Ct]`` from its saved linear classifier, built at the saved
-    weights' shape ``[Ct, Dt]`` (its own classes, whatever the dataset's), on ``features``
-    ``[N, Dt]``.
+    """The teacher's logits ``[N, Ct]`` on ``features`` ``[N, Dt]``, from its saved classifier.
+
+    The linear classifier is built at the saved weights' shape ``[Ct, Dt]`` (its own classes,
+    whatever the dataset's).
     """
     state = load_checkpoint(classifier_file)
     weight = state.get("weight") if isinstance(state, dict) else None
@@ -164,12 +157,29 @@ def _teacher_logits(classifier_file: Path, features: torch.Tensor, checkpoint: s
     classifier = torch.nn.Linear(weight.shape[1], weight.shape[0])
     classifier.load_state_dict({"weight": weight, "bias": bias})
     with torch.inference_mode():
-        return classifier(features.to(classifier.weight.dtype))
+        logits: torch.Tensor = classifier(features.to(classifier.weight.dtype))
+    return logits
+
+
+def _train_features(ctx: RunContext, encoder: Encoder, seed: int) -> torch.Tensor:
+    """The frozen teacher's train-split features ``[N, Dt]``, in the run's precision."""
+    with (
+        progress_bar(ctx.accelerator.is_main_process, ctx.console) as bar,
+        ctx.accelerator.autocast(),
+    ):
+        job = bar.add_task(f"teacher features seed {seed}", total=None, info="")
+        return extract_features(
+            encoder,
+            ctx.state.dataset.splits["train"],
+            device=ctx.accelerator.device,
+            progress=lambda done, total: bar.update(job, completed=done, total=total),
+        )
 
 
 def _teacher_task_data(ctx: RunContext) -> tuple[LoadedDataset, str]:
-    """The teacher's own labelled set under ``teacher.task=transfer`` (a cached unit beside
-    the run's data) and its data key.
+    """The teacher's own labelled set under ``teacher.task=transfer``, and its data key.
+
+    It is a cached unit beside the run's data.
     """
     source, name = ctx.state.dataset_source, ctx.config.data.name
     if not hasattr(source, "teacher_task_options"):
@@ -182,10 +192,11 @@ def _teacher_task_data(ctx: RunContext) -> tuple[LoadedDataset, str]:
     return source.load_teacher_task(path), key
 
 
-def _loaded_teacher(ctx: RunContext, folder: Path, seed: int) -> dict:
-    """The model record of a teacher trained elsewhere (``teacher.checkpoint``), its classifier
-    (over the classes it was trained on) copied into this run's teacher folder so the cached
-    outputs live with the run.
+def _loaded_teacher(ctx: RunContext, folder: Path, seed: int) -> ModelRecord:
+    """The record of a teacher trained elsewhere (``teacher.checkpoint``).
+
+    Its classifier (over the classes it was trained on) is copied into this run's teacher
+    folder, so the cached outputs live with the run.
     """
     checkpoint = folder / "encoder.pt"
     if not checkpoint.is_file():
@@ -201,15 +212,16 @@ def _loaded_teacher(ctx: RunContext, folder: Path, seed: int) -> dict:
         else:  # one copied from an earlier checkpoint would give this encoder its logits
             (directory / "classifier.pt").unlink(missing_ok=True)
     ctx.accelerator.wait_for_everyone()
-    return {
-        "seed": seed,
-        "modality": ctx.config.teacher.modality,
-        "role": "teacher",
-        "directory": str(directory),
-        "encoder": ctx.config.teacher.encoder.name,
-        "checkpoint": str(checkpoint),
-        "digest": file_digest(checkpoint),
-        "key": file_digest(checkpoint),
-        "hparams": {"checkpoint": str(checkpoint)},
-        "teacher": None,
-    }
+    digest = file_digest(checkpoint)
+    return ModelRecord(
+        seed=seed,
+        modality=ctx.config.teacher.modality,
+        method="teacher",
+        role="teacher",
+        directory=str(directory),
+        encoder=ctx.config.teacher.encoder.name,
+        checkpoint=str(checkpoint),
+        digest=digest,
+        key=digest,
+        hparams={"checkpoint": str(checkpoint)},
+    )

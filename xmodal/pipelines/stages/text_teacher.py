@@ -1,5 +1,7 @@
-"""What the probe stage gives text-reading probes (``zero-shot``): the teacher's class text
-embeddings, from its backbone's text tower, and a student's saved objective heads.
+"""What the probe stage gives text-reading probes (``zero-shot``).
+
+That is the teacher's class text embeddings, from its backbone's text tower, and a student's
+saved objective heads.
 
 Either is a value or the reason it cannot be had (a student trained by a method without heads,
 a teacher without a text tower or one that was fine-tuned away from it); the stage skips the
@@ -14,19 +16,21 @@ from typing import Any
 
 import torch
 
+from xmodal.core.cache import file_digest, load_checkpoint
 from xmodal.core.config import fingerprint
 from xmodal.core.errors import DataError
 from xmodal.core.registry import BACKBONES, FRONTENDS, METHODS
-from xmodal.encoders.export import META_FILE, WEIGHTS_FILE, read_export_metadata
+from xmodal.encoders.export import FORMAT, META_FILE, WEIGHTS_FILE, read_export_metadata
 from xmodal.evaluation.zero_shot_probe import class_text_embeddings
 from xmodal.objectives.shared_heads import HEADS_FILE, SharedHeads
-from xmodal.training.checkpoint import file_digest, load_checkpoint
+from xmodal.pipelines.state import ModelRecord
 
 
 def encoder_description(checkpoint: str | Path) -> tuple[str, dict[str, Any], str]:
-    """``(backbone name, backbone options, modality)`` of a saved encoder: an ``encoder.pt``
-    written by :func:`~xmodal.training.checkpoint.save_encoder` (read memory-mapped, its
-    weights untouched) or an export.
+    """``(backbone name, backbone options, modality)`` of a saved encoder.
+
+    The encoder is an ``encoder.pt`` written by :func:`~xmodal.encoders.export.save_encoder`
+    (read memory-mapped, its weights untouched) or an export.
     """
     path = Path(checkpoint)
     if path.is_dir() or path.name in (META_FILE, WEIGHTS_FILE):
@@ -39,15 +43,17 @@ def encoder_description(checkpoint: str | Path) -> tuple[str, dict[str, Any], st
             f"encoder checkpoint '{path}' is unreadable ({exc.__class__.__name__}); "
             "rerun the stage that writes it"
         ) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "xmodal-encoder":
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise DataError(f"'{path}' is not an xmodal encoder checkpoint")
     return str(ckpt["name"]), dict(ckpt["kwargs"]), str(ckpt["modality"])
 
 
 def text_tower_problem(name: str, options: dict[str, Any], modality: str) -> str | None:
-    """Why backbone ``name`` with ``options`` on ``modality`` gives no text tower whose space is
-    its image embedding's, or None. A backbone factory offers one with a ``text_tower``
-    attribute (and may explain a missing one with ``text_tower_missing(options)``).
+    """Why backbone ``name`` gives no text tower in its image embedding's space, or None.
+
+    ``options`` are the backbone's, ``modality`` what it reads. A backbone factory offers a
+    text tower with a ``text_tower`` attribute (and may explain a missing one with
+    ``text_tower_missing(options)``).
     """
     factory = BACKBONES.get(name)
     if getattr(factory, "text_tower", None) is None:
@@ -56,7 +62,7 @@ def text_tower_problem(name: str, options: dict[str, Any], modality: str) -> str
             "with a CLIP or SigLIP folder"
         )
     missing = getattr(factory, "text_tower_missing", None)
-    why = missing(**options) if missing is not None else None
+    why: str | None = missing(**options) if missing is not None else None
     if why:
         return why
     if not getattr(FRONTENDS.get(modality), "gives_pixels", False):
@@ -68,8 +74,10 @@ def text_tower_problem(name: str, options: dict[str, Any], modality: str) -> str
 
 
 def fine_tuned(checkpoint: str | Path) -> bool:
-    """Whether the encoder saved at ``checkpoint`` was trained (its unit's ``history.json`` has
-    epochs): then its image embeddings have left its text tower's space.
+    """Whether the encoder saved at ``checkpoint`` was trained.
+
+    It was when its unit's ``history.json`` has epochs: then its image embeddings have left
+    its text tower's space.
     """
     history = Path(checkpoint).parent / "history.json"
     if not history.is_file():
@@ -83,46 +91,47 @@ def fine_tuned(checkpoint: str | Path) -> bool:
         ) from None
 
 
-def teacher_text_problem(teacher: dict[str, Any]) -> str | None:
-    """Why ``teacher`` (a model record) gives no class text vectors in its image embedding's
-    space, or None.
-    """
-    name, options, modality = encoder_description(teacher["checkpoint"])
+def teacher_text_problem(teacher: ModelRecord) -> str | None:
+    """Why ``teacher`` gives no class text vectors in its image embedding's space, or None."""
+    name, options, modality = encoder_description(teacher.checkpoint)
     why = text_tower_problem(name, options, modality)
-    if why is None and fine_tuned(teacher["checkpoint"]):
+    if why is None and fine_tuned(teacher.checkpoint):
         why = "it was fine-tuned, so its image embeddings left its text tower's space"
     return f"teacher: {why}" if why else None
 
 
 def teacher_text(
     ctx: Any,
-    teacher: dict[str, Any],
+    teacher: ModelRecord,
     class_names: list[str],
     templates: list[str],
     memo: dict[str, Any],
 ) -> torch.Tensor:
-    """Unit class text vectors ``[C, Dt]`` from ``teacher``'s text tower (built from the options
-    its checkpoint was built with), once per teacher, names and templates (``memo``).
+    """Unit class text vectors ``[C, Dt]`` from ``teacher``'s text tower.
+
+    The tower is built from the options its checkpoint was built with; the vectors are
+    computed once per teacher, names and templates (``memo``).
     """
-    key = fingerprint({"teacher": teacher["key"], "names": class_names, "templates": templates})
+    key = fingerprint({"teacher": teacher.key, "names": class_names, "templates": templates})
     if key not in memo:
-        name, options, _ = encoder_description(teacher["checkpoint"])
+        name, options, _ = encoder_description(teacher.checkpoint)
         tower = BACKBONES.get(name).text_tower(**options)
         device = ctx.accelerator.device
         memo[key] = class_text_embeddings(
             lambda texts: tower.encode(texts, device=device), class_names, templates
         )
-    return memo[key]
+    vectors: torch.Tensor = memo[key]
+    return vectors
 
 
-def student_heads(model: dict[str, Any]) -> tuple[SharedHeads, str] | str:
+def student_heads(model: ModelRecord) -> tuple[SharedHeads, str] | str:
     """A student's saved objective heads and the file's digest, or why it has none."""
-    path = Path(model["checkpoint"]).parent / HEADS_FILE
+    path = Path(model.checkpoint).parent / HEADS_FILE
     if not path.is_file():
-        method = METHODS.get(model["method"]) if model["method"] in METHODS else None
+        method = METHODS.get(model.method) if model.method in METHODS else None
         if not getattr(method, "shared_heads", False):
             return (
-                f"method '{model['method']}' has no teacher/student projection heads; "
+                f"method '{model.method}' has no teacher/student projection heads; "
                 "wcord*, crd and infonce have"
             )
         return (
