@@ -193,11 +193,15 @@ def test_a_plugin_that_breaks_its_contract_is_named_with_its_package(broken_site
     assert "out_channels" in proc.stderr
 
 
-def test_xmodal_check_names_the_broken_component_and_exits_1(broken_site):
-    proc = _xmodal(broken_site, "check", "frontends:broken")
+def test_xmodal_check_names_the_broken_component_checks_the_rest_and_exits_1(broken_site):
+    proc = _xmodal(broken_site, "check", DISTRIBUTION)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
-    [row] = _check_rows(proc.stdout)
+    rows = _check_rows(proc.stdout)
+    [row] = [r for r in rows if r[0] == "broken"]
     assert row[:5] == ["broken", "frontends", DISTRIBUTION, "load", "failed"]
     assert row[5].startswith("frontends: plugin 'broken' (xmodal_thermal_demo:BrokenFrontend)")
     assert "breaks the modality contract: front end 'broken' lacks out_channels" in row[5]
-    assert "1 of 1 checks failed (frontends:broken)" in proc.stdout
+    others = [r for r in rows if r[0] != "broken"]
+    assert {r[0] for r in others} == {"thermal", "thermal-scenes", "cosine", "centroid"}
+    assert {r[4] for r in others if r[3] != "prepare+load"} == {"ok"}
+    assert f"1 of {len(rows)} checks failed (frontends:broken)" in proc.stdout
