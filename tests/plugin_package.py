@@ -1,8 +1,9 @@
-"""A third-party package, built and pip-installed by the tests into a folder on ``PYTHONPATH``.
+"""A third-party package written by the tests, pip-installed into a folder put on ``PYTHONPATH``.
 
-It is a module and a ``pyproject.toml`` declaring its entry points. It registers one component
-of each pluggable kind it exercises, each with an option: a ``thermal`` front end, a
-``thermal-scenes`` dataset, a ``cosine`` method and a ``centroid`` probe.
+A module and a ``pyproject.toml`` declaring its entry points. It registers a component of four
+kinds, each with an option: a ``thermal`` front end, a ``thermal-scenes`` dataset, a ``cosine``
+method and a ``centroid`` probe. The worked example of a plugin package, with one component of
+each kind, is ``examples/xmodal-imu`` (``tests/test_example_plugin.py``).
 """
 
 from __future__ import annotations
@@ -173,9 +174,17 @@ def write_project(folder: Path, broken: bool = False) -> Path:
 def install(site: Path, broken: bool = False) -> Path:
     """Build the package and pip-install it into ``site`` (a folder for ``PYTHONPATH``).
 
-    This is what a user's ``pip install`` does: its entry points come from the installed metadata.
+    As a user's ``pip install`` would: its entry points come from the installed metadata.
     """
-    project = write_project(site.parent / f"{site.name}-src", broken)
+    return pip_install(write_project(site.parent / f"{site.name}-src", broken), site)
+
+
+def pip_install(project: Path, site: Path) -> Path:
+    """``pip install --no-deps --target site project``; returns ``site``.
+
+    ``project`` is a package folder with its ``pyproject.toml``, built in pip's isolated
+    environment (setuptools from the configured index).
+    """
     proc = subprocess.run(
         [
             sys.executable,
@@ -193,5 +202,5 @@ def install(site: Path, broken: bool = False) -> Path:
         timeout=600,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"pip could not install the test package: {proc.stderr[-2000:]}")
+        raise RuntimeError(f"pip could not install {project.name}: {proc.stderr[-2000:]}")
     return site

@@ -1,174 +1,343 @@
-"""One contract per kind, run over every registered entry.
+"""One contract per kind, run over every registered entry through ``xmodal.testing``.
 
-The entries are the built-ins and any plugin installed in the test environment: the loops read
-the registries, not hand-written lists.
+Built-ins and any plugin installed in the test environment go through the code a plugin's own
+tests and ``xmodal check`` run. Then: the checks catch what they promise to catch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 import torch
+from torch import nn
 
 import xmodal
-from xmodal.core.registry import BACKBONES, FRONTENDS, METHODS, PROBES
-from xmodal.encoders.base import (
-    Backbone,
-    Frontend,
-    backbone_for,
-    create_encoder,
-    example_options,
-    layout_of,
+from xmodal.cli.main import main
+from xmodal.core.errors import XmodalError
+from xmodal.core.registry import BACKBONES, DATASETS, FRONTENDS, METHODS, PROBES, REGISTRIES
+from xmodal.data.arrays import ArrayDataset
+from xmodal.data.source import LoadedDataset
+from xmodal.objectives.objective import Objective
+from xmodal.testing import (
+    CHECKS,
+    ContractError,
+    check_component,
+    components,
+    parametrize_checks,
+    resolve,
+    run_checks,
 )
-from xmodal.encoders.export import export_encoder, load_encoder
-from xmodal.objectives.objective import NEEDS, Objective, ObjectiveContext
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-SMALL_BACKBONE = "resnet8"  # front ends are checked behind it (or their default backbone)
 
-
-def _encoder(backbone: str, modality: str, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return create_encoder(backbone, modality, **example_options(BACKBONES.get(backbone)))
-
-
-def _check_encoder(backbone: str, modality: str, tmp_path) -> None:
-    encoder = _encoder(backbone, modality).train()
-    example = FRONTENDS.get(modality)().example_input(2)
-    embedding = encoder(example)
-    assert embedding.shape == (2, encoder.embed_dim) and embedding.dtype == torch.float32
-    maps = encoder.forward_features(example)
-    assert [m.shape[1] for m in maps] == encoder.stage_channels and all(
-        m.shape[0] == 2 for m in maps
-    )
-    embedding.square().sum().backward()
-    grads = [p.grad for p in encoder.parameters() if p.requires_grad]
-    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
-    # a seed fixes the initial weights
-    again = _encoder(backbone, modality)
-    for (name, a), b in zip(encoder.state_dict().items(), again.state_dict().values(), strict=True):
-        if a.dtype.is_floating_point and "running" not in name:
-            assert torch.equal(a, b), name
-    # the export loads back to the same embeddings
-    encoder.eval()
-    export_encoder(encoder, tmp_path, backbone, example_options(BACKBONES.get(backbone)), {})
-    loaded = load_encoder(tmp_path)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(example), encoder(example), rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("modality", FRONTENDS.names())
-def test_every_front_end_keeps_its_contract(modality, tmp_path):
-    frontend = FRONTENDS.get(modality)()
-    assert isinstance(frontend, Frontend)
-    out = frontend(frontend.example_input(3))
-    assert out.shape[:2] == (3, frontend.out_channels) and torch.isfinite(out).all()
-    assert out.dtype == torch.float32
-    _check_encoder(backbone_for(modality, SMALL_BACKBONE), modality, tmp_path)
-
-
-@pytest.mark.parametrize("backbone", BACKBONES.names())
-def test_every_backbone_keeps_its_contract(backbone, tmp_path):
-    factory = BACKBONES.get(backbone)
-    assert isinstance(factory(in_channels=3, **example_options(factory)), Backbone)
-    # behind the first front end whose layout it takes (rgb for image backbones)
-    modality = next(
-        m
-        for m in ("rgb", *FRONTENDS.names())
-        if layout_of(FRONTENDS.get(m)) == layout_of(BACKBONES.get(backbone))
-    )
-    _check_encoder(backbone, modality, tmp_path)
-
-
-def _context(seed: int = 0) -> ObjectiveContext:
-    g = torch.Generator().manual_seed(99)
-    return ObjectiveContext(
-        student_dim=6,
-        teacher_dim=5,
-        num_samples=40,
-        num_classes=3,
-        seed=seed,
-        teacher_logits=torch.randn(40, 3, generator=g),
-        train_labels=torch.arange(40) % 3,
-        batch_size=8,
-    )
-
-
-def _batch() -> tuple[torch.Tensor, ...]:
-    g = torch.Generator().manual_seed(7)
-    return (
-        torch.randn(8, 6, generator=g),
-        torch.randn(8, 5, generator=g),
-        torch.arange(8) % 3,
-        torch.arange(8),
-    )
-
-
-@pytest.mark.parametrize("name", METHODS.names())
-def test_every_method_keeps_its_contract(name):
-    method = METHODS.get(name)
-    assert isinstance(method, type) and issubclass(method, Objective)
-    options = method.options() if method.options is not None else None
-    assert set(method.needs_for(options)) <= set(NEEDS)
-    if options is not None:
-        assert set(method.hparams_of(options)) >= {f.name for f in dataclasses.fields(options)}
-    if not method.trains:
-        return
-    student, teacher, labels, indices = _batch()
-    student.requires_grad_(True)
-    objective = method.build(_context(), options)
-    out = objective(student, teacher, labels, indices)
-    assert out["loss"].shape == () and out["loss"].dtype == torch.float32
-    assert torch.isfinite(out["loss"])
-    out["loss"].backward()
-    assert student.grad is not None and torch.isfinite(student.grad).all()
-    # a seed fixes the objective; its state_dict carries all of it
-    first = method.build(_context(seed=3), options)
-    second = method.build(_context(seed=3), options)
-    second.load_state_dict(first.state_dict())
-    a = first(*_batch())["loss"]
-    b = second(*_batch())["loss"]
-    torch.testing.assert_close(a, b)
-
-
-def _pooled_split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 3
-    return torch.randn(n, 4, generator=g) + labels.unsqueeze(1).float(), labels
-
-
-@pytest.mark.parametrize("name", PROBES.names())
-def test_every_probe_keeps_its_contract(name):
-    probe_cls = PROBES.get(name)
-    options = PROBES.options_type(name)
-    probe = probe_cls(options() if options else None)
-    if getattr(probe_cls, "consumes_maps", False):
-        g = torch.Generator().manual_seed(0)
-        split = (torch.randn(6, 4, 4, 4, generator=g), torch.randint(0, 4, (6, 8, 8), generator=g))
-        runs = [probe.evaluate_maps(split, split, split, num_classes=3) for _ in range(2)]
-    elif getattr(probe_cls, "consumes_text", False):  # class text vectors, no heads: own space
-        feats, labels = _pooled_split(30, 0)
-        classes = torch.nn.functional.normalize(torch.eye(3, 4) + 0.1, dim=1)
-        runs = [
-            probe.evaluate_zero_shot(feats, labels, classes, None, ["a", "b", "c"])
-            for _ in range(2)
-        ]
-    elif getattr(probe_cls, "consumes_pairs", False):
-        feats = {s: _pooled_split(30, i)[0] for i, s in enumerate(("train", "val", "test"))}
-        runs = [
-            probe.evaluate_pairs(feats, {k: v * 2 + 1 for k, v in feats.items()}) for _ in range(2)
-        ]
-    else:
-        splits = [_pooled_split(30, i) for i in range(3)]
-        runs = [probe.evaluate(*splits, num_classes=3) for _ in range(2)]
-    results = [r if isinstance(r, dict) else dataclasses.asdict(r) for r in runs]
-    for metric in getattr(probe_cls, "metrics", ()):
-        assert isinstance(results[0][metric], float) and results[0][metric] == results[1][metric]
+@parametrize_checks()
+def test_every_component_keeps_its_contract(kind, name, check):
+    check_component(kind, name, check)
 
 
 def test_import_xmodal_is_enough_for_every_registry_and_helper():
     assert set(xmodal.list_components("backbones")) == set(BACKBONES.names())
     encoder = xmodal.create_encoder("resnet8", "depth")
     assert encoder(FRONTENDS.get("depth")().example_input(2)).shape == (2, encoder.embed_dim)
+
+
+# --- the checks fail where a component breaks its contract ------------------------------------
+
+PACKAGE = "broken-demo"
+
+
+@pytest.fixture
+def register(monkeypatch):
+    """Put an entry in a registry for one test, bypassing the load-time contract."""
+
+    def add(kind: str, name: str, entry: Any) -> None:
+        registry = REGISTRIES[kind]
+        registry.names()  # built-ins first
+        monkeypatch.setitem(registry._entries, name, entry)
+        monkeypatch.setitem(registry._packages, name, PACKAGE)
+        monkeypatch.setitem(registry._descriptions, name, "")
+
+    return add
+
+
+class CrashingNet(nn.Module):
+    """Builds, then fails on its first forward pass."""
+
+    layout = "sequence"
+
+    def __init__(self, in_channels: int, width: int = 4) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(in_channels, width, 1)
+        self.out_dim, self.stage_channels = width, [width]
+
+    def forward_features(self, x):
+        raise RuntimeError("shape mismatch in block 2")
+
+
+class WrongMaps(CrashingNet):
+    """Declares one stage but gives another channel count."""
+
+    def forward_features(self, x):
+        return [self.conv(x).repeat(1, 2, 1)]
+
+
+def test_a_backbone_that_crashes_on_forward_fails_its_forward_check(register):
+    register("backbones", "crashing", CrashingNet)
+    with pytest.raises(ContractError) as raised:
+        check_component("backbones", "crashing")
+    message = str(raised.value)
+    assert message.startswith(f"backbones 'crashing' from package '{PACKAGE}' fails 'forward': ")
+    assert "RuntimeError: shape mismatch in block 2" in message
+    assert "'encoder':" in message and "'contract':" not in message  # the build itself is fine
+    assert "\n" not in message and isinstance(raised.value.__cause__, RuntimeError)
+    status = {r.check: r.status for r in run_checks("backbones", "crashing")}
+    assert status == {"options": "ok", "contract": "ok", "forward": "failed", "encoder": "failed"}
+
+
+def test_a_backbone_whose_maps_break_stage_channels_is_named(register):
+    register("backbones", "wrong-maps", WrongMaps)
+    [forward] = run_checks("backbones", "wrong-maps", "forward")
+    assert forward.status == "failed"
+    assert "gives maps [[2, 8, 64]]; stage_channels says [4]" in forward.reason
+
+
+@dataclasses.dataclass
+class NoDefault:
+    width: int
+
+
+def test_options_without_a_default_fail_the_options_check(register):
+    class NeedsWidth(CrashingNet):
+        options = NoDefault
+
+    register("backbones", "needs-width", NeedsWidth)
+    [options] = run_checks("backbones", "needs-width", ["options"])
+    assert options.status == "failed" and "option 'width' has no default" in options.reason
+
+
+class NaNFrontend(nn.Module):
+    """Gives NaN where its input has a hole."""
+
+    out_channels, image_aligned, layout = 2, False, "sequence"
+
+    def example_input(self, batch: int = 2) -> torch.Tensor:
+        return torch.zeros(batch, 2, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / x  # 0 / 0
+
+
+def test_a_front_end_giving_nan_fails_forward(register):
+    register("frontends", "nan-maker", NaNFrontend)
+    [forward] = run_checks("frontends", "nan-maker", "forward")
+    assert (forward.status, forward.reason) == (
+        "failed",
+        "forward gives NaN or inf on example_input(3)",
+    )
+
+
+class _Method(Objective):
+    needs: ClassVar[frozenset[str]] = frozenset({"teacher"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+
+    @classmethod
+    def build(cls, context, options):
+        return cls()
+
+
+class NaNLoss(_Method):
+    def forward(self, student, teacher, labels, indices):
+        return {"loss": (student.sum() * self.w).squeeze() * float("nan")}
+
+
+class DetachedLoss(_Method):
+    def forward(self, student, teacher, labels, indices):
+        return {"loss": (student.detach().sum() * self.w).squeeze()}
+
+
+class Fine(_Method):
+    def forward(self, student, teacher, labels, indices):
+        return {"loss": (student.square().mean() * self.w).squeeze()}
+
+
+@pytest.mark.parametrize(
+    "method, reason",
+    [
+        (NaNLoss, "the loss is nan"),
+        (DetachedLoss, "no gradient reaches the student's features"),
+    ],
+)
+def test_a_method_with_a_bad_loss_fails_its_train_step(register, method, reason):
+    register("methods", "bad", method)
+    results = {r.check: r for r in run_checks("methods", "bad")}
+    assert results["train step"].status == "failed" and results["train step"].reason == reason
+    assert results["options"].ok and results["protocol"].ok
+
+
+def test_a_good_method_passes_and_an_untrained_one_skips_training(register):
+    register("methods", "fine", Fine)
+    assert [r.status for r in check_component("methods", "fine")] == ["ok"] * 5
+    statuses = {r.check: r.status for r in check_component("methods", "none")}
+    assert statuses["train step"] == statuses["seed"] == "skipped"
+
+
+class RaisingProbe:
+    metrics = ("accuracy",)
+
+    def __init__(self, config=None) -> None:
+        pass
+
+    def evaluate(self, train, val, test, num_classes):
+        raise ValueError("singular matrix")
+
+
+class IntProbe(RaisingProbe):
+    def evaluate(self, train, val, test, num_classes):
+        return {"accuracy": 1}
+
+
+@pytest.mark.parametrize(
+    "probe, reason",
+    [
+        (RaisingProbe, "ValueError: singular matrix"),
+        (IntProbe, "metric 'accuracy' is 1, not a finite float"),
+    ],
+)
+def test_a_probe_that_raises_or_returns_no_float_fails_evaluate(register, probe, reason):
+    register("probes", "bad-probe", probe)
+    [evaluate] = run_checks("probes", "bad-probe", "evaluate")
+    assert (evaluate.status, evaluate.reason) == ("failed", reason)
+
+
+@dataclasses.dataclass
+class TinyOptions:
+    size: int = 4
+
+
+class TinySet:
+    """Writes one split too few."""
+
+    name = "tiny"
+    modalities = ("depth",)
+    options = TinyOptions
+    example_options: ClassVar[dict[str, Any]] = {"size": 3}
+
+    def prepare(self, options, cache_path, progress=None):
+        torch.save({"depth": torch.rand(options.size, 4, 4)}, cache_path)
+        return cache_path
+
+    def load(self, cache_path):
+        split = ArrayDataset({**torch.load(cache_path), "label": torch.zeros(3).long()})
+        return LoadedDataset(
+            splits={"train": split, "test": split}, num_classes=1, class_names=["a"]
+        )
+
+
+class UnknownModality(TinySet):
+    modalities = ("sonar",)
+
+
+def test_a_dataset_is_prepared_and_loaded_with_its_example_options(register):
+    register("datasets", "tiny", TinySet)
+    register("datasets", "sonar-set", UnknownModality)
+    [trip] = run_checks("datasets", "tiny", "prepare+load")
+    assert trip.reason == "splits are ['test', 'train'], not train, val and test"
+    [protocol] = run_checks("datasets", "sonar-set", "protocol")
+    assert protocol.reason == "modalities ['sonar'] name no registered front end"
+    [skipped] = run_checks("datasets", "scenes", "prepare+load")  # no example_options
+    assert skipped.status == "skipped" and "example_options" in skipped.reason
+
+
+def test_a_check_leaves_the_callers_random_state_and_threads_alone():
+    torch.manual_seed(5)
+    threads = torch.get_num_threads()
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    check_component("backbones", "temporal_conv")
+    assert torch.equal(torch.rand(3), expected) and torch.get_num_threads() == threads
+
+
+# --- what is checked, and how it is named -----------------------------------------------------
+
+
+def test_components_of_xmodal_are_the_built_ins_in_every_kind():
+    found = components("xmodal")
+    assert ("frontends", "sequence") in found and ("backbones", "temporal_conv") in found
+    assert {k for k, _ in found} == set(CHECKS)
+    assert all(REGISTRIES[k].package(n) == "xmodal" for k, n in found)
+    assert components("xmodal", kinds=["probe"]) == [("probes", n) for n in PROBES.names()]
+
+
+@pytest.mark.parametrize(
+    "target, expected",
+    [
+        ("frontends:rgb", [("frontends", "rgb")]),
+        ("backbone:temporal_conv", [("backbones", "temporal_conv")]),
+        ("temporal_conv", [("backbones", "temporal_conv")]),
+        ("wcord", [("methods", "wcord")]),
+    ],
+)
+def test_a_target_names_components(target, expected):
+    assert resolve(target) == expected
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ("scenes", "'scenes' names a component of several kinds; say which: datasets:scenes, "),
+        ("temporal_cnv", "did you mean 'temporal_conv'?"),
+        ("frontends:rgbb", "unknown modality 'rgbb': did you mean 'rgb'?"),
+        ("widgets:rgb", "unknown kind 'widgets'"),
+    ],
+)
+def test_a_bad_target_is_one_clear_error(target, message):
+    with pytest.raises(XmodalError, match=None) as raised:
+        resolve(target)
+    assert message in str(raised.value)
+
+
+def test_importing_xmodal_testing_needs_no_pytest():
+    code = "import sys, xmodal.testing; assert 'pytest' not in sys.modules, 'pytest imported'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_xmodal_check_prints_a_row_per_check_and_exits_0(capsys):
+    assert main(["check", "frontends:depth"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("│ depth")]
+    assert [row.split("│")[4].strip() for row in rows] == [c.name for c in CHECKS["frontends"]]
+    assert all("│ ok " in row and "│ xmodal " in row for row in rows)
+    assert "all 4 checks of 1 component passed" in out
+
+
+def test_xmodal_check_exits_1_when_a_check_fails(register, capsys):
+    register("backbones", "crashing", CrashingNet)
+    assert main(["check", "crashing"]) == 1
+    out = capsys.readouterr().out
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines()]
+    cells = {row[3]: row[:3] + row[4:5] for row in rows if row and row[0] == "crashing"}
+    assert cells["forward"] == ["crashing", "backbones", PACKAGE, "failed"]
+    assert cells["options"][3] == "ok" and cells["encoder"][3] == "failed"
+    assert "2 of 4 checks failed (backbones:crashing)" in out
+
+
+def test_xmodal_check_of_an_unknown_target_exits_2_with_one_line(capsys):
+    assert main(["check", "no-such-thing"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: 'no-such-thing' is no installed package")
+
+
+def test_registries_hold_the_kinds_checked():
+    assert set(CHECKS) == set(REGISTRIES)
+    assert {METHODS.kind, BACKBONES.kind, FRONTENDS.kind, DATASETS.kind, PROBES.kind} <= set(CHECKS)
+    assert Path(xmodal.testing.__file__).parent.name == "testing"

@@ -1,8 +1,8 @@
 """A package installed beside xmodal adds a front end, a dataset, a method and a probe.
 
-They come through entry points, each with options reachable from ``--set`` with the built-ins'
-checks; a plugin that breaks its kind's contract is named with its package. Each run is a fresh
-process, as a user's is.
+Through entry points, each with options reachable from ``--set`` with the built-ins' checks; a
+plugin that breaks its kind's contract is named with its package, by the registry and by
+``xmodal check``. Each run is a fresh process, as a user's is.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def _xmodal(site: Path, *args: str) -> subprocess.CompletedProcess:
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join([str(site), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "COLUMNS": "400",  # rich tables on one line per row
     }
     return subprocess.run(
         [sys.executable, "-m", "xmodal", *args],
@@ -68,12 +69,37 @@ def site(tmp_path_factory):
     return install(tmp_path_factory.mktemp("site"))
 
 
+@pytest.fixture(scope="module")
+def broken_site(tmp_path_factory):
+    return install(tmp_path_factory.mktemp("broken") / "site", broken=True)
+
+
 def test_list_shows_each_plugin_with_its_package(site):
     proc = _xmodal(site, "list")
     assert proc.returncode == 0, proc.stderr
     lines = {line.split()[1]: line for line in proc.stdout.splitlines() if line.startswith("│ ")}
     for name in ("thermal", "thermal-scenes", "cosine", "centroid"):
         assert DISTRIBUTION in lines[name], lines.get(name)
+
+
+def _check_rows(stdout: str) -> list[list[str]]:
+    """The rows of ``xmodal check``'s table: component, kind, package, check, result, reason."""
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in stdout.splitlines()]
+    return [r for r in rows if len(r) == 6 and r[0] and r[0] != "component"]
+
+
+def test_xmodal_check_passes_the_package(site):
+    proc = _xmodal(site, "check", DISTRIBUTION)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    rows = _check_rows(proc.stdout)
+    assert {(r[0], r[1]) for r in rows} == {
+        ("thermal", "frontends"),
+        ("thermal-scenes", "datasets"),
+        ("cosine", "methods"),
+        ("centroid", "probes"),
+    }
+    assert {r[2] for r in rows} == {DISTRIBUTION}
+    assert {r[4] for r in rows if r[3] != "prepare+load"} == {"ok"}  # no example_options
 
 
 def test_a_run_uses_every_plugin_and_its_options(site, tmp_path):
@@ -157,12 +183,25 @@ def test_plugin_options_are_checked_like_built_ins(site, tmp_path, override, mes
     assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
-def test_a_plugin_that_breaks_its_contract_is_named_with_its_package(tmp_path):
-    site = install(tmp_path / "site", broken=True)
-    proc = _xmodal(site, "list", "frontends")
+def test_a_plugin_that_breaks_its_contract_is_named_with_its_package(broken_site):
+    proc = _xmodal(broken_site, "list", "frontends")
     assert proc.returncode == 2
     assert (
         f"plugin 'broken' ({'xmodal_thermal_demo'}:BrokenFrontend) from package '{DISTRIBUTION}' "
         "breaks the modality contract"
     ) in proc.stderr
     assert "out_channels" in proc.stderr
+
+
+def test_xmodal_check_names_the_broken_component_checks_the_rest_and_exits_1(broken_site):
+    proc = _xmodal(broken_site, "check", DISTRIBUTION)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+    rows = _check_rows(proc.stdout)
+    [row] = [r for r in rows if r[0] == "broken"]
+    assert row[:5] == ["broken", "frontends", DISTRIBUTION, "load", "failed"]
+    assert row[5].startswith("frontends: plugin 'broken' (xmodal_thermal_demo:BrokenFrontend)")
+    assert "breaks the modality contract: front end 'broken' lacks out_channels" in row[5]
+    others = [r for r in rows if r[0] != "broken"]
+    assert {r[0] for r in others} == {"thermal", "thermal-scenes", "cosine", "centroid"}
+    assert {r[4] for r in others if r[3] != "prepare+load"} == {"ok"}
+    assert f"1 of {len(rows)} checks failed (frontends:broken)" in proc.stdout

@@ -201,6 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=LIST_KINDS,
         help="one registry, with a description of each entry (default: every name of all)",
     )
+    check = add_command(
+        sub,
+        "check",
+        "run the contract checks on a plugin package's components, or on one component",
+        "xmodal check xmodal-imu",
+        "xmodal check frontends:imu",
+    )
+    check.add_argument(
+        "target", metavar="PACKAGE_OR_NAME", help="installed package, KIND:NAME or component name"
+    )
     return parser
 
 
@@ -328,6 +338,10 @@ def _main(argv: Sequence[str] | None, console: Console, err: Console) -> int:
             return run_data_command(args, console)
         elif args.command == "list":
             _list(args.kind, console)
+        elif args.command == "check":
+            from xmodal.testing.command import check_command
+
+            return check_command(args.target, console)
         else:
             build_parser().print_help()
             return 2
