@@ -301,9 +301,11 @@ def _main(argv: Sequence[str] | None, console: Console, err: Console) -> int:
             check_names_early(args.pipeline, args.config, args.overrides)  # before torch loads
         if args.command == "run" and wants_launch(args):
             from xmodal.pipelines import resolve_config
+            from xmodal.pipelines.dry_run import dry_run
 
-            # a typo fails here, once, before N processes start
-            resolve_config(args.pipeline, args.config, args.overrides, args.data)
+            # a typo or a crashing component fails here, once, before N processes start
+            spec, config = resolve_config(args.pipeline, args.config, args.overrides, args.data)
+            dry_run(config, spec.stages, Path(args.out or Path("runs") / spec.name))
             return launch(args, argv)
         if args.command == "run":
             from xmodal.pipelines import run_pipeline

@@ -180,6 +180,11 @@ class RuntimeConfig:
         log_with: experiment trackers, through Accelerate: ``tensorboard``, ``wandb``,
             ``mlflow``, ``aim``; each logs every loss term and the learning rate per step, and
             the probe results at the end (files under ``<run>/logs``).
+        dry_run: before any stage, run each selected front end + backbone pair, method and
+            probe once on tiny random inputs (:mod:`xmodal.pipelines.dry_run`), so that a
+            component that crashes fails in a second with one line, not after preprocessing
+            and the teacher; passed checks are remembered in ``<run>/.dry-run.json`` by
+            component identity and options. ``false`` skips it.
     """
 
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
@@ -187,6 +192,7 @@ class RuntimeConfig:
     threads: int = 0
     checkpoint_every: int = 0
     log_with: list[Literal["tensorboard", "wandb", "mlflow", "aim"]] = field(default_factory=list)
+    dry_run: bool = True
 
     def __post_init__(self) -> None:
         require(self, {"threads": at_least(0), "checkpoint_every": at_least(0)})

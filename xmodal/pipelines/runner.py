@@ -9,6 +9,7 @@ trackers.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from xmodal.core.lock import RunLock
 from xmodal.core.registry import DATASETS, PIPELINES, STAGES
 from xmodal.pipelines.config import RunConfig
 from xmodal.pipelines.context import RunContext
+from xmodal.pipelines.dry_run import dry_run
 from xmodal.pipelines.name_checks import (
     check_component_names,
     check_encoder_options,
@@ -176,10 +178,13 @@ def run_pipeline(
     check_out(out)
     spec, config = resolve_config(pipeline, config_file, overrides, data_path, stages)
     chosen = spec.stages if stages is None else [s for s in spec.stages if s in stages]
+    run_dir = Path(out) if out is not None else Path("runs") / spec.name
+    if os.environ.get("RANK", "0") == "0":  # once per job (a launcher's parent ran it too)
+        dry_run(config, chosen, run_dir)
     return execute(
         spec.name,
         config,
-        Path(out) if out is not None else Path("runs") / spec.name,
+        run_dir,
         [STAGES.get(stage) for stage in chosen],
         title=f"xmodal run {spec.name}",
         console=console,

@@ -196,6 +196,33 @@ def frontend_behind(backbone: str) -> str:
     return fits[0]
 
 
+def encoder_step(encoder: Any, example: Any, label: str) -> None:
+    """One forward and backward pass of a built encoder on ``example`` (2 samples).
+
+    The embedding is ``[2, embed_dim]`` float32 and the feature maps match
+    ``stage_channels``; gradients reach every trainable weight, finite. ``label`` names the
+    encoder in the messages (``'depth' + 'resnet8'``).
+    """
+    embedding = encoder(example)
+    expect(
+        tuple(embedding.shape) == (2, encoder.embed_dim) and embedding.dtype == torch.float32,
+        f"{label} embeds example_input(2) as {list(embedding.shape)} "
+        f"{embedding.dtype}, not [2, embed_dim={encoder.embed_dim}] float32",
+    )
+    maps = encoder.forward_features(example)
+    expect(
+        [m.shape[1] for m in maps] == encoder.stage_channels and all(m.shape[0] == 2 for m in maps),
+        f"feature maps {[list(m.shape) for m in maps]} do not match stage_channels "
+        f"{encoder.stage_channels}",
+    )
+    embedding.square().sum().backward()
+    grads = [(n, p.grad) for n, p in encoder.named_parameters() if p.requires_grad]
+    expect(bool(grads), "the encoder has no trainable weights")
+    for pname, grad in grads:
+        expect(grad is not None, f"no gradient reaches '{pname}'")
+        expect(_finite(grad), f"the gradient of '{pname}' holds NaN or inf")
+
+
 def encoder_round_trip(backbone: str, modality: str) -> None:
     """``backbone`` behind ``modality``'s front end, as a pipeline builds it.
 
@@ -214,24 +241,7 @@ def encoder_round_trip(backbone: str, modality: str) -> None:
 
     encoder = build().train()
     example = FRONTENDS.get(modality)().example_input(2)
-    embedding = encoder(example)
-    expect(
-        tuple(embedding.shape) == (2, encoder.embed_dim) and embedding.dtype == torch.float32,
-        f"'{modality}' + '{backbone}' embeds example_input(2) as {list(embedding.shape)} "
-        f"{embedding.dtype}, not [2, embed_dim={encoder.embed_dim}] float32",
-    )
-    maps = encoder.forward_features(example)
-    expect(
-        [m.shape[1] for m in maps] == encoder.stage_channels and all(m.shape[0] == 2 for m in maps),
-        f"feature maps {[list(m.shape) for m in maps]} do not match stage_channels "
-        f"{encoder.stage_channels}",
-    )
-    embedding.square().sum().backward()
-    grads = [(n, p.grad) for n, p in encoder.named_parameters() if p.requires_grad]
-    expect(bool(grads), "the encoder has no trainable weights")
-    for pname, grad in grads:
-        expect(grad is not None, f"no gradient reaches '{pname}'")
-        expect(_finite(grad), f"the gradient of '{pname}' holds NaN or inf")
+    encoder_step(encoder, example, f"'{modality}' + '{backbone}'")
     again = build()
     for (key, a), b in zip(encoder.state_dict().items(), again.state_dict().values(), strict=True):
         if a.dtype.is_floating_point and "running" not in key:
@@ -324,9 +334,20 @@ def method_train_step(name: str, entry: Any) -> None:
     """
     if not entry.trains:
         raise Skipped("trains = False: nothing to train")
-    student, teacher, labels, indices = method_batch()
+    objective_step(entry, method_context(), _method_options(entry), method_batch())
+
+
+def objective_step(
+    entry: Any, context: Any, options: Any, batch: tuple[Tensor, Tensor, Tensor, Tensor]
+) -> None:
+    """Build method ``entry`` from ``context`` and ``options``; one forward and backward pass.
+
+    ``batch``: student ``[B, student_dim]``, teacher ``[B, teacher_dim]``, labels and indices
+    ``[B]``. The loss must be a finite float32 scalar whose gradient reaches the student.
+    """
+    student, teacher, labels, indices = batch
     student.requires_grad_(True)
-    objective = entry.build(method_context(), _method_options(entry))
+    objective = entry.build(context, options)
     expect(isinstance(objective, torch.nn.Module), "build() returns no torch.nn.Module")
     out = objective(student, teacher, labels, indices)
     expect(isinstance(out, dict) and "loss" in out, "forward returns no {'loss': ...} dict")
@@ -410,25 +431,38 @@ def probe_evaluate(name: str, entry: Any) -> None:
     The splits: 30 samples of 3 classes each (4-dimensional features). The result is a dict
     or a dataclass holding each of ``metrics``.
     """
-    probe = _probe(name, entry)
+    results = probe_fits(entry, _probe(name, entry), 2)
+    for metric in getattr(entry, "metrics", ()):
+        expect(
+            results[0][metric] == results[1][metric], f"metric '{metric}' differs between two runs"
+        )
+
+
+def probe_fits(entry: Any, probe: Any, times: int = 1) -> list[dict[str, Any]]:
+    """Fit and score ``probe`` (built from class ``entry``) ``times`` times on tiny random splits.
+
+    The evaluate method of what it consumes, on 30 samples of 3 classes (4-dimensional
+    features). Each result must be a dict or a dataclass holding every one of ``metrics`` as a
+    finite float; returned as dicts.
+    """
     if getattr(entry, "consumes_maps", False):
         g = torch.Generator().manual_seed(0)
         split = (torch.randn(6, 4, 4, 4, generator=g), torch.randint(0, 4, (6, 8, 8), generator=g))
-        runs = [probe.evaluate_maps(split, split, split, num_classes=3) for _ in range(2)]
+        runs = [probe.evaluate_maps(split, split, split, num_classes=3) for _ in range(times)]
     elif getattr(entry, "consumes_text", False):  # class text vectors, no heads: own space
         feats, labels = _pooled_split(30, 0)
         classes = torch.nn.functional.normalize(torch.eye(3, 4) + 0.1, dim=1)
         runs = [
             probe.evaluate_zero_shot(feats, labels, classes, None, ["a", "b", "c"])
-            for _ in range(2)
+            for _ in range(times)
         ]
     elif getattr(entry, "consumes_pairs", False):
         student = {s: _pooled_split(30, i)[0] for i, s in enumerate(("train", "val", "test"))}
         teacher = {k: v * 2 + 1 for k, v in student.items()}
-        runs = [probe.evaluate_pairs(student, teacher) for _ in range(2)]
+        runs = [probe.evaluate_pairs(student, teacher) for _ in range(times)]
     else:
         splits = [_pooled_split(30, i) for i in range(3)]
-        runs = [probe.evaluate(*splits, num_classes=3) for _ in range(2)]
+        runs = [probe.evaluate(*splits, num_classes=3) for _ in range(times)]
     results = []
     for r in runs:
         expect(
@@ -442,7 +476,7 @@ def probe_evaluate(name: str, entry: Any) -> None:
             isinstance(value, float) and math.isfinite(value),
             f"metric '{metric}' is {value!r}, not a finite float",
         )
-        expect(value == results[1][metric], f"metric '{metric}' differs between two runs")
+    return results
 
 
 # --- datasets ---------------------------------------------------------------------------------
