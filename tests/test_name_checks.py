@@ -164,7 +164,23 @@ def test_a_refusal_lists_the_methods_that_fit_with_the_runs_options(
     assert ways_out in capsys.readouterr().err
 
 
-def test_a_pipeline_without_a_teacher_stage_refuses_a_method_that_needs_one(tmp_path):
+@pytest.fixture
+def forget_test_entries():
+    """Remove the pipelines and stages a test registers, so later tests see the real lists."""
+    from xmodal.core.registry import PIPELINES, STAGES
+
+    before = {registry: set(registry._entries) for registry in (PIPELINES, STAGES)}
+    yield
+    for registry, names in before.items():
+        for name in set(registry._entries) - names:
+            for table in (registry._entries, registry._descriptions, registry._packages):
+                table.pop(name, None)
+            registry._options.pop(name, None)
+
+
+def test_a_pipeline_without_a_teacher_stage_refuses_a_method_that_needs_one(
+    tmp_path, forget_test_entries
+):
     """The checks ask the stages which config sections they act on, not for stage names."""
     from xmodal.core.errors import ConfigError
     from xmodal.core.registry import PIPELINES
