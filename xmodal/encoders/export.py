@@ -31,7 +31,8 @@ from xmodal.core.cache import (
     write_text_atomic,
 )
 from xmodal.core.errors import DataError, OutputError, XmodalError
-from xmodal.core.registry import BACKBONES
+from xmodal.core.identity import component_identity
+from xmodal.core.registry import BACKBONES, FRONTENDS, OWN_PACKAGE, Registry
 from xmodal.encoders.base import Encoder, create_encoder
 
 #: ``format`` of both encoder files: an export's JSON and a checkpoint (:func:`save_encoder`)
@@ -97,11 +98,29 @@ def export_encoder(
         "xmodal_version": xmodal_version,
         "config_hash": config_hash,
         "weights_sha256": file_digest(weights_path, length=64),
+        "components": providers(encoder.modality, backbone),
         "extra": dict(extra or {}),
     }
     return write_text_atomic(
         directory / META_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n"
     )
+
+
+def providers(modality: str, backbone: str) -> dict[str, dict[str, str]]:
+    """``{"frontend": ..., "backbone": ...}``: each one's ``name``, ``package`` and ``version``.
+
+    The distributions an encoder's files need to be loaded back (see :func:`load_encoder`); a
+    name that is not registered is left out.
+    """
+    found = {}
+    for role, registry, name in (
+        ("frontend", FRONTENDS, modality),
+        ("backbone", BACKBONES, backbone),
+    ):
+        if name in registry:
+            identity = component_identity(registry.kind, name)
+            found[role] = {key: identity[key] for key in ("name", "package", "version")}
+    return found
 
 
 def _save_weights(weights: dict[str, torch.Tensor], path: Path) -> None:
@@ -201,6 +220,7 @@ def save_encoder(
             "modality": encoder.modality,
             "kwargs": kwargs,
             "frontend_kwargs": frontend_kwargs,
+            "components": providers(encoder.modality, name),
             "extra": extra or {},
             "state_dict": encoder.state_dict(),
         },
@@ -253,6 +273,7 @@ def _load_export(path: Path) -> Encoder:
         described=meta_path,
         weights=weights_path,
         fix="export the encoder again",
+        components=meta.get("components"),
     )
 
 
@@ -285,6 +306,7 @@ def _load_checkpoint_file(path: Path) -> Encoder:
         described=path,
         weights=path,
         fix="save the encoder again",
+        components=ckpt.get("components"),
     )
 
 
@@ -298,12 +320,17 @@ def _rebuild(
     described: Path,
     weights: Path,
     fix: str,
+    components: Any = None,
 ) -> Encoder:
     """Build ``backbone`` behind ``modality``'s front end and load ``state`` into it.
 
     Options that only fetch initial weights (``init_only``) are left out: the file holds the
-    weights. Errors name ``described`` (the file with the options) or ``weights``, and ``fix``.
+    weights. Errors name ``described`` (the file with the options) or ``weights``, and ``fix``;
+    a front end or backbone that is not installed names the package ``components`` (the
+    file's record of :func:`providers`) says provides it.
     """
+    _check_installed(described, components, ("frontend", FRONTENDS, modality))
+    _check_installed(described, components, ("backbone", BACKBONES, backbone))
     try:  # an unknown backbone, or tampered frontend_kwargs or backbone_kwargs
         init_only = getattr(BACKBONES.get(backbone), "init_only", _INIT_ONLY_KWARGS)
         kwargs = {k: v for k, v in backbone_kwargs.items() if k not in init_only}
@@ -318,3 +345,25 @@ def _rebuild(
             f"'{weights}' does not fit backbone '{backbone}' ({first}); {fix}"
         ) from None
     return encoder
+
+
+def _check_installed(
+    described: Path, components: Any, used: tuple[str, Registry[Any], str]
+) -> None:
+    """Raise DataError naming the package to install when ``used``'s component is missing.
+
+    ``used`` is ``(role, registry, name)``; the package comes from the file's ``components``
+    record (files written before it have none: the rebuild then reports the unknown name).
+    """
+    role, registry, name = used
+    record = components.get(role) if isinstance(components, dict) else None
+    if name in registry or not isinstance(record, dict):
+        return
+    package, version = record.get("package"), record.get("version")
+    if not isinstance(package, str) or not package or package == OWN_PACKAGE:
+        return  # a built-in this xmodal lacks: the rebuild names it with the close matches
+    noun = "front end" if role == "frontend" else role
+    at = f" ({version})" if isinstance(version, str) and version else ""
+    raise DataError(
+        f"{described} needs package '{package}'{at} for {noun} '{name}': pip install {package}"
+    )
