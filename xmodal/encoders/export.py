@@ -5,7 +5,8 @@ the JSON, builds the registered backbone behind its modality's front end and loa
 weights. Nothing in an export can execute code: safetensors holds raw tensors only, the JSON
 holds names and plain options, and both are validated before use. The JSON records the
 SHA-256 of the weights file, so a swapped or corrupted weights file is refused, and tools can
-key caches on the weights' content.
+key caches on the weights' content; it also records the package (and version) providing its
+front end and backbone, so that loading it where one is missing names the package to install.
 
 A run also keeps each encoder as a checkpoint (``encoder.pt``, :func:`save_encoder`): the
 weights and what rebuilds them in one tensor file, read with ``weights_only=True`` (never
@@ -220,7 +221,6 @@ def save_encoder(
             "modality": encoder.modality,
             "kwargs": kwargs,
             "frontend_kwargs": frontend_kwargs,
-            "components": providers(encoder.modality, name),
             "extra": extra or {},
             "state_dict": encoder.state_dict(),
         },
@@ -306,7 +306,6 @@ def _load_checkpoint_file(path: Path) -> Encoder:
         described=path,
         weights=path,
         fix="save the encoder again",
-        components=ckpt.get("components"),
     )
 
 
