@@ -131,6 +131,25 @@ def test_an_export_names_the_package_of_a_missing_front_end(tmp_path):
     )
 
 
+def test_probing_an_export_whose_package_is_missing_names_it(tmp_path, capsys):
+    from xmodal.cli.main import main
+
+    export = tmp_path / "export"
+    meta_path = export_encoder(create_encoder("resnet8", "depth"), export, "resnet8", {}, {})
+    meta = json.loads(meta_path.read_text())
+    meta["backbone"] = "tiny1d"
+    meta["components"]["backbone"] = {"name": "tiny1d", "package": "xmodal-imu", "version": "0.1.0"}
+    meta_path.write_text(json.dumps(meta))
+    sets = ["data.scenes.image_size=16", "data.scenes.num_train=48"]
+    sets += ["data.scenes.num_val=24", "data.scenes.num_test=24"]
+    argv = ["probe", str(export), "--probes", "linear", "--out", str(tmp_path / "out")]
+    assert main([*argv, *[a for s in sets for a in ("--set", s)]]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {meta_path} needs package 'xmodal-imu' (0.1.0) for backbone 'tiny1d': "
+        "pip install xmodal-imu"
+    ]
+
+
 # --- an installed plugin whose source a user edits between two runs --------------------------
 
 TINY = [

@@ -99,11 +99,13 @@ def test_overrides_reach_into_free_form_mappings():
     [
         (
             "teacher.encoder.kwargs.pretrained=imagenet",  # resnet8 takes no pretrained weights
-            "backbone 'resnet8': unknown config key 'teacher.encoder.kwargs.pretrained' (valid keys here: width_multiplier, norm)",
+            "backbone 'resnet8': unknown config key 'teacher.encoder.kwargs.pretrained' "
+            "(valid keys here: width_multiplier, norm)",
         ),
         (
             "teacher.encoder.kwargs.norm=grup",
-            "config key 'teacher.encoder.kwargs.norm': 'grup' is not one of 'batch', 'group'; did you mean 'group'?",
+            "config key 'teacher.encoder.kwargs.norm': 'grup' is not one of 'batch', 'group'; "
+            "did you mean 'group'?",
         ),
         (
             "teacher.encoder.kwargs.width_multiplier=wide",

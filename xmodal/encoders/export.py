@@ -33,7 +33,7 @@ from xmodal.core.cache import (
 )
 from xmodal.core.errors import DataError, OutputError, XmodalError
 from xmodal.core.identity import component_identity
-from xmodal.core.registry import BACKBONES, FRONTENDS, OWN_PACKAGE, Registry
+from xmodal.core.registry import BACKBONES, FRONTENDS, OWN_PACKAGE
 from xmodal.encoders.base import Encoder, create_encoder
 
 #: ``format`` of both encoder files: an export's JSON and a checkpoint (:func:`save_encoder`)
@@ -328,8 +328,7 @@ def _rebuild(
     a front end or backbone that is not installed names the package ``components`` (the
     file's record of :func:`providers`) says provides it.
     """
-    _check_installed(described, components, ("frontend", FRONTENDS, modality))
-    _check_installed(described, components, ("backbone", BACKBONES, backbone))
+    check_installed(described, components, modality, backbone)
     try:  # an unknown backbone, or tampered frontend_kwargs or backbone_kwargs
         init_only = getattr(BACKBONES.get(backbone), "init_only", _INIT_ONLY_KWARGS)
         kwargs = {k: v for k, v in backbone_kwargs.items() if k not in init_only}
@@ -346,23 +345,24 @@ def _rebuild(
     return encoder
 
 
-def _check_installed(
-    described: Path, components: Any, used: tuple[str, Registry[Any], str]
-) -> None:
-    """Raise DataError naming the package to install when ``used``'s component is missing.
+def check_installed(described: Path, components: Any, modality: str, backbone: str) -> None:
+    """Raise DataError naming the package to install for a front end or backbone not installed.
 
-    ``used`` is ``(role, registry, name)``; the package comes from the file's ``components``
-    record (files written before it have none: the rebuild then reports the unknown name).
+    ``components`` is the file's record of :func:`providers` (``encoder.json``'s); files
+    without one (written before it) pass, and rebuilding them reports the unknown name.
     """
-    role, registry, name = used
-    record = components.get(role) if isinstance(components, dict) else None
-    if name in registry or not isinstance(record, dict):
-        return
-    package, version = record.get("package"), record.get("version")
-    if not isinstance(package, str) or not package or package == OWN_PACKAGE:
-        return  # a built-in this xmodal lacks: the rebuild names it with the close matches
-    noun = "front end" if role == "frontend" else role
-    at = f" ({version})" if isinstance(version, str) and version else ""
-    raise DataError(
-        f"{described} needs package '{package}'{at} for {noun} '{name}': pip install {package}"
-    )
+    for role, registry, name in (
+        ("frontend", FRONTENDS, modality),
+        ("backbone", BACKBONES, backbone),
+    ):
+        record = components.get(role) if isinstance(components, dict) else None
+        if name in registry or not isinstance(record, dict):
+            continue
+        package, version = record.get("package"), record.get("version")
+        if not isinstance(package, str) or not package or package == OWN_PACKAGE:
+            continue  # a built-in this xmodal lacks: the rebuild names it with close matches
+        noun = "front end" if role == "frontend" else role
+        at = f" ({version})" if isinstance(version, str) and version else ""
+        raise DataError(
+            f"{described} needs package '{package}'{at} for {noun} '{name}': pip install {package}"
+        )
