@@ -99,16 +99,17 @@ def test_overrides_reach_into_free_form_mappings():
     [
         (
             "teacher.encoder.kwargs.pretrained=imagenet",  # resnet8 takes no pretrained weights
-            "teacher.encoder: backbone 'resnet8': unknown config key 'kwargs.pretrained' "
+            "backbone 'resnet8': unknown config key 'teacher.encoder.kwargs.pretrained' "
             "(valid keys here: width_multiplier, norm)",
         ),
         (
             "teacher.encoder.kwargs.norm=grup",
-            "kwargs.norm': 'grup' is not one of 'batch', 'group'; did you mean 'group'?",
+            "config key 'teacher.encoder.kwargs.norm': 'grup' is not one of 'batch', 'group'; "
+            "did you mean 'group'?",
         ),
         (
             "teacher.encoder.kwargs.width_multiplier=wide",
-            "kwargs.width_multiplier': expected a number",
+            "config key 'teacher.encoder.kwargs.width_multiplier': expected a number",
         ),
     ],
 )

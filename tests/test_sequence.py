@@ -424,7 +424,9 @@ def test_xmodal_run_paired_with_a_sequence_student(tmp_path):
     exports = [json.loads(p.read_text()) for p in out.rglob("encoder.json")]
     students = [e for e in exports if e["modality"] == "sequence"]
     assert students and all(e["backbone"] == "temporal_conv" for e in students)
-    assert all(e["backbone_kwargs"] == {"width": 16, "depth": 3} for e in students)
+    given = {"width": 16, "depth": 3}  # with the defaults of the rest, as config.yaml lists them
+    filled = {**given, "kernel_size": 3, "norm": "batch", "dropout": 0.0}
+    assert all(e["backbone_kwargs"] == filled for e in students)
     front = students[0]["frontend_kwargs"]
     assert front["channels"] == 3 and len(front["mean"]) == len(front["std"]) == 3
     assert abs(front["mean"][0] - 9.8) < 0.2 and abs(front["mean"][1]) < 0.2  # gravity offset

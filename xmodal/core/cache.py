@@ -19,9 +19,10 @@ Guarantees:
 - **Units** (:class:`Unit`): a folder whose ``done.json`` records the fingerprint of the
   unit's inputs and the content digest of every file it vouches for. It is reused only when
   the inputs' fingerprint matches, ``done.json`` is well formed and every file it vouches for
-  still has its digest; otherwise the unit is recomputed (a changed input silently, a damaged
-  or missing file with one line saying why). Paths in it are relative to the unit's folder,
-  so a copied or moved run directory reads its own files.
+  still has its digest; otherwise the unit is recomputed (a changed setting silently; a
+  damaged or missing file, or a change the unit's ``explain`` names, with one line saying
+  why). Paths in it are relative to the unit's folder, so a copied or moved run directory
+  reads its own files.
 
 torch is imported only by the functions that read or write tensors, so that the command line's
 light paths (the run lock, ``--version``) do not load it.
@@ -385,6 +386,9 @@ class Unit:
         notice: called with one line when a finished unit must be recomputed, and why.
         agree: makes every process take the main process's answer (a run passes one that
             broadcasts it; alone, the identity).
+        explain: given the inputs a finished unit was computed from and :attr:`inputs`, the
+            changes worth a line when they differ (a component's code, say); none by default:
+            a changed setting recomputes silently.
     """
 
     directory: Path
@@ -392,6 +396,7 @@ class Unit:
     is_main: bool = True
     notice: Callable[[str], None] = lambda message: None
     agree: Callable[[Any], Any] = lambda value: value
+    explain: Callable[[Any, dict[str, Any]], list[str]] = lambda before, now: []
 
     @property
     def key(self) -> str:
@@ -427,8 +432,9 @@ class Unit:
             return None, "its done.json is not valid JSON"  # e.g. a torn write
         if not isinstance(done, dict):
             return None, "its done.json is malformed"
-        if done.get("key") != self.key:
-            return None, None  # inputs changed
+        if done.get("key") != self.key:  # inputs changed: silently, unless worth a line
+            changes = self.explain(done.get("inputs"), self.inputs)
+            return None, "; ".join(changes) or None
         record = done.get("record")
         digests = record.get("files") if isinstance(record, dict) else None
         if (

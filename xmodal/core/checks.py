@@ -1,7 +1,8 @@
 """One validation style for every options dataclass.
 
-``require(self, {field: rule})`` in ``__post_init__`` raises one ``ValueError`` naming every
-field that breaks its rule.
+``require(self, {field: rule})`` in ``__post_init__`` raises one ``ValueError``
+(:class:`InvalidOptions`) naming every field that breaks its rule; loading a config names each
+by its full key.
 """
 
 from __future__ import annotations
@@ -17,8 +18,21 @@ from typing import Any
 Rule = tuple[Callable[[Any], bool], str]
 
 
+class InvalidOptions(ValueError):
+    """Options that break their rules; ``problems`` lists each ``(field, value, need)``.
+
+    Its message is ``Options: invalid field=value (must be need); ...``; a config loader
+    rewrites it with each field's full key (:func:`~xmodal.core.config.from_dict`).
+    """
+
+    def __init__(self, owner: str, problems: list[tuple[str, Any, str]]) -> None:
+        self.problems = problems
+        shown = "; ".join(f"{name}={value!r} (must be {need})" for name, value, need in problems)
+        super().__init__(f"{owner}: invalid {shown}")
+
+
 def require(options: Any, rules: dict[str, Rule]) -> None:
-    """Raise ``ValueError`` listing each ``field=value (must be ...)`` whose rule fails."""
+    """Raise :class:`InvalidOptions` listing each ``field=value (must be ...)`` that fails."""
     bad = []
     for name, (ok, need) in rules.items():
         value = getattr(options, name)
@@ -27,9 +41,9 @@ def require(options: Any, rules: dict[str, Rule]) -> None:
         except TypeError:  # a value of the wrong type breaks its rule, it does not crash
             passed = False
         if not passed:
-            bad.append(f"{name}={value!r} (must be {need})")
+            bad.append((name, value, need))
     if bad:
-        raise ValueError(f"{type(options).__name__}: invalid {'; '.join(bad)}")
+        raise InvalidOptions(type(options).__name__, bad)
 
 
 def _number(value: Any) -> bool:

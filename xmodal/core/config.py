@@ -8,7 +8,10 @@ unknown key fails with its full dotted path and a close-match suggestion, a valu
 type fails with the expected type. Values are checked too:
 floats must be finite, seeds (keys named ``seed``/``seeds``) lie in [0, 2^32), integers fit in
 64 bits, and lists hold no repeats unless annotated ``Annotated[list[...], AllowRepeats]`` (a
-shape such as ``[64, 64]``). Overrides are parsed as YAML scalars/lists
+shape such as ``[64, 64]``). A section's own rules (``require`` in its ``__post_init__``) name
+each field that breaks one by its full key, and a mapping that holds the options of a component
+selected beside it (:func:`options_of`: a backbone's ``kwargs``) is checked against that
+component's options alike. Overrides are parsed as YAML scalars/lists
 (``--set distill.methods=[none,wcord]``) and validated the same way.
 """
 
@@ -37,6 +40,7 @@ from typing import (
 
 import yaml
 
+from xmodal.core.checks import InvalidOptions
 from xmodal.core.errors import ConfigError
 from xmodal.core.registry import Registry
 
@@ -49,6 +53,16 @@ SEED_RANGE = 2**32  # numpy's and torch's seedable range
 
 #: metadata of the field of a :class:`ComponentSection` that holds the components' options
 COMPONENT_OPTIONS = {"component-options": True}
+
+
+def options_of(name_field: str, registry: Registry[Any]) -> dict[str, Any]:
+    """Metadata of a mapping field that holds the options of the component named by another.
+
+    ``kwargs: dict[str, Any] = field(default_factory=dict, metadata=options_of("name",
+    BACKBONES))``: loading checks the mapping against the options of the component that
+    ``name`` selects (types, ranges, unknown keys), each error naming the key's full path.
+    """
+    return {"options-of": (name_field, registry)}
 
 
 class ComponentSection:
@@ -151,13 +165,58 @@ def from_dict(cls: type[C], data: Any, path: str = "") -> C:
                 f"{', '.join(fields)}{owner}{': ' + ', '.join(components) if components else ''})"
             )
         kwargs[key] = _convert(hints[key], value, key_path)
+    _check_selected_options(fields, kwargs, path)
     try:
         obj = cls(**kwargs)
     except TypeError as exc:  # a required field without a default
         raise ConfigError(f"{path or 'config'}: {exc}") from None
-    except (ValueError, OverflowError) as exc:  # __post_init__ validation
+    except InvalidOptions as exc:  # require() in __post_init__: each field by its full key
+        raise ConfigError(_invalid_message(exc, fields, path)) from None
+    except (ValueError, OverflowError) as exc:  # other __post_init__ validation
         raise ConfigError(f"{path or 'config'}: {exc}") from None
     return obj
+
+
+def _invalid_message(
+    exc: InvalidOptions, fields: dict[str, dataclasses.Field[Any]], path: str
+) -> str:
+    """``config key 'a.b.field': invalid field=V (must be ...)`` for each field that broke a rule.
+
+    Problems about fields that are not the section's own (raised by a nested check) keep the
+    options' own message, prefixed with the section's path.
+    """
+    if not all(name in fields for name, _, _ in exc.problems):
+        return f"{path or 'config'}: {exc}"
+    return "; ".join(
+        f"config key '{_join(path, name)}': invalid {name}={value!r} (must be {need})"
+        for name, value, need in exc.problems
+    )
+
+
+def _check_selected_options(
+    fields: dict[str, dataclasses.Field[Any]], kwargs: dict[str, Any], path: str
+) -> None:
+    """Check each :func:`options_of` field given in ``kwargs`` against its component's options.
+
+    The component is the one the section's name field selects (as given, else its default);
+    an unknown name is left to the name checks, which report it with its key.
+    """
+    for name, spec in fields.items():
+        selector = spec.metadata.get("options-of")
+        if selector is None or name not in kwargs:
+            continue
+        name_field, registry = selector
+        default = fields[name_field].default
+        selected = kwargs.get(name_field, default)
+        if not isinstance(selected, str) or selected not in registry:
+            continue
+        options = registry.options_type(selected)
+        if options is None:
+            continue
+        try:
+            from_dict(options, kwargs[name], _join(path, name))
+        except ConfigError as exc:
+            raise ConfigError(f"{registry.singular} '{selected}': {exc}") from None
 
 
 def to_dict(obj: Any) -> Any:

@@ -395,14 +395,37 @@ class Registry(Generic[T]):
 
 
 def _options_of(entry: Any, name: str, signature: tuple[str, ...] | None) -> type | None:
+    """The options dataclass of ``entry``: its ``options``, else (``signature``) its signature's.
+
+    A declared ``options`` of a kind built from its signature (front ends, backbones) must
+    name only keyword arguments the entry takes, as the options reach it by keyword.
+    """
     declared = getattr(entry, "options", None)
     if declared is not None:
         if not (isinstance(declared, type) and dataclasses.is_dataclass(declared)):
             raise TypeError(f"'{name}'.options must be a dataclass type, got {declared!r}")
+        if signature is not None and callable(entry):
+            _check_takes(entry, name, declared, skip=signature)
         return declared
     if signature is None or not callable(entry):
         return None
     return options_from_signature(entry, name, skip=signature)
+
+
+def _check_takes(
+    factory: Callable[..., Any], name: str, options: type, skip: tuple[str, ...]
+) -> None:
+    """Raise ``TypeError`` when ``options`` has a field that ``factory`` takes no argument for."""
+    params = inspect.signature(factory).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    takes = {p.name for p in params if p.kind is not p.VAR_POSITIONAL and p.name not in skip}
+    extra = [f.name for f in dataclasses.fields(options) if f.init and f.name not in takes]
+    if extra:
+        raise TypeError(
+            f"'{name}'.options has field(s) {', '.join(extra)} that it takes no argument for "
+            f"(it takes {', '.join(sorted(takes)) or 'none'}); make them agree"
+        )
 
 
 def options_from_signature(

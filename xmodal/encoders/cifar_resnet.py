@@ -7,14 +7,32 @@ Small enough to train on a CPU, and the family the KD literature (CRD, WCoRD) re
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 from torch import Tensor, nn
 
+from xmodal.core.checks import one_of, positive, require
 from xmodal.core.registry import BACKBONES
 from xmodal.encoders.base import chain_stages
 
 Norm = Literal["batch", "group"]
+
+
+@dataclass
+class CifarResNetOptions:
+    """Options of every CIFAR ResNet (checked when a config is loaded).
+
+    Attributes:
+        width_multiplier: scales every stage's channels (rounded, at least 1).
+        norm: ``batch`` or ``group`` (batch-independent).
+    """
+
+    width_multiplier: float = 1.0
+    norm: Norm = "batch"
+
+    def __post_init__(self) -> None:
+        require(self, {"width_multiplier": positive(), "norm": one_of(("batch", "group"))})
 
 
 def norm_layer(kind: Norm, channels: int) -> nn.Module:
@@ -105,6 +123,7 @@ def _register(
         return CifarResNet(in_channels, blocks, scaled, stem_w, norm)  # type: ignore[arg-type]
 
     build.__doc__ = f"CIFAR ResNet-{6 * blocks + 2}, widths {widths}"
+    build.options = CifarResNetOptions  # type: ignore[attr-defined]  # checked when a config loads
     BACKBONES.add(name, build, build.__doc__)
 
 

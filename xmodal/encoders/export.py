@@ -5,7 +5,8 @@ the JSON, builds the registered backbone behind its modality's front end and loa
 weights. Nothing in an export can execute code: safetensors holds raw tensors only, the JSON
 holds names and plain options, and both are validated before use. The JSON records the
 SHA-256 of the weights file, so a swapped or corrupted weights file is refused, and tools can
-key caches on the weights' content.
+key caches on the weights' content; it also records the package (and version) providing its
+front end and backbone, so that loading it where one is missing names the package to install.
 
 A run also keeps each encoder as a checkpoint (``encoder.pt``, :func:`save_encoder`): the
 weights and what rebuilds them in one tensor file, read with ``weights_only=True`` (never
@@ -31,7 +32,8 @@ from xmodal.core.cache import (
     write_text_atomic,
 )
 from xmodal.core.errors import DataError, OutputError, XmodalError
-from xmodal.core.registry import BACKBONES
+from xmodal.core.identity import component_identity
+from xmodal.core.registry import BACKBONES, FRONTENDS, OWN_PACKAGE
 from xmodal.encoders.base import Encoder, create_encoder
 
 #: ``format`` of both encoder files: an export's JSON and a checkpoint (:func:`save_encoder`)
@@ -97,11 +99,29 @@ def export_encoder(
         "xmodal_version": xmodal_version,
         "config_hash": config_hash,
         "weights_sha256": file_digest(weights_path, length=64),
+        "components": providers(encoder.modality, backbone),
         "extra": dict(extra or {}),
     }
     return write_text_atomic(
         directory / META_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n"
     )
+
+
+def providers(modality: str, backbone: str) -> dict[str, dict[str, str]]:
+    """``{"frontend": ..., "backbone": ...}``: each one's ``name``, ``package`` and ``version``.
+
+    The distributions an encoder's files need to be loaded back (see :func:`load_encoder`); a
+    name that is not registered is left out.
+    """
+    found = {}
+    for role, registry, name in (
+        ("frontend", FRONTENDS, modality),
+        ("backbone", BACKBONES, backbone),
+    ):
+        if name in registry:
+            identity = component_identity(registry.kind, name)
+            found[role] = {key: identity[key] for key in ("name", "package", "version")}
+    return found
 
 
 def _save_weights(weights: dict[str, torch.Tensor], path: Path) -> None:
@@ -253,6 +273,7 @@ def _load_export(path: Path) -> Encoder:
         described=meta_path,
         weights=weights_path,
         fix="export the encoder again",
+        components=meta.get("components"),
     )
 
 
@@ -298,12 +319,16 @@ def _rebuild(
     described: Path,
     weights: Path,
     fix: str,
+    components: Any = None,
 ) -> Encoder:
     """Build ``backbone`` behind ``modality``'s front end and load ``state`` into it.
 
     Options that only fetch initial weights (``init_only``) are left out: the file holds the
-    weights. Errors name ``described`` (the file with the options) or ``weights``, and ``fix``.
+    weights. Errors name ``described`` (the file with the options) or ``weights``, and ``fix``;
+    a front end or backbone that is not installed names the package ``components`` (the
+    file's record of :func:`providers`) says provides it.
     """
+    check_installed(described, components, modality, backbone)
     try:  # an unknown backbone, or tampered frontend_kwargs or backbone_kwargs
         init_only = getattr(BACKBONES.get(backbone), "init_only", _INIT_ONLY_KWARGS)
         kwargs = {k: v for k, v in backbone_kwargs.items() if k not in init_only}
@@ -318,3 +343,26 @@ def _rebuild(
             f"'{weights}' does not fit backbone '{backbone}' ({first}); {fix}"
         ) from None
     return encoder
+
+
+def check_installed(described: Path, components: Any, modality: str, backbone: str) -> None:
+    """Raise DataError naming the package to install for a front end or backbone not installed.
+
+    ``components`` is the file's record of :func:`providers` (``encoder.json``'s); files
+    without one (written before it) pass, and rebuilding them reports the unknown name.
+    """
+    for role, registry, name in (
+        ("frontend", FRONTENDS, modality),
+        ("backbone", BACKBONES, backbone),
+    ):
+        record = components.get(role) if isinstance(components, dict) else None
+        if name in registry or not isinstance(record, dict):
+            continue
+        package, version = record.get("package"), record.get("version")
+        if not isinstance(package, str) or not package or package == OWN_PACKAGE:
+            continue  # a built-in this xmodal lacks: the rebuild names it with close matches
+        noun = "front end" if role == "frontend" else role
+        at = f" ({version})" if isinstance(version, str) and version else ""
+        raise DataError(
+            f"{described} needs package '{package}'{at} for {noun} '{name}': pip install {package}"
+        )

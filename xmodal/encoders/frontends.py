@@ -17,7 +17,7 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
-from xmodal.core.checks import at_least, require
+from xmodal.core.checks import at_least, positive, require
 from xmodal.core.config import AllowRepeats
 from xmodal.core.registry import FRONTENDS
 
@@ -64,6 +64,18 @@ class RGBFrontend(nn.Module):
         return (x - self.mean) / self.std if self.normalise else x
 
 
+@dataclass
+class DepthOptions:
+    """Options of the ``depth`` front end (checked when a config is loaded); see its Args."""
+
+    mean_m: float = 3.0
+    std_m: float = 1.5
+    max_m: float = 10.0
+
+    def __post_init__(self) -> None:
+        require(self, {"std_m": positive(), "max_m": positive()})
+
+
 @FRONTENDS.register("depth")
 class DepthFrontend(nn.Module):
     """Metric z-depth ``[B, H, W]`` in metres -> ``[B, 1, H, W]`` standardised.
@@ -78,6 +90,7 @@ class DepthFrontend(nn.Module):
 
     image_aligned = True  # feature maps are aligned with image pixels
     out_channels = 1
+    options = DepthOptions
 
     def __init__(self, mean_m: float = 3.0, std_m: float = 1.5, max_m: float = 10.0) -> None:
         super().__init__()
@@ -101,6 +114,21 @@ class DepthFrontend(nn.Module):
         return torch.where(valid, x, torch.zeros_like(x)).unsqueeze(1)
 
 
+@dataclass
+class LogMelOptions:
+    """Options of the ``audio`` front end (checked when a config is loaded); see its Args."""
+
+    sample_rate: int = 8000
+    n_fft: int = 256
+    hop_length: int = 128
+    n_mels: int = 32
+
+    def __post_init__(self) -> None:
+        require(
+            self, {name: at_least(1) for name in ("sample_rate", "n_fft", "hop_length", "n_mels")}
+        )
+
+
 @FRONTENDS.register("audio")
 class LogMelFrontend(nn.Module):
     """Waveform ``[B, T]`` (samples in [-1, 1]) -> log-mel ``[B, 1, n_mels, frames]``.
@@ -114,6 +142,7 @@ class LogMelFrontend(nn.Module):
 
     image_aligned = False  # maps are time x frequency, not pixels: no dense probes
     out_channels = 1
+    options = LogMelOptions
 
     def __init__(
         self, sample_rate: int = 8000, n_fft: int = 256, hop_length: int = 128, n_mels: int = 32
@@ -187,6 +216,16 @@ class NormalsFrontend(nn.Module):
         return torch.nan_to_num(x, nan=0.0)
 
 
+@dataclass
+class PointsOptions:
+    """Options of the ``points`` front end (checked when a config is loaded); see its Args."""
+
+    features: int = 0
+
+    def __post_init__(self) -> None:
+        require(self, {"features": at_least(0)})
+
+
 @FRONTENDS.register("points")
 class PointsFrontend(nn.Module):
     """Point clouds ``[B, N, 3 + F]`` -> ``[B, 3 + F, N]``, centred and scaled into the unit ball.
@@ -205,6 +244,7 @@ class PointsFrontend(nn.Module):
     image_aligned = False  # one column per point, not per pixel: no dense image probes
     layout = "points"  # [B, C, N]: needs a point backbone
     default_backbone = "pointnet"  # used when the configured backbone takes images
+    options = PointsOptions
 
     def __init__(self, features: int = 0) -> None:
         super().__init__()

@@ -14,11 +14,13 @@ probe 34.5 % against 52.8 % supervised, seed 0).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from xmodal.core.checks import at_least, one_of, positive, require
 from xmodal.core.registry import BACKBONES
 from xmodal.encoders.base import chain_stages
 
@@ -140,6 +142,34 @@ class PointNet(nn.Module):
         return embedding
 
 
+@dataclass
+class PointNetOptions:
+    """Options of ``pointnet`` (checked when a config is loaded).
+
+    Attributes:
+        width: scales the MLP's 64, 128, 256 channels (rounded, at least 1).
+        layers: layers per stage.
+        norm: ``batch`` or ``group`` (batch-independent).
+        neighbours: ``k`` of the leading edge convolution (0: a plain per-point MLP).
+    """
+
+    width: float = 1.0
+    layers: int = 1
+    norm: Norm = "batch"
+    neighbours: int = 16
+
+    def __post_init__(self) -> None:
+        require(
+            self,
+            {
+                "width": positive(),
+                "layers": at_least(1),
+                "norm": one_of(("batch", "group")),
+                "neighbours": at_least(0),
+            },
+        )
+
+
 @BACKBONES.register("pointnet")
 def build_pointnet(
     in_channels: int,
@@ -160,3 +190,4 @@ def build_pointnet(
 
 
 build_pointnet.layout = "points"  # read before building
+build_pointnet.options = PointNetOptions  # checked when a config loads

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from xmodal.core.checks import at_least, require
-from xmodal.core.config import COMPONENT_OPTIONS, ComponentSection, from_dict, parse_override
+from xmodal.core.config import (
+    COMPONENT_OPTIONS,
+    ComponentSection,
+    from_dict,
+    options_of,
+    parse_override,
+    to_dict,
+)
 from xmodal.core.errors import ConfigError
 from xmodal.core.registry import (
     BACKBONES,
@@ -61,11 +68,13 @@ class EncoderConfig:
     Attributes:
         name: registered backbone (``xmodal list backbones``).
         kwargs: the backbone's options, e.g. ``{pretrained: imagenet}`` for torchvision nets;
-            checked against the options it declares (its factory's keyword arguments).
+            checked against the options it declares (its ``options`` dataclass, else its
+            factory's keyword arguments) when the config loads, each error naming the key's
+            full path (``distill.encoders.points.kwargs.width``).
     """
 
     name: str = "resnet8"
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    kwargs: dict[str, Any] = field(default_factory=dict, metadata=options_of("name", BACKBONES))
 
     def __post_init__(self) -> None:
         try:
@@ -257,8 +266,14 @@ class RunConfig:
     def fill_defaults(self) -> None:
         """Write the default options of every component the run uses into its section.
 
-        So that a resolved ``config.yaml`` lists all of them (names must have been checked).
+        So that a resolved ``config.yaml`` lists all of them (names must have been checked):
+        each backbone's defaults join its ``kwargs`` (values given stay as given), and a
+        modality whose front end swaps the shared backbone for its own default (``points``:
+        ``pointnet``) gets that one, filled, under ``distill.encoders`` (the teacher's under
+        ``teacher.encoder``). The backbones built are the same, with the same options.
         """
+        from xmodal.pipelines.stages.common import encoder_for
+
         self.data.fill(self.data.name)
         for method in self.distill.methods:
             self.distill.fill(method)
@@ -266,3 +281,18 @@ class RunConfig:
             self.probe.fill(probe)
         for modality in (self.teacher.modality, *self.distill.students):
             self.frontends.fill(modality)
+        self.teacher.encoder = filled(encoder_for(self.teacher.modality, self.teacher.encoder))
+        self.distill.encoder = filled(self.distill.encoder)
+        for modality in self.distill.students:
+            chosen = encoder_for(modality, self.distill.encoder, self.distill.encoders)
+            if modality in self.distill.encoders or chosen.name != self.distill.encoder.name:
+                self.distill.encoders[modality] = filled(chosen)
+
+
+def filled(encoder: EncoderConfig) -> EncoderConfig:
+    """``encoder`` with its backbone's default options added to ``kwargs`` (given ones kept)."""
+    options = BACKBONES.options_type(encoder.name)
+    if options is None:
+        return encoder
+    defaults = to_dict(options())
+    return EncoderConfig(encoder.name, {**defaults, **encoder.kwargs})

@@ -2,8 +2,9 @@
 
 A run directory holds one folder per cached unit of work (``teacher/seed0``,
 ``distill/seed0/depth/wcord``...), a :class:`~xmodal.core.cache.Unit` keyed by the fingerprint
-of its inputs (config sections, the content digests of upstream units): running again with the
-same config skips it, changing an input recomputes it and everything after.
+of its inputs (config sections, the content digests of upstream units, the identity of each
+component it runs): running again with the same config and code skips it, changing an input
+recomputes it and everything after.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from accelerate import Accelerator
 from rich.console import Console
 
 from xmodal.core.cache import Unit
+from xmodal.core.identity import changed_components
 from xmodal.pipelines.config import RunConfig
 from xmodal.pipelines.state import StageState
 from xmodal.training.distributed import main_process_decides
@@ -35,7 +37,9 @@ class RunContext:
     def unit(self, *parts: str, inputs: dict[str, Any]) -> Unit:
         """The cached unit ``run_dir/<parts...>`` keyed by ``inputs``.
 
-        It reports through :meth:`say` and takes the main process's answers (:meth:`agree`).
+        It reports through :meth:`say` (with the component whose code changed, when ``inputs``
+        name them under ``components``: see :mod:`xmodal.core.identity`) and takes the main
+        process's answers (:meth:`agree`).
         """
         return Unit(
             self.run_dir.joinpath(*parts),
@@ -43,6 +47,7 @@ class RunContext:
             self.accelerator.is_main_process,
             self.say,
             self.agree,
+            changed_components,
         )
 
     def agree(self, value: Any) -> Any:

@@ -31,6 +31,7 @@ from xmodal.encoders.base import create_encoder
 from xmodal.encoders.export import (
     META_FILE,
     WEIGHTS_FILE,
+    check_installed,
     export_encoder,
     read_export_metadata,
 )
@@ -261,6 +262,7 @@ def _pipeline_of(config_file: str | Path) -> str:
 def _model_record(ctx: RunContext, meta_path: Path) -> ModelRecord:
     """A probe-stage model record for one export, checked against the dataset."""
     meta = read_export_metadata(meta_path)
+    check_installed(meta_path, meta.get("components"), meta["modality"], meta["backbone"])
     modality = meta["modality"]
     dataset = ctx.state.dataset
     available = dataset_modalities(ctx.state.dataset_source, ctx.config.data.options())

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from xmodal.core.cache import load_checkpoint
+from xmodal.core.identity import components
 from xmodal.encoders.export import load_encoder
 from xmodal.evaluation.features import extract_features
 from xmodal.pipelines.context import RunContext
@@ -47,6 +48,7 @@ def classify(ctx: RunContext) -> None:
                 "checkpoint": model.digest,
                 "data": ctx.state.data_key,
                 "classifier": str(classifier_file),
+                "components": components(frontend=model.modality, backbone=model.encoder),
             },
         )
         record = unit.record()

@@ -12,6 +12,7 @@ import xmodal
 from xmodal.core.cache import atomic_output, file_digest, save_atomic
 from xmodal.core.config import fingerprint, to_dict
 from xmodal.core.errors import ConfigError
+from xmodal.core.identity import components
 from xmodal.core.records import write_json_atomic
 from xmodal.core.registry import METHODS
 from xmodal.data.source import LoadedDataset, dataset_modalities
@@ -130,6 +131,8 @@ def trained_encoder_unit(
         "mixed_precision": ctx.config.runtime.mixed_precision if method.trains else None,
         "hparams": method.hparams_of(options),
         "teacher": teacher.digest if teacher is not None and uses_teacher else None,
+        # the code it runs: a new version or an edited source recomputes it
+        "components": components(frontend=modality, backbone=encoder_cfg.name, method=method_name),
     }
     if "teacher_logits" in needs and teacher is not None and teacher.classifier:
         # a replaced classifier.pt beside an unchanged encoder.pt gives other logits

@@ -10,6 +10,7 @@ from rich.markup import escape
 from xmodal.core.cache import file_digest
 from xmodal.core.config import fingerprint, to_dict
 from xmodal.core.errors import ConfigError
+from xmodal.core.identity import components
 from xmodal.core.registry import DATASETS
 from xmodal.pipelines.context import RunContext
 from xmodal.pipelines.state import stage
@@ -49,9 +50,13 @@ def prepared_cache(ctx: RunContext, source: Any, options: Any, name: str) -> tup
 
     Returns:
         The cache's path, and the data key that every later unit is keyed on (the data's
-        settings, ``options``, and its content).
+        settings, ``options``, the dataset's identity and the data's content).
     """
-    inputs = {"dataset": ctx.config.data.name, "options": to_dict(options)}
+    inputs = {
+        "dataset": ctx.config.data.name,
+        "options": to_dict(options),
+        "components": components(dataset=ctx.config.data.name),  # the code that prepares it
+    }
     if hasattr(
         source, "fingerprint"
     ):  # file-backed sources: a replaced file must not hit the cache

@@ -4,12 +4,14 @@ Pooled probes (``linear``, ``knn``: scene classification) read ``[N, D]`` embedd
 probes (``retrieval``) read a student's and its teacher's embeddings; dense probes
 (``segmentation``: per-pixel classes) read stage feature maps ``[N, C, h, w]`` and run once per
 per-pixel label set the dataset has (e.g. ``seg40``, ``seg13``). Features are extracted once
-per checkpoint and cached under its content digest, so changing only probe settings re-fits
-probes without re-extracting; every reuse checks the digest recorded with the cached values
-(a changed file is extracted again, with one line saying why), and that digest is part of each
-probe unit's key, so results computed from other features are recomputed. Text probes
-(``zero-shot``) read a CLIP teacher's class text embeddings and each student's saved objective
-heads (:mod:`.text_teacher`); a model without them is skipped with the reason.
+per checkpoint and cached under its content digest and the identity of the front end and
+backbone code that extracts them, so changing only probe settings re-fits probes without
+re-extracting; every reuse checks the digest recorded with the cached values (a changed file
+is extracted again, with one line saying why), and that digest is part of each probe unit's
+key, with the probe's own identity, so results computed from other features or by other probe
+code are recomputed. Each result row carries the probe's options (``probe_options``). Text
+probes (``zero-shot``) read a CLIP teacher's class text embeddings and each student's saved
+objective heads (:mod:`.text_teacher`); a model without them is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from xmodal.core.cache import KeyedEntry, read_keyed, save_keyed, value_digest
 from xmodal.core.config import fingerprint, to_dict
 from xmodal.core.errors import ConfigError, DataError
+from xmodal.core.identity import components
 from xmodal.core.registry import FRONTENDS, PROBES
 from xmodal.data.arrays import Rows
 from xmodal.encoders.export import load_encoder
@@ -109,6 +112,7 @@ def probe(ctx: RunContext) -> None:
                         "probe": probe_name,
                         "target": target,
                         "config": to_dict(probe_cfg),
+                        "components": components(probe=probe_name),
                         "features": feats.digest,
                         **(
                             {"teacher": teacher.digest, "teacher_features": pair.digest}
@@ -162,6 +166,7 @@ def probe(ctx: RunContext) -> None:
                                 if "l2" in record
                                 else {}
                             ),
+                            "probe_options": to_dict(probe_cfg),  # as the probe ran
                         }
                     )
 
@@ -273,6 +278,9 @@ def _frozen_entry(
             "modality": model.modality,
             "outputs": tag,
             "splits": SPLITS,
+            # the code that extracts them (an untrained encoder's weights do not change
+            # with its forward pass)
+            "components": components(frontend=model.modality, backbone=model.encoder),
         }
     )
     cache = ctx.run_dir / "features" / f"{key}.pt"

@@ -22,6 +22,7 @@ import torch
 from xmodal.core.cache import file_digest, load_checkpoint, load_keyed, save_atomic, save_keyed
 from xmodal.core.config import fingerprint
 from xmodal.core.errors import ConfigError, DataError
+from xmodal.core.identity import components
 from xmodal.data.source import LoadedDataset
 from xmodal.encoders.base import Encoder
 from xmodal.encoders.export import load_encoder
@@ -74,6 +75,8 @@ def teacher(ctx: RunContext) -> None:
                 # bf16 extraction gives other features than float32
                 "mixed_precision": ctx.config.runtime.mixed_precision,
                 "classifier": classifier,
+                # the code that extracts them (a teacher.checkpoint's unit key is its digest)
+                "components": components(frontend=model.modality, backbone=model.encoder),
             }
         )
         outputs_file = directory / f"outputs-{key}.pt"
