@@ -183,7 +183,10 @@ def test_the_default_config_passes_and_a_rerun_reuses_the_cache(monkeypatch, tmp
 def test_the_key_holds_each_components_source(tmp_path, monkeypatch):
     _, config = resolve_config("scenes")
     before = {c.key for c in dry.plan(config, ["teacher", "distill", "probe"])}
-    monkeypatch.setattr(dry, "_file_digest", lambda path: "edited")  # every source changed
+    import xmodal.core.identity as identity
+
+    monkeypatch.setattr(identity, "_IDENTITIES", {})  # forget the memoised identities
+    monkeypatch.setattr(identity, "source_digest", lambda entry: "edited")  # every source changed
     after = {c.key for c in dry.plan(config, ["teacher", "distill", "probe"])}
     assert len(before) == len(after) == 8 and not before & after
     ident = dry.component_identity(dry.METHODS, "wcord")

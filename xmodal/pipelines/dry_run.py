@@ -21,18 +21,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import inspect
 import json
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xmodal.core.cache import write_text_atomic
 from xmodal.core.config import to_dict
 from xmodal.core.errors import ConfigError
+from xmodal.core.identity import component_identity as identity_of
+from xmodal.core.identity import package_version
 from xmodal.core.registry import BACKBONES, FRONTENDS, METHODS, PROBES, Registry
 
 if TYPE_CHECKING:
@@ -69,38 +69,17 @@ class DryCheck:
 # --- identity ---------------------------------------------------------------------------------
 
 
-def _file_digest(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except (metadata.PackageNotFoundError, ValueError):
-        return ""
-
-
 def component_identity(registry: Registry[Any], name: str) -> dict[str, str]:
-    """Name, providing package and its version, and a digest of the component's source file."""
-    entry = registry.get(name)
-    package = registry.package(name)
-    try:
-        source = inspect.getsourcefile(entry)
-        digest = _file_digest(source) if source else ""
-    except (TypeError, OSError):  # built in C, or defined where no file holds it
-        digest = ""
-    return {
-        "kind": registry.kind,
-        "name": name,
-        "package": package,
-        "version": _version(package),
-        "source": digest,
-    }
+    """Kind, name, providing package, its version and source digest of a component.
+
+    One definition: :func:`xmodal.core.identity.component_identity`, as the cache keys use.
+    """
+    return {"kind": registry.kind, **identity_of(registry.kind, name)}
 
 
 def _key(*parts: Any) -> str:
     text = json.dumps(
-        [{"xmodal": _version("xmodal"), "torch": _version("torch")}, *parts],
+        [{"xmodal": package_version("xmodal"), "torch": package_version("torch")}, *parts],
         sort_keys=True,
         default=repr,
     )
