@@ -195,7 +195,7 @@ def test_a_full_disk_while_drawing_a_figure_is_one_line_naming_it(tmp_path, caps
 def test_a_figure_is_refused_before_drawing_on_a_nearly_full_disk(tmp_path, monkeypatch):
     from matplotlib.figure import Figure
 
-    from xmodal.core import atomic
+    import xmodal.core.cache as core_cache
     from xmodal.evaluation.figures import png_bytes, save_png
 
     fig = Figure(figsize=(4.0, 3.0), dpi=100)
@@ -203,7 +203,7 @@ def test_a_figure_is_refused_before_drawing_on_a_nearly_full_disk(tmp_path, monk
     path = tmp_path / "figs" / "a.png"
     assert save_png(fig, path) == path and path.read_bytes().startswith(b"\x89PNG")
     assert path.stat().st_size < png_bytes(fig)
-    monkeypatch.setattr(atomic, "free_bytes", lambda where: 100_000)
+    monkeypatch.setattr(core_cache, "free_bytes", lambda where: 100_000)
     with pytest.raises(OutputError, match=r"no space left to write '.*b\.png' \(needs about 0\.5"):
         save_png(fig, tmp_path / "figs" / "b.png")
     assert sorted(p.name for p in path.parent.iterdir()) == ["a.png"]

@@ -131,7 +131,7 @@ def test_the_cache_is_written_like_data_h5_space_checked_one_line_no_temp(tmp_pa
 
     import h5py
 
-    from xmodal.core import atomic
+    import xmodal.core.cache as core_cache
     from xmodal.core.errors import OutputError
     from xmodal.data.hdf5_output import hdf5_bytes
 
@@ -140,14 +140,14 @@ def test_the_cache_is_written_like_data_h5_space_checked_one_line_no_temp(tmp_pa
     cache = tmp_path / "data" / "cache.h5"
     arrays = 30 * 32 * 32 * 3 + 30 * 8 + len(json.dumps([f"class{i}" for i in range(100)]))
     free = hdf5_bytes(arrays) - 1
-    monkeypatch.setattr(atomic, "free_bytes", lambda path: free)
+    monkeypatch.setattr(core_cache, "free_bytes", lambda path: free)
     with pytest.raises(OutputError) as caught:
         CIFAR100Source().prepare(options, cache)
     needed = f"needs about {hdf5_bytes(arrays) / 1e6:.1f} MB, {free / 1e6:.1f} MB free"
     assert str(caught.value).startswith(f"no space left to write '{cache}' ({needed}")
     assert list(cache.parent.iterdir()) == []
 
-    monkeypatch.setattr(atomic, "free_bytes", lambda path: 1 << 40)
+    monkeypatch.setattr(core_cache, "free_bytes", lambda path: 1 << 40)
     names = []
     real = h5py.File
 
