@@ -286,6 +286,7 @@ def test_a_run_killed_mid_epoch_resumes_there_with_identical_weights(tmp_path):
         "distill.methods=[wcord]",
         "distill.optim.epochs=2",
         "runtime.checkpoint_every=1",
+        "runtime.threads=1",  # this process and the killed one compute alike
     )
     assert main(_argv(tmp_path / "whole", *extra)) == 0
     root = str(Path(__file__).resolve().parent.parent)

@@ -218,6 +218,7 @@ def test_probe_runs_under_runtime_threads_and_leaves_a_run_directory(tmp_path, m
         argv = [*BACKBONE, "--out", str(out), *_sets([*TINY[:4], f"runtime.threads={threads}"])]
         assert main(argv) == 0
         assert seen and set(seen) == {threads}  # every split embedded under runtime.threads
+        assert torch.get_num_threads() == before  # and the caller's count is restored after
         # its exported backbone probed again, with no settings: the config.yaml of the run
         # directory holding it gives the same data and options, so the same rows
         seen.clear()

@@ -33,6 +33,7 @@ from xmodal.core.config import to_dict
 from xmodal.core.errors import ConfigError
 from xmodal.core.identity import component_identity as identity_of
 from xmodal.core.identity import package_version
+from xmodal.core.lock import RunLock
 from xmodal.core.registry import BACKBONES, FRONTENDS, METHODS, PROBES, Registry
 
 if TYPE_CHECKING:
@@ -311,7 +312,8 @@ def dry_run(config: RunConfig, stages: Sequence[str], run_dir: Path | None) -> l
             ran.append(f"{check.kind}:{check.name}")
     if cache is not None and todo:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(
-            cache, json.dumps({"version": CACHE_VERSION, "passed": sorted(passed)}, indent=1)
-        )
+        with RunLock(cache.parent):  # a run directory another job holds is refused, not written
+            write_text_atomic(
+                cache, json.dumps({"version": CACHE_VERSION, "passed": sorted(passed)}, indent=1)
+            )
     return ran

@@ -125,8 +125,24 @@ def execute(
         title: the command as the first console line names it (``xmodal run scenes``).
         console: where the main process prints.
     """
+    threads_before = torch.get_num_threads()  # restored after: a library call leaves no trace
     if config.runtime.threads > 0:
         torch.set_num_threads(config.runtime.threads)
+    try:
+        return _execute(name, config, run_dir, stages, title, console)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _execute(
+    name: str,
+    config: RunConfig,
+    run_dir: Path,
+    stages: Sequence[Stage],
+    title: str,
+    console: Console | None,
+) -> RunResult:
+    """The job of :func:`execute` once the thread count is set."""
     accelerator = create_accelerator(
         cpu=config.runtime.cpu,
         mixed_precision=config.runtime.mixed_precision,
