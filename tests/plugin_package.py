@@ -3,14 +3,18 @@
 A module and a ``pyproject.toml`` declaring its entry points. It registers a component of four
 kinds, each with an option: a ``thermal`` front end, a ``thermal-scenes`` dataset, a ``cosine``
 method and a ``centroid`` probe. The worked example of a plugin package, with one component of
-each kind, is ``examples/xmodal-imu`` (``tests/test_example_plugin.py``).
+each kind, is ``examples/xmodal-imu`` (``tests/test_example_plugin.py``). :func:`write_dist`
+writes a small installed package directly, and :func:`run_xmodal` runs the command beside it.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PACKAGE = "xmodal_thermal_demo"
 DISTRIBUTION = "xmodal-thermal-demo"
@@ -204,3 +208,39 @@ def pip_install(project: Path, site: Path) -> Path:
     if proc.returncode != 0:
         raise RuntimeError(f"pip could not install {project.name}: {proc.stderr[-2000:]}")
     return site
+
+
+def write_dist(
+    site: Path, distribution: str, modules: dict[str, str], groups: dict[str, dict[str, str]]
+) -> Path:
+    """An installed package in ``site``: its modules and a dist-info declaring ``groups``.
+
+    What ``pip install`` leaves, written directly (no build, no index): ``modules`` is
+    ``{module name: source}``, ``groups`` is ``{group: {name: "module:Attr"}}``.
+    """
+    site.mkdir(parents=True, exist_ok=True)
+    for module, source in modules.items():
+        (site / f"{module}.py").write_text(source)
+    info = site / f"{distribution.replace('-', '_')}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "".join(
+            f"[{group}]\n" + "".join(f"{n} = {v}\n" for n, v in entries.items()) + "\n"
+            for group, entries in groups.items()
+        )
+    )
+    return site
+
+
+def run_xmodal(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m xmodal ARGS`` in a fresh process with ``site`` first on ``PYTHONPATH``."""
+    path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", ""), str(ROOT)])
+    return subprocess.run(
+        [sys.executable, "-m", "xmodal", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "COLUMNS": "400"},
+    )

@@ -178,9 +178,13 @@ class Registry(Generic[T]):
             )
         package = package or module.partition(".")[0]
         if package != OWN_PACKAGE:  # a plugin, from an entry point or registered in code
-            self.check_plugin(
-                name, entry, where or self._loading.get(name) or f"'{name}' ({module})"
+            where = (
+                where
+                or self._loading.get(name)
+                or f"plugin '{name}' ({_origin(entry)}, registered in code) from package "
+                f"'{package}'"
             )
+            self.check_plugin(name, entry, where)
         self._entries[name] = entry
         self._descriptions[name] = one_line(description or getattr(entry, "__doc__", None) or "")
         self._packages[name] = package
@@ -378,10 +382,16 @@ class Registry(Generic[T]):
             _options_of(entry, name, self._signature_options)
             if contract is not None:
                 contract(name, entry)
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise XmodalError(
-                f"{self.kind}: {where or repr(name)} breaks the {self.singular} contract: {exc}"
-            ) from None
+        except (TypeError, ValueError, AttributeError) as exc:  # what the contract found wrong
+            reason, cause = str(exc), None
+        except Exception as exc:  # a contract that runs the entry (a front end's forward)
+            reason, cause = f"{type(exc).__name__}: {exc}", exc
+        else:
+            return
+        raise XmodalError(
+            f"{self.kind}: {where or repr(name)} breaks the {self.singular} contract: "
+            + " ".join(reason.split())
+        ) from cause
 
     def _contract(self) -> Callable[[str, Any], None] | None:
         """This kind's contract: as set, else xmodal's entry in ``xmodal.contracts``."""
@@ -426,6 +436,46 @@ def _check_takes(
             f"'{name}'.options has field(s) {', '.join(extra)} that it takes no argument for "
             f"(it takes {', '.join(sorted(takes)) or 'none'}); make them agree"
         )
+
+
+def accepts(cls: type, method: str, positional: int, keywords: tuple[str, ...] = ()) -> bool:
+    """Whether ``cls``'s ``method`` takes ``positional`` arguments plus ``keywords``, as called.
+
+    Read from the signature alone: nothing is built or called. ``"__init__"`` is the
+    constructor (``cls(...)``); otherwise the method of an instance (``self`` not counted),
+    a ``staticmethod`` or a ``classmethod``. True when there is no signature to read.
+    """
+    args: list[Any] = [None] * positional
+    kwargs: dict[str, Any] = dict.fromkeys(keywords)
+    try:
+        if method == "__init__":
+            signature = inspect.signature(cls)
+        else:
+            raw = inspect.getattr_static(cls, method)
+            if isinstance(raw, staticmethod | classmethod):
+                signature = inspect.signature(getattr(cls, method))
+            elif inspect.isfunction(raw):
+                signature, args = inspect.signature(raw), [cls, *args]  # cls stands for self
+            else:
+                return True  # a callable object: its call cannot be read without it
+    except (TypeError, ValueError):  # no signature (a builtin)
+        return True
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError:
+        return False
+    return True
+
+
+def signature_of(cls: type, method: str) -> str:
+    """``method``'s parameters for messages, e.g. ``(self, options, cache_path)``."""
+    target = cls if method == "__init__" else inspect.getattr_static(cls, method, None)
+    if isinstance(target, staticmethod | classmethod):
+        target = target.__func__
+    try:
+        return str(inspect.signature(target))
+    except (TypeError, ValueError):
+        return "(?)"
 
 
 def options_from_signature(

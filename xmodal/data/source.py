@@ -1,15 +1,19 @@
 """What a registered dataset provides: preparation into a cache, loading, and a description.
 
 A dataset may describe its own files for ``xmodal data info`` as :data:`Section` tables
-(``describe_file``); :func:`describe_dataset_file` asks it.
+(``describe_file``); :func:`describe_dataset_file` asks it. :func:`dataset_contract` is the
+check a dataset plugin passes when it loads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from xmodal.core.registry import FRONTENDS, accepts, signature_of
 
 if TYPE_CHECKING:
     from xmodal.data.arrays import SplitData
@@ -83,6 +87,108 @@ class DatasetSource(Protocol):
     def load(self, cache_path: Path) -> LoadedDataset:
         """The splits of a prepared cache."""
         ...
+
+
+#: each method of a dataset class, as xmodal calls it: (positional arguments, keywords)
+REQUIRED_METHODS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "prepare": (("options", "cache_path"), ("progress",)),
+    "load": (("cache_path",), ()),
+}
+OPTIONAL_METHODS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "modalities_for": (("options",), ()),
+    "labelled_for": (("options",), ()),
+    "fingerprint": (("options",), ()),
+    "teacher_task_options": (("options",), ()),
+    "load_teacher_task": (("cache_path",), ()),
+    "describe_file": (("path", "options", "progress"), ()),
+}
+
+
+def dataset_contract(name: str, entry: Any) -> None:
+    """Check a dataset class against :class:`DatasetSource`, from its class alone.
+
+    Nothing is built, prepared or loaded: a class built with no arguments; ``name`` a
+    non-empty str; ``modalities`` a tuple of registered front ends; ``options`` a dataclass;
+    ``prepare`` and ``load`` (and each optional method it has) callable as xmodal calls them;
+    ``labelled`` a bool and ``example_options`` a dict of its options, if present.
+
+    Raises:
+        TypeError: a member of the wrong kind, or a method that cannot take xmodal's call.
+        ValueError: a value out of its range; each message says what to change.
+    """
+    if not isinstance(entry, type):
+        raise TypeError(
+            f"dataset '{name}' must be a class (built with no arguments), got {entry!r}"
+        )
+    if not accepts(entry, "__init__", 0):
+        raise TypeError(
+            f"dataset '{name}' must be built with no arguments, but its constructor takes "
+            f"{signature_of(entry, '__init__')}; make those arguments options"
+        )
+    label = getattr(entry, "name", None)
+    if not (isinstance(label, str) and label):
+        raise ValueError(f"dataset '{name}'.name must be a non-empty str, got {label!r}")
+    modalities = getattr(entry, "modalities", None)
+    if not (isinstance(modalities, tuple | list) and all(isinstance(m, str) for m in modalities)):
+        raise TypeError(
+            f"dataset '{name}'.modalities must be a tuple of front-end names (empty when "
+            f"modalities_for(options) gives them), got {modalities!r}"
+        )
+    unknown = [m for m in modalities if m not in FRONTENDS]
+    if unknown:
+        raise ValueError(
+            f"dataset '{name}'.modalities {unknown} name no registered front end "
+            "(see 'xmodal list frontends'); register them or fix the names"
+        )
+    options = getattr(entry, "options", None)
+    if not (isinstance(options, type) and dataclasses.is_dataclass(options)):
+        raise TypeError(
+            f"dataset '{name}'.options must be a dataclass type (a dataset has options: an "
+            f"empty dataclass for none), got {options!r}"
+        )
+    for method, call in REQUIRED_METHODS.items():
+        _check_method(name, entry, method, call, required=True)
+    for method, call in OPTIONAL_METHODS.items():
+        _check_method(name, entry, method, call, required=False)
+    labelled = getattr(entry, "labelled", True)
+    if not isinstance(labelled, bool):
+        raise TypeError(f"dataset '{name}'.labelled must be True or False, got {labelled!r}")
+    example = getattr(entry, "example_options", None)
+    if example is not None:
+        if not isinstance(example, dict):
+            raise TypeError(
+                f"dataset '{name}'.example_options must be a dict of options, got {example!r}"
+            )
+        fields = [f.name for f in dataclasses.fields(options) if f.init]
+        extra = sorted(set(example) - set(fields))
+        if extra:
+            raise ValueError(
+                f"dataset '{name}'.example_options sets {extra}, not options of "
+                f"{options.__name__} ({', '.join(fields) or 'none'})"
+            )
+
+
+def _check_method(
+    name: str,
+    entry: type,
+    method: str,
+    call: tuple[tuple[str, ...], tuple[str, ...]],
+    required: bool,
+) -> None:
+    """Raise ``TypeError`` unless ``entry.method`` exists (if ``required``) and takes ``call``."""
+    positional, keywords = call
+    shown = ", ".join([*positional, *(f"{k}=..." for k in keywords)])
+    if not hasattr(entry, method):
+        if required:
+            raise TypeError(f"dataset '{name}' has no {method}({shown}) method; add one")
+        return
+    if not callable(getattr(entry, method)):
+        raise TypeError(f"dataset '{name}'.{method} must be a method {method}({shown})")
+    if not accepts(entry, method, len(positional), keywords):
+        raise TypeError(
+            f"dataset '{name}'.{method} takes {signature_of(entry, method)}, but xmodal calls "
+            f"it as {method}({shown}); change its parameters"
+        )
 
 
 def _instance(source: Any) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from xmodal.core.config import from_dict, read_yaml
 from xmodal.core.errors import ConfigError
@@ -55,6 +56,28 @@ class PipelineSpec:
             check_stage_order(self.name, self.stages)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+
+
+def pipeline_contract(name: str, entry: Any) -> None:
+    """Check a pipeline entry: a :class:`PipelineSpec` named ``name`` whose stages are registered.
+
+    Names only (nothing imported); whether the stages fit together is checked when it runs.
+    """
+    if not isinstance(entry, PipelineSpec):
+        raise TypeError(
+            f"pipeline '{name}' must be a xmodal.pipelines.spec.PipelineSpec, got {entry!r}"
+        )
+    if entry.name != name:
+        raise ValueError(
+            f"pipeline '{name}' is registered under another name than its spec's "
+            f"'{entry.name}'; make them agree"
+        )
+    unknown = [s for s in entry.stages if s not in STAGES]
+    if unknown:
+        raise ValueError(
+            f"pipeline '{name}' lists stages {unknown} that are not registered (see 'xmodal "
+            "list stages'); register them or fix the names"
+        )
 
 
 def load_spec(path: Path) -> PipelineSpec:

@@ -74,6 +74,14 @@ def _options_check(kind: str) -> Callable[[str, Any], None]:
     return check
 
 
+def holds(contract: Callable[[str, Any], None], name: str, entry: Any) -> None:
+    """Run a kind's load-time ``contract`` on ``entry``; what it finds wrong as an assertion."""
+    try:
+        contract(name, entry)
+    except (TypeError, ValueError) as exc:
+        raise AssertionError(str(exc)) from None
+
+
 def _registry_contract(kind: str) -> Callable[[str, Any], None]:
     def check(name: str, entry: Any) -> None:
         """The check the registry runs on a plugin of this kind when it loads."""
@@ -400,28 +408,15 @@ def _probe(name: str, entry: Any) -> Any:
 
 
 def probe_protocol(name: str, entry: Any) -> None:
-    """A class built from its options, with the ``evaluate`` method it needs and ``metrics``.
+    """Its load-time contract, then built from its default options (or None without options).
 
-    Built from its default options (or None without options); ``evaluate`` (or the
-    ``evaluate_maps``/``evaluate_pairs``/``evaluate_zero_shot`` of what it consumes);
-    ``metrics`` a tuple of names.
+    The contract is :func:`~xmodal.evaluation.probe.probe_contract`: a class built as
+    ``Cls(options)``, with the ``evaluate`` method of what it consumes and ``metrics`` a tuple of
+    names.
     """
-    expect(isinstance(entry, type), f"a probe must be a class, got {entry!r}")
-    method = "evaluate"
-    for flag, variant in (
-        ("consumes_maps", "evaluate_maps"),
-        ("consumes_text", "evaluate_zero_shot"),
-        ("consumes_pairs", "evaluate_pairs"),
-    ):
-        if getattr(entry, flag, False):
-            method = variant
-            break
-    expect(callable(getattr(entry, method, None)), f"it has no {method}() method")
-    metrics = getattr(entry, "metrics", ())
-    expect(
-        isinstance(metrics, (tuple, list)) and all(isinstance(m, str) for m in metrics),
-        f"metrics must be a tuple of names, got {metrics!r}",
-    )
+    from xmodal.evaluation.probe import probe_contract
+
+    holds(probe_contract, name, entry)
     _probe(name, entry)
 
 
@@ -445,18 +440,21 @@ def probe_fits(entry: Any, probe: Any, times: int = 1) -> list[dict[str, Any]]:
     features). Each result must be a dict or a dataclass holding every one of ``metrics`` as a
     finite float; returned as dicts.
     """
-    if getattr(entry, "consumes_maps", False):
+    from xmodal.evaluation.probe import evaluate_method
+
+    method = evaluate_method(entry)[0]
+    if method == "evaluate_maps":
         g = torch.Generator().manual_seed(0)
         split = (torch.randn(6, 4, 4, 4, generator=g), torch.randint(0, 4, (6, 8, 8), generator=g))
         runs = [probe.evaluate_maps(split, split, split, num_classes=3) for _ in range(times)]
-    elif getattr(entry, "consumes_text", False):  # class text vectors, no heads: own space
+    elif method == "evaluate_zero_shot":  # class text vectors, no heads: own space
         feats, labels = _pooled_split(30, 0)
         classes = torch.nn.functional.normalize(torch.eye(3, 4) + 0.1, dim=1)
         runs = [
             probe.evaluate_zero_shot(feats, labels, classes, None, ["a", "b", "c"])
             for _ in range(times)
         ]
-    elif getattr(entry, "consumes_pairs", False):
+    elif method == "evaluate_pairs":
         student = {s: _pooled_split(30, i)[0] for i, s in enumerate(("train", "val", "test"))}
         teacher = {k: v * 2 + 1 for k, v in student.items()}
         runs = [probe.evaluate_pairs(student, teacher) for _ in range(times)]
@@ -483,38 +481,25 @@ def probe_fits(entry: Any, probe: Any, times: int = 1) -> list[dict[str, Any]]:
 
 
 def dataset_protocol(name: str, entry: Any) -> None:
-    """A class with ``name``, ``modalities``, ``options``, ``prepare`` and ``load``.
+    """Its load-time contract, then built with no arguments; ``example_options`` are valid.
 
-    ``modalities`` name registered front ends, ``options`` is a dataclass;
-    ``modalities_for``/``labelled_for``/``fingerprint``, if any, are methods.
+    The contract is :func:`~xmodal.data.source.dataset_contract` (``name``, ``modalities`` of
+    registered front ends, an ``options`` dataclass, ``prepare`` and ``load``, ...). Built, it
+    keeps its class's ``name`` and ``modalities``; its ``example_options``, if any, pass the
+    options' own checks.
     """
-    expect(isinstance(entry, type), f"a dataset must be a class, got {entry!r}")
+    from xmodal.data.source import dataset_contract
+
+    holds(dataset_contract, name, entry)
     source = entry()
     expect(
-        isinstance(getattr(source, "name", None), str) and bool(source.name),
-        "name must be a non-empty string",
+        source.name == entry.name and tuple(source.modalities) == tuple(entry.modalities),
+        f"built, it says name {source.name!r} and modalities {source.modalities!r}, its class "
+        f"{entry.name!r} and {entry.modalities!r} (xmodal reads the class's)",
     )
-    modalities = getattr(source, "modalities", None)
-    expect(
-        isinstance(modalities, (tuple, list)) and all(isinstance(m, str) for m in modalities),
-        f"modalities must be a tuple of front-end names, got {modalities!r}",
-    )
-    unknown = [m for m in modalities if m not in FRONTENDS]  # type: ignore[union-attr]  # checked above
-    expect(not unknown, f"modalities {unknown} name no registered front end")
-    options = getattr(entry, "options", None)
-    expect(
-        isinstance(options, type) and dataclasses.is_dataclass(options),
-        f"options must be a dataclass type, got {options!r}",
-    )
-    for method in ("prepare", "load"):
-        expect(callable(getattr(source, method, None)), f"it has no {method}() method")
-    for method in ("modalities_for", "labelled_for", "fingerprint"):
-        expect(callable(getattr(source, method, len)), f"{method} must be a method taking options")
     example = getattr(entry, "example_options", None)
-    expect(
-        example is None or isinstance(example, dict),
-        f"example_options must be a dict of options, got {example!r}",
-    )
+    if example is not None:
+        entry.options(**example)  # the options' own checks (__post_init__)
 
 
 def dataset_round_trip(name: str, entry: Any) -> None:
