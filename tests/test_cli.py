@@ -332,9 +332,10 @@ def test_a_deprecation_is_one_warning_line(monkeypatch, capsys):
     import xmodal.cli.main as cli
     from xmodal.core.errors import DeprecatedSpelling
 
-    def old_spelling(kind, console):
+    def old_spelling(kind, console, err):
         message = "entry-point group 'xmodal.losses' is an old name"
         warnings.warn(message, DeprecatedSpelling, stacklevel=2)
+        return 0
 
     monkeypatch.setattr(cli, "_list", old_spelling)
     assert main(["list"]) == 0

@@ -185,12 +185,17 @@ def test_plugin_options_are_checked_like_built_ins(site, tmp_path, override, mes
 
 def test_a_plugin_that_breaks_its_contract_is_named_with_its_package(broken_site):
     proc = _xmodal(broken_site, "list", "frontends")
-    assert proc.returncode == 2
+    assert proc.returncode == 1  # its row says why; the others are listed
+    [row] = [line for line in proc.stdout.splitlines() if line.startswith("│ broken ")]
     assert (
-        f"plugin 'broken' ({'xmodal_thermal_demo'}:BrokenFrontend) from package '{DISTRIBUTION}' "
-        "breaks the modality contract"
-    ) in proc.stderr
-    assert "out_channels" in proc.stderr
+        f"BROKEN: plugin 'broken' ({'xmodal_thermal_demo'}:BrokenFrontend) from package "
+        f"'{DISTRIBUTION}' breaks the modality contract: front end 'broken' lacks out_channels"
+    ) in row
+    assert any(line.startswith("│ thermal ") for line in proc.stdout.splitlines())
+    assert proc.stderr.splitlines() == [
+        f"error: 1 entry failed to load: frontends:broken (package '{DISTRIBUTION}'); fix or "
+        "uninstall the package (its row says why; 'xmodal check frontends:broken' runs its checks)"
+    ]
 
 
 def test_xmodal_check_names_the_broken_component_checks_the_rest_and_exits_1(broken_site):

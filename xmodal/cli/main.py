@@ -2,7 +2,8 @@
 
 ``main(argv)`` returns an exit status instead of exiting, so tests can call it. A user mistake
 (an :class:`~xmodal.core.errors.XmodalError`, or bad arguments) prints one line and returns 2;
-``xmodal data info`` returns 1 when it lists a file's problems.
+``xmodal data info`` returns 1 when it lists a file's problems, ``xmodal list KIND`` when an
+entry fails to load (its row says why; the others are listed).
 
 Starting is cheap: ``--version``, ``--help`` and ``list`` import no layer above ``core`` (and no
 torch), and ``run`` checks every name in its config against the registries' entry points before
@@ -214,12 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _list(kind: str | None, console: Console) -> None:
+def _list(kind: str | None, console: Console, err: Console) -> int:
     """Print every kind's names and packages, or one kind's entries with descriptions.
 
     The names and packages come from entry points (nothing imported); a description needs the
-    entry's docstring, so one kind's listing imports its entries' modules.
+    entry's docstring, so one kind's listing imports its entries' modules. An entry that fails
+    to load (its import, its contract) gets its reason in its row, the rest are listed, and a
+    last line names the broken entries: exit status 1.
     """
+    broken: list[str] = []
     for name in [kind] if kind else LIST_KINDS:
         registry = REGISTRIES[name]
         table = Table(title=name, title_justify="left", show_header=False)
@@ -228,11 +232,29 @@ def _list(kind: str | None, console: Console) -> None:
             table.add_column("description", overflow="fold")
         table.add_column("package", no_wrap=True, style="dim")
         for entry in registry.names():
-            described = [registry.describe(entry)] if kind else []
+            described = []
+            if kind:
+                try:
+                    described = [registry.describe(entry)]
+                except XmodalError as exc:  # one broken plugin must not hide the others
+                    reason = str(exc).removeprefix(f"{name}: ")
+                    described = [f"BROKEN: {' '.join(reason.split())}"]
+                    broken.append(f"{name}:{entry} (package '{registry.package(entry) or '?'}')")
             table.add_row(entry, *described, registry.package(entry))
         console.print(table, markup=False, highlight=False)
     if not kind:
         console.print("descriptions: xmodal list KIND", markup=False, highlight=False)
+    if broken:
+        err.print(
+            f"error: {len(broken)} {'entry' if len(broken) == 1 else 'entries'} failed to load: "
+            f"{', '.join(broken)}; fix or uninstall the package (its row says why; "
+            f"'xmodal check {broken[0].partition(' ')[0]}' runs its checks)",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
+        return 1
+    return 0
 
 
 def _report(runs: list[str], out: str | None, console: Console) -> None:
@@ -339,7 +361,7 @@ def _main(argv: Sequence[str] | None, console: Console, err: Console) -> int:
         elif args.command == "data":
             return run_data_command(args, console)
         elif args.command == "list":
-            _list(args.kind, console)
+            return _list(args.kind, console, err)
         elif args.command == "check":
             from xmodal.testing.command import check_command
 
