@@ -237,3 +237,80 @@ def test_editing_a_plugin_recomputes_exactly_the_units_that_use_it(tmp_path):
     assert _rewritten(second, _units(out)) == NEAREST
     for unit in sorted(NEAREST):
         assert f"{out / unit}: probe 'nearest' changed (source digest); recomputing it" in log
+
+
+# --- a real editable install (pip install -e) -------------------------------------------------
+
+EDITABLE_PROBE = '''
+"""A probe of an editable package."""
+
+
+class EdProbe:
+    """Always right."""
+
+    options = None
+    metrics = ("accuracy",)
+
+    def __init__(self, config=None) -> None:
+        self.config = config
+
+    def evaluate(self, train, val, test, num_classes):
+        return {"accuracy": 1.0}
+'''
+
+#: the identity of the editable package's probe, and the file it was imported from
+_IDENTIFY = """
+import json, site, sys
+site.addsitedir(sys.argv[1])  # as a site folder: its editable .pth points at the source
+from xmodal.core.identity import component_identity, source_file
+from xmodal.core.registry import PROBES
+found = component_identity("probes", "edprobe")
+print(json.dumps({**found, "file": str(source_file(PROBES.get("edprobe")))}))
+"""
+
+
+def test_an_editable_install_is_identified_by_its_source_in_place(tmp_path):
+    """``pip install -e``: the identity digests the project's own file, so an edit changes it.
+
+    With the test above (a changed identity recomputes exactly the units that use it), this is
+    the editable case of issue 21's Done-when item.
+    """
+    project, site = tmp_path / "project", tmp_path / "site"
+    (project / "src" / "ed_pkg").mkdir(parents=True)
+    (project / "src" / "ed_pkg" / "__init__.py").write_text("")
+    source = project / "src" / "ed_pkg" / "probe.py"
+    source.write_text(EDITABLE_PROBE)
+    (project / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=64"]\nbuild-backend = "setuptools.build_meta"\n'
+        '\n[project]\nname = "ed-demo"\nversion = "0.3"\n\n[tool.setuptools.packages.find]\n'
+        'where = ["src"]\n\n[project.entry-points."xmodal.probes"]\n'
+        'edprobe = "ed_pkg.probe:EdProbe"\n'
+    )
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site)]
+    proc = subprocess.run([*pip, "-e", str(project)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (site / "ed_pkg").exists()  # nothing copied: the source stays in the project
+
+    def identify() -> dict:
+        proc = subprocess.run(
+            [sys.executable, "-c", _IDENTIFY, str(site)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    before = identify()
+    assert Path(before.pop("file")).resolve() == source.resolve()
+    assert before == {
+        "name": "edprobe",
+        "package": "ed-demo",
+        "version": "0.3",
+        "source": file_digest(source),
+    }
+    source.write_text(source.read_text() + "# edited in place\n")
+    after = identify()
+    assert Path(after.pop("file")).resolve() == source.resolve()
+    assert after["source"] != before["source"] and after["version"] == "0.3"

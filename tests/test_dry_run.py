@@ -8,15 +8,18 @@ import random
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from plugin_package import write_dist
 
 from xmodal.cli.main import main
 from xmodal.pipelines import dry_run as dry
 from xmodal.pipelines.runner import RunResult, resolve_config
 
+ROOT = Path(__file__).resolve().parent.parent
 TINY = [
     "data.scenes.image_size=16",
     "data.scenes.num_train=48",
@@ -137,6 +140,122 @@ def test_a_broken_component_fails_in_one_line_before_preprocess(
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
     assert fragment in lines[0]
     assert not out.exists()  # no stage ran: preprocess wrote nothing, not even the run dir
+
+
+#: one installed package declaring, by entry points, a front end with a ranged option and the
+#: three broken components of :data:`BROKEN`
+PACKAGE_SOURCE = (
+    BROKEN.split("\nBACKBONES.add(")[0]
+    + """
+
+from xmodal.core.checks import positive, require
+
+
+@dataclass
+class GlowOptions:
+    gain: float = 1.0
+
+    def __post_init__(self) -> None:
+        require(self, {"gain": positive()})
+
+
+class Glow(nn.Module):
+    \"\"\"Brightness [B, H, W] -> [B, 1, H, W], scaled by gain.\"\"\"
+
+    out_channels = 1
+    image_aligned = True
+    options = GlowOptions
+
+    def __init__(self, gain: float = 1.0) -> None:
+        super().__init__()
+        self.gain = GlowOptions(gain).gain
+
+    def example_input(self, batch: int = 2):
+        return torch.rand(batch, 8, 8)
+
+    def forward(self, x):
+        return (x.float() * self.gain).unsqueeze(1)
+"""
+)
+PACKAGE_CASES = [
+    (
+        ["frontends.glow.gain=-1"],
+        "config key 'frontends.glow.gain': invalid gain=-1.0 (must be a finite number > 0)",
+    ),
+    (
+        ["distill.encoder.name=crashy"],
+        "dry run: backbone 'crashy' behind front end 'depth' (distill.encoder) from package "
+        "'dry-broken-pkg' fails: RuntimeError: boom on forward; run `xmodal check "
+        "backbones:crashy`",
+    ),
+    (
+        ["distill.methods=[none,nanloss]"],
+        "dry run: method 'nanloss' from package 'dry-broken-pkg' fails: AssertionError: the loss "
+        "is nan; run `xmodal check methods:nanloss`",
+    ),
+    (
+        ["probe.probes=[raiser]"],
+        "dry run: probe 'raiser' from package 'dry-broken-pkg' fails: ValueError: probe "
+        "exploded; run `xmodal check probes:raiser`",
+    ),
+]
+#: runs each command line through ``main`` in one fresh process (one torch import)
+_RUNNER = """
+import contextlib, io, json, sys
+from xmodal.cli.main import main
+answers = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(argv)
+    answers.append([code, err.getvalue()])
+print(json.dumps(answers))
+"""
+
+
+def test_an_installed_package_of_broken_components_fails_each_in_one_line(tmp_path):
+    """Issue 21's first Done-when item, from one package installed with entry points.
+
+    A wrong front-end value, a backbone crashing on forward, a NaN loss and a raising probe:
+    exit 2 and one line each, naming the package, before preprocess writes anything. Each passes
+    its load contract; the config check or the dry run finds it.
+    """
+    site = write_dist(
+        tmp_path / "site",
+        "dry-broken-pkg",
+        {"dry_broken_pkg": PACKAGE_SOURCE},
+        {
+            "xmodal.frontends": {"glow": "dry_broken_pkg:Glow"},
+            "xmodal.backbones": {"crashy": "dry_broken_pkg:crashy"},
+            "xmodal.methods": {"nanloss": "dry_broken_pkg:NanLoss"},
+            "xmodal.probes": {"raiser": "dry_broken_pkg:Raiser"},
+        },
+    )
+    outs = [tmp_path / f"run{i}" for i in range(len(PACKAGE_CASES))]
+    argvs = [
+        ["run", "scenes", "--out", str(out), *[a for s in [*TINY, *sets] for a in ("--set", s)]]
+        for out, (sets, _) in zip(outs, PACKAGE_CASES, strict=True)
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", ""), str(ROOT)]),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUNNER, json.dumps(argvs)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    answers = json.loads(proc.stdout.strip().splitlines()[-1])
+    for (sets, message), out, (code, err) in zip(PACKAGE_CASES, outs, answers, strict=True):
+        assert code == 2, (sets, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), (sets, err)
+        assert not out.exists()  # preprocess wrote nothing, not even the run directory
 
 
 def _counting(monkeypatch):
