@@ -42,7 +42,7 @@ def _torchvision_teacher(weights: Path) -> str:
 
     The default timm teacher runs in tests/test_nyu_teacher.py.
     """
-    return f"teacher.encoder={{name: resnet18, kwargs: {{pretrained: '{weights}'}}}}"
+    return f"teacher.encoder={{name: resnet18, resnet18: {{pretrained: '{weights}'}}}}"
 
 
 def test_run_nyu_depth_end_to_end(nyu_file, teacher_weights, tmp_path):
@@ -105,7 +105,7 @@ def test_missing_data_says_where_to_get_it(tmp_path, capsys):
     # a random-init teacher (weights ''): the default's weights folder is checked first
     assert (
         main(
-            ["run", "nyu-depth", "--out", str(tmp_path), "--set", "teacher.encoder.kwargs.weights="]
+            ["run", "nyu-depth", "--out", str(tmp_path), "--set", "teacher.encoder.timm.weights="]
         )
         == 2
     )

@@ -215,7 +215,7 @@ def test_a_config_asking_for_zero_shot_without_a_clip_teacher_is_refused_at_load
     assert "backbone 'resnet8' has no text tower" in refused()
     clip = [
         "teacher.encoder.name=open_clip",
-        f"teacher.encoder.kwargs.model=local-dir:{clip_folder}",
+        f"teacher.encoder.open_clip.model=local-dir:{clip_folder}",
     ]
     assert "teacher.optim.epochs=15 fine-tunes the teacher" in refused(*clip)
     assert "reads 'depth'" in refused(*clip, "teacher.optim.epochs=0", "teacher.modality=depth")
@@ -239,7 +239,7 @@ def test_tiny_scenes_run_writes_zero_shot_rows_for_heads_methods_and_the_teacher
         "teacher.task=probe-labels",
         "teacher.optim.epochs=0",
         "teacher.encoder.name=open_clip",
-        f"teacher.encoder.kwargs.model=local-dir:{clip_folder}",
+        f"teacher.encoder.open_clip.model=local-dir:{clip_folder}",
         "distill.students=[depth]",
         "distill.methods=[none,wcord]",
         "distill.optim.epochs=1",
