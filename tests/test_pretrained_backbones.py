@@ -549,9 +549,7 @@ def test_run_caches_key_on_the_weights_files_and_folders(tmp_path):
 
     _, path = _timm_reference("test_vit", tmp_path)
     folder = _hf_folder(tmp_path, "dinov2")[2]
-    file_key = _pretrained_digest(
-        EncoderConfig.of("timm", model="test_vit", weights=str(path))
-    )
+    file_key = _pretrained_digest(EncoderConfig.of("timm", model="test_vit", weights=str(path)))
     hf = EncoderConfig.of("hf", model=str(folder))
     folder_key = _pretrained_digest(hf)
     assert file_key and folder_key and file_key != folder_key

@@ -20,7 +20,7 @@ from torchvision.io import write_png
 from xmodal.cli.main import main
 from xmodal.core.errors import XmodalError
 from xmodal.core.registry import BACKBONES, FRONTENDS
-from xmodal.data.paired import PairedConfig
+from xmodal.data.paired import PairedOptions
 from xmodal.data.paired.readers import (
     SampleError,
     read_sequence,
@@ -260,8 +260,8 @@ def test_a_sequence_backbone_behind_an_image_front_end_is_refused_at_load(tmp_pa
 # ----------------------------------------------------------------------------- paired
 
 
-def _options(manifest: Path, **changes) -> PairedConfig:
-    return PairedConfig(path=str(manifest), image_size=[16, 16], **changes)
+def _options(manifest: Path, **changes) -> PairedOptions:
+    return PairedOptions(path=str(manifest), image_size=[16, 16], **changes)
 
 
 def test_read_sequence_keeps_values_channels_first(tmp_path):

@@ -16,7 +16,7 @@ import torch
 from xmodal.core.errors import ConfigError
 from xmodal.evaluation.zero_shot_probe import (
     ZeroShotProbe,
-    ZeroShotProbeConfig,
+    ZeroShotProbeOptions,
     class_text_embeddings,
     prompts,
     zero_shot_similarities,
@@ -119,9 +119,9 @@ def test_similarities_shapes_and_checks():
     with pytest.raises(ValueError, match="heads take 5-dim student and 6-dim teacher"):
         zero_shot_similarities(torch.randn(7, 6), torch.randn(3, 6), heads)
     with pytest.raises(ValueError, match="each with one {name}"):
-        ZeroShotProbeConfig(templates=["a photo"])
+        ZeroShotProbeOptions(templates=["a photo"])
     with pytest.raises(ValueError, match="names 2 classes, the labels have 3"):
-        ZeroShotProbe(ZeroShotProbeConfig(class_names=["a", "b"])).class_names(NAMES, 3)
+        ZeroShotProbe(ZeroShotProbeOptions(class_names=["a", "b"])).class_names(NAMES, 3)
     assert ZeroShotProbe().class_names(["living_room"], 1) == ["living room"]
 
 
@@ -145,7 +145,7 @@ def test_zero_shot_matches_hand_computation_on_tiny_open_clip(clip_folder, tmp_p
     tower = build_open_clip_text(model=model_name)
     classes = class_text_embeddings(tower.encode, NAMES, TEMPLATES)
     sims = zero_shot_similarities(students, classes, heads)
-    result = ZeroShotProbe(ZeroShotProbeConfig(templates=TEMPLATES)).evaluate_zero_shot(
+    result = ZeroShotProbe(ZeroShotProbeOptions(templates=TEMPLATES)).evaluate_zero_shot(
         students, labels, classes, heads, NAMES
     )
 

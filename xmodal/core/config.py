@@ -233,15 +233,20 @@ def _upgraded(cls: Any, data: dict[str, Any], path: str, name: Any = None) -> di
             f"{cls.components.singular} '{name}'; keep '{new}' and delete '{old}' (its "
             "former spelling)"
         )
+    _warn_former(old, new)
+    return {key if k == former else k: v for k, v in data.items()}
+
+
+def _warn_former(old: str, new: str) -> None:
+    """One :class:`DeprecatedSpelling` warning per former key ``old`` in this process."""
     if old not in _WARNED_KEYS:
         _WARNED_KEYS.add(old)
         warnings.warn(
             f"config key '{old}' is deprecated: write '{new}' (a component's options sit "
             f"under its name); '{old}' is read as '{new}' for one more release",
             DeprecatedSpelling,
-            stacklevel=2,
+            stacklevel=3,
         )
-    return {new if k == former else k: v for k, v in data.items()}
 
 
 def to_dict(obj: Any) -> Any:
@@ -327,6 +332,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], schema: type) ->
                     node.update(section)
                 if key == _former_key(cls) and key not in names:
                     key = _options_key_of(cls, name) or key
+                    _warn_former(
+                        _join(".".join(walked), _former_key(cls)), _join(".".join(walked), key)
+                    )
             walked.append(key)
             components = _component_types(cls) if key not in names else {}
             if key in components:  # a component's options: the walk continues inside them

@@ -81,7 +81,11 @@ class EncoderConfig(ComponentSection):
 
     @classmethod
     def of(cls, name: str, **options: Any) -> EncoderConfig:
-        """Backbone ``name`` with ``options``, checked as a config's: ``of("pointnet", width=2)``."""
+        """Backbone ``name`` with ``options``, checked as in a config (``of("pointnet", width=2)``).
+
+        Raises:
+            ConfigError: an unknown option or a bad value, naming its key.
+        """
         return from_dict(cls, {"name": name, BACKBONES.options_key(name): options})
 
     def options(self) -> Any:
