@@ -10,6 +10,7 @@ once, when the options are loaded.
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -96,6 +97,24 @@ def test_yaml_sinkhorn_eps_and_tau_reach_solver_and_critic_unchanged(tmp_path, m
     u = F.normalize(torch.randn(5, 4), dim=1)
     v = F.normalize(torch.randn(5, 4), dim=1)
     torch.testing.assert_close(objective.critic(u, v), (u * v).sum(-1) / 0.0456, atol=0, rtol=0)
+
+
+def test_the_distill_stage_puts_the_loaded_options_into_each_training_job(tmp_path, monkeypatch):
+    from xmodal.pipelines.stages import distill as stage
+
+    config = _config(tmp_path)
+    jobs: list = []
+    monkeypatch.setattr(stage, "check_modality", lambda *args: None)
+    monkeypatch.setattr(
+        stage, "trained_encoder_unit", lambda ctx, parts, job, **where: jobs.append(job)
+    )
+    state = SimpleNamespace(teachers={0: "teacher outputs"}, dataset="dataset", models=[])
+    stage.distill(SimpleNamespace(config=config, state=state))
+    assert len(jobs) == 4  # 2 students x 2 methods, one seed
+    for job in jobs:  # the one object the config loaded, handed on, never copied
+        assert job.options is config.distill.options_for(job.method)
+        assert (job.teacher, job.dataset, job.seed) == ("teacher outputs", "dataset", 0)
+    assert {job.options.tau for job in jobs} == {0.0456, 0.0789}
 
 
 def test_yaml_ipot_beta_reaches_ipot_unchanged(tmp_path, monkeypatch):

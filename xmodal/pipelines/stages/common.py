@@ -120,7 +120,7 @@ def trained_encoder_unit(
     inputs = {
         "data": data_key,
         "modality": modality,
-        "encoder": to_dict(encoder_cfg),
+        "encoder": {"name": encoder_cfg.name, "options": encoder_cfg.options_dict()},
         "frontend": frontend,
         "pretrained": _pretrained_digest(encoder_cfg),
         "method": job.method,
