@@ -185,23 +185,23 @@ class CRDObjective(Objective, options=CRDOptions):
 
         ``[K]`` shared or ``[B, K]`` per anchor (see the module docstring).
         """
-        cfg, bank, gen = self.options, self.teacher_bank, self._negative_generator
+        options, bank, gen = self.options, self.teacher_bank, self._negative_generator
         if not isinstance(bank, MemoryBank):
             raise ValueError(
                 "CRDObjective: under negatives=queue the negatives are the queue's entries"
             )
         k = negatives_per_step(self.num_negatives_effective, self.num_samples, indices)
-        if cfg.sharing == "batch":
-            if cfg.replacement:
+        if options.sharing == "batch":
+            if options.replacement:
                 return bank.sample_negatives_per_anchor(k, 1, exclude=indices, generator=gen)[0]
             return bank.sample_negatives(k, exclude=indices, generator=gen)
-        if cfg.negatives == "other_class":
+        if options.negatives == "other_class":
             anchor_labels = bank.labels_of(indices)
-            if not cfg.replacement:
+            if not options.replacement:
                 k = min(k, bank.fewest_other_class_rows(anchor_labels))
-            return bank.sample_other_class(k, anchor_labels, cfg.replacement, generator=gen)
+            return bank.sample_other_class(k, anchor_labels, options.replacement, generator=gen)
         return bank.sample_negatives_per_anchor(
-            k, indices.shape[0], exclude=indices, generator=gen, replacement=cfg.replacement
+            k, indices.shape[0], exclude=indices, generator=gen, replacement=options.replacement
         )
 
     def forward(
