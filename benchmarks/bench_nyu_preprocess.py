@@ -46,7 +46,7 @@ def _job(
     import torch
 
     from xmodal.data.nyu.cache import build_cache
-    from xmodal.data.nyu.config import NYUDepthConfig
+    from xmodal.data.nyu.config import NYUDepthOptions
     from xmodal.data.nyu.reader import NYULabeledFile
 
     torch.set_num_threads(threads)
@@ -58,7 +58,7 @@ def _job(
                 nyu.frame(i)
     else:
         Path(cache).unlink(missing_ok=True)
-        config = NYUDepthConfig(path=source, image_size=image_size, normals=kind)
+        config = NYUDepthOptions(path=source, image_size=image_size, normals=kind)
         build_cache(config, Path(cache))
         with NYULabeledFile(source) as nyu:
             frames = len(nyu)

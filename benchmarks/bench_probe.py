@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from xmodal.core.records import write_json_atomic  # noqa: E402
 from xmodal.evaluation.knn_probe import KNNProbe  # noqa: E402
-from xmodal.evaluation.linear_probe import LinearProbe, LinearProbeConfig, standardiser  # noqa: E402
+from xmodal.evaluation.linear_probe import LinearProbe, LinearProbeOptions, standardiser  # noqa: E402
 
 BUDGET_S = 30.0
 
@@ -63,7 +63,7 @@ def make_features(samples: int, dim: int, classes: int, seed: int = 0) -> dict[s
     }
 
 
-def sklearn_linear(splits: dict[str, tuple], classes: int, config: LinearProbeConfig) -> float:
+def sklearn_linear(splits: dict[str, tuple], classes: int, config: LinearProbeOptions) -> float:
     """The linear probe's protocol with scikit-learn as the solver; returns test accuracy."""
     from sklearn.linear_model import LogisticRegression
 
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             ).accuracy
             accuracy["sklearn linear"] = timed(
                 "sklearn linear",
-                lambda cached=cached: sklearn_linear(cached, args.classes, LinearProbeConfig()),
+                lambda cached=cached: sklearn_linear(cached, args.classes, LinearProbeOptions()),
             )
     median = {k: statistics.median(v) for k, v in times.items()}
     median_cpu = {k: statistics.median(v) for k, v in cpu.items()}

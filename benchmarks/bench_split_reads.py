@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     import torch
 
     import xmodal.data.hdf5_split as hdf5_split
-    from xmodal.data.scenes.generate import ScenesConfig, generate_scenes
+    from xmodal.data.scenes.generate import ScenesOptions, generate_scenes
     from xmodal.data.scenes_source import ScenesSource
 
     torch.set_num_threads(1)
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         cache = args.cache
         if cache is None:
             cache = Path(tmp) / "data.h5"
-            options = ScenesConfig(image_size=32, num_train=1200, num_val=200, num_test=400)
+            options = ScenesOptions(image_size=32, num_train=1200, num_val=200, num_test=400)
             generate_scenes(cache, options)
         ways = [
             ("reference: all columns, streamed", None, 0),

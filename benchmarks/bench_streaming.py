@@ -79,11 +79,13 @@ def _peak_rss() -> int:
 def _prepare(manifest: str, cache: str, result: multiprocessing.Queue) -> None:
     import torch
 
-    from xmodal.data.paired.config import PairedConfig
+    from xmodal.data.paired.config import PairedOptions
     from xmodal.data.paired_source import PairedSource
 
     torch.set_num_threads(1)
-    options = PairedConfig(path=manifest, image_size=[64, 64], sample_rate=RATE, audio_seconds=0.25)
+    options = PairedOptions(
+        path=manifest, image_size=[64, 64], sample_rate=RATE, audio_seconds=0.25
+    )
     start = time.perf_counter()
     PairedSource().prepare(options, Path(cache))
     result.put((time.perf_counter() - start, _peak_rss()))

@@ -31,7 +31,7 @@ def measure(loss: WCoRDLoss, scale: float) -> float:
         torch.randn(512, 12, generator=g) * scale,
         torch.randn(512, 10, generator=g) * scale,
     )
-    return float(torch.maximum(norm_t, norm_s).max()) * loss.config.tau
+    return float(torch.maximum(norm_t, norm_s).max()) * loss.options.tau
 
 
 def build(variant: str) -> WCoRDLoss:

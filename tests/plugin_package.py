@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from xmodal.data.scenes_source import ScenesSource
-from xmodal.data.scenes import ScenesConfig
+from xmodal.data.scenes import ScenesOptions
 from xmodal.objectives.objective import Objective, ObjectiveContext
 
 
@@ -53,7 +53,7 @@ class ThermalFrontend(nn.Module):
 
 
 @dataclass
-class ThermalScenesOptions(ScenesConfig):
+class ThermalScenesOptions(ScenesOptions):
     """The scenes options plus the room's temperature."""
 
     ambient_c: float = 20.0

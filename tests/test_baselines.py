@@ -17,17 +17,17 @@ from torch import nn
 import xmodal.objectives.baselines  # noqa: F401  (registers the methods)
 from xmodal.core.registry import METHODS
 from xmodal.objectives.baselines import (
-    CRDConfig,
     CRDObjective,
-    FitNetConfig,
+    CRDOptions,
     FitNetObjective,
-    InfoNCEConfig,
-    KDConfig,
+    FitNetOptions,
+    InfoNCEOptions,
     KDObjective,
-    PKTConfig,
+    KDOptions,
     PKTObjective,
-    RKDConfig,
+    PKTOptions,
     RKDObjective,
+    RKDOptions,
     nce_loss,
     pkt_loss,
     rkd_angle,
@@ -37,12 +37,12 @@ from xmodal.objectives.objective import Objective, ObjectiveContext
 
 NAMES = ("kd", "fitnet", "crd", "rkd", "pkt", "infonce")
 CONFIGS = {
-    "kd": KDConfig,
-    "fitnet": FitNetConfig,
-    "crd": CRDConfig,
-    "rkd": RKDConfig,
-    "pkt": PKTConfig,
-    "infonce": InfoNCEConfig,
+    "kd": KDOptions,
+    "fitnet": FitNetOptions,
+    "crd": CRDOptions,
+    "rkd": RKDOptions,
+    "pkt": PKTOptions,
+    "infonce": InfoNCEOptions,
 }
 
 
@@ -66,9 +66,9 @@ def _random_rotation(d: int, seed: int) -> torch.Tensor:
 
 
 def test_config_defaults_follow_the_papers() -> None:
-    assert dataclasses.asdict(KDConfig()) == dict(temperature=4.0, alpha=0.0, beta=1.0)
-    assert dataclasses.asdict(FitNetConfig()) == dict(weight=1.0)
-    assert dataclasses.asdict(CRDConfig()) == dict(
+    assert dataclasses.asdict(KDOptions()) == dict(temperature=4.0, alpha=0.0, beta=1.0)
+    assert dataclasses.asdict(FitNetOptions()) == dict(weight=1.0)
+    assert dataclasses.asdict(CRDOptions()) == dict(
         embed_dim=128,
         num_negatives=16384,
         tau=0.07,
@@ -80,9 +80,9 @@ def test_config_defaults_follow_the_papers() -> None:
         alpha=0.0,
         bank_dtype="float32",
     )
-    assert dataclasses.asdict(RKDConfig()) == dict(distance_weight=25.0, angle_weight=50.0)
-    assert dataclasses.asdict(PKTConfig()) == dict(weight=1.0)
-    assert dataclasses.asdict(InfoNCEConfig()) == dict(
+    assert dataclasses.asdict(RKDOptions()) == dict(distance_weight=25.0, angle_weight=50.0)
+    assert dataclasses.asdict(PKTOptions()) == dict(weight=1.0)
+    assert dataclasses.asdict(InfoNCEOptions()) == dict(
         embed_dim=128,
         init_temperature=0.07,
         max_logit_scale=100.0,
@@ -94,30 +94,30 @@ def test_config_defaults_follow_the_papers() -> None:
 @pytest.mark.parametrize(
     ("cls", "kwargs", "field"),
     [
-        (KDConfig, dict(temperature=0.0), "temperature"),
-        (KDConfig, dict(temperature=float("inf")), "temperature"),
-        (KDConfig, dict(alpha=-0.1), "alpha"),
-        (KDConfig, dict(beta=float("nan")), "beta"),
-        (KDConfig, dict(alpha=0.0, beta=0.0), "beta"),
-        (KDConfig, dict(temperature="4"), "temperature"),
-        (FitNetConfig, dict(weight=0.0), "weight"),
-        (FitNetConfig, dict(weight=-1.0), "weight"),
-        (FitNetConfig, dict(weight=True), "weight"),
-        (CRDConfig, dict(embed_dim=0), "embed_dim"),
-        (CRDConfig, dict(negatives="hard"), "negatives"),
-        (CRDConfig, dict(sharing="pair"), "sharing"),
-        (CRDConfig, dict(replacement="yes"), "replacement"),
-        (CRDConfig, dict(embed_dim=12.0), "embed_dim"),
-        (CRDConfig, dict(num_negatives=0), "num_negatives"),
-        (CRDConfig, dict(tau=0.0), "tau"),
-        (CRDConfig, dict(momentum=1.0), "momentum"),
-        (CRDConfig, dict(momentum=-0.1), "momentum"),
-        (CRDConfig, dict(weight=0.0), "weight"),
-        (RKDConfig, dict(distance_weight=-1.0), "distance_weight"),
-        (RKDConfig, dict(angle_weight=float("nan")), "angle_weight"),
-        (RKDConfig, dict(distance_weight=0.0, angle_weight=0.0), "angle_weight"),
-        (PKTConfig, dict(weight=0.0), "weight"),
-        (PKTConfig, dict(weight=float("inf")), "weight"),
+        (KDOptions, dict(temperature=0.0), "temperature"),
+        (KDOptions, dict(temperature=float("inf")), "temperature"),
+        (KDOptions, dict(alpha=-0.1), "alpha"),
+        (KDOptions, dict(beta=float("nan")), "beta"),
+        (KDOptions, dict(alpha=0.0, beta=0.0), "beta"),
+        (KDOptions, dict(temperature="4"), "temperature"),
+        (FitNetOptions, dict(weight=0.0), "weight"),
+        (FitNetOptions, dict(weight=-1.0), "weight"),
+        (FitNetOptions, dict(weight=True), "weight"),
+        (CRDOptions, dict(embed_dim=0), "embed_dim"),
+        (CRDOptions, dict(negatives="hard"), "negatives"),
+        (CRDOptions, dict(sharing="pair"), "sharing"),
+        (CRDOptions, dict(replacement="yes"), "replacement"),
+        (CRDOptions, dict(embed_dim=12.0), "embed_dim"),
+        (CRDOptions, dict(num_negatives=0), "num_negatives"),
+        (CRDOptions, dict(tau=0.0), "tau"),
+        (CRDOptions, dict(momentum=1.0), "momentum"),
+        (CRDOptions, dict(momentum=-0.1), "momentum"),
+        (CRDOptions, dict(weight=0.0), "weight"),
+        (RKDOptions, dict(distance_weight=-1.0), "distance_weight"),
+        (RKDOptions, dict(angle_weight=float("nan")), "angle_weight"),
+        (RKDOptions, dict(distance_weight=0.0, angle_weight=0.0), "angle_weight"),
+        (PKTOptions, dict(weight=0.0), "weight"),
+        (PKTOptions, dict(weight=float("inf")), "weight"),
     ],
 )
 def test_configs_reject_bad_values_naming_the_field(cls, kwargs, field) -> None:
@@ -151,12 +151,12 @@ def test_registered_with_config_keys_and_hparams() -> None:
 def test_kd_build_needs_teacher_logits_in_the_right_shape() -> None:
     kd = METHODS.get("kd")
     with pytest.raises(ValueError, match="teacher's logits"):
-        kd.build(ObjectiveContext(4, 5, 10, 3), KDConfig())
+        kd.build(ObjectiveContext(4, 5, 10, 3), KDOptions())
     with pytest.raises(ValueError, match="rows"):
-        kd.build(ObjectiveContext(4, 5, 10, 3, teacher_logits=torch.zeros(9, 3)), KDConfig())
+        kd.build(ObjectiveContext(4, 5, 10, 3, teacher_logits=torch.zeros(9, 3)), KDOptions())
     # a teacher with 7 classes of its own: KD through a head of 7, CE through one of the dataset's 3
     both = kd.build(
-        ObjectiveContext(4, 5, 10, 3, teacher_logits=torch.zeros(10, 7)), KDConfig(alpha=1.0)
+        ObjectiveContext(4, 5, 10, 3, teacher_logits=torch.zeros(10, 7)), KDOptions(alpha=1.0)
     )
     assert (both.kd_head.out_features, both.classifier.out_features) == (7, 3)
 
@@ -185,7 +185,7 @@ def test_kd_is_zero_when_the_classifier_reproduces_the_teacher() -> None:
     weight, bias = torch.randn(4, 6, generator=g), torch.randn(4, generator=g)
     student = torch.randn(10, 6, generator=g)
     teacher_logits = student @ weight.t() + bias
-    kd = KDObjective(6, teacher_logits, KDConfig(temperature=4.0))
+    kd = KDObjective(6, teacher_logits, KDOptions(temperature=4.0))
     with torch.no_grad():
         kd.classifier.weight.copy_(weight)
         kd.classifier.bias.copy_(bias)
@@ -199,7 +199,7 @@ def test_kd_matches_a_hand_computation() -> None:
     teacher_logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])
     student_logits = [[0.0, 1.0, 0.0], [1.0, -1.0, 2.0]]
     # classifier = identity on 3-d features: student logits = features
-    kd = KDObjective(3, teacher_logits, KDConfig(temperature=temperature, beta=1.0))
+    kd = KDObjective(3, teacher_logits, KDOptions(temperature=temperature, beta=1.0))
     with torch.no_grad():
         kd.classifier.weight.copy_(torch.eye(3))
         kd.classifier.bias.zero_()
@@ -220,7 +220,7 @@ def test_kd_matches_a_hand_computation() -> None:
 
     # indices select the teacher rows; alpha > 0 adds the cross-entropy on labels
     kd2 = KDObjective(
-        3, teacher_logits.flip(0), KDConfig(temperature=temperature, alpha=0.5, beta=2.0)
+        3, teacher_logits.flip(0), KDOptions(temperature=temperature, alpha=0.5, beta=2.0)
     )
     kd2.load_state_dict(kd.state_dict())
     labels = torch.tensor([1, 2])
@@ -240,7 +240,7 @@ def test_kd_matches_a_hand_computation() -> None:
 
 
 def test_fitnet_matches_hand_mse_and_is_zero_for_an_exact_connector() -> None:
-    fit = FitNetObjective(2, 3, FitNetConfig(weight=2.0))
+    fit = FitNetObjective(2, 3, FitNetOptions(weight=2.0))
     with torch.no_grad():
         fit.connector.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
         fit.connector.bias.copy_(torch.tensor([0.0, 1.0, 0.0]))
@@ -297,7 +297,7 @@ def test_rkd_matches_hand_computation() -> None:
     s, t = torch.tensor(student), torch.tensor(teacher)
     assert float(rkd_distance(s, t)) == pytest.approx(distance, rel=1e-5)
     assert float(rkd_angle(s, t)) == pytest.approx(angle, rel=1e-5)
-    rkd = RKDObjective(RKDConfig(distance_weight=25.0, angle_weight=50.0))
+    rkd = RKDObjective(RKDOptions(distance_weight=25.0, angle_weight=50.0))
     out = rkd(s, t, _no_labels(4), torch.arange(4))
     assert out["loss"].item() == pytest.approx(25 * distance + 50 * angle, rel=1e-5)
 
@@ -378,7 +378,7 @@ def test_pkt_matches_hand_computation_on_three_points() -> None:
     assert float(pkt_loss(torch.tensor(student), torch.tensor(teacher))) == pytest.approx(
         expected, rel=1e-4
     )
-    out = PKTObjective(PKTConfig(weight=3.0))(
+    out = PKTObjective(PKTOptions(weight=3.0))(
         torch.tensor(student), torch.tensor(teacher), _no_labels(3), torch.arange(3)
     )
     assert out["loss"].item() == pytest.approx(3 * expected, rel=1e-4)
@@ -403,7 +403,7 @@ def _crd(n=50, dt=5, ds=4, d=3, k=16384, tau=0.5, momentum=0.5, weight=0.8, seed
         ds,
         dt,
         n,
-        CRDConfig(embed_dim=d, num_negatives=k, tau=tau, momentum=momentum, weight=weight),
+        CRDOptions(embed_dim=d, num_negatives=k, tau=tau, momentum=momentum, weight=weight),
         seed=seed,
     )
 
@@ -542,7 +542,7 @@ def test_crd_sampler_modes(negatives: str, sharing: str, replacement: bool) -> N
     """
     n, classes = 60, 4
     labels = torch.arange(n) % classes
-    cfg = CRDConfig(
+    cfg = CRDOptions(
         embed_dim=3,
         num_negatives=50,
         tau=0.5,
@@ -583,9 +583,9 @@ def test_crd_shared_other_class_masks_same_class_negatives() -> None:
     rows drawn).
     """
     n, labels = 40, torch.arange(40) % 2
-    cfg = CRDConfig(embed_dim=3, tau=0.3, negatives="other_class")
+    cfg = CRDOptions(embed_dim=3, tau=0.3, negatives="other_class")
     crd = CRDObjective(4, 5, n, cfg, seed=0, sample_labels=labels)
-    plain = CRDObjective(4, 5, n, CRDConfig(embed_dim=3, tau=0.3), seed=0)
+    plain = CRDObjective(4, 5, n, CRDOptions(embed_dim=3, tau=0.3), seed=0)
     for obj in (crd, plain):
         obj.z_teacher.fill_(30.0)
         obj.z_student.fill_(40.0)
@@ -611,8 +611,8 @@ def test_crd_alpha_adds_cross_entropy_of_its_classifier() -> None:
     g = _gen(14)
     student, teacher = torch.randn(6, 4, generator=g), torch.randn(6, 5, generator=g)
     labels = torch.arange(6) % 3
-    plain = CRDObjective(4, 5, 30, CRDConfig(embed_dim=3), seed=0)
-    with_ce = CRDObjective(4, 5, 30, CRDConfig(embed_dim=3, alpha=0.5), seed=0, num_classes=3)
+    plain = CRDObjective(4, 5, 30, CRDOptions(embed_dim=3), seed=0)
+    with_ce = CRDObjective(4, 5, 30, CRDOptions(embed_dim=3, alpha=0.5), seed=0, num_classes=3)
     assert plain.classifier is None and with_ce.classifier.out_features == 3
     negatives = torch.arange(10, 30)
     a = plain(student, teacher, labels, torch.arange(6), negatives=negatives)
@@ -620,7 +620,7 @@ def test_crd_alpha_adds_cross_entropy_of_its_classifier() -> None:
     ce = F.cross_entropy(with_ce.classifier(student), labels)
     assert b["loss"].item() == pytest.approx(a["loss"].item() + 0.5 * ce.item(), rel=1e-5)
     with pytest.raises(ValueError, match="num_classes"):
-        CRDObjective(4, 5, 30, CRDConfig(alpha=1.0))
+        CRDObjective(4, 5, 30, CRDOptions(alpha=1.0))
 
 
 # ---------------------------------------------------------------------------- toy distillation
@@ -645,7 +645,7 @@ def test_every_baseline_trains_a_linear_student(name) -> None:
     n, ds = teacher.shape[0], 8
     torch.manual_seed(0)
     student = nn.Linear(inputs.shape[1], ds)
-    cfg = {"crd": CRDConfig(embed_dim=16)}.get(name, CONFIGS[name]())
+    cfg = {"crd": CRDOptions(embed_dim=16)}.get(name, CONFIGS[name]())
     ctx = ObjectiveContext(
         student_dim=ds,
         teacher_dim=teacher.shape[1],
@@ -699,7 +699,7 @@ def test_baselines_run_in_the_training_loop(name) -> None:
         num_classes=3,
         teacher_logits=torch.randn(n, 3, generator=g),
     )
-    cfg = {"crd": CRDConfig(embed_dim=8)}.get(name, CONFIGS[name]())
+    cfg = {"crd": CRDOptions(embed_dim=8)}.get(name, CONFIGS[name]())
     objective = METHODS.get(name).build(ctx, cfg)
     task = DistillationTask(encoder, objective, teacher_features=torch.randn(n, 6, generator=g))
     banks = [b.memory.clone() for b in (getattr(objective, "teacher_bank", None),) if b is not None]

@@ -247,10 +247,10 @@ def test_progress_bars_drop_columns_instead_of_cutting_numbers(width, dropped):
 def test_data_info_describes_a_cifar100_cache_through_its_dataset(tmp_path, capsys):
     from test_pipeline_cifar100 import _write_cifar
 
-    from xmodal.data.cifar100_source import CIFAR100Config, CIFAR100Source
+    from xmodal.data.cifar100_source import CIFAR100Options, CIFAR100Source
 
     root = _write_cifar(tmp_path / "cifar", n_train=30, n_test=12, classes=4)
-    options = CIFAR100Config(path=str(root), download=False, verify_md5=False)
+    options = CIFAR100Options(path=str(root), download=False, verify_md5=False)
     cache = CIFAR100Source().prepare(options, tmp_path / "cache.h5")
     assert main(["data", "info", str(cache)]) == 0
     out = capsys.readouterr().out

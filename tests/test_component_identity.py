@@ -216,7 +216,7 @@ def test_editing_a_plugin_recomputes_exactly_the_units_that_use_it(tmp_path):
     rows = json.loads((out / "results.json").read_text())
     assert {json.dumps(r["probe_options"]) for r in rows if r["probe"] == "nearest"} == {'{"k": 1}'}
     config = yaml.safe_load((out / "config.yaml").read_text())
-    assert config["distill"]["encoder"] == {"name": "tinyconv", "kwargs": {"width": 8}}
+    assert config["distill"]["encoder"] == {"name": "tinyconv", "tinyconv": {"width": 8}}
     meta = json.loads((out / "distill/seed0/depth/none/encoder.json").read_text())
     assert meta["components"]["backbone"] == {
         "name": "tinyconv",

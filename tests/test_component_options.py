@@ -19,7 +19,7 @@ import yaml
 from ident_plugin import install
 
 from xmodal.cli.main import main
-from xmodal.core.config import load_config
+from xmodal.core.config import dump_yaml, load_config, to_dict
 from xmodal.core.errors import XmodalError
 from xmodal.core.registry import Registry
 
@@ -54,22 +54,21 @@ def _run(out: Path, *sets: str, config: Path | None = None) -> list[str]:
             "config key 'frontends.audio.sample_rate': expected an integer, got 8000.5",
         ),
         (
-            ["distill.encoder.kwargs.width_multiplier=0"],
-            "backbone 'resnet8': config key 'distill.encoder.kwargs.width_multiplier': invalid "
+            ["distill.encoder.resnet8.width_multiplier=0"],
+            "config key 'distill.encoder.resnet8.width_multiplier': invalid "
             "width_multiplier=0.0 (must be a finite number > 0)",
         ),
         (
-            ["teacher.encoder.kwargs.norm=layer"],
-            "backbone 'resnet8': config key 'teacher.encoder.kwargs.norm': 'layer' is not one of "
-            "'batch', 'group'",
+            ["teacher.encoder.resnet8.norm=layer"],
+            "config key 'teacher.encoder.resnet8.norm': 'layer' is not one of 'batch', 'group'",
         ),
         (
             [
                 "distill.students=[points]",
                 "distill.encoders.points.name=pointnet",
-                "distill.encoders.points.kwargs.width=0",
+                "distill.encoders.points.pointnet.width=0",
             ],
-            "backbone 'pointnet': config key 'distill.encoders.points.kwargs.width': invalid "
+            "config key 'distill.encoders.points.pointnet.width': invalid "
             "width=0.0 (must be a finite number > 0)",
         ),
         (
@@ -93,7 +92,7 @@ def test_a_bad_option_from_a_yaml_file_names_its_full_key(tmp_path, capsys):
             {
                 "distill": {
                     "students": ["points"],
-                    "encoders": {"points": {"name": "pointnet", "kwargs": {"neighbours": -1}}},
+                    "encoders": {"points": {"name": "pointnet", "pointnet": {"neighbours": -1}}},
                 }
             }
         )
@@ -101,7 +100,7 @@ def test_a_bad_option_from_a_yaml_file_names_its_full_key(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(_run(out, config=config)) == 2
     assert capsys.readouterr().err.strip() == (
-        "error: backbone 'pointnet': config key 'distill.encoders.points.kwargs.neighbours': "
+        "error: config key 'distill.encoders.points.pointnet.neighbours': "
         "invalid neighbours=-1 (must be an integer >= 0)"
     )
     assert not out.exists()
@@ -114,23 +113,25 @@ def test_the_resolved_config_lists_every_backbone_default():
         RunConfig,
         overrides=[
             "distill.students=[depth,points]",
-            "distill.encoder.kwargs.norm=group",
+            "distill.encoder.resnet8.norm=group",
             "teacher.encoder.name=pointnet",
             "teacher.modality=points",
         ],
     )
     config.fill_defaults()
-    assert config.distill.encoder.kwargs == {"width_multiplier": 1.0, "norm": "group"}
+    resolved = to_dict(config)
+    assert resolved["distill"]["encoder"] == {
+        "name": "resnet8",
+        "resnet8": {"width_multiplier": 1.0, "norm": "group"},
+    }
     # points swaps the shared image backbone for its own default: listed, filled
-    assert config.distill.encoders["points"].name == "pointnet"
-    assert config.distill.encoders["points"].kwargs == {
-        "width": 1.0,
-        "layers": 1,
-        "norm": "batch",
-        "neighbours": 16,
+    assert resolved["distill"]["encoders"]["points"] == {
+        "name": "pointnet",
+        "pointnet": {"width": 1.0, "layers": 1, "norm": "batch", "neighbours": 16},
     }
     assert "depth" not in config.distill.encoders  # it uses distill.encoder
-    assert config.teacher.encoder.kwargs["neighbours"] == 16
+    assert resolved["teacher"]["encoder"]["pointnet"]["neighbours"] == 16
+    assert "kwargs" not in dump_yaml(config)  # the resolved config.yaml: one shape
     assert config.frontends.options_for("points").features == 0
     filled = dataclasses.replace(config)
     filled.fill_defaults()  # idempotent: a rerun from config.yaml keys its units alike
@@ -167,14 +168,12 @@ PLUGIN_CASES = [
         "config key 'frontends.glow.curve': 'cubic' is not one of 'linear', 'log'",
     ),
     (
-        ["distill.encoder.name=tinyconv", "distill.encoder.kwargs.width=0"],
-        "backbone 'tinyconv': config key 'distill.encoder.kwargs.width': invalid width=0 "
-        "(must be an integer >= 1)",
+        ["distill.encoder.name=tinyconv", "distill.encoder.tinyconv.width=0"],
+        "config key 'distill.encoder.tinyconv.width': invalid width=0 (must be an integer >= 1)",
     ),
     (
-        ["distill.encoders.depth={name: tinyconv, kwargs: {width: 2.5}}"],
-        "backbone 'tinyconv': config key 'distill.encoders.depth.kwargs.width': expected an "
-        "integer, got 2.5",
+        ["distill.encoders.depth={name: tinyconv, tinyconv: {width: 2.5}}"],
+        "config key 'distill.encoders.depth.tinyconv.width': expected an integer, got 2.5",
     ),
     (
         ["probe.probes=[nearest]", "probe.nearest.k=0"],

@@ -78,38 +78,46 @@ def test_overrides_parse_yaml_values_and_check_keys():
         apply_overrides({}, ["name.x=1"], Outer)
 
 
-def test_overrides_reach_into_free_form_mappings():
+def test_overrides_reach_into_backbone_options():
     from xmodal.pipelines.config import RunConfig
 
     data = apply_overrides(
         {},
         [
             "teacher.encoder.name=resnet18",
-            "teacher.encoder.kwargs.pretrained=/tmp/w.pth",
-            "teacher.encoder.kwargs.small_input=true",
+            "teacher.encoder.resnet18.pretrained=/tmp/w.pth",
+            "teacher.encoder.resnet18.small_input=true",
+            "distill.encoders.points.name=pointnet",
+            "distill.encoders.points.pointnet.width=2",
         ],
         RunConfig,
     )
     cfg = from_dict(RunConfig, data)
-    assert cfg.teacher.encoder.kwargs == {"pretrained": "/tmp/w.pth", "small_input": True}
+    assert to_dict(cfg.teacher.encoder.options()) == {
+        "pretrained": "/tmp/w.pth",
+        "small_input": True,
+    }
+    assert cfg.distill.encoders["points"].options().width == 2.0
+    with pytest.raises(ConfigError, match=r"unknown config key 'distill.encoders.points.nmae'"):
+        apply_overrides({}, ["distill.encoders.points.nmae=pointnet"], RunConfig)
 
 
 @pytest.mark.parametrize(
     "override, message",
     [
         (
-            "teacher.encoder.kwargs.pretrained=imagenet",  # resnet8 takes no pretrained weights
-            "backbone 'resnet8': unknown config key 'teacher.encoder.kwargs.pretrained' "
-            "(valid keys here: width_multiplier, norm)",
+            "teacher.encoder.resnet8.pretrained=imagenet",  # resnet8 takes no pretrained weights
+            "--set 'teacher.encoder.resnet8.pretrained=imagenet': unknown config key "
+            "'teacher.encoder.resnet8.pretrained'",
         ),
         (
-            "teacher.encoder.kwargs.norm=grup",
-            "config key 'teacher.encoder.kwargs.norm': 'grup' is not one of 'batch', 'group'; "
+            "teacher.encoder.resnet8.norm=grup",
+            "config key 'teacher.encoder.resnet8.norm': 'grup' is not one of 'batch', 'group'; "
             "did you mean 'group'?",
         ),
         (
-            "teacher.encoder.kwargs.width_multiplier=wide",
-            "config key 'teacher.encoder.kwargs.width_multiplier': expected a number",
+            "teacher.encoder.resnet8.width_multiplier=wide",
+            "config key 'teacher.encoder.resnet8.width_multiplier': expected a number",
         ),
     ],
 )

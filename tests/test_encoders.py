@@ -126,7 +126,7 @@ def test_imagenet_weights_offline_give_a_clear_error(monkeypatch, tmp_path):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    with pytest.raises(XmodalError, match="teacher.encoder.kwargs.pretrained=PATH"):
+    with pytest.raises(XmodalError, match="teacher.encoder.resnet18.pretrained=PATH"):
         create_encoder("resnet18", "rgb", pretrained="imagenet")
 
 

@@ -94,7 +94,7 @@ def test_a_run_with_an_imu_student_on_the_sequence_layout_writes_results(install
         *TINY,
         "distill.methods=[none,sp]",
         "distill.sp.weight=2",
-        "distill.encoders.imu={name: imu-cnn, kwargs: {width: 8}}",
+        "distill.encoders.imu={name: imu-cnn, imu_cnn: {width: 8}}",
         "frontends.imu.clip=4",
         "probe.probes=[nearest-centroid,linear]",
         "probe.nearest_centroid.metric=euclidean",
@@ -117,12 +117,12 @@ def test_a_run_with_an_imu_student_on_the_sequence_layout_writes_results(install
     assert config["probe"]["nearest_centroid"] == {"metric": "euclidean"}
     assert config["data"]["imu_synth"] == {"per_class": 6, "steps": 32, "seed": 0}
     meta = json.loads((out / "distill/seed0/imu/sp/encoder.json").read_text())
-    assert (meta["backbone"], meta["backbone_kwargs"], meta["embed_dim"]) == (
+    assert (meta["backbone"], meta["backbone_options"], meta["embed_dim"]) == (
         "imu-cnn",
         {"width": 8},
         16,
     )
-    assert meta["frontend_kwargs"] == {"clip": 4.0}
+    assert meta["frontend_options"] == {"clip": 4.0}
 
 
 def test_pointnet_refuses_the_imu_input_when_the_config_loads(installed, tmp_path):

@@ -59,7 +59,7 @@ def test_round_trip_gives_the_same_embeddings(tmp_path, modality, frontend, batc
         assert torch.equal(loaded(x), encoder(x))
     meta = json.loads(meta_path.read_text())
     assert (meta["backbone"], meta["modality"], meta["embed_dim"]) == ("resnet8", modality, 64)
-    assert (meta["frontend_kwargs"], meta["config_hash"], meta["xmodal_version"]) == (
+    assert (meta["frontend_options"], meta["config_hash"], meta["xmodal_version"]) == (
         frontend,
         "cfg123",
         "9.9",

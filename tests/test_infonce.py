@@ -15,7 +15,7 @@ import torch
 
 import xmodal.objectives.baselines  # noqa: F401  (registers the methods)
 from xmodal.core.registry import METHODS
-from xmodal.objectives.baselines import InfoNCEConfig, InfoNCEObjective
+from xmodal.objectives.baselines import InfoNCEObjective, InfoNCEOptions
 from xmodal.objectives.objective import ObjectiveContext
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -84,7 +84,7 @@ def _reference_leaves(objective: InfoNCEObjective, student: torch.Tensor, teache
 
 
 def test_defaults_follow_clip_and_the_method_is_registered() -> None:
-    assert dataclasses.asdict(InfoNCEConfig()) == dict(
+    assert dataclasses.asdict(InfoNCEOptions()) == dict(
         embed_dim=128,
         init_temperature=0.07,
         max_logit_scale=100.0,
@@ -92,9 +92,11 @@ def test_defaults_follow_clip_and_the_method_is_registered() -> None:
         weight=1.0,
     )
     method = METHODS.get("infonce")
-    assert method is InfoNCEObjective and method.options is InfoNCEConfig and method.trains
-    assert method.needs_for(InfoNCEConfig()) == frozenset({"teacher"})
-    objective = method.build(ObjectiveContext(DS, DT, 40, 3, seed=0, batch_size=8), InfoNCEConfig())
+    assert method is InfoNCEObjective and method.options is InfoNCEOptions and method.trains
+    assert method.needs_for(InfoNCEOptions()) == frozenset({"teacher"})
+    objective = method.build(
+        ObjectiveContext(DS, DT, 40, 3, seed=0, batch_size=8), InfoNCEOptions()
+    )
     assert (
         isinstance(objective.logit_scale, torch.nn.Parameter) and objective.logit_scale.shape == ()
     )
@@ -130,15 +132,15 @@ def test_defaults_follow_clip_and_the_method_is_registered() -> None:
 )
 def test_bad_options_raise_naming_the_field(kwargs, field) -> None:
     with pytest.raises(ValueError, match=field):
-        InfoNCEConfig(**kwargs)
+        InfoNCEOptions(**kwargs)
 
 
 def test_build_and_constructor_reject_what_cannot_run() -> None:
     method = METHODS.get("infonce")
     with pytest.raises(ValueError, match="teacher"):
-        method.build(ObjectiveContext(DS, None, 40, 3), InfoNCEConfig())
+        method.build(ObjectiveContext(DS, None, 40, 3), InfoNCEOptions())
     with pytest.raises(ValueError, match="batch_size"):
-        method.build(ObjectiveContext(DS, DT, 40, 3, batch_size=1), InfoNCEConfig())
+        method.build(ObjectiveContext(DS, DT, 40, 3, batch_size=1), InfoNCEOptions())
     for kwargs in (dict(teacher_dim=0), dict(student_dim=2.0), dict(seed=-1)):
         args = {"teacher_dim": DT, "student_dim": DS, **kwargs}
         with pytest.raises(ValueError, match=next(iter(kwargs))):
@@ -157,7 +159,7 @@ def test_build_and_constructor_reject_what_cannot_run() -> None:
     ],
 )
 def test_bad_shapes_raise_one_clear_error(student, teacher) -> None:
-    objective = InfoNCEObjective(DS, DT, InfoNCEConfig(embed_dim=D))
+    objective = InfoNCEObjective(DS, DT, InfoNCEOptions(embed_dim=D))
     with pytest.raises(
         ValueError, match=r"InfoNCEObjective: need student \[B, 4\] and teacher \[B, 5\]"
     ):
@@ -172,7 +174,7 @@ def test_bad_shapes_raise_one_clear_error(student, teacher) -> None:
 @pytest.mark.parametrize(("temperature", "weight"), [(0.07, 1.0), (0.5, 0.3)])
 def test_loss_and_every_gradient_match_a_float64_reference(temperature, weight) -> None:
     objective = InfoNCEObjective(
-        DS, DT, InfoNCEConfig(embed_dim=D, init_temperature=temperature, weight=weight), seed=2
+        DS, DT, InfoNCEOptions(embed_dim=D, init_temperature=temperature, weight=weight), seed=2
     )
     student, teacher = _batch(seed=3)
     student.requires_grad_(True)
@@ -198,7 +200,7 @@ def test_loss_and_every_gradient_match_a_float64_reference(temperature, weight) 
 
 
 def test_matched_pairs_score_lower_than_shuffled_ones() -> None:
-    objective = InfoNCEObjective(DT, DT, InfoNCEConfig(embed_dim=DT))
+    objective = InfoNCEObjective(DT, DT, InfoNCEOptions(embed_dim=DT))
     with torch.no_grad():  # identical heads: u_i = v_i
         objective.student_head.linear.load_state_dict(objective.teacher_head.linear.state_dict())
     teacher = torch.randn(16, DT, generator=_gen(4))
@@ -211,7 +213,7 @@ def test_matched_pairs_score_lower_than_shuffled_ones() -> None:
 
 
 def test_the_scale_is_clamped_at_max_logit_scale_with_zero_gradient_past_it() -> None:
-    objective = InfoNCEObjective(DS, DT, InfoNCEConfig(embed_dim=D), seed=1)
+    objective = InfoNCEObjective(DS, DT, InfoNCEOptions(embed_dim=D), seed=1)
     student, teacher = _batch(seed=5)
     with torch.no_grad():
         objective.logit_scale.fill_(math.log(100.0))
@@ -239,7 +241,7 @@ def test_the_scale_is_clamped_at_max_logit_scale_with_zero_gradient_past_it() ->
 
 def test_a_fixed_temperature_is_a_buffer_that_training_leaves_alone() -> None:
     objective = InfoNCEObjective(
-        DS, DT, InfoNCEConfig(embed_dim=D, init_temperature=0.2, learn_temperature=False)
+        DS, DT, InfoNCEOptions(embed_dim=D, init_temperature=0.2, learn_temperature=False)
     )
     assert "logit_scale" not in dict(objective.named_parameters())
     assert "logit_scale" in objective.state_dict() and not objective.logit_scale.requires_grad
@@ -256,7 +258,7 @@ def test_a_fixed_temperature_is_a_buffer_that_training_leaves_alone() -> None:
 
 
 def test_a_learned_temperature_moves() -> None:
-    objective = InfoNCEObjective(DS, DT, InfoNCEConfig(embed_dim=D))
+    objective = InfoNCEObjective(DS, DT, InfoNCEOptions(embed_dim=D))
     optimiser = torch.optim.SGD(objective.parameters(), lr=0.5)
     before = objective.logit_scale.item()
     out = _run(objective, *_batch(seed=7))
@@ -270,8 +272,8 @@ def test_a_learned_temperature_moves() -> None:
 
 def test_seeded_heads_are_reproducible_and_leave_the_global_rng_alone() -> None:
     state = torch.random.get_rng_state()
-    a, b = (InfoNCEObjective(DS, DT, InfoNCEConfig(embed_dim=D), seed=4) for _ in range(2))
-    c = InfoNCEObjective(DS, DT, InfoNCEConfig(embed_dim=D), seed=5)
+    a, b = (InfoNCEObjective(DS, DT, InfoNCEOptions(embed_dim=D), seed=4) for _ in range(2))
+    c = InfoNCEObjective(DS, DT, InfoNCEOptions(embed_dim=D), seed=5)
     assert torch.equal(torch.random.get_rng_state(), state)
     for (key, x), y, z in zip(
         a.state_dict().items(), b.state_dict().values(), c.state_dict().values(), strict=True
@@ -304,7 +306,7 @@ def _two_process_worker(rank: int, world: int, port: int, out: str) -> None:
         student, teacher = _batch(b=8, seed=9)
         rows = slice(rank * 4, (rank + 1) * 4)
         local = student[rows].clone().requires_grad_()
-        objective = InfoNCEObjective(DS, DT, InfoNCEConfig(embed_dim=D), seed=2)
+        objective = InfoNCEObjective(DS, DT, InfoNCEOptions(embed_dim=D), seed=2)
         loss = _run(objective, local, teacher[rows])["loss"]
         loss.backward()
         grads = {name: p.grad for name, p in objective.named_parameters()}
@@ -332,7 +334,7 @@ def test_two_processes_train_on_the_global_batch(tmp_path) -> None:
 
     student, teacher = _batch(b=8, seed=9)
     student.requires_grad_(True)
-    objective = InfoNCEObjective(DS, DT, InfoNCEConfig(embed_dim=D), seed=2)
+    objective = InfoNCEObjective(DS, DT, InfoNCEOptions(embed_dim=D), seed=2)
     loss = _run(objective, student, teacher)["loss"]
     loss.backward()
     torch.testing.assert_close(

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from xmodal.evaluation.knn_probe import KNNProbe, KNNProbeConfig, knn_votes
+from xmodal.evaluation.knn_probe import KNNProbe, KNNProbeOptions, knn_votes
 from xmodal.evaluation.linear_probe import (
     LinearProbe,
-    LinearProbeConfig,
+    LinearProbeOptions,
     fit_logistic,
     standardiser,
 )
@@ -55,7 +55,7 @@ def test_knn_probe_uses_train_and_val_as_bank_and_scores_test():
         ), torch.tensor(y)
 
     train, val, test = split(40, 0.5), split(40, 0.5), split(30, 0.5)
-    result = KNNProbe(KNNProbeConfig(k=5)).evaluate(train, val, test, num_classes=4)
+    result = KNNProbe(KNNProbeOptions(k=5)).evaluate(train, val, test, num_classes=4)
     assert result.accuracy == 1.0 and result.mean_class_accuracy == 1.0
     # labels shuffled relative to features: about chance (4 classes)
     shuffled = (test[0], test[1][torch.randperm(30, generator=torch.Generator().manual_seed(0))])
@@ -67,7 +67,7 @@ def test_knn_probe_refuses_nan_features_and_bad_settings():
     with pytest.raises(ValueError, match="test features contain NaN"):
         KNNProbe().evaluate((x, y), (x, y), (x.clone().fill_(float("nan")), y), num_classes=1)
     with pytest.raises(ValueError, match=r"invalid k=0 \(must be an integer >= 1\)"):
-        KNNProbeConfig(k=0)
+        KNNProbeOptions(k=0)
 
 
 def test_match_ranks_agree_with_argsort():
@@ -160,7 +160,7 @@ def test_linear_probe_separates_separable_features_perfectly():
         x[:, 0] = 4 * y + rng.uniform(-1, 1, n)  # classes in disjoint slabs along one axis
         return torch.tensor(x, dtype=torch.float32), torch.tensor(y)
 
-    result = LinearProbe(LinearProbeConfig()).evaluate(
+    result = LinearProbe(LinearProbeOptions()).evaluate(
         split(150), split(50), split(100), num_classes=3
     )
     assert result.accuracy == 1.0 and result.mean_class_accuracy == 1.0

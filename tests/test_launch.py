@@ -32,8 +32,8 @@ TINY = [
     "probe.linear.l2_grid=[0.001]",
     "probe.linear.max_iter=20",
     "distill.students=[depth]",
-    "teacher.encoder.kwargs.norm=group",
-    "distill.encoder.kwargs.norm=group",
+    "teacher.encoder.resnet8.norm=group",
+    "distill.encoder.resnet8.norm=group",
     "distill.wcord.local_scope=global",
     # a fixed number of Sinkhorn iterations: an early stop at a tolerance could fall one
     # iteration apart when the two runs' embeddings differ in their last bits

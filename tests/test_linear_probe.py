@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xmodal.evaluation.linear_probe import LinearProbe, LinearProbeConfig, accuracies, fit_logistic
+from xmodal.evaluation.linear_probe import LinearProbe, LinearProbeOptions, accuracies, fit_logistic
 
 
 def _blobs(n, d, classes, spread, seed):
@@ -16,7 +16,7 @@ def _blobs(n, d, classes, spread, seed):
 
 
 def test_separable_blobs_are_solved():
-    probe = LinearProbe(LinearProbeConfig(l2_grid=[1e-4, 1e-2]))
+    probe = LinearProbe(LinearProbeOptions(l2_grid=[1e-4, 1e-2]))
     result = probe.evaluate(
         _blobs(300, 16, 5, 0.3, 0),
         _blobs(100, 16, 5, 0.3, 1),

@@ -105,18 +105,18 @@ def test_a_trained_teacher_has_logits_whatever_its_task(overrides):
 
 def test_needs_follow_the_options():
     from xmodal.core.registry import METHODS
-    from xmodal.objectives.baselines.kd import KDConfig
-    from xmodal.objectives.wcord import WCoRDConfig
+    from xmodal.objectives.baselines.kd import KDOptions
+    from xmodal.objectives.wcord import WCoRDOptions
 
     kd, wcord, local = METHODS.get("kd"), METHODS.get("wcord"), METHODS.get("wcord-local")
-    assert kd.needs_for(KDConfig()) == {"teacher_logits"}
-    assert kd.needs_for(KDConfig(alpha=1.0)) == {"teacher_logits", "labels"}
-    assert wcord.needs_for(WCoRDConfig()) == {"teacher"}
-    assert wcord.needs_for(WCoRDConfig(negatives="other_class")) == {"teacher", "labels"}
-    assert local.needs_for(WCoRDConfig(negatives="other_class")) == {
+    assert kd.needs_for(KDOptions()) == {"teacher_logits"}
+    assert kd.needs_for(KDOptions(alpha=1.0)) == {"teacher_logits", "labels"}
+    assert wcord.needs_for(WCoRDOptions()) == {"teacher"}
+    assert wcord.needs_for(WCoRDOptions(negatives="other_class")) == {"teacher", "labels"}
+    assert local.needs_for(WCoRDOptions(negatives="other_class")) == {
         "teacher"
     }  # no negatives drawn
-    assert wcord.needs_for(WCoRDConfig(beta=0.5)) == {"teacher", "teacher_logits"}
+    assert wcord.needs_for(WCoRDOptions(beta=0.5)) == {"teacher", "teacher_logits"}
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import torch
 
 from xmodal.core.config import load_config
 from xmodal.core.errors import ConfigError
-from xmodal.objectives.baselines.crd import CRDConfig, CRDObjective
+from xmodal.objectives.baselines.crd import CRDObjective, CRDOptions
 from xmodal.objectives.memory_bank import MemoryBank
 from xmodal.objectives.memory_options import MemoryOptions
 from xmodal.objectives.negative_queue import NegativeQueue
@@ -109,8 +109,8 @@ def test_wcord_queue_term_equals_a_hand_computation_with_own_entries_masked(esti
 
 
 def test_crd_queue_scores_every_entry_but_the_anchors_own():
-    cfg = CRDConfig(embed_dim=4, num_negatives=6, negatives="queue")
-    crd = CRDObjective(5, 5, num_samples=40, config=cfg)
+    cfg = CRDOptions(embed_dim=4, num_negatives=6, negatives="queue")
+    crd = CRDObjective(5, 5, num_samples=40, options=cfg)
     crd.update_memory(torch.tensor([0, 1]), torch.randn(2, 4), torch.randn(2, 4))
     out = crd(
         torch.randn(2, 5), torch.randn(2, 5), torch.zeros(2, dtype=torch.long), torch.tensor([0, 9])

@@ -31,12 +31,12 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 CONFIG = Path(__file__).parents[1] / "configs" / "nyu-depth.yaml"
 #: the default teacher's options, as shipped
 DEFAULT = read_yaml(CONFIG)["teacher"]["encoder"]
-WEIGHTS = DEFAULT["kwargs"]["weights"]
+WEIGHTS = DEFAULT["timm"]["weights"]
 TINY = "test_resnet"  # a few thousand parameters: stands in for resnet50 in the runs below
 TINY_RUN = [
     "data.nyu_depth.image_size=[24,32]",
     "data.nyu_depth.normals=gradient",
-    f"teacher.encoder.kwargs.model={TINY}",
+    f"teacher.encoder.timm.model={TINY}",
     "distill.encoder.name=resnet8",
     "distill.methods=[wcord]",
     "distill.optim.epochs=1",
@@ -70,9 +70,9 @@ def _error_line(capsys) -> str:
 
 
 def test_the_default_teacher_is_timms_imagenet_resnet50_frozen():
-    spec, config = resolve_config("nyu-depth", overrides=["teacher.encoder.kwargs.weights="])
+    spec, config = resolve_config("nyu-depth", overrides=["teacher.encoder.timm.weights="])
     assert config.teacher.encoder.name == "timm"
-    assert config.teacher.encoder.kwargs["model"] == "resnet50.a1_in1k"
+    assert config.teacher.encoder.options().model == "resnet50.a1_in1k"
     assert config.teacher.optim.epochs == 0
     assert not Path(WEIGHTS).is_absolute()  # relative to the working directory
 
@@ -85,10 +85,10 @@ def test_missing_weights_stop_the_run_at_load_with_the_command_that_makes_them(
     assert main(_argv(out, nyu_file, [])) == 2
     line = _error_line(capsys)
     assert line.startswith(
-        f"error: teacher.encoder.kwargs.weights: timm weights '{WEIGHTS}' do not exist"
+        f"error: teacher.encoder.timm.weights: timm weights '{WEIGHTS}' do not exist"
     )
     assert fetch_command("resnet50.a1_in1k", WEIGHTS) in line
-    assert "--set teacher.encoder.kwargs.weights=PATH" in line
+    assert "--set teacher.encoder.timm.weights=PATH" in line
     assert not out.exists() and not (tmp_path / "data").exists()  # before preprocessing
 
 
@@ -128,14 +128,14 @@ def test_the_command_in_the_error_makes_what_the_default_run_reads(
     assert ("hha", "wcord", "linear", "accuracy") in got
     assert ("hha", "wcord", "seg40", "mean_iou") in got
     teacher = json.loads(next((out / "teacher").rglob("encoder.json")).read_text())
-    assert teacher["backbone"] == "timm" and teacher["backbone_kwargs"]["model"] == TINY
+    assert teacher["backbone"] == "timm" and teacher["backbone_options"]["model"] == TINY
 
 
 def test_file_weights_get_a_command_that_writes_a_file(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     target = "w/tiny.safetensors"
     with pytest.raises(ConfigError, match="do not exist") as info:
-        resolve_config("nyu-depth", overrides=[f"teacher.encoder.kwargs.weights={target}"])
+        resolve_config("nyu-depth", overrides=[f"teacher.encoder.timm.weights={target}"])
     command = fetch_command("resnet50.a1_in1k", target)
     assert command in str(info.value)
     exec(
@@ -146,8 +146,8 @@ def test_file_weights_get_a_command_that_writes_a_file(tmp_path, monkeypatch, ca
     resolve_config(
         "nyu-depth",
         overrides=[
-            f"teacher.encoder.kwargs.weights={target}",
-            f"teacher.encoder.kwargs.model={TINY}",
+            f"teacher.encoder.timm.weights={target}",
+            f"teacher.encoder.timm.model={TINY}",
         ],
     )
 
@@ -156,18 +156,18 @@ def test_other_load_time_encoder_checks(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     # a torchvision teacher's missing .pth, and a student's weights, are checked at load too
     with pytest.raises(
-        ConfigError, match=r"^teacher.encoder.kwargs.pretrained: weights file 'r18.pth'"
+        ConfigError, match=r"^teacher.encoder.resnet18.pretrained: weights file 'r18.pth'"
     ):
         resolve_config(
             "nyu-depth",
-            overrides=["teacher.encoder={name: resnet18, kwargs: {pretrained: r18.pth}}"],
+            overrides=["teacher.encoder={name: resnet18, resnet18: {pretrained: r18.pth}}"],
         )
-    with pytest.raises(ConfigError, match=r"^distill.encoder.kwargs.weights: timm weights 's.pth'"):
+    with pytest.raises(ConfigError, match=r"^distill.encoder.timm.weights: timm weights 's.pth'"):
         resolve_config(
             "nyu-depth",
             overrides=[
-                "teacher.encoder.kwargs.weights=",
-                "distill.encoder={name: timm, kwargs: {weights: s.pth}}",
+                "teacher.encoder.timm.weights=",
+                "distill.encoder={name: timm, timm: {weights: s.pth}}",
             ],
         )
     # a teacher given by teacher.checkpoint is never built from its options

@@ -1,14 +1,16 @@
 """Options travel as one object: a value in the YAML reaches the line that uses it unchanged.
 
 ``distill.wcord.sinkhorn_eps`` and ``distill.wcord.tau`` (and ``distill.crd.tau``) are loaded
-into the method's options dataclass, handed through ``train_encoder`` to the objective, which
-keeps it, and read by the solver and the critic as that same object, under the YAML's names.
-Each range is checked once, when the options are loaded.
+into the method's options dataclass, put into the training job by the distill stage, handed
+by ``train_encoder`` to the objective, which keeps it, and read by the solver WCoRD picked
+once and by the critic as that same object, under the YAML's names. Each range is checked
+once, when the options are loaded.
 """
 
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -52,39 +54,44 @@ def _dataset(n: int = 32) -> LoadedDataset:
 
 
 def _spy(monkeypatch, name: str) -> list:
-    """Record the options object each call of the solver ``name`` receives."""
+    """Record the options object each call of the solver ``name`` receives.
+
+    The solver is the one an objective picks when it is built (:data:`transport.SOLVERS`).
+    """
     seen: list = []
-    real = getattr(transport, name)
+    real = transport.SOLVERS[name]
 
     def spy(cost, options, a=None, b=None):
         seen.append(options)
         return real(cost, options, a=a, b=b)
 
-    monkeypatch.setattr(transport, name, spy)
+    monkeypatch.setitem(transport.SOLVERS, name, spy)
     return seen
 
 
 @pytest.mark.filterwarnings("ignore::xmodal.objectives.sinkhorn.TransportNotConverged")
 def test_yaml_sinkhorn_eps_and_tau_reach_solver_and_critic_unchanged(tmp_path, monkeypatch):
     options = _config(tmp_path).distill.options_for("wcord")
-    seen = _spy(monkeypatch, "sinkhorn_log")
+    seen = _spy(monkeypatch, "sinkhorn")
     torch.manual_seed(0)
-    result = train_encoder(  # as the distill stage calls it
-        TrainJob(
-            create_encoder("resnet8", "depth"),
-            "wcord",
-            options,
-            _dataset(),
-            seed=0,
-            teacher=TeacherOutputs(features=torch.randn(32, 6)),
-        ),
+    job = TrainJob(  # as the distill stage builds it
+        "wcord",
+        options,
+        _dataset(),
+        seed=0,
+        teacher=TeacherOutputs(features=torch.randn(32, 6)),
+    )
+    result = train_encoder(
+        create_encoder("resnet8", "depth"),
+        job,
         TrainSetup(OptimConfig(epochs=1, batch_size=8), Accelerator(cpu=True)),
     )
     objective = result.objective
+    assert job.options is options
     assert len(seen) == 4  # one solve per step
     assert all(received is options for received in seen)  # the same object, never copied
     assert seen[0].sinkhorn_eps == 0.0123  # the YAML's value, under its name
-    assert objective.config is options
+    assert objective.options is options
     assert objective.critic.options is options and objective.critic.options.tau == 0.0456
     assert objective.teacher_bank.options is options  # the bank reads momentum from it
     u = F.normalize(torch.randn(5, 4), dim=1)
@@ -92,10 +99,28 @@ def test_yaml_sinkhorn_eps_and_tau_reach_solver_and_critic_unchanged(tmp_path, m
     torch.testing.assert_close(objective.critic(u, v), (u * v).sum(-1) / 0.0456, atol=0, rtol=0)
 
 
+def test_the_distill_stage_puts_the_loaded_options_into_each_training_job(tmp_path, monkeypatch):
+    from xmodal.pipelines.stages import distill as stage
+
+    config = _config(tmp_path)
+    jobs: list = []
+    monkeypatch.setattr(stage, "check_modality", lambda *args: None)
+    monkeypatch.setattr(
+        stage, "trained_encoder_unit", lambda ctx, parts, job, **where: jobs.append(job)
+    )
+    state = SimpleNamespace(teachers={0: "teacher outputs"}, dataset="dataset", models=[])
+    stage.distill(SimpleNamespace(config=config, state=state))
+    assert len(jobs) == 4  # 2 students x 2 methods, one seed
+    for job in jobs:  # the one object the config loaded, handed on, never copied
+        assert job.options is config.distill.options_for(job.method)
+        assert (job.teacher, job.dataset, job.seed) == ("teacher outputs", "dataset", 0)
+    assert {job.options.tau for job in jobs} == {0.0456, 0.0789}
+
+
 def test_yaml_ipot_beta_reaches_ipot_unchanged(tmp_path, monkeypatch):
     text = _YAML.replace("sinkhorn_eps: 0.0123", "local_solver: ipot, ipot_beta: 0.7")
     options = _config(tmp_path, text).distill.options_for("wcord")
-    seen = _spy(monkeypatch, "ipot")
+    seen = _spy(monkeypatch, "ipot")  # before the objective picks its solver
     context = ObjectiveContext(student_dim=5, teacher_dim=6, num_samples=20, num_classes=3)
     objective = METHODS.get("wcord").build(context, options)
     objective.local_term(
@@ -108,7 +133,7 @@ def test_yaml_crd_tau_reaches_crd_unchanged(tmp_path):
     options = _config(tmp_path).distill.options_for("crd")
     context = ObjectiveContext(student_dim=5, teacher_dim=6, num_samples=20, num_classes=3)
     crd = METHODS.get("crd").build(context, options)
-    assert crd.config is options and crd.config.tau == 0.0789
+    assert crd.options is options and crd.options.tau == 0.0789
     assert crd.teacher_bank.options is options
     with torch.no_grad():  # identity heads: the positive score is <t, s> / tau, nothing else
         for head in (crd.teacher_head, crd.student_head):

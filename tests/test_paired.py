@@ -21,7 +21,7 @@ from torchvision.io import write_png
 
 from xmodal.cli.main import main
 from xmodal.core.errors import ConfigError, DataError
-from xmodal.data.paired import PairedConfig, read_manifest
+from xmodal.data.paired import PairedOptions, read_manifest
 from xmodal.data.paired import cache as paired_cache
 from xmodal.data.paired.readers import read_audio, read_depth, read_points, read_rgb
 from xmodal.data.paired.splits import assign_splits
@@ -112,8 +112,8 @@ def _dataset(
     return path
 
 
-def _options(manifest: Path, **changes) -> PairedConfig:
-    return PairedConfig(
+def _options(manifest: Path, **changes) -> PairedOptions:
+    return PairedOptions(
         path=str(manifest), image_size=[16, 16], sample_rate=RATE, audio_seconds=0.25, **changes
     )
 
@@ -131,11 +131,11 @@ def _problems(manifest: Path, **changes) -> str:
 def test_rgb_png_is_read_exactly_and_resized(tmp_path):
     image = np.random.default_rng(1).integers(0, 256, (16, 12, 3), dtype=np.uint8)
     _png(tmp_path / "a.png", image)
-    same = read_rgb(tmp_path / "a.png", PairedConfig(image_size=[16, 12]))
+    same = read_rgb(tmp_path / "a.png", PairedOptions(image_size=[16, 12]))
     assert same.dtype == np.uint8 and np.array_equal(same, image)
     flat = np.full((16, 16, 3), (10, 120, 250), np.uint8)  # a flat colour stays that colour
     _png(tmp_path / "flat.png", flat)
-    small = read_rgb(tmp_path / "flat.png", PairedConfig(image_size=[8, 4]))
+    small = read_rgb(tmp_path / "flat.png", PairedOptions(image_size=[8, 4]))
     assert small.shape == (8, 4, 3) and (small == (10, 120, 250)).all()
 
 
@@ -143,39 +143,41 @@ def test_depth_png_in_millimetres_reads_metres(tmp_path):
     millimetres = np.full((8, 8), 1500)
     millimetres[:4, :4] = 0  # a hole: no depth
     _depth_png(tmp_path / "d.png", millimetres)
-    depth = read_depth(tmp_path / "d.png", PairedConfig(image_size=[8, 8]))
+    depth = read_depth(tmp_path / "d.png", PairedOptions(image_size=[8, 8]))
     assert depth.dtype == np.float32 and depth.shape == (8, 8)
     assert depth[7, 7] == pytest.approx(1.5) and depth[0, 0] == 0
-    half = read_depth(tmp_path / "d.png", PairedConfig(image_size=[4, 4]))
+    half = read_depth(tmp_path / "d.png", PairedOptions(image_size=[4, 4]))
     assert half[3, 3] == pytest.approx(1.5) and half[0, 0] == 0  # holes do not pull depth to 0
-    assert read_depth(tmp_path / "d.png", PairedConfig(image_size=[8, 8], depth_scale=5000))[
+    assert read_depth(tmp_path / "d.png", PairedOptions(image_size=[8, 8], depth_scale=5000))[
         7, 7
     ] == pytest.approx(0.3)
     np.save(tmp_path / "d.npy", np.full((8, 8), 2.25, np.float32))  # .npy is in metres already
-    assert (read_depth(tmp_path / "d.npy", PairedConfig(image_size=[8, 8])) == 2.25).all()
+    assert (read_depth(tmp_path / "d.npy", PairedOptions(image_size=[8, 8])) == 2.25).all()
 
 
 def test_wav_is_resampled_mixed_to_mono_cropped_and_padded(tmp_path):
     t = np.arange(16000) / 16000  # 1 s of a 200 Hz tone at 16 kHz
     tone = 0.5 * np.sin(2 * np.pi * 200 * t)
     _wav(tmp_path / "a.wav", tone, 16000)
-    audio = read_audio(tmp_path / "a.wav", PairedConfig(sample_rate=8000, audio_seconds=1.0))
+    audio = read_audio(tmp_path / "a.wav", PairedOptions(sample_rate=8000, audio_seconds=1.0))
     assert audio.dtype == np.float32 and audio.shape == (8000,)  # half the samples at 8 kHz
     expected = 0.5 * np.sin(2 * np.pi * 200 * np.arange(8000) / 8000)
     assert np.abs(audio[100:-100] - expected[100:-100]).max() < 0.01
-    cropped = read_audio(tmp_path / "a.wav", PairedConfig(sample_rate=8000, audio_seconds=0.25))
+    cropped = read_audio(tmp_path / "a.wav", PairedOptions(sample_rate=8000, audio_seconds=0.25))
     assert np.array_equal(cropped, audio[:2000])
-    padded = read_audio(tmp_path / "a.wav", PairedConfig(sample_rate=8000, audio_seconds=1.5))
+    padded = read_audio(tmp_path / "a.wav", PairedOptions(sample_rate=8000, audio_seconds=1.5))
     assert padded.shape == (12000,) and np.array_equal(padded[:8000], audio)
     assert not padded[8000:].any()
     _wav(tmp_path / "stereo.wav", np.stack([tone, -tone], 1), 16000)  # channels cancel
-    assert np.abs(read_audio(tmp_path / "stereo.wav", PairedConfig(sample_rate=16000))).max() < 1e-4
+    assert (
+        np.abs(read_audio(tmp_path / "stereo.wav", PairedOptions(sample_rate=16000))).max() < 1e-4
+    )
 
 
 def test_ply_points_are_sampled_with_a_seed(tmp_path):
     points = np.random.default_rng(2).normal(size=(100, 3))
     _ply(tmp_path / "a.ply", points)
-    options = PairedConfig(num_points=32, seed=3)
+    options = PairedOptions(num_points=32, seed=3)
     sampled = read_points(tmp_path / "a.ply", options, row=1)
     assert sampled.shape == (32, 3) and sampled.dtype == np.float32
     distance = np.abs(sampled[:, None].astype(np.float64) - points[None]).max(-1).min(1)

@@ -15,7 +15,7 @@ import pytest
 
 from xmodal.cli.main import main
 from xmodal.core.errors import DataError
-from xmodal.data.cifar100_source import CIFAR100Config, CIFAR100Source
+from xmodal.data.cifar100_source import CIFAR100Options, CIFAR100Source
 
 TINY = [
     "data.cifar100.download=false",
@@ -65,7 +65,7 @@ def _write_cifar(root, n_train=96, n_test=40, classes=6, seed=0):
 
 def test_reader_matches_the_pickled_arrays(tmp_path):
     root = _write_cifar(tmp_path / "cifar")
-    options = CIFAR100Config(path=str(root), download=False, verify_md5=False)
+    options = CIFAR100Options(path=str(root), download=False, verify_md5=False)
     loaded = CIFAR100Source().load(CIFAR100Source().prepare(options, tmp_path / "cache.h5"))
     with open(root / "cifar-100-python" / "test", "rb") as f:
         raw = pickle.load(f)
@@ -75,7 +75,7 @@ def test_reader_matches_the_pickled_arrays(tmp_path):
     assert int(images[3, 5, 7, 2]) == int(raw["data"][3, 2 * 1024 + 5 * 32 + 7])
     assert loaded.splits["test"].column("label").tolist() == raw["fine_labels"]
     with pytest.raises(DataError, match="cifar-100-python"):  # the real MD5 sums reject it
-        CIFAR100Source().prepare(CIFAR100Config(path=str(root), download=False), tmp_path / "x.h5")
+        CIFAR100Source().prepare(CIFAR100Options(path=str(root), download=False), tmp_path / "x.h5")
 
 
 def test_run_cifar100_end_to_end_gives_top1_rows(tmp_path):
@@ -136,7 +136,7 @@ def test_the_cache_is_written_like_data_h5_space_checked_one_line_no_temp(tmp_pa
     from xmodal.data.hdf5_output import hdf5_bytes
 
     root = _write_cifar(tmp_path / "cifar", n_train=20, n_test=10)
-    options = CIFAR100Config(path=str(root), download=False, verify_md5=False)
+    options = CIFAR100Options(path=str(root), download=False, verify_md5=False)
     cache = tmp_path / "data" / "cache.h5"
     arrays = 30 * 32 * 32 * 3 + 30 * 8 + len(json.dumps([f"class{i}" for i in range(100)]))
     free = hdf5_bytes(arrays) - 1

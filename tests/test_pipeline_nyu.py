@@ -14,7 +14,7 @@ import torchvision
 
 from xmodal.cli.main import main
 from xmodal.data.nyu.cache import build_cache
-from xmodal.data.nyu.config import NYUDepthConfig
+from xmodal.data.nyu.config import NYUDepthOptions
 
 sys.path.insert(0, str(Path(__file__).parent))
 from nyu_fixtures import write_nyu_labeled  # noqa: E402
@@ -42,7 +42,7 @@ def _torchvision_teacher(weights: Path) -> str:
 
     The default timm teacher runs in tests/test_nyu_teacher.py.
     """
-    return f"teacher.encoder={{name: resnet18, kwargs: {{pretrained: '{weights}'}}}}"
+    return f"teacher.encoder={{name: resnet18, resnet18: {{pretrained: '{weights}'}}}}"
 
 
 def test_run_nyu_depth_end_to_end(nyu_file, teacher_weights, tmp_path):
@@ -104,9 +104,7 @@ def test_fine_tuned_teacher_gives_logits_for_kd(nyu_file, teacher_weights, tmp_p
 def test_missing_data_says_where_to_get_it(tmp_path, capsys):
     # a random-init teacher (weights ''): the default's weights folder is checked first
     assert (
-        main(
-            ["run", "nyu-depth", "--out", str(tmp_path), "--set", "teacher.encoder.kwargs.weights="]
-        )
+        main(["run", "nyu-depth", "--out", str(tmp_path), "--set", "teacher.encoder.timm.weights="])
         == 2
     )
     err = capsys.readouterr().err
@@ -114,7 +112,7 @@ def test_missing_data_says_where_to_get_it(tmp_path, capsys):
 
 
 def test_interrupted_preprocessing_resumes_to_an_identical_cache(nyu_file, tmp_path):
-    config = NYUDepthConfig(path=str(nyu_file), image_size=[24, 32], normals="gradient")
+    config = NYUDepthOptions(path=str(nyu_file), image_size=[24, 32], normals="gradient")
     whole = build_cache(config, tmp_path / "whole.h5")
 
     def stop_half_way(done, total):
@@ -140,7 +138,7 @@ def test_cache_contents_follow_the_facts(nyu_file, tmp_path):
     from xmodal.data.nyu.facts import load_nyu_facts
 
     facts = load_nyu_facts()
-    path = build_cache(NYUDepthConfig(path=str(nyu_file), image_size=[24, 32]), tmp_path / "c.h5")
+    path = build_cache(NYUDepthOptions(path=str(nyu_file), image_size=[24, 32]), tmp_path / "c.h5")
     with h5py.File(path) as f:
         split = f["split"][()]
         assert f["rgb"].shape == (FRAMES, 24, 32, 3) and f["hha"].dtype == np.uint8
@@ -177,13 +175,13 @@ RSS_PROBE = """
 import sys
 from pathlib import Path
 from xmodal.data.nyu.cache import build_cache
-from xmodal.data.nyu.config import NYUDepthConfig
+from xmodal.data.nyu.config import NYUDepthOptions
 
 def resident_mb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096 / 2**20
 
-config = NYUDepthConfig(path=sys.argv[1], image_size=[24, 32], normals="gradient")
+config = NYUDepthOptions(path=sys.argv[1], image_size=[24, 32], normals="gradient")
 marks = []
 build_cache(config, Path(sys.argv[2]), progress=lambda done, total: marks.append(resident_mb()))
 print(marks[3], marks[-1])
@@ -210,13 +208,13 @@ KILL_PROBE = """
 import os, signal, sys
 from pathlib import Path
 from xmodal.data.nyu.cache import build_cache
-from xmodal.data.nyu.config import NYUDepthConfig
+from xmodal.data.nyu.config import NYUDepthOptions
 
 def die(done, total):
     if done == int(sys.argv[3]):
         os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no file close: a real crash
 
-config = NYUDepthConfig(path=sys.argv[1], image_size=[24, 32], normals="gradient")
+config = NYUDepthOptions(path=sys.argv[1], image_size=[24, 32], normals="gradient")
 build_cache(config, Path(sys.argv[2]), progress=die)
 """
 
@@ -224,7 +222,7 @@ build_cache(config, Path(sys.argv[2]), progress=die)
 def test_preprocessing_killed_half_way_resumes_to_an_identical_cache(nyu_file, tmp_path):
     import subprocess
 
-    config = NYUDepthConfig(path=str(nyu_file), image_size=[24, 32], normals="gradient")
+    config = NYUDepthOptions(path=str(nyu_file), image_size=[24, 32], normals="gradient")
     whole = build_cache(config, tmp_path / "whole.h5")
     killed = tmp_path / "killed.h5"
     proc = subprocess.run(

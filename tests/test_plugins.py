@@ -119,7 +119,7 @@ def test_a_run_uses_every_plugin_and_its_options(site, tmp_path):
     assert config["data"]["thermal_scenes"]["ambient_c"] == 25.0
     assert config["frontends"]["thermal"] == {"offset_k": 273.15, "scale_k": 5.0}
     meta = json.loads((out / "distill/seed0/thermal/cosine/encoder.json").read_text())
-    assert meta["frontend_kwargs"]["scale_k"] == 5.0  # the option reached the encoder
+    assert meta["frontend_options"]["scale_k"] == 5.0  # the option reached the encoder
 
 
 def test_the_same_options_from_a_yaml_file(site, tmp_path):

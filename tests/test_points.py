@@ -232,7 +232,7 @@ def test_student_backbone_per_modality():
     resnet = EncoderConfig(name="resnet8")
     assert encoder_for("depth", resnet) is resnet
     assert encoder_for("points", resnet) == EncoderConfig(name="pointnet")
-    wide = EncoderConfig(name="pointnet", kwargs={"width": 2.0})
+    wide = EncoderConfig.of("pointnet", width=2.0)
     assert encoder_for("points", resnet, {"points": wide}) is wide
     config = load_config(
         RunConfig,

@@ -284,7 +284,7 @@ def test_pretrained_backbones_train_as_depth_students_and_export(tmp_path):
     from xmodal.pipelines.config import EncoderConfig
 
     for name, options in _student_options(tmp_path).items():
-        EncoderConfig(name=name, kwargs=options)  # accepted as a config's encoder
+        EncoderConfig.of(name, **options)  # accepted as a config's encoder
         torch.manual_seed(0)
         student = create_encoder(name, "depth", **options).train()
         assert not student.backbone.pixel_input  # depth is resized, never pixel-normalised
@@ -515,7 +515,7 @@ def test_xmodal_probe_takes_a_pretrained_library_model(tmp_path, capsys):
     rows = json.loads((out / "results.json").read_text())
     assert {(r["modality"], r["method"], r["probe"]) for r in rows} == {("rgb", "timm", "knn")}
     meta = json.loads((out / "probe-targets" / "timm" / "encoder.json").read_text())
-    assert meta["backbone_kwargs"] == {"model": "test_vit", "weights": str(path)}
+    assert meta["backbone_options"] == {"model": "test_vit", "weights": str(path)}
     capsys.readouterr()
     assert (
         main(
@@ -549,12 +549,10 @@ def test_run_caches_key_on_the_weights_files_and_folders(tmp_path):
 
     _, path = _timm_reference("test_vit", tmp_path)
     folder = _hf_folder(tmp_path, "dinov2")[2]
-    file_key = _pretrained_digest(
-        EncoderConfig(name="timm", kwargs={"model": "test_vit", "weights": str(path)})
-    )
-    hf = EncoderConfig(name="hf", kwargs={"model": str(folder)})
+    file_key = _pretrained_digest(EncoderConfig.of("timm", model="test_vit", weights=str(path)))
+    hf = EncoderConfig.of("hf", model=str(folder))
     folder_key = _pretrained_digest(hf)
     assert file_key and folder_key and file_key != folder_key
-    assert _pretrained_digest(EncoderConfig(name="timm", kwargs={"model": "test_vit"})) is None
+    assert _pretrained_digest(EncoderConfig.of("timm", model="test_vit")) is None
     (folder / "preprocessor_config.json").write_text("{}")  # another preprocessing: recompute
     assert _pretrained_digest(hf) != folder_key

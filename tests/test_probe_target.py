@@ -90,8 +90,8 @@ def test_exported_student_reproduces_the_pipeline_probe_and_caches_on_weights(
         encoder,
         changed,
         meta["backbone"],
-        meta["backbone_kwargs"],
-        meta["frontend_kwargs"],
+        meta["backbone_options"],
+        meta["frontend_options"],
         extra=meta["extra"],
     )
     assert (

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ("kitchen", "office", "bedroom")
 TINY = [
     "data.paired.image_size=[16,16]",
-    "teacher.encoder.kwargs.resize=false",
+    "teacher.encoder.timm.resize=false",
     "distill.optim.epochs=1",
     "distill.optim.batch_size=8",
     "distill.wcord.num_negatives=8",
@@ -95,7 +95,7 @@ def test_readme_python_example_runs_and_its_student_loads(tmp_path, monkeypatch,
 
     config = yaml.safe_load((tmp_path / "runs" / "depth" / "config.yaml").read_text())
     assert config["teacher"]["encoder"]["name"] == "timm"
-    assert config["teacher"]["encoder"]["kwargs"]["model"] == "resnet50.a1_in1k"
+    assert config["teacher"]["encoder"]["timm"]["model"] == "resnet50.a1_in1k"
     assert config["teacher"]["optim"]["epochs"] == 0
 
     student = namespace["student"]

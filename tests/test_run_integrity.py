@@ -633,15 +633,15 @@ def test_tampered_frontend_options_are_one_line_naming_the_file(fresh, tmp_path)
     from xmodal.encoders.export import load_encoder
 
     checkpoint = torch.load(fresh.joinpath(*WCORD, "encoder.pt"), weights_only=True)
-    checkpoint["frontend_kwargs"]["bogus"] = 1
+    checkpoint["frontend_options"]["bogus"] = 1
     torch.save(checkpoint, tmp_path / "encoder.pt")
     export = Path(shutil.copytree(fresh.joinpath(*WCORD), tmp_path / "export"))
     meta = json.loads((export / "encoder.json").read_text())
-    meta["frontend_kwargs"]["std_m"] = "wide"
+    meta["frontend_options"]["std_m"] = "wide"
     (export / "encoder.json").write_text(json.dumps(meta))
     for path in (tmp_path / "encoder.pt", export):  # a checkpoint and an export
         with pytest.raises(XmodalError) as info:
             load_encoder(path)
         message = str(info.value)
-        assert "\n" not in message and "frontend_kwargs" in message
+        assert "\n" not in message and "front end 'depth': bad options" in message
         assert ("encoder.pt" if path.is_file() else "encoder.json") in message

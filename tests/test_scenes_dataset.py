@@ -21,7 +21,7 @@ from xmodal.data.scenes import (
     WALL_ID,
     CameraPose,
     ObjectSpec,
-    ScenesConfig,
+    ScenesOptions,
     SceneSpec,
     camera_intrinsics,
     fundamental_frequency,
@@ -47,7 +47,7 @@ def _arrays(path: Path) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def small_file(tmp_path_factory) -> Path:
-    return generate_scenes(tmp_path_factory.mktemp("scenes") / "scenes.h5", ScenesConfig(**SMALL))
+    return generate_scenes(tmp_path_factory.mktemp("scenes") / "scenes.h5", ScenesOptions(**SMALL))
 
 
 # ---------------------------------------------------------------- config
@@ -65,14 +65,14 @@ def small_file(tmp_path_factory) -> Path:
 )
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
-        ScenesConfig(**{field: value})
+        ScenesOptions(**{field: value})
 
 
 # ---------------------------------------------------------------- file contract
 
 
 def test_layout_dtypes_and_ranges(small_file):
-    cfg = ScenesConfig(**SMALL)
+    cfg = ScenesOptions(**SMALL)
     s, t = cfg.image_size, cfg.num_audio_samples
     with h5py.File(small_file, "r") as f:
         assert f.attrs["format"] == "xmodal-scenes" and int(f.attrs["version"]) == 1
@@ -108,18 +108,18 @@ def test_layout_dtypes_and_ranges(small_file):
 
 def test_generation_is_deterministic_and_per_sample(small_file, tmp_path):
     first = _arrays(small_file)
-    again = _arrays(generate_scenes(tmp_path / "again.h5", ScenesConfig(**SMALL)))
+    again = _arrays(generate_scenes(tmp_path / "again.h5", ScenesOptions(**SMALL)))
     for key in first:
         assert first[key].tobytes() == again[key].tobytes(), key
 
-    other_seed = _arrays(generate_scenes(tmp_path / "seed.h5", ScenesConfig(**SMALL, seed=1)))
+    other_seed = _arrays(generate_scenes(tmp_path / "seed.h5", ScenesOptions(**SMALL, seed=1)))
     assert not np.array_equal(first["train/rgb"], other_seed["train/rgb"])
     assert not np.array_equal(first["test/audio"], other_seed["test/audio"])
 
     # A sample depends on (seed, split, index) only, not on how many samples the splits hold.
     bigger = _arrays(
         generate_scenes(
-            tmp_path / "big.h5", ScenesConfig(**{**SMALL, "num_train": 9, "num_val": 2})
+            tmp_path / "big.h5", ScenesOptions(**{**SMALL, "num_train": 9, "num_val": 2})
         )
     )
     for key in KEYS:
@@ -130,7 +130,7 @@ def test_generation_is_deterministic_and_per_sample(small_file, tmp_path):
 
 def test_progress_reports_up_to_total(tmp_path):
     calls = []
-    cfg = ScenesConfig(**{**SMALL, "num_train": 20})
+    cfg = ScenesOptions(**{**SMALL, "num_train": 20})
     generate_scenes(tmp_path / "p.h5", cfg, progress=lambda d, t: calls.append((d, t)))
     assert calls[-1] == (26, 26)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
@@ -142,14 +142,14 @@ def test_interrupted_generation_leaves_no_file(tmp_path, small_file):
 
     target = tmp_path / "scenes.h5"
     with pytest.raises(RuntimeError, match="stop"):
-        generate_scenes(target, ScenesConfig(**{**SMALL, "num_train": 40}), progress=boom)
+        generate_scenes(target, ScenesOptions(**{**SMALL, "num_train": 40}), progress=boom)
     assert list(tmp_path.iterdir()) == []
 
     # An existing good file survives a failed regeneration untouched.
     shutil.copy(small_file, target)
     before = target.read_bytes()
     with pytest.raises(RuntimeError):
-        generate_scenes(target, ScenesConfig(**{**SMALL, "num_train": 40}), progress=boom)
+        generate_scenes(target, ScenesOptions(**{**SMALL, "num_train": 40}), progress=boom)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["scenes.h5"]
 
@@ -344,7 +344,7 @@ def test_teacher_task_is_new_scenes_labelled_by_their_dominant_object(small_file
     from xmodal.data.scenes_source import ScenesSource
 
     source = ScenesSource()
-    options = ScenesConfig(**SMALL)
+    options = ScenesOptions(**SMALL)
     task_options = source.teacher_task_options(options)
     assert task_options.seed != options.seed
     assert {k: v for k, v in vars(task_options).items() if k != "seed"} == {

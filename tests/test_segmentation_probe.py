@@ -14,7 +14,7 @@ from xmodal.core.registry import PROBES
 from xmodal.encoders.base import create_encoder
 from xmodal.evaluation.segmentation_probe import (
     SegmentationProbe,
-    SegmentationProbeConfig,
+    SegmentationProbeOptions,
     extract_feature_maps,
 )
 
@@ -64,7 +64,7 @@ def test_random_maps_stay_near_chance(single_thread):
 
 
 def test_fits_are_deterministic(single_thread):
-    cfg = SegmentationProbeConfig(epochs=5, seed=3)
+    cfg = SegmentationProbeOptions(epochs=5, seed=3)
     splits = tuple(_linear_split(n, seed, noise=0.8) for n, seed in ((16, 0), (8, 1), (8, 2)))
     first = SegmentationProbe(cfg).evaluate_maps(*splits, num_classes=K)
     second = SegmentationProbe(cfg).evaluate_maps(*splits, num_classes=K)
@@ -77,7 +77,7 @@ def test_weight_decay_is_chosen_by_validation_miou(single_thread):
 
     def run(wds):
         return SegmentationProbe(
-            SegmentationProbeConfig(epochs=5, weight_decay_grid=wds)
+            SegmentationProbeOptions(epochs=5, weight_decay_grid=wds)
         ).evaluate_maps(*splits, num_classes=K)
 
     # a one-value grid reports that value's validation mIoU; fits share seed, init and order
@@ -121,7 +121,7 @@ def test_extract_feature_maps_rejects_bad_stages(stages):
 
 def test_bad_splits_raise():
     train, val, test = _linear_split(4, 0), _linear_split(4, 1), _linear_split(4, 2)
-    probe = SegmentationProbe(SegmentationProbeConfig(epochs=1))
+    probe = SegmentationProbe(SegmentationProbeOptions(epochs=1))
     bad = val[0].clone()
     bad[1, 2, 3, 4] = float("nan")
     with pytest.raises(ValueError, match="val maps contain NaN or inf"):
@@ -154,7 +154,7 @@ def test_bad_splits_raise():
 )
 def test_config_is_validated(kwargs):
     with pytest.raises(ValueError):
-        SegmentationProbeConfig(**kwargs)
+        SegmentationProbeOptions(**kwargs)
 
 
 def test_registered_as_dense_probe():

@@ -20,7 +20,7 @@ from torchvision.io import write_png
 from xmodal.cli.main import main
 from xmodal.core.errors import XmodalError
 from xmodal.core.registry import BACKBONES, FRONTENDS
-from xmodal.data.paired import PairedConfig
+from xmodal.data.paired import PairedOptions
 from xmodal.data.paired.readers import (
     SampleError,
     read_sequence,
@@ -229,7 +229,7 @@ def test_an_image_backbone_gives_way_to_temporal_conv_for_sequences():
     end's ``default_backbone`` with its defaults, as a point student gets pointnet. A backbone
     of another layout is never swapped: the load checks refuse it.
     """
-    shared = EncoderConfig(name="resnet8", kwargs={"width_multiplier": 2.0})
+    shared = EncoderConfig.of("resnet8", width_multiplier=2.0)
     assert encoder_for("sequence", shared) == EncoderConfig(name="temporal_conv")
     assert encoder_for("points", shared) == EncoderConfig(name="pointnet")
     assert encoder_for("depth", shared) is shared
@@ -260,8 +260,8 @@ def test_a_sequence_backbone_behind_an_image_front_end_is_refused_at_load(tmp_pa
 # ----------------------------------------------------------------------------- paired
 
 
-def _options(manifest: Path, **changes) -> PairedConfig:
-    return PairedConfig(path=str(manifest), image_size=[16, 16], **changes)
+def _options(manifest: Path, **changes) -> PairedOptions:
+    return PairedOptions(path=str(manifest), image_size=[16, 16], **changes)
 
 
 def test_read_sequence_keeps_values_channels_first(tmp_path):
@@ -410,8 +410,8 @@ def test_xmodal_run_paired_with_a_sequence_student(tmp_path):
     out = tmp_path / "run"
     small = [
         "distill.encoders.sequence.name=temporal_conv",
-        "distill.encoders.sequence.kwargs.width=16",
-        "distill.encoders.sequence.kwargs.depth=3",
+        "distill.encoders.sequence.temporal_conv.width=16",
+        "distill.encoders.sequence.temporal_conv.depth=3",
     ]
     assert main(_argv(manifest, out, *small)) == 0
     rows = json.loads((out / "results.json").read_text())
@@ -426,8 +426,8 @@ def test_xmodal_run_paired_with_a_sequence_student(tmp_path):
     assert students and all(e["backbone"] == "temporal_conv" for e in students)
     given = {"width": 16, "depth": 3}  # with the defaults of the rest, as config.yaml lists them
     filled = {**given, "kernel_size": 3, "norm": "batch", "dropout": 0.0}
-    assert all(e["backbone_kwargs"] == filled for e in students)
-    front = students[0]["frontend_kwargs"]
+    assert all(e["backbone_options"] == filled for e in students)
+    front = students[0]["frontend_options"]
     assert front["channels"] == 3 and len(front["mean"]) == len(front["std"]) == 3
     assert abs(front["mean"][0] - 9.8) < 0.2 and abs(front["mean"][1]) < 0.2  # gravity offset
 
@@ -450,7 +450,7 @@ def test_xmodal_run_paired_with_a_sequence_student(tmp_path):
             "modality 'sequence' gives sequence input [B, C, T]",
         ),
         (
-            ["distill.encoders.sequence={name: temporal_conv, kwargs: {kernel_size: 4}}"],
+            ["distill.encoders.sequence={name: temporal_conv, temporal_conv: {kernel_size: 4}}"],
             "kernel_size=4 (must be an odd integer >= 3)",
         ),
         (["frontends.sequence.std=[0]"], "std=[0.0] (must be a list of numbers > 0)"),

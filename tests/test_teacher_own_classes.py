@@ -15,10 +15,10 @@ import torch.nn.functional as F
 
 from xmodal.core.errors import DataError
 from xmodal.core.registry import METHODS
-from xmodal.objectives.baselines.kd import KDConfig
+from xmodal.objectives.baselines.kd import KDOptions
 from xmodal.objectives.objective import ObjectiveContext, teacher_has_own_classes
 from xmodal.objectives.task_terms import LabelTerms, kd_loss
-from xmodal.objectives.wcord import WCoRDConfig
+from xmodal.objectives.wcord import WCoRDOptions
 from xmodal.pipelines.stages.teacher import _teacher_logits
 
 N, DS, DT, C, CT = 40, 6, 5, 8, 6
@@ -56,9 +56,11 @@ def test_own_classes_follow_the_count_or_the_declaration() -> None:
 )
 def test_kd_head_size(alpha, teacher_classes, own, heads) -> None:
     ctx = _context(teacher_classes, own)
-    kd = METHODS.get("kd").build(ctx, KDConfig(alpha=alpha))
+    kd = METHODS.get("kd").build(ctx, KDOptions(alpha=alpha))
     terms = (
-        METHODS.get("wcord").build(ctx, WCoRDConfig(embed_dim=4, alpha=alpha, beta=1.0)).label_terms
+        METHODS.get("wcord")
+        .build(ctx, WCoRDOptions(embed_dim=4, alpha=alpha, beta=1.0))
+        .label_terms
     )
     for objective in (kd, terms):
         got = tuple(
@@ -82,8 +84,8 @@ def test_two_heads_give_ce_over_the_dataset_and_kd_over_the_teacher() -> None:
     assert torch.allclose(out["ce"], ce) and torch.allclose(out["kd"], kd)
     assert torch.allclose(out["loss"], 0.3 * ce + 2.0 * kd)
     for name, options in (
-        ("kd", KDConfig(alpha=0.3)),
-        ("wcord", WCoRDConfig(embed_dim=4, num_negatives=8, alpha=0.3, beta=2.0)),
+        ("kd", KDOptions(alpha=0.3)),
+        ("wcord", WCoRDOptions(embed_dim=4, num_negatives=8, alpha=0.3, beta=2.0)),
     ):
         objective = METHODS.get(name).build(ctx, options)
         result = objective(student, teacher, labels, idx)

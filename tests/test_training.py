@@ -146,7 +146,7 @@ def test_a_batch_holding_every_sample_fails_before_training_with_the_fix(method)
 def _wcord_task(seed=0, n=32):
     from xmodal.core.registry import METHODS
     from xmodal.objectives.objective import ObjectiveContext
-    from xmodal.objectives.wcord import WCoRDConfig
+    from xmodal.objectives.wcord import WCoRDOptions
 
     torch.manual_seed(seed)
     encoder = create_encoder("resnet8", "depth")
@@ -159,7 +159,7 @@ def _wcord_task(seed=0, n=32):
         seed=seed,
         batch_size=8,
     )
-    objective = METHODS.get("wcord").build(ctx, WCoRDConfig(num_negatives=8, momentum=0.5))
+    objective = METHODS.get("wcord").build(ctx, WCoRDOptions(num_negatives=8, momentum=0.5))
     return DistillationTask(encoder, objective, teacher)
 
 

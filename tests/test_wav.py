@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from xmodal.core.errors import DataError
-from xmodal.data.paired.config import PairedConfig
+from xmodal.data.paired.config import PairedOptions
 from xmodal.data.paired.readers import SampleError, read_audio
 from xmodal.data.paired.wav import WavError, read_wav
 
@@ -100,7 +100,7 @@ def test_a_streamed_wav_without_its_data_size_reads_to_the_end(tmp_path):
 def test_float_wav_goes_through_read_audio(tmp_path):
     tone = (0.5 * np.sin(2 * np.pi * 250 * np.arange(4000) / 8000)).astype("<f4")
     (tmp_path / "t.wav").write_bytes(_riff(_fmt(3, 1, 8000, 32), tone.tobytes()))
-    audio = read_audio(tmp_path / "t.wav", PairedConfig(sample_rate=8000, audio_seconds=0.25))
+    audio = read_audio(tmp_path / "t.wav", PairedOptions(sample_rate=8000, audio_seconds=0.25))
     assert np.array_equal(audio, tone[:2000])
 
 
@@ -123,7 +123,7 @@ def test_bad_wavs_say_what_is_wrong(tmp_path, content, message):
     with pytest.raises(WavError, match=re.escape(message)):
         read_wav(tmp_path / "bad.wav")
     with pytest.raises(SampleError, match="cannot decode the WAV file: .*" + re.escape(message)):
-        read_audio(tmp_path / "bad.wav", PairedConfig())
+        read_audio(tmp_path / "bad.wav", PairedOptions())
 
 
 def test_flac_without_a_decoder_says_how_to_get_one(tmp_path, monkeypatch):
@@ -139,4 +139,4 @@ def test_flac_without_a_decoder_says_how_to_get_one(tmp_path, monkeypatch):
         match=r"'\.flac' audio needs torchaudio's decoder.*pip install "
         r"torchcodec; it needs FFmpeg.*convert the files to WAV",
     ):
-        read_audio(tmp_path / "a.flac", PairedConfig())
+        read_audio(tmp_path / "a.flac", PairedOptions())

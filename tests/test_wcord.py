@@ -14,7 +14,7 @@ from xmodal.objectives import CRITICS, DotCritic, ProjectionHead, TransportNotCo
 from xmodal.objectives.critic import BilinearCritic, MLPCritic, build_critic
 from xmodal.objectives.lipschitz import gradient_norms, maximise_gradient
 from xmodal.objectives.objective import ObjectiveContext
-from xmodal.objectives.wcord import WCoRDConfig
+from xmodal.objectives.wcord import WCoRDOptions
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -457,7 +457,7 @@ def _lipschitz_ratio(loss: WCoRDLoss, scale: float, seed: int = 9) -> float:
         torch.randn(512, 12, generator=g) * scale,
         torch.randn(512, 10, generator=g) * scale,
     )
-    return float(torch.maximum(norm_t, norm_s).max()) * loss.config.tau
+    return float(torch.maximum(norm_t, norm_s).max()) * loss.options.tau
 
 
 def _adversarial_heads(loss: WCoRDLoss, steps: int = 300) -> None:
@@ -576,7 +576,7 @@ def _randomised_critic(kind: str, d: int, tau: float, spectral: bool, seed: int 
     """A critic with non-trivial weights (bilinear's identity init would hide its asymmetry)."""
     torch.manual_seed(seed)
     critic = build_critic(
-        WCoRDConfig(critic=kind, embed_dim=d, tau=tau, critic_hidden=12), spectral=spectral
+        WCoRDOptions(critic=kind, embed_dim=d, tau=tau, critic_hidden=12), spectral=spectral
     )
     if kind == "bilinear":
         with torch.no_grad():
@@ -625,7 +625,7 @@ def test_critics_share_interface_and_argument_order(kind: str) -> None:
 
 def test_bilinear_starts_as_dot_critic() -> None:
     u, v, others = _unit(4, 8, seed=1), _unit(4, 8, seed=2), _unit(9, 8, seed=3)
-    options = WCoRDConfig(embed_dim=8, tau=0.1)
+    options = WCoRDOptions(embed_dim=8, tau=0.1)
     dot = DotCritic(options)
     for spectral in (True, False):
         bilinear = BilinearCritic(options, spectral=spectral)
@@ -641,7 +641,7 @@ def test_mlp_critic_chunked_matches_direct_loop(per_anchor: bool) -> None:
     """Chunked (and checkpointed) scoring of K negatives == a loop over pairs, values and grads."""
     b, k, d, hidden = 3, 11, 4, 5
     torch.manual_seed(0)
-    options = WCoRDConfig(embed_dim=d, tau=0.5, critic_hidden=hidden)
+    options = WCoRDOptions(embed_dim=d, tau=0.5, critic_hidden=hidden)
     chunked = MLPCritic(options, spectral=True, chunk_elements=2 * b * hidden)  # 2 per chunk
     whole = MLPCritic(options, spectral=True)
     whole.load_state_dict(chunked.state_dict())
@@ -926,7 +926,7 @@ def _feature_gradient_norms(loss: WCoRDLoss, t: torch.Tensor, s: torch.Tensor) -
 
 def test_gradient_penalty_value_and_total() -> None:
     loss = _steep_bilinear(lipschitz="gradient_penalty", gp_weight=3.0, tau=0.1)
-    loss.config.lambda_local = 0.5  # also exercise the local term in the total
+    loss.options.lambda_local = 0.5  # also exercise the local term in the total
     t, s = _features(5, 12, 10, seed=8)
     out = loss(s, t, indices=torch.arange(5))
     want = 0.0
@@ -1081,7 +1081,7 @@ def test_total_objective_alpha_beta_against_hand_computation(alpha: float, beta:
         teacher_logits=teacher_logits,
         train_labels=torch.arange(n) % c,
     )
-    cfg = WCoRDConfig(embed_dim=8, alpha=alpha, beta=beta)
+    cfg = WCoRDOptions(embed_dim=8, alpha=alpha, beta=beta)
     method = METHODS.get("wcord")
     objective = method.build(ctx, cfg)
     assert method.hparams_of(cfg)["alpha"] == alpha and method.hparams_of(cfg)["beta"] == beta
@@ -1113,9 +1113,9 @@ def test_total_objective_alpha_beta_against_hand_computation(alpha: float, beta:
             assert float(out["kd"]) == pytest.approx(kd, rel=1e-5)
     assert float(out["loss"]) == pytest.approx(want, rel=1e-5, abs=1e-6)
     with pytest.raises(ValueError, match="beta"):
-        method.build(ObjectiveContext(7, 9, n, c), WCoRDConfig(beta=1.0))  # teacher without logits
+        method.build(ObjectiveContext(7, 9, n, c), WCoRDOptions(beta=1.0))  # teacher without logits
     with pytest.raises(ValueError, match="alpha"):
-        WCoRDConfig(alpha=-1.0)
+        WCoRDOptions(alpha=-1.0)
 
 
 # ---------------------------------------------------------------------------- honest solvers
@@ -1157,7 +1157,7 @@ def test_unconverged_local_solver_warns_once_and_logs_error(solver: str) -> None
         warnings.simplefilter("error", TransportNotConverged)  # a converged solve never warns
         out = converged(s, t, indices=torch.arange(32))
     assert (
-        float(out["marginal_error"]) <= converged.config.sinkhorn_tol
+        float(out["marginal_error"]) <= converged.options.sinkhorn_tol
         and converged.last_transport.converged
     )
 

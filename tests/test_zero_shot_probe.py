@@ -16,7 +16,7 @@ import torch
 from xmodal.core.errors import ConfigError
 from xmodal.evaluation.zero_shot_probe import (
     ZeroShotProbe,
-    ZeroShotProbeConfig,
+    ZeroShotProbeOptions,
     class_text_embeddings,
     prompts,
     zero_shot_similarities,
@@ -119,9 +119,9 @@ def test_similarities_shapes_and_checks():
     with pytest.raises(ValueError, match="heads take 5-dim student and 6-dim teacher"):
         zero_shot_similarities(torch.randn(7, 6), torch.randn(3, 6), heads)
     with pytest.raises(ValueError, match="each with one {name}"):
-        ZeroShotProbeConfig(templates=["a photo"])
+        ZeroShotProbeOptions(templates=["a photo"])
     with pytest.raises(ValueError, match="names 2 classes, the labels have 3"):
-        ZeroShotProbe(ZeroShotProbeConfig(class_names=["a", "b"])).class_names(NAMES, 3)
+        ZeroShotProbe(ZeroShotProbeOptions(class_names=["a", "b"])).class_names(NAMES, 3)
     assert ZeroShotProbe().class_names(["living_room"], 1) == ["living room"]
 
 
@@ -145,7 +145,7 @@ def test_zero_shot_matches_hand_computation_on_tiny_open_clip(clip_folder, tmp_p
     tower = build_open_clip_text(model=model_name)
     classes = class_text_embeddings(tower.encode, NAMES, TEMPLATES)
     sims = zero_shot_similarities(students, classes, heads)
-    result = ZeroShotProbe(ZeroShotProbeConfig(templates=TEMPLATES)).evaluate_zero_shot(
+    result = ZeroShotProbe(ZeroShotProbeOptions(templates=TEMPLATES)).evaluate_zero_shot(
         students, labels, classes, heads, NAMES
     )
 
@@ -215,7 +215,7 @@ def test_a_config_asking_for_zero_shot_without_a_clip_teacher_is_refused_at_load
     assert "backbone 'resnet8' has no text tower" in refused()
     clip = [
         "teacher.encoder.name=open_clip",
-        f"teacher.encoder.kwargs.model=local-dir:{clip_folder}",
+        f"teacher.encoder.open_clip.model=local-dir:{clip_folder}",
     ]
     assert "teacher.optim.epochs=15 fine-tunes the teacher" in refused(*clip)
     assert "reads 'depth'" in refused(*clip, "teacher.optim.epochs=0", "teacher.modality=depth")
@@ -239,7 +239,7 @@ def test_tiny_scenes_run_writes_zero_shot_rows_for_heads_methods_and_the_teacher
         "teacher.task=probe-labels",
         "teacher.optim.epochs=0",
         "teacher.encoder.name=open_clip",
-        f"teacher.encoder.kwargs.model=local-dir:{clip_folder}",
+        f"teacher.encoder.open_clip.model=local-dir:{clip_folder}",
         "distill.students=[depth]",
         "distill.methods=[none,wcord]",
         "distill.optim.epochs=1",

@@ -9,9 +9,7 @@ type fails with the expected type. Values are checked too:
 floats must be finite, seeds (keys named ``seed``/``seeds``) lie in [0, 2^32), integers fit in
 64 bits, and lists hold no repeats unless annotated ``Annotated[list[...], AllowRepeats]`` (a
 shape such as ``[64, 64]``). A section's own rules (``require`` in its ``__post_init__``) name
-each field that breaks one by its full key, and a mapping that holds the options of a component
-selected beside it (:func:`options_of`: a backbone's ``kwargs``) is checked against that
-component's options alike. Overrides are parsed as YAML scalars/lists
+each field that breaks one by its full key. Overrides are parsed as YAML scalars/lists
 (``--set distill.methods=[none,wcord]``) and validated the same way.
 """
 
@@ -24,6 +22,7 @@ import json
 import math
 import types
 import typing
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import (
@@ -41,7 +40,7 @@ from typing import (
 import yaml
 
 from xmodal.core.checks import InvalidOptions
-from xmodal.core.errors import ConfigError
+from xmodal.core.errors import ConfigError, DeprecatedSpelling
 from xmodal.core.registry import Registry
 
 C = TypeVar("C")
@@ -55,16 +54,6 @@ SEED_RANGE = 2**32  # numpy's and torch's seedable range
 COMPONENT_OPTIONS = {"component-options": True}
 
 
-def options_of(name_field: str, registry: Registry[Any]) -> dict[str, Any]:
-    """Metadata of a mapping field that holds the options of the component named by another.
-
-    ``kwargs: dict[str, Any] = field(default_factory=dict, metadata=options_of("name",
-    BACKBONES))``: loading checks the mapping against the options of the component that
-    ``name`` selects (types, ranges, unknown keys), each error naming the key's full path.
-    """
-    return {"options-of": (name_field, registry)}
-
-
 class ComponentSection:
     """A config section that selects components of one kind and holds their options.
 
@@ -73,9 +62,16 @@ class ComponentSection:
     ``components`` (the registry) and declare
     ``by_name: dict[str, Any] = field(default_factory=dict, metadata=COMPONENT_OPTIONS)``; the
     YAML never names ``by_name``: each component's options sit at the section's level.
+
+    A section that selects one component by a ``name`` field may set ``former_options_key``:
+    the key that held that component's options in an earlier release (``teacher.encoder.kwargs``).
+    It is read for one more release as the key under the component's name, with one
+    :class:`~xmodal.core.errors.DeprecatedSpelling` warning per key; both spellings in one
+    mapping are an error.
     """
 
     components: ClassVar[Registry[Any]]
+    former_options_key: ClassVar[str] = ""
     by_name: dict[str, Any]
 
     def options_for(self, name: str) -> Any:
@@ -143,6 +139,7 @@ def from_dict(cls: type[C], data: Any, path: str = "") -> C:
         )
     hints = get_type_hints(cls, include_extras=True)
     fields = _plain_fields(cls)
+    data = _upgraded(cls, data, path)
     components: Mapping[str, type] = (
         _component_types(cls) if any(k not in fields for k in data) else {}
     )
@@ -165,7 +162,6 @@ def from_dict(cls: type[C], data: Any, path: str = "") -> C:
                 f"{', '.join(fields)}{owner}{': ' + ', '.join(components) if components else ''})"
             )
         kwargs[key] = _convert(hints[key], value, key_path)
-    _check_selected_options(fields, kwargs, path)
     try:
         obj = cls(**kwargs)
     except TypeError as exc:  # a required field without a default
@@ -193,30 +189,64 @@ def _invalid_message(
     )
 
 
-def _check_selected_options(
-    fields: dict[str, dataclasses.Field[Any]], kwargs: dict[str, Any], path: str
-) -> None:
-    """Check each :func:`options_of` field given in ``kwargs`` against its component's options.
+#: former option keys already warned about in this process (each warns once)
+_WARNED_KEYS: set[str] = set()
 
-    The component is the one the section's name field selects (as given, else its default);
-    an unknown name is left to the name checks, which report it with its key.
+
+def _former_key(cls: Any) -> str:
+    """The ``former_options_key`` of a component section (empty for other classes)."""
+    if isinstance(cls, type) and issubclass(cls, ComponentSection):
+        return cls.former_options_key
+    return ""
+
+
+def _options_key_of(cls: type[ComponentSection], name: Any) -> str | None:
+    """The key of component ``name``'s options in section ``cls`` (None for a non-name).
+
+    A name that is not registered keeps its own spelling, so that loading names the key
+    (the name checks name the component).
     """
-    for name, spec in fields.items():
-        selector = spec.metadata.get("options-of")
-        if selector is None or name not in kwargs:
-            continue
-        name_field, registry = selector
-        default = fields[name_field].default
-        selected = kwargs.get(name_field, default)
-        if not isinstance(selected, str) or selected not in registry:
-            continue
-        options = registry.options_type(selected)
-        if options is None:
-            continue
-        try:
-            from_dict(options, kwargs[name], _join(path, name))
-        except ConfigError as exc:
-            raise ConfigError(f"{registry.singular} '{selected}': {exc}") from None
+    if not isinstance(name, str) or not name:
+        return None
+    return cls.components.options_key(name) if name in cls.components else name.replace("-", "_")
+
+
+def _upgraded(cls: Any, data: dict[str, Any], path: str, name: Any = None) -> dict[str, Any]:
+    """``data`` with a section's former options key read as the key under its component's name.
+
+    ``name`` is the selected component (default: ``data``'s ``name``, else the field's default).
+    Warns once per key; both spellings in ``data`` raise :class:`ConfigError` naming both.
+    """
+    former = _former_key(cls)
+    if not former or former not in data:
+        return data
+    if name is None:
+        default = {f.name: f.default for f in dataclasses.fields(cls)}.get("name")
+        name = data.get("name", default)
+    key = _options_key_of(cls, name)
+    if key is None:
+        return data
+    old, new = _join(path, former), _join(path, key)
+    if key in data:
+        raise ConfigError(
+            f"config keys '{old}' and '{new}' both give the options of "
+            f"{cls.components.singular} '{name}'; keep '{new}' and delete '{old}' (its "
+            "former spelling)"
+        )
+    _warn_former(old, new)
+    return {key if k == former else k: v for k, v in data.items()}
+
+
+def _warn_former(old: str, new: str) -> None:
+    """One :class:`DeprecatedSpelling` warning per former key ``old`` in this process."""
+    if old not in _WARNED_KEYS:
+        _WARNED_KEYS.add(old)
+        warnings.warn(
+            f"config key '{old}' is deprecated: write '{new}' (a component's options sit "
+            f"under its name); '{old}' is read as '{new}' for one more release",
+            DeprecatedSpelling,
+            stacklevel=3,
+        )
 
 
 def to_dict(obj: Any) -> Any:
@@ -273,49 +303,91 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], schema: type) -> dict[str, Any]:
-    """Return a copy of ``data`` with each ``KEY=VALUE`` override set, checking keys exist."""
+    """Return a copy of ``data`` with each ``KEY=VALUE`` override set, checking keys exist.
+
+    A section's former options key (``teacher.encoder.kwargs.pretrained``) is read as the key
+    under the component the section selects once every override is applied, as is the
+    former key of a section the override enters (a YAML's ``kwargs``), so that either
+    spelling overrides either, key by key.
+    """
     merged: dict[str, Any] = json.loads(json.dumps(data))  # deep copy of plain data
-    for text in overrides:
-        keys, value = parse_override(text)
+    parsed = [parse_override(text) for text in overrides]
+    for text, (keys, value) in zip(overrides, parsed, strict=True):
         node: Any = merged
-        cls: type = schema
+        cls: Any = schema  # a dataclass; dict: a free-form mapping; (V,): the keys of dict[str, V]
         walked: list[str] = []
         for i, key in enumerate(keys):
-            walked.append(key)
-            if cls is dict:  # inside a free-form mapping (e.g. encoder kwargs): any key goes
-                if i == len(keys) - 1:
-                    node[key] = value
-                else:
-                    node = node.setdefault(key, {})
+            last = i == len(keys) - 1
+            if cls is dict or isinstance(cls, tuple):  # a mapping's own key: any key goes
+                walked.append(key)
+                cls = cls[0] if isinstance(cls, tuple) else dict
+                node = _step(node, key, value, last, text, walked)
                 continue
-            names = list(_plain_fields(cls)) if dataclasses.is_dataclass(cls) else []
+            names = list(_plain_fields(cls)) if isinstance(cls, type) else []
+            if _former_key(cls) and isinstance(node, dict):
+                name = _final_name(node, walked, parsed, cls)
+                section = _upgraded(cls, node, ".".join(walked), name)
+                if section is not node:  # the former key read as the new one, in place
+                    node.clear()
+                    node.update(section)
+                if key == _former_key(cls) and key not in names:
+                    key = _options_key_of(cls, name) or key
+                    _warn_former(
+                        _join(".".join(walked), _former_key(cls)), _join(".".join(walked), key)
+                    )
+            walked.append(key)
             components = _component_types(cls) if key not in names else {}
             if key in components:  # a component's options: the walk continues inside them
-                if i == len(keys) - 1:
-                    node[key] = value
-                else:
-                    cls = components[key]
-                    node = node.setdefault(key, {})
-                    if not isinstance(node, dict):
-                        raise ConfigError(f"--set '{text}': '{'.'.join(walked)}' is not a section")
+                cls = components[key]
+                node = _step(node, key, value, last, text, walked)
                 continue
             if key not in names:
                 names += list(_component_types(cls))
                 close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
                 hint = f"; did you mean '{'.'.join(walked[:-1] + close)}'?" if close else ""
                 raise ConfigError(f"--set '{text}': unknown config key '{'.'.join(walked)}'{hint}")
-            if i == len(keys) - 1:
-                node[key] = value
-            else:
+            if not last:
                 field_type = get_type_hints(cls)[key]
-                section = dict if get_origin(field_type) is dict else _dataclass_of(field_type)
-                if section is None:
+                cls = _section_of(field_type)
+                if cls is None:
                     raise ConfigError(f"--set '{text}': '{'.'.join(walked)}' is not a section")
-                cls = section
-                node = node.setdefault(key, {})
-                if not isinstance(node, dict):
-                    raise ConfigError(f"--set '{text}': '{'.'.join(walked)}' is not a section")
+            node = _step(node, key, value, last, text, walked)
     return merged
+
+
+def _step(node: Any, key: str, value: Any, last: bool, text: str, walked: list[str]) -> Any:
+    """Set ``node[key] = value`` (the last key), else the mapping at ``node[key]`` (made)."""
+    if last:
+        node[key] = value
+        return None
+    node = node.setdefault(key, {})
+    if not isinstance(node, dict):
+        raise ConfigError(f"--set '{text}': '{'.'.join(walked)}' is not a section")
+    return node
+
+
+def _section_of(field_type: Any) -> Any:
+    """What a walk enters through a field: its dataclass, ``(V,)`` for ``dict[str, V]``.
+
+    ``dict`` for a free-form mapping, None for a value that is no section.
+    """
+    if get_origin(field_type) is dict:
+        value_type = (get_args(field_type) or (str, Any))[1]
+        inner = _dataclass_of(value_type)
+        return (inner,) if inner is not None else dict
+    return _dataclass_of(field_type)
+
+
+def _final_name(
+    node: dict[str, Any], walked: list[str], parsed: list[tuple[list[str], Any]], cls: Any
+) -> Any:
+    """The ``name`` that section ``node`` (at ``walked``) holds once every override is set."""
+    default = {f.name: f.default for f in dataclasses.fields(cls)}.get("name")
+    name = node.get("name", default)
+    for keys, value in parsed:
+        if keys == [*walked, "name"]:
+            name = value
+    return name
 
 
 def merged_data(

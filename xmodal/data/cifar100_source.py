@@ -22,6 +22,7 @@ import numpy as np
 
 from xmodal.core.cache import atomic_output
 from xmodal.core.checks import at_least, require
+from xmodal.core.deprecation import former_names
 from xmodal.core.errors import DataError
 from xmodal.core.registry import DATASETS
 from xmodal.data.arrays import SplitData
@@ -29,14 +30,14 @@ from xmodal.data.hdf5_output import hdf5_bytes, hdf5_writing
 from xmodal.data.hdf5_split import HDF5Split, as_long
 from xmodal.data.source import LoadedDataset, Section, human_bytes
 
-__all__ = ["CIFAR100Config", "CIFAR100Source"]
+__all__ = ["CIFAR100Options", "CIFAR100Source"]
 
 _FOLDER = "cifar-100-python"
 _FILES = ("train", "test", "meta")
 
 
 @dataclass
-class CIFAR100Config:
+class CIFAR100Options:
     """Options of the ``cifar100`` dataset.
 
     Attributes:
@@ -73,7 +74,7 @@ def _reader(verify_md5: bool) -> Any:
     return UncheckedCIFAR100
 
 
-def _root(options: CIFAR100Config) -> Path:
+def _root(options: CIFAR100Options) -> Path:
     if not options.path:
         raise DataError(
             "cifar100: no data folder; pass --data DIR (the folder holding "
@@ -88,9 +89,9 @@ class CIFAR100Source:
 
     name = "cifar100"
     modalities = ("rgb",)
-    options = CIFAR100Config
+    options = CIFAR100Options
 
-    def fingerprint(self, options: CIFAR100Config) -> dict[str, object]:
+    def fingerprint(self, options: CIFAR100Options) -> dict[str, object]:
         """Size and mtime of each file (part of the data unit's cache key).
 
         Empty before the download.
@@ -104,7 +105,7 @@ class CIFAR100Source:
 
     def prepare(
         self,
-        options: CIFAR100Config,
+        options: CIFAR100Options,
         cache_path: Path,
         progress: Callable[[int, int], None] | None = None,
     ) -> Path:
@@ -165,7 +166,7 @@ class CIFAR100Source:
     def describe_file(
         self,
         path: Path,
-        options: CIFAR100Config,
+        options: CIFAR100Options,
         progress: Callable[..., None] | None = None,
     ) -> list[Section] | None:
         """Describe a cifar100 cache written by ``prepare``, for ``xmodal data info``.
@@ -195,3 +196,7 @@ class CIFAR100Source:
             ("cifar100 dataset cache", ["", ""], overview),
             ("classes per split", ["class", *counts], rows),
         ]
+
+
+#: former names, served for one release (see :mod:`xmodal.core.deprecation`)
+__getattr__ = former_names(__name__, {"CIFAR100Config": "CIFAR100Options"}, globals())

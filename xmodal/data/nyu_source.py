@@ -15,7 +15,7 @@ from xmodal.core.registry import DATASETS
 from xmodal.data.arrays import SplitData
 from xmodal.data.hdf5_split import HDF5Split, Transform, as_long
 from xmodal.data.nyu.cache import CACHE_FORMAT, build_cache, require_source, source_fingerprint
-from xmodal.data.nyu.config import NYUDepthConfig
+from xmodal.data.nyu.config import NYUDepthOptions
 from xmodal.data.nyu.facts import load_nyu_facts
 from xmodal.data.source import LoadedDataset, Section, human_bytes
 
@@ -41,18 +41,18 @@ class NYUDepthSource:
 
     name = "nyu-depth"
     modalities = ("rgb", "depth", "normals", "hha")
-    options = NYUDepthConfig
+    options = NYUDepthOptions
 
     def prepare(
         self,
-        options: NYUDepthConfig,
+        options: NYUDepthOptions,
         cache_path: Path,
         progress: Callable[[int, int], None] | None = None,
     ) -> Path:
         """Convert the labeled ``.mat`` file into the HDF5 cache at ``cache_path`` (resumable)."""
         return build_cache(options, cache_path, progress)
 
-    def fingerprint(self, options: NYUDepthConfig) -> dict[str, object]:
+    def fingerprint(self, options: NYUDepthOptions) -> dict[str, object]:
         """Size, mtime and end-hash of the labeled file (part of the data unit's cache key)."""
         return source_fingerprint(require_source(options))
 
@@ -101,7 +101,7 @@ class NYUDepthSource:
     def describe_file(
         self,
         path: Path,
-        options: NYUDepthConfig,
+        options: NYUDepthOptions,
         progress: Callable[..., None] | None = None,
     ) -> list[Section] | None:
         """Describe the labeled file, for ``xmodal data info``.

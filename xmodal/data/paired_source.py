@@ -13,7 +13,7 @@ from xmodal.core.registry import DATASETS
 from xmodal.data.arrays import SplitData
 from xmodal.data.hdf5_split import HDF5Split, as_long
 from xmodal.data.paired.cache import CACHE_FORMAT, build_cache
-from xmodal.data.paired.config import PairedConfig
+from xmodal.data.paired.config import PairedOptions
 from xmodal.data.paired.manifest import files_digest, manifest_digest, read_manifest
 from xmodal.data.paired.problems import ROW_NUMBERS, summarise
 from xmodal.data.paired.readers import sequence_frontend_kwargs
@@ -32,27 +32,27 @@ class PairedSource:
 
     name = "paired"
     modalities: tuple[str, ...] = ()  # the manifest's columns: see modalities_for
-    options = PairedConfig
+    options = PairedOptions
 
-    def modalities_for(self, options: PairedConfig) -> tuple[str, ...]:
+    def modalities_for(self, options: PairedOptions) -> tuple[str, ...]:
         """The manifest's modality columns (none known before a manifest is given)."""
         return (
             read_manifest(options.path, options.ignore_columns).modalities if options.path else ()
         )
 
-    def labelled_for(self, options: PairedConfig) -> bool:
+    def labelled_for(self, options: PairedOptions) -> bool:
         """Whether the manifest has a ``label`` column (assumed until a manifest is given)."""
         return (
             read_manifest(options.path, options.ignore_columns).labelled if options.path else True
         )
 
-    def fingerprint(self, options: PairedConfig) -> dict[str, object]:
+    def fingerprint(self, options: PairedOptions) -> dict[str, object]:
         """The manifest's SHA-256 and the sizes and times of its files (the data unit's key)."""
         manifest = read_manifest(options.path, options.ignore_columns)
         return {"manifest": manifest_digest(manifest.path), "files": files_digest(manifest)}
 
     def prepare(
-        self, options: PairedConfig, cache_path: Path, progress: Callable[..., None] | None = None
+        self, options: PairedOptions, cache_path: Path, progress: Callable[..., None] | None = None
     ) -> Path:
         """Check the manifest, validate every row, then convert the rows into ``cache_path``.
 
@@ -110,7 +110,7 @@ class PairedSource:
     def describe_file(
         self,
         path: Path,
-        options: PairedConfig,
+        options: PairedOptions,
         progress: Callable[..., None] | None = None,
     ) -> list[Section] | None:
         """Describe a manifest (``.csv``/``.jsonl``), for ``xmodal data info``.

@@ -15,7 +15,7 @@ from xmodal.core.registry import DATASETS
 from xmodal.data.arrays import SplitData
 from xmodal.data.depth_encodings import Intrinsics
 from xmodal.data.hdf5_split import HDF5Split, Transform, as_long
-from xmodal.data.scenes import ScenesConfig, generate_scenes, read_scenes_info
+from xmodal.data.scenes import ScenesOptions, generate_scenes, read_scenes_info
 from xmodal.data.scenes.points import scene_points
 from xmodal.data.scenes.recipes import CATEGORIES, NUM_SEMANTIC_IDS, OBJECT_ID_OFFSET
 from xmodal.data.scenes.render import NO_HIT_ID
@@ -81,18 +81,18 @@ class ScenesSource:
 
     name = "scenes"
     modalities = ("rgb", "depth", "audio", "points")
-    options = ScenesConfig
+    options = ScenesOptions
 
     def prepare(
         self,
-        options: ScenesConfig,
+        options: ScenesOptions,
         cache_path: Path,
         progress: Callable[[int, int], None] | None = None,
     ) -> Path:
         """Generate every split into the HDF5 file ``cache_path``."""
         return generate_scenes(cache_path, options, progress=progress)
 
-    def teacher_task_options(self, options: ScenesConfig) -> ScenesConfig:
+    def teacher_task_options(self, options: ScenesOptions) -> ScenesOptions:
         """The options of the teacher's own set (``teacher.task=transfer``).
 
         New scenes (another seed) of the same generator, labelled by :meth:`load_teacher_task`.
@@ -117,8 +117,8 @@ class ScenesSource:
     def load(self, cache_path: Path) -> LoadedDataset:
         """The splits streamed from the cache; ``points`` derived from depth as rows are read."""
         info = read_scenes_info(cache_path)  # one clear error for a missing/corrupt cache
-        options = ScenesConfig(
-            **{k: v for k, v in info["config"].items() if k in ScenesConfig.__dataclass_fields__}
+        options = ScenesOptions(
+            **{k: v for k, v in info["config"].items() if k in ScenesOptions.__dataclass_fields__}
         )
         camera = Intrinsics(**info["intrinsics"])
         transforms: dict[str, Transform] = {"label": as_long, "semantic": _dense_semantic_rows}
@@ -146,7 +146,7 @@ class ScenesSource:
     def describe_file(
         self,
         path: Path,
-        options: ScenesConfig,
+        options: ScenesOptions,
         progress: Callable[..., None] | None = None,
     ) -> list[Section] | None:
         """Describe a scenes cache, for ``xmodal data info``.
@@ -174,7 +174,7 @@ class ScenesSource:
                         key, f"{' x '.join(map(str, array.shape[1:])) or 'scalar'} {array.dtype}"
                     )
         size = int(info["image_size"])
-        num_points = int(info["config"].get("num_points", ScenesConfig.num_points))
+        num_points = int(info["config"].get("num_points", ScenesOptions.num_points))
         overview = [
             ["file", str(path)],
             ["format", f"xmodal scenes cache, version {info['version']}"],

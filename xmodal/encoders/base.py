@@ -24,12 +24,13 @@ backbone takes the front end's output as it is.
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any, Protocol, cast, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
-from xmodal.core.errors import XmodalError
+from xmodal.core.errors import DeprecatedSpelling, XmodalError
 from xmodal.core.registry import BACKBONES, FRONTENDS
 
 IMAGE, POINTS, SEQUENCE = "image", "points", "sequence"
@@ -300,14 +301,24 @@ def chain_stages(stages: nn.ModuleList, x: Tensor) -> list[Tensor]:
 def create_encoder(
     name: str,
     modality: str,
-    frontend_kwargs: dict[str, Any] | None = None,
-    **backbone_kwargs: object,
+    frontend_options: dict[str, Any] | None = None,
+    **backbone_options: object,
 ) -> Encoder:
     """Build a registered backbone ``name`` behind the front end of ``modality``.
 
     Example: ``create_encoder("resnet8", "depth")``, or
-    ``create_encoder("resnet18", "rgb", pretrained="imagenet")``.
+    ``create_encoder("resnet18", "rgb", pretrained="imagenet")``: ``frontend_options`` go to
+    the front end, every other keyword to the backbone's factory. (``frontend_kwargs=`` is
+    the former spelling of ``frontend_options=``, read for one more release.)
     """
+    if "frontend_kwargs" in backbone_options:  # the former keyword
+        warnings.warn(
+            "create_encoder(frontend_kwargs=...) is deprecated: write frontend_options=...",
+            DeprecatedSpelling,
+            stacklevel=2,
+        )
+        former = backbone_options.pop("frontend_kwargs")
+        frontend_options = frontend_options or (dict(former) if isinstance(former, dict) else {})
     factory = BACKBONES.get(name)
     frontend_cls = FRONTENDS.get(modality)
     mismatch = layout_mismatch(name, modality)
@@ -315,15 +326,15 @@ def create_encoder(
         default = getattr(frontend_cls, "default_backbone", None)
         raise XmodalError(mismatch + (f"; use e.g. '{default}'" if default else ""))
     try:
-        frontend = frontend_cls(**(frontend_kwargs or {}))
+        frontend = frontend_cls(**(frontend_options or {}))
     except (TypeError, ValueError) as exc:  # an unknown option, or a value it refuses
         raise XmodalError(
-            f"front end '{modality}': bad frontend_kwargs {dict(frontend_kwargs or {})}: {exc}"
+            f"front end '{modality}': bad options {dict(frontend_options or {})}: {exc}"
         ) from None
     try:
-        backbone = factory(in_channels=frontend.out_channels, **backbone_kwargs)
+        backbone = factory(in_channels=frontend.out_channels, **backbone_options)
     except TypeError as exc:
         raise XmodalError(
-            f"encoder '{name}': bad arguments {sorted(backbone_kwargs)}: {exc}"
+            f"encoder '{name}': bad options {sorted(backbone_options)}: {exc}"
         ) from None
     return Encoder(modality, frontend, backbone)

@@ -11,6 +11,10 @@ front end and backbone, so that loading it where one is missing names the packag
 A run also keeps each encoder as a checkpoint (``encoder.pt``, :func:`save_encoder`): the
 weights and what rebuilds them in one tensor file, read with ``weights_only=True`` (never
 code). :func:`load_encoder` reads either.
+
+Both files name the options ``backbone_options``/``frontend_options`` (the JSON) and
+``options``/``frontend_options`` (the checkpoint) since format version 2; files of version 1,
+which named them ``backbone_kwargs``/``frontend_kwargs`` and ``kwargs``, are still read.
 """
 
 from __future__ import annotations
@@ -38,21 +42,27 @@ from xmodal.encoders.base import Encoder, create_encoder
 
 #: ``format`` of both encoder files: an export's JSON and a checkpoint (:func:`save_encoder`)
 FORMAT = "xmodal-encoder"
-VERSION = 1
+VERSION = 2
 WEIGHTS_FILE = "encoder.safetensors"
 META_FILE = "encoder.json"
 #: backbone options that fetch initial weights, ignored on load (the file holds the weights),
 #: unless the backbone's factory names its own (``init_only``)
-_INIT_ONLY_KWARGS = ("pretrained",)
+_INIT_ONLY_OPTIONS = ("pretrained",)
+#: the keys of format version 1 (options named ``kwargs``), read as those of version 2
+_FORMER_KEYS = {
+    "backbone_kwargs": "backbone_options",
+    "frontend_kwargs": "frontend_options",
+    "kwargs": "options",
+}
 _MAX_META_BYTES = 1 << 20
 _JSON_NAMES = {str: "a string", int: "an integer", dict: "an object"}
 _REQUIRED = {
     "format": str,
     "version": int,
     "backbone": str,
-    "backbone_kwargs": dict,
+    "backbone_options": dict,
     "modality": str,
-    "frontend_kwargs": dict,
+    "frontend_options": dict,
     "embed_dim": int,
     "weights_sha256": str,
 }
@@ -62,8 +72,8 @@ def export_encoder(
     encoder: Encoder,
     directory: str | Path,
     backbone: str,
-    backbone_kwargs: dict[str, Any],
-    frontend_kwargs: dict[str, Any],
+    backbone_options: dict[str, Any],
+    frontend_options: dict[str, Any],
     xmodal_version: str = "",
     config_hash: str = "",
     extra: dict[str, Any] | None = None,
@@ -74,9 +84,9 @@ def export_encoder(
         encoder: the encoder to export.
         directory: where the two files go (created if needed).
         backbone: the registered backbone name
-            (``create_encoder(backbone, modality, frontend_kwargs, **backbone_kwargs)``).
-        backbone_kwargs: the backbone's options.
-        frontend_kwargs: options of the modality's front end (e.g. the audio sample rate, Hz).
+            (``create_encoder(backbone, modality, frontend_options, **backbone_options)``).
+        backbone_options: the backbone's options.
+        frontend_options: options of the modality's front end (e.g. the audio sample rate, Hz).
         xmodal_version: the xmodal version that wrote it (provenance).
         config_hash: fingerprint of the run config that trained the encoder (provenance).
         extra: more provenance (method, role, seed), plain JSON values.
@@ -92,9 +102,9 @@ def export_encoder(
         "format": FORMAT,
         "version": VERSION,
         "backbone": backbone,
-        "backbone_kwargs": dict(backbone_kwargs),
+        "backbone_options": dict(backbone_options),
         "modality": encoder.modality,
-        "frontend_kwargs": dict(frontend_kwargs),
+        "frontend_options": dict(frontend_options),
         "embed_dim": encoder.embed_dim,
         "xmodal_version": xmodal_version,
         "config_hash": config_hash,
@@ -167,7 +177,11 @@ def export_paths(path: str | Path) -> tuple[Path, Path]:
 
 
 def read_export_metadata(path: str | Path) -> dict[str, Any]:
-    """The validated ``encoder.json`` of an export (directory or either file)."""
+    """The validated ``encoder.json`` of an export (directory or either file).
+
+    Under the keys of the current format version (a version 1 file's ``backbone_kwargs`` and
+    ``frontend_kwargs`` as ``backbone_options`` and ``frontend_options``).
+    """
     meta_path, _ = export_paths(path)
     if meta_path.stat().st_size > _MAX_META_BYTES:
         raise DataError(f"'{meta_path}' is larger than 1 MiB: not an xmodal {META_FILE}")
@@ -181,6 +195,7 @@ def read_export_metadata(path: str | Path) -> dict[str, Any]:
         raise DataError(
             f'\'{meta_path}\' is not an xmodal encoder description (needs "format": "{FORMAT}")'
         )
+    meta = current_keys(meta)
     for key, kind in _REQUIRED.items():
         if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
             raise DataError(
@@ -195,12 +210,24 @@ def read_export_metadata(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+def current_keys(record: dict[str, Any]) -> dict[str, Any]:
+    """An encoder file's record under the current keys (version 1's ``*kwargs`` renamed).
+
+    For ``encoder.json`` and ``encoder.pt`` alike; a record of the current version is returned
+    as it is.
+    """
+    return {
+        _FORMER_KEYS.get(k, k) if _FORMER_KEYS.get(k) not in record else k: v
+        for k, v in record.items()
+    }
+
+
 def save_encoder(
     encoder: Encoder,
     path: str | Path,
     name: str,
-    kwargs: dict[str, Any],
-    frontend_kwargs: dict[str, Any],
+    options: dict[str, Any],
+    frontend_options: dict[str, Any],
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Save an encoder checkpoint (``.pt``): its weights and what rebuilds them, atomically.
@@ -209,18 +236,18 @@ def save_encoder(
         encoder: the encoder to save.
         path: the checkpoint file.
         name: the registered backbone name.
-        kwargs: the backbone's options.
-        frontend_kwargs: options of the modality's front end.
+        options: the backbone's options.
+        frontend_options: options of the modality's front end.
         extra: provenance (e.g. the method), plain values.
     """
     return save_atomic(
         {
             "format": FORMAT,
-            "version": 1,
+            "version": VERSION,
             "name": name,
             "modality": encoder.modality,
-            "kwargs": kwargs,
-            "frontend_kwargs": frontend_kwargs,
+            "options": options,
+            "frontend_options": frontend_options,
             "extra": extra or {},
             "state_dict": encoder.state_dict(),
         },
@@ -267,8 +294,8 @@ def _load_export(path: Path) -> Encoder:
     return _rebuild(
         meta["backbone"],
         meta["modality"],
-        meta["frontend_kwargs"],
-        meta["backbone_kwargs"],
+        meta["frontend_options"],
+        meta["backbone_options"],
         state,
         described=meta_path,
         weights=weights_path,
@@ -285,11 +312,12 @@ def _load_checkpoint_file(path: Path) -> Encoder:
             f"'{path}' is not an xmodal encoder checkpoint (no 'format' key) nor an export; "
             "save encoders with xmodal.encoders.export.save_encoder or export_encoder"
         )
+    ckpt = current_keys(ckpt)
     for key, kind in (
         ("name", str),
         ("modality", str),
-        ("kwargs", dict),
-        ("frontend_kwargs", dict),
+        ("options", dict),
+        ("frontend_options", dict),
         ("state_dict", dict),
     ):
         if not isinstance(ckpt.get(key), kind):
@@ -300,8 +328,8 @@ def _load_checkpoint_file(path: Path) -> Encoder:
     return _rebuild(
         ckpt["name"],
         ckpt["modality"],
-        ckpt["frontend_kwargs"],
-        ckpt["kwargs"],
+        ckpt["frontend_options"],
+        ckpt["options"],
         ckpt["state_dict"],
         described=path,
         weights=path,
@@ -312,8 +340,8 @@ def _load_checkpoint_file(path: Path) -> Encoder:
 def _rebuild(
     backbone: str,
     modality: str,
-    frontend_kwargs: dict[str, Any],
-    backbone_kwargs: dict[str, Any],
+    frontend_options: dict[str, Any],
+    backbone_options: dict[str, Any],
     state: dict[str, torch.Tensor],
     *,
     described: Path,
@@ -329,10 +357,10 @@ def _rebuild(
     file's record of :func:`providers`) says provides it.
     """
     check_installed(described, components, modality, backbone)
-    try:  # an unknown backbone, or tampered frontend_kwargs or backbone_kwargs
-        init_only = getattr(BACKBONES.get(backbone), "init_only", _INIT_ONLY_KWARGS)
-        kwargs = {k: v for k, v in backbone_kwargs.items() if k not in init_only}
-        encoder = create_encoder(backbone, modality, frontend_kwargs, **kwargs)
+    try:  # an unknown backbone, or tampered frontend or backbone options
+        init_only = getattr(BACKBONES.get(backbone), "init_only", _INIT_ONLY_OPTIONS)
+        options = {k: v for k, v in backbone_options.items() if k not in init_only}
+        encoder = create_encoder(backbone, modality, frontend_options, **options)
     except XmodalError as exc:
         raise DataError(f"'{described}' does not rebuild its encoder ({exc}); {fix}") from None
     try:

@@ -238,7 +238,7 @@ def build_hf(
     if not model:
         raise XmodalError(
             "backbone 'hf' needs its model option: a folder written by "
-            "save_pretrained, e.g. --set teacher.encoder.kwargs.model=PATH"
+            "save_pretrained, e.g. --set teacher.encoder.hf.model=PATH"
         )
     with offline_hub(offline), _quiet(transformers):
         net, processor = _load(transformers, model, offline, copy.deepcopy(dict(model_kwargs)))

@@ -298,9 +298,9 @@ def check_timm_options(options: dict[str, Any], key: str) -> str | None:
     model = str(options.get("model") or inspect.signature(build_timm).parameters["model"].default)
     where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
     return (
-        f"{key}.kwargs.weights: timm weights '{weights}' do not exist{where}; get them on a "
+        f"{key}.timm.weights: timm weights '{weights}' do not exist{where}; get them on a "
         f"machine with network with: {fetch_command(model, weights)} and copy them here, "
-        f"or point --set {key}.kwargs.weights=PATH at a weights file or a folder saved by timm"
+        f"or point --set {key}.timm.weights=PATH at a weights file or a folder saved by timm"
     )
 
 

@@ -10,6 +10,7 @@ path of a local ``.pth`` state dict (for machines without internet).
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, cast
 
@@ -68,7 +69,8 @@ def _load_state_dict(arch: str, pretrained: str) -> dict[str, Tensor]:
             raise XmodalError(
                 f"could not load ImageNet weights for {arch} ({exc.__class__.__name__}: {reason}); "
                 f"download {weights.url} on a connected machine and point the encoder's "
-                "'pretrained' key at that file, e.g. --set teacher.encoder.kwargs.pretrained=PATH"
+                "'pretrained' option at that file, e.g. "
+                f"--set teacher.encoder.{arch}.pretrained=PATH"
             ) from None
     path = Path(pretrained)
     if not path.is_file():
@@ -97,8 +99,11 @@ def _load_state_dict(arch: str, pretrained: str) -> dict[str, Tensor]:
     return state
 
 
-def check_pretrained(options: dict[str, Any], key: str) -> str | None:
-    """At config load: a ``pretrained`` weights file that does not exist, or None."""
+def check_pretrained(options: dict[str, Any], key: str, arch: str = "resnet18") -> str | None:
+    """At config load: a ``pretrained`` weights file that does not exist, or None.
+
+    ``key`` is the encoder's config key; the option sits under ``key.<arch>``.
+    """
     pretrained = options.get("pretrained")
     if (
         not isinstance(pretrained, str)
@@ -108,7 +113,7 @@ def check_pretrained(options: dict[str, Any], key: str) -> str | None:
         return None
     where = "" if Path(pretrained).is_absolute() else f" (relative to {Path.cwd()})"
     return (
-        f"{key}.kwargs.pretrained: weights file '{pretrained}' does not exist{where}; set it "
+        f"{key}.{arch}.pretrained: weights file '{pretrained}' does not exist{where}; set it "
         "to 'imagenet', the path of a torchvision state dict (.pth), or null"
     )
 
@@ -121,7 +126,7 @@ def _register(arch: str) -> None:
 
     build.__doc__ = f"torchvision {arch} (ImageNet weights optional), any input channels"
     build.probe_weights = "imagenet"  # type: ignore[attr-defined]  # xmodal probe's default
-    build.check_options = check_pretrained  # type: ignore[attr-defined]
+    build.check_options = functools.partial(check_pretrained, arch=arch)  # type: ignore[attr-defined]
     BACKBONES.add(arch, build, build.__doc__)
 
 

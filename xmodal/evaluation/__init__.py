@@ -1,34 +1,48 @@
 """Layer 5: evaluation of frozen encoders (feature extraction, probes, summaries)."""
 
+from xmodal.core.deprecation import former_names
 from xmodal.evaluation.features import extract_features
-from xmodal.evaluation.knn_probe import KNNProbe, KNNProbeConfig, KNNResult
-from xmodal.evaluation.linear_probe import LinearProbe, LinearProbeConfig, ProbeResult
-from xmodal.evaluation.retrieval_probe import RetrievalProbe, RetrievalProbeConfig
+from xmodal.evaluation.knn_probe import KNNProbe, KNNProbeOptions, KNNResult
+from xmodal.evaluation.linear_probe import LinearProbe, LinearProbeOptions, ProbeResult
+from xmodal.evaluation.retrieval_probe import RetrievalProbe, RetrievalProbeOptions
 from xmodal.evaluation.segmentation_metrics import ConfusionMatrix
 from xmodal.evaluation.segmentation_probe import (
     SegmentationProbe,
-    SegmentationProbeConfig,
+    SegmentationProbeOptions,
     SegmentationResult,
     extract_feature_maps,
 )
-from xmodal.evaluation.zero_shot_probe import ZeroShotProbe, ZeroShotProbeConfig, ZeroShotResult
+from xmodal.evaluation.zero_shot_probe import ZeroShotProbe, ZeroShotProbeOptions, ZeroShotResult
 
 __all__ = [
     "ConfusionMatrix",
     "KNNProbe",
-    "KNNProbeConfig",
+    "KNNProbeOptions",
     "KNNResult",
     "LinearProbe",
-    "LinearProbeConfig",
+    "LinearProbeOptions",
     "ProbeResult",
     "RetrievalProbe",
-    "RetrievalProbeConfig",
+    "RetrievalProbeOptions",
     "SegmentationProbe",
-    "SegmentationProbeConfig",
+    "SegmentationProbeOptions",
     "SegmentationResult",
     "ZeroShotProbe",
-    "ZeroShotProbeConfig",
+    "ZeroShotProbeOptions",
     "ZeroShotResult",
     "extract_features",
     "extract_feature_maps",
 ]
+
+#: former names, served for one release (see :mod:`xmodal.core.deprecation`)
+__getattr__ = former_names(
+    __name__,
+    {
+        "KNNProbeConfig": "KNNProbeOptions",
+        "LinearProbeConfig": "LinearProbeOptions",
+        "RetrievalProbeConfig": "RetrievalProbeOptions",
+        "SegmentationProbeConfig": "SegmentationProbeOptions",
+        "ZeroShotProbeConfig": "ZeroShotProbeOptions",
+    },
+    globals(),
+)

@@ -15,12 +15,13 @@ import torch
 from torch import Tensor
 
 from xmodal.core.checks import at_least, positive, require
+from xmodal.core.deprecation import former_names
 from xmodal.core.registry import PROBES
 from xmodal.evaluation.linear_probe import accuracies, require_finite
 
 
 @dataclass
-class KNNProbeConfig:
+class KNNProbeOptions:
     """Options of the k-NN probe.
 
     Attributes:
@@ -74,12 +75,12 @@ def knn_votes(
 class KNNProbe:
     """Scene classification by weighted k-NN on pooled features."""
 
-    options = KNNProbeConfig
+    options = KNNProbeOptions
 
     metrics = ("accuracy", "mean_class_accuracy")
 
-    def __init__(self, config: KNNProbeConfig | None = None) -> None:
-        self.config = config or KNNProbeConfig()
+    def __init__(self, config: KNNProbeOptions | None = None) -> None:
+        self.config = config or KNNProbeOptions()
 
     def evaluate(
         self,
@@ -101,3 +102,7 @@ class KNNProbe:
             k=self.config.k,
             temperature=self.config.temperature,
         )
+
+
+#: former names, served for one release (see :mod:`xmodal.core.deprecation`)
+__getattr__ = former_names(__name__, {"KNNProbeConfig": "KNNProbeOptions"}, globals())

@@ -17,11 +17,12 @@ import torch
 from torch import Tensor
 
 from xmodal.core.checks import at_least, each, non_negative, require
+from xmodal.core.deprecation import former_names
 from xmodal.core.registry import PROBES
 
 
 @dataclass
-class LinearProbeConfig:
+class LinearProbeOptions:
     """Options of the linear probe.
 
     Attributes:
@@ -120,13 +121,13 @@ def standardiser(reference: Tensor) -> Callable[[Tensor], Tensor]:
 class LinearProbe:
     """Scene (image-level) classification from pooled features."""
 
-    options = LinearProbeConfig
+    options = LinearProbeOptions
     #: the result rows: test metrics, and the val accuracy of the chosen L2 (probe fit on
     #: train alone), which is what a hyperparameter search may select on
     metrics = ("accuracy", "mean_class_accuracy", "val_accuracy")
 
-    def __init__(self, config: LinearProbeConfig | None = None) -> None:
-        self.config = config or LinearProbeConfig()
+    def __init__(self, config: LinearProbeOptions | None = None) -> None:
+        self.config = config or LinearProbeOptions()
 
     def evaluate(
         self,
@@ -154,3 +155,7 @@ class LinearProbe:
         )
         acc, mca = accuracies(norm(xte) @ w + b, yte, num_classes)
         return ProbeResult(accuracy=acc, mean_class_accuracy=mca, val_accuracy=best_acc, l2=best_l2)
+
+
+#: former names, served for one release (see :mod:`xmodal.core.deprecation`)
+__getattr__ = former_names(__name__, {"LinearProbeConfig": "LinearProbeOptions"}, globals())

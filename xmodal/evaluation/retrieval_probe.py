@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from xmodal.core.checks import each, positive, require
+from xmodal.core.deprecation import former_names
 from xmodal.core.registry import PROBES
 from xmodal.evaluation.linear_probe import require_finite, standardiser
 
@@ -30,7 +31,7 @@ METRICS = tuple(f"{d}_recall@{k}" for d in ("s2t", "t2s") for k in RECALL_AT) + 
 
 
 @dataclass
-class RetrievalProbeConfig:
+class RetrievalProbeOptions:
     """Options of the retrieval probe.
 
     Attributes:
@@ -81,13 +82,13 @@ def _retrieval_metrics(student: Tensor, teacher: Tensor) -> dict[str, float]:
 class RetrievalProbe:
     """Student <-> teacher retrieval of the same test samples, through a linear alignment."""
 
-    options = RetrievalProbeConfig
+    options = RetrievalProbeOptions
 
     metrics = METRICS
     consumes_pairs = True  # reads the teacher's features as well as the student's
 
-    def __init__(self, config: RetrievalProbeConfig | None = None) -> None:
-        self.config = config or RetrievalProbeConfig()
+    def __init__(self, config: RetrievalProbeOptions | None = None) -> None:
+        self.config = config or RetrievalProbeOptions()
 
     def evaluate_pairs(
         self, teacher: dict[str, Tensor], student: dict[str, Tensor]
@@ -119,3 +120,7 @@ class RetrievalProbe:
         w = ridge_map(s_norm(s_all), t_norm(t_all), best_ridge)
         metrics = _retrieval_metrics(s_norm(student["test"]) @ w, t_norm(teacher["test"]))
         return {**metrics, "ridge": best_ridge, "val_recall@1": best}
+
+
+#: former names, served for one release (see :mod:`xmodal.core.deprecation`)
+__getattr__ = former_names(__name__, {"RetrievalProbeConfig": "RetrievalProbeOptions"}, globals())

@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from xmodal.core.checks import at_least, each, non_negative, positive, require
+from xmodal.core.deprecation import former_names
 from xmodal.core.heap import release_free_heap
 from xmodal.core.registry import PROBES
 from xmodal.data.arrays import Rows
@@ -105,7 +106,7 @@ def extract_feature_maps(
 
 
 @dataclass
-class SegmentationProbeConfig:
+class SegmentationProbeOptions:
     """Options of the segmentation probe.
 
     Attributes:
@@ -221,12 +222,12 @@ class SegmentationProbe:
     the pipeline's probe stage recognises it by that method.
     """
 
-    options = SegmentationProbeConfig
+    options = SegmentationProbeOptions
 
     consumes_maps = True
 
-    def __init__(self, config: SegmentationProbeConfig | None = None) -> None:
-        self.config = config or SegmentationProbeConfig()
+    def __init__(self, config: SegmentationProbeOptions | None = None) -> None:
+        self.config = config or SegmentationProbeOptions()
 
     def evaluate_maps(
         self, train: Split, val: Split, test: Split, num_classes: int
@@ -335,3 +336,9 @@ class SegmentationProbe:
                 logits = _logits(norm(maps), *head, labels.shape[-2:])
                 cm.update(logits.argmax(1) + 1, labels)
         return cm
+
+
+#: former names, served for one release (see :mod:`xmodal.core.deprecation`)
+__getattr__ = former_names(
+    __name__, {"SegmentationProbeConfig": "SegmentationProbeOptions"}, globals()
+)

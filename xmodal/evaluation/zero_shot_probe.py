@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from xmodal.core.checks import require
+from xmodal.core.deprecation import former_names
 from xmodal.core.registry import PROBES
 from xmodal.evaluation.linear_probe import accuracies, require_finite
 from xmodal.objectives.shared_heads import SharedHeads
@@ -38,7 +39,7 @@ DEFAULT_TEMPLATES = [
 
 
 @dataclass
-class ZeroShotProbeConfig:
+class ZeroShotProbeOptions:
     """Options of the zero-shot probe.
 
     Attributes:
@@ -151,13 +152,13 @@ def zero_shot_similarities(features: Tensor, classes: Tensor, heads: SharedHeads
 class ZeroShotProbe:
     """Zero-shot scene classification: no parameters are fitted, no training labels read."""
 
-    options = ZeroShotProbeConfig
+    options = ZeroShotProbeOptions
 
     metrics = ("accuracy", "mean_class_accuracy")
     consumes_text = True  # reads the teacher's text tower and the student's objective heads
 
-    def __init__(self, config: ZeroShotProbeConfig | None = None) -> None:
-        self.config = config or ZeroShotProbeConfig()
+    def __init__(self, config: ZeroShotProbeOptions | None = None) -> None:
+        self.config = config or ZeroShotProbeOptions()
 
     def class_names(self, dataset_names: list[str], num_classes: int) -> list[str]:
         """The names put in the prompts: the configured ones, else the dataset's.
@@ -192,3 +193,7 @@ class ZeroShotProbe:
         return ZeroShotResult(
             accuracy, mean_class, len(self.config.templates), list(class_names), heads is not None
         )
+
+
+#: former names, served for one release (see :mod:`xmodal.core.deprecation`)
+__getattr__ = former_names(__name__, {"ZeroShotProbeConfig": "ZeroShotProbeOptions"}, globals())

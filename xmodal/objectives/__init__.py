@@ -5,6 +5,7 @@ PKT, InfoNCE), ``supervised`` and ``none``; with their building blocks (optimal 
 memory banks and queues, critics), which take their method's options dataclass as it is.
 """
 
+from xmodal.core.deprecation import former_names
 from xmodal.objectives import supervised, untrained  # noqa: F401  (registers the references)
 from xmodal.objectives.critic import (
     CRITICS,
@@ -27,8 +28,8 @@ from xmodal.objectives.sinkhorn import (
     TransportResult,
     sinkhorn_log,
 )
-from xmodal.objectives.transport import TRANSPORT_METHODS, solve_transport
-from xmodal.objectives.wcord import WCoRDConfig, WCoRDGlobal, WCoRDLocal, WCoRDLoss
+from xmodal.objectives.transport import TRANSPORT_METHODS, solve_transport, solver_for
+from xmodal.objectives.wcord import WCoRDGlobal, WCoRDLocal, WCoRDLoss, WCoRDOptions
 
 __all__ = [
     "CRITICS",
@@ -48,7 +49,7 @@ __all__ = [
     "TransportNotConverged",
     "TransportOptions",
     "TransportResult",
-    "WCoRDConfig",
+    "WCoRDOptions",
     "WCoRDGlobal",
     "WCoRDLocal",
     "WCoRDLoss",
@@ -56,4 +57,8 @@ __all__ = [
     "ipot",
     "sinkhorn_log",
     "solve_transport",
+    "solver_for",
 ]
+
+#: former names, served for one release (see :mod:`xmodal.core.deprecation`)
+__getattr__ = former_names(__name__, {"WCoRDConfig": "WCoRDOptions"}, globals())

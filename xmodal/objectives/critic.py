@@ -84,7 +84,7 @@ def spectral_linear(linear: nn.Linear, power_iterations: int = _POWER_ITERATIONS
 class CriticOptions(Protocol):
     """What a critic reads from its method's options, under the config keys' names.
 
-    E.g. :class:`~xmodal.objectives.wcord.WCoRDConfig`, which checks their ranges.
+    E.g. :class:`~xmodal.objectives.wcord.WCoRDOptions`, which checks their ranges.
     """
 
     @property

@@ -69,12 +69,15 @@ class Objective(nn.Module):
 
     Argument order, one for all: the student side first, then the teacher's, as in
     :meth:`forward` ``(student, teacher, labels, indices)`` and :class:`ObjectiveContext`. A
-    constructor takes ``(student_dim, teacher_dim or teacher_logits, num_samples, config,
+    constructor takes ``(student_dim, teacher_dim or teacher_logits, num_samples, options,
     seed, ...)`` (the parts a method needs, in that order) and keeps its options dataclass as
-    ``self.config``; ``options`` (below) names the dataclass type.
+    ``self.options``, the object :meth:`build` was given (never a copy).
 
     Class attributes:
         options: dataclass of the method's hyperparameters, or None; its values go to the results.
+            Declared as ``class MyMethod(Objective, options=MyOptions)`` (then ``options:
+            MyOptions`` in the class body types ``self.options``), or as a plain class attribute
+            ``options = MyOptions``. On an instance, ``options`` is the options it was built with.
         options_key: config key of the options (default: the registered name), so that
             variants share one section (``wcord-global`` reads ``distill.wcord``).
         needs: subset of :data:`NEEDS` (see :meth:`needs_for` for needs that depend on options).
@@ -85,11 +88,17 @@ class Objective(nn.Module):
             read by the ``zero-shot`` probe.
     """
 
-    options: ClassVar[type | None] = None
+    options: Any = None  # the class: the options dataclass type; an instance: its options
     options_key: ClassVar[str | None] = None
     needs: ClassVar[frozenset[str]] = frozenset({"teacher"})
     trains: ClassVar[bool] = True
     shared_heads: ClassVar[bool] = False
+
+    def __init_subclass__(cls, options: type | None = None, **kwargs: Any) -> None:
+        """``class MyMethod(Objective, options=MyOptions)`` sets ``MyMethod.options``."""
+        super().__init_subclass__(**kwargs)
+        if options is not None:
+            cls.options = options
 
     @classmethod
     def needs_for(cls, options: Any) -> frozenset[str]:

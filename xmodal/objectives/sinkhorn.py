@@ -48,7 +48,7 @@ class TransportOptions:
     """How an optimal-transport plan is solved: the solver and its settings.
 
     The names are WCoRD's config keys (``distill.wcord.*``); :class:`~xmodal.objectives.wcord.
-    WCoRDConfig` is one of these, and each range below is checked here only.
+    WCoRDOptions` is one of these, and each range below is checked here only.
 
     Attributes:
         sinkhorn_eps: Sinkhorn's entropic regularisation ``eps`` (> 0), in the units of the

@@ -5,7 +5,7 @@ The loss aligns teacher and student embeddings by two views of the Wasserstein d
 against memory negatives) and a **local** primal term (entropic optimal transport within the
 batch). ``lambda_global * global + lambda_local * local (+ gradient penalty)``, plus the paper's
 optional label terms ``alpha * CE + beta * KD``. Registered as ``wcord``, ``wcord-global`` and
-``wcord-local``; options :class:`WCoRDConfig` (config section ``distill.wcord``). The terms, the
+``wcord-local``; options :class:`WCoRDOptions` (config section ``distill.wcord``). The terms, the
 options and their measured behaviour are documented in ``docs/wcord.md``.
 
 Training-loop contract: ``forward`` reads the memory, never writes it; after the optimiser step
@@ -33,6 +33,7 @@ from xmodal.core.checks import (
     require,
     require_ints,
 )
+from xmodal.core.deprecation import former_names
 from xmodal.core.registry import METHODS
 from xmodal.objectives.critic import Critic, ProjectionHead, build_critic
 from xmodal.objectives.gather import all_gather_with_grad
@@ -49,13 +50,13 @@ from xmodal.objectives.objective import (
 )
 from xmodal.objectives.sinkhorn import TransportNotConverged, TransportOptions, TransportResult
 from xmodal.objectives.task_terms import LabelTerms
-from xmodal.objectives.transport import solve_transport
+from xmodal.objectives.transport import Solver, solver_for
 
-__all__ = ["WCoRDConfig", "WCoRDLoss", "WCoRDGlobal", "WCoRDLocal"]
+__all__ = ["WCoRDOptions", "WCoRDLoss", "WCoRDGlobal", "WCoRDLocal"]
 
 
 @dataclass
-class WCoRDConfig(TransportOptions, MemoryOptions):
+class WCoRDOptions(TransportOptions, MemoryOptions):
     """WCoRD's options (defaults from ``WCORD.md``; every one is written to the results).
 
     Beside its own, the memory's (:class:`~xmodal.objectives.memory_options.MemoryOptions`:
@@ -128,23 +129,26 @@ class WCoRDConfig(TransportOptions, MemoryOptions):
 
 
 @METHODS.register("wcord", "WCoRD: global (dual) + local (primal) Wasserstein terms")
-class WCoRDLoss(Objective):
+class WCoRDLoss(Objective, options=WCoRDOptions):
     """WCoRD with its projection heads, critic and memory (banks or queues).
 
     Args:
         student_dim: student feature size ``Ds``.
         teacher_dim: teacher feature size ``Dt``.
         num_samples: training-set size ``N`` (bank rows), >= 2.
-        config: :class:`WCoRDConfig`, kept as ``config`` (the memories, critic and solver
+        options: :class:`WCoRDOptions`, kept as ``options`` (the memories, critic and solver
             read it as it is).
         seed: seeds heads, critic, banks and negative sampling (the global RNG is untouched).
         sample_labels: ``[N]`` class of every training sample (``negatives=other_class``).
         label_terms: the ``alpha * CE + beta * KD`` terms (built by :meth:`build`), or None.
-        **overrides: single fields replacing ``config``'s (``WCoRDLoss(32, 64, 1000, tau=0.1)``).
+        **overrides: single fields replacing those of ``options``
+            (``WCoRDLoss(32, 64, 1000, tau=0.1)``).
 
     Attributes:
         teacher_head, student_head: :class:`ProjectionHead` ``h_T``, ``h_S``.
         critic: the critic ``g``.
+        solver: the local term's OT solver, the one ``options.local_solver`` names (picked once;
+            :func:`~xmodal.objectives.transport.solver_for`), called with ``options``.
         teacher_bank, student_bank: :class:`MemoryBank` ``[N, d]`` or :class:`NegativeQueue`
             ``[K, d]``; None when ``lambda_global == 0``.
         last_transport: the local term's last :class:`TransportResult`, or None.
@@ -156,13 +160,13 @@ class WCoRDLoss(Objective):
     z_student: Tensor
 
     shared_heads: ClassVar[bool] = True  # teacher_head, student_head
-    options: ClassVar[type] = WCoRDConfig
+    options: WCoRDOptions  # the options it was built with (on the class: their type)
     options_key: ClassVar[str] = "wcord"
     fixed: ClassVar[dict[str, Any]] = {}
     """Option values a variant pins (``wcord-global``: ``lambda_local = 0``)."""
 
     @classmethod
-    def resolved(cls, options: WCoRDConfig) -> WCoRDConfig:
+    def resolved(cls, options: WCoRDOptions) -> WCoRDOptions:
         """``options`` with the values this variant pins (the same object when they hold)."""
         if all(getattr(options, name) == value for name, value in cls.fixed.items()):
             return options
@@ -231,7 +235,7 @@ class WCoRDLoss(Objective):
         student_dim: int,
         teacher_dim: int,
         num_samples: int,
-        config: WCoRDConfig | None = None,
+        options: WCoRDOptions | None = None,
         *,
         seed: int = 0,
         sample_labels: Tensor | None = None,
@@ -246,7 +250,7 @@ class WCoRDLoss(Objective):
             ("num_samples", num_samples, 2),
             ("seed", seed, 0),
         )
-        options = config if config is not None else WCoRDConfig()
+        options = options if options is not None else WCoRDOptions()
         if overrides:
             try:
                 options = dataclasses.replace(options, **overrides)
@@ -274,7 +278,8 @@ class WCoRDLoss(Objective):
                 "dataset)"
             )
 
-        self.config = options
+        self.options = options
+        self.solver: Solver = solver_for(options)  # the local term's, picked once
         self._hparams: dict[str, Any] = dict(
             student_dim=student_dim,
             teacher_dim=teacher_dim,
@@ -407,20 +412,20 @@ class WCoRDLoss(Objective):
             with torch.autocast(device_type=u.device.type, enabled=False):
                 global_term = zero
                 penalty = zero
-                if self.config.lambda_global > 0:
+                if self.options.lambda_global > 0:
                     global_term = self.global_term(
                         u,
                         v,
                         indices,
                         negatives,
-                        labels if self.config.negatives == "other_class" else None,
+                        labels if self.options.negatives == "other_class" else None,
                     )
-                    if self.config.lipschitz == "gradient_penalty":
+                    if self.options.lipschitz == "gradient_penalty":
                         penalty = self.gradient_penalty(teacher_features, student_features)
-                local_term = self.local_term(u, v) if self.config.lambda_local > 0 else zero
+                local_term = self.local_term(u, v) if self.options.lambda_local > 0 else zero
                 total = (
-                    self.config.lambda_global * global_term
-                    + self.config.lambda_local * local_term
+                    self.options.lambda_global * global_term
+                    + self.options.lambda_local * local_term
                     + penalty
                 )
         out = {
@@ -429,7 +434,7 @@ class WCoRDLoss(Objective):
             "local": local_term,
             "penalty": penalty,
             "marginal_error": zero
-            if self.last_transport is None or self.config.lambda_local == 0
+            if self.last_transport is None or self.options.lambda_local == 0
             else zero.new_tensor(self.last_transport.relative_marginal_error),
             "teacher_embed": u.detach(),
             "student_embed": v.detach(),
@@ -456,7 +461,7 @@ class WCoRDLoss(Objective):
                 "negatives other than 'queue')"
             )
         k = negatives_per_step(self.num_negatives_effective, self.num_samples, indices)
-        if self.config.sharing == "anchor":
+        if self.options.sharing == "anchor":
             return self.teacher_bank.sample_negatives_per_anchor(
                 k, indices.shape[0], exclude=indices, generator=self._negative_generator
             )
@@ -521,7 +526,7 @@ class WCoRDLoss(Objective):
             positive = self.critic(u, v)  # [B]: g(u_i, v_i)
             teacher_anchored = self.critic.against(u, bank_s)  # [B, K]: g(u_i, mS_k)
             student_anchored = self.critic.against_teachers(bank_t, v)  # [B, K]: g(mT_k, v_i)
-        if self.config.negatives == "other_class":
+        if self.options.negatives == "other_class":
             anchor_labels = self.teacher_bank.labels_of(indices) if labels is None else labels
             same = self.teacher_bank.labels_of(negatives) == anchor_labels.to(
                 negatives.device
@@ -537,7 +542,7 @@ class WCoRDLoss(Objective):
 
         The teacher- and the student-anchored contrasts, summed, under the configured estimator.
         """
-        if self.config.estimator == "infonce":
+        if self.options.estimator == "infonce":
             return self._contrast(positive, teacher_anchored) + self._contrast(
                 positive, student_anchored
             )
@@ -589,7 +594,7 @@ class WCoRDLoss(Objective):
             bound = self.critic.lipschitz_bound  # 1/tau
             excess = (grad_t.float().norm(dim=1) - bound).clamp_min(0).square()
             excess = excess + (grad_s.float().norm(dim=1) - bound).clamp_min(0).square()
-            penalty: Tensor = self.config.gp_weight * excess.mean()
+            penalty: Tensor = self.options.gp_weight * excess.mean()
         return penalty if create_graph else penalty.detach()
 
     def local_term(self, u: Tensor, v: Tensor) -> Tensor:
@@ -598,21 +603,21 @@ class WCoRDLoss(Objective):
         ``P`` is computed without gradient; the gradient flows through ``C = 1 - u v^T`` only
         (by the envelope theorem this is also the gradient of the regularised OT value).
         """
-        if self.config.local_scope == "global":
+        if self.options.local_scope == "global":
             u, v = all_gather_with_grad(u), all_gather_with_grad(v)  # [world * B, d]
         cost = 1.0 - u @ v.t()  # [B, B]
         # The solver reads its settings from the options as they are (sinkhorn_eps or
         # ipot_beta, sinkhorn_iters, and sinkhorn_tol relative to the mass per point: an
         # absolute 1e-4 would allow 10 % of a point's mass at B = 1024).
-        result = solve_transport(cost, self.config)
+        result = self.solver(cost, self.options)
         self.last_transport = result
-        if self.config.sinkhorn_tol > 0 and not result.converged and not self._warned_unconverged:
+        if self.options.sinkhorn_tol > 0 and not result.converged and not self._warned_unconverged:
             self._warned_unconverged = True  # once per run: the error is logged every step anyway
             warnings.warn(
-                f"WCoRD local term: {self.config.local_solver} stopped after "
+                f"WCoRD local term: {self.options.local_solver} stopped after "
                 f"{result.iterations} iterations "
                 f"with marginal error {result.relative_marginal_error:.3g} x (1/B), above "
-                f"sinkhorn_tol={self.config.sinkhorn_tol:g}; raise sinkhorn_iters or sinkhorn_eps "
+                f"sinkhorn_tol={self.options.sinkhorn_tol:g}; raise sinkhorn_iters or sinkhorn_eps "
                 "(the marginal error is logged as 'marginal_error' in the training history)",
                 TransportNotConverged,
                 stacklevel=2,
@@ -649,3 +654,7 @@ class WCoRDLocal(WCoRDLoss):
     """``wcord`` with ``lambda_global = 0``: no memory, no negatives."""
 
     fixed: ClassVar[dict[str, float]] = {"lambda_global": 0.0}
+
+
+#: former names, served for one release (see :mod:`xmodal.core.deprecation`)
+__getattr__ = former_names(__name__, {"WCoRDConfig": "WCoRDOptions"}, globals())

@@ -10,6 +10,7 @@ overrides some of them, and users override further with ``--config FILE`` and ``
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 from dataclasses import dataclass, field
@@ -20,7 +21,6 @@ from xmodal.core.config import (
     COMPONENT_OPTIONS,
     ComponentSection,
     from_dict,
-    options_of,
     parse_override,
     to_dict,
 )
@@ -31,7 +31,6 @@ from xmodal.core.registry import (
     FRONTENDS,
     METHODS,
     PROBES,
-    UnknownNameError,
 )
 from xmodal.training.optim import OptimConfig
 
@@ -62,30 +61,41 @@ class DataConfig(ComponentSection):
 
 
 @dataclass
-class EncoderConfig:
-    """A backbone and its options.
+class EncoderConfig(ComponentSection):
+    """A backbone and its options (``teacher.encoder``, ``distill.encoder``...).
 
     Attributes:
-        name: registered backbone (``xmodal list backbones``).
-        kwargs: the backbone's options, e.g. ``{pretrained: imagenet}`` for torchvision nets;
-            checked against the options it declares (its ``options`` dataclass, else its
-            factory's keyword arguments) when the config loads, each error naming the key's
-            full path (``distill.encoders.points.kwargs.width``).
+        name: registered backbone (``xmodal list backbones``); its options sit under its name
+            (``{name: pointnet, pointnet: {width: 2}}``), checked against the options it
+            declares (its ``options`` dataclass, else its factory's keyword arguments) when the
+            config loads, each error naming the key's full path
+            (``distill.encoders.points.pointnet.width``). The former spelling
+            ``{name: pointnet, kwargs: {width: 2}}`` is read for one more release, with a
+            deprecation warning.
     """
 
+    components = BACKBONES
+    former_options_key = "kwargs"
     name: str = "resnet8"
-    kwargs: dict[str, Any] = field(default_factory=dict, metadata=options_of("name", BACKBONES))
+    by_name: dict[str, Any] = field(default_factory=dict, metadata=COMPONENT_OPTIONS)
 
-    def __post_init__(self) -> None:
-        try:
-            options = BACKBONES.options_type(self.name)
-        except UnknownNameError:
-            return  # the name itself is reported, with its config key, by the name checks
-        if options is not None:
-            try:  # typed, with suggestions; kwargs stay as given
-                from_dict(options, self.kwargs, "kwargs")
-            except ConfigError as exc:
-                raise ValueError(f"backbone '{self.name}': {exc}") from None
+    @classmethod
+    def of(cls, name: str, **options: Any) -> EncoderConfig:
+        """Backbone ``name`` with ``options``, checked as in a config (``of("pointnet", width=2)``).
+
+        Raises:
+            ConfigError: an unknown option or a bad value, naming its key.
+        """
+        return from_dict(cls, {"name": name, BACKBONES.options_key(name): options})
+
+    def options(self) -> Any:
+        """The options of the selected backbone (its defaults where none are set), or None."""
+        return self.options_for(self.name)
+
+    def options_dict(self) -> dict[str, Any]:
+        """:meth:`options` as plain keyword arguments of the backbone's factory."""
+        options = self.options()
+        return to_dict(options) if options is not None else {}
 
 
 @dataclass
@@ -125,7 +135,7 @@ class DistillConfig(ComponentSection):
             and reach its objective as that one object (:meth:`options_for`).
         encoder: the student backbone.
         encoders: per-modality student backbones that replace ``encoder`` for that modality,
-            e.g. ``{points: {name: pointnet, kwargs: {width: 2}}}`` (give ``name``: it
+            e.g. ``{points: {name: pointnet, pointnet: {width: 2}}}`` (give ``name``: it
             defaults to ``resnet8`` as everywhere). A modality without one whose front end
             cannot feed ``encoder`` (a point cloud into a 2-D CNN) gets its front end's
             ``default_backbone`` (``points``: ``pointnet``) with default options.
@@ -267,7 +277,7 @@ class RunConfig:
         """Write the default options of every component the run uses into its section.
 
         So that a resolved ``config.yaml`` lists all of them (names must have been checked):
-        each backbone's defaults join its ``kwargs`` (values given stay as given), and a
+        each backbone's defaults join its options (values given stay as given), and a
         modality whose front end swaps the shared backbone for its own default (``points``:
         ``pointnet``) gets that one, filled, under ``distill.encoders`` (the teacher's under
         ``teacher.encoder``). The backbones built are the same, with the same options.
@@ -290,9 +300,7 @@ class RunConfig:
 
 
 def filled(encoder: EncoderConfig) -> EncoderConfig:
-    """``encoder`` with its backbone's default options added to ``kwargs`` (given ones kept)."""
-    options = BACKBONES.options_type(encoder.name)
-    if options is None:
-        return encoder
-    defaults = to_dict(options())
-    return EncoderConfig(encoder.name, {**defaults, **encoder.kwargs})
+    """A copy of ``encoder`` with its backbone's default options written in (given ones kept)."""
+    copy = dataclasses.replace(encoder, by_name=dict(encoder.by_name))
+    copy.fill(copy.name)
+    return copy

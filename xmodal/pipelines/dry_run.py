@@ -112,7 +112,7 @@ def _pairs(config: RunConfig, stages: Sequence[str]) -> list[_Pair]:
                 key,
                 modality,
                 encoder.name,
-                dict(encoder.kwargs),
+                encoder.options_dict(),
                 to_dict(options) if options is not None else {},
                 builds.get(key, reads(stages, "distill")),
             )

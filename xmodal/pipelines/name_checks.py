@@ -188,7 +188,7 @@ def check_encoder_options(config: RunConfig, stages: Sequence[str]) -> None:
         if not builds.get(key, reads(stages, "distill")):
             continue
         check = getattr(BACKBONES.get(encoder.name), "check_options", None)
-        problem = check(dict(encoder.kwargs), key) if check is not None else None
+        problem = check(encoder.options_dict(), key) if check is not None else None
         if problem:
             raise ConfigError(problem)
 
@@ -228,10 +228,13 @@ def check_label_needs(config: RunConfig, spec: PipelineSpec) -> None:
         and not config.teacher.checkpoint
         and config.teacher.optim.epochs > 0
     ):
+        encoder = config.teacher.encoder
+        weights = getattr(BACKBONES.get(encoder.name), "weights_option", "pretrained")
         raise ConfigError(
             f"teacher.optim.epochs: the teacher trains on labels, but dataset "
-            f"'{name}' has none; set teacher.optim.epochs=0 and a pretrained "
-            "teacher (teacher.encoder.kwargs.pretrained), or teacher.checkpoint"
+            f"'{name}' has none; set teacher.optim.epochs=0 and a pretrained teacher "
+            f"(teacher.encoder.{BACKBONES.options_key(encoder.name)}.{weights}), or "
+            "teacher.checkpoint"
         )
     if reads(spec.stages, "probe"):
         for i, probe in enumerate(config.probe.probes):
@@ -332,7 +335,7 @@ def check_text_probes(config: RunConfig, spec: PipelineSpec) -> None:
                 )
         elif reads(spec.stages, "teacher"):
             encoder = encoder_for(config.teacher.modality, config.teacher.encoder)
-            name, options, modality = encoder.name, encoder.kwargs, config.teacher.modality
+            name, options, modality = encoder.name, encoder.options_dict(), config.teacher.modality
             where = f"teacher.encoder.name={name}, teacher.modality={modality}"
         else:
             return  # no teacher: the probe skips every encoder, saying so

@@ -75,7 +75,7 @@ def target_digest(meta: dict[str, Any], data_key: str) -> str:
         {
             "weights": meta["weights_sha256"],
             "modality": meta["modality"],
-            "frontend": meta["frontend_kwargs"],
+            "frontend": meta["frontend_options"],
             "data": data_key,
         }
     )
@@ -231,7 +231,7 @@ def _backbone_options(
 ) -> dict[str, Any]:
     """The options of a backbone-name target: ``--option KEY=VALUE``s, then its weights.
 
-    They are checked against the backbone's options as ``teacher.encoder.kwargs`` is.
+    They are checked against the backbone's options as ``teacher.encoder.<backbone>`` is.
     """
     factory = BACKBONES.get(backbone)
     chosen: dict[str, Any] = {}
@@ -248,7 +248,7 @@ def _backbone_options(
         chosen[getattr(factory, "weights_option", "pretrained")] = weights
     options_type = BACKBONES.options_type(backbone)
     if options_type is not None:
-        try:  # typed, with suggestions for a typo, as teacher.encoder.kwargs
+        try:  # typed, with suggestions for a typo, as in a config's teacher.encoder
             from_dict(options_type, chosen)
         except ConfigError as exc:
             raise ConfigError(f"--option: backbone '{backbone}': {exc}") from None
@@ -272,10 +272,10 @@ def _model_record(ctx: RunContext, meta_path: Path) -> ModelRecord:
             f"has {', '.join(available)}; choose a dataset with --data"
         )
     expected = dataset.frontend_kwargs.get(modality, {})  # facts of the data (sample rate)
-    if any(meta["frontend_kwargs"].get(key) != value for key, value in expected.items()):
+    if any(meta["frontend_options"].get(key) != value for key, value in expected.items()):
         raise ConfigError(
             f"'{meta_path}': the encoder's {modality} front end was "
-            f"{meta['frontend_kwargs']}, the dataset gives {expected}; its features "
+            f"{meta['frontend_options']}, the dataset gives {expected}; its features "
             "would not mean the same: probe it on the data it was trained for"
         )
     if ctx.state.data_key is None:

@@ -1,12 +1,15 @@
 """Train one encoder with one registered method: the entry point stages call.
 
-:func:`train_encoder` takes three objects: what to train (:class:`TrainJob`), how
-(:class:`TrainSetup`) and where its state and progress go (:class:`TrainOutputs`).
+:func:`train_encoder` takes the encoder and three objects: what it learns from
+(:class:`TrainJob`: the method, its options, the data, the teacher), how it trains
+(:class:`TrainSetup`) and where its state and progress go (:class:`TrainOutputs`). A stage
+builds the job once, with the method's options as the config loaded them, and the job reaches
+the objective as it is (``method.build(context, job.options)``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,27 +88,26 @@ class TeacherOutputs:
     classifier: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainJob:
-    """What to train: an encoder, with a registered method and its options, on a dataset.
+    """What an encoder learns from: a registered method with its options, a dataset, a teacher.
 
     Attributes:
-        encoder: the student (or teacher) encoder, trained in place.
         method: the method's registered name (``xmodal list methods``).
-        options: the method's options dataclass (``distill.<method>``), handed to its
+        options: the method's options dataclass (``distill.<options key>``), handed to its
             objective as it is; None for a method without options.
         dataset: the data; training reads its ``train`` split.
         seed: seeds the objective, the data order and the augmentation.
-        teacher: the frozen teacher's outputs the method reads.
+        teacher: the frozen teacher's outputs (None: no teacher); the method is given the
+            parts it needs (``needs_for(options)``).
         description: names the job in the progress bar and in messages.
     """
 
-    encoder: Encoder
     method: str
     options: Any
     dataset: LoadedDataset
     seed: int
-    teacher: TeacherOutputs = field(default_factory=TeacherOutputs)
+    teacher: TeacherOutputs | None = None
     description: str = "train"
 
 
@@ -146,12 +148,13 @@ class TrainOutputs:
 
 
 def train_encoder(
-    job: TrainJob, setup: TrainSetup, outputs: TrainOutputs | None = None
+    encoder: Encoder, job: TrainJob, setup: TrainSetup, outputs: TrainOutputs | None = None
 ) -> TrainResult:
-    """Train ``job.encoder`` in place on the train split with ``job.method`` and its options.
+    """Train ``encoder`` in place on the train split with ``job.method`` and its options.
 
     Args:
-        job: what to train.
+        encoder: the student (or teacher) encoder, trained in place.
+        job: what it learns from.
         setup: how to train it.
         outputs: where its state and progress go (none kept by default).
 
@@ -164,36 +167,38 @@ def train_encoder(
     """
     outputs = outputs if outputs is not None else TrainOutputs()
     method: type[Objective] = METHODS.get(job.method)
-    optim, options, seed = setup.optim, job.options, job.seed
+    optim, seed = setup.optim, job.seed
     if not method.trains or optim.epochs == 0:  # nothing to train (e.g. a frozen teacher)
         return TrainResult([], None)
-    uses_teacher = "teacher" in method.needs_for(options)
-    teacher_features = job.teacher.features
+    needs = method.needs_for(job.options)
+    teacher = job.teacher if job.teacher is not None else TeacherOutputs()
+    uses_teacher, uses_logits = "teacher" in needs, "teacher_logits" in needs
+    teacher_features = teacher.features if uses_teacher else None
     if uses_teacher and teacher_features is None:
         raise ValueError(f"method '{job.method}' needs teacher features")
     train = job.dataset.splits["train"]
     if hasattr(train, "select"):  # read only what training uses (a plugin's split may not offer it)
-        train = train.select([k for k in (job.encoder.modality, "label") if k in train])
+        train = train.select([k for k in (encoder.modality, "label") if k in train])
     if teacher_features is not None:
         teacher_features = standardise_features(teacher_features)
     set_seed(seed)
     context = ObjectiveContext(
-        student_dim=job.encoder.embed_dim,
+        student_dim=encoder.embed_dim,
         teacher_dim=None if teacher_features is None else teacher_features.shape[1],
         num_samples=len(train),
         num_classes=job.dataset.num_classes,
         seed=seed,
-        teacher_logits=job.teacher.logits,
+        teacher_logits=teacher.logits if uses_logits else None,
         train_labels=train.column("label") if "label" in train else None,
         batch_size=min(optim.batch_size, len(train)),
-        teacher_own_classes=job.teacher.own_classes,
+        teacher_own_classes=teacher.own_classes and uses_logits,
     )
-    try:
-        objective = method.build(context, options)
+    try:  # the options as the config loaded them, kept by the objective
+        objective = method.build(context, job.options)
     except ValueError as exc:  # a method that cannot run on this set-up: a user's choice to fix
         raise ConfigError(f"method '{job.method}': {exc}") from None
     task = DistillationTask(
-        job.encoder,
+        encoder,
         objective,
         teacher_features if uses_teacher else None,
         hflip=optim.hflip,

@@ -30,7 +30,7 @@ from xmodal.core.errors import DataError
 from xmodal.core.heap import release_free_heap
 from xmodal.data.depth_encodings import Intrinsics, encode_depth, valid_depth
 from xmodal.data.hdf5_output import hdf5_bytes, hdf5_writing
-from xmodal.data.nyu.config import NYUDepthConfig
+from xmodal.data.nyu.config import NYUDepthOptions
 from xmodal.data.nyu.facts import load_nyu_facts
 from xmodal.data.nyu.reader import NYULabeledFile
 
@@ -75,7 +75,7 @@ def _resize_valid(array: np.ndarray, valid: np.ndarray, size: tuple[int, int]) -
     return np.where(weight > 0.5, total / np.maximum(weight, 1e-6), 0).astype(np.float32)
 
 
-def process_frame(frame: Any, facts: Any, config: NYUDepthConfig) -> dict[str, np.ndarray]:
+def process_frame(frame: Any, facts: Any, config: NYUDepthOptions) -> dict[str, np.ndarray]:
     """One source frame -> its cached arrays at ``config.image_size`` (see module docstring).
 
     ``rgb`` uint8 [h, w, 3], ``depth`` float32 metres (0 = missing), ``normals`` int8
@@ -105,7 +105,7 @@ def process_frame(frame: Any, facts: Any, config: NYUDepthConfig) -> dict[str, n
     }
 
 
-def _manifest(source: Path, config: NYUDepthConfig) -> dict[str, Any]:
+def _manifest(source: Path, config: NYUDepthOptions) -> dict[str, Any]:
     options = {k: v for k, v in dataclasses.asdict(config).items() if k != "path"}
     return {
         "format": CACHE_FORMAT,
@@ -116,7 +116,7 @@ def _manifest(source: Path, config: NYUDepthConfig) -> dict[str, Any]:
     }
 
 
-def require_source(config: NYUDepthConfig) -> Path:
+def require_source(config: NYUDepthOptions) -> Path:
     """The configured labeled file, or one DataError saying where to get it and how to pass it."""
     if not config.path:
         raise DataError(
@@ -134,7 +134,7 @@ def require_source(config: NYUDepthConfig) -> Path:
 
 
 def build_cache(
-    config: NYUDepthConfig, cache_path: Path, progress: Callable[[int, int], None] | None = None
+    config: NYUDepthOptions, cache_path: Path, progress: Callable[[int, int], None] | None = None
 ) -> Path:
     """Build (or resume, or reuse) the cache for ``config.path`` at ``cache_path``."""
     source = require_source(config)
@@ -190,7 +190,7 @@ def _cache_bytes(n: int, h: int, w: int) -> int:
     return hdf5_bytes(n * (h * w * per_pixel + 8 + 1))
 
 
-def _split_of(facts: Any, total: int, config: NYUDepthConfig) -> np.ndarray:
+def _split_of(facts: Any, total: int, config: NYUDepthOptions) -> np.ndarray:
     """0 = train, 1 = val (seeded hold-out of the official train split), 2 = test."""
     split = np.full(total, 2, dtype=np.uint8)
     train = np.asarray([i for i in facts.train_indices if i < total])

@@ -7,10 +7,11 @@ from typing import Annotated
 
 from xmodal.core.checks import at_least, one_of, require, within
 from xmodal.core.config import AllowRepeats
+from xmodal.core.deprecation import former_names
 
 
 @dataclass
-class NYUDepthConfig:
+class NYUDepthOptions:
     """Options of the ``nyu-depth`` dataset.
 
     Attributes:
@@ -45,3 +46,7 @@ class NYUDepthConfig:
                 "max_frames": at_least(0),
             },
         )
+
+
+#: former names, served for one release (see :mod:`xmodal.core.deprecation`)
+__getattr__ = former_names(__name__, {"NYUDepthConfig": "NYUDepthOptions"}, globals())

@@ -29,7 +29,7 @@ import numpy as np
 
 from xmodal.core.cache import check_space
 from xmodal.data.hdf5_output import hdf5_bytes, hdf5_writing
-from xmodal.data.paired.config import PairedConfig
+from xmodal.data.paired.config import PairedOptions
 from xmodal.data.paired.manifest import files_digest, manifest_digest
 from xmodal.data.paired.problems import Problem
 from xmodal.data.paired.splits import SPLITS
@@ -41,7 +41,7 @@ CACHE_VERSION = 1
 FLUSH_EVERY = 16
 
 
-def cache_key(validation: Validation, options: PairedConfig) -> dict[str, Any]:
+def cache_key(validation: Validation, options: PairedOptions) -> dict[str, Any]:
     """What the cache's content depends on (a different key rebuilds it)."""
     manifest = validation.manifest
     settings = {k: v for k, v in dataclasses.asdict(options).items() if k != "path"}
@@ -58,7 +58,7 @@ def cache_key(validation: Validation, options: PairedConfig) -> dict[str, Any]:
 
 def build_cache(
     validation: Validation,
-    options: PairedConfig,
+    options: PairedOptions,
     cache_path: Path,
     progress: Callable[..., None] | None = None,
 ) -> Path:

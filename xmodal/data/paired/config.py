@@ -7,10 +7,11 @@ from typing import Annotated, Literal
 
 from xmodal.core.checks import at_least, holds, positive, require, within
 from xmodal.core.config import AllowRepeats
+from xmodal.core.deprecation import former_names
 
 
 @dataclass
-class PairedConfig:
+class PairedOptions:
     """Options of the ``paired`` dataset: your own recordings, listed in a manifest.
 
     Attributes:
@@ -96,7 +97,7 @@ class PairedConfig:
         )
         if round(self.audio_seconds * self.sample_rate) < 1:
             raise ValueError(
-                f"PairedConfig: audio_seconds={self.audio_seconds} at "
+                f"PairedOptions: audio_seconds={self.audio_seconds} at "
                 f"sample_rate={self.sample_rate} gives no sample"
             )
 
@@ -104,3 +105,7 @@ class PairedConfig:
     def num_audio_samples(self) -> int:
         """Samples per clip: ``round(audio_seconds * sample_rate)``."""
         return round(self.audio_seconds * self.sample_rate)
+
+
+#: former names, served for one release (see :mod:`xmodal.core.deprecation`)
+__getattr__ = former_names(__name__, {"PairedConfig": "PairedOptions"}, globals())

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from xmodal.core.errors import DataError
-from xmodal.data.paired.config import PairedConfig
+from xmodal.data.paired.config import PairedOptions
 from xmodal.data.paired.wav import WavError, read_wav
 
 IMAGE_TYPES = (".png", ".jpg", ".jpeg")
@@ -45,10 +45,10 @@ class SampleError(Exception):
     """One file that cannot be used as its column's data; the message says why."""
 
 
-Reader = Callable[[Path, PairedConfig, int], np.ndarray]
+Reader = Callable[[Path, PairedOptions, int], np.ndarray]
 
 
-def read_rgb(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
+def read_rgb(file: Path, options: PairedOptions, row: int = 0) -> np.ndarray:
     """PNG/JPEG -> ``[H, W, 3]`` uint8 at ``options.image_size``."""
     _require_type(file, IMAGE_TYPES, "rgb", "PNG or JPEG")
     image = _decode_image(file)  # [C, H, W]
@@ -68,7 +68,7 @@ def read_rgb(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
     return image.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
 
-def read_depth(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
+def read_depth(file: Path, options: PairedOptions, row: int = 0) -> np.ndarray:
     """Depth -> ``[H, W]`` float32 metres at ``options.image_size``; 0 = no depth.
 
     A 16-bit PNG holds ``value / depth_scale`` metres, a ``.npy`` metres.
@@ -113,7 +113,7 @@ def resize_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return torch.where(weight > 0.5, total / weight.clamp_min(1e-6), 0).numpy().astype(np.float32)
 
 
-def read_audio(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
+def read_audio(file: Path, options: PairedOptions, row: int = 0) -> np.ndarray:
     """WAV/FLAC -> mono ``[T]`` float32 at ``options.sample_rate``, ``T = num_audio_samples``."""
     _require_type(file, AUDIO_TYPES, "audio", "WAV or FLAC")
     samples, rate = _decode_audio(file)  # [C, T]
@@ -133,7 +133,7 @@ def read_audio(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
     return mono.numpy().astype(np.float32)
 
 
-def read_points(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
+def read_points(file: Path, options: PairedOptions, row: int = 0) -> np.ndarray:
     """PLY/PCD (open3d) or ``.npy`` ``[M, 3]`` -> ``[N, 3]`` float32, ``N = num_points``.
 
     A seeded sample without replacement (all points, then repeats, when ``M < N``).
@@ -160,7 +160,7 @@ def read_points(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
     return points[pick].astype(np.float32)
 
 
-def read_sequence(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
+def read_sequence(file: Path, options: PairedOptions, row: int = 0) -> np.ndarray:
     """A ``.npy`` ``[C, T]`` (channels first, finite numbers) -> ``[C, T]`` float32."""
     _require_type(file, (".npy",), "a sequence", "a .npy [C, T], channels first")
     array = _load_npy(file)
@@ -179,7 +179,7 @@ def read_sequence(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray
     return values
 
 
-def read_array(file: Path, options: PairedConfig, row: int = 0) -> np.ndarray:
+def read_array(file: Path, options: PairedOptions, row: int = 0) -> np.ndarray:
     """A ``.npy`` array, as stored (floats as float32, booleans as uint8)."""
     _require_type(file, (".npy",), "this column", ".npy")
     array = _load_npy(file)
@@ -273,7 +273,7 @@ def _options_taken(modality: str) -> set[str]:
     return {f.name for f in dataclasses.fields(options)} if options is not None else set()
 
 
-def expected_shape(modality: str, options: PairedConfig) -> tuple[int, ...] | None:
+def expected_shape(modality: str, options: PairedOptions) -> tuple[int, ...] | None:
     """The cached shape of one sample of ``modality`` (None: set by the first good row)."""
     height, width = options.image_size
     return {

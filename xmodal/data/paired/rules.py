@@ -26,7 +26,7 @@ import difflib
 import os
 from dataclasses import dataclass
 
-from xmodal.data.paired.config import PairedConfig
+from xmodal.data.paired.config import PairedOptions
 from xmodal.data.paired.labels import mixed_labels
 from xmodal.data.paired.manifest import RESERVED, Manifest
 from xmodal.data.paired.problems import ROW_NUMBERS, Finding, Problem, rows_text
@@ -62,7 +62,7 @@ class Rules:
         return [f for f in self.findings if f.warning]
 
 
-def check_rules(manifest: Manifest, options: PairedConfig) -> Rules:
+def check_rules(manifest: Manifest, options: PairedOptions) -> Rules:
     """Check the rules of the module docstring and assign the splits."""
     unknown = _unknown_columns(manifest)
     findings = [*unknown, *_empty_ids(manifest), *_duplicate_ids(manifest)]

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from xmodal.core.errors import DataError
-from xmodal.data.paired.config import PairedConfig
+from xmodal.data.paired.config import PairedOptions
 from xmodal.data.paired.labels import Labels, resolve_labels
 from xmodal.data.paired.manifest import Manifest
 from xmodal.data.paired.problems import Finding, Problem, bad_rows
@@ -63,7 +63,7 @@ class Validation:
 
 def validate_manifest(
     manifest: Manifest,
-    options: PairedConfig,
+    options: PairedOptions,
     progress: Callable[..., None] | None = None,
     rules: Rules | None = None,
 ) -> Validation:
@@ -115,7 +115,7 @@ def validate_manifest(
     return Validation(manifest, problems, splits, labels, shapes, dtypes, rules.findings)
 
 
-def read_cell(manifest: Manifest, number: int, modality: str, options: PairedConfig) -> np.ndarray:
+def read_cell(manifest: Manifest, number: int, modality: str, options: PairedOptions) -> np.ndarray:
     """The array of row ``number``'s (from 1) ``modality`` cell; SampleError says what is wrong."""
     cell = manifest.rows[number - 1].get(modality)
     if cell is None:
@@ -132,7 +132,7 @@ def read_cell(manifest: Manifest, number: int, modality: str, options: PairedCon
         raise SampleError(f"cannot read '{cell}': {exc.strerror or exc}") from None
 
 
-def read_row(validation: Validation, number: int, options: PairedConfig) -> dict[str, np.ndarray]:
+def read_row(validation: Validation, number: int, options: PairedOptions) -> dict[str, np.ndarray]:
     """Every modality of a row that passed validation, as cached.
 
     A file changed since the validation pass raises DataError.

@@ -7,12 +7,13 @@ objects), labelled with a scene class.
 ``read_scenes_info`` validates such a file. The vocabulary lives in :mod:`.recipes`.
 """
 
+from xmodal.core.deprecation import former_names
 from xmodal.data.scenes.audio import fundamental_frequency, synthesize_audio
 from xmodal.data.scenes.generate import (
     FORMAT_NAME,
     FORMAT_VERSION,
     SPLITS,
-    ScenesConfig,
+    ScenesOptions,
     generate_sample,
     generate_scenes,
     read_scenes_info,
@@ -56,7 +57,7 @@ __all__ = [
     "Render",
     "SceneClass",
     "SceneSpec",
-    "ScenesConfig",
+    "ScenesOptions",
     "camera_intrinsics",
     "fundamental_frequency",
     "generate_sample",
@@ -67,3 +68,6 @@ __all__ = [
     "scene_meshes",
     "synthesize_audio",
 ]
+
+#: former names, served for one release (see :mod:`xmodal.core.deprecation`)
+__getattr__ = former_names(__name__, {"ScenesConfig": "ScenesOptions"}, globals())

@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 
 from xmodal.core.cache import atomic_output
+from xmodal.core.deprecation import former_names
 from xmodal.core.errors import DataError
 from xmodal.data.hdf5_output import hdf5_bytes, hdf5_writing
 from xmodal.data.scenes.audio import synthesize_audio
@@ -57,7 +58,7 @@ _FIX = "delete it and rerun preprocessing"
 
 
 @dataclass
-class ScenesConfig:
+class ScenesOptions:
     """Options of the procedural scenes dataset.
 
     ``image_size``: square image side, pixels. ``num_train/num_val/num_test``: samples per split.
@@ -85,32 +86,34 @@ class ScenesConfig:
         for name in ("image_size", "num_train", "num_val", "num_test", "num_points"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"ScenesConfig.{name} must be a positive integer, got {value!r}")
+                raise ValueError(f"ScenesOptions.{name} must be a positive integer, got {value!r}")
         if isinstance(self.sample_rate, bool) or not isinstance(self.sample_rate, int):
             raise ValueError(
-                f"ScenesConfig.sample_rate must be an integer (Hz), got {self.sample_rate!r}"
+                f"ScenesOptions.sample_rate must be an integer (Hz), got {self.sample_rate!r}"
             )
         if self.sample_rate < MIN_SAMPLE_RATE:
             raise ValueError(
-                f"ScenesConfig.sample_rate must be >= {MIN_SAMPLE_RATE} Hz so every tone is below "
+                f"ScenesOptions.sample_rate must be >= {MIN_SAMPLE_RATE} Hz so every tone is below "
                 f"the Nyquist frequency, got {self.sample_rate}"
             )
         if not self.audio_seconds > 0 or self.num_audio_samples < 1:
             raise ValueError(
-                "ScenesConfig.audio_seconds must give at least one audio sample, "
+                "ScenesOptions.audio_seconds must give at least one audio sample, "
                 f"got {self.audio_seconds!r}"
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"ScenesConfig.seed must be a non-negative integer, got {self.seed!r}")
+            raise ValueError(
+                f"ScenesOptions.seed must be a non-negative integer, got {self.seed!r}"
+            )
         if not 0 <= self.noise < 1:
-            raise ValueError(f"ScenesConfig.noise must be in [0, 1), got {self.noise!r}")
+            raise ValueError(f"ScenesOptions.noise must be in [0, 1), got {self.noise!r}")
         if not 0 <= self.audio_noise < 10:
             raise ValueError(
-                f"ScenesConfig.audio_noise must be in [0, 10), got {self.audio_noise!r}"
+                f"ScenesOptions.audio_noise must be in [0, 10), got {self.audio_noise!r}"
             )
         if not 0 <= self.pitch_jitter < 1:
             raise ValueError(
-                f"ScenesConfig.pitch_jitter must be in [0, 1), got {self.pitch_jitter!r}"
+                f"ScenesOptions.pitch_jitter must be in [0, 1), got {self.pitch_jitter!r}"
             )
 
     @property
@@ -123,7 +126,7 @@ class ScenesConfig:
         return {"train": self.num_train, "val": self.num_val, "test": self.num_test}[split]
 
 
-def generate_sample(config: ScenesConfig, split: str, index: int) -> dict[str, Any]:
+def generate_sample(config: ScenesOptions, split: str, index: int) -> dict[str, Any]:
     """Sample ``index`` of ``split``: a dict with the per-sample arrays of the HDF5 layout.
 
     ``rgb`` uint8 ``[H, W, 3]``, ``depth`` float32 ``[H, W]`` (m), ``semantic`` uint8 ``[H, W]``,
@@ -156,7 +159,7 @@ def generate_sample(config: ScenesConfig, split: str, index: int) -> dict[str, A
     }
 
 
-def _file_attrs(config: ScenesConfig) -> dict[str, Any]:
+def _file_attrs(config: ScenesOptions) -> dict[str, Any]:
     fx, fy, cx, cy = camera_intrinsics(config.image_size)
     return {
         "format": FORMAT_NAME,
@@ -169,7 +172,7 @@ def _file_attrs(config: ScenesConfig) -> dict[str, Any]:
     }
 
 
-def _split_shapes(n: int, config: ScenesConfig) -> dict[str, tuple[tuple[int, ...], Any]]:
+def _split_shapes(n: int, config: ScenesOptions) -> dict[str, tuple[tuple[int, ...], Any]]:
     s, t = config.image_size, config.num_audio_samples
     return {
         "rgb": ((n, s, s, 3), np.uint8),
@@ -181,7 +184,7 @@ def _split_shapes(n: int, config: ScenesConfig) -> dict[str, tuple[tuple[int, ..
     }
 
 
-def file_bytes(config: ScenesConfig) -> int:
+def file_bytes(config: ScenesOptions) -> int:
     """The free space to ask for before generating: its arrays plus HDF5's margin.
 
     See :func:`~xmodal.data.hdf5_output.hdf5_bytes`.
@@ -196,7 +199,7 @@ def file_bytes(config: ScenesConfig) -> int:
     )
 
 
-def _create_split(group: h5py.Group, n: int, config: ScenesConfig) -> None:
+def _create_split(group: h5py.Group, n: int, config: ScenesOptions) -> None:
     c = min(CHUNK_SAMPLES, n)
     for key, (shape, dtype) in _split_shapes(n, config).items():
         group.create_dataset(key, shape=shape, dtype=dtype, chunks=(c,) + shape[1:])
@@ -204,7 +207,7 @@ def _create_split(group: h5py.Group, n: int, config: ScenesConfig) -> None:
 
 def generate_scenes(
     path: str | Path,
-    config: ScenesConfig,
+    config: ScenesOptions,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Generate every split of ``config`` into the HDF5 file ``path``; return ``path``.
@@ -322,3 +325,7 @@ def read_scenes_info(path: str | Path) -> dict[str, Any]:
             splits[split] = n
     info.update(image_size=size, audio_length=audio_length, splits=splits)
     return info
+
+
+#: former names, served for one release (see :mod:`xmodal.core.deprecation`)
+__getattr__ = former_names(__name__, {"ScenesConfig": "ScenesOptions"}, globals())

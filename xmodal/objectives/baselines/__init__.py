@@ -7,35 +7,36 @@ connector), ``crd`` (NCE against memory banks), ``rkd`` (distance + angle), ``pk
 dataclass beside it, trained by the same loop as WCoRD.
 """
 
-from xmodal.objectives.baselines.crd import CRDConfig, CRDObjective, nce_loss
-from xmodal.objectives.baselines.fitnet import FitNetConfig, FitNetObjective
-from xmodal.objectives.baselines.infonce import InfoNCEConfig, InfoNCEObjective
-from xmodal.objectives.baselines.kd import KDConfig, KDObjective, kd_loss
+from xmodal.core.deprecation import former_names
+from xmodal.objectives.baselines.crd import CRDObjective, CRDOptions, nce_loss
+from xmodal.objectives.baselines.fitnet import FitNetObjective, FitNetOptions
+from xmodal.objectives.baselines.infonce import InfoNCEObjective, InfoNCEOptions
+from xmodal.objectives.baselines.kd import KDObjective, KDOptions, kd_loss
 from xmodal.objectives.baselines.pkt import (
-    PKTConfig,
     PKTObjective,
+    PKTOptions,
     pkt_conditional_probabilities,
     pkt_loss,
 )
 from xmodal.objectives.baselines.rkd import (
-    RKDConfig,
     RKDObjective,
+    RKDOptions,
     rkd_angle,
     rkd_distance,
 )
 
 __all__ = [
-    "CRDConfig",
+    "CRDOptions",
     "CRDObjective",
-    "FitNetConfig",
+    "FitNetOptions",
     "FitNetObjective",
-    "InfoNCEConfig",
+    "InfoNCEOptions",
     "InfoNCEObjective",
-    "KDConfig",
+    "KDOptions",
     "KDObjective",
-    "PKTConfig",
+    "PKTOptions",
     "PKTObjective",
-    "RKDConfig",
+    "RKDOptions",
     "RKDObjective",
     "kd_loss",
     "nce_loss",
@@ -44,3 +45,17 @@ __all__ = [
     "rkd_angle",
     "rkd_distance",
 ]
+
+#: former names, served for one release (see :mod:`xmodal.core.deprecation`)
+__getattr__ = former_names(
+    __name__,
+    {
+        "CRDConfig": "CRDOptions",
+        "FitNetConfig": "FitNetOptions",
+        "InfoNCEConfig": "InfoNCEOptions",
+        "KDConfig": "KDOptions",
+        "PKTConfig": "PKTOptions",
+        "RKDConfig": "RKDOptions",
+    },
+    globals(),
+)

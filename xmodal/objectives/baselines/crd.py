@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from xmodal.core.checks import literal_rules, non_negative, positive, require, require_ints
+from xmodal.core.deprecation import former_names
 from xmodal.core.registry import METHODS
 from xmodal.objectives.critic import ProjectionHead
 from xmodal.objectives.memory_bank import MemoryBank, is_integer, negatives_per_step
@@ -33,11 +34,11 @@ from xmodal.objectives.objective import (
 )
 from xmodal.objectives.task_terms import LabelTerms
 
-__all__ = ["CRDConfig", "CRDObjective", "nce_loss"]
+__all__ = ["CRDOptions", "CRDObjective", "nce_loss"]
 
 
 @dataclass
-class CRDConfig(MemoryOptions):
+class CRDOptions(MemoryOptions):
     """Tian et al. 2019, "Contrastive Representation Distillation" (NCE form, reference defaults).
 
     Beside the memory's options (:class:`~xmodal.objectives.memory_options.MemoryOptions`;
@@ -74,17 +75,17 @@ class CRDConfig(MemoryOptions):
 @METHODS.register(
     "crd", "CRD: NCE against memory-bank negatives, Z estimated once from the first batch"
 )
-class CRDObjective(Objective):
+class CRDObjective(Objective, options=CRDOptions):
     """CRD NCE objective with its heads, memory banks and normalisation constants.
 
     Args:
         student_dim: student feature size ``Ds``.
         teacher_dim: teacher feature size ``Dt``.
         num_samples: training-set size ``N`` (bank rows), >= 2.
-        config: :class:`CRDConfig`.
+        options: :class:`CRDOptions`.
         seed: seeds the heads (without touching the global RNG), the banks and the sampling.
         sample_labels: ``[N]`` class of every training sample; needed by ``negatives=other_class``.
-        num_classes: classes of the student classifier used when ``config.alpha > 0``.
+        num_classes: classes of the student classifier used when ``options.alpha > 0``.
 
     Attributes:
         teacher_head, student_head: linear :class:`ProjectionHead` (no spectral norm).
@@ -95,7 +96,7 @@ class CRDObjective(Objective):
     """
 
     shared_heads: ClassVar[bool] = True  # teacher_head, student_head
-    options: ClassVar[type] = CRDConfig
+    options: CRDOptions  # the options it was built with (on the class: their type)
 
     @classmethod
     def needs_for(cls, options: Any) -> frozenset[str]:
@@ -130,13 +131,13 @@ class CRDObjective(Objective):
         student_dim: int,
         teacher_dim: int,
         num_samples: int,
-        config: CRDConfig | None = None,
+        options: CRDOptions | None = None,
         seed: int = 0,
         sample_labels: Tensor | None = None,
         num_classes: int | None = None,
     ) -> None:
         super().__init__()
-        config = config if config is not None else CRDConfig()
+        options = options if options is not None else CRDOptions()
         require_ints(
             "CRDObjective",
             ("student_dim", student_dim, 1),
@@ -144,27 +145,27 @@ class CRDObjective(Objective):
             ("num_samples", num_samples, 2),
             ("seed", seed, 0),
         )
-        if config.negatives == "other_class" and sample_labels is None:
+        if options.negatives == "other_class" and sample_labels is None:
             raise ValueError(
                 "CRDObjective: negatives=other_class needs sample_labels (the [N] labels "
                 "of the training split); use negatives=uniform on unlabelled data"
             )
-        self.config = config
+        self.options = options
         self.num_samples = num_samples
-        self.num_negatives_effective = negatives_per_step(config.num_negatives, num_samples)
+        self.num_negatives_effective = negatives_per_step(options.num_negatives, num_samples)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.teacher_head = ProjectionHead(teacher_dim, config.embed_dim, spectral=False)
-            self.student_head = ProjectionHead(student_dim, config.embed_dim, spectral=False)
-        labels = sample_labels if config.negatives == "other_class" else None
+            self.teacher_head = ProjectionHead(teacher_dim, options.embed_dim, spectral=False)
+            self.student_head = ProjectionHead(student_dim, options.embed_dim, spectral=False)
+        labels = sample_labels if options.negatives == "other_class" else None
         self.teacher_bank, self.student_bank = build_memories(
-            config, num_samples, seed, labels=labels
+            options, num_samples, seed, labels=labels
         )
         self.label_terms: LabelTerms | None = None
-        if config.alpha > 0:
+        if options.alpha > 0:
             if num_classes is None:
                 raise ValueError("CRDObjective: alpha > 0 needs num_classes (a student classifier)")
-            self.label_terms = LabelTerms(student_dim, num_classes, config.alpha, 0.0, seed=seed)
+            self.label_terms = LabelTerms(student_dim, num_classes, options.alpha, 0.0, seed=seed)
         self.register_buffer("z_teacher", torch.tensor(-1.0))
         self.register_buffer("z_student", torch.tensor(-1.0))
         self._negative_generator = torch.Generator().manual_seed(seed + 2)
@@ -180,27 +181,27 @@ class CRDObjective(Objective):
         return bool(self.z_teacher > 0) and bool(self.z_student > 0)
 
     def sample_negatives(self, indices: Tensor) -> Tensor:
-        """Bank rows outside the batch's ``indices`` per the config.
+        """Bank rows outside the batch's ``indices`` per the options.
 
         ``[K]`` shared or ``[B, K]`` per anchor (see the module docstring).
         """
-        cfg, bank, gen = self.config, self.teacher_bank, self._negative_generator
+        options, bank, gen = self.options, self.teacher_bank, self._negative_generator
         if not isinstance(bank, MemoryBank):
             raise ValueError(
                 "CRDObjective: under negatives=queue the negatives are the queue's entries"
             )
         k = negatives_per_step(self.num_negatives_effective, self.num_samples, indices)
-        if cfg.sharing == "batch":
-            if cfg.replacement:
+        if options.sharing == "batch":
+            if options.replacement:
                 return bank.sample_negatives_per_anchor(k, 1, exclude=indices, generator=gen)[0]
             return bank.sample_negatives(k, exclude=indices, generator=gen)
-        if cfg.negatives == "other_class":
+        if options.negatives == "other_class":
             anchor_labels = bank.labels_of(indices)
-            if not cfg.replacement:
+            if not options.replacement:
                 k = min(k, bank.fewest_other_class_rows(anchor_labels))
-            return bank.sample_other_class(k, anchor_labels, cfg.replacement, generator=gen)
+            return bank.sample_other_class(k, anchor_labels, options.replacement, generator=gen)
         return bank.sample_negatives_per_anchor(
-            k, indices.shape[0], exclude=indices, generator=gen, replacement=cfg.replacement
+            k, indices.shape[0], exclude=indices, generator=gen, replacement=options.replacement
         )
 
     def forward(
@@ -216,7 +217,7 @@ class CRDObjective(Objective):
         Args:
             student: ``[B, Ds]`` student features (gradient flows).
             teacher: ``[B, Dt]`` frozen teacher features (detached here).
-            labels: ``[B]`` classes, read only when ``config.alpha > 0`` (cross-entropy).
+            labels: ``[B]`` classes, read only when ``options.alpha > 0`` (cross-entropy).
             indices: ``[B]`` long dataset indices (bank rows; excluded from the negatives).
             negatives: optional long bank rows used instead of sampling (tests, custom
                 samplers): ``[K]`` shared or ``[B, K]`` per anchor.
@@ -270,20 +271,20 @@ class CRDObjective(Objective):
             # [K, d] or [B, K, d], no gradient
             bank_t = self.teacher_bank.memory[negatives].to(u.dtype)
             bank_s = self.student_bank.memory[negatives].to(u.dtype)
-            positive = (u * v).sum(1) / self.config.tau  # [B] log of the unnormalised score
+            positive = (u * v).sum(1) / self.options.tau  # [B] log of the unnormalised score
             if negatives.dim() == 1:
                 # [B, K]: teacher anchors vs the student bank, student anchors vs the teacher's
-                negative_t = u @ bank_s.t() / self.config.tau
-                negative_s = v @ bank_t.t() / self.config.tau
+                negative_t = u @ bank_s.t() / self.options.tau
+                negative_s = v @ bank_t.t() / self.options.tau
             else:
-                negative_t = torch.bmm(bank_s, u.unsqueeze(-1)).squeeze(-1) / self.config.tau
-                negative_s = torch.bmm(bank_t, v.unsqueeze(-1)).squeeze(-1) / self.config.tau
+                negative_t = torch.bmm(bank_s, u.unsqueeze(-1)).squeeze(-1) / self.options.tau
+                negative_s = torch.bmm(bank_t, v.unsqueeze(-1)).squeeze(-1) / self.options.tau
             if isinstance(self.teacher_bank, NegativeQueue):  # an anchor's own older embedding
                 own = self.teacher_bank.own_rows(indices)
                 negative_t = negative_t.masked_fill(own, -math.inf)
                 negative_s = negative_s.masked_fill(own, -math.inf)
             bank = self.teacher_bank
-            if self.config.negatives == "other_class" and isinstance(bank, MemoryBank):
+            if self.options.negatives == "other_class" and isinstance(bank, MemoryBank):
                 # shared sets still hold same-class rows
                 anchor_labels = bank.labels_of(indices).unsqueeze(1)  # [B, 1]
                 same = bank.labels_of(negatives) == anchor_labels  # [B, K]
@@ -298,7 +299,7 @@ class CRDObjective(Objective):
             loss_s = nce_loss(
                 positive - self.z_student.log(), negative_s - self.z_student.log(), log_noise
             )
-            total = self.config.weight * (loss_t + loss_s)
+            total = self.options.weight * (loss_t + loss_s)
         out = {
             "loss": total,
             "nce_teacher_anchor": loss_t.detach(),
@@ -325,3 +326,7 @@ class CRDObjective(Objective):
         """
         self.teacher_bank.record(indices, teacher_embed)
         self.student_bank.record(indices, student_embed)
+
+
+#: former names, served for one release (see :mod:`xmodal.core.deprecation`)
+__getattr__ = former_names(__name__, {"CRDConfig": "CRDOptions"}, globals())

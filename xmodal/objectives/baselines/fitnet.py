@@ -13,21 +13,22 @@ i.e. ``F.mse_loss``). Logged: ``loss``, ``mse`` (before ``weight``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xmodal.core.checks import positive, require, require_ints
+from xmodal.core.deprecation import former_names
 from xmodal.core.registry import METHODS
 from xmodal.objectives.objective import Objective, ObjectiveContext
 
-__all__ = ["FitNetConfig", "FitNetObjective"]
+__all__ = ["FitNetOptions", "FitNetObjective"]
 
 
 @dataclass
-class FitNetConfig:
+class FitNetOptions:
     """Romero et al. 2015, "FitNets: Hints for Thin Deep Nets", on pooled features.
 
     ``loss = weight * mean((W s + b - t)^2)`` with a trained linear connector ``W, b``.
@@ -45,20 +46,20 @@ class FitNetConfig:
 @METHODS.register(
     "fitnet", "FitNet: MSE from a linear connector on the student's features to the teacher's"
 )
-class FitNetObjective(Objective):
+class FitNetObjective(Objective, options=FitNetOptions):
     """FitNet hint loss through a linear connector.
 
     Args:
         student_dim: student feature size ``Ds``.
         teacher_dim: teacher feature size ``Dt``.
-        config: :class:`FitNetConfig`.
+        options: :class:`FitNetOptions`.
         seed: seeds the connector's initialisation without touching the global RNG.
 
     Attributes:
         connector: ``nn.Linear(Ds, Dt)``.
     """
 
-    options: ClassVar[type] = FitNetConfig
+    options: FitNetOptions  # the options it was built with (on the class: their type)
 
     @classmethod
     def build(cls, context: ObjectiveContext, options: Any) -> FitNetObjective:
@@ -68,14 +69,18 @@ class FitNetObjective(Objective):
         return cls(context.student_dim, context.teacher_dim, options, seed=context.seed)
 
     def __init__(
-        self, student_dim: int, teacher_dim: int, config: FitNetConfig | None = None, seed: int = 0
+        self,
+        student_dim: int,
+        teacher_dim: int,
+        options: FitNetOptions | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
-        config = config if config is not None else FitNetConfig()
+        options = options if options is not None else FitNetOptions()
         require_ints(
             "FitNetObjective", ("student_dim", student_dim, 1), ("teacher_dim", teacher_dim, 1)
         )
-        self.config = config
+        self.options = options
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.connector = nn.Linear(student_dim, teacher_dim)
@@ -94,4 +99,8 @@ class FitNetObjective(Objective):
         predicted = self.connector(student.to(self.connector.weight.dtype))
         with torch.autocast(device_type=predicted.device.type, enabled=False):
             mse = F.mse_loss(predicted.float(), teacher.detach().float())
-        return {"loss": self.config.weight * mse, "mse": mse.detach()}
+        return {"loss": self.options.weight * mse, "mse": mse.detach()}
+
+
+#: former names, served for one release (see :mod:`xmodal.core.deprecation`)
+__getattr__ = former_names(__name__, {"FitNetConfig": "FitNetOptions"}, globals())

@@ -22,16 +22,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xmodal.core.checks import at_least, holds, positive, require, require_ints
+from xmodal.core.deprecation import former_names
 from xmodal.core.registry import METHODS
 from xmodal.objectives.critic import ProjectionHead
 from xmodal.objectives.gather import all_gather_with_grad, rank
 from xmodal.objectives.objective import Objective, ObjectiveContext
 
-__all__ = ["InfoNCEConfig", "InfoNCEObjective"]
+__all__ = ["InfoNCEOptions", "InfoNCEObjective"]
 
 
 @dataclass
-class InfoNCEConfig:
+class InfoNCEOptions:
     """Girdhar et al. 2023, "ImageBind: One Embedding Space To Bind Them All".
 
     CLIP's loss and temperature handling.
@@ -82,13 +83,13 @@ class InfoNCEConfig:
 @METHODS.register(
     "infonce", "InfoNCE (ImageBind/CLIP): symmetric in-batch contrastive loss, learned temperature"
 )
-class InfoNCEObjective(Objective):
+class InfoNCEObjective(Objective, options=InfoNCEOptions):
     """Symmetric InfoNCE between projected teacher and student features.
 
     Args:
         student_dim: student feature size ``Ds``.
         teacher_dim: teacher feature size ``Dt``.
-        config: :class:`InfoNCEConfig`.
+        options: :class:`InfoNCEOptions`.
         seed: seeds the heads without touching the global RNG.
 
     Attributes:
@@ -100,7 +101,7 @@ class InfoNCEObjective(Objective):
     """
 
     shared_heads: ClassVar[bool] = True  # teacher_head, student_head
-    options: ClassVar[type] = InfoNCEConfig
+    options: InfoNCEOptions  # the options it was built with (on the class: their type)
 
     @classmethod
     def build(cls, context: ObjectiveContext, options: Any) -> InfoNCEObjective:
@@ -117,25 +118,29 @@ class InfoNCEObjective(Objective):
     logit_scale: Tensor
 
     def __init__(
-        self, student_dim: int, teacher_dim: int, config: InfoNCEConfig | None = None, seed: int = 0
+        self,
+        student_dim: int,
+        teacher_dim: int,
+        options: InfoNCEOptions | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
-        config = config if config is not None else InfoNCEConfig()
+        options = options if options is not None else InfoNCEOptions()
         require_ints(
             "InfoNCEObjective",
             ("student_dim", student_dim, 1),
             ("teacher_dim", teacher_dim, 1),
             ("seed", seed, 0),
         )
-        self.config = config
+        self.options = options
         self.student_dim, self.teacher_dim = student_dim, teacher_dim
-        self.max_log_scale = math.log(config.max_logit_scale)
+        self.max_log_scale = math.log(options.max_logit_scale)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.teacher_head = ProjectionHead(teacher_dim, config.embed_dim, spectral=False)
-            self.student_head = ProjectionHead(student_dim, config.embed_dim, spectral=False)
-        scale = torch.tensor(math.log(1.0 / config.init_temperature))
-        if config.learn_temperature:
+            self.teacher_head = ProjectionHead(teacher_dim, options.embed_dim, spectral=False)
+            self.student_head = ProjectionHead(student_dim, options.embed_dim, spectral=False)
+        scale = torch.tensor(math.log(1.0 / options.init_temperature))
+        if options.learn_temperature:
             self.logit_scale = nn.Parameter(scale)
         else:
             self.register_buffer("logit_scale", scale)
@@ -184,7 +189,11 @@ class InfoNCEObjective(Objective):
             student_anchor = F.cross_entropy(scale * v @ u_all.t(), targets)
             infonce = (teacher_anchor + student_anchor) / 2
         return {
-            "loss": self.config.weight * infonce,
+            "loss": self.options.weight * infonce,
             "infonce": infonce.detach(),
             "temperature": (1.0 / scale).detach(),
         }
+
+
+#: former names, served for one release (see :mod:`xmodal.core.deprecation`)
+__getattr__ = former_names(__name__, {"InfoNCEConfig": "InfoNCEOptions"}, globals())

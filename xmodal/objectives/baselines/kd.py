@@ -20,15 +20,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xmodal.core.checks import holds, non_negative, positive, require
+from xmodal.core.deprecation import former_names
 from xmodal.core.registry import METHODS
 from xmodal.objectives.objective import Objective, ObjectiveContext, teacher_has_own_classes
 from xmodal.objectives.task_terms import kd_loss
 
-__all__ = ["KDConfig", "KDObjective", "kd_loss"]
+__all__ = ["KDOptions", "KDObjective", "kd_loss"]
 
 
 @dataclass
-class KDConfig:
+class KDOptions:
     """Hinton et al. 2015, "Distilling the Knowledge in a Neural Network".
 
     ``loss = beta * T^2 * KL(softmax(t / T) || softmax(s / T)) + alpha * CE(s, labels)`` with
@@ -66,14 +67,14 @@ class KDConfig:
     "Hinton KD: KL to the teacher's softened logits (T^2-scaled) + alpha * CE; reads labels "
     "only when kd.alpha > 0",
 )
-class KDObjective(Objective):
+class KDObjective(Objective, options=KDOptions):
     """KD objective: a linear student head trained to match the teacher's softened logits.
 
     Args:
         student_dim: student feature size ``Ds``.
         teacher_logits: ``[N, Ct]`` frozen teacher logits on the training split, indexed by
             dataset index (stored as a non-persistent float32 buffer ``teacher_logits``).
-        config: :class:`KDConfig`.
+        options: :class:`KDOptions`.
         seed: seeds the heads' initialisation without touching the global RNG.
         num_classes: the dataset's classes ``C`` (default: ``Ct``).
         own_teacher_classes: the teacher's classes are not the dataset's even where ``Ct == C``.
@@ -86,7 +87,7 @@ class KDObjective(Objective):
         num_classes: the teacher's classes ``Ct``.
     """
 
-    options: ClassVar[type] = KDConfig
+    options: KDOptions  # the options it was built with (on the class: their type)
     needs: ClassVar[frozenset[str]] = frozenset({"teacher_logits"})
 
     @classmethod
@@ -124,14 +125,14 @@ class KDObjective(Objective):
         self,
         student_dim: int,
         teacher_logits: Tensor,
-        config: KDConfig | None = None,
+        options: KDOptions | None = None,
         seed: int = 0,
         *,
         num_classes: int | None = None,
         own_teacher_classes: bool = False,
     ) -> None:
         super().__init__()
-        config = config if config is not None else KDConfig()
+        options = options if options is not None else KDOptions()
         if not (isinstance(student_dim, int) and student_dim >= 1):
             raise ValueError(f"KDObjective: student_dim must be an int >= 1, got {student_dim!r}")
         if teacher_logits is None:
@@ -145,11 +146,11 @@ class KDObjective(Objective):
             )
         if not torch.isfinite(teacher_logits).all():
             raise ValueError("KDObjective: teacher_logits hold non-finite values")
-        self.config = config
+        self.options = options
         self.num_classes = int(teacher_logits.shape[1])
         classes = self.num_classes if num_classes is None else int(num_classes)
         separate = own_teacher_classes or classes != self.num_classes
-        if config.alpha > 0 and classes < 1:
+        if options.alpha > 0 and classes < 1:
             raise ValueError(
                 "KDObjective: alpha > 0 needs the dataset's classes (num_classes >= 1)"
             )
@@ -161,7 +162,7 @@ class KDObjective(Objective):
                 self.classifier = nn.Linear(student_dim, self.num_classes)
             else:
                 self.kd_head = nn.Linear(student_dim, self.num_classes)
-                if config.alpha > 0:
+                if options.alpha > 0:
                     self.classifier = nn.Linear(student_dim, classes)
         # Non-persistent: the logits are an input (rebuilt from the teacher), not learned state.
         self.register_buffer(
@@ -184,7 +185,7 @@ class KDObjective(Objective):
                 f"KDObjective: need student [B, D] and indices [B], got "
                 f"{tuple(student.shape)} and {tuple(indices.shape)}"
             )
-        if labels is None and self.config.alpha > 0:
+        if labels is None and self.options.alpha > 0:
             raise ValueError("KDObjective: alpha > 0 needs the batch's labels")
         head = self.kd_head if self.kd_head is not None else self.classifier
         assert head is not None
@@ -192,17 +193,21 @@ class KDObjective(Objective):
         logits = head(student)  # [B, Ct]
         target = self.teacher_logits[indices.to(self.teacher_logits.device)]
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            kd = kd_loss(logits, target, self.config.temperature)
-            loss = self.config.beta * kd
+            kd = kd_loss(logits, target, self.options.temperature)
+            loss = self.options.beta * kd
             out: dict[str, Tensor] = {"loss": loss, "kd": kd.detach()}
-            if self.config.alpha > 0:
+            if self.options.alpha > 0:
                 assert self.classifier is not None
                 class_logits = (
                     logits if self.kd_head is None else self.classifier(student)
                 )  # [B, C]
                 assert labels is not None  # checked above
                 ce = F.cross_entropy(class_logits.float(), labels.to(logits.device))
-                out["loss"] = loss + self.config.alpha * ce
+                out["loss"] = loss + self.options.alpha * ce
                 out["ce"] = ce.detach()
         out["agreement"] = (logits.argmax(1) == target.argmax(1)).float().mean().detach()
         return out
+
+
+#: former names, served for one release (see :mod:`xmodal.core.deprecation`)
+__getattr__ = former_names(__name__, {"KDConfig": "KDOptions"}, globals())

@@ -10,17 +10,18 @@ Details (formulas, differences from the authors' code): docs/baselines.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from xmodal.core.checks import positive, require
+from xmodal.core.deprecation import former_names
 from xmodal.core.registry import METHODS
 from xmodal.objectives.objective import Objective, ObjectiveContext
 
-__all__ = ["PKTConfig", "PKTObjective", "pkt_conditional_probabilities", "pkt_loss"]
+__all__ = ["PKTOptions", "PKTObjective", "pkt_conditional_probabilities", "pkt_loss"]
 
 _EPS = 1e-7
 
@@ -47,7 +48,7 @@ def pkt_loss(student: Tensor, teacher: Tensor) -> Tensor:
 
 
 @dataclass
-class PKTConfig:
+class PKTOptions:
     """Passalis & Tefas 2018, "Learning Deep Representations with Probabilistic Knowledge Transfer".
 
     Attributes:
@@ -64,23 +65,23 @@ class PKTConfig:
 @METHODS.register(
     "pkt", "PKT: KL between cosine-kernel conditional probabilities of teacher and student"
 )
-class PKTObjective(Objective):
+class PKTObjective(Objective, options=PKTOptions):
     """PKT between the student's and the teacher's pooled features (no parameters).
 
     Args:
-        config: :class:`PKTConfig`.
+        options: :class:`PKTOptions`.
     """
 
-    options: ClassVar[type] = PKTConfig
+    options: PKTOptions  # the options it was built with (on the class: their type)
 
     @classmethod
     def build(cls, context: ObjectiveContext, options: Any) -> PKTObjective:
         """PKT (no parameters)."""
         return cls(options)
 
-    def __init__(self, config: PKTConfig | None = None) -> None:
+    def __init__(self, options: PKTOptions | None = None) -> None:
         super().__init__()
-        self.config = config if config is not None else PKTConfig()
+        self.options = options if options is not None else PKTOptions()
 
     def forward(
         self, student: Tensor, teacher: Tensor | None, labels: Tensor | None, indices: Tensor
@@ -95,4 +96,8 @@ class PKTObjective(Objective):
             )
         with torch.autocast(device_type=student.device.type, enabled=False):
             kl = pkt_loss(student, teacher)
-        return {"loss": self.config.weight * kl, "kl": kl.detach()}
+        return {"loss": self.options.weight * kl, "kl": kl.detach()}
+
+
+#: former names, served for one release (see :mod:`xmodal.core.deprecation`)
+__getattr__ = former_names(__name__, {"PKTConfig": "PKTOptions"}, globals())

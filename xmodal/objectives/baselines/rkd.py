@@ -11,17 +11,18 @@ Details (formulas, differences from the reference code): docs/baselines.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from xmodal.core.checks import holds, non_negative, require
+from xmodal.core.deprecation import former_names
 from xmodal.core.registry import METHODS
 from xmodal.objectives.objective import Objective, ObjectiveContext
 
-__all__ = ["RKDConfig", "RKDObjective", "rkd_distance", "rkd_angle"]
+__all__ = ["RKDOptions", "RKDObjective", "rkd_distance", "rkd_angle"]
 
 _EPS = 1e-12
 
@@ -89,7 +90,7 @@ def rkd_angle(student: Tensor, teacher: Tensor) -> Tensor:
 
 
 @dataclass
-class RKDConfig:
+class RKDOptions:
     """Park et al. 2019, "Relational Knowledge Distillation" (distance + angle).
 
     Attributes:
@@ -116,25 +117,25 @@ class RKDConfig:
 
 
 @METHODS.register("rkd", "RKD: relational distance + angle matching of the batch's features")
-class RKDObjective(Objective):
+class RKDObjective(Objective, options=RKDOptions):
     """RKD (distance + angle) between the student's and the teacher's pooled features.
 
     Args:
-        config: :class:`RKDConfig`.
+        options: :class:`RKDOptions`.
 
     Has no parameters: only the student learns.
     """
 
-    options: ClassVar[type] = RKDConfig
+    options: RKDOptions  # the options it was built with (on the class: their type)
 
     @classmethod
     def build(cls, context: ObjectiveContext, options: Any) -> RKDObjective:
         """RKD (no parameters)."""
         return cls(options)
 
-    def __init__(self, config: RKDConfig | None = None) -> None:
+    def __init__(self, options: RKDOptions | None = None) -> None:
         super().__init__()
-        self.config = config if config is not None else RKDConfig()
+        self.options = options if options is not None else RKDOptions()
 
     def forward(
         self, student: Tensor, teacher: Tensor | None, labels: Tensor | None, indices: Tensor
@@ -149,7 +150,11 @@ class RKDObjective(Objective):
             )
         with torch.autocast(device_type=student.device.type, enabled=False):
             zero = student.new_zeros((), dtype=torch.float32)
-            distance = rkd_distance(student, teacher) if self.config.distance_weight > 0 else zero
-            angle = rkd_angle(student, teacher) if self.config.angle_weight > 0 else zero
-            loss = self.config.distance_weight * distance + self.config.angle_weight * angle
+            distance = rkd_distance(student, teacher) if self.options.distance_weight > 0 else zero
+            angle = rkd_angle(student, teacher) if self.options.angle_weight > 0 else zero
+            loss = self.options.distance_weight * distance + self.options.angle_weight * angle
         return {"loss": loss, "distance": distance.detach(), "angle": angle.detach()}
+
+
+#: former names, served for one release (see :mod:`xmodal.core.deprecation`)
+__getattr__ = former_names(__name__, {"RKDConfig": "RKDOptions"}, globals())

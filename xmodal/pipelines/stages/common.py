@@ -34,7 +34,7 @@ from xmodal.training.train import (
 )
 
 
-def frontend_kwargs(
+def frontend_options(
     ctx: RunContext, modality: str, dataset: LoadedDataset | None = None
 ) -> dict[str, Any]:
     """The front end's options for ``modality``.
@@ -51,8 +51,8 @@ def frontend_kwargs(
 
 
 def build_encoder(cfg: EncoderConfig, modality: str, frontend: dict[str, Any]) -> Encoder:
-    """The backbone ``cfg`` behind ``modality``'s front end with options ``frontend``."""
-    return create_encoder(cfg.name, modality, frontend, **cfg.kwargs)
+    """The backbone ``cfg`` with its options behind ``modality``'s front end with ``frontend``."""
+    return create_encoder(cfg.name, modality, frontend, **cfg.options_dict())
 
 
 def encoder_for(
@@ -93,46 +93,45 @@ TRAIN_STATE = "train-state.pt"
 def trained_encoder_unit(
     ctx: RunContext,
     parts: tuple[str, ...],
+    job: TrainJob,
     *,
     modality: str,
     encoder_cfg: EncoderConfig,
     optim: OptimConfig,
-    method_name: str,
-    options: Any,
-    seed: int,
-    teacher: TeacherOutputs | None,
     role: str,
-    data: tuple[LoadedDataset, str] | None = None,
+    data_key: str | None = None,
 ) -> ModelRecord:
-    """Train (or reuse) one encoder; returns its record for the stages after.
+    """Train (or reuse) one encoder on ``job``; returns its record for the stages after.
 
-    ``data``: the dataset to train on and its key, when not the run's (a transfer teacher's set).
+    ``job`` is handed to :func:`~xmodal.training.train.train_encoder` as the stage built it.
+    ``data_key``: the key of ``job.dataset`` when it is not the run's (a transfer teacher's set).
     """
-    method = METHODS.get(method_name)
-    dataset, data_key = data if data is not None else (ctx.state.dataset, ctx.state.data_key)
-    needs = method.needs_for(options) if method.trains else frozenset()
+    method = METHODS.get(job.method)
+    data_key = data_key if data_key is not None else ctx.state.data_key
+    needs = method.needs_for(job.options) if method.trains else frozenset()
     uses_teacher = bool(needs & {"teacher", "teacher_logits"})
+    teacher = job.teacher
     if uses_teacher and teacher is None:
         raise ConfigError(
-            f"method '{method_name}' learns from a teacher, but no teacher of seed {seed} "
+            f"method '{job.method}' learns from a teacher, but no teacher of seed {job.seed} "
             "was made before it; put the 'teacher' stage before it in the pipeline"
         )
-    frontend = frontend_kwargs(ctx, modality, dataset)
+    frontend = frontend_options(ctx, modality, job.dataset)
     inputs = {
         "data": data_key,
         "modality": modality,
-        "encoder": to_dict(encoder_cfg),
+        "encoder": {"name": encoder_cfg.name, "options": encoder_cfg.options_dict()},
         "frontend": frontend,
         "pretrained": _pretrained_digest(encoder_cfg),
-        "method": method_name,
-        "seed": seed,
+        "method": job.method,
+        "seed": job.seed,
         "optim": to_dict(optim) if method.trains else None,
         # settings that change the numbers; ones that do not (threads) stay out
         "mixed_precision": ctx.config.runtime.mixed_precision if method.trains else None,
-        "hparams": method.hparams_of(options),
+        "hparams": method.hparams_of(job.options),
         "teacher": teacher.digest if teacher is not None and uses_teacher else None,
         # the code it runs: a new version or an edited source recomputes it
-        "components": components(frontend=modality, backbone=encoder_cfg.name, method=method_name),
+        "components": components(frontend=modality, backbone=encoder_cfg.name, method=job.method),
     }
     if "teacher_logits" in needs and teacher is not None and teacher.classifier:
         # a replaced classifier.pt beside an unchanged encoder.pt gives other logits
@@ -141,22 +140,11 @@ def trained_encoder_unit(
     checkpoint = unit.directory / "encoder.pt"
     done = unit.record(files=[checkpoint.name])
     if done is None:
-        set_seed(seed)
+        set_seed(job.seed)
         encoder = build_encoder(encoder_cfg, modality, frontend)
         result = train_encoder(
-            TrainJob(
-                encoder,
-                method_name,
-                options,
-                dataset,
-                seed,
-                teacher=TeacherOutputs(
-                    features=teacher.features if teacher and "teacher" in needs else None,
-                    logits=teacher.logits if teacher and "teacher_logits" in needs else None,
-                    own_classes=bool(teacher and "teacher_logits" in needs and teacher.own_classes),
-                ),
-                description=f"{role} {modality} {method_name} seed {seed}",
-            ),
+            encoder,
+            job,
             TrainSetup(
                 optim,
                 ctx.accelerator,
@@ -179,27 +167,28 @@ def trained_encoder_unit(
                 save_atomic(classifier.state_dict(), unit.directory / "classifier.pt")
             save_heads(
                 result.objective,
-                method_name,
+                job.method,
                 teacher if "teacher" in needs else None,
                 unit.directory / HEADS_FILE,
             )
+            options = encoder_cfg.options_dict()
             save_encoder(
                 encoder,
                 checkpoint,
                 encoder_cfg.name,
-                encoder_cfg.kwargs,
+                options,
                 frontend,
-                extra={"method": method_name},
+                extra={"method": job.method},
             )
             export_encoder(
                 encoder,
                 unit.directory,
                 encoder_cfg.name,
-                encoder_cfg.kwargs,
+                options,
                 frontend,
                 xmodal.__version__,
                 fingerprint(to_dict(ctx.config)),
-                extra={"method": method_name, "role": role, "seed": seed},
+                extra={"method": job.method, "role": role, "seed": job.seed},
             )
             save_transport_plan(result.objective, unit.directory / TRANSPORT_PLAN)
             write_json_atomic(unit.directory / HISTORY, history)
@@ -225,11 +214,11 @@ def trained_encoder_unit(
         if ctx.accelerator.is_main_process:  # finished: the resume state has served its purpose
             (unit.directory / TRAIN_STATE).unlink(missing_ok=True)
     else:
-        ctx.say(f"[dim]{role} {modality} {method_name} seed {seed}: cached[/dim]")
+        ctx.say(f"[dim]{job.description}: cached[/dim]")
     return ModelRecord(
-        seed=seed,
+        seed=job.seed,
         modality=modality,
-        method=method_name,
+        method=job.method,
         role=role,
         directory=str(unit.directory),
         encoder=encoder_cfg.name,
@@ -261,14 +250,14 @@ def save_heads(
 
 
 def _pretrained_digest(cfg: EncoderConfig) -> str | None:
-    """Content digest of the local weights the encoder's kwargs name (a replaced file retrains).
+    """Content digest of the local weights the encoder's options name (a replaced file retrains).
 
     Every option that is the path of a file, or of a folder (every file in it; also
     open_clip's ``local-dir:FOLDER``), such as ``pretrained``, timm's ``weights`` or hf's
     ``model``; None when no option names one.
     """
     digests = {}
-    for key, value in sorted(cfg.kwargs.items()):
+    for key, value in sorted(cfg.options_dict().items()):
         if not isinstance(value, str) or not value:
             continue
         path = Path(

@@ -32,7 +32,7 @@ from xmodal.pipelines.stages.common import check_modality, encoder_for, trained_
 from xmodal.pipelines.stages.preprocess import prepared_cache
 from xmodal.pipelines.state import ModelRecord, stage
 from xmodal.training.progress import progress_bar
-from xmodal.training.train import TeacherOutputs
+from xmodal.training.train import TeacherOutputs, TrainJob
 
 
 @stage(
@@ -52,18 +52,22 @@ def teacher(ctx: RunContext) -> None:
         if cfg.checkpoint:
             model = _loaded_teacher(ctx, Path(cfg.checkpoint), seed)
         else:
+            job = TrainJob(
+                "supervised",
+                None,
+                own_data[0] if own_data is not None else ctx.state.dataset,
+                seed,
+                description=f"teacher {cfg.modality} supervised seed {seed}",
+            )
             model = trained_encoder_unit(
                 ctx,
                 ("teacher", f"seed{seed}"),
+                job,
                 modality=cfg.modality,
                 encoder_cfg=encoder_for(cfg.modality, cfg.encoder),
                 optim=cfg.optim,
-                method_name="supervised",
-                options=None,
-                seed=seed,
-                teacher=None,
                 role="teacher",
-                data=own_data,
+                data_key=own_data[1] if own_data is not None else None,
             )
         directory = Path(model.directory)
         classifier_file = directory / "classifier.pt"

@@ -20,7 +20,13 @@ from xmodal.core.cache import file_digest, load_checkpoint
 from xmodal.core.config import fingerprint
 from xmodal.core.errors import DataError
 from xmodal.core.registry import BACKBONES, FRONTENDS, METHODS
-from xmodal.encoders.export import FORMAT, META_FILE, WEIGHTS_FILE, read_export_metadata
+from xmodal.encoders.export import (
+    FORMAT,
+    META_FILE,
+    WEIGHTS_FILE,
+    current_keys,
+    read_export_metadata,
+)
 from xmodal.evaluation.zero_shot_probe import class_text_embeddings
 from xmodal.objectives.shared_heads import HEADS_FILE, SharedHeads
 from xmodal.pipelines.state import ModelRecord
@@ -35,7 +41,7 @@ def encoder_description(checkpoint: str | Path) -> tuple[str, dict[str, Any], st
     path = Path(checkpoint)
     if path.is_dir() or path.name in (META_FILE, WEIGHTS_FILE):
         meta = read_export_metadata(path)
-        return meta["backbone"], dict(meta["backbone_kwargs"]), meta["modality"]
+        return meta["backbone"], dict(meta["backbone_options"]), meta["modality"]
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:
@@ -45,7 +51,8 @@ def encoder_description(checkpoint: str | Path) -> tuple[str, dict[str, Any], st
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise DataError(f"'{path}' is not an xmodal encoder checkpoint")
-    return str(ckpt["name"]), dict(ckpt["kwargs"]), str(ckpt["modality"])
+    ckpt = current_keys(ckpt)  # a version 1 file names the options "kwargs"
+    return str(ckpt["name"]), dict(ckpt["options"]), str(ckpt["modality"])
 
 
 def text_tower_problem(name: str, options: dict[str, Any], modality: str) -> str | None:

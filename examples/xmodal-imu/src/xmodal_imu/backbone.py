@@ -11,7 +11,7 @@ from xmodal.core.checks import at_least, require
 
 @dataclass
 class ImuCnnOptions:
-    """Options of ``imu-cnn`` (``distill.encoders.MODALITY.kwargs``), checked at load.
+    """Options of ``imu-cnn`` (``distill.encoders.MODALITY.imu_cnn``), checked at load.
 
     Attributes:
         width: channels of the first stage; the second has twice as many (the embedding).

@@ -26,7 +26,7 @@ class SPOptions:
         require(self, {"weight": positive()})
 
 
-class SimilarityPreserving(Objective):
+class SimilarityPreserving(Objective, options=SPOptions):
     """Similarity-preserving KD: the student keeps the teacher's pairwise similarities in a batch.
 
     With ``G = rownorm(F F^T)`` for the features ``F`` ``[B, D]`` of each side, the loss is
@@ -34,7 +34,6 @@ class SimilarityPreserving(Objective):
     the objective has no parameters.
     """
 
-    options: ClassVar[type | None] = SPOptions
     needs: ClassVar[frozenset[str]] = frozenset({"teacher"})
 
     def __init__(self, weight: float) -> None:
