@@ -244,3 +244,18 @@ def run_xmodal(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "COLUMNS": "400"},
     )
+
+
+#: ``python -c MAIN_RUNNER JSON``: runs each command line of the JSON list through ``main`` in one
+#: fresh process (one torch import for many cases); prints ``[[exit code, stderr], ...]``
+MAIN_RUNNER = """
+import contextlib, io, json, sys
+from xmodal.cli.main import main
+answers = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(argv)
+    answers.append([code, err.getvalue()])
+print(json.dumps(answers))
+"""

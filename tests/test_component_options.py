@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from ident_plugin import install
+from plugin_package import MAIN_RUNNER
 
 from xmodal.cli.main import main
 from xmodal.core.config import dump_yaml, load_config, to_dict
@@ -181,19 +182,6 @@ PLUGIN_CASES = [
     ),
 ]
 
-#: runs each case's command line through ``main`` in one fresh process (one torch import)
-_RUNNER = """
-import contextlib, io, json, sys
-from xmodal.cli.main import main
-answers = []
-for argv in json.loads(sys.argv[1]):
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        code = main(argv)
-    answers.append([code, err.getvalue()])
-print(json.dumps(answers))
-"""
-
 
 def test_a_bad_plugin_option_is_one_line_at_load(tmp_path):
     site = install(tmp_path / "site")
@@ -205,7 +193,7 @@ def test_a_bad_plugin_option_is_one_line_at_load(tmp_path):
         "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", ""), str(ROOT)]),
     }
     proc = subprocess.run(
-        [sys.executable, "-c", _RUNNER, json.dumps(argvs)],
+        [sys.executable, "-c", MAIN_RUNNER, json.dumps(argvs)],
         capture_output=True,
         text=True,
         env=env,

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from plugin_package import write_dist
+from plugin_package import MAIN_RUNNER, write_dist
 
 from xmodal.cli.main import main
 from xmodal.pipelines import dry_run as dry
@@ -199,18 +199,6 @@ PACKAGE_CASES = [
         "exploded; run `xmodal check probes:raiser`",
     ),
 ]
-#: runs each command line through ``main`` in one fresh process (one torch import)
-_RUNNER = """
-import contextlib, io, json, sys
-from xmodal.cli.main import main
-answers = []
-for argv in json.loads(sys.argv[1]):
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        code = main(argv)
-    answers.append([code, err.getvalue()])
-print(json.dumps(answers))
-"""
 
 
 def test_an_installed_package_of_broken_components_fails_each_in_one_line(tmp_path):
@@ -242,7 +230,7 @@ def test_an_installed_package_of_broken_components_fails_each_in_one_line(tmp_pa
         "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", ""), str(ROOT)]),
     }
     proc = subprocess.run(
-        [sys.executable, "-c", _RUNNER, json.dumps(argvs)],
+        [sys.executable, "-c", MAIN_RUNNER, json.dumps(argvs)],
         capture_output=True,
         text=True,
         env=env,
