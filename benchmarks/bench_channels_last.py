@@ -2,18 +2,22 @@
 
     python3 benchmarks/bench_channels_last.py [--backbones resnet8 resnet20] [--batch 64]
                                               [--size 32] [--steps 20] [--threads 1]
+                                              [--out benchmarks/results]
 
 For each backbone (behind a 1-channel depth-like input): one training step (forward, backward,
 SGD step) and one inference forward, with the weights in the default contiguous layout (the
 reference) and channels-last (:func:`xmodal.encoders.memory_format.channels_last`, what
 ``runtime.channels_last`` does). Steps of both layouts are interleaved so that machine drift
 hits them equally. Prints median milliseconds of CPU time per step and the ratio to the
-reference, and the largest difference of the outputs (rounding only).
+reference, and the largest difference of the outputs (rounding only); saves the rows with the
+machine facts to ``OUT/bench_channels_last.json`` and ``.csv``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import statistics
 import sys
 import time
@@ -25,6 +29,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from xmodal.core.records import write_csv, write_json_atomic  # noqa: E402
 from xmodal.core.registry import BACKBONES  # noqa: E402
 from xmodal.encoders.memory_format import channels_last  # noqa: E402
 
@@ -51,6 +56,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows: list[dict[str, object]] = []
@@ -99,7 +105,19 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             f"{r['ratio']:.2f}",
             f"{r['max_abs_diff']:.1e}",
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    machine = {
+        "cpu": platform.processor() or platform.machine(),
+        "logical_cores": os.cpu_count(),
+        "torch_threads": args.threads,
+        "torch": torch.__version__,
+    }
+    console.print("machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "bench_channels_last.json", {"machine": machine, "rows": rows})
+    write_csv(out / "bench_channels_last.csv", rows)
     return rows
 
 
