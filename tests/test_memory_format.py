@@ -77,8 +77,8 @@ def test_trained_encoder_comes_back_contiguous_and_close_to_the_plain_layout():
         torch.manual_seed(0)
         encoder = create_encoder("resnet8", "depth")
         train_encoder(
+            encoder,
             TrainJob(
-                encoder,
                 "fitnet",
                 None,
                 dataset,

@@ -22,8 +22,8 @@ def channels_last(module: nn.Module, enabled: bool = True) -> Iterator[nn.Module
     if not enabled or not any(p.dim() == 4 for p in module.parameters()):
         yield module
         return
-    module.to(memory_format=torch.channels_last)
+    module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stubs omit it
     try:
         yield module
     finally:
-        module.to(memory_format=torch.contiguous_format)
+        module.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # as above
