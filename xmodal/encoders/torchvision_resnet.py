@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-import torchvision
 from torch import Tensor, nn
 
 from xmodal.core.errors import XmodalError
@@ -26,6 +25,13 @@ from xmodal.encoders.library_backbone import adapt_conv
 _WEIGHTS = {"resnet18": "ResNet18_Weights", "resnet50": "ResNet50_Weights"}
 
 
+
+def _models() -> Any:
+    """``torchvision.models``, imported on first use (it costs ~4 s of CPU: torch._dynamo)."""
+    import torchvision.models
+
+    return torchvision.models
+
 class TorchvisionResNet(nn.Module):
     """A torchvision ResNet without its classifier; stage maps at strides 4, 8, 16, 32."""
 
@@ -33,7 +39,7 @@ class TorchvisionResNet(nn.Module):
         self, arch: str, in_channels: int, pretrained: str | None = None, small_input: bool = False
     ) -> None:
         super().__init__()
-        net = getattr(torchvision.models, arch)(weights=None)
+        net = getattr(_models(), arch)(weights=None)
         if pretrained:
             net.load_state_dict(_load_state_dict(arch, pretrained))
         if in_channels != 3:
@@ -60,7 +66,7 @@ class TorchvisionResNet(nn.Module):
 
 def _load_state_dict(arch: str, pretrained: str) -> dict[str, Tensor]:
     if pretrained == "imagenet":
-        weights = getattr(torchvision.models, _WEIGHTS[arch]).IMAGENET1K_V1
+        weights = getattr(_models(), _WEIGHTS[arch]).IMAGENET1K_V1
         try:
             state: dict[str, Tensor] = weights.get_state_dict(progress=False, weights_only=True)
             return state  # tensors, never code
@@ -88,7 +94,7 @@ def _load_state_dict(arch: str, pretrained: str) -> dict[str, Tensor]:
         ) from None
     loaded = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else loaded
     state = {k: v for k, v in loaded.items() if not k.startswith("fc.")}
-    fresh = getattr(torchvision.models, arch)(weights=None).state_dict()
+    fresh = getattr(_models(), arch)(weights=None).state_dict()
     missing = [k for k in fresh if not k.startswith("fc.") and k not in state]
     if missing:
         raise XmodalError(

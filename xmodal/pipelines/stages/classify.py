@@ -54,7 +54,10 @@ def classify(ctx: RunContext) -> None:
         record = unit.record()
         if record is None:
             features = extract_features(
-                load_encoder(model.checkpoint), test, device=ctx.accelerator.device
+                load_encoder(model.checkpoint),
+                test,
+                device=ctx.accelerator.device,
+                channels_last=ctx.config.runtime.channels_last,
             )
             state = load_checkpoint(classifier_file)
             classifier = torch.nn.Linear(state["weight"].shape[1], state["weight"].shape[0])

@@ -150,6 +150,7 @@ def trained_encoder_unit(
                 ctx.accelerator,
                 optim_key="teacher.optim" if role == "teacher" else "distill.optim",
                 num_workers=ctx.config.data.num_workers,
+                channels_last=ctx.config.runtime.channels_last,
             ),
             TrainOutputs(
                 state_path=unit.directory / TRAIN_STATE,

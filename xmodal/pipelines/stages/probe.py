@@ -55,11 +55,14 @@ def probe(ctx: RunContext) -> None:
     dataset = ctx.state.dataset
     rows: list[dict[str, Any]] = ctx.state.rows
     device = ctx.accelerator.device
+    layout = ctx.config.runtime.channels_last
 
     def pooled(encoder: Any, split: str) -> Any:  # each process embeds its share of the rows
         data = dataset.splits[split]
         return computed_in_shares(
-            lambda rows: extract_features(encoder, data, device=device, rows=rows),
+            lambda rows: extract_features(
+                encoder, data, device=device, rows=rows, channels_last=layout
+            ),
             len(data),
             ctx.accelerator,
         )

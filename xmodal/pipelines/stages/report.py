@@ -94,7 +94,12 @@ def _write_test_embeddings(ctx: RunContext) -> None:
     panels = []
 
     def extract(encoder: Any, split: str) -> Any:
-        return extract_features(encoder, dataset.splits[split], device=ctx.accelerator.device)
+        return extract_features(
+            encoder,
+            dataset.splits[split],
+            device=ctx.accelerator.device,
+            channels_last=ctx.config.runtime.channels_last,
+        )
 
     for model in (m for m in models if m.seed == seed):
         if set(SPLITS) <= set(dataset.splits):  # the probe stage's cache (filled by it, usually)

@@ -180,6 +180,7 @@ def _train_features(ctx: RunContext, encoder: Encoder, seed: int) -> torch.Tenso
             ctx.state.dataset.splits["train"],
             device=ctx.accelerator.device,
             progress=lambda done, total: bar.update(job, completed=done, total=total),
+            channels_last=ctx.config.runtime.channels_last,
         )
 
 

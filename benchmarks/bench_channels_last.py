@@ -1,0 +1,125 @@
+"""Training and feature-extraction steps with contiguous against channels-last conv weights.
+
+    python3 benchmarks/bench_channels_last.py [--backbones resnet8 resnet20] [--batch 64]
+                                              [--size 32] [--steps 20] [--threads 1]
+                                              [--out benchmarks/results]
+
+For each backbone (behind a 1-channel depth-like input): one training step (forward, backward,
+SGD step) and one inference forward, with the weights in the default contiguous layout (the
+reference) and channels-last (:func:`xmodal.encoders.memory_format.channels_last`, what
+``runtime.channels_last`` does). Steps of both layouts are interleaved so that machine drift
+hits them equally. Prints median milliseconds of CPU time per step and the ratio to the
+reference, and the largest difference of the outputs (rounding only); saves the rows with the
+machine facts to ``OUT/bench_channels_last.json`` and ``.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from xmodal.core.records import write_csv, write_json_atomic  # noqa: E402
+from xmodal.core.registry import BACKBONES  # noqa: E402
+from xmodal.encoders.memory_format import channels_last  # noqa: E402
+
+
+def _step(net: torch.nn.Module, x: torch.Tensor, train: bool) -> tuple[float, torch.Tensor]:
+    start = time.process_time()
+    if train:
+        out = net.forward_features(x)[-1]
+        out.square().mean().backward()
+        with torch.no_grad():
+            for p in net.parameters():
+                p -= 0.01 * p.grad
+                p.grad = None
+    else:
+        with torch.inference_mode():
+            out = net.forward_features(x)[-1]
+    return time.process_time() - start, out.detach()
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, object]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbones", nargs="+", default=["resnet8", "resnet20"])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows: list[dict[str, object]] = []
+    for name in args.backbones:
+        for train in (True, False):
+            torch.manual_seed(0)
+            plain = BACKBONES.get(name)(in_channels=1)
+            fast = BACKBONES.get(name)(in_channels=1)
+            fast.load_state_dict(plain.state_dict())
+            x = torch.randn(args.batch, 1, args.size, args.size)
+            times: dict[str, list[float]] = {"contiguous": [], "channels-last": []}
+            diff = 0.0
+            with channels_last(fast):
+                for i in range(args.steps + 3):
+                    t_plain, out_plain = _step(plain, x, train)
+                    t_fast, out_fast = _step(fast, x, train)
+                    if i >= 3:  # warm-up steps are not timed
+                        times["contiguous"].append(t_plain)
+                        times["channels-last"].append(t_fast)
+                    if i == 0:
+                        diff = float((out_plain - out_fast).abs().max())
+            ref = statistics.median(times["contiguous"])
+            new = statistics.median(times["channels-last"])
+            rows.append(
+                {
+                    "backbone": name,
+                    "step": "train" if train else "inference",
+                    "contiguous_ms": 1000 * ref,
+                    "channels_last_ms": 1000 * new,
+                    "ratio": new / ref,
+                    "max_abs_diff": diff,
+                }
+            )
+    table = Table(
+        title=f"CPU ms per step, batch {args.batch}, {args.size}x{args.size}, "
+        f"{args.threads} thread(s)"
+    )
+    for column in ("backbone", "step", "contiguous (ref)", "channels-last", "ratio", "max |diff|"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            str(r["backbone"]),
+            str(r["step"]),
+            f"{r['contiguous_ms']:.1f}",
+            f"{r['channels_last_ms']:.1f}",
+            f"{r['ratio']:.2f}",
+            f"{r['max_abs_diff']:.1e}",
+        )
+    console = Console()
+    console.print(table)
+    machine = {
+        "cpu": platform.processor() or platform.machine(),
+        "logical_cores": os.cpu_count(),
+        "torch_threads": args.threads,
+        "torch": torch.__version__,
+    }
+    console.print("machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "bench_channels_last.json", {"machine": machine, "rows": rows})
+    write_csv(out / "bench_channels_last.csv", rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Channels-last weights for 2-D convolutions, held for the span of a computation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+@contextmanager
+def channels_last(module: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
+    """Store ``module``'s 4-D weights channels-last (``[O, I, kH, kW]`` laid out as NHWC) inside.
+
+    oneDNN and cuDNN then run its 2-D convolutions in their native layout: a ResNet-8 training
+    step (batch 64, 32x32) takes about 30% less CPU time (``benchmarks/bench_channels_last.py``).
+    Values are unchanged; only the order of float rounding differs. The contiguous layout is
+    restored on exit, so saved weights keep the usual strides. A module without 4-D weights, or
+    ``enabled=False``, is left as it is.
+    """
+    if not enabled or not any(p.dim() == 4 for p in module.parameters()):
+        yield module
+        return
+    module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stubs omit it
+    try:
+        yield module
+    finally:
+        module.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # as above
