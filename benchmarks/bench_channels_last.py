@@ -9,13 +9,16 @@ SGD step) and one inference forward, with the weights in the default contiguous 
 reference) and channels-last (:func:`xmodal.encoders.memory_format.channels_last`, what
 ``runtime.channels_last`` does). Steps of both layouts are interleaved so that machine drift
 hits them equally. Prints median milliseconds of CPU time per step and the ratio to the
-reference, and the largest difference of the outputs (rounding only); saves the rows with the
-machine facts to ``OUT/bench_channels_last.json`` and ``.csv``.
+reference, the largest difference of the outputs, and how exact each layout's gradients are: the
+largest relative error, over the parameters, of one step's gradient against the same step in
+float64 (``grad error``). Saves the rows with the machine facts to
+``OUT/bench_channels_last.json`` and ``.csv``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import statistics
@@ -49,6 +52,25 @@ def _step(net: torch.nn.Module, x: torch.Tensor, train: bool) -> tuple[float, to
     return time.process_time() - start, out.detach()
 
 
+def grad_errors(name: str, batch: int, size: int) -> tuple[float, float]:
+    """(contiguous, channels-last) largest relative gradient error against float64, one step."""
+    torch.manual_seed(0)
+    net = BACKBONES.get(name)(in_channels=1)
+    x = torch.rand(batch, 1, size, size) + 0.5  # depth-like: positive metres, not centred
+
+    def grads(model: torch.nn.Module, inputs: torch.Tensor, layout: bool) -> list[torch.Tensor]:
+        with channels_last(model, layout):
+            model.forward_features(inputs)[-1].square().mean().backward()
+        return [p.grad.double() for p in model.parameters()]
+
+    ref = grads(copy.deepcopy(net).double(), x.double(), False)
+    errors = []
+    for layout in (False, True):
+        got = grads(copy.deepcopy(net), x, layout)
+        errors.append(max(float((g - r).norm() / r.norm()) for g, r in zip(got, ref, strict=True)))
+    return errors[0], errors[1]
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="+", default=["resnet8", "resnet20"])
@@ -78,6 +100,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
                         times["channels-last"].append(t_fast)
                     if i == 0:
                         diff = float((out_plain - out_fast).abs().max())
+            exact = grad_errors(name, args.batch, args.size) if train else (0.0, 0.0)
             ref = statistics.median(times["contiguous"])
             new = statistics.median(times["channels-last"])
             rows.append(
@@ -88,13 +111,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
                     "channels_last_ms": 1000 * new,
                     "ratio": new / ref,
                     "max_abs_diff": diff,
+                    "grad_error_contiguous": exact[0],
+                    "grad_error_channels_last": exact[1],
                 }
             )
     table = Table(
         title=f"CPU ms per step, batch {args.batch}, {args.size}x{args.size}, "
         f"{args.threads} thread(s)"
     )
-    for column in ("backbone", "step", "contiguous (ref)", "channels-last", "ratio", "max |diff|"):
+    columns = ("backbone", "step", "contiguous (ref)", "channels-last", "ratio", "max |diff|")
+    for column in (*columns, "grad error (contig / cl)"):
         table.add_column(column)
     for r in rows:
         table.add_row(
@@ -104,6 +130,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             f"{r['channels_last_ms']:.1f}",
             f"{r['ratio']:.2f}",
             f"{r['max_abs_diff']:.1e}",
+            f"{r['grad_error_contiguous']:.1e} / {r['grad_error_channels_last']:.1e}"
+            if r["step"] == "train"
+            else "",
         )
     console = Console()
     console.print(table)

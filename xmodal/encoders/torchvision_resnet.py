@@ -25,12 +25,12 @@ from xmodal.encoders.library_backbone import adapt_conv
 _WEIGHTS = {"resnet18": "ResNet18_Weights", "resnet50": "ResNet50_Weights"}
 
 
-
 def _models() -> Any:
     """``torchvision.models``, imported on first use (it costs ~4 s of CPU: torch._dynamo)."""
     import torchvision.models
 
     return torchvision.models
+
 
 class TorchvisionResNet(nn.Module):
     """A torchvision ResNet without its classifier; stage maps at strides 4, 8, 16, 32."""

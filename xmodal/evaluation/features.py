@@ -21,14 +21,15 @@ def extract_features(
     device: torch.device | str = "cpu",
     rows: slice = slice(None),
     progress: Callable[[int, int], None] | None = None,
-    channels_last: bool = True,
+    channels_last: bool = False,
 ) -> Tensor:
     """Pooled embeddings ``[N, D]`` (float32, on CPU) of ``dataset[encoder.modality][rows]``.
 
     The encoder is put in eval mode (BatchNorm uses running statistics) and restored after.
     ``progress(done, total)`` is called after each batch (rows). Runs in the caller's autocast
     (e.g. bf16 under ``accelerator.autocast()``); the features are returned in float32.
-    ``channels_last``: hold 2-D convolution weights channels-last meanwhile (faster; see
+    ``channels_last``: hold 2-D convolution weights channels-last meanwhile (faster, less exact on
+    CPU; see
     :func:`~xmodal.encoders.memory_format.channels_last`).
     """
     was_training = encoder.training

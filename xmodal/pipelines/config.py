@@ -205,9 +205,12 @@ class RuntimeConfig:
             and the teacher; passed checks are remembered in ``<run>/.dry-run.json`` by
             component identity and options. ``false`` skips it.
         channels_last: hold 2-D convolution weights channels-last while training and
-            extracting features: about 30% less CPU time for a ResNet-8 step on oneDNN, and the
-            layout tensor cores want under mixed precision. The values computed are the same up
-            to float rounding, so, like ``threads``, it is not part of any cache key.
+            extracting features. Off by default: on CPU it takes about 30% less time per
+            ResNet-8 step, but PyTorch's channels-last batch norm is less exact there, and a
+            ResNet-8 depth student's gradients then differ from a float64 reference about 1000
+            times more than with the default layout (``benchmarks/bench_channels_last.py``). On
+            GPUs under mixed precision it is the layout tensor cores want. Like ``threads``, it
+            is not part of any cache key.
     """
 
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
@@ -216,7 +219,7 @@ class RuntimeConfig:
     checkpoint_every: int = 0
     log_with: list[Literal["tensorboard", "wandb", "mlflow", "aim"]] = field(default_factory=list)
     dry_run: bool = True
-    channels_last: bool = True
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         require(self, {"threads": at_least(0), "checkpoint_every": at_least(0)})

@@ -121,15 +121,15 @@ class TrainSetup:
         accelerator: the devices and processes (and mixed precision) to train on.
         optim_key: the config key of ``optim`` (``distill.optim``), named in messages.
         num_workers: DataLoader workers reading the training batches.
-        channels_last: train with 2-D convolution weights channels-last (faster on oneDNN and
-            cuDNN; see :func:`~xmodal.encoders.memory_format.channels_last`).
+        channels_last: train with 2-D convolution weights channels-last (faster, less exact
+            on CPU; see :func:`~xmodal.encoders.memory_format.channels_last`).
     """
 
     optim: OptimConfig
     accelerator: Accelerator
     optim_key: str = "optim"
     num_workers: int = 0
-    channels_last: bool = True
+    channels_last: bool = False
 
 
 @dataclass

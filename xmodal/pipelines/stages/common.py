@@ -90,6 +90,16 @@ HISTORY = report_files.HISTORY
 TRAIN_STATE = "train-state.pt"
 
 
+def layout_key(ctx: RunContext) -> dict[str, bool]:
+    """``{"channels_last": True}`` when ``runtime.channels_last`` is on, else nothing.
+
+    For the keys of units that compute with it: on CPU it changes results by more than rounding
+    (see :func:`~xmodal.encoders.memory_format.channels_last`), so an opt-in run recomputes
+    rather than mixing layouts, while keys of the default layout stay as they were.
+    """
+    return {"channels_last": True} if ctx.config.runtime.channels_last else {}
+
+
 def trained_encoder_unit(
     ctx: RunContext,
     parts: tuple[str, ...],
@@ -128,6 +138,7 @@ def trained_encoder_unit(
         "optim": to_dict(optim) if method.trains else None,
         # settings that change the numbers; ones that do not (threads) stay out
         "mixed_precision": ctx.config.runtime.mixed_precision if method.trains else None,
+        **layout_key(ctx),
         "hparams": method.hparams_of(job.options),
         "teacher": teacher.digest if teacher is not None and uses_teacher else None,
         # the code it runs: a new version or an edited source recomputes it

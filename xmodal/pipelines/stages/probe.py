@@ -32,6 +32,7 @@ from xmodal.encoders.export import load_encoder
 from xmodal.evaluation.features import extract_features
 from xmodal.evaluation.segmentation_probe import extract_feature_maps
 from xmodal.pipelines.context import RunContext
+from xmodal.pipelines.stages.common import layout_key
 from xmodal.pipelines.stages.text_teacher import student_heads, teacher_text, teacher_text_problem
 from xmodal.pipelines.state import ModelRecord, stage
 from xmodal.training.distributed import computed_in_shares, main_process_decides
@@ -284,6 +285,7 @@ def _frozen_entry(
             # the code that extracts them (an untrained encoder's weights do not change
             # with its forward pass)
             "components": components(frontend=model.modality, backbone=model.encoder),
+            **layout_key(ctx),
         }
     )
     cache = ctx.run_dir / "features" / f"{key}.pt"

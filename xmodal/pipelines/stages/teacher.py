@@ -28,7 +28,12 @@ from xmodal.encoders.base import Encoder
 from xmodal.encoders.export import load_encoder
 from xmodal.evaluation.features import extract_features
 from xmodal.pipelines.context import RunContext
-from xmodal.pipelines.stages.common import check_modality, encoder_for, trained_encoder_unit
+from xmodal.pipelines.stages.common import (
+    check_modality,
+    encoder_for,
+    layout_key,
+    trained_encoder_unit,
+)
 from xmodal.pipelines.stages.preprocess import prepared_cache
 from xmodal.pipelines.state import ModelRecord, stage
 from xmodal.training.progress import progress_bar
@@ -78,6 +83,7 @@ def teacher(ctx: RunContext) -> None:
                 "checkpoint": model.digest,
                 # bf16 extraction gives other features than float32
                 "mixed_precision": ctx.config.runtime.mixed_precision,
+                **layout_key(ctx),
                 "classifier": classifier,
                 # the code that extracts them (a teacher.checkpoint's unit key is its digest)
                 "components": components(frontend=model.modality, backbone=model.encoder),
