@@ -16,7 +16,8 @@ PROTOCOL=${PROTOCOL:-transfer}
 ALL=${METHODS:-none,supervised,kd,fitnet,crd,rkd,pkt,infonce,wcord,wcord-global,wcord-local}
 run() {
     python3 -m xmodal run scenes --out "$OUT" --set runtime.threads=1 --set "teacher.task=$PROTOCOL" \
-        --set 'probe.probes=[linear,knn,segmentation]' --set "seeds=$1" --set "distill.methods=[$2]"
+        --set 'probe.probes=[linear,knn,segmentation]' --set "seeds=$1" --set "distill.methods=[$2]" \
+        --set 'distill.students=[depth,audio]'
 }
 [ -z "${METHODS:-}" ] && run '[0]' 'none,supervised,fitnet,crd,infonce,wcord'
 run '[0]' "$ALL"

@@ -3,7 +3,7 @@
     python3 benchmarks/search_contrastive.py [--out runs/search] [--seeds 0]
         [--final-seeds 0 1 2] [--methods wcord crd infonce] [--wide] [--set KEY=VALUE ...]
 
-The protocol is the ``scenes`` default (transfer teacher, depth and audio students). One base
+The protocol is the ``scenes`` default (transfer teacher), with depth and audio students. One base
 run trains the data, the teacher, ``none`` and ``supervised``; every setting then reuses them
 (copied units) and trains one method. The search is coordinate-wise: starting from each
 method's defaults, each factor in turn takes the value with the best **val** score (the linear
@@ -199,7 +199,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for method, extra in WIDE.items():
             GRIDS[method][1].update(extra)
     console, out = Console(), Path(args.out)
-    search = Search(out, ["runtime.threads=1", *args.overrides], console)
+    search = Search(
+        out, ["runtime.threads=1", "distill.students=[depth,audio]", *args.overrides], console
+    )
     search.base(sorted(set(args.seeds) | set(args.final_seeds)))
     chosen = {method: search.coordinate_search(method, args.seeds) for method in args.methods}
     write_json_atomic(out / "search.json", search.rows)

@@ -35,11 +35,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     console = Console()
     out = Path(args.out)
     seeds = f"seeds=[{','.join(map(str, args.seeds))}]"
+    students = "distill.students=[depth,audio]"  # the sweep's students, whatever the default
     base = run_pipeline(
         "scenes",
         out=out / "base",
         console=console,
-        overrides=[seeds, "distill.methods=[none,supervised]", *args.overrides],
+        overrides=[seeds, students, "distill.methods=[none,supervised]", *args.overrides],
     )
     floor = {
         (r["modality"], r["seed"], r["method"]): r["value"]
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             console=console,
             overrides=[
                 seeds,
+                students,
                 "distill.methods=[wcord]",
                 *args.overrides,
                 f"distill.wcord.lambda_local={value}",

@@ -273,18 +273,18 @@ def test_the_default_config_passes_and_a_rerun_reuses_the_cache(monkeypatch, tmp
     counts = _counting(monkeypatch)
     out = tmp_path / "run"
     assert main(["run", "scenes", "--out", str(out)]) == 0
-    # rgb teacher, depth and audio students; supervised and wcord train (none does not);
+    # rgb teacher, depth students; supervised and wcord train (none does not);
     # linear, knn and retrieval probes
-    assert counts == {"encoder": 3, "method": 2, "probe": 3}
+    assert counts == {"encoder": 2, "method": 2, "probe": 3}
     cache = json.loads((out / dry.CACHE_FILE).read_text())
-    assert cache["version"] == dry.CACHE_VERSION and len(cache["passed"]) == 8
+    assert cache["version"] == dry.CACHE_VERSION and len(cache["passed"]) == 7
     assert main(["run", "scenes", "--out", str(out)]) == 0
-    assert counts == {"encoder": 3, "method": 2, "probe": 3}  # nothing ran again
+    assert counts == {"encoder": 2, "method": 2, "probe": 3}  # nothing ran again
     # a changed option reruns the check of the component that reads it, and only that one
     assert main(["run", "scenes", "--out", str(out), "--set", "probe.knn.k=3"]) == 0
-    assert counts == {"encoder": 3, "method": 2, "probe": 4}
+    assert counts == {"encoder": 2, "method": 2, "probe": 4}
     assert main(["run", "scenes", "--out", str(out), "--set", "runtime.dry_run=false"]) == 0
-    assert counts == {"encoder": 3, "method": 2, "probe": 4}
+    assert counts == {"encoder": 2, "method": 2, "probe": 4}
 
 
 def test_the_key_holds_each_components_source(tmp_path, monkeypatch):
@@ -295,7 +295,7 @@ def test_the_key_holds_each_components_source(tmp_path, monkeypatch):
     monkeypatch.setattr(identity, "_IDENTITIES", {})  # forget the memoised identities
     monkeypatch.setattr(identity, "source_digest", lambda entry: "edited")  # every source changed
     after = {c.key for c in dry.plan(config, ["teacher", "distill", "probe"])}
-    assert len(before) == len(after) == 8 and not before & after
+    assert len(before) == len(after) == 7 and not before & after
     ident = dry.component_identity(dry.METHODS, "wcord")
     assert ident["package"] == "xmodal" and ident["source"] == "edited"
 
@@ -304,7 +304,7 @@ def test_the_dry_run_leaves_every_global_rng_alone():
     spec, config = resolve_config("scenes", overrides=TINY)
     torch.manual_seed(5), np.random.seed(5), random.seed(5)
     states = torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
-    assert len(dry.dry_run(config, spec.stages, None)) == 8
+    assert len(dry.dry_run(config, spec.stages, None)) == 7
     assert torch.equal(torch.get_rng_state(), states[0])
     assert np.array_equal(np.random.get_state()[1], states[1]) and random.getstate() == states[2]
 

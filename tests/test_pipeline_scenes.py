@@ -22,6 +22,7 @@ TINY = [
     "distill.wcord.num_negatives=32",
     "probe.linear.l2_grid=[0.001]",
     "probe.linear.max_iter=20",
+    "distill.students=[depth,audio]",  # both (the shipped config distils depth alone)
 ]
 
 
