@@ -17,7 +17,7 @@ def channels_last(module: nn.Module, enabled: bool = True) -> Iterator[nn.Module
     step (batch 64, 32x32) takes about 30% less CPU time. On CPU the price is exactness: PyTorch's
     channels-last batch norm is less exact there (alone, 10-100 times the error of the contiguous
     kernel, more when a channel's mean is large against its spread), and a depth student's
-    gradients differ from a float64 reference about 1000 times more than
+    gradients differ from a float64 reference about 500 times more than
     in the contiguous layout (both in ``benchmarks/bench_channels_last.py``). The contiguous
     layout is restored on exit, so saved weights keep the usual strides. A module without 4-D
     weights, or ``enabled=False``, is left as it is.
