@@ -9,6 +9,7 @@ writes a small installed package directly, and :func:`run_xmodal` runs the comma
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -246,9 +247,8 @@ def run_xmodal(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess
     )
 
 
-#: ``python -c MAIN_RUNNER JSON``: runs each command line of the JSON list through ``main`` in one
-#: fresh process (one torch import for many cases); prints ``[[exit code, stderr], ...]``
-MAIN_RUNNER = """
+#: ``python -c _MAIN_RUNNER JSON``: each command line of the JSON list through ``main``
+_MAIN_RUNNER = """
 import contextlib, io, json, sys
 from xmodal.cli.main import main
 answers = []
@@ -259,3 +259,23 @@ for argv in json.loads(sys.argv[1]):
     answers.append([code, err.getvalue()])
 print(json.dumps(answers))
 """
+
+
+def main_in_one_process(
+    site: Path, argvs: list[list[str]], cwd: Path | None = None
+) -> list[tuple[int, str]]:
+    """``(exit code, stderr)`` of each command line, run through ``main`` in one fresh process.
+
+    One torch import for many cases, with ``site`` first on ``PYTHONPATH``.
+    """
+    path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", ""), str(ROOT)])
+    proc = subprocess.run(
+        [sys.executable, "-c", _MAIN_RUNNER, json.dumps(argvs)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return [(int(code), str(err)) for code, err in json.loads(proc.stdout.strip().splitlines()[-1])]

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from ident_plugin import DISTRIBUTION, edit, install
+from tiny_scenes import TINY_DATA, TINY_TRAINING
 
 import xmodal
 from xmodal.core.cache import Unit, file_digest
@@ -140,10 +141,8 @@ def test_probing_an_export_whose_package_is_missing_names_it(tmp_path, capsys):
     meta["backbone"] = "tiny1d"
     meta["components"]["backbone"] = {"name": "tiny1d", "package": "xmodal-imu", "version": "0.1.0"}
     meta_path.write_text(json.dumps(meta))
-    sets = ["data.scenes.image_size=16", "data.scenes.num_train=48"]
-    sets += ["data.scenes.num_val=24", "data.scenes.num_test=24"]
     argv = ["probe", str(export), "--probes", "linear", "--out", str(tmp_path / "out")]
-    assert main([*argv, *[a for s in sets for a in ("--set", s)]]) == 2
+    assert main([*argv, *[a for s in TINY_DATA for a in ("--set", s)]]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: {meta_path} needs package 'xmodal-imu' (0.1.0) for backbone 'tiny1d': "
         "pip install xmodal-imu"
@@ -153,15 +152,9 @@ def test_probing_an_export_whose_package_is_missing_names_it(tmp_path, capsys):
 # --- an installed plugin whose source a user edits between two runs --------------------------
 
 TINY = [
-    "data.scenes.image_size=16",
-    "data.scenes.num_train=48",
-    "data.scenes.num_val=24",
-    "data.scenes.num_test=24",
+    *TINY_DATA,
+    *TINY_TRAINING,
     "teacher.task=probe-labels",
-    "teacher.optim.epochs=1",
-    "teacher.optim.batch_size=16",
-    "distill.optim.epochs=1",
-    "distill.optim.batch_size=16",
     "distill.students=[depth]",
     "distill.methods=[none,supervised]",
     "distill.encoder.name=tinyconv",  # the plugin's backbone: students only

@@ -8,23 +8,18 @@ Built-ins run in this process; a plugin package runs in a fresh one, as a user's
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from ident_plugin import install
-from plugin_package import MAIN_RUNNER
+from plugin_package import main_in_one_process
 
 from xmodal.cli.main import main
 from xmodal.core.config import dump_yaml, load_config, to_dict
 from xmodal.core.errors import XmodalError
 from xmodal.core.registry import Registry
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY = ["data.scenes.num_train=48", "data.scenes.num_val=24", "data.scenes.num_test=24"]
 
 
@@ -187,20 +182,7 @@ def test_a_bad_plugin_option_is_one_line_at_load(tmp_path):
     site = install(tmp_path / "site")
     outs = [tmp_path / f"run{i}" for i in range(len(PLUGIN_CASES))]
     argvs = [_run(out, *sets) for out, (sets, _) in zip(outs, PLUGIN_CASES, strict=True)]
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", ""), str(ROOT)]),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", MAIN_RUNNER, json.dumps(argvs)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    answers = json.loads(proc.stdout.strip().splitlines()[-1])
+    answers = main_in_one_process(site, argvs)
     for (sets, message), out, (code, err) in zip(PLUGIN_CASES, outs, answers, strict=True):
         assert code == 2, (sets, err)
         assert err.strip().splitlines() == [f"error: {message}"], (sets, err)

@@ -8,31 +8,18 @@ import random
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from plugin_package import MAIN_RUNNER, write_dist
+from plugin_package import main_in_one_process, write_dist
+from tiny_scenes import TINY_SCENES
 
 from xmodal.cli.main import main
 from xmodal.pipelines import dry_run as dry
 from xmodal.pipelines.runner import RunResult, resolve_config
 
-ROOT = Path(__file__).resolve().parent.parent
-TINY = [
-    "data.scenes.image_size=16",
-    "data.scenes.num_train=48",
-    "data.scenes.num_val=24",
-    "data.scenes.num_test=24",
-    "teacher.optim.epochs=1",
-    "distill.optim.epochs=1",
-    "teacher.optim.batch_size=16",
-    "distill.optim.batch_size=16",
-    "distill.wcord.num_negatives=32",
-    "probe.linear.l2_grid=[0.001]",
-    "probe.linear.max_iter=20",
-]
+TINY = TINY_SCENES
 
 #: a module registering, in code, one broken component of each kind the dry run runs
 BROKEN = '''
@@ -224,21 +211,7 @@ def test_an_installed_package_of_broken_components_fails_each_in_one_line(tmp_pa
         ["run", "scenes", "--out", str(out), *[a for s in [*TINY, *sets] for a in ("--set", s)]]
         for out, (sets, _) in zip(outs, PACKAGE_CASES, strict=True)
     ]
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", ""), str(ROOT)]),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", MAIN_RUNNER, json.dumps(argvs)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    answers = json.loads(proc.stdout.strip().splitlines()[-1])
+    answers = main_in_one_process(site, argvs, cwd=tmp_path)
     for (sets, message), out, (code, err) in zip(PACKAGE_CASES, outs, answers, strict=True):
         assert code == 2, (sets, err)
         lines = err.strip().splitlines()

@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
+from tiny_scenes import TINY_DATA
 
 from xmodal.cli.main import main
 from xmodal.core.errors import OutputError
@@ -19,10 +20,7 @@ from xmodal.data.hdf5_output import hdf5_bytes, hdf5_writing
 from xmodal.encoders.export import WEIGHTS_FILE, export_encoder
 
 TINY = [
-    "data.scenes.image_size=16",
-    "data.scenes.num_train=48",
-    "data.scenes.num_val=24",
-    "data.scenes.num_test=24",
+    *TINY_DATA,
 ]
 
 

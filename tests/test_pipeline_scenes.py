@@ -7,21 +7,12 @@ import re
 
 import pytest
 import torch
+from tiny_scenes import TINY_SCENES
 
 from xmodal.cli.main import main
 
 TINY = [
-    "data.scenes.image_size=16",
-    "data.scenes.num_train=48",
-    "data.scenes.num_val=24",
-    "data.scenes.num_test=24",
-    "teacher.optim.epochs=1",
-    "distill.optim.epochs=1",
-    "teacher.optim.batch_size=16",
-    "distill.optim.batch_size=16",
-    "distill.wcord.num_negatives=32",
-    "probe.linear.l2_grid=[0.001]",
-    "probe.linear.max_iter=20",
+    *TINY_SCENES,
     "distill.students=[depth,audio]",  # both (the shipped config distils depth alone)
 ]
 

@@ -6,23 +6,14 @@ import json
 
 import pytest
 import torch
+from tiny_scenes import TINY_SCENES
 
 import xmodal.pipelines.stages.probe as probe_stage
 from xmodal.cli.main import main
 from xmodal.encoders.export import export_encoder, load_encoder, read_export_metadata
 
 TINY = [
-    "data.scenes.image_size=16",
-    "data.scenes.num_train=48",
-    "data.scenes.num_val=24",
-    "data.scenes.num_test=24",
-    "teacher.optim.epochs=1",
-    "distill.optim.epochs=1",
-    "teacher.optim.batch_size=16",
-    "distill.optim.batch_size=16",
-    "distill.wcord.num_negatives=32",
-    "probe.linear.l2_grid=[0.001]",
-    "probe.linear.max_iter=20",
+    *TINY_SCENES,
     "distill.students=[depth]",
     "distill.methods=[none,wcord]",
 ]

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_scenes import TINY_DATA
 
 from xmodal.cli.main import main
 from xmodal.core.lock import RunLock
@@ -80,10 +81,7 @@ PROBE = [
     "scenes",
     "--probes",
     "knn",
-    *("--set", "data.scenes.image_size=16"),
-    *("--set", "data.scenes.num_train=48"),
-    *("--set", "data.scenes.num_val=24"),
-    *("--set", "data.scenes.num_test=24"),
+    *(arg for item in TINY_DATA for arg in ("--set", item)),
 ]
 #: ``xmodal ARGS`` that stops inside the probe stage (so holding its --out) until told to go on
 PAUSED = (

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from tiny_scenes import TINY_SCENES
 
 from xmodal.cli.main import main
 from xmodal.data.arrays import ArrayDataset, Rows, make_loader
@@ -108,20 +109,11 @@ def test_a_corrupt_cache_is_one_clear_error(tmp_path):
 
 def test_a_run_with_loader_workers_trains_what_a_run_without_them_trains(tmp_path):
     tiny = [
-        "data.scenes.image_size=16",
-        "data.scenes.num_train=48",
-        "data.scenes.num_val=24",
-        "data.scenes.num_test=24",
-        "teacher.optim.epochs=1",
-        "distill.optim.epochs=1",
-        "teacher.optim.batch_size=16",
-        "distill.optim.batch_size=16",
+        *TINY_SCENES,
         "distill.students=[depth]",
         "distill.methods=[wcord]",
         "distill.wcord.num_negatives=16",
         "probe.probes=[linear]",
-        "probe.linear.l2_grid=[0.001]",
-        "probe.linear.max_iter=20",
     ]
     results = []
     for workers in (0, 2):

@@ -7,23 +7,15 @@ results; missing tracker packages fail at load.
 from __future__ import annotations
 
 import pytest
+from tiny_scenes import TINY_SCENES
 
 from xmodal.cli.main import main
 
 pytest.importorskip("tensorboard")
 
 TINY = [
-    "data.scenes.image_size=16",
-    "data.scenes.num_train=48",
-    "data.scenes.num_val=24",
-    "data.scenes.num_test=24",
-    "teacher.optim.epochs=1",
+    *TINY_SCENES,
     "distill.optim.epochs=2",
-    "teacher.optim.batch_size=16",
-    "distill.optim.batch_size=16",
-    "distill.wcord.num_negatives=32",
-    "probe.linear.l2_grid=[0.001]",
-    "probe.linear.max_iter=20",
     "distill.students=[depth]",
     "distill.methods=[none,wcord]",
     "runtime.log_with=[tensorboard]",
