@@ -15,12 +15,11 @@ def channels_last(module: nn.Module, enabled: bool = True) -> Iterator[nn.Module
 
     oneDNN and cuDNN then run its 2-D convolutions in their native layout: a ResNet-8 training
     step (batch 64, 32x32) takes about 30% less CPU time. On CPU the price is exactness: PyTorch's
-    channels-last batch norm is less exact there (alone, 10-100 times the error of the contiguous
-    kernel, more when a channel's mean is large against its spread), and a depth student's
-    gradients differ from a float64 reference about 500 times more than
-    in the contiguous layout (both in ``benchmarks/bench_channels_last.py``). The contiguous
-    layout is restored on exit, so saved weights keep the usual strides. A module without 4-D
-    weights, or ``enabled=False``, is left as it is.
+    channels-last batch norm is less exact there (alone, about 100 times the error of the
+    contiguous kernel), and a depth student's gradients differ from a float64 reference about 500
+    times more than in the contiguous layout (both in ``benchmarks/bench_channels_last.py``).
+    The contiguous layout is restored on exit, so saved weights keep the usual strides. A module
+    without 4-D weights, or ``enabled=False``, is left as it is.
     """
     if not enabled or not any(p.dim() == 4 for p in module.parameters()):
         yield module
