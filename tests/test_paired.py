@@ -252,6 +252,19 @@ def test_corrupt_file_is_reported(tmp_path):
     assert "row 7, column 'audio': cannot decode" in message
 
 
+def test_an_array_cell_that_is_no_npy_file_is_reported_as_such(tmp_path):
+    extra = {i: {"normals": f"t{i}.npy"} for i in range(6)}
+    manifest = _dataset(tmp_path, 6, extra=extra)
+    for i in range(6):
+        np.save(tmp_path / f"t{i}.npy", np.zeros((4, 4), np.float32))
+    (tmp_path / "t1.npy").write_bytes(b"garbage, not an array")
+    whole = (tmp_path / "t4.npy").read_bytes()
+    (tmp_path / "t4.npy").write_bytes(whole[: len(whole) - 20])  # a valid header, data cut short
+    message = _problems(manifest)
+    assert "row 2, column 'normals': not a .npy file (no NumPy header)" in message
+    assert "row 5, column 'normals': cannot read the .npy array (corrupt or truncated?)" in message
+
+
 def test_wrong_channel_count_is_reported(tmp_path):
     manifest = _dataset(tmp_path, 9)
     _png(tmp_path / "1.png", np.zeros((16, 16, 1), np.uint8))  # grey, not RGB

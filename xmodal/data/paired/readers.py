@@ -301,12 +301,20 @@ def _decode_image(file: Path) -> torch.Tensor:
         raise SampleError(f"cannot decode the image (corrupt or truncated?): {exc}") from None
 
 
+#: the first bytes of every file ``numpy.save`` writes
+NPY_MAGIC = b"\x93NUMPY"
+
+
 def _load_npy(file: Path) -> np.ndarray:
     try:
+        with open(file, "rb") as handle:
+            magic = handle.read(len(NPY_MAGIC))
+        if magic != NPY_MAGIC:  # else numpy reads it as a pickle and blames allow_pickle
+            raise SampleError("not a .npy file (no NumPy header); write it with numpy.save")
         array: np.ndarray = np.load(file, allow_pickle=False)
         return array
     except (ValueError, OSError, EOFError) as exc:
-        raise SampleError(f"cannot read the .npy array (corrupt or not .npy?): {exc}") from None
+        raise SampleError(f"cannot read the .npy array (corrupt or truncated?): {exc}") from None
 
 
 def _decode_audio(file: Path) -> tuple[np.ndarray, int]:
