@@ -206,11 +206,10 @@ class RuntimeConfig:
             component identity and options. ``false`` skips it.
         channels_last: hold 2-D convolution weights channels-last while training and
             extracting features. Off by default: on CPU it takes about 30% less time per
-            ResNet-8 step, but PyTorch's channels-last batch norm is less exact there, and a
-            ResNet-8 depth student's gradients then differ from a float64 reference about 500
-            times more than with the default layout (``benchmarks/bench_channels_last.py``). On
-            GPUs under mixed precision it is the layout tensor cores want. Like ``threads``, it
-            is not part of any cache key.
+            ResNet-8 step, but a ResNet-8 depth student's gradients then differ from a float64
+            reference about 500 times more than with the default layout
+            (``benchmarks/bench_channels_last.py``). On GPUs under mixed precision it is the
+            layout tensor cores want. When on, it is part of the keys of what it computes.
     """
 
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
