@@ -77,6 +77,34 @@ def add_data_parser(sub: Any, parser_class: type, add_command: Callable[..., Any
     )
     dl.add_argument("dataset", help="dataset to download (nyu-depth)")
     dl.add_argument("--to", default=".", help="folder to save into (default: current folder)")
+    ts = add_command(
+        verbs,
+        "from-ts",
+        "write a paired manifest from .ts archives (UEA/UCR, sktime, aeon), one column per sensor",
+        "xmodal data from-ts BasicMotions_TRAIN.ts BasicMotions_TEST.ts --to basicmotions "
+        "--column accelerometer=0-2 --column gyroscope=3-5",
+    )
+    ts.add_argument("train", help="the archive's train file (.ts)")
+    ts.add_argument("test", nargs="?", help="its test file (default: hold out --test-fraction)")
+    ts.add_argument("--to", required=True, help="a new or empty folder for the manifest")
+    ts.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="NAME=DIMS",
+        help="a sequence modality and its 0-based dimensions, e.g. gyroscope=3-5 (repeatable; "
+        "default: one 'sequence' column of every dimension)",
+    )
+    ts.add_argument("--val-fraction", type=float, default=0.2, help="of the train file's rows")
+    ts.add_argument("--test-fraction", type=float, default=0.2, help="without a test file")
+    ts.add_argument("--seed", type=int, default=0, help="seeds the stratified hold-outs")
+    ts.add_argument(
+        "--window",
+        type=int,
+        default=0,
+        help="cut each case into non-overlapping windows of this many steps, each a row in its "
+        "case's split (default 0: whole cases)",
+    )
 
 
 def preparation(dataset: str) -> tuple[str, list[str], list[str]]:
@@ -121,6 +149,10 @@ def run_data_command(args: argparse.Namespace, console: Console) -> int:
             stages=stages,
         )
         console.print(f"prepared: {result.run_dir / 'data'}")
+    elif args.verb == "from-ts":
+        manifest = _from_ts(args)
+        console.print(f"wrote {manifest}")
+        info(manifest, console)
     elif args.verb == "download":
         from xmodal.data.download import download_known
 
@@ -128,3 +160,30 @@ def run_data_command(args: argparse.Namespace, console: Console) -> int:
         console.print(f"downloaded {path}")
         info(path, console)
     return 0
+
+
+def _from_ts(args: argparse.Namespace) -> Path:
+    from xmodal.core.errors import DataError
+    from xmodal.data.paired.from_ts import parse_channels, write_ts_manifest
+    from xmodal.data.paired.ts_format import read_ts
+
+    columns: dict[str, list[int]] = {}
+    for given in args.column:
+        name, sep, spec = given.partition("=")
+        if not sep or not name:
+            raise DataError(f"--column {given!r}: write NAME=DIMS, e.g. gyroscope=3-5")
+        if name in columns:
+            raise DataError(f"--column {name!r} is given twice")
+        columns[name] = parse_channels(spec)
+    if not columns:
+        columns = {"sequence": list(range(read_ts(Path(args.train)).values.shape[1]))}
+    return write_ts_manifest(
+        Path(args.train),
+        Path(args.to),
+        columns,
+        test=Path(args.test) if args.test else None,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        window=args.window,
+    )

@@ -324,6 +324,7 @@ class SequenceFrontend(nn.Module):
     """
 
     image_aligned = False  # one column per time step, not per pixel: no dense image probes
+    kind = "sequence"  # the modality named in messages
     layout = "sequence"  # [B, C, T]: needs a sequence backbone
     default_backbone = "temporal_conv"  # used when the configured backbone takes images
     options = SequenceOptions
@@ -338,7 +339,7 @@ class SequenceFrontend(nn.Module):
         for name, values in (("mean", checked.mean), ("std", checked.std)):
             if len(values) not in (0, 1, checked.channels):  # channels may come from the data
                 raise ValueError(
-                    f"sequence front end: {name} has {len(values)} values; give one per "
+                    f"{self.kind} front end: {name} has {len(values)} values; give one per "
                     f"channel (channels={checked.channels}), one for all, or none"
                 )
         self.channels = self.out_channels = checked.channels
@@ -358,8 +359,29 @@ class SequenceFrontend(nn.Module):
         c = self.channels
         if sequence.ndim != 3 or sequence.shape[1] != c or sequence.shape[2] < 1:
             raise ValueError(
-                f"sequence input must be [B, C={c}, T >= 1] (channels first), "
+                f"{self.kind} input must be [B, C={c}, T >= 1] (channels first), "
                 f"got {list(sequence.shape)}"
             )
         x = (sequence.float() - self.mean) / self.std
         return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
+
+
+@FRONTENDS.register("accelerometer")
+class AccelerometerFrontend(SequenceFrontend):
+    """An accelerometer's axes ``[B, C, T]``, as ``sequence`` does (any units, e.g. m/s^2 or g).
+
+    Its own name, so that a recording's accelerometer and gyroscope are two modalities of one
+    ``paired`` manifest (a teacher and a student), each with its own channel statistics.
+    """
+
+    kind = "accelerometer"
+
+
+@FRONTENDS.register("gyroscope")
+class GyroscopeFrontend(SequenceFrontend):
+    """A gyroscope's axes ``[B, C, T]`` (angular rate, any units), as ``sequence`` does.
+
+    Its own name for the reason given in :class:`AccelerometerFrontend`.
+    """
+
+    kind = "gyroscope"
