@@ -1,7 +1,7 @@
 """One results table from the rows of several runs (e.g. a method table and a search's settings).
 
     python3 benchmarks/results_table.py RESULTS.json[::LABEL] [...] [--methods a b ...]
-                                        [--out table.md] [--csv table.csv]
+                                        [--against METHOD] [--out table.md] [--csv table.csv]
 
 Each argument is a run's ``results.json`` (or a run directory holding one); ``::LABEL`` names
 that run's trained students' method ``LABEL`` (e.g. a search's setting beside the defaults).
@@ -9,12 +9,18 @@ Rows are merged, a (modality, method, probe, metric, seed) seen twice keeps its 
 and each method's mean ± std over seeds is printed per student for the linear probe
 (accuracy), k-NN (accuracy) and segmentation (mIoU), with the seeds counted and the gap closed
 ``(method - none) / (supervised - none)`` on the linear means. Writes markdown and CSV.
+
+``--against METHOD`` adds a second table: for each method and student, the per-seed difference
+``method - METHOD`` of the linear probe's accuracy (points), mean ± std over the seeds both
+have. Two methods trained from one seed share the data order and the teacher, so this spread
+is the one that decides whether a lead is more than noise.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -100,6 +106,42 @@ def table(
     return "\n".join(lines), flat
 
 
+def differences(
+    rows: list[dict[str, Any]],
+    reference: str,
+    methods: list[str] | None,
+    students: list[str] | None = None,
+) -> str:
+    """Markdown table of the per-seed linear-probe differences against ``reference`` (points)."""
+    accuracy: dict[tuple[str, str], dict[int, float]] = {}
+    for row in rows:
+        if row.get("role") == "student" and (row["probe"], row["metric"]) == ("linear", "accuracy"):
+            accuracy.setdefault((row["modality"], row["method"]), {})[row["seed"]] = row["value"]
+    students = students or sorted({student for student, _ in accuracy})
+    order = methods or list(dict.fromkeys(method for _, method in accuracy))
+    lines = [
+        f"| method - {reference} | " + " | ".join(students) + " |",
+        "|---|" + "---:|" * len(students),
+    ]
+    for method in order:
+        if method == reference:
+            continue
+        cells = [method]
+        for student in students:
+            mine, theirs = (
+                accuracy.get((student, method), {}),
+                accuracy.get((student, reference), {}),
+            )
+            seeds = sorted(set(mine) & set(theirs))
+            gaps = [100 * (mine[s] - theirs[s]) for s in seeds]
+            spread = statistics.stdev(gaps) if len(gaps) > 1 else 0.0
+            cells.append(
+                f"{statistics.fmean(gaps):+.1f} ± {spread:.1f} (n={len(gaps)})" if gaps else ""
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -107,10 +149,16 @@ def main(argv: list[str] | None = None) -> str:
     )
     parser.add_argument("--methods", nargs="+")
     parser.add_argument("--students", nargs="+", help="student modalities to show (default: all)")
+    parser.add_argument(
+        "--against", metavar="METHOD", help="add the per-seed differences against METHOD"
+    )
     parser.add_argument("--out", type=Path)
     parser.add_argument("--csv", type=Path)
     args = parser.parse_args(argv)
-    text, flat = table(merged_rows(args.results), args.methods, args.students)
+    rows = merged_rows(args.results)
+    text, flat = table(rows, args.methods, args.students)
+    if args.against:
+        text += "\n\n" + differences(rows, args.against, args.methods, args.students)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")

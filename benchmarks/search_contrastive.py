@@ -61,7 +61,8 @@ GRIDS: dict[str, tuple[str, dict[str, list[Any]]]] = {
         },
     ),
 }
-#: the factors --wide adds (11 settings per method in all)
+#: the factors --wide adds (14 settings in all for wcord, 11 for crd, 12 for infonce). wcord's
+#: last two are CRD's negatives factors, added after its first wide pass (so its cache is reused).
 WIDE: dict[str, dict[str, list[Any]]] = {
     "wcord": {
         "lambda_local": [0.1, 0.0, 0.5],
@@ -70,6 +71,8 @@ WIDE: dict[str, dict[str, list[Any]]] = {
         "sinkhorn_eps": [0.05, 0.1],
         "embed_dim": [128, 64],
         "epochs": [20, 40],
+        "negatives": ["uniform", "queue"],
+        "num_negatives": [16384, 1024, 64],
     },
     "crd": {
         "num_negatives": [16384, 1024],

@@ -29,10 +29,11 @@ def add_data_parser(sub: Any, parser_class: type, add_command: Callable[..., Any
     data = add_command(
         sub,
         "data",
-        "inspect, prepare and download datasets",
+        "inspect, prepare, convert and download datasets",
         "xmodal data info nyu_depth_v2_labeled.mat",
         "xmodal data prepare nyu-depth --data nyu_depth_v2_labeled.mat",
         "xmodal data download nyu-depth --to ~/data",
+        "xmodal data from-ts X_TRAIN.ts X_TEST.ts --to x --column accelerometer=0-2",
     )
     verbs = data.add_subparsers(
         dest="verb", parser_class=parser_class, required=True, metavar="VERB"
