@@ -56,7 +56,7 @@ def test_defaults_and_hparams_round_trip() -> None:
         negatives="uniform",
         sharing="batch",
         sinkhorn_eps=0.05,
-        sinkhorn_iters=1000,
+        sinkhorn_iters=500,
         sinkhorn_tol=1e-3,
         seed=0,
         local_solver="sinkhorn",

@@ -62,7 +62,7 @@ class TransportOptions:
     """
 
     sinkhorn_eps: float = 0.05
-    sinkhorn_iters: int = 1000  # a ceiling: a step stops once within sinkhorn_tol
+    sinkhorn_iters: int = 500
     sinkhorn_tol: float = 1e-3
     local_solver: Literal["sinkhorn", "ipot"] = "sinkhorn"
     ipot_beta: float = 1.0
