@@ -88,10 +88,11 @@ def write_ts_manifest(
         The manifest's path.
     """
     train_set = read_ts(train)
-    test_set = read_ts(test) if test is not None else None
     _check_columns(columns, train_set, train)
-    if test_set is not None:
-        _check_same_kind(train_set, test_set, train, Path(test))  # type: ignore[arg-type]
+    test_set = None
+    if test is not None:
+        test_set = read_ts(test)
+        _check_same_kind(train_set, test_set, train, Path(test))
     length = train_set.values.shape[2]
     if window < 0 or window > length:
         raise DataError(f"window {window}: must be in 0..{length} (the series' length)")
