@@ -3,7 +3,8 @@
     python3 benchmarks/results_table.py RESULTS.json[::LABEL] [...] [--methods a b ...]
                                         [--against METHOD] [--out table.md] [--csv table.csv]
 
-Each argument is a run's ``results.json`` (or a run directory holding one); ``::LABEL`` names
+Each argument is a run's ``results.json`` or a run directory (its ``results.json`` and the probe
+records of every seed it probed, for runs made seed by seed); ``::LABEL`` names
 that run's trained students' method ``LABEL`` (e.g. a search's setting beside the defaults).
 Rows are merged, a (modality, method, probe, metric, seed) seen twice keeps its first value,
 and each method's mean ± std over seeds is printed per student for the linear probe
@@ -38,17 +39,54 @@ COLUMNS = (
 )
 
 
+#: numbers a probe record holds that are its settings, not metrics
+PROBE_SETTINGS = ("l2", "k", "temperature", "weight_decay", "epochs")
+
+
+def probe_records(run_dir: Path) -> list[dict[str, Any]]:
+    """Rows from a run directory's probe records, ``probe/seedS/<modality>-<method>/<probe>/``.
+
+    A run's ``results.json`` holds the seeds of its last invocation only; the records of every
+    seed it ever probed stay in its cache, so a directory run seed by seed is read whole.
+    """
+    rows = []
+    for record in sorted(run_dir.glob("probe/seed*/*-*/*/done.json")):
+        unit, probe = record.parent.parent.name, record.parent.name
+        modality, _, method = unit.partition("-")
+        seed = int(record.parent.parent.parent.name.removeprefix("seed"))
+        for metric, value in json.loads(record.read_text()).get("record", {}).items():
+            if isinstance(value, (int, float)) and metric not in PROBE_SETTINGS:
+                rows.append(
+                    {
+                        "modality": modality,
+                        "method": method,
+                        "role": "teacher" if method == "teacher" else "student",
+                        "probe": probe,
+                        "metric": metric,
+                        "value": float(value),
+                        "seed": seed,
+                    }
+                )
+    return rows
+
+
 def merged_rows(paths: list[str]) -> list[dict[str, Any]]:
     seen: dict[tuple, dict[str, Any]] = {}
     for spec in paths:
         name, _, label = spec.partition("::")
         path = Path(name)
+        run_dir = path if path.is_dir() else None
         path = path / "results.json" if path.is_dir() else path
-        if not path.is_file():
+        if not path.is_file() and run_dir is None:
             raise SystemExit(
                 f"error: no results in '{path}' (a run's results.json, or its directory)"
             )
-        for row in json.loads(path.read_text()):
+        found = json.loads(path.read_text()) if path.is_file() else []
+        if run_dir is not None:
+            found += probe_records(run_dir)
+        if not found:
+            raise SystemExit(f"error: no results or probe records in '{run_dir}'")
+        for row in found:
             if (
                 label
                 and row.get("role") == "student"

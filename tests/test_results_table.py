@@ -56,3 +56,29 @@ def test_main_appends_the_differences_table(results_table, tmp_path, capsys):
     assert "| crd | +30.0 ± 0.0 (n=2) |" in text
     assert "| supervised | +59.5 ± 0.7 (n=2) |" in text
     assert (tmp_path / "t.md").read_text() == text + "\n"
+
+
+def _record(run: Path, seed: int, unit: str, probe: str, record: dict) -> None:
+    folder = run / "probe" / f"seed{seed}" / unit / probe
+    folder.mkdir(parents=True)
+    (folder / "done.json").write_text(json.dumps({"key": "k", "inputs": {}, "record": record}))
+
+
+def test_a_run_directory_adds_the_probe_records_of_seeds_its_results_lack(results_table, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps([_row("wcord-global", 0, 0.80)]))
+    _record(run, 0, "depth-wcord-global", "linear", {"accuracy": 0.10, "l2": 0.01})  # older
+    _record(run, 1, "depth-wcord-global", "linear", {"accuracy": 0.70, "l2": 0.01, "files": {}})
+    _record(run, 1, "rgb-teacher", "knn", {"accuracy": 0.9, "k": 20, "temperature": 0.07})
+    rows = results_table.merged_rows([f"{run}::wcord (mine)"])
+    got = {(r["method"], r["probe"], r["metric"], r["seed"]): r["value"] for r in rows}
+    assert got == {
+        ("wcord (mine)", "linear", "accuracy", 0): 0.80,  # results.json wins over a record
+        ("wcord (mine)", "linear", "accuracy", 1): 0.70,
+        ("teacher", "knn", "accuracy", 1): 0.9,  # settings (k, l2, temperature) are no metrics
+    }
+    assert {r["role"] for r in rows if r["method"] == "teacher"} == {"teacher"}
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no results or probe records"):
+        results_table.merged_rows([str(tmp_path / "empty")])
