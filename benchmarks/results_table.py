@@ -75,17 +75,18 @@ def merged_rows(paths: list[str]) -> list[dict[str, Any]]:
     for spec in paths:
         name, _, label = spec.partition("::")
         path = Path(name)
-        run_dir = path if path.is_dir() else None
-        path = path / "results.json" if path.is_dir() else path
-        if not path.is_file() and run_dir is None:
+        if path.is_dir():
+            results = path / "results.json"
+            found = json.loads(results.read_text()) if results.is_file() else []
+            found += probe_records(path)
+        elif path.is_file():
+            found = json.loads(path.read_text())
+        else:
             raise SystemExit(
                 f"error: no results in '{path}' (a run's results.json, or its directory)"
             )
-        found = json.loads(path.read_text()) if path.is_file() else []
-        if run_dir is not None:
-            found += probe_records(run_dir)
         if not found:
-            raise SystemExit(f"error: no results or probe records in '{run_dir}'")
+            raise SystemExit(f"error: no results or probe records in '{path}'")
         for row in found:
             if (
                 label

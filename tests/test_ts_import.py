@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from xmodal.cli.main import main
-from xmodal.core.errors import DataError
+from xmodal.core.errors import DataError, XmodalError
 from xmodal.core.registry import FRONTENDS
 from xmodal.data.paired.from_ts import parse_channels, stratified_holdout, write_ts_manifest
 from xmodal.data.paired.readers import is_sequence
@@ -215,7 +215,8 @@ def test_windows_cut_each_case_and_stay_in_its_split(tmp_path):
     [
         ({"label": [0]}, "column 'label' is reserved"),
         ({"rgb": [0]}, "column 'rgb': not a registered sequence front end"),
-        ({"imu9": [0]}, "column 'imu9': not a registered sequence front end"),
+        ({"imu9": [0]}, "unknown modality 'imu9'"),
+        ({"gyroscop": [0]}, "unknown modality 'gyroscop': did you mean 'gyroscope'"),
         ({"sequence": [0, 6]}, r"dimensions \[6\] are outside .*TRAIN.ts's 6 \(0-5\)"),
         ({}, "no columns"),
     ],
@@ -223,7 +224,7 @@ def test_windows_cut_each_case_and_stay_in_its_split(tmp_path):
 def test_bad_columns_are_refused_before_anything_is_written(tmp_path, columns, message):
     values, labels = archive(4)
     train = write_ts(tmp_path / "TRAIN.ts", values, labels)
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(XmodalError, match=message):
         write_ts_manifest(train, tmp_path / "out", columns)
     assert not (tmp_path / "out").exists()
 
@@ -345,3 +346,14 @@ def test_from_ts_refuses_a_bad_column_in_one_line(tmp_path, capsys, extra, messa
     assert main(["data", "from-ts", str(train), "--to", str(tmp_path / "o"), *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_from_ts_without_columns_writes_one_sequence_column_of_every_dimension(tmp_path):
+    values, labels = archive(6, c=4, t=7)
+    train = write_ts(tmp_path / "TRAIN.ts", values, labels)
+    assert main(["data", "from-ts", str(train), "--to", str(tmp_path / "o")]) == 0
+    rows = _rows(tmp_path / "o" / "manifest.csv")
+    assert list(rows[0]) == ["id", "split", "label", "sequence"]
+    for row in rows:
+        i = int(row["id"].split("-")[1])
+        np.testing.assert_array_equal(np.load(tmp_path / "o" / row["sequence"]), values[i])

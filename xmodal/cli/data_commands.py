@@ -166,7 +166,6 @@ def run_data_command(args: argparse.Namespace, console: Console) -> int:
 def _from_ts(args: argparse.Namespace) -> Path:
     from xmodal.core.errors import DataError
     from xmodal.data.paired.from_ts import parse_channels, write_ts_manifest
-    from xmodal.data.paired.ts_format import read_ts
 
     columns: dict[str, list[int]] = {}
     for given in args.column:
@@ -176,12 +175,10 @@ def _from_ts(args: argparse.Namespace) -> Path:
         if name in columns:
             raise DataError(f"--column {name!r} is given twice")
         columns[name] = parse_channels(spec)
-    if not columns:
-        columns = {"sequence": list(range(read_ts(Path(args.train)).values.shape[1]))}
     return write_ts_manifest(
         Path(args.train),
         Path(args.to),
-        columns,
+        columns or None,  # none given: one sequence column of every dimension
         test=Path(args.test) if args.test else None,
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,

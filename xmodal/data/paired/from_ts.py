@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from xmodal.core.errors import DataError
+from xmodal.core.registry import FRONTENDS
 from xmodal.data.paired.manifest import RESERVED
+from xmodal.data.paired.readers import is_sequence
 from xmodal.data.paired.ts_format import TsArchive, read_ts
 
 
@@ -61,7 +63,7 @@ def stratified_holdout(labels: Sequence[str], fraction: float, seed: int) -> np.
 def write_ts_manifest(
     train: Path,
     out: Path,
-    columns: Mapping[str, Sequence[int]],
+    columns: Mapping[str, Sequence[int]] | None = None,
     test: Path | None = None,
     val_fraction: float = 0.2,
     test_fraction: float = 0.2,
@@ -76,6 +78,7 @@ def write_ts_manifest(
         out: a new or empty folder.
         columns: modality name -> 0-based dimensions, e.g. ``{"accelerometer": [0, 1, 2],
             "gyroscope": [3, 4, 5]}``; each becomes a ``[len(dims), T]`` float32 ``.npy`` per case.
+            None: one ``sequence`` column of every dimension.
         test: the archive's test file (its rows are ``test``). None: ``test_fraction``.
         val_fraction: the share of each class of the train file's rows held out as ``val``.
         test_fraction: without ``test``, the share of each class held out as ``test`` first.
@@ -88,6 +91,8 @@ def write_ts_manifest(
         The manifest's path.
     """
     train_set = read_ts(train)
+    if columns is None:
+        columns = {"sequence": list(range(train_set.values.shape[1]))}
     _check_columns(columns, train_set, train)
     test_set = None
     if test is not None:
@@ -112,6 +117,8 @@ def write_ts_manifest(
     parts = [("train", train_set, list(splits))]
     if test_set is not None:
         parts.append(("test", test_set, ["test"] * len(test_set.labels)))
+    for name in columns:
+        (out / name).mkdir(parents=True, exist_ok=True)
     rows = []
     for prefix, archive, row_splits in parts:
         for i, (label, split) in enumerate(zip(archive.labels, row_splits, strict=True)):
@@ -120,7 +127,6 @@ def write_ts_manifest(
                 row = {"id": case_id, "split": split, "label": label}
                 for name, dims in columns.items():
                     file = out / name / f"{case_id}.npy"
-                    file.parent.mkdir(parents=True, exist_ok=True)
                     cut = archive.values[i, list(dims), start : start + span]
                     np.save(file, np.ascontiguousarray(cut))
                     row[name] = f"{name}/{case_id}.npy"
@@ -134,14 +140,13 @@ def write_ts_manifest(
 
 
 def _check_columns(columns: Mapping[str, Sequence[int]], archive: TsArchive, path: Path) -> None:
-    from xmodal.data.paired.readers import is_sequence
-
     if not columns:
         raise DataError("no columns: name at least one, e.g. sequence=0-2")
     dims = archive.values.shape[1]
     for name, chosen in columns.items():
         if name in RESERVED:
             raise DataError(f"column {name!r} is reserved in a manifest ({', '.join(RESERVED)})")
+        FRONTENDS.check_name(name)  # a misspelt name: one line with the close matches
         if not is_sequence(name):
             raise DataError(
                 f"column {name!r}: not a registered sequence front end, so paired would not "

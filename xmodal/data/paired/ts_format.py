@@ -64,13 +64,10 @@ def read_ts(path: Path) -> TsArchive:
             else:
                 header[key] = words
             continue
-        fields = line.split(":")
-        labelled = _flag(header, "classlabel")
-        if labelled:
-            if len(fields) < 2:
-                raise DataError(f"{where}: no class label (expected 'values:...:label')")
-            labels.append(fields[-1].strip())
-            fields = fields[:-1]
+        *fields, label = line.split(":")  # _check_header made sure the label is there
+        if not fields:
+            raise DataError(f"{where}: no class label (expected 'values:...:label')")
+        labels.append(label.strip())
         cases.append(_case(fields, where))
     if not in_data:
         raise DataError(f"{path}: no '@data' line; is this a .ts file?")
