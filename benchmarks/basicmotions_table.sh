@@ -7,14 +7,19 @@
 # and back), 3 seeds, linear and k-NN probes, the paired defaults otherwise (no tuning here).
 # The teacher is trained on the activity labels of the train split (the recordings have no
 # other label space: the oracle protocol of docs/results.md).
-#   usage: benchmarks/basicmotions_table.sh [OUT] [TS_DIR]
+#   usage: [METHODS=a,b,...] [SETS="KEY=VALUE ..."] benchmarks/basicmotions_table.sh [OUT] [TS_DIR]
+#   METHODS replaces the method list; SETS adds --set overrides to both runs (the label-reading
+#   ablation of docs/results.md: METHODS=none,supervised,crd,wcord
+#   SETS="distill.crd.negatives=other_class distill.wcord.negatives=other_class").
 #   TS_DIR: a folder with BasicMotions_TRAIN.ts and BasicMotions_TEST.ts; default: taken from
 #   the aeon wheel (pip download --no-deps aeon==1.6.0, about 6 MB; nothing is installed).
 #   results: OUT/table-<direction>.md and .csv
 set -euo pipefail
 OUT=${1:-runs/basicmotions}
 TS_DIR=${2:-}
-METHODS=none,supervised,kd,fitnet,crd,pkt,rkd,infonce,wcord,wcord-global,wcord-local
+METHODS=${METHODS:-none,supervised,kd,fitnet,crd,pkt,rkd,infonce,wcord,wcord-global,wcord-local}
+EXTRA=()
+for item in ${SETS:-}; do EXTRA+=(--set "$item"); done
 mkdir -p "$OUT"
 if [ -z "$TS_DIR" ]; then
     TS_DIR=$OUT/ts
@@ -35,7 +40,8 @@ for pair in accelerometer:gyroscope gyroscope:accelerometer; do
     teacher=${pair%%:*} student=${pair##*:}
     python3 -m xmodal run paired --data "$OUT/manifest/manifest.csv" --out "$OUT/$teacher-to-$student" \
         --set runtime.threads=1 --set "teacher.modality=$teacher" --set "distill.students=[$student]" \
-        --set "distill.methods=[$METHODS]" --set 'probe.probes=[linear,knn]' --set 'seeds=[0,1,2]'
+        --set "distill.methods=[$METHODS]" --set 'probe.probes=[linear,knn]' --set 'seeds=[0,1,2]' \
+        "${EXTRA[@]}"
     python3 benchmarks/results_table.py "$OUT/$teacher-to-$student/results.json" \
         --students "$student" --out "$OUT/table-$teacher-to-$student.md" \
         --csv "$OUT/table-$teacher-to-$student.csv"
